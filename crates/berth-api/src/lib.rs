@@ -1,0 +1,343 @@
+//! Wire types of berth's REST API, version 1 (`/api/v1`).
+//!
+//! The server serializes these, the CLI deserializes them; both sides share this crate so they
+//! cannot drift. Every type has an OpenAPI schema (served at `/api/v1/openapi.json`).
+//!
+//! Conventions: JSON objects carry `id`; workspaces carry `state`; timestamps are RFC 3339 UTC
+//! strings; errors are `{"error":{"code":"…","message":"…"}}` with a stable `code`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Path prefix of the API.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// The error body of every non-2xx response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `not_found`, `invalid_argument`, `engine_unavailable`.
+    pub code: String,
+    /// One human-readable sentence.
+    pub message: String,
+}
+
+/// `POST /api/v1/workspaces`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// Workspace name, unique within its tenant: lowercase letters, digits, inner dashes.
+    pub name: String,
+    /// Tenant (client) the workspace belongs to; created on first use. Default `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Memory cap, e.g. `512m`, `2g`. Default from the server config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPU cap as a decimal string, e.g. `1` or `0.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// Maximum number of processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+    /// Image to run; default is berth's base image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Engine network mode: `none` (no network at all) or `bridge`. Default from the server config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    pub memory_bytes: i64,
+    /// CPUs as a decimal number.
+    pub cpus: f64,
+    pub pids: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Failure {
+    /// `oom`, `exited`, `vanished`, `daemon_unreachable` or `start_failed`.
+    pub reason: String,
+    pub message: String,
+    pub at: String,
+}
+
+/// Live resource usage of a running workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub memory_limit_bytes: u64,
+    pub cpu_percent: f64,
+    pub pids: u64,
+}
+
+/// What the server knows of the daemon inside a running workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DaemonStatus {
+    /// Whether the daemon answered just now.
+    pub reachable: bool,
+    /// Protocol version the daemon speaks (when reachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// True when the daemon is older than this server; restart the workspace to upgrade it.
+    pub outdated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    /// `creating`, `starting`, `running`, `stopping`, `stopped`, `removing` or `failed`.
+    pub state: String,
+    pub image: String,
+    pub limits: Limits,
+    pub network: String,
+    /// Engine volume mounted at /home/agent.
+    pub volume: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Why the workspace failed, or the last thing that went wrong inside it (e.g. an OOM kill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    /// Processes the kernel killed for exceeding the memory cap since the workspace was created.
+    pub oom_kills: u64,
+    /// Present in `GET /workspaces/{ws}` for running workspaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonStatus>,
+}
+
+/// `DELETE /api/v1/workspaces/{ws}?volume=true` removes the home volume too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct RemoveWorkspaceQuery {
+    #[serde(default)]
+    pub volume: bool,
+}
+
+/// `POST /api/v1/workspaces/{ws}/exec`: run a command to completion and return its output.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// argv; the first element is looked up in PATH.
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Text fed to the command's stdin (UTF-8); stdin is empty otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    /// stdout, lossily decoded as UTF-8, truncated at 4 MiB.
+    pub stdout: String,
+    pub stderr: String,
+    /// True when stdout or stderr was truncated.
+    pub truncated: bool,
+}
+
+/// First (text) message a client sends on the exec WebSocket
+/// `GET /api/v1/workspaces/{ws}/exec/ws`. After it, binary messages from the client are stdin
+/// bytes and the text message `{"type":"eof"}` closes stdin. The server sends binary messages
+/// whose first byte is the stream (1 = stdout, 2 = stderr) followed by the data, and finally the
+/// text message `{"type":"exit","code":N}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecStart {
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+/// Stream tags on the exec WebSocket's binary messages.
+pub const EXEC_STDOUT: u8 = 1;
+pub const EXEC_STDERR: u8 = 2;
+
+/// Control messages (text frames) on the exec and attach WebSockets.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WsControl {
+    /// Client → server: the terminal size changed.
+    Resize { cols: u16, rows: u16 },
+    /// Client → server: close stdin (exec only).
+    Eof,
+    /// Server → client: the process ended with this exit code.
+    Exit { code: i32 },
+    /// Server → client: something went wrong; the socket closes after this.
+    Error { code: String, message: String },
+}
+
+/// `POST /api/v1/workspaces/{ws}/sessions`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Unique among the workspace's sessions; default `main`, then `shell-2`, `shell-3`, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Command to run; default is a login shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+}
+
+/// A persistent terminal session inside a workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    pub id: String,
+    pub name: String,
+    pub command: Vec<String>,
+    /// `running` or `exited`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub created_at: String,
+    /// Clients attached right now.
+    pub attached: u32,
+    pub cols: u16,
+    pub rows: u16,
+    pub scrollback_bytes: u64,
+}
+
+/// `GET /api/v1/audit`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    /// Token id of the caller.
+    pub actor: String,
+    /// e.g. `workspace.create`.
+    pub action: String,
+    /// e.g. `acme/web`.
+    pub target: String,
+    /// `ok`, or the error code.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// Maximum entries, newest first (default 100, max 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    /// Only entries whose target is this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// One check of `GET /api/v1/doctor` (and `berth doctor`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// One-line fix when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DoctorReport {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+/// `GET /api/v1/image`: the workspace base image this server uses.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageStatus {
+    /// Content-addressed tag, e.g. `localhost/berth-workspace:3f2a…`.
+    pub tag: String,
+    pub present: bool,
+}
+
+/// `POST /api/v1/image/build`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildImage {
+    /// Rebuild even when the tag exists.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One line of the newline-delimited JSON stream answered by `POST /api/v1/image/build`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum BuildEvent {
+    /// Progress: `step` is `debootstrap`, `import` or `build`.
+    Progress { step: String, line: String },
+    Done {
+        tag: String,
+        skipped: bool,
+        seconds: f64,
+    },
+    Error { code: String, message: String },
+}
+
+/// `GET /api/v1/whoami`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub token_id: String,
+    pub token_name: String,
+    pub role: String,
+    pub server_version: String,
+}
+
+/// `GET /api/v1/version` (authenticated like every route).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerInfo {
+    pub version: String,
+    /// Workspace daemon protocol this server speaks.
+    pub daemon_protocol: u32,
+    pub engine_endpoint: String,
+    pub image: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_rejects_unknown_fields() {
+        let err = serde_json::from_str::<CreateWorkspace>(r#"{"name":"a","memroy":"1g"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `memroy`"), "{err}");
+    }
+
+    #[test]
+    fn ws_control_wire_form() {
+        let s = serde_json::to_string(&WsControl::Resize { cols: 80, rows: 24 }).unwrap();
+        assert_eq!(s, r#"{"type":"resize","cols":80,"rows":24}"#);
+        let e: WsControl = serde_json::from_str(r#"{"type":"exit","code":3}"#).unwrap();
+        assert_eq!(e, WsControl::Exit { code: 3 });
+    }
+}

@@ -1,0 +1,18 @@
+//! berth's domain model.
+//!
+//! Everything here is plain data and pure functions: no tokio, no sqlx, no HTTP. Transports parse
+//! their input into these types, and the state machine decides what may happen next.
+
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod name;
+pub mod secret;
+pub mod workspace;
+
+pub use error::ErrorCode;
+pub use ids::{TenantId, TokenId, WorkspaceId};
+pub use limits::{Limits, LimitsError};
+pub use name::{Name, NameError, WorkspaceRef};
+pub use secret::Secret;
+pub use workspace::{Failure, FailureKind, Transition, TransitionError, WorkspaceState};

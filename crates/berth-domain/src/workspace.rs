@@ -1,0 +1,251 @@
+//! The workspace lifecycle as a state machine.
+//!
+//! ```text
+//!  create ──► creating ──ready──► running ──stop──► stopping ──► stopped
+//!                                  ▲   │                            │
+//!                                  │   └──fail──► failed ◄──fail────┤
+//!                    starting ◄────┼──start─────────┘               │
+//!                       └─ready────┘◄──────────start────────────────┘
+//!  any settled state ──remove──► removing ──► (gone)
+//! ```
+//! Transitions that make no sense (stopping a workspace that is being created, starting one that
+//! is being removed) are refused with a [`TransitionError`] the API turns into `invalid_state`.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a workspace is `failed`, or what last went wrong inside a running one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The kernel killed a process for exceeding the workspace's memory cap.
+    Oom,
+    /// The container stopped on its own with this exit code.
+    Exited,
+    /// The container disappeared from the engine.
+    Vanished,
+    /// The container runs but its daemon does not answer.
+    DaemonUnreachable,
+    /// Starting the container or its daemon failed.
+    StartFailed,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oom => "oom",
+            Self::Exited => "exited",
+            Self::Vanished => "vanished",
+            Self::DaemonUnreachable => "daemon_unreachable",
+            Self::StartFailed => "start_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "oom" => Self::Oom,
+            "exited" => Self::Exited,
+            "vanished" => Self::Vanished,
+            "daemon_unreachable" => Self::DaemonUnreachable,
+            "start_failed" => Self::StartFailed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(reason: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies a container that exited without berth asking it to. The engine's own OOM flag
+    /// is trusted when set; on hosts where it never is (Podman on cgroup v1), exit status 137
+    /// (SIGKILL) that berth did not send is read as the kernel's OOM killer.
+    pub fn from_unexpected_exit(exit_code: i64, engine_says_oom: bool) -> Self {
+        if engine_says_oom || exit_code == 137 {
+            Self::new(
+                FailureKind::Oom,
+                format!("the workspace was killed for exceeding its memory limit (exit {exit_code})"),
+            )
+        } else {
+            Self::new(
+                FailureKind::Exited,
+                format!("the workspace container exited on its own with code {exit_code}"),
+            )
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceState {
+    Creating,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Removing,
+    Failed,
+}
+
+impl WorkspaceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Removing => "removing",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => Self::Creating,
+            "starting" => Self::Starting,
+            "running" => Self::Running,
+            "stopping" => Self::Stopping,
+            "stopped" => Self::Stopped,
+            "removing" => Self::Removing,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+
+    /// A state in which no lifecycle operation is in flight.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Self::Running | Self::Stopped | Self::Failed)
+    }
+
+    /// Applies a transition, returning the next state.
+    pub fn apply(self, t: Transition) -> Result<Self, TransitionError> {
+        use Transition as T;
+        use WorkspaceState as S;
+        let next = match (self, t) {
+            (S::Creating | S::Starting, T::Ready) => S::Running,
+            (S::Stopped | S::Failed, T::Start) => S::Starting,
+            (S::Running | S::Starting | S::Failed, T::Stop) => S::Stopping,
+            (S::Stopping, T::Halted) => S::Stopped,
+            (S::Running | S::Stopped | S::Failed, T::Remove) => S::Removing,
+            (S::Creating | S::Starting | S::Running | S::Stopping, T::Fail) => S::Failed,
+            // The reconciler saw the container running although the store says otherwise
+            // (started outside berth, or recovered from a crash).
+            (S::Stopped | S::Failed, T::ObservedRunning) => S::Running,
+            // The reconciler saw the container stopped while the store says stopping.
+            (S::Stopping, T::ObservedStopped) => S::Stopped,
+            (from, t) => return Err(TransitionError { from, transition: t }),
+        };
+        Ok(next)
+    }
+}
+
+impl std::fmt::Display for WorkspaceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The container runs and its daemon answered the handshake.
+    Ready,
+    Start,
+    Stop,
+    /// The container stopped after a stop request.
+    Halted,
+    Remove,
+    Fail,
+    ObservedRunning,
+    ObservedStopped,
+}
+
+impl Transition {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Ready => "become ready",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Halted => "halt",
+            Self::Remove => "remove",
+            Self::Fail => "fail",
+            Self::ObservedRunning => "be observed running",
+            Self::ObservedStopped => "be observed stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a workspace that is {from} cannot {}", transition.verb())]
+pub struct TransitionError {
+    pub from: WorkspaceState,
+    pub transition: Transition,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Transition as T;
+    use WorkspaceState as S;
+
+    #[test]
+    fn happy_path() {
+        let s = S::Creating.apply(T::Ready).unwrap();
+        assert_eq!(s, S::Running);
+        let s = s.apply(T::Stop).unwrap().apply(T::Halted).unwrap();
+        assert_eq!(s, S::Stopped);
+        let s = s.apply(T::Start).unwrap().apply(T::Ready).unwrap();
+        assert_eq!(s, S::Running);
+        assert_eq!(s.apply(T::Remove).unwrap(), S::Removing);
+    }
+
+    #[test]
+    fn refuses_nonsense() {
+        let e = S::Creating.apply(T::Stop).unwrap_err();
+        assert_eq!(e.to_string(), "a workspace that is creating cannot stop");
+        assert!(S::Removing.apply(T::Start).is_err());
+        assert!(S::Running.apply(T::Start).is_err());
+        assert!(S::Stopped.apply(T::Stop).is_err());
+        assert!(S::Removing.apply(T::Fail).is_err());
+        assert!(S::Creating.apply(T::Remove).is_err());
+    }
+
+    #[test]
+    fn failed_can_recover_or_be_removed() {
+        assert_eq!(S::Failed.apply(T::Start).unwrap(), S::Starting);
+        assert_eq!(S::Failed.apply(T::Remove).unwrap(), S::Removing);
+        assert_eq!(S::Failed.apply(T::ObservedRunning).unwrap(), S::Running);
+    }
+
+    #[test]
+    fn state_strings_round_trip() {
+        for s in [S::Creating, S::Starting, S::Running, S::Stopping, S::Stopped, S::Removing, S::Failed] {
+            assert_eq!(S::parse(s.as_str()), Some(s));
+        }
+        for k in [
+            FailureKind::Oom,
+            FailureKind::Exited,
+            FailureKind::Vanished,
+            FailureKind::DaemonUnreachable,
+            FailureKind::StartFailed,
+        ] {
+            assert_eq!(FailureKind::parse(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn unexpected_exit_classification() {
+        assert_eq!(Failure::from_unexpected_exit(137, false).reason, FailureKind::Oom);
+        assert_eq!(Failure::from_unexpected_exit(1, true).reason, FailureKind::Oom);
+        assert_eq!(Failure::from_unexpected_exit(2, false).reason, FailureKind::Exited);
+    }
+}
