@@ -293,13 +293,19 @@ pub struct BuildImage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BuildEvent {
     /// Progress: `step` is `debootstrap`, `import` or `build`.
-    Progress { step: String, line: String },
+    Progress {
+        step: String,
+        line: String,
+    },
     Done {
         tag: String,
         skipped: bool,
         seconds: f64,
     },
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 /// `GET /api/v1/whoami`
@@ -315,6 +321,9 @@ pub struct WhoAmI {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServerInfo {
     pub version: String,
+    /// Short id of this server; prefixes and labels (`berth.server`) its engine objects.
+    #[serde(default)]
+    pub server_id: String,
     /// Workspace daemon protocol this server speaks.
     pub daemon_protocol: u32,
     pub engine_endpoint: String,

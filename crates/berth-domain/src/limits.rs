@@ -143,12 +143,30 @@ mod tests {
 
     #[test]
     fn memory_errors() {
-        assert!(matches!(parse_memory("lots"), Err(LimitsError::MemorySyntax(_))));
-        assert!(matches!(parse_memory("5x"), Err(LimitsError::MemorySyntax(_))));
-        assert!(matches!(parse_memory(""), Err(LimitsError::MemorySyntax(_))));
-        assert!(matches!(parse_memory("1m"), Err(LimitsError::MemoryRange(_))));
-        assert!(matches!(parse_memory("-5m"), Err(LimitsError::MemorySyntax(_))));
-        assert!(matches!(parse_memory("99999g"), Err(LimitsError::MemoryRange(_))));
+        assert!(matches!(
+            parse_memory("lots"),
+            Err(LimitsError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            parse_memory("5x"),
+            Err(LimitsError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            parse_memory(""),
+            Err(LimitsError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            parse_memory("1m"),
+            Err(LimitsError::MemoryRange(_))
+        ));
+        assert!(matches!(
+            parse_memory("-5m"),
+            Err(LimitsError::MemorySyntax(_))
+        ));
+        assert!(matches!(
+            parse_memory("99999g"),
+            Err(LimitsError::MemoryRange(_))
+        ));
     }
 
     #[test]
@@ -164,9 +182,15 @@ mod tests {
     #[test]
     fn validate_ranges() {
         assert!(Limits::default().validate().is_ok());
-        let l = Limits { pids: 3, ..Limits::default() };
+        let l = Limits {
+            pids: 3,
+            ..Limits::default()
+        };
         assert_eq!(l.validate(), Err(LimitsError::PidsRange(3)));
-        let l = Limits { memory_bytes: 1, ..Limits::default() };
+        let l = Limits {
+            memory_bytes: 1,
+            ..Limits::default()
+        };
         assert!(matches!(l.validate(), Err(LimitsError::MemoryRange(_))));
     }
 

@@ -114,7 +114,9 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         assert_eq!(Name::parse(""), Err(NameError::Empty));
-        for bad in ["Acme", "1abc", "-a", "a-", "a--b", "a_b", "a b", "a/b", "ä", "../x"] {
+        for bad in [
+            "Acme", "1abc", "-a", "a-", "a--b", "a_b", "a b", "a/b", "ä", "../x",
+        ] {
             assert!(
                 matches!(Name::parse(bad), Err(NameError::Invalid(_))),
                 "{bad}"

@@ -73,7 +73,9 @@ impl Failure {
         if engine_says_oom || exit_code == 137 {
             Self::new(
                 FailureKind::Oom,
-                format!("the workspace was killed for exceeding its memory limit (exit {exit_code})"),
+                format!(
+                    "the workspace was killed for exceeding its memory limit (exit {exit_code})"
+                ),
             )
         } else {
             Self::new(
@@ -143,7 +145,12 @@ impl WorkspaceState {
             (S::Stopped | S::Failed, T::ObservedRunning) => S::Running,
             // The reconciler saw the container stopped while the store says stopping.
             (S::Stopping, T::ObservedStopped) => S::Stopped,
-            (from, t) => return Err(TransitionError { from, transition: t }),
+            (from, t) => {
+                return Err(TransitionError {
+                    from,
+                    transition: t,
+                })
+            }
         };
         Ok(next)
     }
@@ -228,7 +235,15 @@ mod tests {
 
     #[test]
     fn state_strings_round_trip() {
-        for s in [S::Creating, S::Starting, S::Running, S::Stopping, S::Stopped, S::Removing, S::Failed] {
+        for s in [
+            S::Creating,
+            S::Starting,
+            S::Running,
+            S::Stopping,
+            S::Stopped,
+            S::Removing,
+            S::Failed,
+        ] {
             assert_eq!(S::parse(s.as_str()), Some(s));
         }
         for k in [
@@ -244,8 +259,17 @@ mod tests {
 
     #[test]
     fn unexpected_exit_classification() {
-        assert_eq!(Failure::from_unexpected_exit(137, false).reason, FailureKind::Oom);
-        assert_eq!(Failure::from_unexpected_exit(1, true).reason, FailureKind::Oom);
-        assert_eq!(Failure::from_unexpected_exit(2, false).reason, FailureKind::Exited);
+        assert_eq!(
+            Failure::from_unexpected_exit(137, false).reason,
+            FailureKind::Oom
+        );
+        assert_eq!(
+            Failure::from_unexpected_exit(1, true).reason,
+            FailureKind::Oom
+        );
+        assert_eq!(
+            Failure::from_unexpected_exit(2, false).reason,
+            FailureKind::Exited
+        );
     }
 }

@@ -32,7 +32,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Current time as RFC 3339 UTC with millisecond precision.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
@@ -368,9 +370,9 @@ impl Store {
         failure: Option<&Failure>,
     ) -> Result<Workspace> {
         let at = now();
-        let res = match failure {
-            Some(f) => {
-                sqlx::query(
+        let res =
+            match failure {
+                Some(f) => sqlx::query(
                     "UPDATE workspaces SET state = ?, failure_reason = ?, failure_message = ?, \
                      failure_at = ?, updated_at = ? WHERE id = ?",
                 )
@@ -381,17 +383,16 @@ impl Store {
                 .bind(&at)
                 .bind(id.as_str())
                 .execute(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query("UPDATE workspaces SET state = ?, updated_at = ? WHERE id = ?")
-                    .bind(state.as_str())
-                    .bind(&at)
-                    .bind(id.as_str())
-                    .execute(&self.pool)
-                    .await?
-            }
-        };
+                .await?,
+                None => {
+                    sqlx::query("UPDATE workspaces SET state = ?, updated_at = ? WHERE id = ?")
+                        .bind(state.as_str())
+                        .bind(&at)
+                        .bind(id.as_str())
+                        .execute(&self.pool)
+                        .await?
+                }
+            };
         if res.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("workspace {id}")));
         }
@@ -423,14 +424,19 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("workspace {id}")))?;
         let seen = row.get::<i64, _>(0).max(0) as u64;
-        let new = if counter >= seen { counter - seen } else { counter };
+        let new = if counter >= seen {
+            counter - seen
+        } else {
+            counter
+        };
         if new > 0 || counter != seen {
             let at = now();
-            let mut q = String::from(
-                "UPDATE workspaces SET memcg_oom_seen = ?, oom_kills = oom_kills + ?",
-            );
+            let mut q =
+                String::from("UPDATE workspaces SET memcg_oom_seen = ?, oom_kills = oom_kills + ?");
             if new > 0 {
-                q.push_str(", failure_reason = 'oom', failure_message = ?, failure_at = ?, updated_at = ?");
+                q.push_str(
+                    ", failure_reason = 'oom', failure_message = ?, failure_at = ?, updated_at = ?",
+                );
             }
             q.push_str(" WHERE id = ?");
             let mut query = sqlx::query(&q).bind(counter as i64).bind(new as i64);

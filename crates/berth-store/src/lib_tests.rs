@@ -39,8 +39,14 @@ async fn workspace_names_unique_per_tenant() {
     ));
     // Same name in another tenant is fine, and a bare-name lookup finds both.
     new_ws(&s, "globex", "web").await.unwrap();
-    assert_eq!(s.find_workspaces_named(&name("web")).await.unwrap().len(), 2);
-    assert_eq!(s.list_workspaces(Some(&name("acme"))).await.unwrap().len(), 1);
+    assert_eq!(
+        s.find_workspaces_named(&name("web")).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        s.list_workspaces(Some(&name("acme"))).await.unwrap().len(),
+        1
+    );
     assert_eq!(s.list_workspaces(None).await.unwrap().len(), 2);
 }
 
@@ -49,11 +55,17 @@ async fn state_and_failure_persist() {
     let s = Store::open_in_memory().await.unwrap();
     let w = new_ws(&s, "acme", "web").await.unwrap();
     let f = Failure::new(FailureKind::Vanished, "gone");
-    let w2 = s.set_state(&w.id, WorkspaceState::Failed, Some(&f)).await.unwrap();
+    let w2 = s
+        .set_state(&w.id, WorkspaceState::Failed, Some(&f))
+        .await
+        .unwrap();
     assert_eq!(w2.state, WorkspaceState::Failed);
     assert_eq!(w2.failure.as_ref().unwrap().0, f);
     // Moving on keeps the failure as history.
-    let w3 = s.set_state(&w.id, WorkspaceState::Starting, None).await.unwrap();
+    let w3 = s
+        .set_state(&w.id, WorkspaceState::Starting, None)
+        .await
+        .unwrap();
     assert_eq!(w3.failure.unwrap().0.reason, FailureKind::Vanished);
     s.delete_workspace(&w.id).await.unwrap();
     assert!(matches!(
@@ -109,7 +121,9 @@ async fn audit_newest_first_and_filtered() {
     }
     let all = s.list_audit(10, None).await.unwrap();
     assert_eq!(
-        all.iter().map(|e| e.record.action.as_str()).collect::<Vec<_>>(),
+        all.iter()
+            .map(|e| e.record.action.as_str())
+            .collect::<Vec<_>>(),
         ["act2", "act1", "act0"]
     );
     let a = s.list_audit(10, Some("acme/a")).await.unwrap();

@@ -1,0 +1,94 @@
+//! The one `berth` binary: the CLI, `berth server`, and `berth workspace-daemon`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Isolated, persistent workspaces for coding agents",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run the berth server (API, workspace lifecycle, reconciler).
+    Server(berth_server::ServerArgs),
+    /// Run inside a workspace: owns its terminal sessions and processes (started by berth).
+    #[command(hide = true)]
+    WorkspaceDaemon(DaemonArgs),
+    #[command(flatten)]
+    Client(berth_cli::Command),
+}
+
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// Unix socket to serve the daemon protocol on.
+    #[arg(long, default_value = berth_daemon::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Scrollback kept per session, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    scrollback_bytes: usize,
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Top::Server(args) => {
+                init_tracing("info,tower_http=warn,sqlx=warn,bollard=warn");
+                match berth_server::run(args).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        1
+                    }
+                }
+            }
+            Top::WorkspaceDaemon(args) => {
+                init_tracing("info");
+                let opts = berth_daemon::server::DaemonOptions {
+                    socket: args.socket,
+                    scrollback_bytes: args.scrollback_bytes,
+                    ..Default::default()
+                };
+                match berth_daemon::server::run(opts).await {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        1
+                    }
+                }
+            }
+            Top::Client(cmd) => berth_cli::run(cmd).await,
+        }
+    });
+    // Dropping the runtime would wait for blocking reads of stdin (attach, exec); exit now.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}

@@ -1,0 +1,5 @@
+mod auth;
+mod cli;
+mod oom;
+mod sessions;
+mod workspaces;

@@ -1,0 +1,488 @@
+//! Workspace lifecycle against the real engine: hardening, persistence, rollback, bad input,
+//! the reconciler.
+
+use std::time::Duration;
+
+use berth_runtime::Runtime;
+use berth_test_support::{enc, ensure_broken_image, ensure_image, eventually, TestServer};
+use serde_json::{json, Value};
+
+use crate::bin;
+
+fn engine() -> berth_runtime::DockerRuntime {
+    berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap()
+}
+
+#[tokio::test]
+async fn workspace_is_hardened_non_root_and_capped() {
+    ensure_image().await;
+    let s = TestServer::start(bin()).await;
+    let w = s
+        .create_workspace(
+            json!({"name": "web", "tenant": "acme", "memory": "256m", "cpus": "0.5", "pids": 256}),
+        )
+        .await;
+    assert_eq!(w["state"], "running");
+    assert_eq!(w["tenant"], "acme");
+    assert_eq!(w["limits"]["memory_bytes"], 256 * 1024 * 1024);
+    assert_eq!(w["limits"]["cpus"], 0.5);
+    assert_eq!(w["limits"]["pids"], 256);
+    assert!(w["id"].as_str().unwrap().starts_with("ws_"));
+
+    let out = s.exec("acme/web", &["id", "-u"]).await;
+    assert_eq!(out["stdout"], "1000\n");
+    assert_eq!(out["exit_code"], 0);
+    // No capabilities, no privilege gain, even through setuid binaries.
+    let status = s.exec("acme/web", &["cat", "/proc/self/status"]).await;
+    let status = status["stdout"].as_str().unwrap();
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    // The daemon binary is read-only; no engine socket; the channel holds only the daemon socket.
+    let ro = s
+        .exec(
+            "acme/web",
+            &["sh", "-c", "echo x >> /opt/berth/berth; echo rc=$?"],
+        )
+        .await;
+    assert!(ro["stdout"].as_str().unwrap().contains("rc=1"), "{ro}");
+    let socks = s
+        .exec(
+            "acme/web",
+            &[
+                "sh",
+                "-c",
+                "ls -A /run/berth; ls /run/podman /var/run/docker.sock 2>&1 | head -2",
+            ],
+        )
+        .await;
+    let socks = socks["stdout"].as_str().unwrap();
+    assert!(socks.starts_with("daemon.sock\n"), "{socks}");
+    assert!(!socks.contains("podman.sock"), "{socks}");
+    // HOME is the persistent volume, writable by the agent user.
+    let home = s
+        .exec(
+            "acme/web",
+            &["sh", "-c", "cd && pwd && touch ok && stat -c %u ok"],
+        )
+        .await;
+    assert_eq!(home["stdout"], "/home/agent\n1000\n");
+
+    // The engine agrees on limits and hardening.
+    let c = engine()
+        .client()
+        .inspect_container(w["container_id"].as_str().unwrap(), None)
+        .await
+        .unwrap();
+    let hc = c.host_config.unwrap();
+    assert_eq!(hc.memory, Some(256 * 1024 * 1024));
+    assert_eq!(
+        hc.nano_cpus.unwrap_or_default() > 0 || hc.cpu_quota.unwrap_or_default() > 0,
+        true
+    );
+    assert_eq!(hc.pids_limit, Some(256));
+    assert!(hc
+        .security_opt
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.contains("no-new-privileges")));
+    assert_eq!(hc.privileged, Some(false));
+    let mounts = c.mounts.unwrap_or_default();
+    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    for m in &mounts {
+        let src = m.source.clone().unwrap_or_default();
+        assert!(
+            !src.contains("podman.sock") && !src.contains("docker.sock"),
+            "{src}"
+        );
+    }
+
+    // show carries live usage and the daemon's handshake.
+    let shown = s.get("/api/v1/workspaces/acme%2Fweb").await;
+    let usage = &shown["usage"];
+    assert!(usage["memory_bytes"].as_u64().unwrap() > 0, "{shown}");
+    assert_eq!(usage["memory_limit_bytes"], 256 * 1024 * 1024);
+    assert!(usage["pids"].as_u64().unwrap() >= 1);
+    assert_eq!(shown["daemon"]["reachable"], true);
+    assert_eq!(shown["daemon"]["protocol"], 1);
+    assert_eq!(shown["daemon"]["outdated"], false);
+    // Bare name works while unambiguous; so does the id.
+    let by_name = s.get("/api/v1/workspaces/web").await;
+    assert_eq!(by_name["id"], w["id"]);
+    let by_id = s
+        .get(&format!("/api/v1/workspaces/{}", w["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(by_id["name"], "web");
+}
+
+#[tokio::test]
+async fn home_volume_persists_across_stop_start_and_rm_create() {
+    ensure_image().await;
+    let s = TestServer::start(bin()).await;
+    s.create_workspace(json!({"name": "keep", "memory": "128m"}))
+        .await;
+    let ws = "default/keep";
+    s.exec(ws, &["sh", "-c", "echo survived > ~/note.txt"])
+        .await;
+
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/workspaces/{}/stop", enc(ws)),
+            None,
+        )
+        .await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("stopped")), "{v}");
+    // A stopped workspace refuses exec with a clear state error.
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/workspaces/{}/exec", enc(ws)),
+            Some(json!({"cmd": ["true"]})),
+        )
+        .await;
+    assert_eq!(st, 409);
+    assert_eq!(v["error"]["code"], "invalid_state");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("berth workspace start"));
+
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/workspaces/{}/start", enc(ws)),
+            None,
+        )
+        .await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("running")), "{v}");
+    assert_eq!(
+        s.exec(ws, &["cat", "/home/agent/note.txt"]).await["stdout"],
+        "survived\n"
+    );
+
+    // rm without --volume keeps the home.
+    let (st, _) = s
+        .call("DELETE", &format!("/api/v1/workspaces/{}", enc(ws)), None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = s
+        .call("GET", &format!("/api/v1/workspaces/{}", enc(ws)), None)
+        .await;
+    assert_eq!(st, 404);
+    s.create_workspace(json!({"name": "keep", "memory": "128m"}))
+        .await;
+    assert_eq!(
+        s.exec(ws, &["cat", "/home/agent/note.txt"]).await["stdout"],
+        "survived\n"
+    );
+
+    // rm --volume forgets it.
+    let (st, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/workspaces/{}?volume=true", enc(ws)),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+    let w = s
+        .create_workspace(json!({"name": "keep", "memory": "128m"}))
+        .await;
+    let out = s
+        .exec(
+            ws,
+            &["sh", "-c", "cat ~/note.txt 2>/dev/null || echo absent"],
+        )
+        .await;
+    assert_eq!(out["stdout"], "absent\n");
+    assert!(engine()
+        .volume_exists(w["volume"].as_str().unwrap())
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn failed_creation_rolls_back_everything() {
+    let broken = ensure_broken_image().await;
+    let s = TestServer::start(bin()).await;
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            Some(json!({"name": "doomed", "image": broken})),
+        )
+        .await;
+    assert!(st >= 400, "{st} {v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("exited"),
+        "{v}"
+    );
+    // No row, no container, no volume, no channel directory.
+    assert_eq!(s.get("/api/v1/workspaces").await, json!([]));
+    let rt = engine();
+    let left = rt
+        .list_containers(&format!("berth.server={}", s.server_id()))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    let vol = format!("berth-{}-default-doomed-home", s.server_id());
+    assert!(!rt.volume_exists(&vol).await.unwrap());
+    let chans: Vec<_> = std::fs::read_dir(s.data_dir.path().join("workspaces"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(chans.is_empty(), "{chans:?}");
+    // The failure is in the audit log.
+    let audit = s.get("/api/v1/audit?target=default/doomed").await;
+    assert_eq!(audit[0]["action"], "workspace.create");
+    assert_ne!(audit[0]["result"], "ok");
+
+    // A missing image is refused before anything is created.
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            Some(json!({"name": "nope", "image": "localhost/no-such-image:1"})),
+        )
+        .await;
+    assert_eq!(st, 424);
+    assert_eq!(v["error"]["code"], "image_missing");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("berth image build"));
+    assert_eq!(s.get("/api/v1/workspaces").await, json!([]));
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    ensure_image().await;
+    let s = TestServer::start(bin()).await;
+    let cases: Vec<(Value, u16, &str, &str)> = vec![
+        (json!({"name": "Bad_Name"}), 400, "invalid_argument", "name"),
+        (json!({"name": ""}), 400, "invalid_argument", "empty"),
+        (
+            json!({"name": "ok", "tenant": "-x"}),
+            400,
+            "invalid_argument",
+            "tenant",
+        ),
+        (
+            json!({"name": "ok", "memory": "lots"}),
+            400,
+            "invalid_argument",
+            "memory",
+        ),
+        (
+            json!({"name": "ok", "memory": "1m"}),
+            400,
+            "invalid_argument",
+            "memory",
+        ),
+        (
+            json!({"name": "ok", "cpus": "0"}),
+            400,
+            "invalid_argument",
+            "cpus",
+        ),
+        (
+            json!({"name": "ok", "pids": 3}),
+            400,
+            "invalid_argument",
+            "pids",
+        ),
+        (
+            json!({"name": "ok", "network": "host"}),
+            400,
+            "invalid_argument",
+            "network",
+        ),
+        (
+            json!({"name": "ok", "memroy": "1g"}),
+            400,
+            "invalid_argument",
+            "memroy",
+        ),
+        (json!({"nam": "ok"}), 400, "invalid_argument", "name"),
+    ];
+    for (body, status, code, needle) in cases {
+        let (st, v) = s
+            .call("POST", "/api/v1/workspaces", Some(body.clone()))
+            .await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {v}"
+        );
+    }
+    // Not JSON at all.
+    let resp = s
+        .http()
+        .post(format!("{}/api/v1/workspaces", s.url))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_argument"
+    );
+    assert_eq!(
+        s.get("/api/v1/workspaces").await,
+        json!([]),
+        "nothing was created"
+    );
+
+    // Unknown workspace, bad reference.
+    let (st, v) = s.call("GET", "/api/v1/workspaces/nope", None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
+    let (st, v) = s.call("POST", "/api/v1/workspaces/NOPE!/start", None).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+
+    // Duplicates and ambiguity.
+    s.create_workspace(json!({"name": "dup", "tenant": "acme", "memory": "64m"}))
+        .await;
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            Some(json!({"name": "acme/dup"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
+    s.create_workspace(json!({"name": "dup", "tenant": "globex", "memory": "64m"}))
+        .await;
+    let (st, v) = s.call("GET", "/api/v1/workspaces/dup", None).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("ambiguous")),
+        "{v}"
+    );
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("acme, globex"));
+    let list = s.get("/api/v1/workspaces?tenant=globex").await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Exec input errors.
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces/acme%2Fdup/exec",
+            Some(json!({"cmd": []})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces/acme%2Fdup/exec",
+            Some(json!({"cmd": ["no-such-program-xyz"]})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-program-xyz"),
+        "{v}"
+    );
+    // Stop twice is fine; removing while... and an audit trail exists for all of it.
+    let audit = s.get("/api/v1/audit?limit=1000").await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.iter().filter(|a| **a == "workspace.create").count() >= 13,
+        "{actions:?}"
+    );
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"].as_str().unwrap().starts_with("tok_")));
+}
+
+#[tokio::test]
+async fn engine_down_is_a_503_and_doctor_explains() {
+    let s = TestServer::start_with(
+        bin(),
+        berth_test_support::ServerOptions {
+            env: vec![(
+                "DOCKER_HOST".into(),
+                "unix:///nonexistent/engine.sock".into(),
+            )],
+            ..Default::default()
+        },
+    )
+    .await;
+    let (st, v) = s
+        .call("POST", "/api/v1/workspaces", Some(json!({"name": "x"})))
+        .await;
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(v["error"]["code"], "engine_unavailable");
+    let doctor = s.get("/api/v1/doctor").await;
+    assert_eq!(doctor["ok"], false);
+    let engine = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "engine")
+        .unwrap();
+    assert_eq!(engine["ok"], false);
+    assert!(engine["fix"]
+        .as_str()
+        .unwrap()
+        .contains("podman system service"));
+    assert_eq!(s.get("/api/v1/workspaces").await, json!([]));
+}
+
+#[tokio::test]
+async fn reconciler_notices_a_vanished_container_and_start_recreates_it() {
+    ensure_image().await;
+    let s = TestServer::start(bin()).await;
+    let w = s
+        .create_workspace(json!({"name": "ghost", "memory": "64m"}))
+        .await;
+    s.exec("ghost", &["sh", "-c", "echo kept > ~/f"]).await;
+    engine()
+        .remove_container(w["container_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let failed = eventually(
+        Duration::from_secs(20),
+        "workspace marked failed",
+        || async {
+            let v = s.get("/api/v1/workspaces/ghost").await;
+            (v["state"] == "failed").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(failed["last_failure"]["reason"], "vanished");
+    let (st, v) = s.call("POST", "/api/v1/workspaces/ghost/start", None).await;
+    assert_eq!((st, v["state"].as_str()), (200, Some("running")), "{v}");
+    assert_ne!(v["container_id"], w["container_id"]);
+    assert_eq!(
+        s.exec("ghost", &["cat", "/home/agent/f"]).await["stdout"],
+        "kept\n"
+    );
+}

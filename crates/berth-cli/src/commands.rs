@@ -1,0 +1,592 @@
+//! The request/response commands: login, workspace, session, audit, image, version, whoami.
+
+use berth_api::{
+    AuditEntry, AuditQuery, BuildEvent, BuildImage, CreateSession, CreateWorkspace, ImageStatus,
+    ServerInfo, Session, WhoAmI, Workspace,
+};
+
+use crate::client::{decode, session_path, ws_path, CliError, Client, LoginConfig, Result};
+use crate::format::{bytes_human, cpus, key_values, memory_short, short_time, table};
+use crate::{
+    doctor, stream, Command, ConnArgs, Ctx, ImageCmd, LoginArgs, SessionCmd, WorkspaceCmd,
+};
+
+pub(crate) async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
+    match cmd {
+        Command::Login(args) => login(args, ctx).await,
+        Command::Doctor(args) => doctor::doctor(args, ctx).await,
+        Command::Workspace { cmd, conn } => {
+            let client = client(&conn, ctx)?;
+            workspace(*cmd, &client, ctx).await
+        }
+        Command::Exec(args) => {
+            let client = client(&args.conn, ctx)?;
+            stream::exec(args, &client, ctx).await
+        }
+        Command::Session { cmd, conn } => {
+            let client = client(&conn, ctx)?;
+            session(cmd, &client, ctx).await
+        }
+        Command::Attach(args) => {
+            let client = client(&args.conn, ctx)?;
+            stream::attach(args, &client, ctx).await
+        }
+        Command::Audit(args) => {
+            let client = client(&args.conn, ctx)?;
+            let q = AuditQuery {
+                limit: args.limit,
+                target: args.target,
+            };
+            let v = client.get_query_value("/audit", &q).await?;
+            if args.json {
+                ctx.print_json(&v)?;
+            } else {
+                let entries: Vec<AuditEntry> = decode(v)?;
+                ctx.print(&audit_table(&entries))?;
+            }
+            Ok(0)
+        }
+        Command::Image { cmd, conn } => {
+            let client = client(&conn, ctx)?;
+            image(cmd, &client, ctx).await
+        }
+        Command::Version { conn } => {
+            ctx.print(&format!("client: berth {}\n", env!("CARGO_PKG_VERSION")))?;
+            let client = client(&conn, ctx)?;
+            let info: ServerInfo = client.get("/version").await?;
+            ctx.print(&format!(
+                "server: berth {} at {} (daemon protocol {}, engine {}, image {})\n",
+                info.version,
+                client.base(),
+                info.daemon_protocol,
+                info.engine_endpoint,
+                info.image
+            ))?;
+            Ok(0)
+        }
+        Command::Whoami { conn } => {
+            let client = client(&conn, ctx)?;
+            let me: WhoAmI = client.get("/whoami").await?;
+            ctx.print(&format!(
+                "{} ({}), role {}, at {} (berth {})\n",
+                me.token_name,
+                me.token_id,
+                me.role,
+                client.base(),
+                me.server_version
+            ))?;
+            Ok(0)
+        }
+    }
+}
+
+fn client(conn: &ConnArgs, ctx: &Ctx<'_>) -> Result<Client> {
+    Client::new(&ctx.conn(conn)?)
+}
+
+async fn login(args: LoginArgs, ctx: &mut Ctx<'_>) -> Result<i32> {
+    let token = args
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| CliError::other("missing token: berth login URL --token T"))?;
+    let client = Client::with_token(&args.url, token)?;
+    let me: WhoAmI = client.get("/whoami").await?;
+    let path = ctx.config_path.clone().ok_or_else(|| {
+        CliError::other("cannot find a config directory: set HOME or XDG_CONFIG_HOME")
+    })?;
+    crate::client::save_config(
+        &path,
+        &LoginConfig {
+            url: client.base().to_owned(),
+            token: token.to_owned(),
+        },
+    )?;
+    ctx.print(&format!(
+        "logged in to {} as {} (role {}); saved to {}\n",
+        client.base(),
+        me.token_name,
+        me.role,
+        path.display()
+    ))?;
+    Ok(0)
+}
+
+fn qualified(w: &Workspace) -> String {
+    format!("{}/{}", w.tenant, w.name)
+}
+
+/// `localhost/berth-workspace:3f2a…(64 hex)` → `localhost/berth-workspace:3f2a9c1b0d4e`.
+pub(crate) fn short_image(image: &str) -> String {
+    match image.rsplit_once(':') {
+        Some((repo, tag))
+            if tag.len() > 12 && tag.chars().all(|c| c.is_ascii_hexdigit()) && !repo.is_empty() =>
+        {
+            format!("{repo}:{}", &tag[..12])
+        }
+        _ => image.to_owned(),
+    }
+}
+
+pub(crate) fn workspace_table(list: &[Workspace]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            vec![
+                qualified(w),
+                w.state.clone(),
+                short_image(&w.image),
+                memory_short(w.limits.memory_bytes),
+                cpus(w.limits.cpus),
+                w.limits.pids.to_string(),
+                short_time(&w.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "STATE", "IMAGE", "MEMORY", "CPUS", "PIDS", "CREATED",
+        ],
+        &rows,
+    )
+}
+
+pub(crate) fn workspace_details(w: &Workspace) -> String {
+    let mut kv: Vec<(&str, String)> = vec![
+        ("name", qualified(w)),
+        ("id", w.id.clone()),
+        ("state", w.state.clone()),
+        ("image", w.image.clone()),
+        ("memory", memory_short(w.limits.memory_bytes)),
+        ("cpus", cpus(w.limits.cpus)),
+        ("pids", w.limits.pids.to_string()),
+        ("network", w.network.clone()),
+        ("volume", w.volume.clone()),
+    ];
+    if let Some(c) = &w.container_id {
+        kv.push(("container", c.chars().take(12).collect()));
+    }
+    kv.push(("created", short_time(&w.created_at)));
+    kv.push(("updated", short_time(&w.updated_at)));
+    if let Some(u) = &w.usage {
+        kv.push((
+            "memory used",
+            format!(
+                "{} / {}",
+                bytes_human(u.memory_bytes),
+                bytes_human(u.memory_limit_bytes)
+            ),
+        ));
+        kv.push(("cpu", format!("{:.1}%", u.cpu_percent)));
+        kv.push(("processes", u.pids.to_string()));
+    }
+    if let Some(d) = &w.daemon {
+        let mut s = if d.reachable {
+            "reachable".to_owned()
+        } else {
+            "unreachable".to_owned()
+        };
+        let mut extra = Vec::new();
+        if let Some(v) = &d.version {
+            extra.push(format!("version {v}"));
+        }
+        if let Some(p) = d.protocol {
+            extra.push(format!("protocol {p}"));
+        }
+        if !extra.is_empty() {
+            s.push_str(&format!(" ({})", extra.join(", ")));
+        }
+        if d.outdated {
+            s.push_str("; outdated: restart the workspace to upgrade it");
+        }
+        if let Some(m) = &d.message {
+            s.push_str(&format!("; {m}"));
+        }
+        kv.push(("daemon", s));
+    }
+    match &w.last_failure {
+        Some(f) => kv.push((
+            "last failure",
+            format!("{}: {} (at {})", f.reason, f.message, short_time(&f.at)),
+        )),
+        None => kv.push(("last failure", "none".into())),
+    }
+    kv.push(("oom kills", w.oom_kills.to_string()));
+    key_values(&kv)
+}
+
+fn workspace_line(w: &Workspace) -> String {
+    let mut s = format!("{} ({}) {}", qualified(w), w.id, w.state);
+    if let Some(f) = &w.last_failure {
+        if w.state == "failed" {
+            s.push_str(&format!(": {}: {}", f.reason, f.message));
+        }
+    }
+    s
+}
+
+async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    match cmd {
+        WorkspaceCmd::Create {
+            name,
+            tenant,
+            memory,
+            cpus,
+            pids,
+            image,
+            network,
+            json,
+        } => {
+            let (tenant, name) = split_tenant(&name, tenant)?;
+            let req = CreateWorkspace {
+                name,
+                tenant,
+                memory,
+                cpus,
+                pids,
+                image,
+                network,
+            };
+            let v = client.post_value("/workspaces", &req).await?;
+            let w: Workspace = decode(v.clone())?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                ctx.print(&format!("created {}\n", workspace_line(&w)))?;
+            }
+            Ok(if w.state == "failed" { 1 } else { 0 })
+        }
+        WorkspaceCmd::List { tenant, json } => {
+            let v = client.get_value("/workspaces").await?;
+            let v = match (tenant.as_deref(), v) {
+                (Some(t), serde_json::Value::Array(items)) => serde_json::Value::Array(
+                    items
+                        .into_iter()
+                        .filter(|i| i.get("tenant").and_then(|x| x.as_str()) == Some(t))
+                        .collect(),
+                ),
+                (_, v) => v,
+            };
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let list: Vec<Workspace> = decode(v)?;
+                if list.is_empty() {
+                    ctx.print("no workspaces (create one: berth workspace create NAME)\n")?;
+                } else {
+                    ctx.print(&workspace_table(&list))?;
+                }
+            }
+            Ok(0)
+        }
+        WorkspaceCmd::Show { ws, json } => {
+            let v = client.get_value(&ws_path(&ws)).await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let w: Workspace = decode(v)?;
+                ctx.print(&workspace_details(&w))?;
+            }
+            Ok(0)
+        }
+        WorkspaceCmd::Start { ws, json } => start_stop(client, ctx, &ws, "start", json).await,
+        WorkspaceCmd::Stop { ws, json } => start_stop(client, ctx, &ws, "stop", json).await,
+        WorkspaceCmd::Rm { ws, volume } => {
+            client.delete(&ws_path(&ws), &[("volume", volume)]).await?;
+            let extra = if volume { " and its volume" } else { "" };
+            ctx.print(&format!("removed {ws}{extra}\n"))?;
+            Ok(0)
+        }
+    }
+}
+
+async fn start_stop(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    ws: &str,
+    verb: &str,
+    json: bool,
+) -> Result<i32> {
+    let v = client
+        .post_empty_value(&format!("{}/{verb}", ws_path(ws)))
+        .await?;
+    let w: Workspace = decode(v.clone())?;
+    if json {
+        ctx.print_json(&v)?;
+    } else {
+        ctx.print(&format!("{}\n", workspace_line(&w)))?;
+    }
+    Ok(if w.state == "failed" { 1 } else { 0 })
+}
+
+/// `acme/web` → (Some("acme"), "web"); a `--tenant` that disagrees is an error.
+pub(crate) fn split_tenant(name: &str, tenant: Option<String>) -> Result<(Option<String>, String)> {
+    match name.split_once('/') {
+        Some((t, n)) => {
+            if let Some(flag) = &tenant {
+                if flag != t {
+                    return Err(CliError::other(format!(
+                        "{name:?} names tenant {t:?} but --tenant says {flag:?}"
+                    )));
+                }
+            }
+            Ok((Some(t.to_owned()), n.to_owned()))
+        }
+        None => Ok((tenant, name.to_owned())),
+    }
+}
+
+/// Size of the local terminal, else 80x24.
+pub(crate) fn terminal_size() -> (u16, u16) {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() || std::io::stdin().is_terminal() {
+        if let Ok((c, r)) = crossterm::terminal::size() {
+            if c > 0 && r > 0 {
+                return (c, r);
+            }
+        }
+    }
+    (80, 24)
+}
+
+fn session_state(s: &Session) -> String {
+    match s.exit_code {
+        Some(code) if s.state != "running" => format!("{} ({code})", s.state),
+        _ => s.state.clone(),
+    }
+}
+
+pub(crate) fn session_table(list: &[Session]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.id.clone(),
+                session_state(s),
+                s.attached.to_string(),
+                s.command.join(" "),
+                short_time(&s.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "ID", "STATE", "ATTACHED", "COMMAND", "CREATED"],
+        &rows,
+    )
+}
+
+async fn session(cmd: SessionCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    match cmd {
+        SessionCmd::New {
+            ws,
+            name,
+            json,
+            cmd,
+        } => {
+            let (cols, rows) = terminal_size();
+            let req = CreateSession {
+                name,
+                cmd: if cmd.is_empty() { None } else { Some(cmd) },
+                cols: Some(cols),
+                rows: Some(rows),
+                ..CreateSession::default()
+            };
+            let v = client
+                .post_value(&format!("{}/sessions", ws_path(&ws)), &req)
+                .await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let s: Session = decode(v)?;
+                ctx.print(&format!(
+                    "created session {} ({}) in {ws}; attach: berth attach {ws} {}\n",
+                    s.name, s.id, s.name
+                ))?;
+            }
+            Ok(0)
+        }
+        SessionCmd::List { ws, json } => {
+            let v = client
+                .get_value(&format!("{}/sessions", ws_path(&ws)))
+                .await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let list: Vec<Session> = decode(v)?;
+                if list.is_empty() {
+                    ctx.print(&format!(
+                        "no sessions in {ws} (start one: berth session new {ws})\n"
+                    ))?;
+                } else {
+                    ctx.print(&session_table(&list))?;
+                }
+            }
+            Ok(0)
+        }
+        SessionCmd::Show { ws, session, json } => {
+            let v = client.get_value(&session_path(&ws, &session)).await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let s: Session = decode(v)?;
+                ctx.print(&key_values(&[
+                    ("name", s.name.clone()),
+                    ("id", s.id.clone()),
+                    ("state", session_state(&s)),
+                    ("command", s.command.join(" ")),
+                    ("attached", s.attached.to_string()),
+                    ("size", format!("{}x{}", s.cols, s.rows)),
+                    ("scrollback", bytes_human(s.scrollback_bytes)),
+                    ("created", short_time(&s.created_at)),
+                ]))?;
+            }
+            Ok(0)
+        }
+        SessionCmd::Capture { ws, session } => {
+            let bytes = client
+                .get_bytes(&format!("{}/scrollback", session_path(&ws, &session)))
+                .await?;
+            crate::write_all(ctx.out, &bytes)?;
+            Ok(0)
+        }
+        SessionCmd::Rm { ws, session } => {
+            client
+                .delete(&session_path(&ws, &session), &[] as &[(&str, &str)])
+                .await?;
+            ctx.print(&format!("removed session {session} from {ws}\n"))?;
+            Ok(0)
+        }
+    }
+}
+
+pub(crate) fn audit_table(entries: &[AuditEntry]) -> String {
+    if entries.is_empty() {
+        return "no audit entries\n".into();
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                short_time(&e.at),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+                e.result.clone(),
+            ]
+        })
+        .collect();
+    table(&["AT", "ACTOR", "ACTION", "TARGET", "RESULT"], &rows)
+}
+
+async fn image(cmd: ImageCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    match cmd {
+        ImageCmd::Status { json } => {
+            let v = client.get_value("/image").await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let st: ImageStatus = decode(v)?;
+                let present = if st.present {
+                    "yes".to_owned()
+                } else {
+                    "no (build it: berth image build)".to_owned()
+                };
+                ctx.print(&key_values(&[("tag", st.tag), ("present", present)]))?;
+            }
+            Ok(0)
+        }
+        ImageCmd::Build { force } => {
+            let mut resp = client
+                .post_stream("/image/build", &BuildImage { force })
+                .await?;
+            let mut lines = LineSplitter::default();
+            loop {
+                let chunk = resp.chunk().await.map_err(|e| client.stream_error(&e))?;
+                let done = chunk.is_none();
+                let new_lines = match chunk {
+                    Some(c) => lines.push(&c),
+                    None => lines.finish(),
+                };
+                for line in new_lines {
+                    if let Some(code) = build_event(&line, ctx)? {
+                        return Ok(code);
+                    }
+                }
+                if done {
+                    return Err(CliError::other(
+                        "the image build stream ended without a result (see the server's log)",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Prints one build event line; `Some(exit code)` when it is the last.
+fn build_event(line: &str, ctx: &mut Ctx<'_>) -> Result<Option<i32>> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let ev: BuildEvent = match serde_json::from_str(line) {
+        Ok(ev) => ev,
+        Err(_) => {
+            // Unknown lines are shown, not fatal.
+            ctx.print(&format!("{line}\n"))?;
+            return Ok(None);
+        }
+    };
+    match ev {
+        BuildEvent::Progress { step, line } => {
+            ctx.print(&format!("[{step}] {line}\n"))?;
+            Ok(None)
+        }
+        BuildEvent::Done {
+            tag,
+            skipped,
+            seconds,
+        } => {
+            if skipped {
+                ctx.print(&format!(
+                    "image {tag} is already built (use --force to rebuild)\n"
+                ))?;
+            } else {
+                ctx.print(&format!("built image {tag} in {seconds:.1}s\n"))?;
+            }
+            Ok(Some(0))
+        }
+        BuildEvent::Error { code, message } => Err(CliError::Api {
+            status: 0,
+            code,
+            message: format!("image build failed: {message}"),
+        }),
+    }
+}
+
+/// Splits a byte stream into lines (UTF-8, lossily).
+#[derive(Default)]
+pub(crate) struct LineSplitter {
+    buf: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buf.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            out.push(String::from_utf8_lossy(&line[..i]).into_owned());
+        }
+        out
+    }
+
+    pub fn finish(&mut self) -> Vec<String> {
+        if self.buf.is_empty() {
+            return Vec::new();
+        }
+        let rest = std::mem::take(&mut self.buf);
+        vec![String::from_utf8_lossy(&rest).into_owned()]
+    }
+}

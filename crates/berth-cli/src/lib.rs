@@ -1,0 +1,437 @@
+//! berth's command-line client: a thin client of the REST API `/api/v1`.
+//!
+//! The `berth` binary flattens [`Command`] into its own subcommands and calls [`run`]. Every
+//! command takes `--url` (env `BERTH_URL`) and `--token` (env `BERTH_TOKEN`); what is not given
+//! comes from the file `berth login` writes (`$XDG_CONFIG_HOME/berth/config.json`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+mod client;
+mod commands;
+pub mod detach;
+mod doctor;
+mod format;
+mod stream;
+
+pub use client::{config_path, encode_segment, CliError, LoginConfig, DEFAULT_URL};
+pub use detach::DetachFilter;
+
+use client::{Conn, Result};
+
+/// Where to reach the server. `global`, so it may follow any subcommand:
+/// `berth workspace list --url X` and `berth workspace --url X list` both work.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConnArgs {
+    /// Server URL [default: the one saved by `berth login`, else http://127.0.0.1:8787]
+    #[arg(long, env = "BERTH_URL", global = true, value_name = "URL")]
+    pub url: Option<String>,
+    /// API token [default: the one saved by `berth login`]
+    #[arg(
+        long,
+        env = "BERTH_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+/// The client subcommands of `berth`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify a token with the server and save the URL and token for later commands
+    Login(LoginArgs),
+    /// Check that berth works here; prints the fix for each failed check
+    Doctor(DoctorArgs),
+    /// Create, list, show, start, stop and remove workspaces
+    Workspace {
+        #[command(subcommand)]
+        cmd: Box<WorkspaceCmd>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Run a command in a workspace, streaming its output; exits with the command's exit code
+    Exec(ExecArgs),
+    /// Persistent terminal sessions in a workspace
+    Session {
+        #[command(subcommand)]
+        cmd: SessionCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Attach this terminal to a session in a workspace (detach with Ctrl-b d)
+    Attach(AttachArgs),
+    /// Show the audit log, newest first
+    Audit(AuditArgs),
+    /// The workspace base image: status and build
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Show the client's and the server's versions
+    Version {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Show which token you are using and its role
+    Whoami {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Server URL, e.g. http://127.0.0.1:8787
+    pub url: String,
+    /// API token
+    #[arg(
+        long,
+        env = "BERTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCmd {
+    /// Create and start a workspace
+    Create {
+        /// Workspace name, or TENANT/NAME
+        name: String,
+        /// Tenant (client) the workspace belongs to [default: default]
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Memory cap, e.g. 512m or 2g
+        #[arg(long)]
+        memory: Option<String>,
+        /// CPU cap, e.g. 1 or 0.5
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Maximum number of processes
+        #[arg(long)]
+        pids: Option<i64>,
+        /// Image to run [default: berth's base image]
+        #[arg(long)]
+        image: Option<String>,
+        /// Network mode
+        #[arg(long, value_parser = ["none", "bridge"])]
+        network: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List workspaces
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this tenant's workspaces
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a workspace: limits, live usage, daemon status, last failure
+    Show {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a stopped workspace
+    Start {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a workspace (its home volume and sessions' state on disk stay)
+    Stop {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a workspace
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Also remove its home volume (/home/agent)
+        #[arg(long)]
+        volume: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Workspace: TENANT/NAME, NAME or id
+    pub ws: String,
+    /// Environment variable for the command (repeatable)
+    #[arg(long = "env", short = 'e', value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Working directory of the command
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// The command and its arguments (after `--`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub cmd: Vec<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// Start a new session (a login shell unless a command follows `--`)
+    New {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Session name [default: main, then shell-2, …]
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+        /// Command to run instead of a login shell
+        #[arg(last = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// List a workspace's sessions
+    #[command(visible_alias = "ls")]
+    List {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session
+    Show {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Session name or id
+        session: String,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a session's scrollback to stdout, byte for byte
+    Capture {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Session name or id
+        session: String,
+    },
+    /// Kill (if running) and forget a session
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Session name or id
+        session: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Workspace: TENANT/NAME, NAME or id
+    pub ws: String,
+    /// Session name or id [default: "main", else the only running session, else a new one]
+    pub session: Option<String>,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Maximum number of entries
+    #[arg(long)]
+    pub limit: Option<i64>,
+    /// Only entries about this target, e.g. acme/web
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Print the API's JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Show the base image's tag and whether it is built
+    Status {
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the base image, printing progress as it streams
+    Build {
+        /// Rebuild even when the image exists
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_env(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected K=V, got {s:?}")),
+    }
+}
+
+pub(crate) fn env_map(env: &[(String, String)]) -> BTreeMap<String, String> {
+    env.iter().cloned().collect()
+}
+
+/// Where a command's local stdin comes from.
+pub(crate) enum StdinSource {
+    /// The process's stdin.
+    Real,
+    /// Fixed bytes, then end of file (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Fixed(Vec<u8>),
+}
+
+impl StdinSource {
+    pub fn is_tty(&self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Self::Real => std::io::stdin().is_terminal(),
+            Self::Fixed(_) => false,
+        }
+    }
+
+    /// Chunks of stdin on a channel; the channel closes at end of file. The real stdin is read
+    /// on a plain thread so a pending read never holds up the end of the process.
+    pub fn reader(&mut self) -> Result<tokio::sync::mpsc::Receiver<Vec<u8>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        match self {
+            Self::Fixed(bytes) => {
+                let bytes = std::mem::take(bytes);
+                if !bytes.is_empty() {
+                    // Capacity 16 and one message: never full.
+                    let _ = tx.try_send(bytes);
+                }
+            }
+            Self::Real => {
+                std::thread::Builder::new()
+                    .name("berth-stdin".into())
+                    .spawn(move || {
+                        use std::io::Read;
+                        let mut stdin = std::io::stdin();
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            match stdin.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                                Err(_) => break,
+                            }
+                        }
+                    })
+                    .map_err(|e| CliError::other(format!("cannot read stdin: {e}")))?;
+            }
+        }
+        Ok(rx)
+    }
+}
+
+/// What a command writes to and reads from; the real process's streams in [`run`].
+pub(crate) struct Ctx<'a> {
+    pub out: &'a mut (dyn Write + Send),
+    pub err: &'a mut (dyn Write + Send),
+    pub stdin: StdinSource,
+    pub config_path: Option<PathBuf>,
+}
+
+impl Ctx<'_> {
+    /// Writes text to stdout.
+    pub fn print(&mut self, s: &str) -> Result<()> {
+        write_all(self.out, s.as_bytes())
+    }
+
+    /// Writes a line to stderr (status messages; failures to write are ignored).
+    pub fn note(&mut self, s: &str) {
+        let _ = writeln!(self.err, "{s}");
+        let _ = self.err.flush();
+    }
+
+    /// Pretty JSON on stdout.
+    pub fn print_json(&mut self, v: &serde_json::Value) -> Result<()> {
+        let s = serde_json::to_string_pretty(v)
+            .map_err(|e| CliError::other(format!("cannot encode JSON: {e}")))?;
+        self.print(&format!("{s}\n"))
+    }
+
+    /// Resolves `--url`/`--token` against the login file.
+    pub fn conn(&self, args: &ConnArgs) -> Result<Conn> {
+        let file = match (&args.url, &args.token, &self.config_path) {
+            (Some(_), Some(_), _) | (_, _, None) => None,
+            (_, _, Some(path)) => client::load_config(path)?,
+        };
+        client::resolve_conn(args.url.as_deref(), args.token.as_deref(), file.as_ref())
+    }
+}
+
+pub(crate) fn write_all(w: &mut (dyn Write + Send), bytes: &[u8]) -> Result<()> {
+    w.write_all(bytes)
+        .and_then(|()| w.flush())
+        .map_err(|e| CliError::other(format!("cannot write output: {}", client::root_cause(&e))))
+}
+
+/// Runs one client command. Returns the process exit code: 0 on success, the remote command's
+/// code for `exec`, 1 on errors, which are printed as one line `error: …` on stderr.
+pub async fn run(cmd: Command) -> i32 {
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    let mut ctx = Ctx {
+        out: &mut out,
+        err: &mut err,
+        stdin: StdinSource::Real,
+        config_path: config_path(),
+    };
+    run_with(cmd, &mut ctx).await
+}
+
+pub(crate) async fn run_with(cmd: Command, ctx: &mut Ctx<'_>) -> i32 {
+    match commands::execute(cmd, ctx).await {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = ctx.out.flush();
+            ctx.note(&e.line());
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,599 @@
+//! The client the server uses to talk to a workspace daemon.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::UnixStream;
+
+use crate::proto::{
+    read_frame, write_control, write_data, DaemonInfo, ErrorBody, ErrorCode, ExecOutput,
+    ExecRequest, Frame, FrameKind, Request, Response, SessionCreate, SessionInfo,
+};
+use crate::{DaemonError, PROTOCOL_VERSION};
+
+/// How long the daemon may take to answer the handshake.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle on a daemon's socket. Cheap to clone; every operation opens its
+/// own connection, so operations are independent and may run concurrently.
+#[derive(Debug, Clone)]
+pub struct DaemonClient {
+    socket: PathBuf,
+    protocol: u32,
+}
+
+/// One connection. The halves come from `tokio::io::split`, so dropping the
+/// write half alone does not half-close the socket (the daemon would take
+/// that for the client going away).
+struct Conn {
+    rd: ReadHalf<UnixStream>,
+    wr: WriteHalf<UnixStream>,
+    protocol: u32,
+}
+
+impl Conn {
+    async fn send(&mut self, req: &Request) -> Result<(), DaemonError> {
+        write_control(&mut self.wr, req).await?;
+        Ok(())
+    }
+
+    async fn frame(&mut self) -> Result<Frame, DaemonError> {
+        read_frame(&mut self.rd).await?.ok_or_else(|| {
+            DaemonError::Protocol("the daemon closed the connection unexpectedly".into())
+        })
+    }
+
+    /// The next frame must be a control response; errors are mapped.
+    async fn response(&mut self) -> Result<Response, DaemonError> {
+        let frame = self.frame().await?;
+        parse_response(&frame, self.protocol)
+    }
+
+    /// Reads data frames carrying exactly `len` bytes.
+    async fn data(&mut self, len: u64) -> Result<Bytes, DaemonError> {
+        let len = usize::try_from(len)
+            .map_err(|_| DaemonError::Protocol(format!("data length {len} too large")))?;
+        let mut buf = BytesMut::with_capacity(len.min(16 * 1024 * 1024));
+        while buf.len() < len {
+            let frame = self.frame().await?;
+            if frame.kind != FrameKind::Stdout {
+                return Err(DaemonError::Protocol(format!(
+                    "expected {len} bytes of data, got a {:?} frame",
+                    frame.kind
+                )));
+            }
+            buf.extend_from_slice(&frame.payload);
+        }
+        if buf.len() != len {
+            return Err(DaemonError::Protocol(format!(
+                "expected {len} bytes of data, got {}",
+                buf.len()
+            )));
+        }
+        Ok(buf.freeze())
+    }
+}
+
+fn parse_response(frame: &Frame, client_protocol: u32) -> Result<Response, DaemonError> {
+    let resp: Response = frame
+        .parse()
+        .map_err(|e| DaemonError::Protocol(format!("bad response from the daemon: {e}")))?;
+    match resp {
+        Response::Error(body) => Err(map_error(body, client_protocol)),
+        other => Ok(other),
+    }
+}
+
+fn map_error(body: ErrorBody, client: u32) -> DaemonError {
+    let m = body.message;
+    match body.code {
+        ErrorCode::Incompatible => DaemonError::Incompatible {
+            daemon: body.daemon_protocol.unwrap_or(0),
+            client,
+        },
+        ErrorCode::NotFound => DaemonError::NotFound(m),
+        ErrorCode::Conflict => DaemonError::Conflict(m),
+        ErrorCode::Invalid => DaemonError::Invalid(m),
+        ErrorCode::SpawnFailed => DaemonError::SpawnFailed(m),
+        ErrorCode::Internal => DaemonError::Io(std::io::Error::other(m)),
+        ErrorCode::Protocol | ErrorCode::Lagged | ErrorCode::Unknown => DaemonError::Protocol(m),
+    }
+}
+
+fn unexpected(what: &str, got: &Response) -> DaemonError {
+    DaemonError::Protocol(format!("expected {what} from the daemon, got {got:?}"))
+}
+
+impl DaemonClient {
+    /// A client for the daemon listening at `socket`. Connects lazily.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        DaemonClient {
+            socket: socket.into(),
+            protocol: PROTOCOL_VERSION,
+        }
+    }
+
+    /// Claims another protocol version in the handshake (for tests of
+    /// version negotiation).
+    #[doc(hidden)]
+    pub fn with_protocol_version(mut self, protocol: u32) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn connect(&self) -> Result<(Conn, DaemonInfo), DaemonError> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            use std::io::ErrorKind::*;
+            match e.kind() {
+                NotFound | ConnectionRefused | ConnectionReset | NotADirectory => {
+                    DaemonError::Unreachable(format!("{}: {e}", self.socket.display()))
+                }
+                _ => DaemonError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("connecting to {}: {e}", self.socket.display()),
+                )),
+            }
+        })?;
+        let (rd, wr) = tokio::io::split(stream);
+        let mut conn = Conn {
+            rd,
+            wr,
+            protocol: self.protocol,
+        };
+        let hello = async {
+            conn.send(&Request::Hello {
+                protocol: self.protocol,
+                client: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await?;
+            conn.response().await
+        };
+        let resp = tokio::time::timeout(HELLO_TIMEOUT, hello)
+            .await
+            .map_err(|_| {
+                DaemonError::Unreachable(format!(
+                    "{}: the daemon did not answer the handshake within {HELLO_TIMEOUT:?}",
+                    self.socket.display()
+                ))
+            })??;
+        match resp {
+            Response::HelloOk(info) if info.protocol == self.protocol => Ok((conn, info)),
+            Response::HelloOk(info) => Err(DaemonError::Incompatible {
+                daemon: info.protocol,
+                client: self.protocol,
+            }),
+            other => Err(unexpected("hello_ok", &other)),
+        }
+    }
+
+    /// Connects, sends `req` and reads one control response.
+    async fn call(&self, req: Request) -> Result<(Conn, Response), DaemonError> {
+        let (mut conn, _) = self.connect().await?;
+        conn.send(&req).await?;
+        let resp = conn.response().await?;
+        Ok((conn, resp))
+    }
+
+    /// Handshake only: checks that the daemon runs and speaks our protocol.
+    pub async fn hello(&self) -> Result<DaemonInfo, DaemonError> {
+        let (_, info) = self.connect().await?;
+        Ok(info)
+    }
+
+    /// Starts a process with pipes. Spawn failures (command not found...)
+    /// are returned here as [`DaemonError::SpawnFailed`].
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecStream, DaemonError> {
+        let (conn, resp) = self.call(Request::Exec(req)).await?;
+        match resp {
+            Response::ExecStarted { pid } => Ok(ExecStream {
+                pid,
+                input: ExecInput {
+                    wr: conn.wr,
+                    stdin_open: true,
+                },
+                output: ExecOutputStream {
+                    rd: conn.rd,
+                    protocol: conn.protocol,
+                    done: false,
+                },
+            }),
+            other => Err(unexpected("exec_started", &other)),
+        }
+    }
+
+    /// Runs a process to completion and collects its output; stdout and
+    /// stderr are each cut at `max_bytes` (the rest is read and discarded).
+    /// If `req.stdin` is set, stdin is closed right away.
+    pub async fn exec_collect(
+        &self,
+        req: ExecRequest,
+        max_bytes: usize,
+    ) -> Result<ExecOutput, DaemonError> {
+        let stdin = req.stdin;
+        let mut stream = self.exec(req).await?;
+        if stdin {
+            stream.close_stdin().await?;
+        }
+        let mut out = ExecOutput::default();
+        fn keep(buf: &mut Vec<u8>, truncated: &mut bool, data: &[u8], max: usize) {
+            let room = max.saturating_sub(buf.len());
+            if data.len() > room {
+                *truncated = true;
+            }
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        loop {
+            match stream.next().await? {
+                Some(ExecEvent::Stdout(d)) => {
+                    keep(&mut out.stdout, &mut out.stdout_truncated, &d, max_bytes)
+                }
+                Some(ExecEvent::Stderr(d)) => {
+                    keep(&mut out.stderr, &mut out.stderr_truncated, &d, max_bytes)
+                }
+                Some(ExecEvent::Exit(code)) => {
+                    out.exit_code = code;
+                    return Ok(out);
+                }
+                None => {
+                    return Err(DaemonError::Protocol(
+                        "the exec stream ended without an exit code".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Creates a PTY session.
+    pub async fn session_create(&self, req: SessionCreate) -> Result<SessionInfo, DaemonError> {
+        match self.call(Request::SessionCreate(req)).await?.1 {
+            Response::Session(info) => Ok(info),
+            other => Err(unexpected("session", &other)),
+        }
+    }
+
+    /// All sessions (running and exited), in creation order.
+    pub async fn session_list(&self) -> Result<Vec<SessionInfo>, DaemonError> {
+        match self.call(Request::SessionList).await?.1 {
+            Response::Sessions { sessions } => Ok(sessions),
+            other => Err(unexpected("sessions", &other)),
+        }
+    }
+
+    pub async fn session_get(&self, id_or_name: &str) -> Result<SessionInfo, DaemonError> {
+        let req = Request::SessionGet {
+            session: id_or_name.into(),
+        };
+        match self.call(req).await?.1 {
+            Response::Session(info) => Ok(info),
+            other => Err(unexpected("session", &other)),
+        }
+    }
+
+    /// The session's current scrollback.
+    pub async fn session_capture(&self, id_or_name: &str) -> Result<Vec<u8>, DaemonError> {
+        let req = Request::SessionCapture {
+            session: id_or_name.into(),
+        };
+        match self.call(req).await? {
+            (mut conn, Response::Capture { len }) => Ok(conn.data(len).await?.to_vec()),
+            (_, other) => Err(unexpected("capture", &other)),
+        }
+    }
+
+    /// Hangs up the session (SIGHUP to its processes, SIGKILL if they are
+    /// still there after 2 s) and returns once it has exited. The session
+    /// stays listed as exited. Killing an exited session is a no-op.
+    pub async fn session_kill(&self, id_or_name: &str) -> Result<(), DaemonError> {
+        let req = Request::SessionKill {
+            session: id_or_name.into(),
+        };
+        match self.call(req).await?.1 {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ok", &other)),
+        }
+    }
+
+    /// Forgets an exited session ([`DaemonError::Conflict`] if it is running).
+    pub async fn session_remove(&self, id_or_name: &str) -> Result<(), DaemonError> {
+        let req = Request::SessionRemove {
+            session: id_or_name.into(),
+        };
+        match self.call(req).await?.1 {
+            Response::Ok => Ok(()),
+            other => Err(unexpected("ok", &other)),
+        }
+    }
+
+    /// Attaches to a session and resizes it to `cols` x `rows`. The first
+    /// event is the scrollback replay (if not empty), then live output, and
+    /// finally [`AttachEvent::Exit`] if the process exits (at once for an
+    /// exited session).
+    pub async fn session_attach(
+        &self,
+        id_or_name: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<AttachStream, DaemonError> {
+        let req = Request::SessionAttach {
+            session: id_or_name.into(),
+            cols,
+            rows,
+        };
+        match self.call(req).await? {
+            (
+                mut conn,
+                Response::Attached {
+                    session,
+                    replay_len,
+                },
+            ) => {
+                let replay = conn.data(replay_len).await?;
+                let mut pending = VecDeque::new();
+                if !replay.is_empty() {
+                    pending.push_back(AttachEvent::Output(replay));
+                }
+                Ok(AttachStream {
+                    session,
+                    input: AttachInput { wr: conn.wr },
+                    output: AttachOutput {
+                        rd: conn.rd,
+                        protocol: conn.protocol,
+                        pending,
+                        done: false,
+                    },
+                })
+            }
+            (_, other) => Err(unexpected("attached", &other)),
+        }
+    }
+}
+
+/// What a running exec produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(Bytes),
+    Stderr(Bytes),
+    /// The exit code; killed by signal N => 128+N. The last event.
+    Exit(i32),
+}
+
+/// A running exec. Dropping it (both halves, if split) disconnects, and the
+/// daemon then kills the process group if the process is still running.
+pub struct ExecStream {
+    pid: u32,
+    input: ExecInput,
+    output: ExecOutputStream,
+}
+
+impl ExecStream {
+    /// The process id inside the workspace (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Writes to the process's stdin (ignored by the daemon if the request had `stdin: false`).
+    pub async fn write_stdin(&mut self, data: &[u8]) -> Result<(), DaemonError> {
+        self.input.write_stdin(data).await
+    }
+
+    /// Closes the process's stdin (it sees EOF).
+    pub async fn close_stdin(&mut self) -> Result<(), DaemonError> {
+        self.input.close_stdin().await
+    }
+
+    /// The next event; `Ok(None)` after [`ExecEvent::Exit`].
+    pub async fn next(&mut self) -> Result<Option<ExecEvent>, DaemonError> {
+        self.output.next().await
+    }
+
+    /// Splits into halves usable from two tasks.
+    pub fn split(self) -> (ExecInput, ExecOutputStream) {
+        (self.input, self.output)
+    }
+}
+
+/// The stdin half of an [`ExecStream`].
+pub struct ExecInput {
+    wr: WriteHalf<UnixStream>,
+    stdin_open: bool,
+}
+
+impl ExecInput {
+    pub async fn write_stdin(&mut self, data: &[u8]) -> Result<(), DaemonError> {
+        if !self.stdin_open {
+            return Err(DaemonError::Invalid("stdin is already closed".into()));
+        }
+        write_data(
+            &mut self.wr,
+            FrameKind::Stdin,
+            &Bytes::copy_from_slice(data),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Idempotent.
+    pub async fn close_stdin(&mut self) -> Result<(), DaemonError> {
+        if self.stdin_open {
+            self.stdin_open = false;
+            write_control(&mut self.wr, &Request::StdinEof).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The output half of an [`ExecStream`].
+pub struct ExecOutputStream {
+    rd: ReadHalf<UnixStream>,
+    protocol: u32,
+    done: bool,
+}
+
+impl ExecOutputStream {
+    /// The next event; `Ok(None)` after [`ExecEvent::Exit`].
+    pub async fn next(&mut self) -> Result<Option<ExecEvent>, DaemonError> {
+        if self.done {
+            return Ok(None);
+        }
+        let Some(frame) = read_frame(&mut self.rd).await? else {
+            self.done = true;
+            return Err(DaemonError::Protocol(
+                "the daemon closed the exec stream before the process exited".into(),
+            ));
+        };
+        match frame.kind {
+            FrameKind::Stdout => Ok(Some(ExecEvent::Stdout(frame.payload))),
+            FrameKind::Stderr => Ok(Some(ExecEvent::Stderr(frame.payload))),
+            FrameKind::Control => match parse_response(&frame, self.protocol) {
+                Ok(Response::Exit { code }) => {
+                    self.done = true;
+                    Ok(Some(ExecEvent::Exit(code)))
+                }
+                Ok(other) => Err(unexpected("exec output", &other)),
+                Err(e) => {
+                    self.done = true;
+                    Err(e)
+                }
+            },
+            FrameKind::Stdin => Err(DaemonError::Protocol("unexpected stdin frame".into())),
+        }
+    }
+}
+
+/// What an attached client receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachEvent {
+    /// First the whole scrollback replay (one event), then live output.
+    Output(Bytes),
+    /// The session's process exited with this code (signal N => 128+N).
+    Exit(i32),
+}
+
+/// An attachment to a session. Dropping it (both halves, if split) detaches.
+pub struct AttachStream {
+    session: SessionInfo,
+    input: AttachInput,
+    output: AttachOutput,
+}
+
+impl AttachStream {
+    /// The session as it was when attaching (size already applied).
+    pub fn info(&self) -> &SessionInfo {
+        &self.session
+    }
+
+    pub async fn send_input(&mut self, data: &[u8]) -> Result<(), DaemonError> {
+        self.input.send_input(data).await
+    }
+
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), DaemonError> {
+        self.input.resize(cols, rows).await
+    }
+
+    pub async fn next(&mut self) -> Result<Option<AttachEvent>, DaemonError> {
+        self.output.next().await
+    }
+
+    /// Detaches; the session keeps running.
+    pub async fn detach(self) -> Result<(), DaemonError> {
+        self.input.detach().await
+    }
+
+    /// Splits into halves usable from two tasks.
+    pub fn split(self) -> (AttachInput, AttachOutput) {
+        (self.input, self.output)
+    }
+}
+
+/// The input half of an [`AttachStream`].
+pub struct AttachInput {
+    wr: WriteHalf<UnixStream>,
+}
+
+impl AttachInput {
+    /// Sends keystrokes / bytes to the terminal.
+    pub async fn send_input(&mut self, data: &[u8]) -> Result<(), DaemonError> {
+        write_data(
+            &mut self.wr,
+            FrameKind::Stdin,
+            &Bytes::copy_from_slice(data),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Resizes the terminal (the last resize of any client wins).
+    pub async fn resize(&mut self, cols: u16, rows: u16) -> Result<(), DaemonError> {
+        if cols == 0 || rows == 0 {
+            return Err(DaemonError::Invalid(
+                "cols and rows must be at least 1".into(),
+            ));
+        }
+        write_control(&mut self.wr, &Request::Resize { cols, rows }).await?;
+        Ok(())
+    }
+
+    /// Detaches; the session keeps running. The output half then ends with `Ok(None)`.
+    pub async fn detach(mut self) -> Result<(), DaemonError> {
+        write_control(&mut self.wr, &Request::Detach).await?;
+        Ok(())
+    }
+}
+
+/// The output half of an [`AttachStream`].
+pub struct AttachOutput {
+    rd: ReadHalf<UnixStream>,
+    protocol: u32,
+    pending: VecDeque<AttachEvent>,
+    done: bool,
+}
+
+impl AttachOutput {
+    /// The next event; `Ok(None)` after [`AttachEvent::Exit`] or a detach.
+    /// A client that lagged behind the output gets [`DaemonError::Protocol`]
+    /// and may re-attach.
+    pub async fn next(&mut self) -> Result<Option<AttachEvent>, DaemonError> {
+        if let Some(ev) = self.pending.pop_front() {
+            return Ok(Some(ev));
+        }
+        if self.done {
+            return Ok(None);
+        }
+        let frame = match read_frame(&mut self.rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                self.done = true;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.done = true;
+                return Err(e.into());
+            }
+        };
+        match frame.kind {
+            FrameKind::Stdout => Ok(Some(AttachEvent::Output(frame.payload))),
+            FrameKind::Control => match parse_response(&frame, self.protocol) {
+                Ok(Response::Exit { code }) => {
+                    self.done = true;
+                    Ok(Some(AttachEvent::Exit(code)))
+                }
+                Ok(other) => Err(unexpected("session output", &other)),
+                Err(e) => {
+                    self.done = true;
+                    Err(e)
+                }
+            },
+            kind => Err(DaemonError::Protocol(format!(
+                "unexpected {kind:?} frame while attached"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The berth workspace daemon (`berth workspace-daemon`) and its client.
+//!
+//! The daemon runs inside every workspace container (uid 1000, `HOME=/home/agent`)
+//! and listens on a Unix socket ([`DEFAULT_SOCKET`], inside a directory that is
+//! bind-mounted from the host). It owns:
+//!
+//! * **PTY sessions**: persistent terminals (like tmux). A session keeps running
+//!   with no client attached, keeps a bounded scrollback (1 MiB by default) that
+//!   is replayed on attach, and any number of clients may attach at once.
+//!   Sessions survive the server disconnecting; nothing in the daemon depends on
+//!   a connected client.
+//! * **exec processes**: one-shot commands run with pipes (no PTY), stdout and
+//!   stderr streamed separately, optional stdin, exit code.
+//!
+//! The server side uses [`client::DaemonClient`]; the daemon side is
+//! [`server::run`].
+//!
+//! # Wire protocol (version [`PROTOCOL_VERSION`])
+//!
+//! A connection carries a sequence of frames in both directions:
+//!
+//! ```text
+//! frame   = length:u32 (big endian) kind:u8 payload
+//! length  = 1 + payload length, at most 1 MiB (MAX_FRAME); larger frames are rejected
+//! kind    = 0 control  (payload: one JSON object, tagged by its "type" field)
+//!           1 stdout   (exec stdout, or session output; daemon -> client)
+//!           2 stderr   (exec stderr; daemon -> client)
+//!           3 stdin    (exec stdin, or session input; client -> daemon)
+//! ```
+//!
+//! Control messages are [`proto::Request`] (client to daemon) and
+//! [`proto::Response`] (daemon to client), `snake_case` JSON with a `"type"` tag.
+//! Unknown JSON fields are ignored.
+//!
+//! Every connection starts with a handshake:
+//!
+//! ```text
+//! client: {"type":"hello","protocol":1,"client":"<version>"}
+//! daemon: {"type":"hello_ok", ...DaemonInfo}                                    or
+//!         {"type":"error","code":"incompatible","message":"..","daemon_protocol":1}
+//! ```
+//!
+//! The framing, the `hello` message and the `incompatible` error are frozen
+//! across protocol versions, so that any client can tell which version a daemon
+//! speaks. After the handshake the client sends exactly **one** request; the
+//! connection then serves that request only:
+//!
+//! | request | daemon answers |
+//! | --- | --- |
+//! | `exec` (an [`ExecRequest`]) | `exec_started{pid}`, then stdout/stderr frames, then `exit{code}`; the client sends stdin frames and `stdin_eof` |
+//! | `session_create` (a [`SessionCreate`]) | `session` (a [`SessionInfo`]) |
+//! | `session_list` | `sessions{sessions}` |
+//! | `session_get{session}` | `session` |
+//! | `session_capture{session}` | `capture{len}` then stdout frames carrying exactly `len` bytes |
+//! | `session_kill{session}` | `ok` once the session has exited |
+//! | `session_remove{session}` | `ok` |
+//! | `session_attach{session,cols,rows}` | `attached{session,replay_len}`, stdout frames carrying exactly `replay_len` bytes of scrollback, then live stdout frames and finally `exit{code}`; the client sends stdin frames, `resize{cols,rows}` and `detach` |
+//!
+//! Any request may instead be answered by `error{code,message}` where `code` is
+//! one of [`proto::ErrorCode`]; the client maps it into [`DaemonError`].
+//! `session` arguments accept a session id or a session name.
+//!
+//! A client must not half-close its side of the socket: end of stream on the
+//! daemon's read side means the client is gone (a running exec is then killed,
+//! an attach is detached).
+//!
+//! An attached client that does not keep up with the session output is
+//! disconnected with an `error` of code `lagged` (it may re-attach; the replay
+//! then catches it up), so a slow client never blocks a session or other clients.
+
+pub mod client;
+pub mod proto;
+pub mod server;
+mod sys;
+
+pub use client::*;
+pub use proto::{DaemonInfo, ExecOutput, ExecRequest, SessionCreate, SessionInfo, SessionState};
+
+/// The version of the wire protocol; bumped when the wire changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Where the daemon listens inside the workspace container.
+pub const DEFAULT_SOCKET: &str = "/run/berth/daemon.sock";
+
+fn incompatible_message(daemon: u32, client: u32) -> String {
+    let hint = if daemon < client {
+        "this workspace runs an older daemon; restart the workspace to upgrade it"
+    } else {
+        "this workspace runs a newer daemon than the server; upgrade the server"
+    };
+    format!("daemon speaks protocol {daemon}, client speaks protocol {client}: {hint}")
+}
+
+/// Errors returned by [`DaemonClient`].
+#[derive(thiserror::Error, Debug)]
+pub enum DaemonError {
+    /// The socket is missing or refuses connections: the daemon is not running.
+    #[error("workspace daemon unreachable: {0}")]
+    Unreachable(String),
+    /// The handshake found a protocol mismatch.
+    #[error("incompatible workspace daemon: {}", incompatible_message(*daemon, *client))]
+    Incompatible { daemon: u32, client: u32 },
+    /// No session with that id or name.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// E.g. the session name is taken, or removing a running session.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A bad request (empty argv, cols = 0, bad name, missing cwd...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The command could not be started (command not found, permission denied...).
+    #[error("spawn failed: {0}")]
+    SpawnFailed(String),
+    /// The daemon said something unexpected, or dropped a client that lagged.
+    #[error("daemon protocol error: {0}")]
+    Protocol(String),
+    /// An I/O error on the connection, or an internal error in the daemon.
+    #[error("daemon i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}

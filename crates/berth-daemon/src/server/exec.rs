@@ -1,0 +1,260 @@
+//! One-shot processes with pipes.
+
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::signal::Signal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Sleep;
+
+use super::{reply, ApiError, Daemon};
+use crate::proto::{
+    read_frame, write_control, write_frame, ExecRequest, Frame, FrameKind, Request, Response,
+};
+use crate::sys;
+
+/// After the process exited, how long to wait for its pipes to close (they
+/// may be held open by background processes it started).
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Removes the process group from the daemon's list when the exec ends.
+struct Tracked {
+    daemon: Arc<Daemon>,
+    pgid: u32,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.daemon.untrack_exec(self.pgid);
+    }
+}
+
+pub(super) async fn handle(
+    d: Arc<Daemon>,
+    req: ExecRequest,
+    rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+) -> anyhow::Result<()> {
+    let mut child = match spawn(&d, &req) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(argv = ?req.argv, error = %e.message, "exec failed to start");
+            reply(&mut wr, Err(e)).await?;
+            return Ok(());
+        }
+    };
+    let Some(pid) = child.id() else {
+        reply(&mut wr, Err(ApiError::internal("exec child has no pid"))).await?;
+        return Ok(());
+    };
+    d.track_exec(pid);
+    let _tracked = Tracked {
+        daemon: d.clone(),
+        pgid: pid,
+    };
+    tracing::debug!(pid, argv = ?req.argv, "exec started");
+
+    // Output of both pipes, in the order read.
+    let (out_tx, mut out_rx) = mpsc::channel::<(FrameKind, Bytes)>(16);
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(pump(stdout, FrameKind::Stdout, out_tx.clone()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(pump(stderr, FrameKind::Stderr, out_tx.clone()));
+    }
+    drop(out_tx);
+
+    // Stdin: frames from the client go to the process through a queue.
+    let stdin_tx = child.stdin.take().map(|mut stdin| {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if let Err(e) = stdin.write_all(&data).await {
+                    tracing::debug!(error = %e, "exec stdin closed by the process");
+                    return;
+                }
+            }
+            // Dropping stdin closes the pipe: the process sees EOF.
+        });
+        tx
+    });
+
+    // The client's side: stdin frames, stdin_eof, and its going away.
+    let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
+    let client_reader = tokio::spawn(read_client(rd, stdin_tx, gone_tx));
+
+    if write_control(&mut wr, &Response::ExecStarted { pid })
+        .await
+        .is_err()
+    {
+        kill_and_reap(&mut child, pid).await;
+        client_reader.abort();
+        return Ok(());
+    }
+
+    let mut exit_code: Option<i32> = None;
+    let mut output_open = true;
+    let mut grace: Option<Pin<Box<Sleep>>> = None;
+    let mut client_gone = false;
+    loop {
+        if exit_code.is_some() && !output_open {
+            break;
+        }
+        tokio::select! {
+            msg = out_rx.recv(), if output_open => match msg {
+                Some((kind, data)) => {
+                    if write_frame(&mut wr, &Frame::data(kind, data)).await.is_err() {
+                        client_gone = true;
+                        break;
+                    }
+                }
+                None => output_open = false,
+            },
+            status = child.wait(), if exit_code.is_none() => {
+                let code = match status {
+                    Ok(st) => sys::exit_code(st),
+                    Err(e) => {
+                        tracing::warn!(pid, error = %e, "waiting for exec process");
+                        -1
+                    }
+                };
+                exit_code = Some(code);
+                grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE)));
+            },
+            _ = &mut gone_rx, if !client_gone => {
+                client_gone = true;
+                break;
+            },
+            () = sleep_opt(&mut grace) => {
+                tracing::debug!(pid, "exec output still open after exit; not waiting further");
+                break;
+            },
+        }
+    }
+    client_reader.abort();
+    match exit_code {
+        Some(code) if !client_gone => {
+            tracing::debug!(pid, code, "exec exited");
+            write_control(&mut wr, &Response::Exit { code }).await?;
+        }
+        Some(_) => {}
+        None => {
+            tracing::info!(pid, "exec client went away; killing its process group");
+            kill_and_reap(&mut child, pid).await;
+        }
+    }
+    Ok(())
+}
+
+fn spawn(d: &Daemon, req: &ExecRequest) -> Result<tokio::process::Child, ApiError> {
+    sys::validate_argv(&req.argv).map_err(ApiError::invalid)?;
+    sys::validate_env(&req.env).map_err(ApiError::invalid)?;
+    let cwd =
+        sys::resolve_cwd(req.cwd.as_deref(), &d.opts.default_cwd).map_err(ApiError::invalid)?;
+    let home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| d.opts.default_cwd.clone());
+    let shell = d
+        .opts
+        .default_shell
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "/bin/sh".into());
+    let env = sys::child_env(&home, &shell, false, &req.env);
+    let program = &req.argv[0];
+    let resolved = sys::resolve_program(program, env.get("PATH").map(String::as_str), &cwd)
+        .map_err(ApiError::spawn_failed)?;
+
+    let mut cmd = tokio::process::Command::new(&resolved);
+    {
+        use std::os::unix::process::CommandExt as _;
+        cmd.as_std_mut().arg0(program);
+    }
+    cmd.args(&req.argv[1..])
+        .env_clear()
+        .envs(&env)
+        .current_dir(&cwd)
+        .stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd.spawn()
+        .map_err(|e| ApiError::spawn_failed(sys::spawn_error_message(program, &e)))
+}
+
+async fn pump<R: AsyncRead + Unpin>(
+    mut r: R,
+    kind: FrameKind,
+    tx: mpsc::Sender<(FrameKind, Bytes)>,
+) {
+    loop {
+        let mut buf = BytesMut::with_capacity(32 * 1024);
+        match r.read_buf(&mut buf).await {
+            Ok(0) => return,
+            Ok(_) => {
+                if tx.send((kind, buf.freeze())).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(?kind, error = %e, "exec pipe read failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn read_client(
+    mut rd: OwnedReadHalf,
+    mut stdin: Option<mpsc::Sender<Bytes>>,
+    gone: oneshot::Sender<()>,
+) {
+    loop {
+        match read_frame(&mut rd).await {
+            Ok(Some(frame)) => match frame.kind {
+                FrameKind::Stdin => {
+                    if let Some(tx) = &stdin {
+                        if tx.send(frame.payload).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                FrameKind::Control => match frame.parse::<Request>() {
+                    Ok(Request::StdinEof) => stdin = None,
+                    other => tracing::debug!(?other, "ignored message during exec"),
+                },
+                kind => tracing::debug!(?kind, "ignored frame during exec"),
+            },
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "exec connection read failed");
+                break;
+            }
+        }
+    }
+    let _ = gone.send(());
+}
+
+async fn kill_and_reap(child: &mut tokio::process::Child, pgid: u32) {
+    // The child is not reaped yet, so its pid still names its process group.
+    sys::signal_group(pgid, Signal::SIGKILL);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
+    match s {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
+    }
+}

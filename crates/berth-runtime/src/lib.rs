@@ -1,0 +1,75 @@
+//! Container runtime boundary for berth.
+//!
+//! * [`Runtime`]: the trait the server codes against.
+//! * [`DockerRuntime`]: the Docker Engine API backend (bollard). It only uses
+//!   endpoints that Docker and Podman's Docker-compatible service both serve,
+//!   and applies the workspace hardening on every container it creates.
+//! * [`FakeRuntime`]: an in-memory implementation that records every call and
+//!   can inject failures, for other crates' unit tests.
+//! * [`memcg_oom_kills`]: reads the kernel's memcg OOM-kill counter of a
+//!   running container (Podman's `State.OOMKilled` is always false on cgroup v1).
+//! * [`image`]: builds the workspace base image locally (debootstrap → import →
+//!   build through the engine API), content-addressed by tag.
+
+mod cgroup;
+mod docker;
+mod error;
+mod fake;
+pub mod image;
+mod types;
+
+pub use cgroup::{memcg_oom_kills, parse_memcg_path, parse_oom_kill_counter, MemcgPath};
+pub use docker::{
+    default_socket_candidates, parse_endpoint, resolve_endpoint, DockerRuntime, Endpoint,
+};
+pub use error::RuntimeError;
+pub use fake::{Call, FakeRuntime};
+pub use types::{ContainerSpec, ContainerState, ContainerStatus, EngineInfo, Mount, ResourceUsage};
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// The container engine as the server sees it.
+///
+/// Every method maps to Docker Engine API calls that Docker and Podman's
+/// compat service both support. Idempotency rules are part of the contract:
+/// `stop_container` on a stopped container, `remove_container` and
+/// `remove_volume` on missing objects all return `Ok`.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Ping the engine and describe it.
+    async fn info(&self) -> Result<EngineInfo, RuntimeError>;
+    /// Whether an image with this reference exists locally.
+    async fn image_exists(&self, reference: &str) -> Result<bool, RuntimeError>;
+    /// Create the named volume if it does not exist (labels apply on creation only).
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError>;
+    /// Whether the named volume exists.
+    async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError>;
+    /// Remove the named volume; a missing volume is `Ok`.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Create a hardened container; returns the container id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    /// Start a created or stopped container (already running = `Ok`).
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Stop with SIGTERM, then SIGKILL after `timeout`; already stopped = `Ok`.
+    async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError>;
+    /// Force-remove a container (named volumes are kept); missing = `Ok`.
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Inspect by id or name; `None` if it does not exist.
+    async fn inspect_container(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<ContainerStatus>, RuntimeError>;
+    /// All containers (including stopped ones) carrying the label filter `key=value` (or `key`).
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerStatus>, RuntimeError>;
+    /// Block until the container is not running; returns its exit code.
+    async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError>;
+    /// One-shot resource usage of a running container.
+    async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError>;
+}

@@ -1,0 +1,158 @@
+//! `GET /api/v1/doctor`: every prerequisite of the server checked, each failure with a fix.
+
+use std::path::Path;
+
+use berth_api::{Check, DoctorReport};
+
+use crate::state::AppState;
+
+const MIN_FREE_BYTES: u64 = 2 << 30;
+
+pub async fn run(state: &AppState) -> DoctorReport {
+    let mut checks = vec![data_dir(&state.config.data_dir), staged_binary(state)];
+    let engine = state.runtime.info().await;
+    match &engine {
+        Ok(info) => {
+            checks.push(ok(
+                "engine",
+                format!(
+                    "{} {} (API {}) at {}",
+                    info.engine, info.version, info.api_version, state.engine_endpoint
+                ),
+            ));
+            checks.push(engine_config(info));
+            let tag = state.default_image();
+            checks.push(match state.runtime.image_exists(&tag).await {
+                Ok(true) => ok("image", format!("{tag} is present")),
+                Ok(false) => fail("image", format!("{tag} is missing"), "berth image build"),
+                Err(e) => fail("image", e.to_string(), "fix the engine check first"),
+            });
+        }
+        Err(e) => {
+            checks.push(fail(
+                "engine",
+                format!("cannot reach the engine at {}: {e}", state.engine_endpoint),
+                "start Podman's Docker-compatible service: podman system service --time=0 unix:///run/podman/podman.sock & (or set DOCKER_HOST)",
+            ));
+        }
+    }
+    checks.push(debootstrap());
+    DoctorReport {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    }
+}
+
+fn ok(name: &str, detail: String) -> Check {
+    Check {
+        name: name.to_owned(),
+        ok: true,
+        detail,
+        fix: None,
+    }
+}
+
+fn fail(name: &str, detail: String, fix: &str) -> Check {
+    Check {
+        name: name.to_owned(),
+        ok: false,
+        detail,
+        fix: Some(fix.to_owned()),
+    }
+}
+
+fn data_dir(dir: &Path) -> Check {
+    let probe = dir.join(".doctor-probe");
+    if let Err(e) = std::fs::write(&probe, b"ok") {
+        return fail(
+            "data_dir",
+            format!("{} is not writable: {e}", dir.display()),
+            "point --data-dir (BERTH_DATA_DIR) at a writable directory",
+        );
+    }
+    let _ = std::fs::remove_file(&probe);
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => {
+            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let detail = format!("{} ({} GiB free)", dir.display(), free >> 30);
+            if free < MIN_FREE_BYTES {
+                fail(
+                    "data_dir",
+                    detail,
+                    "free disk space: berth and its images need at least 2 GiB",
+                )
+            } else {
+                ok("data_dir", detail)
+            }
+        }
+        Err(e) => ok(
+            "data_dir",
+            format!("{} (free space unknown: {e})", dir.display()),
+        ),
+    }
+}
+
+fn staged_binary(state: &AppState) -> Check {
+    if state.binary.path.is_file() {
+        ok(
+            "daemon_binary",
+            format!(
+                "{} (mounted read-only into workspaces)",
+                state.binary.path.display()
+            ),
+        )
+    } else {
+        fail(
+            "daemon_binary",
+            format!("{} is missing", state.binary.path.display()),
+            "restart berth server; it stages its own binary on start",
+        )
+    }
+}
+
+/// Known-bad engine setups: crun on a cgroup v1/hybrid host, and Podman without berth's
+/// containers.conf drop-in (ulimits the host cannot grant).
+fn engine_config(info: &berth_runtime::EngineInfo) -> Check {
+    let detail = format!(
+        "runtime {}, cgroup driver {}, cgroup v{}",
+        info.default_runtime, info.cgroup_driver, info.cgroup_version
+    );
+    let podman = info.engine.to_ascii_lowercase().contains("podman");
+    if podman && info.cgroup_version == "1" && info.default_runtime == "crun" {
+        return fail(
+            "engine_config",
+            format!("{detail}: crun cannot run containers on this cgroup v1 host"),
+            "install the drop-in: sudo ./scripts/setup-host (writes /etc/containers/containers.conf.d/50-berth.conf), then restart the podman service",
+        );
+    }
+    if podman && !Path::new("/etc/containers/containers.conf.d/50-berth.conf").exists() {
+        return fail(
+            "engine_config",
+            format!("{detail}; berth's containers.conf drop-in is missing"),
+            "sudo ./scripts/setup-host (writes /etc/containers/containers.conf.d/50-berth.conf), then restart the podman service",
+        );
+    }
+    ok("engine_config", detail)
+}
+
+fn debootstrap() -> Check {
+    let found = [
+        "/usr/sbin/debootstrap",
+        "/sbin/debootstrap",
+        "/usr/bin/debootstrap",
+    ]
+    .iter()
+    .any(|p| Path::new(p).is_file());
+    if found {
+        ok(
+            "debootstrap",
+            "present (needed by `berth image build`)".into(),
+        )
+    } else {
+        fail(
+            "debootstrap",
+            "not installed; `berth image build` needs it".into(),
+            "apt-get install -y debootstrap",
+        )
+    }
+}

@@ -1,0 +1,117 @@
+//! berth server: the REST API, workspace lifecycle and reconciler.
+//!
+//! [`run`] wires the concrete pieces (SQLite store, Docker-API runtime, staged daemon binary)
+//! into an [`AppState`] and serves the router until SIGINT/SIGTERM.
+
+mod auth;
+mod binary;
+mod config;
+mod doctor;
+mod error;
+mod lifecycle;
+mod openapi;
+mod reconciler;
+mod routes;
+mod state;
+
+use std::sync::Arc;
+
+pub use config::{Config, ServerArgs};
+pub use state::{AppState, DockerImageBuilder, ImageBuilder};
+
+use berth_domain::Secret;
+use berth_runtime::{DockerRuntime, Runtime};
+use berth_store::Store;
+
+/// Length of the server id that prefixes engine object names.
+const SERVER_ID_LEN: usize = 6;
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
+    })?;
+    let store = Store::open(&config.data_dir.join("berth.db")).await?;
+    let server_id = match store.meta("server_id").await? {
+        Some(id) => id,
+        None => {
+            let id = auth::generate_token().expose()["berth_".len()..][..SERVER_ID_LEN].to_owned();
+            store.set_meta("server_id", &id).await?;
+            id
+        }
+    };
+    let env_token = std::env::var("BERTH_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(Secret::new);
+    if let Some(source) = auth::bootstrap(
+        &store,
+        &config.data_dir,
+        env_token,
+        config.bootstrap_token_file.as_deref(),
+    )
+    .await?
+    {
+        tracing::info!(%source, "bootstrap admin token installed");
+    }
+
+    let docker = DockerRuntime::connect(config.engine.as_deref())?;
+    let engine_endpoint = docker.endpoint().to_owned();
+    let recipe = berth_runtime::image::ImageRecipe {
+        work_dir: config.data_dir.join("tmp"),
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&recipe.work_dir)?;
+    let images: Arc<dyn ImageBuilder> = Arc::new(DockerImageBuilder::new(docker.clone(), recipe));
+    let runtime: Arc<dyn Runtime> = Arc::new(docker);
+    let exe = std::env::current_exe()?;
+    let binary = binary::stage(&exe, &config.data_dir)?;
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr()?;
+    let state = Arc::new(AppState::new(
+        config,
+        store.clone(),
+        runtime,
+        images,
+        engine_endpoint.clone(),
+        server_id.clone(),
+        binary,
+    ));
+    match state.runtime.info().await {
+        Ok(info) => {
+            tracing::info!(engine = %info.engine, version = %info.version, endpoint = %engine_endpoint, "engine reachable")
+        }
+        Err(e) => tracing::warn!(error = %e, "engine not reachable yet; `berth doctor` explains"),
+    }
+    // Settle what happened while the server was down before taking requests.
+    if let Err(e) = reconciler::pass(&state).await {
+        tracing::warn!(error = %e, "initial reconcile failed");
+    }
+    let reconcile = reconciler::spawn(state.clone());
+
+    let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    tracing::info!(url = %format!("http://{local}"), server_id = %server_id, "berth server listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    reconcile.abort();
+    store.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down; workspaces and their sessions keep running");
+}

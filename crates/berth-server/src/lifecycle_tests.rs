@@ -1,0 +1,361 @@
+//! Lifecycle and reconciler over the in-tree fake runtime, with a real workspace daemon serving
+//! the channel socket (so readiness is the real handshake).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_runtime::image::{BuildOutcome, BuildProgress};
+use berth_runtime::{FakeRuntime, RuntimeError};
+use berth_store::Store;
+
+use super::*;
+use crate::binary::StagedBinary;
+use crate::state::ImageBuilder;
+
+struct NoImages;
+
+#[async_trait::async_trait]
+impl ImageBuilder for NoImages {
+    fn tag(&self) -> String {
+        "localhost/berth-workspace:test".into()
+    }
+    async fn build(
+        &self,
+        _force: bool,
+        _progress: tokio::sync::mpsc::UnboundedSender<BuildProgress>,
+    ) -> Result<BuildOutcome, RuntimeError> {
+        Err(RuntimeError::Other("no builds in unit tests".into()))
+    }
+}
+
+struct Harness {
+    state: Arc<AppState>,
+    fake: Arc<FakeRuntime>,
+    _dir: tempfile::TempDir,
+    daemons: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.daemons.abort();
+    }
+}
+
+/// `serve_daemons`: start a real daemon on every channel directory that appears, like a
+/// container start would.
+async fn harness(serve_daemons: bool) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(FakeRuntime::new());
+    let config = crate::config::ServerArgs {
+        listen: "127.0.0.1:0".into(),
+        data_dir: Some(dir.path().to_owned()),
+        engine: None,
+        bootstrap_token_file: None,
+        default_memory: "256m".into(),
+        default_cpus: "1".into(),
+        default_pids: 256,
+        default_network: "none".into(),
+        image: None,
+        reconcile_seconds: 1,
+    }
+    .resolve()
+    .unwrap();
+    let bin = dir.path().join("berth-bin");
+    std::fs::write(&bin, b"bin").unwrap();
+    let mut state = AppState::new(
+        config,
+        Store::open_in_memory().await.unwrap(),
+        fake.clone(),
+        Arc::new(NoImages),
+        "fake://".into(),
+        "t0000".into(),
+        StagedBinary {
+            path: bin,
+            hash: "hash1".into(),
+        },
+    );
+    state.daemon_ready_timeout = Duration::from_millis(500);
+    let root = dir.path().join("workspaces");
+    let daemons = tokio::spawn(async move {
+        if !serve_daemons {
+            return;
+        }
+        // A (re)started container gets a fresh daemon: whenever a channel has no socket.
+        let mut spawned: std::collections::HashMap<std::path::PathBuf, std::time::Instant> =
+            Default::default();
+        loop {
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for e in entries.flatten() {
+                    let chan = e.path().join("chan");
+                    let recent = spawned
+                        .get(&chan)
+                        .is_some_and(|t| t.elapsed() < Duration::from_millis(300));
+                    if chan.is_dir() && !chan.join("daemon.sock").exists() && !recent {
+                        spawned.insert(chan.clone(), std::time::Instant::now());
+                        let opts = berth_daemon::server::DaemonOptions {
+                            socket: chan.join("daemon.sock"),
+                            ..Default::default()
+                        };
+                        tokio::spawn(berth_daemon::server::run_until(
+                            opts,
+                            std::future::pending(),
+                        ));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    Harness {
+        state: Arc::new(state),
+        fake,
+        _dir: dir,
+        daemons,
+    }
+}
+
+fn spec(state: &AppState, name: &str) -> CreateSpec {
+    CreateSpec::from_request(
+        state,
+        &berth_api::CreateWorkspace {
+            name: format!("acme/{name}"),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn create_builds_a_hardened_container_and_waits_for_the_daemon() {
+    let h = harness(true).await;
+    let w = create(&h.state, spec(&h.state, "web")).await.unwrap();
+    assert_eq!(w.state, WorkspaceState::Running);
+    assert_eq!(w.volume, "berth-t0000-acme-web-home");
+    let c = h
+        .fake
+        .container_spec(w.container_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(c.name, "berth-t0000-acme-web");
+    assert_eq!(c.user, "1000:1000");
+    assert!(c.init);
+    assert!(c.cap_add.is_empty());
+    assert_eq!(c.network_mode, "none");
+    assert_eq!(c.memory_bytes, 256 << 20);
+    assert_eq!(
+        c.labels.get(LABEL_BINARY).map(String::as_str),
+        Some("hash1")
+    );
+    // Exactly three mounts: home volume, the daemon binary read-only, its own channel.
+    assert_eq!(c.mounts.len(), 3);
+    assert!(c.mounts.iter().any(|m| matches!(m, Mount::Bind { target, read_only: true, .. } if target == DAEMON_PATH_IN_WORKSPACE)));
+    let chan = h.state.channel_dir(&w.id);
+    assert!(c.mounts.iter().any(|m| matches!(m, Mount::Bind { source, target, read_only: false } if *source == chan && target == CHANNEL_IN_WORKSPACE)));
+}
+
+#[tokio::test]
+async fn create_rolls_back_when_the_engine_fails() {
+    let h = harness(true).await;
+    h.fake
+        .fail_next("create_container", RuntimeError::Other("boom".into()));
+    let err = create(&h.state, spec(&h.state, "web")).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::EngineError);
+    assert!(h
+        .state
+        .store
+        .list_workspaces(None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(
+        h.fake.volumes().is_empty(),
+        "volume created for this workspace is removed"
+    );
+    assert!(!h
+        .state
+        .config
+        .data_dir
+        .join("workspaces")
+        .read_dir()
+        .unwrap()
+        .any(|_| true));
+    // The name is free again.
+    create(&h.state, spec(&h.state, "web")).await.unwrap();
+}
+
+#[tokio::test]
+async fn create_rolls_back_when_the_daemon_never_answers_but_keeps_an_old_volume() {
+    let h = harness(false).await;
+    use berth_runtime::Runtime;
+    h.fake
+        .ensure_volume("berth-t0000-acme-old-home", &Default::default())
+        .await
+        .unwrap();
+    let err = create(&h.state, spec(&h.state, "old")).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::DaemonUnavailable, "{err}");
+    assert!(h
+        .state
+        .store
+        .list_workspaces(None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(h.fake.containers().is_empty());
+    assert_eq!(
+        h.fake.volumes(),
+        vec!["berth-t0000-acme-old-home".to_owned()]
+    );
+    assert!(h.fake.calls_of("remove_volume").is_empty());
+}
+
+#[tokio::test]
+async fn missing_image_touches_nothing() {
+    let h = harness(true).await;
+    h.fake.set_missing_image("localhost/berth-workspace:test");
+    let err = create(&h.state, spec(&h.state, "web")).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::ImageMissing);
+    let ops: Vec<_> = h.fake.calls().iter().map(|c| c.op()).collect();
+    assert_eq!(ops, ["image_exists"]);
+}
+
+#[tokio::test]
+async fn stop_start_reuses_the_container_unless_the_daemon_build_changed() {
+    let mut h = harness(true).await;
+    let w = create(&h.state, spec(&h.state, "web")).await.unwrap();
+    let first = w.container_id.clone().unwrap();
+    let w = stop(&h.state, "acme/web").await.unwrap();
+    assert_eq!(w.state, WorkspaceState::Stopped);
+    // Stopping twice is fine; starting a running one too.
+    stop(&h.state, "acme/web").await.unwrap();
+    let w = start(&h.state, "acme/web").await.unwrap();
+    assert_eq!(w.state, WorkspaceState::Running);
+    assert_eq!(w.container_id.as_deref(), Some(first.as_str()));
+    assert_eq!(h.fake.calls_of("create_container").len(), 1);
+
+    // A new server build: the next start recreates the container with the new daemon.
+    stop(&h.state, "acme/web").await.unwrap();
+    Arc::get_mut(&mut h.state).unwrap().binary.hash = "hash2".into();
+    let w = start(&h.state, "acme/web").await.unwrap();
+    assert_eq!(w.state, WorkspaceState::Running);
+    let second = w.container_id.clone().unwrap();
+    assert_ne!(second, first);
+    assert!(
+        h.fake.container_spec(&first).is_none(),
+        "old container removed"
+    );
+    let c = h.fake.container_spec(&second).unwrap();
+    assert_eq!(
+        c.labels.get(LABEL_BINARY).map(String::as_str),
+        Some("hash2")
+    );
+    assert_eq!(h.fake.volumes(), vec![w.volume.clone()], "same home volume");
+}
+
+#[tokio::test]
+async fn reconciler_records_oom_exit_and_vanish() {
+    let h = harness(true).await;
+    let a = create(&h.state, spec(&h.state, "a")).await.unwrap();
+    let b = create(&h.state, spec(&h.state, "b")).await.unwrap();
+    let c = create(&h.state, spec(&h.state, "c")).await.unwrap();
+    h.fake.set_exited(a.container_id.as_deref().unwrap(), 137);
+    h.fake.set_exited(b.container_id.as_deref().unwrap(), 3);
+    h.fake.vanish_container(c.container_id.as_deref().unwrap());
+    crate::reconciler::pass(&h.state).await.unwrap();
+    let get = |id| h.state.store.workspace(id);
+    let a = get(&a.id).await.unwrap();
+    assert_eq!(a.state, WorkspaceState::Failed);
+    assert_eq!(a.failure.unwrap().0.reason, FailureKind::Oom);
+    let b = get(&b.id).await.unwrap();
+    assert_eq!(b.failure.unwrap().0.reason, FailureKind::Exited);
+    let c = get(&c.id).await.unwrap();
+    assert_eq!(c.failure.unwrap().0.reason, FailureKind::Vanished);
+    // A stop that berth asked for is not a failure.
+    let d = create(&h.state, spec(&h.state, "d")).await.unwrap();
+    stop(&h.state, "acme/d").await.unwrap();
+    crate::reconciler::pass(&h.state).await.unwrap();
+    assert_eq!(get(&d.id).await.unwrap().state, WorkspaceState::Stopped);
+    // Audit trail of what the reconciler decided.
+    let audit = h.state.store.list_audit(10, Some("acme/a")).await.unwrap();
+    assert_eq!(audit[0].record.action, "workspace.failed");
+    assert_eq!(audit[0].record.result, "oom");
+}
+
+#[tokio::test]
+async fn bare_names_resolve_only_when_unambiguous() {
+    let h = harness(true).await;
+    create(&h.state, spec(&h.state, "web")).await.unwrap();
+    assert_eq!(
+        resolve(&h.state, "web").await.unwrap().tenant.as_str(),
+        "acme"
+    );
+    let other = CreateSpec::from_request(
+        &h.state,
+        &berth_api::CreateWorkspace {
+            name: "web".into(),
+            tenant: Some("globex".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    create(&h.state, other).await.unwrap();
+    assert_eq!(
+        resolve(&h.state, "web").await.unwrap_err().code,
+        ErrorCode::Ambiguous
+    );
+    assert_eq!(
+        resolve(&h.state, "globex/web")
+            .await
+            .unwrap()
+            .tenant
+            .as_str(),
+        "globex"
+    );
+    assert_eq!(
+        resolve(&h.state, "nope").await.unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        resolve(&h.state, "Bad!").await.unwrap_err().code,
+        ErrorCode::InvalidArgument
+    );
+}
+
+#[test]
+fn create_spec_validation() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(harness(false));
+    let bad = |req: berth_api::CreateWorkspace| {
+        CreateSpec::from_request(&h.state, &req)
+            .unwrap_err()
+            .message
+    };
+    assert!(bad(berth_api::CreateWorkspace {
+        name: "x/y/z".into(),
+        ..Default::default()
+    })
+    .contains("name"));
+    assert!(bad(berth_api::CreateWorkspace {
+        name: "a/b".into(),
+        tenant: Some("c".into()),
+        ..Default::default()
+    })
+    .contains("tenant"));
+    assert!(bad(berth_api::CreateWorkspace {
+        name: "ok".into(),
+        image: Some(" ".into()),
+        ..Default::default()
+    })
+    .contains("image"));
+    let ok = CreateSpec::from_request(
+        &h.state,
+        &berth_api::CreateWorkspace {
+            name: "ok".into(),
+            memory: Some("1g".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(ok.tenant.as_str(), "default");
+    assert_eq!(ok.limits.memory_bytes, 1 << 30);
+    assert_eq!(ok.limits.pids, 256);
+    drop(h);
+}

@@ -1,0 +1,47 @@
+//! The OpenAPI document, generated from the handlers' annotations and the wire types.
+
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{system, terminal, workspaces};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "berth API", version = "1", description = "Isolated, persistent workspaces for coding agents."),
+    paths(
+        system::version, system::whoami, system::doctor, system::audit,
+        system::image_status, system::image_build,
+        workspaces::list, workspaces::create, workspaces::show, workspaces::remove,
+        workspaces::start, workspaces::stop,
+        terminal::exec, terminal::exec_ws, terminal::list_sessions, terminal::create_session,
+        terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
+        openapi_json,
+    ),
+    components(schemas(berth_api::WsControl, berth_api::ExecStart)),
+    modifiers(&Bearer),
+)]
+pub struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system",
+    responses((status = 200, description = "OpenAPI 3.1 document")), security(("bearer" = [])))]
+pub async fn openapi_json() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+pub async fn serve() -> impl IntoResponse {
+    openapi_json().await
+}

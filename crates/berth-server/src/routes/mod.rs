@@ -1,0 +1,110 @@
+//! HTTP routes under `/api/v1`. Handlers only parse and validate, then call the lifecycle or
+//! the daemon; one file per resource.
+
+pub mod system;
+pub mod terminal;
+pub mod workspaces;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::state::AppState;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/version", get(system::version))
+        .route("/whoami", get(system::whoami))
+        .route("/doctor", get(system::doctor))
+        .route("/audit", get(system::audit))
+        .route("/image", get(system::image_status))
+        .route("/image/build", post(system::image_build))
+        .route("/openapi.json", get(crate::openapi::serve))
+        .route(
+            "/workspaces",
+            get(workspaces::list).post(workspaces::create),
+        )
+        .route(
+            "/workspaces/{ws}",
+            get(workspaces::show).delete(workspaces::remove),
+        )
+        .route("/workspaces/{ws}/start", post(workspaces::start))
+        .route("/workspaces/{ws}/stop", post(workspaces::stop))
+        .route("/workspaces/{ws}/exec", post(terminal::exec))
+        .route("/workspaces/{ws}/exec/ws", get(terminal::exec_ws))
+        .route(
+            "/workspaces/{ws}/sessions",
+            get(terminal::list_sessions).post(terminal::create_session),
+        )
+        .route(
+            "/workspaces/{ws}/sessions/{session}",
+            get(terminal::get_session).delete(terminal::remove_session),
+        )
+        .route(
+            "/workspaces/{ws}/sessions/{session}/scrollback",
+            get(terminal::scrollback),
+        )
+        .route(
+            "/workspaces/{ws}/sessions/{session}/attach",
+            get(terminal::attach),
+        )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_token,
+        ));
+    Router::new()
+        .nest(berth_api::API_PREFIX, api)
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn not_found() -> crate::error::ApiError {
+    crate::error::ApiError::not_found("no such API route")
+}
+
+/// Rejections from axum's extractors (bad JSON, bad query) in berth's error shape.
+pub struct Json<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Json<T>
+where
+    axum::Json<T>:
+        axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => Err(crate::error::ApiError::invalid(format!(
+                "invalid request body: {}",
+                rej.body_text()
+            ))),
+        }
+    }
+}
+
+pub struct Query<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = crate::error::ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rej) => Err(crate::error::ApiError::invalid(format!(
+                "invalid query: {}",
+                rej.body_text()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Server-wide routes: version, whoami, doctor, audit, the base image.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use berth_api as api;
+use berth_runtime::image::BuildProgress;
+
+use super::Query;
+use crate::auth::{audit as write_audit, Actor};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/api/v1/version", tag = "system",
+    responses((status = 200, body = api::ServerInfo)), security(("bearer" = [])))]
+pub async fn version(State(state): State<Arc<AppState>>) -> axum::Json<api::ServerInfo> {
+    axum::Json(api::ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        server_id: state.server_id.clone(),
+        daemon_protocol: berth_daemon::PROTOCOL_VERSION,
+        engine_endpoint: state.engine_endpoint.clone(),
+        image: state.default_image(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "system",
+    responses((status = 200, body = api::WhoAmI), (status = 401, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn whoami(Extension(actor): Extension<Actor>) -> axum::Json<api::WhoAmI> {
+    axum::Json(api::WhoAmI {
+        token_id: actor.token_id,
+        token_name: actor.token_name,
+        role: actor.role,
+        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "system", params(api::AuditQuery),
+    responses((status = 200, body = [api::AuditEntry]), (status = 400, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<api::AuditQuery>,
+) -> ApiResult<axum::Json<Vec<api::AuditEntry>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    let entries = state.store.list_audit(limit, q.target.as_deref()).await?;
+    Ok(axum::Json(
+        entries
+            .into_iter()
+            .map(|e| api::AuditEntry {
+                id: e.id,
+                at: e.at,
+                actor: e.record.actor,
+                action: e.record.action,
+                target: e.record.target,
+                result: e.record.result,
+                detail: e.record.detail,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/doctor", tag = "system",
+    responses((status = 200, body = api::DoctorReport)), security(("bearer" = [])))]
+pub async fn doctor(State(state): State<Arc<AppState>>) -> axum::Json<api::DoctorReport> {
+    axum::Json(crate::doctor::run(&state).await)
+}
+
+#[utoipa::path(get, path = "/api/v1/image", tag = "image",
+    responses((status = 200, body = api::ImageStatus), (status = 503, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn image_status(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<axum::Json<api::ImageStatus>> {
+    let tag = state.default_image();
+    let present = state.runtime.image_exists(&tag).await?;
+    Ok(axum::Json(api::ImageStatus { tag, present }))
+}
+
+/// Builds the base image, streaming progress as newline-delimited JSON [`api::BuildEvent`]s.
+#[utoipa::path(post, path = "/api/v1/image/build", tag = "image", request_body = api::BuildImage,
+    responses((status = 200, content_type = "application/x-ndjson", body = api::BuildEvent,
+        description = "one BuildEvent per line: progress…, then done or error")),
+    security(("bearer" = [])))]
+pub async fn image_build(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    // An empty body means the defaults, so `curl -X POST` works.
+    let req: api::BuildImage = if body.iter().all(u8::is_ascii_whitespace) {
+        api::BuildImage::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?
+    };
+    let force = req.force;
+    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (prog_tx, mut prog_rx) = tokio::sync::mpsc::unbounded_channel::<BuildProgress>();
+    let forward = line_tx.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Some(p) = prog_rx.recv().await {
+            let ev = api::BuildEvent::Progress {
+                step: p.step.as_str().to_owned(),
+                line: p.line,
+            };
+            if forward.send(ndjson(&ev)).is_err() {
+                // The client left; the build goes on so its result is not wasted.
+                continue;
+            }
+        }
+    });
+    // Run the build in its own task: a client disconnect must not cancel it halfway.
+    tokio::spawn(async move {
+        let result = state.images.build(force, prog_tx).await;
+        let (ev, res) = match result {
+            Ok(o) => (
+                api::BuildEvent::Done {
+                    tag: o.tag,
+                    skipped: o.skipped,
+                    seconds: o.duration.as_secs_f64(),
+                },
+                Ok(()),
+            ),
+            Err(e) => {
+                let err = ApiError::from(e);
+                (
+                    api::BuildEvent::Error {
+                        code: err.code.as_str().to_owned(),
+                        message: err.message.clone(),
+                    },
+                    Err(err),
+                )
+            }
+        };
+        // The build dropped its progress sender; once the forwarder drained, `done` is last.
+        let _ = forwarder.await;
+        let _ = line_tx.send(ndjson(&ev));
+        write_audit(
+            &state.store,
+            &actor,
+            "image.build",
+            &state.images.tag(),
+            &res,
+        )
+        .await;
+    });
+    let stream = tokio_stream_from(line_rx);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn ndjson(ev: &api::BuildEvent) -> String {
+    let mut s = serde_json::to_string(ev).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> impl futures_util::Stream<Item = Result<String, std::convert::Infallible>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+}

@@ -1,0 +1,504 @@
+//! Processes inside a workspace: one-shot exec (buffered or over a WebSocket), persistent
+//! terminal sessions, and attaching to them over a WebSocket. Everything goes through the
+//! workspace daemon; the server keeps no terminal state of its own, so sessions outlive it.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use berth_api as api;
+use berth_daemon::{AttachEvent, DaemonClient, ExecEvent, SessionInfo, SessionState};
+use berth_domain::{ErrorCode, WorkspaceState};
+use berth_store::Workspace;
+use futures_util::{SinkExt, StreamExt};
+
+use super::{Json, Query};
+use crate::auth::{audit, Actor};
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle;
+use crate::state::AppState;
+
+/// Output kept per stream by the buffered exec.
+const EXEC_MAX_BYTES: usize = 4 << 20;
+
+/// Resolves a workspace that must be running, and its daemon client.
+async fn running(state: &AppState, ws: &str) -> ApiResult<(Workspace, DaemonClient)> {
+    let w = lifecycle::resolve(state, ws).await?;
+    if w.state != WorkspaceState::Running {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "workspace {} is {}: start it with `berth workspace start {}`",
+                w.qualified_name(),
+                w.state,
+                w.qualified_name()
+            ),
+        ));
+    }
+    let client = state.daemon(&w.id);
+    Ok((w, client))
+}
+
+fn session_to_api(s: SessionInfo) -> api::Session {
+    api::Session {
+        id: s.id,
+        name: s.name,
+        command: s.argv,
+        state: match s.state {
+            SessionState::Running => "running",
+            SessionState::Exited => "exited",
+        }
+        .to_owned(),
+        exit_code: s.exit_code,
+        created_at: s.created_at,
+        attached: s.attached,
+        cols: s.cols,
+        rows: s.rows,
+        scrollback_bytes: s.scrollback_bytes,
+    }
+}
+
+fn check_cmd(cmd: &[String]) -> ApiResult<()> {
+    if cmd.is_empty() || cmd[0].is_empty() {
+        return Err(ApiError::invalid("cmd must name a program"));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/exec", tag = "terminal", request_body = api::ExecRequest,
+    params(("ws" = String, Path, description = "workspace reference")),
+    responses((status = 200, body = api::ExecResult), (status = 400, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody), (status = 503, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn exec(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    Json(req): Json<api::ExecRequest>,
+) -> ApiResult<axum::Json<api::ExecResult>> {
+    let result = exec_inner(&state, &ws, req).await;
+    audit(&state.store, &actor, "workspace.exec", &ws, &result).await;
+    result.map(axum::Json)
+}
+
+async fn exec_inner(
+    state: &AppState,
+    ws: &str,
+    req: api::ExecRequest,
+) -> ApiResult<api::ExecResult> {
+    check_cmd(&req.cmd)?;
+    let (_, client) = running(state, ws).await?;
+    let dreq = berth_daemon::ExecRequest {
+        argv: req.cmd,
+        env: req.env.into_iter().collect(),
+        cwd: req.cwd,
+        stdin: req.stdin.is_some(),
+    };
+    let mut stream = client.exec(dreq).await?;
+    if let Some(input) = req.stdin {
+        stream.write_stdin(input.as_bytes()).await?;
+        stream.close_stdin().await?;
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut truncated = false;
+    let mut keep = |buf: &mut Vec<u8>, data: &[u8]| {
+        let room = EXEC_MAX_BYTES.saturating_sub(buf.len());
+        if data.len() > room {
+            truncated = true;
+        }
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    };
+    let exit_code = loop {
+        match stream.next().await? {
+            Some(ExecEvent::Stdout(d)) => keep(&mut out, &d),
+            Some(ExecEvent::Stderr(d)) => keep(&mut err, &d),
+            Some(ExecEvent::Exit(code)) => break code,
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::DaemonUnavailable,
+                    "the workspace daemon closed the exec before the process exited",
+                ))
+            }
+        }
+    };
+    Ok(api::ExecResult {
+        exit_code,
+        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+        truncated,
+    })
+}
+
+/// Exec over a WebSocket (streaming, with stdin). See [`api::ExecStart`] for the protocol.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/exec/ws", tag = "terminal",
+    params(("ws" = String, Path, description = "workspace reference")),
+    responses((status = 101, description = "WebSocket; first client message is an ExecStart"),
+        (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn exec_ws(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let (w, client) = running(&state, &ws).await?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let target = w.qualified_name();
+        let result = relay_exec(socket, client).await;
+        audit(&state.store, &actor, "workspace.exec", &target, &result).await;
+    }))
+}
+
+async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()> {
+    let start: api::ExecStart = loop {
+        match socket.recv().await {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str(t.as_str()) {
+                Ok(s) => break s,
+                Err(e) => {
+                    let err =
+                        ApiError::invalid(format!("the first message must be an ExecStart: {e}"));
+                    send_error(&mut socket, &err).await;
+                    return Err(err);
+                }
+            },
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            _ => return Err(ApiError::invalid("client closed before sending ExecStart")),
+        }
+    };
+    if let Err(err) = check_cmd(&start.cmd) {
+        send_error(&mut socket, &err).await;
+        return Err(err);
+    }
+    let req = berth_daemon::ExecRequest {
+        argv: start.cmd,
+        env: start.env.into_iter().collect(),
+        cwd: start.cwd,
+        stdin: true,
+    };
+    let stream = match client.exec(req).await {
+        Ok(s) => s,
+        Err(e) => {
+            let err = ApiError::from(e);
+            send_error(&mut socket, &err).await;
+            return Err(err);
+        }
+    };
+    let (mut input, mut output) = stream.split();
+    let (mut tx, mut rx) = socket.split();
+    // Client → process stdin. Ends when the client closes stdin or goes away.
+    let pump_in = async move {
+        while let Some(Ok(msg)) = rx.next().await {
+            match msg {
+                Message::Binary(b) => {
+                    if input.write_stdin(&b).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Text(t) => {
+                    if let Ok(api::WsControl::Eof) = serde_json::from_str(t.as_str()) {
+                        let _ = input.close_stdin().await;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        // Keep the input half alive until the output ends: dropping both halves detaches,
+        // and the daemon then kills the process.
+        input
+    };
+    let pump_out = async move {
+        loop {
+            match output.next().await {
+                Ok(Some(ExecEvent::Stdout(d))) => {
+                    let mut m = Vec::with_capacity(d.len() + 1);
+                    m.push(api::EXEC_STDOUT);
+                    m.extend_from_slice(&d);
+                    if tx.send(Message::Binary(m.into())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(Some(ExecEvent::Stderr(d))) => {
+                    let mut m = Vec::with_capacity(d.len() + 1);
+                    m.push(api::EXEC_STDERR);
+                    m.extend_from_slice(&d);
+                    if tx.send(Message::Binary(m.into())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(Some(ExecEvent::Exit(code))) => {
+                    let _ = tx.send(control(&api::WsControl::Exit { code })).await;
+                    let _ = tx.close().await;
+                    return Ok(());
+                }
+                Ok(None) | Err(_) => {
+                    let err = ApiError::new(
+                        ErrorCode::DaemonUnavailable,
+                        "lost the workspace daemon during exec",
+                    );
+                    let _ = tx
+                        .send(control(&api::WsControl::Error {
+                            code: err.code.as_str().into(),
+                            message: err.message.clone(),
+                        }))
+                        .await;
+                    return Err(err);
+                }
+            }
+        }
+    };
+    tokio::pin!(pump_in);
+    tokio::select! {
+        res = pump_out => res,
+        _input = &mut pump_in => {
+            // The client went away: dropping everything detaches and the daemon kills the process.
+            Ok(())
+        }
+    }
+}
+
+fn control(c: &api::WsControl) -> Message {
+    Message::Text(serde_json::to_string(c).unwrap_or_default().into())
+}
+
+async fn send_error(socket: &mut WebSocket, err: &ApiError) {
+    let _ = socket
+        .send(control(&api::WsControl::Error {
+            code: err.code.as_str().into(),
+            message: err.message.clone(),
+        }))
+        .await;
+    let _ = socket.close().await;
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal",
+    params(("ws" = String, Path, description = "workspace reference")),
+    responses((status = 200, body = [api::Session]), (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_sessions(
+    State(state): State<Arc<AppState>>,
+    Path(ws): Path<String>,
+) -> ApiResult<axum::Json<Vec<api::Session>>> {
+    let (_, client) = running(&state, &ws).await?;
+    let sessions = client.session_list().await?;
+    Ok(axum::Json(
+        sessions.into_iter().map(session_to_api).collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal", request_body = api::CreateSession,
+    params(("ws" = String, Path, description = "workspace reference")),
+    responses((status = 201, body = api::Session), (status = 400, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_session(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    Json(req): Json<api::CreateSession>,
+) -> ApiResult<impl IntoResponse> {
+    let result = async {
+        if let Some(cmd) = &req.cmd {
+            check_cmd(cmd)?;
+        }
+        let (cols, rows) = (req.cols.unwrap_or(80), req.rows.unwrap_or(24));
+        check_size(cols, rows)?;
+        let (_, client) = running(&state, &ws).await?;
+        let s = client
+            .session_create(berth_daemon::SessionCreate {
+                name: req.name.clone(),
+                argv: req.cmd.clone(),
+                cols,
+                rows,
+                env: req.env.clone().into_iter().collect(),
+                cwd: req.cwd.clone(),
+            })
+            .await?;
+        Ok::<_, ApiError>(s)
+    }
+    .await;
+    let target = match &result {
+        Ok(s) => format!("{ws}:{}", s.name),
+        Err(_) => ws.clone(),
+    };
+    audit(&state.store, &actor, "session.create", &target, &result).await;
+    Ok((StatusCode::CREATED, axum::Json(session_to_api(result?))))
+}
+
+fn check_size(cols: u16, rows: u16) -> ApiResult<()> {
+    if cols == 0 || rows == 0 || cols > 1000 || rows > 1000 {
+        return Err(ApiError::invalid(format!(
+            "terminal size {cols}x{rows} is out of range (1..=1000)"
+        )));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}", tag = "terminal",
+    params(("ws" = String, Path, description = "workspace reference"),
+        ("session" = String, Path, description = "session id or name")),
+    responses((status = 200, body = api::Session), (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_session(
+    State(state): State<Arc<AppState>>,
+    Path((ws, session)): Path<(String, String)>,
+) -> ApiResult<axum::Json<api::Session>> {
+    let (_, client) = running(&state, &ws).await?;
+    Ok(axum::Json(session_to_api(
+        client.session_get(&session).await?,
+    )))
+}
+
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/sessions/{session}", tag = "terminal",
+    params(("ws" = String, Path, description = "workspace reference"),
+        ("session" = String, Path, description = "session id or name")),
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn remove_session(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, session)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let result = async {
+        let (_, client) = running(&state, &ws).await?;
+        let s = client.session_get(&session).await?;
+        if s.state == SessionState::Running {
+            client.session_kill(&s.id).await?;
+            // The daemon marks it exited once the process is reaped.
+            for _ in 0..50 {
+                if client.session_get(&s.id).await?.state == SessionState::Exited {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        client.session_remove(&s.id).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    audit(
+        &state.store,
+        &actor,
+        "session.remove",
+        &format!("{ws}:{session}"),
+        &result,
+    )
+    .await;
+    result?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}/scrollback", tag = "terminal",
+    params(("ws" = String, Path, description = "workspace reference"),
+        ("session" = String, Path, description = "session id or name")),
+    responses((status = 200, content_type = "application/octet-stream", description = "the raw scrollback bytes"),
+        (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn scrollback(
+    State(state): State<Arc<AppState>>,
+    Path((ws, session)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (_, client) = running(&state, &ws).await?;
+    let bytes = client.session_capture(&session).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct AttachQuery {
+    pub cols: Option<u16>,
+    pub rows: Option<u16>,
+}
+
+/// Attach to a session: binary messages carry terminal bytes both ways; the client sends
+/// `{"type":"resize",…}` text messages; the server ends with `{"type":"exit","code":N}` when the
+/// session's process exits. Closing the socket detaches; the session keeps running.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}/attach", tag = "terminal",
+    params(("ws" = String, Path, description = "workspace reference"),
+        ("session" = String, Path, description = "session id or name"), AttachQuery),
+    responses((status = 101, description = "WebSocket"), (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn attach(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, session)): Path<(String, String)>,
+    Query(q): Query<AttachQuery>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let (cols, rows) = (q.cols.unwrap_or(80), q.rows.unwrap_or(24));
+    check_size(cols, rows)?;
+    let (w, client) = running(&state, &ws).await?;
+    // Attach before upgrading so a missing session is a clean 404, not a dead socket.
+    let stream = client.session_attach(&session, cols, rows).await?;
+    let target = format!("{}:{}", w.qualified_name(), stream.info().name);
+    audit(
+        &state.store,
+        &actor,
+        "session.attach",
+        &target,
+        &Ok::<(), ApiError>(()),
+    )
+    .await;
+    Ok(upgrade.on_upgrade(move |socket| relay_attach(socket, stream)))
+}
+
+async fn relay_attach(socket: WebSocket, stream: berth_daemon::AttachStream) {
+    let (mut input, mut output) = stream.split();
+    let (mut tx, mut rx) = socket.split();
+    let pump_in = async move {
+        while let Some(Ok(msg)) = rx.next().await {
+            match msg {
+                Message::Binary(b) => {
+                    if input.send_input(&b).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Text(t) => {
+                    if let Ok(api::WsControl::Resize { cols, rows }) =
+                        serde_json::from_str(t.as_str())
+                    {
+                        if check_size(cols, rows).is_ok() && input.resize(cols, rows).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = input.detach().await;
+    };
+    let pump_out = async move {
+        loop {
+            match output.next().await {
+                Ok(Some(AttachEvent::Output(d))) => {
+                    if tx.send(Message::Binary(d.to_vec().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(AttachEvent::Exit(code))) => {
+                    let _ = tx.send(control(&api::WsControl::Exit { code })).await;
+                    let _ = tx.close().await;
+                    return;
+                }
+                Ok(None) | Err(_) => {
+                    let _ = tx
+                        .send(control(&api::WsControl::Error {
+                            code: ErrorCode::DaemonUnavailable.as_str().into(),
+                            message: "lost the workspace daemon".into(),
+                        }))
+                        .await;
+                    let _ = tx.close().await;
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = pump_in => {}
+        _ = pump_out => {}
+    }
+}

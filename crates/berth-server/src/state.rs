@@ -1,0 +1,146 @@
+//! Shared server state and the pieces picked at start-up.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use berth_domain::WorkspaceId;
+use berth_runtime::image::{BuildOutcome, BuildProgress, ImageRecipe};
+use berth_runtime::{DockerRuntime, Runtime, RuntimeError};
+use berth_store::Store;
+
+use crate::binary::StagedBinary;
+use crate::config::Config;
+
+/// Builds the workspace base image. The Docker backend builds for real; tests may plug in others.
+#[async_trait]
+pub trait ImageBuilder: Send + Sync + 'static {
+    /// The content-addressed tag the current recipe produces.
+    fn tag(&self) -> String;
+    async fn build(
+        &self,
+        force: bool,
+        progress: tokio::sync::mpsc::UnboundedSender<BuildProgress>,
+    ) -> Result<BuildOutcome, RuntimeError>;
+}
+
+pub struct DockerImageBuilder {
+    pub runtime: DockerRuntime,
+    pub recipe: ImageRecipe,
+    tag: String,
+}
+
+impl DockerImageBuilder {
+    pub fn new(runtime: DockerRuntime, recipe: ImageRecipe) -> Self {
+        let tag = recipe.tag();
+        Self {
+            runtime,
+            recipe,
+            tag,
+        }
+    }
+}
+
+#[async_trait]
+impl ImageBuilder for DockerImageBuilder {
+    fn tag(&self) -> String {
+        self.tag.clone()
+    }
+
+    async fn build(
+        &self,
+        force: bool,
+        progress: tokio::sync::mpsc::UnboundedSender<BuildProgress>,
+    ) -> Result<BuildOutcome, RuntimeError> {
+        berth_runtime::image::build_image(&self.runtime, &self.recipe, force, move |p| {
+            let _ = progress.send(p);
+        })
+        .await
+    }
+}
+
+/// Everything a request handler or background task needs.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub runtime: Arc<dyn Runtime>,
+    pub images: Arc<dyn ImageBuilder>,
+    /// Engine endpoint as configured, for display.
+    pub engine_endpoint: String,
+    /// Short id of this server instance; prefixes engine object names and labels them, so
+    /// several servers can share one engine without touching each other's workspaces.
+    pub server_id: String,
+    pub binary: StagedBinary,
+    /// How long a started workspace may take until its daemon answers.
+    pub daemon_ready_timeout: std::time::Duration,
+    locks: Mutex<HashMap<WorkspaceId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Label keys on engine objects.
+pub const LABEL_MANAGED: &str = "berth.managed";
+pub const LABEL_SERVER: &str = "berth.server";
+pub const LABEL_WORKSPACE: &str = "berth.workspace";
+pub const LABEL_TENANT: &str = "berth.tenant";
+pub const LABEL_BINARY: &str = "berth.daemon-binary";
+
+impl AppState {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        images: Arc<dyn ImageBuilder>,
+        engine_endpoint: String,
+        server_id: String,
+        binary: StagedBinary,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            runtime,
+            images,
+            engine_endpoint,
+            server_id,
+            binary,
+            daemon_ready_timeout: std::time::Duration::from_secs(20),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The image new workspaces use unless they name one.
+    pub fn default_image(&self) -> String {
+        self.config
+            .image
+            .clone()
+            .unwrap_or_else(|| self.images.tag())
+    }
+
+    /// The lock serializing lifecycle operations on one workspace.
+    pub fn lock_for(&self, id: &WorkspaceId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.clone()).or_default().clone()
+    }
+
+    pub fn forget_lock(&self, id: &WorkspaceId) {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.remove(id);
+    }
+
+    /// Host directory bind-mounted at /run/berth in this workspace only.
+    pub fn channel_dir(&self, id: &WorkspaceId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("workspaces")
+            .join(id.as_str())
+            .join("chan")
+    }
+
+    pub fn daemon_socket(&self, id: &WorkspaceId) -> PathBuf {
+        self.channel_dir(id).join("daemon.sock")
+    }
+
+    pub fn daemon(&self, id: &WorkspaceId) -> berth_daemon::DaemonClient {
+        berth_daemon::DaemonClient::new(self.daemon_socket(id))
+    }
+}
