@@ -216,14 +216,17 @@ impl FakeRuntime {
     pub fn set_state(&self, id_or_name: &str, state: ContainerState) -> bool {
         let ok = {
             let mut g = self.lock();
-            match find_id(&g, id_or_name).and_then(|id| g.containers.get_mut(&id).map(|_| id)) {
-                Some(id) => {
-                    if let Some(c) = g.containers.get_mut(&id) {
-                        if !state.is_active() {
-                            c.status.pid = None;
-                        }
-                        c.status.state = state;
+            g.next += 1;
+            let pid = fake_pid(g.next);
+            let id = find_id(&g, id_or_name);
+            match id.and_then(|id| g.containers.get_mut(&id)) {
+                Some(c) => {
+                    if !state.is_active() {
+                        c.status.pid = None;
+                    } else if c.status.pid.is_none() {
+                        c.status.pid = Some(pid);
                     }
+                    c.status.state = state;
                     true
                 }
                 None => false,

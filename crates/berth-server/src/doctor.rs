@@ -17,7 +17,10 @@ pub async fn run(state: &AppState) -> DoctorReport {
                 "engine",
                 format!(
                     "{} {} (API {}) at {}",
-                    info.engine, info.version, info.api_version, state.engine_endpoint
+                    info.engine,
+                    info.version,
+                    info.api_version,
+                    state.engine_endpoint()
                 ),
             ));
             checks.push(engine_config(info));
@@ -31,7 +34,7 @@ pub async fn run(state: &AppState) -> DoctorReport {
         Err(e) => {
             checks.push(fail(
                 "engine",
-                format!("cannot reach the engine at {}: {e}", state.engine_endpoint),
+                e.to_string(),
                 "start Podman's Docker-compatible service: podman system service --time=0 unix:///run/podman/podman.sock & (or set DOCKER_HOST)",
             ));
         }

@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod config;
 mod doctor;
+mod engine;
 mod error;
 mod lifecycle;
 mod openapi;
@@ -20,7 +21,7 @@ pub use config::{Config, ServerArgs};
 pub use state::{AppState, DockerImageBuilder, ImageBuilder};
 
 use berth_domain::Secret;
-use berth_runtime::{DockerRuntime, Runtime};
+use berth_runtime::Runtime;
 use berth_store::Store;
 
 /// Length of the server id that prefixes engine object names.
@@ -56,15 +57,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!(%source, "bootstrap admin token installed");
     }
 
-    let docker = DockerRuntime::connect(config.engine.as_deref())?;
-    let engine_endpoint = docker.endpoint().to_owned();
+    let engine = Arc::new(engine::Engine::new(config.engine.clone()));
     let recipe = berth_runtime::image::ImageRecipe {
         work_dir: config.data_dir.join("tmp"),
         ..Default::default()
     };
     std::fs::create_dir_all(&recipe.work_dir)?;
-    let images: Arc<dyn ImageBuilder> = Arc::new(DockerImageBuilder::new(docker.clone(), recipe));
-    let runtime: Arc<dyn Runtime> = Arc::new(docker);
+    let images: Arc<dyn ImageBuilder> = Arc::new(DockerImageBuilder::new(engine.clone(), recipe));
+    let runtime: Arc<dyn Runtime> = engine.clone();
     let exe = std::env::current_exe()?;
     let binary = binary::stage(&exe, &config.data_dir)?;
 
@@ -72,18 +72,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr()?;
-    let state = Arc::new(AppState::new(
+    let mut state = AppState::new(
         config,
         store.clone(),
         runtime,
         images,
-        engine_endpoint.clone(),
         server_id.clone(),
         binary,
-    ));
+    );
+    state.engine = Some(engine.clone());
+    let state = Arc::new(state);
     match state.runtime.info().await {
         Ok(info) => {
-            tracing::info!(engine = %info.engine, version = %info.version, endpoint = %engine_endpoint, "engine reachable")
+            tracing::info!(engine = %info.engine, version = %info.version, endpoint = %engine.endpoint(), "engine reachable")
         }
         Err(e) => tracing::warn!(error = %e, "engine not reachable yet; `berth doctor` explains"),
     }

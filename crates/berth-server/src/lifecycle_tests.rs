@@ -67,7 +67,6 @@ async fn harness(serve_daemons: bool) -> Harness {
         Store::open_in_memory().await.unwrap(),
         fake.clone(),
         Arc::new(NoImages),
-        "fake://".into(),
         "t0000".into(),
         StagedBinary {
             path: bin,

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use berth_domain::WorkspaceId;
 use berth_runtime::image::{BuildOutcome, BuildProgress, ImageRecipe};
-use berth_runtime::{DockerRuntime, Runtime, RuntimeError};
+use berth_runtime::{Runtime, RuntimeError};
 use berth_store::Store;
 
 use crate::binary::StagedBinary;
 use crate::config::Config;
+use crate::engine::Engine;
 
 /// Builds the workspace base image. The Docker backend builds for real; tests may plug in others.
 #[async_trait]
@@ -26,16 +27,16 @@ pub trait ImageBuilder: Send + Sync + 'static {
 }
 
 pub struct DockerImageBuilder {
-    pub runtime: DockerRuntime,
+    pub engine: Arc<Engine>,
     pub recipe: ImageRecipe,
     tag: String,
 }
 
 impl DockerImageBuilder {
-    pub fn new(runtime: DockerRuntime, recipe: ImageRecipe) -> Self {
+    pub fn new(engine: Arc<Engine>, recipe: ImageRecipe) -> Self {
         let tag = recipe.tag();
         Self {
-            runtime,
+            engine,
             recipe,
             tag,
         }
@@ -53,7 +54,8 @@ impl ImageBuilder for DockerImageBuilder {
         force: bool,
         progress: tokio::sync::mpsc::UnboundedSender<BuildProgress>,
     ) -> Result<BuildOutcome, RuntimeError> {
-        berth_runtime::image::build_image(&self.runtime, &self.recipe, force, move |p| {
+        let docker = self.engine.docker()?;
+        berth_runtime::image::build_image(&docker, &self.recipe, force, move |p| {
             let _ = progress.send(p);
         })
         .await
@@ -66,8 +68,8 @@ pub struct AppState {
     pub store: Store,
     pub runtime: Arc<dyn Runtime>,
     pub images: Arc<dyn ImageBuilder>,
-    /// Engine endpoint as configured, for display.
-    pub engine_endpoint: String,
+    /// The real engine connection (None with a fake runtime in tests); for display.
+    pub engine: Option<Arc<Engine>>,
     /// Short id of this server instance; prefixes engine object names and labels them, so
     /// several servers can share one engine without touching each other's workspaces.
     pub server_id: String,
@@ -91,7 +93,6 @@ impl AppState {
         store: Store,
         runtime: Arc<dyn Runtime>,
         images: Arc<dyn ImageBuilder>,
-        engine_endpoint: String,
         server_id: String,
         binary: StagedBinary,
     ) -> Self {
@@ -100,11 +101,19 @@ impl AppState {
             store,
             runtime,
             images,
-            engine_endpoint,
+            engine: None,
             server_id,
             binary,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
             locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where the engine is (or is expected), for messages.
+    pub fn engine_endpoint(&self) -> String {
+        match &self.engine {
+            Some(e) => e.endpoint(),
+            None => "(in-memory fake)".to_owned(),
         }
     }
 

@@ -411,7 +411,9 @@ pub async fn ensure_broken_image() -> String {
         rm: true,
         ..Default::default()
     };
-    let mut stream = rt.client().build_image(opts, None, Some(body.into()));
+    // Podman answers a bare 400 to an empty X-Registry-Config header: send empty credentials.
+    let creds = Some(std::collections::HashMap::new());
+    let mut stream = rt.client().build_image(opts, creds, Some(body.into()));
     while let Some(item) = stream.next().await {
         item.expect("building the broken test image");
     }

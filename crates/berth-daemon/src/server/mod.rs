@@ -613,9 +613,17 @@ async fn attach(
             }
         }
     };
+    tokio::pin!(input);
     tokio::select! {
-        r = output => r?,
-        () = input => tracing::debug!(session = %s.id, "client detached"),
+        r = output => {
+            if r.is_err() {
+                // The client went away while we wrote. It may have sent input just before
+                // leaving: deliver what is already in the socket before giving up.
+                let _ = tokio::time::timeout(Duration::from_secs(1), &mut input).await;
+            }
+            r?
+        }
+        () = &mut input => tracing::debug!(session = %s.id, "client detached"),
     }
     Ok(())
 }

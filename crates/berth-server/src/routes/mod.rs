@@ -64,28 +64,14 @@ async fn not_found() -> crate::error::ApiError {
     crate::error::ApiError::not_found("no such API route")
 }
 
-/// Rejections from axum's extractors (bad JSON, bad query) in berth's error shape.
-pub struct Json<T>(pub T);
-
-impl<S, T> axum::extract::FromRequest<S> for Json<T>
-where
-    axum::Json<T>:
-        axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = crate::error::ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rej) => Err(crate::error::ApiError::invalid(format!(
-                "invalid request body: {}",
-                rej.body_text()
-            ))),
-        }
-    }
+/// Parses a JSON request body inside the handler (not in an extractor), so that malformed
+/// requests are answered in berth's error shape *and* recorded in the audit log.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> crate::error::ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| crate::error::ApiError::invalid(format!("invalid request body: {e}")))
 }
 
+/// Query-string rejections in berth's error shape.
 pub struct Query<T>(pub T);
 
 impl<S, T> axum::extract::FromRequestParts<S> for Query<T>

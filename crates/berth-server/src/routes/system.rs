@@ -22,7 +22,7 @@ pub async fn version(State(state): State<Arc<AppState>>) -> axum::Json<api::Serv
         version: env!("CARGO_PKG_VERSION").to_owned(),
         server_id: state.server_id.clone(),
         daemon_protocol: berth_daemon::PROTOCOL_VERSION,
-        engine_endpoint: state.engine_endpoint.clone(),
+        engine_endpoint: state.engine_endpoint(),
         image: state.default_image(),
     })
 }
@@ -98,8 +98,7 @@ pub async fn image_build(
     let req: api::BuildImage = if body.iter().all(u8::is_ascii_whitespace) {
         api::BuildImage::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?
+        super::parse_body(&body)?
     };
     let force = req.force;
     let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();

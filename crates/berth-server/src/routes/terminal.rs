@@ -15,7 +15,7 @@ use berth_domain::{ErrorCode, WorkspaceState};
 use berth_store::Workspace;
 use futures_util::{SinkExt, StreamExt};
 
-use super::{Json, Query};
+use super::{parse_body, Query};
 use crate::auth::{audit, Actor};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
@@ -77,9 +77,12 @@ pub async fn exec(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    Json(req): Json<api::ExecRequest>,
+    body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<api::ExecResult>> {
-    let result = exec_inner(&state, &ws, req).await;
+    let result = match parse_body::<api::ExecRequest>(&body) {
+        Ok(req) => exec_inner(&state, &ws, req).await,
+        Err(e) => Err(e),
+    };
     audit(&state.store, &actor, "workspace.exec", &ws, &result).await;
     result.map(axum::Json)
 }
@@ -298,9 +301,15 @@ pub async fn create_session(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    Json(req): Json<api::CreateSession>,
+    body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let result = async {
+        // No body means a default session (`curl -X POST …/sessions`).
+        let req: api::CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
+            api::CreateSession::default()
+        } else {
+            parse_body(&body)?
+        };
         if let Some(cmd) = &req.cmd {
             check_cmd(cmd)?;
         }

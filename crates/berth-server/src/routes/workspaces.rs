@@ -11,7 +11,7 @@ use berth_api as api;
 use berth_domain::WorkspaceState;
 use berth_store::Workspace;
 
-use super::{Json, Query};
+use super::{parse_body, Query};
 use crate::auth::{audit, Actor};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
@@ -77,14 +77,18 @@ pub async fn list(
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Json(req): Json<api::CreateWorkspace>,
+    body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let target = match &req.tenant {
-        Some(t) if !req.name.contains('/') => format!("{t}/{}", req.name),
-        _ if req.name.contains('/') => req.name.clone(),
-        _ => format!("default/{}", req.name),
+    let req = parse_body::<api::CreateWorkspace>(&body);
+    let target = match &req {
+        Ok(r) => match &r.tenant {
+            Some(t) if !r.name.contains('/') => format!("{t}/{}", r.name),
+            _ if r.name.contains('/') => r.name.clone(),
+            _ => format!("default/{}", r.name),
+        },
+        Err(_) => "(invalid request)".to_owned(),
     };
-    let result = match lifecycle::CreateSpec::from_request(&state, &req) {
+    let result = match req.and_then(|r| lifecycle::CreateSpec::from_request(&state, &r)) {
         Ok(spec) => lifecycle::create(&state, spec).await,
         Err(e) => Err(e),
     };

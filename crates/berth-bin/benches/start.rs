@@ -1,0 +1,167 @@
+//! Workspace start latency: `berth` create → shell ready, side by side with the raw engine's
+//! create + start of the same image through the same API, in the same run.
+//!
+//! `cargo bench -p berth-bin --bench start` (needs the engine and the base image; builds it if
+//! missing). Prints min / median / max per mode and the berth/raw ratio of the medians.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use berth_runtime::{ContainerSpec, DockerRuntime, Runtime};
+use berth_test_support::{ensure_image, TestServer};
+use serde_json::json;
+
+const SEQUENTIAL: usize = 20;
+const PARALLEL: usize = 10;
+const MEMORY: i64 = 256 << 20;
+
+fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(v[0]), ms(v[v.len() / 2]), ms(v[v.len() - 1]))
+}
+
+fn row(label: &str, v: &[Duration]) -> f64 {
+    let (min, med, max) = stats(v.to_vec());
+    println!("| {label:<44} | {min:>7.0} | {med:>7.0} | {max:>7.0} |");
+    med
+}
+
+/// berth: POST /workspaces returns once the workspace daemon answered its handshake; then one
+/// exec round trip proves a shell can run.
+async fn berth_once(s: &TestServer, name: &str) -> Duration {
+    let t = Instant::now();
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            Some(json!({"name": name, "memory": "256m", "network": "none"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let out = s
+        .exec(&format!("default/{name}"), &["sh", "-c", "echo ready"])
+        .await;
+    assert_eq!(out["stdout"], "ready\n");
+    t.elapsed()
+}
+
+fn raw_spec(image: &str, name: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: name.to_owned(),
+        image: image.to_owned(),
+        cmd: vec!["sleep".into(), "infinity".into()],
+        memory_bytes: MEMORY,
+        nano_cpus: 1_000_000_000,
+        pids_limit: 1024,
+        network_mode: "none".into(),
+        labels: [("berth.bench".to_owned(), "raw".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+/// Raw engine: create + start, returning when the engine reports the container started.
+async fn raw_once(rt: &DockerRuntime, image: &str, name: &str) -> Duration {
+    let t = Instant::now();
+    let id = rt.create_container(&raw_spec(image, name)).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    t.elapsed()
+}
+
+async fn cleanup_raw(rt: &DockerRuntime) {
+    for c in rt.list_containers("berth.bench=raw").await.unwrap() {
+        rt.remove_container(&c.id).await.unwrap();
+    }
+}
+
+async fn cleanup_berth(s: &TestServer) {
+    let list = s.get("/api/v1/workspaces").await;
+    for w in list.as_array().unwrap() {
+        let id = w["id"].as_str().unwrap();
+        let (st, _) = s
+            .call(
+                "DELETE",
+                &format!("/api/v1/workspaces/{id}?volume=true"),
+                None,
+            )
+            .await;
+        assert_eq!(st, 204);
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let image = ensure_image().await;
+    let rt = DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+    let s = TestServer::start(&bin).await;
+    cleanup_raw(&rt).await;
+    // Warm-up: first start after an image build pays for layer setup; measure steady state.
+    raw_once(&rt, &image, "berth-bench-warm").await;
+    berth_once(&s, "warm").await;
+    cleanup_raw(&rt).await;
+    cleanup_berth(&s).await;
+
+    // Interleave berth and raw so machine noise hits both alike.
+    let (mut berth_seq, mut raw_seq) = (Vec::new(), Vec::new());
+    for i in 0..SEQUENTIAL {
+        berth_seq.push(berth_once(&s, &format!("seq-{i}")).await);
+        raw_seq.push(raw_once(&rt, &image, &format!("berth-bench-raw-{i}")).await);
+    }
+    cleanup_raw(&rt).await;
+    cleanup_berth(&s).await;
+
+    let t = Instant::now();
+    let berth_par: Vec<Duration> = futures_util::future::join_all((0..PARALLEL).map(|i| {
+        let s = &s;
+        async move { berth_once(s, &format!("par-{i}")).await }
+    }))
+    .await;
+    let berth_wall = t.elapsed();
+    cleanup_berth(&s).await;
+    let t = Instant::now();
+    let raw_par: Vec<Duration> = futures_util::future::join_all((0..PARALLEL).map(|i| {
+        let rt = &rt;
+        let image = &image;
+        async move { raw_once(rt, image, &format!("berth-bench-rawp-{i}")).await }
+    }))
+    .await;
+    let raw_wall = t.elapsed();
+    cleanup_raw(&rt).await;
+
+    let info = rt.info().await.unwrap();
+    println!(
+        "engine: {} {} at {}; image {image}",
+        info.engine,
+        info.version,
+        rt.endpoint()
+    );
+    println!();
+    println!("| mode (ms)                                    |     min |  median |     max |");
+    println!("|----------------------------------------------|---------|---------|---------|");
+    let b1 = row(
+        &format!("berth create → shell ready, {SEQUENTIAL} sequential"),
+        &berth_seq,
+    );
+    let r1 = row(
+        &format!("raw engine create+start, {SEQUENTIAL} sequential"),
+        &raw_seq,
+    );
+    let b2 = row(
+        &format!("berth create → shell ready, {PARALLEL} parallel"),
+        &berth_par,
+    );
+    let r2 = row(
+        &format!("raw engine create+start, {PARALLEL} parallel"),
+        &raw_par,
+    );
+    println!();
+    println!("ratio berth/raw (median), sequential: {:.2}", b1 / r1);
+    println!("ratio berth/raw (median), parallel:   {:.2}", b2 / r2);
+    println!(
+        "parallel wall time for all {PARALLEL}: berth {:.0} ms, raw {:.0} ms (ratio {:.2})",
+        berth_wall.as_secs_f64() * 1000.0,
+        raw_wall.as_secs_f64() * 1000.0,
+        berth_wall.as_secs_f64() / raw_wall.as_secs_f64()
+    );
+}

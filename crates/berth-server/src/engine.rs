@@ -1,0 +1,98 @@
+//! The engine connection, made on first use and retried until it works, so the server starts
+//! (and `berth doctor` can explain) while the engine is still down, and recovers once it is up.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use berth_runtime::{
+    ContainerSpec, ContainerStatus, DockerRuntime, EngineInfo, ResourceUsage, Runtime, RuntimeError,
+};
+
+pub struct Engine {
+    configured: Option<String>,
+    client: Mutex<Option<DockerRuntime>>,
+}
+
+impl Engine {
+    pub fn new(configured: Option<String>) -> Self {
+        Self {
+            configured,
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The Docker-API client, connecting now if needed.
+    pub fn docker(&self) -> Result<DockerRuntime, RuntimeError> {
+        let mut guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = DockerRuntime::connect(self.configured.as_deref())?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The endpoint for display: the connected one, else what is configured.
+    pub fn endpoint(&self) -> String {
+        match self.docker() {
+            Ok(c) => c.endpoint().to_owned(),
+            Err(_) => self
+                .configured
+                .clone()
+                .or_else(|| std::env::var("DOCKER_HOST").ok())
+                .unwrap_or_else(|| berth_runtime::default_socket_candidates().join(" or ")),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for Engine {
+    async fn info(&self) -> Result<EngineInfo, RuntimeError> {
+        self.docker()?.info().await
+    }
+    async fn image_exists(&self, reference: &str) -> Result<bool, RuntimeError> {
+        self.docker()?.image_exists(reference).await
+    }
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        self.docker()?.ensure_volume(name, labels).await
+    }
+    async fn volume_exists(&self, name: &str) -> Result<bool, RuntimeError> {
+        self.docker()?.volume_exists(name).await
+    }
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.docker()?.remove_volume(name).await
+    }
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.docker()?.create_container(spec).await
+    }
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker()?.start_container(id).await
+    }
+    async fn stop_container(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        self.docker()?.stop_container(id, timeout).await
+    }
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker()?.remove_container(id).await
+    }
+    async fn inspect_container(
+        &self,
+        id_or_name: &str,
+    ) -> Result<Option<ContainerStatus>, RuntimeError> {
+        self.docker()?.inspect_container(id_or_name).await
+    }
+    async fn list_containers(&self, label: &str) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        self.docker()?.list_containers(label).await
+    }
+    async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError> {
+        self.docker()?.wait_container(id).await
+    }
+    async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError> {
+        self.docker()?.usage(id).await
+    }
+}
