@@ -40,6 +40,8 @@ async fn session_survives_detach_and_server_kill9_with_scrollback() {
         "for i in 1 2 3; do echo tick-$i; sleep 0.3; done; echo loop-$((1+1))-done\n",
     )
     .await;
+    // Seeing the loop start proves the input reached the shell before the server dies.
+    read_until(&mut ws, "tick-1", T).await;
     ws.close(None).await.unwrap();
 
     s.kill9();

@@ -506,8 +506,13 @@ async fn relay_attach(socket: WebSocket, stream: berth_daemon::AttachStream) {
             }
         }
     };
+    tokio::pin!(pump_in, pump_out);
     tokio::select! {
-        _ = pump_in => {}
-        _ = pump_out => {}
+        _ = &mut pump_in => {}
+        _ = &mut pump_out => {
+            // Output ended (session exit, or the socket failed while we wrote). Input the client
+            // sent before that may still be queued: deliver it before detaching.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut pump_in).await;
+        }
     }
 }
