@@ -76,7 +76,7 @@ fn data_dir(dir: &Path) -> Check {
     let _ = std::fs::remove_file(&probe);
     match nix::sys::statvfs::statvfs(dir) {
         Ok(st) => {
-            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let free = st.blocks_available() * st.fragment_size();
             let detail = format!("{} ({} GiB free)", dir.display(), free >> 30);
             if free < MIN_FREE_BYTES {
                 fail(

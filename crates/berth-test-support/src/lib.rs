@@ -315,7 +315,7 @@ pub async fn read_until(ws: &mut Ws, needle: &str, timeout: Duration) -> String 
 }
 
 pub async fn send_input(ws: &mut Ws, text: &str) {
-    ws.send(Message::Binary(text.as_bytes().to_vec().into()))
+    ws.send(Message::Binary(text.as_bytes().to_vec()))
         .await
         .unwrap();
 }

@@ -125,7 +125,7 @@ async fn several_clients_resize_exit_and_errors() {
 
     // Resize follows the (last) client.
     let resize = json!({"type": "resize", "cols": 132, "rows": 43}).to_string();
-    b.send(Message::Text(resize.into())).await.unwrap();
+    b.send(Message::Text(resize)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     send_input(&mut b, "echo size=$(stty size)\n").await;
     read_until(&mut b, "size=43 132", T).await;

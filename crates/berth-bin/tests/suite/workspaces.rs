@@ -77,10 +77,7 @@ async fn workspace_is_hardened_non_root_and_capped() {
         .unwrap();
     let hc = c.host_config.unwrap();
     assert_eq!(hc.memory, Some(256 * 1024 * 1024));
-    assert_eq!(
-        hc.nano_cpus.unwrap_or_default() > 0 || hc.cpu_quota.unwrap_or_default() > 0,
-        true
-    );
+    assert!(hc.nano_cpus.unwrap_or_default() > 0 || hc.cpu_quota.unwrap_or_default() > 0);
     assert_eq!(hc.pids_limit, Some(256));
     assert!(hc
         .security_opt

@@ -195,10 +195,8 @@ async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()
     let pump_in = async move {
         while let Some(Ok(msg)) = rx.next().await {
             match msg {
-                Message::Binary(b) => {
-                    if input.write_stdin(&b).await.is_err() {
-                        break;
-                    }
+                Message::Binary(b) if input.write_stdin(&b).await.is_err() => {
+                    break;
                 }
                 Message::Text(t) => {
                     if let Ok(api::WsControl::Eof) = serde_json::from_str(t.as_str()) {
@@ -459,10 +457,8 @@ async fn relay_attach(socket: WebSocket, stream: berth_daemon::AttachStream) {
     let pump_in = async move {
         while let Some(Ok(msg)) = rx.next().await {
             match msg {
-                Message::Binary(b) => {
-                    if input.send_input(&b).await.is_err() {
-                        break;
-                    }
+                Message::Binary(b) if input.send_input(&b).await.is_err() => {
+                    break;
                 }
                 Message::Text(t) => {
                     if let Ok(api::WsControl::Resize { cols, rows }) =
