@@ -358,3 +358,19 @@ fn create_spec_validation() {
     assert_eq!(ok.limits.pids, 256);
     drop(h);
 }
+
+#[tokio::test]
+async fn a_newer_server_detects_an_older_daemon() {
+    let mut h = harness(true).await;
+    create(&h.state, spec(&h.state, "old")).await.unwrap();
+    // Play a newer server: same workspace, its daemon still speaks the current protocol.
+    let newer = berth_daemon::PROTOCOL_VERSION + 1;
+    Arc::get_mut(&mut h.state).unwrap().daemon_protocol = newer;
+    let w = resolve(&h.state, "acme/old").await.unwrap();
+    let status = crate::routes::workspaces::daemon_status(&h.state, &w).await;
+    assert!(status.reachable && status.outdated, "{status:?}");
+    assert_eq!(status.protocol, Some(berth_daemon::PROTOCOL_VERSION));
+    assert!(status.message.unwrap().contains("restart the workspace"));
+    let err = crate::error::ApiError::from(h.state.daemon(&w.id).session_list().await.unwrap_err());
+    assert_eq!(err.code, ErrorCode::DaemonOutdated);
+}

@@ -74,6 +74,8 @@ pub struct AppState {
     /// several servers can share one engine without touching each other's workspaces.
     pub server_id: String,
     pub binary: StagedBinary,
+    /// Daemon protocol this server speaks (tests raise it to play a newer server).
+    pub daemon_protocol: u32,
     /// How long a started workspace may take until its daemon answers.
     pub daemon_ready_timeout: std::time::Duration,
     locks: Mutex<HashMap<WorkspaceId, Arc<tokio::sync::Mutex<()>>>>,
@@ -104,6 +106,7 @@ impl AppState {
             engine: None,
             server_id,
             binary,
+            daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
             locks: Mutex::new(HashMap::new()),
         }
@@ -151,5 +154,6 @@ impl AppState {
 
     pub fn daemon(&self, id: &WorkspaceId) -> berth_daemon::DaemonClient {
         berth_daemon::DaemonClient::new(self.daemon_socket(id))
+            .with_protocol_version(self.daemon_protocol)
     }
 }

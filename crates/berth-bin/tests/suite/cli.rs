@@ -193,4 +193,18 @@ async fn cli_login_and_doctor() {
         "doctor failed on a configured machine: {text}{}",
         stderr(&o)
     );
+
+    // The image is content-addressed: a build with nothing changed is skipped, through the API.
+    let o = run(&["image", "build"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let o = run(&["image", "status", "--json"]);
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["present"], true);
+    assert!(status["tag"]
+        .as_str()
+        .unwrap()
+        .starts_with("localhost/berth-workspace:"));
+    let audit = s.get("/api/v1/audit").await;
+    assert_eq!(audit[0]["action"], "image.build");
+    assert_eq!(audit[0]["result"], "ok");
 }
