@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_runtime::{ContainerSpec, DockerRuntime, Runtime};
+use berth_runtime::{ContainerSpec, DockerRuntime, Mount, Runtime};
 use berth_test_support::{ensure_image, TestServer};
 use serde_json::json;
 
@@ -68,9 +68,48 @@ async fn raw_once(rt: &DockerRuntime, image: &str, name: &str) -> Duration {
     t.elapsed()
 }
 
+/// Raw engine with what a workspace needs on top: a fresh named volume at /home/agent (the
+/// engine copies the image's home into it on first mount) and two bind mounts.
+async fn raw_mounts_once(
+    rt: &DockerRuntime,
+    image: &str,
+    name: &str,
+    chan: &std::path::Path,
+) -> Duration {
+    let t = Instant::now();
+    let volume = format!("{name}-home");
+    rt.ensure_volume(
+        &volume,
+        &[("berth.bench".to_owned(), "raw".to_owned())].into(),
+    )
+    .await
+    .unwrap();
+    let mut spec = raw_spec(image, name);
+    spec.mounts = vec![
+        Mount::Volume {
+            name: volume,
+            target: "/home/agent".into(),
+        },
+        Mount::Bind {
+            source: std::path::PathBuf::from(env!("CARGO_BIN_EXE_berth")),
+            target: "/opt/berth/berth".into(),
+            read_only: true,
+        },
+        Mount::Bind {
+            source: chan.to_owned(),
+            target: "/run/berth".into(),
+            read_only: false,
+        },
+    ];
+    let id = rt.create_container(&spec).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    t.elapsed()
+}
+
 async fn cleanup_raw(rt: &DockerRuntime) {
     for c in rt.list_containers("berth.bench=raw").await.unwrap() {
         rt.remove_container(&c.id).await.unwrap();
+        rt.remove_volume(&format!("{}-home", c.name)).await.unwrap();
     }
 }
 
@@ -103,10 +142,14 @@ async fn main() {
     cleanup_berth(&s).await;
 
     // Interleave berth and raw so machine noise hits both alike.
-    let (mut berth_seq, mut raw_seq) = (Vec::new(), Vec::new());
+    let chan = tempfile::tempdir().unwrap();
+    let (mut berth_seq, mut raw_seq, mut rawm_seq) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..SEQUENTIAL {
         berth_seq.push(berth_once(&s, &format!("seq-{i}")).await);
         raw_seq.push(raw_once(&rt, &image, &format!("berth-bench-raw-{i}")).await);
+        rawm_seq.push(
+            raw_mounts_once(&rt, &image, &format!("berth-bench-rawm-{i}"), chan.path()).await,
+        );
     }
     cleanup_raw(&rt).await;
     cleanup_berth(&s).await;
@@ -128,6 +171,16 @@ async fn main() {
     .await;
     let raw_wall = t.elapsed();
     cleanup_raw(&rt).await;
+    let t = Instant::now();
+    let rawm_par: Vec<Duration> = futures_util::future::join_all((0..PARALLEL).map(|i| {
+        let rt = &rt;
+        let image = &image;
+        let chan = chan.path();
+        async move { raw_mounts_once(rt, image, &format!("berth-bench-rawmp-{i}"), chan).await }
+    }))
+    .await;
+    let rawm_wall = t.elapsed();
+    cleanup_raw(&rt).await;
 
     let info = rt.info().await.unwrap();
     println!(
@@ -147,6 +200,10 @@ async fn main() {
         &format!("raw engine create+start, {SEQUENTIAL} sequential"),
         &raw_seq,
     );
+    let m1 = row(
+        &format!("raw + volume + mounts, {SEQUENTIAL} sequential"),
+        &rawm_seq,
+    );
     let b2 = row(
         &format!("berth create → shell ready, {PARALLEL} parallel"),
         &berth_par,
@@ -155,13 +212,26 @@ async fn main() {
         &format!("raw engine create+start, {PARALLEL} parallel"),
         &raw_par,
     );
+    let m2 = row(
+        &format!("raw + volume + mounts, {PARALLEL} parallel"),
+        &rawm_par,
+    );
     println!();
-    println!("ratio berth/raw (median), sequential: {:.2}", b1 / r1);
-    println!("ratio berth/raw (median), parallel:   {:.2}", b2 / r2);
+    println!("ratio berth / raw (median), sequential: {:.2}", b1 / r1);
+    println!("ratio berth / raw (median), parallel:   {:.2}", b2 / r2);
     println!(
-        "parallel wall time for all {PARALLEL}: berth {:.0} ms, raw {:.0} ms (ratio {:.2})",
-        berth_wall.as_secs_f64() * 1000.0,
-        raw_wall.as_secs_f64() * 1000.0,
-        berth_wall.as_secs_f64() / raw_wall.as_secs_f64()
+        "ratio berth / raw+volume+mounts (median), sequential: {:.2}",
+        b1 / m1
+    );
+    println!(
+        "ratio berth / raw+volume+mounts (median), parallel:   {:.2}",
+        b2 / m2
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "parallel wall time for all {PARALLEL}: berth {:.0} ms, raw {:.0} ms, raw+volume+mounts {:.0} ms",
+        ms(berth_wall),
+        ms(raw_wall),
+        ms(rawm_wall)
     );
 }

@@ -335,17 +335,21 @@ async fn start_and_wait(state: &AppState, w: &Workspace, container: &str) -> Api
 }
 
 /// Waits until the daemon answers the handshake, or the container dies, or time runs out.
+/// The daemon is usually up a few milliseconds after the container starts, so the socket is
+/// polled tightly at first (a connect to a missing socket costs microseconds); the engine is
+/// asked whether the container still runs only now and then.
 async fn wait_ready(state: &AppState, w: &Workspace, container: &str) -> ApiResult<()> {
     let client = state.daemon(&w.id);
-    let deadline = tokio::time::Instant::now() + state.daemon_ready_timeout;
-    let mut delay = Duration::from_millis(5);
+    let started = tokio::time::Instant::now();
+    let deadline = started + state.daemon_ready_timeout;
+    let mut next_inspect = started + Duration::from_millis(250);
     loop {
         match client.hello().await {
-            Ok(_) => return Ok(()),
-            Err(berth_daemon::DaemonError::Incompatible { .. }) => return Ok(()),
+            Ok(_) | Err(berth_daemon::DaemonError::Incompatible { .. }) => return Ok(()),
             Err(_) => {}
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Err(ApiError::new(
                 ErrorCode::DaemonUnavailable,
                 format!(
@@ -354,19 +358,26 @@ async fn wait_ready(state: &AppState, w: &Workspace, container: &str) -> ApiResu
                 ),
             ));
         }
-        if let Some(st) = state.runtime.inspect_container(container).await? {
-            if !matches!(st.state, ContainerState::Running) {
-                return Err(ApiError::new(
-                    ErrorCode::EngineError,
-                    format!(
-                        "the workspace container exited during start (exit code {})",
-                        st.exit_code.unwrap_or(-1)
-                    ),
-                ));
+        if now >= next_inspect {
+            next_inspect = now + Duration::from_millis(250);
+            if let Some(st) = state.runtime.inspect_container(container).await? {
+                if !matches!(st.state, ContainerState::Running) {
+                    return Err(ApiError::new(
+                        ErrorCode::EngineError,
+                        format!(
+                            "the workspace container exited during start (exit code {})",
+                            st.exit_code.unwrap_or(-1)
+                        ),
+                    ));
+                }
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
+        let pause = if now - started < Duration::from_millis(500) {
+            2
+        } else {
+            50
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
