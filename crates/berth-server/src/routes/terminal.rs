@@ -42,6 +42,18 @@ async fn running(state: &AppState, ws: &str) -> ApiResult<(Workspace, DaemonClie
     Ok((w, client))
 }
 
+/// The audit target: `tenant/name[:session]` when the workspace resolves, else what was typed.
+async fn audit_target(state: &AppState, ws: &str, session: Option<&str>) -> String {
+    let base = match lifecycle::resolve(state, ws).await {
+        Ok(w) => w.qualified_name(),
+        Err(_) => ws.to_owned(),
+    };
+    match session {
+        Some(s) => format!("{base}:{s}"),
+        None => base,
+    }
+}
+
 fn session_to_api(s: SessionInfo) -> api::Session {
     api::Session {
         id: s.id,
@@ -83,7 +95,8 @@ pub async fn exec(
         Ok(req) => exec_inner(&state, &ws, req).await,
         Err(e) => Err(e),
     };
-    audit(&state.store, &actor, "workspace.exec", &ws, &result).await;
+    let target = audit_target(&state, &ws, None).await;
+    audit(&state.store, &actor, "workspace.exec", &target, &result).await;
     result.map(axum::Json)
 }
 
@@ -327,10 +340,8 @@ pub async fn create_session(
         Ok::<_, ApiError>(s)
     }
     .await;
-    let target = match &result {
-        Ok(s) => format!("{ws}:{}", s.name),
-        Err(_) => ws.clone(),
-    };
+    let name = result.as_ref().ok().map(|s| s.name.clone());
+    let target = audit_target(&state, &ws, name.as_deref()).await;
     audit(&state.store, &actor, "session.create", &target, &result).await;
     Ok((StatusCode::CREATED, axum::Json(session_to_api(result?))))
 }
@@ -373,27 +384,15 @@ pub async fn remove_session(
         let (_, client) = running(&state, &ws).await?;
         let s = client.session_get(&session).await?;
         if s.state == SessionState::Running {
+            // Returns once the process is gone.
             client.session_kill(&s.id).await?;
-            // The daemon marks it exited once the process is reaped.
-            for _ in 0..50 {
-                if client.session_get(&s.id).await?.state == SessionState::Exited {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
         }
         client.session_remove(&s.id).await?;
         Ok::<_, ApiError>(())
     }
     .await;
-    audit(
-        &state.store,
-        &actor,
-        "session.remove",
-        &format!("{ws}:{session}"),
-        &result,
-    )
-    .await;
+    let target = audit_target(&state, &ws, Some(&session)).await;
+    audit(&state.store, &actor, "session.remove", &target, &result).await;
     result?;
     Ok(StatusCode::NO_CONTENT)
 }
