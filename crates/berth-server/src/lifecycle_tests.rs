@@ -47,16 +47,11 @@ async fn harness(serve_daemons: bool) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let fake = Arc::new(FakeRuntime::new());
     let config = crate::config::ServerArgs {
-        listen: "127.0.0.1:0".into(),
         data_dir: Some(dir.path().to_owned()),
-        engine: None,
-        bootstrap_token_file: None,
-        default_memory: "256m".into(),
-        default_cpus: "1".into(),
-        default_pids: 256,
-        default_network: "none".into(),
-        image: None,
-        reconcile_seconds: 1,
+        default_memory: Some("256m".into()),
+        default_pids: Some(256),
+        default_network: Some("none".into()),
+        ..Default::default()
     }
     .resolve()
     .unwrap();
