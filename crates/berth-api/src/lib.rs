@@ -330,6 +330,102 @@ pub struct ServerInfo {
     pub image: String,
 }
 
+/// `POST /api/v1/tasks`: hand a coding agent a prompt in a workspace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// Workspace reference (`tenant/name`, bare name, or id). It must be running.
+    pub workspace: String,
+    /// `claude`, `codex`, `gemini` or `opencode`.
+    pub agent: String,
+    /// The first user message. Must not be empty.
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Working directory inside the workspace (default `/home/agent`); `~` means the home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Run in a new git worktree of the repo in `dir`, on a new branch of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+}
+
+/// Token counts of a task so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct TaskUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub id: String,
+    /// `tenant/name` of the workspace.
+    pub workspace: String,
+    pub workspace_id: String,
+    pub agent: String,
+    /// `queued`, `starting`, `running`, `waiting`, `completed`, `failed` or `cancelled`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub dir: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<String>,
+    /// The first prompt.
+    pub prompt: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Sequence number of the newest stored event.
+    pub last_seq: u64,
+    pub usage: TaskUsage,
+    /// The newest complete assistant message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<String>,
+    /// Why the task failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The agent's own conversation id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session_id: Option<String>,
+}
+
+/// `GET /api/v1/tasks`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct TaskQuery {
+    /// Only tasks of this workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Only tasks in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// `POST /api/v1/tasks/{task}/messages`: the next turn of the same conversation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    pub text: String,
+}
+
+/// `GET /api/v1/tasks/{task}/events?after=N` and the SSE stream `…/events/stream?after=N`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// Only events with a larger sequence number (default 0: from the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Maximum number of events (non-streaming only; default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// A task event: `{"seq":N,"at":"…","type":"…",…}`; see `berth_domain::EventKind` for the
+/// types (`status`, `session`, `user_message`, `message_delta`, `message`, `reasoning`,
+/// `tool_call`, `tool_result`, `file_change`, `usage`, `error`, `turn_completed`, `log`, `raw`).
+pub type TaskEvent = berth_domain::TaskEvent;
+
 #[cfg(test)]
 mod tests {
     use super::*;

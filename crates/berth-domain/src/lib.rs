@@ -8,6 +8,7 @@ pub mod ids;
 pub mod limits;
 pub mod name;
 pub mod secret;
+pub mod task;
 pub mod workspace;
 
 pub use error::ErrorCode;
@@ -15,4 +16,5 @@ pub use ids::{TenantId, TokenId, WorkspaceId};
 pub use limits::{Limits, LimitsError};
 pub use name::{Name, NameError, WorkspaceRef};
 pub use secret::Secret;
+pub use task::{Agent, EventKind, Provider, TaskEvent, TaskState};
 pub use workspace::{Failure, FailureKind, Transition, TransitionError, WorkspaceState};

@@ -553,6 +553,9 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
     })
 }
 
+mod tasks;
+pub use tasks::{NewTask, Task};
+
 #[cfg(test)]
 #[path = "lib_tests.rs"]
 mod tests;
