@@ -411,6 +411,16 @@ impl Client {
         self.send(self.stream.post(self.url(path)).json(body)).await
     }
 
+    /// A GET of a Server-Sent Events stream (no overall timeout).
+    pub async fn get_event_stream(&self, path_and_query: &str) -> Result<reqwest::Response> {
+        self.send(
+            self.stream
+                .get(self.url(path_and_query))
+                .header(reqwest::header::ACCEPT, "text/event-stream"),
+        )
+        .await
+    }
+
     pub async fn delete<Q: Serialize + ?Sized>(&self, path: &str, query: &Q) -> Result<()> {
         self.send(self.http.delete(self.url(path)).query(query))
             .await
@@ -493,6 +503,11 @@ pub(crate) fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {
 /// API path of a workspace: `/workspaces/{ws}` with `ws` as one encoded segment.
 pub(crate) fn ws_path(ws: &str) -> String {
     format!("/workspaces/{}", encode_segment(ws))
+}
+
+/// API path of a task: `/tasks/{task}`.
+pub(crate) fn task_path(task: &str) -> String {
+    format!("/tasks/{}", encode_segment(task))
 }
 
 /// API path of a session in a workspace.

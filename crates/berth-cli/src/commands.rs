@@ -1,4 +1,5 @@
-//! The request/response commands: login, workspace, session, audit, image, version, whoami.
+//! The request/response commands: login, workspace, session, audit, image, version, whoami
+//! (`task` is in `task.rs`).
 
 use berth_api::{
     AuditEntry, AuditQuery, BuildEvent, BuildImage, CreateSession, CreateWorkspace, ImageStatus,
@@ -30,6 +31,10 @@ pub(crate) async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
         Command::Attach(args) => {
             let client = client(&args.conn, ctx)?;
             stream::attach(args, &client, ctx).await
+        }
+        Command::Task { cmd, conn } => {
+            let client = client(&conn, ctx)?;
+            crate::task::task(cmd, &client, ctx).await
         }
         Command::Audit(args) => {
             let client = client(&args.conn, ctx)?;

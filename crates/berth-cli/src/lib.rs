@@ -16,6 +16,7 @@ pub mod detach;
 mod doctor;
 mod format;
 mod stream;
+mod task;
 
 pub use client::{config_path, encode_segment, CliError, LoginConfig, DEFAULT_URL};
 pub use detach::DetachFilter;
@@ -65,6 +66,14 @@ pub enum Command {
     },
     /// Attach this terminal to a session in a workspace (detach with Ctrl-b d)
     Attach(AttachArgs),
+    /// Coding-agent tasks: run an agent on a prompt in a workspace, follow its events, send
+    /// follow-ups
+    Task {
+        #[command(subcommand)]
+        cmd: TaskCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Show the audit log, newest first
     Audit(AuditArgs),
     /// The workspace base image: status and build
@@ -266,6 +275,114 @@ pub struct AttachArgs {
     pub conn: ConnArgs,
 }
 
+/// The agents `berth task run --agent` accepts.
+const AGENTS: [&str; 4] = ["claude", "codex", "gemini", "opencode"];
+/// The task states `berth task list --state` accepts.
+const TASK_STATES: [&str; 7] = [
+    "queued",
+    "starting",
+    "running",
+    "waiting",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCmd {
+    /// Start a coding agent on a prompt in a workspace and stream its events until the turn is
+    /// over (Ctrl-C detaches; the task keeps running)
+    Run {
+        /// Workspace: TENANT/NAME, NAME or id (it must be running)
+        ws: String,
+        /// The coding agent
+        #[arg(long, value_parser = AGENTS)]
+        agent: String,
+        /// Model [default: the agent's]
+        #[arg(long)]
+        model: Option<String>,
+        /// Working directory in the workspace [default: /home/agent]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<String>,
+        /// Work in a new git worktree of the repository in DIR, on a new branch of this name
+        #[arg(long, value_name = "BRANCH")]
+        worktree: Option<String>,
+        /// Print the task id and return at once
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Print each event as one line of JSON (with --detach: the task as JSON)
+        #[arg(long)]
+        json: bool,
+        /// Also show the agent's diagnostics and unmapped events
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// The prompt (the remaining words, joined with spaces; use `--` before one that starts
+        /// with a dash)
+        #[arg(required = true, trailing_var_arg = true, value_name = "PROMPT")]
+        prompt: Vec<String>,
+    },
+    /// List tasks, newest first
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this workspace's tasks
+        #[arg(long, value_name = "WS")]
+        workspace: Option<String>,
+        /// Only tasks in this state
+        #[arg(long, value_parser = TASK_STATES)]
+        state: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a task: agent, state, usage, last message
+    Show {
+        /// Task id
+        task: String,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's events; with -f keep following them
+    Logs {
+        /// Task id
+        task: String,
+        /// Keep following new events until the task fails or is cancelled (or Ctrl-C)
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Print each event as one line of JSON
+        #[arg(long)]
+        json: bool,
+        /// Only events after this sequence number
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        after: u64,
+        /// Also show the agent's diagnostics and unmapped events
+        #[arg(long, short = 'v')]
+        verbose: bool,
+    },
+    /// Send a follow-up message to a task (the next turn of its conversation)
+    Send {
+        /// Task id
+        task: String,
+        /// Stream the task's events until the turn is over, like `berth task run`
+        #[arg(long)]
+        wait: bool,
+        /// Print each event as one line of JSON (without --wait: the task as JSON)
+        #[arg(long)]
+        json: bool,
+        /// Also show the agent's diagnostics and unmapped events
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// The message (the remaining words, joined with spaces)
+        #[arg(required = true, trailing_var_arg = true, value_name = "TEXT")]
+        text: Vec<String>,
+    },
+    /// Cancel a task (stops its agent; final)
+    Cancel {
+        /// Task id
+        task: String,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Maximum number of entries
@@ -365,12 +482,61 @@ impl StdinSource {
     }
 }
 
+/// Where "the user pressed Ctrl-C" comes from.
+pub(crate) enum Interrupt {
+    /// SIGINT.
+    CtrlC,
+    /// A notification (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Manual(std::sync::Arc<tokio::sync::Notify>),
+}
+
+impl Interrupt {
+    /// Starts listening; Ctrl-C no longer ends the process while the listener lives.
+    pub fn listen(&self) -> Result<InterruptListener> {
+        match self {
+            Self::CtrlC => {
+                use tokio::signal::unix::{signal, SignalKind};
+                signal(SignalKind::interrupt())
+                    .map(InterruptListener::Signal)
+                    .map_err(|e| {
+                        CliError::other(format!("cannot handle Ctrl-C: {}", client::root_cause(&e)))
+                    })
+            }
+            Self::Manual(n) => Ok(InterruptListener::Manual(n.clone())),
+        }
+    }
+}
+
+pub(crate) enum InterruptListener {
+    Signal(tokio::signal::unix::Signal),
+    Manual(std::sync::Arc<tokio::sync::Notify>),
+}
+
+impl InterruptListener {
+    /// Resolves when the user interrupts.
+    pub async fn recv(&mut self) {
+        match self {
+            Self::Signal(s) => {
+                if s.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            Self::Manual(n) => n.notified().await,
+        }
+    }
+}
+
 /// What a command writes to and reads from; the real process's streams in [`run`].
 pub(crate) struct Ctx<'a> {
     pub out: &'a mut (dyn Write + Send),
     pub err: &'a mut (dyn Write + Send),
     pub stdin: StdinSource,
     pub config_path: Option<PathBuf>,
+    /// Ctrl-C, for the commands that handle it (task streams).
+    pub interrupt: Interrupt,
+    /// Whether stdout is a terminal that takes colors (dims an agent's reasoning).
+    pub color: bool,
 }
 
 impl Ctx<'_> {
@@ -409,7 +575,7 @@ pub(crate) fn write_all(w: &mut (dyn Write + Send), bytes: &[u8]) -> Result<()> 
 }
 
 /// Runs one client command. Returns the process exit code: 0 on success, the remote command's
-/// code for `exec`, 1 on errors, which are printed as one line `error: …` on stderr.
+/// code for `exec`, 130 when `task run`/`task send --wait` is detached with Ctrl-C, 1 on errors, which are printed as one line `error: …` on stderr.
 pub async fn run(cmd: Command) -> i32 {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
@@ -418,6 +584,11 @@ pub async fn run(cmd: Command) -> i32 {
         err: &mut err,
         stdin: StdinSource::Real,
         config_path: config_path(),
+        interrupt: Interrupt::CtrlC,
+        color: {
+            use std::io::IsTerminal;
+            std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+        },
     };
     run_with(cmd, &mut ctx).await
 }

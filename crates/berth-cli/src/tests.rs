@@ -620,6 +620,16 @@ async fn run_with_config(
     stdin: &[u8],
     config_path: Option<std::path::PathBuf>,
 ) -> Outcome {
+    run_full(args, stdin, config_path, Arc::default()).await
+}
+
+/// Runs a command; notifying `interrupt` is pressing Ctrl-C.
+async fn run_full(
+    args: &[&str],
+    stdin: &[u8],
+    config_path: Option<std::path::PathBuf>,
+    interrupt: Arc<tokio::sync::Notify>,
+) -> Outcome {
     let cmd = parse(args).unwrap();
     let mut out = Vec::new();
     let mut err = Vec::new();
@@ -629,6 +639,8 @@ async fn run_with_config(
             err: &mut err,
             stdin: StdinSource::Fixed(stdin.to_vec()),
             config_path,
+            interrupt: Interrupt::Manual(interrupt),
+            color: false,
         };
         run_with(cmd, &mut ctx).await
     };
@@ -895,3 +907,5 @@ fn flattened_into_a_top_level_parser_help_stays_clean() {
     let t = Top::try_parse_from(["berth", "server"]).unwrap();
     assert!(matches!(t.cmd, TopCmd::Server));
 }
+
+mod task;
