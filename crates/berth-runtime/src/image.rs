@@ -117,7 +117,7 @@ impl Default for ImageRecipe {
             .collect(),
             node: Some(NodeDist::default()),
             extra_ca_dir: Some(PathBuf::from("/usr/local/share/ca-certificates")),
-            extra_steps: Vec::new(),
+            extra_steps: vec![agent_clis_step()],
             repository: "localhost/berth-workspace".into(),
             base_repository: "localhost/berth-minbase".into(),
             work_dir: std::env::temp_dir(),
@@ -126,6 +126,25 @@ impl Default for ImageRecipe {
             uid: 1000,
         }
     }
+}
+
+/// The coding-agent CLIs in the base image, pinned: they change often, and each driver in
+/// `berth-agents` is tested against exactly these versions.
+pub const AGENT_CLIS: [(&str, &str); 4] = [
+    ("@anthropic-ai/claude-code", "2.1.330"),
+    ("@openai/codex", "0.169.0"),
+    ("@google/gemini-cli", "0.61.0"),
+    ("opencode-ai", "1.18.33"),
+];
+
+/// The `RUN` step installing [`AGENT_CLIS`] globally under /usr/local (as root, so the agent
+/// user cannot modify them).
+pub fn agent_clis_step() -> String {
+    let pkgs: Vec<String> = AGENT_CLIS.iter().map(|(p, v)| format!("{p}@{v}")).collect();
+    format!(
+        "npm install -g --prefix /usr/local --no-fund --no-audit --loglevel=error {} \\\n && rm -rf /root/.npm /root/.cache /root/.config /root/.local",
+        pkgs.join(" ")
+    )
 }
 
 /// An extra CA certificate file to install.

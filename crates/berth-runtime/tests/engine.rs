@@ -187,7 +187,9 @@ async fn image_build_is_cached_and_has_the_toolchain() {
         git --version; tmux -V; python3 --version; gcc --version | head -1; make --version | head -1; \
         ps --version; ip -V; less --version | head -1; curl --version | head -1; \
         stat -c 'runberth=%u:%g:%a' /run/berth; echo NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS; \
-        for f in /usr/local/share/ca-certificates/*.crt; do [ -e \"$f\" ] && echo ca=$(basename $f); done; true";
+        for f in /usr/local/share/ca-certificates/*.crt; do [ -e \"$f\" ] && echo ca=$(basename $f); done; \
+        echo claude=$(claude --version); echo codex=$(codex --version); \
+        echo gemini=$(gemini --version 2>/dev/null); echo opencode=$(opencode --version 2>/dev/null); true";
     let s = spec(&unique("image"), &tag, &["bash", "-c", script]);
     let (code, out) = run(&rt, &mut cleanup, &s).await;
     eprintln!("{out}");
@@ -203,6 +205,11 @@ async fn image_build_is_cached_and_has_the_toolchain() {
         out.contains("NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt"),
         "{out}"
     );
+    // The pinned agent CLIs, runnable by the agent user.
+    assert!(out.contains("claude=2.1.330 (Claude Code)"), "{out}");
+    assert!(out.contains("codex=codex-cli 0.169.0"), "{out}");
+    assert!(out.contains("gemini=0.61.0"), "{out}");
+    assert!(out.contains("opencode=1.18.33"), "{out}");
     for ca in ImageRecipe::default().extra_ca_files() {
         assert!(out.contains(&format!("ca={}", ca.file_name)), "{out}");
     }
