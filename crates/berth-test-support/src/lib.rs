@@ -7,6 +7,8 @@
 //! behind even when they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod mock_llm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
