@@ -1,0 +1,121 @@
+//! Agent drivers.
+//!
+//! A [`Driver`] knows one coding-agent CLI: how to start a turn in its structured headless mode
+//! ([`Driver::invocation`]) and how to translate each line it prints into berth's normalized
+//! [`EventKind`]s ([`Driver::parse_line`]). It does no I/O: the workspace daemon spawns the
+//! process, feeds lines to the driver and owns the events.
+//!
+//! Every turn is one process. The first turn starts a new agent conversation; follow-ups resume
+//! it by the agent's own session id (reported as [`EventKind::Session`]).
+
+use std::path::PathBuf;
+
+pub use berth_domain::{Agent, EventKind};
+
+mod claude;
+mod codex;
+mod gemini;
+mod opencode;
+#[cfg(test)]
+mod testutil;
+mod util;
+
+/// Everything a driver needs to build an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TurnSpec {
+    pub agent: Agent,
+    /// The user message of this turn (the prompt, or a follow-up).
+    pub prompt: String,
+    pub model: Option<String>,
+    /// Working directory of the agent (the repo, or the task's worktree).
+    pub cwd: PathBuf,
+    /// HOME of the agent (the workspace user's persistent home).
+    pub home: PathBuf,
+    /// A private directory for this task (config files, TMPDIR); created by the daemon.
+    pub task_dir: PathBuf,
+    /// Base URL of berth's LLM gateway for this agent's provider, reachable from the workspace,
+    /// e.g. `http://127.0.0.1:7788/anthropic`. For OpenAI-style agents it does **not** end in
+    /// `/v1`; drivers append what their CLI expects.
+    pub gateway_url: String,
+    /// The per-task virtual key the gateway accepts. Never a real provider key.
+    pub virtual_key: String,
+    /// The agent's own conversation id to resume; `None` for the first turn.
+    pub resume: Option<String>,
+}
+
+/// How to run one turn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// Program name (looked up in PATH) or path.
+    pub program: String,
+    pub args: Vec<String>,
+    /// The complete environment of the process (the daemon clears its own first).
+    pub env: Vec<(String, String)>,
+    /// Files to write (mode 0600, parent dirs created) before spawning, e.g. config files.
+    pub files: Vec<(PathBuf, String)>,
+    /// Bytes to write to stdin, after which stdin is closed. `None`: stdin is /dev/null.
+    pub stdin: Option<String>,
+    pub cwd: PathBuf,
+}
+
+/// One agent CLI.
+pub trait Driver: Send {
+    fn agent(&self) -> Agent;
+
+    /// The command for this turn.
+    fn invocation(&self, spec: &TurnSpec) -> Invocation;
+
+    /// Translates one line of the CLI's stdout. Lines it does not understand come back as
+    /// [`EventKind::Raw`] (parsed JSON) — never dropped. Non-JSON lines become `Log`.
+    fn parse_line(&mut self, line: &str) -> Vec<EventKind>;
+
+    /// Whether the [`EventKind::Usage`] this agent reports is a running total for the whole
+    /// agent session (all turns so far) rather than for the current turn. True for Codex, whose
+    /// `exec resume` reports the thread's cumulative usage; a consumer summing usage per task
+    /// must then take the difference to the previous turn's report.
+    fn usage_is_cumulative(&self) -> bool {
+        false
+    }
+}
+
+/// A fresh driver (parsers keep per-turn state, so use one per turn).
+pub fn driver(agent: Agent) -> Box<dyn Driver> {
+    match agent {
+        Agent::Claude => Box::new(claude::Claude::default()),
+        Agent::Codex => Box::new(codex::Codex::default()),
+        Agent::Gemini => Box::new(gemini::Gemini::default()),
+        Agent::Opencode => Box::new(opencode::Opencode::default()),
+    }
+}
+
+/// Base environment every agent gets: the workspace user's basics, nothing inherited.
+pub fn base_env(spec: &TurnSpec) -> Vec<(String, String)> {
+    let tmp = spec.task_dir.join("tmp");
+    vec![
+        ("HOME".into(), spec.home.display().to_string()),
+        ("USER".into(), "agent".into()),
+        ("LOGNAME".into(), "agent".into()),
+        ("SHELL".into(), "/bin/bash".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        (
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".into(),
+        ),
+        ("TMPDIR".into(), tmp.display().to_string()),
+        (
+            "NODE_EXTRA_CA_CERTS".into(),
+            "/etc/ssl/certs/ca-certificates.crt".into(),
+        ),
+        ("NO_COLOR".into(), "1".into()),
+        ("TERM".into(), "dumb".into()),
+    ]
+}
+
+/// Parses a JSON line, or returns the `Log` event for a non-JSON line.
+pub(crate) fn json_or_log(line: &str) -> Result<serde_json::Value, Vec<EventKind>> {
+    let t = line.trim();
+    if t.is_empty() {
+        return Err(Vec::new());
+    }
+    serde_json::from_str(t).map_err(|_| vec![EventKind::Log { line: t.to_owned() }])
+}

@@ -1,0 +1,275 @@
+//! Runs each driver's invocation with the real agent CLI (from /opt/agent-clis/bin) against the
+//! scripted mock LLM: a first turn (shell tool call writing hello.txt, then "DONE") and a
+//! follow-up that resumes the agent's own session.
+//!
+//! Skipped (with a message) when the CLI is not installed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_agents::{driver, Agent, EventKind, Invocation, TurnSpec};
+use berth_test_support::mock_llm::MockLlm;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+const CLI_DIR: &str = "/opt/agent-clis/bin";
+const KEY: &str = "vk-real-cli-test";
+const FIRST_PROMPT: &str =
+    "Create hello.txt by running a shell command, then say DONE. [turn-1-marker]";
+
+struct Turn {
+    lines: Vec<String>,
+    events: Vec<EventKind>,
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+/// What the daemon does: write the files (0600), run with exactly `env`, stdin from /dev/null,
+/// and feed each stdout line to the driver.
+async fn run(inv: &Invocation, agent: Agent) -> Turn {
+    for (path, content) in &inv.files {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let env = inv.env.iter().map(|(k, v)| {
+        if k == "PATH" {
+            (k.clone(), format!("{CLI_DIR}:{v}"))
+        } else {
+            (k.clone(), v.clone())
+        }
+    });
+    assert!(inv.stdin.is_none());
+    let mut child = tokio::process::Command::new(Path::new(CLI_DIR).join(&inv.program))
+        .args(&inv.args)
+        .env_clear()
+        .envs(env)
+        .current_dir(&inv.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let stderr_task = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s).await;
+        s
+    });
+    let mut d = driver(agent);
+    let mut events = Vec::new();
+    let mut lines = Vec::new();
+    let read = async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            events.extend(d.parse_line(&line));
+            lines.push(line);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(180), read)
+        .await
+        .unwrap_or_else(|_| panic!("{agent} turn timed out; events so far"));
+    let status = child.wait().await.unwrap();
+    let stderr = stderr_task.await.unwrap();
+    Turn {
+        lines,
+        events,
+        status,
+        stderr,
+    }
+}
+
+fn spec(agent: Agent, dir: &Path, gateway_url: String) -> TurnSpec {
+    let cwd = dir.join("repo");
+    let home = dir.join("home");
+    let task_dir = dir.join("task");
+    for d in [&cwd, &home, &task_dir.join("tmp")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    TurnSpec {
+        agent,
+        prompt: FIRST_PROMPT.into(),
+        model: None,
+        cwd,
+        home,
+        task_dir,
+        gateway_url,
+        virtual_key: KEY.into(),
+        resume: None,
+    }
+}
+
+fn session_id(events: &[EventKind]) -> Option<String> {
+    events.iter().find_map(|e| match e {
+        EventKind::Session {
+            agent_session_id, ..
+        } => Some(agent_session_id.clone()),
+        _ => None,
+    })
+}
+
+fn check_turn(agent: Agent, turn: &Turn) {
+    let ctx = || {
+        format!(
+            "{agent}: {:#?}\nstatus {:?}\nstderr:\n{}",
+            turn.events, turn.status, turn.stderr
+        )
+    };
+    assert!(turn.status.success(), "{}", ctx());
+    let ev = &turn.events;
+    let pos = |pred: &dyn Fn(&EventKind) -> bool| ev.iter().position(pred);
+    let session = pos(&|e| matches!(e, EventKind::Session { .. }));
+    let call = pos(&|e| matches!(e, EventKind::ToolCall { .. }));
+    let result = pos(&|e| {
+        matches!(
+            e,
+            EventKind::ToolResult {
+                is_error: false,
+                ..
+            }
+        )
+    });
+    let done = pos(&|e| matches!(e, EventKind::Message { text } if text.trim() == "DONE"));
+    let completed = pos(&|e| matches!(e, EventKind::TurnCompleted { .. }));
+    let usage = pos(&|e| matches!(e, EventKind::Usage { output_tokens, .. } if *output_tokens > 0));
+    for (name, p) in [
+        ("Session", session),
+        ("ToolCall", call),
+        ("ToolResult", result),
+        ("Message DONE", done),
+        ("Usage", usage),
+        ("TurnCompleted", completed),
+    ] {
+        assert!(p.is_some(), "no {name}: {}", ctx());
+    }
+    assert!(
+        session < call && call < result && result < done && done < completed,
+        "order: {}",
+        ctx()
+    );
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, EventKind::TurnCompleted { .. }))
+            .count(),
+        1,
+        "{}",
+        ctx()
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(e, EventKind::Error { .. })),
+        "unexpected Error: {}",
+        ctx()
+    );
+    // The last event of the turn is TurnCompleted.
+    assert!(
+        matches!(ev.last(), Some(EventKind::TurnCompleted { .. })),
+        "{}",
+        ctx()
+    );
+}
+
+async fn two_turns(agent: Agent) {
+    let cli = Path::new(CLI_DIR).join(agent.program());
+    if !cli.exists() {
+        eprintln!("skipping {agent}: {} not installed", cli.display());
+        return;
+    }
+    let mock = MockLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(agent, dir.path(), mock.url());
+    let d = driver(agent);
+
+    let inv = d.invocation(&s);
+    let first = run(&inv, agent).await;
+    check_turn(agent, &first);
+    let hello: PathBuf = s.cwd.join("hello.txt");
+    assert_eq!(
+        std::fs::read_to_string(&hello)
+            .map(|s| s.trim().to_owned())
+            .ok(),
+        Some("hi".to_owned()),
+        "{agent}: hello.txt"
+    );
+    let reqs = mock.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        let auth = r.headers.iter().any(|(_, v)| v.contains(KEY));
+        assert!(
+            auth,
+            "{agent}: request without the virtual key: {} {:?}",
+            r.path, r.headers
+        );
+    }
+    let n_first = reqs.len();
+
+    // Follow-up: resume the agent's own session; the conversation must carry the first prompt.
+    let id = session_id(&first.events).unwrap();
+    std::fs::remove_file(&hello).unwrap();
+    s.resume = Some(id.clone());
+    s.prompt = "--follow-up: did it work? [turn-2-marker]".into();
+    let inv = d.invocation(&s);
+    let second = run(&inv, agent).await;
+    check_turn(agent, &second);
+    let later = &mock.requests()[n_first..];
+    assert!(
+        later.iter().any(|r| {
+            let body = r.body.to_string();
+            body.contains("turn-1-marker") && body.contains("turn-2-marker")
+        }),
+        "{agent}: no follow-up request carries both prompts: {:#?}",
+        later.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    if let Some(id2) = session_id(&second.events) {
+        assert_eq!(id2, id, "{agent}: resumed into another session");
+    }
+    // BERTH_AGENTS_RECORD=DIR saves the stdout of both turns (fixture material).
+    if let Some(out) = std::env::var_os("BERTH_AGENTS_RECORD") {
+        let out = PathBuf::from(out);
+        std::fs::create_dir_all(&out).unwrap();
+        for (n, t) in [(1, &first), (2, &second)] {
+            let text = t.lines.join("\n") + "\n";
+            std::fs::write(out.join(format!("{agent}-turn{n}.jsonl")), text).unwrap();
+            let events: Vec<String> = t
+                .events
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap())
+                .collect();
+            std::fs::write(
+                out.join(format!("{agent}-turn{n}.events")),
+                events.join("\n") + "\n",
+            )
+            .unwrap();
+        }
+    }
+    eprintln!(
+        "{agent}: turn 1 {} events, turn 2 {} events, {} requests; turn-1 stderr:\n{}",
+        first.events.len(),
+        second.events.len(),
+        mock.requests().len(),
+        first.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_real() {
+    two_turns(Agent::Claude).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_real() {
+    two_turns(Agent::Codex).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_real() {
+    two_turns(Agent::Gemini).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opencode_real() {
+    two_turns(Agent::Opencode).await;
+}
