@@ -75,6 +75,12 @@ fn main() {
                 let opts = berth_daemon::server::DaemonOptions {
                     socket: args.socket,
                     scrollback_bytes: args.scrollback_bytes,
+                    // Agents reach berth's LLM gateway on this loopback port, relayed to the
+                    // server over the channel directory: no network needed.
+                    gateway_listen: Some(std::net::SocketAddr::from((
+                        [127, 0, 0, 1],
+                        berth_daemon::GATEWAY_PORT,
+                    ))),
                     ..Default::default()
                 };
                 match berth_daemon::server::run(opts).await {

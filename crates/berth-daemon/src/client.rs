@@ -8,9 +8,13 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
+use berth_domain::TaskEvent;
+use tokio::io::AsyncReadExt as _;
+
 use crate::proto::{
-    read_frame, write_control, write_data, DaemonInfo, ErrorBody, ErrorCode, ExecOutput,
-    ExecRequest, Frame, FrameKind, Request, Response, SessionCreate, SessionInfo,
+    decode_frame, read_frame, write_control, write_data, DaemonInfo, ErrorBody, ErrorCode,
+    ExecOutput, ExecRequest, Frame, FrameKind, Request, Response, SessionCreate, SessionInfo,
+    TaskInfo, TaskStart,
 };
 use crate::{DaemonError, PROTOCOL_VERSION};
 
@@ -100,6 +104,19 @@ fn map_error(body: ErrorBody, client: u32) -> DaemonError {
         ErrorCode::SpawnFailed => DaemonError::SpawnFailed(m),
         ErrorCode::Internal => DaemonError::Io(std::io::Error::other(m)),
         ErrorCode::Protocol | ErrorCode::Lagged | ErrorCode::Unknown => DaemonError::Protocol(m),
+    }
+}
+
+/// A daemon that predates a request answers it with a protocol error naming
+/// an "unknown variant"; say plainly what that means.
+fn older_daemon(request: &str) -> impl FnOnce(DaemonError) -> DaemonError + '_ {
+    move |e| {
+        match e {
+        DaemonError::Protocol(m) if m.contains("unknown variant") => DaemonError::Protocol(format!(
+            "unknown request {request:?}: the workspace daemon is older than the server and does not support it; restart the workspace to upgrade the daemon ({m})"
+        )),
+        other => other,
+    }
     }
 }
 
@@ -352,6 +369,162 @@ impl DaemonClient {
                 })
             }
             (_, other) => Err(unexpected("attached", &other)),
+        }
+    }
+}
+
+impl DaemonClient {
+    /// Starts an agent task (its first turn) owned by the daemon. Returns once
+    /// the agent is spawned (`running`, with its pid) or the task failed to
+    /// start (`failed` with a reason: CLI not installed, worktree
+    /// creation failed, ...). [`DaemonError::Conflict`] if the id exists.
+    pub async fn task_start(&self, req: TaskStart) -> Result<TaskInfo, DaemonError> {
+        let resp = self
+            .call(Request::TaskStart(req))
+            .await
+            .map_err(older_daemon("task_start"))?;
+        match resp.1 {
+            Response::Task(info) => Ok(info),
+            other => Err(unexpected("task", &other)),
+        }
+    }
+
+    /// Sends a follow-up message: the next turn, resuming the agent's
+    /// conversation. [`DaemonError::Conflict`] if the task does not accept a
+    /// message now (the message names its state), or if the agent reported
+    /// no session id; [`DaemonError::NotFound`].
+    pub async fn task_send(&self, id: &str, text: &str) -> Result<TaskInfo, DaemonError> {
+        let req = Request::TaskSend {
+            task: id.into(),
+            text: text.into(),
+        };
+        match self.call(req).await.map_err(older_daemon("task_send"))?.1 {
+            Response::Task(info) => Ok(info),
+            other => Err(unexpected("task", &other)),
+        }
+    }
+
+    /// Cancels a task and returns once it is `cancelled` (a running agent gets
+    /// SIGINT, and its process group SIGKILL 3 s later). Idempotent on a
+    /// cancelled task; [`DaemonError::Conflict`] on a failed one.
+    pub async fn task_cancel(&self, id: &str) -> Result<TaskInfo, DaemonError> {
+        let req = Request::TaskCancel { task: id.into() };
+        match self.call(req).await.map_err(older_daemon("task_cancel"))?.1 {
+            Response::Task(info) => Ok(info),
+            other => Err(unexpected("task", &other)),
+        }
+    }
+
+    pub async fn task_get(&self, id: &str) -> Result<TaskInfo, DaemonError> {
+        let req = Request::TaskGet { task: id.into() };
+        match self.call(req).await.map_err(older_daemon("task_get"))?.1 {
+            Response::Task(info) => Ok(info),
+            other => Err(unexpected("task", &other)),
+        }
+    }
+
+    /// All tasks the daemon knows, in creation order.
+    pub async fn task_list(&self) -> Result<Vec<TaskInfo>, DaemonError> {
+        match self
+            .call(Request::TaskList)
+            .await
+            .map_err(older_daemon("task_list"))?
+            .1
+        {
+            Response::Tasks { tasks } => Ok(tasks),
+            other => Err(unexpected("tasks", &other)),
+        }
+    }
+
+    /// Subscribes to a task's events with `seq > after`: every buffered one
+    /// in order, then live ones, with no gap or duplicate in between. The
+    /// stream stays open (a completed task may get a follow-up) until it is
+    /// dropped or the task is forgotten by the daemon.
+    pub async fn task_events(&self, id: &str, after: u64) -> Result<TaskEventStream, DaemonError> {
+        let req = Request::TaskEvents {
+            task: id.into(),
+            after,
+        };
+        match self.call(req).await.map_err(older_daemon("task_events"))? {
+            (conn, Response::TaskSubscribed { task }) => Ok(TaskEventStream {
+                info: task,
+                rd: conn.rd,
+                _wr: conn.wr,
+                protocol: conn.protocol,
+                buf: BytesMut::new(),
+                done: false,
+            }),
+            (_, other) => Err(unexpected("task_subscribed", &other)),
+        }
+    }
+}
+
+/// A subscription to a task's events (see [`DaemonClient::task_events`]).
+/// Dropping it unsubscribes.
+pub struct TaskEventStream {
+    info: TaskInfo,
+    rd: ReadHalf<UnixStream>,
+    /// Kept so that the socket is not half-closed (the daemon would take it
+    /// for the client going away).
+    _wr: WriteHalf<UnixStream>,
+    protocol: u32,
+    buf: BytesMut,
+    done: bool,
+}
+
+impl TaskEventStream {
+    /// The task as it was when subscribing.
+    pub fn info(&self) -> &TaskInfo {
+        &self.info
+    }
+
+    /// The next event; `Ok(None)` once the daemon ended the stream (the task
+    /// was forgotten, or the daemon stopped). Cancel-safe: it may be raced in
+    /// `tokio::select!` without losing events.
+    pub async fn next(&mut self) -> Result<Option<TaskEvent>, DaemonError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let frame = match decode_frame(&mut self.buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let n = match self.rd.read_buf(&mut self.buf).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.done = true;
+                            return Err(e.into());
+                        }
+                    };
+                    if n == 0 {
+                        self.done = true;
+                        if !self.buf.is_empty() {
+                            return Err(DaemonError::Protocol(
+                                "the daemon closed the task event stream mid-frame".into(),
+                            ));
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Err(e.into());
+                }
+            };
+            if frame.kind != FrameKind::Control {
+                return Err(DaemonError::Protocol(format!(
+                    "unexpected {:?} frame in a task event stream",
+                    frame.kind
+                )));
+            }
+            return match parse_response(&frame, self.protocol) {
+                Ok(Response::TaskEvent { event }) => Ok(Some(event)),
+                Ok(other) => Err(unexpected("task_event", &other)),
+                Err(e) => {
+                    self.done = true;
+                    Err(e)
+                }
+            };
         }
     }
 }

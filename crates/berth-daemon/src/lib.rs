@@ -11,6 +11,16 @@
 //!   a connected client.
 //! * **exec processes**: one-shot commands run with pipes (no PTY), stdout and
 //!   stderr streamed separately, optional stdin, exit code.
+//! * **agent tasks**: an agent CLI run in its structured headless mode, one
+//!   process per turn (the [`berth_agents::Driver`] builds the command and
+//!   parses its stdout). The daemon numbers every event (`seq`, per task,
+//!   contiguous from 1), buffers them in memory (the newest 100 000 per task)
+//!   and serves them to any number of subscribers, replay first, then live.
+//!   Tasks keep running when the server goes away; the server catches up with
+//!   `task_events{after}`.
+//! * **the gateway relay**: a loopback TCP port ([`GATEWAY_PORT`]) relayed to
+//!   the server's gateway socket ([`DEFAULT_GATEWAY_SOCKET`]), so agents reach
+//!   the LLM gateway with no network.
 //!
 //! The server side uses [`client::DaemonClient`]; the daemon side is
 //! [`server::run`].
@@ -56,6 +66,16 @@
 //! | `session_remove{session}` | `ok` |
 //! | `session_attach{session,cols,rows}` | `attached{session,replay_len}`, stdout frames carrying exactly `replay_len` bytes of scrollback, then live stdout frames and finally `exit{code}`; the client sends stdin frames, `resize{cols,rows}` and `detach` |
 //!
+//! | `task_start` (a [`TaskStart`]) | `task` (a [`TaskInfo`]) once the agent is spawned or the task failed to start |
+//! | `task_send{task,text}` | `task` once the next turn's agent is spawned |
+//! | `task_cancel{task}` | `task` once the task is cancelled |
+//! | `task_get{task}` | `task` |
+//! | `task_list` | `tasks{tasks}` |
+//! | `task_events{task,after}` | `task_subscribed{task}`, then `task_event{event}` for every event with `seq > after`, buffered then live, until the client leaves or the task is forgotten (end of stream) |
+//!
+//! A request type the daemon does not know is answered by a `protocol` error
+//! whose message starts with `unknown request "<type>"`.
+//!
 //! Any request may instead be answered by `error{code,message}` where `code` is
 //! one of [`proto::ErrorCode`]; the client maps it into [`DaemonError`].
 //! `session` arguments accept a session id or a session name.
@@ -74,13 +94,25 @@ pub mod server;
 mod sys;
 
 pub use client::*;
-pub use proto::{DaemonInfo, ExecOutput, ExecRequest, SessionCreate, SessionInfo, SessionState};
+pub use proto::{
+    DaemonInfo, ExecOutput, ExecRequest, SessionCreate, SessionInfo, SessionState, TaskInfo,
+    TaskStart, Worktree,
+};
+pub use server::{spawn_gateway_relay, DriverFactory};
 
 /// The version of the wire protocol; bumped when the wire changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Where the daemon listens inside the workspace container.
 pub const DEFAULT_SOCKET: &str = "/run/berth/daemon.sock";
+
+/// The loopback port inside the workspace where the daemon relays to the LLM
+/// gateway (`http://127.0.0.1:7788/...`).
+pub const GATEWAY_PORT: u16 = 7788;
+
+/// The Unix socket (inside the workspace) on which the server's gateway
+/// listens; the daemon's gateway relay connects to it.
+pub const DEFAULT_GATEWAY_SOCKET: &str = "/run/berth/gateway.sock";
 
 fn incompatible_message(daemon: u32, client: u32) -> String {
     let hint = if daemon < client {

@@ -4,6 +4,10 @@ use std::io;
 
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::path::PathBuf;
+
+use berth_agents::TurnSpec;
+use berth_domain::{Agent, TaskEvent, TaskState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest allowed frame (kind byte + payload), in bytes.
@@ -109,6 +113,36 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Fr
     }))
 }
 
+/// Takes one complete frame off the front of `buf`, if it holds one
+/// (`Ok(None)`: more bytes needed). Lets a reader buffer its input so that
+/// reading stays cancel-safe.
+pub fn decode_frame(buf: &mut bytes::BytesMut) -> io::Result<Option<Frame>> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad frame length {len} (max {MAX_FRAME})"),
+        ));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    let kind = buf[4];
+    let kind = FrameKind::from_u8(kind).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unknown frame kind {kind}"),
+        )
+    })?;
+    let mut frame = buf.split_to(4 + len);
+    let payload = frame.split_off(5).freeze();
+    Ok(Some(Frame { kind, payload }))
+}
+
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> io::Result<()> {
     let len = frame.payload.len() + 1;
@@ -189,6 +223,26 @@ pub enum Request {
     },
     /// During an attach: detach; the session keeps running.
     Detach,
+    /// Start an agent task (its first turn).
+    TaskStart(TaskStart),
+    /// Send a follow-up message (the next turn).
+    TaskSend {
+        task: String,
+        text: String,
+    },
+    TaskCancel {
+        task: String,
+    },
+    TaskGet {
+        task: String,
+    },
+    TaskList,
+    /// Subscribe to a task's events with `seq > after`: buffered ones first, then live ones.
+    TaskEvents {
+        task: String,
+        #[serde(default)]
+        after: u64,
+    },
 }
 
 /// Messages from the daemon to the client.
@@ -217,6 +271,18 @@ pub enum Response {
     Attached {
         session: SessionInfo,
         replay_len: u64,
+    },
+    Task(TaskInfo),
+    Tasks {
+        tasks: Vec<TaskInfo>,
+    },
+    /// Answer to `task_events`; followed by `task_event` messages.
+    TaskSubscribed {
+        task: TaskInfo,
+    },
+    /// One event of a subscribed task.
+    TaskEvent {
+        event: TaskEvent,
     },
 }
 
@@ -368,6 +434,42 @@ impl ExecOutput {
     pub fn stderr_lossy(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }
+}
+
+/// Start an agent task owned by the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStart {
+    /// Chosen by the caller: 1 to 128 of `[a-zA-Z0-9_.-]`, starting with a letter or digit.
+    pub id: String,
+    /// The first turn (`resume` must be `None`). Later turns reuse it with another prompt.
+    pub turn: TurnSpec,
+    /// Run the task in a new git worktree (the turn's `cwd` becomes the worktree).
+    #[serde(default)]
+    pub worktree: Option<Worktree>,
+}
+
+/// A git worktree to create for a task:
+/// `git -C repo worktree add -b branch <home>/.berth/worktrees/<task id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Worktree {
+    pub repo: PathBuf,
+    pub branch: String,
+}
+
+/// A task as the daemon sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub id: String,
+    pub agent: Agent,
+    pub state: TaskState,
+    /// The `seq` of the newest event (0: none yet).
+    pub last_seq: u64,
+    /// The agent's own conversation id, once reported (used to resume).
+    pub agent_session_id: Option<String>,
+    /// Process (and process group) id of the running turn's agent.
+    pub pid: Option<u32>,
+    /// Why the task failed.
+    pub reason: Option<String>,
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ macro_rules! id_type {
 id_type!(WorkspaceId, "ws_");
 id_type!(TenantId, "tn_");
 id_type!(TokenId, "tok_");
+id_type!(TaskId, "tk_");
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ pub mod task;
 pub mod workspace;
 
 pub use error::ErrorCode;
-pub use ids::{TenantId, TokenId, WorkspaceId};
+pub use ids::{TaskId, TenantId, TokenId, WorkspaceId};
 pub use limits::{Limits, LimitsError};
 pub use name::{Name, NameError, WorkspaceRef};
 pub use secret::Secret;

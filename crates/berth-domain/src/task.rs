@@ -191,12 +191,20 @@ pub enum EventKind {
         model: Option<String>,
     },
     /// A user turn sent to the agent (the prompt or a follow-up).
-    UserMessage { text: String },
+    UserMessage {
+        text: String,
+    },
     /// A streaming fragment of the assistant's reply.
-    MessageDelta { text: String },
+    MessageDelta {
+        text: String,
+    },
     /// A complete assistant message.
-    Message { text: String },
-    Reasoning { text: String },
+    Message {
+        text: String,
+    },
+    Reasoning {
+        text: String,
+    },
     ToolCall {
         call_id: String,
         name: String,
@@ -222,16 +230,22 @@ pub enum EventKind {
         cost_usd: Option<f64>,
     },
     /// The agent reported an error (LLM error, tool failure of the agent itself, …).
-    Error { message: String },
+    Error {
+        message: String,
+    },
     /// The turn ended; `result` is the agent's final answer when it reports one.
     TurnCompleted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<String>,
     },
     /// A line of the agent's stderr (diagnostics).
-    Log { line: String },
+    Log {
+        line: String,
+    },
     /// An agent event berth does not map; preserved verbatim, never dropped.
-    Raw { data: serde_json::Value },
+    Raw {
+        data: serde_json::Value,
+    },
 }
 
 #[cfg(test)]
@@ -270,7 +284,9 @@ mod tests {
         assert!(Completed.accepts_message());
         assert!(!Failed.accepts_message());
         assert!(!Running.accepts_message());
-        for s in [Queued, Starting, Running, Waiting, Completed, Failed, Cancelled] {
+        for s in [
+            Queued, Starting, Running, Waiting, Completed, Failed, Cancelled,
+        ] {
             assert_eq!(TaskState::parse(s.as_str()), Some(s));
         }
     }

@@ -9,11 +9,13 @@ mod config;
 mod doctor;
 mod engine;
 mod error;
+mod gateway;
 mod lifecycle;
 mod openapi;
 mod reconciler;
 mod routes;
 mod state;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -93,6 +95,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
     let reconcile = reconciler::spawn(state.clone());
+    tasks::resume_all(&state).await;
 
     let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(url = %format!("http://{local}"), server_id = %server_id, "berth server listening");

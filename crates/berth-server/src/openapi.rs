@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{system, terminal, workspaces};
+use crate::routes::{system, tasks, terminal, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,6 +16,8 @@ use crate::routes::{system, terminal, workspaces};
         workspaces::start, workspaces::stop,
         terminal::exec, terminal::exec_ws, terminal::list_sessions, terminal::create_session,
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
+        tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::events,
+        tasks::stream,
         openapi_json,
     ),
     components(schemas(berth_api::WsControl, berth_api::ExecStart)),

@@ -27,7 +27,7 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 }
 
 /// One pass over all workspaces. Workspaces with a lifecycle operation in flight are skipped.
-pub async fn pass(state: &AppState) -> anyhow::Result<()> {
+pub async fn pass(state: &Arc<AppState>) -> anyhow::Result<()> {
     for w in state.store.list_workspaces(None).await? {
         let lock = state.lock_for(&w.id);
         let Ok(_guard) = lock.try_lock() else {
@@ -44,7 +44,7 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn reconcile_one(state: &AppState, w: &Workspace) -> anyhow::Result<()> {
+async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<()> {
     let observed = match &w.container_id {
         Some(c) => state.runtime.inspect_container(c).await?,
         None => None,
@@ -100,6 +100,7 @@ async fn reconcile_one(state: &AppState, w: &Workspace) -> anyhow::Result<()> {
                         .set_state(&w.id, WorkspaceState::Running, None)
                         .await?;
                 }
+                state.gateways.ensure(state, &w.id);
                 observe_oom(state, w, c.pid).await?;
             } else {
                 let code = c.exit_code.unwrap_or(-1);

@@ -74,6 +74,12 @@ pub struct AppState {
     /// several servers can share one engine without touching each other's workspaces.
     pub server_id: String,
     pub binary: StagedBinary,
+    /// Configured LLM upstreams of the gateway.
+    pub upstreams: crate::gateway::Upstreams,
+    /// HTTP client for the gateway's upstream calls.
+    pub http: reqwest::Client,
+    pub gateways: crate::gateway::Listeners,
+    pub tasks: crate::tasks::TaskHub,
     /// Daemon protocol this server speaks (tests raise it to play a newer server).
     pub daemon_protocol: u32,
     /// How long a started workspace may take until its daemon answers.
@@ -106,6 +112,13 @@ impl AppState {
             engine: None,
             server_id,
             binary,
+            upstreams: crate::gateway::Upstreams::from_env(),
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            gateways: Default::default(),
+            tasks: Default::default(),
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
             locks: Mutex::new(HashMap::new()),

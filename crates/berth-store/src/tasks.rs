@@ -46,7 +46,8 @@ pub struct Task {
     pub updated_at: String,
 }
 
-const TASK_COLUMNS: &str = "id, workspace_id, workspace, agent, state, reason, model, dir, worktree, \
+const TASK_COLUMNS: &str =
+    "id, workspace_id, workspace, agent, state, reason, model, dir, worktree, \
     prompt, last_seq, input_tokens, output_tokens, cached_tokens, cost_usd, last_message, \
     agent_session_id, created_at, updated_at";
 
@@ -110,14 +111,20 @@ impl Store {
 
     pub async fn find_task(&self, id: &str) -> Result<Option<Task>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| task_from_row(&r)).transpose()
     }
 
     /// The task a virtual key belongs to.
     pub async fn find_task_by_key_hash(&self, hash: &str) -> Result<Option<Task>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE virtual_key_hash = ?");
-        let row = sqlx::query(&sql).bind(hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| task_from_row(&r)).transpose()
     }
 
@@ -151,7 +158,11 @@ impl Store {
 
     /// Appends events that continue the task's log. Events with `seq <= last_seq` were stored
     /// before and are skipped; a gap is refused. Returns the stored (new) events.
-    pub async fn append_task_events(&self, id: &str, events: &[TaskEvent]) -> Result<Vec<TaskEvent>> {
+    pub async fn append_task_events(
+        &self,
+        id: &str,
+        events: &[TaskEvent],
+    ) -> Result<Vec<TaskEvent>> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT last_seq FROM tasks WHERE id = ?")
             .bind(id)
@@ -206,21 +217,29 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                serde_json::from_str(r.get::<&str, _>(0)).map_err(|e| StoreError::Corrupt(e.to_string()))
+                serde_json::from_str(r.get::<&str, _>(0))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
             })
             .collect()
     }
 
     /// Sets the state directly (for what happens outside the daemon's log, e.g. a failure to
     /// start). Prefer appending a `status` event when the log continues.
-    pub async fn set_task_state(&self, id: &str, state: TaskState, reason: Option<&str>) -> Result<Task> {
-        sqlx::query("UPDATE tasks SET state = ?, reason = COALESCE(?, reason), updated_at = ? WHERE id = ?")
-            .bind(state.as_str())
-            .bind(reason)
-            .bind(now())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn set_task_state(
+        &self,
+        id: &str,
+        state: TaskState,
+        reason: Option<&str>,
+    ) -> Result<Task> {
+        sqlx::query(
+            "UPDATE tasks SET state = ?, reason = COALESCE(?, reason), updated_at = ? WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(reason)
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         self.task(id).await
     }
 }
@@ -267,7 +286,9 @@ async fn apply_to_task(
                 .execute(&mut **tx)
                 .await?;
         }
-        EventKind::Session { agent_session_id, .. } => {
+        EventKind::Session {
+            agent_session_id, ..
+        } => {
             sqlx::query("UPDATE tasks SET agent_session_id = ? WHERE id = ?")
                 .bind(agent_session_id)
                 .bind(id)
@@ -315,34 +336,92 @@ mod tests {
         let (s, t) = setup().await;
         assert_eq!(t.state, TaskState::Queued);
         let batch = vec![
-            ev(1, EventKind::Status { state: TaskState::Running, reason: None }),
-            ev(2, EventKind::Session { agent_session_id: "sess".into(), model: None }),
-            ev(3, EventKind::Message { text: "DONE".into() }),
-            ev(4, EventKind::Usage { input_tokens: 20, output_tokens: 10, cached_input_tokens: 1, cost_usd: Some(0.5) }),
+            ev(
+                1,
+                EventKind::Status {
+                    state: TaskState::Running,
+                    reason: None,
+                },
+            ),
+            ev(
+                2,
+                EventKind::Session {
+                    agent_session_id: "sess".into(),
+                    model: None,
+                },
+            ),
+            ev(
+                3,
+                EventKind::Message {
+                    text: "DONE".into(),
+                },
+            ),
+            ev(
+                4,
+                EventKind::Usage {
+                    input_tokens: 20,
+                    output_tokens: 10,
+                    cached_input_tokens: 1,
+                    cost_usd: Some(0.5),
+                },
+            ),
         ];
-        assert_eq!(s.append_task_events("tk_1", &batch[..2]).await.unwrap().len(), 2);
+        assert_eq!(
+            s.append_task_events("tk_1", &batch[..2])
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
         // A replay overlapping what is stored adds only the new part.
         let stored = s.append_task_events("tk_1", &batch).await.unwrap();
         assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
         // A gap is refused and changes nothing.
         let gap = [ev(6, EventKind::Message { text: "x".into() })];
-        assert!(matches!(s.append_task_events("tk_1", &gap).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.append_task_events("tk_1", &gap).await,
+            Err(StoreError::Conflict(_))
+        ));
         let t = s.task("tk_1").await.unwrap();
         assert_eq!(t.last_seq, 4);
         assert_eq!(t.state, TaskState::Running);
         assert_eq!(t.agent_session_id.as_deref(), Some("sess"));
         assert_eq!(t.last_message.as_deref(), Some("DONE"));
-        assert_eq!((t.input_tokens, t.output_tokens, t.cached_tokens), (20, 10, 1));
+        assert_eq!(
+            (t.input_tokens, t.output_tokens, t.cached_tokens),
+            (20, 10, 1)
+        );
         assert_eq!(t.cost_usd, Some(0.5));
         let all = s.task_events("tk_1", 0, 100).await.unwrap();
         assert_eq!(all, batch);
-        assert_eq!(s.task_events("tk_1", 2, 1).await.unwrap(), batch[2..3].to_vec());
-        assert_eq!(s.find_task_by_key_hash("h1").await.unwrap().unwrap().id, "tk_1");
+        assert_eq!(
+            s.task_events("tk_1", 2, 1).await.unwrap(),
+            batch[2..3].to_vec()
+        );
+        assert_eq!(
+            s.find_task_by_key_hash("h1").await.unwrap().unwrap().id,
+            "tk_1"
+        );
         assert_eq!(s.active_tasks().await.unwrap().len(), 1);
-        s.append_task_events("tk_1", &[ev(5, EventKind::Status { state: TaskState::Completed, reason: None })])
-            .await
-            .unwrap();
+        s.append_task_events(
+            "tk_1",
+            &[ev(
+                5,
+                EventKind::Status {
+                    state: TaskState::Completed,
+                    reason: None,
+                },
+            )],
+        )
+        .await
+        .unwrap();
         assert!(s.active_tasks().await.unwrap().is_empty());
-        assert_eq!(s.list_tasks(None, Some(TaskState::Completed)).await.unwrap().len(), 1);
+        assert_eq!(
+            s.list_tasks(None, Some(TaskState::Completed))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

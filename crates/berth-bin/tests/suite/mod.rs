@@ -2,4 +2,5 @@ mod auth;
 mod cli;
 mod oom;
 mod sessions;
+mod tasks;
 mod workspaces;

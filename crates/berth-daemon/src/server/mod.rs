@@ -1,10 +1,16 @@
 //! The daemon: listens on the Unix socket and serves the protocol.
 
 mod exec;
+mod relay;
 mod session;
+mod task;
+
+pub use relay::spawn_gateway_relay;
+pub use task::DriverFactory;
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -20,8 +26,9 @@ use crate::proto::{
     Response, SessionCreate, SessionInfo,
 };
 use crate::sys::{self, lock};
-use crate::{DEFAULT_SOCKET, PROTOCOL_VERSION};
+use crate::{DEFAULT_GATEWAY_SOCKET, DEFAULT_SOCKET, PROTOCOL_VERSION};
 use session::{Session, SessionEvent, SpawnSpec};
+use task::TaskManager;
 
 /// How long a new connection may take to say hello, and then to send its request.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +51,17 @@ pub struct DaemonOptions {
     pub socket_mode: u32,
     /// Exited sessions kept listed (with their scrollback) before the oldest are forgotten (default 50).
     pub max_exited_sessions: usize,
+    /// Where the gateway relay listens (the binary uses `127.0.0.1:`[`crate::GATEWAY_PORT`]);
+    /// `None` (the default): no relay.
+    pub gateway_listen: Option<SocketAddr>,
+    /// The server's gateway socket the relay connects to (default [`DEFAULT_GATEWAY_SOCKET`]).
+    pub gateway_socket: PathBuf,
+    /// Makes the agent driver of each turn (default [`berth_agents::driver`]).
+    pub drivers: DriverFactory,
+    /// Events buffered per task; beyond it the oldest are dropped (default 100 000).
+    pub task_event_buffer: usize,
+    /// Failed and cancelled tasks kept before the oldest are forgotten (default 200).
+    pub max_finished_tasks: usize,
 }
 
 impl Default for DaemonOptions {
@@ -59,12 +77,19 @@ impl Default for DaemonOptions {
             default_cwd: home,
             socket_mode: 0o600,
             max_exited_sessions: 50,
+            gateway_listen: None,
+            gateway_socket: PathBuf::from(DEFAULT_GATEWAY_SOCKET),
+            drivers: DriverFactory::default(),
+            task_event_buffer: 100_000,
+            max_finished_tasks: 200,
         }
     }
 }
 
-/// Binds the socket (removing a stale file first), serves until SIGTERM or
-/// SIGINT, then kills every session and exec process group and removes the socket.
+/// Binds the socket (removing a stale file first), starts the gateway relay
+/// (if configured; a relay that cannot bind is logged, not fatal), serves
+/// until SIGTERM or SIGINT, then kills every session, exec and task process
+/// group and removes the socket.
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -85,6 +110,16 @@ where
 {
     let listener = bind(&opts.socket, opts.socket_mode).await?;
     let socket = opts.socket.clone();
+    let relay = match opts.gateway_listen {
+        Some(addr) => match spawn_gateway_relay(addr, opts.gateway_socket.clone()).await {
+            Ok((_, task)) => Some(task),
+            Err(e) => {
+                tracing::error!(listen = %addr, error = %e, "cannot start the gateway relay; agents will not reach the LLM gateway");
+                None
+            }
+        },
+        None => None,
+    };
     let daemon = Daemon::new(opts);
     tracing::info!(
         socket = %socket.display(),
@@ -113,6 +148,9 @@ where
         }
     }
     drop(listener);
+    if let Some(relay) = relay {
+        relay.abort();
+    }
     if let Err(e) = std::fs::remove_file(&socket) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(error = %e, "removing the socket");
@@ -173,10 +211,10 @@ impl ApiError {
     pub(crate) fn invalid(m: impl Into<String>) -> Self {
         Self::new(ErrorCode::Invalid, m)
     }
-    fn not_found(m: impl Into<String>) -> Self {
+    pub(crate) fn not_found(m: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, m)
     }
-    fn conflict(m: impl Into<String>) -> Self {
+    pub(crate) fn conflict(m: impl Into<String>) -> Self {
         Self::new(ErrorCode::Conflict, m)
     }
     fn protocol(m: impl Into<String>) -> Self {
@@ -201,12 +239,19 @@ pub(crate) struct Daemon {
     create_lock: tokio::sync::Mutex<()>,
     /// Process groups of running exec processes.
     execs: Mutex<HashSet<u32>>,
+    tasks: TaskManager,
     me: Weak<Daemon>,
 }
 
 impl Daemon {
     fn new(opts: DaemonOptions) -> Arc<Daemon> {
+        let tasks = TaskManager::new(
+            opts.drivers.clone(),
+            opts.task_event_buffer,
+            opts.max_finished_tasks,
+        );
         Arc::new_cyclic(|me| Daemon {
+            tasks,
             opts,
             started_at: sys::now_rfc3339(),
             sessions: Mutex::new(Vec::new()),
@@ -378,6 +423,7 @@ impl Daemon {
     }
 
     async fn shutdown(&self) {
+        self.tasks.shutdown();
         let execs: Vec<u32> = lock(&self.execs).iter().copied().collect();
         for pgid in execs {
             sys::signal_group(pgid, Signal::SIGKILL);
@@ -460,11 +506,7 @@ async fn handle_connection(d: Arc<Daemon>, stream: UnixStream) -> anyhow::Result
     let request = match frame.parse::<Request>() {
         Ok(r) => r,
         Err(e) => {
-            reply(
-                &mut wr,
-                Err(ApiError::protocol(format!("bad request: {e}"))),
-            )
-            .await?;
+            reply(&mut wr, Err(bad_request(&frame, &e))).await?;
             return Ok(());
         }
     };
@@ -512,6 +554,27 @@ async fn handle_connection(d: Arc<Daemon>, stream: UnixStream) -> anyhow::Result
             cols,
             rows,
         } => attach(d, &session, cols, rows, rd, wr).await?,
+        Request::TaskStart(req) => {
+            let r = d.tasks.start(req).await.map(Response::Task);
+            reply(&mut wr, r).await?;
+        }
+        Request::TaskSend { task, text } => {
+            let r = d.tasks.send(&task, &text).await.map(Response::Task);
+            reply(&mut wr, r).await?;
+        }
+        Request::TaskCancel { task } => {
+            let r = d.tasks.cancel(&task).await.map(Response::Task);
+            reply(&mut wr, r).await?;
+        }
+        Request::TaskGet { task } => {
+            let r = d.tasks.find(&task).map(|t| Response::Task(t.info()));
+            reply(&mut wr, r).await?;
+        }
+        Request::TaskList => {
+            let tasks = d.tasks.list();
+            reply(&mut wr, Ok(Response::Tasks { tasks })).await?;
+        }
+        Request::TaskEvents { task, after } => task_events(d, &task, after, rd, wr).await?,
         Request::Hello { .. } | Request::StdinEof | Request::Resize { .. } | Request::Detach => {
             reply(
                 &mut wr,
@@ -519,6 +582,85 @@ async fn handle_connection(d: Arc<Daemon>, stream: UnixStream) -> anyhow::Result
             )
             .await?
         }
+    }
+    Ok(())
+}
+
+/// The error for a request that does not parse; names unknown request types
+/// clearly (a newer client talking to this daemon).
+fn bad_request(frame: &crate::proto::Frame, e: &std::io::Error) -> ApiError {
+    let kind = serde_json::from_slice::<serde_json::Value>(&frame.payload)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string));
+    match kind {
+        Some(t) if e.to_string().contains("unknown variant") => ApiError::protocol(format!(
+            "unknown request {t:?}: this workspace daemon (berth {}) does not support it; restart the workspace to upgrade the daemon",
+            env!("CARGO_PKG_VERSION")
+        )),
+        _ => ApiError::protocol(format!("bad request: {e}")),
+    }
+}
+
+/// Streams a task's events with `seq > after`: the buffered ones, then live
+/// ones, until the client goes away or the task is forgotten.
+async fn task_events(
+    d: Arc<Daemon>,
+    id: &str,
+    after: u64,
+    mut rd: OwnedReadHalf,
+    mut wr: OwnedWriteHalf,
+) -> anyhow::Result<()> {
+    let task = match d.tasks.find(id) {
+        Ok(t) => t,
+        Err(e) => {
+            reply(&mut wr, Err(e)).await?;
+            return Ok(());
+        }
+    };
+    drop(d);
+    let mut seq_rx = task.subscribe();
+    write_control(&mut wr, &Response::TaskSubscribed { task: task.info() }).await?;
+    let output = async {
+        let mut cursor = after;
+        loop {
+            // Mark the current value seen *before* reading the buffer: an
+            // event appended after this point wakes `changed()` below.
+            seq_rx.borrow_and_update();
+            loop {
+                let (batch, forgotten) = task.events_after(cursor, task::BATCH);
+                if batch.is_empty() {
+                    if forgotten {
+                        return Ok::<(), std::io::Error>(());
+                    }
+                    break;
+                }
+                for event in batch {
+                    cursor = event.seq;
+                    write_control(&mut wr, &Response::TaskEvent { event }).await?;
+                }
+            }
+            if seq_rx.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    };
+    let input = async {
+        loop {
+            match read_frame(&mut rd).await {
+                Ok(Some(frame)) => {
+                    tracing::debug!(kind = ?frame.kind, "ignored frame during task events")
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "task events connection read failed");
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = output => r?,
+        () = input => tracing::debug!(task = %task.info().id, "task events subscriber left"),
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the daemon; one file per resource.
 
 pub mod system;
+pub mod tasks;
 pub mod terminal;
 pub mod workspaces;
 
@@ -49,6 +50,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/workspaces/{ws}/sessions/{session}/attach",
             get(terminal::attach),
         )
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{task}", get(tasks::show))
+        .route("/tasks/{task}/messages", post(tasks::send))
+        .route("/tasks/{task}/cancel", post(tasks::cancel))
+        .route("/tasks/{task}/events", get(tasks::events))
+        .route("/tasks/{task}/events/stream", get(tasks::stream))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -93,7 +93,9 @@ pub async fn create(
         Err(e) => Err(e),
     };
     audit(&state.store, &actor, "workspace.create", &target, &result).await;
-    Ok((StatusCode::CREATED, axum::Json(to_api(&result?))))
+    let w = result?;
+    state.gateways.ensure(&state, &w.id);
+    Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
@@ -183,7 +185,9 @@ pub async fn start(
         &result,
     )
     .await;
-    Ok(axum::Json(to_api(&result?)))
+    let w = result?;
+    state.gateways.ensure(&state, &w.id);
+    Ok(axum::Json(to_api(&w)))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/stop", tag = "workspaces",
@@ -232,7 +236,7 @@ pub async fn remove(
         &result,
     )
     .await;
-    result?;
+    state.gateways.stop(&result?.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

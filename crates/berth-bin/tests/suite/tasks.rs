@@ -1,0 +1,372 @@
+//! Agent tasks end to end: the four real agent CLIs inside a real workspace, reaching the
+//! scripted mock LLM only through berth's gateway.
+
+use std::time::Duration;
+
+use berth_test_support::mock_llm::{MockLlm, Script};
+use berth_test_support::{ensure_image, eventually, ServerOptions, TestServer};
+use serde_json::{json, Value};
+
+use crate::bin;
+
+const TURN: Duration = Duration::from_secs(180);
+const REAL_KEYS: [(&str, &str); 3] = [
+    ("ANTHROPIC", "real-anthropic-key-123"),
+    ("OPENAI", "real-openai-key-456"),
+    ("GEMINI", "real-gemini-key-789"),
+];
+
+async fn server_with(mock: &MockLlm) -> TestServer {
+    let mut env = Vec::new();
+    for (p, key) in REAL_KEYS {
+        env.push((format!("BERTH_{p}_BASE_URL"), mock.url()));
+        env.push((format!("BERTH_{p}_API_KEY"), key.to_owned()));
+    }
+    TestServer::start_with(
+        bin(),
+        ServerOptions {
+            env,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn wait_turn_over(s: &TestServer, id: &str) -> Value {
+    eventually(TURN, "the turn to end", || async {
+        let t = s.get(&format!("/api/v1/tasks/{id}")).await;
+        matches!(
+            t["state"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        )
+        .then_some(t)
+    })
+    .await
+}
+
+async fn events(s: &TestServer, id: &str) -> Vec<Value> {
+    let v = s.get(&format!("/api/v1/tasks/{id}/events")).await;
+    let list = v.as_array().unwrap().clone();
+    for (i, e) in list.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64 + 1, "seq contiguous from 1: {list:#?}");
+    }
+    list
+}
+
+fn types(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn upstream_text(mock: &MockLlm) -> String {
+    mock.requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One tool-call turn and a follow-up with a real agent CLI.
+async fn agent_round_trip(agent: &str) {
+    ensure_image().await;
+    let mock = MockLlm::start().await;
+    let s = server_with(&mock).await;
+    s.create_workspace(json!({"name": "agents", "memory": "2g", "pids": 2048}))
+        .await;
+    let prompt = format!("Create hello.txt containing hi, then say DONE. ({agent}-first-turn)");
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "agents", "agent": agent, "prompt": prompt})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let done = wait_turn_over(&s, &id).await;
+    let evs = events(&s, &id).await;
+    assert_eq!(done["state"], "completed", "{done}\n{evs:#?}\n{}", s.log());
+    let kinds = types(&evs);
+    let pos = |k: &str| kinds.iter().position(|t| t == k);
+    let (call, result, msg) = (pos("tool_call"), pos("tool_result"), pos("message"));
+    assert!(
+        call.is_some() && result.is_some() && msg.is_some(),
+        "{kinds:?}"
+    );
+    assert!(call < result && result < msg, "{kinds:?}");
+    assert!(
+        evs.iter()
+            .any(|e| e["type"] == "message" && e["text"].as_str().unwrap_or("").contains("DONE")),
+        "{evs:#?}"
+    );
+    assert_eq!(evs.last().unwrap()["type"], "status");
+    assert_eq!(evs.last().unwrap()["state"], "completed");
+    assert!(done["agent_session_id"].is_string(), "{done}");
+    assert!(
+        done["usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "{done}"
+    );
+
+    // The agent really ran its tool in the workspace.
+    let out = s.exec("agents", &["cat", "/home/agent/hello.txt"]).await;
+    assert_eq!(out["stdout"], "hi\n", "{out}");
+
+    // The upstream saw only real keys; the virtual key and the real key never crossed.
+    let reqs = mock.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        let auth: Vec<&String> = r
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "authorization" || n == "x-api-key" || n == "x-goog-api-key")
+            .map(|(_, v)| v)
+            .collect();
+        assert!(!auth.is_empty(), "{r:?}");
+        for v in auth {
+            assert!(
+                REAL_KEYS.iter().any(|(_, k)| v.contains(k)),
+                "upstream got {v}"
+            );
+        }
+    }
+    let env = s
+        .exec(
+            "agents",
+            &[
+                "sh",
+                "-c",
+                "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'",
+            ],
+        )
+        .await;
+    for (_, k) in REAL_KEYS {
+        assert!(
+            !env["stdout"].as_str().unwrap().contains(k),
+            "real key inside the workspace"
+        );
+    }
+
+    // A follow-up continues the same conversation: the upstream sees the first turn again.
+    let before = mock.requests().len();
+    let (st, t) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{id}/messages"),
+            Some(json!({"text": format!("And now the second turn ({agent}-second-turn)")})),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let done = wait_turn_over(&s, &id).await;
+    assert_eq!(done["state"], "completed", "{done}\n{}", s.log());
+    let later: Vec<String> = mock.requests()[before..]
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(
+        later
+            .iter()
+            .any(|b| b.contains(&format!("{agent}-second-turn"))
+                && b.contains(&format!("{agent}-first-turn"))),
+        "the follow-up request carries the earlier turn: {later:#?}"
+    );
+    let evs = events(&s, &id).await;
+    let users: Vec<&Value> = evs.iter().filter(|e| e["type"] == "user_message").collect();
+    assert_eq!(users.len(), 2, "{evs:#?}");
+    assert!(
+        users[1]["text"].as_str().unwrap().contains("second-turn"),
+        "{users:?}"
+    );
+}
+
+#[tokio::test]
+async fn claude_runs_a_tool_turn_and_a_follow_up() {
+    agent_round_trip("claude").await;
+}
+
+#[tokio::test]
+async fn codex_runs_a_tool_turn_and_a_follow_up() {
+    agent_round_trip("codex").await;
+}
+
+#[tokio::test]
+async fn gemini_runs_a_tool_turn_and_a_follow_up() {
+    agent_round_trip("gemini").await;
+}
+
+#[tokio::test]
+async fn opencode_runs_a_tool_turn_and_a_follow_up() {
+    agent_round_trip("opencode").await;
+}
+
+#[tokio::test]
+async fn cancel_ends_a_long_turn_and_events_survive_a_server_restart() {
+    ensure_image().await;
+    // The tool takes a while, so the server can die and come back in the middle of the turn.
+    let mock = MockLlm::start_with(Script {
+        shell_command: "sleep 6; echo hi > hello.txt".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut s = server_with(&mock).await;
+    s.create_workspace(json!({"name": "restart", "memory": "2g", "pids": 2048}))
+        .await;
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "restart", "agent": "claude", "prompt": "Create hello.txt, then say DONE."})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    // Wait for the tool call, then kill the server while the tool runs.
+    eventually(TURN, "the tool call", || async {
+        let evs = s.get(&format!("/api/v1/tasks/{id}/events")).await;
+        evs.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "tool_call")
+            .then_some(())
+    })
+    .await;
+    let seen = s.get(&format!("/api/v1/tasks/{id}")).await["last_seq"]
+        .as_u64()
+        .unwrap();
+    s.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.restart().await;
+    let done = wait_turn_over(&s, &id).await;
+    assert_eq!(done["state"], "completed", "{done}\n{}", s.log());
+    let evs = events(&s, &id).await; // asserts contiguous seq: no gap, no duplicate
+    assert!(evs.len() as u64 > seen);
+    let kinds = types(&evs);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "tool_result").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        s.exec("restart", &["cat", "hello.txt"]).await["stdout"],
+        "hi\n"
+    );
+
+    // Cancel a turn that hangs on the LLM.
+    let (st, _) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{id}/messages"),
+            Some(json!({"text": "SLOW: think for a long time"})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    eventually(TURN, "the turn to be running", || async {
+        let t = s.get(&format!("/api/v1/tasks/{id}")).await;
+        (t["state"] == "running").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = std::time::Instant::now();
+    let (st, t) = s
+        .call("POST", &format!("/api/v1/tasks/{id}/cancel"), None)
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(t["state"], "cancelled", "{t}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    // Cancelled is final.
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{id}/messages"),
+            Some(json!({"text": "more"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{v}"
+    );
+    let evs = events(&s, &id).await;
+    assert_eq!(evs.last().unwrap()["state"], "cancelled");
+    // No agent process is left behind.
+    let ps = s
+        .exec(
+            "restart",
+            &["sh", "-c", "ps -eo comm | grep -c claude || true"],
+        )
+        .await;
+    assert_eq!(ps["stdout"].as_str().unwrap().trim(), "0", "{ps}");
+    let _ = upstream_text(&mock);
+}
+
+#[tokio::test]
+async fn task_bad_input() {
+    ensure_image().await;
+    let mock = MockLlm::start().await;
+    let s = server_with(&mock).await;
+    s.create_workspace(json!({"name": "bad", "memory": "256m"}))
+        .await;
+    let cases = [
+        (
+            json!({"workspace": "bad", "agent": "cursor", "prompt": "x"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"workspace": "bad", "agent": "claude", "prompt": "  "}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"workspace": "nope", "agent": "claude", "prompt": "x"}),
+            404,
+            "not_found",
+        ),
+        (
+            json!({"workspace": "bad", "agent": "claude", "prompt": "x", "dir": "relative"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"workspace": "bad", "agent": "claude", "prompt": "x", "worktree": "a..b"}),
+            400,
+            "invalid_argument",
+        ),
+        (
+            json!({"workspace": "bad", "agent": "claude"}),
+            400,
+            "invalid_argument",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (st, v) = s.call("POST", "/api/v1/tasks", Some(body.clone())).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {v}"
+        );
+    }
+    let (st, v) = s.call("GET", "/api/v1/tasks/tk_nope", None).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
+    let (st, v) = s.call("GET", "/api/v1/tasks?state=bogus", None).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+    // A stopped workspace takes no task.
+    let (st, _) = s.call("POST", "/api/v1/workspaces/bad/stop", None).await;
+    assert_eq!(st, 200);
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "bad", "agent": "claude", "prompt": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{v}"
+    );
+    assert!(s.get("/api/v1/tasks").await.as_array().unwrap().is_empty());
+}

@@ -1,0 +1,59 @@
+//! Loopback relays: a TCP port inside the workspace forwarded to a Unix
+//! socket the server listens on (the workspace may have no network at all).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::task::JoinHandle;
+
+/// Listens on `listen` (e.g. `127.0.0.1:7788`, or port 0 for any free port)
+/// and relays every accepted connection to the Unix socket `socket`, copying
+/// bytes both ways until both sides are done. If the socket is missing or
+/// refuses the connection, the TCP connection is closed at once.
+///
+/// Returns the bound address and the accept loop's task (abort it to stop
+/// accepting; relayed connections in flight continue).
+pub async fn spawn_gateway_relay(
+    listen: SocketAddr,
+    socket: PathBuf,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let socket = Arc::new(socket);
+    tracing::info!(listen = %addr, socket = %socket.display(), "gateway relay listening");
+    let task = tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((tcp, peer)) => {
+                    tokio::spawn(relay_one(tcp, peer, socket.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "gateway relay: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok((addr, task))
+}
+
+async fn relay_one(mut tcp: TcpStream, peer: SocketAddr, socket: Arc<PathBuf>) {
+    let _ = tcp.set_nodelay(true);
+    let mut unix = match UnixStream::connect(socket.as_path()).await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(%peer, socket = %socket.display(), error = %e, "gateway relay: cannot reach the gateway; closing");
+            return;
+        }
+    };
+    match tokio::io::copy_bidirectional(&mut tcp, &mut unix).await {
+        Ok((up, down)) => tracing::trace!(%peer, up, down, "gateway relay: connection done"),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "gateway relay: connection ended with an error")
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! berth's LLM gateway: a streaming pass-through from agents to the real LLM providers.
+//!
+//! Each running workspace gets a Unix socket in its channel directory (`/run/berth/gateway.sock`
+//! inside); the workspace daemon relays a loopback port to it, so agents reach the gateway even
+//! in a workspace with no network at all. Agents authenticate with their task's virtual key; the
+//! gateway checks that the key belongs to a live task *of that workspace*, swaps in the real
+//! provider key, and streams the upstream response back chunk by chunk. Real keys and upstream
+//! addresses never enter a workspace.
+//!
+//! Paths: `/{provider}/{rest}` → `{provider base url}/{rest}`, provider ∈ anthropic, openai,
+//! gemini.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_domain::{Provider, Secret, WorkspaceId};
+use futures_util::TryStreamExt;
+
+use crate::auth::hash_token;
+use crate::state::AppState;
+
+/// One provider's real upstream.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+}
+
+/// The configured upstreams (`BERTH_{ANTHROPIC,OPENAI,GEMINI}_{BASE_URL,API_KEY}`).
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    pub anthropic: Upstream,
+    pub openai: Upstream,
+    pub gemini: Upstream,
+}
+
+impl Upstreams {
+    pub fn from_env() -> Self {
+        let get = |name: &str, default: &str| Upstream {
+            base_url: std::env::var(format!("BERTH_{name}_BASE_URL"))
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_owned()),
+            api_key: std::env::var(format!("BERTH_{name}_API_KEY"))
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new),
+        };
+        Self {
+            anthropic: get("ANTHROPIC", "https://api.anthropic.com"),
+            openai: get("OPENAI", "https://api.openai.com"),
+            gemini: get("GEMINI", "https://generativelanguage.googleapis.com"),
+        }
+    }
+
+    pub fn get(&self, p: Provider) -> &Upstream {
+        match p {
+            Provider::Anthropic => &self.anthropic,
+            Provider::Openai => &self.openai,
+            Provider::Gemini => &self.gemini,
+        }
+    }
+}
+
+/// The per-workspace gateway listeners.
+#[derive(Default)]
+pub struct Listeners {
+    running: Mutex<HashMap<WorkspaceId, tokio::task::JoinHandle<()>>>,
+}
+
+impl Listeners {
+    /// Makes sure the workspace's gateway socket is served (idempotent; rebinds when the socket
+    /// file went away, e.g. after the channel directory was recreated).
+    pub fn ensure(&self, state: &Arc<AppState>, ws: &WorkspaceId) {
+        let path = state.channel_dir(ws).join("gateway.sock");
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = running.get(ws) {
+            if !h.is_finished() && path.exists() {
+                return;
+            }
+            h.abort();
+        }
+        match bind(&path) {
+            Ok(listener) => {
+                let app = axum::Router::new()
+                    .route("/{provider}/{*rest}", axum::routing::any(forward))
+                    .with_state((state.clone(), ws.clone()));
+                let ws_name = ws.clone();
+                let handle = tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::warn!(workspace = %ws_name, error = %e, "gateway listener ended");
+                    }
+                });
+                running.insert(ws.clone(), handle);
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %ws, path = %path.display(), error = %e, "cannot serve the gateway socket")
+            }
+        }
+    }
+
+    pub fn stop(&self, ws: &WorkspaceId) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = running.remove(ws) {
+            h.abort();
+        }
+    }
+}
+
+fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path)?;
+    // The workspace user (uid 1000) connects; the directory itself is private to the workspace.
+    crate::binary::set_mode(path, 0o666)?;
+    Ok(l)
+}
+
+/// The virtual key, from wherever the agent's SDK puts it.
+fn virtual_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    if let Some(k) = h("x-api-key").or_else(|| h("x-goog-api-key")) {
+        return Some(k);
+    }
+    if let Some(b) = h("authorization") {
+        if let Some(k) = b
+            .strip_prefix("Bearer ")
+            .or_else(|| b.strip_prefix("bearer "))
+        {
+            return Some(k.trim().to_owned());
+        }
+    }
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("key=").map(str::to_owned))
+}
+
+/// An error in the provider's own shape, so the agent CLI shows a sensible message.
+fn provider_error(p: Option<Provider>, status: StatusCode, message: &str) -> Response {
+    let body = match p {
+        Some(Provider::Anthropic) => serde_json::json!({
+            "type": "error",
+            "error": {"type": if status == StatusCode::UNAUTHORIZED { "authentication_error" } else { "api_error" }, "message": message}
+        }),
+        Some(Provider::Gemini) => serde_json::json!({
+            "error": {"code": status.as_u16(), "message": message, "status": if status == StatusCode::UNAUTHORIZED { "UNAUTHENTICATED" } else { "UNAVAILABLE" }}
+        }),
+        _ => serde_json::json!({
+            "error": {"message": message, "type": "berth_gateway_error", "code": status.as_u16()}
+        }),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+const HOP_BY_HOP: [&str; 10] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "content-length",
+    "accept-encoding",
+];
+const AUTH_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
+
+async fn forward(
+    State((state, ws)): State<(Arc<AppState>, WorkspaceId)>,
+    UrlPath((provider, rest)): UrlPath<(String, String)>,
+    req: Request,
+) -> Response {
+    let Some(p) = Provider::parse(&provider) else {
+        return provider_error(
+            None,
+            StatusCode::NOT_FOUND,
+            &format!("berth gateway: unknown provider {provider:?}"),
+        );
+    };
+    let query = req.uri().query().map(str::to_owned);
+    let Some(key) = virtual_key(req.headers(), query.as_deref()) else {
+        return provider_error(
+            Some(p),
+            StatusCode::UNAUTHORIZED,
+            "berth gateway: no API key in the request",
+        );
+    };
+    let task = match state.store.find_task_by_key_hash(&hash_token(&key)).await {
+        Ok(Some(t)) if t.workspace_id == ws && !t.state.is_final() => t,
+        Ok(_) => {
+            return provider_error(
+                Some(p),
+                StatusCode::UNAUTHORIZED,
+                "berth gateway: unknown, revoked or foreign virtual key",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "gateway key lookup");
+            return provider_error(
+                Some(p),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "berth gateway: internal error",
+            );
+        }
+    };
+    let upstream = state.upstreams.get(p);
+    let Some(real_key) = upstream.api_key.clone() else {
+        let name = p.as_str().to_ascii_uppercase();
+        return provider_error(
+            Some(p),
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "berth gateway: no upstream key for {} (set BERTH_{name}_API_KEY on the server)",
+                p.as_str()
+            ),
+        );
+    };
+    let url = upstream_url(&upstream.base_url, &rest, query.as_deref());
+    let method = req.method().clone();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in req.headers() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || AUTH_HEADERS.contains(&n) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    let (auth_name, auth_value) = match p {
+        Provider::Anthropic => ("x-api-key", real_key.expose().to_owned()),
+        Provider::Openai => ("authorization", format!("Bearer {}", real_key.expose())),
+        Provider::Gemini => ("x-goog-api-key", real_key.expose().to_owned()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&auth_value) {
+        headers.insert(HeaderName::from_static(auth_name), v);
+    }
+    let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => {
+            return provider_error(
+                Some(p),
+                StatusCode::BAD_REQUEST,
+                &format!("berth gateway: request body: {e}"),
+            )
+        }
+    };
+    tracing::debug!(task = %task.id, provider = p.as_str(), path = %rest, "gateway call");
+    let resp = match state
+        .http
+        .request(method, &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(task = %task.id, error = %e, "gateway upstream unreachable");
+            return provider_error(
+                Some(p),
+                StatusCode::BAD_GATEWAY,
+                &format!("berth gateway: the {} upstream is unreachable", p.as_str()),
+            );
+        }
+    };
+    let status = resp.status();
+    let mut out = Response::builder().status(status.as_u16());
+    for (name, value) in resp.headers() {
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
+        }
+        out = out.header(name, value);
+    }
+    // Chunk by chunk: no buffering of streamed (SSE) responses.
+    let stream = resp.bytes_stream().map_err(std::io::Error::other);
+    out.body(Body::from_stream(stream)).unwrap_or_else(|_| {
+        provider_error(
+            Some(p),
+            StatusCode::BAD_GATEWAY,
+            "berth gateway: bad upstream response",
+        )
+    })
+}
+
+/// `base` + `/` + `rest` (+ query without the virtual key), tolerating a base that already ends
+/// in the API version the agent also sends (`https://api.openai.com/v1` + `v1/responses`).
+pub fn upstream_url(base: &str, rest: &str, query: Option<&str>) -> String {
+    let base = base.trim_end_matches('/');
+    let mut rest = rest.trim_start_matches('/');
+    for version in ["v1/", "v1beta/"] {
+        let v = version.trim_end_matches('/');
+        if base.ends_with(&format!("/{v}")) && rest.starts_with(version) {
+            rest = &rest[version.len()..];
+        }
+    }
+    let mut url = format!("{base}/{rest}");
+    if let Some(q) = query {
+        let kept: Vec<&str> = q
+            .split('&')
+            .filter(|kv| !kv.starts_with("key=") && !kv.is_empty())
+            .collect();
+        if !kept.is_empty() {
+            url.push('?');
+            url.push_str(&kept.join("&"));
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            upstream_url(
+                "https://api.anthropic.com",
+                "v1/messages",
+                Some("beta=true")
+            ),
+            "https://api.anthropic.com/v1/messages?beta=true"
+        );
+        assert_eq!(
+            upstream_url("https://api.openai.com/v1/", "v1/responses", None),
+            "https://api.openai.com/v1/responses"
+        );
+        assert_eq!(
+            upstream_url(
+                "http://127.0.0.1:9",
+                "v1beta/models/m:streamGenerateContent",
+                Some("alt=sse&key=bvk_x")
+            ),
+            "http://127.0.0.1:9/v1beta/models/m:streamGenerateContent?alt=sse"
+        );
+    }
+
+    #[test]
+    fn keys_from_any_sdk() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static("a"));
+        assert_eq!(virtual_key(&h, None).as_deref(), Some("a"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer b"));
+        assert_eq!(virtual_key(&h, None).as_deref(), Some("b"));
+        let mut h = HeaderMap::new();
+        h.insert("x-goog-api-key", HeaderValue::from_static("c"));
+        assert_eq!(virtual_key(&h, None).as_deref(), Some("c"));
+        assert_eq!(
+            virtual_key(&HeaderMap::new(), Some("alt=sse&key=d")).as_deref(),
+            Some("d")
+        );
+        assert_eq!(virtual_key(&HeaderMap::new(), Some("alt=sse")), None);
+    }
+}

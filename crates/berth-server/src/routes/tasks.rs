@@ -1,0 +1,213 @@
+//! `/tasks`: agent tasks and their event streams.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::Extension;
+use berth_api as api;
+use berth_domain::TaskState;
+
+use super::{parse_body, Query};
+use crate::auth::{audit, Actor};
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle;
+use crate::state::AppState;
+use crate::tasks;
+
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", request_body = api::CreateTask,
+    responses((status = 201, body = api::Task), (status = 400, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
+        (status = 503, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let req = parse_body::<api::CreateTask>(&body);
+    let target = req
+        .as_ref()
+        .map(|r| r.workspace.clone())
+        .unwrap_or_else(|_| "(invalid request)".into());
+    let result = match req {
+        Ok(r) => tasks::create(&state, r).await,
+        Err(e) => Err(e),
+    };
+    let target = match &result {
+        Ok(t) => format!("{}:{}", t.workspace, t.id),
+        Err(_) => target,
+    };
+    audit(&state.store, &actor, "task.create", &target, &result).await;
+    Ok((StatusCode::CREATED, axum::Json(tasks::to_api(&result?))))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(api::TaskQuery),
+    responses((status = 200, body = [api::Task]), (status = 400, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<api::TaskQuery>,
+) -> ApiResult<axum::Json<Vec<api::Task>>> {
+    let ws = match &q.workspace {
+        Some(w) => Some(lifecycle::resolve(&state, w).await?.id),
+        None => None,
+    };
+    let st = match &q.state {
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown state {s:?}: use queued, starting, running, waiting, completed, failed or cancelled"
+            ))
+        })?),
+        None => None,
+    };
+    let all = state.store.list_tasks(ws.as_ref(), st).await?;
+    Ok(axum::Json(all.iter().map(tasks::to_api).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}", tag = "tasks",
+    params(("task" = String, Path, description = "task id")),
+    responses((status = 200, body = api::Task), (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<api::Task>> {
+    Ok(axum::Json(tasks::to_api(&tasks::get(&state, &id).await?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks/{task}/messages", tag = "tasks", request_body = api::SendMessage,
+    params(("task" = String, Path, description = "task id")),
+    responses((status = 200, body = api::Task), (status = 400, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn send(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::Json<api::Task>> {
+    let result = match parse_body::<api::SendMessage>(&body) {
+        Ok(m) => tasks::send(&state, &id, &m.text).await,
+        Err(e) => Err(e),
+    };
+    audit(&state.store, &actor, "task.send", &id, &result).await;
+    Ok(axum::Json(tasks::to_api(&result?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks/{task}/cancel", tag = "tasks",
+    params(("task" = String, Path, description = "task id")),
+    responses((status = 200, body = api::Task), (status = 404, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<api::Task>> {
+    let result = tasks::cancel(&state, &id).await;
+    audit(&state.store, &actor, "task.cancel", &id, &result).await;
+    Ok(axum::Json(tasks::to_api(&result?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/events", tag = "tasks",
+    params(("task" = String, Path, description = "task id"), api::EventsQuery),
+    responses((status = 200, description = "TaskEvent objects, ascending seq", body = [Object]),
+        (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<api::EventsQuery>,
+) -> ApiResult<axum::Json<Vec<api::TaskEvent>>> {
+    tasks::get(&state, &id).await?;
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
+    Ok(axum::Json(
+        state
+            .store
+            .task_events(&id, q.after.unwrap_or(0), limit)
+            .await?,
+    ))
+}
+
+/// The live event stream (Server-Sent Events). Every stored event with `seq > after` (or the
+/// `Last-Event-ID` header) first, then new ones as they are stored; each SSE message carries
+/// `id: seq`, `event: type`, `data: TaskEvent`. Ends when the task is failed or cancelled.
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/events/stream", tag = "tasks",
+    params(("task" = String, Path, description = "task id"), api::EventsQuery),
+    responses((status = 200, content_type = "text/event-stream", description = "SSE of TaskEvent"),
+        (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<api::EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    tasks::get(&state, &id).await?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let after = q.after.or(last_event_id).unwrap_or(0);
+    // Subscribe before the first read, so nothing stored in between is missed.
+    let rx = state.tasks.subscribe(&id);
+    let init = (
+        state,
+        id,
+        after,
+        rx,
+        std::collections::VecDeque::<api::TaskEvent>::new(),
+        false,
+    );
+    let s = futures_util::stream::unfold(
+        init,
+        |(state, id, mut after, mut rx, mut pending, mut done)| async move {
+            loop {
+                if let Some(ev) = pending.pop_front() {
+                    after = ev.seq;
+                    let value = serde_json::to_value(&ev).unwrap_or_default();
+                    let kind = value["type"].as_str().unwrap_or("event").to_owned();
+                    let sse = Event::default()
+                        .id(ev.seq.to_string())
+                        .event(kind)
+                        .data(value.to_string());
+                    return Some((
+                        Ok::<_, Infallible>(sse),
+                        (state, id, after, rx, pending, done),
+                    ));
+                }
+                if done {
+                    return None;
+                }
+                rx.borrow_and_update();
+                match state.store.task_events(&id, after, 1000).await {
+                    Ok(batch) if !batch.is_empty() => {
+                        pending.extend(batch);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(task = %id, error = %e, "reading task events");
+                        return None;
+                    }
+                }
+                match state.store.task(&id).await {
+                    Ok(t) if t.state.is_final() && t.last_seq <= after => {
+                        done = true;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    );
+    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+}
