@@ -400,6 +400,29 @@ pub async fn ensure_broken_image() -> String {
         return tag;
     }
     let dockerfile = format!("FROM {from}\nENTRYPOINT [\"/bin/false\"]\n");
+    build_small_image(&rt, &tag, &dockerfile).await;
+    tag
+}
+
+/// The workspace image minus one agent CLI, for the "CLI missing" case.
+pub async fn ensure_image_without(cli: &str) -> String {
+    let base = ensure_image().await;
+    let rt = DockerRuntime::connect(Some(&engine())).unwrap();
+    let tag = format!(
+        "localhost/berth-test-no-{cli}:{}",
+        base.rsplit(':').next().unwrap_or("x")
+    );
+    use berth_runtime::Runtime;
+    if rt.image_exists(&tag).await.unwrap() {
+        return tag;
+    }
+    let dockerfile =
+        format!("FROM {base}\nUSER root\nRUN rm -f /usr/local/bin/{cli}\nUSER agent\n");
+    build_small_image(&rt, &tag, &dockerfile).await;
+    tag
+}
+
+async fn build_small_image(rt: &DockerRuntime, tag: &str, dockerfile: &str) {
     let mut tar = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);
@@ -409,7 +432,7 @@ pub async fn ensure_broken_image() -> String {
         .unwrap();
     let body = tar.into_inner().unwrap();
     let opts = bollard::image::BuildImageOptions {
-        t: tag.clone(),
+        t: tag.to_owned(),
         rm: true,
         ..Default::default()
     };
@@ -417,7 +440,6 @@ pub async fn ensure_broken_image() -> String {
     let creds = Some(std::collections::HashMap::new());
     let mut stream = rt.client().build_image(opts, creds, Some(body.into()));
     while let Some(item) = stream.next().await {
-        item.expect("building the broken test image");
+        item.expect("building a test image");
     }
-    tag
 }

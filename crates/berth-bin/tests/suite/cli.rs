@@ -67,7 +67,7 @@ async fn cli_workspace_exec_session_flow() {
         "-c",
         "echo oops >&2; exit 7",
     ]);
-    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(o.status.code(), Some(7), "stderr: {}", stderr(&o));
     assert!(stderr(&o).contains("oops"));
     let o = s.cli_with_stdin(&["exec", "acme-web", "--", "wc", "-c"], &[b'z'; 100_000]);
     assert_eq!(stdout(&o).trim(), "100000");

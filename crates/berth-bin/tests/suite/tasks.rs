@@ -370,3 +370,126 @@ async fn task_bad_input() {
     );
     assert!(s.get("/api/v1/tasks").await.as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn cli_task_run_logs_and_parallel_worktrees() {
+    ensure_image().await;
+    let mock = MockLlm::start().await;
+    let s = server_with(&mock).await;
+    s.create_workspace(json!({"name": "cli", "memory": "2g", "pids": 2048}))
+        .await;
+    // A repository to work in, with two tasks on their own worktrees in parallel.
+    let init = s
+        .exec(
+            "cli",
+            &[
+                "sh",
+                "-c",
+                "git init -q -b main ~/repo && cd ~/repo && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m init && echo ok",
+            ],
+        )
+        .await;
+    assert_eq!(init["stdout"], "ok\n", "{init}");
+    let o = s.cli(&[
+        "task",
+        "run",
+        "cli",
+        "--agent",
+        "claude",
+        "--dir",
+        "~/repo",
+        "--worktree",
+        "feature-a",
+        "--detach",
+        "Create hello.txt, then say DONE.",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(a.starts_with("tk_"), "{a}");
+    // The second one runs in the foreground and streams its events until the turn is over.
+    let o = s.cli(&[
+        "task",
+        "run",
+        "cli",
+        "--agent",
+        "codex",
+        "--dir",
+        "~/repo",
+        "--worktree",
+        "feature-b",
+        "--json",
+        "Create hello.txt, then say DONE.",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (i, e) in lines.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64 + 1, "{out}");
+    }
+    assert_eq!(lines.last().unwrap()["state"], "completed", "{out}");
+    let a_done = wait_turn_over(&s, &a).await;
+    assert_eq!(a_done["state"], "completed", "{a_done}");
+    // Each task wrote into its own worktree on its own branch.
+    let check = s
+        .exec(
+            "cli",
+            &["sh", "-c", "cd ~/repo && git worktree list | wc -l && git for-each-ref --format='%(refname:short)' 'refs/heads/feature-*' && ls ~/.berth/worktrees/*/hello.txt | wc -l"],
+        )
+        .await;
+    assert_eq!(check["stdout"], "3\nfeature-a\nfeature-b\n2\n", "{check}");
+
+    // list, show, logs through the CLI.
+    let o = s.cli(&["task", "list", "--workspace", "cli", "--json"]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let o = s.cli(&["task", "show", &a]);
+    let shown = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        shown.contains("completed") && shown.contains("claude") && shown.contains("feature-a"),
+        "{shown}"
+    );
+    let o = s.cli(&["task", "logs", &a]);
+    let logs = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        logs.contains("DONE") && logs.contains("echo hi > hello.txt"),
+        "{logs}"
+    );
+    // Bad input through the CLI: one line, non-zero.
+    let o = s.cli(&["task", "send", "tk_nope", "hello"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("error: "));
+}
+
+#[tokio::test]
+async fn a_missing_agent_cli_fails_the_task_with_a_reason() {
+    let image = berth_test_support::ensure_image_without("claude").await;
+    let mock = MockLlm::start().await;
+    let s = server_with(&mock).await;
+    s.create_workspace(json!({"name": "nocli", "memory": "256m", "image": image}))
+        .await;
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "nocli", "agent": "claude", "prompt": "hi"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    let done = wait_turn_over(&s, task["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed");
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`claude` is not installed"),
+        "{done}"
+    );
+    assert!(mock.requests().is_empty());
+}
