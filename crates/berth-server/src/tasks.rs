@@ -130,7 +130,7 @@ async fn follow_loop(state: &Arc<AppState>, id: &str) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        match pump(state, &task, gen).await {
+        match pump(state, &task).await {
             Pump::TurnOver => {
                 if state.tasks.may_stop(id, gen) {
                     return;
@@ -159,7 +159,7 @@ enum Pump {
 }
 
 /// Streams events after the stored ones into the store until the turn is over.
-async fn pump(state: &Arc<AppState>, task: &Task, _gen: u64) -> Pump {
+async fn pump(state: &Arc<AppState>, task: &Task) -> Pump {
     let client = state.daemon(&task.workspace_id);
     let mut stream = match client.task_events(&task.id, task.last_seq).await {
         Ok(s) => s,
@@ -302,7 +302,7 @@ pub async fn create(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiRes
     }
     let id = TaskId::generate().to_string();
     let key = generate_token();
-    let task = state
+    state
         .store
         .insert_task(&NewTask {
             id: id.clone(),
@@ -352,7 +352,6 @@ pub async fn create(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiRes
         }
     };
     follow(state, &id);
-    let _ = task;
     caught_up(state, &id, info.last_seq).await
 }
 
