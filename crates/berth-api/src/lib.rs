@@ -426,6 +426,91 @@ pub struct EventsQuery {
 /// `tool_call`, `tool_result`, `file_change`, `usage`, `error`, `turn_completed`, `log`, `raw`).
 pub type TaskEvent = berth_domain::TaskEvent;
 
+/// `GET /api/v1/usage`: LLM usage through the gateway.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct UsageQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Workspace reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// RFC 3339 time, a date (`2026-11-01`), or a duration back from now (`24h`, `7d`, `30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// Totals of one workspace × provider × model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UsageRow {
+    pub tenant: String,
+    pub workspace: String,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub calls: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct UsageReport {
+    /// The `since` bound applied, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    pub rows: Vec<UsageRow>,
+    /// Sum of all rows (tenant/workspace/provider empty).
+    pub total: UsageRow,
+}
+
+/// A token and/or cost budget of a tenant or a workspace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Budget {
+    /// `tenant` or `workspace`.
+    pub scope: String,
+    /// Tenant name, or the workspace's `tenant/name`.
+    pub target: String,
+    /// `day`, `month` or `total`.
+    pub period: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Spent in the current period (input + output tokens).
+    pub spent_tokens: u64,
+    pub spent_cost_usd: f64,
+}
+
+/// `PUT /api/v1/budgets`: set (replace) the budget of one tenant or one workspace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// `day` (default), `month` or `total`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+}
+
+/// `DELETE /api/v1/budgets?tenant=T` or `?workspace=W`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct BudgetTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,14 @@ pub(crate) async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
             let client = client(&conn, ctx)?;
             crate::task::task(cmd, &client, ctx).await
         }
+        Command::Usage(args) => {
+            let client = client(&args.conn, ctx)?;
+            usage(args, &client, ctx).await
+        }
+        Command::Budget { cmd, conn } => {
+            let client = client(&conn, ctx)?;
+            budget(cmd, &client, ctx).await
+        }
         Command::Audit(args) => {
             let client = client(&args.conn, ctx)?;
             let q = AuditQuery {
@@ -461,6 +469,151 @@ async fn session(cmd: SessionCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<
                 .delete(&session_path(&ws, &session), &[] as &[(&str, &str)])
                 .await?;
             ctx.print(&format!("removed session {session} from {ws}\n"))?;
+            Ok(0)
+        }
+    }
+}
+
+async fn usage(args: crate::UsageArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    let q = berth_api::UsageQuery {
+        tenant: args.tenant,
+        workspace: args.workspace,
+        since: args.since,
+    };
+    let v = client.get_query_value("/usage", &q).await?;
+    if args.json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let report: berth_api::UsageReport = decode(v)?;
+    ctx.print(&usage_table(&report))?;
+    Ok(0)
+}
+
+fn cost(c: Option<f64>) -> String {
+    c.map(|c| format!("${c:.4}")).unwrap_or_else(|| "-".into())
+}
+
+pub(crate) fn usage_table(r: &berth_api::UsageReport) -> String {
+    if r.rows.is_empty() {
+        return "no LLM calls recorded\n".into();
+    }
+    let row = |u: &berth_api::UsageRow, ws: &str, p: &str, m: &str| {
+        vec![
+            ws.to_owned(),
+            p.to_owned(),
+            m.to_owned(),
+            u.calls.to_string(),
+            u.errors.to_string(),
+            u.input_tokens.to_string(),
+            u.output_tokens.to_string(),
+            u.cache_read_tokens.to_string(),
+            cost(u.cost_usd),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|u| {
+            row(
+                u,
+                &u.workspace,
+                &u.provider,
+                u.model.as_deref().unwrap_or("-"),
+            )
+        })
+        .collect();
+    rows.push(row(&r.total, "TOTAL", "", ""));
+    table(
+        &[
+            "WORKSPACE",
+            "PROVIDER",
+            "MODEL",
+            "CALLS",
+            "ERRORS",
+            "INPUT",
+            "OUTPUT",
+            "CACHED",
+            "COST",
+        ],
+        &rows,
+    )
+}
+
+async fn budget(cmd: crate::BudgetCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    match cmd {
+        crate::BudgetCmd::Set {
+            target,
+            tokens,
+            cost: max_cost,
+            period,
+            json,
+        } => {
+            let body = berth_api::SetBudget {
+                tenant: target.tenant,
+                workspace: target.workspace,
+                period: Some(period),
+                max_tokens: tokens,
+                max_cost_usd: max_cost,
+            };
+            let v = client.put_value("/budgets", &body).await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let b: berth_api::Budget = decode(v)?;
+                ctx.print(&format!("budget set for {} {}\n", b.scope, b.target))?;
+            }
+            Ok(0)
+        }
+        crate::BudgetCmd::List { json } => {
+            let v = client.get_value("/budgets").await?;
+            if json {
+                ctx.print_json(&v)?;
+                return Ok(0);
+            }
+            let list: Vec<berth_api::Budget> = decode(v)?;
+            if list.is_empty() {
+                ctx.print("no budgets\n")?;
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.scope.clone(),
+                        b.target.clone(),
+                        b.period.clone(),
+                        b.max_tokens
+                            .map(|t| t.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        b.spent_tokens.to_string(),
+                        cost(b.max_cost_usd),
+                        format!("${:.4}", b.spent_cost_usd),
+                    ]
+                })
+                .collect();
+            ctx.print(&table(
+                &[
+                    "SCOPE",
+                    "TARGET",
+                    "PERIOD",
+                    "MAX TOKENS",
+                    "SPENT TOKENS",
+                    "MAX COST",
+                    "SPENT COST",
+                ],
+                &rows,
+            ))?;
+            Ok(0)
+        }
+        crate::BudgetCmd::Rm { target } => {
+            let q = berth_api::BudgetTarget {
+                tenant: target.tenant.clone(),
+                workspace: target.workspace.clone(),
+            };
+            client.delete("/budgets", &q).await?;
+            let who = target.tenant.or(target.workspace).unwrap_or_default();
+            ctx.print(&format!("budget removed for {who}\n"))?;
             Ok(0)
         }
     }

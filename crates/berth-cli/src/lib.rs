@@ -76,6 +76,15 @@ pub enum Command {
     },
     /// Show the audit log, newest first
     Audit(AuditArgs),
+    /// LLM usage through berth's gateway: calls, tokens, cost
+    Usage(UsageArgs),
+    /// Token/cost budgets of tenants and workspaces
+    Budget {
+        #[command(subcommand)]
+        cmd: BudgetCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// The workspace base image: status and build
     Image {
         #[command(subcommand)]
@@ -396,6 +405,66 @@ pub struct AuditArgs {
     pub json: bool,
     #[command(flatten)]
     pub conn: ConnArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UsageArgs {
+    /// Only this tenant
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this workspace
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Since an RFC 3339 time, a date (2026-11-01) or a duration back from now (24h, 7d)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print the API's JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Whose budget: exactly one of --tenant or --workspace.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct BudgetTargetArgs {
+    /// A tenant's budget (all its workspaces together)
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// One workspace's budget
+    #[arg(long)]
+    pub workspace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetCmd {
+    /// Set (replace) a budget
+    Set {
+        #[command(flatten)]
+        target: BudgetTargetArgs,
+        /// Maximum input + output tokens per period
+        #[arg(long)]
+        tokens: Option<u64>,
+        /// Maximum cost in USD per period (from the server's price table)
+        #[arg(long)]
+        cost: Option<f64>,
+        /// day, month or total
+        #[arg(long, default_value = "day", value_parser = ["day", "month", "total"])]
+        period: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List budgets with what is spent in the current period
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a budget
+    Rm {
+        #[command(flatten)]
+        target: BudgetTargetArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

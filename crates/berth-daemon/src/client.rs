@@ -408,7 +408,20 @@ impl DaemonClient {
     /// SIGINT, and its process group SIGKILL 3 s later). Idempotent on a
     /// cancelled task; [`DaemonError::Conflict`] on a failed one.
     pub async fn task_cancel(&self, id: &str) -> Result<TaskInfo, DaemonError> {
-        let req = Request::TaskCancel { task: id.into() };
+        self.task_stop(id, None).await
+    }
+
+    /// Stops the task like a cancel, but it ends `failed` with `reason` (a decision made outside
+    /// the agent, such as an exhausted budget).
+    pub async fn task_fail(&self, id: &str, reason: &str) -> Result<TaskInfo, DaemonError> {
+        self.task_stop(id, Some(reason.into())).await
+    }
+
+    async fn task_stop(&self, id: &str, fail: Option<String>) -> Result<TaskInfo, DaemonError> {
+        let req = Request::TaskCancel {
+            task: id.into(),
+            fail,
+        };
         match self.call(req).await.map_err(older_daemon("task_cancel"))?.1 {
             Response::Task(info) => Ok(info),
             other => Err(unexpected("task", &other)),

@@ -232,6 +232,9 @@ pub enum Request {
     },
     TaskCancel {
         task: String,
+        /// End the task `failed` with this reason instead of `cancelled`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fail: Option<String>,
     },
     TaskGet {
         task: String,

@@ -850,3 +850,39 @@ async fn unknown_requests_get_a_clear_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_stop_with_a_reason_ends_the_task_failed() {
+    let d = TestDaemon::start().await;
+    let c = &d.client;
+    c.task_start(d.spec("budget", "echo 'session b'; sleep 60"))
+        .await
+        .unwrap();
+    let mut s = c.task_events("budget", 0).await.unwrap();
+    read_until(&mut s, |e| matches!(&e.kind, EventKind::Session { .. })).await;
+    let info = c
+        .task_fail("budget", "budget_exceeded: 10 of 10 tokens")
+        .await
+        .unwrap();
+    assert_eq!(info.state, TaskState::Failed);
+    assert_eq!(
+        info.reason.as_deref(),
+        Some("budget_exceeded: 10 of 10 tokens")
+    );
+    let last = read_until(&mut s, |e| {
+        matches!(
+            &e.kind,
+            EventKind::Status {
+                state: TaskState::Failed,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(
+        matches!(&last.last().unwrap().kind, EventKind::Status { reason: Some(r), .. } if r.starts_with("budget_exceeded"))
+    );
+    // Failed is final: a later cancel is refused, nothing more can be sent.
+    assert!(c.task_cancel("budget").await.is_err());
+    assert!(c.task_send("budget", "more").await.is_err());
+}

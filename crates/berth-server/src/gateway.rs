@@ -19,10 +19,12 @@ use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_domain::{Provider, Secret, WorkspaceId};
-use futures_util::TryStreamExt;
+
+use berth_store::LlmCall;
 
 use crate::auth::hash_token;
 use crate::state::AppState;
+use crate::usage_tap::{request_model, UsageTap};
 
 /// One provider's real upstream.
 #[derive(Debug, Clone)]
@@ -213,6 +215,32 @@ async fn forward(
             );
         }
     };
+    let ws_row = match state.store.find_workspace_by_id(&ws).await {
+        Ok(Some(w)) => w,
+        _ => {
+            return provider_error(
+                Some(p),
+                StatusCode::UNAUTHORIZED,
+                "berth gateway: unknown workspace",
+            )
+        }
+    };
+    if let Some(over) = over_budget(&state, ws_row.tenant.as_str(), ws.as_str()).await {
+        tracing::warn!(task = %task.id, "{over}");
+        // End the task `failed{budget_exceeded}`; the agent gets the reason in its provider's shape.
+        let daemon = state.daemon(&ws);
+        let (id, reason) = (task.id.clone(), format!("budget_exceeded: {over}"));
+        tokio::spawn(async move {
+            if let Err(e) = daemon.task_fail(&id, &reason).await {
+                tracing::warn!(task = %id, error = %e, "could not stop the task over budget");
+            }
+        });
+        return provider_error(
+            Some(p),
+            StatusCode::FORBIDDEN,
+            &format!("berth gateway: {over}"),
+        );
+    }
     let upstream = state.upstreams.get(p);
     let Some(real_key) = upstream.api_key.clone() else {
         let name = p.as_str().to_ascii_uppercase();
@@ -254,6 +282,17 @@ async fn forward(
         }
     };
     tracing::debug!(task = %task.id, provider = p.as_str(), path = %rest, "gateway call");
+    let started = std::time::Instant::now();
+    let mut call = LlmCall {
+        workspace_id: ws.to_string(),
+        workspace: ws_row.qualified_name(),
+        tenant: ws_row.tenant.to_string(),
+        task_id: task.id.clone(),
+        provider: p.as_str().to_owned(),
+        model: request_model(p, &rest, &body),
+        path: rest.clone(),
+        ..Default::default()
+    };
     let resp = match state
         .http
         .request(method, &url)
@@ -265,6 +304,10 @@ async fn forward(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(task = %task.id, error = %e, "gateway upstream unreachable");
+            call.status = 502;
+            call.latency_ms = started.elapsed().as_millis() as u64;
+            call.error = Some("upstream unreachable".into());
+            record(&state, call);
             return provider_error(
                 Some(p),
                 StatusCode::BAD_GATEWAY,
@@ -273,6 +316,13 @@ async fn forward(
         }
     };
     let status = resp.status();
+    call.status = status.as_u16();
+    call.ttfb_ms = Some(started.elapsed().as_millis() as u64);
+    let sse = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut out = Response::builder().status(status.as_u16());
     for (name, value) in resp.headers() {
         if HOP_BY_HOP.contains(&name.as_str()) {
@@ -280,15 +330,154 @@ async fn forward(
         }
         out = out.header(name, value);
     }
-    // Chunk by chunk: no buffering of streamed (SSE) responses.
-    let stream = resp.bytes_stream().map_err(std::io::Error::other);
-    out.body(Body::from_stream(stream)).unwrap_or_else(|_| {
+    // Chunk by chunk: no buffering of streamed (SSE) responses. Usage is counted on a copy as
+    // the chunks pass, and the call is recorded when the body ends (or the agent hangs up).
+    let metered = Metered {
+        inner: Box::pin(resp.bytes_stream()),
+        tap: UsageTap::new(p, sse),
+        call: Some(call),
+        started,
+        state: state.clone(),
+    };
+    out.body(Body::from_stream(metered)).unwrap_or_else(|_| {
         provider_error(
             Some(p),
             StatusCode::BAD_GATEWAY,
             "berth gateway: bad upstream response",
         )
     })
+}
+
+/// Whether a budget of the workspace or its tenant is used up; the message says which.
+async fn over_budget(state: &AppState, tenant: &str, ws: &str) -> Option<String> {
+    let budgets = match state.store.budgets_for(tenant, ws).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "reading budgets");
+            return None;
+        }
+    };
+    for b in budgets {
+        let since = period_start(&b.period);
+        let spent = match state.store.spent(&b, since.as_deref()).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading spend");
+                continue;
+            }
+        };
+        let who = if b.scope == "tenant" {
+            format!("tenant {}", b.target)
+        } else {
+            "this workspace".to_owned()
+        };
+        let per = match b.period.as_str() {
+            "day" => " today",
+            "month" => " this month",
+            _ => "",
+        };
+        if let Some(max) = b.max_tokens {
+            if spent.tokens >= max {
+                return Some(format!(
+                    "token budget exceeded for {who}: {} of {max} tokens used{per}",
+                    spent.tokens
+                ));
+            }
+        }
+        if let Some(max) = b.max_cost_usd {
+            if spent.cost_usd >= max {
+                return Some(format!(
+                    "cost budget exceeded for {who}: ${:.4} of ${max:.2} used{per}",
+                    spent.cost_usd
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Start of the current budget period (UTC), RFC 3339; None for `total`.
+pub fn period_start(period: &str) -> Option<String> {
+    let now = berth_store::now();
+    match period {
+        "day" => Some(format!("{}T00:00:00Z", &now[..10])),
+        "month" => Some(format!("{}-01T00:00:00Z", &now[..7])),
+        _ => None,
+    }
+}
+
+fn record(state: &Arc<AppState>, call: LlmCall) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = state.store.record_llm_call(&call).await {
+            tracing::error!(error = %e, "cannot record an LLM call");
+        }
+    });
+}
+
+/// The upstream body, passed through unchanged while its usage is counted.
+struct Metered {
+    inner:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    tap: UsageTap,
+    call: Option<LlmCall>,
+    started: std::time::Instant,
+    state: Arc<AppState>,
+}
+
+impl Metered {
+    fn finish(&mut self, error: Option<String>) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        self.tap.finish();
+        let t = self.tap.tokens;
+        call.input_tokens = t.input;
+        call.output_tokens = t.output;
+        call.cache_read_tokens = t.cache_read;
+        call.cache_write_tokens = t.cache_write;
+        if call.model.is_none() {
+            call.model = self.tap.model.clone();
+        }
+        call.cost_usd = self.state.prices.cost(call.model.as_deref(), t);
+        call.latency_ms = self.started.elapsed().as_millis() as u64;
+        call.error = error;
+        record(&self.state, call);
+    }
+}
+
+impl futures_util::Stream for Metered {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            std::task::Poll::Ready(Some(Ok(chunk))) => {
+                self.tap.feed(&chunk);
+                std::task::Poll::Ready(Some(Ok(chunk)))
+            }
+            std::task::Poll::Ready(Some(Err(e))) => {
+                self.finish(Some(format!("upstream stream broke: {e}")));
+                std::task::Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            std::task::Poll::Ready(None) => {
+                self.finish(None);
+                std::task::Poll::Ready(None)
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // The agent hung up before the end (e.g. a cancelled task): record what was seen.
+        if self.call.is_some() {
+            self.finish(Some("client disconnected before the end".into()));
+        }
+    }
 }
 
 /// `base` + `/` + `rest` (+ query without the virtual key), tolerating a base that already ends

@@ -16,6 +16,7 @@ mod reconciler;
 mod routes;
 mod state;
 mod tasks;
+mod usage_tap;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{system, tasks, terminal, workspaces};
+use crate::routes::{system, tasks, terminal, usage, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,7 @@ use crate::routes::{system, tasks, terminal, workspaces};
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
         tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::events,
         tasks::stream,
+        usage::usage, usage::list_budgets, usage::set_budget, usage::remove_budget,
         openapi_json,
     ),
     components(schemas(berth_api::WsControl, berth_api::ExecStart)),

@@ -79,6 +79,8 @@ pub struct AppState {
     /// HTTP client for the gateway's upstream calls.
     pub http: reqwest::Client,
     pub gateways: crate::gateway::Listeners,
+    /// The operator's price table (`DATA_DIR/prices.toml`).
+    pub prices: crate::usage_tap::Prices,
     pub tasks: crate::tasks::TaskHub,
     /// Daemon protocol this server speaks (tests raise it to play a newer server).
     pub daemon_protocol: u32,
@@ -104,7 +106,9 @@ impl AppState {
         server_id: String,
         binary: StagedBinary,
     ) -> Self {
+        let prices = crate::usage_tap::Prices::new(config.data_dir.join("prices.toml"));
         Self {
+            prices,
             config,
             store,
             runtime,

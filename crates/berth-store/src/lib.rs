@@ -554,7 +554,9 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
 }
 
 mod tasks;
+mod usage;
 pub use tasks::{NewTask, Task};
+pub use usage::{Budget, LlmCall, Spent, UsageFilter, UsageRow};
 
 #[cfg(test)]
 #[path = "lib_tests.rs"]

@@ -493,3 +493,94 @@ async fn a_missing_agent_cli_fails_the_task_with_a_reason() {
     );
     assert!(mock.requests().is_empty());
 }
+
+#[tokio::test]
+async fn gateway_counts_usage_and_enforces_budgets() {
+    ensure_image().await;
+    let mock = MockLlm::start().await;
+    let s = server_with(&mock).await;
+    // The operator's price table, picked up without a restart.
+    std::fs::write(
+        s.data_dir.path().join("prices.toml"),
+        "[models.\"gpt-5.5\"]\ninput = 2.0\noutput = 10.0\n",
+    )
+    .unwrap();
+    s.create_workspace(json!({"name": "metered", "tenant": "acme", "memory": "2g", "pids": 2048}))
+        .await;
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "acme/metered", "agent": "codex", "prompt": "Create hello.txt, then say DONE."})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    let done = wait_turn_over(&s, task["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let calls = mock.requests().len() as u64;
+    let report = eventually(Duration::from_secs(10), "usage recorded", || async {
+        let r = s.get("/api/v1/usage?tenant=acme").await;
+        (r["total"]["calls"].as_u64() == Some(calls)).then_some(r)
+    })
+    .await;
+    let row = &report["rows"][0];
+    assert_eq!(row["workspace"], "acme/metered");
+    assert_eq!(row["provider"], "openai");
+    assert_eq!(row["model"], "gpt-5.5");
+    assert_eq!(row["input_tokens"], 20 * calls);
+    assert_eq!(row["output_tokens"], 10 * calls);
+    let cost = row["cost_usd"].as_f64().unwrap();
+    let want = (20 * calls) as f64 * 2.0 / 1e6 + (10 * calls) as f64 * 10.0 / 1e6;
+    assert!((cost - want).abs() < 1e-12, "{cost} vs {want}");
+    let o = s.cli(&["usage", "--workspace", "acme/metered"]);
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        table.contains("acme/metered") && table.contains("gpt-5.5") && table.contains("TOTAL"),
+        "{table}"
+    );
+    let (st, v) = s.call("GET", "/api/v1/usage?since=yesterday", None).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument"))
+    );
+
+    // A tenant budget that is already used up: the next call is refused in the provider's
+    // shape and the task ends failed{budget_exceeded}.
+    let o = s.cli(&[
+        "budget", "set", "--tenant", "acme", "--tokens", "50", "--period", "day",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let budgets = s.get("/api/v1/budgets").await;
+    assert_eq!(budgets[0]["spent_tokens"], 30 * calls);
+    let before = mock.requests().len();
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "acme/metered", "agent": "claude", "prompt": "Create hello.txt, then say DONE."})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    let done = wait_turn_over(&s, task["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget_exceeded"),
+        "{done}"
+    );
+    assert_eq!(
+        mock.requests().len(),
+        before,
+        "no call reached the upstream over budget"
+    );
+    let o = s.cli(&["budget", "rm", "--tenant", "acme"]);
+    assert!(o.status.success());
+    assert!(s
+        .get("/api/v1/budgets")
+        .await
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

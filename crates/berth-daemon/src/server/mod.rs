@@ -562,8 +562,8 @@ async fn handle_connection(d: Arc<Daemon>, stream: UnixStream) -> anyhow::Result
             let r = d.tasks.send(&task, &text).await.map(Response::Task);
             reply(&mut wr, r).await?;
         }
-        Request::TaskCancel { task } => {
-            let r = d.tasks.cancel(&task).await.map(Response::Task);
+        Request::TaskCancel { task, fail } => {
+            let r = d.tasks.cancel(&task, fail).await.map(Response::Task);
             reply(&mut wr, r).await?;
         }
         Request::TaskGet { task } => {

@@ -111,6 +111,9 @@ struct Inner {
     /// A turn is being set up or is running.
     busy: bool,
     cancel_requested: bool,
+    /// Set when the stop is a failure decided outside the agent (e.g. an exhausted budget):
+    /// the task ends `failed` with this reason instead of `cancelled`.
+    fail_reason: Option<String>,
     /// Removed from the daemon: subscribers end once they have read everything.
     forgotten: bool,
     /// When the task reached a final state (for pruning), in a daemon-wide order.
@@ -172,6 +175,7 @@ impl TaskManager {
                     spec: spec.clone(),
                     busy: true,
                     cancel_requested: false,
+                    fail_reason: None,
                     forgotten: false,
                     finished: None,
                     usage_total: [0; 3],
@@ -259,8 +263,18 @@ impl TaskManager {
 
     /// Cancels a task: stops its running turn (SIGINT to the agent's process
     /// group, SIGKILL after [`CANCEL_GRACE`]) and returns once it is `cancelled`.
-    pub(crate) async fn cancel(&self, id: &str) -> Result<TaskInfo, ApiError> {
+    pub(crate) async fn cancel(
+        &self,
+        id: &str,
+        fail: Option<String>,
+    ) -> Result<TaskInfo, ApiError> {
         let task = self.find(id)?;
+        if let Some(reason) = fail {
+            let mut inner = lock(&task.inner);
+            if !inner.state.is_final() {
+                inner.fail_reason = Some(reason);
+            }
+        }
         let mut seq_rx = task.seq_tx.subscribe();
         {
             let mut inner = lock(&task.inner);
@@ -274,7 +288,7 @@ impl TaskManager {
                 _ => {}
             }
             if !inner.busy {
-                task.transition(&mut inner, TaskState::Cancelled, None);
+                task.stop_as_requested(&mut inner);
                 tracing::info!(task = %task.id, "idle task cancelled");
                 return Ok(task.info_locked(&inner));
             }
@@ -490,6 +504,18 @@ impl Task {
     fn cancel_requested(&self) -> bool {
         lock(&self.inner).cancel_requested
     }
+
+    /// Ends a stopped task: `cancelled`, or `failed` when the stop carried a failure reason.
+    fn stop_as_requested(&self, inner: &mut Inner) {
+        match inner.fail_reason.take() {
+            Some(reason) => {
+                self.transition(inner, TaskState::Failed, Some(reason));
+            }
+            None => {
+                self.transition(inner, TaskState::Cancelled, None);
+            }
+        }
+    }
 }
 
 /// How a turn's setup ended early.
@@ -534,7 +560,7 @@ async fn run_turn(
             let cancelled = inner.cancel_requested || matches!(end, SetupEnd::Cancelled);
             inner.cancel_requested = false;
             if cancelled {
-                task.transition(&mut inner, TaskState::Cancelled, None);
+                task.stop_as_requested(&mut inner);
                 tracing::info!(task = %task.id, "task cancelled before its agent started");
             } else if let SetupEnd::Failed(reason) = end {
                 tracing::info!(task = %task.id, reason = %reason, "task failed to start");
@@ -551,7 +577,7 @@ async fn run_turn(
     inner.busy = false;
     inner.pid = None;
     if std::mem::take(&mut inner.cancel_requested) {
-        task.transition(&mut inner, TaskState::Cancelled, None);
+        task.stop_as_requested(&mut inner);
         tracing::info!(task = %task.id, "task cancelled");
         return;
     }

@@ -4,6 +4,7 @@
 pub mod system;
 pub mod tasks;
 pub mod terminal;
+pub mod usage;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -56,6 +57,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{task}/cancel", post(tasks::cancel))
         .route("/tasks/{task}/events", get(tasks::events))
         .route("/tasks/{task}/events/stream", get(tasks::stream))
+        .route("/usage", get(usage::usage))
+        .route(
+            "/budgets",
+            get(usage::list_budgets)
+                .put(usage::set_budget)
+                .delete(usage::remove_budget),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

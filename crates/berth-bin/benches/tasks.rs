@@ -1,0 +1,646 @@
+//! Agent task latency and event delivery, on the scripted mock LLM upstream, in one run:
+//!
+//! 1. For each agent: a one-tool-call turn started as a berth task (`POST /api/v1/tasks`, then
+//!    the SSE stream `…/events/stream?after=0` observed from the host) versus the floor: the same
+//!    CLI with the same invocation (built by the same driver) run directly in the same workspace,
+//!    talking to the same mock without berth's gateway, started through the streaming exec
+//!    WebSocket. Runs are interleaved, in alternating order.
+//! 2. Many tasks in parallel in one workspace: latency from the daemon's `at` stamp to an SSE
+//!    subscriber on the host, events/s, and a check that every subscriber received exactly
+//!    seq 1..=last_seq, identical to the stored events.
+//!
+//! `cargo bench -p berth-bin --bench tasks` (needs the engine and the base image; builds it if
+//! missing). `BERTH_BENCH_RUNS` (default 5) and `BERTH_BENCH_PARALLEL` (default 20) override the
+//! counts. Prints markdown tables.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use berth_agents::{Agent, TurnSpec};
+use berth_test_support::mock_llm::MockLlm;
+use berth_test_support::{ensure_image, ServerOptions, TestServer};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const PROMPT: &str = "Create hello.txt containing hi, then say DONE.";
+const HOME: &str = "/home/agent";
+const TURN_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[i.clamp(1, v.len()) - 1]
+}
+
+fn unix_ms_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+fn at_ms(ev: &Value) -> f64 {
+    let at = ev["at"].as_str().unwrap();
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("bad `at` {at:?}: {e}"));
+    t.unix_timestamp_nanos() as f64 / 1e6
+}
+
+/// One turn, as observed from the host.
+#[derive(Clone, Copy)]
+struct Turn {
+    /// Start → first event (berth: any event on the SSE stream; direct: first output byte).
+    first: Duration,
+    /// Start → first event that came from the agent's own output (berth: not `status` /
+    /// `user_message`; direct: first output byte).
+    first_agent: Duration,
+    /// Start → the turn is over (berth: the final `status` event; direct: the exit message).
+    last: Duration,
+    /// Requests the mock LLM received during the turn.
+    requests: usize,
+    /// Normalized events (berth: stored; direct: what the same driver makes of its output).
+    events: usize,
+}
+
+/// An event as an SSE subscriber received it.
+struct Received {
+    event: Value,
+    at: Instant,
+    /// Wall clock at reception, ms since the epoch (compared with the event's `at`).
+    wall_ms: f64,
+}
+
+/// Follows `…/events/stream?after=0` until the turn is over; returns every event received and
+/// the wall-clock time (ms) at which the stream was established.
+async fn follow_sse(s: &TestServer, id: &str) -> (Vec<Received>, f64) {
+    let client = reqwest::Client::new();
+    let mut resp = client
+        .get(format!("{}/api/v1/tasks/{id}/events/stream?after=0", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let connected = unix_ms_now();
+    let mut out = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let deadline = tokio::time::Instant::now() + TURN_TIMEOUT;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("task {id}: the turn did not end in time"))
+            .unwrap();
+        let Some(chunk) = chunk else {
+            panic!("task {id}: the event stream ended before the turn was over");
+        };
+        let (now, wall_ms) = (Instant::now(), unix_ms_now());
+        buf.extend_from_slice(&chunk);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            let event: Value = serde_json::from_str(data.trim()).unwrap();
+            let over = event["type"] == "status"
+                && matches!(
+                    event["state"].as_str(),
+                    Some("completed" | "failed" | "cancelled")
+                );
+            out.push(Received {
+                event,
+                at: now,
+                wall_ms,
+            });
+            if over {
+                return (out, connected);
+            }
+        }
+    }
+}
+
+async fn create_task(s: &TestServer, ws: &str, agent: Agent) -> String {
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": ws, "agent": agent.as_str(), "prompt": PROMPT})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    task["id"].as_str().unwrap().to_owned()
+}
+
+/// A berth task: POST, then the SSE stream until the final status.
+async fn berth_turn(s: &TestServer, mock: &MockLlm, ws: &str, agent: Agent) -> Turn {
+    let before = mock.requests().len();
+    let t0 = Instant::now();
+    let id = create_task(s, ws, agent).await;
+    let (evs, _) = follow_sse(s, &id).await;
+    let last = evs.last().unwrap();
+    assert_eq!(
+        last.event["state"],
+        "completed",
+        "{agent:?} task {id}: {}\n{}",
+        last.event,
+        s.log()
+    );
+    let first_agent = evs
+        .iter()
+        .find(|r| r.event["type"] != "status" && r.event["type"] != "user_message")
+        .unwrap_or(last);
+    Turn {
+        first: evs[0].at - t0,
+        first_agent: first_agent.at - t0,
+        last: last.at - t0,
+        requests: mock.requests().len() - before,
+        events: evs.len(),
+    }
+}
+
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The same CLI with the same invocation, run directly in the workspace: the driver builds the
+/// invocation exactly as the daemon would, pointed at `base_url` (the mock through a plain TCP
+/// forwarder on the workspace network's gateway address) instead of berth's gateway. Files and
+/// the task directory are written first (not timed); the run itself goes through the streaming
+/// exec WebSocket, with the cleared environment (`env -i`) and stdin on /dev/null, like the
+/// daemon's spawn.
+async fn direct_turn(
+    s: &TestServer,
+    mock: &MockLlm,
+    ws: &str,
+    agent: Agent,
+    base_url: &str,
+    n: usize,
+) -> Turn {
+    let spec = TurnSpec {
+        agent,
+        prompt: PROMPT.into(),
+        model: None,
+        cwd: HOME.into(),
+        home: HOME.into(),
+        task_dir: format!("{HOME}/.berth/bench-direct/{}-{n}", agent.as_str()).into(),
+        gateway_url: base_url.to_owned(),
+        virtual_key: "bench-direct-key".into(),
+        resume: None,
+    };
+    let mut driver = berth_agents::driver(agent);
+    let inv = driver.invocation(&spec);
+    assert!(inv.stdin.is_none());
+    let mut prep = format!(
+        "set -e; umask 077; mkdir -p {d} {d}/tmp",
+        d = sh_quote(&spec.task_dir.display().to_string())
+    );
+    for (path, content) in &inv.files {
+        let p = sh_quote(&path.display().to_string());
+        let dir = sh_quote(&path.parent().unwrap().display().to_string());
+        prep.push_str(&format!(
+            "; mkdir -p {dir}; printf %s {} > {p}",
+            sh_quote(content)
+        ));
+    }
+    prep.push_str("; echo ok");
+    let out = s.exec(ws, &["sh", "-c", &prep]).await;
+    assert_eq!(out["stdout"], "ok\n", "{out}");
+
+    let mut cmd: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        "exec \"$@\" </dev/null".into(),
+        "sh".into(),
+        "env".into(),
+        "-i".into(),
+    ];
+    cmd.extend(inv.env.iter().map(|(k, v)| format!("{k}={v}")));
+    cmd.push(inv.program.clone());
+    cmd.extend(inv.args.iter().cloned());
+
+    let before = mock.requests().len();
+    let t0 = Instant::now();
+    let mut sock = s
+        .ws(&format!(
+            "/api/v1/workspaces/{}/exec/ws",
+            berth_test_support::enc(ws)
+        ))
+        .await;
+    sock.send(Message::Text(
+        json!({"cmd": cmd, "cwd": inv.cwd}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let mut first = None;
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let (code, last) = loop {
+        let msg = tokio::time::timeout(TURN_TIMEOUT, sock.next())
+            .await
+            .expect("the direct run did not end in time")
+            .expect("exec socket closed before the exit message")
+            .unwrap();
+        match msg {
+            Message::Binary(b) => {
+                first.get_or_insert_with(|| t0.elapsed());
+                match b.first() {
+                    Some(1) => stdout.extend_from_slice(&b[1..]),
+                    _ => stderr.extend_from_slice(&b[1..]),
+                }
+            }
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v["type"], "exit", "{v}");
+                break (v["code"].as_i64().unwrap(), t0.elapsed());
+            }
+            _ => {}
+        }
+    };
+    let requests = mock.requests().len() - before;
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    assert_eq!(
+        code,
+        0,
+        "direct {agent:?} exited with {code}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&stderr)
+    );
+    let mut events = 0;
+    let mut done = false;
+    for line in stdout.lines() {
+        for e in driver.parse_line(line) {
+            events += 1;
+            let v = serde_json::to_value(&e).unwrap();
+            done |= v["type"] == "message" && v["text"].as_str().unwrap_or("").contains("DONE");
+        }
+    }
+    assert!(done, "direct {agent:?}: no DONE message\n{stdout}");
+    let first = first.unwrap_or(last);
+    Turn {
+        first,
+        first_agent: first,
+        last,
+        requests,
+        events,
+    }
+}
+
+/// Plain TCP forwarder from `listen` to the mock: the direct runs' way to the mock from inside
+/// the workspace (the mock listens on the host's loopback only).
+async fn forwarder(listen_ip: &str, target: String) -> String {
+    let l = tokio::net::TcpListener::bind((listen_ip, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = l.accept().await else {
+                return;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let _ = inbound.set_nodelay(true);
+                let _ = outbound.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The workspace's default gateway (the bridge's address on the host), from /proc/net/route.
+async fn workspace_gateway(s: &TestServer, ws: &str) -> String {
+    let out = s.exec(ws, &["cat", "/proc/net/route"]).await;
+    let table = out["stdout"].as_str().unwrap();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 2 && f[1] == "00000000" {
+            let g = u32::from_str_radix(f[2], 16).unwrap();
+            return std::net::Ipv4Addr::from(g.to_le_bytes()).to_string();
+        }
+    }
+    panic!("no default route in the workspace:\n{table}");
+}
+
+/// The exec WebSocket's own round trip (`true`), the floor's fixed cost of starting a process
+/// in the workspace from the host.
+async fn exec_round_trip(s: &TestServer, ws: &str) -> Duration {
+    let t0 = Instant::now();
+    let mut sock = s
+        .ws(&format!(
+            "/api/v1/workspaces/{}/exec/ws",
+            berth_test_support::enc(ws)
+        ))
+        .await;
+    sock.send(Message::Text(json!({"cmd": ["true"]}).to_string().into()))
+        .await
+        .unwrap();
+    while let Some(m) = sock.next().await {
+        if let Message::Text(_) = m.unwrap() {
+            break;
+        }
+    }
+    t0.elapsed()
+}
+
+struct AgentResult {
+    agent: Agent,
+    berth: Vec<Turn>,
+    direct: Vec<Turn>,
+}
+
+fn col(v: &[Turn], f: impl Fn(&Turn) -> Duration) -> (f64, f64, f64) {
+    stats(&v.iter().map(|t| ms(f(t))).collect::<Vec<_>>())
+}
+
+fn fmt3((a, b, c): (f64, f64, f64)) -> String {
+    format!("{a:.0} / {b:.0} / {c:.0}")
+}
+
+fn counts(v: &[Turn], f: impl Fn(&Turn) -> usize) -> String {
+    let mut c: Vec<usize> = v.iter().map(f).collect();
+    c.sort();
+    c.dedup();
+    c.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join("–")
+}
+
+/// Part 2: `n` tasks at once in one workspace.
+struct ParallelResult {
+    agent: Agent,
+    tasks: usize,
+    completed: usize,
+    events: usize,
+    lat_all: Vec<f64>,
+    lat_live: Vec<f64>,
+    wall: Duration,
+    finals: Vec<f64>,
+    requests: usize,
+    problems: Vec<String>,
+}
+
+async fn parallel(s: &TestServer, mock: &MockLlm, agent: Agent, n: usize) -> ParallelResult {
+    s.create_workspace(json!({
+        "name": "bench-par", "memory": "8g", "cpus": 2, "pids": 8192, "network": "none"
+    }))
+    .await;
+    let before = mock.requests().len();
+    let t0 = Instant::now();
+    let runs = futures_util::future::join_all((0..n).map(|_| async move {
+        let id = create_task(s, "bench-par", agent).await;
+        let (evs, connected) = follow_sse(s, &id).await;
+        (id, evs, connected)
+    }))
+    .await;
+    let wall = runs
+        .iter()
+        .filter_map(|(_, evs, _)| evs.last().map(|r| r.at))
+        .max()
+        .unwrap()
+        - t0;
+    let requests = mock.requests().len() - before;
+    let mut r = ParallelResult {
+        agent,
+        tasks: n,
+        completed: 0,
+        events: 0,
+        lat_all: Vec::new(),
+        lat_live: Vec::new(),
+        wall,
+        finals: Vec::new(),
+        requests,
+        problems: Vec::new(),
+    };
+    for (id, evs, connected) in &runs {
+        let last = &evs.last().unwrap().event;
+        if last["state"] == "completed" {
+            r.completed += 1;
+        } else {
+            r.problems.push(format!("{id} ended {last}"));
+        }
+        r.finals.push(ms(evs.last().unwrap().at - t0));
+        // Exactly seq 1..=last_seq, no gap, no duplicate, identical to what is stored.
+        let seqs: Vec<u64> = evs
+            .iter()
+            .map(|e| e.event["seq"].as_u64().unwrap())
+            .collect();
+        let task = s.get(&format!("/api/v1/tasks/{id}")).await;
+        let last_seq = task["last_seq"].as_u64().unwrap();
+        if seqs != (1..=last_seq).collect::<Vec<_>>() {
+            r.problems
+                .push(format!("{id}: SSE seqs {seqs:?}, last_seq {last_seq}"));
+        }
+        let stored = s.get(&format!("/api/v1/tasks/{id}/events")).await;
+        let received: Vec<Value> = evs.iter().map(|e| e.event.clone()).collect();
+        if stored.as_array().unwrap() != &received {
+            r.problems
+                .push(format!("{id}: SSE events differ from the stored events"));
+        }
+        r.events += evs.len();
+        for e in evs {
+            let lat = e.wall_ms - at_ms(&e.event);
+            r.lat_all.push(lat);
+            // Events stamped after the subscriber was connected travelled live (the others
+            // were replayed from the store when it connected).
+            if at_ms(&e.event) >= *connected {
+                r.lat_live.push(lat);
+            }
+        }
+    }
+    r
+}
+
+#[tokio::main]
+async fn main() {
+    let runs = env_count("BERTH_BENCH_RUNS", 5);
+    let par_n = env_count("BERTH_BENCH_PARALLEL", 20);
+    let image = ensure_image().await;
+    let mock = MockLlm::start().await;
+    let mut env = Vec::new();
+    for p in ["ANTHROPIC", "OPENAI", "GEMINI"] {
+        env.push((format!("BERTH_{p}_BASE_URL"), mock.url()));
+        env.push((format!("BERTH_{p}_API_KEY"), format!("real-{p}-key")));
+    }
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+    let s = TestServer::start_with(
+        &bin,
+        ServerOptions {
+            env,
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // One workspace for both modes. `bridge` so that the direct runs can reach the mock through
+    // the forwarder; berth's tasks use the gateway either way.
+    let ws = "bench";
+    s.create_workspace(json!({
+        "name": ws, "memory": "4g", "cpus": 2, "pids": 4096, "network": "bridge"
+    }))
+    .await;
+    let gw = workspace_gateway(&s, ws).await;
+    let mock_addr = mock.url().trim_start_matches("http://").to_owned();
+    let direct_url = forwarder(&gw, mock_addr).await;
+    eprintln!("direct runs reach the mock at {direct_url}");
+
+    let mut exec_rt = Vec::new();
+    for _ in 0..runs.max(5) {
+        exec_rt.push(ms(exec_round_trip(&s, ws).await));
+    }
+
+    let mut results = Vec::new();
+    let mut n = 0;
+    for agent in Agent::ALL {
+        // Warm-up, one each: the first run of a CLI in a fresh container pays for the page
+        // cache and Node's compile cache.
+        berth_turn(&s, &mock, ws, agent).await;
+        direct_turn(&s, &mock, ws, agent, &direct_url, n).await;
+        n += 1;
+        let (mut b, mut d) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            // Alternate the order so that drift hits both modes alike.
+            if i % 2 == 0 {
+                b.push(berth_turn(&s, &mock, ws, agent).await);
+                d.push(direct_turn(&s, &mock, ws, agent, &direct_url, n).await);
+            } else {
+                d.push(direct_turn(&s, &mock, ws, agent, &direct_url, n).await);
+                b.push(berth_turn(&s, &mock, ws, agent).await);
+            }
+            n += 1;
+            eprintln!(
+                "{agent:?} run {i}: berth {:.0} ms, direct {:.0} ms",
+                ms(b.last().unwrap().last),
+                ms(d.last().unwrap().last)
+            );
+        }
+        results.push(AgentResult {
+            agent,
+            berth: b,
+            direct: d,
+        });
+    }
+
+    // The fastest agent (median berth turn) for the parallel run.
+    let fastest = results
+        .iter()
+        .min_by(|a, b| {
+            col(&a.berth, |t| t.last)
+                .1
+                .partial_cmp(&col(&b.berth, |t| t.last).1)
+                .unwrap()
+        })
+        .unwrap()
+        .agent;
+    let par = parallel(&s, &mock, fastest, par_n).await;
+
+    let rt = berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
+    let info = berth_runtime::Runtime::info(&rt).await.unwrap();
+    println!(
+        "engine: {} {}; image {image}; {runs} measured runs per agent and mode (+1 warm-up)",
+        info.engine, info.version
+    );
+    let (a, b, c) = stats(&exec_rt);
+    println!("exec WebSocket round trip of `true` (part of every direct run): {a:.0} / {b:.0} / {c:.0} ms (min / median / max)");
+    println!();
+    println!("| agent | mode | first event (ms) | first agent event (ms) | final event (ms) | model requests / turn | events / turn |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &results {
+        for (mode, v) in [("berth task", &r.berth), ("direct CLI", &r.direct)] {
+            println!(
+                "| {} | {mode} | {} | {} | {} | {} | {} |",
+                r.agent.as_str(),
+                fmt3(col(v, |t| t.first)),
+                fmt3(col(v, |t| t.first_agent)),
+                fmt3(col(v, |t| t.last)),
+                counts(v, |t| t.requests),
+                counts(v, |t| t.events),
+            );
+        }
+    }
+    println!();
+    println!("| agent | berth / direct, final event (median) | berth − direct (ms, median) | extra model requests | ≤ 1.1× |");
+    println!("|---|---|---|---|---|");
+    for r in &results {
+        let bm = col(&r.berth, |t| t.last).1;
+        let dm = col(&r.direct, |t| t.last).1;
+        let extra = r.berth.iter().map(|t| t.requests).sum::<usize>() as i64
+            - r.direct.iter().map(|t| t.requests).sum::<usize>() as i64;
+        println!(
+            "| {} | **{:.2}** | {:+.0} | {} | {} |",
+            r.agent.as_str(),
+            bm / dm,
+            bm - dm,
+            extra,
+            if bm / dm <= 1.1 { "yes" } else { "no" }
+        );
+    }
+    println!();
+    println!(
+        "Parallel: {} × {} in one workspace (memory 8g, cpus 2, pids 8192): {}/{} completed, {} events, wall {:.1} s, {:.0} events/s, {} model requests",
+        par.tasks,
+        par.agent.as_str(),
+        par.completed,
+        par.tasks,
+        par.events,
+        par.wall.as_secs_f64(),
+        par.events as f64 / par.wall.as_secs_f64(),
+        par.requests
+    );
+    let (a, b, c) = stats(&par.finals);
+    println!("per-task POST → final event: {a:.0} / {b:.0} / {c:.0} ms (min / median / max)");
+    println!();
+    println!("| daemon `at` → SSE subscriber on the host (ms) | events | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    for (label, v) in [
+        (
+            "live events (stamped after the subscriber connected)",
+            &par.lat_live,
+        ),
+        ("all events (incl. replayed on connect)", &par.lat_all),
+    ] {
+        if v.is_empty() {
+            continue;
+        }
+        println!(
+            "| {label} | {} | {:.1} | {:.1} | {:.1} |",
+            v.len(),
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            stats(v).2
+        );
+    }
+    println!();
+    if par.problems.is_empty() {
+        println!(
+            "No event lost: every subscriber received exactly seq 1..=last_seq, no gap, no duplicate, identical to the stored events."
+        );
+    } else {
+        println!("PROBLEMS:");
+        for p in &par.problems {
+            println!("- {p}");
+        }
+    }
+}

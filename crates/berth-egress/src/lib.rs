@@ -1,0 +1,74 @@
+//! berth's egress proxy.
+//!
+//! A workspace container has no network but loopback; its only way out is an HTTP proxy
+//! served by the berth server on the host, one listener per workspace (a Unix socket in
+//! the workspace's channel directory, relayed to `127.0.0.1:3128` inside the container).
+//! This crate is that proxy, independent of the transport:
+//!
+//! - [`Rule`] / [`Policy`]: ordered allow/deny rules, first match wins, default deny;
+//! - [`Proxy::serve_connection`]: serves one client connection: `CONNECT` tunnels,
+//!   absolute-form plain HTTP forwarding, and TLS interception with the berth CA
+//!   ([`CertificateAuthority`]) when a rule needs to see methods/paths or a secret is bound
+//!   to the host;
+//! - [`EgressContext`]: what the server supplies per workspace: the live policy, the attempt
+//!   log sink and the placeholder → secret bindings swapped into requests to bound hosts.
+
+mod body;
+mod ca;
+mod proxy;
+mod rules;
+mod upstream;
+
+pub use ca::{CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE};
+pub use proxy::{Proxy, Resolver};
+pub use rules::{
+    canonical_path, is_ip_literal, normalize_host, Action, Attempt, ConnectPlan, Decision,
+    HostPattern, Policy, Rule, RuleError,
+};
+pub use upstream::UpstreamTls;
+
+use berth_domain::Secret;
+
+/// What the server supplies for one workspace's proxy listener.
+pub trait EgressContext: Send + Sync + 'static {
+    /// The rules in force; read on every attempt, so changes apply live.
+    fn policy(&self) -> Policy;
+    /// Called once per attempt, allowed or denied (for tunnels and forwarded requests, when
+    /// they end, with the byte counts).
+    fn record(&self, entry: LogEntry);
+    /// Placeholder → real value pairs to swap into requests to `host` (normalized).
+    fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding>;
+}
+
+/// A placeholder that the workspace sees, and the real value the proxy swaps in for it in
+/// requests to the host it is bound to.
+#[derive(Clone, Debug)]
+pub struct SecretBinding {
+    pub placeholder: String,
+    pub value: Secret,
+}
+
+/// One egress attempt, as recorded through [`EgressContext::record`]. Never carries header
+/// values or secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// `None` for a CONNECT that was tunnelled or refused as a whole.
+    pub method: Option<String>,
+    pub host: String,
+    pub port: u16,
+    /// Request path with query (`None` for a CONNECT).
+    pub path: Option<String>,
+    /// `"allow"` or `"deny"`.
+    pub decision: String,
+    /// Text of the rule that decided, if one did.
+    pub rule: Option<String>,
+    pub reason: String,
+    /// Bytes from the workspace to the origin (request body, or tunnel bytes).
+    pub bytes_up: u64,
+    /// Bytes from the origin to the workspace (response body, or tunnel bytes).
+    pub bytes_down: u64,
+    /// Whether the request was seen inside an intercepted TLS connection.
+    pub intercepted: bool,
+    /// When the attempt started (RFC 3339, UTC).
+    pub at: String,
+}

@@ -1,0 +1,251 @@
+//! `/usage` and `/budgets`: what the LLM gateway counted, and the limits it enforces.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Extension;
+use berth_api as api;
+use berth_domain::Name;
+use berth_store::{Budget, UsageFilter};
+
+use super::{parse_body, Query};
+use crate::auth::{audit, Actor};
+use crate::error::{ApiError, ApiResult};
+use crate::gateway::period_start;
+use crate::lifecycle;
+use crate::state::AppState;
+
+/// `since` as RFC 3339: accepts RFC 3339, a date, or a duration back from now (`30m`, `24h`, `7d`).
+pub fn parse_since(s: &str) -> ApiResult<String> {
+    let s = s.trim();
+    let bad = || {
+        ApiError::invalid(format!(
+            "since {s:?}: use an RFC 3339 time, a date like 2026-11-01, or a duration like 24h or 7d"
+        ))
+    };
+    let rfc = &time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, rfc) {
+        return t
+            .to_offset(time::UtcOffset::UTC)
+            .format(rfc)
+            .map_err(|_| bad());
+    }
+    if s.len() == 10 {
+        let t = time::OffsetDateTime::parse(&format!("{s}T00:00:00Z"), rfc).map_err(|_| bad())?;
+        return t.format(rfc).map_err(|_| bad());
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    if n < 0 {
+        return Err(bad());
+    }
+    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(n.saturating_mul(secs));
+    t.format(rfc).map_err(|_| bad())
+}
+
+#[utoipa::path(get, path = "/api/v1/usage", tag = "gateway", params(api::UsageQuery),
+    responses((status = 200, body = api::UsageReport), (status = 400, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn usage(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<api::UsageQuery>,
+) -> ApiResult<axum::Json<api::UsageReport>> {
+    let since = q.since.as_deref().map(parse_since).transpose()?;
+    let workspace_id = match &q.workspace {
+        Some(w) => Some(lifecycle::resolve(&state, w).await?.id.to_string()),
+        None => None,
+    };
+    let tenant = match &q.tenant {
+        Some(t) => Some(
+            Name::parse(t)
+                .map_err(|e| ApiError::invalid(format!("tenant: {e}")))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let rows = state
+        .store
+        .usage(&UsageFilter {
+            tenant,
+            workspace_id,
+            since: since.clone(),
+        })
+        .await?;
+    let mut total = api::UsageRow::default();
+    let rows: Vec<api::UsageRow> = rows
+        .into_iter()
+        .map(|r| {
+            total.calls += r.calls;
+            total.errors += r.errors;
+            total.input_tokens += r.input_tokens;
+            total.output_tokens += r.output_tokens;
+            total.cache_read_tokens += r.cache_read_tokens;
+            total.cache_write_tokens += r.cache_write_tokens;
+            if let Some(c) = r.cost_usd {
+                total.cost_usd = Some(total.cost_usd.unwrap_or(0.0) + c);
+            }
+            api::UsageRow {
+                tenant: r.tenant,
+                workspace: r.workspace,
+                provider: r.provider,
+                model: r.model,
+                calls: r.calls,
+                errors: r.errors,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cache_read_tokens: r.cache_read_tokens,
+                cache_write_tokens: r.cache_write_tokens,
+                cost_usd: r.cost_usd,
+            }
+        })
+        .collect();
+    Ok(axum::Json(api::UsageReport { since, rows, total }))
+}
+
+/// (scope, stored target, display target) of a budget request.
+async fn budget_target(
+    state: &AppState,
+    tenant: Option<&str>,
+    workspace: Option<&str>,
+) -> ApiResult<(String, String, String)> {
+    match (tenant, workspace) {
+        (Some(t), None) => {
+            let n = Name::parse(t).map_err(|e| ApiError::invalid(format!("tenant: {e}")))?;
+            Ok(("tenant".into(), n.to_string(), n.to_string()))
+        }
+        (None, Some(w)) => {
+            let w = lifecycle::resolve(state, w).await?;
+            Ok(("workspace".into(), w.id.to_string(), w.qualified_name()))
+        }
+        _ => Err(ApiError::invalid("give exactly one of tenant or workspace")),
+    }
+}
+
+async fn to_api(state: &AppState, b: Budget) -> ApiResult<api::Budget> {
+    let spent = state
+        .store
+        .spent(&b, period_start(&b.period).as_deref())
+        .await?;
+    let target = if b.scope == "workspace" {
+        match berth_domain::WorkspaceId::parse(&b.target) {
+            Some(id) => match state.store.find_workspace_by_id(&id).await? {
+                Some(w) => w.qualified_name(),
+                None => b.target.clone(),
+            },
+            None => b.target.clone(),
+        }
+    } else {
+        b.target.clone()
+    };
+    Ok(api::Budget {
+        scope: b.scope,
+        target,
+        period: b.period,
+        max_tokens: b.max_tokens,
+        max_cost_usd: b.max_cost_usd,
+        spent_tokens: spent.tokens,
+        spent_cost_usd: spent.cost_usd,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/budgets", tag = "gateway",
+    responses((status = 200, body = [api::Budget])), security(("bearer" = [])))]
+pub async fn list_budgets(
+    State(state): State<Arc<AppState>>,
+) -> ApiResult<axum::Json<Vec<api::Budget>>> {
+    let mut out = Vec::new();
+    for b in state.store.budgets().await? {
+        out.push(to_api(&state, b).await?);
+    }
+    Ok(axum::Json(out))
+}
+
+#[utoipa::path(put, path = "/api/v1/budgets", tag = "gateway", request_body = api::SetBudget,
+    responses((status = 200, body = api::Budget), (status = 400, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_budget(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::Json<api::Budget>> {
+    let result = async {
+        let req: api::SetBudget = parse_body(&body)?;
+        let (scope, target, shown) =
+            budget_target(&state, req.tenant.as_deref(), req.workspace.as_deref()).await?;
+        let period = req.period.unwrap_or_else(|| "day".into());
+        if !["day", "month", "total"].contains(&period.as_str()) {
+            return Err(ApiError::invalid("period must be day, month or total"));
+        }
+        if req.max_tokens.is_none() && req.max_cost_usd.is_none() {
+            return Err(ApiError::invalid("give max_tokens and/or max_cost_usd"));
+        }
+        if req.max_cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
+            return Err(ApiError::invalid(
+                "max_cost_usd must be a non-negative number",
+            ));
+        }
+        let b = Budget {
+            scope,
+            target,
+            period,
+            max_tokens: req.max_tokens,
+            max_cost_usd: req.max_cost_usd,
+        };
+        state.store.set_budget(&b).await?;
+        Ok((shown, to_api(&state, b).await?))
+    }
+    .await;
+    let target = result.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
+    audit(&state.store, &actor, "budget.set", &target, &result).await;
+    Ok(axum::Json(result?.1))
+}
+
+#[utoipa::path(delete, path = "/api/v1/budgets", tag = "gateway", params(api::BudgetTarget),
+    responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
+pub async fn remove_budget(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<api::BudgetTarget>,
+) -> ApiResult<StatusCode> {
+    let result = async {
+        let (scope, target, shown) =
+            budget_target(&state, q.tenant.as_deref(), q.workspace.as_deref()).await?;
+        if !state.store.remove_budget(&scope, &target).await? {
+            return Err(ApiError::not_found(format!(
+                "no budget for {scope} {shown}"
+            )));
+        }
+        Ok(shown)
+    }
+    .await;
+    let target = result.as_ref().cloned().unwrap_or_default();
+    audit(&state.store, &actor, "budget.remove", &target, &result).await;
+    result?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_forms() {
+        assert_eq!(parse_since("2026-11-01").unwrap(), "2026-11-01T00:00:00Z");
+        assert_eq!(
+            parse_since("2026-11-01T10:00:00+01:00").unwrap(),
+            "2026-11-01T09:00:00Z"
+        );
+        assert!(parse_since("24h").unwrap().ends_with('Z'));
+        for bad in ["", "yesterday", "5x", "-3d", "2026-13-01"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+}

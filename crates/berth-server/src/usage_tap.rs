@@ -1,0 +1,327 @@
+//! Token counting on the side of a streamed LLM response, and the operator's price table.
+//!
+//! The gateway forwards every chunk as it arrives; a copy goes through [`UsageTap`], which
+//! scans SSE `data:` lines (or, for non-streamed answers, the JSON body) for the provider's
+//! usage fields. Nothing waits for the parse.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use berth_domain::Provider;
+use serde::Deserialize;
+
+/// Token counts of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+/// Incremental usage parser for one response.
+pub struct UsageTap {
+    provider: Provider,
+    line: Vec<u8>,
+    /// Non-SSE bodies are kept (bounded) and parsed at the end.
+    body: Vec<u8>,
+    sse: bool,
+    pub tokens: Tokens,
+    pub model: Option<String>,
+}
+
+const MAX_BODY: usize = 4 << 20;
+
+impl UsageTap {
+    pub fn new(provider: Provider, sse: bool) -> Self {
+        Self {
+            provider,
+            line: Vec::new(),
+            body: Vec::new(),
+            sse,
+            tokens: Tokens::default(),
+            model: None,
+        }
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if !self.sse {
+            if self.body.len() + chunk.len() <= MAX_BODY {
+                self.body.extend_from_slice(chunk);
+            }
+            return;
+        }
+        for &b in chunk {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                self.sse_line(&line);
+            } else if self.line.len() < MAX_BODY {
+                self.line.push(b);
+            }
+        }
+    }
+
+    /// Call at the end of the body.
+    pub fn finish(&mut self) {
+        if self.sse {
+            let line = std::mem::take(&mut self.line);
+            self.sse_line(&line);
+        } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.body) {
+            self.json(&v);
+        }
+    }
+
+    fn sse_line(&mut self, line: &[u8]) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+            self.json(&v);
+        }
+    }
+
+    fn json(&mut self, v: &serde_json::Value) {
+        let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+        match self.provider {
+            Provider::Anthropic => {
+                // message_start carries input (and cache) counts; message_delta the output total.
+                let (usage, model) = match v["type"].as_str() {
+                    Some("message_start") => (&v["message"]["usage"], &v["message"]["model"]),
+                    _ => (&v["usage"], &v["model"]),
+                };
+                if let Some(m) = model.as_str() {
+                    self.model = Some(m.to_owned());
+                }
+                if usage.is_object() {
+                    if usage.get("input_tokens").is_some() {
+                        self.tokens.input = n(&usage["input_tokens"]);
+                    }
+                    if usage.get("cache_read_input_tokens").is_some() {
+                        self.tokens.cache_read = n(&usage["cache_read_input_tokens"]);
+                    }
+                    if usage.get("cache_creation_input_tokens").is_some() {
+                        self.tokens.cache_write = n(&usage["cache_creation_input_tokens"]);
+                    }
+                    if usage.get("output_tokens").is_some() {
+                        self.tokens.output = n(&usage["output_tokens"]);
+                    }
+                }
+            }
+            Provider::Openai => {
+                // Responses API: response.completed{response:{usage}}; Chat: a chunk with usage.
+                let (usage, model) = if v["response"].is_object() {
+                    (&v["response"]["usage"], &v["response"]["model"])
+                } else {
+                    (&v["usage"], &v["model"])
+                };
+                if let Some(m) = model.as_str() {
+                    self.model = Some(m.to_owned());
+                }
+                if usage.is_object() {
+                    let input = usage
+                        .get("input_tokens")
+                        .or_else(|| usage.get("prompt_tokens"));
+                    let output = usage
+                        .get("output_tokens")
+                        .or_else(|| usage.get("completion_tokens"));
+                    let cached = usage["input_tokens_details"]["cached_tokens"]
+                        .as_u64()
+                        .or_else(|| usage["prompt_tokens_details"]["cached_tokens"].as_u64());
+                    if let Some(i) = input {
+                        self.tokens.input = n(i);
+                    }
+                    if let Some(o) = output {
+                        self.tokens.output = n(o);
+                    }
+                    if let Some(c) = cached {
+                        self.tokens.cache_read = c;
+                    }
+                }
+            }
+            Provider::Gemini => {
+                let usage = &v["usageMetadata"];
+                if let Some(m) = v["modelVersion"].as_str() {
+                    self.model = Some(m.to_owned());
+                }
+                if usage.is_object() {
+                    self.tokens.input = n(&usage["promptTokenCount"]);
+                    self.tokens.output =
+                        n(&usage["candidatesTokenCount"]) + n(&usage["thoughtsTokenCount"]);
+                    self.tokens.cache_read = n(&usage["cachedContentTokenCount"]);
+                }
+            }
+        }
+    }
+}
+
+/// The model a request names: the JSON body's `model`, or Gemini's `models/{model}:…` path.
+pub fn request_model(provider: Provider, path: &str, body: &[u8]) -> Option<String> {
+    if provider == Provider::Gemini {
+        let rest = path.split("models/").nth(1)?;
+        return Some(rest.split(':').next()?.to_owned());
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v["model"].as_str().map(str::to_owned)
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    #[serde(default)]
+    pub input: f64,
+    #[serde(default)]
+    pub output: f64,
+    #[serde(default)]
+    pub cache_read: f64,
+    #[serde(default)]
+    pub cache_write: f64,
+}
+
+/// The operator's price table: `DATA_DIR/prices.toml`, `[models."<model>"] input = 3.0 …`
+/// (USD per million tokens). Re-read when the file changes; a model that is not listed has no
+/// cost (tokens are still counted).
+pub struct Prices {
+    path: PathBuf,
+    cache: Mutex<(Option<std::time::SystemTime>, HashMap<String, Price>)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceFile {
+    #[serde(default)]
+    models: HashMap<String, Price>,
+}
+
+impl Prices {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            cache: Mutex::new((None, HashMap::new())),
+        }
+    }
+
+    pub fn cost(&self, model: Option<&str>, t: Tokens) -> Option<f64> {
+        let model = model?;
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != mtime {
+            let table = std::fs::read_to_string(&self.path)
+                .ok()
+                .and_then(|s| match toml::from_str::<PriceFile>(&s) {
+                    Ok(f) => Some(f.models),
+                    Err(e) => {
+                        tracing::warn!(path = %self.path.display(), error = %e, "ignoring the price table");
+                        None
+                    }
+                })
+                .unwrap_or_default();
+            *cache = (mtime, table);
+        }
+        let p = cache.1.get(model)?;
+        let m = 1e6;
+        Some(
+            t.input.saturating_sub(t.cache_read) as f64 * p.input / m
+                + t.output as f64 * p.output / m
+                + t.cache_read as f64 * p.cache_read / m
+                + t.cache_write as f64 * p.cache_write / m,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p: Provider, sse: bool, body: &str, split: usize) -> UsageTap {
+        let mut t = UsageTap::new(p, sse);
+        let bytes = body.as_bytes();
+        for chunk in bytes.chunks(split) {
+            t.feed(chunk);
+        }
+        t.finish();
+        t
+    }
+
+    #[test]
+    fn anthropic_stream() {
+        let body = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n\
+                    event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":10}}\n\n";
+        for split in [1, 7, 1000] {
+            let t = run(Provider::Anthropic, true, body, split);
+            assert_eq!(
+                t.tokens,
+                Tokens {
+                    input: 20,
+                    output: 10,
+                    cache_read: 5,
+                    cache_write: 0
+                }
+            );
+            assert_eq!(t.model.as_deref(), Some("claude-x"));
+        }
+    }
+
+    #[test]
+    fn openai_responses_chat_and_gemini() {
+        let r = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"model\":\"gpt-5.5\",\"usage\":{\"input_tokens\":20,\"input_tokens_details\":{\"cached_tokens\":4},\"output_tokens\":10}}}\n\n";
+        let t = run(Provider::Openai, true, r, 3);
+        assert_eq!(
+            t.tokens,
+            Tokens {
+                input: 20,
+                output: 10,
+                cache_read: 4,
+                cache_write: 0
+            }
+        );
+        let c = "data: {\"choices\":[]}\n\ndata: {\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
+        let t = run(Provider::Openai, true, c, 5);
+        assert_eq!((t.tokens.input, t.tokens.output), (7, 3));
+        let g = "data: {\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":30,\"candidatesTokenCount\":15}}\r\n\r\n";
+        let t = run(Provider::Gemini, true, g, 2);
+        assert_eq!((t.tokens.input, t.tokens.output), (30, 15));
+        let plain = "{\"model\":\"claude-y\",\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}";
+        let t = run(Provider::Anthropic, false, plain, 4);
+        assert_eq!(
+            (t.tokens.input, t.tokens.output, t.model.as_deref()),
+            (3, 2, Some("claude-y"))
+        );
+        // Garbage never panics and counts nothing.
+        let t = run(Provider::Openai, true, "data: {nope\n\ndata: 12\n", 1);
+        assert_eq!(t.tokens, Tokens::default());
+    }
+
+    #[test]
+    fn models_and_prices() {
+        assert_eq!(
+            request_model(
+                Provider::Gemini,
+                "v1beta/models/gemini-2.5-pro:streamGenerateContent",
+                b""
+            ),
+            Some("gemini-2.5-pro".into())
+        );
+        assert_eq!(
+            request_model(Provider::Anthropic, "v1/messages", br#"{"model":"m1"}"#),
+            Some("m1".into())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prices.toml");
+        let prices = Prices::new(path.clone());
+        let t = Tokens {
+            input: 1_000_000,
+            output: 500_000,
+            cache_read: 0,
+            cache_write: 0,
+        };
+        assert_eq!(prices.cost(Some("m1"), t), None);
+        std::fs::write(&path, "[models.m1]\ninput = 3.0\noutput = 15.0\n").unwrap();
+        assert_eq!(prices.cost(Some("m1"), t), Some(3.0 + 7.5));
+        assert_eq!(prices.cost(Some("other"), t), None);
+    }
+}

@@ -1,0 +1,307 @@
+//! LLM gateway accounting: calls, usage summaries and budgets.
+
+use sqlx::Row;
+
+use crate::{now, Result, Store};
+
+#[derive(Debug, Clone, Default)]
+pub struct LlmCall {
+    pub workspace_id: String,
+    pub workspace: String,
+    pub tenant: String,
+    pub task_id: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub path: String,
+    pub status: u16,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: u64,
+    pub ttfb_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// Filter for usage queries.
+#[derive(Debug, Clone, Default)]
+pub struct UsageFilter {
+    pub tenant: Option<String>,
+    pub workspace_id: Option<String>,
+    /// RFC 3339; only calls at or after this time.
+    pub since: Option<String>,
+}
+
+/// Totals of one group (workspace × provider × model).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageRow {
+    pub tenant: String,
+    pub workspace: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub calls: u64,
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// `tenant` or `workspace`.
+    pub scope: String,
+    /// Tenant name or workspace id.
+    pub target: String,
+    /// `day`, `month` or `total`.
+    pub period: String,
+    pub max_tokens: Option<u64>,
+    pub max_cost_usd: Option<f64>,
+}
+
+/// Spent within a budget's period.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spent {
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
+fn u(r: &sqlx::sqlite::SqliteRow, c: &str) -> u64 {
+    r.get::<Option<i64>, _>(c).unwrap_or(0).max(0) as u64
+}
+
+impl Store {
+    pub async fn record_llm_call(&self, c: &LlmCall) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO llm_calls (at, workspace_id, workspace, tenant, task_id, provider, model, path, \
+             status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, \
+             latency_ms, ttfb_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now())
+        .bind(&c.workspace_id)
+        .bind(&c.workspace)
+        .bind(&c.tenant)
+        .bind(&c.task_id)
+        .bind(&c.provider)
+        .bind(&c.model)
+        .bind(&c.path)
+        .bind(i64::from(c.status))
+        .bind(c.input_tokens as i64)
+        .bind(c.output_tokens as i64)
+        .bind(c.cache_read_tokens as i64)
+        .bind(c.cache_write_tokens as i64)
+        .bind(c.cost_usd)
+        .bind(c.latency_ms as i64)
+        .bind(c.ttfb_ms.map(|t| t as i64))
+        .bind(&c.error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
+        let rows = sqlx::query(
+            "SELECT tenant, workspace, provider, model, COUNT(*) AS calls, \
+             SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, \
+             SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
+             SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens, \
+             SUM(cost_usd) AS cost_usd FROM llm_calls \
+             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR workspace_id = ?2) AND (?3 IS NULL OR at >= ?3) \
+             GROUP BY tenant, workspace, provider, model ORDER BY tenant, workspace, provider, model",
+        )
+        .bind(&f.tenant)
+        .bind(&f.workspace_id)
+        .bind(&f.since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| UsageRow {
+                tenant: r.get("tenant"),
+                workspace: r.get("workspace"),
+                provider: r.get("provider"),
+                model: r.get("model"),
+                calls: u(r, "calls"),
+                errors: u(r, "errors"),
+                input_tokens: u(r, "input_tokens"),
+                output_tokens: u(r, "output_tokens"),
+                cache_read_tokens: u(r, "cache_read_tokens"),
+                cache_write_tokens: u(r, "cache_write_tokens"),
+                cost_usd: r.get("cost_usd"),
+            })
+            .collect())
+    }
+
+    /// Creates or replaces the budget of a scope/target.
+    pub async fn set_budget(&self, b: &Budget) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO budgets (scope, target, period, max_tokens, max_cost_usd, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(scope, target) DO UPDATE SET period = excluded.period, \
+             max_tokens = excluded.max_tokens, max_cost_usd = excluded.max_cost_usd",
+        )
+        .bind(&b.scope)
+        .bind(&b.target)
+        .bind(&b.period)
+        .bind(b.max_tokens.map(|t| t as i64))
+        .bind(b.max_cost_usd)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn remove_budget(&self, scope: &str, target: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM budgets WHERE scope = ? AND target = ?")
+            .bind(scope)
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    pub async fn budgets(&self) -> Result<Vec<Budget>> {
+        let rows = sqlx::query(
+            "SELECT scope, target, period, max_tokens, max_cost_usd FROM budgets ORDER BY scope, target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Budget {
+                scope: r.get("scope"),
+                target: r.get("target"),
+                period: r.get("period"),
+                max_tokens: r
+                    .get::<Option<i64>, _>("max_tokens")
+                    .map(|t| t.max(0) as u64),
+                max_cost_usd: r.get("max_cost_usd"),
+            })
+            .collect())
+    }
+
+    /// The budgets that apply to a workspace: its own and its tenant's.
+    pub async fn budgets_for(&self, tenant: &str, workspace_id: &str) -> Result<Vec<Budget>> {
+        Ok(self
+            .budgets()
+            .await?
+            .into_iter()
+            .filter(|b| {
+                (b.scope == "tenant" && b.target == tenant)
+                    || (b.scope == "workspace" && b.target == workspace_id)
+            })
+            .collect())
+    }
+
+    /// Tokens (input + output) and cost spent under a budget since `since` (RFC 3339; None =
+    /// all time).
+    pub async fn spent(&self, b: &Budget, since: Option<&str>) -> Result<Spent> {
+        let col = if b.scope == "tenant" {
+            "tenant"
+        } else {
+            "workspace_id"
+        };
+        let sql = format!(
+            "SELECT SUM(input_tokens + output_tokens) AS tokens, SUM(cost_usd) AS cost FROM llm_calls \
+             WHERE {col} = ? AND (?2 IS NULL OR at >= ?2)"
+        );
+        let r = sqlx::query(&sql)
+            .bind(&b.target)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Spent {
+            tokens: u(&r, "tokens"),
+            cost_usd: r.get::<Option<f64>, _>("cost").unwrap_or(0.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn usage_groups_and_budgets_sum() {
+        let s = Store::open_in_memory().await.unwrap();
+        let call =
+            |ws: &str, tenant: &str, inp: u64, out: u64, cost: Option<f64>, status: u16| LlmCall {
+                workspace_id: format!("id-{ws}"),
+                workspace: format!("{tenant}/{ws}"),
+                tenant: tenant.into(),
+                task_id: "tk".into(),
+                provider: "anthropic".into(),
+                model: Some("m".into()),
+                path: "v1/messages".into(),
+                status,
+                input_tokens: inp,
+                output_tokens: out,
+                cost_usd: cost,
+                latency_ms: 5,
+                ..Default::default()
+            };
+        s.record_llm_call(&call("web", "acme", 100, 10, Some(0.5), 200))
+            .await
+            .unwrap();
+        s.record_llm_call(&call("web", "acme", 50, 5, None, 500))
+            .await
+            .unwrap();
+        s.record_llm_call(&call("api", "acme", 7, 3, Some(0.25), 200))
+            .await
+            .unwrap();
+        s.record_llm_call(&call("x", "globex", 1, 1, None, 200))
+            .await
+            .unwrap();
+        let all = s.usage(&UsageFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 3);
+        let web = all.iter().find(|r| r.workspace == "acme/web").unwrap();
+        assert_eq!(
+            (web.calls, web.errors, web.input_tokens, web.output_tokens),
+            (2, 1, 150, 15)
+        );
+        assert_eq!(web.cost_usd, Some(0.5));
+        let acme = s
+            .usage(&UsageFilter {
+                tenant: Some("acme".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(acme.len(), 2);
+        let future = s
+            .usage(&UsageFilter {
+                since: Some("2999-01-01T00:00:00Z".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(future.is_empty());
+
+        let b = Budget {
+            scope: "tenant".into(),
+            target: "acme".into(),
+            period: "day".into(),
+            max_tokens: Some(100),
+            max_cost_usd: None,
+        };
+        s.set_budget(&b).await.unwrap();
+        s.set_budget(&Budget {
+            max_tokens: Some(200),
+            ..b.clone()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.budgets().await.unwrap().len(), 1);
+        assert_eq!(
+            s.budgets_for("acme", "id-web").await.unwrap()[0].max_tokens,
+            Some(200)
+        );
+        assert!(s.budgets_for("globex", "id-x").await.unwrap().is_empty());
+        let spent = s.spent(&b, None).await.unwrap();
+        assert_eq!(spent.tokens, 175);
+        assert!((spent.cost_usd - 0.75).abs() < 1e-9);
+        assert!(s.remove_budget("tenant", "acme").await.unwrap());
+        assert!(!s.remove_budget("tenant", "acme").await.unwrap());
+    }
+}
