@@ -81,6 +81,11 @@ fn main() {
                         [127, 0, 0, 1],
                         berth_daemon::GATEWAY_PORT,
                     ))),
+                    // Every other way out goes through berth's egress proxy on this port.
+                    egress_listen: Some(std::net::SocketAddr::from((
+                        [127, 0, 0, 1],
+                        berth_daemon::EGRESS_PORT,
+                    ))),
                     ..Default::default()
                 };
                 match berth_daemon::server::run(opts).await {

@@ -114,6 +114,12 @@ pub const GATEWAY_PORT: u16 = 7788;
 /// listens; the daemon's gateway relay connects to it.
 pub const DEFAULT_GATEWAY_SOCKET: &str = "/run/berth/gateway.sock";
 
+/// Port of the egress-proxy relay inside a workspace (`HTTP(S)_PROXY=http://127.0.0.1:3128`).
+pub const EGRESS_PORT: u16 = 3128;
+
+/// The server's egress-proxy socket as a workspace sees it.
+pub const DEFAULT_EGRESS_SOCKET: &str = "/run/berth/egress.sock";
+
 fn incompatible_message(daemon: u32, client: u32) -> String {
     let hint = if daemon < client {
         "this workspace runs an older daemon; restart the workspace to upgrade it"

@@ -56,6 +56,11 @@ pub struct DaemonOptions {
     pub gateway_listen: Option<SocketAddr>,
     /// The server's gateway socket the relay connects to (default [`DEFAULT_GATEWAY_SOCKET`]).
     pub gateway_socket: PathBuf,
+    /// Where the egress-proxy relay listens (the binary uses `127.0.0.1:`[`crate::EGRESS_PORT`]);
+    /// `None` (the default): no relay.
+    pub egress_listen: Option<SocketAddr>,
+    /// The server's egress-proxy socket (default [`crate::DEFAULT_EGRESS_SOCKET`]).
+    pub egress_socket: PathBuf,
     /// Makes the agent driver of each turn (default [`berth_agents::driver`]).
     pub drivers: DriverFactory,
     /// Events buffered per task; beyond it the oldest are dropped (default 100 000).
@@ -79,6 +84,8 @@ impl Default for DaemonOptions {
             max_exited_sessions: 50,
             gateway_listen: None,
             gateway_socket: PathBuf::from(DEFAULT_GATEWAY_SOCKET),
+            egress_listen: None,
+            egress_socket: PathBuf::from(crate::DEFAULT_EGRESS_SOCKET),
             drivers: DriverFactory::default(),
             task_event_buffer: 100_000,
             max_finished_tasks: 200,
@@ -110,16 +117,21 @@ where
 {
     let listener = bind(&opts.socket, opts.socket_mode).await?;
     let socket = opts.socket.clone();
-    let relay = match opts.gateway_listen {
-        Some(addr) => match spawn_gateway_relay(addr, opts.gateway_socket.clone()).await {
-            Ok((_, task)) => Some(task),
+    // Loopback ports inside the workspace relayed to the server's sockets in the channel
+    // directory: the only ways out of a workspace with no network.
+    let mut relays = Vec::new();
+    for (listen, target, what) in [
+        (opts.gateway_listen, &opts.gateway_socket, "LLM gateway"),
+        (opts.egress_listen, &opts.egress_socket, "egress proxy"),
+    ] {
+        let Some(addr) = listen else { continue };
+        match spawn_gateway_relay(addr, target.clone()).await {
+            Ok((_, task)) => relays.push(task),
             Err(e) => {
-                tracing::error!(listen = %addr, error = %e, "cannot start the gateway relay; agents will not reach the LLM gateway");
-                None
+                tracing::error!(listen = %addr, error = %e, "cannot start the {what} relay");
             }
-        },
-        None => None,
-    };
+        }
+    }
     let daemon = Daemon::new(opts);
     tracing::info!(
         socket = %socket.display(),
@@ -148,7 +160,7 @@ where
         }
     }
     drop(listener);
-    if let Some(relay) = relay {
+    for relay in relays {
         relay.abort();
     }
     if let Err(e) = std::fs::remove_file(&socket) {
