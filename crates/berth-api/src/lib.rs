@@ -49,9 +49,14 @@ pub struct CreateWorkspace {
     /// Image to run; default is berth's base image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Engine network mode: `none` (no network at all) or `bridge`. Default from the server config.
+    /// Engine network mode: `none` (no network; the only way out is berth's egress proxy) or
+    /// `bridge`. Default from the server config (`none`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Initial egress rules, e.g. `["allow registry.npmjs.org", "allow *.github.com:443"]`.
+    /// Default: none (all egress denied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -509,6 +514,57 @@ pub struct BudgetTarget {
     pub tenant: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
+}
+
+/// `GET/PUT /api/v1/workspaces/{ws}/egress/rules`: the workspace's egress policy, first match
+/// wins, anything unmatched is denied. Rule syntax: `allow|deny HOST[:PORT] [METHOD] [/PATH-PREFIX]`
+/// where HOST is exact, `*.suffix` or `*`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRules {
+    pub rules: Vec<String>,
+}
+
+/// `POST /api/v1/workspaces/{ws}/egress/rules`: add one rule (at the top by default, so it wins
+/// over older ones; `position` is 0-based).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddEgressRule {
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+}
+
+/// One egress attempt.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EgressLogEntry {
+    pub id: i64,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    pub host: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub reason: String,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub intercepted: bool,
+}
+
+/// `GET /api/v1/workspaces/{ws}/egress/log?after=ID&limit=N` (and `…/egress/log/stream`, SSE).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct EgressLogQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
 }
 
 #[cfg(test)]

@@ -404,7 +404,7 @@ struct ParallelResult {
 
 async fn parallel(s: &TestServer, mock: &MockLlm, agent: Agent, n: usize) -> ParallelResult {
     s.create_workspace(json!({
-        "name": "bench-par", "memory": "8g", "cpus": 2, "pids": 8192, "network": "none"
+        "name": "bench-par", "memory": "8g", "cpus": "2", "pids": 8192, "network": "none"
     }))
     .await;
     let before = mock.requests().len();
@@ -498,7 +498,7 @@ async fn main() {
     // the forwarder; berth's tasks use the gateway either way.
     let ws = "bench";
     s.create_workspace(json!({
-        "name": ws, "memory": "4g", "cpus": 2, "pids": 4096, "network": "bridge"
+        "name": ws, "memory": "4g", "cpus": "2", "pids": 4096, "network": "bridge"
     }))
     .await;
     let gw = workspace_gateway(&s, ws).await;

@@ -397,6 +397,11 @@ impl Client {
         self.read_json(resp).await
     }
 
+    pub async fn delete_value(&self, path: &str) -> Result<serde_json::Value> {
+        let resp = self.send(self.http.delete(self.url(path))).await?;
+        self.read_json(resp).await
+    }
+
     pub async fn put_value<B: Serialize + ?Sized>(
         &self,
         path: &str,

@@ -40,6 +40,10 @@ pub(crate) async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
             let client = client(&args.conn, ctx)?;
             usage(args, &client, ctx).await
         }
+        Command::Egress { cmd, conn } => {
+            let client = client(&conn, ctx)?;
+            egress(cmd, &client, ctx).await
+        }
         Command::Budget { cmd, conn } => {
             let client = client(&conn, ctx)?;
             budget(cmd, &client, ctx).await
@@ -249,9 +253,20 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             pids,
             image,
             network,
+            allow,
             json,
         } => {
             let (tenant, name) = split_tenant(&name, tenant)?;
+            let egress = allow
+                .iter()
+                .map(|r| {
+                    if r.starts_with("allow ") || r.starts_with("deny ") {
+                        r.clone()
+                    } else {
+                        format!("allow {r}")
+                    }
+                })
+                .collect::<Vec<_>>();
             let req = CreateWorkspace {
                 name,
                 tenant,
@@ -260,6 +275,7 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
                 pids,
                 image,
                 network,
+                egress: (!egress.is_empty()).then_some(egress),
             };
             let v = client.post_value("/workspaces", &req).await?;
             let w: Workspace = decode(v.clone())?;
@@ -537,6 +553,101 @@ pub(crate) fn usage_table(r: &berth_api::UsageReport) -> String {
             "COST",
         ],
         &rows,
+    )
+}
+
+async fn egress(cmd: crate::EgressCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    use crate::EgressCmd as E;
+    let rules_path = |ws: &str| format!("{}/egress/rules", ws_path(ws));
+    let print_rules = |ctx: &mut Ctx<'_>, v: serde_json::Value| -> Result<()> {
+        let r: berth_api::EgressRules = decode(v)?;
+        if r.rules.is_empty() {
+            return ctx.print("no rules: all egress is denied\n");
+        }
+        let mut out = String::new();
+        for (i, rule) in r.rules.iter().enumerate() {
+            out.push_str(&format!("{i:>3}  {rule}\n"));
+        }
+        out.push_str("     (anything else is denied)\n");
+        ctx.print(&out)
+    };
+    match cmd {
+        E::Rules { ws, json } => {
+            let v = client.get_value(&rules_path(&ws)).await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                print_rules(ctx, v)?;
+            }
+        }
+        E::Allow { ws, rule } => {
+            let body = berth_api::AddEgressRule {
+                rule: format!("allow {}", rule.join(" ")),
+                position: None,
+            };
+            let v = client.post_value(&rules_path(&ws), &body).await?;
+            print_rules(ctx, v)?;
+        }
+        E::Deny { ws, rule } => {
+            let body = berth_api::AddEgressRule {
+                rule: format!("deny {}", rule.join(" ")),
+                position: None,
+            };
+            let v = client.post_value(&rules_path(&ws), &body).await?;
+            print_rules(ctx, v)?;
+        }
+        E::Rm { ws, index } => {
+            let v = client
+                .delete_value(&format!("{}/{index}", rules_path(&ws)))
+                .await?;
+            print_rules(ctx, v)?;
+        }
+        E::Log { ws, follow, json } => {
+            let path = format!("{}/egress/log", ws_path(&ws));
+            let mut after = 0i64;
+            loop {
+                let q = berth_api::EgressLogQuery {
+                    after: Some(after),
+                    limit: Some(1000),
+                };
+                let v = client.get_query_value(&path, &q).await?;
+                let entries: Vec<berth_api::EgressLogEntry> = decode(v)?;
+                for e in &entries {
+                    after = after.max(e.id);
+                    if json {
+                        ctx.print(&format!(
+                            "{}\n",
+                            serde_json::to_string(e).unwrap_or_default()
+                        ))?;
+                    } else {
+                        ctx.print(&egress_line(e))?;
+                    }
+                }
+                if entries.is_empty() {
+                    if !follow {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn egress_line(e: &berth_api::EgressLogEntry) -> String {
+    let what = match (&e.method, &e.path) {
+        (Some(m), Some(p)) => format!("{m} {}:{}{p}", e.host, e.port),
+        _ => format!("CONNECT {}:{}", e.host, e.port),
+    };
+    format!(
+        "{}  {:<5}  {what}  {}  ↑{} ↓{}{}\n",
+        short_time(&e.at),
+        e.decision.to_uppercase(),
+        e.rule.as_deref().unwrap_or(&e.reason),
+        e.bytes_up,
+        e.bytes_down,
+        if e.intercepted { "  (inspected)" } else { "" }
     )
 }
 

@@ -78,6 +78,13 @@ pub enum Command {
     Audit(AuditArgs),
     /// LLM usage through berth's gateway: calls, tokens, cost
     Usage(UsageArgs),
+    /// A workspace's egress firewall: rules (changed live) and the log of every attempt
+    Egress {
+        #[command(subcommand)]
+        cmd: EgressCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Token/cost budgets of tenants and workspaces
     Budget {
         #[command(subcommand)]
@@ -148,9 +155,13 @@ pub enum WorkspaceCmd {
         /// Image to run [default: berth's base image]
         #[arg(long)]
         image: Option<String>,
-        /// Network mode
+        /// Network mode: none (default; only berth's egress proxy) or bridge
         #[arg(long, value_parser = ["none", "bridge"])]
         network: Option<String>,
+        /// Allow egress, e.g. --allow registry.npmjs.org --allow '*.github.com:443' (repeatable;
+        /// full rule syntax: --allow 'deny example.com POST /x')
+        #[arg(long = "allow", value_name = "RULE")]
+        allow: Vec<String>,
         /// Print the API's JSON
         #[arg(long)]
         json: bool,
@@ -435,6 +446,38 @@ pub struct BudgetTargetArgs {
     /// One workspace's budget
     #[arg(long)]
     pub workspace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EgressCmd {
+    /// List the rules in order (first match wins; anything unmatched is denied)
+    Rules {
+        ws: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow HOST[:PORT] [METHOD] [/PATH-PREFIX], e.g. `berth egress allow W registry.npmjs.org`
+    Allow {
+        ws: String,
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+    },
+    /// Deny HOST[:PORT] [METHOD] [/PATH-PREFIX] (added on top, so it wins over older allows)
+    Deny {
+        ws: String,
+        #[arg(required = true, num_args = 1..)]
+        rule: Vec<String>,
+    },
+    /// Remove the rule at this position (as listed by `rules`, from 0)
+    Rm { ws: String, index: usize },
+    /// Show the egress log; -f follows it
+    Log {
+        ws: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,8 +41,8 @@ pub struct ServerArgs {
     /// Default process cap of new workspaces [default: 1024].
     #[arg(long, env = "BERTH_DEFAULT_PIDS")]
     pub default_pids: Option<i64>,
-    /// Default network of new workspaces: `bridge` (engine default network) or `none`
-    /// [default: bridge].
+    /// Default network of new workspaces: `none` (no network; the only way out is berth's egress
+    /// proxy) or `bridge` (the engine's default network, unfiltered) [default: none].
     #[arg(long, env = "BERTH_DEFAULT_NETWORK")]
     pub default_network: Option<String>,
     /// Workspace image [default: berth's content-addressed base image].
@@ -124,7 +124,7 @@ impl ServerArgs {
         let default_network = self
             .default_network
             .or(file.default_network)
-            .unwrap_or_else(|| "bridge".into());
+            .unwrap_or_else(|| "none".into());
         if !NETWORKS.contains(&default_network.as_str()) {
             anyhow::bail!("default_network must be one of {}", NETWORKS.join(", "));
         }

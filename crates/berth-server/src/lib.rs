@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod config;
 mod doctor;
+mod egress;
 mod engine;
 mod error;
 mod gateway;
@@ -84,6 +85,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         binary,
     );
     state.engine = Some(engine.clone());
+    state.egress = Some(egress::Egress::start(
+        &state.config.data_dir,
+        store.clone(),
+    )?);
     let state = Arc::new(state);
     match state.runtime.info().await {
         Ok(info) => {

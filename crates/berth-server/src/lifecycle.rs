@@ -34,6 +34,8 @@ pub struct CreateSpec {
     pub limits: Limits,
     pub image: String,
     pub network: String,
+    /// Initial egress rules (validated).
+    pub egress: Vec<String>,
 }
 
 impl CreateSpec {
@@ -85,12 +87,18 @@ impl CreateSpec {
             Some(i) => i.clone(),
             None => state.default_image(),
         };
+        let egress = req.egress.clone().unwrap_or_default();
+        for r in &egress {
+            berth_egress::Rule::parse(r)
+                .map_err(|e| ApiError::invalid(format!("egress rule {r:?}: {e}")))?;
+        }
         Ok(Self {
             tenant,
             name,
             limits,
             image,
             network,
+            egress,
         })
     }
 }
@@ -183,6 +191,10 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             other => other.into(),
         })?;
 
+    state
+        .store
+        .set_egress_rules(id.as_str(), &spec.egress)
+        .await?;
     let mut undo = Undo::default();
     match provision(state, &row, &mut undo).await {
         Ok(()) => Ok(state
@@ -194,6 +206,9 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             undo.run(state).await;
             if let Err(e) = state.store.delete_workspace(&id).await {
                 tracing::error!(error = %e, "rollback: could not delete workspace row");
+            }
+            if let Err(e) = state.store.set_egress_rules(id.as_str(), &[]).await {
+                tracing::error!(error = %e, "rollback: could not delete egress rules");
             }
             drop(_guard);
             state.forget_lock(&id);
@@ -262,6 +277,9 @@ fn prepare_channel(state: &AppState, id: &WorkspaceId) -> std::io::Result<std::p
     std::fs::create_dir_all(&dir)?;
     // A stale socket from an earlier run would make the readiness check pass too early.
     let _ = std::fs::remove_file(state.daemon_socket(id));
+    if let Some(e) = &state.egress {
+        crate::egress::write_ca_bundle(&dir, e.ca_pem())?;
+    }
     chown_to_workspace_user(&dir)?;
     set_mode(&dir, 0o700)?;
     Ok(dir)
@@ -298,7 +316,10 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             "LANG=C.UTF-8".to_owned(),
             format!("BERTH_WORKSPACE={}", w.qualified_name()),
             format!("BERTH_WORKSPACE_ID={}", w.id),
-        ],
+        ]
+        .into_iter()
+        .chain(proxy_env())
+        .collect(),
         labels,
         hostname: Some(w.name.to_string()),
         working_dir: Some(HOME.to_owned()),
@@ -327,6 +348,37 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
         init: true,
     };
     Ok(state.runtime.create_container(&spec).await?)
+}
+
+/// The way out of a workspace: berth's egress proxy (relayed on loopback by the daemon), with
+/// berth's CA trusted for intercepted TLS. Loopback itself (the LLM gateway) stays direct.
+pub fn proxy_env() -> Vec<String> {
+    let proxy = format!("http://127.0.0.1:{}", berth_daemon::EGRESS_PORT);
+    let bundle = format!("{CHANNEL_IN_WORKSPACE}/ca-bundle.crt");
+    let mut env = Vec::new();
+    for k in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        env.push(format!("{k}={proxy}"));
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        env.push(format!("{k}=localhost,127.0.0.1,::1"));
+    }
+    for k in [
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ] {
+        env.push(format!("{k}={bundle}"));
+    }
+    env
 }
 
 async fn start_and_wait(state: &AppState, w: &Workspace, container: &str) -> ApiResult<()> {
@@ -509,6 +561,7 @@ pub async fn remove(state: &AppState, raw: &str, remove_volume: bool) -> ApiResu
         let _ = std::fs::remove_dir_all(ws_dir);
     }
     state.store.delete_workspace(&w.id).await?;
+    state.store.set_egress_rules(w.id.as_str(), &[]).await?;
     drop(_guard);
     state.forget_lock(&w.id);
     Ok(w)

@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{system, tasks, terminal, usage, workspaces};
+use crate::routes::{egress, system, tasks, terminal, usage, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,8 @@ use crate::routes::{system, tasks, terminal, usage, workspaces};
         tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::events,
         tasks::stream,
         usage::usage, usage::list_budgets, usage::set_budget, usage::remove_budget,
+        egress::rules, egress::set_rules, egress::add_rule, egress::remove_rule, egress::log,
+        egress::log_stream,
         openapi_json,
     ),
     components(schemas(berth_api::WsControl, berth_api::ExecStart)),

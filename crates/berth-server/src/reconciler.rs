@@ -100,7 +100,7 @@ async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<(
                         .set_state(&w.id, WorkspaceState::Running, None)
                         .await?;
                 }
-                state.gateways.ensure(state, &w.id);
+                crate::egress::activate(state, &w.id).await;
                 observe_oom(state, w, c.pid).await?;
             } else {
                 let code = c.exit_code.unwrap_or(-1);

@@ -79,6 +79,8 @@ pub struct AppState {
     /// HTTP client for the gateway's upstream calls.
     pub http: reqwest::Client,
     pub gateways: crate::gateway::Listeners,
+    /// The egress proxy (None in unit tests over the fake runtime).
+    pub egress: Option<Arc<crate::egress::Egress>>,
     /// The operator's price table (`DATA_DIR/prices.toml`).
     pub prices: crate::usage_tap::Prices,
     pub tasks: crate::tasks::TaskHub,
@@ -122,6 +124,7 @@ impl AppState {
                 .build()
                 .unwrap_or_default(),
             gateways: Default::default(),
+            egress: None,
             tasks: Default::default(),
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),

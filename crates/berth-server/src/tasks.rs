@@ -316,7 +316,7 @@ pub async fn create(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiRes
             virtual_key_hash: hash_token(key.expose()),
         })
         .await?;
-    state.gateways.ensure(state, &w.id);
+    crate::egress::activate(state, &w.id).await;
     let turn = TurnSpec {
         agent,
         prompt: req.prompt,

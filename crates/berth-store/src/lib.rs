@@ -553,8 +553,10 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
     })
 }
 
+mod egress;
 mod tasks;
 mod usage;
+pub use egress::{EgressEntry, EgressRecord};
 pub use tasks::{NewTask, Task};
 pub use usage::{Budget, LlmCall, Spent, UsageFilter, UsageRow};
 

@@ -38,7 +38,7 @@ async fn workspace_is_hardened_non_root_and_capped() {
     assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
     assert!(status.contains("CapBnd:\t0000000000000000"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
-    // The daemon binary is read-only; no engine socket; the channel holds only the daemon socket.
+    // The daemon binary is read-only; no engine socket.
     let ro = s
         .exec(
             "acme/web",
@@ -58,7 +58,11 @@ async fn workspace_is_hardened_non_root_and_capped() {
         )
         .await;
     let socks = socks["stdout"].as_str().unwrap();
-    assert!(socks.starts_with("daemon.sock\n"), "{socks}");
+    // The channel holds berth's own sockets and the CA bundle, nothing else.
+    assert!(
+        socks.starts_with("berth-ca.crt\nca-bundle.crt\ndaemon.sock\negress.sock\ngateway.sock\n"),
+        "{socks}"
+    );
     assert!(!socks.contains("podman.sock"), "{socks}");
     // HOME is the persistent volume, writable by the agent user.
     let home = s

@@ -645,6 +645,33 @@ async fn prepare(
     Ok((driver, child))
 }
 
+/// Variables of the workspace itself that agents (and the tools they run) must see: the way out
+/// through berth's egress proxy and the CA bundle that trusts it. They come from the container's
+/// environment, set by the server, so the drivers need not know them.
+const WORKSPACE_PASSTHROUGH: [&str; 14] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "BERTH_WORKSPACE",
+];
+
+fn workspace_passthrough() -> Vec<(String, String)> {
+    WORKSPACE_PASSTHROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect()
+}
+
 fn spawn(inv: &Invocation) -> Result<tokio::process::Child, String> {
     let not_installed = || {
         format!(
@@ -676,6 +703,7 @@ fn spawn(inv: &Invocation) -> Result<tokio::process::Child, String> {
     cmd.args(&inv.args)
         .env_clear()
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
+        .envs(workspace_passthrough())
         .current_dir(&inv.cwd)
         .stdin(if inv.stdin.is_some() {
             Stdio::piped()

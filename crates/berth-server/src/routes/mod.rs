@@ -1,6 +1,7 @@
 //! HTTP routes under `/api/v1`. Handlers only parse and validate, then call the lifecycle or
 //! the daemon; one file per resource.
 
+pub mod egress;
 pub mod system;
 pub mod tasks;
 pub mod terminal;
@@ -57,6 +58,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{task}/cancel", post(tasks::cancel))
         .route("/tasks/{task}/events", get(tasks::events))
         .route("/tasks/{task}/events/stream", get(tasks::stream))
+        .route(
+            "/workspaces/{ws}/egress/rules",
+            get(egress::rules)
+                .put(egress::set_rules)
+                .post(egress::add_rule),
+        )
+        .route(
+            "/workspaces/{ws}/egress/rules/{index}",
+            axum::routing::delete(egress::remove_rule),
+        )
+        .route("/workspaces/{ws}/egress/log", get(egress::log))
+        .route(
+            "/workspaces/{ws}/egress/log/stream",
+            get(egress::log_stream),
+        )
         .route("/usage", get(usage::usage))
         .route(
             "/budgets",

@@ -94,7 +94,7 @@ pub async fn create(
     };
     audit(&state.store, &actor, "workspace.create", &target, &result).await;
     let w = result?;
-    state.gateways.ensure(&state, &w.id);
+    crate::egress::activate(&state, &w.id).await;
     Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
 
@@ -186,7 +186,7 @@ pub async fn start(
     )
     .await;
     let w = result?;
-    state.gateways.ensure(&state, &w.id);
+    crate::egress::activate(&state, &w.id).await;
     Ok(axum::Json(to_api(&w)))
 }
 
@@ -236,7 +236,7 @@ pub async fn remove(
         &result,
     )
     .await;
-    state.gateways.stop(&result?.id);
+    crate::egress::deactivate(&state, &result?.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
