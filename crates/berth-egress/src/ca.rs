@@ -12,6 +12,7 @@ use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 
@@ -35,7 +36,8 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,10 @@ impl CertificateAuthority {
     /// A new CA kept only in memory (tests).
     pub fn generate() -> io::Result<Self> {
         let key = KeyPair::generate().map_err(other)?;
-        let issuer = ca_params(&key).map_err(other)?.self_signed(&key).map_err(other)?;
+        let issuer = ca_params(&key)
+            .map_err(other)?
+            .self_signed(&key)
+            .map_err(other)?;
         Ok(Self::from_parts(issuer.pem(), issuer, key))
     }
 
@@ -103,7 +108,10 @@ impl CertificateAuthority {
             }
             Err(e) => return Err(e),
         };
-        let issuer = ca_params(&key).map_err(other)?.self_signed(&key).map_err(other)?;
+        let issuer = ca_params(&key)
+            .map_err(other)?
+            .self_signed(&key)
+            .map_err(other)?;
         let cert_pem = match std::fs::read_to_string(&cert_path) {
             Ok(pem) => {
                 let der = CertificateDer::from_pem_slice(pem.as_bytes())
@@ -201,8 +209,6 @@ fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-use rustls::pki_types::pem::PemObject;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,7 +223,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for f in [CA_CERT_FILE, CA_KEY_FILE] {
-                let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+                let mode = std::fs::metadata(dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode();
                 assert_eq!(mode & 0o777, 0o600, "{f}");
             }
         }
@@ -225,6 +234,40 @@ mod tests {
         let cfg = b.server_config("example.test").unwrap();
         assert_eq!(cfg.alpn_protocols, vec![b"http/1.1".to_vec()]);
         assert!(Arc::ptr_eq(&cfg, &b.server_config("example.test").unwrap()));
+    }
+
+    /// A leaf issued by a CA reloaded from disk verifies against the stored certificate.
+    #[tokio::test]
+    async fn reloaded_ca_issues_leaves_that_chain_to_stored_cert() {
+        let dir = tempfile::tempdir().unwrap();
+        let stored_pem = CertificateAuthority::load_or_create(dir.path())
+            .unwrap()
+            .cert_pem();
+        let reloaded = CertificateAuthority::load_or_create(dir.path()).unwrap();
+        let server_cfg = reloaded.server_config("example.test").unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(stored_pem.as_bytes()).unwrap())
+            .unwrap();
+        let client_cfg = rustls::ClientConfig::builder_with_provider(crate::upstream::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            tokio_rustls::TlsAcceptor::from(server_cfg)
+                .accept(b)
+                .await
+                .map(|_| ())
+        });
+        let name = rustls::pki_types::ServerName::try_from("example.test").unwrap();
+        let client = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
+            .connect(name, a)
+            .await;
+        let server = server.await.unwrap();
+        assert!(client.is_ok() && server.is_ok(), "{client:?} {server:?}");
     }
 
     #[test]

@@ -12,6 +12,19 @@
 //!   to the host;
 //! - [`EgressContext`]: what the server supplies per workspace: the live policy, the attempt
 //!   log sink and the placeholder → secret bindings swapped into requests to bound hosts.
+//!
+//! Integration (server side): load the CA once with
+//! [`CertificateAuthority::load_or_create`] (e.g. `$BERTH_DATA_DIR/egress-ca`), build one
+//! [`Proxy`], and for each workspace bind a Unix socket in its channel directory; for each
+//! accepted stream spawn `proxy.serve_connection(stream, ctx)` with that workspace's
+//! context. Inside the workspace set `HTTP_PROXY`/`HTTPS_PROXY`/`http_proxy`/`https_proxy`
+//! to `http://127.0.0.1:3128`, `NO_PROXY`/`no_proxy` to `localhost,127.0.0.1,::1`, and
+//! point `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`, `REQUESTS_CA_BUNDLE`, `GIT_SSL_CAINFO`,
+//! `CURL_CA_BUNDLE` at a bundle that includes [`CertificateAuthority::cert_pem`].
+//!
+//! Not handled: HTTP/2 and WebSocket upgrades inside intercepted connections (ALPN offers
+//! only http/1.1; `Upgrade` is stripped), secrets in URLs or bodies (only header values
+//! are swapped).
 
 mod body;
 mod ca;
@@ -50,7 +63,7 @@ pub struct SecretBinding {
 
 /// One egress attempt, as recorded through [`EgressContext::record`]. Never carries header
 /// values or secrets.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogEntry {
     /// `None` for a CONNECT that was tunnelled or refused as a whole.
     pub method: Option<String>,

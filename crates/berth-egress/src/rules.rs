@@ -388,7 +388,10 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
 /// Normalizes a host name or IP literal (brackets already removed): lowercase, no
 /// trailing dot, IP literals in canonical form. `None` if it is not a plausible host.
 pub fn normalize_host(host: &str) -> Option<String> {
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Some(ip.to_string());
     }
@@ -498,10 +501,19 @@ mod tests {
         for (input, shown) in [
             ("allow github.com", "allow github.com"),
             ("allow *.npmjs.org:443", "allow *.npmjs.org:443"),
-            ("deny api.github.com POST /repos", "deny api.github.com POST /repos"),
-            ("allow example.com:8080 GET /v1/", "allow example.com:8080 GET /v1/"),
+            (
+                "deny api.github.com POST /repos",
+                "deny api.github.com POST /repos",
+            ),
+            (
+                "allow example.com:8080 GET /v1/",
+                "allow example.com:8080 GET /v1/",
+            ),
             ("ALLOW GitHub.COM. get", "allow github.com GET"),
-            ("allow example.com /v1/%7euser", "allow example.com /v1/~user"),
+            (
+                "allow example.com /v1/%7euser",
+                "allow example.com /v1/~user",
+            ),
             ("allow *", "allow *"),
             ("deny *:25", "deny *:25"),
             ("allow 10.0.0.5:8443", "allow 10.0.0.5:8443"),
@@ -568,20 +580,60 @@ mod tests {
             "allow *.test",
         ]);
         let cases: &[(Attempt, bool, Option<usize>)] = &[
-            (attempt("api.github.com", 443, Some("POST"), Some("/repos/x")), false, Some(0)),
-            (attempt("api.github.com", 443, Some("post"), Some("/repos")), false, Some(0)),
-            (attempt("api.github.com", 443, Some("POST"), Some("/%72epos")), false, Some(0)),
-            (attempt("api.github.com", 443, Some("GET"), Some("/repos/x")), true, Some(1)),
-            (attempt("api.github.com", 443, Some("POST"), Some("/user")), true, Some(1)),
+            (
+                attempt("api.github.com", 443, Some("POST"), Some("/repos/x")),
+                false,
+                Some(0),
+            ),
+            (
+                attempt("api.github.com", 443, Some("post"), Some("/repos")),
+                false,
+                Some(0),
+            ),
+            (
+                attempt("api.github.com", 443, Some("POST"), Some("/%72epos")),
+                false,
+                Some(0),
+            ),
+            (
+                attempt("api.github.com", 443, Some("GET"), Some("/repos/x")),
+                true,
+                Some(1),
+            ),
+            (
+                attempt("api.github.com", 443, Some("POST"), Some("/user")),
+                true,
+                Some(1),
+            ),
             (attempt("github.com", 443, None, None), true, Some(2)),
             (attempt("github.com", 80, None, None), false, None),
-            (attempt("registry.npmjs.org", 443, None, None), true, Some(3)),
+            (
+                attempt("registry.npmjs.org", 443, None, None),
+                true,
+                Some(3),
+            ),
             (attempt("npmjs.org", 443, None, None), false, None),
-            (attempt("example.com", 8080, Some("GET"), Some("/v1/x?y=1")), true, Some(4)),
-            (attempt("example.com", 8080, Some("GET"), Some("/v2/x")), false, None),
-            (attempt("example.com", 8080, Some("POST"), Some("/v1/x")), false, None),
+            (
+                attempt("example.com", 8080, Some("GET"), Some("/v1/x?y=1")),
+                true,
+                Some(4),
+            ),
+            (
+                attempt("example.com", 8080, Some("GET"), Some("/v2/x")),
+                false,
+                None,
+            ),
+            (
+                attempt("example.com", 8080, Some("POST"), Some("/v1/x")),
+                false,
+                None,
+            ),
             (attempt("example.com", 8080, None, None), false, None),
-            (attempt("example.com", 80, Some("GET"), Some("/v1/x")), false, None),
+            (
+                attempt("example.com", 80, Some("GET"), Some("/v1/x")),
+                false,
+                None,
+            ),
             (attempt("10.1.2.3", 443, None, None), true, Some(5)),
             (attempt("10.1.2.4", 443, None, None), false, None),
             (attempt("a.evil.test", 80, None, None), false, Some(6)),
@@ -633,8 +685,13 @@ mod tests {
             assert!(!d.allow, "{path}");
         }
         assert!(
-            p.decide(&attempt("example.com", 443, Some("GET"), Some("/allowed/..x/a%2Fb")))
-                .allow
+            p.decide(&attempt(
+                "example.com",
+                443,
+                Some("GET"),
+                Some("/allowed/..x/a%2Fb")
+            ))
+            .allow
         );
     }
 
@@ -647,10 +704,17 @@ mod tests {
             "allow only.test GET /x",
             "deny never.test GET /x",
         ]);
-        assert_eq!(p.connect_plan("api.github.com", 443), ConnectPlan::PerRequest);
+        assert_eq!(
+            p.connect_plan("api.github.com", 443),
+            ConnectPlan::PerRequest
+        );
         assert!(matches!(
             p.connect_plan("github.com", 443),
-            ConnectPlan::Decided(Decision { allow: true, rule: Some(2), .. })
+            ConnectPlan::Decided(Decision {
+                allow: true,
+                rule: Some(2),
+                ..
+            })
         ));
         assert_eq!(p.connect_plan("only.test", 443), ConnectPlan::PerRequest);
         assert!(matches!(
@@ -659,7 +723,11 @@ mod tests {
         ));
         assert!(matches!(
             p.connect_plan("other.test", 443),
-            ConnectPlan::Decided(Decision { allow: false, rule: None, .. })
+            ConnectPlan::Decided(Decision {
+                allow: false,
+                rule: None,
+                ..
+            })
         ));
     }
 
@@ -672,7 +740,9 @@ mod tests {
 
     #[test]
     fn hostile_strings_do_not_panic() {
-        for s in ["[", "[]", "[::1", "[::1]x", "a:b:c", ":", "[]:", "é.com", "%", "/%", "/%e"] {
+        for s in [
+            "[", "[]", "[::1", "[::1]x", "a:b:c", ":", "[]:", "é.com", "%", "/%", "/%e",
+        ] {
             let _ = Rule::parse(&format!("allow {s}"));
             let _ = split_host_port(s);
             let _ = normalize_host(s);

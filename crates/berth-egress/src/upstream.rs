@@ -75,7 +75,8 @@ impl UpstreamTls {
     pub fn add_pem(&mut self, pem: &[u8]) -> io::Result<usize> {
         let mut certs = Vec::new();
         for cert in CertificateDer::pem_slice_iter(pem) {
-            certs.push(cert.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?);
+            certs
+                .push(cert.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?);
         }
         let (added, _ignored) = self.roots.add_parsable_certificates(certs);
         Ok(added)

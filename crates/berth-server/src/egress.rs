@@ -42,8 +42,19 @@ impl Egress {
             }
         }
         let (log_tx, mut log_rx) = mpsc::unbounded_channel::<(WorkspaceId, LogEntry)>();
+        let mut proxy = Proxy::new(ca, upstream);
+        let hosts = static_hosts(&std::env::var("BERTH_EGRESS_HOSTS").unwrap_or_default())?;
+        if !hosts.is_empty() {
+            tracing::info!(count = hosts.len(), "egress proxy uses static host entries");
+            let hosts = Arc::new(hosts);
+            proxy = proxy.with_resolver(Arc::new(move |name: &str, port: u16| {
+                hosts
+                    .get(name)
+                    .map(|ip| vec![std::net::SocketAddr::new(*ip, port)])
+            }));
+        }
         let egress = Arc::new(Self {
-            proxy: Arc::new(Proxy::new(ca, upstream)),
+            proxy: Arc::new(proxy),
             ca_pem,
             listeners: Mutex::new(HashMap::new()),
             policies: RwLock::new(HashMap::new()),
@@ -193,6 +204,23 @@ impl EgressContext for WorkspaceEgress {
     fn secrets_for_host(&self, _host: &str) -> Vec<SecretBinding> {
         Vec::new()
     }
+}
+
+/// `BERTH_EGRESS_HOSTS=name=ip,name2=ip`: names the proxy resolves itself, before DNS (like
+/// `/etc/hosts` for the proxy only: internal hosts, air-gapped setups, tests).
+pub fn static_hosts(spec: &str) -> anyhow::Result<HashMap<String, std::net::IpAddr>> {
+    let mut out = HashMap::new();
+    for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, ip) = entry
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("BERTH_EGRESS_HOSTS: {entry:?} is not name=ip"))?;
+        let ip: std::net::IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("BERTH_EGRESS_HOSTS: {entry:?}: {e}"))?;
+        out.insert(name.trim().to_ascii_lowercase(), ip);
+    }
+    Ok(out)
 }
 
 /// Writes the CA bundle workspaces use (`/run/berth/ca-bundle.crt`): the host's trusted roots

@@ -1,5 +1,6 @@
 mod auth;
 mod cli;
+mod egress;
 mod oom;
 mod sessions;
 mod tasks;

@@ -1,0 +1,216 @@
+//! The egress firewall from inside a real workspace: the allowed way out works, every bypass
+//! fails, every attempt that reaches the proxy is logged, and rules change live.
+//!
+//! Every target is a host this test creates: a test host in a network namespace (given the
+//! addresses the cases need, including a metadata-style 169.254.169.254), or a listener on the
+//! host's loopback. No traffic is aimed at a real address outside the machine.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use berth_test_support::{ensure_image, eventually, ServerOptions, TestServer};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::bin;
+
+/// A test host in its own network namespace: 10.77.N.2 (+ 169.254.169.254 and fd77:N::2) with an
+/// HTTP server on port 8080, reachable from the host over a veth pair.
+struct NetnsHost {
+    ns: String,
+    ip: String,
+    server: Child,
+}
+
+fn sh(cmd: &str) {
+    let st = Command::new("sh").args(["-c", cmd]).status().unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+impl NetnsHost {
+    fn start() -> Self {
+        let n = std::process::id() % 200 + 20;
+        let ns = format!("berth-t{n}");
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        sh(&format!(
+            "ip netns add {ns} && ip link add bth{n} type veth peer name btn{n} && \
+             ip link set btn{n} netns {ns} && ip addr add 10.77.{n}.1/24 dev bth{n} && ip link set bth{n} up && \
+             ip netns exec {ns} ip addr add 10.77.{n}.2/24 dev btn{n} && \
+             ip netns exec {ns} ip addr add 169.254.169.254/32 dev btn{n} && \
+             ip netns exec {ns} ip -6 addr add fd77:{n}::2/64 dev btn{n} nodad && \
+             ip netns exec {ns} ip link set btn{n} up && ip netns exec {ns} ip link set lo up && \
+             ip route add 169.254.169.254/32 via 10.77.{n}.2 dev bth{n}"
+        ));
+        let dir = std::env::temp_dir().join(format!("berth-netns-{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hello.txt"), "hello from the test host\n").unwrap();
+        std::fs::write(dir.join("latest"), "instance-secret-from-metadata\n").unwrap();
+        let server = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "8080", "--bind", "::"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            ns,
+            ip: format!("10.77.{n}.2"),
+            server,
+        }
+    }
+}
+
+impl Drop for NetnsHost {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip").args(["route", "del", "169.254.169.254/32"]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+async fn run(s: &TestServer, script: &str) -> (i64, String) {
+    let out = s.exec("fw", &["sh", "-c", script]).await;
+    let text = format!(
+        "{}{}",
+        out["stdout"].as_str().unwrap(),
+        out["stderr"].as_str().unwrap()
+    );
+    (out["exit_code"].as_i64().unwrap(), text)
+}
+
+/// Runs a command as root inside the workspace container, through the engine (berth itself
+/// never does this: it is the attacker's view).
+async fn run_as_root(container: &str, script: &str) -> (i64, String) {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    let rt = berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
+    let d = rt.client();
+    let exec = d
+        .create_exec(
+            container,
+            CreateExecOptions {
+                cmd: Some(vec!["sh", "-c", script]),
+                user: Some("0"),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    if let StartExecResults::Attached { mut output, .. } = d.start_exec(&exec.id, None).await.unwrap() {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&chunk.to_string());
+        }
+    }
+    let code = d.inspect_exec(&exec.id).await.unwrap().exit_code.unwrap_or(-1);
+    (code, text)
+}
+
+#[tokio::test]
+async fn egress_allows_only_what_the_rules_say_and_nothing_bypasses_it() {
+    ensure_image().await;
+    let host = NetnsHost::start();
+    // A listener on the host's own loopback, which must stay out of reach.
+    let lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let lo_port = lo.local_addr().unwrap().port();
+    let s = TestServer::start_with(
+        bin(),
+        ServerOptions {
+            env: vec![(
+                "BERTH_EGRESS_HOSTS".into(),
+                format!("ns.test={},meta.test=169.254.169.254,lo.test=127.0.0.1", host.ip),
+            )],
+            ..Default::default()
+        },
+    )
+    .await;
+    let w = s
+        .create_workspace(json!({"name": "fw", "memory": "256m", "egress": ["allow ns.test:8080", "allow *.test"]}))
+        .await;
+    assert_eq!(w["network"], "none");
+    let container = w["container_id"].as_str().unwrap().to_owned();
+
+    // The way out that is allowed works (through the proxy, by name).
+    let (code, out) = run(&s, "curl -sS -m 10 http://ns.test:8080/hello.txt").await;
+    assert_eq!((code, out.as_str()), (0, "hello from the test host\n"));
+
+    // Bypasses: each must fail.
+    let ip = &host.ip;
+    let n = ip.split('.').nth(2).unwrap();
+    let attempts = [
+        ("raw TCP to an IP literal", format!("curl -sS -m 3 --noproxy '*' http://{ip}:8080/hello.txt")),
+        ("raw TCP via /dev/tcp", format!("bash -c 'exec 3<>/dev/tcp/{ip}/8080'")),
+        ("UDP", format!("python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('{ip}', 53))\"")),
+        ("DNS through the system resolver", "getent hosts ns.test".to_owned()),
+        ("DNS query to a resolver", format!("python3 -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b'\\x00'*12, ('{ip}', 53)); s.recv(512)\"")),
+        ("IPv6", format!("curl -sS -m 3 --noproxy '*' -g 'http://[fd77:{n}::2]:8080/hello.txt'")),
+        ("metadata address directly", "curl -sS -m 3 --noproxy '*' http://169.254.169.254:8080/latest".to_owned()),
+        ("metadata address through the proxy", "curl -sSf -m 5 http://169.254.169.254:8080/latest".to_owned()),
+        ("metadata by an allowed-pattern name", "curl -sSf -m 5 http://meta.test:8080/latest".to_owned()),
+        ("host loopback directly", format!("curl -sS -m 3 http://127.0.0.1:{lo_port}/")),
+        ("host loopback through the proxy", format!("curl -sSf -m 5 -x http://127.0.0.1:3128 http://127.0.0.1:{lo_port}/")),
+        ("host loopback by name", format!("curl -sSf -m 5 http://lo.test:{lo_port}/")),
+        ("CONNECT to a denied host", "curl -sSf -m 5 https://denied.example:443/".to_owned()),
+        ("engine socket", "test -e /run/podman/podman.sock || test -e /var/run/docker.sock || test -e /run/docker.sock".to_owned()),
+    ];
+    for (what, cmd) in &attempts {
+        let (code, out) = run(&s, cmd).await;
+        assert_ne!(code, 0, "{what} succeeded: {cmd}\n{out}");
+        assert!(!out.contains("instance-secret") && !out.contains("hello from the test host"), "{what}: {out}");
+    }
+    // Root inside the container cannot open another way out either.
+    for cmd in [
+        "unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY; curl -sS -m 3 http://ns.test:8080/hello.txt",
+        "ip link add dummy0 type dummy",
+        "ip route add default dev lo",
+        "ip addr add 10.77.0.9/24 dev lo",
+        "iptables -F 2>&1 || nft flush ruleset",
+        &format!("curl -sS -m 3 --noproxy '*' http://{ip}:8080/hello.txt"),
+    ] {
+        let (code, out) = run_as_root(&container, cmd).await;
+        assert_ne!(code, 0, "as root: {cmd} succeeded: {out}");
+    }
+    let ifaces = run_as_root(&container, "ls /sys/class/net").await.1;
+    assert_eq!(ifaces.trim(), "lo", "{ifaces}");
+
+    // The proxy logged every attempt that reached it.
+    let log = eventually(Duration::from_secs(10), "egress log entries", || async {
+        let v = s.get("/api/v1/workspaces/fw/egress/log").await;
+        (v.as_array().unwrap().len() >= 6).then_some(v)
+    })
+    .await;
+    let entries = log.as_array().unwrap();
+    let find = |host: &str, decision: &str| {
+        entries
+            .iter()
+            .any(|e: &Value| e["host"] == host && e["decision"] == decision)
+    };
+    assert!(find("ns.test", "allow"), "{log:#}");
+    assert!(find("169.254.169.254", "deny"), "{log:#}");
+    assert!(find("meta.test", "deny"), "{log:#}");
+    assert!(find("127.0.0.1", "deny"), "{log:#}");
+    assert!(find("lo.test", "deny"), "{log:#}");
+    assert!(find("denied.example", "deny"), "{log:#}");
+    let allowed = entries.iter().find(|e| e["host"] == "ns.test").unwrap();
+    assert!(allowed["bytes_down"].as_u64().unwrap() > 0, "{allowed}");
+
+    // Policy changes apply live, without restarting the workspace.
+    let o = s.cli(&["egress", "deny", "fw", "ns.test"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, _) = run(&s, "curl -sSf -m 5 http://ns.test:8080/hello.txt").await;
+    assert_ne!(code, 0, "denied after the rule change");
+    let o = s.cli(&["egress", "rm", "fw", "0"]);
+    assert!(o.status.success());
+    let (code, out) = run(&s, "curl -sS -m 10 http://ns.test:8080/hello.txt").await;
+    assert_eq!((code, out.as_str()), (0, "hello from the test host\n"));
+    let o = s.cli(&["egress", "log", "fw"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("DENY") && text.contains("ALLOW") && text.contains("ns.test"), "{text}");
+    let (st, v) = s
+        .call("POST", "/api/v1/workspaces/fw/egress/rules", Some(json!({"rule": "permit everything"})))
+        .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_argument")), "{v}");
+    drop(lo);
+}

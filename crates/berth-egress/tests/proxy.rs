@@ -1,0 +1,807 @@
+//! End-to-end tests over loopback sockets: the proxy on 127.0.0.1, origins on 127.0.0.1,
+//! names like `api.test` resolved to loopback by the proxy's resolver override.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_domain::Secret;
+use berth_egress::{
+    CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding, UpstreamTls,
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ---------------------------------------------------------------- context
+
+#[derive(Default)]
+struct TestCtx {
+    policy: Mutex<Policy>,
+    log: Mutex<Vec<LogEntry>>,
+    secrets: Mutex<HashMap<String, Vec<SecretBinding>>>,
+}
+
+impl TestCtx {
+    fn new(rules: &str) -> Arc<Self> {
+        let ctx = Arc::new(TestCtx::default());
+        ctx.set_rules(rules);
+        ctx
+    }
+
+    fn set_rules(&self, rules: &str) {
+        *self.policy.lock().unwrap() = Policy::parse_lines(rules).unwrap();
+    }
+
+    fn bind(&self, host: &str, placeholder: &str, value: &str) {
+        self.secrets
+            .lock()
+            .unwrap()
+            .entry(host.to_string())
+            .or_default()
+            .push(SecretBinding {
+                placeholder: placeholder.to_string(),
+                value: Secret::new(value),
+            });
+    }
+
+    fn entries(&self) -> Vec<LogEntry> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until an entry matching `pred` is logged (entries for forwarded requests and
+    /// tunnels are written when they end).
+    async fn wait_for(&self, what: &str, pred: impl Fn(&LogEntry) -> bool) -> LogEntry {
+        for _ in 0..200 {
+            if let Some(e) = self.entries().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no log entry for {what}; log: {:#?}", self.entries());
+    }
+}
+
+impl EgressContext for TestCtx {
+    fn policy(&self) -> Policy {
+        self.policy.lock().unwrap().clone()
+    }
+    fn record(&self, entry: LogEntry) {
+        self.log.lock().unwrap().push(entry);
+    }
+    fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding> {
+        self.secrets
+            .lock()
+            .unwrap()
+            .get(host)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------- test PKI
+
+struct TestPki {
+    ca_pem: String,
+    server_config: Arc<rustls::ServerConfig>,
+}
+
+fn test_pki(names: &[&str]) -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test origin CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TestPki {
+        ca_pem: ca.pem(),
+        server_config: Arc::new(cfg),
+    }
+}
+
+// ---------------------------------------------------------------- origins
+
+/// What an origin saw (values of auth headers are fake test values).
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    host: Option<String>,
+    authorization: Option<String>,
+    api_key: Option<String>,
+    proxy_headers: bool,
+}
+
+type SeenLog = Arc<Mutex<Vec<Seen>>>;
+
+async fn origin_handler(
+    req: Request<Incoming>,
+    seen: SeenLog,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: path.clone(),
+        host: h("host"),
+        authorization: h("authorization"),
+        api_key: h("x-api-key"),
+        proxy_headers: req.headers().contains_key("proxy-connection")
+            || req.headers().contains_key("proxy-authorization"),
+    });
+    let method = req.method().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some(to) = path.strip_prefix("/redirect?to=") {
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = hyper::StatusCode::FOUND;
+        resp.headers_mut().insert("location", to.parse().unwrap());
+        return Ok(resp);
+    }
+    if path.starts_with("/big") {
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 100_000]))));
+    }
+    Ok(Response::new(Full::new(Bytes::from(format!(
+        "hello {method} {path} body={}",
+        body.len()
+    )))))
+}
+
+async fn start_http_origin() -> (u16, SeenLog) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: SeenLog = Arc::default();
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| origin_handler(req, seen.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+async fn start_https_origin(cfg: Arc<rustls::ServerConfig>) -> (u16, SeenLog) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: SeenLog = Arc::default();
+    let seen2 = seen.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen2.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(sock).await else {
+                    return;
+                };
+                let svc = service_fn(move |req| origin_handler(req, seen.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+async fn start_echo() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = sock.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    port
+}
+
+// ---------------------------------------------------------------- proxy
+
+struct TestProxy {
+    addr: SocketAddr,
+    ca_pem: String,
+}
+
+async fn start_proxy(ctx: Arc<TestCtx>, extra_ca_pem: Option<&str>) -> TestProxy {
+    let ca = CertificateAuthority::generate().unwrap();
+    let mut upstream = UpstreamTls::empty();
+    if let Some(pem) = extra_ca_pem {
+        assert_eq!(upstream.add_pem(pem.as_bytes()).unwrap(), 1);
+    }
+    // Every *.test name resolves to loopback; anything else goes to the real resolver
+    // (and tests never ask for anything else).
+    let proxy = Proxy::new(ca, upstream).with_resolver(Arc::new(|host: &str, port| {
+        host.ends_with(".test")
+            .then(|| vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }));
+    let ca_pem = proxy.ca_cert_pem();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let proxy = proxy.clone();
+            let ctx: Arc<dyn EgressContext> = ctx.clone();
+            tokio::spawn(async move {
+                let _ = proxy.serve_connection(sock, ctx).await;
+            });
+        }
+    });
+    TestProxy { addr, ca_pem }
+}
+
+fn client(proxy: &TestProxy, roots: &[&str]) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", proxy.addr)).unwrap())
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(20));
+    for pem in roots {
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// Sends raw bytes, returns what came back until the proxy closed or went quiet.
+async fn raw(proxy: &TestProxy, data: &[u8]) -> String {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(data).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_millis(700), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Opens a CONNECT tunnel; returns the stream and the response head.
+async fn connect(proxy: &TestProxy, target: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+fn tls_client(roots_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+use rustls::pki_types::pem::PemObject;
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn allowed_connect_tunnel_counts_bytes() {
+    let pki = test_pki(&["tunnel.test"]);
+    let (port, seen) = start_https_origin(pki.server_config.clone()).await;
+    let ctx = TestCtx::new("allow tunnel.test");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    // Not intercepted: the client talks TLS with the origin itself and trusts its CA.
+    let c = client(&proxy, &[&pki.ca_pem]);
+    let resp = c
+        .get(format!("https://tunnel.test:{port}/big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.bytes().await.unwrap().len(), 100_000);
+    drop(c);
+    let e = ctx
+        .wait_for("tunnel", |e| e.host == "tunnel.test" && e.bytes_down > 0)
+        .await;
+    assert_eq!(e.decision, "allow");
+    assert_eq!(e.method, None);
+    assert!(!e.intercepted);
+    assert_eq!(e.rule.as_deref(), Some("allow tunnel.test"));
+    assert!(e.bytes_down > 100_000, "{e:?}");
+    assert!(e.bytes_up > 100, "{e:?}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn denied_connect_is_403_and_logged() {
+    let ctx = TestCtx::new("allow github.test");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let (_s, head) = connect(&proxy, "example.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let resp = raw(
+        &proxy,
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
+    )
+    .await;
+    assert!(
+        resp.contains("berth egress: example.test:443 is not allowed for this workspace"),
+        "{resp}"
+    );
+    let e = ctx.wait_for("deny", |e| e.host == "example.test").await;
+    assert_eq!(e.decision, "deny");
+    assert_eq!(e.port, 443);
+    assert!(e.reason.contains("default deny"), "{}", e.reason);
+    assert!(!e.at.is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_swaps_placeholder_only_for_bound_host() {
+    let (port, seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow api.test\nallow other.test");
+    ctx.bind("api.test", "BERTH_PLACEHOLDER_GH", "real-value-1");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[]);
+    for host in ["api.test", "other.test"] {
+        let resp = c
+            .get(format!("http://{host}:{port}/v1/thing?q=1"))
+            .header("authorization", "Bearer BERTH_PLACEHOLDER_GH")
+            .header("x-api-key", "key=BERTH_PLACEHOLDER_GH")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "hello GET /v1/thing?q=1 body=0");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].host.as_deref(),
+        Some(format!("api.test:{port}").as_str())
+    );
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some("Bearer real-value-1")
+    );
+    assert_eq!(seen[0].api_key.as_deref(), Some("key=real-value-1"));
+    assert_eq!(
+        seen[1].authorization.as_deref(),
+        Some("Bearer BERTH_PLACEHOLDER_GH")
+    );
+    assert!(!seen[0].proxy_headers);
+    let e = ctx
+        .wait_for("api.test", |e| e.host == "api.test" && e.bytes_down > 0)
+        .await;
+    assert_eq!(e.method.as_deref(), Some("GET"));
+    assert_eq!(e.path.as_deref(), Some("/v1/thing?q=1"));
+    assert_eq!(e.decision, "allow");
+    // The log never carries the secret.
+    assert!(!format!("{:?}", ctx.entries()).contains("real-value-1"));
+}
+
+#[tokio::test]
+async fn basic_auth_git_style_swap_plain_and_intercepted() {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let pki = test_pki(&["git.test"]);
+    let (https_port, https_seen) = start_https_origin(pki.server_config.clone()).await;
+    let (http_port, http_seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow git.test");
+    ctx.bind("git.test", "PH_TOKEN", "ghp_realvalue");
+    let proxy = start_proxy(ctx.clone(), Some(&pki.ca_pem)).await;
+    let c = client(&proxy, &[&proxy.ca_pem]);
+    for url in [
+        format!("http://x-access-token:PH_TOKEN@git.test:{http_port}/o/r.git/info/refs"),
+        format!("https://x-access-token:PH_TOKEN@git.test:{https_port}/o/r.git/info/refs"),
+    ] {
+        let resp = c.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+    }
+    for seen in [http_seen, https_seen] {
+        let seen = seen.lock().unwrap().clone();
+        let auth = seen[0].authorization.clone().unwrap();
+        let decoded = engine.decode(auth.strip_prefix("Basic ").unwrap()).unwrap();
+        assert_eq!(decoded, b"x-access-token:ghp_realvalue");
+    }
+    // The HTTPS one was intercepted because a secret is bound to the host.
+    let e = ctx
+        .wait_for("intercepted", |e| e.port == https_port && e.bytes_down > 0)
+        .await;
+    assert!(e.intercepted);
+    assert_eq!(e.method.as_deref(), Some("GET"));
+}
+
+#[tokio::test]
+async fn intercepted_https_applies_method_and_path_rules() {
+    let pki = test_pki(&["secure.test"]);
+    let (port, seen) = start_https_origin(pki.server_config.clone()).await;
+    let ctx = TestCtx::new("allow secure.test GET /allowed\ndeny secure.test");
+    let proxy = start_proxy(ctx.clone(), Some(&pki.ca_pem)).await;
+    let c = client(&proxy, &[&proxy.ca_pem]);
+    let ok = c
+        .get(format!("https://secure.test:{port}/allowed/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "hello GET /allowed/x body=0");
+    let denied = c
+        .post(format!("https://secure.test:{port}/denied"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(denied.text().await.unwrap().contains("denied by rule 2"));
+    let post_allowed_path = c
+        .post(format!("https://secure.test:{port}/allowed/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post_allowed_path.status(), 403);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "GET");
+    let e = ctx
+        .wait_for("post", |e| {
+            e.method.as_deref() == Some("POST") && e.path.as_deref() == Some("/denied")
+        })
+        .await;
+    assert_eq!(e.decision, "deny");
+    assert!(e.intercepted);
+    assert_eq!(e.rule.as_deref(), Some("deny secure.test"));
+    let e = ctx
+        .wait_for("get", |e| {
+            e.method.as_deref() == Some("GET") && e.bytes_down > 0
+        })
+        .await;
+    assert!(e.intercepted);
+    assert_eq!(e.rule.as_deref(), Some("allow secure.test GET /allowed"));
+}
+
+#[tokio::test]
+async fn sni_mismatch_is_denied() {
+    let ctx = TestCtx::new("allow secure.test GET /");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let (s, head) = connect(&proxy, "secure.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tls_client(&proxy.ca_pem)
+        .connect(ServerName::try_from("elsewhere.test").unwrap(), s)
+        .await;
+    assert!(tls.is_err(), "handshake must fail");
+    let e = ctx
+        .wait_for("sni", |e| e.reason.contains("SNI mismatch"))
+        .await;
+    assert_eq!(e.decision, "deny");
+    assert_eq!(e.host, "secure.test");
+}
+
+#[tokio::test]
+async fn host_mismatch_is_denied_plain_and_intercepted() {
+    let (port, seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow a.test\nallow b.test\nallow secure.test GET /");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let resp = raw(
+        &proxy,
+        format!("GET http://a.test:{port}/ HTTP/1.1\r\nHost: b.test:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    assert!(resp.contains("Host mismatch"), "{resp}");
+    assert!(seen.lock().unwrap().is_empty());
+
+    let (s, head) = connect(&proxy, "secure.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut tls = tls_client(&proxy.ca_pem)
+        .connect(ServerName::try_from("secure.test").unwrap(), s)
+        .await
+        .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let _ = tls.read_to_string(&mut out).await;
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(out.contains("Host mismatch"), "{out}");
+    let e = ctx
+        .wait_for("intercepted mismatch", |e| {
+            e.intercepted && e.reason.contains("Host mismatch")
+        })
+        .await;
+    assert_eq!(e.decision, "deny");
+}
+
+#[tokio::test]
+async fn redirect_to_denied_host_is_denied_on_follow_up() {
+    let (port, seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow start.test");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[]);
+    let resp = c
+        .get(format!(
+            "http://start.test:{port}/redirect?to=http://denied.test:{port}/secret-place"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.url().host_str(), Some("denied.test"));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the first request reached an origin: {seen:?}"
+    );
+    let e = ctx.wait_for("follow-up", |e| e.host == "denied.test").await;
+    assert_eq!(e.decision, "deny");
+    assert_eq!(e.path.as_deref(), Some("/secret-place"));
+}
+
+#[tokio::test]
+async fn ip_literals_and_loopback_resolution() {
+    let (port, _seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow *");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[]);
+    // `*` never matches an IP literal.
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (_s, head) = connect(&proxy, &format!("127.0.0.1:{port}")).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    // A name allowed by a wildcard that resolves to loopback is refused.
+    let r = c
+        .get(format!("http://wild.test:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("loopback"));
+    // An exact rule for the IP allows it.
+    ctx.set_rules("allow 127.0.0.1");
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn policy_change_applies_to_next_attempt() {
+    let (port, _seen) = start_http_origin().await;
+    let ctx = TestCtx::new("");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[]);
+    let url = format!("http://live.test:{port}/");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 403);
+    ctx.set_rules("allow live.test");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    ctx.set_rules("deny live.test");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn keep_alive_serves_several_requests() {
+    let (port, seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow ka.test");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let one = format!("GET http://ka.test:{port}/one HTTP/1.1\r\nHost: ka.test:{port}\r\n\r\n");
+    let two = format!(
+        "GET http://ka.test:{port}/two HTTP/1.1\r\nHost: ka.test:{port}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = raw(&proxy, format!("{one}{two}").as_bytes()).await;
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+    assert!(resp.contains("hello GET /one") && resp.contains("hello GET /two"));
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn hundred_concurrent_tunnels() {
+    let port = start_echo().await;
+    let ctx = TestCtx::new("allow echo.test");
+    let proxy = Arc::new(start_proxy(ctx.clone(), None).await);
+    let mut tasks = Vec::new();
+    for i in 0..100u32 {
+        let proxy = proxy.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut s, head) = connect(&proxy, &format!("echo.test:{port}")).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let msg = vec![(i % 251) as u8; 1024];
+            s.write_all(&msg).await.unwrap();
+            let mut back = vec![0u8; 1024];
+            s.read_exact(&mut back).await.unwrap();
+            assert_eq!(back, msg);
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    for _ in 0..200 {
+        if ctx.entries().len() == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let entries = ctx.entries();
+    assert_eq!(entries.len(), 100);
+    assert!(entries
+        .iter()
+        .all(|e| e.bytes_up == 1024 && e.bytes_down == 1024 && e.decision == "allow"));
+}
+
+#[tokio::test]
+async fn garbage_and_origin_form_get_400_and_the_proxy_survives() {
+    let (port, _seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow ok.test");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    for bad in [
+        b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n".to_vec(),
+        b"NOT A REQUEST\r\n\r\n".to_vec(),
+        b"CONNECT ok.test HTTP/1.1\r\n\r\n".to_vec(),
+        b"CONNECT [::1 HTTP/1.1\r\n\r\n".to_vec(),
+        b"GET https://ok.test/ HTTP/1.1\r\nHost: ok.test\r\n\r\n".to_vec(),
+        format!("GET http://ok.test:{port}/../x HTTP/1.1\r\nHost: ok.test:{port}\r\n\r\n")
+            .into_bytes(),
+    ] {
+        let resp = raw(&proxy, &bad).await;
+        assert!(
+            resp.starts_with("HTTP/1.1 400") || resp.starts_with("HTTP/1.1 403"),
+            "{:?} -> {resp:?}",
+            String::from_utf8_lossy(&bad)
+        );
+    }
+    let resp = raw(&proxy, b"\x00\x01\x02garbage\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp:?}");
+    let resp = raw(&proxy, b"GET / HTTP/1.1\r\nHost: ok.test\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp:?}");
+    // A huge head is refused.
+    let huge = format!(
+        "GET http://ok.test:{port}/ HTTP/1.1\r\nHost: ok.test:{port}\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let resp = raw(&proxy, huge.as_bytes()).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 4"),
+        "{:?}",
+        &resp[..resp.len().min(100)]
+    );
+    // Still serving.
+    let c = client(&proxy, &[]);
+    let r = c
+        .get(format!("http://ok.test:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn untrusted_upstream_certificate_is_a_502() {
+    let pki = test_pki(&["secure.test"]);
+    let (port, seen) = start_https_origin(pki.server_config.clone()).await;
+    let ctx = TestCtx::new("allow secure.test GET /");
+    // The proxy does not trust the origin's CA.
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[&proxy.ca_pem]);
+    let r = c
+        .get(format!("https://secure.test:{port}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(seen.lock().unwrap().is_empty());
+    let e = ctx.wait_for("502", |e| e.host == "secure.test").await;
+    assert!(e.reason.contains("upstream TLS"), "{}", e.reason);
+}
+
+#[tokio::test]
+async fn serves_a_unix_socket_connection() {
+    let (port, seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow unix.test");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egress.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let proxy = Proxy::new(
+        CertificateAuthority::generate().unwrap(),
+        UpstreamTls::empty(),
+    )
+    .with_resolver(Arc::new(|_: &str, port| {
+        Some(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    }));
+    let ctx2: Arc<dyn EgressContext> = ctx.clone();
+    tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        proxy.serve_connection(sock, ctx2).await.unwrap();
+    });
+    let mut s = tokio::net::UnixStream::connect(&path).await.unwrap();
+    s.write_all(
+        format!("GET http://unix.test:{port}/u HTTP/1.1\r\nHost: unix.test:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(seen.lock().unwrap()[0].path, "/u");
+}
