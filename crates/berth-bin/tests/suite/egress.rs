@@ -46,7 +46,17 @@ impl NetnsHost {
         std::fs::write(dir.join("hello.txt"), "hello from the test host\n").unwrap();
         std::fs::write(dir.join("latest"), "instance-secret-from-metadata\n").unwrap();
         let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-m", "http.server", "8080", "--bind", "::"])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "::",
+            ])
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -64,7 +74,9 @@ impl Drop for NetnsHost {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        let _ = Command::new("ip").args(["route", "del", "169.254.169.254/32"]).status();
+        let _ = Command::new("ip")
+            .args(["route", "del", "169.254.169.254/32"])
+            .status();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
@@ -99,12 +111,19 @@ async fn run_as_root(container: &str, script: &str) -> (i64, String) {
         .await
         .unwrap();
     let mut text = String::new();
-    if let StartExecResults::Attached { mut output, .. } = d.start_exec(&exec.id, None).await.unwrap() {
+    if let StartExecResults::Attached { mut output, .. } =
+        d.start_exec(&exec.id, None).await.unwrap()
+    {
         while let Some(Ok(chunk)) = output.next().await {
             text.push_str(&chunk.to_string());
         }
     }
-    let code = d.inspect_exec(&exec.id).await.unwrap().exit_code.unwrap_or(-1);
+    let code = d
+        .inspect_exec(&exec.id)
+        .await
+        .unwrap()
+        .exit_code
+        .unwrap_or(-1);
     (code, text)
 }
 
@@ -120,7 +139,10 @@ async fn egress_allows_only_what_the_rules_say_and_nothing_bypasses_it() {
         ServerOptions {
             env: vec![(
                 "BERTH_EGRESS_HOSTS".into(),
-                format!("ns.test={},meta.test=169.254.169.254,lo.test=127.0.0.1", host.ip),
+                format!(
+                    "ns.test={},meta.test=169.254.169.254,lo.test=127.0.0.1",
+                    host.ip
+                ),
             )],
             ..Default::default()
         },
@@ -150,7 +172,7 @@ async fn egress_allows_only_what_the_rules_say_and_nothing_bypasses_it() {
         ("metadata address through the proxy", "curl -sSf -m 5 http://169.254.169.254:8080/latest".to_owned()),
         ("metadata by an allowed-pattern name", "curl -sSf -m 5 http://meta.test:8080/latest".to_owned()),
         ("host loopback directly", format!("curl -sS -m 3 http://127.0.0.1:{lo_port}/")),
-        ("host loopback through the proxy", format!("curl -sSf -m 5 -x http://127.0.0.1:3128 http://127.0.0.1:{lo_port}/")),
+        ("host loopback through the proxy", format!("curl -sSf -m 5 --noproxy '' -x http://127.0.0.1:3128 http://127.0.0.1:{lo_port}/")),
         ("host loopback by name", format!("curl -sSf -m 5 http://lo.test:{lo_port}/")),
         ("CONNECT to a denied host", "curl -sSf -m 5 https://denied.example:443/".to_owned()),
         ("engine socket", "test -e /run/podman/podman.sock || test -e /var/run/docker.sock || test -e /run/docker.sock".to_owned()),
@@ -158,11 +180,14 @@ async fn egress_allows_only_what_the_rules_say_and_nothing_bypasses_it() {
     for (what, cmd) in &attempts {
         let (code, out) = run(&s, cmd).await;
         assert_ne!(code, 0, "{what} succeeded: {cmd}\n{out}");
-        assert!(!out.contains("instance-secret") && !out.contains("hello from the test host"), "{what}: {out}");
+        assert!(
+            !out.contains("instance-secret") && !out.contains("hello from the test host"),
+            "{what}: {out}"
+        );
     }
     // Root inside the container cannot open another way out either.
     for cmd in [
-        "unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY; curl -sS -m 3 http://ns.test:8080/hello.txt",
+        "unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy; curl -sS -m 3 http://ns.test:8080/hello.txt",
         "ip link add dummy0 type dummy",
         "ip route add default dev lo",
         "ip addr add 10.77.0.9/24 dev lo",
@@ -207,10 +232,21 @@ async fn egress_allows_only_what_the_rules_say_and_nothing_bypasses_it() {
     assert_eq!((code, out.as_str()), (0, "hello from the test host\n"));
     let o = s.cli(&["egress", "log", "fw"]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(text.contains("DENY") && text.contains("ALLOW") && text.contains("ns.test"), "{text}");
+    assert!(
+        text.contains("DENY") && text.contains("ALLOW") && text.contains("ns.test"),
+        "{text}"
+    );
     let (st, v) = s
-        .call("POST", "/api/v1/workspaces/fw/egress/rules", Some(json!({"rule": "permit everything"})))
+        .call(
+            "POST",
+            "/api/v1/workspaces/fw/egress/rules",
+            Some(json!({"rule": "permit everything"})),
+        )
         .await;
-    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_argument")), "{v}");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{v}"
+    );
     drop(lo);
 }
