@@ -57,6 +57,25 @@ pub struct CreateWorkspace {
     /// Default: none (all egress denied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<String>>,
+    /// Secrets of the tenant this workspace may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<UseSecret>>,
+}
+
+/// A tenant secret a workspace uses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UseSecret {
+    /// The secret's name; also the environment variable the workspace sees.
+    pub name: String,
+    /// `placeholder` (default: the workspace holds a placeholder, berth's egress proxy swaps the
+    /// real value into requests to `hosts` only), `env` or `file` (the real value enters the
+    /// workspace: marked exposed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<String>,
+    /// Hosts the real value is sent to (placeholder delivery), e.g. `["github.com", "api.github.com"]`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -565,6 +584,39 @@ pub struct EgressLogQuery {
     pub after: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
+}
+
+/// `PUT /api/v1/secrets/{tenant}/{name}`: create or replace a secret's value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSecret {
+    pub value: String,
+}
+
+/// Where a secret is used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SecretUsage {
+    pub workspace: String,
+    pub delivery: String,
+    pub hosts: Vec<String>,
+    /// True when the real value enters the workspace (`env`/`file` delivery).
+    pub exposed: bool,
+}
+
+/// A secret's metadata; the value is never returned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct SecretInfo {
+    pub tenant: String,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub used_by: Vec<SecretUsage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct SecretQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 #[cfg(test)]

@@ -632,6 +632,22 @@ async fn main() {
             stats(v).2
         );
     }
+    // What the server's follow-loops ran into (each of these costs a 500 ms retry pause).
+    let log = s.log();
+    for needle in [
+        "cannot store task event",
+        "task event stream broke",
+        "task events unavailable",
+    ] {
+        let hits: Vec<&str> = log.lines().filter(|l| l.contains(needle)).collect();
+        if let Some(first) = hits.first() {
+            println!(
+                "server log: {} × \"{needle}\", e.g. {}",
+                hits.len(),
+                first.trim()
+            );
+        }
+    }
     println!();
     if par.problems.is_empty() {
         println!(

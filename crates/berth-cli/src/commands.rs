@@ -44,6 +44,10 @@ pub(crate) async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
             let client = client(&conn, ctx)?;
             egress(cmd, &client, ctx).await
         }
+        Command::Secret { cmd, conn } => {
+            let client = client(&conn, ctx)?;
+            secret(cmd, &client, ctx).await
+        }
         Command::Budget { cmd, conn } => {
             let client = client(&conn, ctx)?;
             budget(cmd, &client, ctx).await
@@ -254,8 +258,33 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             image,
             network,
             allow,
+            secret,
+            secret_env,
+            secret_file,
             json,
         } => {
+            let mut secrets = Vec::new();
+            for s in &secret {
+                let (name, hosts) = s.split_once(':').ok_or_else(|| {
+                    CliError::other(format!(
+                        "--secret {s}: give the hosts its value may go to, e.g. {s}:github.com"
+                    ))
+                })?;
+                secrets.push(berth_api::UseSecret {
+                    name: name.to_owned(),
+                    delivery: Some("placeholder".into()),
+                    hosts: hosts.split(',').map(str::to_owned).collect(),
+                });
+            }
+            for (names, delivery) in [(&secret_env, "env"), (&secret_file, "file")] {
+                for name in names {
+                    secrets.push(berth_api::UseSecret {
+                        name: name.clone(),
+                        delivery: Some(delivery.into()),
+                        hosts: Vec::new(),
+                    });
+                }
+            }
             let (tenant, name) = split_tenant(&name, tenant)?;
             let egress = allow
                 .iter()
@@ -276,6 +305,7 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
                 image,
                 network,
                 egress: (!egress.is_empty()).then_some(egress),
+                secrets: (!secrets.is_empty()).then_some(secrets),
             };
             let v = client.post_value("/workspaces", &req).await?;
             let w: Workspace = decode(v.clone())?;
@@ -649,6 +679,81 @@ fn egress_line(e: &berth_api::EgressLogEntry) -> String {
         e.bytes_down,
         if e.intercepted { "  (inspected)" } else { "" }
     )
+}
+
+async fn secret(cmd: crate::SecretCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    use crate::SecretCmd as S;
+    let path = |t: &str, n: &str| {
+        format!(
+            "/secrets/{}/{}",
+            crate::client::encode_segment(t),
+            crate::client::encode_segment(n)
+        )
+    };
+    match cmd {
+        S::Set { tenant, name } => {
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .map_err(|e| CliError::other(format!("cannot read the secret from stdin: {e}")))?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            let value = value.strip_suffix('\r').unwrap_or(value).to_owned();
+            if value.is_empty() {
+                return Err(CliError::other(
+                    "no value on stdin: pipe it in, e.g. `printf %s \"$TOKEN\" | berth secret set --tenant T NAME`",
+                ));
+            }
+            client
+                .put_value(&path(&tenant, &name), &berth_api::SetSecret { value })
+                .await?;
+            ctx.print(&format!("secret {tenant}/{name} set\n"))?;
+        }
+        S::List { tenant, json } => {
+            let v = client
+                .get_query_value("/secrets", &berth_api::SecretQuery { tenant })
+                .await?;
+            if json {
+                ctx.print_json(&v)?;
+                return Ok(0);
+            }
+            let list: Vec<berth_api::SecretInfo> = decode(v)?;
+            if list.is_empty() {
+                ctx.print("no secrets\n")?;
+                return Ok(0);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    let used: Vec<String> = s
+                        .used_by
+                        .iter()
+                        .map(|u| {
+                            if u.exposed {
+                                format!("{} ({}, EXPOSED)", u.workspace, u.delivery)
+                            } else {
+                                format!("{} (placeholder → {})", u.workspace, u.hosts.join(","))
+                            }
+                        })
+                        .collect();
+                    vec![
+                        s.tenant.clone(),
+                        s.name.clone(),
+                        short_time(&s.updated_at),
+                        if used.is_empty() {
+                            "-".into()
+                        } else {
+                            used.join("; ")
+                        },
+                    ]
+                })
+                .collect();
+            ctx.print(&table(&["TENANT", "NAME", "UPDATED", "USED BY"], &rows))?;
+        }
+        S::Rm { tenant, name } => {
+            client.delete(&path(&tenant, &name), &()).await?;
+            ctx.print(&format!("secret {tenant}/{name} removed\n"))?;
+        }
+    }
+    Ok(0)
 }
 
 async fn budget(cmd: crate::BudgetCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {

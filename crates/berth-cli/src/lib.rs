@@ -85,6 +85,13 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// The tenant-scoped secrets vault
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Token/cost budgets of tenants and workspaces
     Budget {
         #[command(subcommand)]
@@ -162,6 +169,17 @@ pub enum WorkspaceCmd {
         /// full rule syntax: --allow 'deny example.com POST /x')
         #[arg(long = "allow", value_name = "RULE")]
         allow: Vec<String>,
+        /// Use a tenant secret through a placeholder swapped in by the egress proxy only for
+        /// these hosts: --secret GITHUB_TOKEN:github.com,api.github.com (repeatable)
+        #[arg(long = "secret", value_name = "NAME:HOSTS")]
+        secret: Vec<String>,
+        /// Put a tenant secret's real value into the workspace environment (exposed)
+        #[arg(long = "secret-env", value_name = "NAME")]
+        secret_env: Vec<String>,
+        /// Put a tenant secret's real value into /run/berth/secrets/NAME (exposed); the
+        /// workspace gets NAME_FILE
+        #[arg(long = "secret-file", value_name = "NAME")]
+        secret_file: Vec<String>,
         /// Print the API's JSON
         #[arg(long)]
         json: bool,
@@ -477,6 +495,29 @@ pub enum EgressCmd {
         follow: bool,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Set a secret; the value is read from stdin, never from the command line
+    Set {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// List secrets (names, where used, whether exposed); values are never shown
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret
+    Rm {
+        #[arg(long)]
+        tenant: String,
+        name: String,
     },
 }
 

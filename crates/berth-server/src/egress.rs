@@ -21,6 +21,8 @@ pub struct Egress {
     ca_pem: String,
     listeners: Mutex<HashMap<WorkspaceId, tokio::task::JoinHandle<()>>>,
     policies: RwLock<HashMap<WorkspaceId, Policy>>,
+    /// Placeholder secrets per workspace: (bound hosts, placeholder → real value).
+    secrets: RwLock<HashMap<WorkspaceId, Vec<(Vec<String>, SecretBinding)>>>,
     log_tx: mpsc::UnboundedSender<(WorkspaceId, LogEntry)>,
     /// The newest log id per workspace, for followers.
     watchers: Mutex<HashMap<WorkspaceId, watch::Sender<i64>>>,
@@ -58,6 +60,7 @@ impl Egress {
             ca_pem,
             listeners: Mutex::new(HashMap::new()),
             policies: RwLock::new(HashMap::new()),
+            secrets: RwLock::new(HashMap::new()),
             log_tx,
             watchers: Mutex::new(HashMap::new()),
         });
@@ -115,6 +118,12 @@ impl Egress {
         let mut p = self.policies.write().unwrap_or_else(|e| e.into_inner());
         p.insert(ws.clone(), Policy::new(parsed));
         Ok(())
+    }
+
+    /// Installs the placeholder secrets of a workspace: (hosts, binding) pairs.
+    pub fn set_secrets(&self, ws: &WorkspaceId, bindings: Vec<(Vec<String>, SecretBinding)>) {
+        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        s.insert(ws.clone(), bindings);
     }
 
     /// Serves the workspace's proxy socket (idempotent; rebinds when the socket went away).
@@ -176,6 +185,10 @@ impl Egress {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(ws);
+        self.secrets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ws);
     }
 }
 
@@ -201,8 +214,20 @@ impl EgressContext for WorkspaceEgress {
         let _ = self.egress.log_tx.send((self.ws.clone(), entry));
     }
 
-    fn secrets_for_host(&self, _host: &str) -> Vec<SecretBinding> {
-        Vec::new()
+    fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding> {
+        let s = self
+            .egress
+            .secrets
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        s.get(&self.ws)
+            .map(|all| {
+                all.iter()
+                    .filter(|(hosts, _)| hosts.iter().any(|h| h == host))
+                    .map(|(_, b)| b.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -261,8 +286,48 @@ pub async fn activate(state: &Arc<crate::state::AppState>, ws: &WorkspaceId) {
                 }
             }
         }
+        let loaded = e
+            .secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(ws);
+        if !loaded {
+            e.set_secrets(ws, placeholder_bindings(state, ws).await);
+        }
         e.ensure(&state.channel_dir(ws).join("egress.sock"), ws);
     }
+}
+
+/// The workspace's placeholder secrets with their real values, for the proxy to swap in.
+pub async fn placeholder_bindings(
+    state: &crate::state::AppState,
+    ws: &WorkspaceId,
+) -> Vec<(Vec<String>, SecretBinding)> {
+    let mut out = Vec::new();
+    let (Some(vault), Ok(Some(w))) = (&state.vault, state.store.find_workspace_by_id(ws).await)
+    else {
+        return out;
+    };
+    let uses = state
+        .store
+        .secret_uses(Some(ws.as_str()))
+        .await
+        .unwrap_or_default();
+    for u in uses.into_iter().filter(|u| u.delivery == "placeholder") {
+        match crate::routes::secrets::reveal(state, vault, w.tenant.as_str(), &u.name).await {
+            Ok(value) => out.push((
+                u.hosts,
+                SecretBinding {
+                    placeholder: u.placeholder,
+                    value,
+                },
+            )),
+            Err(e) => {
+                tracing::warn!(workspace = %ws, secret = %u.name, error = %e, "secret unavailable; its placeholder stays a placeholder")
+            }
+        }
+    }
+    out
 }
 
 /// The opposite of [`activate`], when a workspace is removed.

@@ -18,6 +18,7 @@ mod routes;
 mod state;
 mod tasks;
 mod usage_tap;
+mod vault;
 
 use std::sync::Arc;
 
@@ -89,6 +90,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &state.config.data_dir,
         store.clone(),
     )?);
+    state.vault = Some(Arc::new(vault::Vault::load(&state.config.data_dir)?));
     let state = Arc::new(state);
     match state.runtime.info().await {
         Ok(info) => {

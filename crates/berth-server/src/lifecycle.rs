@@ -36,6 +36,8 @@ pub struct CreateSpec {
     pub network: String,
     /// Initial egress rules (validated).
     pub egress: Vec<String>,
+    /// Tenant secrets the workspace uses (syntax validated; existence checked at create).
+    pub secrets: Vec<berth_store::SecretUse>,
 }
 
 impl CreateSpec {
@@ -92,6 +94,50 @@ impl CreateSpec {
             berth_egress::Rule::parse(r)
                 .map_err(|e| ApiError::invalid(format!("egress rule {r:?}: {e}")))?;
         }
+        let mut secrets = Vec::new();
+        for u in req.secrets.clone().unwrap_or_default() {
+            if !crate::vault::valid_name(&u.name) {
+                return Err(ApiError::invalid(format!(
+                    "secret name {:?} is not valid",
+                    u.name
+                )));
+            }
+            let delivery = u.delivery.unwrap_or_else(|| "placeholder".into());
+            if !["placeholder", "env", "file"].contains(&delivery.as_str()) {
+                return Err(ApiError::invalid(format!(
+                    "secret {}: delivery must be placeholder, env or file",
+                    u.name
+                )));
+            }
+            let mut hosts = Vec::new();
+            for h in &u.hosts {
+                hosts.push(berth_egress::normalize_host(h).ok_or_else(|| {
+                    ApiError::invalid(format!("secret {}: host {h:?} is not a host name", u.name))
+                })?);
+            }
+            if delivery == "placeholder" && hosts.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "secret {}: name the hosts its real value may be sent to (NAME:host1,host2)",
+                    u.name
+                )));
+            }
+            if secrets
+                .iter()
+                .any(|s: &berth_store::SecretUse| s.name == u.name)
+            {
+                return Err(ApiError::invalid(format!(
+                    "secret {} is named twice",
+                    u.name
+                )));
+            }
+            secrets.push(berth_store::SecretUse {
+                workspace_id: String::new(),
+                placeholder: crate::vault::placeholder(&u.name),
+                name: u.name,
+                hosts,
+                delivery,
+            });
+        }
         Ok(Self {
             tenant,
             name,
@@ -99,6 +145,7 @@ impl CreateSpec {
             image,
             network,
             egress,
+            secrets,
         })
     }
 }
@@ -166,6 +213,19 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             ),
         ));
     }
+    for u in &spec.secrets {
+        if state
+            .store
+            .secret(spec.tenant.as_str(), &u.name)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::not_found(format!(
+                "tenant {} has no secret {}: set it with `berth secret set --tenant {} {}`",
+                spec.tenant, u.name, spec.tenant, u.name
+            )));
+        }
+    }
     let tenant = state.store.ensure_tenant(&spec.tenant).await?;
     let id = WorkspaceId::generate();
     let lock = state.lock_for(&id);
@@ -195,6 +255,15 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
         .store
         .set_egress_rules(id.as_str(), &spec.egress)
         .await?;
+    let uses: Vec<berth_store::SecretUse> = spec
+        .secrets
+        .iter()
+        .map(|u| berth_store::SecretUse {
+            workspace_id: id.to_string(),
+            ..u.clone()
+        })
+        .collect();
+    state.store.set_secret_uses(id.as_str(), &uses).await?;
     let mut undo = Undo::default();
     match provision(state, &row, &mut undo).await {
         Ok(()) => Ok(state
@@ -209,6 +278,9 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             }
             if let Err(e) = state.store.set_egress_rules(id.as_str(), &[]).await {
                 tracing::error!(error = %e, "rollback: could not delete egress rules");
+            }
+            if let Err(e) = state.store.set_secret_uses(id.as_str(), &[]).await {
+                tracing::error!(error = %e, "rollback: could not delete secret uses");
             }
             drop(_guard);
             state.forget_lock(&id);
@@ -319,6 +391,7 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
         ]
         .into_iter()
         .chain(proxy_env())
+        .chain(secret_env(state, w).await?)
         .collect(),
         labels,
         hostname: Some(w.name.to_string()),
@@ -348,6 +421,47 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
         init: true,
     };
     Ok(state.runtime.create_container(&spec).await?)
+}
+
+/// The workspace's secrets as it sees them: placeholders (the default), or — opted in, marked
+/// exposed — the real value in the environment or in a file under /run/berth/secrets.
+async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
+    let mut env = Vec::new();
+    let uses = state.store.secret_uses(Some(w.id.as_str())).await?;
+    if uses.is_empty() {
+        return Ok(env);
+    }
+    let vault = state
+        .vault
+        .as_deref()
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the secrets vault is not available"))?;
+    for u in uses {
+        match u.delivery.as_str() {
+            "placeholder" => env.push(format!("{}={}", u.name, u.placeholder)),
+            delivery => {
+                let value =
+                    crate::routes::secrets::reveal(state, vault, w.tenant.as_str(), &u.name)
+                        .await
+                        .map_err(ApiError::internal)?;
+                if delivery == "env" {
+                    env.push(format!("{}={}", u.name, value.expose()));
+                } else {
+                    let dir = state.channel_dir(&w.id).join("secrets");
+                    std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+                    let path = dir.join(&u.name);
+                    std::fs::write(&path, value.expose()).map_err(ApiError::internal)?;
+                    set_mode(&path, 0o400).map_err(ApiError::internal)?;
+                    chown_to_workspace_user(&path).map_err(ApiError::internal)?;
+                    chown_to_workspace_user(&dir).map_err(ApiError::internal)?;
+                    env.push(format!(
+                        "{}_FILE={CHANNEL_IN_WORKSPACE}/secrets/{}",
+                        u.name, u.name
+                    ));
+                }
+            }
+        }
+    }
+    Ok(env)
 }
 
 /// The way out of a workspace: berth's egress proxy (relayed on loopback by the daemon), with
@@ -562,6 +676,7 @@ pub async fn remove(state: &AppState, raw: &str, remove_volume: bool) -> ApiResu
     }
     state.store.delete_workspace(&w.id).await?;
     state.store.set_egress_rules(w.id.as_str(), &[]).await?;
+    state.store.set_secret_uses(w.id.as_str(), &[]).await?;
     drop(_guard);
     state.forget_lock(&w.id);
     Ok(w)

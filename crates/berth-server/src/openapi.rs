@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{egress, system, tasks, terminal, usage, workspaces};
+use crate::routes::{egress, secrets, system, tasks, terminal, usage, workspaces};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use crate::routes::{egress, system, tasks, terminal, usage, workspaces};
         usage::usage, usage::list_budgets, usage::set_budget, usage::remove_budget,
         egress::rules, egress::set_rules, egress::add_rule, egress::remove_rule, egress::log,
         egress::log_stream,
+        secrets::set, secrets::list, secrets::remove,
         openapi_json,
     ),
     components(schemas(berth_api::WsControl, berth_api::ExecStart)),

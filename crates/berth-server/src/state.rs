@@ -81,6 +81,8 @@ pub struct AppState {
     pub gateways: crate::gateway::Listeners,
     /// The egress proxy (None in unit tests over the fake runtime).
     pub egress: Option<Arc<crate::egress::Egress>>,
+    /// The secrets vault (None in unit tests).
+    pub vault: Option<Arc<crate::vault::Vault>>,
     /// The operator's price table (`DATA_DIR/prices.toml`).
     pub prices: crate::usage_tap::Prices,
     pub tasks: crate::tasks::TaskHub,
@@ -125,6 +127,7 @@ impl AppState {
                 .unwrap_or_default(),
             gateways: Default::default(),
             egress: None,
+            vault: None,
             tasks: Default::default(),
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),

@@ -554,7 +554,9 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
 }
 
 mod egress;
+mod secrets;
 mod tasks;
+pub use secrets::{SealedSecret, SecretUse};
 mod usage;
 pub use egress::{EgressEntry, EgressRecord};
 pub use tasks::{NewTask, Task};

@@ -16,9 +16,9 @@ use crate::bin;
 
 /// A test host in its own network namespace: 10.77.N.2 (+ 169.254.169.254 and fd77:N::2) with an
 /// HTTP server on port 8080, reachable from the host over a veth pair.
-struct NetnsHost {
+pub(crate) struct NetnsHost {
     ns: String,
-    ip: String,
+    pub(crate) ip: String,
     server: Child,
 }
 
@@ -29,7 +29,12 @@ fn sh(cmd: &str) {
 
 impl NetnsHost {
     fn start() -> Self {
-        let n = std::process::id() % 200 + 20;
+        Self::start_serving(&["python3", "-m", "http.server", "8080", "--bind", "::"], 0)
+    }
+
+    /// `salt` keeps two hosts of one test process apart.
+    pub(crate) fn start_serving(server_cmd: &[&str], salt: u32) -> Self {
+        let n = (std::process::id() + salt * 7) % 200 + 20;
         let ns = format!("berth-t{n}");
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         sh(&format!(
@@ -39,24 +44,15 @@ impl NetnsHost {
              ip netns exec {ns} ip addr add 169.254.169.254/32 dev btn{n} && \
              ip netns exec {ns} ip -6 addr add fd77:{n}::2/64 dev btn{n} nodad && \
              ip netns exec {ns} ip link set btn{n} up && ip netns exec {ns} ip link set lo up && \
-             ip route add 169.254.169.254/32 via 10.77.{n}.2 dev bth{n}"
+             (ip route replace 169.254.169.254/32 via 10.77.{n}.2 dev bth{n} || true)"
         ));
         let dir = std::env::temp_dir().join(format!("berth-netns-{n}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("hello.txt"), "hello from the test host\n").unwrap();
         std::fs::write(dir.join("latest"), "instance-secret-from-metadata\n").unwrap();
         let server = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "python3",
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "::",
-            ])
+            .args(["netns", "exec", &ns])
+            .args(server_cmd)
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -2,6 +2,7 @@
 //! the daemon; one file per resource.
 
 pub mod egress;
+pub mod secrets;
 pub mod system;
 pub mod tasks;
 pub mod terminal;
@@ -72,6 +73,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/workspaces/{ws}/egress/log/stream",
             get(egress::log_stream),
+        )
+        .route("/secrets", get(secrets::list))
+        .route(
+            "/secrets/{tenant}/{name}",
+            axum::routing::put(secrets::set).delete(secrets::remove),
         )
         .route("/usage", get(usage::usage))
         .route(

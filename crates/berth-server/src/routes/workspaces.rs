@@ -94,6 +94,23 @@ pub async fn create(
     };
     audit(&state.store, &actor, "workspace.create", &target, &result).await;
     let w = result?;
+    // Secrets delivered for real (env/file) are exposed to the workspace: say so in the log.
+    for u in state.store.secret_uses(Some(w.id.as_str())).await? {
+        if u.delivery != "placeholder" {
+            let rec = berth_store::AuditRecord {
+                actor: actor.token_id.clone(),
+                action: "secret.expose".into(),
+                target: format!("{}/{}", w.tenant, u.name),
+                result: "ok".into(),
+                detail: Some(format!(
+                    "delivered as {} into {}",
+                    u.delivery,
+                    w.qualified_name()
+                )),
+            };
+            state.store.append_audit(&rec).await?;
+        }
+    }
     crate::egress::activate(&state, &w.id).await;
     Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
