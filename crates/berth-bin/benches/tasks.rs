@@ -248,7 +248,7 @@ async fn direct_turn(
         ))
         .await;
     sock.send(Message::Text(
-        json!({"cmd": cmd, "cwd": inv.cwd}).to_string().into(),
+        json!({"cmd": cmd, "cwd": inv.cwd}).to_string(),
     ))
     .await
     .unwrap();
@@ -353,7 +353,7 @@ async fn exec_round_trip(s: &TestServer, ws: &str) -> Duration {
             berth_test_support::enc(ws)
         ))
         .await;
-    sock.send(Message::Text(json!({"cmd": ["true"]}).to_string().into()))
+    sock.send(Message::Text(json!({"cmd": ["true"]}).to_string()))
         .await
         .unwrap();
     while let Some(m) = sock.next().await {

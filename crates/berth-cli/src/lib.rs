@@ -142,6 +142,8 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run; the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum WorkspaceCmd {
     /// Create and start a workspace
     Create {

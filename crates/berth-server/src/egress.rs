@@ -16,13 +16,16 @@ use berth_egress::{CertificateAuthority, EgressContext, LogEntry, Policy, Proxy,
 use berth_store::{EgressRecord, Store};
 use tokio::sync::{mpsc, watch};
 
+/// A workspace's placeholder secrets: the hosts each may go to, and the swap.
+pub type HostBindings = Vec<(Vec<String>, SecretBinding)>;
+
 pub struct Egress {
     proxy: Arc<Proxy>,
     ca_pem: String,
     listeners: Mutex<HashMap<WorkspaceId, tokio::task::JoinHandle<()>>>,
     policies: RwLock<HashMap<WorkspaceId, Policy>>,
     /// Placeholder secrets per workspace: (bound hosts, placeholder → real value).
-    secrets: RwLock<HashMap<WorkspaceId, Vec<(Vec<String>, SecretBinding)>>>,
+    secrets: RwLock<HashMap<WorkspaceId, HostBindings>>,
     log_tx: mpsc::UnboundedSender<(WorkspaceId, LogEntry)>,
     /// The newest log id per workspace, for followers.
     watchers: Mutex<HashMap<WorkspaceId, watch::Sender<i64>>>,
@@ -121,7 +124,7 @@ impl Egress {
     }
 
     /// Installs the placeholder secrets of a workspace: (hosts, binding) pairs.
-    pub fn set_secrets(&self, ws: &WorkspaceId, bindings: Vec<(Vec<String>, SecretBinding)>) {
+    pub fn set_secrets(&self, ws: &WorkspaceId, bindings: HostBindings) {
         let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
         s.insert(ws.clone(), bindings);
     }
@@ -302,7 +305,7 @@ pub async fn activate(state: &Arc<crate::state::AppState>, ws: &WorkspaceId) {
 pub async fn placeholder_bindings(
     state: &crate::state::AppState,
     ws: &WorkspaceId,
-) -> Vec<(Vec<String>, SecretBinding)> {
+) -> HostBindings {
     let mut out = Vec::new();
     let (Some(vault), Ok(Some(w))) = (&state.vault, state.store.find_workspace_by_id(ws).await)
     else {

@@ -242,7 +242,28 @@ async fn forward(
         );
     }
     let upstream = state.upstreams.get(p);
-    let Some(real_key) = upstream.api_key.clone() else {
+    let real_key = match upstream.api_key.clone() {
+        // `vault:TENANT/NAME`: the provider key lives in berth's secrets vault.
+        Some(k) if k.expose().starts_with("vault:") => {
+            let reference = k.expose()["vault:".len()..].to_owned();
+            match vault_key(&state, &reference).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(provider = p.as_str(), error = %e, "provider key from the vault");
+                    return provider_error(
+                        Some(p),
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "berth gateway: the {} key in the vault is unavailable",
+                            p.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        other => other,
+    };
+    let Some(real_key) = real_key else {
         let name = p.as_str().to_ascii_uppercase();
         return provider_error(
             Some(p),
@@ -346,6 +367,17 @@ async fn forward(
             "berth gateway: bad upstream response",
         )
     })
+}
+
+async fn vault_key(state: &AppState, reference: &str) -> anyhow::Result<Secret> {
+    let (tenant, name) = reference
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("expected vault:TENANT/NAME, got vault:{reference}"))?;
+    let vault = state
+        .vault
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("no vault"))?;
+    crate::routes::secrets::reveal(state, vault, tenant, name).await
 }
 
 /// Whether a budget of the workspace or its tenant is used up; the message says which.

@@ -43,12 +43,21 @@ async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
                     format!("api.bound.test={ip},elsewhere.test={ip}", ip = host.ip),
                 ),
                 ("BERTH_ANTHROPIC_BASE_URL".into(), mock.url()),
-                ("BERTH_ANTHROPIC_API_KEY".into(), REAL_LLM_KEY.into()),
+                // The provider key itself lives in the vault.
+                (
+                    "BERTH_ANTHROPIC_API_KEY".into(),
+                    "vault:ops/ANTHROPIC_API_KEY".into(),
+                ),
             ],
             ..Default::default()
         },
     )
     .await;
+    let o = s.cli_with_stdin(
+        &["secret", "set", "--tenant", "ops", "ANTHROPIC_API_KEY"],
+        REAL_LLM_KEY.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The value goes in through stdin only.
     let o = s.cli_with_stdin(
         &["secret", "set", "--tenant", "acme", "GITHUB_TOKEN"],
@@ -259,4 +268,127 @@ fn base64_decode(s: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A git server over HTTPS (dumb protocol) that only serves clients presenting the real token
+/// with basic auth, like a code host does.
+const GIT_SERVER: &str = r#"
+import base64, http.server, os, ssl, sys
+TOKEN = os.environ["EXPECTED_TOKEN"]
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        want = "Basic " + base64.b64encode(("x-access-token:" + TOKEN).encode()).decode()
+        if self.headers.get("Authorization") != want:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        return super().do_GET()
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.crt", "server.key")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+"#;
+
+#[tokio::test]
+async fn git_over_https_with_a_placeholder_token() {
+    ensure_image().await;
+    // A test CA and a certificate for git.bound.test, and a bare repository served over HTTPS.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sh = |cmd: &str| {
+        let o = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=berth-test-ca -keyout ca.key -out ca.crt 2>/dev/null");
+    sh("openssl req -newkey rsa:2048 -nodes -subj /CN=git.bound.test -addext subjectAltName=DNS:git.bound.test -keyout server.key -out server.csr 2>/dev/null");
+    sh("printf 'subjectAltName=DNS:git.bound.test\\n' > ext && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null");
+    sh("git init -q --bare -b main repo.git && git init -q -b main src && cd src && echo 'from the code host' > README && git add README && \
+        git -c user.email=a@b -c user.name=a commit -q -m init && git push -q ../repo.git main && cd ../repo.git && git update-server-info");
+    // Serve from the directory holding repo.git, inside a network namespace.
+    let serve_dir = d.to_str().unwrap().to_owned();
+    let host = NetnsHost::start_serving(
+        &[
+            "env",
+            &format!("EXPECTED_TOKEN={REAL}"),
+            "sh",
+            "-c",
+            &format!("cd {serve_dir} && exec python3 -c \"$0\""),
+            GIT_SERVER,
+        ],
+        2,
+    );
+    let mut s = TestServer::start_with(
+        bin(),
+        ServerOptions {
+            env: vec![
+                (
+                    "BERTH_EGRESS_HOSTS".into(),
+                    format!("git.bound.test={}", host.ip),
+                ),
+                (
+                    "BERTH_EGRESS_EXTRA_CA".into(),
+                    d.join("ca.crt").display().to_string(),
+                ),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let o = s.cli_with_stdin(
+        &["secret", "set", "--tenant", "acme", "GITHUB_TOKEN"],
+        REAL.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = s.cli(&[
+        "workspace",
+        "create",
+        "coder",
+        "--tenant",
+        "acme",
+        "--memory",
+        "256m",
+        "--allow",
+        "git.bound.test:8443",
+        "--secret",
+        "GITHUB_TOKEN:git.bound.test",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = s
+        .exec(
+            "acme/coder",
+            &["sh", "-c", "git clone -q \"https://x-access-token:$GITHUB_TOKEN@git.bound.test:8443/repo.git\" ~/repo 2>&1 && cat ~/repo/README && cat ~/repo/.git/config"],
+        )
+        .await;
+    let text = out["stdout"].as_str().unwrap();
+    assert_eq!(out["exit_code"], 0, "{out}");
+    assert!(text.starts_with("from the code host\n"), "{text}");
+    // What git stored in the workspace is the placeholder, never the token.
+    assert!(
+        text.contains("berth-placeholder-github_token-") && !text.contains(REAL),
+        "{text}"
+    );
+    let log = s.get("/api/v1/workspaces/acme%2Fcoder/egress/log").await;
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["host"] == "git.bound.test"
+                && e["intercepted"] == true
+                && e["decision"] == "allow"),
+        "{log:#}"
+    );
+    s.kill9();
 }
