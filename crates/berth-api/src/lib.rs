@@ -619,6 +619,19 @@ pub struct SecretQuery {
     pub tenant: Option<String>,
 }
 
+/// `GET /api/v1/tasks/{task}/diff`: what the task changed in its repository (working tree
+/// against `HEAD`, untracked files included).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct TaskDiff {
+    /// The directory diffed (the task's worktree, or its `dir`).
+    pub dir: String,
+    /// False when the directory is not inside a git repository (then `diff` is empty).
+    pub git: bool,
+    /// Unified diff text.
+    pub diff: String,
+    pub truncated: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,11 +40,13 @@ pub async fn require_token(
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let Some(token) = header
+        .and_then(|v| v.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+        .map(|t| t.trim().to_owned());
+    // Browsers cannot set headers on a WebSocket: they offer the token as a subprotocol,
+    // `new WebSocket(url, ["berth.bearer", token])` (never in the URL, which gets logged).
+    let token = header.or_else(|| websocket_token(req.headers()));
+    let Some(token) = token.as_deref() else {
         return ApiError::new(
             ErrorCode::Unauthorized,
             "missing bearer token: send `Authorization: Bearer <token>` (berth login URL --token T)",
@@ -65,6 +67,19 @@ pub async fn require_token(
         }
         Err(e) => ApiError::internal(e).into_response(),
     }
+}
+
+/// The subprotocol that carries a bearer token on WebSockets.
+pub const WS_BEARER_PROTOCOL: &str = "berth.bearer";
+
+fn websocket_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    let offered = headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?;
+    let mut parts = offered.split(',').map(str::trim);
+    parts.find(|p| *p == WS_BEARER_PROTOCOL)?;
+    parts.next().filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
 /// Records a mutating call. Failing to write the audit log is logged, never hidden.

@@ -17,6 +17,7 @@ mod reconciler;
 mod routes;
 mod state;
 mod tasks;
+mod ui;
 mod usage_tap;
 mod vault;
 

@@ -73,6 +73,30 @@ async fn session_survives_detach_and_server_kill9_with_scrollback() {
     read_until(&mut ws, "after-100", T).await;
     ws.close(None).await.unwrap();
 
+    // Browsers cannot set headers on WebSockets: the token may come as a subprotocol instead.
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!(
+            "{}/api/v1/workspaces/acme%2Fterm/sessions/build/attach",
+            s.url.replacen("http://", "ws://", 1)
+        );
+        let mut req = url.clone().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            format!("berth.bearer, {}", s.token).parse().unwrap(),
+        );
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(resp.headers()["sec-websocket-protocol"], "berth.bearer");
+        read_until(&mut ws, "after-100", T).await;
+        ws.close(None).await.unwrap();
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            "berth.bearer, wrong-token-wrong".parse().unwrap(),
+        );
+        assert!(tokio_tungstenite::connect_async(req).await.is_err());
+    }
+
     // Capture without attaching.
     let resp = s
         .http()

@@ -445,6 +445,16 @@ async fn cli_task_run_logs_and_parallel_worktrees() {
         .await;
     assert_eq!(check["stdout"], "3\nfeature-a\nfeature-b\n2\n", "{check}");
 
+    // The diff of a worktree task shows what its agent wrote.
+    let d = s.get(&format!("/api/v1/tasks/{a}/diff")).await;
+    assert_eq!(d["git"], true, "{d}");
+    assert!(d["dir"].as_str().unwrap().ends_with(&a), "{d}");
+    let diff = d["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("+++ b/hello.txt") && diff.contains("+hi"),
+        "{diff}"
+    );
+
     // list, show, logs through the CLI.
     let o = s.cli(&["task", "list", "--workspace", "cli", "--json"]);
     let list: Value = serde_json::from_slice(&o.stdout).unwrap();

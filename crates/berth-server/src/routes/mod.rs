@@ -58,6 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tasks/{task}/messages", post(tasks::send))
         .route("/tasks/{task}/cancel", post(tasks::cancel))
         .route("/tasks/{task}/events", get(tasks::events))
+        .route("/tasks/{task}/diff", get(tasks::diff))
         .route("/tasks/{task}/events/stream", get(tasks::stream))
         .route(
             "/workspaces/{ws}/egress/rules",
@@ -94,6 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest(berth_api::API_PREFIX, api)
         .route("/healthz", get(|| async { "ok" }))
+        .fallback(crate::ui::serve)
         .with_state(state)
 }
 

@@ -211,3 +211,61 @@ pub async fn stream(
     );
     Ok(Sse::new(s).keep_alive(KeepAlive::default()))
 }
+
+/// Shell script run in the task's directory: the diff against HEAD plus untracked files, without
+/// touching the index.
+const DIFF_SCRIPT: &str = r#"git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { echo __BERTH_NOT_GIT__; exit 0; }
+git -c core.quotepath=off diff --no-color HEAD 2>/dev/null || git -c core.quotepath=off diff --no-color
+git ls-files --others --exclude-standard -z | xargs -0 -r -n1 git diff --no-color --no-index /dev/null 2>/dev/null
+true"#;
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/diff", tag = "tasks",
+    params(("task" = String, Path, description = "task id")),
+    responses((status = 200, body = api::TaskDiff), (status = 404, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn diff(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<api::TaskDiff>> {
+    let t = tasks::get(&state, &id).await?;
+    let w = state
+        .store
+        .find_workspace_by_id(&t.workspace_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("the workspace of task {id} was removed")))?;
+    if w.state != berth_domain::WorkspaceState::Running {
+        return Err(ApiError::new(
+            berth_domain::ErrorCode::InvalidState,
+            format!(
+                "workspace {} is {}: start it to see the diff",
+                w.qualified_name(),
+                w.state
+            ),
+        ));
+    }
+    let dir = match &t.worktree {
+        Some(_) => format!("{}/.berth/worktrees/{}", crate::lifecycle::HOME, t.id),
+        None => t.dir.clone(),
+    };
+    let out = state
+        .daemon(&w.id)
+        .exec_collect(
+            berth_daemon::ExecRequest {
+                argv: vec!["sh".into(), "-c".into(), DIFF_SCRIPT.into()],
+                env: Vec::new(),
+                cwd: Some(dir.clone()),
+                stdin: false,
+            },
+            4 << 20,
+        )
+        .await?;
+    let text = out.stdout_lossy();
+    let git = !text.starts_with("__BERTH_NOT_GIT__");
+    Ok(axum::Json(api::TaskDiff {
+        dir,
+        git,
+        diff: if git { text } else { String::new() },
+        truncated: out.stdout_truncated,
+    }))
+}

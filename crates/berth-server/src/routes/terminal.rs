@@ -161,11 +161,13 @@ pub async fn exec_ws(
     upgrade: WebSocketUpgrade,
 ) -> ApiResult<Response> {
     let (w, client) = running(&state, &ws).await?;
-    Ok(upgrade.on_upgrade(move |socket| async move {
-        let target = w.qualified_name();
-        let result = relay_exec(socket, client).await;
-        audit(&state.store, &actor, "workspace.exec", &target, &result).await;
-    }))
+    Ok(upgrade
+        .protocols([crate::auth::WS_BEARER_PROTOCOL])
+        .on_upgrade(move |socket| async move {
+            let target = w.qualified_name();
+            let result = relay_exec(socket, client).await;
+            audit(&state.store, &actor, "workspace.exec", &target, &result).await;
+        }))
 }
 
 async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()> {
@@ -447,7 +449,9 @@ pub async fn attach(
         &Ok::<(), ApiError>(()),
     )
     .await;
-    Ok(upgrade.on_upgrade(move |socket| relay_attach(socket, stream)))
+    Ok(upgrade
+        .protocols([crate::auth::WS_BEARER_PROTOCOL])
+        .on_upgrade(move |socket| relay_attach(socket, stream)))
 }
 
 async fn relay_attach(socket: WebSocket, stream: berth_daemon::AttachStream) {
