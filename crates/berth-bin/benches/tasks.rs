@@ -473,6 +473,24 @@ async fn parallel(s: &TestServer, mock: &MockLlm, agent: Agent, n: usize) -> Par
     r
 }
 
+/// Drops terminal colour sequences (`ESC [ … m`) from a log line.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let runs = env_count("BERTH_BENCH_RUNS", 5);
@@ -644,7 +662,7 @@ async fn main() {
             println!(
                 "server log: {} × \"{needle}\", e.g. {}",
                 hits.len(),
-                first.trim()
+                strip_ansi(first.trim())
             );
         }
     }

@@ -418,6 +418,11 @@ impl Store {
     /// the last reading means a new cgroup (the container restarted): its value counts in full.
     pub async fn observe_oom_counter(&self, id: &WorkspaceId, counter: u64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
+        // Take the write lock before reading (see `append_task_events`).
+        sqlx::query("UPDATE workspaces SET memcg_oom_seen = memcg_oom_seen WHERE id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query("SELECT memcg_oom_seen FROM workspaces WHERE id = ?")
             .bind(id.as_str())
             .fetch_optional(&mut *tx)

@@ -164,6 +164,13 @@ impl Store {
         events: &[TaskEvent],
     ) -> Result<Vec<TaskEvent>> {
         let mut tx = self.pool.begin().await?;
+        // Write first, so the transaction holds SQLite's write lock before it reads (like
+        // BEGIN IMMEDIATE): a read-then-write transaction can fail with "database is locked" when
+        // another writer commits in between, which busy_timeout cannot wait out.
+        sqlx::query("UPDATE tasks SET updated_at = updated_at WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query("SELECT last_seq FROM tasks WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
