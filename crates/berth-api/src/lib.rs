@@ -632,6 +632,55 @@ pub struct TaskDiff {
     pub truncated: bool,
 }
 
+/// One call through the LLM gateway (`GET /api/v1/usage/calls`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct LlmCall {
+    pub id: i64,
+    pub at: String,
+    pub workspace: String,
+    pub tenant: String,
+    pub task: String,
+    pub provider: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub path: String,
+    pub status: u16,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The request and response were recorded (prompt recording on).
+    pub recorded: bool,
+}
+
+/// `GET /api/v1/usage/calls/{id}`: a call with its recorded request and response, if any.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct LlmCallDetail {
+    pub call: LlmCall,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct CallsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Newest first; default 100, max 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

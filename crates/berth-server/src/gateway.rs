@@ -303,6 +303,12 @@ async fn forward(
         }
     };
     tracing::debug!(task = %task.id, provider = p.as_str(), path = %rest, "gateway call");
+    // Kept only when the operator turned recording on (BERTH_GATEWAY_RECORD_DAYS).
+    let request_copy = if state.recording_days.is_some() {
+        body.slice(..body.len().min(RECORD_MAX))
+    } else {
+        bytes::Bytes::new()
+    };
     let started = std::time::Instant::now();
     let mut call = LlmCall {
         workspace_id: ws.to_string(),
@@ -359,6 +365,12 @@ async fn forward(
         call: Some(call),
         started,
         state: state.clone(),
+        recording: state.recording_days.map(|_| {
+            (
+                String::from_utf8_lossy(&request_copy).into_owned(),
+                Vec::new(),
+            )
+        }),
     };
     out.body(Body::from_stream(metered)).unwrap_or_else(|_| {
         provider_error(
@@ -438,11 +450,25 @@ pub fn period_start(period: &str) -> Option<String> {
     }
 }
 
+/// Largest request/response kept by prompt recording.
+const RECORD_MAX: usize = 1 << 20;
+
 fn record(state: &Arc<AppState>, call: LlmCall) {
+    record_with(state, call, None);
+}
+
+fn record_with(state: &Arc<AppState>, call: LlmCall, exchange: Option<(String, String)>) {
     let state = state.clone();
     tokio::spawn(async move {
-        if let Err(e) = state.store.record_llm_call(&call).await {
-            tracing::error!(error = %e, "cannot record an LLM call");
+        match state.store.record_llm_call(&call).await {
+            Ok(id) => {
+                if let Some((req, resp)) = exchange {
+                    if let Err(e) = state.store.record_llm_exchange(id, &req, &resp).await {
+                        tracing::error!(error = %e, "cannot record an LLM exchange");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record an LLM call"),
         }
     });
 }
@@ -455,6 +481,8 @@ struct Metered {
     call: Option<LlmCall>,
     started: std::time::Instant,
     state: Arc<AppState>,
+    /// With prompt recording on: the request, and the response as it passed (bounded).
+    recording: Option<(String, Vec<u8>)>,
 }
 
 impl Metered {
@@ -474,7 +502,11 @@ impl Metered {
         call.cost_usd = self.state.prices.cost(call.model.as_deref(), t);
         call.latency_ms = self.started.elapsed().as_millis() as u64;
         call.error = error;
-        record(&self.state, call);
+        let exchange = self
+            .recording
+            .take()
+            .map(|(req, resp)| (req, String::from_utf8_lossy(&resp).into_owned()));
+        record_with(&self.state, call, exchange);
     }
 }
 
@@ -488,6 +520,10 @@ impl futures_util::Stream for Metered {
         match self.inner.as_mut().poll_next(cx) {
             std::task::Poll::Ready(Some(Ok(chunk))) => {
                 self.tap.feed(&chunk);
+                if let Some((_, resp)) = self.recording.as_mut() {
+                    let room = RECORD_MAX.saturating_sub(resp.len());
+                    resp.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
                 std::task::Poll::Ready(Some(Ok(chunk)))
             }
             std::task::Poll::Ready(Some(Err(e))) => {

@@ -104,6 +104,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
     let reconcile = reconciler::spawn(state.clone());
+    if let Some(days) = state.recording_days {
+        tracing::info!(days, "recording LLM prompts and answers");
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let cutoff =
+                    time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
+                if let Ok(before) = cutoff.format(&time::format_description::well_known::Rfc3339) {
+                    match store.purge_llm_recordings(&before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(n, "purged LLM recordings past retention"),
+                        Err(e) => tracing::warn!(error = %e, "purging LLM recordings"),
+                    }
+                }
+            }
+        });
+    }
     tasks::resume_all(&state).await;
 
     let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());

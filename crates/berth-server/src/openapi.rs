@@ -18,7 +18,7 @@ use crate::routes::{egress, secrets, system, tasks, terminal, usage, workspaces}
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
         tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::events,
         tasks::stream, tasks::diff,
-        usage::usage, usage::list_budgets, usage::set_budget, usage::remove_budget,
+        usage::usage, usage::calls, usage::call, usage::list_budgets, usage::set_budget, usage::remove_budget,
         egress::rules, egress::set_rules, egress::add_rule, egress::remove_rule, egress::log,
         egress::log_stream,
         secrets::set, secrets::list, secrets::remove,

@@ -81,6 +81,9 @@ pub struct AppState {
     pub gateways: crate::gateway::Listeners,
     /// The egress proxy (None in unit tests over the fake runtime).
     pub egress: Option<Arc<crate::egress::Egress>>,
+    /// Prompt recording: keep each gateway call's request and response this many days (None:
+    /// off). `BERTH_GATEWAY_RECORD_DAYS`.
+    pub recording_days: Option<u32>,
     /// The secrets vault (None in unit tests).
     pub vault: Option<Arc<crate::vault::Vault>>,
     /// The operator's price table (`DATA_DIR/prices.toml`).
@@ -128,6 +131,10 @@ impl AppState {
             gateways: Default::default(),
             egress: None,
             vault: None,
+            recording_days: std::env::var("BERTH_GATEWAY_RECORD_DAYS")
+                .ok()
+                .and_then(|d| d.trim().parse().ok())
+                .filter(|d: &u32| *d > 0),
             tasks: Default::default(),
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),

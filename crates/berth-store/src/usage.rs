@@ -68,13 +68,35 @@ pub struct Spent {
     pub cost_usd: f64,
 }
 
+fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> LlmCall {
+    LlmCall {
+        workspace_id: r.get("workspace_id"),
+        workspace: r.get("workspace"),
+        tenant: r.get("tenant"),
+        task_id: r.get("task_id"),
+        provider: r.get("provider"),
+        model: r.get("model"),
+        path: r.get("path"),
+        status: r.get::<i64, _>("status").clamp(0, 999) as u16,
+        input_tokens: u(r, "input_tokens"),
+        output_tokens: u(r, "output_tokens"),
+        cache_read_tokens: u(r, "cache_read_tokens"),
+        cache_write_tokens: u(r, "cache_write_tokens"),
+        cost_usd: r.get("cost_usd"),
+        latency_ms: u(r, "latency_ms"),
+        ttfb_ms: r.get::<Option<i64>, _>("ttfb_ms").map(|t| t.max(0) as u64),
+        error: r.get("error"),
+    }
+}
+
 fn u(r: &sqlx::sqlite::SqliteRow, c: &str) -> u64 {
     r.get::<Option<i64>, _>(c).unwrap_or(0).max(0) as u64
 }
 
 impl Store {
-    pub async fn record_llm_call(&self, c: &LlmCall) -> Result<()> {
-        sqlx::query(
+    /// Stores a call; returns its id.
+    pub async fn record_llm_call(&self, c: &LlmCall) -> Result<i64> {
+        let res = sqlx::query(
             "INSERT INTO llm_calls (at, workspace_id, workspace, tenant, task_id, provider, model, path, \
              status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, \
              latency_ms, ttfb_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -98,7 +120,87 @@ impl Store {
         .bind(&c.error)
         .execute(&self.pool)
         .await?;
+        Ok(res.last_insert_rowid())
+    }
+
+    /// Keeps the request and response of a call (prompt recording is opt-in).
+    pub async fn record_llm_exchange(
+        &self,
+        call_id: i64,
+        request: &str,
+        response: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO llm_recordings (call_id, at, request, response) VALUES (?, ?, ?, ?)",
+        )
+        .bind(call_id)
+        .bind(now())
+        .bind(request)
+        .bind(response)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// Deletes recordings older than `before` (RFC 3339); returns how many.
+    pub async fn purge_llm_recordings(&self, before: &str) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM llm_recordings WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Recent calls, newest first, with whether an exchange was recorded.
+    pub async fn llm_calls(
+        &self,
+        workspace_id: Option<&str>,
+        task_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, LlmCall, bool)>> {
+        let rows = sqlx::query(
+            "SELECT c.*, (r.call_id IS NOT NULL) AS recorded FROM llm_calls c LEFT JOIN llm_recordings r ON r.call_id = c.id \
+             WHERE (?1 IS NULL OR c.workspace_id = ?1) AND (?2 IS NULL OR c.task_id = ?2) ORDER BY c.id DESC LIMIT ?3",
+        )
+        .bind(workspace_id)
+        .bind(task_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get("id"),
+                    r.get("at"),
+                    call_from_row(r),
+                    r.get("recorded"),
+                )
+            })
+            .collect())
+    }
+
+    /// One call and, when recorded, its request and response.
+    pub async fn llm_call(
+        &self,
+        id: i64,
+    ) -> Result<Option<(String, LlmCall, Option<(String, String)>)>> {
+        let row = sqlx::query(
+            "SELECT c.*, r.request, r.response FROM llm_calls c LEFT JOIN llm_recordings r ON r.call_id = c.id WHERE c.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let ex = match (
+                r.get::<Option<String>, _>("request"),
+                r.get::<Option<String>, _>("response"),
+            ) {
+                (Some(a), Some(b)) => Some((a, b)),
+                _ => None,
+            };
+            (r.get("at"), call_from_row(&r), ex)
+        }))
     }
 
     pub async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
@@ -277,6 +379,32 @@ mod tests {
             .await
             .unwrap();
         assert!(future.is_empty());
+
+        // Recordings: listed with their calls, purged by age.
+        let calls = s.llm_calls(Some("id-web"), None, 10).await.unwrap();
+        assert_eq!(calls.len(), 2);
+        let (id, _, call, recorded) = calls[0].clone();
+        assert!(!recorded);
+        assert_eq!(call.input_tokens, 50);
+        s.record_llm_exchange(id, "{\"prompt\":1}", "data: x")
+            .await
+            .unwrap();
+        let (_, _, ex) = s.llm_call(id).await.unwrap().unwrap();
+        assert_eq!(ex, Some(("{\"prompt\":1}".into(), "data: x".into())));
+        assert!(s.llm_calls(Some("id-web"), None, 10).await.unwrap()[0].3);
+        assert_eq!(
+            s.purge_llm_recordings("2000-01-01T00:00:00Z")
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.purge_llm_recordings("2999-01-01T00:00:00Z")
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(s.llm_call(id).await.unwrap().unwrap().2.is_none());
 
         let b = Budget {
             scope: "tenant".into(),

@@ -17,7 +17,10 @@ const REAL_KEYS: [(&str, &str); 3] = [
 ];
 
 async fn server_with(mock: &MockLlm) -> TestServer {
-    let mut env = Vec::new();
+    server_with_env(mock, Vec::new()).await
+}
+
+async fn server_with_env(mock: &MockLlm, mut env: Vec<(String, String)>) -> TestServer {
     for (p, key) in REAL_KEYS {
         env.push((format!("BERTH_{p}_BASE_URL"), mock.url()));
         env.push((format!("BERTH_{p}_API_KEY"), key.to_owned()));
@@ -508,7 +511,12 @@ async fn a_missing_agent_cli_fails_the_task_with_a_reason() {
 async fn gateway_counts_usage_and_enforces_budgets() {
     ensure_image().await;
     let mock = MockLlm::start().await;
-    let s = server_with(&mock).await;
+    // Prompt recording on, kept 7 days.
+    let s = server_with_env(
+        &mock,
+        vec![("BERTH_GATEWAY_RECORD_DAYS".into(), "7".into())],
+    )
+    .await;
     // The operator's price table, picked up without a restart.
     std::fs::write(
         s.data_dir.path().join("prices.toml"),
@@ -548,6 +556,28 @@ async fn gateway_counts_usage_and_enforces_budgets() {
         table.contains("acme/metered") && table.contains("gpt-5.5") && table.contains("TOTAL"),
         "{table}"
     );
+    // Each call is listed, and with recording on its prompt and answer can be read back.
+    let listed = s.get("/api/v1/usage/calls?workspace=acme/metered").await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len() as u64, calls, "one entry per upstream request");
+    assert!(
+        listed
+            .iter()
+            .all(|c| c["recorded"] == true && c["status"] == 200),
+        "{listed:?}"
+    );
+    let mut saw_prompt = false;
+    let mut saw_done = false;
+    for c in listed {
+        let d = s.get(&format!("/api/v1/usage/calls/{}", c["id"])).await;
+        saw_prompt |= d["request"].as_str().unwrap().contains("Create hello.txt");
+        saw_done |= d["response"].as_str().unwrap().contains("DONE");
+        assert!(
+            !d["request"].as_str().unwrap().contains("real-openai-key"),
+            "no keys in recordings"
+        );
+    }
+    assert!(saw_prompt && saw_done);
     let (st, v) = s.call("GET", "/api/v1/usage?since=yesterday", None).await;
     assert_eq!(
         (st, v["error"]["code"].as_str()),

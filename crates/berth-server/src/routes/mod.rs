@@ -81,6 +81,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             axum::routing::put(secrets::set).delete(secrets::remove),
         )
         .route("/usage", get(usage::usage))
+        .route("/usage/calls", get(usage::calls))
+        .route("/usage/calls/{id}", get(usage::call))
         .route(
             "/budgets",
             get(usage::list_budgets)

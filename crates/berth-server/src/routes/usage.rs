@@ -249,3 +249,73 @@ mod tests {
         }
     }
 }
+
+fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> api::LlmCall {
+    api::LlmCall {
+        id,
+        at,
+        workspace: c.workspace,
+        tenant: c.tenant,
+        task: c.task_id,
+        provider: c.provider,
+        model: c.model,
+        path: c.path,
+        status: c.status,
+        input_tokens: c.input_tokens,
+        output_tokens: c.output_tokens,
+        cache_read_tokens: c.cache_read_tokens,
+        cache_write_tokens: c.cache_write_tokens,
+        cost_usd: c.cost_usd,
+        latency_ms: c.latency_ms,
+        ttfb_ms: c.ttfb_ms,
+        error: c.error,
+        recorded,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/usage/calls", tag = "gateway", params(api::CallsQuery),
+    responses((status = 200, body = [api::LlmCall])), security(("bearer" = [])))]
+pub async fn calls(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<api::CallsQuery>,
+) -> ApiResult<axum::Json<Vec<api::LlmCall>>> {
+    let ws = match &q.workspace {
+        Some(w) => Some(lifecycle::resolve(&state, w).await?.id.to_string()),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = state
+        .store
+        .llm_calls(ws.as_deref(), q.task.as_deref(), limit)
+        .await?;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|(id, at, c, rec)| call_to_api(id, at, c, rec))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/usage/calls/{id}", tag = "gateway",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = api::LlmCallDetail), (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn call(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<axum::Json<api::LlmCallDetail>> {
+    let n: i64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("call id {id:?} is not a number")))?;
+    let (at, c, ex) = state
+        .store
+        .llm_call(n)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("LLM call {n} not found")))?;
+    let recorded = ex.is_some();
+    let (request, response) = ex.map(|(a, b)| (Some(a), Some(b))).unwrap_or((None, None));
+    Ok(axum::Json(api::LlmCallDetail {
+        call: call_to_api(n, at, c, recorded),
+        request,
+        response,
+    }))
+}
