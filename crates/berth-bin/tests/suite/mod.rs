@@ -5,4 +5,5 @@ mod oom;
 mod secrets;
 mod sessions;
 mod tasks;
+mod ui;
 mod workspaces;

@@ -1,0 +1,311 @@
+#!/usr/bin/env node
+// End-to-end test of berth's web UI against a real server, in headless Chromium.
+//
+//   node ui/e2e/run.mjs --url http://127.0.0.1:PORT --token TOKEN [--screenshots docs/screenshots]
+//
+// Expects the scripted mock LLM upstream: a new task prompt gets a shell tool call
+// (`echo hi > hello.txt`) then the text `DONE`; a prompt containing "SLOW" is held open.
+// Exit code 0 on success; otherwise the failed step is printed and the exit code is 1.
+
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+function parseArgs(argv) {
+  const out = { url: process.env.BERTH_URL, token: process.env.BERTH_TOKEN, screenshots: 'docs/screenshots' };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      if (i + 1 >= argv.length) fail('usage', `${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--url') out.url = next();
+    else if (a === '--token') out.token = next();
+    else if (a === '--screenshots') out.screenshots = next();
+    else if (a === '--headed') out.headed = true;
+    else if (a === '-h' || a === '--help') {
+      console.log('usage: node ui/e2e/run.mjs --url http://127.0.0.1:PORT --token TOKEN [--screenshots DIR]');
+      process.exit(0);
+    } else fail('usage', `unknown argument ${a}`);
+  }
+  if (!out.url || !out.token) fail('usage', 'need --url and --token (or BERTH_URL / BERTH_TOKEN)');
+  out.url = out.url.replace(/\/+$/, '');
+  return out;
+}
+
+let currentStep = 'start';
+const started = Date.now();
+const consoleLines = [];
+let browser;
+
+function fail(step, message) {
+  console.error(`\nE2E FAILED at step "${step}": ${message}`);
+  if (consoleLines.length) {
+    console.error('--- last browser console lines ---');
+    for (const l of consoleLines.slice(-25)) console.error(l);
+  }
+  process.exit(1);
+}
+
+async function step(name, fn) {
+  currentStep = name;
+  const t0 = Date.now();
+  process.stdout.write(`• ${name} … `);
+  try {
+    const r = await fn();
+    console.log(`ok (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+    return r;
+  } catch (e) {
+    console.log('FAILED');
+    await cleanup();
+    fail(name, e && e.message ? e.message.split('\n').slice(0, 6).join('\n') : String(e));
+  }
+}
+
+async function cleanup() {
+  try {
+    await browser?.close();
+  } catch {
+    /* ignore */
+  }
+}
+
+const args = parseArgs(process.argv.slice(2));
+const shots = resolve(args.screenshots);
+mkdirSync(shots, { recursive: true });
+
+// Fail within ~3 minutes overall, whatever hangs.
+const TOTAL_MS = 180_000;
+const watchdog = setTimeout(async () => {
+  await cleanup();
+  fail(currentStep, `overall time limit of ${TOTAL_MS / 1000}s exceeded`);
+}, TOTAL_MS);
+watchdog.unref();
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 375, height: 812 };
+const tid = (id) => `[data-testid="${id}"]`;
+
+// chromium.launch() gives every run a new, empty temporary user-data-dir (removed on close).
+const launchArgs = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+browser = await step('launch chromium', () =>
+  chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: !args.headed, args: launchArgs }),
+);
+const context = await browser.newContext({ viewport: DESKTOP, deviceScaleFactor: 1 });
+context.setDefaultTimeout(20_000);
+const page = await context.newPage();
+page.on('console', (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
+page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
+
+async function shot(name) {
+  await page.waitForTimeout(300); // let the layout settle
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: false });
+}
+
+async function goto(hash) {
+  await page.goto(`${args.url}/#${hash}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+await step('open the UI and sign in', async () => {
+  await page.goto(`${args.url}/`);
+  await page.locator(tid('signin-token')).fill(args.token);
+  await page.locator(tid('signin-submit')).click();
+  await page.locator(`${tid('nav-workspaces')}, ${tid('signin-error')}`).first().waitFor({ timeout: 15_000 });
+  const err = await page.locator(tid('signin-error')).count();
+  if (err) throw new Error(`sign-in refused: ${await page.locator(tid('signin-error')).innerText()}`);
+  if (page.url().includes(args.token)) throw new Error('the token appears in the URL');
+});
+
+const row = page.locator(tid('ws-row-demo-e2e'));
+
+await step('create workspace demo/e2e (memory 2g, pids 2048)', async () => {
+  await goto('/workspaces');
+  await page.locator(`${tid('ws-table')}, .empty`).first().waitFor();
+  if ((await row.count()) > 0) return; // re-run against the same server
+  await page.locator(tid('ws-create-toggle')).click();
+  await page.locator(tid('ws-create-name')).fill('e2e');
+  await page.locator(tid('ws-create-tenant')).fill('demo');
+  await page.locator(tid('ws-create-memory')).fill('2g');
+  await page.locator(tid('ws-create-pids')).fill('2048');
+  await page.locator(tid('ws-create-submit')).click();
+  await Promise.race([
+    row.waitFor({ timeout: 90_000 }),
+    page
+      .locator(`${tid('ws-create-form')} ${tid('error')}`)
+      .waitFor({ timeout: 90_000 })
+      .then(async () => {
+        throw new Error(`create failed: ${await page.locator(`${tid('ws-create-form')} ${tid('error')}`).innerText()}`);
+      }),
+  ]);
+});
+
+await step('workspace shows running', async () => {
+  await page.locator(`${tid('ws-row-demo-e2e')}[data-state="running"]`).waitFor({ timeout: 90_000 });
+  await page.locator(`${tid('ws-row-demo-e2e')} ${tid('ws-usage')}`).waitFor({ timeout: 20_000 });
+  await shot('workspaces-desktop');
+});
+
+async function startTask(prompt) {
+  await goto('/tasks/new');
+  const sel = page.locator(tid('task-new-workspace'));
+  await sel.waitFor();
+  await sel.selectOption('demo/e2e');
+  await page.locator(tid('task-new-agent')).selectOption('claude');
+  await page.locator(tid('task-new-prompt')).fill(prompt);
+  await page.locator(tid('task-new-submit')).click();
+  await page.waitForURL(/#\/tasks\/(?!new)[^/?]+/, { timeout: 30_000 }).catch(async () => {
+    const e = page.locator(tid('error'));
+    throw new Error((await e.count()) ? `task creation failed: ${await e.first().innerText()}` : 'did not reach the task page');
+  });
+  return decodeURIComponent(page.url().split('#/tasks/')[1].split('?')[0]);
+}
+
+const ev = (type) => page.locator(`${tid('task-event')}[data-type="${type}"]`);
+const stateIs = (s) => page.locator(`${tid('task-state')}[data-state="${s}"]`);
+
+async function assertNotFailed() {
+  const st = await page.locator(tid('task-state')).getAttribute('data-state');
+  if (st === 'failed' || st === 'cancelled') {
+    const r = page.locator(tid('task-reason'));
+    throw new Error(`task is ${st}${(await r.count()) ? `: ${await r.innerText()}` : ''}`);
+  }
+}
+
+async function waitOrFail(locator, timeout, what) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    if ((await locator.count()) > 0) return;
+    await assertNotFailed();
+    await page.waitForTimeout(250);
+  }
+  throw new Error(`timed out after ${timeout / 1000}s waiting for ${what}`);
+}
+
+let taskId;
+let sawLiveBeforeDone = false;
+await step('start a claude task', async () => {
+  taskId = await startTask('Create hello.txt, then say DONE.');
+  await page.locator(tid('task-header')).waitFor();
+});
+
+await step('see the tool_call, then the final message DONE, state completed (live)', async () => {
+  await waitOrFail(ev('tool_call'), 60_000, 'a tool_call event');
+  // Was the task still in progress when the tool call showed up? (It streamed in live.)
+  sawLiveBeforeDone = (await stateIs('completed').count()) === 0;
+  const call = await ev('tool_call').first().innerText();
+  if (!/hello\.txt/.test(call)) throw new Error(`the tool call does not mention hello.txt: ${call.slice(0, 200)}`);
+  await waitOrFail(ev('message').filter({ hasText: 'DONE' }), 60_000, 'an assistant message containing DONE');
+  await waitOrFail(stateIs('completed'), 60_000, 'state completed');
+  const stream = await page.locator(tid('task-stream-status')).innerText();
+  if (stream !== 'live') throw new Error(`event stream is not live: ${stream}`);
+  // Deltas were replaced by the final message: DONE is shown once per assistant turn.
+  if ((await ev('message_delta').count()) > 0) throw new Error('streaming fragments are still shown after the final message');
+});
+
+await step('send a follow-up: second user message and completion', async () => {
+  const input = page.locator(tid('followup-input'));
+  await input.fill('Thanks! Now say DONE again.');
+  await page.locator(tid('followup-send')).click();
+  await waitOrFail(ev('user_message').nth(1), 30_000, 'the second user message');
+  const completed = page.locator(`${tid('task-event')}[data-type="status"] [data-state="completed"]`);
+  await waitOrFail(completed.nth(1), 60_000, 'the second turn to complete');
+  await waitOrFail(stateIs('completed'), 30_000, 'state completed');
+  await shot('task-desktop');
+});
+
+await step('reload the task page: replay without duplicates', async () => {
+  const before = await page.locator(tid('task-event')).evaluateAll((els) => els.map((e) => e.getAttribute('data-seq')));
+  await page.reload();
+  await stateIs('completed').waitFor();
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="task-event"]').length >= n, before.length, { timeout: 20_000 });
+  await page.waitForTimeout(500);
+  const after = await page.locator(tid('task-event')).evaluateAll((els) => els.map((e) => e.getAttribute('data-seq')));
+  if (new Set(after).size !== after.length) throw new Error(`duplicate events after reload: ${after.join(',')}`);
+  if (after.length !== before.length) throw new Error(`expected ${before.length} events after reload, got ${after.length}`);
+});
+
+await step('open the diff view', async () => {
+  await page.locator(tid('task-tab-diff')).click();
+  await page.locator(tid('task-diff')).waitFor();
+  await page
+    .locator(`${tid('diff-text')}, ${tid('diff-empty')}, ${tid('task-diff')} ${tid('error')}`)
+    .first()
+    .waitFor({ timeout: 20_000 });
+  const err = page.locator(`${tid('task-diff')} ${tid('error')}`);
+  if (await err.count()) throw new Error(`diff failed: ${await err.innerText()}`);
+});
+
+let sessionName;
+await step('open a terminal (new session) and run a command', async () => {
+  await goto(`/workspaces/${encodeURIComponent('demo/e2e')}`);
+  await page.locator(tid('session-new')).click();
+  await page.waitForURL(/\/terminal\//, { timeout: 20_000 });
+  sessionName = decodeURIComponent(page.url().split('/terminal/')[1]);
+  await page.locator(`${tid('terminal-status')}:has-text("connected")`).waitFor({ timeout: 20_000 });
+  await page.locator(`${tid('terminal')} .xterm-rows`).waitFor();
+  await page.waitForTimeout(800); // let the shell print its prompt
+  await page.locator(tid('terminal')).click();
+  await page.keyboard.type('echo e2e-$((40+2))');
+  await page.keyboard.press('Enter');
+  await page.locator(`${tid('terminal')} .xterm-rows`).filter({ hasText: 'e2e-42' }).waitFor({ timeout: 20_000 });
+  await shot('terminal-desktop');
+});
+
+let slowId;
+await step('start a SLOW task and cancel it', async () => {
+  slowId = await startTask('SLOW: take your time with this one.');
+  await page.locator(tid('task-state')).waitFor();
+  // Wait until the agent is actually working (not merely queued).
+  await waitOrFail(page.locator(`${tid('task-state')}[data-state="running"]`), 60_000, 'state running');
+  await page.locator(tid('task-cancel')).click();
+  await page.locator(tid('task-cancel-confirm')).click();
+  await stateIs('cancelled').waitFor({ timeout: 30_000 });
+  if (await page.locator(tid('followup-send')).isEnabled()) throw new Error('follow-up still enabled on a cancelled task');
+});
+
+await step('tasks list shows both tasks', async () => {
+  await goto('/tasks');
+  await page.locator(`${tid(`task-row-${taskId}`)}[data-state="completed"]`).waitFor();
+  await page.locator(`${tid(`task-row-${slowId}`)}[data-state="cancelled"]`).waitFor();
+  await shot('tasks-desktop');
+});
+
+await step('phone-size screenshots (375x812)', async () => {
+  await page.setViewportSize(PHONE);
+  await goto('/workspaces');
+  await page.locator(`${tid('ws-row-demo-e2e')}[data-state="running"]`).waitFor();
+  await page.locator(`${tid('ws-row-demo-e2e')} ${tid('ws-usage')}`).waitFor();
+  await shot('workspaces-phone');
+  await goto(`/tasks/${encodeURIComponent(taskId)}`);
+  await stateIs('completed').waitFor();
+  await ev('message').first().waitFor();
+  await shot('task-phone');
+  await goto(`/workspaces/${encodeURIComponent('demo/e2e')}/terminal/${encodeURIComponent(sessionName)}`);
+  await page.locator(`${tid('terminal')} .xterm-rows`).filter({ hasText: 'e2e-42' }).waitFor({ timeout: 20_000 });
+  await shot('terminal-phone');
+  await goto('/tasks');
+  await page.locator(tid(`task-row-${taskId}`)).waitFor();
+  await shot('tasks-phone');
+  // Nothing may overflow the phone viewport horizontally.
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 2) throw new Error(`the tasks page overflows the phone width by ${overflow}px`);
+});
+
+await cleanup();
+clearTimeout(watchdog);
+console.log(
+  `\nE2E PASSED in ${((Date.now() - started) / 1000).toFixed(1)}s` +
+    `${sawLiveBeforeDone ? ' (events streamed in live)' : ''}; screenshots in ${shots}`,
+);
+process.exit(0);

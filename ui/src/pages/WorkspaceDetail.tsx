@@ -1,0 +1,221 @@
+import { useState, type FormEvent } from 'react';
+import { api, post, wsRef, type EgressLogEntry, type Session, type Task, type Workspace } from '../api';
+import { age, bytes, dateTime } from '../format';
+import { navigate, useLoad } from '../hooks';
+import { Empty, ErrorBox, Loading, StateBadge } from '../ui';
+import { LiveUsage } from './Workspaces';
+import { TaskTable } from './Tasks';
+
+export function WorkspaceDetail({ ws }: { ws: string }) {
+  const ref = wsRef(ws);
+  const w = useLoad(() => api<Workspace>(`/workspaces/${ref}`), [ref], 5000);
+  if (w.loading && !w.data) return <Loading what="Loading workspace" />;
+  if (!w.data) return <ErrorBox error={w.error ?? 'not found'} onRetry={w.reload} />;
+  const d = w.data;
+  return (
+    <section aria-labelledby="wsd-title" data-testid="ws-detail">
+      <p className="crumbs">
+        <a href="#/workspaces">Workspaces</a> /
+      </p>
+      <div className="page-head">
+        <h1 id="wsd-title">
+          <span className="muted">{d.tenant}/</span>
+          {d.name}
+        </h1>
+        <StateBadge state={d.state} testid="ws-detail-state" />
+      </div>
+      <ErrorBox error={w.error} />
+      <dl className="facts">
+        <div><dt>Limits</dt><dd>{bytes(d.limits.memory_bytes)} · {d.limits.cpus} CPU · {d.limits.pids} pids</dd></div>
+        <div><dt>Network</dt><dd>{d.network}</dd></div>
+        <div><dt>Image</dt><dd className="mono small ellipsis" title={d.image}>{d.image}</dd></div>
+        <div><dt>Created</dt><dd>{dateTime(d.created_at)}</dd></div>
+        {d.state === 'running' && <div><dt>Usage</dt><dd><LiveUsage ws={ref} /></dd></div>}
+        {d.daemon && (
+          <div>
+            <dt>Daemon</dt>
+            <dd>
+              {d.daemon.reachable ? 'reachable' : 'unreachable'}
+              {d.daemon.outdated && <strong className="warn"> · outdated: restart the workspace</strong>}
+              {d.daemon.message && <span className="muted"> · {d.daemon.message}</span>}
+            </dd>
+          </div>
+        )}
+        {d.last_failure && (
+          <div>
+            <dt>Last failure</dt>
+            <dd className="failure" data-testid="ws-detail-failure">
+              <strong>{d.last_failure.reason}</strong>: {d.last_failure.message} ({dateTime(d.last_failure.at)})
+            </dd>
+          </div>
+        )}
+        {d.oom_kills > 0 && <div><dt>OOM kills</dt><dd className="failure">{d.oom_kills}</dd></div>}
+      </dl>
+      <Sessions ws={ref} running={d.state === 'running'} />
+      <WsTasks ws={ref} running={d.state === 'running'} />
+      <Egress ws={ref} />
+    </section>
+  );
+}
+
+function Sessions({ ws, running }: { ws: string; running: boolean }) {
+  const s = useLoad(() => (running ? api<Session[]>(`/workspaces/${ws}/sessions`) : Promise.resolve([] as Session[])), [ws, running], 5000);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  const create = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      const sess = await post<Session>(`/workspaces/${ws}/sessions`, {});
+      navigate(`/workspaces/${ws}/terminal/${encodeURIComponent(sess.name || sess.id)}`);
+    } catch (e) {
+      setError((e as Error).message);
+      setBusy(false);
+    }
+  };
+  return (
+    <section aria-labelledby="sessions-title" className="block">
+      <div className="page-head">
+        <h2 id="sessions-title">Terminal sessions</h2>
+        <button type="button" className="btn primary" onClick={create} disabled={!running || busy} data-testid="session-new">
+          {busy ? 'Creating…' : 'New session'}
+        </button>
+      </div>
+      <ErrorBox error={error ?? s.error} />
+      {!running ? (
+        <Empty>The workspace is not running: start it to use terminals.</Empty>
+      ) : s.loading && !s.data ? (
+        <Loading what="Loading sessions" />
+      ) : s.data && s.data.length === 0 ? (
+        <Empty>No sessions. “New session” opens a login shell.</Empty>
+      ) : (
+        <ul className="list">
+          {s.data?.map((x) => (
+            <li key={x.id} data-testid={`session-${x.name}`}>
+              <div>
+                <strong>{x.name}</strong> <StateBadge state={x.state} />
+                <span className="muted small">
+                  {' '}
+                  {x.command.join(' ') || 'login shell'} · {x.cols}×{x.rows} · {x.attached} attached · {age(x.created_at)} ago
+                  {x.exit_code !== undefined && ` · exit ${x.exit_code}`}
+                </span>
+              </div>
+              <a className="btn small" href={`#/workspaces/${ws}/terminal/${encodeURIComponent(x.name)}`} data-testid={`session-open-${x.name}`}>
+                Open terminal
+              </a>
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
+
+function WsTasks({ ws, running }: { ws: string; running: boolean }) {
+  const t = useLoad(() => api<Task[]>(`/tasks?workspace=${ws}`), [ws], 4000);
+  return (
+    <section aria-labelledby="wstasks-title" className="block">
+      <div className="page-head">
+        <h2 id="wstasks-title">Tasks</h2>
+        {running && (
+          <a className="btn" href={`#/tasks/new?workspace=${ws}`} data-testid="ws-task-new">
+            New task
+          </a>
+        )}
+      </div>
+      <ErrorBox error={t.error} onRetry={t.reload} />
+      {t.loading && !t.data ? <Loading what="Loading tasks" /> : t.data && t.data.length === 0 ? <Empty>No tasks in this workspace yet.</Empty> : t.data && <TaskTable tasks={t.data} showWorkspace={false} />}
+    </section>
+  );
+}
+
+function Egress({ ws }: { ws: string }) {
+  const rules = useLoad(() => api<{ rules: string[] }>(`/workspaces/${ws}/egress/rules`), [ws]);
+  const log = useLoad(() => api<EgressLogEntry[]>(`/workspaces/${ws}/egress/log?limit=10000`), [ws], 5000);
+  const [rule, setRule] = useState('');
+  const [error, setError] = useState<string>();
+  const add = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(undefined);
+    let r = rule.trim();
+    if (!r) return;
+    if (!/^(allow|deny)\s/.test(r)) r = `allow ${r}`;
+    try {
+      await post(`/workspaces/${ws}/egress/rules`, { rule: r });
+      setRule('');
+      rules.reload();
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+  const remove = async (i: number) => {
+    setError(undefined);
+    try {
+      await api(`/workspaces/${ws}/egress/rules/${i}`, { method: 'DELETE' });
+      rules.reload();
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+  const entries = (log.data ?? []).slice(-200).reverse();
+  return (
+    <section aria-labelledby="egress-title" className="block">
+      <h2 id="egress-title">Egress</h2>
+      <p className="muted small">First matching rule wins; anything unmatched is denied.</p>
+      <ErrorBox error={error ?? rules.error} />
+      {rules.data && rules.data.rules.length === 0 && <Empty>No rules: all egress is denied.</Empty>}
+      {rules.data && rules.data.rules.length > 0 && (
+        <ol className="rules" start={0} data-testid="egress-rules">
+          {rules.data.rules.map((r, i) => (
+            <li key={`${i}-${r}`}>
+              <code className={r.startsWith('deny') ? 'deny' : 'allow'}>{r}</code>
+              <button type="button" className="btn small" onClick={() => remove(i)} aria-label={`Remove rule ${i}: ${r}`}>
+                Remove
+              </button>
+            </li>
+          ))}
+        </ol>
+      )}
+      <form onSubmit={add} className="inline-form">
+        <label htmlFor="egress-rule" className="sr-only">New rule</label>
+        <input id="egress-rule" value={rule} onChange={(e) => setRule(e.target.value)} placeholder="allow pypi.org  ·  deny api.github.com POST /repos" data-testid="egress-rule-input" />
+        <button type="submit" className="btn" data-testid="egress-rule-add">Add rule</button>
+      </form>
+      <h3>Egress log</h3>
+      <ErrorBox error={log.error} />
+      {log.loading && !log.data ? (
+        <Loading what="Loading egress log" />
+      ) : entries.length === 0 ? (
+        <Empty>No egress attempts recorded.</Empty>
+      ) : (
+        <div className="table-wrap">
+          <table className="table cards small" data-testid="egress-log">
+            <thead>
+              <tr>
+                <th scope="col">When</th>
+                <th scope="col">Decision</th>
+                <th scope="col">Request</th>
+                <th scope="col">Rule / reason</th>
+                <th scope="col">Bytes ↑/↓</th>
+              </tr>
+            </thead>
+            <tbody>
+              {entries.map((e) => (
+                <tr key={e.id} className={e.decision === 'deny' ? 'denied' : ''} data-decision={e.decision}>
+                  <td data-label="When" title={dateTime(e.at)}>{age(e.at)} ago</td>
+                  <td data-label="Decision"><span className={`badge ${e.decision === 'deny' ? 'state-failed' : 'state-running'}`}>{e.decision}</span></td>
+                  <td data-label="Request" className="mono">
+                    {e.method ?? 'CONNECT'} {e.host}:{e.port}{e.path ?? ''}
+                    {e.intercepted && <span className="muted"> (inspected)</span>}
+                  </td>
+                  <td data-label="Rule / reason">{e.rule ? <code>{e.rule}</code> : null} <span className="muted">{e.reason}</span></td>
+                  <td data-label="Bytes ↑/↓" className="nowrap">{bytes(e.bytes_up)} / {bytes(e.bytes_down)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}

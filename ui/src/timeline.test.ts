@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { diffLineClass, itemType, Timeline, truncate } from './timeline';
+import type { TaskEvent } from './api';
+
+const at = '2026-01-01T00:00:00Z';
+const e = (seq: number, type: string, rest: Record<string, unknown> = {}): TaskEvent => ({ seq, at, type, ...rest });
+
+describe('Timeline', () => {
+  it('accumulates deltas and replaces them with the final message (text shown once)', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'user_message', { text: 'hi' }));
+    t.apply(e(2, 'message_delta', { text: 'Hel' }));
+    t.apply(e(3, 'message_delta', { text: 'lo' }));
+    expect(t.items.map(itemType)).toEqual(['user_message', 'message_delta']);
+    expect(t.items[1]).toMatchObject({ text: 'Hello', streaming: true });
+    t.apply(e(4, 'message', { text: 'Hello!' }));
+    expect(t.items.map(itemType)).toEqual(['user_message', 'message']);
+    expect(t.items[1]).toMatchObject({ text: 'Hello!', streaming: false });
+    // a message with no deltas before it is its own item
+    t.apply(e(5, 'message', { text: 'DONE' }));
+    expect(t.items.filter((i) => i.kind === 'assistant').map((i) => (i as { text: string }).text)).toEqual(['Hello!', 'DONE']);
+  });
+
+  it('joins tool results to their calls and dedupes by seq', () => {
+    const t = new Timeline();
+    const evs = [
+      e(1, 'status', { state: 'running' }),
+      e(2, 'tool_call', { call_id: 'c1', name: 'Bash', input: { command: 'echo hi > hello.txt' } }),
+      e(3, 'tool_result', { call_id: 'c1', output: '', exit_code: 0, is_error: false }),
+      e(4, 'usage', { input_tokens: 10, output_tokens: 5, cached_input_tokens: 0 }),
+      e(5, 'usage', { input_tokens: 1, output_tokens: 2, cached_input_tokens: 0, cost_usd: 0.5 }),
+      e(6, 'status', { state: 'completed' }),
+    ];
+    evs.forEach((x) => t.apply(x));
+    expect(evs.map((x) => t.apply(x))).toEqual([false, false, false, false, false, false]);
+    expect(t.items.map((i) => i.kind)).toEqual(['status', 'tool', 'usage', 'usage', 'status']);
+    expect(t.items[1]).toMatchObject({ name: 'Bash', result: { exitCode: 0, isError: false } });
+    expect(t.usage).toEqual({ input: 11, output: 7, cached: 0, cost: 0.5 });
+    expect(t.state).toBe('completed');
+  });
+
+  it('keeps unknown types as raw', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'something_new', { x: 1 }));
+    t.apply(e(2, 'raw', { data: { y: 2 } }));
+    t.apply(e(3, 'log', { line: 'stderr' }));
+    expect(t.items.map((i) => i.kind)).toEqual(['raw', 'raw', 'log']);
+  });
+});
+
+describe('helpers', () => {
+  it('truncates long text', () => {
+    expect(truncate('abc', 5)).toEqual({ head: 'abc', more: 0 });
+    expect(truncate('abcdefg', 5)).toEqual({ head: 'abcde', more: 2 });
+  });
+  it('classifies diff lines', () => {
+    expect(['+++ b/x', '--- a/x', '@@ -1 +1 @@', '+a', '-b', ' c', 'diff --git a b'].map(diffLineClass)).toEqual(['meta', 'meta', 'hunk', 'add', 'del', '', 'meta']);
+  });
+});

@@ -1,0 +1,177 @@
+// Folds a task's normalized events (berth_domain::TaskEvent) into timeline items for display.
+// - message_delta fragments accumulate into one streaming assistant item; the following
+//   `message` replaces the accumulated text (never shown twice);
+// - tool_result joins its tool_call (same call_id);
+// - events are deduplicated by seq (a replay after a reconnect or reload adds nothing).
+
+import type { TaskEvent } from './api';
+
+export type Item =
+  | { kind: 'user'; key: string; seq: number; at: string; text: string }
+  | { kind: 'assistant'; key: string; seq: number; at: string; text: string; streaming: boolean }
+  | { kind: 'reasoning'; key: string; seq: number; at: string; text: string }
+  | {
+      kind: 'tool';
+      key: string;
+      seq: number;
+      at: string;
+      callId: string;
+      name: string;
+      input: unknown;
+      result?: { output: string; exitCode?: number; isError: boolean; seq: number };
+    }
+  | { kind: 'file_change'; key: string; seq: number; at: string; path: string; change: string }
+  | { kind: 'error'; key: string; seq: number; at: string; message: string }
+  | {
+      kind: 'usage';
+      key: string;
+      seq: number;
+      at: string;
+      input: number;
+      output: number;
+      cached: number;
+      cost?: number;
+    }
+  | { kind: 'status'; key: string; seq: number; at: string; state: string; reason?: string }
+  | { kind: 'session'; key: string; seq: number; at: string; sessionId: string; model?: string }
+  | { kind: 'turn_completed'; key: string; seq: number; at: string; result?: string }
+  | { kind: 'log'; key: string; seq: number; at: string; line: string }
+  | { kind: 'raw'; key: string; seq: number; at: string; data: unknown };
+
+/** The event type an item stands for (rendered as data-type). */
+export function itemType(it: Item): string {
+  switch (it.kind) {
+    case 'user':
+      return 'user_message';
+    case 'assistant':
+      return it.streaming ? 'message_delta' : 'message';
+    case 'tool':
+      return 'tool_call';
+    default:
+      return it.kind;
+  }
+}
+
+export const DETAIL_KINDS = new Set(['log', 'raw']);
+
+export class Timeline {
+  items: Item[] = [];
+  lastSeq = 0;
+  /** Index of the assistant item receiving deltas, if any. */
+  private open = -1;
+  private tools = new Map<string, number>();
+  state: string | undefined;
+  reason: string | undefined;
+  usage = { input: 0, output: 0, cached: 0, cost: undefined as number | undefined };
+
+  /** Applies one event; returns false when it was a duplicate (seq already seen). */
+  apply(ev: TaskEvent): boolean {
+    if (typeof ev.seq === 'number' && ev.seq <= this.lastSeq) return false;
+    this.lastSeq = ev.seq;
+    const base = { key: String(ev.seq), seq: ev.seq, at: ev.at };
+    const s = (k: string) => (typeof ev[k] === 'string' ? (ev[k] as string) : '');
+    switch (ev.type) {
+      case 'user_message':
+        this.open = -1;
+        this.push({ ...base, kind: 'user', text: s('text') });
+        break;
+      case 'message_delta': {
+        const cur = this.items[this.open];
+        if (cur && cur.kind === 'assistant' && cur.streaming) {
+          this.items[this.open] = { ...cur, text: cur.text + s('text') };
+        } else {
+          this.push({ ...base, kind: 'assistant', text: s('text'), streaming: true });
+          this.open = this.items.length - 1;
+        }
+        break;
+      }
+      case 'message': {
+        const cur = this.items[this.open];
+        if (cur && cur.kind === 'assistant' && cur.streaming) {
+          this.items[this.open] = { ...cur, text: s('text'), streaming: false, seq: ev.seq };
+        } else {
+          this.push({ ...base, kind: 'assistant', text: s('text'), streaming: false });
+        }
+        this.open = -1;
+        break;
+      }
+      case 'reasoning':
+        this.push({ ...base, kind: 'reasoning', text: s('text') });
+        break;
+      case 'tool_call':
+        this.push({ ...base, kind: 'tool', callId: s('call_id'), name: s('name'), input: ev.input });
+        this.tools.set(s('call_id'), this.items.length - 1);
+        break;
+      case 'tool_result': {
+        const result = {
+          output: s('output'),
+          exitCode: typeof ev.exit_code === 'number' ? (ev.exit_code as number) : undefined,
+          isError: ev.is_error === true,
+          seq: ev.seq,
+        };
+        const idx = this.tools.get(s('call_id'));
+        const cur = idx === undefined ? undefined : this.items[idx];
+        if (idx !== undefined && cur && cur.kind === 'tool') {
+          this.items[idx] = { ...cur, result };
+        } else {
+          this.push({ ...base, kind: 'tool', callId: s('call_id'), name: '(unknown tool)', input: undefined, result });
+        }
+        break;
+      }
+      case 'file_change':
+        this.push({ ...base, kind: 'file_change', path: s('path'), change: s('change') });
+        break;
+      case 'error':
+        this.push({ ...base, kind: 'error', message: s('message') });
+        break;
+      case 'usage': {
+        const n = (k: string) => (typeof ev[k] === 'number' ? (ev[k] as number) : 0);
+        const cost = typeof ev.cost_usd === 'number' ? (ev.cost_usd as number) : undefined;
+        this.usage.input += n('input_tokens');
+        this.usage.output += n('output_tokens');
+        this.usage.cached += n('cached_input_tokens');
+        if (cost !== undefined) this.usage.cost = (this.usage.cost ?? 0) + cost;
+        this.push({ ...base, kind: 'usage', input: n('input_tokens'), output: n('output_tokens'), cached: n('cached_input_tokens'), cost });
+        break;
+      }
+      case 'status':
+        this.state = s('state');
+        this.reason = s('reason') || undefined;
+        this.push({ ...base, kind: 'status', state: s('state'), reason: s('reason') || undefined });
+        break;
+      case 'session':
+        this.push({ ...base, kind: 'session', sessionId: s('agent_session_id'), model: s('model') || undefined });
+        break;
+      case 'turn_completed':
+        this.open = -1;
+        this.push({ ...base, kind: 'turn_completed', result: s('result') || undefined });
+        break;
+      case 'log':
+        this.push({ ...base, kind: 'log', line: s('line') });
+        break;
+      default:
+        this.push({ ...base, kind: 'raw', data: ev.type === 'raw' ? ev.data : ev });
+    }
+    return true;
+  }
+
+  private push(it: Item) {
+    this.items.push(it);
+  }
+}
+
+/** Splits text for display: the first `max` characters, and whether more exists. */
+export function truncate(text: string, max = 2000): { head: string; more: number } {
+  if (text.length <= max) return { head: text, more: 0 };
+  return { head: text.slice(0, max), more: text.length - max };
+}
+
+/** Classifies one line of a unified diff for colouring. */
+export function diffLineClass(line: string): 'add' | 'del' | 'hunk' | 'meta' | '' {
+  if (line.startsWith('+++') || line.startsWith('---')) return 'meta';
+  if (line.startsWith('diff ') || line.startsWith('index ') || line.startsWith('new file') || line.startsWith('deleted file')) return 'meta';
+  if (line.startsWith('@@')) return 'hunk';
+  if (line.startsWith('+')) return 'add';
+  if (line.startsWith('-')) return 'del';
+  return '';
+}
