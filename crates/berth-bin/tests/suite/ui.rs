@@ -22,18 +22,36 @@ async fn web_ui_end_to_end_in_chromium() {
         ServerOptions {
             env: vec![
                 ("BERTH_ANTHROPIC_BASE_URL".into(), mock.url()),
-                ("BERTH_ANTHROPIC_API_KEY".into(), "real-key-for-the-ui-test".into()),
+                (
+                    "BERTH_ANTHROPIC_API_KEY".into(),
+                    "real-key-for-the-ui-test".into(),
+                ),
             ],
             ..Default::default()
         },
     )
     .await;
     // The server serves the built UI itself.
-    let page = reqwest::get(format!("{}/", s.url)).await.unwrap().text().await.unwrap();
-    assert!(page.contains("<div id=\"root\"") || page.contains("id=root"), "{page}");
+    let page = reqwest::get(format!("{}/", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<div id=\"root\"") || page.contains("id=root"),
+        "{page}"
+    );
     let out = tokio::process::Command::new("node")
         .arg(&script)
-        .args(["--url", &s.url, "--token", &s.token, "--screenshots", "docs/screenshots"])
+        .args([
+            "--url",
+            &s.url,
+            "--token",
+            &s.token,
+            "--screenshots",
+            "docs/screenshots",
+        ])
         .current_dir(&root)
         .output()
         .await
