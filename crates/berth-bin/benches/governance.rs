@@ -4,12 +4,14 @@
 //! 1. **Gateway latency**: a streamed response, direct to the upstream vs through the real
 //!    `berth server`'s gateway (virtual-key check, key swap, token counting, call recording),
 //!    sequential requests on one keep-alive connection each, interleaved: time to first body
-//!    byte and total time, p50/p99. Two streams: the scripted mock's Anthropic `/v1/messages`
-//!    SSE answer (6 events; the mock has no knob for more), and an OpenAI chat-completions SSE
-//!    answer of 50 content chunks (54 events) from a small upstream in this bench that yields
-//!    between chunks, so each goes out as its own write.
-//! 2. **Gateway request rate**: 32 requests in flight for 5 s, direct vs through the gateway,
-//!    and the server process's RSS (whole `berth server`, sampled every 50 ms).
+//!    byte and total time, p50/p99. Three streams: the scripted mock's Anthropic `/v1/messages`
+//!    SSE answer (6 events; the mock has no knob for more chunks), and an OpenAI
+//!    chat-completions SSE answer with 1 and with 50 content chunks from a small upstream in this
+//!    bench, which sets `TCP_NODELAY` (the mock does not, so its rows show Nagle/delayed-ACK
+//!    stalls) and yields between chunks, so each goes out as its own write.
+//! 2. **Gateway request rate**: 32 requests in flight for 5 s, direct vs through the gateway
+//!    (mock and 1-chunk streams), and the server process's RSS (whole `berth server`, sampled
+//!    every 50 ms).
 //! 3. **Egress throughput**: a 100 MiB download from a loopback HTTP server, direct vs through
 //!    `berth_egress::Proxy` (in process, on a TCP listener) as a CONNECT tunnel and as a
 //!    forwarded plain-HTTP request.
@@ -115,6 +117,8 @@ struct Endpoint {
     path: String,
     auth: Auth,
     key: String,
+    /// Extra request headers (the gateway forwards them upstream).
+    extra: Vec<(&'static str, String)>,
 }
 
 impl Endpoint {
@@ -148,6 +152,9 @@ async fn llm_call(sender: &mut Sender, ep: &Endpoint, body: &Bytes) -> Result<Ti
         Auth::XApiKey => req.header("x-api-key", &ep.key),
         Auth::Bearer => req.header("authorization", format!("Bearer {}", ep.key)),
     };
+    for (n, v) in &ep.extra {
+        req = req.header(*n, v);
+    }
     let req = req.body(Full::new(body.clone())).unwrap();
     sender.ready().await.map_err(|e| e.to_string())?;
     let t = Instant::now();
@@ -307,7 +314,7 @@ fn server_pid(data_dir: &Path) -> Option<u32> {
 // ---------------------------------------------------------------------------------------------
 // A chunky OpenAI-style upstream (the mock sends 6 events and has no knob for more)
 
-fn start_chunky(chunks: usize) -> String {
+fn start_chunky() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -321,10 +328,15 @@ fn start_chunky(chunks: usize) -> String {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                use axum::serve::ListenerExt;
+                // TCP_NODELAY, as a real provider's front end: no Nagle stalls between chunks.
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .unwrap()
+                    .tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                 let app = axum::Router::new()
-                    .route("/v1/chat/completions", axum::routing::post(chunky_chat))
-                    .with_state(chunks);
+                    .route("/v1/chat/completions", axum::routing::post(chunky_chat));
                 let _ = axum::serve(listener, app).await;
             });
         })
@@ -332,10 +344,13 @@ fn start_chunky(chunks: usize) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-async fn chunky_chat(
-    axum::extract::State(chunks): axum::extract::State<usize>,
-    _body: Bytes,
-) -> axum::response::Response {
+/// `x-bench-chunks: N` content chunks (default 1), then finish, usage and `[DONE]`.
+async fn chunky_chat(headers: http::HeaderMap, _body: Bytes) -> axum::response::Response {
+    let chunks: usize = headers
+        .get("x-bench-chunks")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let frame = |choices: serde_json::Value, usage: Option<serde_json::Value>| {
         let mut v = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk",
             "created": 0, "model": "gpt-bench", "choices": choices});
@@ -391,8 +406,8 @@ struct LatRow {
 struct GatewayFigures {
     requests: usize,
     rows: Vec<LatRow>,
-    rate_direct: Rate,
-    rate_gateway: Rate,
+    /// (stream, direct, through the gateway)
+    rates: Vec<(&'static str, Rate, Rate)>,
     rss_idle_kib: Option<u64>,
     rss_hwm_kib: Option<u64>,
 }
@@ -400,7 +415,7 @@ struct GatewayFigures {
 async fn gateway_bench(requests: usize) -> GatewayFigures {
     ensure_image().await;
     let mock = MockLlm::start().await;
-    let chunky = start_chunky(CHUNKS);
+    let chunky = start_chunky();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
     let env = vec![
         ("BERTH_ANTHROPIC_BASE_URL".to_owned(), mock.url()),
@@ -476,6 +491,7 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
         path: "/v1/messages".into(),
         auth: Auth::XApiKey,
         key: ANTHROPIC_KEY.into(),
+        extra: Vec::new(),
     };
     let anthropic_gw = Endpoint {
         target: Target::Unix(sock.clone()),
@@ -483,60 +499,87 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
         path: "/anthropic/v1/messages".into(),
         auth: Auth::XApiKey,
         key: key.clone(),
+        extra: Vec::new(),
     };
-    let openai_direct = Endpoint {
-        target: Target::Tcp(chunky_addr),
-        host: chunky_addr.to_string(),
-        path: "/v1/chat/completions".into(),
+    let openai = |chunks: usize, gw: bool| Endpoint {
+        target: if gw {
+            Target::Unix(sock.clone())
+        } else {
+            Target::Tcp(chunky_addr)
+        },
+        host: if gw {
+            "127.0.0.1:7788".into()
+        } else {
+            chunky_addr.to_string()
+        },
+        path: if gw {
+            "/openai/v1/chat/completions".into()
+        } else {
+            "/v1/chat/completions".into()
+        },
         auth: Auth::Bearer,
-        key: OPENAI_KEY.into(),
-    };
-    let openai_gw = Endpoint {
-        target: Target::Unix(sock.clone()),
-        host: "127.0.0.1:7788".into(),
-        path: "/openai/v1/chat/completions".into(),
-        auth: Auth::Bearer,
-        key: key.clone(),
+        key: if gw { key.clone() } else { OPENAI_KEY.into() },
+        extra: vec![("x-bench-chunks", chunks.to_string())],
     };
 
+    let mut rows = Vec::new();
     let (d, g) = latency(&anthropic_direct, &anthropic_gw, &anthropic_body, requests).await;
-    let mut rows = vec![LatRow {
+    rows.push(LatRow {
         label: format!("mock `/v1/messages` ({} SSE events)", g[0].events),
         direct: d,
         gateway: g,
-    }];
-    let (d, g) = latency(&openai_direct, &openai_gw, &openai_body, requests).await;
-    rows.push(LatRow {
-        label: format!(
-            "chat completions, {CHUNKS} chunks ({} SSE events)",
-            g[0].events
-        ),
-        direct: d,
-        gateway: g,
     });
+    for chunks in [1, CHUNKS] {
+        let (d, g) = latency(
+            &openai(chunks, false),
+            &openai(chunks, true),
+            &openai_body,
+            requests,
+        )
+        .await;
+        rows.push(LatRow {
+            label: format!(
+                "nodelay upstream, chat completions, {chunks} chunk{} ({} SSE events)",
+                if chunks == 1 { "" } else { "s" },
+                g[0].events
+            ),
+            direct: d,
+            gateway: g,
+        });
+    }
 
-    // The gateway really swapped the key and counted tokens.
+    // The gateway really swapped the key.
     let last = mock.requests().pop().unwrap();
     assert_eq!(last.header("x-api-key"), Some(ANTHROPIC_KEY));
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_idle_kib = pid.and_then(|p| status_kib(p, "VmRSS:"));
-    let rate_direct = rate(
-        Arc::new(anthropic_direct),
-        anthropic_body.clone(),
-        RATE_INFLIGHT,
-        RATE_FOR,
-        None,
-    )
-    .await;
-    let rate_gateway = rate(
-        Arc::new(anthropic_gw),
-        anthropic_body,
-        RATE_INFLIGHT,
-        RATE_FOR,
-        pid,
-    )
-    .await;
+    let mut rates = Vec::new();
+    for (label, direct, gw, body) in [
+        (
+            "mock `/v1/messages`",
+            anthropic_direct,
+            anthropic_gw,
+            anthropic_body.clone(),
+        ),
+        (
+            "nodelay upstream, 1 chunk",
+            openai(1, false),
+            openai(1, true),
+            openai_body.clone(),
+        ),
+    ] {
+        let d = rate(
+            Arc::new(direct),
+            body.clone(),
+            RATE_INFLIGHT,
+            RATE_FOR,
+            None,
+        )
+        .await;
+        let g = rate(Arc::new(gw), body, RATE_INFLIGHT, RATE_FOR, pid).await;
+        rates.push((label, d, g));
+    }
     let rss_hwm_kib = pid.and_then(|p| status_kib(p, "VmHWM:"));
 
     // Token counting: the calls are recorded with their usage.
@@ -550,8 +593,7 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
     GatewayFigures {
         requests,
         rows,
-        rate_direct,
-        rate_gateway,
+        rates,
         rss_idle_kib,
         rss_hwm_kib,
     }
@@ -960,33 +1002,40 @@ async fn main() {
         added_ttfb.push((r.label.clone(), gw[0] - d[0]));
     }
     println!();
-    let ratio = g.rate_gateway.per_sec / g.rate_direct.per_sec;
     println!(
-        "Gateway request rate: {RATE_INFLIGHT} requests in flight for {}s, mock `/v1/messages` stream:",
+        "Gateway request rate: {RATE_INFLIGHT} requests in flight for {}s per path (req/s):",
         RATE_FOR.as_secs()
     );
     println!();
-    println!("| path | req/s | errors |");
-    println!("|---|---:|---:|");
-    println!(
-        "| direct | {:.0} | {} |",
-        g.rate_direct.per_sec, g.rate_direct.errors
-    );
-    println!(
-        "| berth gateway | {:.0} | {} |",
-        g.rate_gateway.per_sec, g.rate_gateway.errors
-    );
-    for r in [&g.rate_direct, &g.rate_gateway] {
-        if let Some(e) = &r.first_error {
-            println!("(first error: {e})");
+    println!("| stream | direct | berth gateway | ratio | errors (direct / gateway) |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut peak_kib: Option<u64> = None;
+    for (label, d, gw) in &g.rates {
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.2}× | {} / {} |",
+            d.per_sec,
+            gw.per_sec,
+            gw.per_sec / d.per_sec,
+            d.errors,
+            gw.errors
+        );
+        if let Some(k) = gw.rss_peak_kib {
+            peak_kib = Some(peak_kib.map_or(k, |p| p.max(k)));
+        }
+    }
+    for (_, d, gw) in &g.rates {
+        for r in [d, gw] {
+            if let Some(e) = &r.first_error {
+                println!("(first error: {e})");
+            }
         }
     }
     println!();
     println!(
-        "`berth server` RSS (whole process: API, store, reconciler, gateway): idle before the \
-         load {}, peak sampled under the gateway load {}, VmHWM {}",
+        "`berth server` RSS (the whole process: API, store, reconciler, task followers, gateway): \
+         {} idle before the load, {} peak sampled every 50 ms under the gateway load, VmHWM {}",
         mib(g.rss_idle_kib),
-        mib(g.rate_gateway.rss_peak_kib),
+        mib(peak_kib),
         mib(g.rss_hwm_kib)
     );
     println!();
@@ -1043,15 +1092,17 @@ async fn main() {
             yes(*v <= 0.3)
         );
     }
-    println!(
-        "| gateway req/s ÷ direct req/s ({RATE_INFLIGHT} in flight) | {ratio:.2}× | ≥ 0.4× | {} |",
-        yes(ratio >= 0.4)
-    );
-    let peak = g.rate_gateway.rss_peak_kib.map(|k| k as f64 / 1024.0);
+    for (label, d, gw) in &g.rates {
+        let ratio = gw.per_sec / d.per_sec;
+        println!(
+            "| gateway req/s ÷ direct, {label}, {RATE_INFLIGHT} in flight | {ratio:.2}× | ≥ 0.4× | {} |",
+            yes(ratio >= 0.4)
+        );
+    }
     println!(
         "| server RSS under gateway load (whole `berth server`) | {} | ≤ 30 MiB (gateway) | {} |",
-        mib(g.rate_gateway.rss_peak_kib),
-        peak.map_or("n/a", |p| yes(p <= 30.0))
+        mib(peak_kib),
+        peak_kib.map_or("n/a", |p| yes(p as f64 / 1024.0 <= 30.0))
     );
     println!(
         "| egress CONNECT tunnel ÷ direct throughput | {:.2}× | ≥ 0.5× | {} |",

@@ -399,7 +399,14 @@ impl Conn {
                 Ok(upgraded) => {
                     let mut client = CountedIo::new(TokioIo::new(upgraded));
                     let mut server = CountedIo::new(upstream);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    // 64 KiB buffers: the 8 KiB default halves throughput for bulk downloads.
+                    let _ = tokio::io::copy_bidirectional_with_sizes(
+                        &mut client,
+                        &mut server,
+                        64 << 10,
+                        64 << 10,
+                    )
+                    .await;
                     entry.bytes_up = client.bytes_read();
                     entry.bytes_down = server.bytes_read();
                 }

@@ -197,8 +197,8 @@ async fn forward(
             "berth gateway: no API key in the request",
         );
     };
-    let task = match state.store.find_task_by_key_hash(&hash_token(&key)).await {
-        Ok(Some(t)) if t.workspace_id == ws && !t.state.is_final() => t,
+    let (task, ws_row) = match lookup_key(&state, &hash_token(&key)).await {
+        Ok(Some((t, w))) if t.workspace_id == ws && !t.state.is_final() => (t, w),
         Ok(_) => {
             return provider_error(
                 Some(p),
@@ -213,16 +213,6 @@ async fn forward(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "berth gateway: internal error",
             );
-        }
-    };
-    let ws_row = match state.store.find_workspace_by_id(&ws).await {
-        Ok(Some(w)) => w,
-        _ => {
-            return provider_error(
-                Some(p),
-                StatusCode::UNAUTHORIZED,
-                "berth gateway: unknown workspace",
-            )
         }
     };
     if let Some(over) = over_budget(&state, ws_row.tenant.as_str(), ws.as_str()).await {
@@ -381,6 +371,48 @@ async fn forward(
     })
 }
 
+/// How long a virtual-key lookup is reused: revocation (cancel, failure, workspace stop) takes
+/// effect within this time, and a busy agent does not cost two queries per call.
+const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+type KeyEntry = (
+    std::time::Instant,
+    berth_store::Task,
+    berth_store::Workspace,
+);
+
+pub type KeyCache = std::sync::Mutex<HashMap<String, KeyEntry>>;
+
+/// The task a virtual key belongs to, and its workspace.
+async fn lookup_key(
+    state: &AppState,
+    hash: &str,
+) -> anyhow::Result<Option<(berth_store::Task, berth_store::Workspace)>> {
+    {
+        let cache = state.key_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, t, w)) = cache.get(hash) {
+            if at.elapsed() < KEY_CACHE_TTL {
+                return Ok(Some((t.clone(), w.clone())));
+            }
+        }
+    }
+    let Some(task) = state.store.find_task_by_key_hash(hash).await? else {
+        return Ok(None);
+    };
+    let Some(w) = state.store.find_workspace_by_id(&task.workspace_id).await? else {
+        return Ok(None);
+    };
+    let mut cache = state.key_cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 10_000 {
+        cache.retain(|_, (at, _, _)| at.elapsed() < KEY_CACHE_TTL);
+    }
+    cache.insert(
+        hash.to_owned(),
+        (std::time::Instant::now(), task.clone(), w.clone()),
+    );
+    Ok(Some((task, w)))
+}
+
 async fn vault_key(state: &AppState, reference: &str) -> anyhow::Result<Secret> {
     let (tenant, name) = reference
         .split_once('/')
@@ -457,20 +489,31 @@ fn record(state: &Arc<AppState>, call: LlmCall) {
     record_with(state, call, None);
 }
 
+type Recorded = (LlmCall, Option<(String, String)>);
+
+/// Hands a finished call to the recorder, a single writer that stores whatever has queued up in
+/// one transaction, so busy gateways do not pay one SQLite commit per call.
 fn record_with(state: &Arc<AppState>, call: LlmCall, exchange: Option<(String, String)>) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        match state.store.record_llm_call(&call).await {
-            Ok(id) => {
-                if let Some((req, resp)) = exchange {
-                    if let Err(e) = state.store.record_llm_exchange(id, &req, &resp).await {
-                        tracing::error!(error = %e, "cannot record an LLM exchange");
+    let tx = state.recorder.get_or_init(|| {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Recorded>();
+        let store = state.store.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 512 {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
                     }
                 }
+                if let Err(e) = store.record_llm_calls(&batch).await {
+                    tracing::error!(error = %e, calls = batch.len(), "cannot record LLM calls");
+                }
             }
-            Err(e) => tracing::error!(error = %e, "cannot record an LLM call"),
-        }
+        });
+        tx
     });
+    let _ = tx.send((call, exchange));
 }
 
 /// The upstream body, passed through unchanged while its usage is counted.

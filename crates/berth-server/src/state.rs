@@ -81,6 +81,12 @@ pub struct AppState {
     pub gateways: crate::gateway::Listeners,
     /// The egress proxy (None in unit tests over the fake runtime).
     pub egress: Option<Arc<crate::egress::Egress>>,
+    /// Recent virtual-key lookups of the gateway.
+    pub key_cache: crate::gateway::KeyCache,
+    /// The gateway's call recorder (started on first use).
+    pub recorder: std::sync::OnceLock<
+        tokio::sync::mpsc::UnboundedSender<(berth_store::LlmCall, Option<(String, String)>)>,
+    >,
     /// Prompt recording: keep each gateway call's request and response this many days (None:
     /// off). `BERTH_GATEWAY_RECORD_DAYS`.
     pub recording_days: Option<u32>,
@@ -131,6 +137,8 @@ impl AppState {
             gateways: Default::default(),
             egress: None,
             vault: None,
+            key_cache: Default::default(),
+            recorder: std::sync::OnceLock::new(),
             recording_days: std::env::var("BERTH_GATEWAY_RECORD_DAYS")
                 .ok()
                 .and_then(|d| d.trim().parse().ok())

@@ -68,6 +68,34 @@ pub struct Spent {
     pub cost_usd: f64,
 }
 
+async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Result<i64> {
+    let res = sqlx::query(
+        "INSERT INTO llm_calls (at, workspace_id, workspace, tenant, task_id, provider, model, path, \
+         status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, \
+         latency_ms, ttfb_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now())
+    .bind(&c.workspace_id)
+    .bind(&c.workspace)
+    .bind(&c.tenant)
+    .bind(&c.task_id)
+    .bind(&c.provider)
+    .bind(&c.model)
+    .bind(&c.path)
+    .bind(i64::from(c.status))
+    .bind(c.input_tokens as i64)
+    .bind(c.output_tokens as i64)
+    .bind(c.cache_read_tokens as i64)
+    .bind(c.cache_write_tokens as i64)
+    .bind(c.cost_usd)
+    .bind(c.latency_ms as i64)
+    .bind(c.ttfb_ms.map(|t| t as i64))
+    .bind(&c.error)
+    .execute(e)
+    .await?;
+    Ok(res.last_insert_rowid())
+}
+
 fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> LlmCall {
     LlmCall {
         workspace_id: r.get("workspace_id"),
@@ -96,31 +124,30 @@ fn u(r: &sqlx::sqlite::SqliteRow, c: &str) -> u64 {
 impl Store {
     /// Stores a call; returns its id.
     pub async fn record_llm_call(&self, c: &LlmCall) -> Result<i64> {
-        let res = sqlx::query(
-            "INSERT INTO llm_calls (at, workspace_id, workspace, tenant, task_id, provider, model, path, \
-             status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, \
-             latency_ms, ttfb_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(now())
-        .bind(&c.workspace_id)
-        .bind(&c.workspace)
-        .bind(&c.tenant)
-        .bind(&c.task_id)
-        .bind(&c.provider)
-        .bind(&c.model)
-        .bind(&c.path)
-        .bind(i64::from(c.status))
-        .bind(c.input_tokens as i64)
-        .bind(c.output_tokens as i64)
-        .bind(c.cache_read_tokens as i64)
-        .bind(c.cache_write_tokens as i64)
-        .bind(c.cost_usd)
-        .bind(c.latency_ms as i64)
-        .bind(c.ttfb_ms.map(|t| t as i64))
-        .bind(&c.error)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.last_insert_rowid())
+        insert_call(&self.pool, c).await
+    }
+
+    /// Stores many calls (and their recorded exchanges) in one transaction: the gateway's
+    /// recorder batches what arrives while the previous batch is written.
+    pub async fn record_llm_calls(
+        &self,
+        calls: &[(LlmCall, Option<(String, String)>)],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (c, exchange) in calls {
+            let id = insert_call(&mut *tx, c).await?;
+            if let Some((req, resp)) = exchange {
+                sqlx::query("INSERT INTO llm_recordings (call_id, at, request, response) VALUES (?, ?, ?, ?)")
+                    .bind(id)
+                    .bind(now())
+                    .bind(req)
+                    .bind(resp)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Keeps the request and response of a call (prompt recording is opt-in).
@@ -383,9 +410,9 @@ mod tests {
         // Recordings: listed with their calls, purged by age.
         let calls = s.llm_calls(Some("id-web"), None, 10).await.unwrap();
         assert_eq!(calls.len(), 2);
-        let (id, _, call, recorded) = calls[0].clone();
+        let (id, _, first, recorded) = calls[0].clone();
         assert!(!recorded);
-        assert_eq!(call.input_tokens, 50);
+        assert_eq!(first.input_tokens, 50);
         s.record_llm_exchange(id, "{\"prompt\":1}", "data: x")
             .await
             .unwrap();
@@ -405,6 +432,18 @@ mod tests {
             1
         );
         assert!(s.llm_call(id).await.unwrap().unwrap().2.is_none());
+        // A batch, as the gateway's recorder writes them.
+        let batch = vec![
+            (
+                call("web", "acme", 1, 1, None, 200),
+                Some(("q".to_owned(), "a".to_owned())),
+            ),
+            (call("web", "acme", 2, 2, None, 200), None),
+        ];
+        s.record_llm_calls(&batch).await.unwrap();
+        let recent = s.llm_calls(Some("id-web"), None, 2).await.unwrap();
+        assert_eq!((recent[0].2.input_tokens, recent[0].3), (2, false));
+        assert_eq!((recent[1].2.input_tokens, recent[1].3), (1, true));
 
         let b = Budget {
             scope: "tenant".into(),
@@ -427,7 +466,7 @@ mod tests {
         );
         assert!(s.budgets_for("globex", "id-x").await.unwrap().is_empty());
         let spent = s.spent(&b, None).await.unwrap();
-        assert_eq!(spent.tokens, 175);
+        assert_eq!(spent.tokens, 175 + 2 + 4);
         assert!((spent.cost_usd - 0.75).abs() < 1e-9);
         assert!(s.remove_budget("tenant", "acme").await.unwrap());
         assert!(!s.remove_budget("tenant", "acme").await.unwrap());
