@@ -489,7 +489,8 @@ fn record(state: &Arc<AppState>, call: LlmCall) {
     record_with(state, call, None);
 }
 
-type Recorded = (LlmCall, Option<(String, String)>);
+/// A finished call, with its recorded request and response when recording is on.
+pub type Recorded = (LlmCall, Option<(String, String)>);
 
 /// Hands a finished call to the recorder, a single writer that stores whatever has queued up in
 /// one transaction, so busy gateways do not pay one SQLite commit per call.

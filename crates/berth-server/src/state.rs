@@ -84,9 +84,7 @@ pub struct AppState {
     /// Recent virtual-key lookups of the gateway.
     pub key_cache: crate::gateway::KeyCache,
     /// The gateway's call recorder (started on first use).
-    pub recorder: std::sync::OnceLock<
-        tokio::sync::mpsc::UnboundedSender<(berth_store::LlmCall, Option<(String, String)>)>,
-    >,
+    pub recorder: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::gateway::Recorded>>,
     /// Prompt recording: keep each gateway call's request and response this many days (None:
     /// off). `BERTH_GATEWAY_RECORD_DAYS`.
     pub recording_days: Option<u32>,
