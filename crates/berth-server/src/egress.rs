@@ -28,7 +28,7 @@ pub struct Egress {
     secrets: RwLock<HashMap<WorkspaceId, HostBindings>>,
     log_tx: mpsc::UnboundedSender<(WorkspaceId, LogEntry)>,
     /// The newest log id per workspace, for followers.
-    watchers: Mutex<HashMap<WorkspaceId, watch::Sender<i64>>>,
+    watchers: crate::watch_map::WatchMap<WorkspaceId, i64>,
 }
 
 impl Egress {
@@ -65,7 +65,7 @@ impl Egress {
             policies: RwLock::new(HashMap::new()),
             secrets: RwLock::new(HashMap::new()),
             log_tx,
-            watchers: Mutex::new(HashMap::new()),
+            watchers: Default::default(),
         });
         let writer = egress.clone();
         tokio::spawn(async move {
@@ -99,17 +99,11 @@ impl Egress {
     }
 
     fn notify(&self, ws: &WorkspaceId, id: i64) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.entry(ws.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .send_replace(id);
+        self.watchers.publish(ws, id);
     }
 
     pub fn subscribe(&self, ws: &WorkspaceId) -> watch::Receiver<i64> {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.entry(ws.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        self.watchers.subscribe(ws)
     }
 
     /// Installs the rules in force for a workspace (from the store, or after an API change).

@@ -20,6 +20,7 @@ mod tasks;
 mod ui;
 mod usage_tap;
 mod vault;
+mod watch_map;
 
 use std::sync::Arc;
 

@@ -27,22 +27,16 @@ pub struct TaskHub {
     /// a loop about to stop at the end of a turn notices the next one.
     following: Mutex<HashMap<String, u64>>,
     /// The newest stored seq per task, for subscribers to wait on.
-    watchers: Mutex<HashMap<String, watch::Sender<u64>>>,
+    watchers: crate::watch_map::WatchMap<String, u64>,
 }
 
 impl TaskHub {
     pub fn subscribe(&self, id: &str) -> watch::Receiver<u64> {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.entry(id.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        self.watchers.subscribe(&id.to_owned())
     }
 
     fn notify(&self, id: &str, seq: u64) {
-        let mut w = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
-        w.entry(id.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .send_replace(seq);
+        self.watchers.publish(&id.to_owned(), seq);
     }
 
     fn generation(&self, id: &str) -> u64 {
