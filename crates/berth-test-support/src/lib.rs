@@ -390,8 +390,8 @@ pub async fn cleanup_engine(server_id: &str) {
 /// An image whose entrypoint exits at once: workspaces on it fail during start, which is how
 /// tests exercise creation rollback against the real engine. Built from the debootstrap base.
 pub async fn ensure_broken_image() -> String {
-    let base = ensure_image().await;
-    let _ = base;
+    // Building the workspace image leaves its debootstrap base behind, which this builds on.
+    ensure_image().await;
     let rt = DockerRuntime::connect(Some(&engine())).unwrap();
     let from = ImageRecipe::default().base_tag();
     let tag = "localhost/berth-test-broken:1".to_owned();
