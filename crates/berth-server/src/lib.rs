@@ -40,6 +40,15 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
     })?;
+    // Workspaces reach their channel directories through bind mounts, never through this path;
+    // on the host nobody but root needs to traverse it (the channel dirs belong to uid 1000, which
+    // may exist on the host too).
+    binary::set_mode(&config.data_dir, 0o700).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot restrict data dir {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let store = Store::open(&config.data_dir.join("berth.db")).await?;
     let server_id = match store.meta("server_id").await? {
         Some(id) => id,
