@@ -426,8 +426,14 @@ async fn vault_key(state: &AppState, reference: &str) -> anyhow::Result<Secret> 
 
 /// Whether a budget of the workspace or its tenant is used up; the message says which.
 async fn over_budget(state: &AppState, tenant: &str, ws: &str) -> Option<String> {
-    let budgets = match state.store.budgets_for(tenant, ws).await {
-        Ok(b) => b,
+    let budgets: Vec<berth_store::Budget> = match all_budgets(state).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|b| {
+                (b.scope == "tenant" && b.target == tenant)
+                    || (b.scope == "workspace" && b.target == ws)
+            })
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, "reading budgets");
             return None;
@@ -470,6 +476,23 @@ async fn over_budget(state: &AppState, tenant: &str, ws: &str) -> Option<String>
         }
     }
     None
+}
+
+/// All budgets, re-read at most once a second (a budget set through the API applies within a
+/// second; spending is always read fresh).
+async fn all_budgets(state: &AppState) -> anyhow::Result<Vec<berth_store::Budget>> {
+    {
+        let cache = state.budget_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, list)) = cache.as_ref() {
+            if at.elapsed() < KEY_CACHE_TTL {
+                return Ok(list.clone());
+            }
+        }
+    }
+    let list = state.store.budgets().await?;
+    *state.budget_cache.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((std::time::Instant::now(), list.clone()));
+    Ok(list)
 }
 
 /// Start of the current budget period (UTC), RFC 3339; None for `total`.

@@ -83,6 +83,8 @@ pub struct AppState {
     pub egress: Option<Arc<crate::egress::Egress>>,
     /// Recent virtual-key lookups of the gateway.
     pub key_cache: crate::gateway::KeyCache,
+    /// The budgets, briefly cached by the gateway.
+    pub budget_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<berth_store::Budget>)>>,
     /// The gateway's call recorder (started on first use).
     pub recorder: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::gateway::Recorded>>,
     /// Prompt recording: keep each gateway call's request and response this many days (None:
@@ -136,6 +138,7 @@ impl AppState {
             egress: None,
             vault: None,
             key_cache: Default::default(),
+            budget_cache: Default::default(),
             recorder: std::sync::OnceLock::new(),
             recording_days: std::env::var("BERTH_GATEWAY_RECORD_DAYS")
                 .ok()
@@ -173,6 +176,11 @@ impl AppState {
     pub fn forget_lock(&self, id: &WorkspaceId) {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.remove(id);
+    }
+
+    /// Drops the gateway's cached budgets (after a change through the API).
+    pub fn forget_budgets(&self) {
+        *self.budget_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Host directory bind-mounted at /run/berth in this workspace only.

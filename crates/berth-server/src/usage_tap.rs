@@ -162,8 +162,12 @@ pub fn request_model(provider: Provider, path: &str, body: &[u8]) -> Option<Stri
         let rest = path.split("models/").nth(1)?;
         return Some(rest.split(':').next()?.to_owned());
     }
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v["model"].as_str().map(str::to_owned)
+    // Only the model is read; the rest (a long prompt) is skipped without building a tree.
+    #[derive(Deserialize)]
+    struct ModelOnly {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<ModelOnly>(body).ok()?.model
 }
 
 /// USD per million tokens.

@@ -200,6 +200,7 @@ pub async fn set_budget(
             max_cost_usd: req.max_cost_usd,
         };
         state.store.set_budget(&b).await?;
+        state.forget_budgets();
         Ok((shown, to_api(&state, b).await?))
     }
     .await;
@@ -218,7 +219,9 @@ pub async fn remove_budget(
     let result = async {
         let (scope, target, shown) =
             budget_target(&state, q.tenant.as_deref(), q.workspace.as_deref()).await?;
-        if !state.store.remove_budget(&scope, &target).await? {
+        let removed = state.store.remove_budget(&scope, &target).await?;
+        state.forget_budgets();
+        if !removed {
             return Err(ApiError::not_found(format!(
                 "no budget for {scope} {shown}"
             )));
