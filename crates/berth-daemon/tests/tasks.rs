@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use berth_agents::{Driver, Invocation, TurnSpec};
 use berth_daemon::proto::{read_frame, write_control, ErrorBody, ErrorCode, Request, Response};
-use berth_daemon::server::{self, DaemonOptions};
 use berth_daemon::{
     DaemonClient, DaemonError, DriverFactory, TaskEventStream, TaskInfo, TaskStart, Worktree,
 };
 use berth_domain::{Agent, EventKind, TaskEvent, TaskState};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+mod common;
+
+use common::TestDaemon;
 
 const WAIT: Duration = Duration::from_secs(20);
 const MISSING: &str = "berth-no-such-agent-cli";
@@ -73,54 +74,26 @@ impl Driver for Fake {
     }
 }
 
-struct TestDaemon {
-    dir: tempfile::TempDir,
-    client: DaemonClient,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+/// The shared harness with the fake agent driver.
+async fn start() -> TestDaemon {
+    start_with(|_| {}).await
 }
 
-impl TestDaemon {
-    async fn start() -> TestDaemon {
-        Self::start_with(|_| {}).await
-    }
+async fn start_with(f: impl FnOnce(&mut berth_daemon::server::DaemonOptions)) -> TestDaemon {
+    TestDaemon::start_with(|o| {
+        o.drivers = DriverFactory::new(|_| Box::new(Fake));
+        f(o);
+    })
+    .await
+}
 
-    async fn start_with(f: impl FnOnce(&mut DaemonOptions)) -> TestDaemon {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
-            )
-            .with_test_writer()
-            .try_init();
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("run").join("daemon.sock");
-        let mut opts = DaemonOptions {
-            socket: socket.clone(),
-            default_cwd: dir.path().to_path_buf(),
-            default_shell: vec!["/bin/sh".into()],
-            drivers: DriverFactory::new(|_| Box::new(Fake)),
-            ..Default::default()
-        };
-        f(&mut opts);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run_until(opts, async move {
-            let _ = stopped.await;
-        }));
-        let client = DaemonClient::new(&socket);
-        let deadline = Instant::now() + WAIT;
-        while client.hello().await.is_err() {
-            assert!(Instant::now() < deadline, "daemon did not come up");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        TestDaemon {
-            dir,
-            client,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
+/// What these tests need of a daemon beyond the shared harness.
+trait TaskHarness {
+    fn home(&self) -> PathBuf;
+    fn spec(&self, id: &str, prompt: &str) -> TaskStart;
+}
 
+impl TaskHarness for TestDaemon {
     fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
@@ -142,19 +115,6 @@ impl TestDaemon {
                 resume: None,
             },
             worktree: None,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("daemon stops in time")
-                .unwrap()
-                .unwrap();
         }
     }
 }
@@ -248,7 +208,7 @@ fn process_gone(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_turn_produces_ordered_contiguous_events() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     let prompt = r#"echo 'session s1'; echo hello; echo to-stderr >&2; read x; echo "stdin:$x"; echo "manifest:${CARGO_MANIFEST_DIR:-unset}"; echo "home:$HOME"; echo 'done all good'"#;
     let info = c.task_start(d.spec("t1", prompt)).await.unwrap();
@@ -355,7 +315,7 @@ async fn a_turn_produces_ordered_contiguous_events() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replay_then_live_has_no_gap_or_duplicate() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     let prompt =
         "echo 'session s1'; i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo m$i; sleep 0.01; done";
@@ -395,7 +355,7 @@ async fn replay_then_live_has_no_gap_or_duplicate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn follow_up_resumes_the_agent_session() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     c.task_start(d.spec("t", "echo 'session sess-42'; echo first"))
         .await
@@ -443,7 +403,7 @@ async fn follow_up_resumes_the_agent_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_kills_the_whole_process_group() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     // "polite" dies on SIGINT; "stubborn" ignores it and needs the SIGKILL.
     // Both leave a background grandchild that ignores SIGINT.
@@ -523,7 +483,7 @@ async fn cancel_kills_the_whole_process_group() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failures_carry_a_reason() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     c.task_start(d.spec(
         "err",
@@ -590,7 +550,7 @@ async fn failures_carry_a_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_validates_and_rejects_duplicates() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     c.task_start(d.spec("dup", "echo 'session x'"))
         .await
@@ -636,7 +596,7 @@ async fn start_validates_and_rejects_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn worktree_is_created_for_the_task() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     let repo = d.dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -693,7 +653,7 @@ async fn worktree_is_created_for_the_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_subscriber_does_not_block_the_task() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     // ~4 MB of events, far more than the socket buffers.
     let prompt = "echo 'session s'; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; done";
@@ -709,7 +669,7 @@ async fn slow_subscriber_does_not_block_the_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn event_buffer_keeps_the_newest() {
-    let d = TestDaemon::start_with(|o| o.task_event_buffer = 10).await;
+    let d = start_with(|o| o.task_event_buffer = 10).await;
     let c = &d.client;
     c.task_start(d.spec(
         "t",
@@ -725,7 +685,7 @@ async fn event_buffer_keeps_the_newest() {
     assert_contiguous(&events, info.last_seq - 9);
     d.stop().await;
 
-    let d = TestDaemon::start_with(|o| o.task_event_buffer = 10).await;
+    let d = start_with(|o| o.task_event_buffer = 10).await;
     let c = &d.client;
     c.task_start(d.spec(
         "t",
@@ -745,7 +705,7 @@ async fn event_buffer_keeps_the_newest() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_kills_running_agents_and_ends_streams() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = d.client.clone();
     let info = c
         .task_start(d.spec("t", "echo 'session s'; sleep 60"))
@@ -770,7 +730,7 @@ async fn shutdown_kills_running_agents_and_ends_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_requests_get_a_clear_error() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     // A newer client's request to this daemon.
     let mut stream = tokio::net::UnixStream::connect(d.client.socket())
         .await
@@ -853,7 +813,7 @@ async fn unknown_requests_get_a_clear_error() {
 
 #[tokio::test]
 async fn a_stop_with_a_reason_ends_the_task_failed() {
-    let d = TestDaemon::start().await;
+    let d = start().await;
     let c = &d.client;
     c.task_start(d.spec("budget", "echo 'session b'; sleep 60"))
         .await

@@ -429,10 +429,7 @@ async fn over_budget(state: &AppState, tenant: &str, ws: &str) -> Option<String>
     let budgets: Vec<berth_store::Budget> = match all_budgets(state).await {
         Ok(all) => all
             .into_iter()
-            .filter(|b| {
-                (b.scope == "tenant" && b.target == tenant)
-                    || (b.scope == "workspace" && b.target == ws)
-            })
+            .filter(|b| b.applies_to(tenant, ws))
             .collect(),
         Err(e) => {
             tracing::error!(error = %e, "reading budgets");

@@ -61,6 +61,14 @@ pub struct Budget {
     pub max_cost_usd: Option<f64>,
 }
 
+impl Budget {
+    /// Whether this budget limits a workspace: its own budget, or its tenant's.
+    pub fn applies_to(&self, tenant: &str, workspace_id: &str) -> bool {
+        (self.scope == "tenant" && self.target == tenant)
+            || (self.scope == "workspace" && self.target == workspace_id)
+    }
+}
+
 /// Spent within a budget's period.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Spent {
@@ -310,19 +318,6 @@ impl Store {
             .collect())
     }
 
-    /// The budgets that apply to a workspace: its own and its tenant's.
-    pub async fn budgets_for(&self, tenant: &str, workspace_id: &str) -> Result<Vec<Budget>> {
-        Ok(self
-            .budgets()
-            .await?
-            .into_iter()
-            .filter(|b| {
-                (b.scope == "tenant" && b.target == tenant)
-                    || (b.scope == "workspace" && b.target == workspace_id)
-            })
-            .collect())
-    }
-
     /// Tokens (input + output) and cost spent under a budget since `since` (RFC 3339; None =
     /// all time).
     pub async fn spent(&self, b: &Budget, since: Option<&str>) -> Result<Spent> {
@@ -459,12 +454,17 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(s.budgets().await.unwrap().len(), 1);
-        assert_eq!(
-            s.budgets_for("acme", "id-web").await.unwrap()[0].max_tokens,
-            Some(200)
-        );
-        assert!(s.budgets_for("globex", "id-x").await.unwrap().is_empty());
+        let all_budgets = s.budgets().await.unwrap();
+        assert_eq!(all_budgets.len(), 1);
+        let applying = |t: &str, w: &str| {
+            all_budgets
+                .iter()
+                .filter(|b| b.applies_to(t, w))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(applying("acme", "id-web")[0].max_tokens, Some(200));
+        assert!(applying("globex", "id-x").is_empty());
         let spent = s.spent(&b, None).await.unwrap();
         assert_eq!(spent.tokens, 175 + 2 + 4);
         assert!((spent.cost_usd - 0.75).abs() < 1e-9);
