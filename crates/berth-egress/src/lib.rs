@@ -30,6 +30,7 @@ mod body;
 mod ca;
 mod proxy;
 mod rules;
+mod splice;
 mod upstream;
 
 pub use ca::{CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE};

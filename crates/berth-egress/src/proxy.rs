@@ -396,20 +396,13 @@ impl Conn {
         let fut: BoxFut = Box::pin(async move {
             let mut entry = entry;
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    let mut client = CountedIo::new(TokioIo::new(upgraded));
-                    let mut server = CountedIo::new(upstream);
-                    // 64 KiB buffers: the 8 KiB default halves throughput for bulk downloads.
-                    let _ = tokio::io::copy_bidirectional_with_sizes(
-                        &mut client,
-                        &mut server,
-                        64 << 10,
-                        64 << 10,
-                    )
-                    .await;
-                    entry.bytes_up = client.bytes_read();
-                    entry.bytes_down = server.bytes_read();
-                }
+                Ok(upgraded) => match relay(upgraded, upstream).await {
+                    Ok((up, down)) => {
+                        entry.bytes_up = up;
+                        entry.bytes_down = down;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
+                },
                 Err(e) => {
                     tracing::debug!(error = %e, "CONNECT upgrade failed");
                 }
@@ -685,6 +678,36 @@ impl Conn {
 }
 
 /// Approximate size of a request head as sent.
+/// Relays a plain tunnel until both sides are done; returns (bytes up, bytes down). With the
+/// client on a TCP or Unix socket (everything but tests of exotic transports) the bytes move
+/// by `splice(2)`, never through user space; otherwise through 64 KiB buffers.
+async fn relay(upgraded: hyper::upgrade::Upgraded, upstream: TcpStream) -> io::Result<(u64, u64)> {
+    use tokio::io::AsyncWriteExt;
+    /// Sends what hyper had already read past the CONNECT head, then splices.
+    async fn spliced<C: crate::splice::SpliceSocket>(
+        client: C,
+        prefix: Bytes,
+        mut upstream: TcpStream,
+    ) -> io::Result<(u64, u64)> {
+        upstream.write_all(&prefix).await?;
+        let (up, down) = crate::splice::tunnel(&client, &upstream).await?;
+        Ok((up + prefix.len() as u64, down))
+    }
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return spliced(parts.io.into_inner(), parts.read_buf, upstream).await,
+        Err(u) => u,
+    };
+    let upgraded = match upgraded.downcast::<TokioIo<tokio::net::UnixStream>>() {
+        Ok(parts) => return spliced(parts.io.into_inner(), parts.read_buf, upstream).await,
+        Err(u) => u,
+    };
+    let mut client = CountedIo::new(TokioIo::new(upgraded));
+    let mut server = CountedIo::new(upstream);
+    // 64 KiB buffers: the 8 KiB default halves throughput for bulk downloads.
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, 64 << 10, 64 << 10).await?;
+    Ok((client.bytes_read(), server.bytes_read()))
+}
+
 fn head_size<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
     req.headers()
