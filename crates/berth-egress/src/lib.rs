@@ -30,7 +30,7 @@ mod body;
 mod ca;
 mod proxy;
 mod rules;
-mod splice;
+pub mod splice;
 mod upstream;
 
 pub use ca::{CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE};

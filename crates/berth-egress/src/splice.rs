@@ -4,7 +4,9 @@
 //! two endpoints together and costing a few system calls per 256 KiB.
 //!
 //! Only for the concrete stream types the proxy serves (`TcpStream`, `UnixStream`); anything
-//! else goes through [`tokio::io::copy_bidirectional_with_sizes`].
+//! else goes through [`tokio::io::copy_bidirectional_with_sizes`]. The workspace daemon's
+//! loopback relays (`127.0.0.1:3128` → the proxy's socket, `127.0.0.1:7788` → the gateway's)
+//! use the same [`tunnel`], so no hop of the egress path copies through user space.
 
 use std::future::Future;
 use std::io;
@@ -20,7 +22,7 @@ use tokio::net::{TcpStream, UnixStream};
 const CHUNK: usize = 256 << 10;
 
 /// A non-blocking socket registered with tokio, whose readiness we can wait for.
-pub(crate) trait SpliceSocket: AsFd + Sync {
+pub trait SpliceSocket: AsFd + Sync {
     fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send;
     fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
 }
@@ -46,10 +48,7 @@ impl SpliceSocket for UnixStream {
 /// Relays both directions between `a` and `b` until both have ended (each end's EOF is passed
 /// on as a write shutdown of the other) or either fails. Returns the bytes read from `a` and
 /// from `b`, as far as they got.
-pub(crate) async fn tunnel<A: SpliceSocket, B: SpliceSocket>(
-    a: &A,
-    b: &B,
-) -> io::Result<(u64, u64)> {
+pub async fn tunnel<A: SpliceSocket, B: SpliceSocket>(a: &A, b: &B) -> io::Result<(u64, u64)> {
     let (mut from_a, mut from_b) = (0u64, 0u64);
     let result = tokio::try_join!(pump(a, b, &mut from_a), pump(b, a, &mut from_b));
     result.map(|_| (from_a, from_b)).or_else(|e| {

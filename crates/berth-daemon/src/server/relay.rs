@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::JoinHandle;
 
 /// Listens on `listen` (e.g. `127.0.0.1:7788`, or port 0 for any free port)
-/// and relays every accepted connection to the Unix socket `socket`, copying
-/// bytes both ways until both sides are done. If the socket is missing or
+/// and relays every accepted connection to the Unix socket `socket`, moving
+/// bytes both ways with `splice(2)` until both sides are done. If the socket is missing or
 /// refuses the connection, the TCP connection is closed at once.
 ///
 /// Returns the bound address and the accept loop's task (abort it to stop
@@ -41,16 +41,16 @@ pub async fn spawn_gateway_relay(
     Ok((addr, task))
 }
 
-async fn relay_one(mut tcp: TcpStream, peer: SocketAddr, socket: Arc<PathBuf>) {
+async fn relay_one(tcp: TcpStream, peer: SocketAddr, socket: Arc<PathBuf>) {
     let _ = tcp.set_nodelay(true);
-    let mut unix = match UnixStream::connect(socket.as_path()).await {
+    let unix = match UnixStream::connect(socket.as_path()).await {
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(%peer, socket = %socket.display(), error = %e, "gateway relay: cannot reach the gateway; closing");
             return;
         }
     };
-    match tokio::io::copy_bidirectional(&mut tcp, &mut unix).await {
+    match berth_egress::splice::tunnel(&tcp, &unix).await {
         Ok((up, down)) => tracing::trace!(%peer, up, down, "gateway relay: connection done"),
         Err(e) => {
             tracing::debug!(%peer, error = %e, "gateway relay: connection ended with an error")
