@@ -1,6 +1,7 @@
 mod auth;
 mod cli;
 mod egress;
+mod egress_tricks;
 mod oom;
 mod secrets;
 mod sessions;
