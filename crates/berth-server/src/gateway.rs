@@ -197,8 +197,8 @@ async fn forward(
             "berth gateway: no API key in the request",
         );
     };
-    let (task, ws_row) = match lookup_key(&state, &hash_token(&key)).await {
-        Ok(Some((t, w))) if t.workspace_id == ws && !t.state.is_final() => (t, w),
+    let owner = match lookup_key(&state, &hash_token(&key)).await {
+        Ok(Some(o)) if o.0.workspace_id == ws && !o.0.state.is_final() => o,
         Ok(_) => {
             return provider_error(
                 Some(p),
@@ -215,6 +215,7 @@ async fn forward(
             );
         }
     };
+    let (task, ws_row) = (&owner.0, &owner.1);
     if let Some(over) = over_budget(&state, ws_row.tenant.as_str(), ws.as_str()).await {
         tracing::warn!(task = %task.id, "{over}");
         // End the task `failed{budget_exceeded}`; the agent gets the reason in its provider's shape.
@@ -375,24 +376,18 @@ async fn forward(
 /// effect within this time, and a busy agent does not cost two queries per call.
 const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
-type KeyEntry = (
-    std::time::Instant,
-    berth_store::Task,
-    berth_store::Workspace,
-);
+/// A live key's task and workspace, shared by the calls that reuse the lookup.
+type KeyOwner = Arc<(berth_store::Task, berth_store::Workspace)>;
 
-pub type KeyCache = std::sync::Mutex<HashMap<String, KeyEntry>>;
+pub type KeyCache = std::sync::Mutex<HashMap<String, (std::time::Instant, KeyOwner)>>;
 
 /// The task a virtual key belongs to, and its workspace.
-async fn lookup_key(
-    state: &AppState,
-    hash: &str,
-) -> anyhow::Result<Option<(berth_store::Task, berth_store::Workspace)>> {
+async fn lookup_key(state: &AppState, hash: &str) -> anyhow::Result<Option<KeyOwner>> {
     {
         let cache = state.key_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, t, w)) = cache.get(hash) {
+        if let Some((at, owner)) = cache.get(hash) {
             if at.elapsed() < KEY_CACHE_TTL {
-                return Ok(Some((t.clone(), w.clone())));
+                return Ok(Some(owner.clone()));
             }
         }
     }
@@ -402,15 +397,13 @@ async fn lookup_key(
     let Some(w) = state.store.find_workspace_by_id(&task.workspace_id).await? else {
         return Ok(None);
     };
+    let owner = Arc::new((task, w));
     let mut cache = state.key_cache.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() > 10_000 {
-        cache.retain(|_, (at, _, _)| at.elapsed() < KEY_CACHE_TTL);
+        cache.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
     }
-    cache.insert(
-        hash.to_owned(),
-        (std::time::Instant::now(), task.clone(), w.clone()),
-    );
-    Ok(Some((task, w)))
+    cache.insert(hash.to_owned(), (std::time::Instant::now(), owner.clone()));
+    Ok(Some(owner))
 }
 
 async fn vault_key(state: &AppState, reference: &str) -> anyhow::Result<Secret> {

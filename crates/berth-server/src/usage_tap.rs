@@ -52,14 +52,23 @@ impl UsageTap {
             }
             return;
         }
-        for &b in chunk {
-            if b == b'\n' {
+        let mut rest = chunk;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            if self.line.is_empty() {
+                self.sse_line(&rest[..i]);
+            } else {
+                self.push_line(&rest[..i]);
                 let line = std::mem::take(&mut self.line);
                 self.sse_line(&line);
-            } else if self.line.len() < MAX_BODY {
-                self.line.push(b);
             }
+            rest = &rest[i + 1..];
         }
+        self.push_line(rest);
+    }
+
+    fn push_line(&mut self, part: &[u8]) {
+        let room = MAX_BODY.saturating_sub(self.line.len());
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
     }
 
     /// Call at the end of the body.
@@ -77,6 +86,11 @@ impl UsageTap {
         let Some(data) = line.strip_prefix(b"data:") else {
             return;
         };
+        // Most events are content deltas: parse only those that can carry what we count.
+        let wanted = contains(data, b"usage") || (self.model.is_none() && contains(data, b"model"));
+        if !wanted {
+            return;
+        }
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
             self.json(&v);
         }
@@ -154,6 +168,10 @@ impl UsageTap {
             }
         }
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The model a request names: the JSON body's `model`, or Gemini's `models/{model}:…` path.

@@ -76,12 +76,15 @@ pub struct Spent {
     pub cost_usd: f64,
 }
 
+const INSERT_CALL_HEAD: &str =
+    "INSERT INTO llm_calls (at, workspace_id, workspace, tenant, task_id, \
+    provider, model, path, status, input_tokens, output_tokens, cache_read_tokens, \
+    cache_write_tokens, cost_usd, latency_ms, ttfb_ms, error) ";
+
 async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Result<i64> {
-    let res = sqlx::query(
-        "INSERT INTO llm_calls (at, workspace_id, workspace, tenant, task_id, provider, model, path, \
-         status, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, \
-         latency_ms, ttfb_ms, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
+    let res = sqlx::query(&format!(
+        "{INSERT_CALL_HEAD}VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
     .bind(now())
     .bind(&c.workspace_id)
     .bind(&c.workspace)
@@ -142,17 +145,54 @@ impl Store {
         calls: &[(LlmCall, Option<(String, String)>)],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for (c, exchange) in calls {
+        // Calls without a recording go in as multi-row INSERTs: one statement (one round trip
+        // to SQLite's thread) per run of up to 64 calls instead of one per call. Order is kept.
+        let at = now();
+        let mut rest = calls;
+        while !rest.is_empty() {
+            let plain = rest
+                .iter()
+                .take(64)
+                .take_while(|(_, x)| x.is_none())
+                .count();
+            if plain > 0 {
+                let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT_CALL_HEAD);
+                q.push_values(&rest[..plain], |mut row, (c, _)| {
+                    row.push_bind(&at)
+                        .push_bind(&c.workspace_id)
+                        .push_bind(&c.workspace)
+                        .push_bind(&c.tenant)
+                        .push_bind(&c.task_id)
+                        .push_bind(&c.provider)
+                        .push_bind(&c.model)
+                        .push_bind(&c.path)
+                        .push_bind(i64::from(c.status))
+                        .push_bind(c.input_tokens as i64)
+                        .push_bind(c.output_tokens as i64)
+                        .push_bind(c.cache_read_tokens as i64)
+                        .push_bind(c.cache_write_tokens as i64)
+                        .push_bind(c.cost_usd)
+                        .push_bind(c.latency_ms as i64)
+                        .push_bind(c.ttfb_ms.map(|t| t as i64))
+                        .push_bind(&c.error);
+                });
+                // Not kept in the statement cache: one prepared statement per batch size adds up.
+                q.build().persistent(false).execute(&mut *tx).await?;
+                rest = &rest[plain..];
+                continue;
+            }
+            let (c, exchange) = &rest[0];
             let id = insert_call(&mut *tx, c).await?;
             if let Some((req, resp)) = exchange {
                 sqlx::query("INSERT INTO llm_recordings (call_id, at, request, response) VALUES (?, ?, ?, ?)")
                     .bind(id)
-                    .bind(now())
+                    .bind(&at)
                     .bind(req)
                     .bind(resp)
                     .execute(&mut *tx)
                     .await?;
             }
+            rest = &rest[1..];
         }
         tx.commit().await?;
         Ok(())
@@ -439,6 +479,23 @@ mod tests {
         let recent = s.llm_calls(Some("id-web"), None, 2).await.unwrap();
         assert_eq!((recent[0].2.input_tokens, recent[0].3), (2, false));
         assert_eq!((recent[1].2.input_tokens, recent[1].3), (1, true));
+        // A busy batch: runs of plain calls longer than one statement, a recorded one between.
+        let big: Vec<_> = (0..150u64)
+            .map(|i| {
+                let exchange = (i == 70).then(|| ("q70".to_owned(), "a70".to_owned()));
+                (call("busy", "busyco", 1000 + i, 0, None, 200), exchange)
+            })
+            .collect();
+        s.record_llm_calls(&big).await.unwrap();
+        let recent = s.llm_calls(Some("id-busy"), None, 200).await.unwrap();
+        let tokens: Vec<u64> = recent.iter().rev().map(|r| r.2.input_tokens).collect();
+        assert_eq!(tokens, (1000..1150).collect::<Vec<_>>());
+        let recorded: Vec<u64> = recent
+            .iter()
+            .filter(|r| r.3)
+            .map(|r| r.2.input_tokens)
+            .collect();
+        assert_eq!(recorded, [1070]);
 
         let b = Budget {
             scope: "tenant".into(),
