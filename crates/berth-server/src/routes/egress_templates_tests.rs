@@ -638,3 +638,41 @@ async fn create_refuses_unknown_templates_before_provisioning() {
         assert_eq!((st, code(&v)), (400, "invalid_argument"), "{v}");
     }
 }
+
+#[test]
+fn openapi_documents_the_template_routes() {
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(crate::openapi::ApiDoc::openapi()).unwrap();
+    for (path, methods) in [
+        ("/api/v1/egress/templates", &["get", "post"][..]),
+        (
+            "/api/v1/egress/templates/{tenant}/{name}",
+            &["get", "put", "delete"][..],
+        ),
+        (
+            "/api/v1/workspaces/{ws}/egress/templates",
+            &["get", "post"][..],
+        ),
+        (
+            "/api/v1/workspaces/{ws}/egress/templates/{name}",
+            &["delete"][..],
+        ),
+        ("/api/v1/workspaces/{ws}/egress/effective", &["get"][..]),
+    ] {
+        for m in methods {
+            assert!(doc["paths"][path].get(m).is_some(), "{m} {path}");
+        }
+    }
+    for schema in [
+        "EgressTemplate",
+        "CreateEgressTemplate",
+        "SetEgressTemplate",
+        "AttachEgressTemplate",
+        "EffectiveEgress",
+    ] {
+        assert!(
+            doc["components"]["schemas"].get(schema).is_some(),
+            "{schema}"
+        );
+    }
+}
