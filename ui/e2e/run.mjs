@@ -246,6 +246,17 @@ await step('open the diff view', async () => {
   if (await err.count()) throw new Error(`diff failed: ${await err.innerText()}`);
 });
 
+await step('attach and detach an egress template on the workspace page', async () => {
+  await goto(`/workspaces/${encodeURIComponent('demo/e2e')}`);
+  await page.locator(`${tid('egress-template-pick')} option[value="npm"]`).waitFor({ state: 'attached' });
+  await page.locator(tid('egress-template-pick')).selectOption('npm');
+  await page.locator(tid('egress-template-attach')).click();
+  await page.locator(`${tid('egress-rules')} li[data-source="template"]`).filter({ hasText: 'allow registry.npmjs.org:443' }).waitFor();
+  await page.locator(`${tid('egress-templates')} button[aria-label="Detach template npm"]`).click();
+  await page.locator(tid('egress-templates')).waitFor({ state: 'detached' });
+  if (await page.locator(`${tid('egress-rules')} li[data-source="template"]`).count()) throw new Error('template rules still shown after detach');
+});
+
 let sessionName;
 await step('open a terminal (new session) and run a command', async () => {
   await goto(`/workspaces/${encodeURIComponent('demo/e2e')}`);

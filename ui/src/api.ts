@@ -212,6 +212,25 @@ export interface EgressLogEntry {
   bytes_down: number;
   intercepted: boolean;
 }
+export interface EgressTemplate {
+  name: string;
+  tenant?: string;
+  builtin: boolean;
+  description?: string;
+  rules: string[];
+  used_by: string[];
+}
+export interface EffectiveEgressRule {
+  source: 'workspace' | 'template';
+  template?: string;
+  index: number;
+  rule: string;
+  label: string;
+}
+export interface EffectiveEgress {
+  templates: string[];
+  rules: EffectiveEgressRule[];
+}
 export interface WhoAmI {
   token_id: string;
   token_name: string;

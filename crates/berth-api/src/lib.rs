@@ -57,6 +57,11 @@ pub struct CreateWorkspace {
     /// Default: none (all egress denied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<String>>,
+    /// Egress templates to attach, in evaluation order: the tenant's own or built-ins
+    /// (`npm`, `pypi`, `crates`, `github`, `debian`). An unknown name fails the create (404)
+    /// before anything is provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_templates: Option<Vec<String>>,
     /// Secrets of the tenant this workspace may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<UseSecret>>,
@@ -586,6 +591,106 @@ pub struct EgressLogQuery {
     pub limit: Option<i64>,
 }
 
+/// An egress template: a named, ordered rule list (the syntax of a workspace's rules) that
+/// workspaces attach. A workspace's effective policy is its own rules, then each attached
+/// template's rules in attach order; first match wins, anything unmatched is denied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EgressTemplate {
+    pub name: String,
+    /// The owning tenant; absent for built-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Defined by berth: read-only, usable by every tenant, its name reserved.
+    pub builtin: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub rules: Vec<String>,
+    /// Workspaces (`tenant/name`) that attach it (for a built-in listed without `tenant`: of
+    /// every tenant).
+    #[serde(default)]
+    pub used_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// `POST /api/v1/egress/templates`: create a tenant's template (409 `conflict` when the name
+/// is taken in the tenant or by a built-in).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEgressTemplate {
+    /// Created on first use.
+    pub tenant: String,
+    /// Lowercase letters, digits and inner dashes, starting with a letter.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<String>,
+}
+
+/// `PUT /api/v1/egress/templates/{tenant}/{name}`: create or replace a template. The rules are
+/// replaced as a whole; the description only when given (`""` clears it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetEgressTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub rules: Vec<String>,
+}
+
+/// `GET /api/v1/egress/templates?tenant=T`: the built-ins and the templates of one tenant (all
+/// tenants' without `tenant`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct EgressTemplateQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// `DELETE /api/v1/egress/templates/{tenant}/{name}?force=true` detaches the template from
+/// every workspace first; without `force`, an attached template is refused with 409 `in_use`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct RemoveEgressTemplateQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /api/v1/workspaces/{ws}/egress/templates`: attach a template after the others (a
+/// template attached already stays where it is).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachEgressTemplate {
+    /// A template of the workspace's tenant, or a built-in.
+    pub template: String,
+}
+
+/// One rule of a workspace's effective egress policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveEgressRule {
+    /// `workspace` (the workspace's own rule) or `template`.
+    pub source: String,
+    /// The template the rule comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Position within its source: for own rules, the index `DELETE …/egress/rules/{index}`
+    /// takes.
+    pub index: usize,
+    pub rule: String,
+    /// How the egress log's `rule` names it, e.g. `template npm: allow registry.npmjs.org:443`.
+    pub label: String,
+}
+
+/// `GET /api/v1/workspaces/{ws}/egress/effective`: the whole policy in evaluation order — the
+/// workspace's own rules, then each attached template's; first match wins, anything unmatched
+/// is denied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveEgress {
+    /// Attached templates, in evaluation order.
+    pub templates: Vec<String>,
+    pub rules: Vec<EffectiveEgressRule>,
+}
+
 /// `PUT /api/v1/secrets/{tenant}/{name}`: create or replace a secret's value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -691,6 +796,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `memroy`"), "{err}");
+    }
+
+    #[test]
+    fn template_bodies_reject_unknown_fields_and_need_rules() {
+        let err = serde_json::from_str::<SetEgressTemplate>(r#"{"rules":[],"rule":"x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `rule`"), "{err}");
+        let err = serde_json::from_str::<SetEgressTemplate>(r#"{"description":"d"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `rules`"), "{err}");
+        let c: CreateEgressTemplate =
+            serde_json::from_str(r#"{"tenant":"acme","name":"ci"}"#).unwrap();
+        assert!(c.rules.is_empty());
     }
 
     #[test]

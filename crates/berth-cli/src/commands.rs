@@ -258,6 +258,7 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             image,
             network,
             allow,
+            egress_template,
             secret,
             secret_env,
             secret_file,
@@ -286,16 +287,7 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
                 }
             }
             let (tenant, name) = split_tenant(&name, tenant)?;
-            let egress = allow
-                .iter()
-                .map(|r| {
-                    if r.starts_with("allow ") || r.starts_with("deny ") {
-                        r.clone()
-                    } else {
-                        format!("allow {r}")
-                    }
-                })
-                .collect::<Vec<_>>();
+            let egress = allow.iter().map(|r| rule_arg(r)).collect::<Vec<_>>();
             let req = CreateWorkspace {
                 name,
                 tenant,
@@ -305,6 +297,7 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
                 image,
                 network,
                 egress: (!egress.is_empty()).then_some(egress),
+                egress_templates: (!egress_template.is_empty()).then_some(egress_template),
                 secrets: (!secrets.is_empty()).then_some(secrets),
             };
             let v = client.post_value("/workspaces", &req).await?;
@@ -586,28 +579,51 @@ pub(crate) fn usage_table(r: &berth_api::UsageReport) -> String {
     )
 }
 
+/// A rule argument: full syntax (`allow …`/`deny …`), or a bare HOST meaning `allow HOST`.
+pub(crate) fn rule_arg(r: &str) -> String {
+    if r.starts_with("allow ") || r.starts_with("deny ") {
+        r.to_owned()
+    } else {
+        format!("allow {r}")
+    }
+}
+
+/// The rules in force: the workspace's own (numbered, for `egress rm`), then its templates'.
+pub(crate) fn effective_table(e: &berth_api::EffectiveEgress) -> String {
+    if e.rules.is_empty() {
+        return "no rules: all egress is denied\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = e
+        .rules
+        .iter()
+        .map(|r| match &r.template {
+            Some(t) => vec!["-".into(), r.rule.clone(), format!("template {t}")],
+            None => vec![r.index.to_string(), r.rule.clone(), "workspace".into()],
+        })
+        .collect();
+    let mut out = table(&["#", "RULE", "SOURCE"], &rows);
+    out.push_str("(first match wins; anything else is denied)\n");
+    out
+}
+
 async fn egress(cmd: crate::EgressCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
     use crate::EgressCmd as E;
     let rules_path = |ws: &str| format!("{}/egress/rules", ws_path(ws));
-    let print_rules = |ctx: &mut Ctx<'_>, v: serde_json::Value| -> Result<()> {
-        let r: berth_api::EgressRules = decode(v)?;
-        if r.rules.is_empty() {
-            return ctx.print("no rules: all egress is denied\n");
-        }
-        let mut out = String::new();
-        for (i, rule) in r.rules.iter().enumerate() {
-            out.push_str(&format!("{i:>3}  {rule}\n"));
-        }
-        out.push_str("     (anything else is denied)\n");
-        ctx.print(&out)
+    let templates_path = |ws: &str| format!("{}/egress/templates", ws_path(ws));
+    let print_effective = |ws: String| async move {
+        let v = client
+            .get_value(&format!("{}/egress/effective", ws_path(&ws)))
+            .await?;
+        let e: berth_api::EffectiveEgress = decode(v.clone())?;
+        Ok::<_, CliError>((v, effective_table(&e)))
     };
     match cmd {
         E::Rules { ws, json } => {
-            let v = client.get_value(&rules_path(&ws)).await?;
+            let (v, text) = print_effective(ws).await?;
             if json {
                 ctx.print_json(&v)?;
             } else {
-                print_rules(ctx, v)?;
+                ctx.print(&text)?;
             }
         }
         E::Allow { ws, rule } => {
@@ -615,23 +631,39 @@ async fn egress(cmd: crate::EgressCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
                 rule: format!("allow {}", rule.join(" ")),
                 position: None,
             };
-            let v = client.post_value(&rules_path(&ws), &body).await?;
-            print_rules(ctx, v)?;
+            client.post_value(&rules_path(&ws), &body).await?;
+            ctx.print(&print_effective(ws).await?.1)?;
         }
         E::Deny { ws, rule } => {
             let body = berth_api::AddEgressRule {
                 rule: format!("deny {}", rule.join(" ")),
                 position: None,
             };
-            let v = client.post_value(&rules_path(&ws), &body).await?;
-            print_rules(ctx, v)?;
+            client.post_value(&rules_path(&ws), &body).await?;
+            ctx.print(&print_effective(ws).await?.1)?;
         }
         E::Rm { ws, index } => {
-            let v = client
+            client
                 .delete_value(&format!("{}/{index}", rules_path(&ws)))
                 .await?;
-            print_rules(ctx, v)?;
+            ctx.print(&print_effective(ws).await?.1)?;
         }
+        E::Attach { ws, template } => {
+            let body = berth_api::AttachEgressTemplate { template };
+            client.post_value(&templates_path(&ws), &body).await?;
+            ctx.print(&print_effective(ws).await?.1)?;
+        }
+        E::Detach { ws, template } => {
+            client
+                .delete_value(&format!(
+                    "{}/{}",
+                    templates_path(&ws),
+                    crate::client::encode_segment(&template)
+                ))
+                .await?;
+            ctx.print(&print_effective(ws).await?.1)?;
+        }
+        E::Template { cmd } => return egress_template(cmd, client, ctx).await,
         E::Log { ws, follow, json } => {
             let path = format!("{}/egress/log", ws_path(&ws));
             let mut after = 0i64;
@@ -660,6 +692,180 @@ async fn egress(cmd: crate::EgressCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 }
             }
+        }
+    }
+    Ok(0)
+}
+
+fn template_path(tenant: &str, name: &str) -> String {
+    format!(
+        "/egress/templates/{}/{}",
+        crate::client::encode_segment(tenant),
+        crate::client::encode_segment(name)
+    )
+}
+
+fn template_owner(t: &berth_api::EgressTemplate) -> String {
+    match &t.tenant {
+        Some(tenant) if !t.builtin => tenant.clone(),
+        _ => "(built-in)".into(),
+    }
+}
+
+fn used_by(t: &berth_api::EgressTemplate) -> String {
+    if t.used_by.is_empty() {
+        "-".into()
+    } else {
+        t.used_by.join(", ")
+    }
+}
+
+pub(crate) fn template_table(list: &[berth_api::EgressTemplate]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                template_owner(t),
+                t.rules.len().to_string(),
+                used_by(t),
+                t.description.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "TENANT", "RULES", "USED BY", "DESCRIPTION"],
+        &rows,
+    )
+}
+
+pub(crate) fn template_details(t: &berth_api::EgressTemplate) -> String {
+    let mut pairs = vec![
+        ("name", t.name.clone()),
+        ("tenant", template_owner(t)),
+        (
+            "description",
+            t.description.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("used by", used_by(t)),
+    ];
+    if let Some(at) = &t.updated_at {
+        pairs.push(("updated", short_time(at)));
+    }
+    let mut out = key_values(&pairs);
+    if t.rules.is_empty() {
+        out.push_str("rules:       none\n");
+    } else {
+        out.push_str("rules:\n");
+        for (i, r) in t.rules.iter().enumerate() {
+            out.push_str(&format!("{i:>3}  {r}\n"));
+        }
+    }
+    out
+}
+
+async fn egress_template(
+    cmd: crate::EgressTemplateCmd,
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+) -> Result<i32> {
+    use crate::EgressTemplateCmd as T;
+    match cmd {
+        T::List { tenant, json } => {
+            let v = client
+                .get_query_value(
+                    "/egress/templates",
+                    &berth_api::EgressTemplateQuery { tenant },
+                )
+                .await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let list: Vec<berth_api::EgressTemplate> = decode(v)?;
+                ctx.print(&template_table(&list))?;
+            }
+        }
+        T::Show { name, tenant, json } => {
+            let v = match tenant {
+                Some(t) => client.get_value(&template_path(&t, &name)).await?,
+                None => {
+                    // A bare name: the built-in, else the one tenant that has it.
+                    let all = client.get_value("/egress/templates").await?;
+                    let list: Vec<berth_api::EgressTemplate> = decode(all.clone())?;
+                    let found: Vec<usize> =
+                        (0..list.len()).filter(|i| list[*i].name == name).collect();
+                    let pick = found
+                        .iter()
+                        .find(|i| list[**i].builtin)
+                        .or(if found.len() == 1 {
+                            found.first()
+                        } else {
+                            None
+                        });
+                    match pick {
+                        Some(i) => all[*i].clone(),
+                        None if found.is_empty() => {
+                            return Err(CliError::other(format!(
+                                "no egress template {name} (see `berth egress template list`)"
+                            )))
+                        }
+                        None => {
+                            let tenants: Vec<String> =
+                                found.iter().map(|i| template_owner(&list[*i])).collect();
+                            return Err(CliError::other(format!(
+                                "egress template {name} exists in several tenants ({}): use --tenant",
+                                tenants.join(", ")
+                            )));
+                        }
+                    }
+                }
+            };
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let t: berth_api::EgressTemplate = decode(v)?;
+                ctx.print(&template_details(&t))?;
+            }
+        }
+        T::Set {
+            tenant,
+            name,
+            rules,
+            description,
+            json,
+        } => {
+            let body = berth_api::SetEgressTemplate {
+                description,
+                rules: rules.iter().map(|r| rule_arg(r)).collect(),
+            };
+            let v = client
+                .put_value(&template_path(&tenant, &name), &body)
+                .await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let t: berth_api::EgressTemplate = decode(v)?;
+                let n = t.rules.len();
+                let users = if t.used_by.is_empty() {
+                    "not attached".to_owned()
+                } else {
+                    format!("applied to {}", t.used_by.join(", "))
+                };
+                ctx.print(&format!(
+                    "egress template {tenant}/{name} set: {n} rule{}, {users}\n",
+                    if n == 1 { "" } else { "s" }
+                ))?;
+            }
+        }
+        T::Rm {
+            tenant,
+            name,
+            force,
+        } => {
+            client
+                .delete(&template_path(&tenant, &name), &[("force", force)])
+                .await?;
+            ctx.print(&format!("egress template {tenant}/{name} removed\n"))?;
         }
     }
     Ok(0)

@@ -171,6 +171,11 @@ pub enum WorkspaceCmd {
         /// full rule syntax: --allow 'deny example.com POST /x')
         #[arg(long = "allow", value_name = "RULE")]
         allow: Vec<String>,
+        /// Attach an egress template: one of the tenant's (`berth egress template list`) or a
+        /// built-in (npm, pypi, crates, github, debian); repeatable, evaluated in this order
+        /// after the workspace's own rules
+        #[arg(long = "egress-template", value_name = "NAME")]
+        egress_template: Vec<String>,
         /// Use a tenant secret through a placeholder swapped in by the egress proxy only for
         /// these hosts: --secret GITHUB_TOKEN:github.com,api.github.com (repeatable)
         #[arg(long = "secret", value_name = "NAME:HOSTS")]
@@ -470,7 +475,8 @@ pub struct BudgetTargetArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EgressCmd {
-    /// List the rules in order (first match wins; anything unmatched is denied)
+    /// List the rules in force, in order: the workspace's own (numbered), then its templates'
+    /// (first match wins; anything unmatched is denied)
     Rules {
         ws: String,
         #[arg(long)]
@@ -497,6 +503,69 @@ pub enum EgressCmd {
         follow: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Attach an egress template to a workspace (after the ones it has; applies at once)
+    Attach {
+        ws: String,
+        /// A template of the workspace's tenant, or a built-in
+        template: String,
+    },
+    /// Detach an egress template from a workspace (applies at once)
+    Detach { ws: String, template: String },
+    /// Egress templates: named rule lists that workspaces share (the tenant's own, and the
+    /// read-only built-ins npm, pypi, crates, github, debian)
+    Template {
+        #[command(subcommand)]
+        cmd: EgressTemplateCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EgressTemplateCmd {
+    /// List the built-in templates and the tenants' own
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this tenant's templates (and the built-ins)
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a template's rules and the workspaces that use it
+    Show {
+        name: String,
+        /// The tenant whose template this is [default: the built-in, else the only tenant
+        /// that has one of this name]
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or replace a tenant's template; every running workspace that uses it gets the
+    /// new rules at once
+    Set {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// Rules in order, each one argument: 'allow registry.npmjs.org:443' (a bare HOST
+        /// means `allow HOST`)
+        #[arg(required = true, num_args = 1.., value_name = "RULE")]
+        rules: Vec<String>,
+        /// What the template is for [default: keep the current one]
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a tenant's template
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// Detach it from every workspace that uses it (otherwise refused while attached)
+        #[arg(long)]
+        force: bool,
     },
 }
 

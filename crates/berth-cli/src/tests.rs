@@ -908,4 +908,5 @@ fn flattened_into_a_top_level_parser_help_stays_clean() {
     assert!(matches!(t.cmd, TopCmd::Server));
 }
 
+mod egress;
 mod task;

@@ -19,6 +19,9 @@ pub enum ErrorCode {
     Ambiguous,
     /// The object already exists (e.g. a workspace name in the same tenant).
     Conflict,
+    /// The object is used by others (e.g. an egress template attached to workspaces); the
+    /// message names them. Remove the uses first, or force it where the route offers that.
+    InUse,
     /// The object is in a state that does not allow the operation.
     InvalidState,
     /// The container engine cannot be reached.
@@ -45,6 +48,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::Ambiguous => "ambiguous",
             Self::Conflict => "conflict",
+            Self::InUse => "in_use",
             Self::InvalidState => "invalid_state",
             Self::EngineUnavailable => "engine_unavailable",
             Self::ImageMissing => "image_missing",
@@ -62,7 +66,11 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
-            Self::Ambiguous | Self::Conflict | Self::InvalidState | Self::DaemonOutdated => 409,
+            Self::Ambiguous
+            | Self::Conflict
+            | Self::InUse
+            | Self::InvalidState
+            | Self::DaemonOutdated => 409,
             Self::ImageMissing => 424,
             Self::EngineUnavailable | Self::DaemonUnavailable => 503,
             Self::EngineError => 502,
@@ -81,13 +89,14 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 13] = [
+    const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::Ambiguous,
         ErrorCode::Conflict,
+        ErrorCode::InUse,
         ErrorCode::InvalidState,
         ErrorCode::EngineUnavailable,
         ErrorCode::ImageMissing,
@@ -113,6 +122,7 @@ mod tests {
         }
         assert_eq!(ErrorCode::InvalidArgument.http_status(), 400);
         assert_eq!(ErrorCode::NotFound.http_status(), 404);
+        assert_eq!(ErrorCode::InUse.http_status(), 409);
         assert_eq!(ErrorCode::EngineUnavailable.http_status(), 503);
     }
 }

@@ -6,6 +6,7 @@
 //! This crate is that proxy, independent of the transport:
 //!
 //! - [`Rule`] / [`Policy`]: ordered allow/deny rules, first match wins, default deny;
+//! - [`BUILTIN_TEMPLATES`]: the read-only rule lists (npm, pypi, …) every tenant may attach;
 //! - [`Proxy::serve_connection`]: serves one client connection: `CONNECT` tunnels,
 //!   absolute-form plain HTTP forwarding, and TLS interception with the berth CA
 //!   ([`CertificateAuthority`]) when a rule needs to see methods/paths or a secret is bound
@@ -31,6 +32,7 @@ mod ca;
 mod proxy;
 mod rules;
 pub mod splice;
+mod templates;
 mod upstream;
 
 pub use ca::{CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE};
@@ -39,6 +41,7 @@ pub use rules::{
     canonical_path, is_ip_literal, normalize_host, Action, Attempt, ConnectPlan, Decision,
     HostPattern, Policy, Rule, RuleError,
 };
+pub use templates::{builtin_template, BuiltinTemplate, BUILTIN_TEMPLATES};
 pub use upstream::UpstreamTls;
 
 use berth_domain::Secret;

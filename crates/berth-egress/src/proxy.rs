@@ -237,7 +237,7 @@ impl Conn {
             port: attempt.port,
             path: attempt.path.clone(),
             decision: if decision.allow { "allow" } else { "deny" }.to_string(),
-            rule: policy.rule(decision.rule).map(|r| r.to_string()),
+            rule: policy.rule_label(decision.rule),
             reason: decision.reason.clone(),
             bytes_up: 0,
             bytes_down: 0,

@@ -10,10 +10,13 @@
 //!   normalization done by [`canonical_path`].
 //!
 //! A [`Policy`] is an ordered list of rules: the first rule that matches decides, and an
-//! attempt that no rule matches is denied.
+//! attempt that no rule matches is denied. A policy assembled from several lists (a
+//! workspace's own rules, then its templates') may label each rule with where it comes from;
+//! the label shows in decisions' reasons and in [`Policy::rule_label`].
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What a rule does with the attempts it matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,6 +228,9 @@ pub struct Decision {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     pub rules: Vec<Rule>,
+    /// Where each rule comes from (e.g. `template npm`), by index; shorter than `rules` (or
+    /// empty) when some rules carry no label. Shared, so cloning a policy stays cheap.
+    origins: Vec<Option<Arc<str>>>,
 }
 
 /// What to do with a CONNECT, from the rules alone (see [`Policy::connect_plan`]).
@@ -239,7 +245,32 @@ pub enum ConnectPlan {
 
 impl Policy {
     pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+        Self {
+            rules,
+            origins: Vec::new(),
+        }
+    }
+
+    /// A policy whose rules carry where they come from (`None`: no label), in order.
+    pub fn with_origins(rules: Vec<(Option<Arc<str>>, Rule)>) -> Self {
+        let (origins, rules) = rules.into_iter().unzip();
+        Self { rules, origins }
+    }
+
+    /// Where the rule at `index` comes from, if it was labelled.
+    pub fn origin(&self, index: usize) -> Option<&str> {
+        self.origins.get(index).and_then(|o| o.as_deref())
+    }
+
+    /// The rule at `index` as logs show it: `template npm: allow registry.npmjs.org:443`, or
+    /// just the rule when it has no origin label.
+    pub fn rule_label(&self, index: Option<usize>) -> Option<String> {
+        let i = index?;
+        let rule = self.rules.get(i)?;
+        Some(match self.origin(i) {
+            Some(origin) => format!("{origin}: {rule}"),
+            None => rule.to_string(),
+        })
     }
 
     /// Parses one rule per non-empty line (`#` starts a comment line).
@@ -252,7 +283,7 @@ impl Policy {
             }
             rules.push(Rule::parse(line).map_err(|e| (i + 1, e))?);
         }
-        Ok(Policy { rules })
+        Ok(Policy::new(rules))
     }
 
     /// Decides one attempt: the first matching rule wins; none matching means deny.
@@ -279,12 +310,12 @@ impl Policy {
     }
 
     fn decision_for(&self, i: usize) -> Decision {
-        let (allow, reason) = match self.rules.get(i) {
-            Some(rule) if rule.action == Action::Allow => {
-                (true, format!("allowed by rule {} ({rule})", i + 1))
+        let (allow, reason) = match (self.rules.get(i), self.rule_label(Some(i))) {
+            (Some(rule), Some(label)) if rule.action == Action::Allow => {
+                (true, format!("allowed by rule {} ({label})", i + 1))
             }
-            Some(rule) => (false, format!("denied by rule {} ({rule})", i + 1)),
-            None => (false, "no rule allows it (default deny)".to_string()),
+            (Some(_), Some(label)) => (false, format!("denied by rule {} ({label})", i + 1)),
+            _ => (false, "no rule allows it (default deny)".to_string()),
         };
         Decision {
             allow,
@@ -729,6 +760,41 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn origins_label_the_deciding_rule() {
+        let label = |s: &str| Some(Arc::<str>::from(s));
+        let p = Policy::with_origins(vec![
+            (None, Rule::parse("deny a.test").unwrap()),
+            (label("template npm"), Rule::parse("allow a.test").unwrap()),
+            (
+                label("template npm"),
+                Rule::parse("allow b.test:443").unwrap(),
+            ),
+        ]);
+        let d = p.decide(&attempt("b.test", 443, None, None));
+        assert_eq!((d.allow, d.rule), (true, Some(2)));
+        assert_eq!(
+            d.reason,
+            "allowed by rule 3 (template npm: allow b.test:443)"
+        );
+        assert_eq!(
+            p.rule_label(d.rule).as_deref(),
+            Some("template npm: allow b.test:443")
+        );
+        // The unlabelled rule before it still wins for its host, shown as before.
+        let d = p.decide(&attempt("a.test", 443, None, None));
+        assert_eq!((d.allow, d.rule), (false, Some(0)));
+        assert_eq!(p.rule_label(d.rule).as_deref(), Some("deny a.test"));
+        assert_eq!(p.origin(0), None);
+        assert_eq!(p.rule_label(None), None);
+        assert_eq!(p.rule_label(Some(9)), None);
+        // A plain policy labels nothing.
+        assert_eq!(
+            policy(&["allow a.test"]).rule_label(Some(0)).as_deref(),
+            Some("allow a.test")
+        );
     }
 
     #[test]

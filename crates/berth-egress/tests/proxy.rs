@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use berth_domain::Secret;
 use berth_egress::{
-    CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding, UpstreamTls,
+    CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, Rule, SecretBinding, UpstreamTls,
 };
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -654,6 +654,37 @@ async fn policy_change_applies_to_next_attempt() {
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
     ctx.set_rules("deny live.test");
     assert_eq!(c.get(&url).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn the_log_names_where_the_deciding_rule_comes_from() {
+    let (port, _seen) = start_http_origin().await;
+    let ctx = TestCtx::new("");
+    let label = Some(Arc::<str>::from("template ci"));
+    *ctx.policy.lock().unwrap() = Policy::with_origins(vec![
+        (None, Rule::parse("deny other.test").unwrap()),
+        (label.clone(), Rule::parse("allow labelled.test").unwrap()),
+        (label, Rule::parse("deny other.test").unwrap()),
+    ]);
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[]);
+    let r = c
+        .get(format!("http://labelled.test:{port}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e = ctx.wait_for("allow", |e| e.host == "labelled.test").await;
+    assert_eq!(e.rule.as_deref(), Some("template ci: allow labelled.test"));
+    assert!(e.reason.contains("rule 2 (template ci: "), "{}", e.reason);
+    let r = c
+        .get(format!("http://other.test:{port}/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let e = ctx.wait_for("deny", |e| e.host == "other.test").await;
+    assert_eq!(e.rule.as_deref(), Some("deny other.test"));
 }
 
 #[tokio::test]

@@ -6,14 +6,22 @@
 //! `HTTP(S)_PROXY`. One listener per workspace, so the proxy always knows whose traffic it sees;
 //! nothing inside the workspace, root included, can reach anything else. Rules are read on every
 //! attempt (changes apply live) and every attempt lands in the egress log.
+//!
+//! A workspace's policy is its *effective* rule list: its own rules first, then the rules of
+//! each egress template it attaches, in attach order (first match wins, anything unmatched is
+//! denied), so a workspace's own `deny` overrides a template's `allow`. Template rules carry
+//! their origin (`template npm`) into the log. Whenever the rules or a template change, the
+//! policies of the workspaces concerned are recomputed from the store ([`refresh`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use berth_domain::WorkspaceId;
-use berth_egress::{CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding};
-use berth_store::{EgressRecord, Store};
+use berth_egress::{
+    BuiltinTemplate, CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding,
+};
+use berth_store::{EgressRecord, EgressTemplate, Store, StoreError, Workspace};
 use tokio::sync::{mpsc, watch};
 
 /// A workspace's placeholder secrets: the hosts each may go to, and the swap.
@@ -29,6 +37,9 @@ pub struct Egress {
     log_tx: mpsc::UnboundedSender<(WorkspaceId, LogEntry)>,
     /// The newest log id per workspace, for followers.
     watchers: crate::watch_map::WatchMap<WorkspaceId, i64>,
+    /// Held while a policy is computed from the store and installed, so that an older
+    /// computation never overwrites a newer one.
+    recompute: tokio::sync::Mutex<()>,
 }
 
 impl Egress {
@@ -66,6 +77,7 @@ impl Egress {
             secrets: RwLock::new(HashMap::new()),
             log_tx,
             watchers: Default::default(),
+            recompute: tokio::sync::Mutex::new(()),
         });
         let writer = egress.clone();
         tokio::spawn(async move {
@@ -106,15 +118,67 @@ impl Egress {
         self.watchers.subscribe(ws)
     }
 
-    /// Installs the rules in force for a workspace (from the store, or after an API change).
-    pub fn set_policy(&self, ws: &WorkspaceId, rules: &[String]) -> Result<(), String> {
+    /// Installs the rules in force for a workspace, in order (see [`effective_rules`]).
+    pub fn set_policy(&self, ws: &WorkspaceId, rules: &[SourcedRule]) -> Result<(), String> {
         let mut parsed = Vec::new();
+        let mut origin: Option<(&str, Arc<str>)> = None;
         for r in rules {
-            parsed.push(berth_egress::Rule::parse(r).map_err(|e| format!("rule {r:?}: {e}"))?);
+            let rule = berth_egress::Rule::parse(&r.rule).map_err(|e| match &r.template {
+                Some(t) => format!("template {t}: rule {:?}: {e}", r.rule),
+                None => format!("rule {:?}: {e}", r.rule),
+            })?;
+            // One shared label per template.
+            let label = r.template.as_deref().map(|t| match &origin {
+                Some((name, label)) if *name == t => label.clone(),
+                _ => {
+                    let label: Arc<str> = Arc::from(format!("template {t}"));
+                    origin = Some((t, label.clone()));
+                    label
+                }
+            });
+            parsed.push((label, rule));
         }
         let mut p = self.policies.write().unwrap_or_else(|e| e.into_inner());
-        p.insert(ws.clone(), Policy::new(parsed));
+        p.insert(ws.clone(), Policy::with_origins(parsed));
         Ok(())
+    }
+
+    /// The policy in force for a workspace, if one is loaded.
+    pub fn policy(&self, ws: &WorkspaceId) -> Option<Policy> {
+        let p = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        p.get(ws).cloned()
+    }
+
+    fn is_loaded(&self, ws: &WorkspaceId) -> bool {
+        self.policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(ws)
+    }
+
+    /// Computes the workspace's policy from the store and installs it. Rules that do not
+    /// parse deny everything; when the store cannot be read, a policy already in force is
+    /// replaced by deny-all (it may be stale) and a missing one stays missing (nothing is
+    /// allowed, and the next [`activate`] tries again).
+    async fn install(&self, store: &Store, ws: &WorkspaceId) {
+        let rules = match store.find_workspace_by_id(ws).await {
+            Ok(Some(w)) => effective_rules(store, &w).await,
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        let err = match rules {
+            Ok(rules) => match self.set_policy(ws, &rules) {
+                Ok(()) => return,
+                Err(e) => e,
+            },
+            Err(e) if !self.is_loaded(ws) => {
+                tracing::error!(workspace = %ws, error = %e, "cannot load the egress rules");
+                return;
+            }
+            Err(e) => format!("cannot load the egress rules: {e}"),
+        };
+        tracing::error!(workspace = %ws, error = %err, "egress policy unavailable; denying all");
+        let _ = self.set_policy(ws, &[]);
     }
 
     /// Installs the placeholder secrets of a workspace: (hosts, binding) pairs.
@@ -260,27 +324,106 @@ pub fn write_ca_bundle(chan: &Path, ca_pem: &str) -> std::io::Result<()> {
     crate::binary::set_mode(&chan.join("berth-ca.crt"), 0o644)
 }
 
+/// One rule of a workspace's effective policy, with where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcedRule {
+    /// The template it comes from; `None` for the workspace's own rules.
+    pub template: Option<String>,
+    pub rule: String,
+}
+
+impl SourcedRule {
+    /// How the egress log names the rule: `template npm: allow registry.npmjs.org:443`.
+    pub fn label(&self) -> String {
+        match &self.template {
+            Some(t) => format!("template {t}: {}", self.rule),
+            None => self.rule.clone(),
+        }
+    }
+}
+
+/// An egress template as a tenant sees it.
+#[derive(Debug, Clone)]
+pub enum Template {
+    /// One of the tenant's own.
+    Stored(EgressTemplate),
+    Builtin(&'static BuiltinTemplate),
+}
+
+impl Template {
+    pub fn rules(&self) -> Vec<String> {
+        match self {
+            Self::Stored(t) => t.rules.clone(),
+            Self::Builtin(b) => b.rules.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+}
+
+/// The template `name` as `tenant` sees it: its own template of that name, else the built-in.
+/// (Built-in names are reserved, so both exist only if a newer berth added a built-in that a
+/// tenant had already named a template of its own: that tenant keeps using its own.)
+pub async fn find_template(
+    store: &Store,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<Template>, StoreError> {
+    if let Some(t) = store.egress_template(tenant, name).await? {
+        return Ok(Some(Template::Stored(t)));
+    }
+    Ok(berth_egress::builtin_template(name).map(Template::Builtin))
+}
+
+/// The workspace's effective rules, in evaluation order: its own rules, then the rules of each
+/// template it attaches, in attach order.
+pub async fn effective_rules(store: &Store, w: &Workspace) -> Result<Vec<SourcedRule>, StoreError> {
+    let mut out: Vec<SourcedRule> = store
+        .egress_rules(w.id.as_str())
+        .await?
+        .into_iter()
+        .map(|rule| SourcedRule {
+            template: None,
+            rule,
+        })
+        .collect();
+    for name in store.workspace_egress_templates(w.id.as_str()).await? {
+        match find_template(store, w.tenant.as_str(), &name).await? {
+            Some(t) => out.extend(t.rules().into_iter().map(|rule| SourcedRule {
+                template: Some(name.clone()),
+                rule,
+            })),
+            // Cannot happen through the API (removal detaches first); contributes nothing.
+            None => {
+                tracing::warn!(workspace = %w.qualified_name(), template = %name, "attached egress template not found")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Recomputes, from the store, the policy of each of these workspaces that has one in force
+/// (the others load theirs when they start, in [`activate`]). Called after a change of their
+/// rules, of a template they attach, or of their attachments: takes effect on the next attempt.
+pub async fn refresh(state: &crate::state::AppState, workspaces: &[WorkspaceId]) {
+    let Some(e) = &state.egress else {
+        return;
+    };
+    let _guard = e.recompute.lock().await;
+    for ws in workspaces {
+        if e.is_loaded(ws) {
+            e.install(&state.store, ws).await;
+        }
+    }
+}
+
 /// Everything a running workspace needs served on the host side of its channel: the LLM
 /// gateway socket, and the egress proxy socket with the workspace's rules loaded.
 pub async fn activate(state: &Arc<crate::state::AppState>, ws: &WorkspaceId) {
     state.gateways.ensure(state, ws);
     if let Some(e) = &state.egress {
-        let loaded = e
-            .policies
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(ws);
-        if !loaded {
-            match state.store.egress_rules(ws.as_str()).await {
-                Ok(rules) => {
-                    if let Err(err) = e.set_policy(ws, &rules) {
-                        tracing::error!(workspace = %ws, error = %err, "stored egress rules do not parse; denying all");
-                        let _ = e.set_policy(ws, &[]);
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(workspace = %ws, error = %err, "cannot load egress rules")
-                }
+        if !e.is_loaded(ws) {
+            let _guard = e.recompute.lock().await;
+            if !e.is_loaded(ws) {
+                e.install(&state.store, ws).await;
             }
         }
         let loaded = e

@@ -36,6 +36,8 @@ pub struct CreateSpec {
     pub network: String,
     /// Initial egress rules (validated).
     pub egress: Vec<String>,
+    /// Egress templates to attach, in order (names validated; existence checked at create).
+    pub egress_templates: Vec<Name>,
     /// Tenant secrets the workspace uses (syntax validated; existence checked at create).
     pub secrets: Vec<berth_store::SecretUse>,
 }
@@ -94,6 +96,16 @@ impl CreateSpec {
             berth_egress::Rule::parse(r)
                 .map_err(|e| ApiError::invalid(format!("egress rule {r:?}: {e}")))?;
         }
+        let mut egress_templates: Vec<Name> = Vec::new();
+        for t in req.egress_templates.iter().flatten() {
+            let name = crate::routes::egress_templates::template_name(t)?;
+            if egress_templates.contains(&name) {
+                return Err(ApiError::invalid(format!(
+                    "egress template {name} is named twice"
+                )));
+            }
+            egress_templates.push(name);
+        }
         let mut secrets = Vec::new();
         for u in req.secrets.clone().unwrap_or_default() {
             if !crate::vault::valid_name(&u.name) {
@@ -145,6 +157,7 @@ impl CreateSpec {
             image,
             network,
             egress,
+            egress_templates,
             secrets,
         })
     }
@@ -226,6 +239,17 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             )));
         }
     }
+    for t in &spec.egress_templates {
+        if crate::egress::find_template(&state.store, spec.tenant.as_str(), t.as_str())
+            .await?
+            .is_none()
+        {
+            return Err(crate::routes::egress_templates::unknown_template(
+                spec.tenant.as_str(),
+                t.as_str(),
+            ));
+        }
+    }
     let tenant = state.store.ensure_tenant(&spec.tenant).await?;
     let id = WorkspaceId::generate();
     let lock = state.lock_for(&id);
@@ -264,6 +288,20 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
         })
         .collect();
     state.store.set_secret_uses(id.as_str(), &uses).await?;
+    for t in &spec.egress_templates {
+        // Checked above; a template removed since then fails the create here, before anything
+        // is provisioned.
+        if let Err(err) = crate::routes::egress_templates::attach_to(state, &row, t).await {
+            if let Err(e) = state.store.delete_workspace(&id).await {
+                tracing::error!(error = %e, "rollback: could not delete workspace row");
+            }
+            let _ = state.store.set_egress_rules(id.as_str(), &[]).await;
+            let _ = state.store.set_secret_uses(id.as_str(), &[]).await;
+            drop(_guard);
+            state.forget_lock(&id);
+            return Err(err);
+        }
+    }
     let mut undo = Undo::default();
     match provision(state, &row, &mut undo).await {
         Ok(()) => Ok(state

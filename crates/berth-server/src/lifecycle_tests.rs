@@ -147,6 +147,35 @@ async fn create_builds_a_hardened_container_and_waits_for_the_daemon() {
 }
 
 #[tokio::test]
+async fn create_attaches_egress_templates_in_order_and_removal_forgets_them() {
+    let h = harness(true).await;
+    h.state
+        .store
+        .create_egress_template("acme", "ci", None, &["allow ci.test".into()])
+        .await
+        .unwrap();
+    let mut s = spec(&h.state, "web");
+    s.egress_templates = vec![Name::parse("ci").unwrap(), Name::parse("npm").unwrap()];
+    let w = create(&h.state, s).await.unwrap();
+    assert_eq!(
+        h.state
+            .store
+            .workspace_egress_templates(w.id.as_str())
+            .await
+            .unwrap(),
+        ["ci", "npm"]
+    );
+    remove(&h.state, "acme/web", false).await.unwrap();
+    assert!(h
+        .state
+        .store
+        .egress_template_users(Some("acme"), "ci")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
 async fn create_rolls_back_when_the_engine_fails() {
     let h = harness(true).await;
     h.fake

@@ -4,7 +4,9 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{egress, secrets, system, tasks, terminal, usage, workspaces};
+use crate::routes::{
+    egress, egress_templates, secrets, system, tasks, terminal, usage, workspaces,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +22,10 @@ use crate::routes::{egress, secrets, system, tasks, terminal, usage, workspaces}
         tasks::stream, tasks::diff,
         usage::usage, usage::calls, usage::call, usage::list_budgets, usage::set_budget, usage::remove_budget,
         egress::rules, egress::set_rules, egress::add_rule, egress::remove_rule, egress::log,
-        egress::log_stream,
+        egress::log_stream, egress::effective,
+        egress_templates::list, egress_templates::create, egress_templates::show,
+        egress_templates::set, egress_templates::remove, egress_templates::attached,
+        egress_templates::attach, egress_templates::detach,
         secrets::set, secrets::list, secrets::remove,
         openapi_json,
     ),

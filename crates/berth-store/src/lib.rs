@@ -559,11 +559,13 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
 }
 
 mod egress;
+mod egress_templates;
 mod secrets;
 mod tasks;
 pub use secrets::{SealedSecret, SecretUse};
 mod usage;
 pub use egress::{EgressEntry, EgressRecord};
+pub use egress_templates::{EgressTemplate, TemplateRemoval, TemplateUser};
 pub use tasks::{NewTask, Task};
 pub use usage::{Budget, LlmCall, Spent, UsageFilter, UsageRow};
 

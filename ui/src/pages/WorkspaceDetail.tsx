@@ -1,5 +1,15 @@
 import { useState, type FormEvent } from 'react';
-import { api, post, wsRef, type EgressLogEntry, type Session, type Task, type Workspace } from '../api';
+import {
+  api,
+  post,
+  wsRef,
+  type EffectiveEgress,
+  type EgressLogEntry,
+  type EgressTemplate,
+  type Session,
+  type Task,
+  type Workspace,
+} from '../api';
 import { age, bytes, dateTime } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { Empty, ErrorBox, Loading, StateBadge } from '../ui';
@@ -53,7 +63,7 @@ export function WorkspaceDetail({ ws }: { ws: string }) {
       </dl>
       <Sessions ws={ref} running={d.state === 'running'} />
       <WsTasks ws={ref} running={d.state === 'running'} />
-      <Egress ws={ref} />
+      <Egress ws={ref} tenant={d.tenant} />
     </section>
   );
 }
@@ -129,49 +139,65 @@ function WsTasks({ ws, running }: { ws: string; running: boolean }) {
   );
 }
 
-function Egress({ ws }: { ws: string }) {
-  const rules = useLoad(() => api<{ rules: string[] }>(`/workspaces/${ws}/egress/rules`), [ws]);
+function Egress({ ws, tenant }: { ws: string; tenant: string }) {
+  // The rules in force: the workspace's own (removable by index), then its templates'.
+  const rules = useLoad(() => api<EffectiveEgress>(`/workspaces/${ws}/egress/effective`), [ws]);
+  const templates = useLoad(() => api<EgressTemplate[]>(`/egress/templates?tenant=${encodeURIComponent(tenant)}`), [tenant]);
   const log = useLoad(() => api<EgressLogEntry[]>(`/workspaces/${ws}/egress/log?limit=10000`), [ws], 5000);
   const [rule, setRule] = useState('');
+  const [pick, setPick] = useState('');
   const [error, setError] = useState<string>();
+  const change = async (call: () => Promise<unknown>) => {
+    setError(undefined);
+    try {
+      await call();
+      rules.reload();
+      templates.reload();
+      return true;
+    } catch (err) {
+      setError((err as Error).message);
+      return false;
+    }
+  };
   const add = async (e: FormEvent) => {
     e.preventDefault();
-    setError(undefined);
     let r = rule.trim();
     if (!r) return;
     if (!/^(allow|deny)\s/.test(r)) r = `allow ${r}`;
-    try {
-      await post(`/workspaces/${ws}/egress/rules`, { rule: r });
-      setRule('');
-      rules.reload();
-    } catch (err) {
-      setError((err as Error).message);
-    }
+    if (await change(() => post(`/workspaces/${ws}/egress/rules`, { rule: r }))) setRule('');
   };
-  const remove = async (i: number) => {
-    setError(undefined);
-    try {
-      await api(`/workspaces/${ws}/egress/rules/${i}`, { method: 'DELETE' });
-      rules.reload();
-    } catch (err) {
-      setError((err as Error).message);
-    }
+  const remove = (i: number) => change(() => api(`/workspaces/${ws}/egress/rules/${i}`, { method: 'DELETE' }));
+  const attach = async (e: FormEvent) => {
+    e.preventDefault();
+    if (!pick) return;
+    if (await change(() => post(`/workspaces/${ws}/egress/templates`, { template: pick }))) setPick('');
   };
+  const detach = (name: string) =>
+    change(() => api(`/workspaces/${ws}/egress/templates/${encodeURIComponent(name)}`, { method: 'DELETE' }));
+  const attached = rules.data?.templates ?? [];
+  const attachable = (templates.data ?? []).filter((t) => !attached.includes(t.name));
   const entries = (log.data ?? []).slice(-200).reverse();
   return (
     <section aria-labelledby="egress-title" className="block">
       <h2 id="egress-title">Egress</h2>
-      <p className="muted small">First matching rule wins; anything unmatched is denied.</p>
+      <p className="muted small">
+        The workspace's own rules come first, then each attached template's, in order. First matching rule wins; anything unmatched is denied.
+      </p>
       <ErrorBox error={error ?? rules.error} />
       {rules.data && rules.data.rules.length === 0 && <Empty>No rules: all egress is denied.</Empty>}
       {rules.data && rules.data.rules.length > 0 && (
-        <ol className="rules" start={0} data-testid="egress-rules">
+        <ol className="rules effective" data-testid="egress-rules">
           {rules.data.rules.map((r, i) => (
-            <li key={`${i}-${r}`}>
-              <code className={r.startsWith('deny') ? 'deny' : 'allow'}>{r}</code>
-              <button type="button" className="btn small" onClick={() => remove(i)} aria-label={`Remove rule ${i}: ${r}`}>
-                Remove
-              </button>
+            <li key={`${i}-${r.label}`} data-source={r.source}>
+              <span className="idx muted mono" aria-hidden="true">{r.source === 'workspace' ? r.index : '–'}</span>
+              <code className={r.rule.startsWith('deny') ? 'deny' : 'allow'}>{r.rule}</code>
+              {r.source === 'workspace' ? (
+                <button type="button" className="btn small" onClick={() => remove(r.index)} aria-label={`Remove rule ${r.index}: ${r.rule}`}>
+                  Remove
+                </button>
+              ) : (
+                <span className="badge small" title="from an egress template">template {r.template}</span>
+              )}
             </li>
           ))}
         </ol>
@@ -180,6 +206,35 @@ function Egress({ ws }: { ws: string }) {
         <label htmlFor="egress-rule" className="sr-only">New rule</label>
         <input id="egress-rule" value={rule} onChange={(e) => setRule(e.target.value)} placeholder="allow pypi.org  ·  deny api.github.com POST /repos" data-testid="egress-rule-input" />
         <button type="submit" className="btn" data-testid="egress-rule-add">Add rule</button>
+      </form>
+      <h3>Templates</h3>
+      {attached.length === 0 ? (
+        <p className="muted small">No templates attached.</p>
+      ) : (
+        <ol className="rules" data-testid="egress-templates">
+          {attached.map((name) => (
+            <li key={name}>
+              <code>{name}</code>
+              <button type="button" className="btn small" onClick={() => detach(name)} aria-label={`Detach template ${name}`}>
+                Detach
+              </button>
+            </li>
+          ))}
+        </ol>
+      )}
+      <form onSubmit={attach} className="inline-form">
+        <label htmlFor="egress-template" className="sr-only">Template to attach</label>
+        <select id="egress-template" value={pick} onChange={(e) => setPick(e.target.value)} data-testid="egress-template-pick">
+          <option value="">Attach a template…</option>
+          {attachable.map((t) => (
+            <option key={`${t.tenant ?? ''}/${t.name}`} value={t.name}>
+              {t.name}
+              {t.builtin ? ' (built-in)' : ''}
+              {t.description ? ` — ${t.description}` : ''}
+            </option>
+          ))}
+        </select>
+        <button type="submit" className="btn" disabled={!pick} data-testid="egress-template-attach">Attach</button>
       </form>
       <h3>Egress log</h3>
       <ErrorBox error={log.error} />

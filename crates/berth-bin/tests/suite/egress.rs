@@ -246,3 +246,177 @@ async fn egress_allows_only_what_the_rules_say_and_nothing_bypasses_it() {
     );
     drop(lo);
 }
+
+async fn sh_in(s: &TestServer, ws: &str, cmd: String) -> (i64, String) {
+    let out = s.exec(ws, &["sh", "-c", &cmd]).await;
+    (
+        out["exit_code"].as_i64().unwrap(),
+        format!(
+            "{}{}",
+            out["stdout"].as_str().unwrap(),
+            out["stderr"].as_str().unwrap()
+        ),
+    )
+}
+
+/// The newest egress log entry for `host` after log id `after` with this decision.
+async fn log_entry(s: &TestServer, ws: &str, host: &str, decision: &str, after: i64) -> Value {
+    let path = format!(
+        "/api/v1/workspaces/{}/egress/log?after={after}",
+        berth_test_support::enc(ws)
+    );
+    eventually(
+        Duration::from_secs(10),
+        &format!("a {decision} entry for {host}"),
+        || async {
+            let v = s.get(&path).await;
+            v.as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|e| e["host"] == host && e["decision"] == decision)
+                .cloned()
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn egress_templates_apply_live_and_workspace_rules_come_first() {
+    ensure_image().await;
+    // The upstream: a listener on the host's loopback that this test starts. The proxy reaches
+    // it only through a rule naming the host exactly (a loopback address otherwise is refused).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { "hello from the template upstream\n" }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, upstream).await;
+    });
+    let s = TestServer::start_with(
+        bin(),
+        ServerOptions {
+            env: vec![("BERTH_EGRESS_HOSTS".into(), "up.test=127.0.0.1".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let allow = format!("allow up.test:{port}");
+    let o = s.cli(&[
+        "egress",
+        "template",
+        "set",
+        "--tenant",
+        "acme",
+        "ci",
+        &allow,
+        "--description",
+        "the CI upstream",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = s.cli(&[
+        "workspace",
+        "create",
+        "acme/tpl",
+        "--memory",
+        "256m",
+        "--egress-template",
+        "ci",
+    ]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        s.log()
+    );
+    let before = s.get("/api/v1/workspaces/acme%2Ftpl").await;
+    let curl = |fail: bool| {
+        let f = if fail { "f" } else { "" };
+        format!("curl -sS{f} -m 10 http://up.test:{port}/")
+    };
+    let run = |cmd: String| sh_in(&s, "acme/tpl", cmd);
+
+    // Allowed by the template; the log names the template's rule.
+    let (code, out) = run(curl(false)).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello from the template upstream\n")
+    );
+    let e = log_entry(&s, "acme/tpl", "up.test", "allow", 0).await;
+    assert_eq!(e["rule"], format!("template ci: {allow}"), "{e}");
+    let mut seen = e["id"].as_i64().unwrap();
+
+    // The template loses its allow (through the API): the same running workspace is denied on
+    // its next request.
+    let (st, v) = s
+        .call(
+            "PUT",
+            "/api/v1/egress/templates/acme/ci",
+            Some(json!({"rules": ["allow other.test:443"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["used_by"], json!(["acme/tpl"]));
+    let (code, out) = run(curl(true)).await;
+    assert_ne!(code, 0, "still allowed after the template change: {out}");
+    assert!(!out.contains("hello from"), "{out}");
+    let e = log_entry(&s, "acme/tpl", "up.test", "deny", seen).await;
+    assert!(
+        e["reason"].as_str().unwrap().contains("default deny"),
+        "{e}"
+    );
+    seen = e["id"].as_i64().unwrap();
+
+    // The allow comes back: allowed again, still live.
+    let (st, v) = s
+        .call(
+            "PUT",
+            "/api/v1/egress/templates/acme/ci",
+            Some(json!({ "rules": [allow] })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (code, out) = run(curl(false)).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello from the template upstream\n")
+    );
+    seen = log_entry(&s, "acme/tpl", "up.test", "allow", seen).await["id"]
+        .as_i64()
+        .unwrap();
+
+    // A workspace-level deny overrides the template's allow: own rules come first.
+    let target = format!("up.test:{port}");
+    let o = s.cli(&["egress", "deny", "acme/tpl", &target]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, out) = run(curl(true)).await;
+    assert_ne!(code, 0, "the workspace's deny did not win: {out}");
+    let e = log_entry(&s, "acme/tpl", "up.test", "deny", seen).await;
+    assert_eq!(e["rule"], format!("deny {target}"), "{e}");
+    let o = s.cli(&["egress", "rules", "acme/tpl"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with(&format!("0  deny {target}"))
+            && lines[1].ends_with("workspace")
+            && lines[2].starts_with(&format!("-  {allow}"))
+            && lines[2].ends_with("template ci"),
+        "{text}"
+    );
+
+    // All of it without a restart.
+    let after = s.get("/api/v1/workspaces/acme%2Ftpl").await;
+    assert_eq!(after["state"], "running");
+    assert_eq!(after["container_id"], before["container_id"]);
+
+    // The attached template cannot simply be removed; the refusal names the workspace.
+    let o = s.cli(&["egress", "template", "rm", "--tenant", "acme", "ci"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("acme/tpl") && err.contains("(in_use)"),
+        "{err}"
+    );
+}

@@ -1,4 +1,6 @@
-//! `/workspaces/{ws}/egress/…`: the workspace's egress rules (changed live) and its egress log.
+//! `/workspaces/{ws}/egress/…`: the workspace's own egress rules (changed live), its effective
+//! policy (own rules, then its templates'), and its egress log. Templates and attaching them
+//! are in `egress_templates.rs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +19,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
 use crate::state::AppState;
 
-fn check(rule: &str) -> ApiResult<String> {
+/// A rule in its canonical form, or a 400 naming it.
+pub(crate) fn check(rule: &str) -> ApiResult<String> {
     berth_egress::Rule::parse(rule)
         .map(|r| r.to_string())
         .map_err(|e| ApiError::invalid(format!("egress rule {rule:?}: {e}")))
@@ -26,11 +29,56 @@ fn check(rule: &str) -> ApiResult<String> {
 /// Stores the rules and applies them to the running proxy at once.
 async fn apply(state: &AppState, w: &Workspace, rules: &[String]) -> ApiResult<()> {
     state.store.set_egress_rules(w.id.as_str(), rules).await?;
-    if let Some(e) = &state.egress {
-        e.set_policy(&w.id, rules)
-            .map_err(|m| ApiError::new(ErrorCode::Internal, m))?;
-    }
+    crate::egress::refresh(state, std::slice::from_ref(&w.id)).await;
     Ok(())
+}
+
+/// The workspace's effective policy, as the API shows it.
+pub(crate) async fn effective_view(
+    state: &AppState,
+    w: &Workspace,
+) -> ApiResult<api::EffectiveEgress> {
+    let rules = crate::egress::effective_rules(&state.store, w).await?;
+    let mut out = Vec::with_capacity(rules.len());
+    let mut index = 0;
+    for (i, r) in rules.iter().enumerate() {
+        // Positions restart with each source.
+        if i > 0 && rules[i - 1].template != r.template {
+            index = 0;
+        }
+        out.push(api::EffectiveEgressRule {
+            source: if r.template.is_some() {
+                "template"
+            } else {
+                "workspace"
+            }
+            .to_owned(),
+            template: r.template.clone(),
+            index,
+            rule: r.rule.clone(),
+            label: r.label(),
+        });
+        index += 1;
+    }
+    Ok(api::EffectiveEgress {
+        templates: state
+            .store
+            .workspace_egress_templates(w.id.as_str())
+            .await?,
+        rules: out,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/egress/effective", tag = "egress",
+    params(("ws" = String, Path, description = "workspace reference")),
+    responses((status = 200, body = api::EffectiveEgress), (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn effective(
+    State(state): State<Arc<AppState>>,
+    Path(ws): Path<String>,
+) -> ApiResult<axum::Json<api::EffectiveEgress>> {
+    let w = lifecycle::resolve(&state, &ws).await?;
+    Ok(axum::Json(effective_view(&state, &w).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/egress/rules", tag = "egress",

@@ -2,6 +2,7 @@
 //! the daemon; one file per resource.
 
 pub mod egress;
+pub mod egress_templates;
 pub mod secrets;
 pub mod system;
 pub mod tasks;
@@ -69,6 +70,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/workspaces/{ws}/egress/rules/{index}",
             axum::routing::delete(egress::remove_rule),
+        )
+        .route("/workspaces/{ws}/egress/effective", get(egress::effective))
+        .route(
+            "/workspaces/{ws}/egress/templates",
+            get(egress_templates::attached).post(egress_templates::attach),
+        )
+        .route(
+            "/workspaces/{ws}/egress/templates/{name}",
+            axum::routing::delete(egress_templates::detach),
+        )
+        .route(
+            "/egress/templates",
+            get(egress_templates::list).post(egress_templates::create),
+        )
+        .route(
+            "/egress/templates/{tenant}/{name}",
+            get(egress_templates::show)
+                .put(egress_templates::set)
+                .delete(egress_templates::remove),
         )
         .route("/workspaces/{ws}/egress/log", get(egress::log))
         .route(
