@@ -426,6 +426,12 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
         ),
         ("BERTH_OPENAI_BASE_URL".to_owned(), chunky.clone()),
         ("BERTH_OPENAI_API_KEY".to_owned(), OPENAI_KEY.to_owned()),
+        // The server's own default log level (the test harness turns on debug logging, which
+        // writes a line per gateway call).
+        (
+            "BERTH_LOG".to_owned(),
+            "info,tower_http=warn,sqlx=warn,bollard=warn".to_owned(),
+        ),
     ];
     let s = TestServer::start_with(
         &bin,

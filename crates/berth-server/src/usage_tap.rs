@@ -207,8 +207,20 @@ pub struct Price {
 /// cost (tokens are still counted).
 pub struct Prices {
     path: PathBuf,
-    cache: Mutex<(Option<std::time::SystemTime>, HashMap<String, Price>)>,
+    check_every: std::time::Duration,
+    cache: Mutex<PriceCache>,
 }
+
+/// The parsed table, the file's modification time it was read at, and when that was checked.
+#[derive(Default)]
+struct PriceCache {
+    mtime: Option<std::time::SystemTime>,
+    checked: Option<std::time::Instant>,
+    table: HashMap<String, Price>,
+}
+
+/// How often the price file's modification time is looked at (edits apply within this time).
+const PRICES_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,30 +233,37 @@ impl Prices {
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
-            cache: Mutex::new((None, HashMap::new())),
+            check_every: PRICES_CHECK,
+            cache: Mutex::new(PriceCache::default()),
         }
     }
 
     pub fn cost(&self, model: Option<&str>, t: Tokens) -> Option<f64> {
         let model = model?;
-        let mtime = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.0 != mtime {
-            let table = std::fs::read_to_string(&self.path)
-                .ok()
-                .and_then(|s| match toml::from_str::<PriceFile>(&s) {
-                    Ok(f) => Some(f.models),
-                    Err(e) => {
-                        tracing::warn!(path = %self.path.display(), error = %e, "ignoring the price table");
-                        None
-                    }
-                })
-                .unwrap_or_default();
-            *cache = (mtime, table);
+        if cache
+            .checked
+            .is_none_or(|at| at.elapsed() >= self.check_every)
+        {
+            cache.checked = Some(std::time::Instant::now());
+            let mtime = std::fs::metadata(&self.path)
+                .and_then(|m| m.modified())
+                .ok();
+            if cache.mtime != mtime {
+                cache.table = std::fs::read_to_string(&self.path)
+                    .ok()
+                    .and_then(|s| match toml::from_str::<PriceFile>(&s) {
+                        Ok(f) => Some(f.models),
+                        Err(e) => {
+                            tracing::warn!(path = %self.path.display(), error = %e, "ignoring the price table");
+                            None
+                        }
+                    })
+                    .unwrap_or_default();
+                cache.mtime = mtime;
+            }
         }
-        let p = cache.1.get(model)?;
+        let p = cache.table.get(model)?;
         let m = 1e6;
         Some(
             t.input.saturating_sub(t.cache_read) as f64 * p.input / m
@@ -334,7 +353,9 @@ mod tests {
         );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("prices.toml");
-        let prices = Prices::new(path.clone());
+        let mut prices = Prices::new(path.clone());
+        prices.check_every = std::time::Duration::from_millis(20);
+        let settle = || std::thread::sleep(std::time::Duration::from_millis(30));
         let t = Tokens {
             input: 1_000_000,
             output: 500_000,
@@ -343,7 +364,12 @@ mod tests {
         };
         assert_eq!(prices.cost(Some("m1"), t), None);
         std::fs::write(&path, "[models.m1]\ninput = 3.0\noutput = 15.0\n").unwrap();
+        settle();
         assert_eq!(prices.cost(Some("m1"), t), Some(3.0 + 7.5));
         assert_eq!(prices.cost(Some("other"), t), None);
+        // An edit is picked up at the next check.
+        std::fs::write(&path, "[models.m1]\ninput = 1.0\noutput = 1.0\n").unwrap();
+        settle();
+        assert_eq!(prices.cost(Some("m1"), t), Some(1.0 + 0.5));
     }
 }
