@@ -98,7 +98,8 @@ impl UpstreamTls {
         self.roots.is_empty()
     }
 
-    pub(crate) fn client_config(&self) -> io::Result<Arc<rustls::ClientConfig>> {
+    /// A client config trusting these roots (ring provider, ALPN http/1.1).
+    pub fn client_config(&self) -> io::Result<Arc<rustls::ClientConfig>> {
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| io::Error::other(e.to_string()))?

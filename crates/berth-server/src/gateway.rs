@@ -267,7 +267,7 @@ async fn forward(
     };
     let url = upstream_url(&upstream.base_url, &rest, query.as_deref());
     let method = req.method().clone();
-    let mut headers = reqwest::header::HeaderMap::new();
+    let mut headers = HeaderMap::new();
     for (name, value) in req.headers() {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n) || AUTH_HEADERS.contains(&n) {
@@ -311,14 +311,22 @@ async fn forward(
         path: rest.clone(),
         ..Default::default()
     };
-    let resp = match state
-        .http
-        .request(method, &url)
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
-    {
+    let uri: hyper::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(provider = p.as_str(), url = %url, error = %e, "gateway upstream URL");
+            return provider_error(
+                Some(p),
+                StatusCode::BAD_GATEWAY,
+                &format!("berth gateway: the {} upstream URL is invalid", p.as_str()),
+            );
+        }
+    };
+    let mut upstream_req = hyper::Request::new(http_body_util::Full::new(body));
+    *upstream_req.method_mut() = method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
+    let resp = match state.http.request(upstream_req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(task = %task.id, error = %e, "gateway upstream unreachable");
@@ -338,7 +346,7 @@ async fn forward(
     call.ttfb_ms = Some(started.elapsed().as_millis() as u64);
     let sse = resp
         .headers()
-        .get(reqwest::header::CONTENT_TYPE)
+        .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut out = Response::builder().status(status.as_u16());
@@ -351,7 +359,7 @@ async fn forward(
     // Chunk by chunk: no buffering of streamed (SSE) responses. Usage is counted on a copy as
     // the chunks pass, and the call is recorded when the body ends (or the agent hangs up).
     let metered = Metered {
-        inner: Box::pin(resp.bytes_stream()),
+        inner: resp.into_body(),
         tap: UsageTap::new(p, sse),
         call: Some(call),
         started,
@@ -363,13 +371,44 @@ async fn forward(
             )
         }),
     };
-    out.body(Body::from_stream(metered)).unwrap_or_else(|_| {
+    out.body(Body::new(metered)).unwrap_or_else(|_| {
         provider_error(
             Some(p),
             StatusCode::BAD_GATEWAY,
             "berth gateway: bad upstream response",
         )
     })
+}
+
+/// The gateway's HTTP client to the providers: HTTP/1.1 with keep-alive, `TCP_NODELAY`, TLS by
+/// rustls (ring) trusting the webpki roots and the host's bundle.
+pub type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+pub fn upstream_client() -> std::io::Result<UpstreamClient> {
+    let mut roots = berth_egress::UpstreamTls::webpki();
+    if let Err(e) = roots.add_system_bundle() {
+        tracing::warn!(error = %e, "cannot read the host's CA bundle; the gateway trusts the built-in roots only");
+    }
+    let mut tls = (*roots.client_config()?).clone();
+    // The connector sets ALPN itself (http/1.1).
+    tls.alpn_protocols.clear();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build(https),
+    )
 }
 
 /// How long a virtual-key lookup is reused: revocation (cancel, failure, workspace stop) takes
@@ -530,10 +569,9 @@ fn record_with(state: &Arc<AppState>, call: LlmCall, exchange: Option<(String, S
     let _ = tx.send((call, exchange));
 }
 
-/// The upstream body, passed through unchanged while its usage is counted.
+/// The upstream body, passed through frame by frame while its usage is counted.
 struct Metered {
-    inner:
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    inner: hyper::body::Incoming,
     tap: UsageTap,
     call: Option<LlmCall>,
     started: std::time::Instant,
@@ -567,31 +605,36 @@ impl Metered {
     }
 }
 
-impl futures_util::Stream for Metered {
-    type Item = std::io::Result<bytes::Bytes>;
+impl http_body::Body for Metered {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
 
-    fn poll_next(
+    fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        match self.inner.as_mut().poll_next(cx) {
-            std::task::Poll::Ready(Some(Ok(chunk))) => {
-                self.tap.feed(&chunk);
-                if let Some((_, resp)) = self.recording.as_mut() {
-                    let room = RECORD_MAX.saturating_sub(resp.len());
-                    resp.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        use std::task::Poll;
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(chunk) = frame.data_ref() {
+                    let chunk = chunk.clone();
+                    self.tap.feed(&chunk);
+                    if let Some((_, resp)) = self.recording.as_mut() {
+                        let room = RECORD_MAX.saturating_sub(resp.len());
+                        resp.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    }
                 }
-                std::task::Poll::Ready(Some(Ok(chunk)))
+                Poll::Ready(Some(Ok(frame)))
             }
-            std::task::Poll::Ready(Some(Err(e))) => {
+            Poll::Ready(Some(Err(e))) => {
                 self.finish(Some(format!("upstream stream broke: {e}")));
-                std::task::Poll::Ready(Some(Err(std::io::Error::other(e))))
+                Poll::Ready(Some(Err(e)))
             }
-            std::task::Poll::Ready(None) => {
+            Poll::Ready(None) => {
                 self.finish(None);
-                std::task::Poll::Ready(None)
+                Poll::Ready(None)
             }
-            std::task::Poll::Pending => std::task::Poll::Pending,
+            Poll::Pending => Poll::Pending,
         }
     }
 }

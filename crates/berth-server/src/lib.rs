@@ -95,7 +95,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         images,
         server_id.clone(),
         binary,
-    );
+    )
+    .map_err(|e| anyhow::anyhow!("cannot set up the gateway's TLS client: {e}"))?;
     state.engine = Some(engine.clone());
     state.egress = Some(egress::Egress::start(
         &state.config.data_dir,

@@ -67,7 +67,8 @@ async fn harness(serve_daemons: bool) -> Harness {
             path: bin,
             hash: "hash1".into(),
         },
-    );
+    )
+    .unwrap();
     state.daemon_ready_timeout = Duration::from_millis(500);
     let root = dir.path().join("workspaces");
     let daemons = tokio::spawn(async move {

@@ -77,7 +77,7 @@ pub struct AppState {
     /// Configured LLM upstreams of the gateway.
     pub upstreams: crate::gateway::Upstreams,
     /// HTTP client for the gateway's upstream calls.
-    pub http: reqwest::Client,
+    pub http: crate::gateway::UpstreamClient,
     pub gateways: crate::gateway::Listeners,
     /// The egress proxy (None in unit tests over the fake runtime).
     pub egress: Option<Arc<crate::egress::Egress>>,
@@ -118,9 +118,10 @@ impl AppState {
         images: Arc<dyn ImageBuilder>,
         server_id: String,
         binary: StagedBinary,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let prices = crate::usage_tap::Prices::new(config.data_dir.join("prices.toml"));
-        Self {
+        let http = crate::gateway::upstream_client()?;
+        Ok(Self {
             prices,
             config,
             store,
@@ -130,10 +131,7 @@ impl AppState {
             server_id,
             binary,
             upstreams: crate::gateway::Upstreams::from_env(),
-            http: reqwest::Client::builder()
-                .connect_timeout(std::time::Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http,
             gateways: Default::default(),
             egress: None,
             vault: None,
@@ -148,7 +146,7 @@ impl AppState {
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
             locks: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Where the engine is (or is expected), for messages.

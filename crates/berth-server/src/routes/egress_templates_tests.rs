@@ -65,7 +65,8 @@ async fn harness() -> H {
             path: dir.path().join("berth-bin"),
             hash: "hash1".into(),
         },
-    );
+    )
+    .unwrap();
     state.egress = Some(crate::egress::Egress::start(dir.path(), store).unwrap());
     let state = Arc::new(state);
     H {
