@@ -14,7 +14,9 @@
 //!    every 50 ms).
 //! 3. **Egress throughput**: a 100 MiB download from a loopback HTTP server, direct vs through
 //!    `berth_egress::Proxy` (in process, on a TCP listener) as a CONNECT tunnel and as a
-//!    forwarded plain-HTTP request.
+//!    forwarded plain-HTTP request; and (with the gateway half, which has the server and a
+//!    workspace) curl downloads inside the workspace through the daemon's relay and the proxy vs
+//!    curl on the host.
 //! 4. **TLS interception**: new connection + TLS handshake + small GET, direct vs through the
 //!    proxy tunnelled vs intercepted (a rule with a path forces interception).
 //!
@@ -57,6 +59,7 @@ const RATE_FOR: Duration = Duration::from_secs(5);
 const CHUNKS: usize = 50;
 const BULK_BYTES: u64 = 100 << 20;
 const BULK_ROUNDS: usize = 25;
+const WORKSPACE_ROUNDS: usize = 7;
 const TLS_REQUESTS: usize = 200;
 const SMALL_BODY: &[u8] = b"{\"ok\":true,\"padding\":\"0123456789abcdef0123456789abcdef\"}\n";
 const ANTHROPIC_KEY: &str = "real-anthropic-key-bench";
@@ -411,6 +414,8 @@ struct GatewayFigures {
     rates: Vec<(&'static str, Rate, Rate)>,
     rss_idle_kib: Option<u64>,
     rss_hwm_kib: Option<u64>,
+    /// curl downloads (MB/s): on the host direct, in the workspace tunnelled, forwarded.
+    inside: [Vec<f64>; 3],
 }
 
 async fn gateway_bench(requests: usize) -> GatewayFigures {
@@ -431,6 +436,11 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
         (
             "BERTH_LOG".to_owned(),
             "info,tower_http=warn,sqlx=warn,bollard=warn".to_owned(),
+        ),
+        // The egress proxy finds the bench's download server on the host's loopback.
+        (
+            "BERTH_EGRESS_HOSTS".to_owned(),
+            "bulk.test=127.0.0.1".to_owned(),
         ),
     ];
     let s = TestServer::start_with(
@@ -595,6 +605,7 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
     if usage_text.len() < 2000 {
         println!("(usage API after the run: {usage_text})");
     }
+    let inside = workspace_downloads(&s).await;
     drop(s);
     drop(mock);
     GatewayFigures {
@@ -603,7 +614,60 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
         rates,
         rss_idle_kib,
         rss_hwm_kib,
+        inside,
     }
+}
+
+/// The whole egress path as a workspace sees it: `BULK_BYTES` downloads with curl from a
+/// loopback server, on the host straight to it vs inside the workspace through the daemon's
+/// relay (`127.0.0.1:3128`) → the proxy's Unix socket → the proxy, as a CONNECT tunnel
+/// (`--proxytunnel`) and as a forwarded plain-HTTP request. MB/s as curl reports them.
+async fn workspace_downloads(s: &TestServer) -> [Vec<f64>; 3] {
+    let bulk = start_bulk().await;
+    let port = bulk.port();
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces/gw/egress/rules",
+            Some(json!({"rule": "allow bulk.test"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let url = format!("http://bulk.test:{port}/");
+    let curl = "curl -sS -o /dev/null -w '%{speed_download}'";
+    let host = format!("{curl} --noproxy '*' --resolve bulk.test:{port}:127.0.0.1 {url}");
+    let tunnel = format!("{curl} --proxytunnel {url}");
+    let forward = format!("{curl} {url}");
+    let mbps = |out: &str| -> f64 {
+        let bytes_per_s: f64 = out
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl said {out:?}"));
+        bytes_per_s / 1e6
+    };
+    let mut out: [Vec<f64>; 3] = Default::default();
+    for round in 0..=WORKSPACE_ROUNDS {
+        for (i, cmd) in [&host, &tunnel, &forward].into_iter().enumerate() {
+            let text = if i == 0 {
+                let o = tokio::process::Command::new("sh")
+                    .args(["-c", cmd])
+                    .output()
+                    .await
+                    .unwrap();
+                assert!(o.status.success(), "{cmd}: {o:?}");
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            } else {
+                let r = s.exec("gw", &["sh", "-c", cmd]).await;
+                assert_eq!(r["exit_code"], 0, "{cmd}: {r}");
+                r["stdout"].as_str().unwrap().to_owned()
+            };
+            // Round 0 warms up.
+            if round > 0 {
+                out[i].push(mbps(&text));
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1068,7 +1132,38 @@ fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
         mib(g.rss_hwm_kib)
     );
     println!();
+    let med = |v: &[f64]| percentile(v, 50.0);
+    let [host, tunnel, forward] = &g.inside;
+    println!();
+    println!(
+        "Egress from inside a workspace: {} MiB curl downloads from a loopback server, \
+         {WORKSPACE_ROUNDS} rounds, interleaved (MB/s; inside = daemon relay → proxy socket → proxy):",
+        BULK_BYTES >> 20
+    );
+    println!();
+    println!("| path | median | min | max | ratio to direct |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, v) in [
+        ("host, direct", host),
+        ("workspace, CONNECT tunnel", tunnel),
+        ("workspace, plain-HTTP forward", forward),
+    ] {
+        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = v.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "| {label} | {:.0} | {min:.0} | {max:.0} | {:.2} |",
+            med(v),
+            med(v) / med(host)
+        );
+    }
     let mut targets: Vec<TargetRow> = Vec::new();
+    let ratio = med(tunnel) / med(host);
+    targets.push((
+        "egress CONNECT tunnel ÷ direct, from inside a workspace (curl)".into(),
+        format!("{ratio:.2}×"),
+        "≥ 0.5×",
+        ratio >= 0.5,
+    ));
     for (label, v) in &added_ttfb {
         targets.push((
             format!("gateway added TTFB p50, {label}"),
