@@ -29,6 +29,7 @@
 
 mod body;
 mod ca;
+pub mod handoff;
 mod proxy;
 mod rules;
 pub mod splice;

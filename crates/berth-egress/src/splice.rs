@@ -19,7 +19,7 @@ use tokio::io::{Interest, Ready};
 use tokio::net::{TcpStream, UnixStream};
 
 /// Bytes moved per `splice` call (and the pipe's size when the kernel lets us set it).
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 
 /// A non-blocking socket registered with tokio, whose readiness we can wait for.
 pub trait SpliceSocket: AsFd + Sync {

@@ -196,39 +196,72 @@ impl Egress {
             }
             h.abort();
         }
-        let _ = std::fs::remove_file(socket);
-        let listener = match tokio::net::UnixListener::bind(socket) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(workspace = %ws, error = %e, "cannot serve the egress socket");
-                return;
-            }
+        let Some(listener) = bind_open(socket, ws) else {
+            return;
         };
-        if let Err(e) = crate::binary::set_mode(socket, 0o666) {
-            tracing::warn!(workspace = %ws, error = %e, "cannot open the egress socket to the workspace");
-        }
+        // Connections the workspace daemon hands over whole (see `berth_egress::handoff`);
+        // without this socket the daemon relays their bytes to the one above.
+        let handoff = bind_open(
+            &socket.with_file_name(berth_egress::handoff::SOCKET_NAME),
+            ws,
+        );
         let ctx: Arc<dyn EgressContext> = Arc::new(WorkspaceEgress {
             ws: ws.clone(),
             egress: self.clone(),
         });
         let proxy = self.proxy.clone();
-        let handle = tokio::spawn(async move {
+        let relayed = {
+            let (proxy, ctx) = (proxy.clone(), ctx.clone());
+            async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let (proxy, ctx) = (proxy.clone(), ctx.clone());
+                            tokio::spawn(async move {
+                                if let Err(e) = proxy.serve_connection(stream, ctx).await {
+                                    tracing::debug!(error = %e, "egress connection ended");
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "egress accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+        };
+        let handed_over = async move {
+            let Some(listener) = handoff else {
+                return;
+            };
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => {
+                    Ok((unix, _)) => {
                         let (proxy, ctx) = (proxy.clone(), ctx.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = proxy.serve_connection(stream, ctx).await {
+                            let tcp = match berth_egress::handoff::receive(&unix).await {
+                                Ok(tcp) => tcp,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "egress handoff refused");
+                                    return;
+                                }
+                            };
+                            drop(unix);
+                            if let Err(e) = proxy.serve_connection(tcp, ctx).await {
                                 tracing::debug!(error = %e, "egress connection ended");
                             }
                         });
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "egress accept failed");
+                        tracing::warn!(error = %e, "egress handoff accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     }
                 }
             }
+        };
+        let handle = tokio::spawn(async move {
+            tokio::join!(relayed, handed_over);
         });
         running.insert(ws.clone(), handle);
     }
@@ -251,6 +284,22 @@ impl Egress {
             .unwrap_or_else(|e| e.into_inner())
             .remove(ws);
     }
+}
+
+/// Binds a Unix socket the workspace user may connect to (replacing a stale file).
+fn bind_open(path: &Path, ws: &WorkspaceId) -> Option<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = match tokio::net::UnixListener::bind(path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(workspace = %ws, path = %path.display(), error = %e, "cannot serve an egress socket");
+            return None;
+        }
+    };
+    if let Err(e) = crate::binary::set_mode(path, 0o666) {
+        tracing::warn!(workspace = %ws, error = %e, "cannot open the egress socket to the workspace");
+    }
+    Some(listener)
 }
 
 struct WorkspaceEgress {

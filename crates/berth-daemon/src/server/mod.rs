@@ -120,12 +120,26 @@ where
     // Loopback ports inside the workspace relayed to the server's sockets in the channel
     // directory: the only ways out of a workspace with no network.
     let mut relays = Vec::new();
-    for (listen, target, what) in [
-        (opts.gateway_listen, &opts.gateway_socket, "LLM gateway"),
-        (opts.egress_listen, &opts.egress_socket, "egress proxy"),
+    // The proxy takes connections over whole (no second hop) when it serves a handoff socket.
+    let handoff = opts
+        .egress_socket
+        .with_file_name(berth_egress::handoff::SOCKET_NAME);
+    for (listen, target, handoff, what) in [
+        (
+            opts.gateway_listen,
+            &opts.gateway_socket,
+            None,
+            "LLM gateway",
+        ),
+        (
+            opts.egress_listen,
+            &opts.egress_socket,
+            Some(handoff),
+            "egress proxy",
+        ),
     ] {
         let Some(addr) = listen else { continue };
-        match spawn_gateway_relay(addr, target.clone()).await {
+        match relay::spawn_relay(addr, target.clone(), handoff).await {
             Ok((_, task)) => relays.push(task),
             Err(e) => {
                 tracing::error!(listen = %addr, error = %e, "cannot start the {what} relay");

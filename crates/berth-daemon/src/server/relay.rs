@@ -21,15 +21,38 @@ pub async fn spawn_gateway_relay(
     listen: SocketAddr,
     socket: PathBuf,
 ) -> io::Result<(SocketAddr, JoinHandle<()>)> {
+    spawn_relay(listen, socket, None).await
+}
+
+/// Like [`spawn_gateway_relay`], but when `handoff` names a socket that accepts connections
+/// (the egress proxy's, see [`berth_egress::handoff`]), each accepted connection is handed
+/// over to the host whole instead of relayed; if the handoff fails, the bytes are relayed.
+pub async fn spawn_relay(
+    listen: SocketAddr,
+    socket: PathBuf,
+    handoff: Option<PathBuf>,
+) -> io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let socket = Arc::new(socket);
+    let handoff = handoff.map(Arc::new);
     tracing::info!(listen = %addr, socket = %socket.display(), "gateway relay listening");
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((tcp, peer)) => {
-                    tokio::spawn(relay_one(tcp, peer, socket.clone()));
+                    let (socket, handoff) = (socket.clone(), handoff.clone());
+                    tokio::spawn(async move {
+                        if let Some(h) = handoff {
+                            match hand_over(&tcp, &h).await {
+                                Ok(()) => return,
+                                Err(e) => {
+                                    tracing::debug!(%peer, error = %e, "handoff failed; relaying")
+                                }
+                            }
+                        }
+                        relay_one(tcp, peer, socket).await
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "gateway relay: accept failed");
@@ -39,6 +62,11 @@ pub async fn spawn_gateway_relay(
         }
     });
     Ok((addr, task))
+}
+
+async fn hand_over(tcp: &TcpStream, handoff: &std::path::Path) -> io::Result<()> {
+    let unix = UnixStream::connect(handoff).await?;
+    berth_egress::handoff::send(&unix, tcp).await
 }
 
 async fn relay_one(tcp: TcpStream, peer: SocketAddr, socket: Arc<PathBuf>) {
