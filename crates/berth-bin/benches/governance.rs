@@ -15,7 +15,7 @@
 //! 3. **Egress throughput**: a 100 MiB download from a loopback HTTP server, direct vs through
 //!    `berth_egress::Proxy` (in process, on a TCP listener) as a CONNECT tunnel and as a
 //!    forwarded plain-HTTP request; and (with the gateway half, which has the server and a
-//!    workspace) curl downloads inside the workspace through the daemon's relay and the proxy vs
+//!    workspace) curl downloads inside the workspace through the daemon's listener and the proxy vs
 //!    curl on the host.
 //! 4. **TLS interception**: new connection + TLS handshake + small GET, direct vs through the
 //!    proxy tunnelled vs intercepted (a rule with a path forces interception).
@@ -620,8 +620,8 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
 
 /// The whole egress path as a workspace sees it: `BULK_BYTES` downloads with curl from a
 /// loopback server, on the host straight to it vs inside the workspace through the daemon's
-/// relay (`127.0.0.1:3128`) → the proxy's Unix socket → the proxy, as a CONNECT tunnel
-/// (`--proxytunnel`) and as a forwarded plain-HTTP request. MB/s as curl reports them.
+/// listener (`127.0.0.1:3128`, which hands each connection to the proxy) and the proxy, as a
+/// CONNECT tunnel (`--proxytunnel`) and as a forwarded plain-HTTP request. MB/s as curl reports them.
 async fn workspace_downloads(s: &TestServer) -> [Vec<f64>; 3] {
     let bulk = start_bulk().await;
     let port = bulk.port();
@@ -1137,7 +1137,7 @@ fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
     println!();
     println!(
         "Egress from inside a workspace: {} MiB curl downloads from a loopback server, \
-         {WORKSPACE_ROUNDS} rounds, interleaved (MB/s; inside = daemon relay → proxy socket → proxy):",
+         {WORKSPACE_ROUNDS} rounds, interleaved (MB/s; inside = the daemon hands the connection to the proxy):",
         BULK_BYTES >> 20
     );
     println!();
