@@ -685,7 +685,7 @@ impl Conn {
 /// User-space copies through 256 KiB buffers (512 KiB per open tunnel). Measured on loopback
 /// (docs/benchmarks.md, fourth governance run) this matches `splice(2)` for the proxy alone and
 /// beats it end to end from a workspace, whose connection the proxy serves directly (handed
-/// over by the daemon): the kernel's splice path from a TCP socket moves a few pages per call.
+/// over by the daemon).
 async fn relay(upgraded: hyper::upgrade::Upgraded, upstream: TcpStream) -> io::Result<(u64, u64)> {
     let mut client = CountedIo::new(TokioIo::new(upgraded));
     let mut server = CountedIo::new(upstream);
