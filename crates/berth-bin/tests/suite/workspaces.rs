@@ -60,7 +60,9 @@ async fn workspace_is_hardened_non_root_and_capped() {
     let socks = socks["stdout"].as_str().unwrap();
     // The channel holds berth's own sockets and the CA bundle, nothing else.
     assert!(
-        socks.starts_with("berth-ca.crt\nca-bundle.crt\ndaemon.sock\negress.sock\ngateway.sock\n"),
+        socks.starts_with(
+            "berth-ca.crt\nca-bundle.crt\ndaemon.sock\negress-handoff.sock\negress.sock\ngateway.sock\n"
+        ),
         "{socks}"
     );
     assert!(!socks.contains("podman.sock"), "{socks}");
