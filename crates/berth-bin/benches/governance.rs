@@ -1051,6 +1051,24 @@ async fn main() {
     }
 }
 
+/// MB/s samples per path as a table; the first row is the baseline the ratios are taken to.
+fn throughput_table(rows: &[(&str, &Vec<f64>)]) {
+    let med = |v: &[f64]| percentile(v, 50.0);
+    let base = med(rows[0].1);
+    println!();
+    println!("| path | median | min | max | ratio to direct |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, v) in rows {
+        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = v.iter().cloned().fold(0.0, f64::max);
+        let m = med(v);
+        println!(
+            "| {label} | {m:.0} | {min:.0} | {max:.0} | {:.2} |",
+            m / base
+        );
+    }
+}
+
 fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
     println!();
     println!(
@@ -1140,22 +1158,11 @@ fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
          {WORKSPACE_ROUNDS} rounds, interleaved (MB/s; inside = the daemon hands the connection to the proxy):",
         BULK_BYTES >> 20
     );
-    println!();
-    println!("| path | median | min | max | ratio to direct |");
-    println!("|---|---:|---:|---:|---:|");
-    for (label, v) in [
+    throughput_table(&[
         ("host, direct", host),
         ("workspace, CONNECT tunnel", tunnel),
         ("workspace, plain-HTTP forward", forward),
-    ] {
-        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let max = v.iter().cloned().fold(0.0, f64::max);
-        println!(
-            "| {label} | {:.0} | {min:.0} | {max:.0} | {:.2} |",
-            med(v),
-            med(v) / med(host)
-        );
-    }
+    ]);
     let mut targets: Vec<TargetRow> = Vec::new();
     let ratio = med(tunnel) / med(host);
     targets.push((
@@ -1192,27 +1199,16 @@ fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
 
 fn print_egress(e: &EgressFigures) -> Vec<TargetRow> {
     let med = |v: &[f64]| percentile(v, 50.0);
-    let (bd, bt, bf) = (
-        med(&e.bulk_direct),
-        med(&e.bulk_tunnel),
-        med(&e.bulk_forward),
-    );
+    let (bd, bt) = (med(&e.bulk_direct), med(&e.bulk_tunnel));
     println!(
         "Egress throughput: {} MiB download from a loopback server, {BULK_ROUNDS} rounds per mode, interleaved (MB/s):",
         BULK_BYTES >> 20
     );
-    println!();
-    println!("| path | median | min | max | ratio to direct |");
-    println!("|---|---:|---:|---:|---:|");
-    for (label, v, m) in [
-        ("direct", &e.bulk_direct, bd),
-        ("proxy, CONNECT tunnel", &e.bulk_tunnel, bt),
-        ("proxy, plain-HTTP forward", &e.bulk_forward, bf),
-    ] {
-        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let max = v.iter().cloned().fold(0.0, f64::max);
-        println!("| {label} | {m:.0} | {min:.0} | {max:.0} | {:.2} |", m / bd);
-    }
+    throughput_table(&[
+        ("direct", &e.bulk_direct),
+        ("proxy, CONNECT tunnel", &e.bulk_tunnel),
+        ("proxy, plain-HTTP forward", &e.bulk_forward),
+    ]);
     println!();
     println!(
         "TLS: new connection + handshake + small GET, {TLS_REQUESTS} per mode, interleaved (ms):"

@@ -26,12 +26,13 @@ use tokio::net::{TcpStream, UnixStream};
 /// directory.
 pub const SOCKET_NAME: &str = "egress-handoff.sock";
 
-/// Passes `tcp` over `unix` (one byte of payload plus the descriptor).
-pub async fn send(unix: &UnixStream, tcp: &TcpStream) -> io::Result<()> {
+/// Passes `socket` (the accepted TCP connection) over `unix`: one byte of payload plus the
+/// descriptor.
+pub async fn send(unix: &UnixStream, socket: impl AsFd) -> io::Result<()> {
     loop {
         unix.writable().await?;
         let sent = unix.try_io(Interest::WRITABLE, || {
-            let fds = [tcp.as_fd()];
+            let fds = [socket.as_fd()];
             let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
             let mut control = SendAncillaryBuffer::new(&mut space);
             if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
@@ -139,31 +140,17 @@ mod tests {
         assert_eq!(&buf, b"pong");
     }
 
-    fn send_fd(unix: &UnixStream, fd: std::os::fd::BorrowedFd<'_>) {
-        let fds = [fd];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
-        sendmsg(
-            unix,
-            &[IoSlice::new(b"T")],
-            &mut control,
-            SendFlags::empty(),
-        )
-        .unwrap();
-    }
-
     #[tokio::test]
     async fn only_connected_tcp_sockets_are_accepted() {
         let (a, b) = UnixStream::pair().unwrap();
         // A listening TCP socket.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        send_fd(&a, listener.as_fd());
+        send(&a, &listener).await.unwrap();
         let e = receive(&b).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         // A Unix socket.
         let (x, _y) = UnixStream::pair().unwrap();
-        send_fd(&a, x.as_fd());
+        send(&a, &x).await.unwrap();
         let e = receive(&b).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
         // A byte without a descriptor.

@@ -36,7 +36,7 @@ pub async fn spawn_relay(
     let addr = listener.local_addr()?;
     let socket = Arc::new(socket);
     let handoff = handoff.map(Arc::new);
-    tracing::info!(listen = %addr, socket = %socket.display(), "gateway relay listening");
+    tracing::info!(listen = %addr, socket = %socket.display(), handoff = handoff.is_some(), "relay listening");
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
