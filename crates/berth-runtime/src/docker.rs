@@ -711,6 +711,53 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    async fn exec_status(&self, id: &str, cmd: &[String]) -> Result<i64, RuntimeError> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions::<String> {
+                    cmd: Some(cmd.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| self.map_err(e))?;
+        if let StartExecResults::Attached { mut output, .. } = started {
+            // Drain (and drop) the output: the exit code is final once the stream ends.
+            while let Some(chunk) = output.next().await {
+                chunk.map_err(|e| self.map_err(e))?;
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        inspected.exit_code.ok_or_else(|| {
+            RuntimeError::Other(format!(
+                "engine reported no exit code for exec {} in {id}",
+                created.id
+            ))
+        })
+    }
+
     async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError> {
         let t0 = Instant::now();
         let first = self.stats_once(id).await?;

@@ -59,13 +59,17 @@ pub enum Call {
     Usage {
         id: String,
     },
+    ExecStatus {
+        id: String,
+        cmd: Vec<String>,
+    },
 }
 
 impl Call {
     /// The operation name, as used by [`FakeRuntime::fail_next`]: the trait method name
     /// (`"info"`, `"image_exists"`, `"ensure_volume"`, `"volume_exists"`, `"remove_volume"`,
     /// `"create_container"`, `"start_container"`, `"stop_container"`, `"remove_container"`,
-    /// `"inspect_container"`, `"list_containers"`, `"wait_container"`, `"usage"`).
+    /// `"inspect_container"`, `"list_containers"`, `"wait_container"`, `"usage"`, `"exec_status"`).
     pub fn op(&self) -> &'static str {
         match self {
             Call::Info => "info",
@@ -81,6 +85,7 @@ impl Call {
             Call::ListContainers { .. } => "list_containers",
             Call::WaitContainer { .. } => "wait_container",
             Call::Usage { .. } => "usage",
+            Call::ExecStatus { .. } => "exec_status",
         }
     }
 }
@@ -582,6 +587,23 @@ impl Runtime for FakeRuntime {
             cpu_percent: 0.0,
             pids: 0,
         }))
+    }
+
+    /// Exit 0 in a running container; `invalid_state`-like engine error otherwise.
+    async fn exec_status(&self, id: &str, cmd: &[String]) -> Result<i64, RuntimeError> {
+        let g = self.enter(Call::ExecStatus {
+            id: id.to_string(),
+            cmd: cmd.to_vec(),
+        })?;
+        let Some(cid) = find_id(&g, id) else {
+            return Err(RuntimeError::NotFound(format!("no such container: {id}")));
+        };
+        match g.containers.get(&cid).map(|c| &c.status.state) {
+            Some(ContainerState::Running) => Ok(0),
+            _ => Err(RuntimeError::Conflict(format!(
+                "container {id} is not running"
+            ))),
+        }
     }
 }
 

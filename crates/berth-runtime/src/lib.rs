@@ -72,4 +72,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError>;
     /// One-shot resource usage of a running container.
     async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError>;
+    /// Run `cmd` in a running container as its configured user (no TTY, output discarded) and
+    /// return the exit code. For probes such as `berth doctor`'s smoke check; workspaces run
+    /// their commands through the daemon instead.
+    async fn exec_status(&self, id: &str, cmd: &[String]) -> Result<i64, RuntimeError>;
 }

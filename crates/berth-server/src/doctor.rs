@@ -25,10 +25,21 @@ pub async fn run(state: &AppState) -> DoctorReport {
             ));
             checks.push(engine_config(info));
             let tag = state.default_image();
-            checks.push(match state.runtime.image_exists(&tag).await {
+            let image = match state.runtime.image_exists(&tag).await {
                 Ok(true) => ok("image", format!("{tag} is present")),
                 Ok(false) => fail("image", format!("{tag} is missing"), "berth image build"),
                 Err(e) => fail("image", e.to_string(), "fix the engine check first"),
+            };
+            let have_image = image.ok;
+            checks.push(image);
+            checks.push(if have_image {
+                crate::smoke::check(state, &tag).await
+            } else {
+                fail(
+                    "engine_smoke",
+                    "skipped: needs the workspace base image".into(),
+                    "berth image build, then berth doctor again",
+                )
             });
         }
         Err(e) => {

@@ -95,4 +95,7 @@ impl Runtime for Engine {
     async fn usage(&self, id: &str) -> Result<ResourceUsage, RuntimeError> {
         self.docker()?.usage(id).await
     }
+    async fn exec_status(&self, id: &str, cmd: &[String]) -> Result<i64, RuntimeError> {
+        self.docker()?.exec_status(id, cmd).await
+    }
 }

@@ -15,6 +15,7 @@ mod lifecycle;
 mod openapi;
 mod reconciler;
 mod routes;
+mod smoke;
 mod state;
 mod tasks;
 mod ui;

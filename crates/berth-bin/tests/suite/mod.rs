@@ -1,5 +1,6 @@
 mod auth;
 mod cli;
+mod doctor;
 mod egress;
 mod egress_tricks;
 mod oom;
