@@ -313,6 +313,12 @@ await step('phone-size screenshots (375x812)', async () => {
   if (overflow > 2) throw new Error(`the tasks page overflows the phone width by ${overflow}px`);
 });
 
+await step('no Content-Security-Policy violations', async () => {
+  // The server sends a strict CSP: anything the UI needs that it blocks shows up here.
+  const blocked = consoleLines.filter((l) => /Content Security Policy/i.test(l));
+  if (blocked.length) throw new Error(`CSP blocked:\n${blocked.join('\n')}`);
+});
+
 await cleanup();
 clearTimeout(watchdog);
 console.log(

@@ -184,3 +184,116 @@ mod tests {
         assert_eq!(s, "id:     ws_1\nmemory: 512m\n");
     }
 }
+
+/// `s` made safe to print on the operator's terminal: escape sequences (CSI, OSC, DCS, …, in
+/// their 7-bit and C1 forms) removed whole, other control characters (C0 but newline and tab,
+/// carriage return, DEL, C1) and bidirectional overrides dropped. Agent text is written by a
+/// hostile party as far as the operator's terminal is concerned: an OSC 52 could fill the
+/// clipboard, a CSI could rewrite what was shown, a title sequence could answer back.
+pub(crate) fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => skip_csi(&mut chars),
+                Some(']' | 'P' | 'X' | '^' | '_') => skip_string(&mut chars),
+                // Two-character escapes (ESC c, ESC 7, …) and charset selections (ESC ( B).
+                Some('(' | ')' | '*' | '+' | '#' | '%') => {
+                    chars.next();
+                }
+                _ => {}
+            },
+            '\u{9b}' => skip_csi(&mut chars),
+            '\u{90}' | '\u{98}' | '\u{9d}' | '\u{9e}' | '\u{9f}' => skip_string(&mut chars),
+            c if unsafe_char(c) => {}
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Skips a control sequence's parameters up to and including its final byte.
+fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for c in chars.by_ref() {
+        if ('\u{40}'..='\u{7e}').contains(&c) {
+            break;
+        }
+    }
+}
+
+/// Skips a string sequence (OSC, DCS, SOS, PM, APC) up to its terminator: BEL, ESC \ or ST.
+fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(c) = chars.next() {
+        match c {
+            '\x07' | '\u{9c}' => break,
+            '\x1b' => {
+                if chars.peek() == Some(&'\\') {
+                    chars.next();
+                }
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every string in `v` made [`terminal_safe`].
+pub(crate) fn terminal_safe_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(clean) = terminal_safe(s) {
+                *s = clean;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(terminal_safe_json),
+        serde_json::Value::Object(map) => map.values_mut().for_each(terminal_safe_json),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod terminal_safe_tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_and_controls_are_removed_text_stays() {
+        let cases = [
+            ("plain text\n\twith tab", "plain text\n\twith tab"),
+            ("\x1b[2J\x1b[1;1Hcleared", "cleared"),
+            ("red \x1b[31mtext\x1b[0m", "red text"),
+            // OSC 52 (clipboard) with BEL and with ST terminators, OSC 0 (title).
+            ("a\x1b]52;c;ZXZpbA==\x07b", "ab"),
+            ("a\x1b]0;owned\x1b\\b", "ab"),
+            // C1 CSI and OSC.
+            ("x\u{9b}31my", "xy"),
+            ("x\u{9d}0;t\u{9c}y", "xy"),
+            ("over\rwrite\x08\x7f", "overwrite"),
+            ("bidi \u{202e}txet\u{202c} end", "bidi txet end"),
+            ("charset \x1b(0lqk\x1b(B", "charset lqk"),
+            ("unterminated \x1b]8;;http://x", "unterminated "),
+            ("ünïcödé ✓", "ünïcödé ✓"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(terminal_safe(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn json_strings_are_cleaned_in_place() {
+        let mut v = serde_json::json!({"type": "message", "text": "hi\x1b]52;c;eA==\x07", "n": 1,
+            "items": ["\x1b[31mx"]});
+        terminal_safe_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "message", "text": "hi", "n": 1, "items": ["x"]})
+        );
+    }
+}

@@ -358,6 +358,10 @@ pub enum TaskCmd {
         /// Print each event as one line of JSON (with --detach: the task as JSON)
         #[arg(long)]
         json: bool,
+        /// Print the agent's text as it came, terminal control sequences included (default:
+        /// escape sequences and control characters are stripped)
+        #[arg(long)]
+        raw: bool,
         /// Also show the agent's diagnostics and unmapped events
         #[arg(long, short = 'v')]
         verbose: bool,
@@ -378,6 +382,10 @@ pub enum TaskCmd {
         /// Print the API's JSON
         #[arg(long)]
         json: bool,
+        /// Print the agent's text as it came, terminal control sequences included (default:
+        /// escape sequences and control characters are stripped)
+        #[arg(long)]
+        raw: bool,
     },
     /// Show a task: agent, state, usage, last message
     Show {
@@ -386,6 +394,10 @@ pub enum TaskCmd {
         /// Print the API's JSON
         #[arg(long)]
         json: bool,
+        /// Print the agent's text as it came, terminal control sequences included (default:
+        /// escape sequences and control characters are stripped)
+        #[arg(long)]
+        raw: bool,
     },
     /// Print a task's events; with -f keep following them
     Logs {
@@ -397,6 +409,10 @@ pub enum TaskCmd {
         /// Print each event as one line of JSON
         #[arg(long)]
         json: bool,
+        /// Print the agent's text as it came, terminal control sequences included (default:
+        /// escape sequences and control characters are stripped)
+        #[arg(long)]
+        raw: bool,
         /// Only events after this sequence number
         #[arg(long, value_name = "N", default_value_t = 0)]
         after: u64,
@@ -414,6 +430,10 @@ pub enum TaskCmd {
         /// Print each event as one line of JSON (without --wait: the task as JSON)
         #[arg(long)]
         json: bool,
+        /// Print the agent's text as it came, terminal control sequences included (default:
+        /// escape sequences and control characters are stripped)
+        #[arg(long)]
+        raw: bool,
         /// Also show the agent's diagnostics and unmapped events
         #[arg(long, short = 'v')]
         verbose: bool,

@@ -9,7 +9,7 @@ use berth_domain::{EventKind, TaskState};
 use serde_json::Value;
 
 use crate::client::{decode, one_line, task_path, CliError, Client, Result};
-use crate::format::{key_values, short_time, table};
+use crate::format::{key_values, short_time, table, terminal_safe, terminal_safe_json};
 use crate::{Ctx, TaskCmd};
 
 /// Events asked for per page by `task logs` (the server may send fewer).
@@ -35,6 +35,7 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
             worktree,
             detach,
             json,
+            raw,
             verbose,
             prompt,
         } => {
@@ -63,7 +64,7 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
                     t.id, t.agent, t.workspace
                 ));
             }
-            let mut printer = Printer::new(&t.id, json, verbose, ctx.color);
+            let mut printer = Printer::new(&t.id, json, verbose, ctx.color).raw(raw);
             let end = follow(client, ctx, &t.id, 0, Until::TurnOver, &mut printer).await?;
             turn_result(ctx, &t.id, end)
         }
@@ -71,6 +72,7 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
             workspace,
             state,
             json,
+            raw,
         } => {
             let v = client
                 .get_query_value("/tasks", &TaskQuery { workspace, state })
@@ -82,18 +84,18 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
                 if list.is_empty() {
                     ctx.print("no tasks (start one: berth task run WS --agent claude PROMPT)\n")?;
                 } else {
-                    ctx.print(&task_table(&list))?;
+                    ctx.print(&shown(&task_table(&list), raw))?;
                 }
             }
             Ok(0)
         }
-        TaskCmd::Show { task, json } => {
+        TaskCmd::Show { task, json, raw } => {
             let v = client.get_value(&task_path(&task)).await?;
             if json {
                 ctx.print_json(&v)?;
             } else {
                 let t: Task = decode(v)?;
-                ctx.print(&task_details(&t))?;
+                ctx.print(&shown(&task_details(&t), raw))?;
             }
             Ok(0)
         }
@@ -101,10 +103,11 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
             task,
             follow: keep_following,
             json,
+            raw,
             after,
             verbose,
         } => {
-            let mut printer = Printer::new(&task, json, verbose, ctx.color);
+            let mut printer = Printer::new(&task, json, verbose, ctx.color).raw(raw);
             if keep_following {
                 // Ends when the task fails or is cancelled, or on Ctrl-C: both are success.
                 follow(client, ctx, &task, after, Until::Final, &mut printer).await?;
@@ -147,6 +150,7 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
             task,
             wait,
             json,
+            raw,
             verbose,
             text,
         } => {
@@ -172,7 +176,7 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
             let Some(after) = before else {
                 return Ok(0);
             };
-            let mut printer = Printer::new(&t.id, json, verbose, ctx.color);
+            let mut printer = Printer::new(&t.id, json, verbose, ctx.color).raw(raw);
             let end = follow(client, ctx, &t.id, after, Until::TurnOver, &mut printer).await?;
             turn_result(ctx, &t.id, end)
         }
@@ -183,6 +187,15 @@ pub(crate) async fn task(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
             ctx.print(&format!("cancelled {task}\n"))?;
             Ok(0)
         }
+    }
+}
+
+/// Text for the terminal: agent-written parts made [`terminal_safe`] unless `--raw`.
+fn shown(text: &str, raw: bool) -> String {
+    if raw {
+        text.to_owned()
+    } else {
+        terminal_safe(text).into_owned()
     }
 }
 
@@ -461,6 +474,8 @@ pub(crate) struct Printer {
     json: bool,
     verbose: bool,
     color: bool,
+    /// Print agent text as it came (`--raw`); else control sequences are stripped.
+    raw: bool,
     /// Text of the assistant message streamed so far as deltas.
     delta: String,
     /// The cursor is after delta text, not at the start of a line.
@@ -476,14 +491,28 @@ impl Printer {
             json,
             verbose,
             color,
+            raw: false,
             delta: String::new(),
             open_line: false,
             last_message: None,
         }
     }
 
+    /// With `raw`, agent text is printed as it came, control sequences included.
+    pub fn raw(mut self, raw: bool) -> Self {
+        self.raw = raw;
+        self
+    }
+
     /// Prints one event (`raw` is its JSON text); returns it decoded when it is a known type.
+    /// Agent-written strings are made [`terminal_safe`] before rendering unless `--raw` (JSON
+    /// output escapes control characters itself and is printed as received).
     fn event(&mut self, ctx: &mut Ctx<'_>, raw: &str, v: &Value) -> Result<Option<TaskEvent>> {
+        let mut v = v.clone();
+        if !self.raw && !self.json {
+            terminal_safe_json(&mut v);
+        }
+        let v = &v;
         let ev = serde_json::from_value::<TaskEvent>(v.clone()).ok();
         let text = if self.json {
             format!("{raw}\n")

@@ -7,6 +7,13 @@ use include_dir::{include_dir, Dir};
 
 static UI: Dir<'_> = include_dir!("$OUT_DIR/ui");
 
+/// The UI's Content-Security-Policy: only its own scripts, no framing, no plugins, API and
+/// WebSockets on the same origin. `style-src 'unsafe-inline'` because xterm.js injects `<style>`
+/// elements for the terminal theme; scripts stay strict (no inline, no eval).
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; \
+base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 pub async fn serve(uri: Uri) -> Response {
     let path = uri.path().trim_start_matches('/');
     if path.starts_with("api/") || path == "api" {
@@ -31,6 +38,9 @@ pub async fn serve(uri: Uri) -> Response {
             (header::CONTENT_TYPE, mime.as_ref().to_owned()),
             (header::CACHE_CONTROL, cache.to_owned()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::CONTENT_SECURITY_POLICY, CSP.to_owned()),
+            (header::X_FRAME_OPTIONS, "DENY".to_owned()),
+            (header::REFERRER_POLICY, "no-referrer".to_owned()),
         ],
         file.contents(),
     )

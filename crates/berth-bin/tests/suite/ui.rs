@@ -31,13 +31,23 @@ async fn web_ui_end_to_end_in_chromium() {
         },
     )
     .await;
-    // The server serves the built UI itself.
-    let page = reqwest::get(format!("{}/", s.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The server serves the built UI itself, with headers that forbid framing, referrers and
+    // scripts from anywhere but itself.
+    let resp = reqwest::get(format!("{}/", s.url)).await.unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let csp = header("content-security-policy");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-eval"), "{csp}");
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    let page = resp.text().await.unwrap();
     assert!(
         page.contains("<div id=\"root\"") || page.contains("id=root"),
         "{page}"

@@ -55,9 +55,11 @@ fn task_commands_parse() {
             worktree,
             detach,
             json,
+            raw,
             verbose,
             prompt,
         } => {
+            assert!(!raw);
             assert_eq!(ws, "acme/web");
             assert_eq!(agent, "codex");
             assert_eq!(model.as_deref(), Some("o3"));
@@ -107,6 +109,7 @@ fn task_commands_parse() {
             workspace,
             state,
             json,
+            ..
         } => {
             assert_eq!(workspace.as_deref(), Some("acme/web"));
             assert_eq!(state.as_deref(), Some("running"));
@@ -117,7 +120,7 @@ fn task_commands_parse() {
     assert!(parse(&["task", "ls", "--state", "done"]).is_err());
     assert!(matches!(
         task_cmd(&["task", "show", "tsk_1", "--json"]),
-        TaskCmd::Show { task, json: true } if task == "tsk_1"
+        TaskCmd::Show { task, json: true, raw: false } if task == "tsk_1"
     ));
     match task_cmd(&[
         "task", "logs", "tsk_1", "-f", "--after", "5", "--json", "-v",
@@ -128,6 +131,7 @@ fn task_commands_parse() {
             json,
             after,
             verbose,
+            ..
         } => {
             assert_eq!(task, "tsk_1");
             assert!(follow && json && verbose);
@@ -357,6 +361,18 @@ fn script(task: &str) -> Vec<Value> {
             ev(
                 4,
                 json!({"type":"status","state":"failed","reason":"the agent exited with code 1"}),
+            ),
+        ],
+        // Agent text aimed at the operator's terminal: clipboard write (OSC 52), screen clear,
+        // a title change and a carriage-return overwrite.
+        "tsk_evil" => vec![
+            ev(
+                1,
+                json!({"type":"message","text":"done\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\u{1b}]0;pwned\u{7} ok\rX"}),
+            ),
+            ev(
+                2,
+                json!({"type":"tool_call","call_id":"c1","name":"Bash","input":{"command":"ls \u{1b}[8mhidden"}}),
             ),
         ],
         "tsk_hang" => vec![
@@ -765,6 +781,22 @@ async fn task_logs_pages_through_the_events() {
 
     let o = run_t(&url, &["task", "logs", "nope"]).await;
     assert_eq!(o.code, 0, "an unknown task has no events here: {}", o.err);
+}
+
+/// Fails without the sanitising: the escape sequences reach stdout as they came.
+#[tokio::test]
+async fn task_logs_strip_terminal_control_sequences_unless_raw() {
+    let url = serve_tasks(TaskSeen::default()).await;
+    let o = run_t(&url, &["task", "logs", "tsk_evil"]).await;
+    assert_eq!(o.code, 0, "{}", o.err);
+    assert_eq!(o.out, "done okX\n$ ls hidden\n");
+    assert!(!o.out.contains('\u{1b}') && !o.out.contains('\r') && !o.out.contains('\u{7}'));
+    let o = run_t(&url, &["task", "logs", "tsk_evil", "--raw"]).await;
+    assert!(o.out.contains("\u{1b}]52;c;"), "{:?}", o.out);
+    // JSON output carries the text escaped, as JSON does.
+    let o = run_t(&url, &["task", "logs", "tsk_evil", "--json"]).await;
+    assert!(!o.out.contains('\u{1b}'), "{:?}", o.out);
+    assert!(o.out.contains("\\u001b]52"), "{:?}", o.out);
 }
 
 #[tokio::test]
