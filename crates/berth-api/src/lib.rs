@@ -50,7 +50,9 @@ pub struct CreateWorkspace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Engine network mode: `none` (no network; the only way out is berth's egress proxy) or
-    /// `bridge`. Default from the server config (`none`).
+    /// `bridge` (the engine's unfiltered network: bypasses egress rules and secrets placeholders;
+    /// only an `admin` token may ask for it, others get 403 `forbidden`). Default from the server
+    /// config (`none`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// Initial egress rules, e.g. `["allow registry.npmjs.org", "allow *.github.com:443"]`.

@@ -327,6 +327,21 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
     }
 }
 
+/// `network: bridge` puts a workspace on the engine's unfiltered network, outside berth's egress
+/// proxy, rules and secret placeholders: only an admin may ask for it (the server-wide default is
+/// the admin's own choice).
+pub fn check_network_allowed(role: &str, requested: Option<&str>) -> ApiResult<()> {
+    match requested {
+        Some(n) if n != "none" && role != "admin" => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "network {n:?} bypasses berth's egress proxy; only an admin token may ask for it"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Engine objects created so far, for rollback.
 #[derive(Default)]
 struct Undo {

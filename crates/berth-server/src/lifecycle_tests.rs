@@ -399,3 +399,15 @@ async fn a_newer_server_detects_an_older_daemon() {
     let err = crate::error::ApiError::from(h.state.daemon(&w.id).session_list().await.unwrap_err());
     assert_eq!(err.code, ErrorCode::DaemonOutdated);
 }
+
+#[test]
+fn only_admins_may_ask_for_the_unfiltered_network() {
+    assert!(check_network_allowed("admin", Some("bridge")).is_ok());
+    assert!(check_network_allowed("member", Some("none")).is_ok());
+    assert!(check_network_allowed("member", None).is_ok());
+    for role in ["member", "owner", "viewer", ""] {
+        let e = check_network_allowed(role, Some("bridge")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Forbidden, "{role}");
+        assert!(e.message.contains("only an admin"), "{}", e.message);
+    }
+}

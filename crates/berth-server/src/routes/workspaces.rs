@@ -71,6 +71,7 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = api::CreateWorkspace,
     responses((status = 201, body = api::Workspace), (status = 400, body = api::ErrorBody),
+        (status = 403, description = "`network: bridge` asked for by a token that is not admin", body = api::ErrorBody),
         (status = 409, body = api::ErrorBody), (status = 424, body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -88,6 +89,10 @@ pub async fn create(
         },
         Err(_) => "(invalid request)".to_owned(),
     };
+    let req = req.and_then(|r| {
+        lifecycle::check_network_allowed(&actor.role, r.network.as_deref())?;
+        Ok(r)
+    });
     let result = match req.and_then(|r| lifecycle::CreateSpec::from_request(&state, &r)) {
         Ok(spec) => lifecycle::create(&state, spec).await,
         Err(e) => Err(e),
