@@ -280,6 +280,21 @@ pub(crate) fn validate_spec(
     if spec.network_mode.trim().is_empty() {
         return bad("network_mode is empty".into());
     }
+    if let Some(u) = &spec.userns {
+        if u != "auto" && !u.starts_with("auto:") {
+            return bad(format!(
+                "userns {u:?} is not supported: use \"auto\" (or leave it unset)"
+            ));
+        }
+    }
+    for m in &spec.mounts {
+        if let Mount::Bind { source, .. } = m {
+            let s = source.to_string_lossy();
+            if spec.userns.is_some() && (s.contains(':') || s.contains(',')) {
+                return bad(format!("bind source {s:?} cannot contain ':' or ','"));
+            }
+        }
+    }
     if spec.network_mode == "host" || spec.network_mode.starts_with("container:") {
         return bad(format!(
             "network_mode {:?} is not allowed",
@@ -329,30 +344,40 @@ pub(crate) fn validate_spec(
 
 /// The engine request for a spec, with the hardening applied.
 pub(crate) fn container_config(spec: &ContainerSpec) -> Config<String> {
-    let mounts = spec
-        .mounts
-        .iter()
-        .map(|m| match m {
-            Mount::Volume { name, target } => BollardMount {
+    // In a private user namespace, what the container must write (volumes, writable binds) is
+    // mounted with Podman's `U` option (chown to the container's range on start); the Docker
+    // API's typed mounts cannot say that, its `Binds` strings can.
+    let chown = spec.userns.is_some();
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    for m in &spec.mounts {
+        match m {
+            Mount::Volume { name, target } if chown => binds.push(format!("{name}:{target}:U")),
+            Mount::Volume { name, target } => mounts.push(BollardMount {
                 target: Some(target.clone()),
                 source: Some(name.clone()),
                 typ: Some(MountTypeEnum::VOLUME),
                 read_only: Some(false),
                 ..Default::default()
-            },
+            }),
+            Mount::Bind {
+                source,
+                target,
+                read_only: false,
+            } if chown => binds.push(format!("{}:{target}:rw,U", source.display())),
             Mount::Bind {
                 source,
                 target,
                 read_only,
-            } => BollardMount {
+            } => mounts.push(BollardMount {
                 target: Some(target.clone()),
                 source: Some(source.to_string_lossy().into_owned()),
                 typ: Some(MountTypeEnum::BIND),
                 read_only: Some(*read_only),
                 ..Default::default()
-            },
-        })
-        .collect::<Vec<_>>();
+            }),
+        }
+    }
     let host_config = HostConfig {
         memory: Some(spec.memory_bytes),
         memory_swap: Some(spec.memory_bytes),
@@ -366,7 +391,8 @@ pub(crate) fn container_config(spec: &ContainerSpec) -> Config<String> {
         readonly_rootfs: Some(spec.readonly_rootfs),
         init: Some(spec.init),
         mounts: Some(mounts),
-        binds: None,
+        binds: (!binds.is_empty()).then_some(binds),
+        userns_mode: spec.userns.clone(),
         publish_all_ports: Some(false),
         ..Default::default()
     };
@@ -904,6 +930,41 @@ mod tests {
         assert_eq!(mounts[1].source.as_deref(), Some("/var/lib/berth/ws1/chan"));
         assert_eq!(c.user.as_deref(), Some("1000:1000"));
         assert_eq!(c.image.as_deref(), Some("localhost/img:1"));
+    }
+
+    #[test]
+    fn a_private_user_namespace_mounts_writable_storage_with_chown() {
+        let mut s = spec();
+        s.userns = Some("auto".into());
+        s.mounts.push(Mount::Bind {
+            source: "/opt/berth/bin".into(),
+            target: "/opt/berth/berth".into(),
+            read_only: true,
+        });
+        let h = container_config(&s).host_config.unwrap_or_default();
+        assert_eq!(h.userns_mode.as_deref(), Some("auto"));
+        assert_eq!(
+            h.binds,
+            Some(vec![
+                "vol1:/home/agent:U".to_string(),
+                "/var/lib/berth/ws1/chan:/run/berth:rw,U".to_string()
+            ])
+        );
+        // Read-only binds stay typed mounts, untouched.
+        let mounts = h.mounts.unwrap_or_default();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].read_only, Some(true));
+        let forbidden = vec![];
+        assert!(validate_spec(&s, &forbidden).is_ok());
+        s.userns = Some("host".into());
+        assert!(validate_spec(&s, &forbidden).is_err());
+        s.userns = Some("auto".into());
+        s.mounts.push(Mount::Bind {
+            source: "/tmp/a:b".into(),
+            target: "/x".into(),
+            read_only: false,
+        });
+        assert!(validate_spec(&s, &forbidden).is_err());
     }
 
     #[test]

@@ -36,6 +36,13 @@ pub struct ContainerSpec {
     pub readonly_rootfs: bool,
     /// Run an init process (tini / podman-init) as pid 1: fast stop, zombie reaping.
     pub init: bool,
+    /// The engine's user-namespace mode. `Some("auto")` (Podman): the container gets a private
+    /// range of host uids/gids of its own (from the `containers` entry of /etc/subuid), so its
+    /// uid 1000 (and its root) are nobody on the host and nobody in another workspace; volumes
+    /// and writable binds are then mounted with Podman's `U` option so their files follow the
+    /// container's range. `None`: the engine default (host uids, shared by every container;
+    /// Docker's daemon-wide `userns-remap` is configured on the daemon, not here).
+    pub userns: Option<String>,
 }
 
 impl Default for ContainerSpec {
@@ -57,6 +64,7 @@ impl Default for ContainerSpec {
             cap_add: Vec::new(),
             readonly_rootfs: false,
             init: true,
+            userns: None,
         }
     }
 }
