@@ -472,6 +472,7 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
         cap_add: Vec::new(),
         readonly_rootfs: false,
         init: true,
+        userns: None,
     };
     Ok(state.runtime.create_container(&spec).await?)
 }

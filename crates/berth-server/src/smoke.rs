@@ -202,6 +202,7 @@ fn spec(
         cap_add: Vec::new(),
         readonly_rootfs: false,
         init: true,
+        userns: None,
     }
 }
 
