@@ -389,6 +389,14 @@ pub(crate) fn container_config(spec: &ContainerSpec) -> Config<String> {
         security_opt: Some(vec!["no-new-privileges".to_string()]),
         privileged: Some(false),
         readonly_rootfs: Some(spec.readonly_rootfs),
+        // A read-only root keeps its scratch space: tmpfs (counted in the memory cgroup, so
+        // bounded by the memory cap). Podman adds these itself; Docker does not.
+        tmpfs: spec.readonly_rootfs.then(|| {
+            HashMap::from([
+                ("/tmp".to_string(), "rw,nosuid,nodev,exec".to_string()),
+                ("/var/tmp".to_string(), "rw,nosuid,nodev".to_string()),
+            ])
+        }),
         init: Some(spec.init),
         mounts: Some(mounts),
         binds: (!binds.is_empty()).then_some(binds),

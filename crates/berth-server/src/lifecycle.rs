@@ -470,7 +470,8 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
         ],
         network_mode: w.network.clone(),
         cap_add: Vec::new(),
-        readonly_rootfs: false,
+        // The image is not the agent's to change; scratch space is tmpfs, work is in the volume.
+        readonly_rootfs: true,
         init: true,
         userns: None,
     };

@@ -200,7 +200,8 @@ fn spec(
         ],
         network_mode: state.config.default_network.clone(),
         cap_add: Vec::new(),
-        readonly_rootfs: false,
+        // The image is not the agent's to change; scratch space is tmpfs, work is in the volume.
+        readonly_rootfs: true,
         init: true,
         userns: None,
     }

@@ -74,6 +74,23 @@ async fn workspace_is_hardened_non_root_and_capped() {
         )
         .await;
     assert_eq!(home["stdout"], "/home/agent\n1000\n");
+    // The image is read-only, even where its files would allow writes; scratch space is tmpfs.
+    let rootfs = s
+        .exec(
+            "acme/web",
+            &[
+                "sh",
+                "-c",
+                "touch /var/lib/x 2>&1; touch /usr/local/bin/x 2>&1; touch /tmp/ok /var/tmp/ok && echo scratch-ok",
+            ],
+        )
+        .await;
+    let rootfs = rootfs["stdout"].as_str().unwrap();
+    assert!(
+        rootfs.matches("Read-only file system").count() == 2,
+        "{rootfs}"
+    );
+    assert!(rootfs.ends_with("scratch-ok\n"), "{rootfs}");
 
     // The engine agrees on limits and hardening.
     let c = engine()
@@ -91,6 +108,7 @@ async fn workspace_is_hardened_non_root_and_capped() {
         .iter()
         .any(|o| o.contains("no-new-privileges")));
     assert_eq!(hc.privileged, Some(false));
+    assert_eq!(hc.readonly_rootfs, Some(true));
     let mounts = c.mounts.unwrap_or_default();
     assert_eq!(mounts.len(), 3, "{mounts:?}");
     for m in &mounts {
