@@ -149,7 +149,8 @@ impl TestServer {
         }
         self.child = Some(cmd.spawn().unwrap());
         let client = reqwest::Client::new();
-        for _ in 0..300 {
+        // Up to 60 s: a loaded 2-core machine (parallel test binaries) can be slow to start it.
+        for _ in 0..1200 {
             if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await {
                 if r.status().is_success() {
                     return;
