@@ -192,12 +192,7 @@ impl Dir {
         self.check_private()?;
         self.remove(name)?;
         let listener = std::os::unix::net::UnixListener::bind(self.fd_path(name))?;
-        rfs::chmodat(
-            &self.fd,
-            name,
-            Mode::from_raw_mode(mode),
-            AtFlags::empty(),
-        )?;
+        rfs::chmodat(&self.fd, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
         listener.set_nonblocking(true)?;
         Ok(listener)
     }

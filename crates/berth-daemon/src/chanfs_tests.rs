@@ -69,8 +69,9 @@ impl Canaries {
             Plant::SymlinkToDir => std::os::unix::fs::symlink(&self.dir, at).unwrap(),
             Plant::SymlinkToSocket => std::os::unix::fs::symlink(&self.socket, at).unwrap(),
             Plant::Hardlink => fs::hard_link(&self.file, at).unwrap(),
-            Plant::Fifo => nix::unistd::mkfifo(at, nix::sys::stat::Mode::from_bits_truncate(0o666))
-                .unwrap(),
+            Plant::Fifo => {
+                nix::unistd::mkfifo(at, nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap()
+            }
             Plant::DirWithLinks => {
                 fs::create_dir(at).unwrap();
                 std::os::unix::fs::symlink(&self.file, at.join("f")).unwrap();
@@ -86,7 +87,11 @@ impl Canaries {
     /// The canaries are exactly as created.
     fn assert_untouched(&self, what: &str) {
         let m = fs::metadata(&self.file).unwrap();
-        assert_eq!(fs::read_to_string(&self.file).unwrap(), "original", "{what}");
+        assert_eq!(
+            fs::read_to_string(&self.file).unwrap(),
+            "original",
+            "{what}"
+        );
         assert_eq!(m.mode() & 0o7777, 0o600, "{what}: canary file mode");
         assert_eq!(m.uid(), euid(), "{what}: canary file owner");
         let d = fs::metadata(&self.dir).unwrap();
