@@ -92,11 +92,23 @@ impl Dir {
     /// removed first, without following links. A directory this process owns is checked
     /// private.
     pub fn subdir(&self, name: &str, mode: u32, owner: Option<u32>) -> io::Result<Dir> {
+        self.subdir_created(name, mode, owner).map(|(dir, _)| dir)
+    }
+
+    /// [`Dir::subdir`], also saying whether the directory was (re)created.
+    pub fn subdir_created(
+        &self,
+        name: &str,
+        mode: u32,
+        owner: Option<u32>,
+    ) -> io::Result<(Dir, bool)> {
         check_name(name)?;
         let want = owner.unwrap_or_else(euid);
+        let mut created = false;
         let sub = match self.open_sub(name) {
             Ok((fd, uid)) if uid == want => fd,
             Ok(_) | Err(_) => {
+                created = true;
                 self.remove(name)?;
                 rfs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700))?;
                 let (fd, _) = self.open_sub(name)?;
@@ -114,7 +126,7 @@ impl Dir {
         if owner.is_none() {
             dir.check_private()?;
         }
-        Ok(dir)
+        Ok((dir, created))
     }
 
     /// A new, empty subdirectory `name` (anything there before is removed without following

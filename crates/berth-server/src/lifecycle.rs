@@ -386,22 +386,23 @@ fn labels(state: &AppState, w: &Workspace) -> HashMap<String, String> {
 /// Lays out the per-workspace channel directories (see `berth_daemon::chanfs`): the
 /// server-owned `chan/` (read-only inside) with the CA files, and a fresh, empty, agent-owned
 /// `chan/daemon/` for the daemon's socket. A `chan/` of an older berth (owned by the workspace
-/// user) is replaced. Runs on a blocking thread: the workspace decides how much there is to
+/// user) is replaced; then `true` is returned, and the container must be made anew (its secret
+/// files are gone). Runs on a blocking thread: the workspace decides how much there is to
 /// delete, and nothing the workspace left there is opened.
-async fn prepare_channel(state: &AppState, id: &WorkspaceId) -> ApiResult<()> {
+async fn prepare_channel(state: &AppState, id: &WorkspaceId) -> ApiResult<bool> {
     let chan = state.channel_dir(id);
     let ca_pem = state.egress.as_ref().map(|e| e.ca_pem().to_owned());
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
         let ws_dir = chan.parent().unwrap_or(Path::new("/"));
         let ws = chanfs::Dir::create_private(ws_dir, 0o755)?;
         let name = chan.file_name().and_then(|n| n.to_str()).unwrap_or("chan");
-        let chan = ws.subdir(name, 0o755, None)?;
+        let (chan, replaced) = ws.subdir_created(name, 0o755, None)?;
         // A stale socket from an earlier run would make the readiness check pass too early.
         chan.fresh_subdir(berth_daemon::DAEMON_DIR, 0o700, workspace_owner())?;
         if let Some(pem) = ca_pem {
             crate::egress::write_ca_bundle(&chan, &pem)?;
         }
-        Ok(())
+        Ok(replaced)
     })
     .await
     .map_err(ApiError::internal)?
@@ -662,20 +663,22 @@ pub async fn start(state: &AppState, raw: &str) -> ApiResult<Workspace> {
 }
 
 async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {
-    prepare_channel(state, &w.id).await?;
+    let new_channel = prepare_channel(state, &w.id).await?;
     state
         .runtime
         .ensure_volume(&w.volume, &labels(state, w))
         .await?;
-    // Reuse the container when it runs this server's daemon build; otherwise (first start after
-    // an upgrade, or the container vanished) recreate it: the home volume carries the state.
+    // Reuse the container when it runs this server's daemon build and its channel directory is
+    // the one it had; otherwise (first start after an upgrade, an old channel layout, or the
+    // container vanished) recreate it: the home volume carries the state.
     let existing = match &w.container_id {
         Some(c) => state.runtime.inspect_container(c).await?,
         None => None,
     };
-    let reuse = existing
-        .as_ref()
-        .is_some_and(|c| c.labels.get(LABEL_BINARY) == Some(&state.binary.hash));
+    let reuse = !new_channel
+        && existing
+            .as_ref()
+            .is_some_and(|c| c.labels.get(LABEL_BINARY) == Some(&state.binary.hash));
     let container = if reuse {
         w.container_id.clone().unwrap_or_default()
     } else {

@@ -58,10 +58,10 @@ async fn workspace_is_hardened_non_root_and_capped() {
         )
         .await;
     let socks = socks["stdout"].as_str().unwrap();
-    // The channel holds berth's own sockets and the CA bundle, nothing else.
+    // The channel holds berth's own sockets, the CA bundle and the daemon's directory, nothing else.
     assert!(
         socks.starts_with(
-            "berth-ca.crt\nca-bundle.crt\ndaemon.sock\negress-handoff.sock\negress.sock\ngateway.sock\n"
+            "berth-ca.crt\nca-bundle.crt\ndaemon\negress-handoff.sock\negress.sock\ngateway.sock\n"
         ),
         "{socks}"
     );
