@@ -92,7 +92,15 @@ async fn workspace_is_hardened_non_root_and_capped() {
         .any(|o| o.contains("no-new-privileges")));
     assert_eq!(hc.privileged, Some(false));
     let mounts = c.mounts.unwrap_or_default();
-    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    // Home, the daemon binary, the channel (read-only) and the daemon's own directory in it.
+    assert_eq!(mounts.len(), 4, "{mounts:?}");
+    let mut rw: Vec<_> = mounts
+        .iter()
+        .filter(|m| m.rw == Some(true))
+        .filter_map(|m| m.destination.as_deref())
+        .collect();
+    rw.sort();
+    assert_eq!(rw, ["/home/agent", "/run/berth/daemon"], "{mounts:?}");
     for m in &mounts {
         let src = m.source.clone().unwrap_or_default();
         assert!(
