@@ -7,15 +7,16 @@
 //! effect is what is checked: the canaries keep content, mode and owner, the canary socket is
 //! never connected to, the server keeps answering and the workspace keeps working.
 //!
-//! How these fail without the fix (checked by building the previous server, with the channel
-//! directory owned by uid 1000 and mounted read-write, and running them):
-//! `planted_links_fifos_and_sockets_never_reach_the_host` fails at the first canary check after
-//! the stop/start (`ca-bundle.crt` was written through the symlink: the canary file holds the
-//! CA bundle and is 0644), and the canary socket counts a connection from `sessions`
-//! (daemon.sock followed through the link), and a forged exit 137 is recorded as `oom`;
-//! `socket_swap_race_never_chmods_a_host_socket` fails when a `renameat2(RENAME_EXCHANGE)`
-//! swap lands between the server's bind and chmod of a socket and the canary socket becomes
-//! 0666.
+//! How these fail without the fix (shown by checking out the previous server, daemon client
+//! and domain code, where the channel directory is owned by uid 1000 and mounted read-write and
+//! the server writes, chmods and connects by path, and running them):
+//! `planted_links_fifos_and_sockets_never_reach_the_host` fails "after planting: the server
+//! connected to the canary socket" (the `sessions` call followed the `daemon.sock` link);
+//! without that check, the start after the stop hangs (the server blocks in `open()` of the
+//! FIFO planted at `berth-ca.crt`; the request times out after 120 s); with a link there instead
+//! of the FIFO, "after stop/start: canary file content" is the CA bundle (and the file 0644).
+//! `socket_swap_race_never_chmods_a_host_socket` fails "after the swap race: canary socket mode"
+//! 0666 (438): a `renameat2(RENAME_EXCHANGE)` swap landed between the bind and the chmod.
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -89,10 +90,11 @@ impl Canaries {
 
     fn assert_untouched(&self, when: &str) {
         let m = std::fs::metadata(&self.file).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&self.file).unwrap(),
-            "original",
-            "{when}: canary file content"
+        let content = std::fs::read_to_string(&self.file).unwrap();
+        assert!(
+            content == "original",
+            "{when}: canary file content is now {:?}...",
+            content.chars().take(60).collect::<String>()
         );
         assert_eq!(m.mode() & 0o7777, 0o600, "{when}: canary file mode");
         assert_eq!((m.uid(), m.gid()), (0, 0), "{when}: canary file owner");
@@ -128,7 +130,8 @@ plant file ca-bundle.crt; plant fifo berth-ca.crt; plant dir secrets
 plant sock gateway.sock; plant file egress.sock; plant tree egress-handoff.sock
 mkdir -p secrets 2>/dev/null; plant file secrets/TOKEN
 touch probe 2>/dev/null && echo CHANNEL-WRITABLE
-cd /run/berth/daemon || exit 1
+plant sock daemon.sock  # where an older berth had it
+mkdir -p daemon 2>/dev/null; cd /run/berth/daemon || exit 1
 plant dir x; plant fifo y; plant tree z; plant file w
 python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("/run/berth/daemon/s")'
 plant sock daemon.sock
@@ -242,10 +245,6 @@ async fn planted_links_fifos_and_sockets_never_reach_the_host() {
 
     // 1. Plant, then ask the server to talk to the daemon (daemon.sock is a link now).
     let out = plant(&s, &c, ws).await;
-    assert!(
-        !out["stdout"].as_str().unwrap().contains("CHANNEL-WRITABLE"),
-        "{out}"
-    );
     daemon_call_is_bounded(&s, ws).await;
     assert_api_answers(&s, "after planting").await;
     c.assert_untouched("after planting");
@@ -255,6 +254,9 @@ async fn planted_links_fifos_and_sockets_never_reach_the_host() {
     start(&s, ws).await;
     c.assert_untouched("after stop/start");
     assert_works(&s, ws).await;
+    // Nothing but the daemon's directory is writable inside.
+    let planted = out["stdout"].as_str().unwrap();
+    assert!(!planted.contains("CHANNEL-WRITABLE"), "{out}");
 
     // 3. Plant again, then the container vanishes and start recreates it (the secret file is
     //    written again).
