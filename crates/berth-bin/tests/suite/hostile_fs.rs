@@ -243,7 +243,12 @@ async fn planted_links_fifos_and_sockets_never_reach_the_host() {
     let ws = "acme/evil";
     assert_works(&s, ws).await;
 
-    // 1. Plant, then ask the server to talk to the daemon (daemon.sock is a link now).
+    // 1. Plant (as the agent, then as root in the container, which is host uid 0 without a
+    //    user namespace), then ask the server to talk to the daemon (daemon.sock is a link now).
+    let container = w["container_id"].as_str().unwrap();
+    let (_, as_root) =
+        super::egress::run_as_root(container, &format!("export {}; {PLANT}", c.env())).await;
+    assert!(!as_root.contains("CHANNEL-WRITABLE"), "{as_root}");
     let out = plant(&s, &c, ws).await;
     daemon_call_is_bounded(&s, ws).await;
     assert_api_answers(&s, "after planting").await;
@@ -261,10 +266,7 @@ async fn planted_links_fifos_and_sockets_never_reach_the_host() {
     // 3. Plant again, then the container vanishes and start recreates it (the secret file is
     //    written again).
     plant(&s, &c, ws).await;
-    engine()
-        .remove_container(w["container_id"].as_str().unwrap())
-        .await
-        .unwrap();
+    engine().remove_container(container).await.unwrap();
     assert_eq!(
         wait_failed(&s, ws).await["last_failure"]["reason"],
         "vanished"
