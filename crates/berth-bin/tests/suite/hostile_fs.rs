@@ -332,6 +332,26 @@ async fn planted_links_fifos_and_sockets_never_reach_the_host() {
     let m = std::fs::metadata(&chan).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o755));
     assert_works(&s, ws).await;
+    assert_api_answers(&s, "before removal").await;
+
+    // 7. Removal deletes the workspace's directory with what the agent left in it, and only it.
+    s.exec(
+        ws,
+        &[
+            "sh",
+            "-c",
+            "cd /run/berth/daemon && ln -s \"$0\" l && mkdir t && ln -s \"$1\" t/l",
+            &c.file.display().to_string(),
+            &c.dir.display().to_string(),
+        ],
+    )
+    .await;
+    let (st, v) = s
+        .call("DELETE", &format!("/api/v1/workspaces/{}", enc(ws)), None)
+        .await;
+    assert!((200..300).contains(&st), "{v}");
+    assert!(!chan.parent().unwrap().exists());
+    c.assert_untouched("after removal");
     assert_api_answers(&s, "at the end").await;
 }
 
