@@ -1,5 +1,11 @@
 //! Every operation of `chanfs`, with symlinks, hard links, FIFOs, directories and sockets
 //! planted at each path it touches: nothing outside changes and nothing blocks.
+//!
+//! Shown able to fail: with `write_file` done the old way (`std::fs::write` + chmod by path),
+//! `write_file_replaces_whatever_is_planted...` fails on the canary's content (written through
+//! the link) and `directories_others_can_write...` on a name like `../canary`; with
+//! `open_socket` not checking what it opened, `open_socket_refuses...` accepts the planted
+//! link/file. (The bind-then-chmod race needs a concurrent swapper: `suite::hostile_fs`.)
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
