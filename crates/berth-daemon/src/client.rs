@@ -147,7 +147,12 @@ impl DaemonClient {
     }
 
     async fn connect(&self) -> Result<(Conn, DaemonInfo), DaemonError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+        // Never through a link: the socket's directory is writable by the workspace.
+        let stream = async {
+            let fd = crate::chanfs::open_socket(&self.socket)?;
+            UnixStream::connect(crate::chanfs::fd_path(&fd)).await
+        };
+        let stream = stream.await.map_err(|e| {
             use std::io::ErrorKind::*;
             match e.kind() {
                 NotFound | ConnectionRefused | ConnectionReset | NotADirectory => {

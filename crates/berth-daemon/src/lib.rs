@@ -88,6 +88,7 @@
 //! disconnected with an `error` of code `lagged` (it may re-attach; the replay
 //! then catches it up), so a slow client never blocks a session or other clients.
 
+pub mod chanfs;
 pub mod client;
 pub mod proto;
 pub mod server;
@@ -103,8 +104,13 @@ pub use server::{spawn_gateway_relay, DriverFactory};
 /// The version of the wire protocol; bumped when the wire changes incompatibly.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Where the daemon listens inside the workspace container.
-pub const DEFAULT_SOCKET: &str = "/run/berth/daemon.sock";
+/// Where the daemon listens inside the workspace container: in the one agent-writable
+/// directory of the channel ([`DAEMON_DIR`]), mounted over the read-only `/run/berth`.
+pub const DEFAULT_SOCKET: &str = "/run/berth/daemon/daemon.sock";
+
+/// The agent-writable subdirectory of the channel directory, holding only `daemon.sock`
+/// (see [`chanfs`]).
+pub const DAEMON_DIR: &str = "daemon";
 
 /// The loopback port inside the workspace where the daemon relays to the LLM
 /// gateway (`http://127.0.0.1:7788/...`).

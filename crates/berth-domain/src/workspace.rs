@@ -66,11 +66,13 @@ impl Failure {
         }
     }
 
-    /// Classifies a container that exited without berth asking it to. The engine's own OOM flag
-    /// is trusted when set; on hosts where it never is (Podman on cgroup v1), exit status 137
-    /// (SIGKILL) that berth did not send is read as the kernel's OOM killer.
+    /// Classifies a container that exited without berth asking it to. Only the engine's OOM
+    /// flag (which the engine takes from the memory cgroup) makes it an OOM kill: exit status
+    /// 137 alone is any SIGKILL, which the workspace can send itself (`pkill -9` of the
+    /// daemon), so it is an unexpected exit. (Where the engine never sets the flag, Podman on
+    /// cgroup v1, OOM kills are still counted from the memcg counter while the workspace runs.)
     pub fn from_unexpected_exit(exit_code: i64, engine_says_oom: bool) -> Self {
-        if engine_says_oom || exit_code == 137 {
+        if engine_says_oom {
             Self::new(
                 FailureKind::Oom,
                 format!(
@@ -259,8 +261,13 @@ mod tests {
 
     #[test]
     fn unexpected_exit_classification() {
+        // A SIGKILL the memory cgroup did not cause (e.g. the agent killed its daemon).
         assert_eq!(
             Failure::from_unexpected_exit(137, false).reason,
+            FailureKind::Exited
+        );
+        assert_eq!(
+            Failure::from_unexpected_exit(137, true).reason,
             FailureKind::Oom
         );
         assert_eq!(

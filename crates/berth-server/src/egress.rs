@@ -286,20 +286,31 @@ impl Egress {
     }
 }
 
-/// Binds a Unix socket the workspace user may connect to (replacing a stale file).
+/// Binds a Unix socket the workspace user may connect to (replacing a stale file) in the
+/// server-owned channel directory, which the workspace sees read-only.
 fn bind_open(path: &Path, ws: &WorkspaceId) -> Option<tokio::net::UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let listener = match tokio::net::UnixListener::bind(path) {
-        Ok(l) => l,
+    let bound = split_socket_path(path).and_then(|(dir, name)| {
+        let l = berth_daemon::chanfs::Dir::open_private(dir)?.bind_socket(name, 0o666)?;
+        tokio::net::UnixListener::from_std(l)
+    });
+    match bound {
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(workspace = %ws, path = %path.display(), error = %e, "cannot serve an egress socket");
-            return None;
+            None
         }
-    };
-    if let Err(e) = crate::binary::set_mode(path, 0o666) {
-        tracing::warn!(workspace = %ws, error = %e, "cannot open the egress socket to the workspace");
     }
-    Some(listener)
+}
+
+/// A socket path in a channel directory as (directory, file name).
+pub(crate) fn split_socket_path(path: &Path) -> std::io::Result<(&Path, &str)> {
+    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a socket path", path.display()),
+        )),
+    }
 }
 
 struct WorkspaceEgress {
@@ -360,17 +371,16 @@ pub fn static_hosts(spec: &str) -> anyhow::Result<HashMap<String, std::net::IpAd
 
 /// Writes the CA bundle workspaces use (`/run/berth/ca-bundle.crt`): the host's trusted roots
 /// plus berth's CA, so intercepted and tunnelled TLS both verify.
-pub fn write_ca_bundle(chan: &Path, ca_pem: &str) -> std::io::Result<()> {
+/// Both files are created anew in the server-owned channel directory (never through a link).
+pub fn write_ca_bundle(chan: &berth_daemon::chanfs::Dir, ca_pem: &str) -> std::io::Result<()> {
     let system = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
-    std::fs::write(chan.join("berth-ca.crt"), ca_pem)?;
+    chan.write_file("berth-ca.crt", ca_pem.as_bytes(), 0o644, None)?;
     let mut bundle = system;
     if !bundle.ends_with('\n') && !bundle.is_empty() {
         bundle.push('\n');
     }
     bundle.push_str(ca_pem);
-    std::fs::write(chan.join("ca-bundle.crt"), bundle)?;
-    crate::binary::set_mode(&chan.join("ca-bundle.crt"), 0o644)?;
-    crate::binary::set_mode(&chan.join("berth-ca.crt"), 0o644)
+    chan.write_file("ca-bundle.crt", bundle.as_bytes(), 0o644, None)
 }
 
 /// One rule of a workspace's effective policy, with where it comes from.

@@ -114,12 +114,12 @@ impl Listeners {
     }
 }
 
+/// Binds the gateway socket in the server-owned channel directory (read-only inside the
+/// workspace, so the socket cannot be swapped); the workspace user (uid 1000) connects.
 fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let l = tokio::net::UnixListener::bind(path)?;
-    // The workspace user (uid 1000) connects; the directory itself is private to the workspace.
-    crate::binary::set_mode(path, 0o666)?;
-    Ok(l)
+    let (dir, name) = crate::egress::split_socket_path(path)?;
+    let l = berth_daemon::chanfs::Dir::open_private(dir)?.bind_socket(name, 0o666)?;
+    tokio::net::UnixListener::from_std(l)
 }
 
 /// The virtual key, from wherever the agent's SDK puts it.

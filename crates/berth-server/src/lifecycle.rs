@@ -13,7 +13,9 @@ use berth_domain::{
 use berth_runtime::{ContainerSpec, ContainerState, Mount, RuntimeError};
 use berth_store::{NewWorkspace, Workspace};
 
-use crate::binary::{set_mode, DAEMON_PATH_IN_WORKSPACE};
+use berth_daemon::chanfs;
+
+use crate::binary::DAEMON_PATH_IN_WORKSPACE;
 use crate::config::NETWORKS;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{
@@ -364,7 +366,7 @@ impl Undo {
         }
         if let Some(dir) = self.channel {
             if let Some(ws_dir) = dir.parent() {
-                let _ = std::fs::remove_dir_all(ws_dir);
+                remove_workspace_dir(ws_dir).await;
             }
         }
     }
@@ -379,8 +381,8 @@ async fn provision(state: &AppState, w: &Workspace, undo: &mut Undo) -> ApiResul
     if !existed {
         undo.volume = Some(w.volume.clone());
     }
-    let chan = prepare_channel(state, &w.id).map_err(ApiError::internal)?;
-    undo.channel = Some(chan);
+    undo.channel = Some(state.channel_dir(&w.id));
+    prepare_channel(state, &w.id).await?;
     let container = create_container(state, w).await?;
     undo.container = Some(container.clone());
     state.store.set_container(&w.id, Some(&container)).await?;
@@ -396,28 +398,45 @@ fn labels(state: &AppState, w: &Workspace) -> HashMap<String, String> {
     ])
 }
 
-/// Creates (or empties) the per-workspace channel directory, owned by the workspace user.
-fn prepare_channel(state: &AppState, id: &WorkspaceId) -> std::io::Result<std::path::PathBuf> {
-    let dir = state.channel_dir(id);
-    std::fs::create_dir_all(&dir)?;
-    // A stale socket from an earlier run would make the readiness check pass too early.
-    let _ = std::fs::remove_file(state.daemon_socket(id));
-    if let Some(e) = &state.egress {
-        crate::egress::write_ca_bundle(&dir, e.ca_pem())?;
-    }
-    chown_to_workspace_user(&dir)?;
-    set_mode(&dir, 0o700)?;
-    Ok(dir)
+/// Lays out the per-workspace channel directories (see `berth_daemon::chanfs`): the
+/// server-owned `chan/` (read-only inside) with the CA files, and a fresh, empty, agent-owned
+/// `chan/daemon/` for the daemon's socket. A `chan/` of an older berth (owned by the workspace
+/// user) is replaced; then `true` is returned, and the container must be made anew (its secret
+/// files are gone). Runs on a blocking thread: the workspace decides how much there is to
+/// delete, and nothing the workspace left there is opened.
+async fn prepare_channel(state: &AppState, id: &WorkspaceId) -> ApiResult<bool> {
+    let chan = state.channel_dir(id);
+    let ca_pem = state.egress.as_ref().map(|e| e.ca_pem().to_owned());
+    tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        let ws_dir = chan.parent().unwrap_or(Path::new("/"));
+        let ws = chanfs::Dir::create_private(ws_dir, 0o755)?;
+        let name = chan.file_name().and_then(|n| n.to_str()).unwrap_or("chan");
+        let (chan, replaced) = ws.subdir_created(name, 0o755, None)?;
+        // A stale socket from an earlier run would make the readiness check pass too early.
+        chan.fresh_subdir(berth_daemon::DAEMON_DIR, 0o700, workspace_owner())?;
+        if let Some(pem) = ca_pem {
+            crate::egress::write_ca_bundle(&chan, &pem)?;
+        }
+        Ok(replaced)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)
 }
 
-fn chown_to_workspace_user(dir: &Path) -> std::io::Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        // Unprivileged servers (tests with a fake runtime) cannot and need not chown.
-        return Ok(());
+/// The owner of what the workspace user must own on the host; `None` (this process) for
+/// unprivileged servers (tests with a fake runtime), which cannot and need not chown.
+fn workspace_owner() -> Option<u32> {
+    nix::unistd::geteuid().is_root().then_some(WORKSPACE_UID)
+}
+
+/// Deletes a workspace's host directory without following anything the workspace planted.
+pub(crate) async fn remove_workspace_dir(dir: &Path) {
+    let dir = dir.to_owned();
+    let done = tokio::task::spawn_blocking(move || chanfs::remove_tree(&dir)).await;
+    if let Ok(Err(e)) = done {
+        tracing::warn!(error = %e, "could not remove a workspace directory");
     }
-    let id = nix::unistd::Uid::from_raw(WORKSPACE_UID);
-    let gid = nix::unistd::Gid::from_raw(WORKSPACE_UID);
-    nix::unistd::chown(dir, Some(id), Some(gid)).map_err(std::io::Error::from)
 }
 
 async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> {
@@ -431,7 +450,7 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             DAEMON_PATH_IN_WORKSPACE.to_owned(),
             "workspace-daemon".to_owned(),
             "--socket".to_owned(),
-            format!("{CHANNEL_IN_WORKSPACE}/daemon.sock"),
+            berth_daemon::DEFAULT_SOCKET.to_owned(),
         ],
         env: vec![
             format!("HOME={HOME}"),
@@ -462,9 +481,16 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
                 target: DAEMON_PATH_IN_WORKSPACE.to_owned(),
                 read_only: true,
             },
+            // Server-owned, so nothing in it can be renamed or replaced from inside...
             Mount::Bind {
                 source: state.channel_dir(&w.id),
                 target: CHANNEL_IN_WORKSPACE.to_owned(),
+                read_only: true,
+            },
+            // ...but for the daemon's own directory, where it binds daemon.sock.
+            Mount::Bind {
+                source: state.channel_dir(&w.id).join(berth_daemon::DAEMON_DIR),
+                target: format!("{CHANNEL_IN_WORKSPACE}/{}", berth_daemon::DAEMON_DIR),
                 read_only: false,
             },
         ],
@@ -483,9 +509,13 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
 async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
     let mut env = Vec::new();
     let uses = state.store.secret_uses(Some(w.id.as_str())).await?;
+    // Files of secrets no longer used go; the directory is made anew on the first file below.
+    let chan = chanfs::Dir::open_private(&state.channel_dir(&w.id)).map_err(ApiError::internal)?;
+    chan.remove("secrets").map_err(ApiError::internal)?;
     if uses.is_empty() {
         return Ok(env);
     }
+    let mut secrets_dir = None;
     let vault = state
         .vault
         .as_deref()
@@ -501,13 +531,20 @@ async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
                 if delivery == "env" {
                     env.push(format!("{}={}", u.name, value.expose()));
                 } else {
-                    let dir = state.channel_dir(&w.id).join("secrets");
-                    std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-                    let path = dir.join(&u.name);
-                    std::fs::write(&path, value.expose()).map_err(ApiError::internal)?;
-                    set_mode(&path, 0o400).map_err(ApiError::internal)?;
-                    chown_to_workspace_user(&path).map_err(ApiError::internal)?;
-                    chown_to_workspace_user(&dir).map_err(ApiError::internal)?;
+                    if secrets_dir.is_none() {
+                        let d = chan.subdir("secrets", 0o755, None);
+                        secrets_dir = Some(d.map_err(ApiError::internal)?);
+                    }
+                    if let Some(dir) = &secrets_dir {
+                        // A new file owned by the workspace user, in a directory it cannot write.
+                        dir.write_file(
+                            &u.name,
+                            value.expose().as_bytes(),
+                            0o400,
+                            workspace_owner(),
+                        )
+                        .map_err(ApiError::internal)?;
+                    }
                     env.push(format!(
                         "{}_FILE={CHANNEL_IN_WORKSPACE}/secrets/{}",
                         u.name, u.name
@@ -643,20 +680,22 @@ pub async fn start(state: &AppState, raw: &str) -> ApiResult<Workspace> {
 }
 
 async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {
-    prepare_channel(state, &w.id).map_err(ApiError::internal)?;
+    let new_channel = prepare_channel(state, &w.id).await?;
     state
         .runtime
         .ensure_volume(&w.volume, &labels(state, w))
         .await?;
-    // Reuse the container when it runs this server's daemon build; otherwise (first start after
-    // an upgrade, or the container vanished) recreate it: the home volume carries the state.
+    // Reuse the container when it runs this server's daemon build and its channel directory is
+    // the one it had; otherwise (first start after an upgrade, an old channel layout, or the
+    // container vanished) recreate it: the home volume carries the state.
     let existing = match &w.container_id {
         Some(c) => state.runtime.inspect_container(c).await?,
         None => None,
     };
-    let reuse = existing
-        .as_ref()
-        .is_some_and(|c| c.labels.get(LABEL_BINARY) == Some(&state.binary.hash));
+    let reuse = !new_channel
+        && existing
+            .as_ref()
+            .is_some_and(|c| c.labels.get(LABEL_BINARY) == Some(&state.binary.hash));
     let container = if reuse {
         w.container_id.clone().unwrap_or_default()
     } else {
@@ -727,7 +766,7 @@ pub async fn remove(state: &AppState, raw: &str, remove_volume: bool) -> ApiResu
         state.runtime.remove_volume(&w.volume).await?;
     }
     if let Some(ws_dir) = state.channel_dir(&w.id).parent() {
-        let _ = std::fs::remove_dir_all(ws_dir);
+        remove_workspace_dir(ws_dir).await;
     }
     state.store.delete_workspace(&w.id).await?;
     state.store.set_egress_rules(w.id.as_str(), &[]).await?;

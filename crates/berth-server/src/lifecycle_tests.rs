@@ -81,7 +81,7 @@ async fn harness(serve_daemons: bool) -> Harness {
         loop {
             if let Ok(entries) = std::fs::read_dir(&root) {
                 for e in entries.flatten() {
-                    let chan = e.path().join("chan");
+                    let chan = e.path().join("chan").join(berth_daemon::DAEMON_DIR);
                     let recent = spawned
                         .get(&chan)
                         .is_some_and(|t| t.elapsed() < Duration::from_millis(300));
@@ -140,11 +140,14 @@ async fn create_builds_a_hardened_container_and_waits_for_the_daemon() {
         c.labels.get(LABEL_BINARY).map(String::as_str),
         Some("hash1")
     );
-    // Exactly three mounts: home volume, the daemon binary read-only, its own channel.
-    assert_eq!(c.mounts.len(), 3);
+    // Exactly four mounts: home volume, the daemon binary read-only, its own channel read-only
+    // and, writable, only the daemon's directory in it.
+    assert_eq!(c.mounts.len(), 4);
     assert!(c.mounts.iter().any(|m| matches!(m, Mount::Bind { target, read_only: true, .. } if target == DAEMON_PATH_IN_WORKSPACE)));
     let chan = h.state.channel_dir(&w.id);
-    assert!(c.mounts.iter().any(|m| matches!(m, Mount::Bind { source, target, read_only: false } if *source == chan && target == CHANNEL_IN_WORKSPACE)));
+    assert!(c.mounts.iter().any(|m| matches!(m, Mount::Bind { source, target, read_only: true } if *source == chan && target == CHANNEL_IN_WORKSPACE)));
+    let daemon_dir = chan.join(berth_daemon::DAEMON_DIR);
+    assert!(c.mounts.iter().any(|m| matches!(m, Mount::Bind { source, target, read_only: false } if *source == daemon_dir && target == "/run/berth/daemon")));
 }
 
 #[tokio::test]
@@ -280,8 +283,13 @@ async fn reconciler_records_oom_exit_and_vanish() {
     let a = create(&h.state, spec(&h.state, "a")).await.unwrap();
     let b = create(&h.state, spec(&h.state, "b")).await.unwrap();
     let c = create(&h.state, spec(&h.state, "c")).await.unwrap();
+    let e = create(&h.state, spec(&h.state, "e")).await.unwrap();
     h.fake.set_exited(a.container_id.as_deref().unwrap(), 137);
+    h.fake
+        .set_oom_killed(a.container_id.as_deref().unwrap(), true);
     h.fake.set_exited(b.container_id.as_deref().unwrap(), 3);
+    // A SIGKILL the memory cgroup did not cause (the agent's `pkill -9` of its daemon).
+    h.fake.set_exited(e.container_id.as_deref().unwrap(), 137);
     h.fake.vanish_container(c.container_id.as_deref().unwrap());
     crate::reconciler::pass(&h.state).await.unwrap();
     let get = |id| h.state.store.workspace(id);
@@ -292,6 +300,8 @@ async fn reconciler_records_oom_exit_and_vanish() {
     assert_eq!(b.failure.unwrap().0.reason, FailureKind::Exited);
     let c = get(&c.id).await.unwrap();
     assert_eq!(c.failure.unwrap().0.reason, FailureKind::Vanished);
+    let e = get(&e.id).await.unwrap();
+    assert_eq!(e.failure.unwrap().0.reason, FailureKind::Exited);
     // A stop that berth asked for is not a failure.
     let d = create(&h.state, spec(&h.state, "d")).await.unwrap();
     stop(&h.state, "acme/d").await.unwrap();

@@ -81,7 +81,7 @@ async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<(
                 state.runtime.remove_container(c).await?;
             }
             if let Some(dir) = state.channel_dir(&w.id).parent() {
-                let _ = std::fs::remove_dir_all(dir);
+                crate::lifecycle::remove_workspace_dir(dir).await;
             }
             state.store.delete_workspace(&w.id).await?;
         }

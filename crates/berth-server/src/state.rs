@@ -181,7 +181,9 @@ impl AppState {
         *self.budget_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Host directory bind-mounted at /run/berth in this workspace only.
+    /// Host directory bind-mounted read-only at /run/berth in this workspace only; it is
+    /// server-owned, and only its `daemon/` subdirectory is writable from inside (see
+    /// `berth_daemon::chanfs`).
     pub fn channel_dir(&self, id: &WorkspaceId) -> PathBuf {
         self.config
             .data_dir
@@ -191,7 +193,9 @@ impl AppState {
     }
 
     pub fn daemon_socket(&self, id: &WorkspaceId) -> PathBuf {
-        self.channel_dir(id).join("daemon.sock")
+        self.channel_dir(id)
+            .join(berth_daemon::DAEMON_DIR)
+            .join("daemon.sock")
     }
 
     pub fn daemon(&self, id: &WorkspaceId) -> berth_daemon::DaemonClient {

@@ -89,7 +89,7 @@ async fn run(s: &TestServer, script: &str) -> (i64, String) {
 
 /// Runs a command as root inside the workspace container, through the engine (berth itself
 /// never does this: it is the attacker's view).
-async fn run_as_root(container: &str, script: &str) -> (i64, String) {
+pub(crate) async fn run_as_root(container: &str, script: &str) -> (i64, String) {
     use bollard::exec::{CreateExecOptions, StartExecResults};
     let rt = berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
     let d = rt.client();

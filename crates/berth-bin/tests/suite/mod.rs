@@ -3,6 +3,7 @@ mod cli;
 mod doctor;
 mod egress;
 mod egress_tricks;
+mod hostile_fs;
 mod oom;
 mod secrets;
 mod sessions;

@@ -58,10 +58,10 @@ async fn workspace_is_hardened_non_root_and_capped() {
         )
         .await;
     let socks = socks["stdout"].as_str().unwrap();
-    // The channel holds berth's own sockets and the CA bundle, nothing else.
+    // The channel holds berth's own sockets, the CA bundle and the daemon's directory, nothing else.
     assert!(
         socks.starts_with(
-            "berth-ca.crt\nca-bundle.crt\ndaemon.sock\negress-handoff.sock\negress.sock\ngateway.sock\n"
+            "berth-ca.crt\nca-bundle.crt\ndaemon\negress-handoff.sock\negress.sock\ngateway.sock\n"
         ),
         "{socks}"
     );
@@ -110,7 +110,15 @@ async fn workspace_is_hardened_non_root_and_capped() {
     assert_eq!(hc.privileged, Some(false));
     assert_eq!(hc.readonly_rootfs, Some(true));
     let mounts = c.mounts.unwrap_or_default();
-    assert_eq!(mounts.len(), 3, "{mounts:?}");
+    // Home, the daemon binary, the channel (read-only) and the daemon's own directory in it.
+    assert_eq!(mounts.len(), 4, "{mounts:?}");
+    let mut rw: Vec<_> = mounts
+        .iter()
+        .filter(|m| m.rw == Some(true))
+        .filter_map(|m| m.destination.as_deref())
+        .collect();
+    rw.sort();
+    assert_eq!(rw, ["/home/agent", "/run/berth/daemon"], "{mounts:?}");
     for m in &mounts {
         let src = m.source.clone().unwrap_or_default();
         assert!(
