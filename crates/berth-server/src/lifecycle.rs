@@ -407,21 +407,25 @@ fn labels(state: &AppState, w: &Workspace) -> HashMap<String, String> {
 async fn prepare_channel(state: &AppState, id: &WorkspaceId) -> ApiResult<bool> {
     let chan = state.channel_dir(id);
     let ca_pem = state.egress.as_ref().map(|e| e.ca_pem().to_owned());
-    tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-        let ws_dir = chan.parent().unwrap_or(Path::new("/"));
-        let ws = chanfs::Dir::create_private(ws_dir, 0o755)?;
-        let name = chan.file_name().and_then(|n| n.to_str()).unwrap_or("chan");
-        let (chan, replaced) = ws.subdir_created(name, 0o755, None)?;
-        // A stale socket from an earlier run would make the readiness check pass too early.
-        chan.fresh_subdir(berth_daemon::DAEMON_DIR, 0o700, workspace_owner())?;
-        if let Some(pem) = ca_pem {
-            crate::egress::write_ca_bundle(&chan, &pem)?;
-        }
-        Ok(replaced)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)
+    tokio::task::spawn_blocking(move || prepare_channel_dir(&chan, ca_pem.as_deref()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// [`prepare_channel`]'s work at a given path (blocking): also used by doctor's smoke check, so
+/// its throwaway container gets the same channel as a workspace.
+pub(crate) fn prepare_channel_dir(chan: &Path, ca_pem: Option<&str>) -> std::io::Result<bool> {
+    let ws_dir = chan.parent().unwrap_or(Path::new("/"));
+    let ws = chanfs::Dir::create_private(ws_dir, 0o755)?;
+    let name = chan.file_name().and_then(|n| n.to_str()).unwrap_or("chan");
+    let (chan, replaced) = ws.subdir_created(name, 0o755, None)?;
+    // A stale socket from an earlier run would make the readiness check pass too early.
+    chan.fresh_subdir(berth_daemon::DAEMON_DIR, 0o700, workspace_owner())?;
+    if let Some(pem) = ca_pem {
+        crate::egress::write_ca_bundle(&chan, pem)?;
+    }
+    Ok(replaced)
 }
 
 /// The owner of what the workspace user must own on the host; `None` (this process) for
@@ -442,9 +446,53 @@ pub(crate) async fn remove_workspace_dir(dir: &Path) {
 async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> {
     let mut labels = labels(state, w);
     labels.insert(LABEL_BINARY.to_owned(), state.binary.hash.clone());
-    let spec = ContainerSpec {
-        name: engine_name(state, &w.tenant, &w.name),
-        image: w.image.clone(),
+    let env = [
+        format!("BERTH_WORKSPACE={}", w.qualified_name()),
+        format!("BERTH_WORKSPACE_ID={}", w.id),
+    ]
+    .into_iter()
+    .chain(proxy_env())
+    .chain(secret_env(state, w).await?)
+    .collect();
+    let spec = container_spec(
+        state,
+        ContainerParts {
+            name: engine_name(state, &w.tenant, &w.name),
+            image: w.image.clone(),
+            hostname: w.name.to_string(),
+            limits: w.limits,
+            network: w.network.clone(),
+            volume: w.volume.clone(),
+            channel: state.channel_dir(&w.id),
+            env,
+            labels,
+        },
+    );
+    Ok(state.runtime.create_container(&spec).await?)
+}
+
+/// What differs between workspace containers; the rest of [`container_spec`] is the same for
+/// every workspace, and for doctor's smoke check.
+pub(crate) struct ContainerParts {
+    pub name: String,
+    pub image: String,
+    pub hostname: String,
+    pub limits: berth_domain::Limits,
+    pub network: String,
+    pub volume: String,
+    /// The host channel directory (see [`prepare_channel_dir`]).
+    pub channel: std::path::PathBuf,
+    /// Added to the base environment (HOME, USER, …).
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// The container of a workspace: the daemon as its command, the agent user, limits, no
+/// capabilities, an init, a read-only image, the home volume, the daemon binary and the channel.
+pub(crate) fn container_spec(state: &AppState, p: ContainerParts) -> ContainerSpec {
+    ContainerSpec {
+        name: p.name,
+        image: p.image,
         user: format!("{WORKSPACE_UID}:{WORKSPACE_UID}"),
         cmd: vec![
             DAEMON_PATH_IN_WORKSPACE.to_owned(),
@@ -452,28 +500,25 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             "--socket".to_owned(),
             berth_daemon::DEFAULT_SOCKET.to_owned(),
         ],
-        env: vec![
+        env: [
             format!("HOME={HOME}"),
             "USER=agent".to_owned(),
             "LOGNAME=agent".to_owned(),
             "SHELL=/bin/bash".to_owned(),
             "LANG=C.UTF-8".to_owned(),
-            format!("BERTH_WORKSPACE={}", w.qualified_name()),
-            format!("BERTH_WORKSPACE_ID={}", w.id),
         ]
         .into_iter()
-        .chain(proxy_env())
-        .chain(secret_env(state, w).await?)
+        .chain(p.env)
         .collect(),
-        labels,
-        hostname: Some(w.name.to_string()),
+        labels: p.labels,
+        hostname: Some(p.hostname),
         working_dir: Some(HOME.to_owned()),
-        memory_bytes: w.limits.memory_bytes,
-        nano_cpus: w.limits.nano_cpus,
-        pids_limit: w.limits.pids,
+        memory_bytes: p.limits.memory_bytes,
+        nano_cpus: p.limits.nano_cpus,
+        pids_limit: p.limits.pids,
         mounts: vec![
             Mount::Volume {
-                name: w.volume.clone(),
+                name: p.volume,
                 target: HOME.to_owned(),
             },
             Mount::Bind {
@@ -483,25 +528,24 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             },
             // Server-owned, so nothing in it can be renamed or replaced from inside...
             Mount::Bind {
-                source: state.channel_dir(&w.id),
+                source: p.channel.clone(),
                 target: CHANNEL_IN_WORKSPACE.to_owned(),
                 read_only: true,
             },
             // ...but for the daemon's own directory, where it binds daemon.sock.
             Mount::Bind {
-                source: state.channel_dir(&w.id).join(berth_daemon::DAEMON_DIR),
+                source: p.channel.join(berth_daemon::DAEMON_DIR),
                 target: format!("{CHANNEL_IN_WORKSPACE}/{}", berth_daemon::DAEMON_DIR),
                 read_only: false,
             },
         ],
-        network_mode: w.network.clone(),
+        network_mode: p.network,
         cap_add: Vec::new(),
         // The image is not the agent's to change; scratch space is tmpfs, work is in the volume.
         readonly_rootfs: true,
         init: true,
         userns: None,
-    };
-    Ok(state.runtime.create_container(&spec).await?)
+    }
 }
 
 /// The workspace's secrets as it sees them: placeholders (the default), or — opted in, marked

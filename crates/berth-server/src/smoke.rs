@@ -1,6 +1,7 @@
 //! `berth doctor`'s smoke check: create, start, exec `true` in and remove a throwaway container
-//! with the host configuration a workspace gets (init, dropped capabilities, memory/CPU/pids
-//! limits, a home volume, the read-only daemon binary, a channel bind mount, the default network).
+//! with the host configuration a workspace gets — the very spec ([`lifecycle::container_spec`]:
+//! init, dropped capabilities, memory/CPU/pids limits at the server defaults, read-only image, a
+//! home volume, the read-only daemon binary, the channel and daemon mounts, the default network).
 //!
 //! Static checks (packages, config files) miss what only the engine knows at create/start time:
 //! a missing container init (`catatonit`), a runtime that cannot set the requested rlimits, a
@@ -12,10 +13,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_api::Check;
-use berth_runtime::{ContainerSpec, Mount, RuntimeError};
+use berth_runtime::RuntimeError;
 
-use crate::binary::DAEMON_PATH_IN_WORKSPACE;
-use crate::lifecycle::{CHANNEL_IN_WORKSPACE, HOME, WORKSPACE_UID};
+use crate::lifecycle;
 use crate::state::AppState;
 
 /// Label on every object the smoke check creates (and nothing else berth manages carries it).
@@ -99,10 +99,12 @@ impl Objects {
         if let Err(e) = state.runtime.remove_volume(&self.volume).await {
             left.push(format!("volume {}: {e}", self.volume));
         }
-        // std's remove_dir_all does not follow symlinks the container may have planted.
-        match std::fs::remove_dir_all(&self.dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Without following anything the container may have planted (off the runtime).
+        let dir = self.dir.clone();
+        match tokio::task::spawn_blocking(move || berth_daemon::chanfs::remove_tree(&dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(e)) => left.push(format!("{}: {e}", self.dir.display())),
             Err(e) => left.push(format!("{}: {e}", self.dir.display())),
         }
         left
@@ -111,13 +113,47 @@ impl Objects {
 
 async fn run(state: &AppState, image: &str, o: &Objects) -> Result<(), Step> {
     let labels = HashMap::from([(LABEL_SMOKE.to_owned(), "true".to_owned())]);
-    prepare_dir(&o.dir).map_err(|e| Step::new("prepare", RuntimeError::Io(e)))?;
+    let chan = o.dir.join("chan");
+    let ca_pem = state.egress.as_ref().map(|e| e.ca_pem().to_owned());
+    let prepared = {
+        let chan = chan.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = chan.parent().and_then(|p| p.parent()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            lifecycle::prepare_channel_dir(&chan, ca_pem.as_deref())
+        })
+        .await
+    };
+    match prepared {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(Step::new("prepare the channel of", RuntimeError::Io(e))),
+        Err(e) => {
+            return Err(Step::new(
+                "prepare the channel of",
+                RuntimeError::Other(e.to_string()),
+            ))
+        }
+    }
     state
         .runtime
         .ensure_volume(&o.volume, &labels)
         .await
         .map_err(|e| Step::new("create the volume of", e))?;
-    let spec = spec(state, image, o, labels);
+    let spec = lifecycle::container_spec(
+        state,
+        lifecycle::ContainerParts {
+            name: o.name.clone(),
+            image: image.to_owned(),
+            hostname: "berth-smoke".to_owned(),
+            limits: state.config.default_limits,
+            network: state.config.default_network.clone(),
+            volume: o.volume.clone(),
+            channel: chan,
+            env: lifecycle::proxy_env(),
+            labels,
+        },
+    );
     let id = state
         .runtime
         .create_container(&spec)
@@ -135,75 +171,6 @@ async fn run(state: &AppState, image: &str, o: &Objects) -> Result<(), Step> {
             RuntimeError::Other(format!("`true` exited with {code}")),
         )),
         Err(e) => Err(Step::new("exec in", e)),
-    }
-}
-
-/// The channel directory stand-in: owned by the workspace user, like a workspace's.
-fn prepare_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if let Some(parent) = dir.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)?;
-    }
-    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
-    if nix::unistd::geteuid().is_root() {
-        let id = nix::unistd::Uid::from_raw(WORKSPACE_UID);
-        let gid = nix::unistd::Gid::from_raw(WORKSPACE_UID);
-        nix::unistd::chown(dir, Some(id), Some(gid))?;
-    }
-    Ok(())
-}
-
-/// A workspace's container spec with throwaway names: same user, command, limits (the server's
-/// defaults), capabilities, init, mount kinds and network.
-fn spec(
-    state: &AppState,
-    image: &str,
-    o: &Objects,
-    labels: HashMap<String, String>,
-) -> ContainerSpec {
-    let limits = &state.config.default_limits;
-    ContainerSpec {
-        name: o.name.clone(),
-        image: image.to_owned(),
-        user: format!("{WORKSPACE_UID}:{WORKSPACE_UID}"),
-        cmd: vec![
-            DAEMON_PATH_IN_WORKSPACE.to_owned(),
-            "workspace-daemon".to_owned(),
-            "--socket".to_owned(),
-            format!("{CHANNEL_IN_WORKSPACE}/daemon.sock"),
-        ],
-        env: vec![format!("HOME={HOME}"), "LANG=C.UTF-8".to_owned()],
-        labels,
-        hostname: Some("berth-smoke".to_owned()),
-        working_dir: Some(HOME.to_owned()),
-        memory_bytes: limits.memory_bytes,
-        nano_cpus: limits.nano_cpus,
-        pids_limit: limits.pids,
-        mounts: vec![
-            Mount::Volume {
-                name: o.volume.clone(),
-                target: HOME.to_owned(),
-            },
-            Mount::Bind {
-                source: state.binary.path.clone(),
-                target: DAEMON_PATH_IN_WORKSPACE.to_owned(),
-                read_only: true,
-            },
-            Mount::Bind {
-                source: o.dir.clone(),
-                target: CHANNEL_IN_WORKSPACE.to_owned(),
-                read_only: false,
-            },
-        ],
-        network_mode: state.config.default_network.clone(),
-        cap_add: Vec::new(),
-        // The image is not the agent's to change; scratch space is tmpfs, work is in the volume.
-        readonly_rootfs: true,
-        init: true,
-        userns: None,
     }
 }
 
@@ -342,7 +309,8 @@ mod tests {
         assert_eq!(spec.pids_limit, 256);
         assert_eq!(spec.network_mode, "none");
         assert_eq!(spec.user, "1000:1000");
-        assert_eq!(spec.mounts.len(), 3);
+        assert_eq!(spec.mounts.len(), 4);
+        assert!(spec.readonly_rootfs);
         let execs = fake.calls_of("exec_status");
         assert!(matches!(execs.first(), Some(Call::ExecStatus { cmd, .. }) if cmd == &["true"]));
         assert_clean(&fake, dir.path());
