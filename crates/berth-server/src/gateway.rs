@@ -98,6 +98,7 @@ impl Listeners {
             Ok(listener) => {
                 let app = axum::Router::new()
                     .route("/{provider}/{*rest}", axum::routing::any(forward))
+                    .fallback(no_route)
                     .with_state((state.clone(), ws.clone()));
                 let ws_name = ws.clone();
                 let handle = tokio::spawn(async move {
@@ -224,6 +225,15 @@ struct Admitted {
     /// The tokens reserved for the call (its estimate).
     estimate: Tokens,
     reservation: Option<Reservation>,
+}
+
+/// Anything outside `/{provider}/{rest}`.
+async fn no_route() -> Response {
+    refuse(
+        None,
+        ErrorCode::NotFound,
+        "berth gateway: use /{anthropic|openai|gemini}/…",
+    )
 }
 
 async fn forward(

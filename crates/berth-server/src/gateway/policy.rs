@@ -16,7 +16,7 @@
 //!
 //! Also allowed, because the same CLIs send them in other modes and they only generate, count
 //! tokens or read the model list: `POST /v1beta/models/{model}:generateContent` (the Gemini
-//! CLI's routing classifier with model `auto`, docs/…/agent-clis-offline notes),
+//! CLI's routing classifier, sent when its model is `auto`; seen in the offline CLI survey),
 //! `POST /v1/messages/count_tokens`, `POST /v1beta/models/{model}:countTokens` and
 //! `GET /v1/models` (Anthropic, OpenAI). Everything else (files, batches, fine-tuning, stored
 //! responses, uploads, cached contents, admin routes, other methods) is refused by the gateway
