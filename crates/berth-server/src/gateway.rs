@@ -294,7 +294,8 @@ async fn admit(
     };
     let estimate = budget::estimate(&body, state.reservations.reserve_output);
     let reservation = if endpoint.generates() {
-        Some(reserve(state, ws, p, &owner, &body, estimate).await?)
+        let model = request_model(p, &rest, &body);
+        Some(reserve(state, ws, p, &owner, model.as_deref(), estimate).await?)
     } else {
         None
     };
@@ -369,7 +370,7 @@ async fn reserve(
     ws: &WorkspaceId,
     p: Provider,
     owner: &KeyOwner,
-    body: &[u8],
+    model: Option<&str>,
     estimate: Tokens,
 ) -> Result<Reservation, Response> {
     let (task, ws_row) = (&owner.0, &owner.1);
@@ -387,10 +388,9 @@ async fn reserve(
         .into_iter()
         .filter(|b| b.applies_to(ws_row.tenant.as_str(), ws.as_str()))
         .collect();
-    let model = request_model(p, "", body);
     let amount = Amount {
         tokens: estimate.input.saturating_add(estimate.output),
-        cost_usd: state.prices.cost(model.as_deref(), estimate),
+        cost_usd: state.prices.cost(model, estimate),
     };
     let store = state.store.clone();
     let spent = move |b: berth_store::Budget| {
@@ -578,7 +578,11 @@ async fn call_upstream(
                 Vec::new(),
             )
         }),
-        estimate: a.estimate,
+        estimate: if a.endpoint.generates() {
+            a.estimate
+        } else {
+            Tokens::default()
+        },
         passed: 0,
         reservation: a.reservation,
     };
