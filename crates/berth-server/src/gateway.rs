@@ -779,13 +779,8 @@ impl Metered {
             return;
         };
         self.tap.finish();
-        let mut t = self.tap.tokens;
-        if t == Tokens::default() && error.is_some() && (200..300).contains(&call.status) {
-            // Cut off before the upstream reported usage (OpenAI reports it last): count the
-            // prompt as estimated and what was streamed, so hanging up early is not free.
-            t.input = self.estimate.input;
-            t.output = self.passed.div_ceil(4).min(self.estimate.output.max(1));
-        }
+        let cut_off = error.is_some() && (200..300).contains(&call.status);
+        let t = settled_tokens(self.tap.tokens, cut_off, self.estimate, self.passed);
         call.input_tokens = t.input;
         call.output_tokens = t.output;
         call.cache_read_tokens = t.cache_read;
@@ -804,6 +799,20 @@ impl Metered {
             .take()
             .map(|(req, resp)| (req, String::from_utf8_lossy(&resp).into_owned()));
         record_with(&self.state, call, exchange, self.reservation.take());
+    }
+}
+
+/// The tokens a call is charged: what the upstream reported; for a stream cut off before the
+/// upstream reported anything (OpenAI reports usage last), the prompt's estimate and what was
+/// streamed at 4 bytes a token (at most the output estimate), so hanging up early is not free.
+fn settled_tokens(reported: Tokens, cut_off: bool, estimate: Tokens, passed: u64) -> Tokens {
+    if !cut_off || reported != Tokens::default() {
+        return reported;
+    }
+    Tokens {
+        input: estimate.input,
+        output: passed.div_ceil(4).min(estimate.output),
+        ..Tokens::default()
     }
 }
 
@@ -1056,6 +1065,33 @@ mod tests {
         assert_eq!(
             auth_status(&state, &web, Provider::Anthropic, "k-claude").await,
             401
+        );
+    }
+
+    #[test]
+    fn cut_off_streams_are_charged() {
+        let est = Tokens {
+            input: 500,
+            output: 4096,
+            ..Tokens::default()
+        };
+        let seen = Tokens {
+            input: 20,
+            output: 3,
+            ..Tokens::default()
+        };
+        // What the upstream reported counts, cut off or not.
+        assert_eq!(settled_tokens(seen, true, est, 999), seen);
+        assert_eq!(settled_tokens(seen, false, est, 999), seen);
+        // Nothing reported yet: the prompt's estimate and what passed.
+        let t = settled_tokens(Tokens::default(), true, est, 401);
+        assert_eq!((t.input, t.output), (500, 101));
+        let t = settled_tokens(Tokens::default(), true, est, 1 << 30);
+        assert_eq!(t.output, 4096);
+        // A complete answer without usage (an error body) is not estimated.
+        assert_eq!(
+            settled_tokens(Tokens::default(), false, est, 401),
+            Tokens::default()
         );
     }
 
