@@ -401,7 +401,10 @@ pub async fn send(state: &Arc<AppState>, id: &str, text: &str) -> ApiResult<Task
     let info = match state.daemon(&task.workspace_id).task_send(id, text).await {
         Ok(info) => info,
         Err(e) => {
-            revoke_key(state, id).await;
+            // No new turn started; a `waiting` turn keeps its key.
+            if task.state.is_turn_over() {
+                revoke_key(state, id).await;
+            }
             return Err(e.into());
         }
     };

@@ -252,8 +252,8 @@ async fn forbidden_requests_never_reach_the_upstream() {
 /// by at most one call's reservation, and once it is used up the task fails and its key dies.
 ///
 /// Fails without reservations (the old check of stored spending only, with usage recorded
-/// after the call): all 20 calls pass the check before any is recorded, 600 tokens against a
-/// 100-token budget.
+/// after the call): every call passes the check before any is recorded (each is held 2 s by
+/// the mock), e.g. 20 calls of 30 tokens against a 10-token budget.
 #[tokio::test]
 async fn parallel_calls_cannot_overshoot_a_budget() {
     ensure_image().await;
@@ -263,7 +263,7 @@ async fn parallel_calls_cannot_overshoot_a_budget() {
         .await;
     // The agent's own held call started before the budget, so it reserves nothing.
     let (id, key, root) = live_task(&s, &mock, "spender").await;
-    let budget = 100u64;
+    let budget = 10u64;
     let (st, b) = s
         .call(
             "PUT",
@@ -274,7 +274,8 @@ async fn parallel_calls_cannot_overshoot_a_budget() {
     assert_eq!(st, 200, "{b}");
     tokio::time::sleep(Duration::from_millis(1200)).await; // the gateway's budget cache
     let before = mock.requests().len();
-    let body = SMALL_CALL.replace("probe", "parallel-probe");
+    // Each call is answered after 2 s, so all 20 are in flight together.
+    let body = SMALL_CALL.replace("probe", "parallel-probe BERTH-MOCK-DELAY");
     let script = "k=$1; u=$2; b=$3; for i in $(seq 20); do \
          (curl -s -o /dev/null -w '%{http_code}\\n' -H \"x-api-key: $k\" \
           -H 'content-type: application/json' --data-binary \"$b\" \"$u\" > /tmp/par-$i) & \
