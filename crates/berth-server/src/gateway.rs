@@ -3,12 +3,15 @@
 //! Each running workspace gets a Unix socket in its channel directory (`/run/berth/gateway.sock`
 //! inside); the workspace daemon relays a loopback port to it, so agents reach the gateway even
 //! in a workspace with no network at all. Agents authenticate with their task's virtual key; the
-//! gateway checks that the key belongs to a live task *of that workspace*, swaps in the real
-//! provider key, and streams the upstream response back chunk by chunk. Real keys and upstream
-//! addresses never enter a workspace.
+//! gateway checks that the key is live (a turn the server started is in flight), belongs to a
+//! task *of that workspace* and that task's provider, swaps in the real provider key, and
+//! streams the upstream response back chunk by chunk. Real keys and upstream addresses never
+//! enter a workspace.
 //!
 //! Paths: `/{provider}/{rest}` → `{provider base url}/{rest}`, provider ∈ anthropic, openai,
-//! gemini.
+//! gemini, for the endpoints, headers and bodies `policy` allows only. Generating calls
+//! reserve against budgets first (`budget`) and give the reservation back once their usage,
+//! priced by the model the upstream reports, is stored.
 
 mod budget;
 mod policy;
