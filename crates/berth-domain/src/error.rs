@@ -34,6 +34,8 @@ pub enum ErrorCode {
     DaemonUnavailable,
     /// The workspace runs a daemon speaking an older protocol.
     DaemonOutdated,
+    /// Too much at once (e.g. a budget's remainder is reserved by calls in flight); retry later.
+    RateLimited,
     /// Something failed inside berth; details are in the server log.
     Internal,
 }
@@ -55,6 +57,7 @@ impl ErrorCode {
             Self::EngineError => "engine_error",
             Self::DaemonUnavailable => "daemon_unavailable",
             Self::DaemonOutdated => "daemon_outdated",
+            Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
         }
     }
@@ -72,6 +75,7 @@ impl ErrorCode {
             | Self::InvalidState
             | Self::DaemonOutdated => 409,
             Self::ImageMissing => 424,
+            Self::RateLimited => 429,
             Self::EngineUnavailable | Self::DaemonUnavailable => 503,
             Self::EngineError => 502,
             Self::Internal => 500,
@@ -89,7 +93,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -103,6 +107,7 @@ mod tests {
         ErrorCode::EngineError,
         ErrorCode::DaemonUnavailable,
         ErrorCode::DaemonOutdated,
+        ErrorCode::RateLimited,
         ErrorCode::Internal,
     ];
 

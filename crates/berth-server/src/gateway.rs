@@ -3,12 +3,18 @@
 //! Each running workspace gets a Unix socket in its channel directory (`/run/berth/gateway.sock`
 //! inside); the workspace daemon relays a loopback port to it, so agents reach the gateway even
 //! in a workspace with no network at all. Agents authenticate with their task's virtual key; the
-//! gateway checks that the key belongs to a live task *of that workspace*, swaps in the real
-//! provider key, and streams the upstream response back chunk by chunk. Real keys and upstream
-//! addresses never enter a workspace.
+//! gateway checks that the key is live (a turn the server started is in flight), belongs to a
+//! task *of that workspace* and that task's provider, swaps in the real provider key, and
+//! streams the upstream response back chunk by chunk. Real keys and upstream addresses never
+//! enter a workspace.
 //!
 //! Paths: `/{provider}/{rest}` → `{provider base url}/{rest}`, provider ∈ anthropic, openai,
-//! gemini.
+//! gemini, for the endpoints, headers and bodies `policy` allows only. Generating calls
+//! reserve against budgets first (`budget`) and give the reservation back once their usage,
+//! priced by the model the upstream reports, is stored.
+
+mod budget;
+mod policy;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,13 +24,17 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_domain::{Provider, Secret, WorkspaceId};
+use berth_domain::{ErrorCode, Provider, Secret, WorkspaceId};
 
 use berth_store::LlmCall;
 
+pub use budget::Reservations;
+use budget::{Amount, Refused, Reservation};
+use policy::Endpoint;
+
 use crate::auth::hash_token;
 use crate::state::AppState;
-use crate::usage_tap::{request_model, UsageTap};
+use crate::usage_tap::{request_model, Tokens, UsageTap};
 
 /// One provider's real upstream.
 #[derive(Debug, Clone)]
@@ -91,6 +101,7 @@ impl Listeners {
             Ok(listener) => {
                 let app = axum::Router::new()
                     .route("/{provider}/{*rest}", axum::routing::any(forward))
+                    .fallback(no_route)
                     .with_state((state.clone(), ws.clone()));
                 let ws_name = ws.clone();
                 let handle = tokio::spawn(async move {
@@ -146,135 +157,340 @@ fn virtual_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .find_map(|kv| kv.strip_prefix("key=").map(str::to_owned))
 }
 
-/// An error in the provider's own shape, so the agent CLI shows a sensible message.
-fn provider_error(p: Option<Provider>, status: StatusCode, message: &str) -> Response {
-    let body = match p {
+/// An error in the provider's own shape, so the agent CLI shows a sensible message, with
+/// berth's stable `code` beside it.
+fn provider_error(
+    p: Option<Provider>,
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+) -> Response {
+    let mut body = match p {
         Some(Provider::Anthropic) => serde_json::json!({
             "type": "error",
-            "error": {"type": if status == StatusCode::UNAUTHORIZED { "authentication_error" } else { "api_error" }, "message": message}
+            "error": {"type": anthropic_type(status), "message": message}
         }),
         Some(Provider::Gemini) => serde_json::json!({
-            "error": {"code": status.as_u16(), "message": message, "status": if status == StatusCode::UNAUTHORIZED { "UNAUTHENTICATED" } else { "UNAVAILABLE" }}
+            "error": {"code": status.as_u16(), "message": message, "status": gemini_status(status)}
         }),
         _ => serde_json::json!({
-            "error": {"message": message, "type": "berth_gateway_error", "code": status.as_u16()}
+            "error": {"message": message, "type": "berth_gateway_error", "code": code.as_str()}
         }),
     };
+    body["code"] = serde_json::Value::from(code.as_str());
     (status, axum::Json(body)).into_response()
 }
 
-const HOP_BY_HOP: [&str; 10] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "content-length",
-    "accept-encoding",
-];
-const AUTH_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
+fn gemini_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        _ => "UNAVAILABLE",
+    }
+}
+
+/// A refusal with the status its code stands for.
+fn refuse(p: Option<Provider>, code: ErrorCode, message: &str) -> Response {
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    provider_error(p, status, code, message)
+}
+
+/// A failure on berth's or the upstream's side (5xx).
+fn failure(p: Provider, status: StatusCode, message: &str) -> Response {
+    provider_error(Some(p), status, ErrorCode::Internal, message)
+}
+
+/// Largest request body accepted from an agent.
+const MAX_REQUEST_BODY: usize = 64 << 20;
+
+/// A request that passed every check, ready to go upstream.
+struct Admitted {
+    owner: KeyOwner,
+    endpoint: Endpoint,
+    rest: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    /// The tokens reserved for the call (its estimate).
+    estimate: Tokens,
+    reservation: Option<Reservation>,
+}
+
+/// Anything outside `/{provider}/{rest}`.
+async fn no_route() -> Response {
+    refuse(
+        None,
+        ErrorCode::NotFound,
+        "berth gateway: use /{anthropic|openai|gemini}/…",
+    )
+}
 
 async fn forward(
     State((state, ws)): State<(Arc<AppState>, WorkspaceId)>,
-    UrlPath((provider, rest)): UrlPath<(String, String)>,
+    UrlPath((provider, _)): UrlPath<(String, String)>,
     req: Request,
 ) -> Response {
     let Some(p) = Provider::parse(&provider) else {
-        return provider_error(
+        return refuse(
             None,
-            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
             &format!("berth gateway: unknown provider {provider:?}"),
         );
     };
+    match admit(&state, &ws, p, req).await {
+        Ok(a) => call_upstream(&state, &ws, p, a).await,
+        Err(resp) => resp,
+    }
+}
+
+/// Every check before a call may go upstream: a live key of this workspace's task for this
+/// provider, an allowed endpoint, a sound body, room in the budgets.
+async fn admit(
+    state: &Arc<AppState>,
+    ws: &WorkspaceId,
+    p: Provider,
+    req: Request,
+) -> Result<Admitted, Response> {
     let query = req.uri().query().map(str::to_owned);
-    let Some(key) = virtual_key(req.headers(), query.as_deref()) else {
-        return provider_error(
-            Some(p),
-            StatusCode::UNAUTHORIZED,
-            "berth gateway: no API key in the request",
-        );
-    };
-    let owner = match lookup_key(&state, &hash_token(&key)).await {
-        Ok(Some(o)) if o.0.workspace_id == ws && !o.0.state.is_final() => o,
-        Ok(_) => {
-            return provider_error(
+    let owner = authenticate(state, ws, p, req.headers(), query.as_deref()).await?;
+    // The raw (still percent-encoded) path is matched, so no decoding trick reaches another
+    // upstream route.
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix(&format!("/{}/", p.as_str()))
+        .unwrap_or_default()
+        .to_owned();
+    let endpoint = policy::endpoint(p, req.method(), &rest).map_err(|r| {
+        tracing::warn!(task = %owner.0.id, method = %req.method(), path = %rest, "gateway refused an endpoint");
+        refuse(Some(p), r.code, &r.message)
+    })?;
+    let headers = policy::forwarded_headers(req.headers());
+    let body = match axum::body::to_bytes(req.into_body(), MAX_REQUEST_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(refuse(
                 Some(p),
-                StatusCode::UNAUTHORIZED,
-                "berth gateway: unknown, revoked or foreign virtual key",
-            )
+                ErrorCode::InvalidArgument,
+                &format!("berth gateway: request body: {e}"),
+            ))
+        }
+    };
+    let body = match policy::prepare_body(endpoint, &body) {
+        Ok(Some(rewritten)) => bytes::Bytes::from(rewritten),
+        Ok(None) => body,
+        Err(r) => return Err(refuse(Some(p), r.code, &r.message)),
+    };
+    let estimate = budget::estimate(&body, state.reservations.reserve_output);
+    let reservation = if endpoint.generates() {
+        let model = request_model(p, &rest, &body);
+        Some(reserve(state, ws, p, &owner, model.as_deref(), estimate).await?)
+    } else {
+        None
+    };
+    Ok(Admitted {
+        owner,
+        endpoint,
+        rest,
+        query: policy::forwarded_query(p, query.as_deref()),
+        headers,
+        body,
+        estimate,
+        reservation,
+    })
+}
+
+/// The key's task and workspace: the key must be live (its task's turn in flight, as the server
+/// knows it), belong to a task of the workspace whose socket the call came in on, and that
+/// task's agent must speak this provider.
+async fn authenticate(
+    state: &AppState,
+    ws: &WorkspaceId,
+    p: Provider,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<KeyOwner, Response> {
+    let Some(key) = virtual_key(headers, query) else {
+        return Err(refuse(
+            Some(p),
+            ErrorCode::Unauthorized,
+            "berth gateway: no API key in the request",
+        ));
+    };
+    let owner = match lookup_key(state, &hash_token(&key)).await {
+        Ok(Some(o)) if o.0.workspace_id == *ws => o,
+        Ok(_) => {
+            return Err(refuse(
+                Some(p),
+                ErrorCode::Unauthorized,
+                "berth gateway: unknown, revoked or foreign virtual key (a task's key works only while its turn runs)",
+            ))
         }
         Err(e) => {
             tracing::error!(error = %e, "gateway key lookup");
-            return provider_error(
-                Some(p),
+            return Err(failure(
+                p,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "berth gateway: internal error",
-            );
+            ));
         }
     };
-    let (task, ws_row) = (&owner.0, &owner.1);
-    if let Some(over) = over_budget(&state, ws_row.tenant.as_str(), ws.as_str()).await {
-        tracing::warn!(task = %task.id, "{over}");
-        // End the task `failed{budget_exceeded}`; the agent gets the reason in its provider's shape.
-        let daemon = state.daemon(&ws);
-        let (id, reason) = (task.id.clone(), format!("budget_exceeded: {over}"));
-        tokio::spawn(async move {
-            if let Err(e) = daemon.task_fail(&id, &reason).await {
-                tracing::warn!(task = %id, error = %e, "could not stop the task over budget");
-            }
-        });
-        return provider_error(
+    let own = owner.0.agent.provider();
+    if own != p {
+        tracing::warn!(task = %owner.0.id, provider = p.as_str(), "gateway: a key used on another provider");
+        return Err(refuse(
             Some(p),
-            StatusCode::FORBIDDEN,
-            &format!("berth gateway: {over}"),
-        );
+            ErrorCode::Forbidden,
+            &format!(
+                "berth gateway: this key belongs to a {} task and works on /{} only",
+                owner.0.agent,
+                own.as_str()
+            ),
+        ));
     }
-    let upstream = state.upstreams.get(p);
-    let real_key = match upstream.api_key.clone() {
-        // `vault:TENANT/NAME`: the provider key lives in berth's secrets vault.
+    Ok(owner)
+}
+
+/// Reserves the call's estimate against the budgets of its workspace and tenant. Used up: the
+/// task fails `budget_exceeded` (its key dies at once); reserved by calls in flight: 429 so the
+/// agent retries; the store failing: refused (fail closed).
+async fn reserve(
+    state: &Arc<AppState>,
+    ws: &WorkspaceId,
+    p: Provider,
+    owner: &KeyOwner,
+    model: Option<&str>,
+    estimate: Tokens,
+) -> Result<Reservation, Response> {
+    let (task, ws_row) = (&owner.0, &owner.1);
+    let closed = |e: anyhow::Error| {
+        tracing::error!(task = %task.id, error = %e, "budget check failed; refusing the call");
+        failure(
+            p,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "berth gateway: budgets cannot be checked right now",
+        )
+    };
+    let budgets: Vec<berth_store::Budget> = all_budgets(state)
+        .await
+        .map_err(closed)?
+        .into_iter()
+        .filter(|b| b.applies_to(ws_row.tenant.as_str(), ws.as_str()))
+        .collect();
+    let amount = Amount {
+        tokens: estimate.input.saturating_add(estimate.output),
+        cost_usd: state.prices.cost(model, estimate),
+    };
+    let store = state.store.clone();
+    let spent = move |b: berth_store::Budget| {
+        let store = store.clone();
+        async move {
+            let since = period_start(&b.period);
+            Ok(store.spent(&b, since.as_deref()).await?)
+        }
+    };
+    match state.reservations.admit(&budgets, amount, spent).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(Refused::Busy(why))) => {
+            tracing::info!(task = %task.id, "{why}");
+            Err(refuse(
+                Some(p),
+                ErrorCode::RateLimited,
+                &format!("berth gateway: {why}"),
+            ))
+        }
+        Ok(Err(Refused::Exceeded(over))) => {
+            tracing::warn!(task = %task.id, "{over}");
+            stop_over_budget(state, ws, &task.id, &over).await;
+            Err(refuse(
+                Some(p),
+                ErrorCode::Forbidden,
+                &format!("berth gateway: {over}"),
+            ))
+        }
+        Err(e) => Err(closed(e)),
+    }
+}
+
+/// Ends a task over budget: its key dies now (server side), and the daemon is told to stop the
+/// agent so the task ends `failed{budget_exceeded}`.
+async fn stop_over_budget(state: &Arc<AppState>, ws: &WorkspaceId, task: &str, over: &str) {
+    if let Err(e) = state.store.set_task_key_live(task, false).await {
+        tracing::error!(task, error = %e, "cannot revoke the key of a task over budget");
+    }
+    forget_task(state, task);
+    let daemon = state.daemon(ws);
+    let (id, reason) = (task.to_owned(), format!("budget_exceeded: {over}"));
+    tokio::spawn(async move {
+        if let Err(e) = daemon.task_fail(&id, &reason).await {
+            tracing::warn!(task = %id, error = %e, "could not stop the task over budget");
+        }
+    });
+}
+
+/// The real provider key: from the environment, or `vault:TENANT/NAME` from berth's vault.
+async fn real_key(state: &AppState, p: Provider) -> Result<Secret, Response> {
+    let key = match state.upstreams.get(p).api_key.clone() {
         Some(k) if k.expose().starts_with("vault:") => {
             let reference = k.expose()["vault:".len()..].to_owned();
-            match vault_key(&state, &reference).await {
+            match vault_key(state, &reference).await {
                 Ok(v) => Some(v),
                 Err(e) => {
                     tracing::error!(provider = p.as_str(), error = %e, "provider key from the vault");
-                    return provider_error(
-                        Some(p),
+                    return Err(failure(
+                        p,
                         StatusCode::SERVICE_UNAVAILABLE,
                         &format!(
                             "berth gateway: the {} key in the vault is unavailable",
                             p.as_str()
                         ),
-                    );
+                    ));
                 }
             }
         }
         other => other,
     };
-    let Some(real_key) = real_key else {
+    key.ok_or_else(|| {
         let name = p.as_str().to_ascii_uppercase();
-        return provider_error(
-            Some(p),
+        failure(
+            p,
             StatusCode::SERVICE_UNAVAILABLE,
             &format!(
                 "berth gateway: no upstream key for {} (set BERTH_{name}_API_KEY on the server)",
                 p.as_str()
             ),
-        );
+        )
+    })
+}
+
+/// Sends an admitted call upstream and streams the answer back, metered.
+async fn call_upstream(
+    state: &Arc<AppState>,
+    ws: &WorkspaceId,
+    p: Provider,
+    a: Admitted,
+) -> Response {
+    let real_key = match real_key(state, p).await {
+        Ok(k) => k,
+        Err(resp) => return resp,
     };
-    let url = upstream_url(&upstream.base_url, &rest, query.as_deref());
-    let method = req.method().clone();
-    let mut headers = HeaderMap::new();
-    for (name, value) in req.headers() {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || AUTH_HEADERS.contains(&n) {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
+    let upstream = state.upstreams.get(p);
+    let url = upstream_url(&upstream.base_url, &a.rest, a.query.as_deref());
+    let mut headers = a.headers;
     let (auth_name, auth_value) = match p {
         Provider::Anthropic => ("x-api-key", real_key.expose().to_owned()),
         Provider::Openai => ("authorization", format!("Bearer {}", real_key.expose())),
@@ -283,20 +499,11 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&auth_value) {
         headers.insert(HeaderName::from_static(auth_name), v);
     }
-    let body = match axum::body::to_bytes(req.into_body(), 64 << 20).await {
-        Ok(b) => b,
-        Err(e) => {
-            return provider_error(
-                Some(p),
-                StatusCode::BAD_REQUEST,
-                &format!("berth gateway: request body: {e}"),
-            )
-        }
-    };
-    tracing::debug!(task = %task.id, provider = p.as_str(), path = %rest, "gateway call");
+    let (task, ws_row) = (&a.owner.0, &a.owner.1);
+    tracing::debug!(task = %task.id, provider = p.as_str(), path = %a.rest, "gateway call");
     // Kept only when the operator turned recording on (BERTH_GATEWAY_RECORD_DAYS).
     let request_copy = if state.recording_days.is_some() {
-        body.slice(..body.len().min(RECORD_MAX))
+        a.body.slice(..a.body.len().min(RECORD_MAX))
     } else {
         bytes::Bytes::new()
     };
@@ -307,22 +514,27 @@ async fn forward(
         tenant: ws_row.tenant.to_string(),
         task_id: task.id.clone(),
         provider: p.as_str().to_owned(),
-        model: request_model(p, &rest, &body),
-        path: rest.clone(),
+        model: request_model(p, &a.rest, &a.body),
+        path: a.rest.clone(),
         ..Default::default()
     };
     let uri: hyper::Uri = match url.parse() {
         Ok(u) => u,
         Err(e) => {
             tracing::error!(provider = p.as_str(), url = %url, error = %e, "gateway upstream URL");
-            return provider_error(
-                Some(p),
+            return failure(
+                p,
                 StatusCode::BAD_GATEWAY,
                 &format!("berth gateway: the {} upstream URL is invalid", p.as_str()),
             );
         }
     };
-    let mut upstream_req = hyper::Request::new(http_body_util::Full::new(body));
+    let method = if a.endpoint == Endpoint::Models {
+        hyper::Method::GET
+    } else {
+        hyper::Method::POST
+    };
+    let mut upstream_req = hyper::Request::new(http_body_util::Full::new(a.body));
     *upstream_req.method_mut() = method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = headers;
@@ -333,9 +545,9 @@ async fn forward(
             call.status = 502;
             call.latency_ms = started.elapsed().as_millis() as u64;
             call.error = Some("upstream unreachable".into());
-            record(&state, call);
-            return provider_error(
-                Some(p),
+            record_with(state, call, None, a.reservation);
+            return failure(
+                p,
                 StatusCode::BAD_GATEWAY,
                 &format!("berth gateway: the {} upstream is unreachable", p.as_str()),
             );
@@ -351,10 +563,9 @@ async fn forward(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut out = Response::builder().status(status.as_u16());
     for (name, value) in resp.headers() {
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
+        if policy::returns_header(name) {
+            out = out.header(name, value);
         }
-        out = out.header(name, value);
     }
     // Chunk by chunk: no buffering of streamed (SSE) responses. Usage is counted on a copy as
     // the chunks pass, and the call is recorded when the body ends (or the agent hangs up).
@@ -370,10 +581,17 @@ async fn forward(
                 Vec::new(),
             )
         }),
+        estimate: if a.endpoint.generates() {
+            a.estimate
+        } else {
+            Tokens::default()
+        },
+        passed: 0,
+        reservation: a.reservation,
     };
     out.body(Body::new(metered)).unwrap_or_else(|_| {
-        provider_error(
-            Some(p),
+        failure(
+            p,
             StatusCode::BAD_GATEWAY,
             "berth gateway: bad upstream response",
         )
@@ -430,7 +648,7 @@ async fn lookup_key(state: &AppState, hash: &str) -> anyhow::Result<Option<KeyOw
             }
         }
     }
-    let Some(task) = state.store.find_task_by_key_hash(hash).await? else {
+    let Some(task) = state.store.find_live_task_by_key_hash(hash).await? else {
         return Ok(None);
     };
     let Some(w) = state.store.find_workspace_by_id(&task.workspace_id).await? else {
@@ -445,6 +663,13 @@ async fn lookup_key(state: &AppState, hash: &str) -> anyhow::Result<Option<KeyOw
     Ok(Some(owner))
 }
 
+/// Drops a task's cached key lookups, so a key the server just revoked stops working at once
+/// (not only when the cache entry expires).
+pub fn forget_task(state: &AppState, task_id: &str) {
+    let mut cache = state.key_cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache.retain(|_, (_, owner)| owner.0.id != task_id);
+}
+
 async fn vault_key(state: &AppState, reference: &str) -> anyhow::Result<Secret> {
     let (tenant, name) = reference
         .split_once('/')
@@ -454,57 +679,6 @@ async fn vault_key(state: &AppState, reference: &str) -> anyhow::Result<Secret> 
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("no vault"))?;
     crate::routes::secrets::reveal(state, vault, tenant, name).await
-}
-
-/// Whether a budget of the workspace or its tenant is used up; the message says which.
-async fn over_budget(state: &AppState, tenant: &str, ws: &str) -> Option<String> {
-    let budgets: Vec<berth_store::Budget> = match all_budgets(state).await {
-        Ok(all) => all
-            .into_iter()
-            .filter(|b| b.applies_to(tenant, ws))
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "reading budgets");
-            return None;
-        }
-    };
-    for b in budgets {
-        let since = period_start(&b.period);
-        let spent = match state.store.spent(&b, since.as_deref()).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "reading spend");
-                continue;
-            }
-        };
-        let who = if b.scope == "tenant" {
-            format!("tenant {}", b.target)
-        } else {
-            "this workspace".to_owned()
-        };
-        let per = match b.period.as_str() {
-            "day" => " today",
-            "month" => " this month",
-            _ => "",
-        };
-        if let Some(max) = b.max_tokens {
-            if spent.tokens >= max {
-                return Some(format!(
-                    "token budget exceeded for {who}: {} of {max} tokens used{per}",
-                    spent.tokens
-                ));
-            }
-        }
-        if let Some(max) = b.max_cost_usd {
-            if spent.cost_usd >= max {
-                return Some(format!(
-                    "cost budget exceeded for {who}: ${:.4} of ${max:.2} used{per}",
-                    spent.cost_usd
-                ));
-            }
-        }
-    }
-    None
 }
 
 /// All budgets, re-read at most once a second (a budget set through the API applies within a
@@ -537,16 +711,24 @@ pub fn period_start(period: &str) -> Option<String> {
 /// Largest request/response kept by prompt recording.
 const RECORD_MAX: usize = 1 << 20;
 
-fn record(state: &Arc<AppState>, call: LlmCall) {
-    record_with(state, call, None);
+/// A finished call, its recorded request and response when recording is on, and the budget
+/// reservation it gives back once it is stored.
+pub struct Recorded {
+    call: LlmCall,
+    exchange: Option<(String, String)>,
+    reservation: Option<Reservation>,
 }
 
-/// A finished call, with its recorded request and response when recording is on.
-pub type Recorded = (LlmCall, Option<(String, String)>);
-
 /// Hands a finished call to the recorder, a single writer that stores whatever has queued up in
-/// one transaction, so busy gateways do not pay one SQLite commit per call.
-fn record_with(state: &Arc<AppState>, call: LlmCall, exchange: Option<(String, String)>) {
+/// one transaction, so busy gateways do not pay one SQLite commit per call. Reservations are
+/// given back only after the commit: until then the call's tokens count against its budgets as
+/// reserved, from then on as spent.
+fn record_with(
+    state: &Arc<AppState>,
+    call: LlmCall,
+    exchange: Option<(String, String)>,
+    reservation: Option<Reservation>,
+) {
     let tx = state.recorder.get_or_init(|| {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Recorded>();
         let store = state.store.clone();
@@ -559,14 +741,23 @@ fn record_with(state: &Arc<AppState>, call: LlmCall, exchange: Option<(String, S
                         Err(_) => break,
                     }
                 }
-                if let Err(e) = store.record_llm_calls(&batch).await {
-                    tracing::error!(error = %e, calls = batch.len(), "cannot record LLM calls");
+                let (rows, reservations): (Vec<_>, Vec<_>) = batch
+                    .into_iter()
+                    .map(|r| ((r.call, r.exchange), r.reservation))
+                    .unzip();
+                if let Err(e) = store.record_llm_calls(&rows).await {
+                    tracing::error!(error = %e, calls = rows.len(), "cannot record LLM calls");
                 }
+                drop(reservations);
             }
         });
         tx
     });
-    let _ = tx.send((call, exchange));
+    let _ = tx.send(Recorded {
+        call,
+        exchange,
+        reservation,
+    });
 }
 
 /// The upstream body, passed through frame by frame while its usage is counted.
@@ -578,6 +769,11 @@ struct Metered {
     state: Arc<AppState>,
     /// With prompt recording on: the request, and the response as it passed (bounded).
     recording: Option<(String, Vec<u8>)>,
+    /// What the call was expected to use at most (its reservation).
+    estimate: Tokens,
+    /// Response bytes passed to the agent so far.
+    passed: u64,
+    reservation: Option<Reservation>,
 }
 
 impl Metered {
@@ -586,22 +782,40 @@ impl Metered {
             return;
         };
         self.tap.finish();
-        let t = self.tap.tokens;
+        let cut_off = error.is_some() && (200..300).contains(&call.status);
+        let t = settled_tokens(self.tap.tokens, cut_off, self.estimate, self.passed);
         call.input_tokens = t.input;
         call.output_tokens = t.output;
         call.cache_read_tokens = t.cache_read;
         call.cache_write_tokens = t.cache_write;
-        if call.model.is_none() {
-            call.model = self.tap.model.clone();
+        // Priced by the model the upstream says it used; the name the agent asked for is only
+        // shown when the upstream named none (then the fallback price applies).
+        let priced = self.tap.model.clone();
+        call.cost_usd = Some(self.state.prices.cost(priced.as_deref(), t));
+        if priced.is_some() {
+            call.model = priced;
         }
-        call.cost_usd = self.state.prices.cost(call.model.as_deref(), t);
         call.latency_ms = self.started.elapsed().as_millis() as u64;
         call.error = error;
         let exchange = self
             .recording
             .take()
             .map(|(req, resp)| (req, String::from_utf8_lossy(&resp).into_owned()));
-        record_with(&self.state, call, exchange);
+        record_with(&self.state, call, exchange, self.reservation.take());
+    }
+}
+
+/// The tokens a call is charged: what the upstream reported; for a stream cut off before the
+/// upstream reported anything (OpenAI reports usage last), the prompt's estimate and what was
+/// streamed at 4 bytes a token (at most the output estimate), so hanging up early is not free.
+fn settled_tokens(reported: Tokens, cut_off: bool, estimate: Tokens, passed: u64) -> Tokens {
+    if !cut_off || reported != Tokens::default() {
+        return reported;
+    }
+    Tokens {
+        input: estimate.input,
+        output: passed.div_ceil(4).min(estimate.output),
+        ..Tokens::default()
     }
 }
 
@@ -619,6 +833,7 @@ impl http_body::Body for Metered {
                 if let Some(chunk) = frame.data_ref() {
                     let chunk = chunk.clone();
                     self.tap.feed(&chunk);
+                    self.passed = self.passed.saturating_add(chunk.len() as u64);
                     if let Some((_, resp)) = self.recording.as_mut() {
                         let room = RECORD_MAX.saturating_sub(resp.len());
                         resp.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -698,6 +913,188 @@ mod tests {
                 Some("alt=sse&key=bvk_x")
             ),
             "http://127.0.0.1:9/v1beta/models/m:streamGenerateContent?alt=sse"
+        );
+    }
+
+    struct NoImages;
+
+    #[async_trait::async_trait]
+    impl crate::state::ImageBuilder for NoImages {
+        fn tag(&self) -> String {
+            "localhost/berth-workspace:test".into()
+        }
+        async fn build(
+            &self,
+            _force: bool,
+            _progress: tokio::sync::mpsc::UnboundedSender<berth_runtime::image::BuildProgress>,
+        ) -> Result<berth_runtime::image::BuildOutcome, berth_runtime::RuntimeError> {
+            Err(berth_runtime::RuntimeError::Other("no builds here".into()))
+        }
+    }
+
+    /// A state over an in-memory store with the named workspaces and one live task per key.
+    async fn state_with_tasks(
+        tasks: &[(&str, &str, berth_domain::Agent)],
+    ) -> (Arc<AppState>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::ServerArgs {
+            data_dir: Some(dir.path().to_owned()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let store = berth_store::Store::open_in_memory().await.unwrap();
+        let tenant = store
+            .ensure_tenant(&berth_domain::Name::parse("acme").unwrap())
+            .await
+            .unwrap();
+        for (ws, key, agent) in tasks {
+            let w = match store
+                .find_workspace(&tenant.name, &berth_domain::Name::parse(ws).unwrap())
+                .await
+                .unwrap()
+            {
+                Some(w) => w,
+                None => store
+                    .insert_workspace(&berth_store::NewWorkspace {
+                        id: WorkspaceId::generate(),
+                        tenant_id: tenant.id.clone(),
+                        name: berth_domain::Name::parse(ws).unwrap(),
+                        image: "img".into(),
+                        limits: Default::default(),
+                        network: "none".into(),
+                        volume: format!("vol-{ws}"),
+                    })
+                    .await
+                    .unwrap(),
+            };
+            store
+                .insert_task(&berth_store::NewTask {
+                    id: format!("tk_{key}"),
+                    workspace_id: w.id.clone(),
+                    workspace: w.qualified_name(),
+                    agent: *agent,
+                    model: None,
+                    dir: "/home/agent".into(),
+                    worktree: None,
+                    prompt: "hi".into(),
+                    virtual_key_hash: hash_token(key),
+                })
+                .await
+                .unwrap();
+        }
+        let state = AppState::new(
+            config,
+            store,
+            Arc::new(berth_runtime::FakeRuntime::new()),
+            Arc::new(NoImages),
+            "t0000".into(),
+            crate::binary::StagedBinary {
+                path: dir.path().join("bin"),
+                hash: "h".into(),
+            },
+        )
+        .unwrap();
+        (Arc::new(state), dir)
+    }
+
+    async fn ws_id(state: &AppState, name: &str) -> WorkspaceId {
+        let acme = berth_domain::Name::parse("acme").unwrap();
+        let name = berth_domain::Name::parse(name).unwrap();
+        state
+            .store
+            .find_workspace(&acme, &name)
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    }
+
+    async fn auth_status(state: &AppState, ws: &WorkspaceId, p: Provider, key: &str) -> u16 {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+        match authenticate(state, ws, p, &h, None).await {
+            Ok(_) => 200,
+            Err(resp) => resp.status().as_u16(),
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_are_bound_to_provider_workspace_and_live_turn() {
+        use berth_domain::Agent;
+        let (state, _dir) = state_with_tasks(&[
+            ("web", "k-claude", Agent::Claude),
+            ("web", "k-codex", Agent::Codex),
+            ("api", "k-other-ws", Agent::Claude),
+        ])
+        .await;
+        let web = ws_id(&state, "web").await;
+        assert_eq!(
+            auth_status(&state, &web, Provider::Anthropic, "k-claude").await,
+            200
+        );
+        assert_eq!(
+            auth_status(&state, &web, Provider::Openai, "k-codex").await,
+            200
+        );
+        // A claude task's key on /openai or /gemini: refused.
+        assert_eq!(
+            auth_status(&state, &web, Provider::Openai, "k-claude").await,
+            403
+        );
+        assert_eq!(
+            auth_status(&state, &web, Provider::Gemini, "k-claude").await,
+            403
+        );
+        // Another workspace's key on this workspace's socket: unknown here.
+        assert_eq!(
+            auth_status(&state, &web, Provider::Anthropic, "k-other-ws").await,
+            401
+        );
+        assert_eq!(
+            auth_status(&state, &web, Provider::Anthropic, "nope").await,
+            401
+        );
+        // The server ends the turn: the key is dead at once, the cache notwithstanding.
+        state
+            .store
+            .set_task_key_live("tk_k-claude", false)
+            .await
+            .unwrap();
+        forget_task(&state, "tk_k-claude");
+        assert_eq!(
+            auth_status(&state, &web, Provider::Anthropic, "k-claude").await,
+            401
+        );
+    }
+
+    #[test]
+    fn cut_off_streams_are_charged() {
+        let est = Tokens {
+            input: 500,
+            output: 4096,
+            ..Tokens::default()
+        };
+        let seen = Tokens {
+            input: 20,
+            output: 3,
+            ..Tokens::default()
+        };
+        // What the upstream reported counts, cut off or not.
+        assert_eq!(settled_tokens(seen, true, est, 999), seen);
+        assert_eq!(settled_tokens(seen, false, est, 999), seen);
+        // Nothing reported yet: the prompt's estimate and what passed.
+        let t = settled_tokens(Tokens::default(), true, est, 401);
+        assert_eq!((t.input, t.output), (500, 101));
+        let t = settled_tokens(Tokens::default(), true, est, 1 << 30);
+        assert_eq!(t.output, 4096);
+        // A complete answer without usage (an error body) is not estimated.
+        assert_eq!(
+            settled_tokens(Tokens::default(), false, est, 401),
+            Tokens::default()
         );
     }
 

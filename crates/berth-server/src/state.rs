@@ -85,6 +85,8 @@ pub struct AppState {
     pub key_cache: crate::gateway::KeyCache,
     /// The budgets, briefly cached by the gateway.
     pub budget_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<berth_store::Budget>)>>,
+    /// Budget reservations of the gateway's calls in flight.
+    pub reservations: crate::gateway::Reservations,
     /// The gateway's call recorder (started on first use).
     pub recorder: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::gateway::Recorded>>,
     /// Prompt recording: keep each gateway call's request and response this many days (None:
@@ -137,6 +139,7 @@ impl AppState {
             vault: None,
             key_cache: Default::default(),
             budget_cache: Default::default(),
+            reservations: Default::default(),
             recorder: std::sync::OnceLock::new(),
             recording_days: std::env::var("BERTH_GATEWAY_RECORD_DAYS")
                 .ok()

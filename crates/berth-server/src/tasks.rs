@@ -184,6 +184,8 @@ async fn pump(state: &Arc<AppState>, task: &Task) -> Pump {
                     }
                 }
                 if turn_over {
+                    // The store ended the key with the turn; drop cached lookups of it now.
+                    crate::gateway::forget_task(state, &task.id);
                     return Pump::TurnOver;
                 }
             }
@@ -222,6 +224,15 @@ async fn end_task(state: &AppState, task: &Task, to: TaskState, reason: &str) {
         }
         Err(e) => tracing::error!(task = %task.id, error = %e, "cannot end task"),
     }
+    revoke_key(state, &task.id).await;
+}
+
+/// Ends a task's virtual key on the server side, whatever its daemon says or does.
+async fn revoke_key(state: &AppState, id: &str) {
+    if let Err(e) = state.store.set_task_key_live(id, false).await {
+        tracing::error!(task = id, error = %e, "cannot revoke a task's key");
+    }
+    crate::gateway::forget_task(state, id);
 }
 
 /// Home-relative paths (`~`, `~/x`) to absolute ones; anything else must be absolute.
@@ -385,7 +396,18 @@ pub async fn send(state: &Arc<AppState>, id: &str, text: &str) -> ApiResult<Task
         return Err(ApiError::new(ErrorCode::InvalidState, why));
     }
     running_workspace(state, &task).await?;
-    let info = state.daemon(&task.workspace_id).task_send(id, text).await?;
+    // The server starts the next turn: the task's key works again until that turn is over.
+    state.store.set_task_key_live(id, true).await?;
+    let info = match state.daemon(&task.workspace_id).task_send(id, text).await {
+        Ok(info) => info,
+        Err(e) => {
+            // No new turn started; a `waiting` turn keeps its key.
+            if task.state.is_turn_over() {
+                revoke_key(state, id).await;
+            }
+            return Err(e.into());
+        }
+    };
     follow(state, id);
     caught_up(state, id, info.last_seq).await
 }
@@ -402,6 +424,7 @@ pub async fn cancel(state: &Arc<AppState>, id: &str) -> ApiResult<Task> {
         }
         _ => {}
     }
+    revoke_key(state, id).await;
     if running_workspace(state, &task).await.is_err() {
         end_task(
             state,

@@ -202,9 +202,21 @@ pub struct Price {
     pub cache_write: f64,
 }
 
+/// Price of a model the table does not list, unless the table sets its own `[fallback]`: as
+/// dear as the dearest published models, so that an unknown or new model name is never free
+/// by accident (a budget in dollars still holds). `[fallback]` with zeros makes them free on
+/// purpose.
+pub const DEFAULT_FALLBACK: Price = Price {
+    input: 15.0,
+    output: 75.0,
+    cache_read: 1.5,
+    cache_write: 18.75,
+};
+
 /// The operator's price table: `DATA_DIR/prices.toml`, `[models."<model>"] input = 3.0 …`
-/// (USD per million tokens). Re-read when the file changes; a model that is not listed has no
-/// cost (tokens are still counted).
+/// (USD per million tokens) and an optional `[fallback]` price for models it does not list
+/// (default [`DEFAULT_FALLBACK`]). Re-read when the file changes. The gateway prices a call by
+/// the model the *upstream* reports it used, not by the name the agent asked for.
 pub struct Prices {
     path: PathBuf,
     check_every: std::time::Duration,
@@ -217,6 +229,7 @@ struct PriceCache {
     mtime: Option<std::time::SystemTime>,
     checked: Option<std::time::Instant>,
     table: HashMap<String, Price>,
+    fallback: Option<Price>,
 }
 
 /// How often the price file's modification time is looked at (edits apply within this time).
@@ -227,6 +240,7 @@ const PRICES_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 struct PriceFile {
     #[serde(default)]
     models: HashMap<String, Price>,
+    fallback: Option<Price>,
 }
 
 impl Prices {
@@ -238,8 +252,19 @@ impl Prices {
         }
     }
 
-    pub fn cost(&self, model: Option<&str>, t: Tokens) -> Option<f64> {
-        let model = model?;
+    /// The cost of `t` tokens of `model` (None: the upstream did not say): the listed price,
+    /// else the fallback price.
+    pub fn cost(&self, model: Option<&str>, t: Tokens) -> f64 {
+        let p = self.price(model);
+        let m = 1e6;
+        t.input.saturating_sub(t.cache_read) as f64 * p.input / m
+            + t.output as f64 * p.output / m
+            + t.cache_read as f64 * p.cache_read / m
+            + t.cache_write as f64 * p.cache_write / m
+    }
+
+    /// The price of a model, the fallback when it is not listed.
+    pub fn price(&self, model: Option<&str>) -> Price {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache
             .checked
@@ -250,27 +275,26 @@ impl Prices {
                 .and_then(|m| m.modified())
                 .ok();
             if cache.mtime != mtime {
-                cache.table = std::fs::read_to_string(&self.path)
+                let file = std::fs::read_to_string(&self.path)
                     .ok()
                     .and_then(|s| match toml::from_str::<PriceFile>(&s) {
-                        Ok(f) => Some(f.models),
+                        Ok(f) => Some(f),
                         Err(e) => {
                             tracing::warn!(path = %self.path.display(), error = %e, "ignoring the price table");
                             None
                         }
-                    })
-                    .unwrap_or_default();
+                    });
+                (cache.table, cache.fallback) = match file {
+                    Some(f) => (f.models, f.fallback),
+                    None => (HashMap::new(), None),
+                };
                 cache.mtime = mtime;
             }
         }
-        let p = cache.table.get(model)?;
-        let m = 1e6;
-        Some(
-            t.input.saturating_sub(t.cache_read) as f64 * p.input / m
-                + t.output as f64 * p.output / m
-                + t.cache_read as f64 * p.cache_read / m
-                + t.cache_write as f64 * p.cache_write / m,
-        )
+        model
+            .and_then(|m| cache.table.get(m).copied())
+            .or(cache.fallback)
+            .unwrap_or(DEFAULT_FALLBACK)
     }
 }
 
@@ -362,14 +386,26 @@ mod tests {
             cache_read: 0,
             cache_write: 0,
         };
-        assert_eq!(prices.cost(Some("m1"), t), None);
+        // No table: everything costs the built-in fallback, never 0 by accident.
+        let dear = 15.0 + 0.5 * 75.0;
+        assert_eq!(prices.cost(Some("m1"), t), dear);
+        assert_eq!(prices.cost(None, t), dear);
         std::fs::write(&path, "[models.m1]\ninput = 3.0\noutput = 15.0\n").unwrap();
         settle();
-        assert_eq!(prices.cost(Some("m1"), t), Some(3.0 + 7.5));
-        assert_eq!(prices.cost(Some("other"), t), None);
-        // An edit is picked up at the next check.
-        std::fs::write(&path, "[models.m1]\ninput = 1.0\noutput = 1.0\n").unwrap();
+        assert_eq!(prices.cost(Some("m1"), t), 3.0 + 7.5);
+        assert_eq!(prices.cost(Some("other"), t), dear);
+        // An edit is picked up at the next check; the table's own fallback replaces the default.
+        std::fs::write(
+            &path,
+            "[models.m1]\ninput = 1.0\noutput = 1.0\n[fallback]\ninput = 2.0\noutput = 4.0\n",
+        )
+        .unwrap();
         settle();
-        assert_eq!(prices.cost(Some("m1"), t), Some(1.0 + 0.5));
+        assert_eq!(prices.cost(Some("m1"), t), 1.0 + 0.5);
+        assert_eq!(prices.cost(Some("alias-latest"), t), 2.0 + 2.0);
+        // A broken table falls back to the default, not to free.
+        std::fs::write(&path, "[models.m1\n").unwrap();
+        settle();
+        assert_eq!(prices.cost(Some("m1"), t), dear);
     }
 }

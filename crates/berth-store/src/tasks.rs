@@ -84,7 +84,7 @@ impl Store {
         let at = now();
         sqlx::query(
             "INSERT INTO tasks (id, workspace_id, workspace, agent, state, model, dir, worktree, \
-             prompt, virtual_key_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             prompt, virtual_key_hash, created_at, updated_at, key_live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         )
         .bind(&t.id)
         .bind(t.workspace_id.as_str())
@@ -126,6 +126,32 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| task_from_row(&r)).transpose()
+    }
+
+    /// The task a virtual key belongs to, only while the server has a turn of it in flight
+    /// (see [`Store::set_task_key_live`]).
+    pub async fn find_live_task_by_key_hash(&self, hash: &str) -> Result<Option<Task>> {
+        let sql =
+            format!("SELECT {TASK_COLUMNS} FROM tasks WHERE virtual_key_hash = ? AND key_live = 1");
+        let row = sqlx::query(&sql)
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| task_from_row(&r)).transpose()
+    }
+
+    /// Turns a task's virtual key on (the server starts a turn) or off (the turn is over, or
+    /// the server stops it). Never turns on the key of a final task.
+    pub async fn set_task_key_live(&self, id: &str, live: bool) -> Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET key_live = ? WHERE id = ? AND (? = 0 OR state NOT IN ('failed', 'cancelled'))",
+        )
+        .bind(live)
+        .bind(id)
+        .bind(live)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Newest first, optionally filtered.
@@ -239,11 +265,13 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<Task> {
         sqlx::query(
-            "UPDATE tasks SET state = ?, reason = COALESCE(?, reason), updated_at = ? WHERE id = ?",
+            "UPDATE tasks SET state = ?, reason = COALESCE(?, reason), updated_at = ?, \
+             key_live = CASE WHEN ? THEN 0 ELSE key_live END WHERE id = ?",
         )
         .bind(state.as_str())
         .bind(reason)
         .bind(now())
+        .bind(state.is_turn_over())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -258,12 +286,26 @@ async fn apply_to_task(
 ) -> Result<()> {
     match &e.kind {
         EventKind::Status { state, reason } => {
-            sqlx::query("UPDATE tasks SET state = ?, reason = ? WHERE id = ?")
-                .bind(state.as_str())
-                .bind(reason)
+            // The daemon's word goes through the state machine: a final task stays final, and a
+            // status never turns a key on (only the server does, when it starts a turn).
+            let current: String = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
                 .bind(id)
-                .execute(&mut **tx)
+                .fetch_one(&mut **tx)
                 .await?;
+            if !TaskState::parse(&current).is_some_and(|c| c.can_become(*state)) {
+                tracing::warn!(task = id, from = %current, to = %state, "ignored a status change the state machine forbids");
+                return Ok(());
+            }
+            sqlx::query(
+                "UPDATE tasks SET state = ?, reason = ?, \
+                 key_live = CASE WHEN ? THEN 0 ELSE key_live END WHERE id = ?",
+            )
+            .bind(state.as_str())
+            .bind(reason)
+            .bind(state.is_turn_over())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
         }
         EventKind::Usage {
             input_tokens,
@@ -346,7 +388,7 @@ mod tests {
             ev(
                 1,
                 EventKind::Status {
-                    state: TaskState::Running,
+                    state: TaskState::Starting,
                     reason: None,
                 },
             ),
@@ -391,7 +433,7 @@ mod tests {
         ));
         let t = s.task("tk_1").await.unwrap();
         assert_eq!(t.last_seq, 4);
-        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(t.state, TaskState::Starting);
         assert_eq!(t.agent_session_id.as_deref(), Some("sess"));
         assert_eq!(t.last_message.as_deref(), Some("DONE"));
         assert_eq!(
@@ -430,5 +472,64 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    fn status(seq: u64, state: TaskState) -> TaskEvent {
+        ev(
+            seq,
+            EventKind::Status {
+                state,
+                reason: None,
+            },
+        )
+    }
+
+    async fn live(s: &Store) -> bool {
+        s.find_live_task_by_key_hash("h1").await.unwrap().is_some()
+    }
+
+    #[tokio::test]
+    async fn keys_live_only_while_the_server_runs_a_turn() {
+        let (s, _) = setup().await;
+        assert!(live(&s).await, "the first turn starts with the task");
+        s.append_task_events("tk_1", &[status(1, TaskState::Starting)])
+            .await
+            .unwrap();
+        s.append_task_events("tk_1", &[status(2, TaskState::Running)])
+            .await
+            .unwrap();
+        assert!(live(&s).await);
+        s.append_task_events("tk_1", &[status(3, TaskState::Completed)])
+            .await
+            .unwrap();
+        assert!(!live(&s).await, "a completed turn ends the key");
+        // The daemon claiming the task runs again does not revive the key.
+        s.append_task_events("tk_1", &[status(4, TaskState::Running)])
+            .await
+            .unwrap();
+        assert_eq!(s.task("tk_1").await.unwrap().state, TaskState::Running);
+        assert!(!live(&s).await, "only the server turns a key on");
+        // The server starts a follow-up turn: the key works again, until the turn is over.
+        s.set_task_key_live("tk_1", true).await.unwrap();
+        assert!(live(&s).await);
+        s.append_task_events("tk_1", &[status(5, TaskState::Cancelled)])
+            .await
+            .unwrap();
+        assert!(!live(&s).await);
+        // Final is final: neither a status from the daemon nor the server revives the task.
+        for (seq, st) in [(6, TaskState::Running), (7, TaskState::Completed)] {
+            s.append_task_events("tk_1", &[status(seq, st)])
+                .await
+                .unwrap();
+            assert_eq!(s.task("tk_1").await.unwrap().state, TaskState::Cancelled);
+        }
+        s.set_task_key_live("tk_1", true).await.unwrap();
+        assert!(!live(&s).await);
+        // A server-set final state also ends the key.
+        let (s, _) = setup().await;
+        s.set_task_state("tk_1", TaskState::Failed, Some("x"))
+            .await
+            .unwrap();
+        assert!(!live(&s).await);
     }
 }

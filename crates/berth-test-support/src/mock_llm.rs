@@ -12,7 +12,9 @@
 //! - the conversation ends with a tool result → the text [`Script::final_text`];
 //! - no tools offered → a short text (`"Title"`), or the Gemini CLI routing-classifier JSON;
 //! - the latest user text contains [`Script::slow_marker`] → the first events are streamed, then
-//!   the response is held open for 120 s (with keep-alives) before it completes.
+//!   the response is held open for 120 s (with keep-alives) before it completes;
+//! - the request body contains [`Script::delay_marker`] → the whole answer waits [`DELAY`]
+//!   first (calls that stay in flight a while, e.g. to race budget checks).
 //!
 //! Every final event carries usage: 20 input tokens, 10 output tokens.
 
@@ -35,6 +37,8 @@ pub const USAGE_INPUT_TOKENS: u64 = 20;
 pub const USAGE_OUTPUT_TOKENS: u64 = 10;
 /// How long a slow response is held open.
 pub const SLOW_HOLD: Duration = Duration::from_secs(120);
+/// How long a request carrying [`Script::delay_marker`] waits before it is answered.
+pub const DELAY: Duration = Duration::from_secs(2);
 
 /// Which API a request was addressed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -79,6 +83,8 @@ pub struct Script {
     pub final_text: String,
     /// A user message containing this is answered slowly (held open for [`SLOW_HOLD`]).
     pub slow_marker: String,
+    /// A request body containing this is answered after [`DELAY`].
+    pub delay_marker: String,
 }
 
 impl Default for Script {
@@ -87,6 +93,7 @@ impl Default for Script {
             shell_command: "echo hi > hello.txt".into(),
             final_text: "DONE".into(),
             slow_marker: "SLOW".into(),
+            delay_marker: "BERTH-MOCK-DELAY".into(),
         }
     }
 }
@@ -202,6 +209,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .await
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let marker = shared.script.delay_marker.as_bytes();
+    if !marker.is_empty() && bytes.windows(marker.len()).any(|w| w == marker) {
+        tokio::time::sleep(DELAY).await;
+    }
 
     let route = route(&method, &bare_path);
     let format = match &route {

@@ -4,6 +4,7 @@ mod doctor;
 mod egress;
 mod egress_tricks;
 mod hostile_fs;
+mod hostile_gateway;
 mod oom;
 mod secrets;
 mod sessions;
