@@ -54,6 +54,12 @@ def handle(c):
             mode[0] = req["argv"][1]
             c.sendall(frame({"type": "exec_started", "pid": 1}) + frame({"type": "exit", "code": 0}))
             return hold(c)
+        if m == "huge" and t == "session_capture":
+            # A capture announcing 1 TiB, then data as fast as it goes.
+            c.sendall(frame({"type": "capture", "len": 2**40}))
+            chunk = struct.pack(">I", 65537) + b"\1" + b"y" * 65536
+            while True:
+                c.sendall(chunk)
         if m == "huge":
             # A frame announcing 4 GiB, then nothing.
             c.sendall(struct.pack(">I", 0xFFFFFFFF) + b"\0")
@@ -235,10 +241,11 @@ fn assert_no_panic(s: &TestServer) {
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
 }
 
-/// Without the daemon client's deadlines the `silent` session list hangs for ever (the
-/// `bounded` timeout fails the test); without the store's saturation the `usage` reports
-/// overflow into REAL and `GET /tasks` (and every start, through `resume_all`) panics in
-/// `get::<i64>`; without the frame cap the `huge` frame is an allocation of 4 GiB.
+/// Shown able to fail: with the old daemon client (no deadline after the handshake) the
+/// `silent` session list hangs ("still hangs after 30s"), and the 1 TiB capture is read and
+/// buffered (only the length up front was bounded); with the old store the `usage` reports
+/// overflow SQLite's sum into REAL and `GET /tasks/{id}` panics in `get::<i64>` (the
+/// connection drops: IncompleteMessage), as would every start through `resume_all`.
 #[tokio::test]
 async fn a_fake_daemon_that_hangs_lies_or_floods_harms_no_one() {
     ensure_image().await;
@@ -260,6 +267,18 @@ async fn a_fake_daemon_that_hangs_lies_or_floods_harms_no_one() {
     let (st, v) = bounded(&s, "GET", "/api/v1/workspaces/evil/sessions", secs(5)).await;
     assert_eq!(st, 503, "{v}");
     assert!(v.to_string().contains("frame length"), "{v}");
+    // A capture announcing 1 TiB and streaming: refused before reading, memory untouched.
+    let pid = server_pid(&s);
+    let base = rss_kib(pid);
+    let path = "/api/v1/workspaces/evil/sessions/main/scrollback";
+    let (st, v) = bounded(&s, "GET", path, secs(5)).await;
+    assert_eq!(st, 503, "{v}");
+    tokio::time::sleep(secs(2)).await;
+    let after = rss_kib(pid);
+    assert!(
+        after < base + 64 * 1024,
+        "rss grew from {base} to {after} KiB"
+    );
 
     // (d) Absurd usage: u64::MAX and i64::MAX tokens, 1e308 dollars, again and again.
     assert!(fake_mode(&s, "evil", "usage").await);
@@ -336,9 +355,10 @@ fn set_own_nofile(soft: u64, hard: u64) {
 
 /// Every socket the workspace reaches, flooded with 7,000 held connections each (more than the
 /// 1024 descriptors a server started from a shell has), while the neighbour keeps working and
-/// the server's descriptors and memory stay bounded. Without the per-workspace caps the server
-/// runs out of descriptors (the neighbour's calls fail and the fd count passes the bound);
-/// without raising RLIMIT_NOFILE the soft limit stays 1024 (the first assertion).
+/// the server's descriptors and memory stay bounded. Shown able to fail: with the old accept
+/// loops (no cap, no deadlines) and the limit raised, the server runs out of descriptors and
+/// the neighbour's calls stall ("the neighbour took 29s"); without raising RLIMIT_NOFILE the
+/// soft limit stays 1024 (the first assertion).
 #[tokio::test]
 async fn a_connection_flood_on_every_socket_leaves_the_server_bounded() {
     ensure_image().await;
