@@ -34,6 +34,8 @@ pub struct Timeouts {
     pub slow_response: Duration,
     /// A task start, which may create a git worktree (the daemon gives git 300 s).
     pub task_start: Duration,
+    /// A whole [`DaemonClient::exec_collect`], from the request to the exit code.
+    pub collect: Duration,
 }
 
 impl Default for Timeouts {
@@ -43,6 +45,7 @@ impl Default for Timeouts {
             response: Duration::from_secs(15),
             slow_response: Duration::from_secs(60),
             task_start: Duration::from_secs(330),
+            collect: Duration::from_secs(300),
         }
     }
 }
@@ -308,12 +311,18 @@ impl DaemonClient {
 
     /// Runs a process to completion and collects its output; stdout and
     /// stderr are each cut at `max_bytes` (the rest is read and discarded).
-    /// If `req.stdin` is set, stdin is closed right away.
+    /// If `req.stdin` is set, stdin is closed right away. The whole run has a
+    /// deadline ([`Timeouts::collect`]).
     pub async fn exec_collect(
         &self,
         req: ExecRequest,
         max_bytes: usize,
     ) -> Result<ExecOutput, DaemonError> {
+        let limit = self.timeouts.collect;
+        within(limit, "with the exit code", self.collect(req, max_bytes)).await
+    }
+
+    async fn collect(&self, req: ExecRequest, max_bytes: usize) -> Result<ExecOutput, DaemonError> {
         let stdin = req.stdin;
         let mut stream = self.exec(req).await?;
         if stdin {
@@ -888,6 +897,7 @@ mod tests {
             response: t,
             slow_response: t,
             task_start: t,
+            collect: t,
         }
     }
 
@@ -1006,6 +1016,26 @@ mod tests {
         });
         let e = client.session_capture("main").await.unwrap_err();
         assert!(matches!(e, DaemonError::Protocol(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_never_exits_costs_one_deadline() {
+        // Starts the "process", sends some output, never an exit code.
+        let (_dir, client) = fake(true, |mut s: UnixStream| async move {
+            write_control(&mut s, &Response::ExecStarted { pid: 7 })
+                .await
+                .unwrap();
+            let out = Frame::data(FrameKind::Stdout, Bytes::from_static(b"partial"));
+            write_frame(&mut s, &out).await.unwrap();
+            hold(s).await;
+        });
+        let started = Instant::now();
+        let e = client
+            .exec_collect(ExecRequest::new(["git", "diff"]), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
+        assert_quick(started);
     }
 
     #[test]
