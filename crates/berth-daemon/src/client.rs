@@ -74,11 +74,9 @@ async fn within<T>(
     what: &str,
     fut: impl std::future::Future<Output = Result<T, DaemonError>>,
 ) -> Result<T, DaemonError> {
-    tokio::time::timeout(limit, fut).await.map_err(|_| {
-        DaemonError::Unreachable(format!(
-            "the workspace daemon did not answer {what} within {limit:?}"
-        ))
-    })?
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| DaemonError::Unreachable(format!("{what} did not arrive within {limit:?}")))?
 }
 
 /// A handle on a daemon's socket. Cheap to clone; every operation opens its
@@ -274,7 +272,7 @@ impl DaemonClient {
     async fn call(&self, req: Request) -> Result<(Conn, Response), DaemonError> {
         let (mut conn, _) = self.connect().await?;
         let limit = self.timeouts.for_request(&req);
-        let resp = within(limit, "the request", async {
+        let resp = within(limit, "the answer", async {
             conn.send(&req).await?;
             conn.response().await
         })
@@ -319,7 +317,7 @@ impl DaemonClient {
         max_bytes: usize,
     ) -> Result<ExecOutput, DaemonError> {
         let limit = self.timeouts.collect;
-        within(limit, "with the exit code", self.collect(req, max_bytes)).await
+        within(limit, "the exit code", self.collect(req, max_bytes)).await
     }
 
     async fn collect(&self, req: ExecRequest, max_bytes: usize) -> Result<ExecOutput, DaemonError> {
@@ -391,7 +389,7 @@ impl DaemonClient {
         match self.call(req).await? {
             (mut conn, Response::Capture { len }) => {
                 let limit = self.timeouts.response;
-                let data = within(limit, "with the capture", conn.data(len)).await?;
+                let data = within(limit, "the capture", conn.data(len)).await?;
                 Ok(data.to_vec())
             }
             (_, other) => Err(unexpected("capture", &other)),
@@ -446,7 +444,7 @@ impl DaemonClient {
                 },
             ) => {
                 let limit = self.timeouts.response;
-                let replay = within(limit, "with the replay", conn.data(replay_len)).await?;
+                let replay = within(limit, "the replay", conn.data(replay_len)).await?;
                 let mut pending = VecDeque::new();
                 if !replay.is_empty() {
                     pending.push_back(AttachEvent::Output(replay));
@@ -959,7 +957,7 @@ mod tests {
         let started = Instant::now();
         let e = client.session_list().await.unwrap_err();
         assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
-        assert!(e.to_string().contains("did not answer"), "{e}");
+        assert!(e.to_string().contains("did not arrive"), "{e}");
         assert_quick(started);
         let e = client.task_get("t1").await.unwrap_err();
         assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");

@@ -261,6 +261,26 @@ async fn a_fake_daemon_that_hangs_lies_or_floods_harms_no_one() {
     assert_eq!(st, 200, "{v}");
     let hang = bounded(&s, "GET", "/api/v1/workspaces/evil/sessions", secs(30));
     let (_, ()) = tokio::join!(hang, neighbour_works(&s, "good"));
+    // The operator's CLI: one line of error, exit != 0, within the deadline.
+    for args in [["session", "list", "evil"], ["workspace", "show", "evil"]] {
+        let started = Instant::now();
+        let out = s.cli(&args);
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "berth {args:?} -> {:?} in {took:?}: {err}",
+            out.status.code()
+        );
+        assert!(took < secs(30), "berth {args:?} took {took:?}");
+        if args[0] == "session" {
+            assert!(
+                !out.status.success() && err.contains("did not arrive"),
+                "{err}"
+            );
+        } else {
+            assert!(out.status.success(), "{err}");
+        }
+    }
 
     // (b) A frame announcing 4 GiB.
     assert!(fake_mode(&s, "evil", "huge").await);
