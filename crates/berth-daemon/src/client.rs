@@ -18,8 +18,66 @@ use crate::proto::{
 };
 use crate::{DaemonError, PROTOCOL_VERSION};
 
-/// How long the daemon may take to answer the handshake.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the server waits on a workspace daemon. Whatever runs in a workspace may have
+/// replaced its daemon, so every wait is bounded: a daemon that accepts and then stays silent
+/// costs the caller one deadline, never a hang. (Streams that follow a process or a task may
+/// be silent for as long as the process is; they end when the caller drops them.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The handshake.
+    pub hello: Duration,
+    /// An ordinary request (listing, getting, capturing, spawning) and any data that follows
+    /// its answer: everything the daemon does for these is local and quick.
+    pub response: Duration,
+    /// Requests that wait on processes: a kill waits up to 2 s for a hang-up, a cancel 3 s for
+    /// SIGINT plus the drain, a follow-up resumes an agent.
+    pub slow_response: Duration,
+    /// A task start, which may create a git worktree (the daemon gives git 300 s).
+    pub task_start: Duration,
+    /// A whole [`DaemonClient::exec_collect`], from the request to the exit code.
+    pub collect: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            hello: Duration::from_secs(10),
+            response: Duration::from_secs(15),
+            slow_response: Duration::from_secs(60),
+            task_start: Duration::from_secs(330),
+            collect: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Timeouts {
+    /// The deadline for the daemon's answer to `req` (including data that follows it).
+    fn for_request(&self, req: &Request) -> Duration {
+        match req {
+            Request::TaskStart(_) => self.task_start,
+            Request::TaskSend { .. }
+            | Request::TaskCancel { .. }
+            | Request::SessionKill { .. }
+            | Request::SessionCreate(_) => self.slow_response,
+            _ => self.response,
+        }
+    }
+}
+
+/// Largest capture or attach replay accepted from a daemon (its scrollback is 1 MiB by
+/// default). A longer announced length is refused before anything is read or allocated.
+pub const MAX_DATA: u64 = 16 << 20;
+
+/// Runs `fut` with a deadline; a daemon that stays silent past it is reported as not answering.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, DaemonError>>,
+) -> Result<T, DaemonError> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| DaemonError::Unreachable(format!("{what} did not arrive within {limit:?}")))?
+}
 
 /// A handle on a daemon's socket. Cheap to clone; every operation opens its
 /// own connection, so operations are independent and may run concurrently.
@@ -27,6 +85,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DaemonClient {
     socket: PathBuf,
     protocol: u32,
+    timeouts: Timeouts,
 }
 
 /// One connection. The halves come from `tokio::io::split`, so dropping the
@@ -56,17 +115,28 @@ impl Conn {
         parse_response(&frame, self.protocol)
     }
 
-    /// Reads data frames carrying exactly `len` bytes.
+    /// Reads data frames carrying exactly `len` bytes (at most [`MAX_DATA`]: the length comes
+    /// from the daemon and is checked before anything is allocated).
     async fn data(&mut self, len: u64) -> Result<Bytes, DaemonError> {
+        if len > MAX_DATA {
+            return Err(DaemonError::Protocol(format!(
+                "the daemon announced {len} bytes of data (at most {MAX_DATA} are accepted)"
+            )));
+        }
         let len = usize::try_from(len)
             .map_err(|_| DaemonError::Protocol(format!("data length {len} too large")))?;
-        let mut buf = BytesMut::with_capacity(len.min(16 * 1024 * 1024));
+        let mut buf = BytesMut::with_capacity(len);
         while buf.len() < len {
             let frame = self.frame().await?;
             if frame.kind != FrameKind::Stdout {
                 return Err(DaemonError::Protocol(format!(
                     "expected {len} bytes of data, got a {:?} frame",
                     frame.kind
+                )));
+            }
+            if frame.payload.len() > len - buf.len() {
+                return Err(DaemonError::Protocol(format!(
+                    "expected {len} bytes of data, got more"
                 )));
             }
             buf.extend_from_slice(&frame.payload);
@@ -130,7 +200,14 @@ impl DaemonClient {
         DaemonClient {
             socket: socket.into(),
             protocol: PROTOCOL_VERSION,
+            timeouts: Timeouts::default(),
         }
+    }
+
+    /// Other deadlines than [`Timeouts::default`].
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 
     /// Claims another protocol version in the handshake (for tests of
@@ -178,14 +255,13 @@ impl DaemonClient {
             .await?;
             conn.response().await
         };
-        let resp = tokio::time::timeout(HELLO_TIMEOUT, hello)
-            .await
-            .map_err(|_| {
-                DaemonError::Unreachable(format!(
-                    "{}: the daemon did not answer the handshake within {HELLO_TIMEOUT:?}",
-                    self.socket.display()
-                ))
-            })??;
+        let limit = self.timeouts.hello;
+        let resp = tokio::time::timeout(limit, hello).await.map_err(|_| {
+            DaemonError::Unreachable(format!(
+                "{}: the daemon did not answer the handshake within {limit:?}",
+                self.socket.display()
+            ))
+        })??;
         match resp {
             Response::HelloOk(info) if info.protocol == self.protocol => Ok((conn, info)),
             Response::HelloOk(info) => Err(DaemonError::Incompatible {
@@ -196,11 +272,16 @@ impl DaemonClient {
         }
     }
 
-    /// Connects, sends `req` and reads one control response.
+    /// Connects, sends `req` and reads one control response, within the request's deadline
+    /// (see [`Timeouts`]).
     async fn call(&self, req: Request) -> Result<(Conn, Response), DaemonError> {
         let (mut conn, _) = self.connect().await?;
-        conn.send(&req).await?;
-        let resp = conn.response().await?;
+        let limit = self.timeouts.for_request(&req);
+        let resp = within(limit, "the answer", async {
+            conn.send(&req).await?;
+            conn.response().await
+        })
+        .await?;
         Ok((conn, resp))
     }
 
@@ -233,12 +314,18 @@ impl DaemonClient {
 
     /// Runs a process to completion and collects its output; stdout and
     /// stderr are each cut at `max_bytes` (the rest is read and discarded).
-    /// If `req.stdin` is set, stdin is closed right away.
+    /// If `req.stdin` is set, stdin is closed right away. The whole run has a
+    /// deadline ([`Timeouts::collect`]).
     pub async fn exec_collect(
         &self,
         req: ExecRequest,
         max_bytes: usize,
     ) -> Result<ExecOutput, DaemonError> {
+        let limit = self.timeouts.collect;
+        within(limit, "the exit code", self.collect(req, max_bytes)).await
+    }
+
+    async fn collect(&self, req: ExecRequest, max_bytes: usize) -> Result<ExecOutput, DaemonError> {
         let stdin = req.stdin;
         let mut stream = self.exec(req).await?;
         if stdin {
@@ -305,7 +392,11 @@ impl DaemonClient {
             session: id_or_name.into(),
         };
         match self.call(req).await? {
-            (mut conn, Response::Capture { len }) => Ok(conn.data(len).await?.to_vec()),
+            (mut conn, Response::Capture { len }) => {
+                let limit = self.timeouts.response;
+                let data = within(limit, "the capture", conn.data(len)).await?;
+                Ok(data.to_vec())
+            }
             (_, other) => Err(unexpected("capture", &other)),
         }
     }
@@ -357,7 +448,8 @@ impl DaemonClient {
                     replay_len,
                 },
             ) => {
-                let replay = conn.data(replay_len).await?;
+                let limit = self.timeouts.response;
+                let replay = within(limit, "the replay", conn.data(replay_len)).await?;
                 let mut pending = VecDeque::new();
                 if !replay.is_empty() {
                     pending.push_back(AttachEvent::Output(replay));
@@ -786,5 +878,177 @@ impl AttachOutput {
                 "unexpected {kind:?} frame while attached"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A fake daemon on a real socket: what a workspace can put behind `daemon.sock`.
+    use super::*;
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use tokio::net::UnixListener;
+
+    use crate::proto::write_frame;
+
+    fn quick() -> Timeouts {
+        let t = Duration::from_millis(300);
+        Timeouts {
+            hello: t,
+            response: t,
+            slow_response: t,
+            task_start: t,
+            collect: t,
+        }
+    }
+
+    fn hello_ok() -> Response {
+        Response::HelloOk(DaemonInfo {
+            protocol: PROTOCOL_VERSION,
+            version: "fake".into(),
+            pid: 1,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            uid: 1000,
+            sessions: 0,
+        })
+    }
+
+    /// Serves a fake daemon that answers the handshake (if `greet`) and then runs `then` on
+    /// each connection, after reading the request.
+    fn fake<F, Fut>(greet: bool, then: F) -> (tempfile::TempDir, DaemonClient)
+    where
+        F: Fn(UnixStream) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let then = Arc::new(then);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let then = then.clone();
+                tokio::spawn(async move {
+                    let _hello = read_frame(&mut s).await;
+                    if greet {
+                        write_control(&mut s, &hello_ok()).await.unwrap();
+                        let _request = read_frame(&mut s).await;
+                    }
+                    then(s).await;
+                });
+            }
+        });
+        let client = DaemonClient::new(path).with_timeouts(quick());
+        (dir, client)
+    }
+
+    async fn hold(s: UnixStream) {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(s);
+    }
+
+    fn assert_quick(started: Instant) {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_daemon_costs_one_deadline() {
+        let (_dir, client) = fake(true, hold);
+        let started = Instant::now();
+        let e = client.session_list().await.unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
+        assert!(e.to_string().contains("did not arrive"), "{e}");
+        assert_quick(started);
+        let e = client.task_get("t1").await.unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_daemon_silent_in_the_handshake_costs_one_deadline() {
+        let (_dir, client) = fake(false, hold);
+        let started = Instant::now();
+        let e = client.hello().await.unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
+        assert_quick(started);
+    }
+
+    #[tokio::test]
+    async fn a_huge_announced_capture_is_refused_before_reading() {
+        let (_dir, client) = fake(true, |mut s: UnixStream| async move {
+            let resp = Response::Capture { len: 4 << 30 };
+            write_control(&mut s, &resp).await.unwrap();
+            hold(s).await;
+        });
+        let started = Instant::now();
+        let e = client.session_capture("main").await.unwrap_err();
+        assert!(
+            matches!(&e, DaemonError::Protocol(m) if m.contains("at most")),
+            "{e}"
+        );
+        assert_quick(started);
+    }
+
+    #[tokio::test]
+    async fn a_capture_that_never_arrives_or_overflows_is_an_error() {
+        // Announces 100 bytes, sends 10, then nothing.
+        let (_dir, client) = fake(true, |mut s: UnixStream| async move {
+            write_control(&mut s, &Response::Capture { len: 100 })
+                .await
+                .unwrap();
+            let part = Frame::data(FrameKind::Stdout, Bytes::from_static(b"0123456789"));
+            write_frame(&mut s, &part).await.unwrap();
+            hold(s).await;
+        });
+        let started = Instant::now();
+        let e = client.session_capture("main").await.unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
+        assert_quick(started);
+        // Announces 4 bytes, sends 10.
+        let (_dir, client) = fake(true, |mut s: UnixStream| async move {
+            write_control(&mut s, &Response::Capture { len: 4 })
+                .await
+                .unwrap();
+            let more = Frame::data(FrameKind::Stdout, Bytes::from_static(b"0123456789"));
+            write_frame(&mut s, &more).await.unwrap();
+            hold(s).await;
+        });
+        let e = client.session_capture("main").await.unwrap_err();
+        assert!(matches!(e, DaemonError::Protocol(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_process_that_never_exits_costs_one_deadline() {
+        // Starts the "process", sends some output, never an exit code.
+        let (_dir, client) = fake(true, |mut s: UnixStream| async move {
+            write_control(&mut s, &Response::ExecStarted { pid: 7 })
+                .await
+                .unwrap();
+            let out = Frame::data(FrameKind::Stdout, Bytes::from_static(b"partial"));
+            write_frame(&mut s, &out).await.unwrap();
+            hold(s).await;
+        });
+        let started = Instant::now();
+        let e = client
+            .exec_collect(ExecRequest::new(["git", "diff"]), 1024)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
+        assert_quick(started);
+    }
+
+    #[test]
+    fn slow_requests_get_longer_deadlines() {
+        let t = Timeouts::default();
+        assert_eq!(t.for_request(&Request::SessionList), t.response);
+        let kill = Request::SessionKill {
+            session: "x".into(),
+        };
+        assert_eq!(t.for_request(&kill), t.slow_response);
+        assert!(t.task_start > Duration::from_secs(300));
     }
 }

@@ -13,6 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest allowed frame (kind byte + payload), in bytes.
 pub const MAX_FRAME: usize = 1024 * 1024;
 
+/// Most a reader sets aside for a frame before its bytes arrive.
+const PREALLOC: usize = 64 * 1024;
+
 /// Data frames are split into chunks of at most this many bytes.
 pub const DATA_CHUNK: usize = 64 * 1024;
 
@@ -105,8 +108,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Fr
             format!("unknown frame kind {kind}"),
         )
     })?;
-    let mut payload = vec![0u8; len - 1];
-    r.read_exact(&mut payload).await?;
+    // Grown as bytes arrive: a peer announcing a large frame and sending nothing costs nothing.
+    let mut payload = Vec::with_capacity((len - 1).min(PREALLOC));
+    (&mut *r)
+        .take((len - 1) as u64)
+        .read_to_end(&mut payload)
+        .await?;
+    if payload.len() != len - 1 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(Frame {
         kind,
         payload: Bytes::from(payload),
@@ -128,7 +138,7 @@ pub fn decode_frame(buf: &mut bytes::BytesMut) -> io::Result<Option<Frame>> {
         ));
     }
     if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
+        buf.reserve((4 + len - buf.len()).min(PREALLOC));
         return Ok(None);
     }
     let kind = buf[4];

@@ -14,6 +14,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
 
 use rustix::net::{
     recvmsg, sendmsg, sockopt, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
@@ -55,10 +56,33 @@ pub async fn send(unix: &UnixStream, socket: impl AsFd) -> io::Result<()> {
     }
 }
 
+/// How long the host waits for the descriptor after a connection to the handoff socket: the
+/// daemon sends it right after connecting, and a connection that sends nothing must not hold a
+/// task and a descriptor for ever.
+pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Receives one handed-off connection from `unix`: a connected TCP stream socket, ready for
-/// tokio. Anything else (no descriptor, another kind of socket, a listener) is an error.
+/// tokio. Anything else (no descriptor, another kind of socket, a listener) is an error, and so
+/// is nothing at all within [`RECEIVE_TIMEOUT`] ([`io::ErrorKind::TimedOut`]).
 pub async fn receive(unix: &UnixStream) -> io::Result<TcpStream> {
-    let fd = loop {
+    receive_within(unix, RECEIVE_TIMEOUT).await
+}
+
+/// [`receive`] with another deadline.
+pub async fn receive_within(unix: &UnixStream, limit: Duration) -> io::Result<TcpStream> {
+    let fd = tokio::time::timeout(limit, receive_fd(unix))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection handed over within {limit:?}"),
+            )
+        })??;
+    into_tcp(fd)
+}
+
+async fn receive_fd(unix: &UnixStream) -> io::Result<OwnedFd> {
+    loop {
         unix.readable().await?;
         let got = unix.try_io(Interest::READABLE, || {
             let mut byte = [0u8; 1];
@@ -93,11 +117,15 @@ pub async fn receive(unix: &UnixStream) -> io::Result<TcpStream> {
             Ok(fds.remove(0))
         });
         match got {
-            Ok(fd) => break fd,
+            Ok(fd) => return Ok(fd),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
-    };
+    }
+}
+
+/// The received descriptor as a tokio stream, if it is a connected TCP socket.
+fn into_tcp(fd: OwnedFd) -> io::Result<TcpStream> {
     let family = sockopt::socket_domain(&fd).map_err(io::Error::from)?;
     let kind = sockopt::socket_type(&fd).map_err(io::Error::from)?;
     let listening = sockopt::socket_acceptconn(&fd).map_err(io::Error::from)?;
@@ -158,6 +186,13 @@ mod tests {
         a.write_all(b"T").await.unwrap();
         let e = receive(&b).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        // Nothing at all: refused after the deadline instead of waiting for ever.
+        let started = std::time::Instant::now();
+        let e = receive_within(&b, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
         // Closed.
         drop(a);
         let e = receive(&b).await.unwrap_err();

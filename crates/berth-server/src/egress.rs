@@ -24,6 +24,8 @@ use berth_egress::{
 use berth_store::{EgressRecord, EgressTemplate, Store, StoreError, Workspace};
 use tokio::sync::{mpsc, watch};
 
+use crate::conn_limit::{ConnLimiter, ConnLimits};
+
 /// A workspace's placeholder secrets: the hosts each may go to, and the swap.
 pub type HostBindings = Vec<(Vec<String>, SecretBinding)>;
 
@@ -210,24 +212,20 @@ impl Egress {
             egress: self.clone(),
         });
         let proxy = self.proxy.clone();
+        // One cap for both sockets: each connection is one client of the proxy in the workspace.
+        let limiter = ConnLimiter::new("egress", ConnLimits::EGRESS);
         let relayed = {
-            let (proxy, ctx) = (proxy.clone(), ctx.clone());
+            let (proxy, ctx, limiter) = (proxy.clone(), ctx.clone(), limiter.clone());
             async move {
                 loop {
-                    match listener.accept().await {
-                        Ok((stream, _)) => {
-                            let (proxy, ctx) = (proxy.clone(), ctx.clone());
-                            tokio::spawn(async move {
-                                if let Err(e) = proxy.serve_connection(stream, ctx).await {
-                                    tracing::debug!(error = %e, "egress connection ended");
-                                }
-                            });
+                    let (stream, slot) = limiter.accept(&listener).await;
+                    let stream = limiter.guard(stream, slot);
+                    let (proxy, ctx) = (proxy.clone(), ctx.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = proxy.serve_connection(stream, ctx).await {
+                            tracing::debug!(error = %e, "egress connection ended");
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "egress accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    }
+                    });
                 }
             }
         };
@@ -236,28 +234,22 @@ impl Egress {
                 return;
             };
             loop {
-                match listener.accept().await {
-                    Ok((unix, _)) => {
-                        let (proxy, ctx) = (proxy.clone(), ctx.clone());
-                        tokio::spawn(async move {
-                            let tcp = match berth_egress::handoff::receive(&unix).await {
-                                Ok(tcp) => tcp,
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "egress handoff refused");
-                                    return;
-                                }
-                            };
-                            drop(unix);
-                            if let Err(e) = proxy.serve_connection(tcp, ctx).await {
-                                tracing::debug!(error = %e, "egress connection ended");
-                            }
-                        });
+                let (unix, slot) = limiter.accept(&listener).await;
+                let (proxy, ctx, limiter) = (proxy.clone(), ctx.clone(), limiter.clone());
+                tokio::spawn(async move {
+                    let tcp = match berth_egress::handoff::receive(&unix).await {
+                        Ok(tcp) => tcp,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "egress handoff refused");
+                            return;
+                        }
+                    };
+                    drop(unix);
+                    let tcp = limiter.guard(tcp, slot);
+                    if let Err(e) = proxy.serve_connection(tcp, ctx).await {
+                        tracing::debug!(error = %e, "egress connection ended");
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "egress handoff accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    }
-                }
+                });
             }
         };
         let handle = tokio::spawn(async move {

@@ -104,6 +104,14 @@ impl Listeners {
                     .fallback(no_route)
                     .with_state((state.clone(), ws.clone()));
                 let ws_name = ws.clone();
+                // Capped and deadlined per workspace (see `conn_limit`).
+                let listener = crate::conn_limit::LimitedListener {
+                    listener,
+                    limiter: crate::conn_limit::ConnLimiter::new(
+                        "gateway",
+                        crate::conn_limit::ConnLimits::GATEWAY,
+                    ),
+                };
                 let handle = tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, app).await {
                         tracing::warn!(workspace = %ws_name, error = %e, "gateway listener ended");

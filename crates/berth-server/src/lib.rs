@@ -6,6 +6,7 @@
 mod auth;
 mod binary;
 mod config;
+mod conn_limit;
 mod doctor;
 mod egress;
 mod engine;
@@ -38,6 +39,7 @@ const SERVER_ID_LEN: usize = 6;
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
+    raise_nofile_limit();
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
     })?;
@@ -145,6 +147,36 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     reconcile.abort();
     store.close().await;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one (at most the kernel's `nr_open`): every
+/// running workspace holds sockets on the server (capped per workspace, see `conn_limit`), and
+/// the soft limit a shell hands down (often 1024) would let a few busy workspaces use up the
+/// descriptors of all.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            return;
+        }
+    };
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let target = hard.min(nr_open);
+    if soft >= target {
+        tracing::info!(limit = soft, "open-file limit");
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => tracing::info!(from = soft, limit = target, "raised the open-file limit"),
+        Err(e) => {
+            tracing::warn!(limit = soft, hard, error = %e, "cannot raise the open-file limit")
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -566,7 +566,7 @@ pub use secrets::{SealedSecret, SecretUse};
 mod usage;
 pub use egress::{EgressEntry, EgressRecord};
 pub use egress_templates::{EgressTemplate, TemplateRemoval, TemplateUser};
-pub use tasks::{NewTask, Task};
+pub use tasks::{NewTask, Task, MAX_COST_USD, MAX_COUNT, MAX_LAST_MESSAGE};
 pub use usage::{Budget, LlmCall, Spent, UsageFilter, UsageRow};
 
 #[cfg(test)]

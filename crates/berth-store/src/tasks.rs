@@ -51,31 +51,73 @@ const TASK_COLUMNS: &str =
     prompt, last_seq, input_tokens, output_tokens, cached_tokens, cost_usd, last_message, \
     agent_session_id, created_at, updated_at";
 
+/// Largest count stored in an INTEGER column (SQLite integers are signed 64-bit): token counts
+/// from a daemon are clamped to it, and sums saturate there instead of overflowing into REAL.
+pub const MAX_COUNT: u64 = i64::MAX as u64;
+
+/// Largest cost, in USD, one usage report may add and a task may accumulate. Far beyond any real
+/// bill; keeps sums finite.
+pub const MAX_COST_USD: f64 = 1e12;
+
+/// Longest `last_message` kept on the task row (the full text stays in the event log).
+pub const MAX_LAST_MESSAGE: usize = 64 * 1024;
+
+/// A column, or a clear error naming it (never a panic on a type mismatch).
+fn col<'r, T>(r: &'r sqlx::sqlite::SqliteRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    r.try_get(name)
+        .map_err(|e| StoreError::Corrupt(format!("task column {name}: {e}")))
+}
+
+/// A non-negative count. A REAL (what an overflowing sum became before sums saturated) or a
+/// negative value is clamped into `0..=MAX_COUNT` rather than refused, so such a row still loads.
+fn count(r: &sqlx::sqlite::SqliteRow, name: &str) -> Result<u64> {
+    if let Ok(v) = r.try_get::<i64, _>(name) {
+        return Ok(v.max(0) as u64);
+    }
+    let v: f64 = col(r, name)?;
+    Ok(if v.is_nan() || v <= 0.0 {
+        0
+    } else if v >= MAX_COUNT as f64 {
+        MAX_COUNT
+    } else {
+        v as u64
+    })
+}
+
+/// A cost as reported: finite and within `0..=MAX_COST_USD`, else nothing.
+fn sane_cost(c: Option<f64>) -> Option<f64> {
+    c.filter(|c| c.is_finite())
+        .map(|c| c.clamp(0.0, MAX_COST_USD))
+}
+
 fn task_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Task> {
-    let agent: String = r.get("agent");
-    let state: String = r.get("state");
+    let agent: String = col(r, "agent")?;
+    let state: String = col(r, "state")?;
     Ok(Task {
-        id: r.get("id"),
-        workspace_id: WorkspaceId::from_stored(r.get("workspace_id")),
-        workspace: r.get("workspace"),
+        id: col(r, "id")?,
+        workspace_id: WorkspaceId::from_stored(col(r, "workspace_id")?),
+        workspace: col(r, "workspace")?,
         agent: Agent::parse(&agent)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown agent {agent:?}")))?,
         state: TaskState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown task state {state:?}")))?,
-        reason: r.get("reason"),
-        model: r.get("model"),
-        dir: r.get("dir"),
-        worktree: r.get("worktree"),
-        prompt: r.get("prompt"),
-        last_seq: r.get::<i64, _>("last_seq").max(0) as u64,
-        input_tokens: r.get::<i64, _>("input_tokens").max(0) as u64,
-        output_tokens: r.get::<i64, _>("output_tokens").max(0) as u64,
-        cached_tokens: r.get::<i64, _>("cached_tokens").max(0) as u64,
-        cost_usd: r.get("cost_usd"),
-        last_message: r.get("last_message"),
-        agent_session_id: r.get("agent_session_id"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
+        reason: col(r, "reason")?,
+        model: col(r, "model")?,
+        dir: col(r, "dir")?,
+        worktree: col(r, "worktree")?,
+        prompt: col(r, "prompt")?,
+        last_seq: count(r, "last_seq")?,
+        input_tokens: count(r, "input_tokens")?,
+        output_tokens: count(r, "output_tokens")?,
+        cached_tokens: count(r, "cached_tokens")?,
+        cost_usd: sane_cost(col(r, "cost_usd")?),
+        last_message: col(r, "last_message")?,
+        agent_session_id: col(r, "agent_session_id")?,
+        created_at: col(r, "created_at")?,
+        updated_at: col(r, "updated_at")?,
     })
 }
 
@@ -202,13 +244,13 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
-        let mut last = row.get::<i64, _>(0).max(0) as u64;
+        let mut last = count(&row, "last_seq")?;
         let mut stored = Vec::new();
         for e in events {
             if e.seq <= last {
                 continue;
             }
-            if e.seq != last + 1 {
+            if e.seq > MAX_COUNT || Some(e.seq) != last.checked_add(1) {
                 return Err(StoreError::Conflict(format!(
                     "event {} of task {id} (expected {})",
                     e.seq,
@@ -313,24 +355,17 @@ async fn apply_to_task(
             cached_input_tokens,
             cost_usd,
         } => {
-            sqlx::query(
-                "UPDATE tasks SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, \
-                 cached_tokens = cached_tokens + ?, \
-                 cost_usd = CASE WHEN ? IS NULL THEN cost_usd ELSE COALESCE(cost_usd, 0) + ? END \
-                 WHERE id = ?",
+            add_usage(
+                tx,
+                id,
+                [*input_tokens, *output_tokens, *cached_input_tokens],
+                *cost_usd,
             )
-            .bind(*input_tokens as i64)
-            .bind(*output_tokens as i64)
-            .bind(*cached_input_tokens as i64)
-            .bind(cost_usd)
-            .bind(cost_usd)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
+            .await?
         }
         EventKind::Message { text } => {
             sqlx::query("UPDATE tasks SET last_message = ? WHERE id = ?")
-                .bind(text)
+                .bind(truncate(text, MAX_LAST_MESSAGE))
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;
@@ -347,6 +382,60 @@ async fn apply_to_task(
         _ => {}
     }
     Ok(())
+}
+
+/// Adds a usage report to the task's totals with saturating arithmetic in Rust (an SQL `+` that
+/// overflows turns the column into REAL): counts stop at [`MAX_COUNT`], cost at [`MAX_COST_USD`],
+/// and a cost that is not a finite number is ignored.
+async fn add_usage(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    tokens: [u64; 3],
+    cost_usd: Option<f64>,
+) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT input_tokens, output_tokens, cached_tokens, cost_usd FROM tasks WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut totals = [0i64; 3];
+    for (i, name) in ["input_tokens", "output_tokens", "cached_tokens"]
+        .into_iter()
+        .enumerate()
+    {
+        let sum = count(&row, name)?.saturating_add(tokens[i]).min(MAX_COUNT);
+        totals[i] = i64::try_from(sum).unwrap_or(i64::MAX);
+    }
+    let stored = sane_cost(col(&row, "cost_usd")?);
+    let cost = match sane_cost(cost_usd) {
+        Some(c) => Some((stored.unwrap_or(0.0) + c).min(MAX_COST_USD)),
+        None => stored,
+    };
+    sqlx::query(
+        "UPDATE tasks SET input_tokens = ?, output_tokens = ?, cached_tokens = ?, cost_usd = ? \
+         WHERE id = ?",
+    )
+    .bind(totals[0])
+    .bind(totals[1])
+    .bind(totals[2])
+    .bind(cost)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -531,5 +620,128 @@ mod tests {
             .await
             .unwrap();
         assert!(!live(&s).await);
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    //! Values a fake workspace daemon may send. Without saturation, two usage reports of
+    //! `i64::MAX` tokens overflow SQLite's `+` into REAL and reading the task panicked in
+    //! `get::<i64>` (in `GET /tasks` and in `resume_all` at every start).
+    use super::*;
+
+    async fn setup() -> Store {
+        let s = Store::open_in_memory().await.unwrap();
+        s.insert_task(&NewTask {
+            id: "tk_x".into(),
+            workspace_id: WorkspaceId::generate(),
+            workspace: "acme/web".into(),
+            agent: Agent::Codex,
+            model: None,
+            dir: "/home/agent".into(),
+            worktree: None,
+            prompt: "hi".into(),
+            virtual_key_hash: "hx".into(),
+        })
+        .await
+        .unwrap();
+        s
+    }
+
+    fn usage(seq: u64, tokens: u64, cost: Option<f64>) -> TaskEvent {
+        TaskEvent {
+            seq,
+            at: "2026-11-23T00:00:00Z".into(),
+            kind: EventKind::Usage {
+                input_tokens: tokens,
+                output_tokens: tokens,
+                cached_input_tokens: tokens,
+                cost_usd: cost,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn absurd_usage_saturates_and_rows_still_load() {
+        let s = setup().await;
+        let events = [
+            usage(1, i64::MAX as u64, Some(f64::MAX)),
+            usage(2, i64::MAX as u64, Some(f64::INFINITY)),
+            usage(3, u64::MAX, Some(f64::NAN)),
+            usage(4, u64::MAX, Some(-5.0)),
+            usage(5, 1, Some(MAX_COST_USD)),
+        ];
+        assert_eq!(
+            s.append_task_events("tk_x", &events).await.unwrap().len(),
+            5
+        );
+        let t = s.task("tk_x").await.unwrap();
+        assert_eq!(
+            (t.input_tokens, t.output_tokens, t.cached_tokens),
+            (MAX_COUNT, MAX_COUNT, MAX_COUNT)
+        );
+        assert_eq!(t.cost_usd, Some(MAX_COST_USD));
+        assert_eq!(s.list_tasks(None, None).await.unwrap().len(), 1);
+        assert_eq!(s.active_tasks().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_row_already_holding_reals_loads_clamped() {
+        let s = setup().await;
+        // What an overflowing sum left behind before sums saturated.
+        sqlx::query(
+            "UPDATE tasks SET input_tokens = 1e30, output_tokens = -1e30, cached_tokens = 0.5, \
+             cost_usd = 1e300 * 1e300 WHERE id = 'tk_x'",
+        )
+        .execute(&s.pool)
+        .await
+        .unwrap();
+        let t = s.task("tk_x").await.unwrap();
+        assert_eq!(
+            (t.input_tokens, t.output_tokens, t.cached_tokens),
+            (MAX_COUNT, 0, 0)
+        );
+        assert_eq!(t.cost_usd, None);
+        s.append_task_events("tk_x", &[usage(1, 5, Some(1.0))])
+            .await
+            .unwrap();
+        let t = s.task("tk_x").await.unwrap();
+        assert_eq!((t.input_tokens, t.output_tokens), (MAX_COUNT, 5));
+        assert_eq!(t.cost_usd, Some(1.0));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_type_is_an_error_not_a_panic() {
+        let s = setup().await;
+        sqlx::query("UPDATE tasks SET prompt = x'00ff' , input_tokens = 'lots' WHERE id = 'tk_x'")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        let e = s.task("tk_x").await.unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn out_of_range_seq_and_huge_messages() {
+        let s = setup().await;
+        let far = TaskEvent {
+            seq: u64::MAX,
+            ..usage(0, 1, None)
+        };
+        assert!(matches!(
+            s.append_task_events("tk_x", &[far]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let long = "é".repeat(MAX_LAST_MESSAGE);
+        let msg = TaskEvent {
+            seq: 1,
+            at: "2026-11-23T00:00:00Z".into(),
+            kind: EventKind::Message { text: long },
+        };
+        s.append_task_events("tk_x", &[msg]).await.unwrap();
+        let t = s.task("tk_x").await.unwrap();
+        let kept = t.last_message.unwrap();
+        assert!(kept.len() <= MAX_LAST_MESSAGE && kept.len() >= MAX_LAST_MESSAGE - 1);
+        assert_eq!(t.last_seq, 1);
     }
 }

@@ -3,6 +3,7 @@ mod cli;
 mod doctor;
 mod egress;
 mod egress_tricks;
+mod hostile_daemon;
 mod hostile_fs;
 mod hostile_gateway;
 mod oom;
