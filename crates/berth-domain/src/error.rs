@@ -34,6 +34,9 @@ pub enum ErrorCode {
     DaemonUnavailable,
     /// The workspace runs a daemon speaking an older protocol.
     DaemonOutdated,
+    /// The server's data directory is below its free-space threshold: new workspaces (and
+    /// restores) are refused until space is freed.
+    InsufficientStorage,
     /// Something failed inside berth; details are in the server log.
     Internal,
 }
@@ -55,6 +58,7 @@ impl ErrorCode {
             Self::EngineError => "engine_error",
             Self::DaemonUnavailable => "daemon_unavailable",
             Self::DaemonOutdated => "daemon_outdated",
+            Self::InsufficientStorage => "insufficient_storage",
             Self::Internal => "internal",
         }
     }
@@ -74,6 +78,7 @@ impl ErrorCode {
             Self::ImageMissing => 424,
             Self::EngineUnavailable | Self::DaemonUnavailable => 503,
             Self::EngineError => 502,
+            Self::InsufficientStorage => 507,
             Self::Internal => 500,
         }
     }
@@ -89,7 +94,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 14] = [
+    const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -103,6 +108,7 @@ mod tests {
         ErrorCode::EngineError,
         ErrorCode::DaemonUnavailable,
         ErrorCode::DaemonOutdated,
+        ErrorCode::InsufficientStorage,
         ErrorCode::Internal,
     ];
 
@@ -124,5 +130,6 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.http_status(), 404);
         assert_eq!(ErrorCode::InUse.http_status(), 409);
         assert_eq!(ErrorCode::EngineUnavailable.http_status(), 503);
+        assert_eq!(ErrorCode::InsufficientStorage.http_status(), 507);
     }
 }
