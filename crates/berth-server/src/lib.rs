@@ -4,8 +4,10 @@
 //! into an [`AppState`] and serves the router until SIGINT/SIGTERM.
 
 mod auth;
+mod backup;
 mod binary;
 mod config;
+mod disk;
 mod doctor;
 mod egress;
 mod engine;
@@ -14,6 +16,7 @@ mod gateway;
 mod lifecycle;
 mod openapi;
 mod reconciler;
+mod retention;
 mod routes;
 mod state;
 mod tasks;
@@ -115,6 +118,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
     let reconcile = reconciler::spawn(state.clone());
+    let purge = retention::spawn(state.clone());
     if let Some(days) = state.recording_days {
         tracing::info!(days, "recording LLM prompts and answers");
         let store = state.store.clone();
@@ -142,6 +146,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     reconcile.abort();
+    purge.abort();
     store.close().await;
     Ok(())
 }

@@ -46,7 +46,6 @@ impl Store {
             if n < BATCH as u64 {
                 return Ok(total);
             }
-            tokio::task::yield_now().await;
         }
     }
 }
