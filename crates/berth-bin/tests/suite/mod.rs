@@ -1,4 +1,5 @@
 mod auth;
+mod backup;
 mod cli;
 mod egress;
 mod egress_tricks;

@@ -146,16 +146,25 @@ pub async fn backup(
         ));
     }
     let image = helper_image(&state, &w.image).await?;
+    // A paused workspace holds its lifecycle lock until it is thawed: the reconciler (which
+    // would take a paused container for a dead one) and start/stop/remove wait for the copy.
+    let guard = if pause && w.state == WorkspaceState::Running {
+        let guard = state.lock_for(&w.id).lock_owned().await;
+        let w = state.store.workspace(&w.id).await?;
+        (w.state == WorkspaceState::Running).then_some((guard, w.container_id))
+    } else {
+        None
+    };
     let helper = helper(&state, &w.volume, &image, labels(&state, &w.tenant, Some(&w))).await?;
-    let paused = match (&w.container_id, pause && w.state == WorkspaceState::Running) {
-        (Some(c), true) => match state.runtime.pause_container(c).await {
+    let paused = match guard.as_ref().and_then(|(_, c)| c.as_ref()) {
+        Some(c) => match state.runtime.pause_container(c).await {
             Ok(()) => Some(c.clone()),
             Err(e) => {
                 cleanup(&state, &helper, None).await;
                 return Err(e.into());
             }
         },
-        _ => None,
+        None => None,
     };
     let started = async {
         let manifest = manifest(&state, &w, paused.is_some()).await?;
@@ -206,6 +215,7 @@ pub async fn backup(
             Err(e) => Err(format!("the copy failed: {e}")),
         };
         cleanup(&state, &helper, paused.as_deref()).await;
+        drop(guard);
         done(result);
     });
     Ok(Download {
