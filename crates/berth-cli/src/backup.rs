@@ -77,9 +77,7 @@ fn suggested_name(resp: &reqwest::Response, ws: &str) -> PathBuf {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split("filename=\"").nth(1))
         .and_then(|v| v.split('"').next())
-        .filter(|n| {
-            !n.is_empty() && !n.starts_with('.') && !n.contains('/') && !n.contains('\\')
-        })
+        .filter(|n| !n.is_empty() && !n.starts_with('.') && !n.contains('/') && !n.contains('\\'))
         .map(str::to_owned);
     PathBuf::from(from_header.unwrap_or_else(|| format!("{}.tar.zst", ws.replace('/', "-"))))
 }

@@ -32,8 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 /// A stream of archive bytes (a tar) coming from the engine.
-pub type ByteStream =
-    futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RuntimeError>>;
+pub type ByteStream = futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RuntimeError>>;
 
 fn unsupported(what: &str) -> RuntimeError {
     RuntimeError::Other(format!("{what} is not supported by this container runtime"))

@@ -200,8 +200,18 @@ impl ServerArgs {
                 .map_err(|e| anyhow::anyhow!("{key}: {e}"))
         };
         let disk = DiskThresholds {
-            warn_free: size(self.disk_warn_free, file.disk_warn_free, "5g", "disk_warn_free")?,
-            min_free: size(self.disk_min_free, file.disk_min_free, "1g", "disk_min_free")?,
+            warn_free: size(
+                self.disk_warn_free,
+                file.disk_warn_free,
+                "5g",
+                "disk_warn_free",
+            )?,
+            min_free: size(
+                self.disk_min_free,
+                file.disk_min_free,
+                "1g",
+                "disk_min_free",
+            )?,
         };
         if disk.warn_free < disk.min_free {
             anyhow::bail!("disk_warn_free must be at least disk_min_free");

@@ -34,11 +34,7 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 }
 
 /// Purges what is older than the retention as of `now`; returns (egress rows, task events).
-pub async fn purge(
-    store: &Store,
-    r: Retention,
-    now: OffsetDateTime,
-) -> anyhow::Result<(u64, u64)> {
+pub async fn purge(store: &Store, r: Retention, now: OffsetDateTime) -> anyhow::Result<(u64, u64)> {
     let egress = match cutoff(now, r.egress_log_days)? {
         Some(before) => store.purge_egress_log(&before).await?,
         None => 0,
@@ -55,7 +51,9 @@ fn cutoff(now: OffsetDateTime, days: u32) -> anyhow::Result<Option<String>> {
     if days == 0 {
         return Ok(None);
     }
-    Ok(Some((now - time::Duration::days(i64::from(days))).format(&Rfc3339)?))
+    Ok(Some(
+        (now - time::Duration::days(i64::from(days))).format(&Rfc3339)?,
+    ))
 }
 
 #[cfg(test)]

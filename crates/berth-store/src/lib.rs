@@ -560,8 +560,8 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
 
 mod egress;
 mod egress_templates;
-mod secrets;
 mod retention;
+mod secrets;
 mod tasks;
 pub use secrets::{SealedSecret, SecretUse};
 mod usage;

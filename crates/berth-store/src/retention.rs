@@ -127,13 +127,19 @@ mod tests {
             .await
             .unwrap();
         // A cutoff before every change purges nothing.
-        assert_eq!(s.purge_task_events("2000-01-01T00:00:00Z").await.unwrap(), 0);
+        assert_eq!(
+            s.purge_task_events("2000-01-01T00:00:00Z").await.unwrap(),
+            0
+        );
         // Backdate the finished task, so only it is past the cutoff.
         sqlx::query("UPDATE tasks SET updated_at = '2026-01-01T00:00:00Z' WHERE id IN ('tk_done', 'tk_running')")
             .execute(&s.pool)
             .await
             .unwrap();
-        assert_eq!(s.purge_task_events("2026-03-01T00:00:00Z").await.unwrap(), 3);
+        assert_eq!(
+            s.purge_task_events("2026-03-01T00:00:00Z").await.unwrap(),
+            3
+        );
         assert!(s.task_events("tk_done", 0, 100).await.unwrap().is_empty());
         // The task row itself stays; the running task (however old) and the recent one keep
         // their events.

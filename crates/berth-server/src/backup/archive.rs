@@ -103,9 +103,11 @@ struct EnginePrefix(Option<PathBuf>);
 
 impl EnginePrefix {
     fn relative(&mut self, raw: &[u8], is_dir: bool) -> Result<PathBuf, ArchiveError> {
-        let p = plain_relative(Path::new(OsStr::from_bytes(raw)).strip_prefix("/").unwrap_or(
-            Path::new(OsStr::from_bytes(raw)),
-        ))
+        let p = plain_relative(
+            Path::new(OsStr::from_bytes(raw))
+                .strip_prefix("/")
+                .unwrap_or(Path::new(OsStr::from_bytes(raw))),
+        )
         .ok_or_else(|| {
             invalid(format!(
                 "the engine's archive has a path that is not plain: {:?}",
@@ -119,12 +121,14 @@ impl EnginePrefix {
                 PathBuf::new()
             }
         });
-        p.strip_prefix(&*prefix).map(Path::to_path_buf).map_err(|_| {
-            invalid(format!(
-                "the engine's archive has an entry outside the volume: {}",
-                p.display()
-            ))
-        })
+        p.strip_prefix(&*prefix)
+            .map(Path::to_path_buf)
+            .map_err(|_| {
+                invalid(format!(
+                    "the engine's archive has an entry outside the volume: {}",
+                    p.display()
+                ))
+            })
     }
 }
 
@@ -193,7 +197,6 @@ pub fn write_backup<R: Read, W: Write>(
     Ok((trailer, out))
 }
 
-
 /// Reads a whole small JSON entry.
 fn read_meta<T: serde::de::DeserializeOwned>(
     entry: &mut tar::Entry<'_, impl Read>,
@@ -207,7 +210,8 @@ fn read_meta<T: serde::de::DeserializeOwned>(
         .take(MAX_META_BYTES)
         .read_to_end(&mut buf)
         .map_err(corrupt)?;
-    serde_json::from_slice(&buf).map_err(|e| invalid(format!("the archive's {what} is invalid: {e}")))
+    serde_json::from_slice(&buf)
+        .map_err(|e| invalid(format!("the archive's {what} is invalid: {e}")))
 }
 
 /// Restores an archive read from `input` (compressed): hands the manifest to `on_manifest`,
@@ -368,9 +372,9 @@ impl Validator {
             }
             other => {
                 return Err(invalid(format!(
-                    "entry {shown} is a {} ({other:?}): only files, directories and links are restored",
-                    kind_name(other)
-                )))
+                "entry {shown} is a {} ({other:?}): only files, directories and links are restored",
+                kind_name(other)
+            )))
             }
         }
         Ok(())

@@ -44,12 +44,42 @@ fn raw<W: Write>(
 fn engine_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     raw(&mut b, b"/", tar::EntryType::Directory, b"", None);
-    raw(&mut b, b"/notes.txt", tar::EntryType::Regular, b"hello", None);
+    raw(
+        &mut b,
+        b"/notes.txt",
+        tar::EntryType::Regular,
+        b"hello",
+        None,
+    );
     raw(&mut b, b"/src/", tar::EntryType::Directory, b"", None);
-    raw(&mut b, b"/src/main.rs", tar::EntryType::Regular, b"fn main() {}", None);
-    raw(&mut b, b"/link", tar::EntryType::Symlink, b"", Some(b"notes.txt"));
-    raw(&mut b, b"/abs", tar::EntryType::Symlink, b"", Some(b"/etc/shadow"));
-    raw(&mut b, b"/hard", tar::EntryType::Link, b"", Some(b"/notes.txt"));
+    raw(
+        &mut b,
+        b"/src/main.rs",
+        tar::EntryType::Regular,
+        b"fn main() {}",
+        None,
+    );
+    raw(
+        &mut b,
+        b"/link",
+        tar::EntryType::Symlink,
+        b"",
+        Some(b"notes.txt"),
+    );
+    raw(
+        &mut b,
+        b"/abs",
+        tar::EntryType::Symlink,
+        b"",
+        Some(b"/etc/shadow"),
+    );
+    raw(
+        &mut b,
+        b"/hard",
+        tar::EntryType::Link,
+        b"",
+        Some(b"/notes.txt"),
+    );
     raw(&mut b, b"/pipe", tar::EntryType::Fifo, b"", None);
     b.into_inner().unwrap()
 }
@@ -98,12 +128,18 @@ fn round_trip_keeps_files_modes_and_links_and_owns_them_by_the_agent() {
     let out = restore_all(&archive, 1 << 20).unwrap();
     let l = listing(&out);
     let names: Vec<&str> = l.iter().map(|e| e.0.as_str()).collect();
-    assert_eq!(names, ["notes.txt", "src", "src/main.rs", "link", "abs", "hard"]);
+    assert_eq!(
+        names,
+        ["notes.txt", "src", "src/main.rs", "link", "abs", "hard"]
+    );
     assert_eq!(l[0].1, tar::EntryType::Regular);
     assert_eq!((l[0].2, l[0].3, l[0].5.as_str()), (0o640, 1000, "hello"));
     assert_eq!(l[3].4, "notes.txt");
     assert_eq!(l[4].4, "/etc/shadow");
-    assert_eq!((l[5].1, l[5].4.as_str()), (tar::EntryType::Link, "notes.txt"));
+    assert_eq!(
+        (l[5].1, l[5].4.as_str()),
+        (tar::EntryType::Link, "notes.txt")
+    );
 }
 
 #[test]
@@ -111,16 +147,23 @@ fn docker_style_names_are_understood() {
     let mut b = tar::Builder::new(Vec::new());
     raw(&mut b, b"agent/", tar::EntryType::Directory, b"", None);
     raw(&mut b, b"agent/a", tar::EntryType::Regular, b"x", None);
-    let archive = write_backup(&manifest(), Cursor::new(b.into_inner().unwrap()), Vec::new())
-        .unwrap()
-        .1;
+    let archive = write_backup(
+        &manifest(),
+        Cursor::new(b.into_inner().unwrap()),
+        Vec::new(),
+    )
+    .unwrap()
+    .1;
     let l = listing(&restore_all(&archive, 10).unwrap());
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].0, "a");
 }
 
 /// A compressed archive with the manifest, `entries` and (optionally) an end marker.
-fn hostile(entries: impl FnOnce(&mut tar::Builder<Vec<u8>>), trailer: Option<BackupTrailer>) -> Vec<u8> {
+fn hostile(
+    entries: impl FnOnce(&mut tar::Builder<Vec<u8>>),
+    trailer: Option<BackupTrailer>,
+) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     meta_entry(&mut b, MANIFEST, &serde_json::to_vec(&manifest()).unwrap()).unwrap();
     entries(&mut b);
@@ -145,16 +188,49 @@ fn one(entries: u64, bytes: u64) -> Option<BackupTrailer> {
     })
 }
 
+/// (entry name, type, link target, expected refusal)
+type Case = (
+    &'static [u8],
+    tar::EntryType,
+    Option<&'static [u8]>,
+    &'static str,
+);
+
 #[test]
 fn hostile_entries_are_refused() {
-    let cases: Vec<(&[u8], tar::EntryType, Option<&[u8]>, &str)> = vec![
-        (b"home/../etc/passwd", tar::EntryType::Regular, None, "not a plain relative path"),
-        (b"/etc/passwd", tar::EntryType::Regular, None, "not a plain relative path"),
-        (b"etc/passwd", tar::EntryType::Regular, None, "outside home/"),
+    let cases: Vec<Case> = vec![
+        (
+            b"home/../etc/passwd",
+            tar::EntryType::Regular,
+            None,
+            "not a plain relative path",
+        ),
+        (
+            b"/etc/passwd",
+            tar::EntryType::Regular,
+            None,
+            "not a plain relative path",
+        ),
+        (
+            b"etc/passwd",
+            tar::EntryType::Regular,
+            None,
+            "outside home/",
+        ),
         (b"home/dev", tar::EntryType::Char, None, "device node"),
         (b"home/fifo", tar::EntryType::Fifo, None, "FIFO"),
-        (b"home/h", tar::EntryType::Link, Some(b"/etc/shadow"), "not a plain relative path"),
-        (b"home/h", tar::EntryType::Link, Some(b"home/../../x"), "not a plain relative path"),
+        (
+            b"home/h",
+            tar::EntryType::Link,
+            Some(b"/etc/shadow"),
+            "not a plain relative path",
+        ),
+        (
+            b"home/h",
+            tar::EntryType::Link,
+            Some(b"home/../../x"),
+            "not a plain relative path",
+        ),
     ];
     for (name, kind, link, expect) in cases {
         let a = hostile(|b| raw(b, name, kind, b"", link), one(1, 0));
@@ -168,7 +244,13 @@ fn nothing_is_written_through_a_symlink() {
     let a = hostile(
         |b| {
             raw(b, b"home/etc", tar::EntryType::Symlink, b"", Some(b"/etc"));
-            raw(b, b"home/etc/passwd", tar::EntryType::Regular, b"root::0:0::/:/bin/sh", None);
+            raw(
+                b,
+                b"home/etc/passwd",
+                tar::EntryType::Regular,
+                b"root::0:0::/:/bin/sh",
+                None,
+            );
         },
         one(2, 20),
     );
@@ -197,10 +279,16 @@ fn truncated_corrupt_and_inconsistent_archives_are_refused() {
     assert!(m.contains("corrupt"), "{m}");
     assert!(refused(b"not zstd at all").contains("corrupt"));
     // A well-formed archive cut at an entry boundary: no end marker.
-    let a = hostile(|b| raw(b, b"home/a", tar::EntryType::Regular, b"x", None), None);
+    let a = hostile(
+        |b| raw(b, b"home/a", tar::EntryType::Regular, b"x", None),
+        None,
+    );
     assert!(refused(&a).contains("truncated"));
     // An end marker that does not match the content.
-    let a = hostile(|b| raw(b, b"home/a", tar::EntryType::Regular, b"x", None), one(1, 5));
+    let a = hostile(
+        |b| raw(b, b"home/a", tar::EntryType::Regular, b"x", None),
+        one(1, 5),
+    );
     assert!(refused(&a).contains("inconsistent"));
     // Not a berth backup at all.
     let mut b = tar::Builder::new(Vec::new());

@@ -103,7 +103,11 @@ async fn helper(
     Ok(state.runtime.create_container(&spec).await?)
 }
 
-fn labels(state: &AppState, tenant: &Name, workspace: Option<&Workspace>) -> HashMap<String, String> {
+fn labels(
+    state: &AppState,
+    tenant: &Name,
+    workspace: Option<&Workspace>,
+) -> HashMap<String, String> {
     let mut l = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_SERVER.to_owned(), state.server_id.clone()),
@@ -155,7 +159,13 @@ pub async fn backup(
     } else {
         None
     };
-    let helper = helper(&state, &w.volume, &image, labels(&state, &w.tenant, Some(&w))).await?;
+    let helper = helper(
+        &state,
+        &w.volume,
+        &image,
+        labels(&state, &w.tenant, Some(&w)),
+    )
+    .await?;
     let paused = match guard.as_ref().and_then(|(_, c)| c.as_ref()) {
         Some(c) => match state.runtime.pause_container(c).await {
             Ok(()) => Some(c.clone()),
@@ -203,12 +213,7 @@ pub async fn backup(
         }
         result
     });
-    let file_name = format!(
-        "{}-{}-{}.tar.zst",
-        w.tenant,
-        w.name,
-        manifest_stamp()
-    );
+    let file_name = format!("{}-{}-{}.tar.zst", w.tenant, w.name, manifest_stamp());
     tokio::spawn(async move {
         let result = match copy.await {
             Ok(r) => r.map_err(|e| e.to_string()),

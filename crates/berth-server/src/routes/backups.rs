@@ -39,9 +39,8 @@ pub async fn backup(
             let who = actor.clone();
             let done = move |result: Result<api::BackupTrailer, String>| {
                 tokio::spawn(async move {
-                    let result = result.map_err(|m| {
-                        ApiError::new(berth_domain::ErrorCode::Internal, m)
-                    });
+                    let result =
+                        result.map_err(|m| ApiError::new(berth_domain::ErrorCode::Internal, m));
                     audit(&store, &who, "workspace.backup", &target, &result).await;
                 });
             };
