@@ -101,7 +101,7 @@ async fn backup_and_restore_round_trip_and_bad_archives_leave_nothing_behind() {
     assert_eq!(st, 200, "{v}");
     s.create_workspace(json!({
         "name": "src", "tenant": "acme", "memory": "320m", "pids": 300,
-        "egress": ["allow registry.npmjs.org"],
+        "egress": ["allow registry.npmjs.org"], "egress_templates": ["crates"],
         "secrets": [{"name": "GH_TOKEN", "hosts": ["github.com"]}],
     }))
     .await;
@@ -193,6 +193,13 @@ async fn backup_and_restore_round_trip_and_bad_archives_leave_nothing_behind() {
         ))
         .await;
     assert!(rules.to_string().contains("registry.npmjs.org"), "{rules}");
+    let templates = s
+        .get(&format!(
+            "/api/v1/workspaces/{}/egress/templates",
+            enc("acme/copy")
+        ))
+        .await;
+    assert_eq!(templates[0]["name"], "crates", "{templates}");
     let env = sh(&s, "acme/copy", "printenv GH_TOKEN").await;
     assert!(env.starts_with("berth-placeholder-"), "{env}");
 
