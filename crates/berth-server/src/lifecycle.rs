@@ -218,6 +218,7 @@ fn invalid_state(w: &Workspace, e: berth_domain::TransitionError) -> ApiError {
 pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> {
     // Cheap checks first, so the common mistakes leave no trace at all.
     crate::disk::ensure_room(state)?;
+    crate::backup::refuse_if_restoring(state, &spec)?;
     if !state.runtime.image_exists(&spec.image).await? {
         return Err(ApiError::new(
             ErrorCode::ImageMissing,

@@ -14,7 +14,7 @@
 pub mod archive;
 mod pipe;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use berth_api::{BackupManifest, BackupTrailer, CreateWorkspace, RestoreQuery, UseSecret};
@@ -30,6 +30,49 @@ use archive::ArchiveError;
 
 /// Memory of the (never started) helper container; the engine requires a value.
 const HELPER_MEMORY: i64 = 64 << 20;
+
+/// Home volumes a restore is filling: a create or another restore of that name is refused
+/// (409) until the restore hands over to the ordinary create.
+static FILLING: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// A restore's claim on a volume name, released on drop.
+struct Claim(String);
+
+impl Claim {
+    fn take(volume: &str) -> Option<Self> {
+        let mut set = FILLING.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(volume.to_owned())
+            .then(|| Self(volume.to_owned()))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        FILLING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// Refuses a create whose home volume a restore is filling right now.
+pub fn refuse_if_restoring(state: &AppState, spec: &CreateSpec) -> ApiResult<()> {
+    let volume = lifecycle::volume_name(state, &spec.tenant, &spec.name);
+    let busy = FILLING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&volume);
+    if busy {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "workspace {}/{} is being restored from a backup",
+                spec.tenant, spec.name
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// A backup being streamed: the suggested file name and the body.
 pub struct Download {
@@ -362,10 +405,19 @@ pub async fn restore(
                 ),
             ));
         }
-        ApiResult::Ok((spec, volume))
+        let claim = Claim::take(&volume).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "workspace {}/{} is being restored from a backup",
+                    spec.tenant, spec.name
+                ),
+            )
+        })?;
+        ApiResult::Ok((spec, volume, claim))
     }
     .await;
-    let (spec, volume) = match prepared {
+    let (spec, volume, claim) = match prepared {
         Ok(p) => p,
         Err(e) => {
             let _ = go_tx.send(None);
@@ -379,16 +431,27 @@ pub async fn restore(
         .restore_max_bytes
         .min(free.saturating_sub(state.config.disk.min_free));
     let filled = fill_volume(&state, &spec, &volume, out_rx, go_tx, budget, pipeline).await;
-    let result = match filled {
-        Ok(()) => lifecycle::create(&state, spec).await,
-        Err(e) => Err(e),
-    };
-    if result.is_err() {
-        if let Err(e) = state.runtime.remove_volume(&volume).await {
-            tracing::error!(volume = %volume, error = %e, "restore rollback: remove volume");
-        }
+    if let Err(e) = filled {
+        remove_volume(&state, &volume).await;
+        return Err(e);
+    }
+    // The ordinary create takes over (its name check, provisioning and rollback).
+    drop(claim);
+    let result = lifecycle::create(&state, spec).await;
+    match &result {
+        // A create of the same name won the race after the claim was dropped: the volume is
+        // that workspace's now.
+        Err(e) if e.code == ErrorCode::Conflict => {}
+        Err(_) => remove_volume(&state, &volume).await,
+        Ok(_) => {}
     }
     result
+}
+
+async fn remove_volume(state: &AppState, volume: &str) {
+    if let Err(e) = state.runtime.remove_volume(volume).await {
+        tracing::error!(volume = %volume, error = %e, "restore rollback: remove volume");
+    }
 }
 
 /// Creates `volume` and extracts the validated archive into it through a helper container.
@@ -434,5 +497,20 @@ async fn fill_volume(
             Err(archive_error(e))
         }
         Err(e) => Err(ApiError::internal(format!("restore: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_claim_is_exclusive_until_dropped() {
+        let first = Claim::take("berth-test-claim-home");
+        assert!(first.is_some());
+        assert!(Claim::take("berth-test-claim-home").is_none());
+        assert!(Claim::take("berth-test-other-home").is_some());
+        drop(first);
+        assert!(Claim::take("berth-test-claim-home").is_some());
     }
 }
