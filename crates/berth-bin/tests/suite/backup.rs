@@ -203,6 +203,37 @@ async fn backup_and_restore_round_trip_and_bad_archives_leave_nothing_behind() {
     let env = sh(&s, "acme/copy", "printenv GH_TOKEN").await;
     assert!(env.starts_with("berth-placeholder-"), "{env}");
 
+    // A stopped workspace backs up too (live copy, no pause), through the API.
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/workspaces/{}/stop", enc("acme/copy")),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let resp = s
+        .http()
+        .get(format!(
+            "{}/api/v1/workspaces/{}/backup",
+            s.url,
+            enc("acme/copy")
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let disposition = resp.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(disposition.contains("acme-copy-"), "{disposition}");
+    let stopped = decompress(&resp.bytes().await.unwrap());
+    let text = String::from_utf8_lossy(&stopped);
+    assert!(text.contains("home/proj/a.txt") && text.contains("berth-backup-end.json"));
+    assert!(text.contains("\"paused\": false"));
+
     // An existing name is refused (409), by the CLI too.
     let (st, v) = restore_raw(&s, "name=copy&tenant=acme", archive.clone()).await;
     assert_eq!(st, 409, "{v}");
