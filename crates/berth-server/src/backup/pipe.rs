@@ -2,6 +2,7 @@
 //! stream through the server without being held in memory.
 
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -82,18 +83,31 @@ impl Read for ChanReader {
     }
 }
 
-/// Blocking writer into a channel; call only off the async runtime. `flush` sends what is
-/// buffered; a closed receiver is a broken pipe.
+/// How long a [`ChanWriter`] waits for the receiving side to take a chunk: a client that stops
+/// reading a backup must not keep a paused workspace frozen (or a helper container) forever.
+pub const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+/// Blocking writer into a channel; create and use it only on a blocking thread of the runtime
+/// (`spawn_blocking`). `flush` sends what is buffered; a closed receiver is a broken pipe, one
+/// that takes nothing for [`STALL_LIMIT`] a timeout.
 pub struct ChanWriter {
     tx: Tx,
     buf: Vec<u8>,
+    runtime: Option<tokio::runtime::Handle>,
+    stall_limit: Duration,
 }
 
 impl ChanWriter {
     pub fn new(tx: Tx) -> Self {
+        Self::with_stall_limit(tx, STALL_LIMIT)
+    }
+
+    fn with_stall_limit(tx: Tx, stall_limit: Duration) -> Self {
         Self {
             tx,
             buf: Vec::with_capacity(CHUNK),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            stall_limit,
         }
     }
 
@@ -102,9 +116,24 @@ impl ChanWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the receiving side went away"))
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the receiving side went away");
+        let Some(rt) = &self.runtime else {
+            return self.tx.blocking_send(Ok(chunk)).map_err(|_| gone());
+        };
+        match rt.block_on(tokio::time::timeout(
+            self.stall_limit,
+            self.tx.send(Ok(chunk)),
+        )) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the receiving side took nothing for {}s",
+                    self.stall_limit.as_secs()
+                ),
+            )),
+        }
     }
 }
 
@@ -147,5 +176,18 @@ mod tests {
         let got: Vec<Bytes> = stream_ok(out_rx).collect().await;
         copy.await.unwrap();
         assert_eq!(got.concat(), expect);
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_stops_taking_times_the_writer_out() {
+        let (tx, _rx) = channel();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut w = ChanWriter::with_stall_limit(tx, Duration::from_millis(200));
+            let chunk = vec![0u8; CHUNK];
+            // Fills the channel, then waits for room that never comes.
+            (0..=DEPTH).try_for_each(|_| w.write_all(&chunk))
+        });
+        let err = writer.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }
