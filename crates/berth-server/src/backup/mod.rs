@@ -241,19 +241,23 @@ pub async fn backup(
     let (out_tx, out_rx) = pipe::channel();
     let source = futures_util::stream::iter([Ok(first)]).chain(source);
     tokio::spawn(pipe::feed(source, in_tx));
-    let error_tx = out_tx.clone();
+    // Set before the channel closes when the copy fails: the body then ends with an error
+    // (an aborted response), so the client cannot take a cut archive for a whole one.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = pipe::stream_or_fail(out_rx, failed.clone());
     let copy = tokio::task::spawn_blocking(move || {
         use std::io::Write;
+        let keep_open = out_tx.clone();
         let result = archive::write_backup(
             &manifest,
             pipe::ChanReader::new(in_rx),
             pipe::ChanWriter::new(out_tx),
         )
         .and_then(|(t, mut w)| w.flush().map(|()| t).map_err(ArchiveError::from));
-        if let Err(e) = &result {
-            // Abort the response: the client must not take a cut archive for a whole one.
-            let _ = error_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        if result.is_err() {
+            failed.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+        drop(keep_open);
         result
     });
     let file_name = format!("{}-{}-{}.tar.zst", w.tenant, w.name, manifest_stamp());
@@ -268,7 +272,7 @@ pub async fn backup(
     });
     Ok(Download {
         file_name,
-        body: axum::body::Body::from_stream(pipe::stream(out_rx)),
+        body: axum::body::Body::from_stream(body),
     })
 }
 

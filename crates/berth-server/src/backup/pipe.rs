@@ -2,6 +2,8 @@
 //! stream through the server without being held in memory.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -34,10 +36,24 @@ pub async fn feed<E: std::fmt::Display>(
     }
 }
 
-/// The channel as a stream of chunks (an error ends it with that error).
-pub fn stream(rx: Rx) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+/// The channel as a stream of chunks that ends with an error instead of a clean end when
+/// `failed` is set by the time the channel closes (set it before the last sender drops).
+pub fn stream_or_fail(
+    rx: Rx,
+    failed: Arc<AtomicBool>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold(Some(rx), move |rx| {
+        let failed = failed.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(item) => Some((item, Some(rx))),
+                None if failed.load(Ordering::SeqCst) => {
+                    Some((Err(io::Error::other("the copy failed")), None))
+                }
+                None => None,
+            }
+        }
     })
 }
 
@@ -176,6 +192,22 @@ mod tests {
         let got: Vec<Bytes> = stream_ok(out_rx).collect().await;
         copy.await.unwrap();
         assert_eq!(got.concat(), expect);
+    }
+
+    #[tokio::test]
+    async fn a_failed_copy_ends_the_stream_with_an_error_after_the_data() {
+        for fail in [false, true] {
+            let (tx, rx) = channel();
+            let failed = Arc::new(AtomicBool::new(false));
+            let body = stream_or_fail(rx, failed.clone());
+            tx.send(Ok(Bytes::from_static(b"part"))).await.unwrap();
+            failed.store(fail, Ordering::SeqCst);
+            drop(tx);
+            let items: Vec<io::Result<Bytes>> = body.collect().await;
+            assert_eq!(items.len(), 1 + usize::from(fail));
+            assert_eq!(items[0].as_ref().unwrap().as_ref(), b"part");
+            assert_eq!(items.last().unwrap().is_err(), fail);
+        }
     }
 
     #[tokio::test]
