@@ -161,6 +161,61 @@ pub struct RemoveWorkspaceQuery {
     pub volume: bool,
 }
 
+/// `GET /api/v1/workspaces/{ws}/backup` options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BackupQuery {
+    /// Pause (freeze) a running workspace for the copy, so the archive is one point in time.
+    /// Default: copy live (files changing during the copy may be caught mid-write).
+    #[serde(default)]
+    pub pause: bool,
+}
+
+/// `POST /api/v1/backups/restore` options: where the restored workspace goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreQuery {
+    /// New workspace name (or `tenant/name`); default: the name in the archive.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Tenant; default: the tenant in the archive.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// The first entry of a backup archive (`berth-backup.json`): what the workspace was.
+/// Secrets appear by name and delivery only, never their values.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupManifest {
+    /// Archive format version (1).
+    pub format: u32,
+    /// berth version that wrote the archive.
+    pub berth_version: String,
+    /// When the copy started (RFC 3339 UTC).
+    pub created_at: String,
+    /// `tenant/name` of the workspace backed up.
+    pub workspace: String,
+    /// The workspace's image reference.
+    pub image: String,
+    /// Whether the workspace was paused for the copy (a point-in-time copy).
+    pub paused: bool,
+    /// The workspace as a create request: limits, network, egress rules and templates,
+    /// secret bindings (names only).
+    pub spec: CreateWorkspace,
+}
+
+/// The last entry of a backup archive (`berth-backup-end.json`); an archive without it is
+/// truncated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupTrailer {
+    /// Entries of the home volume in the archive.
+    pub entries: u64,
+    /// Bytes of file contents in the archive (uncompressed).
+    pub bytes: u64,
+    /// Sockets, FIFOs and device nodes left out.
+    pub skipped: u64,
+}
+
 /// `POST /api/v1/workspaces/{ws}/exec`: run a command to completion and return its output.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

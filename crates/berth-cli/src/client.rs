@@ -425,6 +425,34 @@ impl Client {
         self.send(self.stream.post(self.url(path)).json(body)).await
     }
 
+    /// A GET whose (binary) response is streamed (no overall timeout).
+    pub async fn get_download<Q: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<reqwest::Response> {
+        self.send(self.stream.get(self.url(path)).query(query))
+            .await
+    }
+
+    /// A POST of a streamed body (no overall timeout), answered with JSON.
+    pub async fn post_upload<Q: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        query: &Q,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> Result<serde_json::Value> {
+        let rb = self
+            .stream
+            .post(self.url(path))
+            .query(query)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        let resp = self.send(rb).await?;
+        self.read_json(resp).await
+    }
+
     /// A GET of a Server-Sent Events stream (no overall timeout).
     pub async fn get_event_stream(&self, path_and_query: &str) -> Result<reqwest::Response> {
         self.send(

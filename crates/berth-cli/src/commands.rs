@@ -350,6 +350,15 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             ctx.print(&format!("removed {ws}{extra}\n"))?;
             Ok(0)
         }
+        WorkspaceCmd::Backup { ws, output, pause } => {
+            crate::backup::backup(client, ctx, &ws, output, pause).await
+        }
+        WorkspaceCmd::Restore {
+            file,
+            name,
+            tenant,
+            json,
+        } => crate::backup::restore(client, ctx, &file, name, tenant, json).await,
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+mod backup;
 mod client;
 mod commands;
 pub mod detach;
@@ -233,6 +234,31 @@ pub enum WorkspaceCmd {
         /// Also remove its home volume (/home/agent)
         #[arg(long)]
         volume: bool,
+    },
+    /// Write a workspace's home volume and spec to a compressed archive (.tar.zst)
+    Backup {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Archive file [default: TENANT-NAME-TIMESTAMP.tar.zst]
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Freeze a running workspace for the copy (one point in time); default: copy live
+        #[arg(long)]
+        pause: bool,
+    },
+    /// Create a workspace from an archive written by `berth workspace backup`
+    Restore {
+        /// Archive file
+        file: PathBuf,
+        /// Workspace name, or TENANT/NAME [default: the name in the archive]
+        #[arg(long)]
+        name: Option<String>,
+        /// Tenant [default: the tenant in the archive]
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     DaemonOutdated,
     /// Too much at once (e.g. a budget's remainder is reserved by calls in flight); retry later.
     RateLimited,
+    /// The server's data directory is below its free-space threshold: new workspaces (and
+    /// restores) are refused until space is freed.
+    InsufficientStorage,
     /// Something failed inside berth; details are in the server log.
     Internal,
 }
@@ -58,6 +61,7 @@ impl ErrorCode {
             Self::DaemonUnavailable => "daemon_unavailable",
             Self::DaemonOutdated => "daemon_outdated",
             Self::RateLimited => "rate_limited",
+            Self::InsufficientStorage => "insufficient_storage",
             Self::Internal => "internal",
         }
     }
@@ -78,6 +82,7 @@ impl ErrorCode {
             Self::RateLimited => 429,
             Self::EngineUnavailable | Self::DaemonUnavailable => 503,
             Self::EngineError => 502,
+            Self::InsufficientStorage => 507,
             Self::Internal => 500,
         }
     }
@@ -93,7 +98,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -108,6 +113,7 @@ mod tests {
         ErrorCode::DaemonUnavailable,
         ErrorCode::DaemonOutdated,
         ErrorCode::RateLimited,
+        ErrorCode::InsufficientStorage,
         ErrorCode::Internal,
     ];
 
@@ -129,5 +135,6 @@ mod tests {
         assert_eq!(ErrorCode::NotFound.http_status(), 404);
         assert_eq!(ErrorCode::InUse.http_status(), 409);
         assert_eq!(ErrorCode::EngineUnavailable.http_status(), 503);
+        assert_eq!(ErrorCode::InsufficientStorage.http_status(), 507);
     }
 }

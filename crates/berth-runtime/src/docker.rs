@@ -20,7 +20,7 @@ use crate::error::RuntimeError;
 use crate::types::{
     ContainerSpec, ContainerState, ContainerStatus, EngineInfo, Mount, ResourceUsage,
 };
-use crate::Runtime;
+use crate::{ByteStream, Runtime};
 
 /// Docker Engine API version we speak. 1.41 is served by Podman 4.x's compat
 /// service and by every Docker release since 20.10.
@@ -667,6 +667,48 @@ impl Runtime for DockerRuntime {
                 other => Err(other),
             },
         }
+    }
+
+    async fn download_archive(&self, id: &str, path: &str) -> Result<ByteStream, RuntimeError> {
+        let opts = bollard::container::DownloadFromContainerOptions {
+            path: path.to_owned(),
+        };
+        let endpoint = self.endpoint.clone();
+        let stream = self
+            .long_client()
+            .download_from_container(id, Some(opts))
+            .map(move |r| r.map_err(|e| RuntimeError::from_bollard(&endpoint, e)));
+        Ok(stream.boxed())
+    }
+
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        tar: futures_util::stream::BoxStream<'static, bytes::Bytes>,
+    ) -> Result<(), RuntimeError> {
+        let opts = bollard::container::UploadToContainerOptions {
+            path: path.to_owned(),
+            no_overwrite_dir_non_dir: "true".to_owned(),
+        };
+        self.long_client()
+            .upload_to_container_streaming(id, Some(opts), tar)
+            .await
+            .map_err(|e| self.map_err(e))
+    }
+
+    async fn pause_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .pause_container(id)
+            .await
+            .map_err(|e| self.map_err(e))
+    }
+
+    async fn unpause_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(|e| self.map_err(e))
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {

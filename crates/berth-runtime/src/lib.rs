@@ -31,6 +31,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+/// A stream of archive bytes (a tar) coming from the engine.
+pub type ByteStream = futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RuntimeError>>;
+
+fn unsupported(what: &str) -> RuntimeError {
+    RuntimeError::Other(format!("{what} is not supported by this container runtime"))
+}
+
 /// The container engine as the server sees it.
 ///
 /// Every method maps to Docker Engine API calls that Docker and Podman's
@@ -76,4 +83,26 @@ pub trait Runtime: Send + Sync + 'static {
     /// return the exit code. For probes such as `berth doctor`'s smoke check; workspaces run
     /// their commands through the daemon instead.
     async fn exec_status(&self, id: &str, cmd: &[String]) -> Result<i64, RuntimeError>;
+    /// A tar of `path` inside the container (which need not be running; a volume mounted at
+    /// exactly `path` is read from the volume). The engine reads it, confined to the container.
+    async fn download_archive(&self, _id: &str, _path: &str) -> Result<ByteStream, RuntimeError> {
+        Err(unsupported("archive download"))
+    }
+    /// Extracts a tar into `path` inside the container (which need not be running).
+    async fn upload_archive(
+        &self,
+        _id: &str,
+        _path: &str,
+        _tar: futures_util::stream::BoxStream<'static, bytes::Bytes>,
+    ) -> Result<(), RuntimeError> {
+        Err(unsupported("archive upload"))
+    }
+    /// Freezes every process of a running container.
+    async fn pause_container(&self, _id: &str) -> Result<(), RuntimeError> {
+        Err(unsupported("pause"))
+    }
+    /// Thaws a paused container.
+    async fn unpause_container(&self, _id: &str) -> Result<(), RuntimeError> {
+        Err(unsupported("unpause"))
+    }
 }

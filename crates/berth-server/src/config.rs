@@ -51,6 +51,24 @@ pub struct ServerArgs {
     /// Seconds between reconciler passes (engine state ⇄ store) [default: 2].
     #[arg(long, env = "BERTH_RECONCILE_SECONDS")]
     pub reconcile_seconds: Option<u64>,
+    /// Days egress log rows are kept; 0 keeps them forever [default: 30].
+    #[arg(long, env = "BERTH_EGRESS_LOG_RETENTION_DAYS")]
+    pub egress_log_retention_days: Option<u32>,
+    /// Days the events of a finished task (completed, failed, cancelled) are kept after its last
+    /// change; events of tasks still running are always kept; 0 keeps them forever [default: 90].
+    #[arg(long, env = "BERTH_TASK_EVENTS_RETENTION_DAYS")]
+    pub task_events_retention_days: Option<u32>,
+    /// Free space on the data dir's filesystem below which the reconciler warns (audit
+    /// `system.disk_low`) and doctor fails, e.g. `5g` [default: 5g].
+    #[arg(long, env = "BERTH_DISK_WARN_FREE")]
+    pub disk_warn_free: Option<String>,
+    /// Free space below which new workspaces and restores are refused with
+    /// `insufficient_storage` (HTTP 507) [default: 1g].
+    #[arg(long, env = "BERTH_DISK_MIN_FREE")]
+    pub disk_min_free: Option<String>,
+    /// Largest home volume a restore may write (uncompressed), e.g. `50g` [default: 50g].
+    #[arg(long, env = "BERTH_RESTORE_MAX_SIZE")]
+    pub restore_max_size: Option<String>,
 }
 
 /// The config file: the same settings as the flags.
@@ -67,6 +85,11 @@ struct FileConfig {
     default_network: Option<String>,
     image: Option<String>,
     reconcile_seconds: Option<u64>,
+    egress_log_retention_days: Option<u32>,
+    task_events_retention_days: Option<u32>,
+    disk_warn_free: Option<String>,
+    disk_min_free: Option<String>,
+    restore_max_size: Option<String>,
 }
 
 /// Configuration after defaults are resolved and values validated.
@@ -80,6 +103,50 @@ pub struct Config {
     pub default_network: String,
     pub image: Option<String>,
     pub reconcile_interval: std::time::Duration,
+    pub retention: Retention,
+    pub disk: DiskThresholds,
+    /// Cap on the uncompressed bytes one restore writes.
+    pub restore_max_bytes: u64,
+}
+
+/// How long history is kept (days; 0 = forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub egress_log_days: u32,
+    pub task_events_days: u32,
+}
+
+/// Free-space thresholds of the data dir's filesystem, in bytes (`warn_free >= min_free`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskThresholds {
+    pub warn_free: u64,
+    pub min_free: u64,
+}
+
+/// Parses a byte size: `0`, `512m`, `5g`, `1t` (binary units; `b`/`k`/`m`/`g`/`t`, optional
+/// `b`/`ib` suffix).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => anyhow::bail!("size {s:?}: use a number with an optional unit k, m, g or t"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("size {s:?}: use a number with an optional unit"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        anyhow::bail!("size {s:?} is out of range");
+    }
+    Ok(bytes as u64)
 }
 
 /// Engine network modes a workspace may use.
@@ -128,6 +195,43 @@ impl ServerArgs {
         if !NETWORKS.contains(&default_network.as_str()) {
             anyhow::bail!("default_network must be one of {}", NETWORKS.join(", "));
         }
+        let size = |flag: Option<String>, file: Option<String>, default: &str, key: &str| {
+            parse_size(flag.or(file).as_deref().unwrap_or(default))
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
+        };
+        let disk = DiskThresholds {
+            warn_free: size(
+                self.disk_warn_free,
+                file.disk_warn_free,
+                "5g",
+                "disk_warn_free",
+            )?,
+            min_free: size(
+                self.disk_min_free,
+                file.disk_min_free,
+                "1g",
+                "disk_min_free",
+            )?,
+        };
+        if disk.warn_free < disk.min_free {
+            anyhow::bail!("disk_warn_free must be at least disk_min_free");
+        }
+        let retention = Retention {
+            egress_log_days: self
+                .egress_log_retention_days
+                .or(file.egress_log_retention_days)
+                .unwrap_or(30),
+            task_events_days: self
+                .task_events_retention_days
+                .or(file.task_events_retention_days)
+                .unwrap_or(90),
+        };
+        let restore_max_bytes = size(
+            self.restore_max_size,
+            file.restore_max_size,
+            "50g",
+            "restore_max_size",
+        )?;
         Ok(Config {
             listen: self
                 .listen
@@ -148,6 +252,9 @@ impl ServerArgs {
                     .unwrap_or(2)
                     .max(1),
             ),
+            retention,
+            disk,
+            restore_max_bytes,
         })
     }
 }
@@ -212,6 +319,53 @@ mod tests {
         )
         .unwrap();
         assert!(args.resolve().is_err());
+    }
+
+    #[test]
+    fn retention_disk_and_restore_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = ServerArgs {
+            data_dir: Some(dir.path().to_owned()),
+            ..Default::default()
+        };
+        let c = base.clone().resolve().unwrap();
+        assert_eq!(
+            c.retention,
+            Retention {
+                egress_log_days: 30,
+                task_events_days: 90
+            }
+        );
+        assert_eq!(c.disk.warn_free, 5 << 30);
+        assert_eq!(c.disk.min_free, 1 << 30);
+        assert_eq!(c.restore_max_bytes, 50 << 30);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "egress_log_retention_days = 7\ntask_events_retention_days = 0\ndisk_warn_free = \"10g\"\ndisk_min_free = \"512m\"\n",
+        )
+        .unwrap();
+        let c = ServerArgs {
+            task_events_retention_days: Some(3),
+            ..base.clone()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.retention.egress_log_days, 7);
+        assert_eq!(c.retention.task_events_days, 3);
+        assert_eq!(c.disk.warn_free, 10 << 30);
+        assert_eq!(c.disk.min_free, 512 << 20);
+        // The warning threshold must not be below the refusal threshold.
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "disk_warn_free = \"1g\"\ndisk_min_free = \"2g\"\n",
+        )
+        .unwrap();
+        assert!(base.clone().resolve().is_err());
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("2TiB").unwrap(), 2 << 40);
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("-1g").is_err());
     }
 
     #[test]

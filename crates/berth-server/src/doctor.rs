@@ -6,10 +6,11 @@ use berth_api::{Check, DoctorReport};
 
 use crate::state::AppState;
 
-const MIN_FREE_BYTES: u64 = 2 << 30;
-
 pub async fn run(state: &AppState) -> DoctorReport {
-    let mut checks = vec![data_dir(&state.config.data_dir), staged_binary(state)];
+    let mut checks = vec![
+        data_dir(&state.config.data_dir, state.config.disk),
+        staged_binary(state),
+    ];
     let engine = state.runtime.info().await;
     match &engine {
         Ok(info) => {
@@ -75,7 +76,7 @@ fn fail(name: &str, detail: String, fix: &str) -> Check {
     }
 }
 
-fn data_dir(dir: &Path) -> Check {
+fn data_dir(dir: &Path, t: crate::config::DiskThresholds) -> Check {
     let probe = dir.join(".doctor-probe");
     if let Err(e) = std::fs::write(&probe, b"ok") {
         return fail(
@@ -85,18 +86,28 @@ fn data_dir(dir: &Path) -> Check {
         );
     }
     let _ = std::fs::remove_file(&probe);
-    match nix::sys::statvfs::statvfs(dir) {
-        Ok(st) => {
-            let free = st.blocks_available() * st.fragment_size();
-            let detail = format!("{} ({} GiB free)", dir.display(), free >> 30);
-            if free < MIN_FREE_BYTES {
-                fail(
+    match crate::disk::free_bytes(dir) {
+        Ok(free) => {
+            let detail = format!("{} ({} free)", dir.display(), crate::disk::human(free));
+            match crate::disk::level(free, t) {
+                crate::disk::Level::Ok => ok("data_dir", detail),
+                crate::disk::Level::Low => fail(
                     "data_dir",
-                    detail,
-                    "free disk space: berth and its images need at least 2 GiB",
-                )
-            } else {
-                ok("data_dir", detail)
+                    format!(
+                        "{detail}: below the warning threshold {} (disk_warn_free); below {} new workspaces are refused",
+                        crate::disk::human(t.warn_free),
+                        crate::disk::human(t.min_free)
+                    ),
+                    "free disk space on the data dir's filesystem (old images: podman image prune; removed workspaces' volumes: podman volume prune)",
+                ),
+                crate::disk::Level::Critical => fail(
+                    "data_dir",
+                    format!(
+                        "{detail}: below {} (disk_min_free); new workspaces and restores are refused",
+                        crate::disk::human(t.min_free)
+                    ),
+                    "free disk space on the data dir's filesystem (old images: podman image prune; removed workspaces' volumes: podman volume prune)",
+                ),
             }
         }
         Err(e) => ok(

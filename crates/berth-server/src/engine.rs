@@ -98,4 +98,25 @@ impl Runtime for Engine {
     async fn exec_status(&self, id: &str, cmd: &[String]) -> Result<i64, RuntimeError> {
         self.docker()?.exec_status(id, cmd).await
     }
+    async fn download_archive(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<berth_runtime::ByteStream, RuntimeError> {
+        self.docker()?.download_archive(id, path).await
+    }
+    async fn upload_archive(
+        &self,
+        id: &str,
+        path: &str,
+        tar: futures_util::stream::BoxStream<'static, bytes::Bytes>,
+    ) -> Result<(), RuntimeError> {
+        self.docker()?.upload_archive(id, path, tar).await
+    }
+    async fn pause_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker()?.pause_container(id).await
+    }
+    async fn unpause_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.docker()?.unpause_container(id).await
+    }
 }

@@ -4,9 +4,11 @@
 //! into an [`AppState`] and serves the router until SIGINT/SIGTERM.
 
 mod auth;
+mod backup;
 mod binary;
 mod config;
 mod conn_limit;
+mod disk;
 mod doctor;
 mod egress;
 mod engine;
@@ -15,6 +17,7 @@ mod gateway;
 mod lifecycle;
 mod openapi;
 mod reconciler;
+mod retention;
 mod routes;
 mod smoke;
 mod state;
@@ -118,6 +121,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "initial reconcile failed");
     }
     let reconcile = reconciler::spawn(state.clone());
+    let purge = retention::spawn(state.clone());
     if let Some(days) = state.recording_days {
         tracing::info!(days, "recording LLM prompts and answers");
         let store = state.store.clone();
@@ -145,6 +149,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     reconcile.abort();
+    purge.abort();
     store.close().await;
     Ok(())
 }

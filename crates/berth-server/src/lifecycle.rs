@@ -204,7 +204,7 @@ fn engine_name(state: &AppState, tenant: &Name, name: &Name) -> String {
     format!("berth-{}-{}-{}", state.server_id, tenant, name)
 }
 
-fn volume_name(state: &AppState, tenant: &Name, name: &Name) -> String {
+pub(crate) fn volume_name(state: &AppState, tenant: &Name, name: &Name) -> String {
     format!("{}-home", engine_name(state, tenant, name))
 }
 
@@ -219,6 +219,8 @@ fn invalid_state(w: &Workspace, e: berth_domain::TransitionError) -> ApiError {
 /// On any failure everything created here is removed again and the store row deleted.
 pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> {
     // Cheap checks first, so the common mistakes leave no trace at all.
+    crate::disk::ensure_room(state)?;
+    crate::backup::refuse_if_restoring(state, &spec)?;
     if !state.runtime.image_exists(&spec.image).await? {
         return Err(ApiError::new(
             ErrorCode::ImageMissing,

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    egress, egress_templates, secrets, system, tasks, terminal, usage, workspaces,
+    backups, egress, egress_templates, secrets, system, tasks, terminal, usage, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -15,7 +15,7 @@ use crate::routes::{
         system::version, system::whoami, system::doctor, system::audit,
         system::image_status, system::image_build,
         workspaces::list, workspaces::create, workspaces::show, workspaces::remove,
-        workspaces::start, workspaces::stop,
+        workspaces::start, workspaces::stop, backups::backup, backups::restore,
         terminal::exec, terminal::exec_ws, terminal::list_sessions, terminal::create_session,
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
         tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::events,
@@ -29,7 +29,8 @@ use crate::routes::{
         secrets::set, secrets::list, secrets::remove,
         openapi_json,
     ),
-    components(schemas(berth_api::WsControl, berth_api::ExecStart)),
+    components(schemas(berth_api::WsControl, berth_api::ExecStart, berth_api::BackupManifest,
+        berth_api::BackupTrailer)),
     modifiers(&Bearer),
 )]
 pub struct ApiDoc;

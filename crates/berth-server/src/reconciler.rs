@@ -17,8 +17,10 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.config.reconcile_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut disk = crate::disk::Level::Ok;
         loop {
             tick.tick().await;
+            disk = crate::disk::observe(&state, disk).await;
             if let Err(e) = pass(&state).await {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }

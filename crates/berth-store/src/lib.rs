@@ -560,6 +560,7 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
 
 mod egress;
 mod egress_templates;
+mod retention;
 mod secrets;
 mod tasks;
 pub use secrets::{SealedSecret, SecretUse};

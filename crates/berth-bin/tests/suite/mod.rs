@@ -1,4 +1,5 @@
 mod auth;
+mod backup;
 mod cli;
 mod doctor;
 mod egress;

@@ -1,6 +1,7 @@
 //! HTTP routes under `/api/v1`. Handlers only parse and validate, then call the lifecycle or
 //! the daemon; one file per resource.
 
+pub mod backups;
 pub mod egress;
 pub mod egress_templates;
 pub mod secrets;
@@ -36,6 +37,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/workspaces/{ws}/start", post(workspaces::start))
         .route("/workspaces/{ws}/stop", post(workspaces::stop))
+        .route("/workspaces/{ws}/backup", get(backups::backup))
+        .route("/backups/restore", post(backups::restore))
         .route("/workspaces/{ws}/exec", post(terminal::exec))
         .route("/workspaces/{ws}/exec/ws", get(terminal::exec_ws))
         .route(

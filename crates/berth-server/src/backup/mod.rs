@@ -1,0 +1,524 @@
+//! Workspace backup and restore, streamed end to end (the archive is never held in memory).
+//!
+//! Both go through the engine, never through the host's view of the volume: a throwaway helper
+//! container (never started) mounts the home volume where a workspace would, and the engine's
+//! archive endpoints read or fill it, confined to that container. Backup rewrites the engine's
+//! tar into berth's format ([`archive`]); restore validates every entry before the engine sees
+//! it, fills a fresh volume, then creates the workspace on it through the ordinary create
+//! path. A failed restore removes the volume, the helper and (through create's rollback) every
+//! other object: nothing is left behind.
+//!
+//! A running workspace is copied live by default (files written during the copy may be caught
+//! mid-write); `pause` freezes it for the copy so the archive is one point in time.
+
+pub mod archive;
+mod pipe;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use berth_api::{BackupManifest, BackupTrailer, CreateWorkspace, RestoreQuery, UseSecret};
+use berth_domain::{ErrorCode, Name, WorkspaceState};
+use berth_runtime::{ContainerSpec, Mount};
+use berth_store::Workspace;
+use futures_util::StreamExt;
+
+use crate::error::{ApiError, ApiResult};
+use crate::lifecycle::{self, CreateSpec, HOME, WORKSPACE_UID};
+use crate::state::{AppState, LABEL_MANAGED, LABEL_SERVER, LABEL_TENANT, LABEL_WORKSPACE};
+use archive::ArchiveError;
+
+/// Memory of the (never started) helper container; the engine requires a value.
+const HELPER_MEMORY: i64 = 64 << 20;
+
+/// Home volumes a restore is filling: a create or another restore of that name is refused
+/// (409) until the restore hands over to the ordinary create.
+static FILLING: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// A restore's claim on a volume name, released on drop.
+struct Claim(String);
+
+impl Claim {
+    fn take(volume: &str) -> Option<Self> {
+        let mut set = FILLING.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(volume.to_owned())
+            .then(|| Self(volume.to_owned()))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        FILLING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+    }
+}
+
+/// Refuses a create whose home volume a restore is filling right now.
+pub fn refuse_if_restoring(state: &AppState, spec: &CreateSpec) -> ApiResult<()> {
+    let volume = lifecycle::volume_name(state, &spec.tenant, &spec.name);
+    let busy = FILLING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&volume);
+    if busy {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "workspace {}/{} is being restored from a backup",
+                spec.tenant, spec.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A backup being streamed: the suggested file name and the body.
+pub struct Download {
+    pub file_name: String,
+    pub body: axum::body::Body,
+}
+
+/// What the workspace is, as a create request (secrets by name only).
+async fn manifest(state: &AppState, w: &Workspace, paused: bool) -> ApiResult<BackupManifest> {
+    let egress = state.store.egress_rules(w.id.as_str()).await?;
+    let templates = state
+        .store
+        .workspace_egress_templates(w.id.as_str())
+        .await?;
+    let secrets = state
+        .store
+        .secret_uses(Some(w.id.as_str()))
+        .await?
+        .into_iter()
+        .map(|u| UseSecret {
+            name: u.name,
+            delivery: Some(u.delivery),
+            hosts: u.hosts,
+        })
+        .collect();
+    Ok(BackupManifest {
+        format: 1,
+        berth_version: env!("CARGO_PKG_VERSION").to_owned(),
+        created_at: berth_store::now(),
+        workspace: w.qualified_name(),
+        image: w.image.clone(),
+        paused,
+        spec: CreateWorkspace {
+            name: w.name.to_string(),
+            tenant: Some(w.tenant.to_string()),
+            memory: Some(w.limits.memory_bytes.to_string()),
+            cpus: Some(w.limits.cpus().to_string()),
+            pids: Some(w.limits.pids),
+            image: Some(w.image.clone()),
+            network: Some(w.network.clone()),
+            egress: Some(egress),
+            egress_templates: Some(templates),
+            secrets: Some(secrets),
+        },
+    })
+}
+
+/// Creates the helper container that mounts `volume` at the home directory.
+async fn helper(
+    state: &AppState,
+    volume: &str,
+    image: &str,
+    labels: HashMap<String, String>,
+) -> ApiResult<String> {
+    let suffix: u32 = rand::random();
+    let spec = ContainerSpec {
+        name: format!("berth-{}-archive-{suffix:08x}", state.server_id),
+        image: image.to_owned(),
+        user: format!("{WORKSPACE_UID}:{WORKSPACE_UID}"),
+        cmd: vec!["true".to_owned()],
+        labels,
+        memory_bytes: HELPER_MEMORY,
+        pids_limit: 16,
+        mounts: vec![Mount::Volume {
+            name: volume.to_owned(),
+            target: HOME.to_owned(),
+        }],
+        network_mode: "none".to_owned(),
+        ..Default::default()
+    };
+    Ok(state.runtime.create_container(&spec).await?)
+}
+
+fn labels(
+    state: &AppState,
+    tenant: &Name,
+    workspace: Option<&Workspace>,
+) -> HashMap<String, String> {
+    let mut l = HashMap::from([
+        (LABEL_MANAGED.to_owned(), "true".to_owned()),
+        (LABEL_SERVER.to_owned(), state.server_id.clone()),
+        (LABEL_TENANT.to_owned(), tenant.to_string()),
+    ]);
+    if let Some(w) = workspace {
+        l.insert(LABEL_WORKSPACE.to_owned(), w.id.to_string());
+    }
+    l
+}
+
+/// An image the helper can be created from: the workspace's, else the server's default.
+async fn helper_image(state: &AppState, preferred: &str) -> ApiResult<String> {
+    if state.runtime.image_exists(preferred).await? {
+        return Ok(preferred.to_owned());
+    }
+    let default = state.default_image();
+    if state.runtime.image_exists(&default).await? {
+        return Ok(default);
+    }
+    Err(ApiError::new(
+        ErrorCode::ImageMissing,
+        format!("image {default} is missing: build it with `berth image build`"),
+    ))
+}
+
+/// Starts streaming a backup of `w`. Set-up errors (engine down, workspace busy) are returned
+/// here; an error during the copy aborts the body, and the archive then lacks its end marker.
+/// `done` receives the outcome once the stream ends.
+pub async fn backup(
+    state: Arc<AppState>,
+    w: Workspace,
+    pause: bool,
+    done: impl FnOnce(Result<BackupTrailer, String>) + Send + 'static,
+) -> ApiResult<Download> {
+    if matches!(w.state, WorkspaceState::Creating | WorkspaceState::Removing) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!("workspace {} is {}", w.qualified_name(), w.state.as_str()),
+        ));
+    }
+    let image = helper_image(&state, &w.image).await?;
+    // A paused workspace holds its lifecycle lock until it is thawed: the reconciler (which
+    // would take a paused container for a dead one) and start/stop/remove wait for the copy.
+    let guard = if pause && w.state == WorkspaceState::Running {
+        let guard = state.lock_for(&w.id).lock_owned().await;
+        let w = state.store.workspace(&w.id).await?;
+        (w.state == WorkspaceState::Running).then_some((guard, w.container_id))
+    } else {
+        None
+    };
+    let helper = helper(
+        &state,
+        &w.volume,
+        &image,
+        labels(&state, &w.tenant, Some(&w)),
+    )
+    .await?;
+    let paused = match guard.as_ref().and_then(|(_, c)| c.as_ref()) {
+        Some(c) => match state.runtime.pause_container(c).await {
+            Ok(()) => Some(c.clone()),
+            Err(e) => {
+                cleanup(&state, &helper, None).await;
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
+    let started = async {
+        let manifest = manifest(&state, &w, paused.is_some()).await?;
+        let mut source = state.runtime.download_archive(&helper, HOME).await?;
+        // The first chunk tells whether the engine serves the archive at all.
+        let first = match source.next().await {
+            Some(chunk) => chunk?,
+            None => bytes::Bytes::new(),
+        };
+        ApiResult::Ok((manifest, first, source))
+    }
+    .await;
+    let (manifest, first, source) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(&state, &helper, paused.as_deref()).await;
+            return Err(e);
+        }
+    };
+    let (in_tx, in_rx) = pipe::channel();
+    let (out_tx, out_rx) = pipe::channel();
+    let source = futures_util::stream::iter([Ok(first)]).chain(source);
+    tokio::spawn(pipe::feed(source, in_tx));
+    // Set before the channel closes when the copy fails: the body then ends with an error
+    // (an aborted response), so the client cannot take a cut archive for a whole one.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = pipe::stream_or_fail(out_rx, failed.clone());
+    let copy = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let keep_open = out_tx.clone();
+        let result = archive::write_backup(
+            &manifest,
+            pipe::ChanReader::new(in_rx),
+            pipe::ChanWriter::new(out_tx),
+        )
+        .and_then(|(t, mut w)| w.flush().map(|()| t).map_err(ArchiveError::from));
+        if result.is_err() {
+            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        drop(keep_open);
+        result
+    });
+    let file_name = format!("{}-{}-{}.tar.zst", w.tenant, w.name, manifest_stamp());
+    tokio::spawn(async move {
+        let result = match copy.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the copy failed: {e}")),
+        };
+        cleanup(&state, &helper, paused.as_deref()).await;
+        drop(guard);
+        done(result);
+    });
+    Ok(Download {
+        file_name,
+        body: axum::body::Body::from_stream(body),
+    })
+}
+
+fn manifest_stamp() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Thaws the workspace (when it was paused) and removes the helper.
+async fn cleanup(state: &AppState, helper: &str, paused: Option<&str>) {
+    if let Some(c) = paused {
+        if let Err(e) = state.runtime.unpause_container(c).await {
+            tracing::error!(container = %c, error = %e, "could not unpause after backup");
+        }
+    }
+    if let Err(e) = state.runtime.remove_container(helper).await {
+        tracing::error!(container = %helper, error = %e, "could not remove the archive helper");
+    }
+}
+
+fn archive_error(e: ArchiveError) -> ApiError {
+    match e {
+        ArchiveError::Invalid(m) => ApiError::invalid(format!("backup archive refused: {m}")),
+        ArchiveError::TooLarge(m) => ApiError::new(ErrorCode::InsufficientStorage, m),
+        ArchiveError::Io(e) => ApiError::internal(format!("restore: {e}")),
+    }
+}
+
+/// The create request for the restored workspace: the archive's spec, renamed as asked.
+async fn restore_request(
+    state: &AppState,
+    manifest: &BackupManifest,
+    q: &RestoreQuery,
+) -> ApiResult<CreateWorkspace> {
+    let mut req = manifest.spec.clone();
+    if let Some(name) = q.name.as_deref().filter(|n| !n.is_empty()) {
+        req.name = name.to_owned();
+        if name.contains('/') {
+            req.tenant = None;
+        }
+    }
+    if let Some(t) = q.tenant.as_deref().filter(|t| !t.is_empty()) {
+        req.tenant = Some(t.to_owned());
+    }
+    // An archive from another berth version may name a base image this server no longer has.
+    let keep_image = match &req.image {
+        Some(i) => state.runtime.image_exists(i).await?,
+        None => false,
+    };
+    if !keep_image {
+        req.image = None;
+    }
+    Ok(req)
+}
+
+/// Restores an archive streamed in `body` as a new workspace (started), or refuses it leaving
+/// nothing behind.
+/// `role` is the caller's: an archive cannot grant what the caller may not ask for (`network:
+/// bridge` only for admins).
+pub async fn restore(
+    state: Arc<AppState>,
+    q: RestoreQuery,
+    body: axum::body::Body,
+    role: &str,
+) -> ApiResult<Workspace> {
+    crate::disk::ensure_room(&state)?;
+    let (in_tx, in_rx) = pipe::channel();
+    let (out_tx, out_rx) = pipe::channel();
+    let (manifest_tx, manifest_rx) = tokio::sync::oneshot::channel::<BackupManifest>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<Option<u64>>();
+    tokio::spawn(pipe::feed(body.into_data_stream(), in_tx));
+    let mut pipeline = tokio::task::spawn_blocking(move || {
+        archive::restore(
+            pipe::ChanReader::new(in_rx),
+            move |m| {
+                manifest_tx.send(m).ok()?;
+                go_rx.blocking_recv().ok().flatten()
+            },
+            pipe::ChanWriter::new(out_tx),
+        )
+        .and_then(|(t, mut w)| {
+            use std::io::Write;
+            w.flush()?;
+            Ok(t)
+        })
+    });
+    let finish = |r: Result<Result<BackupTrailer, ArchiveError>, tokio::task::JoinError>| match r {
+        Ok(r) => r.map_err(archive_error),
+        Err(e) => Err(ApiError::internal(format!("restore: {e}"))),
+    };
+    let manifest = match manifest_rx.await {
+        Ok(m) => m,
+        Err(_) => {
+            finish((&mut pipeline).await)?;
+            return Err(ApiError::invalid("backup archive refused: no manifest"));
+        }
+    };
+    let prepared = async {
+        let req = restore_request(&state, &manifest, &q).await?;
+        crate::lifecycle::check_network_allowed(role, req.network.as_deref())?;
+        let spec = CreateSpec::from_request(&state, &req)?;
+        if !state.runtime.image_exists(&spec.image).await? {
+            return Err(ApiError::new(
+                ErrorCode::ImageMissing,
+                format!(
+                    "image {} is missing: build it with `berth image build`",
+                    spec.image
+                ),
+            ));
+        }
+        if state
+            .store
+            .find_workspace(&spec.tenant, &spec.name)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("workspace {}/{} already exists", spec.tenant, spec.name),
+            ));
+        }
+        let volume = lifecycle::volume_name(&state, &spec.tenant, &spec.name);
+        if state.runtime.volume_exists(&volume).await? {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "volume {volume} exists (left by a removed workspace {}/{}): remove it with \
+                     `podman volume rm {volume}`, or restore under another name (--name)",
+                    spec.tenant, spec.name
+                ),
+            ));
+        }
+        let claim = Claim::take(&volume).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "workspace {}/{} is being restored from a backup",
+                    spec.tenant, spec.name
+                ),
+            )
+        })?;
+        ApiResult::Ok((spec, volume, claim))
+    }
+    .await;
+    let (spec, volume, claim) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = go_tx.send(None);
+            let _ = pipeline.await;
+            return Err(e);
+        }
+    };
+    let free = crate::disk::free_bytes(&state.config.data_dir).unwrap_or(u64::MAX);
+    let budget = state
+        .config
+        .restore_max_bytes
+        .min(free.saturating_sub(state.config.disk.min_free));
+    let filled = fill_volume(&state, &spec, &volume, out_rx, go_tx, budget, pipeline).await;
+    if let Err(e) = filled {
+        remove_volume(&state, &volume).await;
+        return Err(e);
+    }
+    // The ordinary create takes over (its name check, provisioning and rollback).
+    drop(claim);
+    let result = lifecycle::create(&state, spec).await;
+    match &result {
+        // A create of the same name won the race after the claim was dropped: the volume is
+        // that workspace's now.
+        Err(e) if e.code == ErrorCode::Conflict => {}
+        Err(_) => remove_volume(&state, &volume).await,
+        Ok(_) => {}
+    }
+    result
+}
+
+async fn remove_volume(state: &AppState, volume: &str) {
+    if let Err(e) = state.runtime.remove_volume(volume).await {
+        tracing::error!(volume = %volume, error = %e, "restore rollback: remove volume");
+    }
+}
+
+/// Creates `volume` and extracts the validated archive into it through a helper container.
+async fn fill_volume(
+    state: &AppState,
+    spec: &CreateSpec,
+    volume: &str,
+    out_rx: pipe::Rx,
+    go_tx: tokio::sync::oneshot::Sender<Option<u64>>,
+    budget: u64,
+    pipeline: tokio::task::JoinHandle<Result<BackupTrailer, ArchiveError>>,
+) -> ApiResult<()> {
+    let set_up = async {
+        let labels = labels(state, &spec.tenant, None);
+        state.runtime.ensure_volume(volume, &labels).await?;
+        helper(state, volume, &spec.image, labels).await
+    }
+    .await;
+    let helper = match set_up {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = go_tx.send(None);
+            let _ = pipeline.await;
+            return Err(e);
+        }
+    };
+    let _ = go_tx.send(Some(budget));
+    let upload = state
+        .runtime
+        .upload_archive(&helper, HOME, pipe::stream_ok(out_rx).boxed());
+    let (uploaded, validated) = tokio::join!(upload, pipeline);
+    if let Err(e) = state.runtime.remove_container(&helper).await {
+        tracing::error!(container = %helper, error = %e, "could not remove the archive helper");
+    }
+    match validated {
+        Ok(Ok(_)) => Ok(uploaded?),
+        // The archive's own fault wins over what the engine said about the cut stream.
+        Ok(Err(e @ (ArchiveError::Invalid(_) | ArchiveError::TooLarge(_)))) => {
+            Err(archive_error(e))
+        }
+        Ok(Err(e)) => {
+            uploaded?;
+            Err(archive_error(e))
+        }
+        Err(e) => Err(ApiError::internal(format!("restore: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_claim_is_exclusive_until_dropped() {
+        let first = Claim::take("berth-test-claim-home");
+        assert!(first.is_some());
+        assert!(Claim::take("berth-test-claim-home").is_none());
+        assert!(Claim::take("berth-test-other-home").is_some());
+        drop(first);
+        assert!(Claim::take("berth-test-claim-home").is_some());
+    }
+}

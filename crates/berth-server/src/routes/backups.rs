@@ -1,0 +1,107 @@
+//! `GET /workspaces/{ws}/backup` and `POST /backups/restore`: a workspace's home volume and
+//! spec as a streamed archive, and a new workspace from one (see `crate::backup`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use berth_api as api;
+
+use super::Query;
+use crate::auth::{audit, Actor};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::{backup, lifecycle};
+
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/backup", tag = "workspaces",
+    params(("ws" = String, Path, description = "workspace reference"), api::BackupQuery),
+    responses(
+        (status = 200, content_type = "application/zstd",
+            description = "The archive, streamed: a zstd-compressed tar of berth-backup.json (the manifest), \
+                the home volume under home/, and berth-backup-end.json. A copy that fails midway aborts \
+                the response; such an archive has no end marker and is refused by restore."),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
+        (status = 424, body = api::ErrorBody), (status = 502, body = api::ErrorBody),
+        (status = 503, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn backup(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    Query(q): Query<api::BackupQuery>,
+) -> ApiResult<Response> {
+    let started = match lifecycle::resolve(&state, &ws).await {
+        Ok(w) => {
+            let target = w.qualified_name();
+            let store = state.store.clone();
+            let who = actor.clone();
+            let done = move |result: Result<api::BackupTrailer, String>| {
+                tokio::spawn(async move {
+                    let result =
+                        result.map_err(|m| ApiError::new(berth_domain::ErrorCode::Internal, m));
+                    audit(&store, &who, "workspace.backup", &target, &result).await;
+                });
+            };
+            backup::backup(state.clone(), w, q.pause, done).await
+        }
+        Err(e) => Err(e),
+    };
+    // A backup that starts is audited when its stream ends.
+    let download = match started {
+        Ok(d) => d,
+        Err(e) => {
+            let failed = Err::<(), _>(ApiError::new(e.code, e.message.clone()));
+            audit(&state.store, &actor, "workspace.backup", &ws, &failed).await;
+            return Err(e);
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zstd".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", download.file_name),
+            ),
+        ],
+        download.body,
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/backups/restore", tag = "workspaces", params(api::RestoreQuery),
+    request_body(content = Vec<u8>, content_type = "application/zstd",
+        description = "An archive written by GET /api/v1/workspaces/{ws}/backup, streamed"),
+    responses((status = 201, body = api::Workspace, description = "the restored workspace, running"),
+        (status = 400, body = api::ErrorBody, description = "the archive is corrupt, truncated or holds a refused entry"),
+        (status = 404, body = api::ErrorBody, description = "a secret or egress template the archive names is missing in the tenant"),
+        (status = 409, body = api::ErrorBody, description = "the workspace (or its volume) already exists"),
+        (status = 424, body = api::ErrorBody), (status = 502, body = api::ErrorBody),
+        (status = 503, body = api::ErrorBody),
+        (status = 507, body = api::ErrorBody, description = "not enough free space, or the archive exceeds restore_max_size")),
+    security(("bearer" = [])))]
+pub async fn restore(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<api::RestoreQuery>,
+    body: axum::body::Body,
+) -> ApiResult<impl IntoResponse> {
+    let shown = match (&q.tenant, &q.name) {
+        (Some(t), Some(n)) if !n.contains('/') => format!("{t}/{n}"),
+        (_, Some(n)) => n.clone(),
+        _ => "(name from the archive)".to_owned(),
+    };
+    let result = backup::restore(state.clone(), q, body, &actor.role).await;
+    let target = match &result {
+        Ok(w) => w.qualified_name(),
+        Err(_) => shown,
+    };
+    audit(&state.store, &actor, "workspace.restore", &target, &result).await;
+    let w = result?;
+    crate::egress::activate(&state, &w.id).await;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(super::workspaces::to_api(&w)),
+    ))
+}
