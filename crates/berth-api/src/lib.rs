@@ -396,7 +396,7 @@ pub struct Task {
     pub workspace: String,
     pub workspace_id: String,
     pub agent: String,
-    /// `queued`, `starting`, `running`, `waiting`, `completed`, `failed` or `cancelled`.
+    /// `queued`, `starting`, `running`, `waiting`, `completed`, `interrupted`, `failed` or `cancelled`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -413,7 +413,7 @@ pub struct Task {
     /// The newest complete assistant message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<String>,
-    /// Why the task failed or was cancelled.
+    /// Why the task failed, was interrupted or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The agent's own conversation id.
