@@ -243,7 +243,9 @@ pub struct Session {
     pub id: String,
     pub name: String,
     pub command: Vec<String>,
-    /// `running` or `exited`.
+    /// `running`, `exited`, or `ended`: its processes died when the workspace restarted (a host
+    /// reboot, a stop and a start); no exit code is known. Ended sessions stay listed until
+    /// removed (`DELETE`), or until a new session takes the name.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,

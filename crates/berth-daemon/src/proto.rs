@@ -397,6 +397,9 @@ impl Default for SessionCreate {
 pub enum SessionState {
     Running,
     Exited,
+    /// Its processes died with an earlier daemon (the workspace restarted): no exit code is
+    /// known. Listed until removed.
+    Ended,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ mod egress;
 mod egress_tricks;
 mod exec_stress;
 mod oom;
+mod parallel_tasks;
 mod reboot;
 mod secrets;
 mod sessions;

@@ -1,6 +1,6 @@
 //! A host reboot, as the server sees it: the workspace containers are stopped from outside
 //! (`podman stop`, as a shutdown does) and the server dies and comes back. Running workspaces
-//! must come back running by themselves, the task whose turn was in flight must be
+//! must come back running by themselves, a session that died must be listed as `ended`, the task whose turn was in flight must be
 //! `interrupted` (not `failed`), and `berth task send` must continue its conversation.
 
 use std::time::Duration;
@@ -30,7 +30,8 @@ fn podman_stop(container: &str) {
 }
 
 /// Without the start-up recovery the workspace stays `failed` ("exited unexpectedly") and the
-/// wait for `running` times out; without the `interrupted` state the task ends
+/// wait for `running` times out (seen before the fix); without the session journal the session
+/// list is empty and the "session is missing" assertion fails; without the `interrupted` state the task ends
 /// `failed` ("the workspace daemon no longer knows this task") and the follow-up is refused
 /// with 409 invalid_state.
 #[tokio::test]
@@ -61,9 +62,17 @@ async fn a_reboot_restarts_running_workspaces_and_interrupts_their_tasks() {
         .create_workspace(json!({"name": "reboot", "memory": "2g", "pids": 2048}))
         .await;
     let container = w["container_id"].as_str().unwrap().to_owned();
-    // Something in the home volume that must survive.
+    // Something in the home volume that must survive, and a session that dies with the host.
     s.exec("reboot", &["sh", "-c", "echo kept > /home/agent/marker"])
         .await;
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/workspaces/reboot/sessions",
+            Some(json!({"name": "work", "cmd": ["sleep", "100000"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
     let (st, t) = s
         .call(
             "POST",
@@ -105,6 +114,29 @@ async fn a_reboot_restarts_running_workspaces_and_interrupts_their_tasks() {
     assert_eq!(out["stdout"], "kept\n", "{out}");
     let audit = s.get("/api/v1/audit?limit=200").await.to_string();
     assert!(audit.contains("workspace.recovered"), "{audit}");
+    // The session that died is reported as ended, not silently missing; removing it works.
+    let sessions = s.get("/api/v1/workspaces/reboot/sessions").await;
+    let work = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "work")
+        .cloned();
+    let work = work.unwrap_or_else(|| panic!("the session is missing: {sessions}"));
+    assert_eq!(work["state"], "ended", "{work}");
+    assert!(work["exit_code"].is_null(), "{work}");
+    let o = s.cli(&["session", "list", "reboot"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ended"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let (st, v) = s
+        .call("DELETE", "/api/v1/workspaces/reboot/sessions/work", None)
+        .await;
+    assert!(st == 204 || st == 200, "{st} {v}");
+    let sessions = s.get("/api/v1/workspaces/reboot/sessions").await;
+    assert_eq!(sessions, json!([]), "{sessions}");
 
     // The task whose turn was in flight is interrupted, with a reason saying how to go on.
     let t = eventually(

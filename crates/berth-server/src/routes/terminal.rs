@@ -62,6 +62,7 @@ fn session_to_api(s: SessionInfo) -> api::Session {
         state: match s.state {
             SessionState::Running => "running",
             SessionState::Exited => "exited",
+            SessionState::Ended => "ended",
         }
         .to_owned(),
         exit_code: s.exit_code,
