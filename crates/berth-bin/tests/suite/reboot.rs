@@ -45,11 +45,13 @@ async fn a_reboot_restarts_running_workspaces_and_interrupts_their_tasks() {
         ..Default::default()
     })
     .await;
-    let mut env = Vec::new();
-    for (p, key) in [("ANTHROPIC", "real-anthropic-key-123")] {
-        env.push((format!("BERTH_{p}_BASE_URL"), mock.url()));
-        env.push((format!("BERTH_{p}_API_KEY"), key.to_owned()));
-    }
+    let env = vec![
+        ("BERTH_ANTHROPIC_BASE_URL".to_owned(), mock.url()),
+        (
+            "BERTH_ANTHROPIC_API_KEY".to_owned(),
+            "real-anthropic-key-123".to_owned(),
+        ),
+    ];
     let mut s = TestServer::start_with(
         bin(),
         ServerOptions {
