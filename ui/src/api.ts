@@ -239,4 +239,4 @@ export interface WhoAmI {
 }
 
 export const AGENTS = ['claude', 'codex', 'gemini', 'opencode'] as const;
-export const TASK_STATES = ['queued', 'starting', 'running', 'waiting', 'completed', 'failed', 'cancelled'] as const;
+export const TASK_STATES = ['queued', 'starting', 'running', 'waiting', 'completed', 'interrupted', 'failed', 'cancelled'] as const;

@@ -4,6 +4,10 @@
 //! With `--include-partial-messages` the CLI also forwards the raw Anthropic SSE events as
 //! `stream_event` lines; text deltas become [`EventKind::MessageDelta`], and every complete
 //! assistant message still arrives as its own `assistant` line ([`EventKind::Message`]).
+//!
+//! Its state (`.claude.json`, settings, the session transcripts) goes to
+//! `CLAUDE_CONFIG_DIR = <task_dir>/claude`, one per task: parallel tasks in one workspace never
+//! write the same config file, and every turn of a task (same task dir) finds its session.
 
 use berth_domain::{Agent, EventKind};
 use serde_json::Value;
@@ -51,6 +55,10 @@ impl Driver for Claude {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
+        env.push((
+            "CLAUDE_CONFIG_DIR".into(),
+            spec.task_dir.join("claude").display().to_string(),
+        ));
 
         Invocation {
             program: Agent::Claude.program().into(),
@@ -252,6 +260,7 @@ mod tests {
         let env = env_of(&inv);
         assert_eq!(env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:7788/anthropic");
         assert_eq!(env["ANTHROPIC_API_KEY"], "vk-test");
+        assert_eq!(env["CLAUDE_CONFIG_DIR"], "/var/berth/tasks/t1/claude");
         assert_eq!(env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"], "1");
         assert_eq!(env["DISABLE_AUTOUPDATER"], "1");
         assert_eq!(env["IS_SANDBOX"], "1");

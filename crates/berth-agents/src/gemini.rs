@@ -1,7 +1,9 @@
 //! Driver for the gemini CLI (Gemini CLI) in `-p … -o stream-json` mode.
 //!
-//! Settings go to `$HOME/.gemini/settings.json` (API-key auth, telemetry, usage statistics and
-//! auto-update off). The CLI streams the assistant's text as `message` events with
+//! Settings go to `$GEMINI_CLI_HOME/.gemini/settings.json` (API-key auth, telemetry, usage
+//! statistics and auto-update off), with `GEMINI_CLI_HOME = <task_dir>/gemini`: one state
+//! directory per task, so parallel tasks in one workspace never share the CLI's files, and every
+//! turn of a task (same task dir) finds its chats to resume. The CLI streams the assistant's text as `message` events with
 //! `delta: true`; the driver forwards them as [`EventKind::MessageDelta`] and also emits the
 //! accumulated text as one [`EventKind::Message`] when the text segment ends (a tool call, the
 //! result, …), so every driver reports complete messages.
@@ -77,13 +79,15 @@ impl Driver for Gemini {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
+        let gemini_home = spec.task_dir.join("gemini");
+        env.push(("GEMINI_CLI_HOME".into(), gemini_home.display().to_string()));
 
         Invocation {
             program: Agent::Gemini.program().into(),
             args,
             env,
             files: vec![(
-                spec.home.join(".gemini").join("settings.json"),
+                gemini_home.join(".gemini").join("settings.json"),
                 Self::settings(),
             )],
             stdin: None,
@@ -231,7 +235,11 @@ mod tests {
         assert_eq!(inv.stdin, None);
         assert_eq!(inv.files.len(), 1);
         let (path, content) = &inv.files[0];
-        assert_eq!(path.to_str(), Some("/home/agent/.gemini/settings.json"));
+        assert_eq!(
+            path.to_str(),
+            Some("/var/berth/tasks/t1/gemini/.gemini/settings.json")
+        );
+        assert_eq!(env["GEMINI_CLI_HOME"], "/var/berth/tasks/t1/gemini");
         let settings: Value =
             serde_json::from_str(content).unwrap_or_else(|e| panic!("invalid json: {e}"));
         assert_eq!(

@@ -3,8 +3,10 @@
 //! Configuration is the file named by `OPENCODE_CONFIG` (`<task_dir>/opencode.json`): one
 //! provider `berth` (`@ai-sdk/openai-compatible`, bundled in the binary) pointing at
 //! `<gateway_url>/v1`, its key read from `BERTH_VIRTUAL_KEY`, everything allowed, autoupdate and
-//! sharing off. Sessions live in `$HOME/.local/share/opencode`; follow-ups pass
-//! `--session <sessionID>`.
+//! sharing off. Its data (the SQLite database with the sessions), state and cache go to
+//! `<task_dir>/opencode/{data,state,cache}` (the XDG variables), one set per task: concurrent
+//! first starts in one workspace raced on the shared database's migration. Every turn of a task
+//! uses the same task dir, so follow-ups passing `--session <sessionID>` find their session.
 
 use berth_domain::{Agent, EventKind};
 use serde_json::{json, Value};
@@ -74,6 +76,14 @@ impl Driver for Opencode {
         let mut env = crate::base_env(spec);
         env.push(("OPENCODE_CONFIG".into(), config_path.display().to_string()));
         env.push(("BERTH_VIRTUAL_KEY".into(), spec.virtual_key.clone()));
+        let own = spec.task_dir.join("opencode");
+        for (var, dir) in [
+            ("XDG_DATA_HOME", "data"),
+            ("XDG_STATE_HOME", "state"),
+            ("XDG_CACHE_HOME", "cache"),
+        ] {
+            env.push((var.into(), own.join(dir).display().to_string()));
+        }
         for name in [
             "OPENCODE_DISABLE_MODELS_FETCH",
             "OPENCODE_DISABLE_AUTOUPDATE",
@@ -261,6 +271,7 @@ mod tests {
         let env = env_of(&inv);
         assert_eq!(env["OPENCODE_CONFIG"], "/var/berth/tasks/t1/opencode.json");
         assert_eq!(env["BERTH_VIRTUAL_KEY"], "vk-test");
+        assert_eq!(env["XDG_DATA_HOME"], "/var/berth/tasks/t1/opencode/data");
         for name in [
             "OPENCODE_DISABLE_MODELS_FETCH",
             "OPENCODE_DISABLE_AUTOUPDATE",

@@ -300,7 +300,9 @@ pub struct Session {
     pub id: String,
     pub name: String,
     pub command: Vec<String>,
-    /// `running` or `exited`.
+    /// `running`, `exited`, or `ended`: its processes died when the workspace restarted (a host
+    /// reboot, a stop and a start); no exit code is known. Ended sessions stay listed until
+    /// removed (`DELETE`), or until a new session takes the name.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -453,7 +455,7 @@ pub struct Task {
     pub workspace: String,
     pub workspace_id: String,
     pub agent: String,
-    /// `queued`, `starting`, `running`, `waiting`, `completed`, `failed` or `cancelled`.
+    /// `queued`, `starting`, `running`, `waiting`, `completed`, `interrupted`, `failed` or `cancelled`.
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -470,7 +472,7 @@ pub struct Task {
     /// The newest complete assistant message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<String>,
-    /// Why the task failed or was cancelled.
+    /// Why the task failed, was interrupted or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The agent's own conversation id.

@@ -86,6 +86,10 @@ fn main() {
                         [127, 0, 0, 1],
                         berth_daemon::EGRESS_PORT,
                     ))),
+                    // In the persistent home: sessions that die with the workspace are listed
+                    // as ended after it restarts.
+                    session_journal: std::env::var_os("HOME")
+                        .map(|h| std::path::PathBuf::from(h).join(".berth/sessions.json")),
                     ..Default::default()
                 };
                 match berth_daemon::server::run(opts).await {

@@ -349,12 +349,13 @@ pub struct AttachArgs {
 /// The agents `berth task run --agent` accepts.
 const AGENTS: [&str; 4] = ["claude", "codex", "gemini", "opencode"];
 /// The task states `berth task list --state` accepts.
-const TASK_STATES: [&str; 7] = [
+const TASK_STATES: [&str; 8] = [
     "queued",
     "starting",
     "running",
     "waiting",
     "completed",
+    "interrupted",
     "failed",
     "cancelled",
 ];

@@ -91,13 +91,19 @@ pub(crate) async fn exec(args: ExecArgs, client: &Client, ctx: &mut Ctx<'_>) -> 
                     Ok(WsControl::Error { code, message }) => return Err(server_error(code, message)),
                     _ => {}
                 },
+                // Without the exit message the status is unknown: an error, never a guessed code.
                 Some(Ok(Message::Close(_))) | None => {
                     return Err(CliError::other(
-                        "the server closed the connection before the command finished",
+                        "the server closed the connection before sending the command's exit status",
                     ))
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(ws_error(&e)),
+                Some(Err(e)) => {
+                    return Err(CliError::other(format!(
+                        "lost the connection to the server before the command's exit status arrived: {}",
+                        root_cause(&e)
+                    )))
+                }
             },
             chunk = next_chunk(&mut stdin) => {
                 let msg = match chunk {

@@ -212,6 +212,12 @@ fn join_words(words: &[String], what: &str) -> Result<String> {
 fn turn_result(ctx: &mut Ctx<'_>, id: &str, end: End) -> Result<i32> {
     match end {
         End::State(TaskState::Completed, _) => Ok(0),
+        End::State(TaskState::Interrupted, reason) => Err(CliError::other(format!(
+            "task {id} was interrupted: {}",
+            reason
+                .as_deref()
+                .unwrap_or("its agent process went away with its workspace")
+        ))),
         End::State(TaskState::Cancelled, reason) => Err(CliError::other(match reason {
             Some(r) => format!("task {id} was cancelled: {r}"),
             None => format!("task {id} was cancelled"),
@@ -220,7 +226,7 @@ fn turn_result(ctx: &mut Ctx<'_>, id: &str, end: End) -> Result<i32> {
             "task {id} failed: {}",
             reason.as_deref().unwrap_or("no reason given")
         ))),
-        End::Interrupted => {
+        End::Detached => {
             ctx.note(&format!(
                 "detached; the task keeps running — berth task logs {id} -f"
             ));
@@ -235,7 +241,8 @@ fn turn_result(ctx: &mut Ctx<'_>, id: &str, end: End) -> Result<i32> {
 /// When following stops (besides Ctrl-C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Until {
-    /// The turn that the stream shows beginning is over: completed, failed or cancelled.
+    /// The turn that the stream shows beginning is over: completed, interrupted, failed or
+    /// cancelled.
     TurnOver,
     /// The task failed or was cancelled (a completed task may get follow-ups).
     Final,
@@ -244,7 +251,8 @@ enum Until {
 #[derive(Debug, PartialEq)]
 enum End {
     State(TaskState, Option<String>),
-    Interrupted,
+    /// Ctrl-C: the CLI stopped following; the task goes on.
+    Detached,
 }
 
 struct FollowState {
@@ -263,10 +271,10 @@ impl FollowState {
                 Some(End::State(*state, reason.clone()))
             }
             EventKind::Status {
-                state: TaskState::Completed,
+                state: state @ (TaskState::Completed | TaskState::Interrupted),
                 reason,
             } => (self.until == Until::TurnOver && self.begun)
-                .then(|| End::State(TaskState::Completed, reason.clone())),
+                .then(|| End::State(*state, reason.clone())),
             EventKind::Status { .. } | EventKind::UserMessage { .. } => {
                 self.begun = true;
                 None
@@ -312,7 +320,7 @@ async fn follow_loop(
         let path = format!("{}/events/stream?after={}", task_path(task), st.last);
         let resp = tokio::select! {
             r = client.get_event_stream(&path) => r,
-            () = interrupt.recv() => return Ok(End::Interrupted),
+            () = interrupt.recv() => return Ok(End::Detached),
         };
         let cause = match resp {
             Err(e) if !retryable(&e) => return Err(e),
@@ -322,7 +330,7 @@ async fn follow_loop(
                 loop {
                     let chunk = tokio::select! {
                         c = tokio::time::timeout(IDLE_TIMEOUT, resp.chunk()) => c,
-                        () = interrupt.recv() => return Ok(End::Interrupted),
+                        () = interrupt.recv() => return Ok(End::Detached),
                     };
                     match chunk {
                         Ok(Ok(Some(bytes))) => {
@@ -352,7 +360,7 @@ async fn follow_loop(
         failures += 1;
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(*ms)) => {}
-            () = interrupt.recv() => return Ok(End::Interrupted),
+            () = interrupt.recv() => return Ok(End::Detached),
         }
     }
 }

@@ -407,6 +407,9 @@ impl Default for SessionCreate {
 pub enum SessionState {
     Running,
     Exited,
+    /// Its processes died with an earlier daemon (the workspace restarted): no exit code is
+    /// known. Listed until removed.
+    Ended,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -454,11 +457,17 @@ impl ExecOutput {
 pub struct TaskStart {
     /// Chosen by the caller: 1 to 128 of `[a-zA-Z0-9_.-]`, starting with a letter or digit.
     pub id: String,
-    /// The first turn (`resume` must be `None`). Later turns reuse it with another prompt.
+    /// The first turn (`resume` is `None`, or the agent's session id when a task is continued
+    /// in a new daemon). Later turns reuse it with another prompt.
     pub turn: TurnSpec,
     /// Run the task in a new git worktree (the turn's `cwd` becomes the worktree).
     #[serde(default)]
     pub worktree: Option<Worktree>,
+    /// The caller already holds this task's events up to this seq: a task continued in a new
+    /// daemon (its workspace restarted) numbers its events from `after_seq + 1`, so the log
+    /// goes on without a gap. 0 for a new task.
+    #[serde(default)]
+    pub after_seq: u64,
 }
 
 /// A git worktree to create for a task:

@@ -115,6 +115,7 @@ impl TaskHarness for TestDaemon {
                 resume: None,
             },
             worktree: None,
+            after_seq: 0,
         }
     }
 }

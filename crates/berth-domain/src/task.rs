@@ -83,8 +83,12 @@ impl Provider {
 ///                        ▼  │ (agent asks for input mid-turn)
 ///                      waiting
 /// any non-final ──► failed{reason} | cancelled
+/// queued | starting | running | waiting ──► interrupted{reason} ──send──► starting …
 /// ```
 /// `completed` means the last turn ended normally; `send` continues the same conversation.
+/// `interrupted` means the agent process went away with its workspace (a host or engine
+/// restart, a stopped workspace) in the middle of a turn; `send` continues the same
+/// conversation (the agent resumes its own session) once the workspace runs again.
 /// `failed` and `cancelled` are final: nothing more can be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,11 +98,23 @@ pub enum TaskState {
     Running,
     Waiting,
     Completed,
+    Interrupted,
     Failed,
     Cancelled,
 }
 
 impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        Self::Queued,
+        Self::Starting,
+        Self::Running,
+        Self::Waiting,
+        Self::Completed,
+        Self::Interrupted,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -106,23 +122,14 @@ impl TaskState {
             Self::Running => "running",
             Self::Waiting => "waiting",
             Self::Completed => "completed",
+            Self::Interrupted => "interrupted",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Queued,
-            Self::Starting,
-            Self::Running,
-            Self::Waiting,
-            Self::Completed,
-            Self::Failed,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
     /// No further turn can happen.
@@ -132,12 +139,15 @@ impl TaskState {
 
     /// The current turn is over (the task is idle until a follow-up, or finished).
     pub fn is_turn_over(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Completed | Self::Interrupted | Self::Failed | Self::Cancelled
+        )
     }
 
     /// Whether a follow-up message may be sent now.
     pub fn accepts_message(self) -> bool {
-        matches!(self, Self::Completed | Self::Waiting)
+        matches!(self, Self::Completed | Self::Waiting | Self::Interrupted)
     }
 
     /// Whether moving to `next` is allowed.
@@ -153,6 +163,8 @@ impl TaskState {
             (Waiting, Running | Completed) => true,
             (Completed, Running | Starting) => true,
             (Starting, Completed) => true,
+            (Queued | Starting | Running | Waiting, Interrupted) => true,
+            (Interrupted, Starting | Running) => true,
             _ => false,
         }
     }
@@ -284,9 +296,14 @@ mod tests {
         assert!(Completed.accepts_message());
         assert!(!Failed.accepts_message());
         assert!(!Running.accepts_message());
-        for s in [
-            Queued, Starting, Running, Waiting, Completed, Failed, Cancelled,
-        ] {
+        assert!(Running.can_become(Interrupted));
+        assert!(Waiting.can_become(Interrupted));
+        assert!(!Completed.can_become(Interrupted));
+        assert!(Interrupted.can_become(Starting));
+        assert!(Interrupted.can_become(Cancelled));
+        assert!(Interrupted.accepts_message());
+        assert!(Interrupted.is_turn_over() && !Interrupted.is_final());
+        for s in TaskState::ALL {
             assert_eq!(TaskState::parse(s.as_str()), Some(s));
         }
     }

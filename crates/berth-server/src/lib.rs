@@ -116,10 +116,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
         Err(e) => tracing::warn!(error = %e, "engine not reachable yet; `berth doctor` explains"),
     }
-    // Settle what happened while the server was down before taking requests.
-    if let Err(e) = reconciler::pass(&state).await {
-        tracing::warn!(error = %e, "initial reconcile failed");
-    }
+    // Settle what happened while the server was down before taking requests (workspaces whose
+    // containers a host or engine restart stopped are started again in the background).
+    reconciler::startup(&state).await;
     let reconcile = reconciler::spawn(state.clone());
     let purge = retention::spawn(state.clone());
     if let Some(days) = state.recording_days {

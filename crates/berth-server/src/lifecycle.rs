@@ -725,6 +725,37 @@ pub async fn start(state: &AppState, raw: &str) -> ApiResult<Workspace> {
     }
 }
 
+/// Start-up recovery: starts again a workspace that was running when the server (or the host,
+/// or the engine) went down and whose container no longer runs. Same path as `start` (the
+/// container is reused or recreated; the home volume and the channel directory stay); a
+/// failure leaves the workspace `failed` with the reason. The caller holds its lock.
+pub async fn recover(state: &AppState, w: &Workspace) -> ApiResult<Workspace> {
+    let w = state
+        .store
+        .set_state(&w.id, WorkspaceState::Starting, None)
+        .await?;
+    match start_inner(state, &w).await {
+        Ok(()) => Ok(state
+            .store
+            .set_state(&w.id, WorkspaceState::Running, None)
+            .await?),
+        Err(err) => {
+            let failure = Failure::new(
+                FailureKind::StartFailed,
+                format!(
+                    "restarting after the server came back failed: {}",
+                    err.message
+                ),
+            );
+            state
+                .store
+                .set_state(&w.id, WorkspaceState::Failed, Some(&failure))
+                .await?;
+            Err(err)
+        }
+    }
+}
+
 async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {
     let new_channel = prepare_channel(state, &w.id).await?;
     state

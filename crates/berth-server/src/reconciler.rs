@@ -1,8 +1,14 @@
 //! The reconciler: compares what the engine runs with what the store says, on start-up and
 //! then periodically, and writes down what it finds (a vanished container, an OOM kill, a
 //! workspace that exited on its own).
+//!
+//! On start-up it first recovers: a workspace the store says is running whose container no
+//! longer runs (the host or the engine restarted while the server was down) is started again,
+//! in the background, a few at a time, rather than marked failed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_domain::{Failure, FailureKind, Transition, WorkspaceState};
 use berth_runtime::ContainerState;
@@ -26,6 +32,107 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Workspaces restarted at once by the start-up recovery.
+const RECOVER_PARALLEL: usize = 4;
+/// How often the start-up recovery asks again for an engine that does not answer yet.
+const ENGINE_RETRY: Duration = Duration::from_secs(2);
+
+/// Set while the start-up recovery waits for the engine: until it has run, a stopped container
+/// of a running workspace is left for it to restart, not marked failed by a periodic pass.
+static RECOVERY_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Start-up: recovers what a host or engine restart stopped, then settles the rest with a
+/// [`pass`]. When the engine does not answer yet (it may start after berth at boot), this is
+/// retried in the background until it does.
+pub async fn startup(state: &Arc<AppState>) {
+    match recover_all(state).await {
+        Ok(()) => {
+            if let Err(e) = pass(state).await {
+                tracing::warn!(error = %e, "initial reconcile failed");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "engine not reachable at start-up; workspaces that were running are restarted once it answers");
+            RECOVERY_PENDING.store(true, Ordering::SeqCst);
+            let state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ENGINE_RETRY).await;
+                    if recover_all(&state).await.is_ok() {
+                        RECOVERY_PENDING.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Finds the workspaces to restart, takes their locks (so passes leave them alone) and restarts
+/// them in the background. Fails only when the engine cannot be asked.
+async fn recover_all(state: &Arc<AppState>) -> anyhow::Result<()> {
+    let mut doomed = Vec::new();
+    for w in state.store.list_workspaces(None).await? {
+        if !matches!(w.state, WorkspaceState::Running | WorkspaceState::Starting) {
+            continue;
+        }
+        let observed = match &w.container_id {
+            Some(c) => state.runtime.inspect_container(c).await?,
+            None => None,
+        };
+        if observed.is_some_and(|c| matches!(c.state, ContainerState::Running)) {
+            continue;
+        }
+        let Ok(guard) = state.lock_for(&w.id).try_lock_owned() else {
+            continue;
+        };
+        doomed.push((w, guard));
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        count = doomed.len(),
+        "restarting workspaces that were running before the restart"
+    );
+    let gate = Arc::new(tokio::sync::Semaphore::new(RECOVER_PARALLEL));
+    for (w, guard) in doomed {
+        let (state, gate) = (state.clone(), gate.clone());
+        tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            recover_one(&state, &w).await;
+            drop(guard);
+        });
+    }
+    Ok(())
+}
+
+async fn recover_one(state: &Arc<AppState>, w: &Workspace) {
+    // Re-read under the lock: the listing may be stale.
+    let w = match state.store.find_workspace_by_id(&w.id).await {
+        Ok(Some(w)) => w,
+        _ => return,
+    };
+    match crate::lifecycle::recover(state, &w).await {
+        Ok(_) => {
+            tracing::info!(workspace = %w.qualified_name(), "workspace restarted after the restart of the server");
+            crate::egress::activate(state, &w.id).await;
+            audit(
+                state,
+                &w,
+                "workspace.recovered",
+                "ok",
+                "the container was not running after a restart; started it again",
+            )
+            .await;
+        }
+        Err(e) => {
+            tracing::warn!(workspace = %w.qualified_name(), error = %e.message, "restarting the workspace failed");
+            audit(state, &w, "workspace.recovered", "error", &e.message).await;
+        }
+    }
 }
 
 /// One pass over all workspaces. Workspaces with a lifecycle operation in flight are skipped.
@@ -67,6 +174,9 @@ async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<(
         .await;
         anyhow::Ok(())
     };
+    let alive = observed
+        .as_ref()
+        .is_some_and(|c| matches!(c.state, ContainerState::Running));
     match (w.state, observed) {
         // A server crash in the middle of an operation: settle it from what the engine shows.
         (WorkspaceState::Creating, _) => {
@@ -87,6 +197,9 @@ async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<(
             }
             state.store.delete_workspace(&w.id).await?;
         }
+        // Left for the start-up recovery, which restarts it once the engine answers.
+        (WorkspaceState::Running | WorkspaceState::Starting, _)
+            if RECOVERY_PENDING.load(Ordering::SeqCst) && !alive => {}
         (WorkspaceState::Running | WorkspaceState::Starting, None) => {
             fail(Failure::new(
                 FailureKind::Vanished,

@@ -113,11 +113,21 @@ async fn follow_loop(state: &Arc<AppState>, id: &str) {
                 None => "the workspace was removed".to_owned(),
             };
             // Only when the daemon (and with it the task) is certainly gone: no event can follow.
-            let workspace_gone = ws.as_ref().is_none_or(|w| {
-                matches!(w.state, WorkspaceState::Stopped | WorkspaceState::Failed)
-            });
-            if workspace_gone {
-                end_task(state, &task, TaskState::Failed, &why).await;
+            // A stopped or failed workspace can run again, and the conversation with it.
+            let (gone, end) = match &ws {
+                None => (true, TaskState::Failed),
+                Some(w) => (
+                    matches!(w.state, WorkspaceState::Stopped | WorkspaceState::Failed),
+                    TaskState::Interrupted,
+                ),
+            };
+            if gone {
+                let why = if end == TaskState::Interrupted {
+                    format!("{why}; {}", continue_hint(id))
+                } else {
+                    why
+                };
+                end_task(state, &task, end, &why).await;
                 state.tasks.may_stop(id, gen);
                 return;
             }
@@ -131,13 +141,11 @@ async fn follow_loop(state: &Arc<AppState>, id: &str) {
                 }
             }
             Pump::Unknown => {
-                end_task(
-                    state,
-                    &task,
-                    TaskState::Failed,
-                    "the workspace daemon no longer knows this task (the workspace restarted)",
-                )
-                .await;
+                let why = format!(
+                    "the workspace restarted during the turn and its agent process is gone; {}",
+                    continue_hint(id)
+                );
+                end_task(state, &task, TaskState::Interrupted, &why).await;
                 state.tasks.may_stop(id, gen);
                 return;
             }
@@ -198,14 +206,19 @@ async fn pump(state: &Arc<AppState>, task: &Task) -> Pump {
     }
 }
 
-/// Appends a final status the server decided (the daemon is gone, so no event can follow).
+fn continue_hint(id: &str) -> String {
+    format!("`berth task send {id} MESSAGE` continues the conversation")
+}
+
+/// Appends a status the server decided (the daemon is gone, so no event can follow), unless
+/// the stored state cannot become it (e.g. the turn had completed after all).
 async fn end_task(state: &AppState, task: &Task, to: TaskState, reason: &str) {
     let fresh = state
         .store
         .task(&task.id)
         .await
         .unwrap_or_else(|_| task.clone());
-    if fresh.state.is_final() {
+    if !fresh.state.can_become(to) {
         return;
     }
     let ev = TaskEvent {
@@ -322,21 +335,7 @@ pub async fn create(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiRes
         })
         .await?;
     crate::egress::activate(state, &w.id).await;
-    let turn = TurnSpec {
-        agent,
-        prompt: req.prompt,
-        model,
-        cwd: dir.clone().into(),
-        home: HOME.into(),
-        task_dir: format!("{HOME}/.berth/tasks/{id}").into(),
-        gateway_url: format!(
-            "http://127.0.0.1:{}/{}",
-            berth_daemon::GATEWAY_PORT,
-            agent.provider().as_str()
-        ),
-        virtual_key: key.expose().to_owned(),
-        resume: None,
-    };
+    let turn = turn_spec(&id, agent, req.prompt, model, &dir, key.expose(), None);
     let start = berth_daemon::TaskStart {
         id: id.clone(),
         turn,
@@ -344,6 +343,7 @@ pub async fn create(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiRes
             repo: dir.into(),
             branch,
         }),
+        after_seq: 0,
     };
     let info = match state.daemon(&w.id).task_start(start).await {
         Ok(info) => info,
@@ -358,6 +358,33 @@ pub async fn create(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiRes
     };
     follow(state, &id);
     caught_up(state, &id, info.last_seq).await
+}
+
+/// One turn of a task as the daemon runs it.
+fn turn_spec(
+    id: &str,
+    agent: Agent,
+    prompt: String,
+    model: Option<String>,
+    cwd: &str,
+    key: &str,
+    resume: Option<String>,
+) -> TurnSpec {
+    TurnSpec {
+        agent,
+        prompt,
+        model,
+        cwd: cwd.into(),
+        home: HOME.into(),
+        task_dir: format!("{HOME}/.berth/tasks/{id}").into(),
+        gateway_url: format!(
+            "http://127.0.0.1:{}/{}",
+            berth_daemon::GATEWAY_PORT,
+            agent.provider().as_str()
+        ),
+        virtual_key: key.to_owned(),
+        resume,
+    }
 }
 
 /// Waits (briefly) until the store holds the daemon's events up to `seq`, so an answer reflects
@@ -398,18 +425,75 @@ pub async fn send(state: &Arc<AppState>, id: &str, text: &str) -> ApiResult<Task
     running_workspace(state, &task).await?;
     // The server starts the next turn: the task's key works again until that turn is over.
     state.store.set_task_key_live(id, true).await?;
-    let info = match state.daemon(&task.workspace_id).task_send(id, text).await {
+    let sent = if task.state == TaskState::Interrupted {
+        continue_in_new_daemon(state, &task, text).await
+    } else {
+        match state.daemon(&task.workspace_id).task_send(id, text).await {
+            // The workspace restarted since the last turn ended: the new daemon has never
+            // heard of the task, so the conversation goes on in a new agent process.
+            Err(DaemonError::NotFound(_)) => continue_in_new_daemon(state, &task, text).await,
+            other => other.map_err(ApiError::from),
+        }
+    };
+    let info = match sent {
         Ok(info) => info,
         Err(e) => {
             // No new turn started; a `waiting` turn keeps its key.
             if task.state.is_turn_over() {
                 revoke_key(state, id).await;
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     follow(state, id);
     caught_up(state, id, info.last_seq).await
+}
+
+/// Continues a task whose agent process went away with its workspace's daemon: the agent
+/// resumes its own session in a new process, with a new virtual key (the old one lived only in
+/// the old daemon), and the daemon numbers events on from what the store holds.
+async fn continue_in_new_daemon(
+    state: &Arc<AppState>,
+    task: &Task,
+    text: &str,
+) -> ApiResult<berth_daemon::TaskInfo> {
+    let Some(session) = task.agent_session_id.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "task {} cannot be continued: its agent never reported a session id to resume; start a new task",
+                task.id
+            ),
+        ));
+    };
+    let key = generate_token();
+    state
+        .store
+        .set_task_key_hash(&task.id, &hash_token(key.expose()))
+        .await?;
+    crate::egress::activate(state, &task.workspace_id).await;
+    // A task with a worktree ran in it; the worktree lives on in the home volume.
+    let cwd = match &task.worktree {
+        Some(_) => format!("{HOME}/.berth/worktrees/{}", task.id),
+        None => task.dir.clone(),
+    };
+    let turn = turn_spec(
+        &task.id,
+        task.agent,
+        text.to_owned(),
+        task.model.clone(),
+        &cwd,
+        key.expose(),
+        Some(session),
+    );
+    let start = berth_daemon::TaskStart {
+        id: task.id.clone(),
+        turn,
+        worktree: None,
+        after_seq: task.last_seq,
+    };
+    tracing::info!(task = %task.id, after_seq = task.last_seq, "continuing the task in a new agent process");
+    Ok(state.daemon(&task.workspace_id).task_start(start).await?)
 }
 
 pub async fn cancel(state: &Arc<AppState>, id: &str) -> ApiResult<Task> {
@@ -425,18 +509,27 @@ pub async fn cancel(state: &Arc<AppState>, id: &str) -> ApiResult<Task> {
         _ => {}
     }
     revoke_key(state, id).await;
-    if running_workspace(state, &task).await.is_err() {
-        end_task(
-            state,
-            &task,
-            TaskState::Cancelled,
-            "cancelled while its workspace was not running",
-        )
-        .await;
+    let idle_reason = if task.state == TaskState::Interrupted {
+        Some("cancelled while interrupted (no agent process was running)")
+    } else if running_workspace(state, &task).await.is_err() {
+        Some("cancelled while its workspace was not running")
+    } else {
+        None
+    };
+    if let Some(reason) = idle_reason {
+        end_task(state, &task, TaskState::Cancelled, reason).await;
         return Ok(state.store.task(id).await?);
     }
     // The daemon answers once the agent is stopped; answer with that settled state.
-    let info = state.daemon(&task.workspace_id).task_cancel(id).await?;
+    let info = match state.daemon(&task.workspace_id).task_cancel(id).await {
+        Err(DaemonError::NotFound(_)) => {
+            // The workspace restarted since: no agent process of this task exists any more.
+            let reason = "cancelled; its workspace had restarted, so no agent process was running";
+            end_task(state, &task, TaskState::Cancelled, reason).await;
+            return Ok(state.store.task(id).await?);
+        }
+        other => other?,
+    };
     follow(state, id);
     caught_up(state, id, info.last_seq).await
 }

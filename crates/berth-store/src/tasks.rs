@@ -298,6 +298,18 @@ impl Store {
             .collect()
     }
 
+    /// Replaces the task's virtual key (a task continued in a restarted workspace gets a new one:
+    /// the old key lived only in the old daemon's memory).
+    pub async fn set_task_key_hash(&self, id: &str, hash: &str) -> Result<()> {
+        sqlx::query("UPDATE tasks SET virtual_key_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(hash)
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Sets the state directly (for what happens outside the daemon's log, e.g. a failure to
     /// start). Prefer appending a `status` event when the log continues.
     pub async fn set_task_state(

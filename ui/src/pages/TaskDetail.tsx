@@ -327,7 +327,7 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
   const [text, setText] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
-  const enabled = state === 'completed' || state === 'waiting';
+  const enabled = state === 'completed' || state === 'waiting' || state === 'interrupted';
   const send = async (e?: FormEvent) => {
     e?.preventDefault();
     if (!text.trim() || !enabled) return;

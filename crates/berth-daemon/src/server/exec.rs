@@ -97,7 +97,8 @@ pub(super) async fn handle(
         return Ok(());
     }
 
-    let mut exit_code: Option<i32> = None;
+    // The exit status, or why it could not be read (never an invented code).
+    let mut exit_code: Option<Result<i32, String>> = None;
     let mut output_open = true;
     let mut grace: Option<Pin<Box<Sleep>>> = None;
     let mut client_gone = false;
@@ -116,14 +117,13 @@ pub(super) async fn handle(
                 None => output_open = false,
             },
             status = child.wait(), if exit_code.is_none() => {
-                let code = match status {
-                    Ok(st) => sys::exit_code(st),
+                exit_code = Some(match status {
+                    Ok(st) => status_code(st),
                     Err(e) => {
                         tracing::warn!(pid, error = %e, "waiting for exec process");
-                        -1
+                        Err(format!("cannot read the exit status of process {pid}: {e}"))
                     }
-                };
-                exit_code = Some(code);
+                });
                 grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE)));
             },
             _ = &mut gone_rx, if !client_gone => {
@@ -138,9 +138,12 @@ pub(super) async fn handle(
     }
     client_reader.abort();
     match exit_code {
-        Some(code) if !client_gone => {
+        Some(Ok(code)) if !client_gone => {
             tracing::debug!(pid, code, "exec exited");
             write_control(&mut wr, &Response::Exit { code }).await?;
+        }
+        Some(Err(why)) if !client_gone => {
+            reply(&mut wr, Err(ApiError::internal(why))).await?;
         }
         Some(_) => {}
         None => {
@@ -149,6 +152,14 @@ pub(super) async fn handle(
         }
     }
     Ok(())
+}
+
+/// The exit code of a finished process (killed by signal N: 128+N).
+fn status_code(st: std::process::ExitStatus) -> Result<i32, String> {
+    use std::os::unix::process::ExitStatusExt;
+    st.code()
+        .or_else(|| st.signal().map(|sig| 128 + sig))
+        .ok_or_else(|| format!("the process ended with no exit code or signal ({st:?})"))
 }
 
 fn spawn(d: &Daemon, req: &ExecRequest) -> Result<tokio::process::Child, ApiError> {

@@ -1,6 +1,7 @@
 //! The daemon: listens on the Unix socket and serves the protocol.
 
 mod exec;
+mod journal;
 mod relay;
 mod session;
 mod task;
@@ -67,6 +68,10 @@ pub struct DaemonOptions {
     pub task_event_buffer: usize,
     /// Failed and cancelled tasks kept before the oldest are forgotten (default 200).
     pub max_finished_tasks: usize,
+    /// Where the sessions are written down, so that a daemon started after a restart of the
+    /// workspace lists the ones that died as `ended` (the binary uses
+    /// `$HOME/.berth/sessions.json`); `None` (the default): nowhere.
+    pub session_journal: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -89,6 +94,7 @@ impl Default for DaemonOptions {
             drivers: DriverFactory::default(),
             task_event_buffer: 100_000,
             max_finished_tasks: 200,
+            session_journal: None,
         }
     }
 }
@@ -261,6 +267,11 @@ pub(crate) struct Daemon {
     started_at: String,
     /// In creation order.
     sessions: Mutex<Vec<Arc<Session>>>,
+    /// Sessions of an earlier daemon (from the journal), listed as ended until removed.
+    ended: Mutex<Vec<SessionInfo>>,
+    /// Shutting down: the sessions killed now are written down as running (so the next daemon
+    /// lists them as ended), not as exited.
+    closing: std::sync::atomic::AtomicBool,
     /// Serializes session creation (name and id checks, then insertion).
     create_lock: tokio::sync::Mutex<()>,
     /// Process groups of running exec processes.
@@ -276,11 +287,21 @@ impl Daemon {
             opts.task_event_buffer,
             opts.max_finished_tasks,
         );
+        let ended = opts
+            .session_journal
+            .as_deref()
+            .map(|p| journal::load(p, opts.max_exited_sessions))
+            .unwrap_or_default()
+            .into_iter()
+            .map(journal::Record::into_info)
+            .collect();
         Arc::new_cyclic(|me| Daemon {
             tasks,
             opts,
             started_at: sys::now_rfc3339(),
             sessions: Mutex::new(Vec::new()),
+            ended: Mutex::new(ended),
+            closing: std::sync::atomic::AtomicBool::new(false),
             create_lock: tokio::sync::Mutex::new(()),
             execs: Mutex::new(HashSet::new()),
             me: me.clone(),
@@ -309,7 +330,35 @@ impl Daemon {
     }
 
     fn list(&self) -> Vec<SessionInfo> {
-        lock(&self.sessions).iter().map(|s| s.info()).collect()
+        let mut all = lock(&self.ended).clone();
+        all.extend(lock(&self.sessions).iter().map(|s| s.info()));
+        all
+    }
+
+    /// A session's info, live or ended.
+    fn get(&self, id_or_name: &str) -> Result<SessionInfo, ApiError> {
+        if let Ok(s) = self.find(id_or_name) {
+            return Ok(s.info());
+        }
+        let ended = lock(&self.ended);
+        ended
+            .iter()
+            .find(|s| s.id == id_or_name)
+            .or_else(|| ended.iter().find(|s| s.name == id_or_name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no session {id_or_name:?}")))
+    }
+
+    /// Writes the sessions down (see [`DaemonOptions::session_journal`]).
+    fn save_journal(&self) {
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Some(path) = &self.opts.session_journal {
+            let records: Vec<journal::Record> =
+                self.list().iter().map(journal::Record::of).collect();
+            journal::save(path, &records);
+        }
     }
 
     async fn create_session(&self, req: SessionCreate) -> Result<SessionInfo, ApiError> {
@@ -378,6 +427,7 @@ impl Daemon {
         let on_exit = Box::new(move || {
             if let Some(d) = me.upgrade() {
                 d.prune_exited();
+                d.save_journal();
             }
         });
         let session = tokio::task::spawn_blocking(move || Session::spawn(spec, on_exit))
@@ -385,7 +435,10 @@ impl Daemon {
             .map_err(|e| ApiError::internal(format!("spawn task: {e}")))??;
         tracing::info!(session = %session.id, name = %session.name, pid = session.pid, argv = ?session.argv, "session started");
         lock(&self.sessions).push(session.clone());
+        // The name is taken again: an ended session of that name is gone for good.
+        lock(&self.ended).retain(|s| s.name != session.name && s.id != session.id);
         self.prune_exited();
+        self.save_journal();
         Ok(session.info())
     }
 
@@ -429,7 +482,15 @@ impl Daemon {
     }
 
     fn remove_session(&self, id_or_name: &str) -> Result<(), ApiError> {
-        let s = self.find(id_or_name)?;
+        let s = match self.find(id_or_name) {
+            Ok(s) => s,
+            Err(e) => {
+                let info = self.get(id_or_name).map_err(|_| e)?;
+                lock(&self.ended).retain(|x| x.id != info.id);
+                self.save_journal();
+                return Ok(());
+            }
+        };
         if s.exit_code().is_none() {
             return Err(ApiError::conflict(format!(
                 "session {:?} is running; kill it first",
@@ -437,6 +498,7 @@ impl Daemon {
             )));
         }
         lock(&self.sessions).retain(|x| x.id != s.id);
+        self.save_journal();
         Ok(())
     }
 
@@ -449,6 +511,9 @@ impl Daemon {
     }
 
     async fn shutdown(&self) {
+        self.save_journal();
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.tasks.shutdown();
         let execs: Vec<u32> = lock(&self.execs).iter().copied().collect();
         for pgid in execs {
@@ -546,7 +611,7 @@ async fn handle_connection(d: Arc<Daemon>, stream: UnixStream) -> anyhow::Result
             reply(&mut wr, Ok(Response::Sessions { sessions: d.list() })).await?
         }
         Request::SessionGet { session } => {
-            let r = d.find(&session).map(|s| Response::Session(s.info()));
+            let r = d.get(&session).map(Response::Session);
             reply(&mut wr, r).await?;
         }
         Request::SessionCapture { session } => match d.find(&session) {

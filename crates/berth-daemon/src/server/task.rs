@@ -160,14 +160,14 @@ impl TaskManager {
                     req.id
                 )));
             }
-            let (seq_tx, _) = watch::channel(0);
+            let (seq_tx, _) = watch::channel(req.after_seq);
             let task = Arc::new(Task {
                 id: req.id.clone(),
                 agent: spec.agent,
                 inner: Mutex::new(Inner {
                     state: TaskState::Queued,
                     reason: None,
-                    last_seq: 0,
+                    last_seq: req.after_seq,
                     agent_session_id: spec.resume.clone(),
                     pid: None,
                     events: VecDeque::new(),

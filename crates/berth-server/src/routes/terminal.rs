@@ -62,6 +62,7 @@ fn session_to_api(s: SessionInfo) -> api::Session {
         state: match s.state {
             SessionState::Running => "running",
             SessionState::Exited => "exited",
+            SessionState::Ended => "ended",
         }
         .to_owned(),
         exit_code: s.exit_code,
@@ -206,15 +207,19 @@ async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()
     };
     let (mut input, mut output) = stream.split();
     let (mut tx, mut rx) = socket.split();
-    // Client → process stdin. Ends when the client closes stdin or goes away.
+    // Client → process stdin. Ends only when the client closes or goes away: a process that
+    // exited (and so no longer takes stdin) must not end the relay before its exit status is
+    // forwarded, so input it cannot take any more is read and dropped.
     let pump_in = async move {
+        let mut stdin_open = true;
         while let Some(Ok(msg)) = rx.next().await {
             match msg {
-                Message::Binary(b) if input.write_stdin(&b).await.is_err() => {
-                    break;
+                Message::Binary(b) if stdin_open => {
+                    stdin_open = input.write_stdin(&b).await.is_ok();
                 }
                 Message::Text(t) => {
                     if let Ok(api::WsControl::Eof) = serde_json::from_str(t.as_str()) {
+                        stdin_open = false;
                         let _ = input.close_stdin().await;
                     }
                 }
@@ -250,10 +255,15 @@ async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()
                     let _ = tx.close().await;
                     return Ok(());
                 }
-                Ok(None) | Err(_) => {
+                res @ (Ok(None) | Err(_)) => {
+                    // No exit status: say so rather than invent one.
+                    let why = match res {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "the stream ended".to_owned(),
+                    };
                     let err = ApiError::new(
                         ErrorCode::DaemonUnavailable,
-                        "lost the workspace daemon during exec",
+                        format!("lost the exit status of the command: the workspace daemon's exec stream broke ({why})"),
                     );
                     let _ = tx
                         .send(control(&api::WsControl::Error {
@@ -267,13 +277,34 @@ async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()
         }
     };
     tokio::pin!(pump_in);
-    tokio::select! {
+    let res = tokio::select! {
         res = pump_out => res,
         _input = &mut pump_in => {
             // The client went away: dropping everything detaches and the daemon kills the process.
-            Ok(())
+            return Ok(());
         }
-    }
+    };
+    // Lingering close: keep reading until the client closes too. Dropping the connection while
+    // something the client sent (its stdin EOF, its Close) is still unread makes the kernel
+    // answer with a TCP reset, and a client that has not yet read the exit message then loses
+    // it (seen as "printed the output but exited non-zero" on a busy machine).
+    let _ = tokio::time::timeout(LINGER, &mut pump_in).await;
+    res
+}
+
+/// How long a finished WebSocket waits for the client to close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads (and discards) what the client still sends until it closes, at most [`LINGER`].
+async fn linger(socket: &mut WebSocket) {
+    let drain = async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 fn control(c: &api::WsControl) -> Message {
@@ -288,6 +319,7 @@ async fn send_error(socket: &mut WebSocket, err: &ApiError) {
         }))
         .await;
     let _ = socket.close().await;
+    linger(socket).await;
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal",
