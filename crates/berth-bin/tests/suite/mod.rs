@@ -2,6 +2,7 @@ mod auth;
 mod cli;
 mod egress;
 mod egress_tricks;
+mod hostile_egress;
 mod oom;
 mod secrets;
 mod sessions;
