@@ -292,11 +292,12 @@ async fn hostile_egress_never_reaches_private_hosts_or_leaks_secrets() {
 
     // Plaintext HTTP to the bound host: the origin sees the placeholder.
     let placeholder = run(&s, "printf %s \"$TOKEN\"").await;
-    assert!(placeholder.starts_with("berth-placeholder-"), "{placeholder}");
+    assert!(
+        placeholder.starts_with("berth-placeholder-"),
+        "{placeholder}"
+    );
     let curl_auth = |url: &str| {
-        format!(
-            "curl -sS -m 10 -H \"Authorization: Bearer $TOKEN\" -H \"X-Api-Key: $TOKEN\" {url}"
-        )
+        format!("curl -sS -m 10 -H \"Authorization: Bearer $TOKEN\" -H \"X-Api-Key: $TOKEN\" {url}")
     };
     let out = run(&s, &curl_auth("http://plain.test:8080/plain")).await;
     assert_eq!(
@@ -311,9 +312,17 @@ async fn hostile_egress_never_reaches_private_hosts_or_leaks_secrets() {
     );
 
     // Domain fronting through a plain tunnel: refused; the matching name works.
-    let out = run(&s, &raw("connect front.test:8443 /fronted hidden.test".into())).await;
+    let out = run(
+        &s,
+        &raw("connect front.test:8443 /fronted hidden.test".into()),
+    )
+    .await;
     assert!(!out.contains(" 200"), "fronting got through: {out}");
-    let out = run(&s, &raw("connect front.test:8443 /front-ok front.test".into())).await;
+    let out = run(
+        &s,
+        &raw("connect front.test:8443 /front-ok front.test".into()),
+    )
+    .await;
     assert!(out.contains(" 200"), "the matching SNI failed: {out}");
     let seen = hits(d);
     assert!(!seen.contains("/fronted"), "{seen}");
