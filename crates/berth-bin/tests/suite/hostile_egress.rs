@@ -372,5 +372,22 @@ async fn hostile_egress_never_reaches_private_hosts_or_leaks_secrets() {
     })
     .await;
     assert!(!log.to_string().contains(REAL) && !log.to_string().contains(ROTATED));
+    // Every numeric spelling was judged as the IP literal it is (the `*` rule never matched
+    // it): none is logged under its spelling, and each attempt is a default deny for the IP.
+    let entries = log.as_array().unwrap();
+    let spelled = spellings(&ip);
+    assert!(
+        !entries
+            .iter()
+            .any(|e| spelled.iter().any(|sp| e["host"] == sp.as_str())),
+        "{log:#}"
+    );
+    let as_literal = entries
+        .iter()
+        .filter(|e| {
+            e["host"] == ip.as_str() && e["reason"].as_str().unwrap_or("").contains("default deny")
+        })
+        .count();
+    assert!(as_literal >= 2 * (spelled.len() - 1), "{log:#}");
     s.kill9();
 }
