@@ -201,13 +201,15 @@ fn spellings(ip: &str) -> Vec<String> {
     ]
 }
 
-/// Before this test's fixes, each part of it failed this way: the numeric spellings were
-/// names that `allow *` matched and getaddrinfo turned into 172.16.N.2 (the origin logged
-/// `/spelled-*`); `priv.test` (a static name for the private address) passed through `*`
-/// (`/by-name` logged); plaintext HTTP to the bound host carried the real value (the origin
-/// logged `auth=Bearer ghp_HOSTILE…REAL…`), and so did `X-Api-Key` inside TLS; the fronted
-/// ClientHello went through the plain tunnel (`/fronted` logged); and after `secret rm` the
-/// proxy kept swapping the rotated value (`auth=Bearer …ROTATED…` logged after the delete).
+/// How it fails without each fix (each reverted alone, and the run watched failing): with no
+/// check of resolved addresses, `priv.test` (a static name for the private address) passes
+/// through `*` and the origin answers `/by-name-get-0` with 200; with placeholders swapped
+/// into plain HTTP the origin logs `/plain auth=Bearer ghp_HOSTILE…REAL…`; with every header
+/// swapped it logs `key=ghp_…` inside TLS; with no SNI check the fronted ClientHello gets a
+/// 200 through the plain tunnel; with no refresh on delete the request after `secret rm`
+/// still carries `…ROTATED…`; with numeric spellings read as names (`*` matches them,
+/// getaddrinfo turns them into 172.16.N.2, and only the address check stops them) the log
+/// shows them under their spellings instead of as default-denied IP literals.
 #[tokio::test]
 async fn hostile_egress_never_reaches_private_hosts_or_leaks_secrets() {
     ensure_image().await;

@@ -148,7 +148,7 @@ async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
         .await;
     assert_eq!(out["stdout"], format!("auth=Bearer {REAL}\n"), "{out}");
     // The same host in plain HTTP gets the placeholder: the real value never crosses the wire
-    // in clear.
+    // in clear (with placeholders swapped into plain HTTP, this got `Bearer ghp_REAL…`).
     let out = s
         .exec(ws, &["sh", "-c", "curl -sS -m 10 -H \"Authorization: Bearer $GITHUB_TOKEN\" http://api.bound.test:8080/"])
         .await;
