@@ -75,6 +75,11 @@ impl Egress {
         }
         let (log_tx, mut log_rx) = mpsc::unbounded_channel::<(WorkspaceId, LogEntry)>();
         let mut proxy = Proxy::new(ca, upstream);
+        if let Some(idle) =
+            tunnel_idle_timeout(std::env::var("BERTH_EGRESS_TUNNEL_IDLE_SECS").ok())?
+        {
+            proxy = proxy.with_tunnel_idle_timeout(idle);
+        }
         let hosts = static_hosts(&std::env::var("BERTH_EGRESS_HOSTS").unwrap_or_default())?;
         if !hosts.is_empty() {
             tracing::info!(count = hosts.len(), "egress proxy uses static host entries");
@@ -201,6 +206,19 @@ impl Egress {
     pub fn set_secrets(&self, ws: &WorkspaceId, bindings: HostBindings) {
         let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
         s.insert(ws.clone(), bindings);
+    }
+
+    /// The placeholder secrets the proxy swaps into a workspace's requests to `host`.
+    pub fn secrets_for(&self, ws: &WorkspaceId, host: &str) -> Vec<SecretBinding> {
+        let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        s.get(ws)
+            .map(|all| {
+                all.iter()
+                    .filter(|b| b.hosts.iter().any(|h| h == host))
+                    .map(|b| b.binding.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The workspaces whose placeholder secrets are loaded (the running ones).
@@ -356,19 +374,21 @@ impl EgressContext for WorkspaceEgress {
     }
 
     fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding> {
-        let s = self
-            .egress
-            .secrets
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        s.get(&self.ws)
-            .map(|all| {
-                all.iter()
-                    .filter(|b| b.hosts.iter().any(|h| h == host))
-                    .map(|b| b.binding.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.egress.secrets_for(&self.ws, host)
+    }
+}
+
+/// `BERTH_EGRESS_TUNNEL_IDLE_SECS`: how long a plain tunnel may go without a byte in either
+/// direction (default [`berth_egress::DEFAULT_TUNNEL_IDLE_TIMEOUT`]).
+fn tunnel_idle_timeout(value: Option<String>) -> anyhow::Result<Option<std::time::Duration>> {
+    let Some(v) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Some(std::time::Duration::from_secs(secs))),
+        _ => anyhow::bail!(
+            "BERTH_EGRESS_TUNNEL_IDLE_SECS: {v:?} is not a positive number of seconds"
+        ),
     }
 }
 
@@ -591,5 +611,32 @@ pub fn deactivate(state: &crate::state::AppState, ws: &WorkspaceId) {
     state.gateways.stop(ws);
     if let Some(e) = &state.egress {
         e.stop(ws);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_idle_timeout_setting() {
+        assert_eq!(tunnel_idle_timeout(None).unwrap(), None);
+        assert_eq!(tunnel_idle_timeout(Some(" ".into())).unwrap(), None);
+        assert_eq!(
+            tunnel_idle_timeout(Some("90".into())).unwrap(),
+            Some(std::time::Duration::from_secs(90))
+        );
+        for bad in ["0", "-1", "ten", "1.5"] {
+            assert!(tunnel_idle_timeout(Some(bad.into())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn static_hosts_parse() {
+        let h = static_hosts("A.test=10.0.0.5, b.test=fd00::1").unwrap();
+        assert_eq!(h["a.test"], "10.0.0.5".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(h["b.test"], "fd00::1".parse::<std::net::IpAddr>().unwrap());
+        assert!(static_hosts("a.test").is_err());
+        assert!(static_hosts("a.test=nope").is_err());
     }
 }

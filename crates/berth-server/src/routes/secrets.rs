@@ -167,3 +167,7 @@ pub async fn remove(
     result?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+#[path = "secrets_tests.rs"]
+mod tests;
