@@ -83,6 +83,11 @@ pub struct UseSecret {
     /// Hosts the real value is sent to (placeholder delivery), e.g. `["github.com", "api.github.com"]`.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Request headers the real value may be swapped into (placeholder delivery), e.g.
+    /// `["x-api-key"]`; empty or absent: `Authorization` only. Swapping happens only inside
+    /// TLS that berth's proxy opens to a bound host, never in plain HTTP, bodies or URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -763,6 +768,10 @@ pub struct SecretUsage {
     pub workspace: String,
     pub delivery: String,
     pub hosts: Vec<String>,
+    /// Headers the placeholder is swapped into (placeholder delivery; `["authorization"]`
+    /// by default).
+    #[serde(default)]
+    pub headers: Vec<String>,
     /// True when the real value enters the workspace (`env`/`file` delivery).
     pub exposed: bool,
 }

@@ -237,6 +237,43 @@ pub(crate) fn workspace_details(w: &Workspace) -> String {
     key_values(&kv)
 }
 
+/// `--secret NAME:HOSTS[:HEADERS]`: hosts and headers comma-separated; a colon inside
+/// brackets (an IPv6 host) does not separate.
+fn secret_arg(s: &str) -> Result<berth_api::UseSecret> {
+    let (name, rest) = s.split_once(':').ok_or_else(|| {
+        CliError::other(format!(
+            "--secret {s}: give the hosts its value may go to, e.g. {s}:github.com"
+        ))
+    })?;
+    let mut depth = 0i32;
+    let mut split = None;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ':' if depth == 0 => split = Some(i),
+            _ => {}
+        }
+    }
+    let (hosts, headers) = match split {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    Ok(berth_api::UseSecret {
+        name: name.to_owned(),
+        delivery: Some("placeholder".into()),
+        hosts: list(hosts),
+        headers: list(headers),
+    })
+}
+
 fn workspace_line(w: &Workspace) -> String {
     let mut s = format!("{} ({}) {}", qualified(w), w.id, w.state);
     if let Some(f) = &w.last_failure {
@@ -266,16 +303,7 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
         } => {
             let mut secrets = Vec::new();
             for s in &secret {
-                let (name, hosts) = s.split_once(':').ok_or_else(|| {
-                    CliError::other(format!(
-                        "--secret {s}: give the hosts its value may go to, e.g. {s}:github.com"
-                    ))
-                })?;
-                secrets.push(berth_api::UseSecret {
-                    name: name.to_owned(),
-                    delivery: Some("placeholder".into()),
-                    hosts: hosts.split(',').map(str::to_owned).collect(),
-                });
+                secrets.push(secret_arg(s)?);
             }
             for (names, delivery) in [(&secret_env, "env"), (&secret_file, "file")] {
                 for name in names {
@@ -283,6 +311,7 @@ async fn workspace(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
                         name: name.clone(),
                         delivery: Some(delivery.into()),
                         hosts: Vec::new(),
+                        headers: Vec::new(),
                     });
                 }
             }
@@ -945,7 +974,12 @@ async fn secret(cmd: crate::SecretCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
                             if u.exposed {
                                 format!("{} ({}, EXPOSED)", u.workspace, u.delivery)
                             } else {
-                                format!("{} (placeholder → {})", u.workspace, u.hosts.join(","))
+                                format!(
+                                    "{} (placeholder → {} in {})",
+                                    u.workspace,
+                                    u.hosts.join(","),
+                                    u.headers.join(",")
+                                )
                             }
                         })
                         .collect();
@@ -1177,5 +1211,28 @@ impl LineSplitter {
         }
         let rest = std::mem::take(&mut self.buf);
         vec![String::from_utf8_lossy(&rest).into_owned()]
+    }
+}
+
+#[cfg(test)]
+mod secret_arg_tests {
+    use super::secret_arg;
+
+    #[test]
+    fn hosts_and_optional_headers() {
+        let u = secret_arg("GITHUB_TOKEN:github.com,api.github.com").unwrap();
+        assert_eq!(u.name, "GITHUB_TOKEN");
+        assert_eq!(u.hosts, ["github.com", "api.github.com"]);
+        assert!(u.headers.is_empty());
+        let u = secret_arg("KEY:api.example.com:x-api-key,Authorization").unwrap();
+        assert_eq!(u.hosts, ["api.example.com"]);
+        assert_eq!(u.headers, ["x-api-key", "Authorization"]);
+        let u = secret_arg("KEY:[::1],[fd00::2]:x-k").unwrap();
+        assert_eq!(u.hosts, ["[::1]", "[fd00::2]"]);
+        assert_eq!(u.headers, ["x-k"]);
+        let u = secret_arg("KEY:[::1]").unwrap();
+        assert_eq!(u.hosts, ["[::1]"]);
+        assert!(u.headers.is_empty());
+        assert!(secret_arg("KEY").is_err());
     }
 }

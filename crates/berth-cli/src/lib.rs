@@ -178,8 +178,10 @@ pub enum WorkspaceCmd {
         #[arg(long = "egress-template", value_name = "NAME")]
         egress_template: Vec<String>,
         /// Use a tenant secret through a placeholder swapped in by the egress proxy only for
-        /// these hosts: --secret GITHUB_TOKEN:github.com,api.github.com (repeatable)
-        #[arg(long = "secret", value_name = "NAME:HOSTS")]
+        /// these hosts, inside TLS, in the Authorization header or the headers named after a
+        /// second colon: --secret GITHUB_TOKEN:github.com,api.github.com,
+        /// --secret API_KEY:api.example.com:x-api-key (repeatable)
+        #[arg(long = "secret", value_name = "NAME:HOSTS[:HEADERS]")]
         secret: Vec<String>,
         /// Put a tenant secret's real value into the workspace environment (exposed)
         #[arg(long = "secret-env", value_name = "NAME")]

@@ -1,4 +1,4 @@
-//! Byte-counting wrappers for bodies and streams.
+//! A byte-counting wrapper for bodies.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use bytes::Buf;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A body that counts its data bytes into `counter` and runs `on_drop` (once) when it is
 /// dropped, finished or not.
@@ -68,55 +67,5 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// A stream that counts the bytes read from it.
-pub(crate) struct CountedIo<S> {
-    inner: S,
-    read: u64,
-}
-
-impl<S> CountedIo<S> {
-    pub(crate) fn new(inner: S) -> Self {
-        Self { inner, read: 0 }
-    }
-
-    pub(crate) fn bytes_read(&self) -> u64 {
-        self.read
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CountedIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            this.read += buf.filled().len().saturating_sub(before) as u64;
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountedIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

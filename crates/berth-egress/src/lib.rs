@@ -24,9 +24,10 @@
 //! `CURL_CA_BUNDLE` at a bundle that includes [`CertificateAuthority::cert_pem`].
 //!
 //! Not handled: HTTP/2 and WebSocket upgrades inside intercepted connections (ALPN offers
-//! only http/1.1; `Upgrade` is stripped), secrets in URLs or bodies (only header values
-//! are swapped).
+//! only http/1.1; `Upgrade` is stripped), secrets in URLs or bodies (only the header values a
+//! binding names are swapped, and only inside intercepted TLS).
 
+mod addr;
 mod body;
 mod ca;
 pub mod handoff;
@@ -34,12 +35,14 @@ mod proxy;
 mod rules;
 pub mod splice;
 mod templates;
+mod tunnel;
 mod upstream;
 
+pub use addr::special_purpose;
 pub use ca::{CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE};
-pub use proxy::{Proxy, Resolver};
+pub use proxy::{Proxy, Resolver, DEFAULT_TUNNEL_IDLE_TIMEOUT};
 pub use rules::{
-    canonical_path, is_ip_literal, normalize_host, Action, Attempt, ConnectPlan, Decision,
+    canonical_path, is_ip_literal, normalize_host, Action, Attempt, Cidr, ConnectPlan, Decision,
     HostPattern, Policy, Rule, RuleError,
 };
 pub use templates::{builtin_template, BuiltinTemplate, BUILTIN_TEMPLATES};
@@ -54,16 +57,71 @@ pub trait EgressContext: Send + Sync + 'static {
     /// Called once per attempt, allowed or denied (for tunnels and forwarded requests, when
     /// they end, with the byte counts).
     fn record(&self, entry: LogEntry);
-    /// Placeholder → real value pairs to swap into requests to `host` (normalized).
+    /// Placeholder → real value pairs to swap into requests to `host` (normalized). Read on
+    /// every request, so a deleted or rotated secret takes effect at once. Only used inside
+    /// intercepted TLS: the real value never crosses the wire in clear.
     fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding>;
 }
 
+/// The header a binding is swapped into when it names none.
+pub const DEFAULT_SECRET_HEADER: &str = "authorization";
+
 /// A placeholder that the workspace sees, and the real value the proxy swaps in for it in
-/// requests to the host it is bound to.
+/// requests to the host it is bound to: only in the headers the binding names, never in
+/// other headers (an origin that reflects a header must not reflect the real value), never
+/// in bodies or URLs.
 #[derive(Clone, Debug)]
 pub struct SecretBinding {
     pub placeholder: String,
     pub value: Secret,
+    /// Lower-case header names the value may be swapped into; empty means
+    /// [`DEFAULT_SECRET_HEADER`] only.
+    pub headers: Vec<String>,
+}
+
+impl SecretBinding {
+    /// A binding swapped into `Authorization` only.
+    pub fn new(placeholder: impl Into<String>, value: Secret) -> Self {
+        Self {
+            placeholder: placeholder.into(),
+            value,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Whether the binding may be swapped into the header `name` (any case).
+    pub fn applies_to(&self, name: &str) -> bool {
+        if self.headers.is_empty() {
+            return name.eq_ignore_ascii_case(DEFAULT_SECRET_HEADER);
+        }
+        self.headers.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Checks a header name for a secret binding and returns it lower-cased. Refuses names that
+/// are not valid header names and the ones the proxy rewrites or drops itself (`Host`, the
+/// hop-by-hop and framing headers, `Proxy-*`).
+pub fn secret_header_name(name: &str) -> Result<String, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    if http::header::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.is_empty() {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    const REFUSED: &[&str] = &[
+        "host",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+    if REFUSED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+        return Err(format!(
+            "{name:?} cannot carry a secret (the proxy sets or drops it)"
+        ));
+    }
+    Ok(lower)
 }
 
 /// One egress attempt, as recorded through [`EgressContext::record`]. Never carries header

@@ -25,8 +25,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 
-use crate::body::{Counted, CountedIo};
+use crate::addr::{special_purpose, LocalAddrs};
+use crate::body::Counted;
 use crate::rules::{is_ip_literal, normalize_host, split_host_port, ConnectPlan, Decision};
+use crate::tunnel::{self, TunnelEnd};
 use crate::UpstreamTls;
 use crate::{Attempt, CertificateAuthority, EgressContext, LogEntry, Policy, SecretBinding};
 
@@ -35,8 +37,8 @@ type RespBody = UnsyncBoxBody<Bytes, BoxError>;
 type ReqBody = Counted<Incoming>;
 type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Resolver override (tests): `Some(addrs)` answers for `(host, port)`, `None` falls back
-/// to the host's resolver.
+/// Resolver override: `Some(addrs)` answers for `(host, port)`, `None` falls back to the
+/// host's resolver.
 pub type Resolver = Arc<dyn Fn(&str, u16) -> Option<Vec<SocketAddr>> + Send + Sync>;
 
 /// Largest request head (request line + headers) accepted from a client.
@@ -45,20 +47,25 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Copy buffer per direction of a plain tunnel (the 8 KiB default costs half the throughput).
-const TUNNEL_BUFFER: usize = 256 << 10;
+/// A plain tunnel with no byte in either direction for this long is closed.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The egress proxy. Cheap to clone; one value serves every workspace (the per-workspace
 /// part is the [`EgressContext`] passed to [`Proxy::serve_connection`]).
 #[derive(Clone)]
 pub struct Proxy {
     inner: Arc<Inner>,
+    /// Operator-configured names (trusted: see [`Proxy::with_resolver`]).
     resolver: Option<Resolver>,
+    /// A stand-in for DNS (untrusted, like DNS itself).
+    dns: Option<Resolver>,
+    tunnel_idle: Duration,
 }
 
 struct Inner {
     ca: CertificateAuthority,
     upstream_tls: Result<Arc<rustls::ClientConfig>, String>,
+    local: LocalAddrs,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -71,15 +78,38 @@ impl Proxy {
     pub fn new(ca: CertificateAuthority, upstream_tls: UpstreamTls) -> Proxy {
         let upstream_tls = upstream_tls.client_config().map_err(|e| e.to_string());
         Proxy {
-            inner: Arc::new(Inner { ca, upstream_tls }),
+            inner: Arc::new(Inner {
+                ca,
+                upstream_tls,
+                local: LocalAddrs::new(),
+            }),
             resolver: None,
+            dns: None,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE_TIMEOUT,
         }
     }
 
-    /// Replaces name resolution for the names the hook answers (tests point names like
-    /// `github.test` at loopback servers without touching /etc/hosts).
+    /// Static names configured by the operator (`BERTH_EGRESS_HOSTS`; tests point names like
+    /// `github.test` at loopback servers without touching /etc/hosts), answered before DNS.
+    /// They are trusted: a name it answers may lead to a special-purpose address (private,
+    /// loopback, …) when the deciding rule names it exactly. A broad rule (`*`, `*.suffix`)
+    /// matching it still gets only public addresses.
     pub fn with_resolver(mut self, resolver: Resolver) -> Proxy {
         self.resolver = Some(resolver);
+        self
+    }
+
+    /// Replaces DNS for the names the hook answers, with DNS's trust: answers are checked
+    /// like any resolved address (tests of what a hostile DNS answer can do).
+    pub fn with_dns(mut self, dns: Resolver) -> Proxy {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// How long a plain tunnel may carry no byte in either direction before it is closed
+    /// (default [`DEFAULT_TUNNEL_IDLE_TIMEOUT`]).
+    pub fn with_tunnel_idle_timeout(mut self, idle: Duration) -> Proxy {
+        self.tunnel_idle = idle;
         self
     }
 
@@ -147,9 +177,20 @@ struct Conn {
 }
 
 struct Pooled {
-    /// (tls, host, port, deciding rule names the host exactly)
-    key: (bool, String, u16, bool),
+    /// (tls, host, port)
+    key: (bool, String, u16),
+    /// The address it is connected to, and whether the name came from the static names.
+    peer: IpAddr,
+    static_name: bool,
     sender: SendRequest<ReqBody>,
+}
+
+/// What decides which resolved addresses an attempt may use (see [`Proxy::permits`]).
+struct Gate<'a> {
+    policy: &'a Policy,
+    attempt: &'a Attempt,
+    /// The deciding rule names the host exactly (a name, not `*` or `*.suffix`).
+    exact: bool,
 }
 
 /// Where a request goes.
@@ -364,11 +405,15 @@ impl Conn {
             return empty(StatusCode::OK);
         }
         // Plain tunnel: the host-level decision was an allow.
-        let exact = policy
-            .rule(decision.rule)
-            .is_some_and(|r| r.host.is_exact());
-        let upstream = match self.proxy.connect_tcp(&host, port, exact).await {
-            Ok(s) => s,
+        let gate = Gate {
+            policy: &policy,
+            attempt: &attempt,
+            exact: policy
+                .rule(decision.rule)
+                .is_some_and(|r| r.host.is_exact()),
+        };
+        let upstream = match self.proxy.connect_tcp(&host, port, &gate).await {
+            Ok((s, _)) => s,
             Err(ConnectError::Refused(reason)) => {
                 let d = Decision {
                     allow: false,
@@ -395,16 +440,33 @@ impl Conn {
         };
         let entry = self.log(&policy, &attempt, &decision, false, at);
         let conn = self.clone();
+        let idle = self.proxy.tunnel_idle;
         let fut: BoxFut = Box::pin(async move {
             let mut entry = entry;
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => match relay(upgraded, upstream).await {
-                    Ok((up, down)) => {
-                        entry.bytes_up = up;
-                        entry.bytes_down = down;
+                Ok(upgraded) => {
+                    let client = TokioIo::new(upgraded);
+                    let (end, up, down) = tunnel::relay(client, upstream, &host, idle).await;
+                    entry.bytes_up = up;
+                    entry.bytes_down = down;
+                    match end {
+                        TunnelEnd::Done => {}
+                        TunnelEnd::Idle => {
+                            entry.reason = format!(
+                                "{}; closed after {}s without traffic",
+                                entry.reason,
+                                idle.as_secs()
+                            );
+                        }
+                        TunnelEnd::Refused(why) => {
+                            entry.decision = "deny".to_string();
+                            entry.reason = why;
+                        }
+                        TunnelEnd::Failed(e) => {
+                            tracing::debug!(error = %e, "tunnel ended with an error")
+                        }
                     }
-                    Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
-                },
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "CONNECT upgrade failed");
                 }
@@ -574,9 +636,13 @@ impl Conn {
         if !decision.allow {
             return self.deny(&policy, &attempt, &decision, target.intercepted, at);
         }
-        let exact = policy
-            .rule(decision.rule)
-            .is_some_and(|r| r.host.is_exact());
+        let gate = Gate {
+            policy: &policy,
+            attempt: &attempt,
+            exact: policy
+                .rule(decision.rule)
+                .is_some_and(|r| r.host.is_exact()),
+        };
         let mut entry = self.log(&policy, &attempt, &decision, target.intercepted, at);
 
         // Build the upstream request: origin-form, hop-by-hop headers dropped, secrets in.
@@ -584,8 +650,12 @@ impl Conn {
         let up_counter = Arc::new(AtomicU64::new(0));
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
-        let secrets = self.ctx.secrets_for_host(&target.host);
-        swap_secrets(&mut headers, &secrets);
+        // Real values go only into TLS the proxy itself opened to the bound host: never into
+        // plain HTTP, where they would cross the wire in clear.
+        if target.tls && target.intercepted {
+            let secrets = self.ctx.secrets_for_host(&target.host);
+            swap_secrets(&mut headers, &secrets);
+        }
         let host_value = HeaderValue::from_str(&authority_text(&target))
             .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         headers.insert(header::HOST, host_value);
@@ -599,7 +669,7 @@ impl Conn {
         *up_req.version_mut() = Version::HTTP_11;
         *up_req.headers_mut() = headers;
 
-        let resp = match self.send(&target, exact, up_req).await {
+        let resp = match self.send(&target, &gate, up_req).await {
             Ok(resp) => resp,
             Err(ConnectError::Refused(reason)) => {
                 let d = Decision {
@@ -646,54 +716,53 @@ impl Conn {
     }
 
     /// Sends a request upstream over the pooled connection or a new one.
+    /// Sends a request upstream over the pooled connection (when its address is still one
+    /// this attempt may use) or a new one.
     async fn send(
         &self,
         target: &Target,
-        exact: bool,
+        gate: &Gate<'_>,
         req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, ConnectError> {
-        let key = (target.tls, target.host.clone(), target.port, exact);
+        let key = (target.tls, target.host.clone(), target.port);
         let mut slot = self.pool.lock().await;
-        let mut sender = match slot.take() {
-            Some(p) if p.key == key && !p.sender.is_closed() => {
-                let mut s = p.sender;
-                match s.ready().await {
-                    Ok(()) => Some(s),
+        let mut pooled = match slot.take() {
+            Some(p)
+                if p.key == key
+                    && !p.sender.is_closed()
+                    && self.proxy.permits(gate, p.peer, p.static_name) =>
+            {
+                let mut p = p;
+                match p.sender.ready().await {
+                    Ok(()) => Some(p),
                     Err(_) => None,
                 }
             }
             _ => None,
         };
-        if sender.is_none() {
-            sender = Some(self.proxy.connect_http(target, exact).await?);
+        if pooled.is_none() {
+            let (sender, peer, static_name) = self.proxy.connect_http(target, gate).await?;
+            pooled = Some(Pooled {
+                key,
+                peer,
+                static_name,
+                sender,
+            });
         }
-        let Some(mut sender) = sender else {
+        let Some(mut pooled) = pooled else {
             return Err(ConnectError::Failed("no connection".to_string()));
         };
-        let resp = sender
+        let resp = pooled
+            .sender
             .send_request(req)
             .await
             .map_err(|e| ConnectError::Failed(e.to_string()))?;
-        *slot = Some(Pooled { key, sender });
+        *slot = Some(pooled);
         Ok(resp)
     }
 }
 
 /// Approximate size of a request head as sent.
-/// Relays a plain tunnel until both sides are done; returns (bytes up, bytes down).
-///
-/// User-space copies through 256 KiB buffers (512 KiB per open tunnel). Measured on loopback
-/// (docs/benchmarks.md, fourth governance run) this matches `splice(2)` for the proxy alone and
-/// beats it end to end from a workspace, whose connection the proxy serves directly (handed
-/// over by the daemon).
-async fn relay(upgraded: hyper::upgrade::Upgraded, upstream: TcpStream) -> io::Result<(u64, u64)> {
-    let mut client = CountedIo::new(TokioIo::new(upgraded));
-    let mut server = CountedIo::new(upstream);
-    let buf = TUNNEL_BUFFER;
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, buf, buf).await?;
-    Ok((client.bytes_read(), server.bytes_read()))
-}
-
 fn head_size<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
     req.headers()
@@ -781,7 +850,7 @@ fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
     found.then_some(out)
 }
 
-fn swap_all(value: &[u8], secrets: &[SecretBinding]) -> Option<Vec<u8>> {
+fn swap_all(value: &[u8], secrets: &[&SecretBinding]) -> Option<Vec<u8>> {
     let mut current: Option<Vec<u8>> = None;
     for s in secrets {
         let base = current.as_deref().unwrap_or(value);
@@ -793,14 +862,23 @@ fn swap_all(value: &[u8], secrets: &[SecretBinding]) -> Option<Vec<u8>> {
     current
 }
 
-/// Swaps placeholders for secret values in every header value; `Authorization: Basic`
-/// credentials are decoded, swapped and re-encoded.
+/// Swaps placeholders for secret values in the headers each binding names (by default
+/// `Authorization` only); `Authorization: Basic` credentials are decoded, swapped and
+/// re-encoded. Other headers keep their placeholders.
 pub(crate) fn swap_secrets(headers: &mut HeaderMap, secrets: &[SecretBinding]) {
     if secrets.is_empty() {
         return;
     }
     let names: Vec<HeaderName> = headers.keys().cloned().collect();
     for name in names {
+        let secrets: Vec<&SecretBinding> = secrets
+            .iter()
+            .filter(|b| b.applies_to(name.as_str()))
+            .collect();
+        if secrets.is_empty() {
+            continue;
+        }
+        let secrets = secrets.as_slice();
         let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
         let mut changed = false;
         let mut new_values = Vec::with_capacity(values.len());
@@ -832,7 +910,7 @@ pub(crate) fn swap_secrets(headers: &mut HeaderMap, secrets: &[SecretBinding]) {
     }
 }
 
-fn swap_basic(value: &[u8], secrets: &[SecretBinding]) -> Option<Vec<u8>> {
+fn swap_basic(value: &[u8], secrets: &[&SecretBinding]) -> Option<Vec<u8>> {
     let s = std::str::from_utf8(value).ok()?;
     let (scheme, cred) = s.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -845,70 +923,90 @@ fn swap_basic(value: &[u8], secrets: &[SecretBinding]) -> Option<Vec<u8>> {
 }
 
 enum ConnectError {
-    /// Not allowed (e.g. the name resolves only to loopback addresses).
+    /// Not allowed (e.g. the name resolves only to special-purpose addresses).
     Refused(String),
     /// Allowed, but could not be reached.
     Failed(String),
 }
 
-/// Addresses an allowed name must not lead to unless a rule names the host exactly.
-fn forbidden_addr(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.octets()[0] == 0
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => forbidden_addr(IpAddr::V4(v4)),
-            None => {
-                v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
-            }
-        },
-    }
-}
-
 impl Proxy {
-    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    /// Whether an attempt may connect to `ip`: an ordinary public address that is not the
+    /// host's own, or an address the policy allows as an IP literal (a rule naming the IP or
+    /// a CIDR block containing it), or any address of a static (operator-configured) name
+    /// whose deciding rule names it exactly.
+    fn permits(&self, gate: &Gate<'_>, ip: IpAddr, static_name: bool) -> bool {
+        if self.refusal(ip).is_none() || (static_name && gate.exact) {
+            return true;
+        }
+        let as_literal = Attempt {
+            host: ip.to_string(),
+            ..gate.attempt.clone()
+        };
+        gate.policy.decide(&as_literal).allow
+    }
+
+    /// Why `ip` needs a rule naming it (`None`: it does not).
+    fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        special_purpose(ip).or_else(|| {
+            self.inner
+                .local
+                .contains(ip)
+                .then_some("an address of the berth host itself")
+        })
+    }
+
+    /// The addresses for `host`, and whether they come from the static names.
+    async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<(Vec<SocketAddr>, bool), ConnectError> {
         if let Some(r) = &self.resolver {
             if let Some(addrs) = r(host, port) {
-                return Ok(addrs);
+                return Ok((addrs, true));
             }
         }
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+            return Ok((vec![SocketAddr::new(ip, port)], false));
+        }
+        if let Some(dns) = &self.dns {
+            if let Some(addrs) = dns(host, port) {
+                return Ok((addrs, false));
+            }
         }
         match tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host, port))).await {
-            Ok(Ok(addrs)) => Ok(addrs.collect()),
+            Ok(Ok(addrs)) => Ok((addrs.collect(), false)),
             Ok(Err(e)) => Err(ConnectError::Failed(format!("cannot resolve {host}: {e}"))),
             Err(_) => Err(ConnectError::Failed(format!("resolving {host} timed out"))),
         }
     }
 
-    /// Resolves on the host and connects; refuses loopback/link-local/unspecified
-    /// addresses unless `exact` (the deciding rule names this host exactly).
+    /// Resolves on the host and connects to the first address the gate permits (see
+    /// [`Proxy::permits`]); returns the stream and whether the name is a static one.
     async fn connect_tcp(
         &self,
         host: &str,
         port: u16,
-        exact: bool,
-    ) -> Result<TcpStream, ConnectError> {
-        let mut addrs = self.resolve(host, port).await?;
-        if !exact {
-            addrs.retain(|a| !forbidden_addr(a.ip()));
-            if addrs.is_empty() {
-                return Err(ConnectError::Refused(format!(
-                    "{host} resolves only to loopback/link-local/unspecified addresses; only a rule naming it exactly allows that"
-                )));
-            }
-        }
+        gate: &Gate<'_>,
+    ) -> Result<(TcpStream, bool), ConnectError> {
+        let (mut addrs, static_name) = self.resolve(host, port).await?;
         if addrs.is_empty() {
             return Err(ConnectError::Failed(format!("{host} has no addresses")));
+        }
+        let first_refusal = addrs.iter().find_map(|a| self.refusal(a.ip()));
+        addrs.retain(|a| self.permits(gate, a.ip(), static_name));
+        if addrs.is_empty() {
+            return Err(ConnectError::Refused(format!(
+                "{host} leads only to special-purpose addresses ({}); only a rule naming the IP or a CIDR block containing it allows that",
+                first_refusal.unwrap_or("refused")
+            )));
         }
         let mut last = String::new();
         for addr in addrs {
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    return Ok(s);
+                    return Ok((s, static_name));
                 }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "connect timed out".to_string(),
@@ -917,13 +1015,19 @@ impl Proxy {
         Err(ConnectError::Failed(last))
     }
 
+    /// A new upstream HTTP/1.1 connection; returns it with its peer address and whether the
+    /// name is a static one.
     async fn connect_http(
         &self,
         target: &Target,
-        exact: bool,
-    ) -> Result<SendRequest<ReqBody>, ConnectError> {
-        let tcp = self.connect_tcp(&target.host, target.port, exact).await?;
-        if target.tls {
+        gate: &Gate<'_>,
+    ) -> Result<(SendRequest<ReqBody>, IpAddr, bool), ConnectError> {
+        let (tcp, static_name) = self.connect_tcp(&target.host, target.port, gate).await?;
+        let peer = tcp
+            .peer_addr()
+            .map_err(|e| ConnectError::Failed(e.to_string()))?
+            .ip();
+        let sender = if target.tls {
             let cfg = self
                 .inner
                 .upstream_tls
@@ -938,10 +1042,11 @@ impl Proxy {
                         ConnectError::Failed("upstream TLS handshake timed out".to_string())
                     })?
                     .map_err(|e| ConnectError::Failed(format!("upstream TLS: {e}")))?;
-            handshake(tls).await
+            handshake(tls).await?
         } else {
-            handshake(tcp).await
-        }
+            handshake(tcp).await?
+        };
+        Ok((sender, peer, static_name))
     }
 }
 
@@ -966,15 +1071,16 @@ mod tests {
     use super::*;
     use berth_domain::Secret;
 
-    fn binding(p: &str, v: &str) -> SecretBinding {
+    fn binding(p: &str, v: &str, headers: &[&str]) -> SecretBinding {
         SecretBinding {
             placeholder: p.to_string(),
             value: Secret::new(v),
+            headers: headers.iter().map(|h| h.to_string()).collect(),
         }
     }
 
     #[test]
-    fn swaps_bearer_basic_and_other_headers() {
+    fn swaps_only_into_the_named_headers() {
         let engine = base64::engine::general_purpose::STANDARD;
         let mut h = HeaderMap::new();
         h.insert(
@@ -982,12 +1088,22 @@ mod tests {
             HeaderValue::from_static("Bearer PH_1"),
         );
         h.insert("x-api-key", HeaderValue::from_static("k=PH_1;PH_1"));
-        h.insert("x-other", HeaderValue::from_static("nothing"));
-        swap_secrets(&mut h, &[binding("PH_1", "real-1")]);
+        h.insert("x-other", HeaderValue::from_static("PH_1"));
+        // Default: Authorization only; a reflected header keeps the placeholder.
+        swap_secrets(&mut h, &[binding("PH_1", "real-1", &[])]);
         assert_eq!(h[header::AUTHORIZATION], "Bearer real-1");
         assert!(h[header::AUTHORIZATION].is_sensitive());
-        assert_eq!(h["x-api-key"], "k=real-1;real-1");
-        assert_eq!(h["x-other"], "nothing");
+        assert_eq!(h["x-api-key"], "k=PH_1;PH_1");
+        assert_eq!(h["x-other"], "PH_1");
+        // Named headers only (Authorization no longer among them).
+        let mut h2 = HeaderMap::new();
+        h2.insert(header::AUTHORIZATION, HeaderValue::from_static("PH_1"));
+        h2.insert("x-api-key", HeaderValue::from_static("k=PH_1;PH_1"));
+        h2.insert("x-other", HeaderValue::from_static("PH_1"));
+        swap_secrets(&mut h2, &[binding("PH_1", "real-1", &["X-Api-Key"])]);
+        assert_eq!(h2["x-api-key"], "k=real-1;real-1");
+        assert_eq!(h2[header::AUTHORIZATION], "PH_1");
+        assert_eq!(h2["x-other"], "PH_1");
 
         let mut h = HeaderMap::new();
         let basic = format!("Basic {}", engine.encode("x-access-token:PH_2"));
@@ -995,7 +1111,7 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_str(&basic).unwrap(),
         );
-        swap_secrets(&mut h, &[binding("PH_2", "ghp_real")]);
+        swap_secrets(&mut h, &[binding("PH_2", "ghp_real", &[])]);
         let v = h[header::AUTHORIZATION].to_str().unwrap();
         let decoded = engine.decode(v.strip_prefix("Basic ").unwrap()).unwrap();
         assert_eq!(decoded, b"x-access-token:ghp_real");
@@ -1005,28 +1121,27 @@ mod tests {
     fn invalid_secret_leaves_placeholder() {
         let mut h = HeaderMap::new();
         h.insert("x-k", HeaderValue::from_static("PH"));
-        swap_secrets(&mut h, &[binding("PH", "bad\r\nvalue")]);
+        swap_secrets(&mut h, &[binding("PH", "bad\r\nvalue", &["x-k"])]);
         assert_eq!(h["x-k"], "PH");
-        swap_secrets(&mut h, &[binding("", "x")]);
+        swap_secrets(&mut h, &[binding("", "x", &["x-k"])]);
         assert_eq!(h["x-k"], "PH");
     }
 
     #[test]
-    fn forbidden_addresses() {
-        for a in [
-            "127.0.0.1",
-            "127.9.9.9",
-            "::1",
-            "169.254.169.254",
-            "fe80::1",
-            "0.0.0.0",
-            "::",
-            "::ffff:127.0.0.1",
+    fn secret_header_names() {
+        assert_eq!(
+            crate::secret_header_name("X-Api-Key").as_deref(),
+            Ok("x-api-key")
+        );
+        for bad in [
+            "",
+            "a b",
+            "Host",
+            "proxy-authorization",
+            "Transfer-Encoding",
+            "é",
         ] {
-            assert!(forbidden_addr(a.parse().unwrap()), "{a}");
-        }
-        for a in ["192.0.2.1", "2001:db8::1", "10.0.0.1"] {
-            assert!(!forbidden_addr(a.parse().unwrap()), "{a}");
+            assert!(crate::secret_header_name(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -1043,6 +1158,10 @@ mod tests {
         assert_eq!(
             parse_authority("[::1]:8080", 80),
             Some(("::1".into(), 8080))
+        );
+        assert_eq!(
+            parse_authority("167772161:8080", 80),
+            Some(("10.0.0.1".into(), 8080))
         );
         assert_eq!(parse_authority("u:p@a.test", 80), None);
         assert_eq!(parse_authority("a.test:0", 80), None);

@@ -3,8 +3,12 @@
 //! Syntax (one rule): `ACTION HOST[:PORT] [METHOD] [/PATH-PREFIX]`
 //! - `ACTION` is `allow` or `deny`;
 //! - `HOST` is an exact name (`github.com`), `*.suffix` (matches `a.suffix`, `a.b.suffix`,
-//!   never `suffix` itself), `*` (any name), or an IP literal (`10.0.0.5`, `[::1]`); IP
-//!   literal targets only ever match a rule that names that exact IP;
+//!   never `suffix` itself), `*` (any name), an IP literal (`10.0.0.5`, `[::1]`) or a CIDR
+//!   block (`10.0.0.0/8`, `[fd00::/8]`, with a port: `10.0.0.0/8:443`, `[fd00::/8]:443`); IP
+//!   literal targets only ever match a rule that names that exact IP or a CIDR containing it.
+//!   Every numeric spelling of an IPv4 address (`167772161`, `0x0a000001`, `10.1`,
+//!   `012.0.0.1`, with or without a trailing dot) is an IP literal, normalized the way
+//!   `inet_aton(3)` reads it, so a `*` rule never lets one through as a "name";
 //! - `METHOD` is an HTTP method (compared case-insensitively);
 //! - `/PATH-PREFIX` is compared against the request path (without the query) after the
 //!   normalization done by [`canonical_path`].
@@ -43,6 +47,65 @@ pub enum HostPattern {
     Suffix(String),
     /// `*`: any host name (never an IP literal).
     Any,
+    /// `ADDR/PREFIX`: any IP literal in the block (never a name).
+    Cidr(Cidr),
+}
+
+/// An IP block: the network address (host bits zero) and the prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR/PREFIX` (brackets already removed); refuses host bits set.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, prefix) = s.split_once('/')?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) || prefix.len() > 3 {
+            return None;
+        }
+        let prefix: u8 = prefix.parse().ok()?;
+        let addr: IpAddr = normalize_host(addr)?.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return None;
+        }
+        (masked(addr, prefix) == addr).then_some(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` lies in the block (an IPv4 block never contains an IPv6 address, mapped
+    /// or not, and the other way round).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                masked(ip, self.prefix) == self.addr
+            }
+            _ => false,
+        }
+    }
+}
+
+fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{a}/{}", self.prefix),
+            IpAddr::V6(a) => write!(f, "[{a}/{}]", self.prefix),
+        }
+    }
 }
 
 impl HostPattern {
@@ -57,6 +120,16 @@ impl HostPattern {
                     && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
             }
             HostPattern::Any => !is_ip_literal(host),
+            HostPattern::Cidr(c) => host.parse::<IpAddr>().is_ok_and(|ip| c.contains(ip)),
+        }
+    }
+
+    /// Whether the pattern names IP addresses (an IP literal or a CIDR block).
+    pub fn is_ip(&self) -> bool {
+        match self {
+            HostPattern::Exact(h) => is_ip_literal(h),
+            HostPattern::Cidr(_) => true,
+            HostPattern::Suffix(_) | HostPattern::Any => false,
         }
     }
 
@@ -72,6 +145,7 @@ impl fmt::Display for HostPattern {
             HostPattern::Exact(h) => f.write_str(h),
             HostPattern::Suffix(s) => write!(f, "*.{s}"),
             HostPattern::Any => f.write_str("*"),
+            HostPattern::Cidr(c) => c.fmt(f),
         }
     }
 }
@@ -385,6 +459,8 @@ fn parse_host_port_pattern(s: &str) -> Result<(HostPattern, Option<u16>), RuleEr
     };
     let pattern = if host == "*" {
         HostPattern::Any
+    } else if host.contains('/') {
+        HostPattern::Cidr(Cidr::parse(host).ok_or_else(|| RuleError::Host(s.to_string()))?)
     } else if let Some(suffix) = host.strip_prefix("*.") {
         let suffix = normalize_host(suffix)
             .filter(|s| !is_ip_literal(s))
@@ -417,7 +493,11 @@ pub fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
 }
 
 /// Normalizes a host name or IP literal (brackets already removed): lowercase, no
-/// trailing dot, IP literals in canonical form. `None` if it is not a plausible host.
+/// trailing dot, IP literals in canonical form. A host whose last label is a number
+/// (`167772161`, `0x0a000001`, `10.1`, `012.0.0.1`) is an IPv4 literal in the forms
+/// `inet_aton(3)` accepts (what the resolver would have made of it), normalized to
+/// dotted-quad, or not a host at all if it is not a valid one. `None` if it is not a
+/// plausible host.
 pub fn normalize_host(host: &str) -> Option<String> {
     let host = host
         .strip_prefix('[')
@@ -429,6 +509,9 @@ pub fn normalize_host(host: &str) -> Option<String> {
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
     if host.is_empty() || host.len() > 253 {
         return None;
+    }
+    if ends_in_number(&host) {
+        return parse_ipv4_numeric(&host).map(|ip| ip.to_string());
     }
     for label in host.split('.') {
         if label.is_empty() || label.len() > 63 {
@@ -442,6 +525,62 @@ pub fn normalize_host(host: &str) -> Option<String> {
         }
     }
     Some(host)
+}
+
+/// Whether the last label looks like a number (decimal digits, or `0x` and hex digits): such
+/// a host can only be an IPv4 address (as in the WHATWG URL standard's host parser).
+fn ends_in_number(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or("");
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    last.strip_prefix("0x")
+        .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Parses an IPv4 address the way `inet_aton(3)` does: one to four parts, each decimal,
+/// octal (leading `0`) or hex (`0x`); the last part fills the remaining bytes.
+fn parse_ipv4_numeric(host: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for p in &parts {
+        values.push(parse_c_number(p)?);
+    }
+    let (last, init) = values.split_last()?;
+    let mut addr: u32 = 0;
+    for (i, v) in init.iter().enumerate() {
+        if *v > 255 {
+            return None;
+        }
+        addr |= (*v as u32) << (24 - 8 * i);
+    }
+    let rest_bits = 32 - 8 * init.len() as u32;
+    if rest_bits < 32 && *last >= (1u64 << rest_bits) || *last > u64::from(u32::MAX) {
+        return None;
+    }
+    Some(std::net::Ipv4Addr::from(addr | *last as u32))
+}
+
+/// One `inet_aton` part: `0x`-hex, `0`-octal or decimal; `None` if empty, invalid or huge.
+fn parse_c_number(s: &str) -> Option<u64> {
+    let (digits, radix) = if let Some(hex) = s.strip_prefix("0x") {
+        (hex, 16)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    if digits.is_empty() {
+        // `0x` alone is zero for inet_aton; an empty part is invalid.
+        return (radix == 16).then_some(0);
+    }
+    if digits.len() > 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
 }
 
 /// Whether a normalized host is an IP literal.
@@ -550,6 +689,13 @@ mod tests {
             ("allow 10.0.0.5:8443", "allow 10.0.0.5:8443"),
             ("allow [::1]:443", "allow [::1]:443"),
             ("allow [0:0::1]", "allow [::1]"),
+            ("allow 167772161", "allow 10.0.0.1"),
+            ("allow 10.0.0.0/8", "allow 10.0.0.0/8"),
+            ("allow 10.0.0.0/8:443 GET /x", "allow 10.0.0.0/8:443 GET /x"),
+            ("deny [fd00::/8]", "deny [fd00::/8]"),
+            ("allow [FD00:0::/8]:8443", "allow [fd00::/8]:8443"),
+            ("allow 0.0.0.0/0", "allow 0.0.0.0/0"),
+            ("allow 192.0.2.7/32", "allow 192.0.2.7/32"),
         ] {
             let rule = Rule::parse(input).unwrap();
             assert_eq!(rule.to_string(), shown, "{input}");
@@ -577,6 +723,19 @@ mod tests {
             "allow github.com G(T",
             "allow github.com /a/../b",
             "allow github.com /%zz",
+            "allow 10.0.0.1/8",
+            "allow 10.0.0.0/33",
+            "allow 10.0.0.0/",
+            "allow 10.0.0.0/+8",
+            "allow /8",
+            "allow fd00::/8",
+            "allow [fd00::/129]",
+            "allow *.example/8",
+            "allow example.com/8",
+            "allow 1.2.3.4.5",
+            "allow 256.1.1.1",
+            "allow 08.1.1.1",
+            "allow example.0x1",
         ] {
             assert!(Rule::parse(bad).is_err(), "{bad:?} should not parse");
         }
@@ -691,12 +850,95 @@ mod tests {
 
     #[test]
     fn ip_literals_only_match_exact_rules() {
-        let p = policy(&["allow *", "allow *.0.1"]);
+        let p = policy(&["allow *"]);
+        // A suffix that ends in a number would be an IP: refused.
+        assert!(Rule::parse("allow *.0.1").is_err());
         assert!(!p.decide(&attempt("127.0.0.1", 80, None, None)).allow);
         assert!(!p.decide(&attempt("::1", 80, None, None)).allow);
         let p = policy(&["allow [::1]", "allow 192.0.2.7"]);
         assert!(p.decide(&attempt("::1", 80, None, None)).allow);
         assert!(p.decide(&attempt("192.0.2.7", 80, None, None)).allow);
+    }
+
+    #[test]
+    fn numeric_host_spellings_are_ip_literals() {
+        for (spelling, ip) in [
+            ("167772161", "10.0.0.1"),
+            ("0x0a000001", "10.0.0.1"),
+            ("0X0A000001", "10.0.0.1"),
+            ("10.1", "10.0.0.1"),
+            ("10.0.1", "10.0.0.1"),
+            ("012.0.0.1", "10.0.0.1"),
+            ("0xa.0.0.1", "10.0.0.1"),
+            ("10.0.0.1.", "10.0.0.1"),
+            ("167772161.", "10.0.0.1"),
+            ("0x7f.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("0", "0.0.0.0"),
+            ("0x", "0.0.0.0"),
+            ("4294967295", "255.255.255.255"),
+            ("169.254.43518", "169.254.169.254"),
+            ("[::ffff:10.0.0.1]", "::ffff:10.0.0.1"),
+            ("[::FFFF:a00:1]", "::ffff:10.0.0.1"),
+        ] {
+            assert_eq!(normalize_host(spelling).as_deref(), Some(ip), "{spelling}");
+            assert!(is_ip_literal(ip));
+        }
+        // What inet_aton refuses is no host at all (never a name a `*` could match).
+        for bad in [
+            "4294967296",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "10.16777216",
+            "10.0.65536",
+            "08",
+            "1..1",
+            "example.1",
+            "example.0x1f",
+            "+1.2",
+        ] {
+            assert_eq!(normalize_host(bad), None, "{bad}");
+        }
+        // Names with numbers that do not end in a number stay names.
+        for name in ["1e5", "0xg", "0x1g", "10.0.0.1x", "123.example", "a1"] {
+            assert_eq!(normalize_host(name).as_deref(), Some(name), "{name}");
+        }
+        // So a `*` rule never lets a numeric spelling through.
+        let p = policy(&["allow *"]);
+        for spelling in ["167772161", "0x0a000001", "10.1", "012.0.0.1", "10.0.0.1."] {
+            let host = normalize_host(spelling).unwrap();
+            assert!(
+                !p.decide(&attempt(&host, 80, None, None)).allow,
+                "{spelling}"
+            );
+        }
+    }
+
+    #[test]
+    fn cidr_rules_match_ip_literals_in_the_block() {
+        let p = policy(&[
+            "deny 10.1.0.0/16",
+            "allow 10.0.0.0/8:443",
+            "allow [fd00::/8]",
+        ]);
+        let allows = |h: &str, port| p.decide(&attempt(h, port, None, None)).allow;
+        assert!(allows("10.2.3.4", 443));
+        assert!(!allows("10.2.3.4", 80));
+        assert!(!allows("10.1.2.3", 443));
+        assert!(!allows("11.0.0.1", 443));
+        assert!(allows("fd00:ec2::254", 80));
+        assert!(!allows("fe80::1", 80));
+        // A v4 block does not contain the mapped form, and names never match a block.
+        assert!(!allows("::ffff:10.2.3.4", 443));
+        assert!(!allows("ten.example", 443));
+        let c = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(c.contains("8.8.8.8".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        assert!(HostPattern::Cidr(c).is_ip());
+        assert!(HostPattern::Exact("10.0.0.1".into()).is_ip());
+        assert!(!HostPattern::Exact("a.test".into()).is_ip());
+        assert!(!HostPattern::Any.is_ip());
     }
 
     #[test]

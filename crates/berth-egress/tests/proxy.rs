@@ -1,5 +1,6 @@
 //! End-to-end tests over loopback sockets: the proxy on 127.0.0.1, origins on 127.0.0.1,
-//! names like `api.test` resolved to loopback by the proxy's resolver override.
+//! names like `api.test` resolved to loopback as static (operator-configured) names, names
+//! like `evil.dns` answered by a stand-in for a hostile DNS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,6 +45,10 @@ impl TestCtx {
     }
 
     fn bind(&self, host: &str, placeholder: &str, value: &str) {
+        self.bind_headers(host, placeholder, value, &[]);
+    }
+
+    fn bind_headers(&self, host: &str, placeholder: &str, value: &str, headers: &[&str]) {
         self.secrets
             .lock()
             .unwrap()
@@ -52,7 +57,12 @@ impl TestCtx {
             .push(SecretBinding {
                 placeholder: placeholder.to_string(),
                 value: Secret::new(value),
+                headers: headers.iter().map(|h| h.to_string()).collect(),
             });
+    }
+
+    fn unbind_all(&self) {
+        self.secrets.lock().unwrap().clear();
     }
 
     fn entries(&self) -> Vec<LogEntry> {
@@ -263,17 +273,50 @@ struct TestProxy {
 }
 
 async fn start_proxy(ctx: Arc<TestCtx>, extra_ca_pem: Option<&str>) -> TestProxy {
+    start_proxy_with(ctx, extra_ca_pem, |p| p).await
+}
+
+/// A non-loopback address of this host (origins bound to 0.0.0.0 answer on it), if any.
+fn own_address() -> Option<std::net::IpAddr> {
+    let out = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .find(|a| a.is_ipv4() && !a.is_loopback())
+}
+
+async fn start_proxy_with(
+    ctx: Arc<TestCtx>,
+    extra_ca_pem: Option<&str>,
+    tweak: impl FnOnce(Proxy) -> Proxy,
+) -> TestProxy {
     let ca = CertificateAuthority::generate().unwrap();
     let mut upstream = UpstreamTls::empty();
     if let Some(pem) = extra_ca_pem {
         assert_eq!(upstream.add_pem(pem.as_bytes()).unwrap(), 1);
     }
-    // Every *.test name resolves to loopback; anything else goes to the real resolver
-    // (and tests never ask for anything else).
-    let proxy = Proxy::new(ca, upstream).with_resolver(Arc::new(|host: &str, port| {
-        host.ends_with(".test")
-            .then(|| vec![SocketAddr::from(([127, 0, 0, 1], port))])
-    }));
+    // Every *.test name is a static name for loopback; *.dns names are what a hostile DNS
+    // answers (loopback in several spellings, the host's own address); anything else goes to
+    // the real resolver (and tests never ask for anything else).
+    let own = own_address();
+    let proxy = Proxy::new(ca, upstream)
+        .with_resolver(Arc::new(|host: &str, port| {
+            host.ends_with(".test")
+                .then(|| vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        }))
+        .with_dns(Arc::new(move |host: &str, port| {
+            let ip: std::net::IpAddr = match host {
+                "loop.dns" | "exact.dns" => [127, 0, 0, 1].into(),
+                "mapped.dns" => "::ffff:127.0.0.1".parse().unwrap(),
+                "own.dns" => own?,
+                _ => return None,
+            };
+            Some(vec![SocketAddr::new(ip, port)])
+        }));
+    let proxy = tweak(proxy);
     let ca_pem = proxy.ca_cert_pem();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -406,8 +449,10 @@ async fn denied_connect_is_403_and_logged() {
     assert!(!e.at.is_empty());
 }
 
+/// The real value never crosses the wire in clear: plain HTTP to a bound host carries the
+/// placeholder (without the TLS-only rule, the origin sees `Bearer real-value-1`).
 #[tokio::test]
-async fn plain_http_swaps_placeholder_only_for_bound_host() {
+async fn plain_http_never_carries_the_real_value() {
     let (port, seen) = start_http_origin().await;
     let ctx = TestCtx::new("allow api.test\nallow other.test");
     ctx.bind("api.test", "BERTH_PLACEHOLDER_GH", "real-value-1");
@@ -430,15 +475,13 @@ async fn plain_http_swaps_placeholder_only_for_bound_host() {
         seen[0].host.as_deref(),
         Some(format!("api.test:{port}").as_str())
     );
-    assert_eq!(
-        seen[0].authorization.as_deref(),
-        Some("Bearer real-value-1")
-    );
-    assert_eq!(seen[0].api_key.as_deref(), Some("key=real-value-1"));
-    assert_eq!(
-        seen[1].authorization.as_deref(),
-        Some("Bearer BERTH_PLACEHOLDER_GH")
-    );
+    for s in &seen {
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some("Bearer BERTH_PLACEHOLDER_GH")
+        );
+        assert_eq!(s.api_key.as_deref(), Some("key=BERTH_PLACEHOLDER_GH"));
+    }
     assert!(!seen[0].proxy_headers);
     let e = ctx
         .wait_for("api.test", |e| e.host == "api.test" && e.bytes_down > 0)
@@ -446,12 +489,41 @@ async fn plain_http_swaps_placeholder_only_for_bound_host() {
     assert_eq!(e.method.as_deref(), Some("GET"));
     assert_eq!(e.path.as_deref(), Some("/v1/thing?q=1"));
     assert_eq!(e.decision, "allow");
-    // The log never carries the secret.
     assert!(!format!("{:?}", ctx.entries()).contains("real-value-1"));
 }
 
+/// Inside intercepted TLS the value goes only into the headers the binding names (without
+/// the per-header rule, `x-api-key` carries the real value too), and a binding removed from
+/// the context stops at once.
 #[tokio::test]
-async fn basic_auth_git_style_swap_plain_and_intercepted() {
+async fn intercepted_https_swaps_only_the_named_headers() {
+    let pki = test_pki(&["api.test"]);
+    let (port, seen) = start_https_origin(pki.server_config.clone()).await;
+    let ctx = TestCtx::new("allow api.test");
+    ctx.bind("api.test", "PH_A", "real-a");
+    ctx.bind_headers("api.test", "PH_B", "real-b", &["x-api-key"]);
+    let proxy = start_proxy(ctx.clone(), Some(&pki.ca_pem)).await;
+    let c = client(&proxy, &[&proxy.ca_pem]);
+    let get = || {
+        c.get(format!("https://api.test:{port}/x"))
+            .header("authorization", "Bearer PH_A PH_B")
+            .header("x-api-key", "PH_A PH_B")
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 200);
+    let first = seen.lock().unwrap()[0].clone();
+    assert_eq!(first.authorization.as_deref(), Some("Bearer real-a PH_B"));
+    assert_eq!(first.api_key.as_deref(), Some("PH_A real-b"));
+    // Deleted: the next request (same client, kept-alive connection) carries placeholders.
+    ctx.unbind_all();
+    assert_eq!(get().await.unwrap().status(), 200);
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.authorization.as_deref(), Some("Bearer PH_A PH_B"));
+    assert_eq!(last.api_key.as_deref(), Some("PH_A PH_B"));
+}
+
+#[tokio::test]
+async fn basic_auth_git_style_swap_intercepted_only() {
     use base64::Engine as _;
     let engine = base64::engine::general_purpose::STANDARD;
     let pki = test_pki(&["git.test"]);
@@ -468,11 +540,15 @@ async fn basic_auth_git_style_swap_plain_and_intercepted() {
         let resp = c.get(&url).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{url}");
     }
-    for seen in [http_seen, https_seen] {
+    // Swapped inside TLS only; plain HTTP keeps the placeholder.
+    for (seen, want) in [
+        (http_seen, &b"x-access-token:PH_TOKEN"[..]),
+        (https_seen, &b"x-access-token:ghp_realvalue"[..]),
+    ] {
         let seen = seen.lock().unwrap().clone();
         let auth = seen[0].authorization.clone().unwrap();
         let decoded = engine.decode(auth.strip_prefix("Basic ").unwrap()).unwrap();
-        assert_eq!(decoded, b"x-access-token:ghp_realvalue");
+        assert_eq!(decoded, want);
     }
     // The HTTPS one was intercepted because a secret is bound to the host.
     let e = ctx
@@ -640,6 +716,184 @@ async fn ip_literals_and_loopback_resolution() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// Numeric spellings are IP literals: `*` never matches them. Before the fix they were names
+/// that `*` matched, resolved by getaddrinfo (to 127.0.0.1 here, refused only by the address
+/// check and logged under the spelling, so the count below fails; a public address would have
+/// been reached).
+#[tokio::test]
+async fn numeric_host_spellings_never_pass_a_wildcard() {
+    let (port, seen) = start_http_origin().await;
+    let ctx = TestCtx::new("allow *");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    for spelling in [
+        "2130706433",
+        "0x7f000001",
+        "127.1",
+        "0177.0.0.1",
+        "127.0.0.1.",
+    ] {
+        let head = raw(
+            &proxy,
+            format!("GET http://{spelling}:{port}/ HTTP/1.1\r\nHost: {spelling}:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 403"), "{spelling}: {head}");
+        let (_s, head) = connect(&proxy, &format!("{spelling}:{port}")).await;
+        assert!(head.starts_with("HTTP/1.1 403"), "{spelling}: {head}");
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    // Each was judged as the IP literal it is (two attempts per spelling), by the rules; a
+    // spelling judged as a name would be logged under that name, refused only later for the
+    // loopback address it resolved to.
+    let denied_as_literal = |e: &LogEntry| {
+        e.host == "127.0.0.1" && e.decision == "deny" && e.reason.contains("default deny")
+    };
+    for _ in 0..200 {
+        if ctx
+            .entries()
+            .iter()
+            .filter(|e| denied_as_literal(e))
+            .count()
+            >= 10
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let entries = ctx.entries();
+    assert_eq!(
+        entries.iter().filter(|e| denied_as_literal(e)).count(),
+        10,
+        "{entries:#?}"
+    );
+}
+
+/// A name whose DNS answer is special-purpose (loopback, mapped loopback, the host's own
+/// address) is refused even when a rule names it exactly; a rule naming the IP or a CIDR
+/// block containing it allows it. Without the address check the origin answers 200.
+#[tokio::test]
+async fn dns_answers_to_special_addresses_need_an_ip_rule() {
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(Mutex::new(0u32));
+    let hits2 = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            *hits2.lock().unwrap() += 1;
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+    let ctx = TestCtx::new("allow *\nallow exact.dns");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[]);
+    let mut names = vec!["loop.dns", "exact.dns", "mapped.dns"];
+    if own_address().is_some() {
+        names.push("own.dns");
+    }
+    for name in &names {
+        let r = c
+            .get(format!("http://{name}:{port}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+        let (_s, head) = connect(&proxy, &format!("{name}:{port}")).await;
+        assert!(head.starts_with("HTTP/1.1 403"), "{name}: {head}");
+    }
+    assert_eq!(*hits.lock().unwrap(), 0);
+    let e = ctx.wait_for("refusal", |e| e.host == "exact.dns").await;
+    assert!(e.reason.contains("loopback address"), "{}", e.reason);
+    // A CIDR rule naming the block lets the exact name through.
+    ctx.set_rules("allow exact.dns\nallow 127.0.0.0/8");
+    let r = c
+        .get(format!("http://exact.dns:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(*hits.lock().unwrap(), 1);
+    // Static names are operator-trusted, but only through a rule naming them exactly.
+    ctx.set_rules("allow *.test");
+    let r = c
+        .get(format!("http://x.test:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    ctx.set_rules("allow x.test");
+    let r = c
+        .get(format!("http://x.test:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// A plain tunnel refuses a ClientHello for another host (domain fronting) before any byte
+/// reaches the origin; the right name passes. Without the SNI check the handshake with the
+/// origin (whose certificate covers both names) succeeds.
+#[tokio::test]
+async fn tunnel_sni_must_match_the_connect_host() {
+    let pki = test_pki(&["front.test", "hidden.test"]);
+    let (port, seen) = start_https_origin(pki.server_config.clone()).await;
+    let ctx = TestCtx::new("allow front.test");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let (s, head) = connect(&proxy, &format!("front.test:{port}")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let tls = tls_client(&pki.ca_pem)
+        .connect(ServerName::try_from("hidden.test").unwrap(), s)
+        .await;
+    assert!(tls.is_err(), "a fronted handshake went through");
+    let e = ctx
+        .wait_for("sni", |e| e.reason.contains("SNI mismatch"))
+        .await;
+    assert_eq!((e.decision.as_str(), e.intercepted), ("deny", false));
+    assert_eq!(e.bytes_up, 0);
+    // The matching name works through the same kind of tunnel.
+    let (s, _) = connect(&proxy, &format!("front.test:{port}")).await;
+    let mut tls = tls_client(&pki.ca_pem)
+        .connect(ServerName::try_from("front.test").unwrap(), s)
+        .await
+        .unwrap();
+    tls.write_all(
+        format!("GET /ok HTTP/1.1\r\nHost: front.test:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// A tunnel without traffic is closed after the idle timeout (without it, the read below
+/// waits until the test's own timeout fails it).
+#[tokio::test]
+async fn idle_tunnels_are_closed() {
+    let port = start_echo().await;
+    let ctx = TestCtx::new("allow echo.test");
+    let proxy = start_proxy_with(ctx.clone(), None, |p| {
+        p.with_tunnel_idle_timeout(Duration::from_millis(400))
+    })
+    .await;
+    let (mut s, head) = connect(&proxy, &format!("echo.test:{port}")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the idle tunnel stayed open")
+        .unwrap();
+    let e = ctx.wait_for("idle", |e| e.host == "echo.test").await;
+    assert!(e.reason.contains("without traffic"), "{}", e.reason);
 }
 
 #[tokio::test]

@@ -12,6 +12,14 @@
 //! denied), so a workspace's own `deny` overrides a template's `allow`. Template rules carry
 //! their origin (`template npm`) into the log. Whenever the rules or a template change, the
 //! policies of the workspaces concerned are recomputed from the store ([`refresh`]).
+//!
+//! Placeholder secrets are held per running workspace with their real values; setting
+//! (rotating) or deleting a secret reloads them in every running workspace that uses it
+//! ([`refresh_secret`]), so the next request already gets the new value or none.
+//!
+//! Names in `BERTH_EGRESS_HOSTS` are operator-trusted: a rule naming one exactly reaches its
+//! address even when that is private or loopback; a broad rule (`*`, `*.suffix`) matching it
+//! still gets only public addresses (see `berth_egress::Proxy::with_resolver`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,15 +34,23 @@ use tokio::sync::{mpsc, watch};
 
 use crate::conn_limit::{ConnLimiter, ConnLimits};
 
-/// A workspace's placeholder secrets: the hosts each may go to, and the swap.
-pub type HostBindings = Vec<(Vec<String>, SecretBinding)>;
+/// One placeholder secret of a workspace: which secret, the hosts it may go to, and the swap.
+#[derive(Clone, Debug)]
+pub struct HostBinding {
+    pub secret: String,
+    pub hosts: Vec<String>,
+    pub binding: SecretBinding,
+}
+
+/// A workspace's placeholder secrets.
+pub type HostBindings = Vec<HostBinding>;
 
 pub struct Egress {
     proxy: Arc<Proxy>,
     ca_pem: String,
     listeners: Mutex<HashMap<WorkspaceId, tokio::task::JoinHandle<()>>>,
     policies: RwLock<HashMap<WorkspaceId, Policy>>,
-    /// Placeholder secrets per workspace: (bound hosts, placeholder → real value).
+    /// Placeholder secrets per running workspace.
     secrets: RwLock<HashMap<WorkspaceId, HostBindings>>,
     log_tx: mpsc::UnboundedSender<(WorkspaceId, LogEntry)>,
     /// The newest log id per workspace, for followers.
@@ -61,6 +77,11 @@ impl Egress {
         }
         let (log_tx, mut log_rx) = mpsc::unbounded_channel::<(WorkspaceId, LogEntry)>();
         let mut proxy = Proxy::new(ca, upstream);
+        if let Some(idle) =
+            tunnel_idle_timeout(std::env::var("BERTH_EGRESS_TUNNEL_IDLE_SECS").ok())?
+        {
+            proxy = proxy.with_tunnel_idle_timeout(idle);
+        }
         let hosts = static_hosts(&std::env::var("BERTH_EGRESS_HOSTS").unwrap_or_default())?;
         if !hosts.is_empty() {
             tracing::info!(count = hosts.len(), "egress proxy uses static host entries");
@@ -183,10 +204,38 @@ impl Egress {
         let _ = self.set_policy(ws, &[]);
     }
 
-    /// Installs the placeholder secrets of a workspace: (hosts, binding) pairs.
+    /// Installs the placeholder secrets of a workspace.
     pub fn set_secrets(&self, ws: &WorkspaceId, bindings: HostBindings) {
         let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
         s.insert(ws.clone(), bindings);
+    }
+
+    /// The placeholder secrets the proxy swaps into a workspace's requests to `host`.
+    pub fn secrets_for(&self, ws: &WorkspaceId, host: &str) -> Vec<SecretBinding> {
+        let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        s.get(ws)
+            .map(|all| {
+                all.iter()
+                    .filter(|b| b.hosts.iter().any(|h| h == host))
+                    .map(|b| b.binding.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The workspaces whose placeholder secrets are loaded (the running ones).
+    fn secrets_loaded(&self) -> Vec<WorkspaceId> {
+        let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        s.keys().cloned().collect()
+    }
+
+    /// Drops every binding of secret `name` from a loaded workspace (fail closed when the
+    /// store cannot say what the bindings should be).
+    fn drop_secret(&self, ws: &WorkspaceId, name: &str) {
+        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(all) = s.get_mut(ws) {
+            all.retain(|b| b.secret != name);
+        }
     }
 
     /// Serves the workspace's proxy socket (idempotent; rebinds when the socket went away).
@@ -328,19 +377,21 @@ impl EgressContext for WorkspaceEgress {
     }
 
     fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding> {
-        let s = self
-            .egress
-            .secrets
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
-        s.get(&self.ws)
-            .map(|all| {
-                all.iter()
-                    .filter(|(hosts, _)| hosts.iter().any(|h| h == host))
-                    .map(|(_, b)| b.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.egress.secrets_for(&self.ws, host)
+    }
+}
+
+/// `BERTH_EGRESS_TUNNEL_IDLE_SECS`: how long a plain tunnel may go without a byte in either
+/// direction (default [`berth_egress::DEFAULT_TUNNEL_IDLE_TIMEOUT`]).
+fn tunnel_idle_timeout(value: Option<String>) -> anyhow::Result<Option<std::time::Duration>> {
+    let Some(v) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match v.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Some(std::time::Duration::from_secs(secs))),
+        _ => anyhow::bail!(
+            "BERTH_EGRESS_TUNNEL_IDLE_SECS: {v:?} is not a positive number of seconds"
+        ),
     }
 }
 
@@ -477,13 +528,19 @@ pub async fn activate(state: &Arc<crate::state::AppState>, ws: &WorkspaceId) {
                 e.install(&state.store, ws).await;
             }
         }
-        let loaded = e
-            .secrets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(ws);
-        if !loaded {
-            e.set_secrets(ws, placeholder_bindings(state, ws).await);
+        let loaded = |e: &Egress| {
+            e.secrets
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(ws)
+        };
+        if !loaded(e) {
+            // Under the lock [`refresh_secret`] takes, so a secret deleted meanwhile is
+            // never installed after its refresh ran.
+            let _guard = e.recompute.lock().await;
+            if !loaded(e) {
+                e.set_secrets(ws, placeholder_bindings(state, ws).await);
+            }
         }
         e.ensure(&state.channel_dir(ws).join("egress.sock"), ws);
     }
@@ -506,13 +563,15 @@ pub async fn placeholder_bindings(
         .unwrap_or_default();
     for u in uses.into_iter().filter(|u| u.delivery == "placeholder") {
         match crate::routes::secrets::reveal(state, vault, w.tenant.as_str(), &u.name).await {
-            Ok(value) => out.push((
-                u.hosts,
-                SecretBinding {
+            Ok(value) => out.push(HostBinding {
+                secret: u.name,
+                hosts: u.hosts,
+                binding: SecretBinding {
                     placeholder: u.placeholder,
                     value,
+                    headers: u.headers,
                 },
-            )),
+            }),
             Err(e) => {
                 tracing::warn!(workspace = %ws, secret = %u.name, error = %e, "secret unavailable; its placeholder stays a placeholder")
             }
@@ -521,10 +580,65 @@ pub async fn placeholder_bindings(
     out
 }
 
+/// Reloads, in every running workspace that uses the secret `name`, its placeholder secrets
+/// from the store and the vault: after a secret is set (rotated) or deleted, the proxy swaps
+/// the new value, or nothing, from the next request on. When the store cannot be read, the
+/// secret's bindings are dropped everywhere (fail closed).
+pub async fn refresh_secret(state: &crate::state::AppState, name: &str) {
+    let Some(e) = &state.egress else {
+        return;
+    };
+    let _guard = e.recompute.lock().await;
+    let uses = state.store.secret_uses(None).await;
+    for ws in e.secrets_loaded() {
+        match &uses {
+            Ok(uses) => {
+                if uses
+                    .iter()
+                    .any(|u| u.workspace_id == ws.as_str() && u.name == name)
+                {
+                    e.set_secrets(&ws, placeholder_bindings(state, &ws).await);
+                }
+            }
+            Err(err) => {
+                tracing::error!(workspace = %ws, secret = name, error = %err, "cannot reload placeholder secrets; dropping this one");
+                e.drop_secret(&ws, name);
+            }
+        }
+    }
+}
+
 /// The opposite of [`activate`], when a workspace is removed.
 pub fn deactivate(state: &crate::state::AppState, ws: &WorkspaceId) {
     state.gateways.stop(ws);
     if let Some(e) = &state.egress {
         e.stop(ws);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_idle_timeout_setting() {
+        assert_eq!(tunnel_idle_timeout(None).unwrap(), None);
+        assert_eq!(tunnel_idle_timeout(Some(" ".into())).unwrap(), None);
+        assert_eq!(
+            tunnel_idle_timeout(Some("90".into())).unwrap(),
+            Some(std::time::Duration::from_secs(90))
+        );
+        for bad in ["0", "-1", "ten", "1.5"] {
+            assert!(tunnel_idle_timeout(Some(bad.into())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn static_hosts_parse() {
+        let h = static_hosts("A.test=10.0.0.5, b.test=fd00::1").unwrap();
+        assert_eq!(h["a.test"], "10.0.0.5".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(h["b.test"], "fd00::1".parse::<std::net::IpAddr>().unwrap());
+        assert!(static_hosts("a.test").is_err());
+        assert!(static_hosts("a.test=nope").is_err());
     }
 }

@@ -129,6 +129,20 @@ impl CreateSpec {
                     ApiError::invalid(format!("secret {}: host {h:?} is not a host name", u.name))
                 })?);
             }
+            let mut headers = Vec::new();
+            for h in &u.headers {
+                let h = berth_egress::secret_header_name(h)
+                    .map_err(|e| ApiError::invalid(format!("secret {}: header {e}", u.name)))?;
+                if !headers.contains(&h) {
+                    headers.push(h);
+                }
+            }
+            if delivery != "placeholder" && !headers.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "secret {}: headers apply to placeholder delivery only",
+                    u.name
+                )));
+            }
             if delivery == "placeholder" && hosts.is_empty() {
                 return Err(ApiError::invalid(format!(
                     "secret {}: name the hosts its real value may be sent to (NAME:host1,host2)",
@@ -150,6 +164,7 @@ impl CreateSpec {
                 name: u.name,
                 hosts,
                 delivery,
+                headers,
             });
         }
         Ok(Self {

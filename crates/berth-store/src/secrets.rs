@@ -21,6 +21,16 @@ pub struct SecretUse {
     pub hosts: Vec<String>,
     pub delivery: String,
     pub placeholder: String,
+    /// Lower-case request headers the placeholder may be swapped into; empty means
+    /// `Authorization` only.
+    pub headers: Vec<String>,
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn sealed(r: &sqlx::sqlite::SqliteRow) -> SealedSecret {
@@ -97,13 +107,14 @@ impl Store {
             .await?;
         for u in uses {
             sqlx::query(
-                "INSERT INTO workspace_secrets (workspace_id, name, hosts, delivery, placeholder) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO workspace_secrets (workspace_id, name, hosts, delivery, placeholder, headers) VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(workspace_id)
             .bind(&u.name)
             .bind(u.hosts.join(","))
             .bind(&u.delivery)
             .bind(&u.placeholder)
+            .bind(u.headers.join(","))
             .execute(&mut *tx)
             .await?;
         }
@@ -124,14 +135,10 @@ impl Store {
             .map(|r| SecretUse {
                 workspace_id: r.get("workspace_id"),
                 name: r.get("name"),
-                hosts: r
-                    .get::<String, _>("hosts")
-                    .split(',')
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
+                hosts: split_list(&r.get::<String, _>("hosts")),
                 delivery: r.get("delivery"),
                 placeholder: r.get("placeholder"),
+                headers: split_list(&r.get::<String, _>("headers")),
             })
             .collect())
     }
@@ -157,6 +164,7 @@ mod tests {
             hosts: vec!["github.com".into(), "api.github.com".into()],
             delivery: "placeholder".into(),
             placeholder: "berth-ph-1".into(),
+            headers: vec!["authorization".into(), "x-api-key".into()],
         };
         s.set_secret_uses("w1", std::slice::from_ref(&u))
             .await

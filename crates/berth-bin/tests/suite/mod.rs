@@ -6,6 +6,7 @@ mod egress;
 mod egress_tricks;
 mod exec_stress;
 mod hostile_daemon;
+mod hostile_egress;
 mod hostile_fs;
 mod hostile_gateway;
 mod oom;

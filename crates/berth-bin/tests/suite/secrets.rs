@@ -14,9 +14,10 @@ use crate::bin;
 const REAL: &str = "ghp_REALsecretVALUE0123456789";
 const REAL_LLM_KEY: &str = "sk-ant-REALllmKEY987654321";
 
-/// An HTTP server that answers each request with the Authorization header it received.
+/// A server that answers each request with the Authorization header it received: HTTP on
+/// 8080, HTTPS on 8443 (a certificate from the test's CA).
 const ECHO: &str = r#"
-import http.server
+import http.server, ssl, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = ("auth=" + str(self.headers.get("Authorization")) + "\n").encode()
@@ -26,13 +27,57 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
+plain = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H)
+tls = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("server.crt", "server.key")
+tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
+threading.Thread(target=plain.serve_forever, daemon=True).start()
+tls.serve_forever()
 "#;
+
+/// A test CA in `d` and a certificate for `names` signed by it (`server.crt`/`server.key`).
+fn test_certs(d: &std::path::Path, names: &[&str]) {
+    let sh = |cmd: &str| {
+        let o = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let san = format!(
+        "subjectAltName={}",
+        names
+            .iter()
+            .map(|n| format!("DNS:{n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=berth-test-ca -keyout ca.key -out ca.crt 2>/dev/null");
+    sh(&format!("openssl req -newkey rsa:2048 -nodes -subj /CN={} -addext {san} -keyout server.key -out server.csr 2>/dev/null", names[0]));
+    sh(&format!("printf '{san}\\n' > ext && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null"));
+}
 
 #[tokio::test]
 async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
     ensure_image().await;
-    let host = NetnsHost::start_serving(&["python3", "-c", ECHO], 1);
+    let dir = tempfile::tempdir().unwrap();
+    test_certs(dir.path(), &["api.bound.test", "elsewhere.test"]);
+    let serve_dir = dir.path().to_str().unwrap().to_owned();
+    let host = NetnsHost::start_serving(
+        &[
+            "sh",
+            "-c",
+            &format!("cd {serve_dir} && exec python3 -c \"$0\""),
+            ECHO,
+        ],
+        1,
+    );
     let mock = MockLlm::start().await;
     let mut s = TestServer::start_with(
         bin(),
@@ -41,6 +86,10 @@ async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
                 (
                     "BERTH_EGRESS_HOSTS".into(),
                     format!("api.bound.test={ip},elsewhere.test={ip}", ip = host.ip),
+                ),
+                (
+                    "BERTH_EGRESS_EXTRA_CA".into(),
+                    dir.path().join("ca.crt").display().to_string(),
                 ),
                 ("BERTH_ANTHROPIC_BASE_URL".into(), mock.url()),
                 // The provider key itself lives in the vault.
@@ -75,9 +124,11 @@ async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
         "--pids",
         "2048",
         "--allow",
+        "api.bound.test:8443",
+        "--allow",
         "api.bound.test:8080",
         "--allow",
-        "elsewhere.test:8080",
+        "elsewhere.test:8443",
         "--secret",
         "GITHUB_TOKEN:api.bound.test",
     ]);
@@ -91,18 +142,28 @@ async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
         placeholder.starts_with("berth-placeholder-github_token-"),
         "{placeholder}"
     );
-    // Bound host: the request arrives with the real value (bearer and basic auth).
+    // Bound host, inside TLS: the request arrives with the real value (bearer and basic auth).
+    let out = s
+        .exec(ws, &["sh", "-c", "curl -sS -m 10 -H \"Authorization: Bearer $GITHUB_TOKEN\" https://api.bound.test:8443/"])
+        .await;
+    assert_eq!(out["stdout"], format!("auth=Bearer {REAL}\n"), "{out}");
+    // The same host in plain HTTP gets the placeholder: the real value never crosses the wire
+    // in clear (with placeholders swapped into plain HTTP, this got `Bearer ghp_REAL…`).
     let out = s
         .exec(ws, &["sh", "-c", "curl -sS -m 10 -H \"Authorization: Bearer $GITHUB_TOKEN\" http://api.bound.test:8080/"])
         .await;
-    assert_eq!(out["stdout"], format!("auth=Bearer {REAL}\n"), "{out}");
+    assert_eq!(
+        out["stdout"],
+        format!("auth=Bearer {placeholder}\n"),
+        "{out}"
+    );
     let out = s
         .exec(
             ws,
             &[
                 "sh",
                 "-c",
-                "curl -sS -m 10 -u \"x-access-token:$GITHUB_TOKEN\" http://api.bound.test:8080/",
+                "curl -sS -m 10 -u \"x-access-token:$GITHUB_TOKEN\" https://api.bound.test:8443/",
             ],
         )
         .await;
@@ -114,9 +175,10 @@ async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
         .to_owned();
     let decoded = String::from_utf8(base64_decode(&basic)).unwrap();
     assert_eq!(decoded, format!("x-access-token:{REAL}"));
-    // Anywhere else the placeholder stays a placeholder.
+    // Anywhere else the placeholder stays a placeholder (a plain tunnel: the workspace does
+    // not trust the test CA, hence -k).
     let out = s
-        .exec(ws, &["sh", "-c", "curl -sS -m 10 -H \"Authorization: Bearer $GITHUB_TOKEN\" http://elsewhere.test:8080/"])
+        .exec(ws, &["sh", "-c", "curl -sSk -m 10 -H \"Authorization: Bearer $GITHUB_TOKEN\" https://elsewhere.test:8443/"])
         .await;
     assert_eq!(
         out["stdout"],

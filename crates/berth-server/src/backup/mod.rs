@@ -96,6 +96,7 @@ async fn manifest(state: &AppState, w: &Workspace, paused: bool) -> ApiResult<Ba
             name: u.name,
             delivery: Some(u.delivery),
             hosts: u.hosts,
+            headers: u.headers,
         })
         .collect();
     Ok(BackupManifest {

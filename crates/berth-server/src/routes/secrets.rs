@@ -64,6 +64,11 @@ async fn info(state: &AppState, s: berth_store::SealedSecret) -> ApiResult<api::
         used_by.push(api::SecretUsage {
             workspace: w.qualified_name(),
             exposed: u.delivery != "placeholder",
+            headers: if u.delivery == "placeholder" && u.headers.is_empty() {
+                vec![berth_egress::DEFAULT_SECRET_HEADER.to_string()]
+            } else {
+                u.headers
+            },
             delivery: u.delivery,
             hosts: u.hosts,
         });
@@ -102,16 +107,8 @@ pub async fn set(
             .store
             .put_secret(t.as_str(), &name, &nonce, &ct)
             .await?;
-        // Running workspaces pick the new value up for their placeholders.
-        if let Some(e) = &state.egress {
-            for u in state.store.secret_uses(None).await? {
-                if let Some(id) = berth_domain::WorkspaceId::parse(&u.workspace_id) {
-                    if u.name == name {
-                        e.set_secrets(&id, crate::egress::placeholder_bindings(&state, &id).await);
-                    }
-                }
-            }
-        }
+        // Running workspaces pick the new value up for their placeholders at once.
+        crate::egress::refresh_secret(&state, &name).await;
         info(&state, sealed).await
     }
     .await;
@@ -154,6 +151,8 @@ pub async fn remove(
                 "secret {tenant}/{name} not found"
             )));
         }
+        // Running proxies stop swapping it from the next request on.
+        crate::egress::refresh_secret(&state, &name).await;
         Ok(())
     }
     .await;
@@ -168,3 +167,7 @@ pub async fn remove(
     result?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[cfg(test)]
+#[path = "secrets_tests.rs"]
+mod tests;

@@ -1,0 +1,218 @@
+//! Secrets through the real router: a binding's headers are validated and stored, and setting
+//! or deleting a secret changes what the running proxy swaps at once.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use berth_domain::{Limits, WorkspaceId};
+use berth_runtime::image::{BuildOutcome, BuildProgress};
+use berth_runtime::{FakeRuntime, RuntimeError};
+use berth_store::{NewWorkspace, SecretUse, Store};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::binary::StagedBinary;
+use crate::state::{AppState, ImageBuilder};
+
+const TOKEN: &str = "berth_route_test_token_0123456789";
+
+struct NoImages;
+
+#[async_trait::async_trait]
+impl ImageBuilder for NoImages {
+    fn tag(&self) -> String {
+        "localhost/berth-workspace:test".into()
+    }
+    async fn build(
+        &self,
+        _force: bool,
+        _progress: tokio::sync::mpsc::UnboundedSender<BuildProgress>,
+    ) -> Result<BuildOutcome, RuntimeError> {
+        Err(RuntimeError::Other("no builds in unit tests".into()))
+    }
+}
+
+struct H {
+    state: Arc<AppState>,
+    app: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> H {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::config::ServerArgs {
+        data_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let store = Store::open_in_memory().await.unwrap();
+    store
+        .insert_token("test", &crate::auth::hash_token(TOKEN), "admin")
+        .await
+        .unwrap();
+    let mut state = AppState::new(
+        config,
+        store.clone(),
+        Arc::new(FakeRuntime::new()),
+        Arc::new(NoImages),
+        "t0000".into(),
+        StagedBinary {
+            path: dir.path().join("berth-bin"),
+            hash: "hash1".into(),
+        },
+    )
+    .unwrap();
+    state.egress = Some(crate::egress::Egress::start(dir.path(), store).unwrap());
+    state.vault = Some(Arc::new(crate::vault::Vault::load(dir.path()).unwrap()));
+    let state = Arc::new(state);
+    H {
+        app: super::super::router(state.clone()),
+        state,
+        _dir: dir,
+    }
+}
+
+impl H {
+    async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/api/v1{path}"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, v)
+    }
+
+    /// A running-looking workspace of `acme` using TOKEN for api.test in `X-Api-Key`, with its
+    /// placeholder secrets loaded in the proxy as [`crate::egress::activate`] does.
+    async fn workspace_using_token(&self) -> WorkspaceId {
+        let store = &self.state.store;
+        let t = store
+            .ensure_tenant(&berth_domain::Name::parse("acme").unwrap())
+            .await
+            .unwrap();
+        let id = WorkspaceId::generate();
+        store
+            .insert_workspace(&NewWorkspace {
+                id: id.clone(),
+                tenant_id: t.id,
+                name: berth_domain::Name::parse("web").unwrap(),
+                image: "img".into(),
+                limits: Limits {
+                    memory_bytes: 1 << 30,
+                    nano_cpus: 1_000_000_000,
+                    pids: 100,
+                },
+                network: "none".into(),
+                volume: "v-web".into(),
+            })
+            .await
+            .unwrap();
+        let uses = [SecretUse {
+            workspace_id: id.to_string(),
+            name: "TOKEN".into(),
+            hosts: vec!["api.test".into()],
+            delivery: "placeholder".into(),
+            placeholder: "ph-token".into(),
+            headers: vec!["x-api-key".into()],
+        }];
+        store.set_secret_uses(id.as_str(), &uses).await.unwrap();
+        let e = self.state.egress.as_ref().unwrap();
+        e.set_secrets(
+            &id,
+            crate::egress::placeholder_bindings(&self.state, &id).await,
+        );
+        id
+    }
+
+    fn swapped(&self, ws: &WorkspaceId) -> Vec<(String, String, Vec<String>)> {
+        let e = self.state.egress.as_ref().unwrap();
+        e.secrets_for(ws, "api.test")
+            .into_iter()
+            .map(|b| (b.placeholder, b.value.expose().to_string(), b.headers))
+            .collect()
+    }
+}
+
+/// Without the refresh on delete, the last assertion still sees "v2" in the proxy.
+#[tokio::test]
+async fn rotation_and_deletion_reach_the_running_proxy_at_once() {
+    let h = harness().await;
+    let (st, v) = h
+        .call("PUT", "/secrets/acme/TOKEN", json!({"value": "v1"}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let ws = h.workspace_using_token().await;
+    let want = |value: &str| vec![("ph-token".into(), value.into(), vec!["x-api-key".into()])];
+    assert_eq!(h.swapped(&ws), want("v1"));
+    let (_, list) = h.call("GET", "/secrets?tenant=acme", Value::Null).await;
+    assert_eq!(list[0]["used_by"][0]["headers"], json!(["x-api-key"]));
+
+    let (st, _) = h
+        .call("PUT", "/secrets/acme/TOKEN", json!({"value": "v2"}))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(h.swapped(&ws), want("v2"));
+    // Another tenant's secret of the same name changes nothing here.
+    let (st, _) = h
+        .call("PUT", "/secrets/globex/TOKEN", json!({"value": "other"}))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(h.swapped(&ws), want("v2"));
+
+    let (st, _) = h.call("DELETE", "/secrets/acme/TOKEN", Value::Null).await;
+    assert_eq!(st, 204);
+    assert!(h.swapped(&ws).is_empty());
+}
+
+#[tokio::test]
+async fn binding_headers_are_validated() {
+    let h = harness().await;
+    h.call("PUT", "/secrets/acme/TOKEN", json!({"value": "v1"}))
+        .await;
+    for (secret, why) in [
+        (
+            json!({"name": "TOKEN", "hosts": ["a.test"], "headers": ["Host"]}),
+            "cannot carry a secret",
+        ),
+        (
+            json!({"name": "TOKEN", "hosts": ["a.test"], "headers": ["bad header"]}),
+            "not a header name",
+        ),
+        (
+            json!({"name": "TOKEN", "hosts": ["a.test"], "headers": ["Proxy-Authorization"]}),
+            "cannot carry a secret",
+        ),
+        (
+            json!({"name": "TOKEN", "delivery": "env", "headers": ["x-api-key"]}),
+            "placeholder delivery only",
+        ),
+    ] {
+        let (st, v) = h
+            .call(
+                "POST",
+                "/workspaces",
+                json!({"name": "web", "tenant": "acme", "secrets": [secret]}),
+            )
+            .await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{v}");
+    }
+}
