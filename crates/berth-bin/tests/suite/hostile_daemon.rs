@@ -2,10 +2,11 @@
 //! hangs, lies about lengths, floods events or reports absurd usage, and floods of held
 //! connections on every socket the workspace reaches, while a second workspace keeps working.
 //!
-//! The fake daemon is what any process in a workspace can do as uid 1000: it owns the channel
-//! directory, so it binds its own socket and renames it over `/run/berth/daemon.sock` (the real
-//! daemon keeps running, unreachable). It is steered through the API itself: an exec of
-//! `berth-fake MODE` is answered by the fake, which switches to MODE.
+//! The fake daemon is what any process in a workspace can do as uid 1000: it owns the daemon's
+//! directory (`/run/berth/daemon/`, the only writable part of the channel), so it binds its own
+//! socket and renames it over `daemon.sock` there (the real daemon keeps running, unreachable).
+//! It is steered through the API itself: an exec of `berth-fake MODE` is answered by the fake,
+//! which switches to MODE.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use crate::bin;
 /// The fake daemon (protocol 1 framing: u32 length of kind + payload, kind 0 = JSON control).
 const FAKE_DAEMON: &str = r#"
 import json, os, socket, struct, sys, threading, time
-PATH = "/run/berth/daemon.sock"
+PATH = "/run/berth/daemon/daemon.sock"
 mode = ["silent"]
 def frame(obj):
     p = json.dumps(obj).encode()
