@@ -67,7 +67,7 @@ impl BrokenEngine {
             socket.display()
         );
         let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .args(["--mount", "--propagation", "slave", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

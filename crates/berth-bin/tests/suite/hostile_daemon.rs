@@ -70,9 +70,11 @@ def handle(c):
             return hold(c)
         if t == "task_events" and m == "usage":
             after = req.get("after", 0)
-            c.sendall(frame({"type": "task_subscribed", "task": info(req["task"], after + 4)}))
-            c.sendall(event(after + 1, {"type": "status", "state": "running"}))
-            for i in range(2, 5):
+            c.sendall(frame({"type": "task_subscribed", "task": info(req["task"], after + 5)}))
+            # A status the task's state machine accepts (queued -> starting -> running).
+            c.sendall(event(after + 1, {"type": "status", "state": "starting"}))
+            c.sendall(event(after + 2, {"type": "status", "state": "running"}))
+            for i in range(3, 6):
                 c.sendall(event(after + i, {"type": "usage", "input_tokens": BIG if i % 2 else 2**63 - 1,
                                             "output_tokens": BIG, "cached_input_tokens": BIG,
                                             "cost_usd": 1e308}))
