@@ -62,8 +62,14 @@ impl BrokenEngine {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("podman.sock");
+        // The new namespace starts with copies of every mount, other containers' among them;
+        // podman's are private, so those copies would keep them busy (EBUSY on their removal)
+        // for as long as this engine runs. Detach them first: this engine never gets as far as
+        // mounting anything.
         let script = format!(
-            "mount -t tmpfs berth-test /usr/libexec/podman && exec podman system service --time=0 unix://{}",
+            "awk '$5 ~ \"^/(var/lib/containers|run/containers|run/netns|var/run/netns)/\" {{print $5}}' /proc/self/mountinfo \
+             | sort -r | xargs -r -n1 umount -l 2>/dev/null; \
+             mount -t tmpfs berth-test /usr/libexec/podman && exec podman system service --time=0 unix://{}",
             socket.display()
         );
         let child = Command::new("unshare")
