@@ -62,7 +62,7 @@ impl BrokenEngine {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("podman.sock");
-        // The new namespace starts with copies of every mount, other containers' among them;
+        // The new (private) namespace starts with copies of every mount, other containers' among them;
         // podman's are private, so those copies would keep them busy (EBUSY on their removal)
         // for as long as this engine runs. Detach them first: this engine never gets as far as
         // mounting anything.
@@ -73,7 +73,7 @@ impl BrokenEngine {
             socket.display()
         );
         let child = Command::new("unshare")
-            .args(["--mount", "--propagation", "slave", "sh", "-c", &script])
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
