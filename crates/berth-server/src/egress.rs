@@ -30,7 +30,7 @@ use berth_egress::{
     BuiltinTemplate, CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding,
 };
 use berth_store::{EgressRecord, EgressTemplate, Store, StoreError, Workspace};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::conn_limit::{ConnLimiter, ConnLimits};
 
@@ -52,7 +52,8 @@ pub struct Egress {
     policies: RwLock<HashMap<WorkspaceId, Policy>>,
     /// Placeholder secrets per running workspace.
     secrets: RwLock<HashMap<WorkspaceId, HostBindings>>,
-    log_tx: mpsc::UnboundedSender<(WorkspaceId, LogEntry)>,
+    /// Attempts on their way to the egress log (bounded per workspace and in all).
+    log: crate::egress_log_queue::LogQueue,
     /// The newest log id per workspace, for followers.
     watchers: crate::watch_map::WatchMap<WorkspaceId, i64>,
     /// Held while a policy is computed from the store and installed, so that an older
@@ -75,7 +76,7 @@ impl Egress {
                 }
             }
         }
-        let (log_tx, mut log_rx) = mpsc::unbounded_channel::<(WorkspaceId, LogEntry)>();
+        let (log, mut log_rx) = crate::egress_log_queue::LogQueue::new();
         let mut proxy = Proxy::new(ca, upstream);
         if let Some(idle) =
             tunnel_idle_timeout(std::env::var("BERTH_EGRESS_TUNNEL_IDLE_SECS").ok())?
@@ -98,7 +99,7 @@ impl Egress {
             listeners: Mutex::new(HashMap::new()),
             policies: RwLock::new(HashMap::new()),
             secrets: RwLock::new(HashMap::new()),
-            log_tx,
+            log,
             watchers: Default::default(),
             recompute: tokio::sync::Mutex::new(()),
         });
@@ -122,6 +123,9 @@ impl Egress {
                 match store.append_egress_log(ws.as_str(), &rec).await {
                     Ok(id) => writer.notify(&ws, id),
                     Err(err) => tracing::error!(error = %err, "cannot write the egress log"),
+                }
+                if let Some(dropped) = writer.log.taken(&ws) {
+                    report_dropped(&store, &ws, dropped).await;
                 }
             }
         });
@@ -354,6 +358,23 @@ pub(crate) fn split_socket_path(path: &Path) -> std::io::Result<(&Path, &str)> {
     }
 }
 
+/// Says in the audit log that a workspace made attempts faster than they could be logged.
+async fn report_dropped(store: &Store, ws: &WorkspaceId, dropped: u64) {
+    tracing::warn!(workspace = %ws, dropped, "egress attempts not logged: the log queue was full");
+    let rec = berth_store::AuditRecord {
+        actor: "egress".into(),
+        action: "egress.log_dropped".into(),
+        target: ws.to_string(),
+        result: "warning".into(),
+        detail: Some(format!(
+            "{dropped} egress attempts were not logged: the workspace made them faster than the log is written"
+        )),
+    };
+    if let Err(e) = store.append_audit(&rec).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
+}
+
 struct WorkspaceEgress {
     ws: WorkspaceId,
     egress: Arc<Egress>,
@@ -373,7 +394,7 @@ impl EgressContext for WorkspaceEgress {
     }
 
     fn record(&self, entry: LogEntry) {
-        let _ = self.egress.log_tx.send((self.ws.clone(), entry));
+        self.egress.log.push(&self.ws, entry);
     }
 
     fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding> {

@@ -11,6 +11,7 @@ mod conn_limit;
 mod disk;
 mod doctor;
 mod egress;
+mod egress_log_queue;
 mod engine;
 mod error;
 mod gateway;
