@@ -899,6 +899,7 @@ pub fn upstream_url(base: &str, rest: &str, query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::NoImages;
 
     #[test]
     fn urls() {
@@ -922,22 +923,6 @@ mod tests {
             ),
             "http://127.0.0.1:9/v1beta/models/m:streamGenerateContent?alt=sse"
         );
-    }
-
-    struct NoImages;
-
-    #[async_trait::async_trait]
-    impl crate::state::ImageBuilder for NoImages {
-        fn tag(&self) -> String {
-            "localhost/berth-workspace:test".into()
-        }
-        async fn build(
-            &self,
-            _force: bool,
-            _progress: tokio::sync::mpsc::UnboundedSender<berth_runtime::image::BuildProgress>,
-        ) -> Result<berth_runtime::image::BuildOutcome, berth_runtime::RuntimeError> {
-            Err(berth_runtime::RuntimeError::Other("no builds here".into()))
-        }
     }
 
     /// A state over an in-memory store with the named workspaces and one live task per key.

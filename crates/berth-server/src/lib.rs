@@ -23,6 +23,8 @@ mod routes;
 mod smoke;
 mod state;
 mod tasks;
+#[cfg(test)]
+mod test_support;
 mod ui;
 mod usage_tap;
 mod vault;

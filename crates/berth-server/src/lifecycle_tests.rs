@@ -4,29 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_runtime::image::{BuildOutcome, BuildProgress};
-use berth_runtime::{FakeRuntime, RuntimeError};
+use berth_runtime::FakeRuntime;
 use berth_store::Store;
 
 use super::*;
 use crate::binary::StagedBinary;
-use crate::state::ImageBuilder;
-
-struct NoImages;
-
-#[async_trait::async_trait]
-impl ImageBuilder for NoImages {
-    fn tag(&self) -> String {
-        "localhost/berth-workspace:test".into()
-    }
-    async fn build(
-        &self,
-        _force: bool,
-        _progress: tokio::sync::mpsc::UnboundedSender<BuildProgress>,
-    ) -> Result<BuildOutcome, RuntimeError> {
-        Err(RuntimeError::Other("no builds in unit tests".into()))
-    }
-}
+use crate::test_support::NoImages;
 
 struct Harness {
     state: Arc<AppState>,

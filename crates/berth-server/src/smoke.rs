@@ -201,28 +201,13 @@ pub fn fix_for(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::NoImages;
     use std::sync::Arc;
 
     use berth_runtime::{Call, FakeRuntime};
 
     use super::*;
     use crate::binary::StagedBinary;
-
-    struct NoImages;
-
-    #[async_trait::async_trait]
-    impl crate::state::ImageBuilder for NoImages {
-        fn tag(&self) -> String {
-            "localhost/berth-workspace:test".into()
-        }
-        async fn build(
-            &self,
-            _force: bool,
-            _progress: tokio::sync::mpsc::UnboundedSender<berth_runtime::image::BuildProgress>,
-        ) -> Result<berth_runtime::image::BuildOutcome, RuntimeError> {
-            Err(RuntimeError::Other("no builds in unit tests".into()))
-        }
-    }
 
     async fn state(fake: Arc<FakeRuntime>, dir: &std::path::Path) -> AppState {
         let config = crate::config::ServerArgs {

@@ -6,32 +6,16 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::Request;
 use berth_domain::{Limits, WorkspaceId};
-use berth_runtime::image::{BuildOutcome, BuildProgress};
-use berth_runtime::{FakeRuntime, RuntimeError};
+use berth_runtime::FakeRuntime;
 use berth_store::{NewWorkspace, SecretUse, Store};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use crate::binary::StagedBinary;
-use crate::state::{AppState, ImageBuilder};
+use crate::state::AppState;
+use crate::test_support::NoImages;
 
 const TOKEN: &str = "berth_route_test_token_0123456789";
-
-struct NoImages;
-
-#[async_trait::async_trait]
-impl ImageBuilder for NoImages {
-    fn tag(&self) -> String {
-        "localhost/berth-workspace:test".into()
-    }
-    async fn build(
-        &self,
-        _force: bool,
-        _progress: tokio::sync::mpsc::UnboundedSender<BuildProgress>,
-    ) -> Result<BuildOutcome, RuntimeError> {
-        Err(RuntimeError::Other("no builds in unit tests".into()))
-    }
-}
 
 struct H {
     state: Arc<AppState>,
