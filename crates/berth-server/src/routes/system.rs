@@ -67,6 +67,9 @@ pub async fn audit(
     ))
 }
 
+/// Every prerequisite checked, each failure with a one-line fix. Includes the engine smoke check
+/// (`engine_smoke`): a throwaway workspace-shaped container is created, started, exec'd in and
+/// removed (labelled `berth.smoke`), so a call takes about a second.
 #[utoipa::path(get, path = "/api/v1/doctor", tag = "system",
     responses((status = 200, body = api::DoctorReport)), security(("bearer" = [])))]
 pub async fn doctor(State(state): State<Arc<AppState>>) -> axum::Json<api::DoctorReport> {
