@@ -68,8 +68,10 @@ async fn raw_once(rt: &DockerRuntime, image: &str, name: &str) -> Duration {
     t.elapsed()
 }
 
-/// Raw engine with what a workspace needs on top: a fresh named volume at /home/agent (the
-/// engine copies the image's home into it on first mount) and two bind mounts.
+/// Raw engine with what a workspace container is on top: a fresh named volume at /home/agent
+/// (the engine copies the image's home into it on first mount), the bind mounts (the daemon
+/// binary, the channel read-only and its daemon directory writable) and a read-only image with
+/// tmpfs scratch space.
 async fn raw_mounts_once(
     rt: &DockerRuntime,
     image: &str,
@@ -98,9 +100,15 @@ async fn raw_mounts_once(
         Mount::Bind {
             source: chan.to_owned(),
             target: "/run/berth".into(),
+            read_only: true,
+        },
+        Mount::Bind {
+            source: chan.join("daemon"),
+            target: "/run/berth/daemon".into(),
             read_only: false,
         },
     ];
+    spec.readonly_rootfs = true;
     let id = rt.create_container(&spec).await.unwrap();
     rt.start_container(&id).await.unwrap();
     t.elapsed()
@@ -143,6 +151,7 @@ async fn main() {
 
     // Interleave berth and raw so machine noise hits both alike.
     let chan = tempfile::tempdir().unwrap();
+    std::fs::create_dir(chan.path().join("daemon")).unwrap();
     let (mut berth_seq, mut raw_seq, mut rawm_seq) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..SEQUENTIAL {
         berth_seq.push(berth_once(&s, &format!("seq-{i}")).await);
