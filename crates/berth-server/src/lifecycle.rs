@@ -236,15 +236,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
     // Cheap checks first, so the common mistakes leave no trace at all.
     crate::disk::ensure_room(state)?;
     crate::backup::refuse_if_restoring(state, &spec)?;
-    if !state.runtime.image_exists(&spec.image).await? {
-        return Err(ApiError::new(
-            ErrorCode::ImageMissing,
-            format!(
-                "image {} is missing: build it with `berth image build`",
-                spec.image
-            ),
-        ));
-    }
+    ensure_image(state, &spec.image).await?;
     for u in &spec.secrets {
         if state
             .store
@@ -711,15 +703,21 @@ pub async fn start(state: &AppState, raw: &str) -> ApiResult<Workspace> {
     w.state
         .apply(Transition::Start)
         .map_err(|e| invalid_state(&w, e))?;
-    if !state.runtime.image_exists(&w.image).await? {
-        return Err(ApiError::new(
-            ErrorCode::ImageMissing,
-            format!(
-                "image {} is missing: build it with `berth image build`",
-                w.image
-            ),
-        ));
-    }
+    ensure_image(state, &w.image).await?;
+    start_recorded(state, &w, "").await
+}
+
+/// Start-up recovery: starts again a workspace that was running when the server (or the host,
+/// or the engine) went down and whose container no longer runs. Same path as `start` (the
+/// container is reused or recreated; the home volume and the channel directory stay); a
+/// failure leaves the workspace `failed` with the reason. The caller holds its lock.
+pub async fn recover(state: &AppState, w: &Workspace) -> ApiResult<Workspace> {
+    start_recorded(state, w, "restarting after the server came back failed: ").await
+}
+
+/// Starts `w` with its state recorded: `starting`, then `running`, or `failed` with the error's
+/// message (after `why`) as the reason.
+async fn start_recorded(state: &AppState, w: &Workspace, why: &str) -> ApiResult<Workspace> {
     let w = state
         .store
         .set_state(&w.id, WorkspaceState::Starting, None)
@@ -730,7 +728,7 @@ pub async fn start(state: &AppState, raw: &str) -> ApiResult<Workspace> {
             .set_state(&w.id, WorkspaceState::Running, None)
             .await?),
         Err(err) => {
-            let failure = Failure::new(FailureKind::StartFailed, err.message.clone());
+            let failure = Failure::new(FailureKind::StartFailed, format!("{why}{}", err.message));
             state
                 .store
                 .set_state(&w.id, WorkspaceState::Failed, Some(&failure))
@@ -740,35 +738,12 @@ pub async fn start(state: &AppState, raw: &str) -> ApiResult<Workspace> {
     }
 }
 
-/// Start-up recovery: starts again a workspace that was running when the server (or the host,
-/// or the engine) went down and whose container no longer runs. Same path as `start` (the
-/// container is reused or recreated; the home volume and the channel directory stay); a
-/// failure leaves the workspace `failed` with the reason. The caller holds its lock.
-pub async fn recover(state: &AppState, w: &Workspace) -> ApiResult<Workspace> {
-    let w = state
-        .store
-        .set_state(&w.id, WorkspaceState::Starting, None)
-        .await?;
-    match start_inner(state, &w).await {
-        Ok(()) => Ok(state
-            .store
-            .set_state(&w.id, WorkspaceState::Running, None)
-            .await?),
-        Err(err) => {
-            let failure = Failure::new(
-                FailureKind::StartFailed,
-                format!(
-                    "restarting after the server came back failed: {}",
-                    err.message
-                ),
-            );
-            state
-                .store
-                .set_state(&w.id, WorkspaceState::Failed, Some(&failure))
-                .await?;
-            Err(err)
-        }
+/// `image_missing` (with the fix, as for the engine's own answer) unless the engine has `image`.
+pub(crate) async fn ensure_image(state: &AppState, image: &str) -> ApiResult<()> {
+    if state.runtime.image_exists(image).await? {
+        return Ok(());
     }
+    Err(berth_runtime::RuntimeError::ImageMissing(image.to_owned()).into())
 }
 
 async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {

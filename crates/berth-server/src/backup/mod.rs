@@ -169,13 +169,8 @@ async fn helper_image(state: &AppState, preferred: &str) -> ApiResult<String> {
         return Ok(preferred.to_owned());
     }
     let default = state.default_image();
-    if state.runtime.image_exists(&default).await? {
-        return Ok(default);
-    }
-    Err(ApiError::new(
-        ErrorCode::ImageMissing,
-        format!("image {default} is missing: build it with `berth image build`"),
-    ))
+    crate::lifecycle::ensure_image(state, &default).await?;
+    Ok(default)
 }
 
 /// Starts streaming a backup of `w`. Set-up errors (engine down, workspace busy) are returned
@@ -383,15 +378,7 @@ pub async fn restore(
         let req = restore_request(&state, &manifest, &q).await?;
         crate::lifecycle::check_network_allowed(role, req.network.as_deref())?;
         let spec = CreateSpec::from_request(&state, &req)?;
-        if !state.runtime.image_exists(&spec.image).await? {
-            return Err(ApiError::new(
-                ErrorCode::ImageMissing,
-                format!(
-                    "image {} is missing: build it with `berth image build`",
-                    spec.image
-                ),
-            ));
-        }
+        crate::lifecycle::ensure_image(&state, &spec.image).await?;
         if state
             .store
             .find_workspace(&spec.tenant, &spec.name)
