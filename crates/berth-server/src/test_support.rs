@@ -21,3 +21,76 @@ impl ImageBuilder for NoImages {
         Err(RuntimeError::Other("no builds in unit tests".into()))
     }
 }
+
+/// The admin token [`route_state`] installs.
+pub const TOKEN: &str = "berth_route_test_token_0123456789";
+
+/// A server state for route tests, over the fake runtime and an in-memory store with
+/// [`TOKEN`] as an admin token, with the egress proxy and the secrets vault started in `dir`.
+pub async fn route_state(
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<crate::state::AppState>,
+    std::sync::Arc<berth_runtime::FakeRuntime>,
+) {
+    let config = crate::config::ServerArgs {
+        data_dir: Some(dir.to_owned()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    let store = berth_store::Store::open_in_memory().await.unwrap();
+    store
+        .insert_token("test", &crate::auth::hash_token(TOKEN), "admin")
+        .await
+        .unwrap();
+    let fake = std::sync::Arc::new(berth_runtime::FakeRuntime::new());
+    let mut state = crate::state::AppState::new(
+        config,
+        store.clone(),
+        fake.clone(),
+        std::sync::Arc::new(NoImages),
+        "t0000".into(),
+        crate::binary::StagedBinary {
+            path: dir.join("berth-bin"),
+            hash: "hash1".into(),
+        },
+    )
+    .unwrap();
+    state.egress = Some(crate::egress::Egress::start(dir, store).unwrap());
+    state.vault = Some(std::sync::Arc::new(crate::vault::Vault::load(dir).unwrap()));
+    (std::sync::Arc::new(state), fake)
+}
+
+/// One request through `app` (JSON body, bearer `token` if any): the status and the JSON answer
+/// (`Null` when empty).
+pub async fn call_router(
+    app: &axum::Router,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder()
+        .method(method)
+        .uri(format!("/api/v1{path}"))
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(axum::body::Body::from(body.unwrap_or_default().to_owned()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let v = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, v)
+}

@@ -3,20 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::Request;
 use berth_domain::{Limits, WorkspaceId};
 use berth_egress::{Attempt, Policy};
 use berth_runtime::FakeRuntime;
-use berth_store::{NewWorkspace, Store};
+use berth_store::NewWorkspace;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use crate::binary::StagedBinary;
 use crate::state::AppState;
-use crate::test_support::NoImages;
-
-const TOKEN: &str = "berth_route_test_token_0123456789";
+use crate::test_support::{call_router, route_state, TOKEN};
 
 struct H {
     state: Arc<AppState>,
@@ -27,32 +21,7 @@ struct H {
 
 async fn harness() -> H {
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::config::ServerArgs {
-        data_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
-    let store = Store::open_in_memory().await.unwrap();
-    store
-        .insert_token("test", &crate::auth::hash_token(TOKEN), "admin")
-        .await
-        .unwrap();
-    let fake = Arc::new(FakeRuntime::new());
-    let mut state = AppState::new(
-        config,
-        store.clone(),
-        fake.clone(),
-        Arc::new(NoImages),
-        "t0000".into(),
-        StagedBinary {
-            path: dir.path().join("berth-bin"),
-            hash: "hash1".into(),
-        },
-    )
-    .unwrap();
-    state.egress = Some(crate::egress::Egress::start(dir.path(), store).unwrap());
-    let state = Arc::new(state);
+    let (state, fake) = route_state(dir.path()).await;
     H {
         app: super::super::router(state.clone()),
         state,
@@ -69,27 +38,7 @@ impl H {
         path: &str,
         body: Option<&str>,
     ) -> (u16, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("/api/v1{path}"))
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(Body::from(body.unwrap_or_default().to_owned()))
-            .unwrap();
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, v)
+        call_router(&self.app, token, method, path, body).await
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

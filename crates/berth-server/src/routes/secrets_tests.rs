@@ -3,19 +3,12 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::Request;
 use berth_domain::{Limits, WorkspaceId};
-use berth_runtime::FakeRuntime;
-use berth_store::{NewWorkspace, SecretUse, Store};
+use berth_store::{NewWorkspace, SecretUse};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-use crate::binary::StagedBinary;
 use crate::state::AppState;
-use crate::test_support::NoImages;
-
-const TOKEN: &str = "berth_route_test_token_0123456789";
+use crate::test_support::{call_router, route_state, TOKEN};
 
 struct H {
     state: Arc<AppState>,
@@ -25,32 +18,7 @@ struct H {
 
 async fn harness() -> H {
     let dir = tempfile::tempdir().unwrap();
-    let config = crate::config::ServerArgs {
-        data_dir: Some(dir.path().to_owned()),
-        ..Default::default()
-    }
-    .resolve()
-    .unwrap();
-    let store = Store::open_in_memory().await.unwrap();
-    store
-        .insert_token("test", &crate::auth::hash_token(TOKEN), "admin")
-        .await
-        .unwrap();
-    let mut state = AppState::new(
-        config,
-        store.clone(),
-        Arc::new(FakeRuntime::new()),
-        Arc::new(NoImages),
-        "t0000".into(),
-        StagedBinary {
-            path: dir.path().join("berth-bin"),
-            hash: "hash1".into(),
-        },
-    )
-    .unwrap();
-    state.egress = Some(crate::egress::Egress::start(dir.path(), store).unwrap());
-    state.vault = Some(Arc::new(crate::vault::Vault::load(dir.path()).unwrap()));
-    let state = Arc::new(state);
+    let (state, _) = route_state(dir.path()).await;
     H {
         app: super::super::router(state.clone()),
         state,
@@ -60,24 +28,8 @@ async fn harness() -> H {
 
 impl H {
     async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("/api/v1{path}"))
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, v)
+        let body = (!body.is_null()).then(|| body.to_string());
+        call_router(&self.app, Some(TOKEN), method, path, body.as_deref()).await
     }
 
     /// A running-looking workspace of `acme` using TOKEN for api.test in `X-Api-Key`, with its
