@@ -21,6 +21,8 @@
 //! address even when that is private or loopback; a broad rule (`*`, `*.suffix`) matching it
 //! still gets only public addresses (see `berth_egress::Proxy::with_resolver`).
 
+pub mod policy;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -583,7 +585,7 @@ pub async fn placeholder_bindings(
         .await
         .unwrap_or_default();
     for u in uses.into_iter().filter(|u| u.delivery == "placeholder") {
-        match crate::routes::secrets::reveal(state, vault, w.tenant.as_str(), &u.name).await {
+        match crate::secrets::reveal(&state.store, vault, w.tenant.as_str(), &u.name).await {
             Ok(value) => out.push(HostBinding {
                 secret: u.name,
                 hosts: u.hosts,

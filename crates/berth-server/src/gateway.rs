@@ -686,7 +686,7 @@ async fn vault_key(state: &AppState, reference: &str) -> anyhow::Result<Secret> 
         .vault
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("no vault"))?;
-    crate::routes::secrets::reveal(state, vault, tenant, name).await
+    crate::secrets::reveal(&state.store, vault, tenant, name).await
 }
 
 /// All budgets, re-read at most once a second (a budget set through the API applies within a

@@ -20,6 +20,7 @@ mod openapi;
 mod reconciler;
 mod retention;
 mod routes;
+mod secrets;
 mod smoke;
 mod state;
 mod tasks;

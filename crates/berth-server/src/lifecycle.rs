@@ -15,6 +15,10 @@ use berth_store::{NewWorkspace, Workspace};
 
 use berth_daemon::chanfs;
 
+mod requests;
+
+pub use requests::{create_workspace, remove_workspace, start_workspace, stop_workspace};
+
 use crate::binary::DAEMON_PATH_IN_WORKSPACE;
 use crate::config::NETWORKS;
 use crate::error::{ApiError, ApiResult};
@@ -100,7 +104,7 @@ impl CreateSpec {
         }
         let mut egress_templates: Vec<Name> = Vec::new();
         for t in req.egress_templates.iter().flatten() {
-            let name = crate::routes::egress_templates::template_name(t)?;
+            let name = crate::egress::policy::template_name(t)?;
             if egress_templates.contains(&name) {
                 return Err(ApiError::invalid(format!(
                     "egress template {name} is named twice"
@@ -255,7 +259,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             .await?
             .is_none()
         {
-            return Err(crate::routes::egress_templates::unknown_template(
+            return Err(crate::egress::policy::unknown_template(
                 spec.tenant.as_str(),
                 t.as_str(),
             ));
@@ -302,12 +306,8 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
     for t in &spec.egress_templates {
         // Checked above; a template removed since then fails the create here, before anything
         // is provisioned.
-        if let Err(err) = crate::routes::egress_templates::attach_to(state, &row, t).await {
-            if let Err(e) = state.store.delete_workspace(&id).await {
-                tracing::error!(error = %e, "rollback: could not delete workspace row");
-            }
-            let _ = state.store.set_egress_rules(id.as_str(), &[]).await;
-            let _ = state.store.set_secret_uses(id.as_str(), &[]).await;
+        if let Err(err) = crate::egress::policy::attach_to(state, &row, t).await {
+            forget_row(state, &id).await;
             drop(_guard);
             state.forget_lock(&id);
             return Err(err);
@@ -322,19 +322,25 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
         Err(err) => {
             tracing::warn!(workspace = %row.qualified_name(), error = %err, "create failed; rolling back");
             undo.run(state).await;
-            if let Err(e) = state.store.delete_workspace(&id).await {
-                tracing::error!(error = %e, "rollback: could not delete workspace row");
-            }
-            if let Err(e) = state.store.set_egress_rules(id.as_str(), &[]).await {
-                tracing::error!(error = %e, "rollback: could not delete egress rules");
-            }
-            if let Err(e) = state.store.set_secret_uses(id.as_str(), &[]).await {
-                tracing::error!(error = %e, "rollback: could not delete secret uses");
-            }
+            forget_row(state, &id).await;
             drop(_guard);
             state.forget_lock(&id);
             Err(err)
         }
+    }
+}
+
+/// Rollback of a create: the workspace's row, its own egress rules and its secret uses go
+/// (template attachments go with the row). Failures are logged; the caller's error wins.
+async fn forget_row(state: &AppState, id: &WorkspaceId) {
+    if let Err(e) = state.store.delete_workspace(id).await {
+        tracing::error!(error = %e, "rollback: could not delete workspace row");
+    }
+    if let Err(e) = state.store.set_egress_rules(id.as_str(), &[]).await {
+        tracing::error!(error = %e, "rollback: could not delete egress rules");
+    }
+    if let Err(e) = state.store.set_secret_uses(id.as_str(), &[]).await {
+        tracing::error!(error = %e, "rollback: could not delete secret uses");
     }
 }
 
@@ -569,18 +575,14 @@ async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
         return Ok(env);
     }
     let mut secrets_dir = None;
-    let vault = state
-        .vault
-        .as_deref()
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the secrets vault is not available"))?;
+    let vault = crate::secrets::vault(state)?;
     for u in uses {
         match u.delivery.as_str() {
             "placeholder" => env.push(format!("{}={}", u.name, u.placeholder)),
             delivery => {
-                let value =
-                    crate::routes::secrets::reveal(state, vault, w.tenant.as_str(), &u.name)
-                        .await
-                        .map_err(ApiError::internal)?;
+                let value = crate::secrets::reveal(&state.store, vault, w.tenant.as_str(), &u.name)
+                    .await
+                    .map_err(ApiError::internal)?;
                 if delivery == "env" {
                     env.push(format!("{}={}", u.name, value.expose()));
                 } else {
@@ -841,6 +843,46 @@ pub async fn remove(state: &AppState, raw: &str, remove_volume: bool) -> ApiResu
     drop(_guard);
     state.forget_lock(&w.id);
     Ok(w)
+}
+
+/// Whether the workspace's daemon answers, and with which protocol (for the workspace view).
+pub async fn daemon_status(state: &AppState, w: &Workspace) -> berth_api::DaemonStatus {
+    let client = state.daemon(&w.id);
+    match tokio::time::timeout(Duration::from_secs(3), client.hello()).await {
+        Ok(Ok(info)) => berth_api::DaemonStatus {
+            reachable: true,
+            protocol: Some(info.protocol),
+            version: Some(info.version),
+            outdated: false,
+            message: None,
+        },
+        Ok(Err(berth_daemon::DaemonError::Incompatible { daemon, client })) => {
+            berth_api::DaemonStatus {
+                reachable: true,
+                protocol: Some(daemon),
+                version: None,
+                outdated: daemon < client,
+                message: Some(
+                    ApiError::from(berth_daemon::DaemonError::Incompatible { daemon, client })
+                        .message,
+                ),
+            }
+        }
+        Ok(Err(e)) => berth_api::DaemonStatus {
+            reachable: false,
+            protocol: None,
+            version: None,
+            outdated: false,
+            message: Some(e.to_string()),
+        },
+        Err(_) => berth_api::DaemonStatus {
+            reachable: false,
+            protocol: None,
+            version: None,
+            outdated: false,
+            message: Some("the daemon did not answer within 3s".into()),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -385,7 +385,7 @@ async fn a_newer_server_detects_an_older_daemon() {
     let newer = berth_daemon::PROTOCOL_VERSION + 1;
     Arc::get_mut(&mut h.state).unwrap().daemon_protocol = newer;
     let w = resolve(&h.state, "acme/old").await.unwrap();
-    let status = crate::routes::workspaces::daemon_status(&h.state, &w).await;
+    let status = crate::lifecycle::daemon_status(&h.state, &w).await;
     assert!(status.reachable && status.outdated, "{status:?}");
     assert_eq!(status.protocol, Some(berth_daemon::PROTOCOL_VERSION));
     assert!(status.message.unwrap().contains("restart the workspace"));

@@ -14,24 +14,11 @@ use berth_domain::ErrorCode;
 use berth_store::{EgressEntry, Workspace};
 
 use super::{parse_body, Query};
-use crate::auth::{audit, Actor};
+use crate::auth::Actor;
+use crate::egress::policy;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
 use crate::state::AppState;
-
-/// A rule in its canonical form, or a 400 naming it.
-pub(crate) fn check(rule: &str) -> ApiResult<String> {
-    berth_egress::Rule::parse(rule)
-        .map(|r| r.to_string())
-        .map_err(|e| ApiError::invalid(format!("egress rule {rule:?}: {e}")))
-}
-
-/// Stores the rules and applies them to the running proxy at once.
-async fn apply(state: &AppState, w: &Workspace, rules: &[String]) -> ApiResult<()> {
-    state.store.set_egress_rules(w.id.as_str(), rules).await?;
-    crate::egress::refresh(state, std::slice::from_ref(&w.id)).await;
-    Ok(())
-}
 
 /// The workspace's effective policy, as the API shows it.
 pub(crate) async fn effective_view(
@@ -105,21 +92,9 @@ pub async fn set_rules(
     Path(ws): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<api::EgressRules>> {
-    let result = async {
-        let req: api::EgressRules = parse_body(&body)?;
-        let w = lifecycle::resolve(&state, &ws).await?;
-        let rules = req
-            .rules
-            .iter()
-            .map(|r| check(r))
-            .collect::<ApiResult<Vec<_>>>()?;
-        apply(&state, &w, &rules).await?;
-        Ok((w.qualified_name(), rules))
-    }
-    .await;
-    let target = result.as_ref().map(|(t, _)| t.clone()).unwrap_or(ws);
-    audit(&state.store, &actor, "egress.set_rules", &target, &result).await;
-    Ok(axum::Json(api::EgressRules { rules: result?.1 }))
+    let rules = parse_body::<api::EgressRules>(&body).map(|r| r.rules);
+    let rules = policy::set_rules(&state, &actor, &ws, rules).await?;
+    Ok(axum::Json(api::EgressRules { rules }))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/egress/rules", tag = "egress", request_body = api::AddEgressRule,
@@ -132,20 +107,9 @@ pub async fn add_rule(
     Path(ws): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<api::EgressRules>> {
-    let result = async {
-        let req: api::AddEgressRule = parse_body(&body)?;
-        let rule = check(&req.rule)?;
-        let w = lifecycle::resolve(&state, &ws).await?;
-        let mut rules = state.store.egress_rules(w.id.as_str()).await?;
-        let at = req.position.unwrap_or(0).min(rules.len());
-        rules.insert(at, rule.clone());
-        apply(&state, &w, &rules).await?;
-        Ok((format!("{} {rule}", w.qualified_name()), rules))
-    }
-    .await;
-    let target = result.as_ref().map(|(t, _)| t.clone()).unwrap_or(ws);
-    audit(&state.store, &actor, "egress.add_rule", &target, &result).await;
-    Ok(axum::Json(api::EgressRules { rules: result?.1 }))
+    let req = parse_body::<api::AddEgressRule>(&body).map(|r| (r.rule, r.position));
+    let rules = policy::add_rule(&state, &actor, &ws, req).await?;
+    Ok(axum::Json(api::EgressRules { rules }))
 }
 
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/egress/rules/{index}", tag = "egress",
@@ -157,27 +121,8 @@ pub async fn remove_rule(
     Extension(actor): Extension<Actor>,
     Path((ws, index)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<api::EgressRules>> {
-    let result = async {
-        let w = lifecycle::resolve(&state, &ws).await?;
-        let mut rules = state.store.egress_rules(w.id.as_str()).await?;
-        let i: usize = index
-            .parse()
-            .map_err(|_| ApiError::invalid(format!("rule index {index:?} is not a number")))?;
-        if i >= rules.len() {
-            return Err(ApiError::not_found(format!(
-                "workspace {} has no egress rule {i} ({} rules)",
-                w.qualified_name(),
-                rules.len()
-            )));
-        }
-        let gone = rules.remove(i);
-        apply(&state, &w, &rules).await?;
-        Ok((format!("{} {gone}", w.qualified_name()), rules))
-    }
-    .await;
-    let target = result.as_ref().map(|(t, _)| t.clone()).unwrap_or(ws);
-    audit(&state.store, &actor, "egress.remove_rule", &target, &result).await;
-    Ok(axum::Json(api::EgressRules { rules: result?.1 }))
+    let rules = policy::remove_rule(&state, &actor, &ws, &index).await?;
+    Ok(axum::Json(api::EgressRules { rules }))
 }
 
 fn entry_to_api(e: EgressEntry) -> api::EgressLogEntry {

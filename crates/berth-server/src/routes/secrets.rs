@@ -6,45 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Extension;
 use berth_api as api;
-use berth_domain::{ErrorCode, Name, Secret};
+use berth_domain::Secret;
 
 use super::{parse_body, Query};
-use crate::auth::{audit, Actor};
-use crate::error::{ApiError, ApiResult};
+use crate::auth::Actor;
+use crate::error::ApiResult;
+use crate::secrets;
 use crate::state::AppState;
-use crate::vault::{valid_name, Vault};
-
-fn vault(state: &AppState) -> ApiResult<&Vault> {
-    state
-        .vault
-        .as_deref()
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the secrets vault is not available"))
-}
-
-fn check(tenant: &str, name: &str) -> ApiResult<Name> {
-    let t = Name::parse(tenant).map_err(|e| ApiError::invalid(format!("tenant: {e}")))?;
-    if !valid_name(name) {
-        return Err(ApiError::invalid(format!(
-            "secret name {name:?} must look like an environment variable: A-Z, 0-9 and _, starting with a letter or _"
-        )));
-    }
-    Ok(t)
-}
-
-/// The real value of a tenant's secret (for the proxy or env/file delivery; never for the API).
-pub async fn reveal(
-    state: &AppState,
-    vault: &Vault,
-    tenant: &str,
-    name: &str,
-) -> anyhow::Result<Secret> {
-    let s = state
-        .store
-        .secret(tenant, name)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("secret {tenant}/{name} not found"))?;
-    vault.open(tenant, name, &s.nonce, &s.ciphertext)
-}
 
 async fn info(state: &AppState, s: berth_store::SealedSecret) -> ApiResult<api::SecretInfo> {
     let mut used_by = Vec::new();
@@ -92,35 +60,9 @@ pub async fn set(
     Path((tenant, name)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<api::SecretInfo>> {
-    let result = async {
-        let t = check(&tenant, &name)?;
-        let req: api::SetSecret = parse_body(&body)?;
-        let value = Secret::new(req.value);
-        if value.expose().is_empty() {
-            return Err(ApiError::invalid("the secret value is empty"));
-        }
-        state.store.ensure_tenant(&t).await?;
-        let (nonce, ct) = vault(&state)?
-            .seal(t.as_str(), &name, &value)
-            .map_err(ApiError::internal)?;
-        let sealed = state
-            .store
-            .put_secret(t.as_str(), &name, &nonce, &ct)
-            .await?;
-        // Running workspaces pick the new value up for their placeholders at once.
-        crate::egress::refresh_secret(&state, &name).await;
-        info(&state, sealed).await
-    }
-    .await;
-    audit(
-        &state.store,
-        &actor,
-        "secret.set",
-        &format!("{tenant}/{name}"),
-        &result,
-    )
-    .await;
-    Ok(axum::Json(result?))
+    let value = parse_body::<api::SetSecret>(&body).map(|req| Secret::new(req.value));
+    let sealed = secrets::set(&state, &actor, &tenant, &name, value).await?;
+    Ok(axum::Json(info(&state, sealed).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", params(api::SecretQuery),
@@ -144,27 +86,7 @@ pub async fn remove(
     Extension(actor): Extension<Actor>,
     Path((tenant, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
-        let t = check(&tenant, &name)?;
-        if !state.store.delete_secret(t.as_str(), &name).await? {
-            return Err(ApiError::not_found(format!(
-                "secret {tenant}/{name} not found"
-            )));
-        }
-        // Running proxies stop swapping it from the next request on.
-        crate::egress::refresh_secret(&state, &name).await;
-        Ok(())
-    }
-    .await;
-    audit(
-        &state.store,
-        &actor,
-        "secret.remove",
-        &format!("{tenant}/{name}"),
-        &result,
-    )
-    .await;
-    result?;
+    secrets::remove(&state, &actor, &tenant, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,7 +12,7 @@ use berth_domain::WorkspaceState;
 use berth_store::Workspace;
 
 use super::{parse_body, Query};
-use crate::auth::{audit, Actor};
+use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
 use crate::state::AppState;
@@ -81,42 +81,7 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let req = parse_body::<api::CreateWorkspace>(&body);
-    let target = match &req {
-        Ok(r) => match &r.tenant {
-            Some(t) if !r.name.contains('/') => format!("{t}/{}", r.name),
-            _ if r.name.contains('/') => r.name.clone(),
-            _ => format!("default/{}", r.name),
-        },
-        Err(_) => "(invalid request)".to_owned(),
-    };
-    let req = req.and_then(|r| {
-        lifecycle::check_network_allowed(&actor.role, r.network.as_deref())?;
-        Ok(r)
-    });
-    let result = match req.and_then(|r| lifecycle::CreateSpec::from_request(&state, &r)) {
-        Ok(spec) => lifecycle::create(&state, spec).await,
-        Err(e) => Err(e),
-    };
-    audit(&state.store, &actor, "workspace.create", &target, &result).await;
-    let w = result?;
-    // Secrets delivered for real (env/file) are exposed to the workspace: say so in the log.
-    for u in state.store.secret_uses(Some(w.id.as_str())).await? {
-        if u.delivery != "placeholder" {
-            let rec = berth_store::AuditRecord {
-                actor: actor.token_id.clone(),
-                action: "secret.expose".into(),
-                target: format!("{}/{}", w.tenant, u.name),
-                result: "ok".into(),
-                detail: Some(format!(
-                    "delivered as {} into {}",
-                    u.delivery,
-                    w.qualified_name()
-                )),
-            };
-            state.store.append_audit(&rec).await?;
-        }
-    }
-    crate::egress::activate(&state, &w.id).await;
+    let w = lifecycle::create_workspace(&state, &actor, req).await?;
     Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
 
@@ -147,45 +112,9 @@ pub async fn show(
                 Err(_) => tracing::debug!("usage timed out"),
             }
         }
-        out.daemon = Some(daemon_status(&state, &w).await);
+        out.daemon = Some(lifecycle::daemon_status(&state, &w).await);
     }
     Ok(axum::Json(out))
-}
-
-pub async fn daemon_status(state: &AppState, w: &Workspace) -> api::DaemonStatus {
-    let client = state.daemon(&w.id);
-    match tokio::time::timeout(Duration::from_secs(3), client.hello()).await {
-        Ok(Ok(info)) => api::DaemonStatus {
-            reachable: true,
-            protocol: Some(info.protocol),
-            version: Some(info.version),
-            outdated: false,
-            message: None,
-        },
-        Ok(Err(berth_daemon::DaemonError::Incompatible { daemon, client })) => api::DaemonStatus {
-            reachable: true,
-            protocol: Some(daemon),
-            version: None,
-            outdated: daemon < client,
-            message: Some(
-                ApiError::from(berth_daemon::DaemonError::Incompatible { daemon, client }).message,
-            ),
-        },
-        Ok(Err(e)) => api::DaemonStatus {
-            reachable: false,
-            protocol: None,
-            version: None,
-            outdated: false,
-            message: Some(e.to_string()),
-        },
-        Err(_) => api::DaemonStatus {
-            reachable: false,
-            protocol: None,
-            version: None,
-            outdated: false,
-            message: Some("the daemon did not answer within 3s".into()),
-        },
-    }
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/start", tag = "workspaces",
@@ -198,17 +127,7 @@ pub async fn start(
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
 ) -> ApiResult<axum::Json<api::Workspace>> {
-    let result = lifecycle::start(&state, &ws).await;
-    audit(
-        &state.store,
-        &actor,
-        "workspace.start",
-        &target_of(&result, &ws),
-        &result,
-    )
-    .await;
-    let w = result?;
-    crate::egress::activate(&state, &w.id).await;
+    let w = lifecycle::start_workspace(&state, &actor, &ws).await?;
     Ok(axum::Json(to_api(&w)))
 }
 
@@ -222,16 +141,8 @@ pub async fn stop(
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
 ) -> ApiResult<axum::Json<api::Workspace>> {
-    let result = lifecycle::stop(&state, &ws).await;
-    audit(
-        &state.store,
-        &actor,
-        "workspace.stop",
-        &target_of(&result, &ws),
-        &result,
-    )
-    .await;
-    Ok(axum::Json(to_api(&result?)))
+    let w = lifecycle::stop_workspace(&state, &actor, &ws).await?;
+    Ok(axum::Json(to_api(&w)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
@@ -244,28 +155,6 @@ pub async fn remove(
     Path(ws): Path<String>,
     Query(q): Query<api::RemoveWorkspaceQuery>,
 ) -> ApiResult<StatusCode> {
-    let result = lifecycle::remove(&state, &ws, q.volume).await;
-    let action = if q.volume {
-        "workspace.remove_with_volume"
-    } else {
-        "workspace.remove"
-    };
-    audit(
-        &state.store,
-        &actor,
-        action,
-        &target_of(&result, &ws),
-        &result,
-    )
-    .await;
-    crate::egress::deactivate(&state, &result?.id);
+    lifecycle::remove_workspace(&state, &actor, &ws, q.volume).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The audit target: `tenant/name` when known, else what the caller typed.
-pub fn target_of<E>(result: &Result<Workspace, E>, raw: &str) -> String {
-    match result {
-        Ok(w) => w.qualified_name(),
-        Err(_) => raw.to_owned(),
-    }
 }
