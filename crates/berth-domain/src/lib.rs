@@ -15,6 +15,6 @@ pub use error::ErrorCode;
 pub use ids::{TaskId, TenantId, TokenId, WorkspaceId};
 pub use limits::{Limits, LimitsError};
 pub use name::{Name, NameError, WorkspaceRef};
-pub use secret::Secret;
+pub use secret::{Secret, SecretDelivery};
 pub use task::{Agent, EventKind, Provider, TaskEvent, TaskState};
 pub use workspace::{Failure, FailureKind, Transition, TransitionError, WorkspaceState};

@@ -27,6 +27,46 @@ impl std::fmt::Display for Secret {
     }
 }
 
+/// How a workspace gets a tenant secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SecretDelivery {
+    /// A placeholder in the environment; berth's egress proxy swaps the real value into requests
+    /// to the secret's hosts. The real value never enters the workspace.
+    #[default]
+    Placeholder,
+    /// The real value in the environment (exposed to everything in the workspace).
+    Env,
+    /// The real value in a file under `/run/berth/secrets` (exposed likewise).
+    File,
+}
+
+impl SecretDelivery {
+    pub const ALL: [SecretDelivery; 3] = [Self::Placeholder, Self::Env, Self::File];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Placeholder => "placeholder",
+            Self::Env => "env",
+            Self::File => "file",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Whether the real value enters the workspace.
+    pub fn exposes(self) -> bool {
+        self != Self::Placeholder
+    }
+}
+
+impl std::fmt::Display for SecretDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +76,16 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn deliveries_round_trip_and_only_placeholders_stay_hidden() {
+        for d in SecretDelivery::ALL {
+            assert_eq!(SecretDelivery::parse(d.as_str()), Some(d));
+        }
+        assert_eq!(SecretDelivery::parse("Env"), None);
+        assert_eq!(SecretDelivery::default(), SecretDelivery::Placeholder);
+        assert!(!SecretDelivery::Placeholder.exposes());
+        assert!(SecretDelivery::Env.exposes() && SecretDelivery::File.exposes());
     }
 }

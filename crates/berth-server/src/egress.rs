@@ -23,6 +23,7 @@
 
 pub mod policy;
 
+use berth_domain::SecretDelivery;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -584,7 +585,10 @@ pub async fn placeholder_bindings(
         .secret_uses(Some(ws.as_str()))
         .await
         .unwrap_or_default();
-    for u in uses.into_iter().filter(|u| u.delivery == "placeholder") {
+    for u in uses
+        .into_iter()
+        .filter(|u| u.delivery == SecretDelivery::Placeholder)
+    {
         match crate::secrets::reveal(&state.store, vault, w.tenant.as_str(), &u.name).await {
             Ok(value) => out.push(HostBinding {
                 secret: u.name,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use berth_domain::limits::{parse_cpus, parse_memory};
 use berth_domain::{
-    ErrorCode, Failure, FailureKind, Limits, Name, Transition, WorkspaceId, WorkspaceRef,
-    WorkspaceState,
+    ErrorCode, Failure, FailureKind, Limits, Name, SecretDelivery, Transition, WorkspaceId,
+    WorkspaceRef, WorkspaceState,
 };
 use berth_runtime::{ContainerSpec, ContainerState, Mount, RuntimeError};
 use berth_store::{NewWorkspace, Workspace};
@@ -120,13 +120,15 @@ impl CreateSpec {
                     u.name
                 )));
             }
-            let delivery = u.delivery.unwrap_or_else(|| "placeholder".into());
-            if !["placeholder", "env", "file"].contains(&delivery.as_str()) {
-                return Err(ApiError::invalid(format!(
-                    "secret {}: delivery must be placeholder, env or file",
-                    u.name
-                )));
-            }
+            let delivery = match u.delivery.as_deref() {
+                None => SecretDelivery::Placeholder,
+                Some(d) => SecretDelivery::parse(d).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "secret {}: delivery must be placeholder, env or file",
+                        u.name
+                    ))
+                })?,
+            };
             let mut hosts = Vec::new();
             for h in &u.hosts {
                 hosts.push(berth_egress::normalize_host(h).ok_or_else(|| {
@@ -141,13 +143,13 @@ impl CreateSpec {
                     headers.push(h);
                 }
             }
-            if delivery != "placeholder" && !headers.is_empty() {
+            if delivery.exposes() && !headers.is_empty() {
                 return Err(ApiError::invalid(format!(
                     "secret {}: headers apply to placeholder delivery only",
                     u.name
                 )));
             }
-            if delivery == "placeholder" && hosts.is_empty() {
+            if !delivery.exposes() && hosts.is_empty() {
                 return Err(ApiError::invalid(format!(
                     "secret {}: name the hosts its real value may be sent to (NAME:host1,host2)",
                     u.name
@@ -577,13 +579,13 @@ async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
     let mut secrets_dir = None;
     let vault = crate::secrets::vault(state)?;
     for u in uses {
-        match u.delivery.as_str() {
-            "placeholder" => env.push(format!("{}={}", u.name, u.placeholder)),
+        match u.delivery {
+            SecretDelivery::Placeholder => env.push(format!("{}={}", u.name, u.placeholder)),
             delivery => {
                 let value = crate::secrets::reveal(&state.store, vault, w.tenant.as_str(), &u.name)
                     .await
                     .map_err(ApiError::internal)?;
-                if delivery == "env" {
+                if delivery == SecretDelivery::Env {
                     env.push(format!("{}={}", u.name, value.expose()));
                 } else {
                     if secrets_dir.is_none() {

@@ -5,6 +5,7 @@
 //! contiguous continuation of what it has stored (`after = last_seq`), so after a crash or restart
 //! it catches up with no gap and no duplicate.
 
+use crate::auth::{audit, Actor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -291,7 +292,30 @@ fn check_branch(b: &str) -> ApiResult<()> {
     }
 }
 
-pub async fn create(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiResult<Task> {
+/// Creates a task on behalf of `actor`; `req` is `Err` when the request was malformed (recorded in
+/// the audit log too, like every outcome).
+pub async fn create(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    req: ApiResult<berth_api::CreateTask>,
+) -> ApiResult<Task> {
+    let target = req
+        .as_ref()
+        .map(|r| r.workspace.clone())
+        .unwrap_or_else(|_| "(invalid request)".into());
+    let result = match req {
+        Ok(r) => create_unaudited(state, r).await,
+        Err(e) => Err(e),
+    };
+    let target = match &result {
+        Ok(t) => format!("{}:{}", t.workspace, t.id),
+        Err(_) => target,
+    };
+    audit(&state.store, actor, "task.create", &target, &result).await;
+    result
+}
+
+async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiResult<Task> {
     let agent = Agent::parse(req.agent.trim()).ok_or_else(|| {
         ApiError::invalid(format!(
             "unknown agent {:?}: use claude, codex, gemini or opencode",
@@ -406,7 +430,22 @@ async fn caught_up(state: &AppState, id: &str, seq: u64) -> ApiResult<Task> {
     }
 }
 
-pub async fn send(state: &Arc<AppState>, id: &str, text: &str) -> ApiResult<Task> {
+/// Sends a follow-up message on behalf of `actor` (`text` is `Err` for a malformed request).
+pub async fn send(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    id: &str,
+    text: ApiResult<String>,
+) -> ApiResult<Task> {
+    let result = match text {
+        Ok(text) => send_unaudited(state, id, &text).await,
+        Err(e) => Err(e),
+    };
+    audit(&state.store, actor, "task.send", id, &result).await;
+    result
+}
+
+async fn send_unaudited(state: &Arc<AppState>, id: &str, text: &str) -> ApiResult<Task> {
     if text.trim().is_empty() {
         return Err(ApiError::invalid("the message is empty"));
     }
@@ -496,7 +535,14 @@ async fn continue_in_new_daemon(
     Ok(state.daemon(&task.workspace_id).task_start(start).await?)
 }
 
-pub async fn cancel(state: &Arc<AppState>, id: &str) -> ApiResult<Task> {
+/// Cancels a task on behalf of `actor` (final: a cancelled task takes no more messages).
+pub async fn cancel(state: &Arc<AppState>, actor: &Actor, id: &str) -> ApiResult<Task> {
+    let result = cancel_unaudited(state, id).await;
+    audit(&state.store, actor, "task.cancel", id, &result).await;
+    result
+}
+
+async fn cancel_unaudited(state: &Arc<AppState>, id: &str) -> ApiResult<Task> {
     let task = get(state, id).await?;
     match task.state {
         TaskState::Cancelled => return Ok(task),

@@ -1,5 +1,6 @@
 //! Encrypted secrets and their use by workspaces. The store only ever sees ciphertext.
 
+use berth_domain::SecretDelivery;
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -19,7 +20,7 @@ pub struct SecretUse {
     pub workspace_id: String,
     pub name: String,
     pub hosts: Vec<String>,
-    pub delivery: String,
+    pub delivery: SecretDelivery,
     pub placeholder: String,
     /// Lower-case request headers the placeholder may be swapped into; empty means
     /// `Authorization` only.
@@ -112,7 +113,7 @@ impl Store {
             .bind(workspace_id)
             .bind(&u.name)
             .bind(u.hosts.join(","))
-            .bind(&u.delivery)
+            .bind(u.delivery.as_str())
             .bind(&u.placeholder)
             .bind(u.headers.join(","))
             .execute(&mut *tx)
@@ -136,7 +137,9 @@ impl Store {
                 workspace_id: r.get("workspace_id"),
                 name: r.get("name"),
                 hosts: split_list(&r.get::<String, _>("hosts")),
-                delivery: r.get("delivery"),
+                // Written only by berth; anything else is read as the delivery that exposes
+                // nothing.
+                delivery: SecretDelivery::parse(r.get::<&str, _>("delivery")).unwrap_or_default(),
                 placeholder: r.get("placeholder"),
                 headers: split_list(&r.get::<String, _>("headers")),
             })
@@ -162,7 +165,7 @@ mod tests {
             workspace_id: "w1".into(),
             name: "TOKEN".into(),
             hosts: vec!["github.com".into(), "api.github.com".into()],
-            delivery: "placeholder".into(),
+            delivery: SecretDelivery::Placeholder,
             placeholder: "berth-ph-1".into(),
             headers: vec!["authorization".into(), "x-api-key".into()],
         };

@@ -94,7 +94,7 @@ async fn manifest(state: &AppState, w: &Workspace, paused: bool) -> ApiResult<Ba
         .into_iter()
         .map(|u| UseSecret {
             name: u.name,
-            delivery: Some(u.delivery),
+            delivery: Some(u.delivery.to_string()),
             hosts: u.hosts,
             headers: u.headers,
         })

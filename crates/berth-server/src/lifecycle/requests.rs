@@ -58,7 +58,7 @@ pub async fn create_workspace(
 /// One `secret.expose` audit record per secret the workspace gets as a real value.
 async fn record_exposed_secrets(state: &AppState, actor: &Actor, w: &Workspace) -> ApiResult<()> {
     for u in state.store.secret_uses(Some(w.id.as_str())).await? {
-        if u.delivery != "placeholder" {
+        if u.delivery.exposes() {
             let rec = AuditRecord {
                 actor: actor.token_id.clone(),
                 action: "secret.expose".into(),

@@ -31,13 +31,13 @@ async fn info(state: &AppState, s: berth_store::SealedSecret) -> ApiResult<api::
         }
         used_by.push(api::SecretUsage {
             workspace: w.qualified_name(),
-            exposed: u.delivery != "placeholder",
-            headers: if u.delivery == "placeholder" && u.headers.is_empty() {
+            exposed: u.delivery.exposes(),
+            headers: if !u.delivery.exposes() && u.headers.is_empty() {
                 vec![berth_egress::DEFAULT_SECRET_HEADER.to_string()]
             } else {
                 u.headers
             },
-            delivery: u.delivery,
+            delivery: u.delivery.to_string(),
             hosts: u.hosts,
         });
     }

@@ -61,7 +61,7 @@ impl H {
             workspace_id: id.to_string(),
             name: "TOKEN".into(),
             hosts: vec!["api.test".into()],
-            delivery: "placeholder".into(),
+            delivery: berth_domain::SecretDelivery::Placeholder,
             placeholder: "ph-token".into(),
             headers: vec!["x-api-key".into()],
         }];

@@ -12,7 +12,7 @@ use berth_api as api;
 use berth_domain::TaskState;
 
 use super::{parse_body, Query};
-use crate::auth::{audit, Actor};
+use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle;
 use crate::state::AppState;
@@ -29,20 +29,8 @@ pub async fn create(
     body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let req = parse_body::<api::CreateTask>(&body);
-    let target = req
-        .as_ref()
-        .map(|r| r.workspace.clone())
-        .unwrap_or_else(|_| "(invalid request)".into());
-    let result = match req {
-        Ok(r) => tasks::create(&state, r).await,
-        Err(e) => Err(e),
-    };
-    let target = match &result {
-        Ok(t) => format!("{}:{}", t.workspace, t.id),
-        Err(_) => target,
-    };
-    audit(&state.store, &actor, "task.create", &target, &result).await;
-    Ok((StatusCode::CREATED, axum::Json(tasks::to_api(&result?))))
+    let task = tasks::create(&state, &actor, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(tasks::to_api(&task))))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(api::TaskQuery),
@@ -90,12 +78,9 @@ pub async fn send(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<api::Task>> {
-    let result = match parse_body::<api::SendMessage>(&body) {
-        Ok(m) => tasks::send(&state, &id, &m.text).await,
-        Err(e) => Err(e),
-    };
-    audit(&state.store, &actor, "task.send", &id, &result).await;
-    Ok(axum::Json(tasks::to_api(&result?)))
+    let text = parse_body::<api::SendMessage>(&body).map(|m| m.text);
+    let task = tasks::send(&state, &actor, &id, text).await?;
+    Ok(axum::Json(tasks::to_api(&task)))
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{task}/cancel", tag = "tasks",
@@ -108,9 +93,8 @@ pub async fn cancel(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<api::Task>> {
-    let result = tasks::cancel(&state, &id).await;
-    audit(&state.store, &actor, "task.cancel", &id, &result).await;
-    Ok(axum::Json(tasks::to_api(&result?)))
+    let task = tasks::cancel(&state, &actor, &id).await?;
+    Ok(axum::Json(tasks::to_api(&task)))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{task}/events", tag = "tasks",
