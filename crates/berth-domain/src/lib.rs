@@ -9,6 +9,7 @@ pub mod limits;
 pub mod name;
 pub mod secret;
 pub mod task;
+pub mod timestamp;
 pub mod workspace;
 
 pub use error::ErrorCode;

@@ -202,12 +202,6 @@ struct Target {
     intercepted: bool,
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn text(status: StatusCode, body: String) -> Response<RespBody> {
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
@@ -356,7 +350,7 @@ impl Conn {
     }
 
     async fn handle_connect(&self, req: Request<Incoming>) -> Response<RespBody> {
-        let at = now_rfc3339();
+        let at = berth_domain::timestamp::now();
         let Some(authority) = req.uri().authority() else {
             return bad_request("CONNECT needs host:port");
         };
@@ -602,12 +596,18 @@ impl Conn {
             rule: None,
             reason: "Host mismatch: the Host header names another host".to_string(),
         };
-        self.deny(&policy, &attempt, &d, intercepted, now_rfc3339())
+        self.deny(
+            &policy,
+            &attempt,
+            &d,
+            intercepted,
+            berth_domain::timestamp::now(),
+        )
     }
 
     /// Decides and forwards one HTTP request (plain, or inside an intercepted connection).
     async fn handle_request(&self, req: Request<Incoming>, target: Target) -> Response<RespBody> {
-        let at = now_rfc3339();
+        let at = berth_domain::timestamp::now();
         // The Host header must name the target (a client cannot reach one host while
         // being judged as another).
         let host_header_count = req.headers().get_all(header::HOST).iter().count();

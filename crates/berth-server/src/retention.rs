@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_store::Store;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::config::Retention;
@@ -51,9 +50,9 @@ fn cutoff(now: OffsetDateTime, days: u32) -> anyhow::Result<Option<String>> {
     if days == 0 {
         return Ok(None);
     }
-    Ok(Some(
-        (now - time::Duration::days(i64::from(days))).format(&Rfc3339)?,
-    ))
+    Ok(Some(berth_domain::timestamp::format(
+        now - time::Duration::days(i64::from(days)),
+    )))
 }
 
 #[cfg(test)]
@@ -64,7 +63,7 @@ mod tests {
     #[tokio::test]
     async fn old_egress_rows_go_recent_ones_stay_and_zero_keeps_all() {
         let store = Store::open_in_memory().await.unwrap();
-        let now = OffsetDateTime::parse("2026-12-01T00:00:00Z", &Rfc3339).unwrap();
+        let now = berth_domain::timestamp::parse("2026-12-01T00:00:00Z").unwrap();
         let rec = |at: &str| EgressRecord {
             at: at.into(),
             host: "registry.npmjs.org".into(),
