@@ -128,7 +128,7 @@ fn workspace_create_and_session_new_parse() {
     .unwrap()
     {
         (
-            WorkspaceCmd::Create {
+            WorkspaceCmd::Create(WorkspaceCreateArgs {
                 name,
                 memory,
                 cpus,
@@ -136,7 +136,7 @@ fn workspace_create_and_session_new_parse() {
                 network,
                 json,
                 ..
-            },
+            }),
             _,
         ) => {
             assert_eq!(name, "acme/web");
@@ -344,7 +344,7 @@ fn default_session_choice() {
         rows: 24,
         scrollback_bytes: 0,
     };
-    let pick = |v: &[berth_api::Session]| stream::pick_default(v).map(|s| s.name.clone());
+    let pick = |v: &[berth_api::Session]| commands::attach::pick_default(v).map(|s| s.name.clone());
     assert_eq!(
         pick(&[s("a", "running"), s("main", "running")]),
         Some("main".into())
@@ -359,27 +359,27 @@ fn default_session_choice() {
 
 #[test]
 fn engine_checks_explain_the_cause() {
-    let none = doctor::EngineProbe::default();
-    let checks = doctor::engine_checks(&none);
+    let none = commands::doctor::EngineProbe::default();
+    let checks = commands::doctor::engine_checks(&none);
     assert!(checks.iter().all(|c| !c.ok && c.fix.is_some()));
-    let some = doctor::EngineProbe {
+    let some = commands::doctor::EngineProbe {
         docker_host: None,
         sockets: vec!["/run/podman/podman.sock".into()],
         clis: vec!["podman".into()],
     };
-    assert!(doctor::engine_checks(&some).iter().all(|c| c.ok));
+    assert!(commands::doctor::engine_checks(&some).iter().all(|c| c.ok));
     let report = berth_api::DoctorReport {
         ok: false,
         checks: checks.clone(),
     };
-    let text = doctor::render(&report);
+    let text = commands::doctor::render(&report);
     assert!(text.contains("✗ engine socket: "), "{text}");
     assert!(text.contains("    fix: install podman"), "{text}");
 }
 
 #[test]
 fn build_stream_lines_split_across_chunks() {
-    let mut s = commands::LineSplitter::default();
+    let mut s = stream::LineSplitter::default();
     assert_eq!(s.push(b"{\"a\":1}\n{\"b\""), vec!["{\"a\":1}".to_owned()]);
     assert_eq!(s.push(b":2}\n"), vec!["{\"b\":2}".to_owned()]);
     assert_eq!(s.push(b"tail"), Vec::<String>::new());
@@ -390,13 +390,13 @@ fn build_stream_lines_split_across_chunks() {
 fn workspace_rendering() {
     let w: berth_api::Workspace =
         serde_json::from_value(workspace_json("ws_1", "acme", "web", "running")).unwrap();
-    let t = commands::workspace_table(std::slice::from_ref(&w));
+    let t = commands::workspace::workspace_table(std::slice::from_ref(&w));
     assert_eq!(
         t,
         "NAME      STATE    IMAGE                                   MEMORY  CPUS  PIDS  CREATED\n\
          acme/web  running  localhost/berth-workspace:3f2a9c1b0d4e  512m    0.5   512   2024-05-01T12:00:00Z\n"
     );
-    let d = commands::workspace_details(&w);
+    let d = commands::workspace::workspace_details(&w);
     assert!(d.contains("memory used:  87.2 MiB / 512 MiB\n"), "{d}");
     assert!(d.contains("cpu:          3.5%\n"), "{d}");
     assert!(
@@ -409,12 +409,12 @@ fn workspace_rendering() {
     );
     assert!(d.contains("oom kills:    2\n"), "{d}");
     assert_eq!(
-        commands::split_tenant("acme/web", None).unwrap(),
+        commands::workspace::split_tenant("acme/web", None).unwrap(),
         (Some("acme".into()), "web".into())
     );
-    assert!(commands::split_tenant("acme/web", Some("other".into())).is_err());
+    assert!(commands::workspace::split_tenant("acme/web", Some("other".into())).is_err());
     assert_eq!(
-        commands::split_tenant("web", Some("t".into())).unwrap(),
+        commands::workspace::split_tenant("web", Some("t".into())).unwrap(),
         (Some("t".into()), "web".into())
     );
 }

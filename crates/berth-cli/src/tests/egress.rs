@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::{authorized, err, parse, run_full, ws_cmd, Outcome, TOKEN};
-use crate::{Command, EgressCmd, EgressTemplateCmd, WorkspaceCmd};
+use crate::{Command, EgressCmd, EgressTemplateCmd, WorkspaceCmd, WorkspaceCreateArgs};
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -120,9 +120,9 @@ fn workspace_create_takes_repeated_egress_templates() {
     )
     .0
     {
-        WorkspaceCmd::Create {
+        WorkspaceCmd::Create(WorkspaceCreateArgs {
             egress_template, ..
-        } => assert_eq!(egress_template, ["ci", "npm"]),
+        }) => assert_eq!(egress_template, ["ci", "npm"]),
         other => panic!("{other:?}"),
     }
 }

@@ -15,8 +15,10 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::{authorized, err, parse, run_full, Outcome, TOKEN};
-use crate::task::{count_short, shell_command, task_details, task_table, Printer, SseParser};
-use crate::{Command, TaskCmd};
+use crate::commands::task::printer::{shell_command, Printer};
+use crate::commands::task::{count_short, task_details, task_table};
+use crate::stream::SseParser;
+use crate::{Command, TaskCmd, TaskLogsArgs, TaskRunArgs, TaskSendArgs};
 
 // ---------------------------------------------------------------------------------------------
 // Parsing
@@ -47,7 +49,7 @@ fn task_commands_parse() {
         "the",
         "--flaky test",
     ]) {
-        TaskCmd::Run {
+        TaskCmd::Run(TaskRunArgs {
             ws,
             agent,
             model,
@@ -58,7 +60,7 @@ fn task_commands_parse() {
             raw,
             verbose,
             prompt,
-        } => {
+        }) => {
             assert!(!raw);
             assert_eq!(ws, "acme/web");
             assert_eq!(agent, "codex");
@@ -74,13 +76,13 @@ fn task_commands_parse() {
     match task_cmd(&[
         "task", "run", "w", "--agent", "claude", "--json", "-v", "--", "-x", "y",
     ]) {
-        TaskCmd::Run {
+        TaskCmd::Run(TaskRunArgs {
             json,
             verbose,
             detach,
             prompt,
             ..
-        } => {
+        }) => {
             assert!(json && verbose && !detach);
             assert_eq!(prompt, vec!["-x", "y"]);
         }
@@ -125,14 +127,14 @@ fn task_commands_parse() {
     match task_cmd(&[
         "task", "logs", "tsk_1", "-f", "--after", "5", "--json", "-v",
     ]) {
-        TaskCmd::Logs {
+        TaskCmd::Logs(TaskLogsArgs {
             task,
             follow,
             json,
             after,
             verbose,
             ..
-        } => {
+        }) => {
             assert_eq!(task, "tsk_1");
             assert!(follow && json && verbose);
             assert_eq!(after, 5);
@@ -141,16 +143,16 @@ fn task_commands_parse() {
     }
     assert!(matches!(
         task_cmd(&["task", "logs", "tsk_1"]),
-        TaskCmd::Logs {
+        TaskCmd::Logs(TaskLogsArgs {
             follow: false,
             after: 0,
             ..
-        }
+        })
     ));
     match task_cmd(&["task", "send", "tsk_1", "--wait", "and", "now", "docs"]) {
-        TaskCmd::Send {
+        TaskCmd::Send(TaskSendArgs {
             task, wait, text, ..
-        } => {
+        }) => {
             assert_eq!(task, "tsk_1");
             assert!(wait);
             assert_eq!(text, vec!["and", "now", "docs"]);
