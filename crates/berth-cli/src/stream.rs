@@ -1,5 +1,6 @@
-//! Streamed responses, piece by piece: a byte stream split into lines (image build), into
-//! Server-Sent Events (task events), and the frames of the exec and attach WebSockets.
+//! Streamed responses, piece by piece: a byte stream split into lines (image build) or into
+//! Server-Sent Events (task events); and for the exec and attach WebSockets, control frames,
+//! a lost connection as one error, and local stdin chunk by chunk.
 
 use berth_api::WsControl;
 use tokio::sync::mpsc::Receiver;

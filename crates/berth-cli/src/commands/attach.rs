@@ -142,24 +142,11 @@ async fn attach_loop(ws: Ws, ctx: &mut Ctx<'_>, tty: bool) -> Result<Ended> {
             }
         };
         tokio::select! {
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Binary(data))) => {
-                    write_all(ctx.out, &data)?;
-                    if let Some((idle, _)) = drain.as_mut() {
-                        *idle = Instant::now() + DRAIN_IDLE;
-                    }
+            msg = stream.next() => {
+                if let Some(ended) = on_message(msg, ctx, &mut drain)? {
+                    break ended;
                 }
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsControl>(&text) {
-                    Ok(WsControl::Exit { code }) => break Ended::Exited(code),
-                    Ok(WsControl::Error { code, message }) => return Err(CliError::in_stream(code, message)),
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None => {
-                    return Err(CliError::other("the server closed the connection to the session"))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(ws_error(&e)),
-            },
+            }
             chunk = next_chunk(&mut stdin) => {
                 let (bytes, detach) = match chunk {
                     Some(bytes) => filter.feed(&bytes),
@@ -189,4 +176,32 @@ async fn attach_loop(ws: Ws, ctx: &mut Ctx<'_>, tty: bool) -> Result<Ended> {
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(None))).await;
     Ok(ended)
+}
+
+/// Shows one message from the server (output keeps a draining pipe session open a little
+/// longer); `Some` when the session has exited.
+fn on_message(
+    msg: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ctx: &mut Ctx<'_>,
+    drain: &mut Option<(Instant, Instant)>,
+) -> Result<Option<Ended>> {
+    match msg {
+        Some(Ok(Message::Binary(data))) => {
+            write_all(ctx.out, &data)?;
+            if let Some((idle, _)) = drain.as_mut() {
+                *idle = Instant::now() + DRAIN_IDLE;
+            }
+            Ok(None)
+        }
+        Some(Ok(Message::Text(text))) => match serde_json::from_str::<WsControl>(&text) {
+            Ok(WsControl::Exit { code }) => Ok(Some(Ended::Exited(code))),
+            Ok(WsControl::Error { code, message }) => Err(CliError::in_stream(code, message)),
+            _ => Ok(None),
+        },
+        Some(Ok(Message::Close(_))) | None => Err(CliError::other(
+            "the server closed the connection to the session",
+        )),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(e)) => Err(ws_error(&e)),
+    }
 }

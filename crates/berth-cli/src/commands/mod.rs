@@ -1,6 +1,6 @@
 //! The commands, one module per group of `berth …`, each with its clap arguments next to its
 //! handler (`run`); [`crate::execute`] dispatches to them. They use the helper modules
-//! (`client`, `ctx`, `format`, `stream`), which never use them.
+//! (`client`, `ctx`, `format`, `stream`, `detach`), which never use them.
 
 pub(crate) mod attach;
 pub(crate) mod audit;
