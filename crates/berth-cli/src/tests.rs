@@ -909,4 +909,5 @@ fn flattened_into_a_top_level_parser_help_stays_clean() {
 }
 
 mod egress;
+mod shape;
 mod task;
