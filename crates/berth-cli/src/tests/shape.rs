@@ -159,6 +159,10 @@ const PARSES: &[(&str, &str)] = &[
         "workspace list: json=true tenant=acme token=t",
     ),
     (
+        "workspace --url http://x:1 --token t list --json",
+        "workspace list: json=true token=t url=http://x:1",
+    ),
+    (
         "workspace show acme/web --json",
         "workspace show: json=true ws=acme/web",
     ),
@@ -295,6 +299,10 @@ const PARSES: &[(&str, &str)] = &[
         "egress template show: json=true name=npm tenant=acme",
     ),
     (
+        "egress template show npm",
+        "egress template show: json=false name=npm",
+    ),
+    (
         "egress template set --tenant acme ci 'allow a.com:443' b.com --description 'CI hosts' --json",
         "egress template set: description=CI hosts json=true name=ci rules=allow a.com:443,b.com tenant=acme",
     ),
@@ -348,29 +356,42 @@ const PARSES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Command lines that must be refused.
-const REFUSED: &[&str] = &[
-    "workspace",
-    "workspace create",
-    "workspace create x --network host",
-    "exec w",
-    "exec w --env NOEQ -- ls",
-    "session new",
-    "attach",
-    "task run w hi",
-    "task run w --agent claude",
-    "task run w --agent cursor hi",
-    "task ls --state done",
-    "task send t1",
-    "egress allow w",
-    "egress rm w x",
-    "egress template set ci a.com",
-    "secret set GH",
-    "budget set --tokens 5",
-    "budget set --tenant a --workspace b",
-    "budget set --tenant a --period week",
-    "image",
-    "nosuch",
+/// Command lines that must be refused, and why.
+const REFUSED: &[(&str, &str)] = &[
+    ("nosuch", "no such command"),
+    ("workspace", "a subcommand is required"),
+    ("image", "a subcommand is required"),
+    ("workspace create", "a name is required"),
+    ("workspace create x --network host", "only none or bridge"),
+    ("workspace create x --pids many", "--pids is a number"),
+    ("exec w", "a command is required"),
+    ("exec w --env NOEQ -- ls", "--env is K=V"),
+    ("session new", "a workspace is required"),
+    ("attach", "a workspace is required"),
+    ("task run w hi", "--agent is required"),
+    ("task run w --agent claude", "a prompt is required"),
+    ("task run w --agent cursor hi", "not a known agent"),
+    ("task ls --state done", "not a task state"),
+    ("task send t1", "a message is required"),
+    ("egress allow w", "a rule is required"),
+    ("egress rm w x", "the position is a number"),
+    ("egress attach w", "a template is required"),
+    ("egress template set ci a.com", "--tenant is required"),
+    ("egress template set --tenant acme ci", "a rule is required"),
+    ("egress template rm ci", "--tenant is required"),
+    ("secret set GH", "--tenant is required"),
+    (
+        "budget set --tokens 5",
+        "--tenant or --workspace is required",
+    ),
+    (
+        "budget set --tenant a --workspace b",
+        "not both --tenant and --workspace",
+    ),
+    (
+        "budget set --tenant a --period week",
+        "only day, month or total",
+    ),
 ];
 
 #[test]
@@ -389,8 +410,11 @@ fn a_command_line_of_every_subcommand_parses_as_before() {
             Err(e) => panic!("berth {line}: {e}"),
         }
     }
-    for line in REFUSED {
-        assert!(parsed(line).is_err(), "berth {line} should be refused");
+    for (line, why) in REFUSED {
+        assert!(
+            parsed(line).is_err(),
+            "berth {line} should be refused: {why}"
+        );
     }
     let mut paths = Vec::new();
     subcommand_paths(&Cli::command(), &mut Vec::new(), &mut paths);
