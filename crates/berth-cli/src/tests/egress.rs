@@ -75,6 +75,11 @@ fn effective() -> Value {
 }
 
 fn app(seen: Seen) -> Router {
+    template_routes().merge(workspace_routes()).with_state(seen)
+}
+
+/// `/egress/templates…`: the tenants' and built-in templates.
+fn template_routes() -> Router<Seen> {
     Router::new()
         .route(
             "/api/v1/egress/templates",
@@ -119,12 +124,19 @@ fn app(seen: Seen) -> Router {
                         err(
                             StatusCode::CONFLICT,
                             "in_use",
-                            &format!("egress template {t}/{n} is attached to acme/web: detach it first"),
+                            &format!(
+                                "egress template {t}/{n} is attached to acme/web: detach it first"
+                            ),
                         )
                     }
                 },
             ),
         )
+}
+
+/// `/workspaces…`: a workspace's rules and templates, and creating one.
+fn workspace_routes() -> Router<Seen> {
+    Router::new()
         .route(
             "/api/v1/workspaces/{ws}/egress/effective",
             get(|AxPath(ws): AxPath<String>| async move {
@@ -179,7 +191,6 @@ fn app(seen: Seen) -> Router {
                 )
             }),
         )
-        .with_state(seen)
 }
 
 async fn serve(seen: Seen) -> String {
@@ -263,9 +274,8 @@ async fn attach_detach_and_allow_print_the_rules_in_force() {
 }
 
 #[tokio::test]
-async fn template_list_show_set_and_rm() {
-    let seen = Seen::default();
-    let url = serve(seen.clone()).await;
+async fn template_list_and_show() {
+    let url = serve(Seen::default()).await;
     let o = run(&url, &["egress", "template", "list"]).await;
     ok(&o);
     assert_eq!(
@@ -307,7 +317,12 @@ async fn template_list_show_set_and_rm() {
     ok(&o);
     assert!(o.out.contains("used by:     acme/web\n"), "{}", o.out);
     assert!(o.out.contains("  1  deny *\n"), "{}", o.out);
+}
 
+#[tokio::test]
+async fn template_set_and_rm() {
+    let seen = Seen::default();
+    let url = serve(seen.clone()).await;
     // set: bare hosts mean `allow HOST`; the description is sent only when given.
     let o = run(
         &url,

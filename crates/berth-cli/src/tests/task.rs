@@ -47,7 +47,7 @@ fn kind(v: Value) -> berth_domain::EventKind {
 }
 
 #[test]
-fn rendering_events() {
+fn rendering_status_messages_and_deltas() {
     let mut p = Printer::new("tsk_1", false, false, false);
     let mut r = |v: Value| p.render(&kind(v));
     assert_eq!(
@@ -85,6 +85,12 @@ fn rendering_events() {
         r(json!({"type":"turn_completed","result":"summary"})),
         "summary\n"
     );
+}
+
+#[test]
+fn rendering_tools_usage_and_diagnostics() {
+    let mut p = Printer::new("tsk_1", false, false, false);
+    let mut r = |v: Value| p.render(&kind(v));
     assert_eq!(
         r(json!({"type":"reasoning","text":"hmm\nlet me think"})),
         "(thinking) hmm let me think\n"
