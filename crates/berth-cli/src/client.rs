@@ -43,6 +43,16 @@ impl CliError {
         Self::Other(msg.into())
     }
 
+    /// An error the server reported inside a stream (an exec or attach WebSocket, task events,
+    /// an image build) rather than as an HTTP status.
+    pub(crate) fn in_stream(code: String, message: String) -> Self {
+        Self::Api {
+            status: 0,
+            code,
+            message,
+        }
+    }
+
     /// The line printed on stderr: `error: <message>`, always exactly one line.
     pub fn line(&self) -> String {
         one_line(&format!("error: {self}"))

@@ -1,4 +1,5 @@
-//! Human output: aligned tables, memory sizes, timestamps, key/value blocks.
+//! Human output: aligned tables, key/value blocks, memory sizes, CPUs, costs, timestamps, text
+//! cut to a length, and agent-written text made safe for a terminal.
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -94,6 +95,21 @@ fn trim_decimal(v: f64) -> String {
 /// CPUs as typed: `1`, `0.5`, `2.25`.
 pub(crate) fn cpus(v: f64) -> String {
     trim_decimal(v)
+}
+
+/// A cost in USD to four decimals; `-` when unknown or unlimited.
+pub(crate) fn usd(c: Option<f64>) -> String {
+    c.map(|c| format!("${c:.4}")).unwrap_or_else(|| "-".into())
+}
+
+/// At most `max` characters, with `…` when cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
 }
 
 /// RFC 3339 without the fraction of a second: `2024-05-01T12:34:56.123Z` → `2024-05-01T12:34:56Z`.

@@ -29,14 +29,6 @@ fn parse(args: &[&str]) -> std::result::Result<Command, clap::Error> {
     Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied())).map(|c| c.cmd)
 }
 
-/// The workspace subcommand and connection flags of a parsed `berth workspace …`.
-fn ws_cmd(c: Command) -> (WorkspaceCmd, ConnArgs) {
-    match c {
-        Command::Workspace { cmd, conn } => (*cmd, conn),
-        other => panic!("not a workspace command: {other:?}"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parsing
 
@@ -46,159 +38,14 @@ fn clap_definition_is_consistent() {
 }
 
 #[test]
-fn url_and_token_after_or_before_the_leaf_subcommand() {
-    for args in [
-        &[
-            "workspace",
-            "list",
-            "--url",
-            "http://x:1",
-            "--token",
-            "t",
-            "--json",
-        ][..],
-        &[
-            "workspace",
-            "--url",
-            "http://x:1",
-            "--token",
-            "t",
-            "list",
-            "--json",
-        ][..],
-    ] {
-        match ws_cmd(parse(args).unwrap()) {
-            (WorkspaceCmd::List { json, tenant }, conn) => {
-                assert!(json);
-                assert_eq!(tenant, None);
-                assert_eq!(conn.url.as_deref(), Some("http://x:1"));
-                assert_eq!(conn.token.as_deref(), Some("t"));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
-#[test]
-fn exec_parses_env_cwd_and_trailing_command() {
-    match parse(&[
-        "exec", "acme/web", "--env", "A=1", "-e", "B=x=y", "--cwd", "/tmp", "--", "ls", "-la",
-    ])
-    .unwrap()
-    {
-        Command::Exec(a) => {
-            assert_eq!(a.ws, "acme/web");
-            assert_eq!(
-                a.env,
-                vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
-            );
-            assert_eq!(a.cwd.as_deref(), Some("/tmp"));
-            assert_eq!(a.cmd, vec!["ls", "-la"]);
-        }
+fn exec_env_splits_at_the_first_equals_sign() {
+    match parse(&["exec", "w", "-e", "A=1", "--env", "B=x=y", "--", "ls"]).unwrap() {
+        Command::Exec(a) => assert_eq!(
+            a.env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        ),
         other => panic!("{other:?}"),
     }
-    // Without `--`, everything from the command on belongs to it.
-    match parse(&["exec", "w", "sh", "-c", "echo --url"]).unwrap() {
-        Command::Exec(a) => {
-            assert_eq!(a.cmd, vec!["sh", "-c", "echo --url"]);
-            assert_eq!(a.conn.url.as_deref().filter(|u| *u == "echo --url"), None);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(parse(&["exec", "w"]).is_err(), "a command is required");
-    assert!(parse(&["exec", "w", "--env", "NOEQUALS", "--", "ls"]).is_err());
-}
-
-#[test]
-fn workspace_create_and_session_new_parse() {
-    match parse(&[
-        "workspace",
-        "create",
-        "acme/web",
-        "--memory",
-        "512m",
-        "--cpus",
-        "0.5",
-        "--pids",
-        "256",
-        "--network",
-        "bridge",
-    ])
-    .map(ws_cmd)
-    .unwrap()
-    {
-        (
-            WorkspaceCmd::Create {
-                name,
-                memory,
-                cpus,
-                pids,
-                network,
-                json,
-                ..
-            },
-            _,
-        ) => {
-            assert_eq!(name, "acme/web");
-            assert_eq!(memory.as_deref(), Some("512m"));
-            assert_eq!(cpus.as_deref(), Some("0.5"));
-            assert_eq!(pids, Some(256));
-            assert_eq!(network.as_deref(), Some("bridge"));
-            assert!(!json);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(parse(&["workspace", "create", "w", "--network", "host"]).is_err());
-
-    match parse(&[
-        "session", "new", "w", "--name", "n", "--", "htop", "-d", "5",
-    ])
-    .unwrap()
-    {
-        Command::Session {
-            cmd: SessionCmd::New { ws, name, cmd, .. },
-            ..
-        } => {
-            assert_eq!(ws, "w");
-            assert_eq!(name.as_deref(), Some("n"));
-            assert_eq!(cmd, vec!["htop", "-d", "5"]);
-        }
-        other => panic!("{other:?}"),
-    }
-    match parse(&["attach", "w"]).unwrap() {
-        Command::Attach(a) => assert_eq!(a.session, None),
-        other => panic!("{other:?}"),
-    }
-    match ws_cmd(parse(&["workspace", "rm", "w", "--volume"]).unwrap()) {
-        (WorkspaceCmd::Rm { volume, .. }, _) => assert!(volume),
-        other => panic!("{other:?}"),
-    }
-    match parse(&["audit", "--limit", "5", "--target", "acme/web", "--json"]).unwrap() {
-        Command::Audit(a) => {
-            assert_eq!(a.limit, Some(5));
-            assert_eq!(a.target.as_deref(), Some("acme/web"));
-            assert!(a.json);
-        }
-        other => panic!("{other:?}"),
-    }
-    match parse(&["login", "http://h:1", "--token", "tok"]).unwrap() {
-        Command::Login(a) => {
-            assert_eq!(a.url, "http://h:1");
-            assert_eq!(a.token.as_deref(), Some("tok"));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(
-        parse(&["image", "build", "--force"]).unwrap(),
-        Command::Image {
-            cmd: ImageCmd::Build { force: true },
-            ..
-        }
-    ));
-    assert!(matches!(
-        parse(&["version"]).unwrap(),
-        Command::Version { .. }
-    ));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,7 +191,7 @@ fn default_session_choice() {
         rows: 24,
         scrollback_bytes: 0,
     };
-    let pick = |v: &[berth_api::Session]| stream::pick_default(v).map(|s| s.name.clone());
+    let pick = |v: &[berth_api::Session]| commands::attach::pick_default(v).map(|s| s.name.clone());
     assert_eq!(
         pick(&[s("a", "running"), s("main", "running")]),
         Some("main".into())
@@ -359,27 +206,27 @@ fn default_session_choice() {
 
 #[test]
 fn engine_checks_explain_the_cause() {
-    let none = doctor::EngineProbe::default();
-    let checks = doctor::engine_checks(&none);
+    let none = commands::doctor::EngineProbe::default();
+    let checks = commands::doctor::engine_checks(&none);
     assert!(checks.iter().all(|c| !c.ok && c.fix.is_some()));
-    let some = doctor::EngineProbe {
+    let some = commands::doctor::EngineProbe {
         docker_host: None,
         sockets: vec!["/run/podman/podman.sock".into()],
         clis: vec!["podman".into()],
     };
-    assert!(doctor::engine_checks(&some).iter().all(|c| c.ok));
+    assert!(commands::doctor::engine_checks(&some).iter().all(|c| c.ok));
     let report = berth_api::DoctorReport {
         ok: false,
         checks: checks.clone(),
     };
-    let text = doctor::render(&report);
+    let text = commands::doctor::render(&report);
     assert!(text.contains("✗ engine socket: "), "{text}");
     assert!(text.contains("    fix: install podman"), "{text}");
 }
 
 #[test]
 fn build_stream_lines_split_across_chunks() {
-    let mut s = commands::LineSplitter::default();
+    let mut s = stream::LineSplitter::default();
     assert_eq!(s.push(b"{\"a\":1}\n{\"b\""), vec!["{\"a\":1}".to_owned()]);
     assert_eq!(s.push(b":2}\n"), vec!["{\"b\":2}".to_owned()]);
     assert_eq!(s.push(b"tail"), Vec::<String>::new());
@@ -390,13 +237,13 @@ fn build_stream_lines_split_across_chunks() {
 fn workspace_rendering() {
     let w: berth_api::Workspace =
         serde_json::from_value(workspace_json("ws_1", "acme", "web", "running")).unwrap();
-    let t = commands::workspace_table(std::slice::from_ref(&w));
+    let t = commands::workspace::workspace_table(std::slice::from_ref(&w));
     assert_eq!(
         t,
         "NAME      STATE    IMAGE                                   MEMORY  CPUS  PIDS  CREATED\n\
          acme/web  running  localhost/berth-workspace:3f2a9c1b0d4e  512m    0.5   512   2024-05-01T12:00:00Z\n"
     );
-    let d = commands::workspace_details(&w);
+    let d = commands::workspace::workspace_details(&w);
     assert!(d.contains("memory used:  87.2 MiB / 512 MiB\n"), "{d}");
     assert!(d.contains("cpu:          3.5%\n"), "{d}");
     assert!(
@@ -409,12 +256,12 @@ fn workspace_rendering() {
     );
     assert!(d.contains("oom kills:    2\n"), "{d}");
     assert_eq!(
-        commands::split_tenant("acme/web", None).unwrap(),
+        commands::workspace::split_tenant("acme/web", None).unwrap(),
         (Some("acme".into()), "web".into())
     );
-    assert!(commands::split_tenant("acme/web", Some("other".into())).is_err());
+    assert!(commands::workspace::split_tenant("acme/web", Some("other".into())).is_err());
     assert_eq!(
-        commands::split_tenant("web", Some("t".into())).unwrap(),
+        commands::workspace::split_tenant("web", Some("t".into())).unwrap(),
         (Some("t".into()), "web".into())
     );
 }
@@ -909,4 +756,5 @@ fn flattened_into_a_top_level_parser_help_stays_clean() {
 }
 
 mod egress;
+mod shape;
 mod task;

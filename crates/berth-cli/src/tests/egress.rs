@@ -10,122 +10,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{authorized, err, parse, run_full, ws_cmd, Outcome, TOKEN};
-use crate::{Command, EgressCmd, EgressTemplateCmd, WorkspaceCmd};
-
-// ---------------------------------------------------------------------------------------------
-// Parsing
-
-fn egress_cmd(args: &[&str]) -> EgressCmd {
-    match parse(args).unwrap() {
-        Command::Egress { cmd, .. } => cmd,
-        other => panic!("not an egress command: {other:?}"),
-    }
-}
-
-fn template_cmd(args: &[&str]) -> EgressTemplateCmd {
-    match egress_cmd(args) {
-        EgressCmd::Template { cmd } => cmd,
-        other => panic!("not a template command: {other:?}"),
-    }
-}
-
-#[test]
-fn template_commands_parse() {
-    match template_cmd(&[
-        "egress",
-        "template",
-        "set",
-        "--tenant",
-        "acme",
-        "ci",
-        "allow registry.npmjs.org:443",
-        "ci.test",
-        "--description",
-        "CI hosts",
-    ]) {
-        EgressTemplateCmd::Set {
-            tenant,
-            name,
-            rules,
-            description,
-            json,
-        } => {
-            assert_eq!((tenant.as_str(), name.as_str()), ("acme", "ci"));
-            assert_eq!(rules, ["allow registry.npmjs.org:443", "ci.test"]);
-            assert_eq!(description.as_deref(), Some("CI hosts"));
-            assert!(!json);
-        }
-        other => panic!("{other:?}"),
-    }
-    // A tenant and at least one rule are required.
-    assert!(parse(&["egress", "template", "set", "ci", "allow a.test"]).is_err());
-    assert!(parse(&["egress", "template", "set", "--tenant", "acme", "ci"]).is_err());
-
-    match template_cmd(&[
-        "egress", "template", "rm", "--tenant", "acme", "ci", "--force",
-    ]) {
-        EgressTemplateCmd::Rm {
-            tenant,
-            name,
-            force,
-        } => assert_eq!(
-            (tenant.as_str(), name.as_str(), force),
-            ("acme", "ci", true)
-        ),
-        other => panic!("{other:?}"),
-    }
-    assert!(parse(&["egress", "template", "rm", "ci"]).is_err());
-    match template_cmd(&["egress", "template", "ls", "--tenant", "acme", "--json"]) {
-        EgressTemplateCmd::List { tenant, json } => {
-            assert_eq!(tenant.as_deref(), Some("acme"));
-            assert!(json);
-        }
-        other => panic!("{other:?}"),
-    }
-    match template_cmd(&["egress", "template", "show", "npm"]) {
-        EgressTemplateCmd::Show { name, tenant, .. } => {
-            assert_eq!((name.as_str(), tenant), ("npm", None));
-        }
-        other => panic!("{other:?}"),
-    }
-    match egress_cmd(&["egress", "attach", "acme/web", "npm"]) {
-        EgressCmd::Attach { ws, template } => {
-            assert_eq!((ws.as_str(), template.as_str()), ("acme/web", "npm"));
-        }
-        other => panic!("{other:?}"),
-    }
-    match egress_cmd(&["egress", "detach", "acme/web", "ci"]) {
-        EgressCmd::Detach { ws, template } => {
-            assert_eq!((ws.as_str(), template.as_str()), ("acme/web", "ci"));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(parse(&["egress", "attach", "acme/web"]).is_err());
-}
-
-#[test]
-fn workspace_create_takes_repeated_egress_templates() {
-    match ws_cmd(
-        parse(&[
-            "workspace",
-            "create",
-            "acme/web",
-            "--egress-template",
-            "ci",
-            "--egress-template",
-            "npm",
-        ])
-        .unwrap(),
-    )
-    .0
-    {
-        WorkspaceCmd::Create {
-            egress_template, ..
-        } => assert_eq!(egress_template, ["ci", "npm"]),
-        other => panic!("{other:?}"),
-    }
-}
+use super::{authorized, err, run_full, Outcome, TOKEN};
 
 // ---------------------------------------------------------------------------------------------
 // A fake server
@@ -190,6 +75,11 @@ fn effective() -> Value {
 }
 
 fn app(seen: Seen) -> Router {
+    template_routes().merge(workspace_routes()).with_state(seen)
+}
+
+/// `/egress/templates…`: the tenants' and built-in templates.
+fn template_routes() -> Router<Seen> {
     Router::new()
         .route(
             "/api/v1/egress/templates",
@@ -234,12 +124,19 @@ fn app(seen: Seen) -> Router {
                         err(
                             StatusCode::CONFLICT,
                             "in_use",
-                            &format!("egress template {t}/{n} is attached to acme/web: detach it first"),
+                            &format!(
+                                "egress template {t}/{n} is attached to acme/web: detach it first"
+                            ),
                         )
                     }
                 },
             ),
         )
+}
+
+/// `/workspaces…`: a workspace's rules and templates, and creating one.
+fn workspace_routes() -> Router<Seen> {
+    Router::new()
         .route(
             "/api/v1/workspaces/{ws}/egress/effective",
             get(|AxPath(ws): AxPath<String>| async move {
@@ -294,7 +191,6 @@ fn app(seen: Seen) -> Router {
                 )
             }),
         )
-        .with_state(seen)
 }
 
 async fn serve(seen: Seen) -> String {
@@ -378,9 +274,8 @@ async fn attach_detach_and_allow_print_the_rules_in_force() {
 }
 
 #[tokio::test]
-async fn template_list_show_set_and_rm() {
-    let seen = Seen::default();
-    let url = serve(seen.clone()).await;
+async fn template_list_and_show() {
+    let url = serve(Seen::default()).await;
     let o = run(&url, &["egress", "template", "list"]).await;
     ok(&o);
     assert_eq!(
@@ -422,7 +317,12 @@ async fn template_list_show_set_and_rm() {
     ok(&o);
     assert!(o.out.contains("used by:     acme/web\n"), "{}", o.out);
     assert!(o.out.contains("  1  deny *\n"), "{}", o.out);
+}
 
+#[tokio::test]
+async fn template_set_and_rm() {
+    let seen = Seen::default();
+    let url = serve(seen.clone()).await;
     // set: bare hosts mean `allow HOST`; the description is sent only when given.
     let o = run(
         &url,

@@ -14,155 +14,10 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::{authorized, err, parse, run_full, Outcome, TOKEN};
-use crate::task::{count_short, shell_command, task_details, task_table, Printer, SseParser};
-use crate::{Command, TaskCmd};
-
-// ---------------------------------------------------------------------------------------------
-// Parsing
-
-fn task_cmd(args: &[&str]) -> TaskCmd {
-    match parse(args).unwrap() {
-        Command::Task { cmd, .. } => cmd,
-        other => panic!("not a task command: {other:?}"),
-    }
-}
-
-#[test]
-fn task_commands_parse() {
-    match task_cmd(&[
-        "task",
-        "run",
-        "acme/web",
-        "--agent",
-        "codex",
-        "--model",
-        "o3",
-        "--dir",
-        "~/src",
-        "--worktree",
-        "fix-1",
-        "-d",
-        "fix",
-        "the",
-        "--flaky test",
-    ]) {
-        TaskCmd::Run {
-            ws,
-            agent,
-            model,
-            dir,
-            worktree,
-            detach,
-            json,
-            raw,
-            verbose,
-            prompt,
-        } => {
-            assert!(!raw);
-            assert_eq!(ws, "acme/web");
-            assert_eq!(agent, "codex");
-            assert_eq!(model.as_deref(), Some("o3"));
-            assert_eq!(dir.as_deref(), Some("~/src"));
-            assert_eq!(worktree.as_deref(), Some("fix-1"));
-            assert!(detach && !json && !verbose);
-            // Everything after the first prompt word belongs to the prompt.
-            assert_eq!(prompt, vec!["fix", "the", "--flaky test"]);
-        }
-        other => panic!("{other:?}"),
-    }
-    match task_cmd(&[
-        "task", "run", "w", "--agent", "claude", "--json", "-v", "--", "-x", "y",
-    ]) {
-        TaskCmd::Run {
-            json,
-            verbose,
-            detach,
-            prompt,
-            ..
-        } => {
-            assert!(json && verbose && !detach);
-            assert_eq!(prompt, vec!["-x", "y"]);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(
-        parse(&["task", "run", "w", "--agent", "claude"]).is_err(),
-        "a prompt is required"
-    );
-    assert!(parse(&["task", "run", "w", "--agent", "cursor", "hi"]).is_err());
-    assert!(
-        parse(&["task", "run", "w", "hi"]).is_err(),
-        "--agent is required"
-    );
-
-    match task_cmd(&[
-        "task",
-        "list",
-        "--workspace",
-        "acme/web",
-        "--state",
-        "running",
-        "--json",
-    ]) {
-        TaskCmd::List {
-            workspace,
-            state,
-            json,
-            ..
-        } => {
-            assert_eq!(workspace.as_deref(), Some("acme/web"));
-            assert_eq!(state.as_deref(), Some("running"));
-            assert!(json);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(parse(&["task", "ls", "--state", "done"]).is_err());
-    assert!(matches!(
-        task_cmd(&["task", "show", "tsk_1", "--json"]),
-        TaskCmd::Show { task, json: true, raw: false } if task == "tsk_1"
-    ));
-    match task_cmd(&[
-        "task", "logs", "tsk_1", "-f", "--after", "5", "--json", "-v",
-    ]) {
-        TaskCmd::Logs {
-            task,
-            follow,
-            json,
-            after,
-            verbose,
-            ..
-        } => {
-            assert_eq!(task, "tsk_1");
-            assert!(follow && json && verbose);
-            assert_eq!(after, 5);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(
-        task_cmd(&["task", "logs", "tsk_1"]),
-        TaskCmd::Logs {
-            follow: false,
-            after: 0,
-            ..
-        }
-    ));
-    match task_cmd(&["task", "send", "tsk_1", "--wait", "and", "now", "docs"]) {
-        TaskCmd::Send {
-            task, wait, text, ..
-        } => {
-            assert_eq!(task, "tsk_1");
-            assert!(wait);
-            assert_eq!(text, vec!["and", "now", "docs"]);
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(parse(&["task", "send", "tsk_1"]).is_err());
-    assert!(matches!(
-        task_cmd(&["task", "cancel", "tsk_1", "--url", "http://h:1"]),
-        TaskCmd::Cancel { task } if task == "tsk_1"
-    ));
-}
+use super::{authorized, err, run_full, Outcome, TOKEN};
+use crate::commands::task::printer::{shell_command, Printer};
+use crate::commands::task::{count_short, task_details, task_table};
+use crate::stream::SseParser;
 
 // ---------------------------------------------------------------------------------------------
 // Rendering and parsing units
@@ -192,7 +47,7 @@ fn kind(v: Value) -> berth_domain::EventKind {
 }
 
 #[test]
-fn rendering_events() {
+fn rendering_status_messages_and_deltas() {
     let mut p = Printer::new("tsk_1", false, false, false);
     let mut r = |v: Value| p.render(&kind(v));
     assert_eq!(
@@ -230,6 +85,12 @@ fn rendering_events() {
         r(json!({"type":"turn_completed","result":"summary"})),
         "summary\n"
     );
+}
+
+#[test]
+fn rendering_tools_usage_and_diagnostics() {
+    let mut p = Printer::new("tsk_1", false, false, false);
+    let mut r = |v: Value| p.render(&kind(v));
     assert_eq!(
         r(json!({"type":"reasoning","text":"hmm\nlet me think"})),
         "(thinking) hmm let me think\n"

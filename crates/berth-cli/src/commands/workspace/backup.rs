@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{decode, ws_path, CliError, Client, Result};
-use crate::Ctx;
+use crate::ctx::Ctx;
 
 /// Size of the chunks read from the archive file.
 const CHUNK: usize = 256 * 1024;

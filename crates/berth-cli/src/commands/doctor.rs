@@ -1,11 +1,23 @@
-//! `berth doctor`: local checks that work with the server down, then the server's own checks.
+//! `berth doctor`: whether the server answers and takes the token, then the server's own
+//! checks; when the server cannot be reached, local checks of the container engine say why.
 
 use std::path::{Path, PathBuf};
 
 use berth_api::{Check, DoctorReport, WhoAmI};
+use clap::Args;
 
-use crate::client::{decode, CliError, Client, Result};
-use crate::{Ctx, DoctorArgs};
+use crate::client::{decode, one_line, CliError, Client, Conn, Result};
+use crate::ctx::Ctx;
+use crate::ConnArgs;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
 
 fn ok(name: &str, detail: impl Into<String>) -> Check {
     Check {
@@ -25,8 +37,26 @@ fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check 
     }
 }
 
-pub(crate) async fn doctor(args: DoctorArgs, ctx: &mut Ctx<'_>) -> Result<i32> {
-    let conn = ctx.conn(&args.conn)?;
+pub(crate) async fn run(args: DoctorArgs, ctx: &mut Ctx<'_>) -> Result<i32> {
+    let conn = args.conn.resolve(ctx)?;
+    let checks = checks(&conn).await?;
+    let report = DoctorReport {
+        ok: checks.iter().all(|c| c.ok),
+        checks,
+    };
+    if args.json {
+        let v = serde_json::to_value(&report)
+            .map_err(|e| CliError::other(format!("cannot encode JSON: {e}")))?;
+        ctx.print_json(&v)?;
+    } else {
+        ctx.print(&render(&report))?;
+    }
+    Ok(if report.ok { 0 } else { 1 })
+}
+
+/// Asks the server who the token is and for its own checks; when it cannot be reached, checks
+/// the local container engine instead.
+async fn checks(conn: &Conn) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     let login_fix = format!("berth login {} --token T", conn.url);
     // Reachability needs some token to send; an empty one still gets an HTTP answer.
@@ -87,28 +117,17 @@ pub(crate) async fn doctor(args: DoctorArgs, ctx: &mut Ctx<'_>) -> Result<i32> {
             ));
         }
     }
-    let report = DoctorReport {
-        ok: checks.iter().all(|c| c.ok),
-        checks,
-    };
-    if args.json {
-        let v = serde_json::to_value(&report)
-            .map_err(|e| CliError::other(format!("cannot encode JSON: {e}")))?;
-        ctx.print_json(&v)?;
-    } else {
-        ctx.print(&render(&report))?;
-    }
-    Ok(if report.ok { 0 } else { 1 })
+    Ok(checks)
 }
 
 pub(crate) fn render(report: &DoctorReport) -> String {
     let mut out = String::new();
     for c in &report.checks {
         let mark = if c.ok { '✓' } else { '✗' };
-        out.push_str(&format!("{mark} {}: {}\n", c.name, one(&c.detail)));
+        out.push_str(&format!("{mark} {}: {}\n", c.name, one_line(&c.detail)));
         if !c.ok {
             if let Some(fix) = &c.fix {
-                out.push_str(&format!("    fix: {}\n", one(fix)));
+                out.push_str(&format!("    fix: {}\n", one_line(fix)));
             }
         }
     }
@@ -122,10 +141,6 @@ pub(crate) fn render(report: &DoctorReport) -> String {
         ));
     }
     out
-}
-
-fn one(s: &str) -> String {
-    crate::client::one_line(s)
 }
 
 /// What the local machine looks like, for explaining why the server is down.
