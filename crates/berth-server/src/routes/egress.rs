@@ -2,17 +2,17 @@
 //! policy (own rules, then its templates'), and its egress log. Templates and attaching them
 //! are in `egress_templates.rs`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Extension;
 use berth_api as api;
 use berth_domain::ErrorCode;
 use berth_store::{EgressEntry, Workspace};
 
+use super::sse::{self, Read};
 use super::{parse_body, Query};
 use crate::auth::Actor;
 use crate::egress::policy;
@@ -171,6 +171,7 @@ pub async fn log_stream(
     State(state): State<Arc<AppState>>,
     Path(ws): Path<String>,
     Query(q): Query<api::EgressLogQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     let w = lifecycle::resolve(&state, &ws).await?;
     let Some(egress) = state.egress.clone() else {
@@ -180,40 +181,38 @@ pub async fn log_stream(
         ));
     };
     let rx = egress.subscribe(&w.id);
-    let init = (
-        state,
-        w.id.to_string(),
-        q.after.unwrap_or(0),
-        rx,
-        std::collections::VecDeque::new(),
-    );
-    let s = futures_util::stream::unfold(
-        init,
-        |(state, ws, mut after, mut rx, mut pending)| async move {
-            loop {
-                if let Some(e) = pending.pop_front() {
-                    let e: api::EgressLogEntry = e;
-                    after = e.id;
-                    let ev = Event::default()
-                        .id(e.id.to_string())
-                        .event(e.decision.clone())
-                        .data(serde_json::to_string(&e).unwrap_or_default());
-                    return Some((Ok::<_, Infallible>(ev), (state, ws, after, rx, pending)));
-                }
-                rx.borrow_and_update();
-                match state.store.egress_log(&ws, after, 1000).await {
-                    Ok(batch) if !batch.is_empty() => {
-                        pending.extend(batch.into_iter().map(entry_to_api));
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(_) => return None,
-                }
-                if rx.changed().await.is_err() {
-                    return None;
+    let after = sse::resume_after(q.after.map(|a| u64::try_from(a).unwrap_or(0)), &headers);
+    let ws = w.id.to_string();
+    Ok(sse::follow(rx, after, move |after| {
+        let (state, ws) = (state.clone(), ws.clone());
+        async move {
+            match state
+                .store
+                .egress_log(
+                    &ws,
+                    i64::try_from(after).unwrap_or(i64::MAX),
+                    sse::BATCH.into(),
+                )
+                .await
+            {
+                Ok(batch) => Ok(Read::Records(batch.into_iter().map(entry_to_api).collect())),
+                Err(e) => {
+                    tracing::error!(workspace = %ws, error = %e, "reading the egress log");
+                    Err(())
                 }
             }
-        },
-    );
-    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+        }
+    }))
+}
+
+impl sse::Numbered for api::EgressLogEntry {
+    fn number(&self) -> u64 {
+        u64::try_from(self.id).unwrap_or(0)
+    }
+    fn kind(&self) -> String {
+        self.decision.clone()
+    }
+    fn data(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }

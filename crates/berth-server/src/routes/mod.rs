@@ -5,6 +5,7 @@ pub mod backups;
 pub mod egress;
 pub mod egress_templates;
 pub mod secrets;
+pub mod sse;
 pub mod system;
 pub mod tasks;
 pub mod terminal;

@@ -1,16 +1,15 @@
 //! `/tasks`: agent tasks and their event streams.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::Extension;
 use berth_api as api;
 use berth_domain::TaskState;
 
+use super::sse::{self, Read};
 use super::{parse_body, Query};
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
@@ -132,68 +131,45 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     tasks::get(&state, &id).await?;
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let after = q.after.or(last_event_id).unwrap_or(0);
+    let after = sse::resume_after(q.after, &headers);
     // Subscribe before the first read, so nothing stored in between is missed.
     let rx = state.tasks.subscribe(&id);
-    let init = (
-        state,
-        id,
-        after,
-        rx,
-        std::collections::VecDeque::<api::TaskEvent>::new(),
-        false,
-    );
-    let s = futures_util::stream::unfold(
-        init,
-        |(state, id, mut after, mut rx, mut pending, mut done)| async move {
-            loop {
-                if let Some(ev) = pending.pop_front() {
-                    after = ev.seq;
-                    let value = serde_json::to_value(&ev).unwrap_or_default();
-                    let kind = value["type"].as_str().unwrap_or("event").to_owned();
-                    let sse = Event::default()
-                        .id(ev.seq.to_string())
-                        .event(kind)
-                        .data(value.to_string());
-                    return Some((
-                        Ok::<_, Infallible>(sse),
-                        (state, id, after, rx, pending, done),
-                    ));
-                }
-                if done {
-                    return None;
-                }
-                rx.borrow_and_update();
-                match state.store.task_events(&id, after, 1000).await {
-                    Ok(batch) if !batch.is_empty() => {
-                        pending.extend(batch);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(task = %id, error = %e, "reading task events");
-                        return None;
-                    }
-                }
-                match state.store.task(&id).await {
-                    Ok(t) if t.state.is_final() && t.last_seq <= after => {
-                        done = true;
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(_) => return None,
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        },
-    );
-    Ok(Sse::new(s).keep_alive(KeepAlive::default()))
+    Ok(sse::follow(rx, after, move |after| {
+        let (state, id) = (state.clone(), id.clone());
+        async move { read_events(&state, &id, after).await }
+    }))
+}
+
+/// The task's events after `after`; the end once the task is final and all were sent.
+async fn read_events(state: &AppState, id: &str, after: u64) -> Result<Read<api::TaskEvent>, ()> {
+    let batch = state
+        .store
+        .task_events(id, after, sse::BATCH.into())
+        .await
+        .map_err(|e| tracing::error!(task = %id, error = %e, "reading task events"))?;
+    if !batch.is_empty() {
+        return Ok(Read::Records(batch));
+    }
+    match state.store.task(id).await {
+        Ok(t) if t.state.is_final() && t.last_seq <= after => Ok(Read::End),
+        Ok(_) => Ok(Read::Wait),
+        Err(_) => Err(()),
+    }
+}
+
+impl sse::Numbered for api::TaskEvent {
+    fn number(&self) -> u64 {
+        self.seq
+    }
+    fn kind(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v["type"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "event".to_owned())
+    }
+    fn data(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// Shell script run in the task's directory: the diff against HEAD plus untracked files, without
