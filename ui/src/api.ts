@@ -108,6 +108,9 @@ export type EgressTemplate = Schemas['EgressTemplate'];
 export type EffectiveEgressRule = Schemas['EffectiveEgressRule'];
 export type EffectiveEgress = Schemas['EffectiveEgress'];
 export type WhoAmI = Schemas['WhoAmI'];
+export type TaskDiff = Schemas['TaskDiff'];
+export type CreateWorkspaceRequest = Schemas['CreateWorkspace'];
+export type CreateTaskRequest = Schemas['CreateTask'];
 
 /** One stored task event (`GET /api/v1/tasks/{task}/events`, the SSE stream); the OpenAPI document
  * types its fields as free-form JSON, so this stays written by hand. */
