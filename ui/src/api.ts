@@ -1,6 +1,8 @@
 // Thin client of berth's REST API (/api/v1). Every request carries the bearer token kept in
 // sessionStorage; errors become ApiError with the server's message.
 
+import type { components } from './api-schema';
+
 export const TOKEN_KEY = 'berth.token';
 
 export function getToken(): string | null {
@@ -86,156 +88,37 @@ export const post = <T>(path: string, body?: unknown) =>
 export const wsRef = (ws: { tenant: string; name: string } | string) =>
   encodeURIComponent(typeof ws === 'string' ? ws : `${ws.tenant}/${ws.name}`);
 
-// ---- wire types (mirror crates/berth-api/src/lib.rs) ----
+// ---- wire types: generated from the server's OpenAPI document (scripts/gen-api-types) ----
 
-export interface Limits {
-  memory_bytes: number;
-  cpus: number;
-  pids: number;
-}
-export interface Failure {
-  reason: string;
-  message: string;
-  at: string;
-}
-export interface WsUsage {
-  memory_bytes: number;
-  memory_limit_bytes: number;
-  cpu_percent: number;
-  pids: number;
-}
-export interface DaemonStatus {
-  reachable: boolean;
-  protocol?: number;
-  version?: string;
-  outdated: boolean;
-  message?: string;
-}
-export interface Workspace {
-  id: string;
-  name: string;
-  tenant: string;
-  state: string;
-  image: string;
-  limits: Limits;
-  network: string;
-  volume: string;
-  container_id?: string;
-  created_at: string;
-  updated_at: string;
-  last_failure?: Failure;
-  oom_kills: number;
-  usage?: WsUsage;
-  daemon?: DaemonStatus;
-}
-export interface Session {
-  id: string;
-  name: string;
-  command: string[];
-  state: string;
-  exit_code?: number;
-  created_at: string;
-  attached: number;
-  cols: number;
-  rows: number;
-  scrollback_bytes: number;
-}
-export interface TaskUsage {
-  input_tokens: number;
-  output_tokens: number;
-  cached_input_tokens: number;
-  cost_usd?: number;
-}
-export interface Task {
-  id: string;
-  workspace: string;
-  workspace_id: string;
-  agent: string;
-  state: string;
-  model?: string;
-  dir: string;
-  worktree?: string;
-  prompt: string;
-  created_at: string;
-  updated_at: string;
-  last_seq: number;
-  usage: TaskUsage;
-  last_message?: string;
-  reason?: string;
-  agent_session_id?: string;
-}
+type Schemas = components['schemas'];
+
+export type Limits = Schemas['Limits'];
+export type Failure = Schemas['Failure'];
+export type WsUsage = Schemas['Usage'];
+export type DaemonStatus = Schemas['DaemonStatus'];
+export type Workspace = Schemas['Workspace'];
+export type Session = Schemas['Session'];
+export type TaskUsage = Schemas['TaskUsage'];
+export type Task = Schemas['Task'];
+export type AuditEntry = Schemas['AuditEntry'];
+export type UsageRow = Schemas['UsageRow'];
+export type UsageReport = Schemas['UsageReport'];
+export type EgressLogEntry = Schemas['EgressLogEntry'];
+export type EgressTemplate = Schemas['EgressTemplate'];
+export type EffectiveEgressRule = Schemas['EffectiveEgressRule'];
+export type EffectiveEgress = Schemas['EffectiveEgress'];
+export type WhoAmI = Schemas['WhoAmI'];
+export type TaskDiff = Schemas['TaskDiff'];
+export type CreateWorkspaceRequest = Schemas['CreateWorkspace'];
+export type CreateTaskRequest = Schemas['CreateTask'];
+
+/** One stored task event (`GET /api/v1/tasks/{task}/events`, the SSE stream); the OpenAPI document
+ * types its fields as free-form JSON, so this stays written by hand. */
 export interface TaskEvent {
   seq: number;
   at: string;
   type: string;
   [k: string]: unknown;
-}
-export interface AuditEntry {
-  id: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string;
-  result: string;
-  detail?: string;
-}
-export interface UsageRow {
-  tenant: string;
-  workspace: string;
-  provider: string;
-  model?: string;
-  calls: number;
-  errors: number;
-  input_tokens: number;
-  output_tokens: number;
-  cache_read_tokens: number;
-  cache_write_tokens: number;
-  cost_usd?: number;
-}
-export interface UsageReport {
-  since?: string;
-  rows: UsageRow[];
-  total: UsageRow;
-}
-export interface EgressLogEntry {
-  id: number;
-  at: string;
-  task?: string;
-  method?: string;
-  host: string;
-  port: number;
-  path?: string;
-  decision: string;
-  rule?: string;
-  reason: string;
-  bytes_up: number;
-  bytes_down: number;
-  intercepted: boolean;
-}
-export interface EgressTemplate {
-  name: string;
-  tenant?: string;
-  builtin: boolean;
-  description?: string;
-  rules: string[];
-  used_by: string[];
-}
-export interface EffectiveEgressRule {
-  source: 'workspace' | 'template';
-  template?: string;
-  index: number;
-  rule: string;
-  label: string;
-}
-export interface EffectiveEgress {
-  templates: string[];
-  rules: EffectiveEgressRule[];
-}
-export interface WhoAmI {
-  token_id: string;
-  token_name: string;
-  role: string;
-  server_version: string;
 }
 
 export const AGENTS = ['claude', 'codex', 'gemini', 'opencode'] as const;

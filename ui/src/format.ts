@@ -29,5 +29,5 @@ export function dateTime(iso: string | undefined): string {
   return Number.isNaN(d.getTime()) ? iso : d.toLocaleString();
 }
 
-export const num = (n: number | undefined) => (n === undefined ? '—' : n.toLocaleString('en-US'));
-export const usd = (n: number | undefined) => (n === undefined || n === null ? '—' : `$${n.toFixed(n < 1 ? 4 : 2)}`);
+export const num = (n: number | null | undefined) => (n === undefined || n === null ? '—' : n.toLocaleString('en-US'));
+export const usd = (n: number | null | undefined) => (n === undefined || n === null ? '—' : `$${n.toFixed(n < 1 ? 4 : 2)}`);

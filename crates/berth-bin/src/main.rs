@@ -23,6 +23,9 @@ enum Top {
     /// Run inside a workspace: owns its terminal sessions and processes (started by berth).
     #[command(hide = true)]
     WorkspaceDaemon(DaemonArgs),
+    /// Print the REST API's OpenAPI document (JSON) without a running server.
+    #[command(hide = true)]
+    Openapi,
     #[command(flatten)]
     Client(berth_cli::Command),
 }
@@ -100,6 +103,16 @@ fn main() {
                     }
                 }
             }
+            Top::Openapi => match berth_server::openapi_json() {
+                Ok(doc) => {
+                    println!("{doc}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: cannot serialize the OpenAPI document: {e}");
+                    1
+                }
+            },
             Top::Client(cmd) => berth_cli::run(cmd).await,
         }
     });

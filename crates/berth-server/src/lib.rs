@@ -36,6 +36,14 @@ use std::sync::Arc;
 pub use config::{Config, ServerArgs};
 pub use state::{AppState, DockerImageBuilder, ImageBuilder};
 
+/// The REST API's OpenAPI document as pretty-printed JSON: the one served at
+/// `/api/v1/openapi.json`, for `berth openapi` and the committed snapshot the web UI's types are
+/// generated from.
+pub fn openapi_json() -> Result<String, serde_json::Error> {
+    use utoipa::OpenApi;
+    openapi::ApiDoc::openapi().to_pretty_json()
+}
+
 use berth_domain::Secret;
 use berth_runtime::Runtime;
 use berth_store::Store;

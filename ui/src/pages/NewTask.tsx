@@ -1,5 +1,5 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { AGENTS, api, post, type Task, type Workspace } from '../api';
+import { AGENTS, api, post, type CreateTaskRequest, type Task, type Workspace } from '../api';
 import { navigate, useLoad } from '../hooks';
 import { Empty, ErrorBox, Loading } from '../ui';
 
@@ -23,7 +23,7 @@ export function NewTask({ query }: { query: URLSearchParams }) {
     }
     setBusy(true);
     setError(undefined);
-    const body: Record<string, string> = { workspace: f.workspace, agent: f.agent, prompt: f.prompt };
+    const body: CreateTaskRequest = { workspace: f.workspace, agent: f.agent, prompt: f.prompt };
     for (const k of ['model', 'dir', 'worktree'] as const) if (f[k].trim()) body[k] = f[k].trim();
     try {
       const t = await post<Task>('/tasks', body);

@@ -1,5 +1,5 @@
 import { memo, useEffect, useLayoutEffect, useRef, useState, type FormEvent } from 'react';
-import { api, getToken, post, type Task, type TaskEvent } from '../api';
+import { api, getToken, post, type Task, type TaskDiff, type TaskEvent } from '../api';
 import { dateTime, num, usd } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { followSse } from '../sse';
@@ -369,7 +369,7 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
 }
 
 function DiffView({ id }: { id: string }) {
-  const d = useLoad(() => api<{ diff: string; dir?: string; git?: boolean; truncated?: boolean }>(`/tasks/${id}/diff`), [id]);
+  const d = useLoad(() => api<TaskDiff>(`/tasks/${id}/diff`), [id]);
   return (
     <div role="tabpanel" aria-label="Diff" data-testid="task-diff">
       <div className="row">

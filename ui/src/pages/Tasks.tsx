@@ -106,7 +106,7 @@ export function TaskTable({ tasks, showWorkspace }: { tasks: Task[]; showWorkspa
               </td>
               <td data-label="Tokens in/out" className="nowrap">
                 {num(t.usage.input_tokens)} / {num(t.usage.output_tokens)}
-                {t.usage.cost_usd !== undefined && <span className="muted small"> · {usd(t.usage.cost_usd)}</span>}
+                {t.usage.cost_usd != null && <span className="muted small"> · {usd(t.usage.cost_usd)}</span>}
               </td>
             </tr>
           ))}

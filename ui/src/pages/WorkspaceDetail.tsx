@@ -107,7 +107,7 @@ function Sessions({ ws, running }: { ws: string; running: boolean }) {
                 <span className="muted small">
                   {' '}
                   {x.command.join(' ') || 'login shell'} · {x.cols}×{x.rows} · {x.attached} attached · {age(x.created_at)} ago
-                  {x.exit_code !== undefined && ` · exit ${x.exit_code}`}
+                  {x.exit_code != null && ` · exit ${x.exit_code}`}
                 </span>
               </div>
               <a className="btn small" href={`#/workspaces/${ws}/terminal/${encodeURIComponent(x.name)}`} data-testid={`session-open-${x.name}`}>

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { api, post, wsRef, type Workspace } from '../api';
+import { api, post, wsRef, type CreateWorkspaceRequest, type Workspace } from '../api';
 import { bytes, age, dateTime } from '../format';
 import { useLoad } from '../hooks';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
@@ -166,7 +166,7 @@ function CreateWorkspace({ onCreated }: { onCreated: () => void }) {
     e.preventDefault();
     setBusy(true);
     setError(undefined);
-    const body: Record<string, unknown> = { name: f.name.trim() };
+    const body: CreateWorkspaceRequest = { name: f.name.trim() };
     if (f.tenant.trim()) body.tenant = f.tenant.trim();
     if (f.memory.trim()) body.memory = f.memory.trim();
     if (f.cpus.trim()) body.cpus = f.cpus.trim();

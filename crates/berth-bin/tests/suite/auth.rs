@@ -78,4 +78,13 @@ async fn openapi_lists_the_routes_the_cli_uses() {
     );
     let who = s.get("/api/v1/whoami").await;
     assert_eq!(who["role"], "admin");
+    // `berth openapi` prints the same document without a server (docs/openapi.json and the web
+    // UI's types are generated from it).
+    let out = std::process::Command::new(bin())
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, doc);
 }
