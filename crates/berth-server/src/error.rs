@@ -117,3 +117,8 @@ impl From<DaemonError> for ApiError {
         }
     }
 }
+
+/// A tenant name from a request, or the 400 naming what is wrong with it.
+pub fn tenant_name(t: &str) -> ApiResult<berth_domain::Name> {
+    berth_domain::Name::parse(t).map_err(|e| ApiError::invalid(format!("tenant: {e}")))
+}

@@ -66,7 +66,7 @@ impl CreateSpec {
                 req.name.clone(),
             ),
         };
-        let tenant = Name::parse(&tenant).map_err(|e| ApiError::invalid(format!("tenant: {e}")))?;
+        let tenant = crate::error::tenant_name(&tenant)?;
         let name = Name::parse(&name).map_err(|e| ApiError::invalid(format!("name: {e}")))?;
         let d = state.config.default_limits;
         let limits = Limits {

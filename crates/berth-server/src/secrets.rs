@@ -35,7 +35,7 @@ pub fn vault(state: &AppState) -> ApiResult<&Vault> {
 
 /// Checks a tenant and a secret name (which must look like an environment variable).
 pub fn check(tenant: &str, name: &str) -> ApiResult<Name> {
-    let t = Name::parse(tenant).map_err(|e| ApiError::invalid(format!("tenant: {e}")))?;
+    let t = crate::error::tenant_name(tenant)?;
     if !valid_name(name) {
         return Err(ApiError::invalid(format!(
             "secret name {name:?} must look like an environment variable: A-Z, 0-9 and _, starting with a letter or _"

@@ -24,9 +24,7 @@ fn check_rules(rules: &[String]) -> ApiResult<Vec<String>> {
     rules.iter().map(|r| check_rule(r)).collect()
 }
 
-pub fn tenant_name(t: &str) -> ApiResult<Name> {
-    Name::parse(t).map_err(|e| ApiError::invalid(format!("tenant: {e}")))
-}
+pub use crate::error::tenant_name;
 
 /// Template names follow the tenant and workspace name rules.
 pub fn template_name(n: &str) -> ApiResult<Name> {
