@@ -16,7 +16,7 @@ use super::{reply, ApiError, Daemon};
 use crate::proto::{
     read_frame, write_control, write_frame, ExecRequest, Frame, FrameKind, Request, Response,
 };
-use crate::sys;
+use crate::sys::{self, sleep_opt};
 
 /// After the process exited, how long to wait for its pipes to close (they
 /// may be held open by background processes it started).
@@ -261,11 +261,4 @@ async fn kill_and_reap(child: &mut tokio::process::Child, pgid: u32) {
     sys::signal_group(pgid, Signal::SIGKILL);
     let _ = child.start_kill();
     let _ = child.wait().await;
-}
-
-async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
-    match s {
-        Some(s) => s.as_mut().await,
-        None => std::future::pending().await,
-    }
 }

@@ -709,32 +709,9 @@ async fn task_events(
         }
     };
     drop(d);
-    let mut seq_rx = task.subscribe();
+    let seq_rx = task.subscribe();
     write_control(&mut wr, &Response::TaskSubscribed { task: task.info() }).await?;
-    let output = async {
-        let mut cursor = after;
-        loop {
-            // Mark the current value seen *before* reading the buffer: an
-            // event appended after this point wakes `changed()` below.
-            seq_rx.borrow_and_update();
-            loop {
-                let (batch, forgotten) = task.events_after(cursor, task::BATCH);
-                if batch.is_empty() {
-                    if forgotten {
-                        return Ok::<(), std::io::Error>(());
-                    }
-                    break;
-                }
-                for event in batch {
-                    cursor = event.seq;
-                    write_control(&mut wr, &Response::TaskEvent { event }).await?;
-                }
-            }
-            if seq_rx.changed().await.is_err() {
-                return Ok(());
-            }
-        }
-    };
+    let output = task::send_events(&task, seq_rx, after, &mut wr);
     let input = async {
         loop {
             match read_frame(&mut rd).await {
