@@ -12,7 +12,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
-use super::{reply, ApiError, Daemon};
+use super::connection::reply;
+use super::daemon::Daemon;
+use super::ApiError;
 use crate::proto::{
     read_frame, write_control, write_frame, ExecRequest, Frame, FrameKind, Request, Response,
 };
