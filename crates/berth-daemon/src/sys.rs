@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -236,6 +237,17 @@ pub(crate) fn resolve_program(
         }
     }
     Err(format!("command not found: {program}"))
+}
+
+/// Makes `cmd` a child with pipes (stdin a pipe only if `stdin`, else /dev/null) in a process
+/// group of its own (so that it and what it starts can be signalled together), killed if its
+/// handle is dropped.
+pub(crate) fn pipes_in_own_group(cmd: &mut tokio::process::Command, stdin: bool) {
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
 }
 
 /// Turns a spawn error into a message for the user.

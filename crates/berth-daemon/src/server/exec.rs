@@ -2,7 +2,6 @@
 //! stdout and stderr frames, stdin from the client, and their exit code.
 
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,16 +232,8 @@ fn spawn(d: &Daemon, req: &ExecRequest) -> Result<tokio::process::Child, ApiErro
     cmd.args(&req.argv[1..])
         .env_clear()
         .envs(&env)
-        .current_dir(&cwd)
-        .stdin(if req.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .current_dir(&cwd);
+    sys::pipes_in_own_group(&mut cmd, req.stdin);
     cmd.spawn()
         .map_err(|e| ApiError::spawn_failed(sys::spawn_error_message(program, &e)))
 }

@@ -20,7 +20,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::ApiError;
-use crate::proto::{TaskInfo, TaskStart};
+use crate::proto::{TaskInfo, TaskStart, Worktree};
 use crate::sys::{self, lock};
 use events::{fit_event, EventBuffer};
 use turn::run_turn;
@@ -66,6 +66,7 @@ pub(crate) struct TaskManager {
     max_finished: usize,
 }
 
+/// One task: an agent conversation of one or more turns, and its events.
 pub(crate) struct Task {
     id: String,
     agent: Agent,
@@ -76,6 +77,7 @@ pub(crate) struct Task {
     cancel: Notify,
 }
 
+/// A task's mutable state, under one lock with its event buffer so that the two agree.
 struct Inner {
     state: TaskState,
     reason: Option<String>,
@@ -142,16 +144,16 @@ impl TaskManager {
         };
         self.prune();
         tracing::info!(task = %task.id, agent = %task.agent, "task started");
-        Ok(self.run_turn(task, spec, req.worktree).await)
+        Ok(self.begin_turn(task, spec, req.worktree).await)
     }
 
     /// Runs a turn of `task` in the background; returns once its agent is spawned or the turn
     /// has ended before that.
-    async fn run_turn(
+    async fn begin_turn(
         &self,
         task: Arc<Task>,
         spec: TurnSpec,
-        worktree: Option<crate::proto::Worktree>,
+        worktree: Option<Worktree>,
     ) -> TaskInfo {
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(run_turn(
@@ -203,7 +205,7 @@ impl TaskManager {
             spec
         };
         tracing::info!(task = %task.id, "task follow-up");
-        Ok(self.run_turn(task, spec, None).await)
+        Ok(self.begin_turn(task, spec, None).await)
     }
 
     /// Cancels a task: stops its running turn (SIGINT to the agent's process

@@ -3,7 +3,6 @@
 //! then SIGKILL after a grace), and ending the task's turn from how the agent exited.
 
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -233,16 +232,8 @@ fn spawn(inv: &Invocation) -> Result<tokio::process::Child, String> {
         .env_clear()
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
         .envs(workspace_passthrough())
-        .current_dir(&inv.cwd)
-        .stdin(if inv.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .current_dir(&inv.cwd);
+    sys::pipes_in_own_group(&mut cmd, inv.stdin.is_some());
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => not_installed(),
         _ => format!("cannot run the agent CLI `{}`: {e}", inv.program),
