@@ -1,6 +1,6 @@
 //! One client connection: the handshake, the one request it carries, and the answer to that
-//! request (a single message, or a stream handed to [`exec`](super::exec),
-//! [`attach`](super::attach) or the task event stream).
+//! request (a single message, or a stream handed to [`exec`],
+//! [`attach`] or the task event stream).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,9 @@
 //! The daemon: listens on the Unix socket and serves the protocol; this module holds the
 //! daemon's options, its accept loop and its shutdown.
 //!
-//! Each connection is served by [`connection`] against the shared [`daemon::Daemon`] state:
-//! PTY sessions ([`session`], [`attach`], with the [`journal`] of earlier ones), one-shot
-//! processes ([`exec`]) and agent tasks ([`task`]). [`relay`] forwards loopback ports to the
+//! Each connection is served by `connection` against the shared `daemon::Daemon` state:
+//! PTY sessions (`session`, `attach`, with the `journal` of earlier ones), one-shot
+//! processes (`exec`) and agent tasks (`task`). `relay` forwards loopback ports to the
 //! server's sockets.
 
 mod attach;
