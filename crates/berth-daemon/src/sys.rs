@@ -1,17 +1,29 @@
-//! Small OS helpers: signals, process trees, command lookup, time.
+//! Small OS helpers: locks, signals, process trees, command lookup, time and timers.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use tokio::time::Sleep;
 
 /// Locks a mutex, recovering from poisoning (a panicked holder cannot leave
 /// our plain-data state in a state worse than stale).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits for the timer `s`, or forever when there is none (a `select!` branch that is off
+/// until the timer is set).
+pub(crate) async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
+    match s {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Now, RFC 3339.
@@ -225,6 +237,17 @@ pub(crate) fn resolve_program(
         }
     }
     Err(format!("command not found: {program}"))
+}
+
+/// Makes `cmd` a child with pipes (stdin a pipe only if `stdin`, else /dev/null) in a process
+/// group of its own (so that it and what it starts can be signalled together), killed if its
+/// handle is dropped.
+pub(crate) fn pipes_in_own_group(cmd: &mut tokio::process::Command, stdin: bool) {
+    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
 }
 
 /// Turns a spawn error into a message for the user.

@@ -730,6 +730,21 @@ async fn names_are_unique_and_validated() {
             other => panic!("expected Conflict, got {other:?}"),
         }
     }
+    assert_eq!(d.client.session_list().await.unwrap().len(), 4);
+    assert_eq!(d.client.hello().await.unwrap().sessions, 4);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_session_requests_are_refused() {
+    let d = TestDaemon::start().await;
+    d.client
+        .session_create(SessionCreate {
+            name: Some("dev".into()),
+            ..session(&["sleep", "30"])
+        })
+        .await
+        .unwrap();
     for bad in ["", "-x", "a b", "x/y", &"n".repeat(64)] {
         assert!(
             matches!(
@@ -769,8 +784,9 @@ async fn names_are_unique_and_validated() {
         d.client.session_attach("nope", 80, 24).await,
         Err(DaemonError::NotFound(_))
     ));
-    assert_eq!(d.client.session_list().await.unwrap().len(), 4);
-    assert_eq!(d.client.hello().await.unwrap().sessions, 4);
+    // None of the refused requests left a session behind.
+    assert_eq!(d.client.session_list().await.unwrap().len(), 1);
+    assert_eq!(d.client.hello().await.unwrap().sessions, 1);
     d.stop().await;
 }
 

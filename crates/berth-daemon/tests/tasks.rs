@@ -284,8 +284,18 @@ async fn a_turn_produces_ordered_contiguous_events() {
     assert_eq!(info.agent_session_id.as_deref(), Some("s1"));
     assert_eq!(info.pid, None);
     assert_eq!(info.reason, None);
+    d.stop().await;
+}
 
-    let task_dir = home.join(".berth/tasks/t1");
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_writes_the_driver_files_privately() {
+    let d = start().await;
+    let c = &d.client;
+    c.task_start(d.spec("t1", "echo 'session s1'"))
+        .await
+        .unwrap();
+    run_to_end(c, "t1").await;
+    let task_dir = d.home().join(".berth/tasks/t1");
     assert_eq!(mode(&task_dir), 0o700);
     assert_eq!(mode(&task_dir.join("tmp")), 0o700);
     assert_eq!(mode(&task_dir.join("conf/settings.json")), 0o600);
@@ -293,7 +303,17 @@ async fn a_turn_produces_ordered_contiguous_events() {
         std::fs::read_to_string(task_dir.join("conf/settings.json")).unwrap(),
         "{}"
     );
+    d.stop().await;
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_without_turn_completed_gets_one_and_tasks_list_in_order() {
+    let d = start().await;
+    let c = &d.client;
+    c.task_start(d.spec("t1", "echo 'session s1'; echo 'done all good'"))
+        .await
+        .unwrap();
+    run_to_end(c, "t1").await;
     // A turn without TurnCompleted from the driver gets one from the daemon.
     c.task_start(d.spec("t2", "echo 'session s2'"))
         .await
@@ -730,7 +750,7 @@ async fn shutdown_kills_running_agents_and_ends_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unknown_requests_get_a_clear_error() {
+async fn an_unknown_request_gets_a_clear_error() {
     let d = start().await;
     // A newer client's request to this daemon.
     let mut stream = tokio::net::UnixStream::connect(d.client.socket())
@@ -770,7 +790,10 @@ async fn unknown_requests_get_a_clear_error() {
         other => panic!("{other:?}"),
     }
     d.stop().await;
+}
 
+#[tokio::test]
+async fn an_old_daemons_refusal_of_a_task_request_is_explained() {
     // An old daemon (before tasks) answering a task request the way it does.
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("old.sock");

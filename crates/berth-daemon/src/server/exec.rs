@@ -1,7 +1,7 @@
-//! One-shot processes with pipes.
+//! `exec`: one-shot processes with pipes (no PTY), their output streamed to the client as
+//! stdout and stderr frames, stdin from the client, and their exit code.
 
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +12,13 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
-use super::{reply, ApiError, Daemon};
+use super::connection::reply;
+use super::daemon::Daemon;
+use super::ApiError;
 use crate::proto::{
     read_frame, write_control, write_frame, ExecRequest, Frame, FrameKind, Request, Response,
 };
-use crate::sys;
+use crate::sys::{self, sleep_opt};
 
 /// After the process exited, how long to wait for its pipes to close (they
 /// may be held open by background processes it started).
@@ -34,6 +36,8 @@ impl Drop for Tracked {
     }
 }
 
+/// Serves an `exec` request: runs the process in a process group of its own, relays stdin,
+/// stdout and stderr, and answers its exit code; kills the group if the client goes away.
 pub(super) async fn handle(
     d: Arc<Daemon>,
     req: ExecRequest,
@@ -59,31 +63,8 @@ pub(super) async fn handle(
     };
     tracing::debug!(pid, argv = ?req.argv, "exec started");
 
-    // Output of both pipes, in the order read.
-    let (out_tx, mut out_rx) = mpsc::channel::<(FrameKind, Bytes)>(16);
-    if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(pump(stdout, FrameKind::Stdout, out_tx.clone()));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(pump(stderr, FrameKind::Stderr, out_tx.clone()));
-    }
-    drop(out_tx);
-
-    // Stdin: frames from the client go to the process through a queue.
-    let stdin_tx = child.stdin.take().map(|mut stdin| {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-        tokio::spawn(async move {
-            while let Some(data) = rx.recv().await {
-                if let Err(e) = stdin.write_all(&data).await {
-                    tracing::debug!(error = %e, "exec stdin closed by the process");
-                    return;
-                }
-            }
-            // Dropping stdin closes the pipe: the process sees EOF.
-        });
-        tx
-    });
-
+    let mut out_rx = start_output(&mut child);
+    let stdin_tx = start_stdin(&mut child);
     // The client's side: stdin frames, stdin_eof, and its going away.
     let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
     let client_reader = tokio::spawn(read_client(rd, stdin_tx, gone_tx));
@@ -96,28 +77,80 @@ pub(super) async fn handle(
         client_reader.abort();
         return Ok(());
     }
+    let end = relay_output(&mut child, pid, &mut out_rx, &mut gone_rx, &mut wr).await;
+    client_reader.abort();
+    finish(end, &mut child, pid, &mut wr).await
+}
 
-    // The exit status, or why it could not be read (never an invented code).
-    let mut exit_code: Option<Result<i32, String>> = None;
+/// Reads both pipes of the process into one channel, in the order read.
+fn start_output(child: &mut tokio::process::Child) -> mpsc::Receiver<(FrameKind, Bytes)> {
+    let (out_tx, out_rx) = mpsc::channel::<(FrameKind, Bytes)>(16);
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(pump(stdout, FrameKind::Stdout, out_tx.clone()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(pump(stderr, FrameKind::Stderr, out_tx.clone()));
+    }
+    out_rx
+}
+
+/// Stdin: frames from the client go to the process through a queue; `None` when the process
+/// has no stdin pipe.
+fn start_stdin(child: &mut tokio::process::Child) -> Option<mpsc::Sender<Bytes>> {
+    child.stdin.take().map(|mut stdin| {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if let Err(e) = stdin.write_all(&data).await {
+                    tracing::debug!(error = %e, "exec stdin closed by the process");
+                    return;
+                }
+            }
+            // Dropping stdin closes the pipe: the process sees EOF.
+        });
+        tx
+    })
+}
+
+/// How relaying an exec's output ended.
+struct End {
+    /// The exit status, or why it could not be read (never an invented code); `None` while
+    /// the process runs.
+    exit_code: Option<Result<i32, String>>,
+    client_gone: bool,
+}
+
+/// Writes the process's output to the client until the process has exited and its pipes are
+/// drained (or [`DRAIN_GRACE`] after its exit), or the client goes away.
+async fn relay_output(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    out_rx: &mut mpsc::Receiver<(FrameKind, Bytes)>,
+    gone_rx: &mut oneshot::Receiver<()>,
+    wr: &mut OwnedWriteHalf,
+) -> End {
+    let mut end = End {
+        exit_code: None,
+        client_gone: false,
+    };
     let mut output_open = true;
     let mut grace: Option<Pin<Box<Sleep>>> = None;
-    let mut client_gone = false;
     loop {
-        if exit_code.is_some() && !output_open {
+        if end.exit_code.is_some() && !output_open {
             break;
         }
         tokio::select! {
             msg = out_rx.recv(), if output_open => match msg {
                 Some((kind, data)) => {
-                    if write_frame(&mut wr, &Frame::data(kind, data)).await.is_err() {
-                        client_gone = true;
+                    if write_frame(wr, &Frame::data(kind, data)).await.is_err() {
+                        end.client_gone = true;
                         break;
                     }
                 }
                 None => output_open = false,
             },
-            status = child.wait(), if exit_code.is_none() => {
-                exit_code = Some(match status {
+            status = child.wait(), if end.exit_code.is_none() => {
+                end.exit_code = Some(match status {
                     Ok(st) => status_code(st),
                     Err(e) => {
                         tracing::warn!(pid, error = %e, "waiting for exec process");
@@ -126,8 +159,8 @@ pub(super) async fn handle(
                 });
                 grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE)));
             },
-            _ = &mut gone_rx, if !client_gone => {
-                client_gone = true;
+            _ = &mut *gone_rx, if !end.client_gone => {
+                end.client_gone = true;
                 break;
             },
             () = sleep_opt(&mut grace) => {
@@ -136,19 +169,29 @@ pub(super) async fn handle(
             },
         }
     }
-    client_reader.abort();
-    match exit_code {
-        Some(Ok(code)) if !client_gone => {
+    end
+}
+
+/// Answers the exit code (or why there is none) to a client still there; kills the process
+/// group of a process still running.
+async fn finish(
+    end: End,
+    child: &mut tokio::process::Child,
+    pid: u32,
+    wr: &mut OwnedWriteHalf,
+) -> anyhow::Result<()> {
+    match end.exit_code {
+        Some(Ok(code)) if !end.client_gone => {
             tracing::debug!(pid, code, "exec exited");
-            write_control(&mut wr, &Response::Exit { code }).await?;
+            write_control(wr, &Response::Exit { code }).await?;
         }
-        Some(Err(why)) if !client_gone => {
-            reply(&mut wr, Err(ApiError::internal(why))).await?;
+        Some(Err(why)) if !end.client_gone => {
+            reply(wr, Err(ApiError::internal(why))).await?;
         }
         Some(_) => {}
         None => {
             tracing::info!(pid, "exec client went away; killing its process group");
-            kill_and_reap(&mut child, pid).await;
+            kill_and_reap(child, pid).await;
         }
     }
     Ok(())
@@ -189,16 +232,8 @@ fn spawn(d: &Daemon, req: &ExecRequest) -> Result<tokio::process::Child, ApiErro
     cmd.args(&req.argv[1..])
         .env_clear()
         .envs(&env)
-        .current_dir(&cwd)
-        .stdin(if req.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .current_dir(&cwd);
+    sys::pipes_in_own_group(&mut cmd, req.stdin);
     cmd.spawn()
         .map_err(|e| ApiError::spawn_failed(sys::spawn_error_message(program, &e)))
 }
@@ -261,11 +296,4 @@ async fn kill_and_reap(child: &mut tokio::process::Child, pgid: u32) {
     sys::signal_group(pgid, Signal::SIGKILL);
     let _ = child.start_kill();
     let _ = child.wait().await;
-}
-
-async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
-    match s {
-        Some(s) => s.as_mut().await,
-        None => std::future::pending().await,
-    }
 }

@@ -139,54 +139,13 @@ impl Session {
         spec: SpawnSpec,
         on_exit: Box<dyn FnOnce() + Send>,
     ) -> Result<Arc<Session>, ApiError> {
-        let pty = portable_pty::native_pty_system();
-        let pair = pty
-            .openpty(PtySize {
-                rows: spec.rows,
-                cols: spec.cols,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .map_err(|e| ApiError::internal(format!("openpty: {e:#}")))?;
-
-        let mut args = vec![spec.program.clone().into_os_string()];
-        args.extend(spec.argv.iter().skip(1).map(Into::into));
-        let mut cmd = CommandBuilder::from_argv(args);
-        cmd.env_clear();
-        for (k, v) in &spec.env {
-            cmd.env(k, v);
-        }
-        cmd.cwd(spec.cwd.as_os_str());
-
-        let argv0 = spec.argv.first().cloned().unwrap_or_default();
-        let child = pair
-            .slave
-            .spawn_command(cmd)
-            .map_err(|e| ApiError::spawn_failed(format!("cannot run {argv0}: {e:#}")))?;
-        // The child has its own copies of the slave; ours must go so that the
-        // reader sees EOF once the session's processes are gone.
-        drop(pair.slave);
-        let Some(pid) = child.process_id().filter(|p| *p > 1) else {
-            return Err(ApiError::internal("spawned session has no pid"));
-        };
-        // Reaping is done by wait_pid below, which also reports signals.
-        drop(child);
-
-        let kill_on_error = |e: ApiError| {
-            signal_session(pid, Signal::SIGKILL);
-            let _ = std::thread::Builder::new()
-                .name("pty-reap".into())
-                .spawn(move || wait_pid(pid));
-            e
-        };
-        let reader = pair
-            .master
+        let (master, pid) = spawn_on_pty(&spec)?;
+        let reader = master
             .try_clone_reader()
-            .map_err(|e| kill_on_error(ApiError::internal(format!("pty reader: {e:#}"))))?;
-        let writer = pair
-            .master
+            .map_err(|e| kill_on_error(pid, ApiError::internal(format!("pty reader: {e:#}"))))?;
+        let writer = master
             .take_writer()
-            .map_err(|e| kill_on_error(ApiError::internal(format!("pty writer: {e:#}"))))?;
+            .map_err(|e| kill_on_error(pid, ApiError::internal(format!("pty writer: {e:#}"))))?;
 
         let (input_tx, input_rx) = mpsc::channel::<Bytes>(INPUT_QUEUE);
         let (exited, _) = watch::channel(None);
@@ -205,29 +164,42 @@ impl Session {
                 cols: spec.cols,
                 rows: spec.rows,
             }),
-            master: Mutex::new(pair.master),
+            master: Mutex::new(master),
             input: input_tx,
             exited,
         });
+        session
+            .start_threads(reader, writer, input_rx, on_exit)
+            .map_err(|e| kill_on_error(pid, ApiError::internal(format!("thread: {e}"))))?;
+        Ok(session)
+    }
 
+    /// Starts the session's threads: the PTY reader, the PTY writer (fed by `input_rx`), and
+    /// the waiter that marks the session exited once its process is gone and its output read.
+    fn start_threads(
+        self: &Arc<Self>,
+        reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+        input_rx: mpsc::Receiver<Bytes>,
+        on_exit: Box<dyn FnOnce() + Send>,
+    ) -> std::io::Result<()> {
         let (reader_done_tx, reader_done_rx) = std::sync::mpsc::channel::<()>();
-        let s = session.clone();
+        let s = self.clone();
         std::thread::Builder::new()
-            .name(format!("pty-read-{}", session.id))
+            .name(format!("pty-read-{}", self.id))
             .spawn(move || {
                 read_loop(reader, &s);
                 let _ = reader_done_tx.send(());
-            })
-            .map_err(|e| kill_on_error(ApiError::internal(format!("thread: {e}"))))?;
+            })?;
 
         std::thread::Builder::new()
-            .name(format!("pty-write-{}", session.id))
-            .spawn(move || write_loop(writer, input_rx))
-            .map_err(|e| kill_on_error(ApiError::internal(format!("thread: {e}"))))?;
+            .name(format!("pty-write-{}", self.id))
+            .spawn(move || write_loop(writer, input_rx))?;
 
-        let s = session.clone();
+        let s = self.clone();
+        let pid = self.pid;
         std::thread::Builder::new()
-            .name(format!("pty-wait-{}", session.id))
+            .name(format!("pty-wait-{}", self.id))
             .spawn(move || {
                 let code = wait_pid(pid);
                 // Let the reader drain what the process wrote before it exited.
@@ -241,10 +213,8 @@ impl Session {
                 tracing::info!(session = %s.id, name = %s.name, code, "session exited");
                 s.finish(code);
                 on_exit();
-            })
-            .map_err(|e| kill_on_error(ApiError::internal(format!("thread: {e}"))))?;
-
-        Ok(session)
+            })?;
+        Ok(())
     }
 
     /// Appends output to the scrollback and fans it out.
@@ -381,6 +351,54 @@ impl Session {
             scrollback_bytes: inner.scrollback.len() as u64,
         }
     }
+}
+
+/// Opens a PTY of the spec's size and starts the spec's process on it (as the leader of a
+/// new session); returns the PTY's master side and the process's pid.
+fn spawn_on_pty(spec: &SpawnSpec) -> Result<(Box<dyn MasterPty + Send>, u32), ApiError> {
+    let pty = portable_pty::native_pty_system();
+    let pair = pty
+        .openpty(PtySize {
+            rows: spec.rows,
+            cols: spec.cols,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .map_err(|e| ApiError::internal(format!("openpty: {e:#}")))?;
+
+    let mut args = vec![spec.program.clone().into_os_string()];
+    args.extend(spec.argv.iter().skip(1).map(Into::into));
+    let mut cmd = CommandBuilder::from_argv(args);
+    cmd.env_clear();
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    cmd.cwd(spec.cwd.as_os_str());
+
+    let argv0 = spec.argv.first().cloned().unwrap_or_default();
+    let child = pair
+        .slave
+        .spawn_command(cmd)
+        .map_err(|e| ApiError::spawn_failed(format!("cannot run {argv0}: {e:#}")))?;
+    // The child has its own copies of the slave; ours must go so that the
+    // reader sees EOF once the session's processes are gone.
+    drop(pair.slave);
+    let Some(pid) = child.process_id().filter(|p| *p > 1) else {
+        return Err(ApiError::internal("spawned session has no pid"));
+    };
+    // Reaping is done by wait_pid (in the session's waiter), which also reports signals.
+    drop(child);
+    Ok((pair.master, pid))
+}
+
+/// Kills the session of `pid`, whose setup failed with `e`, and reaps it in the background;
+/// returns `e`.
+fn kill_on_error(pid: u32, e: ApiError) -> ApiError {
+    signal_session(pid, Signal::SIGKILL);
+    let _ = std::thread::Builder::new()
+        .name("pty-reap".into())
+        .spawn(move || wait_pid(pid));
+    e
 }
 
 fn read_loop(mut reader: Box<dyn Read + Send>, session: &Session) {

@@ -1,0 +1,445 @@
+//! One turn of a task: setting it up (worktree, directories, driver files), spawning the
+//! agent in its own process group, feeding its output to the driver, cancelling it (SIGINT,
+//! then SIGKILL after a grace), and ending the task's turn from how the agent exited.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_agents::{Driver, Invocation, TurnSpec};
+use berth_domain::{Agent, EventKind, TaskState};
+use nix::sys::signal::Signal;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+
+use super::events::truncate_string;
+use super::output::{read_lines, Out, MAX_LOG_LINE, MAX_STDOUT_LINE};
+use super::worktree::{create_worktree, make_private_dir, write_private_file};
+use super::{DriverFactory, Task};
+use crate::proto::Worktree;
+use crate::sys::{self, lock, sleep_opt};
+
+/// How long an agent gets to stop after SIGINT before its process group is killed.
+pub(super) const CANCEL_GRACE: Duration = Duration::from_secs(3);
+/// After the agent exited, how long to wait for its pipes to close (they may
+/// be held open by background processes it started).
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Variables of the workspace itself that agents (and the tools they run) must see: the way out
+/// through berth's egress proxy and the CA bundle that trusts it. They come from the container's
+/// environment, set by the server, so the drivers need not know them.
+const WORKSPACE_PASSTHROUGH: [&str; 14] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "BERTH_WORKSPACE",
+];
+
+/// How a turn's setup ended early.
+enum SetupEnd {
+    Failed(String),
+    Cancelled,
+}
+
+/// What the supervision of a running agent saw.
+struct TurnOutcome {
+    exit_code: i32,
+    we_killed: bool,
+    saw_turn_completed: bool,
+    last_error: Option<String>,
+    last_stderr: Option<String>,
+}
+
+/// Where the supervision of a running agent stands.
+#[derive(Default)]
+struct Watch {
+    exited: bool,
+    /// The output pipes are not both closed yet.
+    open: bool,
+    cancelling: bool,
+    /// Running out: stop waiting for the pipes to close.
+    grace: Option<Pin<Box<Sleep>>>,
+    /// Running out: SIGKILL the agent's process group.
+    kill_at: Option<Pin<Box<Sleep>>>,
+}
+
+/// Runs one turn to its end: sets up and spawns the agent (`ready` fires once it runs or the
+/// setup ended), supervises it, and moves the task to its state after the turn.
+pub(super) async fn run_turn(
+    task: Arc<Task>,
+    spec: TurnSpec,
+    worktree: Option<Worktree>,
+    drivers: DriverFactory,
+    ready: oneshot::Sender<()>,
+) {
+    let (driver, child) = match prepare(&task, spec, worktree.as_ref(), &drivers).await {
+        Ok(x) => x,
+        Err(end) => {
+            end_setup(&task, end);
+            let _ = ready.send(());
+            return;
+        }
+    };
+    let outcome = supervise(&task, driver, child, ready).await;
+    end_turn(&task, outcome);
+}
+
+/// The task after a setup that ended early: stopped as requested, or failed.
+fn end_setup(task: &Task, end: SetupEnd) {
+    let mut inner = lock(&task.inner);
+    inner.busy = false;
+    inner.pid = None;
+    let cancelled = inner.cancel_requested || matches!(end, SetupEnd::Cancelled);
+    inner.cancel_requested = false;
+    if cancelled {
+        task.stop_as_requested(&mut inner);
+        tracing::info!(task = %task.id, "task cancelled before its agent started");
+    } else if let SetupEnd::Failed(reason) = end {
+        tracing::info!(task = %task.id, reason = %reason, "task failed to start");
+        task.transition(&mut inner, TaskState::Failed, Some(reason));
+    }
+}
+
+/// The task after its agent exited: stopped as requested, completed, or failed.
+fn end_turn(task: &Task, outcome: TurnOutcome) {
+    let mut inner = lock(&task.inner);
+    inner.busy = false;
+    inner.pid = None;
+    if std::mem::take(&mut inner.cancel_requested) {
+        task.stop_as_requested(&mut inner);
+        tracing::info!(task = %task.id, "task cancelled");
+        return;
+    }
+    if outcome.exit_code == 0 {
+        if !outcome.saw_turn_completed {
+            task.push(&mut inner, EventKind::TurnCompleted { result: None });
+        }
+        task.transition(&mut inner, TaskState::Completed, None);
+        tracing::info!(task = %task.id, "turn completed");
+        return;
+    }
+    let reason = failure_reason(task.agent, outcome);
+    tracing::info!(task = %task.id, reason = %reason, "turn failed");
+    task.transition(&mut inner, TaskState::Failed, Some(reason));
+}
+
+/// Why a turn whose agent exited with a code other than 0 failed.
+fn failure_reason(agent: Agent, outcome: TurnOutcome) -> String {
+    let code = outcome.exit_code;
+    let detail = outcome
+        .last_error
+        .or(outcome.last_stderr)
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    if code == 128 + Signal::SIGKILL as i32 && !outcome.we_killed {
+        format!("{agent} was killed (SIGKILL) by something other than berth, most likely because the workspace ran out of memory{detail}")
+    } else if code > 128 {
+        format!("{agent} was killed by signal {}{detail}", code - 128)
+    } else if code < 0 {
+        format!("lost track of the {agent} process{detail}")
+    } else {
+        format!("{agent} exited with code {code}{detail}")
+    }
+}
+
+/// Worktree, directories, files, spawn. Emits Status{running} once spawned.
+async fn prepare(
+    task: &Arc<Task>,
+    mut spec: TurnSpec,
+    worktree: Option<&Worktree>,
+    drivers: &DriverFactory,
+) -> Result<(Box<dyn Driver>, tokio::process::Child), SetupEnd> {
+    if let Some(wt) = worktree {
+        let path = spec.home.join(".berth").join("worktrees").join(&task.id);
+        create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
+        tracing::info!(task = %task.id, path = %path.display(), branch = %wt.branch, "worktree created");
+        spec.cwd = path;
+        lock(&task.inner).spec.cwd = spec.cwd.clone();
+    }
+    if task.cancel_requested() {
+        return Err(SetupEnd::Cancelled);
+    }
+    make_private_dir(&spec.task_dir).map_err(SetupEnd::Failed)?;
+    make_private_dir(&spec.task_dir.join("tmp")).map_err(SetupEnd::Failed)?;
+    let driver = drivers.make(task.agent);
+    let inv = driver.invocation(&spec);
+    for (path, content) in &inv.files {
+        write_private_file(path, content).map_err(SetupEnd::Failed)?;
+    }
+    let mut inner = lock(&task.inner);
+    if inner.cancel_requested {
+        return Err(SetupEnd::Cancelled);
+    }
+    // Spawn under the lock so that a cancel sees the pid.
+    let child = spawn(&inv).map_err(SetupEnd::Failed)?;
+    inner.pid = child.id();
+    task.transition(&mut inner, TaskState::Running, None);
+    tracing::info!(task = %task.id, pid = ?inner.pid, program = %inv.program, "agent started");
+    drop(inner);
+    Ok((driver, child))
+}
+
+fn workspace_passthrough() -> Vec<(String, String)> {
+    WORKSPACE_PASSTHROUGH
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect()
+}
+
+/// Starts the agent of `inv` in a process group of its own, with only the driver's
+/// environment (and [`WORKSPACE_PASSTHROUGH`]), feeding it `inv.stdin` if any.
+fn spawn(inv: &Invocation) -> Result<tokio::process::Child, String> {
+    let not_installed = || {
+        format!(
+            "the agent CLI `{}` is not installed in this workspace image",
+            inv.program
+        )
+    };
+    sys::validate_env(&inv.env).map_err(|e| format!("bad agent environment: {e}"))?;
+    if !inv.cwd.is_dir() {
+        return Err(format!(
+            "the working directory {} does not exist",
+            inv.cwd.display()
+        ));
+    }
+    let path = inv
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
+    let program = match sys::resolve_program(&inv.program, path, &inv.cwd) {
+        Ok(p) => p,
+        Err(e) if e.starts_with("command not found") || e.starts_with("no such file") => {
+            return Err(not_installed())
+        }
+        Err(e) => return Err(format!("cannot run the agent CLI: {e}")),
+    };
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&inv.args)
+        .env_clear()
+        .envs(inv.env.iter().map(|(k, v)| (k, v)))
+        .envs(workspace_passthrough())
+        .current_dir(&inv.cwd);
+    sys::pipes_in_own_group(&mut cmd, inv.stdin.is_some());
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_installed(),
+        _ => format!("cannot run the agent CLI `{}`: {e}", inv.program),
+    })?;
+    if let (Some(mut stdin), Some(data)) = (child.stdin.take(), inv.stdin.clone()) {
+        tokio::spawn(async move {
+            if let Err(e) = stdin.write_all(data.as_bytes()).await {
+                tracing::debug!(error = %e, "agent closed its stdin early");
+            }
+            // Dropping stdin closes it: the agent sees EOF.
+        });
+    }
+    Ok(child)
+}
+
+/// Feeds the agent's output to the driver until the process exits and its
+/// pipes are drained; handles cancellation.
+async fn supervise(
+    task: &Arc<Task>,
+    mut driver: Box<dyn Driver>,
+    mut child: tokio::process::Child,
+    ready: oneshot::Sender<()>,
+) -> TurnOutcome {
+    let pgid = child.id().unwrap_or(0);
+    let (mut rx, readers) = start_readers(&mut child);
+    let _ = ready.send(());
+
+    let mut out = TurnOutcome {
+        exit_code: -1,
+        we_killed: false,
+        saw_turn_completed: false,
+        last_error: None,
+        last_stderr: None,
+    };
+    let mut w = Watch {
+        open: true,
+        ..Watch::default()
+    };
+    loop {
+        if w.exited && !w.open {
+            break;
+        }
+        tokio::select! {
+            msg = rx.recv(), if w.open => match msg {
+                Some(msg) => on_output(task, driver.as_mut(), msg, &mut out),
+                None => w.open = false,
+            },
+            status = child.wait(), if !w.exited => on_exit(task, status, pgid, &mut w, &mut out),
+            () = task.cancel.notified(), if !w.cancelling && !w.exited => {
+                if task.cancel_requested() {
+                    w.cancelling = true;
+                    tracing::debug!(task = %task.id, pgid, "SIGINT to the agent's process group");
+                    sys::signal_group(pgid, Signal::SIGINT);
+                    w.kill_at = Some(Box::pin(tokio::time::sleep(CANCEL_GRACE)));
+                }
+            },
+            () = sleep_opt(&mut w.kill_at) => {
+                w.kill_at = None;
+                if !w.exited {
+                    tracing::debug!(task = %task.id, pgid, "SIGKILL to the agent's process group");
+                    out.we_killed = true;
+                    sys::signal_group(pgid, Signal::SIGKILL);
+                    let _ = child.start_kill();
+                }
+            },
+            () = sleep_opt(&mut w.grace) => {
+                tracing::debug!(task = %task.id, "agent output still open after exit; not waiting further");
+                break;
+            },
+        }
+    }
+    for r in readers {
+        r.abort();
+    }
+    out
+}
+
+/// Starts reading the agent's stdout and stderr lines into one channel.
+fn start_readers(child: &mut tokio::process::Child) -> (mpsc::Receiver<Out>, Vec<JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel::<Out>(256);
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(
+            stdout,
+            false,
+            MAX_STDOUT_LINE,
+            tx.clone(),
+        )));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(
+            stderr,
+            true,
+            MAX_LOG_LINE,
+            tx.clone(),
+        )));
+    }
+    (rx, readers)
+}
+
+/// One line of the agent's output: stdout through the driver, stderr as Log events.
+fn on_output(task: &Task, driver: &mut dyn Driver, msg: Out, out: &mut TurnOutcome) {
+    match msg {
+        Out::Stdout(line) => {
+            let kinds = driver.parse_line(&line);
+            emit_driver_events(task, kinds, driver.usage_is_cumulative(), out);
+        }
+        Out::Stderr(line) => {
+            if !line.trim().is_empty() {
+                out.last_stderr = Some(line.trim().to_string());
+            }
+            task.emit(EventKind::Log { line });
+        }
+        Out::Overlong {
+            stderr: true,
+            prefix,
+        } => {
+            let line = format!("{prefix}… [line cut at {MAX_LOG_LINE} bytes]");
+            out.last_stderr = Some(line.clone());
+            task.emit(EventKind::Log { line });
+        }
+        Out::Overlong {
+            stderr: false,
+            prefix,
+        } => {
+            let mut start = prefix;
+            truncate_string(&mut start, 200);
+            task.emit(EventKind::Log {
+                line: format!(
+                    "berth: dropped an agent output line longer than {MAX_STDOUT_LINE} bytes; it began with: {start}"
+                ),
+            });
+        }
+    }
+}
+
+/// The agent exited: note its code, and give its pipes a last while to drain (a short one,
+/// after killing what is left of its process group, when it was being cancelled).
+fn on_exit(
+    task: &Task,
+    status: std::io::Result<std::process::ExitStatus>,
+    pgid: u32,
+    w: &mut Watch,
+    out: &mut TurnOutcome,
+) {
+    w.exited = true;
+    out.exit_code = match status {
+        Ok(st) => sys::exit_code(st),
+        Err(e) => {
+            tracing::warn!(task = %task.id, error = %e, "waiting for the agent");
+            -1
+        }
+    };
+    if w.cancelling {
+        // Whatever is left of the tree goes too.
+        sys::signal_group(pgid, Signal::SIGKILL);
+        w.grace = Some(Box::pin(tokio::time::sleep(Duration::from_millis(200))));
+    } else {
+        w.grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE)));
+    }
+}
+
+/// Appends the events the driver made of a line; keeps the daemon's own lifecycle (only
+/// `waiting` and `running` are taken from the driver) and turns cumulative usage into deltas.
+fn emit_driver_events(
+    task: &Task,
+    kinds: Vec<EventKind>,
+    cumulative_usage: bool,
+    out: &mut TurnOutcome,
+) {
+    if kinds.is_empty() {
+        return;
+    }
+    let mut inner = lock(&task.inner);
+    for mut kind in kinds {
+        if let (
+            true,
+            EventKind::Usage {
+                input_tokens,
+                output_tokens,
+                cached_input_tokens,
+                ..
+            },
+        ) = (cumulative_usage, &mut kind)
+        {
+            let now = [*input_tokens, *output_tokens, *cached_input_tokens];
+            let prev = inner.usage_total;
+            *input_tokens = now[0].saturating_sub(prev[0]);
+            *output_tokens = now[1].saturating_sub(prev[1]);
+            *cached_input_tokens = now[2].saturating_sub(prev[2]);
+            inner.usage_total = now;
+        }
+        match &kind {
+            EventKind::Status { state, reason } => {
+                // Drivers may report mid-turn waits; the daemon owns the rest of the lifecycle.
+                if matches!(state, TaskState::Waiting | TaskState::Running) {
+                    task.transition(&mut inner, *state, reason.clone());
+                } else {
+                    tracing::debug!(task = %task.id, state = %state, "ignored a status from the driver");
+                }
+                continue;
+            }
+            EventKind::TurnCompleted { .. } => out.saw_turn_completed = true,
+            EventKind::Error { message } => out.last_error = Some(message.clone()),
+            _ => {}
+        }
+        task.push(&mut inner, kind);
+    }
+}
