@@ -26,12 +26,8 @@ pub(crate) async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// Now, RFC 3339.
-pub(crate) fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+/// Now, in berth's timestamp form.
+pub(crate) use berth_domain::timestamp::now as now_rfc3339;
 
 /// Sends `sig` to process group `pgid`.
 pub(crate) fn signal_group(pgid: u32, sig: Signal) {

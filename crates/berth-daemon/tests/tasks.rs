@@ -163,8 +163,7 @@ fn assert_contiguous(events: &[TaskEvent], first: u64) {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.seq, first + i as u64, "events: {events:#?}");
         assert!(
-            time::OffsetDateTime::parse(&e.at, &time::format_description::well_known::Rfc3339)
-                .is_ok(),
+            berth_domain::timestamp::parse(&e.at).is_some(),
             "bad at {:?}",
             e.at
         );
