@@ -3,6 +3,7 @@
 //! Everything here is plain data and pure functions: no tokio, no sqlx, no HTTP. Transports parse
 //! their input into these types, and the state machine decides what may happen next.
 
+pub mod egress;
 pub mod error;
 pub mod ids;
 pub mod limits;
@@ -12,6 +13,7 @@ pub mod task;
 pub mod timestamp;
 pub mod workspace;
 
+pub use egress::EgressRecord;
 pub use error::ErrorCode;
 pub use ids::{TaskId, TenantId, TokenId, WorkspaceId};
 pub use limits::{Limits, LimitsError};

@@ -124,27 +124,6 @@ pub fn secret_header_name(name: &str) -> Result<String, String> {
     Ok(lower)
 }
 
-/// One egress attempt, as recorded through [`EgressContext::record`]. Never carries header
-/// values or secrets.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogEntry {
-    /// `None` for a CONNECT that was tunnelled or refused as a whole.
-    pub method: Option<String>,
-    pub host: String,
-    pub port: u16,
-    /// Request path with query (`None` for a CONNECT).
-    pub path: Option<String>,
-    /// `"allow"` or `"deny"`.
-    pub decision: String,
-    /// Text of the rule that decided, if one did.
-    pub rule: Option<String>,
-    pub reason: String,
-    /// Bytes from the workspace to the origin (request body, or tunnel bytes).
-    pub bytes_up: u64,
-    /// Bytes from the origin to the workspace (response body, or tunnel bytes).
-    pub bytes_down: u64,
-    /// Whether the request was seen inside an intercepted TLS connection.
-    pub intercepted: bool,
-    /// When the attempt started (RFC 3339, UTC).
-    pub at: String,
-}
+/// One egress attempt, as recorded through [`EgressContext::record`] (berth's one egress record;
+/// the proxy leaves `task_id` empty).
+pub use berth_domain::EgressRecord as LogEntry;

@@ -280,6 +280,7 @@ impl Conn {
             bytes_down: 0,
             intercepted,
             at,
+            task_id: None,
         }
     }
 

@@ -32,7 +32,7 @@ use berth_domain::WorkspaceId;
 use berth_egress::{
     BuiltinTemplate, CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding,
 };
-use berth_store::{EgressRecord, EgressTemplate, Store, StoreError, Workspace};
+use berth_store::{EgressTemplate, Store, StoreError, Workspace};
 use tokio::sync::watch;
 
 use crate::conn_limit::{ConnLimiter, ConnLimits};
@@ -109,21 +109,7 @@ impl Egress {
         let writer = egress.clone();
         tokio::spawn(async move {
             while let Some((ws, e)) = log_rx.recv().await {
-                let rec = EgressRecord {
-                    at: e.at,
-                    task_id: None,
-                    method: e.method,
-                    host: e.host,
-                    port: e.port,
-                    path: e.path,
-                    decision: e.decision,
-                    rule: e.rule,
-                    reason: e.reason,
-                    bytes_up: e.bytes_up,
-                    bytes_down: e.bytes_down,
-                    intercepted: e.intercepted,
-                };
-                match store.append_egress_log(ws.as_str(), &rec).await {
+                match store.append_egress_log(ws.as_str(), &e).await {
                     Ok(id) => writer.notify(&ws, id),
                     Err(err) => tracing::error!(error = %err, "cannot write the egress log"),
                 }

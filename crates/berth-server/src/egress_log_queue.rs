@@ -96,6 +96,7 @@ mod tests {
             bytes_down: 0,
             intercepted: false,
             at: "2026-12-04T00:00:00Z".into(),
+            task_id: None,
         }
     }
 

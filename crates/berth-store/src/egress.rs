@@ -4,21 +4,7 @@ use sqlx::Row;
 
 use crate::{Result, Store};
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EgressRecord {
-    pub at: String,
-    pub task_id: Option<String>,
-    pub method: Option<String>,
-    pub host: String,
-    pub port: u16,
-    pub path: Option<String>,
-    pub decision: String,
-    pub rule: Option<String>,
-    pub reason: String,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    pub intercepted: bool,
-}
+pub use berth_domain::EgressRecord;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EgressEntry {
