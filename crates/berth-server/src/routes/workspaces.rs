@@ -116,7 +116,7 @@ pub async fn create(
             state.store.append_audit(&rec).await?;
         }
     }
-    crate::egress::activate(&state, &w.id).await;
+    crate::lifecycle::serve_channel(&state, &w.id).await;
     Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
 
@@ -208,7 +208,7 @@ pub async fn start(
     )
     .await;
     let w = result?;
-    crate::egress::activate(&state, &w.id).await;
+    crate::lifecycle::serve_channel(&state, &w.id).await;
     Ok(axum::Json(to_api(&w)))
 }
 
@@ -258,7 +258,7 @@ pub async fn remove(
         &result,
     )
     .await;
-    crate::egress::deactivate(&state, &result?.id);
+    crate::lifecycle::stop_channel(&state, &result?.id);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -258,31 +258,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     }
 }
 
-/// A Unix listener for `axum::serve` with a [`ConnLimiter`] on it.
-pub struct LimitedListener {
-    pub listener: UnixListener,
-    pub limiter: ConnLimiter,
-}
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = Guarded<UnixStream>;
-    type Addr = tokio::net::unix::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, slot) = self.limiter.accept(&self.listener).await;
-            // A connection that already went away has no address; it is simply dropped.
-            if let Ok(addr) = stream.peer_addr() {
-                return (self.limiter.guard(stream, slot), addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
