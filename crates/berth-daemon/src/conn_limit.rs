@@ -8,6 +8,10 @@
 //! time or when it stays idle (no byte moved either way) too long. So one workspace can hold at
 //! most `max_conns` descriptors per socket, however many connections it opens, and cannot
 //! exhaust the server's descriptors or memory for the others.
+//!
+//! Server-side, like [`crate::chanfs`] that binds these sockets; here so that the server's egress
+//! code and the `berth-gateway` crate (which wraps a limiter into an `axum::serve` listener)
+//! share it.
 
 use std::future::Future;
 use std::io;

@@ -251,7 +251,6 @@ async fn call_upstream(
     call.ttfb_ms = Some(started.elapsed().as_millis() as u64);
     let start = MeterStart {
         provider: p,
-        sse: false,
         call,
         started,
         request,
@@ -271,9 +270,9 @@ async fn call_upstream(
 fn respond(
     gw: &Gateway,
     resp: hyper::Response<hyper::body::Incoming>,
-    mut start: MeterStart,
+    start: MeterStart,
 ) -> Result<Response, GatewayError> {
-    start.sse = resp
+    let sse = resp
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -284,7 +283,7 @@ fn respond(
             out = out.header(name, value);
         }
     }
-    let metered = Metered::new(gw.clone(), resp.into_body(), start);
+    let metered = Metered::new(gw.clone(), resp.into_body(), sse, start);
     out.body(Body::new(metered))
         .map_err(|_| GatewayError::BadUpstreamResponse)
 }

@@ -90,7 +90,6 @@ pub(crate) struct Metered {
 /// What a metered body starts with besides the upstream's body.
 pub(crate) struct MeterStart {
     pub provider: Provider,
-    pub sse: bool,
     pub call: LlmCall,
     pub started: std::time::Instant,
     /// The request as recorded (None: recording is off).
@@ -100,10 +99,16 @@ pub(crate) struct MeterStart {
 }
 
 impl Metered {
-    pub(crate) fn new(gateway: Gateway, body: hyper::body::Incoming, s: MeterStart) -> Self {
+    /// Meters `body`, an SSE stream when `sse`.
+    pub(crate) fn new(
+        gateway: Gateway,
+        body: hyper::body::Incoming,
+        sse: bool,
+        s: MeterStart,
+    ) -> Self {
         Self {
             inner: body,
-            tap: UsageTap::new(s.provider, s.sse),
+            tap: UsageTap::new(s.provider, sse),
             call: Some(s.call),
             started: s.started,
             gateway,

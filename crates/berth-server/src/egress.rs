@@ -25,14 +25,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
+use berth_daemon::conn_limit::{ConnLimiter, ConnLimits};
 use berth_domain::WorkspaceId;
 use berth_egress::{
     BuiltinTemplate, CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding,
 };
 use berth_store::{EgressRecord, EgressTemplate, Store, StoreError, Workspace};
 use tokio::sync::watch;
-
-use berth_daemon::conn_limit::{ConnLimiter, ConnLimits};
 
 /// One placeholder secret of a workspace: which secret, the hosts it may go to, and the swap.
 #[derive(Clone, Debug)]
