@@ -8,7 +8,7 @@
 //! chan/                     server-owned 0755, mounted READ-ONLY at /run/berth
 //!   ca-bundle.crt           server-owned 0644 (written with O_CREAT|O_EXCL|O_NOFOLLOW)
 //!   berth-ca.crt            server-owned 0644
-//!   egress.sock, egress-handoff.sock, gateway.sock   sockets the server binds, 0666
+//!   egress.sock, egress-handoff.sock, gateway.sock   sockets the server binds ([`listen`]), 0666
 //!   secrets/NAME            dir server-owned 0755; files uid 1000, 0400 (fchown/fchmod on the fd)
 //!   daemon/                 uid 1000, 0700, mounted READ-WRITE at /run/berth/daemon
 //!     daemon.sock           bound by the workspace daemon; reached only through `open_socket`
@@ -207,6 +207,34 @@ impl Dir {
         rfs::chmodat(&self.fd, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
         listener.set_nonblocking(true)?;
         Ok(listener)
+    }
+}
+
+/// Serves the socket at `path` in a workspace's server-owned channel directory (the workspace
+/// sees it read-only, so the socket cannot be swapped): binds it anew (replacing a stale file)
+/// through [`Dir::bind_socket`], mode 0666 so the workspace user (uid 1000) may connect, as a
+/// tokio listener. The one way the server binds the sockets it serves into a workspace (the
+/// LLM gateway's, the egress proxy's and its handoff socket). Needs a tokio runtime.
+pub fn listen(path: &Path) -> io::Result<tokio::net::UnixListener> {
+    let (dir, name) = split_socket_path(path)?;
+    let listener = Dir::open_private(dir)?.bind_socket(name, 0o666)?;
+    tokio::net::UnixListener::from_std(listener)
+}
+
+/// Whether the socket at `path` (a channel directory's entry) is still there; a link there is
+/// not followed (it counts as an entry).
+pub fn is_bound(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// A socket path in a channel directory as (directory, file name).
+fn split_socket_path(path: &Path) -> io::Result<(&Path, &str)> {
+    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a socket path", path.display()),
+        )),
     }
 }
 

@@ -339,3 +339,35 @@ fn contains_sees_links_without_following_them() {
     assert!(!d.contains("../chan"));
     c.assert_untouched("contains");
 }
+
+#[tokio::test]
+async fn listen_serves_a_fresh_socket_only_in_a_private_directory() {
+    for kind in PLANTS {
+        let c = Canaries::new();
+        let (_tmp, path) = private_dir();
+        let sock = path.join("gateway.sock");
+        c.plant(kind, &sock);
+        let l = listen(&sock).unwrap();
+        c.assert_untouched(&format!("listen over {kind:?}"));
+        let m = fs::symlink_metadata(&sock).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+        assert_eq!(m.mode() & 0o7777, 0o666, "{kind:?}");
+        assert!(is_bound(&sock));
+        let client = tokio::net::UnixStream::connect(&sock);
+        let (accepted, connected) = tokio::join!(l.accept(), client);
+        accepted.unwrap();
+        connected.unwrap();
+    }
+    // A directory others may write, a link in place of the directory, no file name: refused.
+    let c = Canaries::new();
+    let (tmp, path) = private_dir();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = listen(&path.join("egress.sock")).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&c.dir, &link).unwrap();
+    assert!(listen(&link.join("egress.sock")).is_err());
+    assert!(listen(Path::new("/")).is_err());
+    c.assert_untouched("listen");
+    assert!(!is_bound(&tmp.path().join("missing.sock")));
+}

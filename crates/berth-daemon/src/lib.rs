@@ -90,6 +90,7 @@
 
 pub mod chanfs;
 pub mod client;
+pub mod conn_limit;
 pub mod proto;
 pub mod server;
 mod sys;

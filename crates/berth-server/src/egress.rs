@@ -28,14 +28,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
+use berth_daemon::conn_limit::{ConnLimiter, ConnLimits};
 use berth_domain::WorkspaceId;
 use berth_egress::{
     BuiltinTemplate, CertificateAuthority, EgressContext, LogEntry, Policy, Proxy, SecretBinding,
 };
 use berth_store::{EgressTemplate, Store, StoreError, Workspace};
 use tokio::sync::watch;
-
-use crate::conn_limit::{ConnLimiter, ConnLimits};
 
 /// One placeholder secret of a workspace: which secret, the hosts it may go to, and the swap.
 #[derive(Clone, Debug)]
@@ -235,7 +234,7 @@ impl Egress {
     pub fn ensure(self: &Arc<Self>, socket: &Path, ws: &WorkspaceId) {
         let mut running = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = running.get(ws) {
-            if !h.is_finished() && socket.exists() {
+            if !h.is_finished() && berth_daemon::chanfs::is_bound(socket) {
                 return;
             }
             h.abort();
@@ -320,30 +319,14 @@ impl Egress {
     }
 }
 
-/// Binds a Unix socket the workspace user may connect to (replacing a stale file) in the
-/// server-owned channel directory, which the workspace sees read-only.
+/// Serves one of the workspace's egress sockets (see `berth_daemon::chanfs::listen`).
 fn bind_open(path: &Path, ws: &WorkspaceId) -> Option<tokio::net::UnixListener> {
-    let bound = split_socket_path(path).and_then(|(dir, name)| {
-        let l = berth_daemon::chanfs::Dir::open_private(dir)?.bind_socket(name, 0o666)?;
-        tokio::net::UnixListener::from_std(l)
-    });
-    match bound {
+    match berth_daemon::chanfs::listen(path) {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(workspace = %ws, path = %path.display(), error = %e, "cannot serve an egress socket");
             None
         }
-    }
-}
-
-/// A socket path in a channel directory as (directory, file name).
-pub(crate) fn split_socket_path(path: &Path) -> std::io::Result<(&Path, &str)> {
-    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-        (Some(dir), Some(name)) => Ok((dir, name)),
-        _ => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{} is not a socket path", path.display()),
-        )),
     }
 }
 
@@ -527,10 +510,10 @@ pub async fn refresh(state: &crate::state::AppState, workspaces: &[WorkspaceId])
     }
 }
 
-/// Everything a running workspace needs served on the host side of its channel: the LLM
-/// gateway socket, and the egress proxy socket with the workspace's rules loaded.
-pub async fn activate(state: &Arc<crate::state::AppState>, ws: &WorkspaceId) {
-    state.gateways.ensure(state, ws);
+/// Serves a running workspace's egress proxy socket, with the workspace's rules and placeholder
+/// secrets loaded (the gateway's socket is the lifecycle's other call, see
+/// `lifecycle::serve_channel`).
+pub async fn activate(state: &crate::state::AppState, ws: &WorkspaceId) {
     if let Some(e) = &state.egress {
         if !e.is_loaded(ws) {
             let _guard = e.recompute.lock().await;
@@ -623,7 +606,6 @@ pub async fn refresh_secret(state: &crate::state::AppState, name: &str) {
 
 /// The opposite of [`activate`], when a workspace is removed.
 pub fn deactivate(state: &crate::state::AppState, ws: &WorkspaceId) {
-    state.gateways.stop(ws);
     if let Some(e) = &state.egress {
         e.stop(ws);
     }

@@ -7,7 +7,6 @@ mod auth;
 mod backup;
 mod binary;
 mod config;
-mod conn_limit;
 mod disk;
 mod doctor;
 mod egress;
@@ -27,7 +26,6 @@ mod tasks;
 #[cfg(test)]
 mod test_support;
 mod ui;
-mod usage_tap;
 mod vault;
 mod watch_map;
 
@@ -120,7 +118,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         &state.config.data_dir,
         store.clone(),
     )?);
-    state.vault = Some(Arc::new(vault::Vault::load(&state.config.data_dir)?));
+    let vault = Arc::new(vault::Vault::load(&state.config.data_dir)?);
+    state.set_vault(vault);
     let state = Arc::new(state);
     match state.runtime.info().await {
         Ok(info) => {
@@ -133,25 +132,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     reconciler::startup(&state).await;
     let reconcile = reconciler::spawn(state.clone());
     let purge = retention::spawn(state.clone());
-    if let Some(days) = state.recording_days {
-        tracing::info!(days, "recording LLM prompts and answers");
-        let store = state.store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-            loop {
-                tick.tick().await;
-                let cutoff =
-                    time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
-                if let Ok(before) = cutoff.format(&time::format_description::well_known::Rfc3339) {
-                    match store.purge_llm_recordings(&before).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(n, "purged LLM recordings past retention"),
-                        Err(e) => tracing::warn!(error = %e, "purging LLM recordings"),
-                    }
-                }
-            }
-        });
-    }
+    state.gateway.spawn_recording_purge();
     tasks::resume_all(&state).await;
 
     let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
@@ -166,9 +147,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// Raises the soft limit on open files to the hard one (at most the kernel's `nr_open`): every
-/// running workspace holds sockets on the server (capped per workspace, see `conn_limit`), and
-/// the soft limit a shell hands down (often 1024) would let a few busy workspaces use up the
-/// descriptors of all.
+/// running workspace holds sockets on the server (capped per workspace, see
+/// `berth_daemon::conn_limit`), and the soft limit a shell hands down (often 1024) would let a
+/// few busy workspaces use up the descriptors of all.
 fn raise_nofile_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {

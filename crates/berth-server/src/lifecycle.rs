@@ -887,6 +887,21 @@ pub async fn daemon_status(state: &AppState, w: &Workspace) -> berth_api::Daemon
     }
 }
 
+/// Serves everything a running workspace needs on the host side of its channel: the LLM
+/// gateway's socket, and the egress proxy's with the workspace's rules loaded (idempotent).
+pub async fn serve_channel(state: &AppState, ws: &WorkspaceId) {
+    state
+        .gateway
+        .serve(ws, &state.channel_dir(ws), state.daemon(ws));
+    crate::egress::activate(state, ws).await;
+}
+
+/// The opposite of [`serve_channel`], when a workspace is removed.
+pub fn stop_channel(state: &AppState, ws: &WorkspaceId) {
+    state.gateway.stop(ws);
+    crate::egress::deactivate(state, ws);
+}
+
 #[cfg(test)]
 #[path = "lifecycle_tests.rs"]
 mod tests;

@@ -118,7 +118,7 @@ async fn recover_one(state: &Arc<AppState>, w: &Workspace) {
     match crate::lifecycle::recover(state, &w).await {
         Ok(_) => {
             tracing::info!(workspace = %w.qualified_name(), "workspace restarted after the restart of the server");
-            crate::egress::activate(state, &w.id).await;
+            crate::lifecycle::serve_channel(state, &w.id).await;
             audit(
                 state,
                 &w,
@@ -215,7 +215,7 @@ async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<(
                         .set_state(&w.id, WorkspaceState::Running, None)
                         .await?;
                 }
-                crate::egress::activate(state, &w.id).await;
+                crate::lifecycle::serve_channel(state, &w.id).await;
                 observe_oom(state, w, c.pid).await?;
             } else {
                 let code = c.exit_code.unwrap_or(-1);

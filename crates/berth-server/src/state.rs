@@ -74,28 +74,12 @@ pub struct AppState {
     /// several servers can share one engine without touching each other's workspaces.
     pub server_id: String,
     pub binary: StagedBinary,
-    /// Configured LLM upstreams of the gateway.
-    pub upstreams: crate::gateway::Upstreams,
-    /// HTTP client for the gateway's upstream calls.
-    pub http: crate::gateway::UpstreamClient,
-    pub gateways: crate::gateway::Listeners,
+    /// The LLM gateway: its per-workspace listeners, caches, budget reservations, recorder.
+    pub gateway: berth_gateway::Gateway,
     /// The egress proxy (None in unit tests over the fake runtime).
     pub egress: Option<Arc<crate::egress::Egress>>,
-    /// Recent virtual-key lookups of the gateway.
-    pub key_cache: crate::gateway::KeyCache,
-    /// The budgets, briefly cached by the gateway.
-    pub budget_cache: std::sync::Mutex<Option<(std::time::Instant, Vec<berth_store::Budget>)>>,
-    /// Budget reservations of the gateway's calls in flight.
-    pub reservations: crate::gateway::Reservations,
-    /// The gateway's call recorder (started on first use).
-    pub recorder: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::gateway::Recorded>>,
-    /// Prompt recording: keep each gateway call's request and response this many days (None:
-    /// off). `BERTH_GATEWAY_RECORD_DAYS`.
-    pub recording_days: Option<u32>,
     /// The secrets vault (None in unit tests).
     pub vault: Option<Arc<crate::vault::Vault>>,
-    /// The operator's price table (`DATA_DIR/prices.toml`).
-    pub prices: crate::usage_tap::Prices,
     pub tasks: crate::tasks::TaskHub,
     /// Daemon protocol this server speaks (tests raise it to play a newer server).
     pub daemon_protocol: u32,
@@ -121,10 +105,11 @@ impl AppState {
         server_id: String,
         binary: StagedBinary,
     ) -> std::io::Result<Self> {
-        let prices = crate::usage_tap::Prices::new(config.data_dir.join("prices.toml"));
-        let http = crate::gateway::upstream_client()?;
+        let gateway = berth_gateway::Gateway::new(
+            crate::gateway::config_from_env(&config.data_dir),
+            store.clone(),
+        )?;
         Ok(Self {
-            prices,
             config,
             store,
             runtime,
@@ -132,19 +117,9 @@ impl AppState {
             engine: None,
             server_id,
             binary,
-            upstreams: crate::gateway::Upstreams::from_env(),
-            http,
-            gateways: Default::default(),
+            gateway,
             egress: None,
             vault: None,
-            key_cache: Default::default(),
-            budget_cache: Default::default(),
-            reservations: Default::default(),
-            recorder: std::sync::OnceLock::new(),
-            recording_days: std::env::var("BERTH_GATEWAY_RECORD_DAYS")
-                .ok()
-                .and_then(|d| d.trim().parse().ok())
-                .filter(|d: &u32| *d > 0),
             tasks: Default::default(),
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
@@ -181,7 +156,17 @@ impl AppState {
 
     /// Drops the gateway's cached budgets (after a change through the API).
     pub fn forget_budgets(&self) {
-        *self.budget_cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.gateway.forget_budgets();
+    }
+
+    /// Installs the vault, also as the gateway's source of `vault:` upstream keys.
+    pub fn set_vault(&mut self, vault: Arc<crate::vault::Vault>) {
+        self.gateway
+            .set_secrets(Arc::new(crate::gateway::VaultKeys {
+                store: self.store.clone(),
+                vault: vault.clone(),
+            }));
+        self.vault = Some(vault);
     }
 
     /// Host directory bind-mounted read-only at /run/berth in this workspace only; it is

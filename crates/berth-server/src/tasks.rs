@@ -16,7 +16,7 @@ use berth_domain::{Agent, ErrorCode, EventKind, TaskEvent, TaskId, TaskState, Wo
 use berth_store::{NewTask, Task};
 use tokio::sync::watch;
 
-use crate::auth::{generate_token, hash_token};
+use crate::auth::generate_token;
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, HOME};
 use crate::state::AppState;
@@ -194,7 +194,7 @@ async fn pump(state: &Arc<AppState>, task: &Task) -> Pump {
                 }
                 if turn_over {
                     // The store ended the key with the turn; drop cached lookups of it now.
-                    crate::gateway::forget_task(state, &task.id);
+                    state.gateway.forget_task(&task.id);
                     return Pump::TurnOver;
                 }
             }
@@ -246,7 +246,7 @@ async fn revoke_key(state: &AppState, id: &str) {
     if let Err(e) = state.store.set_task_key_live(id, false).await {
         tracing::error!(task = id, error = %e, "cannot revoke a task's key");
     }
-    crate::gateway::forget_task(state, id);
+    state.gateway.forget_task(id);
 }
 
 /// Home-relative paths (`~`, `~/x`) to absolute ones; anything else must be absolute.
@@ -355,10 +355,10 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
             dir: dir.clone(),
             worktree: req.worktree.clone(),
             prompt: req.prompt.clone(),
-            virtual_key_hash: hash_token(key.expose()),
+            virtual_key_hash: berth_gateway::hash_key(key.expose()),
         })
         .await?;
-    crate::egress::activate(state, &w.id).await;
+    crate::lifecycle::serve_channel(state, &w.id).await;
     let turn = turn_spec(&id, agent, req.prompt, model, &dir, key.expose(), None);
     let start = berth_daemon::TaskStart {
         id: id.clone(),
@@ -508,9 +508,9 @@ async fn continue_in_new_daemon(
     let key = generate_token();
     state
         .store
-        .set_task_key_hash(&task.id, &hash_token(key.expose()))
+        .set_task_key_hash(&task.id, &berth_gateway::hash_key(key.expose()))
         .await?;
-    crate::egress::activate(state, &task.workspace_id).await;
+    crate::lifecycle::serve_channel(state, &task.workspace_id).await;
     // A task with a worktree ran in it; the worktree lives on in the home volume.
     let cwd = match &task.worktree {
         Some(_) => format!("{HOME}/.berth/worktrees/{}", task.id),

@@ -51,7 +51,7 @@ pub async fn create_workspace(
     audit(&state.store, actor, "workspace.create", &target, &result).await;
     let w = result?;
     record_exposed_secrets(state, actor, &w).await?;
-    crate::egress::activate(state, &w.id).await;
+    super::serve_channel(state, &w.id).await;
     Ok(w)
 }
 
@@ -92,7 +92,7 @@ pub async fn start_workspace(
     )
     .await;
     let w = result?;
-    crate::egress::activate(state, &w.id).await;
+    super::serve_channel(state, &w.id).await;
     Ok(w)
 }
 
@@ -132,6 +132,6 @@ pub async fn remove_workspace(
     )
     .await;
     let w = result?;
-    crate::egress::deactivate(state, &w.id);
+    super::stop_channel(state, &w.id);
     Ok(w)
 }

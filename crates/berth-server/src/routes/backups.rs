@@ -99,7 +99,7 @@ pub async fn restore(
     };
     audit(&state.store, &actor, "workspace.restore", &target, &result).await;
     let w = result?;
-    crate::egress::activate(&state, &w.id).await;
+    crate::lifecycle::serve_channel(&state, &w.id).await;
     Ok((
         StatusCode::CREATED,
         axum::Json(super::workspaces::to_api(&w)),

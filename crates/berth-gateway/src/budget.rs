@@ -16,7 +16,7 @@ use berth_store::{Budget, Spent};
 use crate::usage_tap::Tokens;
 
 /// Output tokens reserved for a call that does not cap its output, and the most reserved for
-/// one that does (`BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS`).
+/// one that does, unless configured (the server's `BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS`).
 pub const DEFAULT_RESERVE_OUTPUT: u64 = 4096;
 
 /// What one call holds against a budget.
@@ -54,18 +54,20 @@ pub struct Reservations {
     pub reserve_output: u64,
 }
 
-impl Default for Reservations {
-    fn default() -> Self {
-        let reserve_output = std::env::var("BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .filter(|v: &u64| *v > 0)
-            .unwrap_or(DEFAULT_RESERVE_OUTPUT);
+impl Reservations {
+    /// No reservations yet; a call reserves at most `reserve_output` output tokens.
+    pub fn new(reserve_output: u64) -> Self {
         Self {
             admit: tokio::sync::Mutex::new(()),
             held: Arc::default(),
             reserve_output,
         }
+    }
+}
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Self::new(DEFAULT_RESERVE_OUTPUT)
     }
 }
 
@@ -184,7 +186,8 @@ impl Reservations {
         }))
     }
 
-    /// What calls in flight hold against a budget (for display and tests).
+    /// What calls in flight hold against a budget.
+    #[cfg(test)]
     pub fn held(&self, b: &Budget) -> Amount {
         let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         held.get(&key(b)).copied().unwrap_or_default()

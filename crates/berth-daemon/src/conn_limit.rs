@@ -8,6 +8,10 @@
 //! time or when it stays idle (no byte moved either way) too long. So one workspace can hold at
 //! most `max_conns` descriptors per socket, however many connections it opens, and cannot
 //! exhaust the server's descriptors or memory for the others.
+//!
+//! Server-side, like [`crate::chanfs`] that binds these sockets; here so that the server's egress
+//! code and the `berth-gateway` crate (which wraps a limiter into an `axum::serve` listener)
+//! share it.
 
 use std::future::Future;
 use std::io;
@@ -255,31 +259,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-/// A Unix listener for `axum::serve` with a [`ConnLimiter`] on it.
-pub struct LimitedListener {
-    pub listener: UnixListener,
-    pub limiter: ConnLimiter,
-}
-
-impl axum::serve::Listener for LimitedListener {
-    type Io = Guarded<UnixStream>;
-    type Addr = tokio::net::unix::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, slot) = self.limiter.accept(&self.listener).await;
-            // A connection that already went away has no address; it is simply dropped.
-            if let Ok(addr) = stream.peer_addr() {
-                return (self.limiter.guard(stream, slot), addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
     }
 }
 
