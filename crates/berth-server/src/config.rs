@@ -4,11 +4,15 @@
 //! The file is `--config PATH` (`BERTH_CONFIG`), else `DATA_DIR/config.toml` when it exists; its
 //! keys are the flag names with underscores (see `docs/configuration.md`).
 
+mod env;
+
 use std::path::{Path, PathBuf};
 
 use berth_domain::limits::{parse_cpus, parse_memory};
 use berth_domain::Limits;
 use serde::Deserialize;
+
+pub use env::{EnvSettings, UpstreamEnv};
 
 /// `berth server` flags. Every flag has an environment variable.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -107,6 +111,8 @@ pub struct Config {
     pub disk: DiskThresholds,
     /// Cap on the uncompressed bytes one restore writes.
     pub restore_max_bytes: u64,
+    /// The environment-only settings (keys, the gateway's upstreams, egress knobs).
+    pub env: EnvSettings,
 }
 
 /// How long history is kept (days; 0 = forever).
@@ -255,6 +261,7 @@ impl ServerArgs {
             retention,
             disk,
             restore_max_bytes,
+            env: EnvSettings::from_env(),
         })
     }
 }

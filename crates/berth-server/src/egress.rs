@@ -65,13 +65,18 @@ pub struct Egress {
 
 impl Egress {
     /// Loads (or creates) the berth CA under `DATA_DIR/ca` and starts the log writer.
-    pub fn start(data_dir: &Path, store: Store) -> anyhow::Result<Arc<Self>> {
+    /// `env` carries the operator's extra CAs, static hosts and tunnel idle timeout.
+    pub fn start(
+        data_dir: &Path,
+        env: &crate::config::EnvSettings,
+        store: Store,
+    ) -> anyhow::Result<Arc<Self>> {
         let ca = CertificateAuthority::load_or_create(&data_dir.join("ca"))?;
         let ca_pem = ca.cert_pem();
         let mut upstream = berth_egress::UpstreamTls::webpki();
         // Trust what the host trusts too (corporate CAs in the system bundle).
         let _ = upstream.add_system_bundle();
-        if let Ok(extra) = std::env::var("BERTH_EGRESS_EXTRA_CA") {
+        if let Some(extra) = &env.egress_extra_ca {
             for f in extra.split(':').filter(|f| !f.is_empty()) {
                 if let Err(e) = upstream.add_pem_file(Path::new(f)) {
                     tracing::warn!(file = f, error = %e, "cannot read an extra CA for the egress proxy");
@@ -80,12 +85,10 @@ impl Egress {
         }
         let (log, mut log_rx) = crate::egress_log_queue::LogQueue::new();
         let mut proxy = Proxy::new(ca, upstream);
-        if let Some(idle) =
-            tunnel_idle_timeout(std::env::var("BERTH_EGRESS_TUNNEL_IDLE_SECS").ok())?
-        {
+        if let Some(idle) = tunnel_idle_timeout(env.egress_tunnel_idle_secs.clone())? {
             proxy = proxy.with_tunnel_idle_timeout(idle);
         }
-        let hosts = static_hosts(&std::env::var("BERTH_EGRESS_HOSTS").unwrap_or_default())?;
+        let hosts = static_hosts(env.egress_hosts.as_deref().unwrap_or_default())?;
         if !hosts.is_empty() {
             tracing::info!(count = hosts.len(), "egress proxy uses static host entries");
             let hosts = Arc::new(hosts);

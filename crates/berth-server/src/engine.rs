@@ -41,7 +41,6 @@ impl Engine {
             Err(_) => self
                 .configured
                 .clone()
-                .or_else(|| std::env::var("DOCKER_HOST").ok())
                 .unwrap_or_else(|| berth_runtime::default_socket_candidates().join(" or ")),
         }
     }

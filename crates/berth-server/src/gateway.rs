@@ -1,7 +1,6 @@
 //! The LLM gateway ([`berth_gateway`]) as the server wires it: its settings from the server's
-//! environment, and the vault as the source of upstream keys kept there (`vault:TENANT/NAME`).
+//! configuration, and the vault as the source of upstream keys kept there (`vault:TENANT/NAME`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,32 +8,34 @@ use berth_domain::{Provider, Secret};
 use berth_gateway::{GatewayConfig, Upstream, Upstreams};
 use berth_store::Store;
 
+use crate::config::{Config, UpstreamEnv};
+
 pub use berth_gateway::period_start;
 
-/// The gateway's settings: `BERTH_{ANTHROPIC,OPENAI,GEMINI}_{BASE_URL,API_KEY}` (empty: unset),
-/// `BERTH_GATEWAY_RECORD_DAYS` (prompt recording, off unless a positive number),
-/// `BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS` (a positive number, else the default) and the price
+/// The gateway's settings from the server's: the upstreams
+/// (`BERTH_{ANTHROPIC,OPENAI,GEMINI}_{BASE_URL,API_KEY}`), prompt recording
+/// (`BERTH_GATEWAY_RECORD_DAYS`, off unless a positive number), the output reservation
+/// (`BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS`, a positive number, else the default) and the price
 /// table `DATA_DIR/prices.toml`.
-pub fn config_from_env(data_dir: &Path) -> GatewayConfig {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let upstream = |p: Provider| {
-        let name = p.as_str().to_ascii_uppercase();
-        Upstream {
-            base_url: var(&format!("BERTH_{name}_BASE_URL"))
-                .unwrap_or_else(|| Upstreams::default_base_url(p).to_owned()),
-            api_key: var(&format!("BERTH_{name}_API_KEY")).map(Secret::new),
-        }
+pub fn config(config: &Config) -> GatewayConfig {
+    let env = &config.env;
+    let upstream = |p: Provider, u: &UpstreamEnv| Upstream {
+        base_url: u
+            .base_url
+            .clone()
+            .unwrap_or_else(|| Upstreams::default_base_url(p).to_owned()),
+        api_key: u.api_key.clone(),
     };
     GatewayConfig {
         upstreams: Upstreams {
-            anthropic: upstream(Provider::Anthropic),
-            openai: upstream(Provider::Openai),
-            gemini: upstream(Provider::Gemini),
+            anthropic: upstream(Provider::Anthropic, &env.anthropic),
+            openai: upstream(Provider::Openai, &env.openai),
+            gemini: upstream(Provider::Gemini, &env.gemini),
         },
-        recording_days: positive(var("BERTH_GATEWAY_RECORD_DAYS")),
-        reserve_output: positive(var("BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS"))
+        recording_days: positive(env.gateway_record_days.clone()),
+        reserve_output: positive(env.gateway_reserve_output_tokens.clone())
             .unwrap_or(berth_gateway::DEFAULT_RESERVE_OUTPUT),
-        prices_file: data_dir.join("prices.toml"),
+        prices_file: config.data_dir.join("prices.toml"),
     }
 }
 

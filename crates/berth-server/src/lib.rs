@@ -42,7 +42,6 @@ pub fn openapi_json() -> Result<String, serde_json::Error> {
     openapi::ApiDoc::openapi().to_pretty_json()
 }
 
-use berth_domain::Secret;
 use berth_runtime::Runtime;
 use berth_store::Store;
 
@@ -74,10 +73,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             id
         }
     };
-    let env_token = std::env::var("BERTH_BOOTSTRAP_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(Secret::new);
+    let env_token = config.env.bootstrap_token.clone();
     if let Some(source) = auth::bootstrap(
         &store,
         &config.data_dir,
@@ -116,9 +112,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     state.engine = Some(engine.clone());
     state.egress = Some(egress::Egress::start(
         &state.config.data_dir,
+        &state.config.env,
         store.clone(),
     )?);
-    let vault = Arc::new(vault::Vault::load(&state.config.data_dir)?);
+    let vault = Arc::new(vault::Vault::load(
+        &state.config.data_dir,
+        state.config.env.secrets_key.as_ref(),
+        state.config.env.secrets_key_file.as_deref(),
+    )?);
     state.set_vault(vault);
     let state = Arc::new(state);
     match state.runtime.info().await {

@@ -105,10 +105,7 @@ impl AppState {
         server_id: String,
         binary: StagedBinary,
     ) -> std::io::Result<Self> {
-        let gateway = berth_gateway::Gateway::new(
-            crate::gateway::config_from_env(&config.data_dir),
-            store.clone(),
-        )?;
+        let gateway = berth_gateway::Gateway::new(crate::gateway::config(&config), store.clone())?;
         Ok(Self {
             config,
             store,

@@ -57,8 +57,10 @@ pub async fn route_state(
         },
     )
     .unwrap();
-    state.egress = Some(crate::egress::Egress::start(dir, store).unwrap());
-    state.vault = Some(std::sync::Arc::new(crate::vault::Vault::load(dir).unwrap()));
+    state.egress = Some(crate::egress::Egress::start(dir, &Default::default(), store).unwrap());
+    state.vault = Some(std::sync::Arc::new(
+        crate::vault::Vault::load(dir, None, None).unwrap(),
+    ));
     (std::sync::Arc::new(state), fake)
 }
 

@@ -16,17 +16,19 @@ pub struct Vault {
 }
 
 impl Vault {
-    pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
-        let key = match std::env::var("BERTH_SECRETS_KEY")
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
-            Some(hex_key) => {
-                decode_key(&hex_key).map_err(|e| anyhow::anyhow!("BERTH_SECRETS_KEY: {e}"))?
-            }
+    /// The key from `key` (64 hex digits), else from `key_file` (default `DATA_DIR/secrets.key`),
+    /// created on first use.
+    pub fn load(
+        data_dir: &Path,
+        key: Option<&Secret>,
+        key_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let key = match key {
+            Some(hex_key) => decode_key(hex_key.expose())
+                .map_err(|e| anyhow::anyhow!("BERTH_SECRETS_KEY: {e}"))?,
             None => {
-                let path = std::env::var_os("BERTH_SECRETS_KEY_FILE")
-                    .map(std::path::PathBuf::from)
+                let path = key_file
+                    .map(Path::to_path_buf)
                     .unwrap_or_else(|| data_dir.join("secrets.key"));
                 if path.exists() {
                     let text = std::fs::read_to_string(&path)?;
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn seal_open_and_tamper() {
         let dir = tempfile::tempdir().unwrap();
-        let v = Vault::load(dir.path()).unwrap();
+        let v = Vault::load(dir.path(), None, None).unwrap();
         let (n, ct) = v.seal("acme", "TOKEN", &Secret::new("ghp_real")).unwrap();
         assert!(!String::from_utf8_lossy(&ct).contains("ghp_real"));
         assert_eq!(
@@ -152,7 +154,7 @@ mod tests {
         assert!(v.open("globex", "TOKEN", &n, &ct).is_err());
         assert!(v.open("acme", "OTHER", &n, &ct).is_err());
         // The same key file is reused; the key is private.
-        let again = Vault::load(dir.path()).unwrap();
+        let again = Vault::load(dir.path(), None, None).unwrap();
         assert_eq!(
             again.open("acme", "TOKEN", &n, &ct).unwrap().expose(),
             "ghp_real"
