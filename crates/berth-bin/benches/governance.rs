@@ -339,8 +339,14 @@ fn start_chunky() -> String {
                     .tap_io(|tcp| {
                         let _ = tcp.set_nodelay(true);
                     });
+                // Anything else (the codex task's Responses API call that keeps its turn, and
+                // so its key, live) is held open, unanswered.
                 let app = axum::Router::new()
-                    .route("/v1/chat/completions", axum::routing::post(chunky_chat));
+                    .route("/v1/chat/completions", axum::routing::post(chunky_chat))
+                    .fallback(|| async {
+                        tokio::time::sleep(Duration::from_secs(900)).await;
+                        http::StatusCode::SERVICE_UNAVAILABLE
+                    });
                 let _ = axum::serve(listener, app).await;
             });
         })
@@ -477,6 +483,31 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
         },
     )
     .await;
+    // Keys are bound to their task's provider: the OpenAI rows need a codex task's key, its
+    // turn held open by the chunky server (which answers chat completions only).
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "gw", "agent": "codex",
+                        "prompt": "hold this turn open while the bench runs"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    let script = format!(
+        "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$f\" 2>/dev/null; done \
+         | grep '^BERTH_VIRTUAL_KEY=' | cut -d= -f2- | grep -vxF '{key}' | head -n 1"
+    );
+    let openai_key = eventually(
+        Duration::from_secs(120),
+        "the codex agent's virtual key",
+        || async {
+            let out = s.exec("gw", &["sh", "-c", &script]).await;
+            let k = out["stdout"].as_str().unwrap_or("").trim().to_owned();
+            (!k.is_empty()).then_some(k)
+        },
+    )
+    .await;
     let sock = s
         .data_dir
         .path()
@@ -535,7 +566,11 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
             "/v1/chat/completions".into()
         },
         auth: Auth::Bearer,
-        key: if gw { key.clone() } else { OPENAI_KEY.into() },
+        key: if gw {
+            openai_key.clone()
+        } else {
+            OPENAI_KEY.into()
+        },
         extra: vec![("x-bench-chunks", chunks.to_string())],
     };
 
