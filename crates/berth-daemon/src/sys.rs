@@ -5,17 +5,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::{Mutex, MutexGuard};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::time::Sleep;
 
-/// Locks a mutex, recovering from poisoning (a panicked holder cannot leave
-/// our plain-data state in a state worse than stale).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use berth_domain::sync::lock;
 
 /// Waits for the timer `s`, or forever when there is none (a `select!` branch that is off
 /// until the timer is set).

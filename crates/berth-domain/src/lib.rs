@@ -9,6 +9,7 @@ pub mod ids;
 pub mod limits;
 pub mod name;
 pub mod secret;
+pub mod sync;
 pub mod task;
 pub mod timestamp;
 pub mod workspace;

@@ -119,7 +119,7 @@ impl LocalAddrs {
     /// Whether `ip` is one of the host's own addresses. When the interfaces cannot be read,
     /// the last known set is used (empty before the first success).
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = berth_domain::sync::lock(&self.cache);
         let fresh = cache
             .as_ref()
             .is_some_and(|(at, _)| at.elapsed() < LOCAL_ADDRS_TTL);

@@ -144,7 +144,7 @@ impl CertificateAuthority {
     /// IP literal), issued on first use and cached.
     pub fn server_config(&self, host: &str) -> io::Result<Arc<rustls::ServerConfig>> {
         {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let cache = berth_domain::sync::lock(&self.cache);
             if let Some((at, cfg)) = cache.get(host) {
                 if at.elapsed() < LEAF_REISSUE_AFTER {
                     return Ok(cfg.clone());
@@ -152,7 +152,7 @@ impl CertificateAuthority {
             }
         }
         let cfg = Arc::new(self.issue(host)?);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = berth_domain::sync::lock(&self.cache);
         if cache.len() >= LEAF_CACHE_MAX {
             cache.clear();
         }

@@ -140,7 +140,7 @@ impl Proxy {
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await;
-        let next = after.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let next = berth_domain::sync::lock(&after).take();
         if let Some(next) = next {
             next.await;
         }
@@ -396,7 +396,7 @@ impl Conn {
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
             });
-            *self.after.lock().unwrap_or_else(|e| e.into_inner()) = Some(fut);
+            *berth_domain::sync::lock(&self.after) = Some(fut);
             return empty(StatusCode::OK);
         }
         // Plain tunnel: the host-level decision was an allow.
@@ -468,7 +468,7 @@ impl Conn {
             }
             conn.record(entry);
         });
-        *self.after.lock().unwrap_or_else(|e| e.into_inner()) = Some(fut);
+        *berth_domain::sync::lock(&self.after) = Some(fut);
         empty(StatusCode::OK)
     }
 

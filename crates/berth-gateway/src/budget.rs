@@ -81,7 +81,7 @@ pub struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = berth_domain::sync::lock(&self.held);
         for k in &self.keys {
             if let Some(a) = held.get_mut(k) {
                 a.sub(self.amount);
@@ -162,7 +162,7 @@ impl Reservations {
         // Reservations are read before spending: a call that settles in between is counted
         // twice (refusing early), never not at all.
         let held: Vec<Amount> = {
-            let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let held = berth_domain::sync::lock(&self.held);
             budgets
                 .iter()
                 .map(|b| held.get(&key(b)).copied().unwrap_or_default())
@@ -175,7 +175,7 @@ impl Reservations {
             }
         }
         let keys: Vec<BudgetKey> = budgets.iter().map(key).collect();
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = berth_domain::sync::lock(&self.held);
         for k in &keys {
             held.entry(k.clone()).or_default().add(amount);
         }
@@ -189,7 +189,7 @@ impl Reservations {
     /// What calls in flight hold against a budget.
     #[cfg(test)]
     pub fn held(&self, b: &Budget) -> Amount {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let held = berth_domain::sync::lock(&self.held);
         held.get(&key(b)).copied().unwrap_or_default()
     }
 }

@@ -26,7 +26,7 @@ pub(crate) struct KeyCache {
 
 impl KeyCache {
     fn get(&self, hash: &str) -> Option<KeyOwner> {
-        let cache = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = berth_domain::sync::lock(&self.entries);
         match cache.get(hash) {
             Some((at, owner)) if at.elapsed() < KEY_CACHE_TTL => Some(owner.clone()),
             _ => None,
@@ -34,7 +34,7 @@ impl KeyCache {
     }
 
     fn insert(&self, hash: &str, owner: KeyOwner) {
-        let mut cache = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = berth_domain::sync::lock(&self.entries);
         if cache.len() > 10_000 {
             cache.retain(|_, (at, _)| at.elapsed() < KEY_CACHE_TTL);
         }
@@ -43,7 +43,7 @@ impl KeyCache {
 
     /// Drops a task's cached lookups.
     pub(crate) fn forget_task(&self, task_id: &str) {
-        let mut cache = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = berth_domain::sync::lock(&self.entries);
         cache.retain(|_, (_, owner)| owner.0.id != task_id);
     }
 }
@@ -99,7 +99,7 @@ impl Gateway {
     /// a second; spending is always read fresh).
     pub(crate) async fn all_budgets(&self) -> anyhow::Result<Vec<berth_store::Budget>> {
         {
-            let cache = self.inner.budgets.lock().unwrap_or_else(|e| e.into_inner());
+            let cache = berth_domain::sync::lock(&self.inner.budgets);
             if let Some((at, list)) = cache.as_ref() {
                 if at.elapsed() < KEY_CACHE_TTL {
                     return Ok(list.clone());
@@ -107,8 +107,7 @@ impl Gateway {
             }
         }
         let list = self.inner.store.budgets().await?;
-        *self.inner.budgets.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), list.clone()));
+        *berth_domain::sync::lock(&self.inner.budgets) = Some((Instant::now(), list.clone()));
         Ok(list)
     }
 }

@@ -141,7 +141,7 @@ impl Gateway {
 
     /// Drops the cached budgets (after a change through the API).
     pub fn forget_budgets(&self) {
-        *self.inner.budgets.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *berth_domain::sync::lock(&self.inner.budgets) = None;
     }
 
     /// Days prompt recordings are kept (None: recording is off).

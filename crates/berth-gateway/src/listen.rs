@@ -38,7 +38,7 @@ impl Listeners {
         path: &Path,
         daemon: DaemonClient,
     ) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = berth_domain::sync::lock(&self.running);
         if let Some(h) = running.get(ws) {
             if !h.is_finished() && berth_daemon::chanfs::is_bound(path) {
                 return;
@@ -79,7 +79,7 @@ impl Listeners {
     }
 
     pub(crate) fn stop(&self, ws: &WorkspaceId) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = berth_domain::sync::lock(&self.running);
         if let Some(h) = running.remove(ws) {
             h.abort();
         }

@@ -265,7 +265,7 @@ impl Prices {
 
     /// The price of a model, the fallback when it is not listed.
     pub fn price(&self, model: Option<&str>) -> Price {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = berth_domain::sync::lock(&self.cache);
         if cache
             .checked
             .is_none_or(|at| at.elapsed() >= self.check_every)

@@ -156,22 +156,19 @@ impl Egress {
             });
             parsed.push((label, rule));
         }
-        let mut p = self.policies.write().unwrap_or_else(|e| e.into_inner());
+        let mut p = berth_domain::sync::write(&self.policies);
         p.insert(ws.clone(), Policy::with_origins(parsed));
         Ok(())
     }
 
     /// The policy in force for a workspace, if one is loaded.
     pub fn policy(&self, ws: &WorkspaceId) -> Option<Policy> {
-        let p = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        let p = berth_domain::sync::read(&self.policies);
         p.get(ws).cloned()
     }
 
     fn is_loaded(&self, ws: &WorkspaceId) -> bool {
-        self.policies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(ws)
+        berth_domain::sync::read(&self.policies).contains_key(ws)
     }
 
     /// Computes the workspace's policy from the store and installs it. Rules that do not
@@ -201,13 +198,13 @@ impl Egress {
 
     /// Installs the placeholder secrets of a workspace.
     pub fn set_secrets(&self, ws: &WorkspaceId, bindings: HostBindings) {
-        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        let mut s = berth_domain::sync::write(&self.secrets);
         s.insert(ws.clone(), bindings);
     }
 
     /// The placeholder secrets the proxy swaps into a workspace's requests to `host`.
     pub fn secrets_for(&self, ws: &WorkspaceId, host: &str) -> Vec<SecretBinding> {
-        let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let s = berth_domain::sync::read(&self.secrets);
         s.get(ws)
             .map(|all| {
                 all.iter()
@@ -220,14 +217,14 @@ impl Egress {
 
     /// The workspaces whose placeholder secrets are loaded (the running ones).
     fn secrets_loaded(&self) -> Vec<WorkspaceId> {
-        let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        let s = berth_domain::sync::read(&self.secrets);
         s.keys().cloned().collect()
     }
 
     /// Drops every binding of secret `name` from a loaded workspace (fail closed when the
     /// store cannot say what the bindings should be).
     fn drop_secret(&self, ws: &WorkspaceId, name: &str) {
-        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        let mut s = berth_domain::sync::write(&self.secrets);
         if let Some(all) = s.get_mut(ws) {
             all.retain(|b| b.secret != name);
         }
@@ -235,7 +232,7 @@ impl Egress {
 
     /// Serves the workspace's proxy socket (idempotent; rebinds when the socket went away).
     pub fn ensure(self: &Arc<Self>, socket: &Path, ws: &WorkspaceId) {
-        let mut running = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = berth_domain::sync::lock(&self.listeners);
         if let Some(h) = running.get(ws) {
             if !h.is_finished() && berth_daemon::chanfs::is_bound(socket) {
                 return;
@@ -303,22 +300,11 @@ impl Egress {
     }
 
     pub fn stop(&self, ws: &WorkspaceId) {
-        if let Some(h) = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(ws)
-        {
+        if let Some(h) = berth_domain::sync::lock(&self.listeners).remove(ws) {
             h.abort();
         }
-        self.policies
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(ws);
-        self.secrets
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(ws);
+        berth_domain::sync::write(&self.policies).remove(ws);
+        berth_domain::sync::write(&self.secrets).remove(ws);
     }
 }
 
@@ -357,11 +343,7 @@ struct WorkspaceEgress {
 
 impl EgressContext for WorkspaceEgress {
     fn policy(&self) -> Policy {
-        let p = self
-            .egress
-            .policies
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let p = berth_domain::sync::read(&self.egress.policies);
         // No policy loaded (yet) means nothing is allowed.
         p.get(&self.ws)
             .cloned()

@@ -41,7 +41,7 @@ impl LogQueue {
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, Counts>> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        berth_domain::sync::lock(&self.counts)
     }
 
     /// Queues an entry, or counts it as dropped when the workspace's share or the queue is full.

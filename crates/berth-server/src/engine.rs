@@ -25,7 +25,7 @@ impl Engine {
 
     /// The Docker-API client, connecting now if needed.
     pub fn docker(&self) -> Result<DockerRuntime, RuntimeError> {
-        let mut guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = berth_domain::sync::lock(&self.client);
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }

@@ -142,12 +142,12 @@ impl AppState {
 
     /// The lock serializing lifecycle operations on one workspace.
     pub fn lock_for(&self, id: &WorkspaceId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = berth_domain::sync::lock(&self.locks);
         locks.entry(id.clone()).or_default().clone()
     }
 
     pub fn forget_lock(&self, id: &WorkspaceId) {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = berth_domain::sync::lock(&self.locks);
         locks.remove(id);
     }
 

@@ -41,13 +41,13 @@ impl TaskHub {
     }
 
     fn generation(&self, id: &str) -> u64 {
-        let f = self.following.lock().unwrap_or_else(|e| e.into_inner());
+        let f = berth_domain::sync::lock(&self.following);
         f.get(id).copied().unwrap_or_default()
     }
 
     /// Ends the follow-loop unless a new turn was announced since `gen`.
     fn may_stop(&self, id: &str, gen: u64) -> bool {
-        let mut f = self.following.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = berth_domain::sync::lock(&self.following);
         if f.get(id).copied() == Some(gen) {
             f.remove(id);
             true
@@ -60,11 +60,7 @@ impl TaskHub {
 /// Starts following a task's events (or tells the running follower a new turn began).
 pub fn follow(state: &Arc<AppState>, id: &str) {
     {
-        let mut f = state
-            .tasks
-            .following
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut f = berth_domain::sync::lock(&state.tasks.following);
         if let Some(gen) = f.get_mut(id) {
             *gen += 1;
             return;

@@ -33,7 +33,7 @@ impl<K: Eq + Hash + Clone, V: Default> WatchMap<K, V> {
     }
 
     fn sender(&self, key: &K, f: impl FnOnce(&watch::Sender<V>)) {
-        let mut map = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = berth_domain::sync::lock(&self.senders);
         f(map
             .entry(key.clone())
             .or_insert_with(|| watch::channel(V::default()).0));

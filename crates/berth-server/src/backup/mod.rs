@@ -40,7 +40,7 @@ struct Claim(String);
 
 impl Claim {
     fn take(volume: &str) -> Option<Self> {
-        let mut set = FILLING.lock().unwrap_or_else(|e| e.into_inner());
+        let mut set = berth_domain::sync::lock(&FILLING);
         set.insert(volume.to_owned())
             .then(|| Self(volume.to_owned()))
     }
@@ -48,20 +48,14 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        FILLING
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.0);
+        berth_domain::sync::lock(&FILLING).remove(&self.0);
     }
 }
 
 /// Refuses a create whose home volume a restore is filling right now.
 pub fn refuse_if_restoring(state: &AppState, spec: &CreateSpec) -> ApiResult<()> {
     let volume = lifecycle::volume_name(state, &spec.tenant, &spec.name);
-    let busy = FILLING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(&volume);
+    let busy = berth_domain::sync::lock(&FILLING).contains(&volume);
     if busy {
         return Err(ApiError::new(
             ErrorCode::Conflict,
