@@ -13,7 +13,7 @@ use crate::format::{key_values, short_time, table, terminal_safe, terminal_safe_
 use crate::{Ctx, TaskCmd};
 
 /// Events asked for per page by `task logs` (the server may send fewer).
-const PAGE: u64 = 1000;
+const PAGE: i64 = 1000;
 /// The server sends a keepalive every ~15 s; silence this long means the connection is dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Waits before the reconnects after a dropped event stream; then it is an error.

@@ -103,7 +103,7 @@ pub async fn set_rules(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::EgressRules>> {
     let result = async {
         let req: api::EgressRules = parse_body(&body)?;
@@ -122,6 +122,18 @@ pub async fn set_rules(
     Ok(axum::Json(api::EgressRules { rules: result?.1 }))
 }
 
+/// Where `position` puts a new rule among `len` rules: 0 to `len` (appending); past that is
+/// refused rather than quietly appended.
+fn insert_position(position: Option<u32>, len: usize) -> ApiResult<usize> {
+    let at = position.unwrap_or(0);
+    match usize::try_from(at) {
+        Ok(at) if at <= len => Ok(at),
+        _ => Err(ApiError::invalid(format!(
+            "position {at} is past the end: the workspace has {len} rules"
+        ))),
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/egress/rules", tag = "egress", request_body = api::AddEgressRule,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::EgressRules), (status = 400, body = api::ErrorBody)),
@@ -130,14 +142,14 @@ pub async fn add_rule(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::EgressRules>> {
     let result = async {
         let req: api::AddEgressRule = parse_body(&body)?;
         let rule = check(&req.rule)?;
         let w = lifecycle::resolve(&state, &ws).await?;
         let mut rules = state.store.egress_rules(w.id.as_str()).await?;
-        let at = req.position.unwrap_or(0).min(rules.len());
+        let at = insert_position(req.position, rules.len())?;
         rules.insert(at, rule.clone());
         apply(&state, &w, &rules).await?;
         Ok((format!("{} {rule}", w.qualified_name()), rules))
@@ -208,8 +220,10 @@ pub async fn log(
     Path(ws): Path<String>,
     Query(q): Query<api::EgressLogQuery>,
 ) -> ApiResult<axum::Json<Vec<api::EgressLogEntry>>> {
+    let limit = api::EGRESS_LOG_LIMIT
+        .check(q.limit)
+        .map_err(ApiError::invalid)?;
     let w = lifecycle::resolve(&state, &ws).await?;
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let entries = state
         .store
         .egress_log(w.id.as_str(), q.after.unwrap_or(0), limit)

@@ -35,18 +35,23 @@ pub fn parse_since(s: &str) -> ApiResult<String> {
         let t = time::OffsetDateTime::parse(&format!("{s}T00:00:00Z"), rfc).map_err(|_| bad())?;
         return t.format(rfc).map_err(|_| bad());
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num.parse().map_err(|_| bad())?;
+    // The unit is the last character, which need not be one byte: split where it starts.
+    let split = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = s.split_at(split);
     let secs = match unit {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    if n < 0 {
+    if !num.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(n.saturating_mul(secs));
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    // A duration reaching past the calendar's start is refused, not an overflow.
+    let t = time::OffsetDateTime::now_utc()
+        .checked_sub(time::Duration::seconds(n.saturating_mul(secs)))
+        .ok_or_else(bad)?;
     t.format(rfc).map_err(|_| bad())
 }
 
@@ -174,7 +179,7 @@ pub async fn list_budgets(
 pub async fn set_budget(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::Budget>> {
     let result = async {
         let req: api::SetBudget = parse_body(&body)?;
@@ -247,7 +252,22 @@ mod tests {
             "2026-11-01T09:00:00Z"
         );
         assert!(parse_since("24h").unwrap().ends_with('Z'));
-        for bad in ["", "yesterday", "5x", "-3d", "2026-13-01"] {
+        for bad in ["", "yesterday", "5x", "-3d", "+3d", "2026-13-01"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_with_multibyte_characters_is_refused_not_a_panic() {
+        for bad in ["é", "5é", "éd", "24hé", "ééééé", "3日"] {
+            let err = parse_since(bad).unwrap_err();
+            assert_eq!(err.code, berth_domain::ErrorCode::InvalidArgument, "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_past_the_calendar_is_refused_not_an_overflow() {
+        for bad in ["99999999999d", "9223372036854775807m"] {
             assert!(parse_since(bad).is_err(), "{bad}");
         }
     }
@@ -286,7 +306,7 @@ pub async fn calls(
         Some(w) => Some(lifecycle::resolve(&state, w).await?.id.to_string()),
         None => None,
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = api::CALLS_LIMIT.check(q.limit).map_err(ApiError::invalid)?;
     let rows = state
         .store
         .llm_calls(ws.as_deref(), q.task.as_deref(), limit)

@@ -52,7 +52,7 @@ pub struct ListQuery {
     pub tenant: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/workspaces", operation_id = "list_workspaces", tag = "workspaces", params(ListQuery),
     responses((status = 200, body = [api::Workspace]), (status = 401, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -69,7 +69,7 @@ pub async fn list(
     Ok(axum::Json(all.iter().map(to_api).collect()))
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = api::CreateWorkspace,
+#[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "create_workspace", tag = "workspaces", request_body = api::CreateWorkspace,
     responses((status = 201, body = api::Workspace), (status = 400, body = api::ErrorBody),
         (status = 403, description = "`network: bridge` asked for by a token that is not admin", body = api::ErrorBody),
         (status = 409, body = api::ErrorBody), (status = 424, body = api::ErrorBody),
@@ -78,7 +78,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let req = parse_body::<api::CreateWorkspace>(&body);
     let target = match &req {
@@ -90,6 +90,7 @@ pub async fn create(
         Err(_) => "(invalid request)".to_owned(),
     };
     let req = req.and_then(|r| {
+        check_plain_name(&r.name)?;
         lifecycle::check_network_allowed(&actor.role, r.network.as_deref())?;
         Ok(r)
     });
@@ -120,7 +121,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
 
-#[utoipa::path(get, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}", operation_id = "show_workspace", tag = "workspaces",
     params(("ws" = String, Path, description = "tenant/name (URL-encoded), bare name, or id")),
     responses((status = 200, body = api::Workspace), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody)),
@@ -150,6 +151,14 @@ pub async fn show(
         out.daemon = Some(daemon_status(&state, &w).await);
     }
     Ok(axum::Json(out))
+}
+
+/// `name` is the workspace's own name; the tenant goes in `tenant` (a `tenant/name` here would
+/// quietly create the workspace in another tenant than the field says).
+fn check_plain_name(name: &str) -> ApiResult<()> {
+    berth_domain::Name::parse(name)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(format!("name: {e} (give the tenant in `tenant`)")))
 }
 
 pub async fn daemon_status(state: &AppState, w: &Workspace) -> api::DaemonStatus {
@@ -234,7 +243,7 @@ pub async fn stop(
     Ok(axum::Json(to_api(&result?)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}", operation_id = "remove_workspace", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace reference"), api::RemoveWorkspaceQuery),
     responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
     security(("bearer" = [])))]
