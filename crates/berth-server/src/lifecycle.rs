@@ -78,6 +78,7 @@ impl CreateSpec {
         }
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+        crate::capacity::check_host(&limits)?;
         let network = req
             .network
             .clone()
