@@ -137,9 +137,16 @@ fn constrain(doc: &mut Value) {
         ("CreateEgressTemplate", "name", name_schema()),
         ("AttachEgressTemplate", "template", name_schema()),
         ("CreateTask", "workspace", ref_schema()),
+        ("CreateTask", "prompt", not_blank()),
         (
             "CreateTask",
-            "prompt",
+            "agent",
+            json!({"type": "string", "enum": ["claude", "codex", "gemini", "opencode"]}),
+        ),
+        ("SendMessage", "text", not_blank()),
+        (
+            "SetSecret",
+            "value",
             json!({"type": "string", "minLength": 1}),
         ),
         ("SetBudget", "tenant", name_schema()),
@@ -178,6 +185,18 @@ fn constrain(doc: &mut Value) {
             "/api/v1/workspaces/{ws}/sessions/{session}/attach",
             "rows",
             size,
+        ),
+        (
+            "/api/v1/tasks",
+            "state",
+            json!({"type": "string", "enum": ["queued", "starting",
+            "running", "waiting", "completed", "failed", "cancelled"]}),
+        ),
+        (
+            "/api/v1/usage",
+            "since",
+            json!({"type": "string", "anyOf": [
+            {"format": "date-time"}, {"format": "date"}, {"pattern": "^[0-9]{1,6}[mhd]$"}]}),
         ),
         ("/api/v1/audit", "limit", limit_schema(api::AUDIT_LIMIT)),
         (
@@ -224,6 +243,11 @@ fn constrain(doc: &mut Value) {
             }
         }
     }
+}
+
+/// Text with something in it besides whitespace.
+fn not_blank() -> Value {
+    json!({"type": "string", "pattern": "\\S"})
 }
 
 /// An argv: at least one element, the first (the program) not empty.

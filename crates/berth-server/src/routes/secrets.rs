@@ -129,6 +129,9 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Query(q): Query<api::SecretQuery>,
 ) -> ApiResult<axum::Json<Vec<api::SecretInfo>>> {
+    if let Some(t) = &q.tenant {
+        Name::parse(t).map_err(|e| ApiError::invalid(format!("tenant: {e}")))?;
+    }
     let mut out = Vec::new();
     for s in state.store.list_secrets(q.tenant.as_deref()).await? {
         out.push(info(&state, s).await?);
