@@ -80,6 +80,19 @@ pub const NAME_PATTERN: &str = "^[a-z](-?[a-z0-9])*$";
 pub const WORKSPACE_REF_PATTERN: &str =
     "^(ws_[0-9a-f]{32}|[a-z](-?[a-z0-9])*(/[a-z](-?[a-z0-9])*)?)$";
 
+/// Egress rules the schema documents: `allow` or `deny`, a host name of up to four labels, an
+/// optional port. The server takes the whole syntax (wildcards, CIDR blocks, methods, path
+/// prefixes: docs/api.md).
+pub const EGRESS_RULE_PATTERN: &str =
+    "^(allow|deny) [a-z][a-z0-9]{0,15}(\\.[a-z][a-z0-9]{0,15}){0,3}(:[1-9][0-9]{0,3})?$";
+
+/// Host names the schema documents for a secret's `hosts` (the server takes any host name).
+pub const HOST_PATTERN: &str = "^[a-z][a-z0-9]{0,15}(\\.[a-z][a-z0-9]{0,15}){0,3}$";
+
+/// Headers the schema documents for a secret's `headers`: `authorization` or an `x-` header
+/// (the server takes any header but those the proxy sets or drops).
+pub const SECRET_HEADER_PATTERN: &str = "^(authorization|x-[a-z0-9]{1,20}(-[a-z0-9]{1,20}){0,3})$";
+
 /// A secret's name: an environment variable's ([`crate::vault::valid_name`]).
 pub const SECRET_NAME_PATTERN: &str = "^[A-Z_][A-Z0-9_]*$";
 
@@ -109,7 +122,7 @@ fn constrain(doc: &mut Value) {
         "maxLength": crate::vault::MAX_NAME_LEN});
     let size = json!({"type": "integer", "format": "int32", "minimum": TERMINAL_MIN, "maximum": TERMINAL_MAX});
     // Component properties: (schema, property, constraint).
-    let props: Vec<(&str, &str, Value)> = vec![
+    let mut props: Vec<(&str, &str, Value)> = vec![
         ("CreateWorkspace", "name", name_schema()),
         ("CreateWorkspace", "tenant", name_schema()),
         (
@@ -158,11 +171,72 @@ fn constrain(doc: &mut Value) {
         ("ExecRequest", "cmd", argv_schema()),
         ("ExecStart", "cmd", argv_schema()),
     ];
+    let rule = json!({"type": "string", "pattern": EGRESS_RULE_PATTERN});
+    let rules = json!({"type": "array", "items": rule});
+    props.extend([
+        ("CreateWorkspace", "egress", rules.clone()),
+        (
+            "CreateWorkspace",
+            "egress_templates",
+            json!({"type": "array", "items": name_schema(),
+            "uniqueItems": true}),
+        ),
+        ("EgressRules", "rules", rules.clone()),
+        ("AddEgressRule", "rule", rule),
+        ("CreateEgressTemplate", "rules", rules.clone()),
+        ("SetEgressTemplate", "rules", rules),
+        (
+            "UseSecret",
+            "hosts",
+            json!({"type": "array", "items": {"type": "string", "pattern": HOST_PATTERN}}),
+        ),
+        (
+            "UseSecret",
+            "headers",
+            json!({"type": "array", "items": {"type": "string", "pattern": SECRET_HEADER_PATTERN}}),
+        ),
+        (
+            "UseSecret",
+            "delivery",
+            json!({"type": "string", "enum": ["placeholder", "env", "file"]}),
+        ),
+    ]);
     for (schema, prop, c) in props {
         if let Some(p) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{prop}"))
         {
             merge(p, c);
         }
+    }
+    // Placeholder delivery (the default) needs hosts; headers are for placeholders only.
+    if let Some(u) = doc.pointer_mut("/components/schemas/UseSecret") {
+        merge(
+            u,
+            json!({
+                "if": {"properties": {"delivery": {"enum": ["env", "file"]}}, "required": ["delivery"]},
+                "then": {"properties": {"headers": {"maxItems": 0}}},
+                "else": {"properties": {"hosts": {"minItems": 1}}, "required": ["hosts"]},
+            }),
+        );
+    }
+    // A budget is a tenant's or a workspace's: exactly one of them.
+    if let Some(b) = doc.pointer_mut("/components/schemas/SetBudget") {
+        merge(
+            b,
+            json!({"oneOf": [
+                {"required": ["tenant"], "properties": {"tenant": {"type": "string"}}},
+                {"required": ["workspace"], "properties": {"workspace": {"type": "string"}}},
+            ]}),
+        );
+    }
+    if let Some(op) = doc.pointer_mut("/paths/~1api~1v1~1budgets/delete") {
+        op["parameters"] = json!([{
+            "name": "target", "in": "query", "required": true, "style": "form", "explode": true,
+            "description": "`tenant=T` or `workspace=W`: exactly one",
+            "schema": {"type": "object", "additionalProperties": false, "oneOf": [
+                {"required": ["tenant"], "properties": {"tenant": name_schema()}},
+                {"required": ["workspace"], "properties": {"workspace": ref_schema()}},
+            ]},
+        }]);
     }
     // Parameters: (path prefix, parameter name, constraint); "" matches every path.
     let params: Vec<(&str, &str, Value)> = vec![
@@ -484,6 +558,40 @@ mod tests {
             }
         }
         assert!(cpus.is_match("0.5") && cpus.is_match("2") && !cpus.is_match("0"));
+    }
+
+    #[test]
+    fn rules_hosts_and_headers_the_schema_documents_are_all_accepted() {
+        let rule = regex::Regex::new(EGRESS_RULE_PATTERN).unwrap();
+        let host = regex::Regex::new(HOST_PATTERN).unwrap();
+        let header = regex::Regex::new(SECRET_HEADER_PATTERN).unwrap();
+        let hosts = [
+            "a",
+            "a0",
+            "example.com",
+            "a.b.c.d",
+            "z9.y8",
+            "registry.npmjs.org",
+        ];
+        for h in hosts {
+            assert!(host.is_match(h), "{h}");
+            assert!(berth_egress::normalize_host(h).is_some(), "{h}");
+            for r in [
+                format!("allow {h}"),
+                format!("deny {h}:443"),
+                format!("allow {h}:1"),
+            ] {
+                assert!(rule.is_match(&r), "{r}");
+                assert!(berth_egress::Rule::parse(&r).is_ok(), "{r}");
+            }
+        }
+        for h in ["authorization", "x-api-key", "x-a", "x-goog-api-key"] {
+            assert!(header.is_match(h), "{h}");
+            assert!(berth_egress::secret_header_name(h).is_ok(), "{h}");
+        }
+        for bad in ["", "allow", "allow *", "allow a:0", "permit a"] {
+            assert!(!rule.is_match(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -236,3 +236,16 @@ async fn trailing_whitespace_after_the_token_is_not_part_of_it() {
         "{v}"
     );
 }
+
+#[test]
+fn integral_floats_are_integers() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Size {
+        cols: u16,
+        rows: Option<u16>,
+    }
+    let s: Size = super::parse_body(br#"{"cols": 437.0, "rows": 2e1}"#.as_slice()).unwrap();
+    assert_eq!((s.cols, s.rows), (437, Some(20)));
+    let err = super::parse_body::<Size>(br#"{"cols": 43.5}"#.as_slice()).unwrap_err();
+    assert_eq!(err.code, berth_domain::ErrorCode::InvalidArgument);
+}

@@ -236,8 +236,30 @@ impl RequestBody for axum::body::Bytes {
 pub fn parse_body<T: serde::de::DeserializeOwned>(
     body: &(impl RequestBody + ?Sized),
 ) -> crate::error::ApiResult<T> {
-    serde_json::from_slice(body.json_bytes()?)
-        .map_err(|e| crate::error::ApiError::invalid(format!("invalid request body: {e}")))
+    let invalid = |e: serde_json::Error| {
+        crate::error::ApiError::invalid(format!("invalid request body: {e}"))
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(body.json_bytes()?).map_err(invalid)?;
+    integral_numbers(&mut v);
+    serde_json::from_value(v).map_err(invalid)
+}
+
+/// JSON has one number type: `437.0` is the integer 437 (JSON Schema's `integer` says so too),
+/// so integral floats are read as integers wherever the wire types take one.
+fn integral_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                // Within ±2^53 every integer is exact as f64.
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    *v = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
 }
 
 /// Every error the API answers is `{"error":{"code","message"}}`: responses of the HTTP layer
