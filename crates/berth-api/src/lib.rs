@@ -622,6 +622,9 @@ pub struct Budget {
     pub spent_cost_usd: f64,
 }
 
+/// The largest `max_tokens` of a budget (the store keeps it as a signed 64-bit integer).
+pub const MAX_BUDGET_TOKENS: u64 = i64::MAX as u64;
+
 /// `PUT /api/v1/budgets`: set (replace) the budget of one tenant or one workspace.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -86,6 +86,14 @@ pub const WORKSPACE_REF_PATTERN: &str =
 pub const EGRESS_RULE_PATTERN: &str =
     "^(allow|deny) [a-z][a-z0-9]{0,15}(\\.[a-z][a-z0-9]{0,15}){0,3}(:[1-9][0-9]{0,3})?$";
 
+/// Worktree branches the schema documents: words joined by `-`, `_` or `/` (the server takes
+/// any valid git branch name).
+pub const BRANCH_PATTERN: &str = "^[A-Za-z0-9]{1,20}([-_/][A-Za-z0-9]{1,20}){0,3}$";
+
+/// A task's `dir`: `~`, `~/…` or an absolute path, without `..`.
+pub const DIR_PATTERN: &str =
+    "^(~|~/[A-Za-z0-9_-]{0,20}|/[A-Za-z0-9_-]{0,20})(/[A-Za-z0-9_-]{1,20}){0,3}$";
+
 /// Host names the schema documents for a secret's `hosts` (the server takes any host name).
 pub const HOST_PATTERN: &str = "^[a-z][a-z0-9]{0,15}(\\.[a-z][a-z0-9]{0,15}){0,3}$";
 
@@ -158,11 +166,38 @@ fn constrain(doc: &mut Value) {
         ),
         ("SendMessage", "text", not_blank()),
         (
+            "CreateTask",
+            "worktree",
+            json!({"type": "string", "pattern": BRANCH_PATTERN}),
+        ),
+        (
+            "CreateTask",
+            "dir",
+            json!({"type": "string", "pattern": DIR_PATTERN}),
+        ),
+        (
             "SetSecret",
             "value",
             json!({"type": "string", "minLength": 1}),
         ),
         ("SetBudget", "tenant", name_schema()),
+        ("CreateWorkspace", "image", not_blank()),
+        (
+            "SetBudget",
+            "max_tokens",
+            json!({"type": "integer", "format": "int64", "minimum": 0,
+            "maximum": api::MAX_BUDGET_TOKENS}),
+        ),
+        (
+            "SetBudget",
+            "max_cost_usd",
+            json!({"type": "number", "minimum": 0}),
+        ),
+        (
+            "SetBudget",
+            "period",
+            json!({"type": "string", "enum": ["day", "month", "total"]}),
+        ),
         ("SetBudget", "workspace", ref_schema()),
         ("UseSecret", "name", secret_name.clone()),
         ("CreateSession", "cols", size.clone()),
@@ -219,12 +254,19 @@ fn constrain(doc: &mut Value) {
         );
     }
     // A budget is a tenant's or a workspace's: exactly one of them.
+    // It caps tokens, cost or both.
     if let Some(b) = doc.pointer_mut("/components/schemas/SetBudget") {
         merge(
             b,
-            json!({"oneOf": [
-                {"required": ["tenant"], "properties": {"tenant": {"type": "string"}}},
-                {"required": ["workspace"], "properties": {"workspace": {"type": "string"}}},
+            json!({"allOf": [
+                {"oneOf": [
+                    {"required": ["tenant"], "properties": {"tenant": {"type": "string"}}},
+                    {"required": ["workspace"], "properties": {"workspace": {"type": "string"}}},
+                ]},
+                {"anyOf": [
+                    {"required": ["max_tokens"], "properties": {"max_tokens": {"type": "integer"}}},
+                    {"required": ["max_cost_usd"], "properties": {"max_cost_usd": {"type": "number"}}},
+                ]},
             ]}),
         );
     }
@@ -232,10 +274,9 @@ fn constrain(doc: &mut Value) {
         op["parameters"] = json!([{
             "name": "target", "in": "query", "required": true, "style": "form", "explode": true,
             "description": "`tenant=T` or `workspace=W`: exactly one",
-            "schema": {"type": "object", "additionalProperties": false, "oneOf": [
-                {"required": ["tenant"], "properties": {"tenant": name_schema()}},
-                {"required": ["workspace"], "properties": {"workspace": ref_schema()}},
-            ]},
+            "schema": {"type": "object", "additionalProperties": false,
+                "properties": {"tenant": name_schema(), "workspace": ref_schema()},
+                "oneOf": [{"required": ["tenant"]}, {"required": ["workspace"]}]},
         }]);
     }
     // Parameters: (path prefix, parameter name, constraint); "" matches every path.

@@ -249,3 +249,54 @@ fn integral_floats_are_integers() {
     let err = super::parse_body::<Size>(br#"{"cols": 43.5}"#.as_slice()).unwrap_err();
     assert_eq!(err.code, berth_domain::ErrorCode::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_restore_body_that_is_not_an_archive_is_415() {
+    let (app, _dir) = app().await;
+    let b = bearer();
+    let (st, _, v) = send(
+        &app,
+        "POST",
+        "/api/v1/backups/restore",
+        &[(AUTH, &b), ("content-type", "text/plain")],
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{v}"
+    );
+    let (st, _, v) = send(
+        &app,
+        "POST",
+        "/api/v1/backups/restore",
+        &[(AUTH, &b), ("content-type", "application/zstd")],
+        b"hello".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn budget_tokens_past_the_store_range_are_400() {
+    let (app, _dir) = app().await;
+    let b = bearer();
+    let (st, _, v) = send(
+        &app,
+        "PUT",
+        "/api/v1/budgets",
+        &[(AUTH, &b), ("content-type", "application/json")],
+        br#"{"tenant":"a","max_tokens":9223372036854775808}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{v}"
+    );
+}

@@ -192,6 +192,12 @@ pub async fn set_budget(
         if req.max_tokens.is_none() && req.max_cost_usd.is_none() {
             return Err(ApiError::invalid("give max_tokens and/or max_cost_usd"));
         }
+        if req.max_tokens.is_some_and(|t| t > api::MAX_BUDGET_TOKENS) {
+            return Err(ApiError::invalid(format!(
+                "max_tokens must be at most {}",
+                api::MAX_BUDGET_TOKENS
+            )));
+        }
         if req.max_cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
             return Err(ApiError::invalid(
                 "max_cost_usd must be a non-negative number",

@@ -72,7 +72,9 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "create_workspace", tag = "workspaces", request_body = api::CreateWorkspace,
     responses((status = 201, body = api::Workspace), (status = 400, body = api::ErrorBody),
         (status = 403, description = "`network: bridge` asked for by a token that is not admin", body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody), (status = 424, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody),
+        (status = 422, description = "`exceeds_capacity`: a memory or CPU cap above the host's", body = api::ErrorBody),
+        (status = 424, body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
