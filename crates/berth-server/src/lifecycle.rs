@@ -91,6 +91,11 @@ impl CreateSpec {
         }
         let image = match &req.image {
             Some(i) if i.trim().is_empty() => return Err(ApiError::invalid("image is empty")),
+            Some(i) if !crate::openapi::is_image_reference(i) => {
+                return Err(ApiError::invalid(format!(
+                    "image {i:?} is not an image reference ([registry/]name[:tag][@sha256:digest])"
+                )))
+            }
             Some(i) => i.clone(),
             None => state.default_image(),
         };

@@ -86,6 +86,24 @@ pub const WORKSPACE_REF_PATTERN: &str =
 pub const EGRESS_RULE_PATTERN: &str =
     "^(allow|deny) [a-z][a-z0-9]{0,15}(\\.[a-z][a-z0-9]{0,15}){0,3}(:[1-9][0-9]{0,3})?$";
 
+/// An image reference, as the engines parse one: `[domain[:port]/]path[:tag][@sha256:digest]`.
+/// Both the schema and [`is_image_reference`] use it, so they cannot drift.
+pub const IMAGE_REF_PATTERN: &str = concat!(
+    "^(([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?)/)?",
+    "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*",
+    "(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+);
+
+/// The longest image reference the engines take.
+pub const IMAGE_REF_MAX_LEN: usize = 255;
+
+/// Whether `s` is an image reference an engine will parse ([`IMAGE_REF_PATTERN`]).
+pub fn is_image_reference(s: &str) -> bool {
+    static RE: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(IMAGE_REF_PATTERN).ok());
+    s.len() <= IMAGE_REF_MAX_LEN && RE.as_ref().is_some_and(|re| re.is_match(s))
+}
+
 /// Worktree branches the schema documents: words joined by `-`, `_` or `/` (the server takes
 /// any valid git branch name).
 pub const BRANCH_PATTERN: &str = "^[A-Za-z0-9]{1,20}([-_/][A-Za-z0-9]{1,20}){0,3}$";
@@ -181,7 +199,12 @@ fn constrain(doc: &mut Value) {
             json!({"type": "string", "minLength": 1}),
         ),
         ("SetBudget", "tenant", name_schema()),
-        ("CreateWorkspace", "image", not_blank()),
+        (
+            "CreateWorkspace",
+            "image",
+            json!({"type": "string", "pattern": IMAGE_REF_PATTERN,
+            "maxLength": IMAGE_REF_MAX_LEN}),
+        ),
         (
             "SetBudget",
             "max_tokens",
@@ -633,6 +656,34 @@ mod tests {
         for bad in ["", "allow", "allow *", "allow a:0", "permit a"] {
             assert!(!rule.is_match(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "debian",
+            "localhost/berth-workspace:3f2a",
+            "docker.io/library/debian:12",
+            "registry.example.com:5000/team/app_x__y.z-w:v1.2",
+            "debian@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(is_image_reference(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "Debian",
+            "a b",
+            "a:",
+            "a/",
+            "/a",
+            "]\u{d4}n",
+            "a:-x",
+            "a@sha256:12",
+        ] {
+            assert!(!is_image_reference(bad), "{bad:?}");
+        }
+        assert!(!is_image_reference(&"a".repeat(IMAGE_REF_MAX_LEN + 1)));
     }
 
     #[test]
