@@ -334,7 +334,7 @@ fn constrain(doc: &mut Value) {
             "/api/v1/usage",
             "since",
             json!({"type": "string", "anyOf": [
-            {"format": "date-time"}, {"format": "date"}, {"pattern": "^[0-9]{1,6}[mhd]$"}]}),
+            {"format": "date-time"}, {"format": "date"}, {"pattern": "^([0-9]{1,6}[mh]|[0-9]{1,5}d)$"}]}),
         ),
         ("/api/v1/audit", "limit", limit_schema(api::AUDIT_LIMIT)),
         (
