@@ -104,6 +104,13 @@ pub fn is_image_reference(s: &str) -> bool {
     s.len() <= IMAGE_REF_MAX_LEN && RE.as_ref().is_some_and(|re| re.is_match(s))
 }
 
+/// Operations whose JSON body is optional: no body (and no `Content-Type`) means the defaults,
+/// so `curl -X POST` works.
+pub const OPTIONAL_BODIES: [(&str, &str); 2] = [
+    ("/api/v1/workspaces/{ws}/sessions", "post"),
+    ("/api/v1/image/build", "post"),
+];
+
 /// Worktree branches the schema documents: words joined by `-`, `_` or `/` (the server takes
 /// any valid git branch name).
 pub const BRANCH_PATTERN: &str = "^[A-Za-z0-9]{1,20}([-_/][A-Za-z0-9]{1,20}){0,3}$";
@@ -301,6 +308,13 @@ fn constrain(doc: &mut Value) {
                 "properties": {"tenant": name_schema(), "workspace": ref_schema()},
                 "oneOf": [{"required": ["tenant"]}, {"required": ["workspace"]}]},
         }]);
+    }
+    // Bodies that may be left out (the handlers take no body as the defaults).
+    for (path, method) in OPTIONAL_BODIES {
+        let pointer = format!("/paths/{}/{method}/requestBody", path.replace('/', "~1"));
+        if let Some(b) = doc.pointer_mut(&pointer) {
+            b["required"] = json!(false);
+        }
     }
     // Parameters: (path prefix, parameter name, constraint); "" matches every path.
     let params: Vec<(&str, &str, Value)> = vec![
@@ -655,6 +669,18 @@ mod tests {
         }
         for bad in ["", "allow", "allow *", "allow a:0", "permit a"] {
             assert!(!rule.is_match(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_required_unless_the_handler_takes_none() {
+        let doc = document();
+        for (path, method, op) in operations(&doc) {
+            let Some(body) = op.get("requestBody") else {
+                continue;
+            };
+            let optional = OPTIONAL_BODIES.contains(&(path.as_str(), method.as_str()));
+            assert_eq!(body["required"], json!(!optional), "{method} {path}");
         }
     }
 
