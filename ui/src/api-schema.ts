@@ -115,6 +115,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `exceeds_capacity`: the archive's memory or CPU cap is above the host's */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 424: {
                     headers: {
                         [name: string]: unknown;
@@ -1003,7 +1012,7 @@ export interface paths {
                 query?: {
                     /** @description Only events with a larger sequence number (default 0: from the start). */
                     after?: number | null;
-                    /** @description Maximum number of events (non-streaming only; default 10000). */
+                    /** @description Maximum number of events, 1 to 10000 (non-streaming only; default 10000). */
                     limit?: number | null;
                 };
                 header?: never;
@@ -1059,7 +1068,7 @@ export interface paths {
                 query?: {
                     /** @description Only events with a larger sequence number (default 0: from the start). */
                     after?: number | null;
-                    /** @description Maximum number of events (non-streaming only; default 10000). */
+                    /** @description Maximum number of events, 1 to 10000 (non-streaming only; default 10000). */
                     limit?: number | null;
                 };
                 header?: never;
@@ -1447,6 +1456,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `exceeds_capacity`: a memory or CPU cap above the host's */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2569,6 +2587,10 @@ export interface components {
          *     over older ones; `position` is 0-based).
          */
         AddEgressRule: {
+            /**
+             * Format: int32
+             * @description 0-based; at most the number of rules (that many appends). Default 0 (the top).
+             */
             position?: number | null;
             rule: string;
         };

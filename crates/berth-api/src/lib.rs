@@ -14,6 +14,50 @@ use utoipa::ToSchema;
 /// Path prefix of the API.
 pub const API_PREFIX: &str = "/api/v1";
 
+/// A `limit` query parameter's range: every list route takes `1..=max` and refuses anything
+/// else with 400 `invalid_argument` (the OpenAPI document gives the same bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    /// Used when `limit` is absent.
+    pub default: i64,
+    pub max: i64,
+}
+
+impl PageLimit {
+    /// The limit to apply, or why `limit` is refused.
+    pub fn check(self, limit: Option<i64>) -> Result<i64, String> {
+        match limit {
+            None => Ok(self.default),
+            Some(n) if (1..=self.max).contains(&n) => Ok(n),
+            Some(n) => Err(format!(
+                "limit {n} is out of range: it must be between 1 and {}",
+                self.max
+            )),
+        }
+    }
+}
+
+/// `GET /api/v1/audit?limit=`.
+pub const AUDIT_LIMIT: PageLimit = PageLimit {
+    default: 100,
+    max: 1000,
+};
+/// `GET /api/v1/usage/calls?limit=`.
+pub const CALLS_LIMIT: PageLimit = PageLimit {
+    default: 100,
+    max: 1000,
+};
+/// `GET /api/v1/workspaces/{ws}/egress/log?limit=`.
+pub const EGRESS_LOG_LIMIT: PageLimit = PageLimit {
+    default: 1000,
+    max: 10_000,
+};
+/// `GET /api/v1/tasks/{task}/events?limit=`.
+pub const EVENTS_LIMIT: PageLimit = PageLimit {
+    default: 10_000,
+    max: 10_000,
+};
+
 /// The error body of every non-2xx response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -509,9 +553,9 @@ pub struct EventsQuery {
     /// Only events with a larger sequence number (default 0: from the start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
-    /// Maximum number of events (non-streaming only; default 10000).
+    /// Maximum number of events, 1 to 10000 (non-streaming only; default 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u64>,
+    pub limit: Option<i64>,
 }
 
 /// A task event: `{"seq":N,"at":"…","type":"…",…}`; see `berth_domain::EventKind` for the
@@ -578,6 +622,9 @@ pub struct Budget {
     pub spent_cost_usd: f64,
 }
 
+/// The largest `max_tokens` of a budget (the store keeps it as a signed 64-bit integer).
+pub const MAX_BUDGET_TOKENS: u64 = i64::MAX as u64;
+
 /// `PUT /api/v1/budgets`: set (replace) the budget of one tenant or one workspace.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -619,8 +666,9 @@ pub struct EgressRules {
 #[serde(deny_unknown_fields)]
 pub struct AddEgressRule {
     pub rule: String,
+    /// 0-based; at most the number of rules (that many appends). Default 0 (the top).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<usize>,
+    pub position: Option<u32>,
 }
 
 /// One egress attempt.

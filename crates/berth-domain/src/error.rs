@@ -39,6 +39,15 @@ pub enum ErrorCode {
     /// The server's data directory is below its free-space threshold: new workspaces (and
     /// restores) are refused until space is freed.
     InsufficientStorage,
+    /// A resource limit asks for more than the host has (e.g. `memory: 1024g` on a host with
+    /// 23 GiB); the message names the host's capacity.
+    ExceedsCapacity,
+    /// The route exists but not with this HTTP method; the `Allow` header lists the methods.
+    MethodNotAllowed,
+    /// The request body is larger than the route accepts.
+    PayloadTooLarge,
+    /// The request body is not `application/json` (or the media type the route documents).
+    UnsupportedMediaType,
     /// Something failed inside berth; details are in the server log.
     Internal,
 }
@@ -62,6 +71,10 @@ impl ErrorCode {
             Self::DaemonOutdated => "daemon_outdated",
             Self::RateLimited => "rate_limited",
             Self::InsufficientStorage => "insufficient_storage",
+            Self::ExceedsCapacity => "exceeds_capacity",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Internal => "internal",
         }
     }
@@ -73,6 +86,10 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::ExceedsCapacity => 422,
             Self::Ambiguous
             | Self::Conflict
             | Self::InUse
@@ -88,6 +105,24 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The code for an HTTP error status that no berth handler chose (a rejection of the HTTP
+    /// layer: unknown route, wrong method, body too large, bad path encoding). Other 4xx become
+    /// `invalid_argument`, other 5xx `internal`.
+    pub fn for_status(status: u16) -> Self {
+        match status {
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
+            400..=499 => Self::InvalidArgument,
+            _ => Self::Internal,
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -98,7 +133,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 16] = [
+    const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -114,6 +149,10 @@ mod tests {
         ErrorCode::DaemonOutdated,
         ErrorCode::RateLimited,
         ErrorCode::InsufficientStorage,
+        ErrorCode::ExceedsCapacity,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
         ErrorCode::Internal,
     ];
 
@@ -136,5 +175,28 @@ mod tests {
         assert_eq!(ErrorCode::InUse.http_status(), 409);
         assert_eq!(ErrorCode::EngineUnavailable.http_status(), 503);
         assert_eq!(ErrorCode::InsufficientStorage.http_status(), 507);
+        assert_eq!(ErrorCode::MethodNotAllowed.http_status(), 405);
+        assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
+        assert_eq!(ErrorCode::UnsupportedMediaType.http_status(), 415);
+        assert_eq!(ErrorCode::ExceedsCapacity.http_status(), 422);
+    }
+
+    #[test]
+    fn from_status_is_the_inverse_for_the_generic_codes() {
+        for code in [
+            ErrorCode::InvalidArgument,
+            ErrorCode::Unauthorized,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound,
+            ErrorCode::MethodNotAllowed,
+            ErrorCode::PayloadTooLarge,
+            ErrorCode::UnsupportedMediaType,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(ErrorCode::for_status(code.http_status()), code);
+        }
+        // Statuses without a code of their own: 4xx are the client's, 5xx berth's.
+        assert_eq!(ErrorCode::for_status(426), ErrorCode::InvalidArgument);
+        assert_eq!(ErrorCode::for_status(501), ErrorCode::Internal);
     }
 }

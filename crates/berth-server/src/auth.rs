@@ -41,8 +41,8 @@ pub async fn require_token(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
+        .and_then(bearer_token)
+        .map(str::to_owned);
     // Browsers cannot set headers on a WebSocket: they offer the token as a subprotocol,
     // `new WebSocket(url, ["berth.bearer", token])` (never in the URL, which gets logged).
     let token = header.or_else(|| websocket_token(req.headers()));
@@ -67,6 +67,22 @@ pub async fn require_token(
         }
         Err(e) => ApiError::internal(e).into_response(),
     }
+}
+
+/// The token of an `Authorization` field value, as RFC 9110 reads credentials: whitespace around
+/// the value is not part of it (§5.5, so a trailing space or tab is ignored, as HTTP libraries
+/// and proxies may add or drop it), the scheme `Bearer` is case-insensitive (§11.1), one or
+/// more spaces separate it from the token, and the token is one run of visible characters.
+/// Anything else (another scheme, no token, whitespace or control characters inside the token,
+/// a second token) is no credential at all: 401.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim_matches([' ', '\t']);
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start_matches(' ');
+    (!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())).then_some(token)
 }
 
 /// The subprotocol that carries a bearer token on WebSockets.
@@ -154,6 +170,27 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_token_reads_credentials_as_rfc_9110_does() {
+        for (value, token) in [
+            ("Bearer abc", Some("abc")),
+            ("Bearer abc ", Some("abc")),
+            ("Bearer abc\t", Some("abc")),
+            (" Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc", Some("abc")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearer a b", None),
+            ("Bearer a\tb", None),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("abc", None),
+        ] {
+            assert_eq!(bearer_token(value), token, "{value:?}");
+        }
+    }
 
     #[tokio::test]
     async fn bootstrap_only_once_and_hashed() {

@@ -6,6 +6,7 @@
 mod auth;
 mod backup;
 mod binary;
+mod capacity;
 mod config;
 mod disk;
 mod doctor;

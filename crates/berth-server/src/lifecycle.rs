@@ -82,6 +82,7 @@ impl CreateSpec {
         }
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+        crate::capacity::check_host(&limits)?;
         let network = req
             .network
             .clone()
@@ -94,6 +95,11 @@ impl CreateSpec {
         }
         let image = match &req.image {
             Some(i) if i.trim().is_empty() => return Err(ApiError::invalid("image is empty")),
+            Some(i) if !crate::openapi::is_image_reference(i) => {
+                return Err(ApiError::invalid(format!(
+                    "image {i:?} is not an image reference ([registry/]name[:tag][@sha256:digest])"
+                )))
+            }
             Some(i) => i.clone(),
             None => state.default_image(),
         };

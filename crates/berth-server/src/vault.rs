@@ -116,10 +116,13 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 /// A secret name: what the workspace sees as an environment variable.
+/// Longest secret name.
+pub const MAX_NAME_LEN: usize = 64;
+
 pub fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
-        && b.len() <= 64
+        && b.len() <= MAX_NAME_LEN
         && (b[0].is_ascii_uppercase() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')

@@ -383,7 +383,7 @@ async fn bad_input_gets_clear_errors() {
         .call(
             "POST",
             "/api/v1/workspaces",
-            Some(json!({"name": "acme/dup"})),
+            Some(json!({"name": "dup", "tenant": "acme"})),
         )
         .await;
     assert_eq!(

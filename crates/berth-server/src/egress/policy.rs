@@ -117,19 +117,19 @@ pub async fn set_rules(
     .await
 }
 
-/// Inserts one rule at `position` (0: first; past the end: last).
+/// Inserts one rule at `position` (0: first; the rule count: last; past that: refused).
 pub async fn add_rule(
     state: &AppState,
     actor: &Actor,
     ws: &str,
-    req: ApiResult<(String, Option<usize>)>,
+    req: ApiResult<(String, Option<u32>)>,
 ) -> ApiResult<Vec<String>> {
     audited_rules(state, actor, "egress.add_rule", ws, async {
         let (rule, position) = req?;
         let rule = check_rule(&rule)?;
         let w = lifecycle::resolve(state, ws).await?;
         let mut rules = state.store.egress_rules(w.id.as_str()).await?;
-        let at = position.unwrap_or(0).min(rules.len());
+        let at = insert_position(position, rules.len())?;
         rules.insert(at, rule.clone());
         apply(state, &w, &rules).await?;
         Ok((format!("{} {rule}", w.qualified_name()), rules))
@@ -162,6 +162,18 @@ pub async fn remove_rule(
         Ok((format!("{} {gone}", w.qualified_name()), rules))
     })
     .await
+}
+
+/// Where `position` puts a new rule among `len` rules: 0 to `len` (appending); past that is
+/// refused rather than quietly appended.
+fn insert_position(position: Option<u32>, len: usize) -> ApiResult<usize> {
+    let at = position.unwrap_or(0);
+    match usize::try_from(at) {
+        Ok(at) if at <= len => Ok(at),
+        _ => Err(ApiError::invalid(format!(
+            "position {at} is past the end: the workspace has {len} rules"
+        ))),
+    }
 }
 
 /// A template's fields as a request carries them.

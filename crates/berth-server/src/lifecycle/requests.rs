@@ -10,7 +10,7 @@ use berth_store::{AuditRecord, Workspace};
 
 use super::{check_network_allowed, CreateSpec};
 use crate::auth::{audit, Actor};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// The audit target: `tenant/name` when known, else what the caller typed.
@@ -43,6 +43,7 @@ pub async fn create_workspace(
     let target = create_target(&req);
     let result = async {
         let req = req?;
+        check_plain_name(&req.name)?;
         check_network_allowed(&actor.role, req.network.as_deref())?;
         let spec = CreateSpec::from_request(state, &req)?;
         super::create(state, spec).await
@@ -53,6 +54,14 @@ pub async fn create_workspace(
     record_exposed_secrets(state, actor, &w).await?;
     super::serve_channel(state, &w.id).await;
     Ok(w)
+}
+
+/// `name` is the workspace's own name; the tenant goes in `tenant` (a `tenant/name` here would
+/// quietly create the workspace in another tenant than the field says).
+fn check_plain_name(name: &str) -> ApiResult<()> {
+    berth_domain::Name::parse(name)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid(format!("name: {e} (give the tenant in `tenant`)")))
 }
 
 /// One `secret.expose` audit record per secret the workspace gets as a real value.

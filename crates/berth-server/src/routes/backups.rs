@@ -77,6 +77,7 @@ pub async fn backup(
         (status = 400, body = api::ErrorBody, description = "the archive is corrupt, truncated or holds a refused entry"),
         (status = 404, body = api::ErrorBody, description = "a secret or egress template the archive names is missing in the tenant"),
         (status = 409, body = api::ErrorBody, description = "the workspace (or its volume) already exists"),
+        (status = 422, description = "`exceeds_capacity`: the archive's memory or CPU cap is above the host's", body = api::ErrorBody),
         (status = 424, body = api::ErrorBody), (status = 502, body = api::ErrorBody),
         (status = 503, body = api::ErrorBody),
         (status = 507, body = api::ErrorBody, description = "not enough free space, or the archive exceeds restore_max_size")),
@@ -85,6 +86,7 @@ pub async fn restore(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Query(q): Query<api::RestoreQuery>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<impl IntoResponse> {
     let shown = match (&q.tenant, &q.name) {
@@ -92,7 +94,10 @@ pub async fn restore(
         (_, Some(n)) => n.clone(),
         _ => "(name from the archive)".to_owned(),
     };
-    let result = backup::restore(state.clone(), q, body, &actor.role).await;
+    let result = match check_archive_type(&headers) {
+        Ok(()) => backup::restore(state.clone(), q, body, &actor.role).await,
+        Err(e) => Err(e),
+    };
     let target = match &result {
         Ok(w) => w.qualified_name(),
         Err(_) => shown,
@@ -103,5 +108,31 @@ pub async fn restore(
     Ok((
         StatusCode::CREATED,
         axum::Json(super::workspaces::to_api(&w)),
+    ))
+}
+
+/// The media types a restore takes: a backup archive, or bytes as such.
+pub const ARCHIVE_MEDIA_TYPES: [&str; 2] = ["application/zstd", "application/octet-stream"];
+
+/// Refuses a restore body sent as anything but an archive (415 `unsupported_media_type`).
+fn check_archive_type(headers: &axum::http::HeaderMap) -> crate::error::ApiResult<()> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if ARCHIVE_MEDIA_TYPES.contains(&essence.as_str()) {
+        return Ok(());
+    }
+    Err(crate::error::ApiError::new(
+        berth_domain::ErrorCode::UnsupportedMediaType,
+        format!(
+            "a restore takes a backup archive sent as `Content-Type: application/zstd` (got {ct:?})"
+        ),
     ))
 }

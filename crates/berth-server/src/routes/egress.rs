@@ -90,7 +90,7 @@ pub async fn set_rules(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::EgressRules>> {
     let rules = parse_body::<api::EgressRules>(&body).map(|r| r.rules);
     let rules = policy::set_rules(&state, &actor, &ws, rules).await?;
@@ -105,7 +105,7 @@ pub async fn add_rule(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::EgressRules>> {
     let req = parse_body::<api::AddEgressRule>(&body).map(|r| (r.rule, r.position));
     let rules = policy::add_rule(&state, &actor, &ws, req).await?;
@@ -153,8 +153,10 @@ pub async fn log(
     Path(ws): Path<String>,
     Query(q): Query<api::EgressLogQuery>,
 ) -> ApiResult<axum::Json<Vec<api::EgressLogEntry>>> {
+    let limit = api::EGRESS_LOG_LIMIT
+        .check(q.limit)
+        .map_err(ApiError::invalid)?;
     let w = lifecycle::resolve(&state, &ws).await?;
-    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
     let entries = state
         .store
         .egress_log(w.id.as_str(), q.after.unwrap_or(0), limit)

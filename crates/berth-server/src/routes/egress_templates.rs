@@ -57,7 +57,7 @@ async fn to_api(
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/egress/templates", tag = "egress", params(api::EgressTemplateQuery),
+#[utoipa::path(get, path = "/api/v1/egress/templates", operation_id = "list_egress_templates", tag = "egress", params(api::EgressTemplateQuery),
     responses((status = 200, body = [api::EgressTemplate]), (status = 400, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -76,14 +76,14 @@ pub async fn list(
     Ok(axum::Json(out))
 }
 
-#[utoipa::path(post, path = "/api/v1/egress/templates", tag = "egress", request_body = api::CreateEgressTemplate,
+#[utoipa::path(post, path = "/api/v1/egress/templates", operation_id = "create_egress_template", tag = "egress", request_body = api::CreateEgressTemplate,
     responses((status = 201, body = api::EgressTemplate), (status = 400, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<(StatusCode, axum::Json<api::EgressTemplate>)> {
     let req = parse_body::<api::CreateEgressTemplate>(&body);
     let target = match &req {
@@ -104,7 +104,7 @@ pub async fn create(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/egress/templates/{tenant}/{name}", tag = "egress",
+#[utoipa::path(get, path = "/api/v1/egress/templates/{tenant}/{name}", operation_id = "show_egress_template", tag = "egress",
     params(("tenant" = String, Path), ("name" = String, Path, description = "the tenant's template, or a built-in")),
     responses((status = 200, body = api::EgressTemplate), (status = 404, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -116,7 +116,7 @@ pub async fn show(
     Ok(axum::Json(to_api(&state, t, Some(&tenant)).await?))
 }
 
-#[utoipa::path(put, path = "/api/v1/egress/templates/{tenant}/{name}", tag = "egress", request_body = api::SetEgressTemplate,
+#[utoipa::path(put, path = "/api/v1/egress/templates/{tenant}/{name}", operation_id = "set_egress_template", tag = "egress", request_body = api::SetEgressTemplate,
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = api::EgressTemplate, description = "replaced"),
         (status = 201, body = api::EgressTemplate, description = "created"),
@@ -126,7 +126,7 @@ pub async fn set(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path((tenant, name)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<(StatusCode, axum::Json<api::EgressTemplate>)> {
     let spec = parse_body::<api::SetEgressTemplate>(&body).map(|r| TemplateSpec {
         description: r.description,
@@ -144,7 +144,7 @@ pub async fn set(
     ))
 }
 
-#[utoipa::path(delete, path = "/api/v1/egress/templates/{tenant}/{name}", tag = "egress",
+#[utoipa::path(delete, path = "/api/v1/egress/templates/{tenant}/{name}", operation_id = "remove_egress_template", tag = "egress",
     params(("tenant" = String, Path), ("name" = String, Path), api::RemoveEgressTemplateQuery),
     responses((status = 204), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody, description = "`in_use`: attached to workspaces (named in the message) and not forced; `conflict`: a built-in")),
@@ -187,7 +187,7 @@ pub async fn attached(
     Ok(axum::Json(attached_view(&state, &w).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/egress/templates", tag = "egress", request_body = api::AttachEgressTemplate,
+#[utoipa::path(post, path = "/api/v1/workspaces/{ws}/egress/templates", operation_id = "attach_egress_template", tag = "egress", request_body = api::AttachEgressTemplate,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = [api::EgressTemplate], description = "attached templates, in evaluation order"),
         (status = 400, body = api::ErrorBody), (status = 404, body = api::ErrorBody)),
@@ -196,7 +196,7 @@ pub async fn attach(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<Vec<api::EgressTemplate>>> {
     let template = parse_body::<api::AttachEgressTemplate>(&body).map(|r| r.template);
     let w = policy::attach(&state, &actor, &ws, template).await?;

@@ -543,7 +543,7 @@ async fn create_refuses_unknown_templates_before_provisioning() {
         .call(
             "POST",
             "/workspaces",
-            Some(json!({"name": "acme/web", "egress_templates": ["npm", "nope"]})),
+            Some(json!({"name": "web", "tenant": "acme", "egress_templates": ["npm", "nope"]})),
         )
         .await;
     assert_eq!((st, code(&v)), (404, "not_found"), "{v}");
@@ -566,7 +566,7 @@ async fn create_refuses_unknown_templates_before_provisioning() {
             .call(
                 "POST",
                 "/workspaces",
-                Some(json!({"name": "acme/web", "egress_templates": templates})),
+                Some(json!({"name": "web", "tenant": "acme", "egress_templates": templates})),
             )
             .await;
         assert_eq!((st, code(&v)), (400, "invalid_argument"), "{v}");

@@ -50,7 +50,7 @@ async fn info(state: &AppState, s: berth_store::SealedSecret) -> ApiResult<api::
     })
 }
 
-#[utoipa::path(put, path = "/api/v1/secrets/{tenant}/{name}", tag = "secrets", request_body = api::SetSecret,
+#[utoipa::path(put, path = "/api/v1/secrets/{tenant}/{name}", operation_id = "set_secret", tag = "secrets", request_body = api::SetSecret,
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = api::SecretInfo), (status = 400, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -58,19 +58,22 @@ pub async fn set(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path((tenant, name)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::SecretInfo>> {
     let value = parse_body::<api::SetSecret>(&body).map(|req| Secret::new(req.value));
     let sealed = secrets::set(&state, &actor, &tenant, &name, value).await?;
     Ok(axum::Json(info(&state, sealed).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", params(api::SecretQuery),
+#[utoipa::path(get, path = "/api/v1/secrets", operation_id = "list_secrets", tag = "secrets", params(api::SecretQuery),
     responses((status = 200, body = [api::SecretInfo])), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Query(q): Query<api::SecretQuery>,
 ) -> ApiResult<axum::Json<Vec<api::SecretInfo>>> {
+    if let Some(t) = &q.tenant {
+        crate::error::tenant_name(t)?;
+    }
     let mut out = Vec::new();
     for s in state.store.list_secrets(q.tenant.as_deref()).await? {
         out.push(info(&state, s).await?);
@@ -78,7 +81,7 @@ pub async fn list(
     Ok(axum::Json(out))
 }
 
-#[utoipa::path(delete, path = "/api/v1/secrets/{tenant}/{name}", tag = "secrets",
+#[utoipa::path(delete, path = "/api/v1/secrets/{tenant}/{name}", operation_id = "remove_secret", tag = "secrets",
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn remove(

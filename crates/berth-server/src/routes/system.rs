@@ -46,10 +46,7 @@ pub async fn audit(
     State(state): State<Arc<AppState>>,
     Query(q): Query<api::AuditQuery>,
 ) -> ApiResult<axum::Json<Vec<api::AuditEntry>>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit must be between 1 and 1000"));
-    }
+    let limit = api::AUDIT_LIMIT.check(q.limit).map_err(ApiError::invalid)?;
     let entries = state.store.list_audit(limit, q.target.as_deref()).await?;
     Ok(axum::Json(
         entries
@@ -95,10 +92,10 @@ pub async fn image_status(
 pub async fn image_build(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<Response> {
     // An empty body means the defaults, so `curl -X POST` works.
-    let req: api::BuildImage = if body.iter().all(u8::is_ascii_whitespace) {
+    let req: api::BuildImage = if body.is_blank() {
         api::BuildImage::default()
     } else {
         super::parse_body(&body)?

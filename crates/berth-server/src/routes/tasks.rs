@@ -17,7 +17,7 @@ use crate::lifecycle;
 use crate::state::AppState;
 use crate::tasks;
 
-#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", request_body = api::CreateTask,
+#[utoipa::path(post, path = "/api/v1/tasks", operation_id = "create_task", tag = "tasks", request_body = api::CreateTask,
     responses((status = 201, body = api::Task), (status = 400, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),
@@ -25,14 +25,14 @@ use crate::tasks;
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let req = parse_body::<api::CreateTask>(&body);
     let task = tasks::create(&state, &actor, req).await?;
     Ok((StatusCode::CREATED, axum::Json(tasks::to_api(&task))))
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(api::TaskQuery),
+#[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "tasks", params(api::TaskQuery),
     responses((status = 200, body = [api::Task]), (status = 400, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -55,7 +55,7 @@ pub async fn list(
     Ok(axum::Json(all.iter().map(tasks::to_api).collect()))
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks/{task}", tag = "tasks",
+#[utoipa::path(get, path = "/api/v1/tasks/{task}", operation_id = "show_task", tag = "tasks",
     params(("task" = String, Path, description = "task id")),
     responses((status = 200, body = api::Task), (status = 404, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -75,7 +75,7 @@ pub async fn send(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::Task>> {
     let text = parse_body::<api::SendMessage>(&body).map(|m| m.text);
     let task = tasks::send(&state, &actor, &id, text).await?;
@@ -106,8 +106,10 @@ pub async fn events(
     Path(id): Path<String>,
     Query(q): Query<api::EventsQuery>,
 ) -> ApiResult<axum::Json<Vec<api::TaskEvent>>> {
+    let limit = api::EVENTS_LIMIT
+        .check(q.limit)
+        .map_err(ApiError::invalid)? as u64;
     tasks::get(&state, &id).await?;
-    let limit = q.limit.unwrap_or(10_000).clamp(1, 10_000);
     Ok(axum::Json(
         state
             .store

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -23,6 +24,15 @@ use crate::state::AppState;
 
 /// Output kept per stream by the buffered exec.
 const EXEC_MAX_BYTES: usize = 4 << 20;
+
+/// A WebSocket route called without a valid handshake: refused in JSON (400), after the
+/// workspace was looked up, so a missing workspace is a 404 whatever the headers.
+fn not_a_websocket(rej: WebSocketUpgradeRejection) -> ApiError {
+    ApiError::invalid(format!(
+        "this route is a WebSocket: send a GET with `Connection: upgrade` and `Upgrade: websocket` ({})",
+        rej.body_text()
+    ))
+}
 
 /// Resolves a workspace that must be running, and its daemon client.
 async fn running(state: &AppState, ws: &str) -> ApiResult<(Workspace, DaemonClient)> {
@@ -90,7 +100,7 @@ pub async fn exec(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::ExecResult>> {
     let result = match parse_body::<api::ExecRequest>(&body) {
         Ok(req) => exec_inner(&state, &ws, req).await,
@@ -159,9 +169,10 @@ pub async fn exec_ws(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let (w, client) = running(&state, &ws).await?;
+    let upgrade = upgrade.map_err(not_a_websocket)?;
     Ok(upgrade
         .protocols([crate::auth::WS_BEARER_PROTOCOL])
         .on_upgrade(move |socket| async move {
@@ -346,11 +357,11 @@ pub async fn create_session(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let result = async {
         // No body means a default session (`curl -X POST …/sessions`).
-        let req: api::CreateSession = if body.iter().all(u8::is_ascii_whitespace) {
+        let req: api::CreateSession = if body.is_blank() {
             api::CreateSession::default()
         } else {
             parse_body(&body)?
@@ -380,10 +391,16 @@ pub async fn create_session(
     Ok((StatusCode::CREATED, axum::Json(session_to_api(result?))))
 }
 
+/// The terminal sizes a session takes, in columns and rows (also written into the OpenAPI
+/// document).
+pub const TERMINAL_MIN: u16 = 1;
+pub const TERMINAL_MAX: u16 = 1000;
+
 fn check_size(cols: u16, rows: u16) -> ApiResult<()> {
-    if cols == 0 || rows == 0 || cols > 1000 || rows > 1000 {
+    let range = TERMINAL_MIN..=TERMINAL_MAX;
+    if !range.contains(&cols) || !range.contains(&rows) {
         return Err(ApiError::invalid(format!(
-            "terminal size {cols}x{rows} is out of range (1..=1000)"
+            "terminal size {cols}x{rows} is out of range ({TERMINAL_MIN}..={TERMINAL_MAX})"
         )));
     }
     Ok(())
@@ -455,7 +472,7 @@ pub struct AttachQuery {
 /// Attach to a session: binary messages carry terminal bytes both ways; the client sends
 /// `{"type":"resize",…}` text messages; the server ends with `{"type":"exit","code":N}` when the
 /// session's process exits. Closing the socket detaches; the session keeps running.
-#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}/attach", tag = "terminal",
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}/attach", operation_id = "attach_session", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name"), AttachQuery),
     responses((status = 101, description = "WebSocket"), (status = 404, body = api::ErrorBody)),
@@ -465,11 +482,12 @@ pub async fn attach(
     Extension(actor): Extension<Actor>,
     Path((ws, session)): Path<(String, String)>,
     Query(q): Query<AttachQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let (cols, rows) = (q.cols.unwrap_or(80), q.rows.unwrap_or(24));
     check_size(cols, rows)?;
     let (w, client) = running(&state, &ws).await?;
+    let upgrade = upgrade.map_err(not_a_websocket)?;
     // Attach before upgrading so a missing session is a clean 404, not a dead socket.
     let stream = client.session_attach(&session, cols, rows).await?;
     let target = format!("{}:{}", w.qualified_name(), stream.info().name);

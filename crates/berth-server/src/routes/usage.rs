@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use berth_api as api;
-use berth_domain::Name;
 use berth_store::{Budget, UsageFilter};
 
 use super::{parse_body, Query};
@@ -35,18 +34,23 @@ pub fn parse_since(s: &str) -> ApiResult<String> {
         let t = time::OffsetDateTime::parse(&format!("{s}T00:00:00Z"), rfc).map_err(|_| bad())?;
         return t.format(rfc).map_err(|_| bad());
     }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num.parse().map_err(|_| bad())?;
+    // The unit is the last character, which need not be one byte: split where it starts.
+    let split = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (num, unit) = s.split_at(split);
     let secs = match unit {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    if n < 0 {
+    if !num.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(n.saturating_mul(secs));
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    // A duration reaching past the calendar's start is refused, not an overflow.
+    let t = time::OffsetDateTime::now_utc()
+        .checked_sub(time::Duration::seconds(n.saturating_mul(secs)))
+        .ok_or_else(bad)?;
     t.format(rfc).map_err(|_| bad())
 }
 
@@ -63,11 +67,7 @@ pub async fn usage(
         None => None,
     };
     let tenant = match &q.tenant {
-        Some(t) => Some(
-            Name::parse(t)
-                .map_err(|e| ApiError::invalid(format!("tenant: {e}")))?
-                .to_string(),
-        ),
+        Some(t) => Some(crate::error::tenant_name(t)?.to_string()),
         None => None,
     };
     let rows = state
@@ -117,7 +117,7 @@ async fn budget_target(
 ) -> ApiResult<(String, String, String)> {
     match (tenant, workspace) {
         (Some(t), None) => {
-            let n = Name::parse(t).map_err(|e| ApiError::invalid(format!("tenant: {e}")))?;
+            let n = crate::error::tenant_name(t)?;
             Ok(("tenant".into(), n.to_string(), n.to_string()))
         }
         (None, Some(w)) => {
@@ -174,7 +174,7 @@ pub async fn list_budgets(
 pub async fn set_budget(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::Budget>> {
     let result = async {
         let req: api::SetBudget = parse_body(&body)?;
@@ -186,6 +186,12 @@ pub async fn set_budget(
         }
         if req.max_tokens.is_none() && req.max_cost_usd.is_none() {
             return Err(ApiError::invalid("give max_tokens and/or max_cost_usd"));
+        }
+        if req.max_tokens.is_some_and(|t| t > api::MAX_BUDGET_TOKENS) {
+            return Err(ApiError::invalid(format!(
+                "max_tokens must be at most {}",
+                api::MAX_BUDGET_TOKENS
+            )));
         }
         if req.max_cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
             return Err(ApiError::invalid(
@@ -247,7 +253,26 @@ mod tests {
             "2026-11-01T09:00:00Z"
         );
         assert!(parse_since("24h").unwrap().ends_with('Z'));
-        for bad in ["", "yesterday", "5x", "-3d", "2026-13-01"] {
+        // The longest durations the OpenAPI document describes.
+        for ok in ["99999d", "999999h", "999999m"] {
+            assert!(parse_since(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "yesterday", "5x", "-3d", "+3d", "2026-13-01"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_with_multibyte_characters_is_refused_not_a_panic() {
+        for bad in ["é", "5é", "éd", "24hé", "ééééé", "3日"] {
+            let err = parse_since(bad).unwrap_err();
+            assert_eq!(err.code, berth_domain::ErrorCode::InvalidArgument, "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_past_the_calendar_is_refused_not_an_overflow() {
+        for bad in ["99999999999d", "9223372036854775807m"] {
             assert!(parse_since(bad).is_err(), "{bad}");
         }
     }
@@ -286,7 +311,7 @@ pub async fn calls(
         Some(w) => Some(lifecycle::resolve(&state, w).await?.id.to_string()),
         None => None,
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = api::CALLS_LIMIT.check(q.limit).map_err(ApiError::invalid)?;
     let rows = state
         .store
         .llm_calls(ws.as_deref(), q.task.as_deref(), limit)

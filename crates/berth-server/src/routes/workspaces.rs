@@ -13,7 +13,7 @@ use berth_store::Workspace;
 
 use super::{parse_body, Query};
 use crate::auth::Actor;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::lifecycle;
 use crate::state::AppState;
 
@@ -52,7 +52,7 @@ pub struct ListQuery {
     pub tenant: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/workspaces", tag = "workspaces", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/workspaces", operation_id = "list_workspaces", tag = "workspaces", params(ListQuery),
     responses((status = 200, body = [api::Workspace]), (status = 401, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -60,32 +60,32 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Vec<api::Workspace>>> {
     let tenant = match q.tenant.as_deref() {
-        Some(t) => Some(
-            berth_domain::Name::parse(t).map_err(|e| ApiError::invalid(format!("tenant: {e}")))?,
-        ),
+        Some(t) => Some(crate::error::tenant_name(t)?),
         None => None,
     };
     let all = state.store.list_workspaces(tenant.as_ref()).await?;
     Ok(axum::Json(all.iter().map(to_api).collect()))
 }
 
-#[utoipa::path(post, path = "/api/v1/workspaces", tag = "workspaces", request_body = api::CreateWorkspace,
+#[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "create_workspace", tag = "workspaces", request_body = api::CreateWorkspace,
     responses((status = 201, body = api::Workspace), (status = 400, body = api::ErrorBody),
         (status = 403, description = "`network: bridge` asked for by a token that is not admin", body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody), (status = 424, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody),
+        (status = 422, description = "`exceeds_capacity`: a memory or CPU cap above the host's", body = api::ErrorBody),
+        (status = 424, body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    body: axum::body::Bytes,
+    body: super::JsonBody,
 ) -> ApiResult<impl IntoResponse> {
     let req = parse_body::<api::CreateWorkspace>(&body);
     let w = lifecycle::create_workspace(&state, &actor, req).await?;
     Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
 
-#[utoipa::path(get, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}", operation_id = "show_workspace", tag = "workspaces",
     params(("ws" = String, Path, description = "tenant/name (URL-encoded), bare name, or id")),
     responses((status = 200, body = api::Workspace), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody)),
@@ -145,7 +145,7 @@ pub async fn stop(
     Ok(axum::Json(to_api(&w)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}", tag = "workspaces",
+#[utoipa::path(delete, path = "/api/v1/workspaces/{ws}", operation_id = "remove_workspace", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace reference"), api::RemoveWorkspaceQuery),
     responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
     security(("bearer" = [])))]

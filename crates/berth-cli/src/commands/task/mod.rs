@@ -18,7 +18,7 @@ use follow::{follow, End, Until};
 use printer::Printer;
 
 /// Events asked for per page by `task logs` (the server may send fewer).
-const PAGE: u64 = 1000;
+const PAGE: i64 = 1000;
 /// The agents `berth task run --agent` accepts.
 const AGENTS: [&str; 4] = ["claude", "codex", "gemini", "opencode"];
 /// The task states `berth task list --state` accepts.
