@@ -111,7 +111,7 @@ impl Egress {
         let writer = egress.clone();
         tokio::spawn(async move {
             while let Some((ws, e)) = log_rx.recv().await {
-                match store.append_egress_log(ws.as_str(), &e).await {
+                match store.append_egress_log(&ws, &e).await {
                     Ok(id) => writer.notify(&ws, id),
                     Err(err) => tracing::error!(error = %err, "cannot write the egress log"),
                 }
@@ -457,7 +457,7 @@ pub async fn find_template(
 /// template it attaches, in attach order.
 pub async fn effective_rules(store: &Store, w: &Workspace) -> Result<Vec<SourcedRule>, StoreError> {
     let mut out: Vec<SourcedRule> = store
-        .egress_rules(w.id.as_str())
+        .egress_rules(&w.id)
         .await?
         .into_iter()
         .map(|rule| SourcedRule {
@@ -465,7 +465,7 @@ pub async fn effective_rules(store: &Store, w: &Workspace) -> Result<Vec<Sourced
             rule,
         })
         .collect();
-    for name in store.workspace_egress_templates(w.id.as_str()).await? {
+    for name in store.workspace_egress_templates(&w.id).await? {
         match find_template(store, w.tenant.as_str(), &name).await? {
             Some(t) => out.extend(t.rules().into_iter().map(|rule| SourcedRule {
                 template: Some(name.clone()),
@@ -534,11 +534,7 @@ pub async fn placeholder_bindings(
     else {
         return out;
     };
-    let uses = state
-        .store
-        .secret_uses(Some(ws.as_str()))
-        .await
-        .unwrap_or_default();
+    let uses = state.store.secret_uses(Some(ws)).await.unwrap_or_default();
     for u in uses
         .into_iter()
         .filter(|u| u.delivery == SecretDelivery::Placeholder)

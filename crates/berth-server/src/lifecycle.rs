@@ -298,10 +298,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             other => other.into(),
         })?;
 
-    state
-        .store
-        .set_egress_rules(id.as_str(), &spec.egress)
-        .await?;
+    state.store.set_egress_rules(&id, &spec.egress).await?;
     let uses: Vec<berth_store::SecretUse> = spec
         .secrets
         .iter()
@@ -310,7 +307,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             ..u.clone()
         })
         .collect();
-    state.store.set_secret_uses(id.as_str(), &uses).await?;
+    state.store.set_secret_uses(&id, &uses).await?;
     for t in &spec.egress_templates {
         // Checked above; a template removed since then fails the create here, before anything
         // is provisioned.
@@ -344,10 +341,10 @@ async fn forget_row(state: &AppState, id: &WorkspaceId) {
     if let Err(e) = state.store.delete_workspace(id).await {
         tracing::error!(error = %e, "rollback: could not delete workspace row");
     }
-    if let Err(e) = state.store.set_egress_rules(id.as_str(), &[]).await {
+    if let Err(e) = state.store.set_egress_rules(id, &[]).await {
         tracing::error!(error = %e, "rollback: could not delete egress rules");
     }
-    if let Err(e) = state.store.set_secret_uses(id.as_str(), &[]).await {
+    if let Err(e) = state.store.set_secret_uses(id, &[]).await {
         tracing::error!(error = %e, "rollback: could not delete secret uses");
     }
 }
@@ -575,7 +572,7 @@ pub(crate) fn container_spec(state: &AppState, p: ContainerParts) -> ContainerSp
 /// exposed — the real value in the environment or in a file under /run/berth/secrets.
 async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
     let mut env = Vec::new();
-    let uses = state.store.secret_uses(Some(w.id.as_str())).await?;
+    let uses = state.store.secret_uses(Some(&w.id)).await?;
     // Files of secrets no longer used go; the directory is made anew on the first file below.
     let chan = chanfs::Dir::open_private(&state.channel_dir(&w.id)).map_err(ApiError::internal)?;
     chan.remove("secrets").map_err(ApiError::internal)?;
@@ -846,8 +843,8 @@ pub async fn remove(state: &AppState, raw: &str, remove_volume: bool) -> ApiResu
         remove_workspace_dir(ws_dir).await;
     }
     state.store.delete_workspace(&w.id).await?;
-    state.store.set_egress_rules(w.id.as_str(), &[]).await?;
-    state.store.set_secret_uses(w.id.as_str(), &[]).await?;
+    state.store.set_egress_rules(&w.id, &[]).await?;
+    state.store.set_secret_uses(&w.id, &[]).await?;
     drop(_guard);
     state.forget_lock(&w.id);
     Ok(w)

@@ -147,7 +147,7 @@ async fn create_attaches_egress_templates_in_order_and_removal_forgets_them() {
     assert_eq!(
         h.state
             .store
-            .workspace_egress_templates(w.id.as_str())
+            .workspace_egress_templates(&w.id)
             .await
             .unwrap(),
         ["ci", "npm"]

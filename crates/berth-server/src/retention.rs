@@ -72,12 +72,13 @@ mod tests {
             reason: "no rule".into(),
             ..Default::default()
         };
+        let w1 = berth_domain::WorkspaceId::from_stored("w1".into());
         store
-            .append_egress_log("w1", &rec("2026-10-01T00:00:00Z"))
+            .append_egress_log(&w1, &rec("2026-10-01T00:00:00Z"))
             .await
             .unwrap();
         let recent = store
-            .append_egress_log("w1", &rec("2026-11-25T00:00:00.123Z"))
+            .append_egress_log(&w1, &rec("2026-11-25T00:00:00.123Z"))
             .await
             .unwrap();
         let keep_all = Retention {
@@ -85,13 +86,13 @@ mod tests {
             task_events_days: 0,
         };
         assert_eq!(purge(&store, keep_all, now).await.unwrap(), (0, 0));
-        assert_eq!(store.egress_log("w1", 0, 10).await.unwrap().len(), 2);
+        assert_eq!(store.egress_log(&w1, 0, 10).await.unwrap().len(), 2);
         let thirty = Retention {
             egress_log_days: 30,
             task_events_days: 90,
         };
         assert_eq!(purge(&store, thirty, now).await.unwrap(), (1, 0));
-        let left = store.egress_log("w1", 0, 10).await.unwrap();
+        let left = store.egress_log(&w1, 0, 10).await.unwrap();
         assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [recent]);
     }
 }

@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use crate::{Result, Store};
 
-pub use berth_domain::EgressRecord;
+pub use berth_domain::{EgressRecord, WorkspaceId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EgressEntry {
@@ -15,25 +15,29 @@ pub struct EgressEntry {
 
 impl Store {
     /// The workspace's rules in order.
-    pub async fn egress_rules(&self, workspace_id: &str) -> Result<Vec<String>> {
+    pub async fn egress_rules(&self, workspace_id: &WorkspaceId) -> Result<Vec<String>> {
         let rows =
             sqlx::query("SELECT rule FROM egress_rules WHERE workspace_id = ? ORDER BY position")
-                .bind(workspace_id)
+                .bind(workspace_id.as_str())
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Replaces the workspace's rules (in one transaction).
-    pub async fn set_egress_rules(&self, workspace_id: &str, rules: &[String]) -> Result<()> {
+    pub async fn set_egress_rules(
+        &self,
+        workspace_id: &WorkspaceId,
+        rules: &[String],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM egress_rules WHERE workspace_id = ?")
-            .bind(workspace_id)
+            .bind(workspace_id.as_str())
             .execute(&mut *tx)
             .await?;
         for (i, r) in rules.iter().enumerate() {
             sqlx::query("INSERT INTO egress_rules (workspace_id, position, rule) VALUES (?, ?, ?)")
-                .bind(workspace_id)
+                .bind(workspace_id.as_str())
                 .bind(i as i64)
                 .bind(r)
                 .execute(&mut *tx)
@@ -43,13 +47,17 @@ impl Store {
         Ok(())
     }
 
-    pub async fn append_egress_log(&self, workspace_id: &str, r: &EgressRecord) -> Result<i64> {
+    pub async fn append_egress_log(
+        &self,
+        workspace_id: &WorkspaceId,
+        r: &EgressRecord,
+    ) -> Result<i64> {
         let res = sqlx::query(
             "INSERT INTO egress_log (at, workspace_id, task_id, method, host, port, path, decision, \
              rule, reason, bytes_up, bytes_down, intercepted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&r.at)
-        .bind(workspace_id)
+        .bind(workspace_id.as_str())
         .bind(&r.task_id)
         .bind(&r.method)
         .bind(&r.host)
@@ -69,7 +77,7 @@ impl Store {
     /// Entries with `id > after`, oldest first.
     pub async fn egress_log(
         &self,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         after: i64,
         limit: i64,
     ) -> Result<Vec<EgressEntry>> {
@@ -78,7 +86,7 @@ impl Store {
              bytes_up, bytes_down, intercepted FROM egress_log WHERE workspace_id = ? AND id > ? \
              ORDER BY id LIMIT ?",
         )
-        .bind(workspace_id)
+        .bind(workspace_id.as_str())
         .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -114,12 +122,33 @@ mod tests {
     #[tokio::test]
     async fn rules_and_log() {
         let s = Store::open_in_memory().await.unwrap();
-        assert!(s.egress_rules("w1").await.unwrap().is_empty());
+        assert!(s
+            .egress_rules(&berth_domain::WorkspaceId::from_stored("w1".into()))
+            .await
+            .unwrap()
+            .is_empty());
         let rules = vec!["allow github.com".to_owned(), "deny *".to_owned()];
-        s.set_egress_rules("w1", &rules).await.unwrap();
-        assert_eq!(s.egress_rules("w1").await.unwrap(), rules);
-        s.set_egress_rules("w1", &rules[..1]).await.unwrap();
-        assert_eq!(s.egress_rules("w1").await.unwrap(), rules[..1].to_vec());
+        s.set_egress_rules(&berth_domain::WorkspaceId::from_stored("w1".into()), &rules)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.egress_rules(&berth_domain::WorkspaceId::from_stored("w1".into()))
+                .await
+                .unwrap(),
+            rules
+        );
+        s.set_egress_rules(
+            &berth_domain::WorkspaceId::from_stored("w1".into()),
+            &rules[..1],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.egress_rules(&berth_domain::WorkspaceId::from_stored("w1".into()))
+                .await
+                .unwrap(),
+            rules[..1].to_vec()
+        );
         let rec = EgressRecord {
             at: "t".into(),
             host: "github.com".into(),
@@ -129,12 +158,29 @@ mod tests {
             bytes_down: 10,
             ..Default::default()
         };
-        let a = s.append_egress_log("w1", &rec).await.unwrap();
-        s.append_egress_log("w2", &rec).await.unwrap();
-        let b = s.append_egress_log("w1", &rec).await.unwrap();
-        let all = s.egress_log("w1", 0, 10).await.unwrap();
+        let a = s
+            .append_egress_log(&berth_domain::WorkspaceId::from_stored("w1".into()), &rec)
+            .await
+            .unwrap();
+        s.append_egress_log(&berth_domain::WorkspaceId::from_stored("w2".into()), &rec)
+            .await
+            .unwrap();
+        let b = s
+            .append_egress_log(&berth_domain::WorkspaceId::from_stored("w1".into()), &rec)
+            .await
+            .unwrap();
+        let all = s
+            .egress_log(&berth_domain::WorkspaceId::from_stored("w1".into()), 0, 10)
+            .await
+            .unwrap();
         assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [a, b]);
         assert_eq!(all[0].record, rec);
-        assert_eq!(s.egress_log("w1", a, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            s.egress_log(&berth_domain::WorkspaceId::from_stored("w1".into()), a, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -292,11 +292,14 @@ impl Store {
     }
 
     /// The templates a workspace attaches, in evaluation (attach) order.
-    pub async fn workspace_egress_templates(&self, workspace_id: &str) -> Result<Vec<String>> {
+    pub async fn workspace_egress_templates(
+        &self,
+        workspace_id: &WorkspaceId,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT template FROM workspace_egress_templates WHERE workspace_id = ? ORDER BY position",
         )
-        .bind(workspace_id)
+        .bind(workspace_id.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -307,7 +310,7 @@ impl Store {
     /// false when the workspace attached it already (then nothing changes).
     pub async fn attach_egress_template(
         &self,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         tenant: &str,
         name: &str,
         stored: bool,
@@ -315,7 +318,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Write first (see `delete_egress_template`); also tells whether the workspace exists.
         let ws = sqlx::query("UPDATE workspaces SET updated_at = updated_at WHERE id = ?")
-            .bind(workspace_id)
+            .bind(workspace_id.as_str())
             .execute(&mut *tx)
             .await?;
         if ws.rows_affected() == 0 {
@@ -338,7 +341,7 @@ impl Store {
              SELECT ?1, ?2, COALESCE(MAX(position) + 1, 0) FROM workspace_egress_templates \
              WHERE workspace_id = ?1",
         )
-        .bind(workspace_id)
+        .bind(workspace_id.as_str())
         .bind(name)
         .execute(&mut *tx)
         .await?
@@ -349,11 +352,15 @@ impl Store {
     }
 
     /// Detaches a template; false when the workspace did not attach it.
-    pub async fn detach_egress_template(&self, workspace_id: &str, name: &str) -> Result<bool> {
+    pub async fn detach_egress_template(
+        &self,
+        workspace_id: &WorkspaceId,
+        name: &str,
+    ) -> Result<bool> {
         let r = sqlx::query(
             "DELETE FROM workspace_egress_templates WHERE workspace_id = ? AND template = ?",
         )
-        .bind(workspace_id)
+        .bind(workspace_id.as_str())
         .bind(name)
         .execute(&self.pool)
         .await?;
@@ -473,7 +480,7 @@ mod tests {
         s.create_egress_template("globex", "theirs", None, &[])
             .await
             .unwrap();
-        let w = w.as_str();
+        let w = &w;
         assert!(s
             .attach_egress_template(w, "acme", "npm", false)
             .await
@@ -500,7 +507,12 @@ mod tests {
             assert!(matches!(e, StoreError::NotFound(_)), "{e}");
         }
         let e = s
-            .attach_egress_template("ws_missing", "acme", "npm", false)
+            .attach_egress_template(
+                &berth_domain::WorkspaceId::from_stored("ws_missing".into()),
+                "acme",
+                "npm",
+                false,
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, StoreError::NotFound(_)), "{e}");
@@ -518,7 +530,7 @@ mod tests {
         );
 
         // Users: per tenant for stored templates, across tenants for built-ins.
-        s.attach_egress_template(other.as_str(), "globex", "npm", false)
+        s.attach_egress_template(&other, "globex", "npm", false)
             .await
             .unwrap();
         let users = s.egress_template_users(None, "npm").await.unwrap();
@@ -529,7 +541,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["acme/web", "globex/web"]
         );
-        assert_eq!(users[0].workspace_id.as_str(), w);
+        assert_eq!(&users[0].workspace_id, w);
         assert_eq!(
             s.egress_template_users(Some("globex"), "npm")
                 .await
@@ -550,14 +562,14 @@ mod tests {
             .await
             .unwrap();
         for w in [&a, &b] {
-            s.attach_egress_template(w.as_str(), "acme", "ci", true)
+            s.attach_egress_template(w, "acme", "ci", true)
                 .await
                 .unwrap();
-            s.attach_egress_template(w.as_str(), "acme", "npm", false)
+            s.attach_egress_template(w, "acme", "npm", false)
                 .await
                 .unwrap();
         }
-        s.attach_egress_template(g.as_str(), "globex", "ci", false)
+        s.attach_egress_template(&g, "globex", "ci", false)
             .await
             .unwrap();
 
@@ -575,7 +587,7 @@ mod tests {
         );
         assert!(s.egress_template("acme", "ci").await.unwrap().is_some());
         assert_eq!(
-            s.workspace_egress_templates(a.as_str()).await.unwrap(),
+            s.workspace_egress_templates(&a).await.unwrap(),
             ["ci", "npm"]
         );
 
@@ -587,15 +599,9 @@ mod tests {
         assert_eq!(detached, users);
         assert!(s.egress_template("acme", "ci").await.unwrap().is_none());
         for w in [&a, &b] {
-            assert_eq!(
-                s.workspace_egress_templates(w.as_str()).await.unwrap(),
-                ["npm"]
-            );
+            assert_eq!(s.workspace_egress_templates(w).await.unwrap(), ["npm"]);
         }
-        assert_eq!(
-            s.workspace_egress_templates(g.as_str()).await.unwrap(),
-            ["ci"]
-        );
+        assert_eq!(s.workspace_egress_templates(&g).await.unwrap(), ["ci"]);
         // Its rules went with it: a new template of that name starts empty.
         let (t, created) = s
             .put_egress_template("acme", "ci", None, &[])
@@ -633,7 +639,7 @@ mod tests {
             for id in &ids {
                 let (s, id) = (s.clone(), id.clone());
                 tasks.push(tokio::spawn(async move {
-                    s.attach_egress_template(id.as_str(), "acme", "ci", true)
+                    s.attach_egress_template(&id, "acme", "ci", true)
                         .await
                         .map(|_| ())
                 }));
@@ -672,15 +678,11 @@ mod tests {
         s.create_egress_template("acme", "ci", None, &[])
             .await
             .unwrap();
-        s.attach_egress_template(w.as_str(), "acme", "ci", true)
+        s.attach_egress_template(&w, "acme", "ci", true)
             .await
             .unwrap();
         s.delete_workspace(&w).await.unwrap();
-        assert!(s
-            .workspace_egress_templates(w.as_str())
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(s.workspace_egress_templates(&w).await.unwrap().is_empty());
         assert!(s
             .egress_template_users(Some("acme"), "ci")
             .await

@@ -96,17 +96,30 @@ mod tests {
         };
         // More than one batch of old rows, and a few new ones.
         for _ in 0..(super::BATCH + 5) {
-            s.append_egress_log("w1", &rec("2026-01-01T00:00:00Z"))
-                .await
-                .unwrap();
+            s.append_egress_log(
+                &berth_domain::WorkspaceId::from_stored("w1".into()),
+                &rec("2026-01-01T00:00:00Z"),
+            )
+            .await
+            .unwrap();
         }
         let keep = s
-            .append_egress_log("w1", &rec("2026-06-01T00:00:00Z"))
+            .append_egress_log(
+                &berth_domain::WorkspaceId::from_stored("w1".into()),
+                &rec("2026-06-01T00:00:00Z"),
+            )
             .await
             .unwrap();
         let purged = s.purge_egress_log("2026-03-01T00:00:00Z").await.unwrap();
         assert_eq!(purged, super::BATCH as u64 + 5);
-        let left = s.egress_log("w1", 0, 10_000).await.unwrap();
+        let left = s
+            .egress_log(
+                &berth_domain::WorkspaceId::from_stored("w1".into()),
+                0,
+                10_000,
+            )
+            .await
+            .unwrap();
         assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [keep]);
         assert_eq!(s.purge_egress_log("2026-03-01T00:00:00Z").await.unwrap(), 0);
     }

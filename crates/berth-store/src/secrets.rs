@@ -1,6 +1,6 @@
 //! Encrypted secrets and their use by workspaces. The store only ever sees ciphertext.
 
-use berth_domain::SecretDelivery;
+use berth_domain::{SecretDelivery, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -100,17 +100,21 @@ impl Store {
         Ok(r.rows_affected() > 0)
     }
 
-    pub async fn set_secret_uses(&self, workspace_id: &str, uses: &[SecretUse]) -> Result<()> {
+    pub async fn set_secret_uses(
+        &self,
+        workspace_id: &WorkspaceId,
+        uses: &[SecretUse],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM workspace_secrets WHERE workspace_id = ?")
-            .bind(workspace_id)
+            .bind(workspace_id.as_str())
             .execute(&mut *tx)
             .await?;
         for u in uses {
             sqlx::query(
                 "INSERT INTO workspace_secrets (workspace_id, name, hosts, delivery, placeholder, headers) VALUES (?, ?, ?, ?, ?, ?)",
             )
-            .bind(workspace_id)
+            .bind(workspace_id.as_str())
             .bind(&u.name)
             .bind(u.hosts.join(","))
             .bind(u.delivery.as_str())
@@ -124,11 +128,11 @@ impl Store {
     }
 
     /// Uses of secrets, by workspace (`Some`) or all.
-    pub async fn secret_uses(&self, workspace_id: Option<&str>) -> Result<Vec<SecretUse>> {
+    pub async fn secret_uses(&self, workspace_id: Option<&WorkspaceId>) -> Result<Vec<SecretUse>> {
         let rows = sqlx::query(
             "SELECT * FROM workspace_secrets WHERE (?1 IS NULL OR workspace_id = ?1) ORDER BY workspace_id, name",
         )
-        .bind(workspace_id)
+        .bind(workspace_id.map(WorkspaceId::as_str))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -169,11 +173,21 @@ mod tests {
             placeholder: "berth-ph-1".into(),
             headers: vec!["authorization".into(), "x-api-key".into()],
         };
-        s.set_secret_uses("w1", std::slice::from_ref(&u))
+        s.set_secret_uses(
+            &berth_domain::WorkspaceId::from_stored("w1".into()),
+            std::slice::from_ref(&u),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.secret_uses(Some(&berth_domain::WorkspaceId::from_stored("w1".into())))
+                .await
+                .unwrap(),
+            vec![u]
+        );
+        s.set_secret_uses(&berth_domain::WorkspaceId::from_stored("w1".into()), &[])
             .await
             .unwrap();
-        assert_eq!(s.secret_uses(Some("w1")).await.unwrap(), vec![u]);
-        s.set_secret_uses("w1", &[]).await.unwrap();
         assert!(s.secret_uses(None).await.unwrap().is_empty());
         assert!(s.delete_secret("acme", "TOKEN").await.unwrap());
         assert!(s.secret("acme", "TOKEN").await.unwrap().is_none());

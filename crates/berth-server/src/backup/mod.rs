@@ -76,14 +76,11 @@ pub struct Download {
 
 /// What the workspace is, as a create request (secrets by name only).
 async fn manifest(state: &AppState, w: &Workspace, paused: bool) -> ApiResult<BackupManifest> {
-    let egress = state.store.egress_rules(w.id.as_str()).await?;
-    let templates = state
-        .store
-        .workspace_egress_templates(w.id.as_str())
-        .await?;
+    let egress = state.store.egress_rules(&w.id).await?;
+    let templates = state.store.workspace_egress_templates(&w.id).await?;
     let secrets = state
         .store
-        .secret_uses(Some(w.id.as_str()))
+        .secret_uses(Some(&w.id))
         .await?
         .into_iter()
         .map(|u| UseSecret {

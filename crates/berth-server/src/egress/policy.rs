@@ -78,7 +78,7 @@ async fn refresh_users(state: &AppState, users: &[TemplateUser]) {
 
 /// Stores a workspace's own rules and applies them to its running proxy at once.
 async fn apply(state: &AppState, w: &Workspace, rules: &[String]) -> ApiResult<()> {
-    state.store.set_egress_rules(w.id.as_str(), rules).await?;
+    state.store.set_egress_rules(&w.id, rules).await?;
     refresh(state, std::slice::from_ref(&w.id)).await;
     Ok(())
 }
@@ -128,7 +128,7 @@ pub async fn add_rule(
         let (rule, position) = req?;
         let rule = check_rule(&rule)?;
         let w = lifecycle::resolve(state, ws).await?;
-        let mut rules = state.store.egress_rules(w.id.as_str()).await?;
+        let mut rules = state.store.egress_rules(&w.id).await?;
         let at = insert_position(position, rules.len())?;
         rules.insert(at, rule.clone());
         apply(state, &w, &rules).await?;
@@ -146,7 +146,7 @@ pub async fn remove_rule(
 ) -> ApiResult<Vec<String>> {
     audited_rules(state, actor, "egress.remove_rule", ws, async {
         let w = lifecycle::resolve(state, ws).await?;
-        let mut rules = state.store.egress_rules(w.id.as_str()).await?;
+        let mut rules = state.store.egress_rules(&w.id).await?;
         let i: usize = index
             .parse()
             .map_err(|_| ApiError::invalid(format!("rule index {index:?} is not a number")))?;
@@ -352,7 +352,7 @@ pub async fn attach_to(state: &AppState, w: &Workspace, name: &Name) -> ApiResul
     let stored = matches!(t, Template::Stored(_));
     match state
         .store
-        .attach_egress_template(w.id.as_str(), tenant, name.as_str(), stored)
+        .attach_egress_template(&w.id, tenant, name.as_str(), stored)
         .await
     {
         Ok(_) => Ok(()),
@@ -398,11 +398,7 @@ pub async fn detach(state: &AppState, actor: &Actor, ws: &str, name: &str) -> Ap
     let result = async {
         let w = lifecycle::resolve(state, ws).await?;
         target = format!("{} template {name}", w.qualified_name());
-        if !state
-            .store
-            .detach_egress_template(w.id.as_str(), name)
-            .await?
-        {
+        if !state.store.detach_egress_template(&w.id, name).await? {
             return Err(ApiError::not_found(format!(
                 "workspace {} does not attach egress template {name}",
                 w.qualified_name()

@@ -66,7 +66,7 @@ fn check_plain_name(name: &str) -> ApiResult<()> {
 
 /// One `secret.expose` audit record per secret the workspace gets as a real value.
 async fn record_exposed_secrets(state: &AppState, actor: &Actor, w: &Workspace) -> ApiResult<()> {
-    for u in state.store.secret_uses(Some(w.id.as_str())).await? {
+    for u in state.store.secret_uses(Some(&w.id)).await? {
         if u.delivery.exposes() {
             let rec = AuditRecord {
                 actor: actor.token_id.clone(),

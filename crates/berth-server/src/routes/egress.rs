@@ -48,10 +48,7 @@ pub(crate) async fn effective_view(
         index += 1;
     }
     Ok(api::EffectiveEgress {
-        templates: state
-            .store
-            .workspace_egress_templates(w.id.as_str())
-            .await?,
+        templates: state.store.workspace_egress_templates(&w.id).await?,
         rules: out,
     })
 }
@@ -78,7 +75,7 @@ pub async fn rules(
 ) -> ApiResult<axum::Json<api::EgressRules>> {
     let w = lifecycle::resolve(&state, &ws).await?;
     Ok(axum::Json(api::EgressRules {
-        rules: state.store.egress_rules(w.id.as_str()).await?,
+        rules: state.store.egress_rules(&w.id).await?,
     }))
 }
 
@@ -159,7 +156,7 @@ pub async fn log(
     let w = lifecycle::resolve(&state, &ws).await?;
     let entries = state
         .store
-        .egress_log(w.id.as_str(), q.after.unwrap_or(0), limit)
+        .egress_log(&w.id, q.after.unwrap_or(0), limit)
         .await?;
     Ok(axum::Json(entries.into_iter().map(entry_to_api).collect()))
 }
@@ -184,7 +181,7 @@ pub async fn log_stream(
     };
     let rx = egress.subscribe(&w.id);
     let after = sse::resume_after(q.after.map(|a| u64::try_from(a).unwrap_or(0)), &headers);
-    let ws = w.id.to_string();
+    let ws = w.id.clone();
     Ok(sse::follow(rx, after, move |after| {
         let (state, ws) = (state.clone(), ws.clone());
         async move {

@@ -162,11 +162,7 @@ pub async fn remove(
 /// The templates a workspace attaches, in evaluation order.
 async fn attached_view(state: &AppState, w: &Workspace) -> ApiResult<Vec<api::EgressTemplate>> {
     let mut out = Vec::new();
-    for name in state
-        .store
-        .workspace_egress_templates(w.id.as_str())
-        .await?
-    {
+    for name in state.store.workspace_egress_templates(&w.id).await? {
         if let Some(t) = find_template(&state.store, w.tenant.as_str(), &name).await? {
             out.push(to_api(state, t, Some(w.tenant.as_str())).await?);
         }

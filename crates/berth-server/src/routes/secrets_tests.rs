@@ -65,7 +65,7 @@ impl H {
             placeholder: "ph-token".into(),
             headers: vec!["x-api-key".into()],
         }];
-        store.set_secret_uses(id.as_str(), &uses).await.unwrap();
+        store.set_secret_uses(&id, &uses).await.unwrap();
         let e = self.state.egress.as_ref().unwrap();
         e.set_secrets(
             &id,
