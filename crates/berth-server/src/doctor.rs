@@ -11,7 +11,7 @@ pub async fn run(state: &AppState) -> DoctorReport {
         data_dir(&state.config.data_dir, state.config.disk),
         staged_binary(state),
     ];
-    let engine = state.runtime.info().await;
+    let engine = state.host.runtime.info().await;
     match &engine {
         Ok(info) => {
             checks.push(ok(
@@ -26,7 +26,7 @@ pub async fn run(state: &AppState) -> DoctorReport {
             ));
             checks.push(engine_config(info));
             let tag = state.default_image();
-            let image = match state.runtime.image_exists(&tag).await {
+            let image = match state.host.runtime.image_exists(&tag).await {
                 Ok(true) => ok("image", format!("{tag} is present")),
                 Ok(false) => fail("image", format!("{tag} is missing"), "berth image build"),
                 Err(e) => fail("image", e.to_string(), "fix the engine check first"),
@@ -118,18 +118,18 @@ fn data_dir(dir: &Path, t: crate::config::DiskThresholds) -> Check {
 }
 
 fn staged_binary(state: &AppState) -> Check {
-    if state.binary.path.is_file() {
+    if state.host.binary.path.is_file() {
         ok(
             "daemon_binary",
             format!(
                 "{} (mounted read-only into workspaces)",
-                state.binary.path.display()
+                state.host.binary.path.display()
             ),
         )
     } else {
         fail(
             "daemon_binary",
-            format!("{} is missing", state.binary.path.display()),
+            format!("{} is missing", state.host.binary.path.display()),
             "restart berth server; it stages its own binary on start",
         )
     }

@@ -484,9 +484,7 @@ pub async fn effective_rules(store: &Store, w: &Workspace) -> Result<Vec<Sourced
 /// (the others load theirs when they start, in [`activate`]). Called after a change of their
 /// rules, of a template they attach, or of their attachments: takes effect on the next attempt.
 pub async fn refresh(state: &crate::state::AppState, workspaces: &[WorkspaceId]) {
-    let Some(e) = &state.egress else {
-        return;
-    };
+    let e = &state.egress;
     let _guard = e.recompute.lock().await;
     for ws in workspaces {
         if e.is_loaded(ws) {
@@ -499,29 +497,23 @@ pub async fn refresh(state: &crate::state::AppState, workspaces: &[WorkspaceId])
 /// secrets loaded (the gateway's socket is the lifecycle's other call, see
 /// `lifecycle::serve_channel`).
 pub async fn activate(state: &crate::state::AppState, ws: &WorkspaceId) {
-    if let Some(e) = &state.egress {
+    let e = &state.egress;
+    if !e.is_loaded(ws) {
+        let _guard = e.recompute.lock().await;
         if !e.is_loaded(ws) {
-            let _guard = e.recompute.lock().await;
-            if !e.is_loaded(ws) {
-                e.install(&state.store, ws).await;
-            }
+            e.install(&state.store, ws).await;
         }
-        let loaded = |e: &Egress| {
-            e.secrets
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(ws)
-        };
-        if !loaded(e) {
-            // Under the lock [`refresh_secret`] takes, so a secret deleted meanwhile is
-            // never installed after its refresh ran.
-            let _guard = e.recompute.lock().await;
-            if !loaded(e) {
-                e.set_secrets(ws, placeholder_bindings(state, ws).await);
-            }
-        }
-        e.ensure(&state.channel_dir(ws).join("egress.sock"), ws);
     }
+    let loaded = |e: &Egress| berth_domain::sync::read(&e.secrets).contains_key(ws);
+    if !loaded(e) {
+        // Under the lock [`refresh_secret`] takes, so a secret deleted meanwhile is
+        // never installed after its refresh ran.
+        let _guard = e.recompute.lock().await;
+        if !loaded(e) {
+            e.set_secrets(ws, placeholder_bindings(state, ws).await);
+        }
+    }
+    e.ensure(&state.channel_dir(ws).join("egress.sock"), ws);
 }
 
 /// The workspace's placeholder secrets with their real values, for the proxy to swap in.
@@ -530,10 +522,10 @@ pub async fn placeholder_bindings(
     ws: &WorkspaceId,
 ) -> HostBindings {
     let mut out = Vec::new();
-    let (Some(vault), Ok(Some(w))) = (&state.vault, state.store.find_workspace_by_id(ws).await)
-    else {
+    let Ok(Some(w)) = state.store.find_workspace_by_id(ws).await else {
         return out;
     };
+    let vault = &state.vault;
     let uses = state.store.secret_uses(Some(ws)).await.unwrap_or_default();
     for u in uses
         .into_iter()
@@ -562,9 +554,7 @@ pub async fn placeholder_bindings(
 /// the new value, or nothing, from the next request on. When the store cannot be read, the
 /// secret's bindings are dropped everywhere (fail closed).
 pub async fn refresh_secret(state: &crate::state::AppState, name: &str) {
-    let Some(e) = &state.egress else {
-        return;
-    };
+    let e = &state.egress;
     let _guard = e.recompute.lock().await;
     let uses = state.store.secret_uses(None).await;
     for ws in e.secrets_loaded() {
@@ -587,9 +577,7 @@ pub async fn refresh_secret(state: &crate::state::AppState, name: &str) {
 
 /// The opposite of [`activate`], when a workspace is removed.
 pub fn deactivate(state: &crate::state::AppState, ws: &WorkspaceId) {
-    if let Some(e) = &state.egress {
-        e.stop(ws);
-    }
+    state.egress.stop(ws);
 }
 
 #[cfg(test)]

@@ -101,29 +101,16 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr()?;
-    let mut state = AppState::new(
-        config,
-        store.clone(),
+    let host = state::Host::new(
         runtime,
         images,
+        Some(engine.clone()),
         server_id.clone(),
         binary,
-    )
-    .map_err(|e| anyhow::anyhow!("cannot set up the gateway's TLS client: {e}"))?;
-    state.engine = Some(engine.clone());
-    state.egress = Some(egress::Egress::start(
-        &state.config.data_dir,
-        &state.config.env,
-        store.clone(),
-    )?);
-    let vault = Arc::new(vault::Vault::load(
-        &state.config.data_dir,
-        state.config.env.secrets_key.as_ref(),
-        state.config.env.secrets_key_file.as_deref(),
-    )?);
-    state.set_vault(vault);
+    );
+    let state = AppState::new(config, store.clone(), host)?;
     let state = Arc::new(state);
-    match state.runtime.info().await {
+    match state.host.runtime.info().await {
         Ok(info) => {
             tracing::info!(engine = %info.engine, version = %info.version, endpoint = %engine.endpoint(), "engine reachable")
         }

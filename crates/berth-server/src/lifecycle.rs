@@ -228,7 +228,7 @@ pub async fn resolve(state: &AppState, raw: &str) -> ApiResult<Workspace> {
 }
 
 fn engine_name(state: &AppState, tenant: &Name, name: &Name) -> String {
-    format!("berth-{}-{}-{}", state.server_id, tenant, name)
+    format!("berth-{}-{}-{}", state.host.server_id, tenant, name)
 }
 
 pub(crate) fn volume_name(state: &AppState, tenant: &Name, name: &Name) -> String {
@@ -375,12 +375,12 @@ struct Undo {
 impl Undo {
     async fn run(self, state: &AppState) {
         if let Some(c) = self.container {
-            if let Err(e) = state.runtime.remove_container(&c).await {
+            if let Err(e) = state.host.runtime.remove_container(&c).await {
                 tracing::error!(container = %c, error = %e, "rollback: remove container");
             }
         }
         if let Some(v) = self.volume {
-            if let Err(e) = state.runtime.remove_volume(&v).await {
+            if let Err(e) = state.host.runtime.remove_volume(&v).await {
                 tracing::error!(volume = %v, error = %e, "rollback: remove volume");
             }
         }
@@ -393,8 +393,9 @@ impl Undo {
 }
 
 async fn provision(state: &AppState, w: &Workspace, undo: &mut Undo) -> ApiResult<()> {
-    let existed = state.runtime.volume_exists(&w.volume).await?;
+    let existed = state.host.runtime.volume_exists(&w.volume).await?;
     state
+        .host
         .runtime
         .ensure_volume(&w.volume, &labels(state, w))
         .await?;
@@ -412,7 +413,7 @@ async fn provision(state: &AppState, w: &Workspace, undo: &mut Undo) -> ApiResul
 fn labels(state: &AppState, w: &Workspace) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
-        (LABEL_SERVER.to_owned(), state.server_id.clone()),
+        (LABEL_SERVER.to_owned(), state.host.server_id.clone()),
         (LABEL_WORKSPACE.to_owned(), w.id.to_string()),
         (LABEL_TENANT.to_owned(), w.tenant.to_string()),
     ])
@@ -426,7 +427,7 @@ fn labels(state: &AppState, w: &Workspace) -> HashMap<String, String> {
 /// delete, and nothing the workspace left there is opened.
 async fn prepare_channel(state: &AppState, id: &WorkspaceId) -> ApiResult<bool> {
     let chan = state.channel_dir(id);
-    let ca_pem = state.egress.as_ref().map(|e| e.ca_pem().to_owned());
+    let ca_pem = Some(state.egress.ca_pem().to_owned());
     tokio::task::spawn_blocking(move || prepare_channel_dir(&chan, ca_pem.as_deref()))
         .await
         .map_err(ApiError::internal)?
@@ -465,7 +466,7 @@ pub(crate) async fn remove_workspace_dir(dir: &Path) {
 
 async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> {
     let mut labels = labels(state, w);
-    labels.insert(LABEL_BINARY.to_owned(), state.binary.hash.clone());
+    labels.insert(LABEL_BINARY.to_owned(), state.host.binary.hash.clone());
     let env = [
         format!("BERTH_WORKSPACE={}", w.qualified_name()),
         format!("BERTH_WORKSPACE_ID={}", w.id),
@@ -488,7 +489,7 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             labels,
         },
     );
-    Ok(state.runtime.create_container(&spec).await?)
+    Ok(state.host.runtime.create_container(&spec).await?)
 }
 
 /// What differs between workspace containers; the rest of [`container_spec`] is the same for
@@ -542,7 +543,7 @@ pub(crate) fn container_spec(state: &AppState, p: ContainerParts) -> ContainerSp
                 target: HOME.to_owned(),
             },
             Mount::Bind {
-                source: state.binary.path.clone(),
+                source: state.host.binary.path.clone(),
                 target: DAEMON_PATH_IN_WORKSPACE.to_owned(),
                 read_only: true,
             },
@@ -580,7 +581,7 @@ async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
         return Ok(env);
     }
     let mut secrets_dir = None;
-    let vault = crate::secrets::vault(state)?;
+    let vault = &state.vault;
     for u in uses {
         match u.delivery {
             SecretDelivery::Placeholder => env.push(format!("{}={}", u.name, u.placeholder)),
@@ -648,7 +649,7 @@ pub fn proxy_env() -> Vec<String> {
 }
 
 async fn start_and_wait(state: &AppState, w: &Workspace, container: &str) -> ApiResult<()> {
-    state.runtime.start_container(container).await?;
+    state.host.runtime.start_container(container).await?;
     wait_ready(state, w, container).await
 }
 
@@ -659,7 +660,7 @@ async fn start_and_wait(state: &AppState, w: &Workspace, container: &str) -> Api
 async fn wait_ready(state: &AppState, w: &Workspace, container: &str) -> ApiResult<()> {
     let client = state.daemon(&w.id);
     let started = tokio::time::Instant::now();
-    let deadline = started + state.daemon_ready_timeout;
+    let deadline = started + state.host.daemon_ready_timeout;
     let mut next_inspect = started + Duration::from_millis(250);
     loop {
         match client.hello().await {
@@ -672,13 +673,13 @@ async fn wait_ready(state: &AppState, w: &Workspace, container: &str) -> ApiResu
                 ErrorCode::DaemonUnavailable,
                 format!(
                     "the workspace daemon did not answer within {:.1}s",
-                    state.daemon_ready_timeout.as_secs_f64()
+                    state.host.daemon_ready_timeout.as_secs_f64()
                 ),
             ));
         }
         if now >= next_inspect {
             next_inspect = now + Duration::from_millis(250);
-            if let Some(st) = state.runtime.inspect_container(container).await? {
+            if let Some(st) = state.host.runtime.inspect_container(container).await? {
                 if !matches!(st.state, ContainerState::Running) {
                     return Err(ApiError::new(
                         ErrorCode::EngineError,
@@ -747,7 +748,7 @@ async fn start_recorded(state: &AppState, w: &Workspace, why: &str) -> ApiResult
 
 /// `image_missing` (with the fix, as for the engine's own answer) unless the engine has `image`.
 pub(crate) async fn ensure_image(state: &AppState, image: &str) -> ApiResult<()> {
-    if state.runtime.image_exists(image).await? {
+    if state.host.runtime.image_exists(image).await? {
         return Ok(());
     }
     Err(berth_runtime::RuntimeError::ImageMissing(image.to_owned()).into())
@@ -756,6 +757,7 @@ pub(crate) async fn ensure_image(state: &AppState, image: &str) -> ApiResult<()>
 async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {
     let new_channel = prepare_channel(state, &w.id).await?;
     state
+        .host
         .runtime
         .ensure_volume(&w.volume, &labels(state, w))
         .await?;
@@ -763,21 +765,22 @@ async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {
     // the one it had; otherwise (first start after an upgrade, an old channel layout, or the
     // container vanished) recreate it: the home volume carries the state.
     let existing = match &w.container_id {
-        Some(c) => state.runtime.inspect_container(c).await?,
+        Some(c) => state.host.runtime.inspect_container(c).await?,
         None => None,
     };
     let reuse = !new_channel
         && existing
             .as_ref()
-            .is_some_and(|c| c.labels.get(LABEL_BINARY) == Some(&state.binary.hash));
+            .is_some_and(|c| c.labels.get(LABEL_BINARY) == Some(&state.host.binary.hash));
     let container = if reuse {
         w.container_id.clone().unwrap_or_default()
     } else {
         if let Some(old) = &existing {
-            state.runtime.remove_container(&old.id).await?;
+            state.host.runtime.remove_container(&old.id).await?;
         }
         // A container of this name may be left from a crash between create and store update.
         state
+            .host
             .runtime
             .remove_container(&engine_name(state, &w.tenant, &w.name))
             .await?;
@@ -804,7 +807,7 @@ pub async fn stop(state: &AppState, raw: &str) -> ApiResult<Workspace> {
         .set_state(&w.id, WorkspaceState::Stopping, None)
         .await?;
     if let Some(c) = &w.container_id {
-        if let Err(e) = state.runtime.stop_container(c, STOP_TIMEOUT).await {
+        if let Err(e) = state.host.runtime.stop_container(c, STOP_TIMEOUT).await {
             if !matches!(e, RuntimeError::NotFound(_)) {
                 // Leave it `stopping`; the reconciler settles it when the engine is back.
                 return Err(e.into());
@@ -830,14 +833,15 @@ pub async fn remove(state: &AppState, raw: &str, remove_volume: bool) -> ApiResu
         .set_state(&w.id, WorkspaceState::Removing, None)
         .await?;
     if let Some(c) = &w.container_id {
-        state.runtime.remove_container(c).await?;
+        state.host.runtime.remove_container(c).await?;
     }
     state
+        .host
         .runtime
         .remove_container(&engine_name(state, &w.tenant, &w.name))
         .await?;
     if remove_volume {
-        state.runtime.remove_volume(&w.volume).await?;
+        state.host.runtime.remove_volume(&w.volume).await?;
     }
     if let Some(ws_dir) = state.channel_dir(&w.id).parent() {
         remove_workspace_dir(ws_dir).await;

@@ -43,16 +43,19 @@ async fn harness(serve_daemons: bool) -> Harness {
     let mut state = AppState::new(
         config,
         Store::open_in_memory().await.unwrap(),
-        fake.clone(),
-        Arc::new(NoImages),
-        "t0000".into(),
-        StagedBinary {
-            path: bin,
-            hash: "hash1".into(),
-        },
+        crate::state::Host::new(
+            fake.clone(),
+            Arc::new(NoImages),
+            None,
+            "t0000".into(),
+            StagedBinary {
+                path: bin,
+                hash: "hash1".into(),
+            },
+        ),
     )
     .unwrap();
-    state.daemon_ready_timeout = Duration::from_millis(500);
+    state.host.daemon_ready_timeout = Duration::from_millis(500);
     let root = dir.path().join("workspaces");
     let daemons = tokio::spawn(async move {
         if !serve_daemons {
@@ -243,7 +246,7 @@ async fn stop_start_reuses_the_container_unless_the_daemon_build_changed() {
 
     // A new server build: the next start recreates the container with the new daemon.
     stop(&h.state, "acme/web").await.unwrap();
-    Arc::get_mut(&mut h.state).unwrap().binary.hash = "hash2".into();
+    Arc::get_mut(&mut h.state).unwrap().host.binary.hash = "hash2".into();
     let w = start(&h.state, "acme/web").await.unwrap();
     assert_eq!(w.state, WorkspaceState::Running);
     let second = w.container_id.clone().unwrap();
@@ -383,7 +386,7 @@ async fn a_newer_server_detects_an_older_daemon() {
     create(&h.state, spec(&h.state, "old")).await.unwrap();
     // Play a newer server: same workspace, its daemon still speaks the current protocol.
     let newer = berth_daemon::PROTOCOL_VERSION + 1;
-    Arc::get_mut(&mut h.state).unwrap().daemon_protocol = newer;
+    Arc::get_mut(&mut h.state).unwrap().host.daemon_protocol = newer;
     let w = resolve(&h.state, "acme/old").await.unwrap();
     let status = crate::lifecycle::daemon_status(&h.state, &w).await;
     assert!(status.reachable && status.outdated, "{status:?}");

@@ -79,7 +79,7 @@ async fn recover_all(state: &Arc<AppState>) -> anyhow::Result<()> {
             continue;
         }
         let observed = match &w.container_id {
-            Some(c) => state.runtime.inspect_container(c).await?,
+            Some(c) => state.host.runtime.inspect_container(c).await?,
             None => None,
         };
         if observed.is_some_and(|c| matches!(c.state, ContainerState::Running)) {
@@ -155,7 +155,7 @@ pub async fn pass(state: &Arc<AppState>) -> anyhow::Result<()> {
 
 async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<()> {
     let observed = match &w.container_id {
-        Some(c) => state.runtime.inspect_container(c).await?,
+        Some(c) => state.host.runtime.inspect_container(c).await?,
         None => None,
     };
     let fail = |failure: Failure| async move {
@@ -190,7 +190,7 @@ async fn reconcile_one(state: &Arc<AppState>, w: &Workspace) -> anyhow::Result<(
         }
         (WorkspaceState::Removing, _) => {
             if let Some(c) = &w.container_id {
-                state.runtime.remove_container(c).await?;
+                state.host.runtime.remove_container(c).await?;
             }
             if let Some(dir) = state.channel_dir(&w.id).parent() {
                 crate::lifecycle::remove_workspace_dir(dir).await;

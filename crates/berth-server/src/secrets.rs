@@ -3,7 +3,7 @@
 //! egress proxy's placeholder swap, env/file delivery, the gateway's `vault:` provider keys).
 //! Nothing here hands a value to the API.
 
-use berth_domain::{ErrorCode, Name, Secret};
+use berth_domain::{Name, Secret};
 use berth_store::{SealedSecret, Store};
 
 use crate::auth::{audit, Actor};
@@ -23,14 +23,6 @@ pub async fn reveal(
         .await?
         .ok_or_else(|| anyhow::anyhow!("secret {tenant}/{name} not found"))?;
     vault.open(tenant, name, &s.nonce, &s.ciphertext)
-}
-
-/// The vault, which every server has (tests without one get a clear internal error).
-pub fn vault(state: &AppState) -> ApiResult<&Vault> {
-    state
-        .vault
-        .as_deref()
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the secrets vault is not available"))
 }
 
 /// Checks a tenant and a secret name (which must look like an environment variable).
@@ -60,13 +52,11 @@ pub async fn set(
             return Err(ApiError::invalid("the secret value is empty"));
         }
         state.store.ensure_tenant(&t).await?;
-        let (nonce, ct) = vault(state)?
+        let (nonce, ct) = &state
+            .vault
             .seal(t.as_str(), name, &value)
             .map_err(ApiError::internal)?;
-        let sealed = state
-            .store
-            .put_secret(t.as_str(), name, &nonce, &ct)
-            .await?;
+        let sealed = state.store.put_secret(t.as_str(), name, nonce, ct).await?;
         crate::egress::refresh_secret(state, name).await;
         Ok(sealed)
     }

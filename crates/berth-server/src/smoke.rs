@@ -93,10 +93,10 @@ impl Objects {
     /// Removes everything (missing objects are fine); returns what could not be removed.
     async fn remove(&self, state: &AppState) -> Vec<String> {
         let mut left = Vec::new();
-        if let Err(e) = state.runtime.remove_container(&self.name).await {
+        if let Err(e) = state.host.runtime.remove_container(&self.name).await {
             left.push(format!("container {}: {e}", self.name));
         }
-        if let Err(e) = state.runtime.remove_volume(&self.volume).await {
+        if let Err(e) = state.host.runtime.remove_volume(&self.volume).await {
             left.push(format!("volume {}: {e}", self.volume));
         }
         // Without following anything the container may have planted (off the runtime).
@@ -114,7 +114,7 @@ impl Objects {
 async fn run(state: &AppState, image: &str, o: &Objects) -> Result<(), Step> {
     let labels = HashMap::from([(LABEL_SMOKE.to_owned(), "true".to_owned())]);
     let chan = o.dir.join("chan");
-    let ca_pem = state.egress.as_ref().map(|e| e.ca_pem().to_owned());
+    let ca_pem = Some(state.egress.ca_pem().to_owned());
     let prepared = {
         let chan = chan.clone();
         tokio::task::spawn_blocking(move || {
@@ -136,6 +136,7 @@ async fn run(state: &AppState, image: &str, o: &Objects) -> Result<(), Step> {
         }
     }
     state
+        .host
         .runtime
         .ensure_volume(&o.volume, &labels)
         .await
@@ -155,16 +156,23 @@ async fn run(state: &AppState, image: &str, o: &Objects) -> Result<(), Step> {
         },
     );
     let id = state
+        .host
         .runtime
         .create_container(&spec)
         .await
         .map_err(|e| Step::new("create", e))?;
     state
+        .host
         .runtime
         .start_container(&id)
         .await
         .map_err(|e| Step::new("start", e))?;
-    match state.runtime.exec_status(&id, &["true".to_owned()]).await {
+    match state
+        .host
+        .runtime
+        .exec_status(&id, &["true".to_owned()])
+        .await
+    {
         Ok(0) => Ok(()),
         Ok(code) => Err(Step::new(
             "exec in",
@@ -224,13 +232,16 @@ mod tests {
         AppState::new(
             config,
             berth_store::Store::open_in_memory().await.unwrap(),
-            fake,
-            Arc::new(NoImages),
-            "t0000".into(),
-            StagedBinary {
-                path: bin,
-                hash: "hash1".into(),
-            },
+            crate::state::Host::new(
+                fake,
+                Arc::new(NoImages),
+                None,
+                "t0000".into(),
+                StagedBinary {
+                    path: bin,
+                    hash: "hash1".into(),
+                },
+            ),
         )
         .unwrap()
     }

@@ -62,29 +62,56 @@ impl ImageBuilder for DockerImageBuilder {
     }
 }
 
-/// Everything a request handler or background task needs.
-pub struct AppState {
-    pub config: Config,
-    pub store: Store,
+/// What this server runs workspaces with: the engine, the image builder, its own identity and
+/// the daemon it stages into every workspace.
+pub struct Host {
     pub runtime: Arc<dyn Runtime>,
     pub images: Arc<dyn ImageBuilder>,
-    /// The real engine connection (None with a fake runtime in tests); for display.
+    /// The real engine connection, for display (`None` with the fake runtime of unit tests).
     pub engine: Option<Arc<Engine>>,
     /// Short id of this server instance; prefixes engine object names and labels them, so
     /// several servers can share one engine without touching each other's workspaces.
     pub server_id: String,
     pub binary: StagedBinary,
-    /// The LLM gateway: its per-workspace listeners, caches, budget reservations, recorder.
-    pub gateway: berth_gateway::Gateway,
-    /// The egress proxy (None in unit tests over the fake runtime).
-    pub egress: Option<Arc<crate::egress::Egress>>,
-    /// The secrets vault (None in unit tests).
-    pub vault: Option<Arc<crate::vault::Vault>>,
-    pub tasks: crate::tasks::TaskHub,
     /// Daemon protocol this server speaks (tests raise it to play a newer server).
     pub daemon_protocol: u32,
     /// How long a started workspace may take until its daemon answers.
     pub daemon_ready_timeout: std::time::Duration,
+}
+
+impl Host {
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        images: Arc<dyn ImageBuilder>,
+        engine: Option<Arc<Engine>>,
+        server_id: String,
+        binary: StagedBinary,
+    ) -> Self {
+        Self {
+            runtime,
+            images,
+            engine,
+            server_id,
+            binary,
+            daemon_protocol: berth_daemon::PROTOCOL_VERSION,
+            daemon_ready_timeout: std::time::Duration::from_secs(20),
+        }
+    }
+}
+
+/// Everything a request handler or background task needs: the configuration, the store, the
+/// host's engine side, and the service handles.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub host: Host,
+    /// The LLM gateway: its per-workspace listeners, caches, budget reservations, recorder.
+    pub gateway: berth_gateway::Gateway,
+    /// The egress proxy: its per-workspace listeners, policies, placeholder secrets and log.
+    pub egress: Arc<crate::egress::Egress>,
+    /// The secrets vault.
+    pub vault: Arc<crate::vault::Vault>,
+    pub tasks: crate::tasks::TaskHub,
     locks: Mutex<HashMap<WorkspaceId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -96,37 +123,38 @@ pub const LABEL_TENANT: &str = "berth.tenant";
 pub const LABEL_BINARY: &str = "berth.daemon-binary";
 
 impl AppState {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: Config,
-        store: Store,
-        runtime: Arc<dyn Runtime>,
-        images: Arc<dyn ImageBuilder>,
-        server_id: String,
-        binary: StagedBinary,
-    ) -> std::io::Result<Self> {
-        let gateway = berth_gateway::Gateway::new(crate::gateway::config(&config), store.clone())?;
+    /// Builds the services over `config`'s data dir: the gateway, the egress proxy (its CA under
+    /// `DATA_DIR/ca`, its log writer started) and the vault (its key from the environment or
+    /// `DATA_DIR/secrets.key`), the vault also being the gateway's source of `vault:` keys.
+    pub fn new(config: Config, store: Store, host: Host) -> anyhow::Result<Self> {
+        let gateway =
+            berth_gateway::Gateway::new(crate::gateway::config(&config), store.clone())
+                .map_err(|e| anyhow::anyhow!("cannot set up the gateway's TLS client: {e}"))?;
+        let egress = crate::egress::Egress::start(&config.data_dir, &config.env, store.clone())?;
+        let vault = Arc::new(crate::vault::Vault::load(
+            &config.data_dir,
+            config.env.secrets_key.as_ref(),
+            config.env.secrets_key_file.as_deref(),
+        )?);
+        gateway.set_secrets(Arc::new(crate::gateway::VaultKeys {
+            store: store.clone(),
+            vault: vault.clone(),
+        }));
         Ok(Self {
             config,
             store,
-            runtime,
-            images,
-            engine: None,
-            server_id,
-            binary,
+            host,
             gateway,
-            egress: None,
-            vault: None,
+            egress,
+            vault,
             tasks: Default::default(),
-            daemon_protocol: berth_daemon::PROTOCOL_VERSION,
-            daemon_ready_timeout: std::time::Duration::from_secs(20),
             locks: Mutex::new(HashMap::new()),
         })
     }
 
     /// Where the engine is (or is expected), for messages.
     pub fn engine_endpoint(&self) -> String {
-        match &self.engine {
+        match &self.host.engine {
             Some(e) => e.endpoint(),
             None => "(in-memory fake)".to_owned(),
         }
@@ -137,7 +165,7 @@ impl AppState {
         self.config
             .image
             .clone()
-            .unwrap_or_else(|| self.images.tag())
+            .unwrap_or_else(|| self.host.images.tag())
     }
 
     /// The lock serializing lifecycle operations on one workspace.
@@ -154,16 +182,6 @@ impl AppState {
     /// Drops the gateway's cached budgets (after a change through the API).
     pub fn forget_budgets(&self) {
         self.gateway.forget_budgets();
-    }
-
-    /// Installs the vault, also as the gateway's source of `vault:` upstream keys.
-    pub fn set_vault(&mut self, vault: Arc<crate::vault::Vault>) {
-        self.gateway
-            .set_secrets(Arc::new(crate::gateway::VaultKeys {
-                store: self.store.clone(),
-                vault: vault.clone(),
-            }));
-        self.vault = Some(vault);
     }
 
     /// Host directory bind-mounted read-only at /run/berth in this workspace only; it is
@@ -185,6 +203,6 @@ impl AppState {
 
     pub fn daemon(&self, id: &WorkspaceId) -> berth_daemon::DaemonClient {
         berth_daemon::DaemonClient::new(self.daemon_socket(id))
-            .with_protocol_version(self.daemon_protocol)
+            .with_protocol_version(self.host.daemon_protocol)
     }
 }

@@ -45,22 +45,21 @@ pub async fn route_state(
         .await
         .unwrap();
     let fake = std::sync::Arc::new(berth_runtime::FakeRuntime::new());
-    let mut state = crate::state::AppState::new(
+    let state = crate::state::AppState::new(
         config,
         store.clone(),
-        fake.clone(),
-        std::sync::Arc::new(NoImages),
-        "t0000".into(),
-        crate::binary::StagedBinary {
-            path: dir.join("berth-bin"),
-            hash: "hash1".into(),
-        },
+        crate::state::Host::new(
+            fake.clone(),
+            std::sync::Arc::new(NoImages),
+            None,
+            "t0000".into(),
+            crate::binary::StagedBinary {
+                path: dir.join("berth-bin"),
+                hash: "hash1".into(),
+            },
+        ),
     )
     .unwrap();
-    state.egress = Some(crate::egress::Egress::start(dir, &Default::default(), store).unwrap());
-    state.vault = Some(std::sync::Arc::new(
-        crate::vault::Vault::load(dir, None, None).unwrap(),
-    ));
     (std::sync::Arc::new(state), fake)
 }
 

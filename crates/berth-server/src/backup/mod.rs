@@ -121,7 +121,7 @@ async fn helper(
 ) -> ApiResult<String> {
     let suffix: u32 = rand::random();
     let spec = ContainerSpec {
-        name: format!("berth-{}-archive-{suffix:08x}", state.server_id),
+        name: format!("berth-{}-archive-{suffix:08x}", state.host.server_id),
         image: image.to_owned(),
         user: format!("{WORKSPACE_UID}:{WORKSPACE_UID}"),
         cmd: vec!["true".to_owned()],
@@ -135,7 +135,7 @@ async fn helper(
         network_mode: "none".to_owned(),
         ..Default::default()
     };
-    Ok(state.runtime.create_container(&spec).await?)
+    Ok(state.host.runtime.create_container(&spec).await?)
 }
 
 fn labels(
@@ -145,7 +145,7 @@ fn labels(
 ) -> HashMap<String, String> {
     let mut l = HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
-        (LABEL_SERVER.to_owned(), state.server_id.clone()),
+        (LABEL_SERVER.to_owned(), state.host.server_id.clone()),
         (LABEL_TENANT.to_owned(), tenant.to_string()),
     ]);
     if let Some(w) = workspace {
@@ -156,7 +156,7 @@ fn labels(
 
 /// An image the helper can be created from: the workspace's, else the server's default.
 async fn helper_image(state: &AppState, preferred: &str) -> ApiResult<String> {
-    if state.runtime.image_exists(preferred).await? {
+    if state.host.runtime.image_exists(preferred).await? {
         return Ok(preferred.to_owned());
     }
     let default = state.default_image();
@@ -197,7 +197,7 @@ pub async fn backup(
     )
     .await?;
     let paused = match guard.as_ref().and_then(|(_, c)| c.as_ref()) {
-        Some(c) => match state.runtime.pause_container(c).await {
+        Some(c) => match state.host.runtime.pause_container(c).await {
             Ok(()) => Some(c.clone()),
             Err(e) => {
                 cleanup(&state, &helper, None).await;
@@ -208,7 +208,7 @@ pub async fn backup(
     };
     let started = async {
         let manifest = manifest(&state, &w, paused.is_some()).await?;
-        let mut source = state.runtime.download_archive(&helper, HOME).await?;
+        let mut source = state.host.runtime.download_archive(&helper, HOME).await?;
         // The first chunk tells whether the engine serves the archive at all.
         let first = match source.next().await {
             Some(chunk) => chunk?,
@@ -279,11 +279,11 @@ fn manifest_stamp() -> String {
 /// Thaws the workspace (when it was paused) and removes the helper.
 async fn cleanup(state: &AppState, helper: &str, paused: Option<&str>) {
     if let Some(c) = paused {
-        if let Err(e) = state.runtime.unpause_container(c).await {
+        if let Err(e) = state.host.runtime.unpause_container(c).await {
             tracing::error!(container = %c, error = %e, "could not unpause after backup");
         }
     }
-    if let Err(e) = state.runtime.remove_container(helper).await {
+    if let Err(e) = state.host.runtime.remove_container(helper).await {
         tracing::error!(container = %helper, error = %e, "could not remove the archive helper");
     }
 }
@@ -314,7 +314,7 @@ async fn restore_request(
     }
     // An archive from another berth version may name a base image this server no longer has.
     let keep_image = match &req.image {
-        Some(i) => state.runtime.image_exists(i).await?,
+        Some(i) => state.host.runtime.image_exists(i).await?,
         None => false,
     };
     if !keep_image {
@@ -382,7 +382,7 @@ pub async fn restore(
             ));
         }
         let volume = lifecycle::volume_name(&state, &spec.tenant, &spec.name);
-        if state.runtime.volume_exists(&volume).await? {
+        if state.host.runtime.volume_exists(&volume).await? {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!(
@@ -436,7 +436,7 @@ pub async fn restore(
 }
 
 async fn remove_volume(state: &AppState, volume: &str) {
-    if let Err(e) = state.runtime.remove_volume(volume).await {
+    if let Err(e) = state.host.runtime.remove_volume(volume).await {
         tracing::error!(volume = %volume, error = %e, "restore rollback: remove volume");
     }
 }
@@ -453,7 +453,7 @@ async fn fill_volume(
 ) -> ApiResult<()> {
     let set_up = async {
         let labels = labels(state, &spec.tenant, None);
-        state.runtime.ensure_volume(volume, &labels).await?;
+        state.host.runtime.ensure_volume(volume, &labels).await?;
         helper(state, volume, &spec.image, labels).await
     }
     .await;
@@ -467,10 +467,11 @@ async fn fill_volume(
     };
     let _ = go_tx.send(Some(budget));
     let upload = state
+        .host
         .runtime
         .upload_archive(&helper, HOME, pipe::stream_ok(out_rx).boxed());
     let (uploaded, validated) = tokio::join!(upload, pipeline);
-    if let Err(e) = state.runtime.remove_container(&helper).await {
+    if let Err(e) = state.host.runtime.remove_container(&helper).await {
         tracing::error!(container = %helper, error = %e, "could not remove the archive helper");
     }
     match validated {

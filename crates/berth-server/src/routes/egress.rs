@@ -9,7 +9,6 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Extension;
 use berth_api as api;
-use berth_domain::ErrorCode;
 use berth_store::{EgressEntry, Workspace};
 
 use super::sse::{self, Read};
@@ -173,13 +172,7 @@ pub async fn log_stream(
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
     let w = lifecycle::resolve(&state, &ws).await?;
-    let Some(egress) = state.egress.clone() else {
-        return Err(ApiError::new(
-            ErrorCode::Internal,
-            "the egress proxy is not running",
-        ));
-    };
-    let rx = egress.subscribe(&w.id);
+    let rx = state.egress.subscribe(&w.id);
     let after = sse::resume_after(q.after.map(|a| u64::try_from(a).unwrap_or(0)), &headers);
     let ws = w.id.clone();
     Ok(sse::follow(rx, after, move |after| {

@@ -76,13 +76,13 @@ impl H {
 
     /// Plays a running workspace: its policy is in force in the proxy.
     async fn run(&self, id: &WorkspaceId) {
-        let e = self.state.egress.as_ref().unwrap();
+        let e = &self.state.egress;
         e.set_policy(id, &[]).unwrap();
         crate::egress::refresh(&self.state, std::slice::from_ref(id)).await;
     }
 
     fn policy(&self, id: &WorkspaceId) -> Option<Policy> {
-        self.state.egress.as_ref().unwrap().policy(id)
+        self.state.egress.policy(id)
     }
 
     async fn audit_results(&self, action: &str) -> Vec<(String, String)> {

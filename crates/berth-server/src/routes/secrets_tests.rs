@@ -66,7 +66,7 @@ impl H {
             headers: vec!["x-api-key".into()],
         }];
         store.set_secret_uses(&id, &uses).await.unwrap();
-        let e = self.state.egress.as_ref().unwrap();
+        let e = &self.state.egress;
         e.set_secrets(
             &id,
             crate::egress::placeholder_bindings(&self.state, &id).await,
@@ -75,7 +75,7 @@ impl H {
     }
 
     fn swapped(&self, ws: &WorkspaceId) -> Vec<(String, String, Vec<String>)> {
-        let e = self.state.egress.as_ref().unwrap();
+        let e = &self.state.egress;
         e.secrets_for(ws, "api.test")
             .into_iter()
             .map(|b| (b.placeholder, b.value.expose().to_string(), b.headers))

@@ -20,7 +20,7 @@ use crate::state::AppState;
 pub async fn version(State(state): State<Arc<AppState>>) -> axum::Json<api::ServerInfo> {
     axum::Json(api::ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        server_id: state.server_id.clone(),
+        server_id: state.host.server_id.clone(),
         daemon_protocol: berth_daemon::PROTOCOL_VERSION,
         engine_endpoint: state.engine_endpoint(),
         image: state.default_image(),
@@ -80,7 +80,7 @@ pub async fn image_status(
     State(state): State<Arc<AppState>>,
 ) -> ApiResult<axum::Json<api::ImageStatus>> {
     let tag = state.default_image();
-    let present = state.runtime.image_exists(&tag).await?;
+    let present = state.host.runtime.image_exists(&tag).await?;
     Ok(axum::Json(api::ImageStatus { tag, present }))
 }
 
@@ -118,7 +118,7 @@ pub async fn image_build(
     });
     // Run the build in its own task: a client disconnect must not cancel it halfway.
     tokio::spawn(async move {
-        let result = state.images.build(force, prog_tx).await;
+        let result = state.host.images.build(force, prog_tx).await;
         let (ev, res) = match result {
             Ok(o) => (
                 api::BuildEvent::Done {
@@ -146,7 +146,7 @@ pub async fn image_build(
             &state.store,
             &actor,
             "image.build",
-            &state.images.tag(),
+            &state.host.images.tag(),
             &res,
         )
         .await;

@@ -99,7 +99,7 @@ pub async fn show(
     if w.state == WorkspaceState::Running {
         if let Some(c) = &w.container_id {
             // Podman computes one-shot stats slowly at times; the view must stay responsive.
-            match tokio::time::timeout(Duration::from_secs(5), state.runtime.usage(c)).await {
+            match tokio::time::timeout(Duration::from_secs(5), state.host.runtime.usage(c)).await {
                 Ok(Ok(u)) => {
                     out.usage = Some(api::Usage {
                         memory_bytes: u.memory_bytes,
