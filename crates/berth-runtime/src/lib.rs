@@ -18,13 +18,19 @@ mod fake;
 pub mod image;
 mod types;
 
-pub use cgroup::{memcg_oom_kills, parse_memcg_path, parse_oom_kill_counter, MemcgPath};
+pub use cgroup::{
+    container_oom_kills, memcg_oom_kills, parse_memcg_path, parse_oom_kill_counter, MemcgPath,
+    OomReading,
+};
 pub use docker::{
     default_socket_candidates, parse_endpoint, resolve_endpoint, DockerRuntime, Endpoint,
 };
 pub use error::RuntimeError;
 pub use fake::{Call, FakeRuntime};
-pub use types::{ContainerSpec, ContainerState, ContainerStatus, EngineInfo, Mount, ResourceUsage};
+pub use types::{
+    ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo, Mount,
+    ResourceUsage,
+};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -75,6 +81,13 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<Option<ContainerStatus>, RuntimeError>;
     /// All containers (including stopped ones) carrying the label filter `key=value` (or `key`).
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerStatus>, RuntimeError>;
+    /// The id, state and labels of every container (stopped ones included) carrying the label
+    /// filter, in one engine call: the cheap listing for periodic checks, which then inspect
+    /// only the containers whose state calls for it.
+    async fn list_container_states(
+        &self,
+        label: &str,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError>;
     /// Block until the container is not running; returns its exit code.
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError>;
     /// One-shot resource usage of a running container.
