@@ -96,6 +96,19 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_owned).collect())
 }
 
+/// Memory private to a process (`Private_Clean` + `Private_Dirty`, its USS), KiB: what it
+/// costs on top of what it shares with other processes (the binary's pages, for daemons).
+fn uss_kib(pid: u32) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |key: &str| {
+        rollup
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    Some(field("Private_Clean:")? + field("Private_Dirty:")?)
+}
+
 /// utime + stime, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let f = stat_fields(pid)?;
@@ -392,6 +405,8 @@ async fn idle_window(s: &TestServer, server: u32, engine: Option<u32>, window: D
 struct Inside {
     containers: usize,
     daemon_kib: Vec<u64>,
+    daemon_uss_kib: Vec<u64>,
+    daemon_comm: String,
     /// conmon + init, per container.
     overhead_kib: Vec<u64>,
     other_processes: usize,
@@ -408,6 +423,8 @@ async fn inside(rt: &berth_runtime::DockerRuntime, server_id: &str) -> Inside {
     let mut r = Inside {
         containers: 0,
         daemon_kib: Vec::new(),
+        daemon_uss_kib: Vec::new(),
+        daemon_comm: String::new(),
         overhead_kib: Vec::new(),
         other_processes: 0,
     };
@@ -415,13 +432,14 @@ async fn inside(rt: &berth_runtime::DockerRuntime, server_id: &str) -> Inside {
         let Some(init) = c.pid else { continue };
         r.containers += 1;
         let conmon = ppid(init).filter(|p| comm(*p) == "conmon");
-        r.overhead_kib.push(
-            rss_kib(init).unwrap_or(0) + conmon.and_then(rss_kib).unwrap_or(0),
-        );
+        r.overhead_kib
+            .push(rss_kib(init).unwrap_or(0) + conmon.and_then(rss_kib).unwrap_or(0));
         let mut daemon = 0;
         for child in kids.get(&init).into_iter().flatten() {
             if daemon == 0 {
                 daemon = rss_kib(*child).unwrap_or(0);
+                r.daemon_uss_kib.push(uss_kib(*child).unwrap_or(0));
+                r.daemon_comm = comm(*child);
             } else {
                 r.other_processes += 1;
             }
@@ -569,17 +587,24 @@ fn print_step(st: &Step, base_rss_kib: u64) {
         .iter()
         .map(|p| p.elapsed_us as f64 / 1000.0)
         .collect();
-    let seen = st.idle.passes.iter().map(|p| p.workspaces).max().unwrap_or(0);
+    let seen = st
+        .idle
+        .passes
+        .iter()
+        .map(|p| p.workspaces)
+        .max()
+        .unwrap_or(0);
     let d = &st.inside.daemon_kib;
     let o = &st.inside.overhead_kib;
     println!(
-        "| {}{} | {:.1} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} | {} ({}) / {:.1} / {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} % · {} |",
+        "| {}{} | {:.1} | {:.0} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {:.2} | {} ({}) / {:.1} / {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} % · {} |",
         st.reached,
         if st.reached < st.target { format!(" (of {})", st.target) } else { String::new() },
         mib(st.server_rss_kib),
         per_ws,
         mib(d.iter().sum()),
         mib(median_u64(d)),
+        mib(median_u64(&st.inside.daemon_uss_kib)),
         mib(o.iter().sum()),
         mib(median_u64(o)),
         st.idle.server_cpu_pct,
@@ -610,7 +635,7 @@ fn print_step(st: &Step, base_rss_kib: u64) {
 }
 
 fn print_header() {
-    println!("| workspaces | server RSS (MiB) | server RSS / ws (KiB) | daemon RSS sum / median (MiB) | conmon + init sum / median (MiB) | server CPU idle (% of a core) | passes (ws) / CPU ms per pass / pass wall p50 / max (ms) | engine calls per pass | engine service CPU (%) | list p50 / p99 (ms) | show p50 / p99 (ms) | machine busy · load |");
+    println!("| workspaces | server RSS (MiB) | server RSS / ws (KiB) | daemon RSS sum / median / USS median (MiB) | conmon + init sum / median (MiB) | server CPU idle (% of a core) | passes (ws) / CPU ms per pass / pass wall p50 / max (ms) | engine calls per pass | engine service CPU (%) | list p50 / p99 (ms) | show p50 / p99 (ms) | machine busy · load |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
 }
 
@@ -699,6 +724,10 @@ async fn run(s: &TestServer, server: u32, base_rss: u64, steps: &[usize]) -> Vec
             tasks,
         };
         print_step(&step, base_rss);
+        eprintln!(
+            "step {}: {} containers, daemon process `{}`",
+            step.reached, step.inside.containers, step.inside.daemon_comm
+        );
         if step.inside.other_processes > 0 {
             eprintln!(
                 "note: {} process(es) besides the daemon under the containers' inits",
