@@ -18,8 +18,8 @@ use futures_util::StreamExt;
 
 use crate::error::RuntimeError;
 use crate::types::{
-    ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo, Mount,
-    ResourceUsage,
+    ContainerEvent, ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo,
+    Mount, ResourceUsage,
 };
 use crate::{ByteStream, Runtime};
 
@@ -787,6 +787,27 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(|e| self.map_err(e))?;
         Ok(list.into_iter().filter_map(summary_from_list).collect())
+    }
+
+    fn container_events(&self, label: &str) -> crate::EventStream {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert("label".to_string(), vec![label.to_string()]);
+        let this = self.clone();
+        self.long_client()
+            .events(Some(bollard::system::EventsOptions::<String> {
+                since: None,
+                until: None,
+                filters,
+            }))
+            .map(move |r| match r {
+                Ok(m) => Ok(ContainerEvent {
+                    id: m.actor.and_then(|a| a.id).unwrap_or_default(),
+                    action: m.action.unwrap_or_default(),
+                }),
+                Err(e) => Err(this.map_err(e)),
+            })
+            .boxed()
     }
 
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError> {

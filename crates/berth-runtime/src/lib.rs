@@ -28,8 +28,8 @@ pub use docker::{
 pub use error::RuntimeError;
 pub use fake::{Call, FakeRuntime};
 pub use types::{
-    ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo, Mount,
-    ResourceUsage,
+    ContainerEvent, ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo,
+    Mount, ResourceUsage,
 };
 
 use std::collections::HashMap;
@@ -39,6 +39,10 @@ use async_trait::async_trait;
 
 /// A stream of archive bytes (a tar) coming from the engine.
 pub type ByteStream = futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RuntimeError>>;
+
+/// The events of some containers, as they happen.
+pub type EventStream =
+    futures_util::stream::BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
 
 fn unsupported(what: &str) -> RuntimeError {
     RuntimeError::Other(format!("{what} is not supported by this container runtime"))
@@ -88,6 +92,13 @@ pub trait Runtime: Send + Sync + 'static {
         &self,
         label: &str,
     ) -> Result<Vec<ContainerSummary>, RuntimeError>;
+    /// The events of the containers carrying the label filter, from the moment the stream is
+    /// first polled, until it ends (the engine went away) or fails. An engine without an event
+    /// stream gives one that fails at once.
+    fn container_events(&self, _label: &str) -> EventStream {
+        use futures_util::StreamExt;
+        futures_util::stream::once(async { Err(unsupported("the container event stream")) }).boxed()
+    }
     /// Block until the container is not running; returns its exit code.
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError>;
     /// One-shot resource usage of a running container.

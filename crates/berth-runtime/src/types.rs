@@ -190,6 +190,13 @@ pub struct ContainerSummary {
     pub labels: HashMap<String, String>,
 }
 
+/// One event of a container, as the engine reports it (`start`, `die`, `remove`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerEvent {
+    pub id: String,
+    pub action: String,
+}
+
 /// One-shot resource usage sample.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ResourceUsage {

@@ -96,6 +96,12 @@ impl Runtime for Engine {
     ) -> Result<Vec<ContainerSummary>, RuntimeError> {
         self.docker()?.list_container_states(label).await
     }
+    fn container_events(&self, label: &str) -> berth_runtime::EventStream {
+        match self.docker() {
+            Ok(d) => d.container_events(label),
+            Err(e) => futures_util::StreamExt::boxed(futures_util::stream::once(async { Err(e) })),
+        }
+    }
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError> {
         self.docker()?.wait_container(id).await
     }

@@ -1,6 +1,11 @@
-//! The reconciler: compares what the engine runs with what the store says, on start-up and
-//! then periodically, and writes down what it finds (a vanished container, an OOM kill, a
-//! workspace that exited on its own).
+//! The reconciler: compares what the engine runs with what the store says, on start-up, when
+//! the engine reports a container event, and periodically, and writes down what it finds (a
+//! vanished container, an OOM kill, a workspace that exited on its own).
+//!
+//! A pass costs one engine call while nothing changes: the listing of the server's containers
+//! (or, while the engine's event stream is followed, the last listing as the events have patched
+//! it, with a fresh listing every [`LISTING_EVERY`] passes as a safety net). Only a workspace
+//! whose stored state that listing does not confirm is inspected.
 //!
 //! On start-up it first recovers: a workspace the store says is running whose container no
 //! longer runs (the host or the engine restarted while the server was down) is started again,
@@ -20,29 +25,92 @@ use crate::state::{AppState, LABEL_SERVER};
 /// Actor name used in the audit log for what the reconciler does.
 pub const ACTOR: &str = "reconciler";
 
+/// While the engine's event stream is followed, one pass in this many lists the containers (the
+/// safety net for an event missed); the others work from the last listing as the events since
+/// have changed it, without an engine call.
+const LISTING_EVERY: u32 = 15;
+/// How long events are gathered after a first one before the pass that settles them.
+const EVENT_BURST: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state.config.reconcile_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut disk = crate::disk::Level::Ok;
         let mut mem = Memory::default();
+        let label = format!("{LABEL_SERVER}={}", state.server_id);
+        let mut events: Option<berth_runtime::EventStream> = None;
+        // Ticks since the stream was (re)opened, and since the last listing.
+        let (mut followed, mut since_listing) = (0u32, 0u32);
         loop {
-            tick.tick().await;
-            disk = crate::disk::observe(&state, disk).await;
-            let t0 = std::time::Instant::now();
-            match pass_with(&state, &mut mem).await {
-                Ok(s) => tracing::debug!(
-                    workspaces = s.workspaces,
-                    busy = s.busy,
-                    engine_calls = s.engine_calls,
-                    inspected = s.inspected,
-                    elapsed_us = t0.elapsed().as_micros() as u64,
-                    "reconcile pass"
-                ),
-                Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+            tokio::select! {
+                _ = tick.tick() => {}
+                ev = next_event(&mut events) => {
+                    match ev {
+                        Some(Ok(e)) => {
+                            mem.apply(&e);
+                            // Events come in bursts (create, init, start): take the burst,
+                            // then settle what it changed (from the patched listing).
+                            let settle = tokio::time::Instant::now() + EVENT_BURST;
+                            loop {
+                                match tokio::time::timeout_at(settle, next_event(&mut events)).await {
+                                    Ok(Some(Ok(e))) => mem.apply(&e),
+                                    Ok(_) => {
+                                        events = None;
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            run_pass(&state, &mut mem, false).await;
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "engine event stream unavailable");
+                            events = None;
+                        }
+                        None => events = None,
+                    }
+                    continue;
+                }
             }
+            disk = crate::disk::observe(&state, disk).await;
+            if events.is_none() {
+                events = Some(state.runtime.container_events(&label));
+                followed = 0;
+            } else {
+                followed = followed.saturating_add(1);
+            }
+            // The stream is only connected once it has been polled (during the wait for this
+            // tick): the listings up to then may predate it, so they do not count.
+            let list = followed < 2 || since_listing + 1 >= LISTING_EVERY;
+            since_listing = if list { 0 } else { since_listing + 1 };
+            run_pass(&state, &mut mem, list).await;
         }
     })
+}
+
+async fn next_event(
+    events: &mut Option<berth_runtime::EventStream>,
+) -> Option<Result<berth_runtime::ContainerEvent, berth_runtime::RuntimeError>> {
+    match events {
+        Some(s) => futures_util::StreamExt::next(s).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_pass(state: &Arc<AppState>, mem: &mut Memory, list: bool) {
+    let t0 = std::time::Instant::now();
+    match pass_with(state, mem, list).await {
+        Ok(s) => tracing::debug!(
+            workspaces = s.workspaces,
+            busy = s.busy,
+            engine_calls = s.engine_calls,
+            inspected = s.inspected,
+            elapsed_us = t0.elapsed().as_micros() as u64,
+            "reconcile pass"
+        ),
+        Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
+    }
 }
 
 /// Workspaces restarted at once by the start-up recovery.
@@ -152,6 +220,8 @@ async fn recover_one(state: &Arc<AppState>, w: &Workspace) {
 /// trusted only while it is still in the container's cgroup).
 pub struct Memory {
     pids: HashMap<String, u32>,
+    /// The last listing (container id → state), patched by the engine's events since.
+    listed: Option<HashMap<String, ContainerState>>,
     probe: OomProbe,
 }
 
@@ -162,8 +232,35 @@ impl Default for Memory {
     fn default() -> Self {
         Self {
             pids: HashMap::new(),
+            listed: None,
             probe: berth_runtime::container_oom_kills,
         }
+    }
+}
+
+impl Memory {
+    /// Patches the last listing with an engine event. Actions that do not change whether the
+    /// container runs (`init`, `exec…`, `kill` before its `die`, …) leave it as it is.
+    fn apply(&mut self, e: &berth_runtime::ContainerEvent) {
+        let Some(listed) = self.listed.as_mut() else {
+            return;
+        };
+        let state = match e.action.as_str() {
+            "create" => ContainerState::Created,
+            "start" | "unpause" | "restart" => ContainerState::Running,
+            "pause" => ContainerState::Paused,
+            "die" | "stop" => ContainerState::Exited,
+            "remove" | "destroy" => {
+                listed.remove(&e.id);
+                self.pids.remove(&e.id);
+                return;
+            }
+            _ => return,
+        };
+        if state != ContainerState::Running {
+            self.pids.remove(&e.id);
+        }
+        listed.insert(e.id.clone(), state);
     }
 }
 
@@ -184,7 +281,7 @@ pub struct PassStats {
 /// One pass over all workspaces without memory of earlier passes (every running container is
 /// inspected once). Workspaces with a lifecycle operation in flight are skipped.
 pub async fn pass(state: &Arc<AppState>) -> anyhow::Result<PassStats> {
-    pass_with(state, &mut Memory::default()).await
+    pass_with(state, &mut Memory::default(), true).await
 }
 
 /// What the listing says about one workspace.
@@ -199,14 +296,14 @@ enum Plan {
     Inspect,
 }
 
-fn plan(w: &Workspace, listed: &HashMap<&str, &ContainerState>, mem: &Memory) -> Plan {
+fn plan(w: &Workspace, mem: &Memory) -> Plan {
     let Some(c) = w.container_id.as_deref() else {
         return match w.state {
             WorkspaceState::Stopped | WorkspaceState::Failed => Plan::Settled,
             _ => Plan::Inspect,
         };
     };
-    let engine = listed.get(c).copied();
+    let engine = mem.listed.as_ref().and_then(|l| l.get(c));
     let running = matches!(engine, Some(ContainerState::Running));
     match w.state {
         WorkspaceState::Running if running => match mem.pids.get(c) {
@@ -223,11 +320,16 @@ fn plan(w: &Workspace, listed: &HashMap<&str, &ContainerState>, mem: &Memory) ->
     }
 }
 
-/// One pass over all workspaces, in one engine call while nothing changes: the listing of the
-/// server's containers. Only a workspace whose stored state the listing does not confirm costs
-/// an inspect (and is then settled as before). Workspaces with a lifecycle operation in flight
-/// are skipped.
-pub async fn pass_with(state: &Arc<AppState>, mem: &mut Memory) -> anyhow::Result<PassStats> {
+/// One pass over all workspaces, in at most one engine call while nothing changes: the listing
+/// of the server's containers (`list`, or when there is no earlier one; else the earlier one as
+/// the engine's events have patched it). Only a workspace whose stored state the listing does
+/// not confirm costs an inspect (and is then settled as before). Workspaces with a lifecycle
+/// operation in flight are skipped.
+pub async fn pass_with(
+    state: &Arc<AppState>,
+    mem: &mut Memory,
+    list: bool,
+) -> anyhow::Result<PassStats> {
     let mut stats = PassStats::default();
     // Lock every workspace no operation holds, then read the store and the engine: for the
     // locked ones, both stay current until their lock is released.
@@ -239,28 +341,33 @@ pub async fn pass_with(state: &Arc<AppState>, mem: &mut Memory) -> anyhow::Resul
     }
     let workspaces = state.store.list_workspaces(None).await?;
     stats.workspaces = workspaces.len();
-    stats.engine_calls += 1;
-    let containers = state
-        .runtime
-        .list_container_states(&format!("{LABEL_SERVER}={}", state.server_id))
-        .await?;
-    let listed: HashMap<&str, &ContainerState> = containers
-        .iter()
-        .map(|c| (c.id.as_str(), &c.state))
-        .collect();
+    let listed = match mem.listed.take() {
+        Some(l) if !list => l,
+        _ => {
+            stats.engine_calls += 1;
+            state
+                .runtime
+                .list_container_states(&format!("{LABEL_SERVER}={}", state.server_id))
+                .await?
+                .into_iter()
+                .map(|c| (c.id, c.state))
+                .collect()
+        }
+    };
     // A pid is worth remembering only while its container keeps running.
     mem.pids.retain(|id, _| {
         listed
             .get(id.as_str())
             .is_some_and(|s| matches!(s, ContainerState::Running))
     });
+    mem.listed = Some(listed);
     let mut unsettled = Vec::new();
     for w in workspaces {
         let Some(guard) = held.remove(&w.id) else {
             stats.busy += 1;
             continue;
         };
-        match plan(&w, &listed, mem) {
+        match plan(&w, mem) {
             Plan::Settled => {}
             Plan::Steady { container, pid } => match (mem.probe)(pid, &container) {
                 OomReading::NotInContainer => {
@@ -319,6 +426,9 @@ async fn reconcile_one(
             (ContainerState::Running, Some(pid)) => mem.pids.insert(c.id.clone(), pid),
             _ => mem.pids.remove(&c.id),
         };
+        if let Some(listed) = mem.listed.as_mut() {
+            listed.insert(c.id.clone(), c.state.clone());
+        }
     }
     let fail = |failure: Failure| async move {
         tracing::warn!(workspace = %w.qualified_name(), reason = failure.reason.as_str(), "{}", failure.message);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use berth_domain::{FailureKind, Limits, Name, WorkspaceId, WorkspaceState};
-use berth_runtime::{Call, ContainerSpec, ContainerState, FakeRuntime, OomReading, RuntimeError};
+use berth_runtime::{
+    Call, ContainerEvent, ContainerSpec, ContainerState, FakeRuntime, OomReading, RuntimeError,
+};
 use berth_store::NewWorkspace;
 
 use super::{pass_with, Memory, PassStats};
@@ -120,7 +122,7 @@ async fn nothing_changing_costs_one_listing() {
     let mut mem = memory(counts_none);
 
     // The first pass learns the running containers' pids.
-    let first = pass_with(&b.state, &mut mem).await.unwrap();
+    let first = pass_with(&b.state, &mut mem, true).await.unwrap();
     assert_eq!(first.workspaces, 5);
     assert_eq!(first.inspected, 3);
     assert_eq!(first.engine_calls, 4);
@@ -131,7 +133,7 @@ async fn nothing_changing_costs_one_listing() {
     // Then: one listing per pass, however many workspaces.
     b.fake.clear_calls();
     for _ in 0..3 {
-        let s = pass_with(&b.state, &mut mem).await.unwrap();
+        let s = pass_with(&b.state, &mut mem, true).await.unwrap();
         assert_eq!(
             s,
             PassStats {
@@ -205,7 +207,7 @@ async fn changes_are_inspected_and_settled() {
     )
     .await;
     let mut mem = memory(counts_none);
-    pass_with(&b.state, &mut mem).await.unwrap();
+    pass_with(&b.state, &mut mem, true).await.unwrap();
     assert_eq!(
         b.state.store.workspace(&starting).await.unwrap().state,
         WorkspaceState::Running
@@ -216,7 +218,7 @@ async fn changes_are_inspected_and_settled() {
     b.fake
         .set_state(outside_c.as_deref().unwrap(), ContainerState::Running);
     b.fake.clear_calls();
-    let s = pass_with(&b.state, &mut mem).await.unwrap();
+    let s = pass_with(&b.state, &mut mem, true).await.unwrap();
     assert_eq!(s.inspected, 3, "{s:?}");
     assert_eq!(s.engine_calls, 4, "{s:?}");
     let mut inspected: Vec<String> = b
@@ -251,6 +253,84 @@ async fn changes_are_inspected_and_settled() {
 }
 
 #[tokio::test]
+async fn between_listings_events_stand_in_for_the_engine() {
+    let b = bed().await;
+    let (exits, exits_c) = seed(
+        &b,
+        "exits",
+        WorkspaceState::Running,
+        Some(ContainerState::Running),
+    )
+    .await;
+    let (steady, steady_c) = seed(
+        &b,
+        "steady",
+        WorkspaceState::Running,
+        Some(ContainerState::Running),
+    )
+    .await;
+    let mut mem = memory(counts_none);
+    pass_with(&b.state, &mut mem, true).await.unwrap();
+
+    // Without a listing and with nothing reported: no engine call at all.
+    b.fake.clear_calls();
+    let s = pass_with(&b.state, &mut mem, false).await.unwrap();
+    assert_eq!((s.engine_calls, s.inspected), (0, 0), "{s:?}");
+    assert!(b.fake.calls().is_empty(), "{:?}", b.fake.calls());
+
+    // A container dies; until its event arrives, the pass does not know.
+    let exits_c = exits_c.unwrap();
+    b.fake.set_exited(&exits_c, 2);
+    pass_with(&b.state, &mut mem, false).await.unwrap();
+    assert_eq!(
+        b.state.store.workspace(&exits).await.unwrap().state,
+        WorkspaceState::Running
+    );
+    // Events that do not change whether it runs change nothing either.
+    for action in ["kill", "exec_create", "init"] {
+        mem.apply(&ContainerEvent {
+            id: exits_c.clone(),
+            action: action.into(),
+        });
+    }
+    let s = pass_with(&b.state, &mut mem, false).await.unwrap();
+    assert_eq!(s.engine_calls, 0, "{s:?}");
+    // Its `die` event: inspected (only it) and settled.
+    mem.apply(&ContainerEvent {
+        id: exits_c.clone(),
+        action: "die".into(),
+    });
+    b.fake.clear_calls();
+    let s = pass_with(&b.state, &mut mem, false).await.unwrap();
+    assert_eq!((s.engine_calls, s.inspected), (1, 1), "{s:?}");
+    assert_eq!(
+        b.fake.calls(),
+        vec![Call::InspectContainer {
+            id_or_name: exits_c.clone()
+        }]
+    );
+    let w = b.state.store.workspace(&exits).await.unwrap();
+    assert_eq!(w.failure.unwrap().0.reason, FailureKind::Exited);
+
+    // A `remove` event: the container is gone, so the running workspace is inspected and
+    // found vanished.
+    let steady_c = steady_c.unwrap();
+    b.fake.vanish_container(&steady_c);
+    mem.apply(&ContainerEvent {
+        id: steady_c,
+        action: "remove".into(),
+    });
+    pass_with(&b.state, &mut mem, false).await.unwrap();
+    let w = b.state.store.workspace(&steady).await.unwrap();
+    assert_eq!(w.failure.unwrap().0.reason, FailureKind::Vanished);
+
+    // A listing asked for is made even with events at hand.
+    b.fake.clear_calls();
+    pass_with(&b.state, &mut mem, true).await.unwrap();
+    assert_eq!(ops(&b.fake), vec!["list_container_states"]);
+}
+
+#[tokio::test]
 async fn a_stale_pid_is_asked_of_the_engine_again() {
     let b = bed().await;
     seed(
@@ -262,7 +342,7 @@ async fn a_stale_pid_is_asked_of_the_engine_again() {
     .await;
     let mut mem = memory(stale);
     for _ in 0..3 {
-        let s = pass_with(&b.state, &mut mem).await.unwrap();
+        let s = pass_with(&b.state, &mut mem, true).await.unwrap();
         assert_eq!(s.inspected, 1, "{s:?}");
     }
     assert_eq!(
@@ -283,7 +363,7 @@ async fn oom_kills_are_recorded_once() {
     .await;
     let mut mem = memory(counts_two);
     for _ in 0..3 {
-        pass_with(&b.state, &mut mem).await.unwrap();
+        pass_with(&b.state, &mut mem, true).await.unwrap();
     }
     let w = b.state.store.workspace(&id).await.unwrap();
     assert_eq!(w.oom_kills, 2);
@@ -311,14 +391,14 @@ async fn busy_workspaces_are_left_alone() {
     let lock = b.state.lock_for(&id);
     let guard = lock.lock().await;
     let mut mem = memory(counts_none);
-    let s = pass_with(&b.state, &mut mem).await.unwrap();
+    let s = pass_with(&b.state, &mut mem, true).await.unwrap();
     assert_eq!((s.busy, s.inspected), (1, 0), "{s:?}");
     assert_eq!(
         b.state.store.workspace(&id).await.unwrap().state,
         WorkspaceState::Running
     );
     drop(guard);
-    pass_with(&b.state, &mut mem).await.unwrap();
+    pass_with(&b.state, &mut mem, true).await.unwrap();
     assert_eq!(
         b.state.store.workspace(&id).await.unwrap().state,
         WorkspaceState::Failed
@@ -341,14 +421,14 @@ async fn a_failed_listing_changes_nothing() {
         RuntimeError::Other("engine hiccup".into()),
     );
     let mut mem = memory(counts_none);
-    assert!(pass_with(&b.state, &mut mem).await.is_err());
+    assert!(pass_with(&b.state, &mut mem, true).await.is_err());
     assert_eq!(ops(&b.fake), vec!["list_container_states"]);
     assert_eq!(
         b.state.store.workspace(&id).await.unwrap().state,
         WorkspaceState::Running
     );
     // The locks were released: the next pass settles it.
-    pass_with(&b.state, &mut mem).await.unwrap();
+    pass_with(&b.state, &mut mem, true).await.unwrap();
     let w = b.state.store.workspace(&id).await.unwrap();
     assert_eq!(w.failure.unwrap().0.reason, FailureKind::Vanished);
 }
