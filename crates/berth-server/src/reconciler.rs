@@ -1,6 +1,6 @@
-//! The reconciler: compares what the engine runs with what the store says, on start-up, when
-//! the engine reports a container event, and periodically, and writes down what it finds (a
-//! vanished container, an OOM kill, a workspace that exited on its own).
+//! The reconciler: compares what the engine runs with what the store says, on start-up and
+//! then periodically, and writes down what it finds (a vanished container, an OOM kill, a
+//! workspace that exited on its own).
 //!
 //! A pass costs one engine call while nothing changes: the listing of the server's containers
 //! (or, while the engine's event stream is followed, the last listing as the events have patched
@@ -29,8 +29,6 @@ pub const ACTOR: &str = "reconciler";
 /// safety net for an event missed); the others work from the last listing as the events since
 /// have changed it, without an engine call.
 const LISTING_EVERY: u32 = 15;
-/// How long events are gathered after a first one before the pass that settles them.
-const EVENT_BURST: std::time::Duration = std::time::Duration::from_millis(200);
 
 pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -47,23 +45,10 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 _ = tick.tick() => {}
                 ev = next_event(&mut events) => {
                     match ev {
-                        Some(Ok(e)) => {
-                            mem.apply(&e);
-                            // Events come in bursts (create, init, start): take the burst,
-                            // then settle what it changed (from the patched listing).
-                            let settle = tokio::time::Instant::now() + EVENT_BURST;
-                            loop {
-                                match tokio::time::timeout_at(settle, next_event(&mut events)).await {
-                                    Ok(Some(Ok(e))) => mem.apply(&e),
-                                    Ok(_) => {
-                                        events = None;
-                                        break;
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                            run_pass(&state, &mut mem, false).await;
-                        }
+                        // Only noted: the next tick's pass settles it, as it would have
+                        // found it by listing (`podman rm -f` reports `die` well before
+                        // `remove`: settling at once would call a removed container exited).
+                        Some(Ok(e)) => mem.apply(&e),
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "engine event stream unavailable");
                             events = None;
