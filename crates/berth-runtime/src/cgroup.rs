@@ -87,6 +87,64 @@ pub(crate) fn memcg_oom_kills_at(proc_root: &Path, cgroup_root: &Path, pid: u32)
     }
 }
 
+/// What [`container_oom_kills`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomReading {
+    /// The `oom_kill` counter of the container's memory cgroup.
+    Count(u64),
+    /// The process is the container's, but the counter cannot be read (no memory controller,
+    /// a kernel without the counter).
+    Unavailable,
+    /// The process is gone, or none of its cgroups is the container's: the pid is stale (the
+    /// container restarted since it was learnt) and must be asked of the engine again.
+    NotInContainer,
+}
+
+/// Like [`memcg_oom_kills`], for a pid remembered from an earlier inspect: first checks, from
+/// `/proc/<pid>/cgroup`, that the process still belongs to the container (a cgroup path of it
+/// names the container id, as Podman's and Docker's do), so that a remembered pid is only
+/// trusted while it is the container's.
+pub fn container_oom_kills(pid: u32, container_id: &str) -> OomReading {
+    container_oom_kills_at(
+        Path::new("/proc"),
+        Path::new("/sys/fs/cgroup"),
+        pid,
+        container_id,
+    )
+}
+
+/// The shortest id a cgroup path is matched against (Docker's short form).
+const MIN_ID_LEN: usize = 12;
+
+pub(crate) fn container_oom_kills_at(
+    proc_root: &Path,
+    cgroup_root: &Path,
+    pid: u32,
+    container_id: &str,
+) -> OomReading {
+    let Ok(proc_cgroup) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
+    else {
+        return OomReading::NotInContainer;
+    };
+    let ours = container_id.len() >= MIN_ID_LEN
+        && proc_cgroup
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .any(|path| path.contains(container_id));
+    if !ours {
+        return OomReading::NotInContainer;
+    }
+    let Some(memcg) = parse_memcg_path(&proc_cgroup) else {
+        return OomReading::Unavailable;
+    };
+    match std::fs::read_to_string(memcg.counter_file(cgroup_root)) {
+        Ok(content) => {
+            parse_oom_kill_counter(&content).map_or(OomReading::Unavailable, OomReading::Count)
+        }
+        Err(_) => OomReading::Unavailable,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +225,42 @@ mod tests {
         )?;
         assert_eq!(memcg_oom_kills_at(&proc_root, &cg_root, 42), Some(5));
         assert_eq!(memcg_oom_kills_at(&proc_root, &cg_root, 43), None);
+        Ok(())
+    }
+
+    #[test]
+    fn container_reading_checks_the_pid_is_the_containers() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let id = "abc0123456789def";
+        let dir = tempfile::tempdir()?;
+        let proc_root = dir.path().join("proc");
+        let cg_root = dir.path().join("cg");
+        for (pid, content) in [
+            (
+                "42",
+                V1_HYBRID.replace("libpod-abc", &format!("libpod-{id}")),
+            ),
+            (
+                "43",
+                "7:memory:/libpod_parent/libpod-fffffffffffffff0\n".to_owned(),
+            ),
+            ("44", format!("1:name=systemd:/libpod_parent/libpod-{id}\n")),
+        ] {
+            std::fs::create_dir_all(proc_root.join(pid))?;
+            std::fs::write(proc_root.join(pid).join("cgroup"), content)?;
+        }
+        let memdir = cg_root.join(format!("memory/libpod_parent/libpod-{id}"));
+        std::fs::create_dir_all(&memdir)?;
+        std::fs::write(memdir.join("memory.oom_control"), "oom_kill 2\n")?;
+        let read = |pid, id| container_oom_kills_at(&proc_root, &cg_root, pid, id);
+        assert_eq!(read(42, id), OomReading::Count(2));
+        // Another container's process (a reused pid), a gone process.
+        assert_eq!(read(43, id), OomReading::NotInContainer);
+        assert_eq!(read(45, id), OomReading::NotInContainer);
+        // The container's, without a memory controller.
+        assert_eq!(read(44, id), OomReading::Unavailable);
+        // Too short an id matches nothing.
+        assert_eq!(read(42, "abc"), OomReading::NotInContainer);
         Ok(())
     }
 

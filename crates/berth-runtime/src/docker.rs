@@ -18,7 +18,8 @@ use futures_util::StreamExt;
 
 use crate::error::RuntimeError;
 use crate::types::{
-    ContainerSpec, ContainerState, ContainerStatus, EngineInfo, Mount, ResourceUsage,
+    ContainerEvent, ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo,
+    Mount, ResourceUsage,
 };
 use crate::{ByteStream, Runtime};
 
@@ -465,6 +466,18 @@ pub(crate) fn status_from_inspect(r: ContainerInspectResponse) -> ContainerStatu
     }
 }
 
+/// A listing row, or `None` without an id. A missing state is `Other("")`, never `Running`.
+pub(crate) fn summary_from_list(c: bollard::models::ContainerSummary) -> Option<ContainerSummary> {
+    Some(ContainerSummary {
+        id: c.id?,
+        state: c
+            .state
+            .map(|s| ContainerState::parse(&s))
+            .unwrap_or_else(|| ContainerState::Other(String::new())),
+        labels: c.labels.unwrap_or_default(),
+    })
+}
+
 /// Engine name from `/version`.
 pub(crate) fn engine_name(v: &bollard::system::Version) -> String {
     let mut names: Vec<String> = Vec::new();
@@ -746,6 +759,21 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        let list = self.list_container_states(label).await?;
+        let mut out = Vec::with_capacity(list.len());
+        for ContainerSummary { id, .. } in list {
+            // Removed between list and inspect: skip.
+            if let Some(s) = self.inspect_container(&id).await? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_container_states(
+        &self,
+        label: &str,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let mut filters = HashMap::new();
         filters.insert("label".to_string(), vec![label.to_string()]);
         let list = self
@@ -758,15 +786,28 @@ impl Runtime for DockerRuntime {
             }))
             .await
             .map_err(|e| self.map_err(e))?;
-        let mut out = Vec::with_capacity(list.len());
-        for c in list {
-            let Some(id) = c.id else { continue };
-            // Removed between list and inspect: skip.
-            if let Some(s) = self.inspect_container(&id).await? {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        Ok(list.into_iter().filter_map(summary_from_list).collect())
+    }
+
+    fn container_events(&self, label: &str) -> crate::EventStream {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert("label".to_string(), vec![label.to_string()]);
+        let this = self.clone();
+        self.long_client()
+            .events(Some(bollard::system::EventsOptions::<String> {
+                since: None,
+                until: None,
+                filters,
+            }))
+            .map(move |r| match r {
+                Ok(m) => Ok(ContainerEvent {
+                    id: m.actor.and_then(|a| a.id).unwrap_or_default(),
+                    action: m.action.unwrap_or_default(),
+                }),
+                Err(e) => Err(this.map_err(e)),
+            })
+            .boxed()
     }
 
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError> {
@@ -1089,6 +1130,35 @@ mod tests {
         assert_eq!(s.exit_code, Some(137));
         assert_eq!(s.pid, None);
         assert!(s.finished_at.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn list_row_mapping() -> Result<(), serde_json::Error> {
+        // Podman's compat listing: lower-case state, labels; no pid, no exit code.
+        let row: bollard::models::ContainerSummary = serde_json::from_value(serde_json::json!({
+            "Id": "abc", "Names": ["/berth-ws-1"], "State": "running",
+            "Status": "Up 3 minutes", "Labels": {"berth.server": "s1"}
+        }))?;
+        let s = summary_from_list(row).expect("a row with an id");
+        assert_eq!(s.id, "abc");
+        assert_eq!(s.state, ContainerState::Running);
+        assert_eq!(s.labels.get("berth.server").map(String::as_str), Some("s1"));
+
+        let exited: bollard::models::ContainerSummary =
+            serde_json::from_value(serde_json::json!({"Id": "def", "State": "exited"}))?;
+        let s = summary_from_list(exited).expect("a row with an id");
+        assert_eq!(s.state, ContainerState::Exited);
+        assert!(s.labels.is_empty());
+
+        // No state: never taken for running. No id: dropped.
+        let bare: bollard::models::ContainerSummary =
+            serde_json::from_value(serde_json::json!({"Id": "ghi"}))?;
+        let s = summary_from_list(bare).expect("a row with an id");
+        assert_ne!(s.state, ContainerState::Running);
+        let anonymous: bollard::models::ContainerSummary =
+            serde_json::from_value(serde_json::json!({"State": "running"}))?;
+        assert!(summary_from_list(anonymous).is_none());
         Ok(())
     }
 

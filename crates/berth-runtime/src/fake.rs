@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 
 use crate::docker::validate_spec;
 use crate::error::RuntimeError;
-use crate::types::{ContainerSpec, ContainerState, ContainerStatus, EngineInfo, ResourceUsage};
+use crate::types::{
+    ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo, ResourceUsage,
+};
 use crate::Runtime;
 
 /// One recorded call with its arguments.
@@ -53,6 +55,9 @@ pub enum Call {
     ListContainers {
         label: String,
     },
+    ListContainerStates {
+        label: String,
+    },
     WaitContainer {
         id: String,
     },
@@ -69,7 +74,8 @@ impl Call {
     /// The operation name, as used by [`FakeRuntime::fail_next`]: the trait method name
     /// (`"info"`, `"image_exists"`, `"ensure_volume"`, `"volume_exists"`, `"remove_volume"`,
     /// `"create_container"`, `"start_container"`, `"stop_container"`, `"remove_container"`,
-    /// `"inspect_container"`, `"list_containers"`, `"wait_container"`, `"usage"`, `"exec_status"`).
+    /// `"inspect_container"`, `"list_containers"`, `"list_container_states"`, `"wait_container"`,
+    /// `"usage"`, `"exec_status"`).
     pub fn op(&self) -> &'static str {
         match self {
             Call::Info => "info",
@@ -83,6 +89,7 @@ impl Call {
             Call::RemoveContainer { .. } => "remove_container",
             Call::InspectContainer { .. } => "inspect_container",
             Call::ListContainers { .. } => "list_containers",
+            Call::ListContainerStates { .. } => "list_container_states",
             Call::WaitContainer { .. } => "wait_container",
             Call::Usage { .. } => "usage",
             Call::ExecStatus { .. } => "exec_status",
@@ -547,6 +554,24 @@ impl Runtime for FakeRuntime {
             .values()
             .filter(|c| label_matches(&c.status.labels, label))
             .map(|c| c.status.clone())
+            .collect())
+    }
+
+    async fn list_container_states(
+        &self,
+        label: &str,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let g = self.enter(Call::ListContainerStates {
+            label: label.to_string(),
+        })?;
+        Ok(g.containers
+            .values()
+            .filter(|c| label_matches(&c.status.labels, label))
+            .map(|c| ContainerSummary {
+                id: c.status.id.clone(),
+                state: c.status.state.clone(),
+                labels: c.status.labels.clone(),
+            })
             .collect())
     }
 

@@ -18,13 +18,19 @@ mod fake;
 pub mod image;
 mod types;
 
-pub use cgroup::{memcg_oom_kills, parse_memcg_path, parse_oom_kill_counter, MemcgPath};
+pub use cgroup::{
+    container_oom_kills, memcg_oom_kills, parse_memcg_path, parse_oom_kill_counter, MemcgPath,
+    OomReading,
+};
 pub use docker::{
     default_socket_candidates, parse_endpoint, resolve_endpoint, DockerRuntime, Endpoint,
 };
 pub use error::RuntimeError;
 pub use fake::{Call, FakeRuntime};
-pub use types::{ContainerSpec, ContainerState, ContainerStatus, EngineInfo, Mount, ResourceUsage};
+pub use types::{
+    ContainerEvent, ContainerSpec, ContainerState, ContainerStatus, ContainerSummary, EngineInfo,
+    Mount, ResourceUsage,
+};
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -33,6 +39,10 @@ use async_trait::async_trait;
 
 /// A stream of archive bytes (a tar) coming from the engine.
 pub type ByteStream = futures_util::stream::BoxStream<'static, Result<bytes::Bytes, RuntimeError>>;
+
+/// The events of some containers, as they happen.
+pub type EventStream =
+    futures_util::stream::BoxStream<'static, Result<ContainerEvent, RuntimeError>>;
 
 fn unsupported(what: &str) -> RuntimeError {
     RuntimeError::Other(format!("{what} is not supported by this container runtime"))
@@ -75,6 +85,20 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<Option<ContainerStatus>, RuntimeError>;
     /// All containers (including stopped ones) carrying the label filter `key=value` (or `key`).
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerStatus>, RuntimeError>;
+    /// The id, state and labels of every container (stopped ones included) carrying the label
+    /// filter, in one engine call: the cheap listing for periodic checks, which then inspect
+    /// only the containers whose state calls for it.
+    async fn list_container_states(
+        &self,
+        label: &str,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError>;
+    /// The events of the containers carrying the label filter, from the moment the stream is
+    /// first polled, until it ends (the engine went away) or fails. An engine without an event
+    /// stream gives one that fails at once.
+    fn container_events(&self, _label: &str) -> EventStream {
+        use futures_util::StreamExt;
+        futures_util::stream::once(async { Err(unsupported("the container event stream")) }).boxed()
+    }
     /// Block until the container is not running; returns its exit code.
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError>;
     /// One-shot resource usage of a running container.

@@ -181,6 +181,22 @@ pub struct ContainerStatus {
     pub labels: HashMap<String, String>,
 }
 
+/// One row of a container listing: what a single engine call tells about every container,
+/// without inspecting each (so no pid, no exit code, no OOM flag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub state: ContainerState,
+    pub labels: HashMap<String, String>,
+}
+
+/// One event of a container, as the engine reports it (`start`, `die`, `remove`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerEvent {
+    pub id: String,
+    pub action: String,
+}
+
 /// One-shot resource usage sample.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ResourceUsage {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_runtime::{
-    ContainerSpec, ContainerStatus, DockerRuntime, EngineInfo, ResourceUsage, Runtime, RuntimeError,
+    ContainerSpec, ContainerStatus, ContainerSummary, DockerRuntime, EngineInfo, ResourceUsage,
+    Runtime, RuntimeError,
 };
 
 pub struct Engine {
@@ -87,6 +88,18 @@ impl Runtime for Engine {
     }
     async fn list_containers(&self, label: &str) -> Result<Vec<ContainerStatus>, RuntimeError> {
         self.docker()?.list_containers(label).await
+    }
+    async fn list_container_states(
+        &self,
+        label: &str,
+    ) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        self.docker()?.list_container_states(label).await
+    }
+    fn container_events(&self, label: &str) -> berth_runtime::EventStream {
+        match self.docker() {
+            Ok(d) => d.container_events(label),
+            Err(e) => futures_util::StreamExt::boxed(futures_util::stream::once(async { Err(e) })),
+        }
     }
     async fn wait_container(&self, id: &str) -> Result<i64, RuntimeError> {
         self.docker()?.wait_container(id).await
