@@ -39,8 +39,7 @@ pub use state::{AppState, DockerImageBuilder, ImageBuilder};
 /// `/api/v1/openapi.json`, for `berth openapi` and the committed snapshot the web UI's types are
 /// generated from.
 pub fn openapi_json() -> Result<String, serde_json::Error> {
-    use utoipa::OpenApi;
-    openapi::ApiDoc::openapi().to_pretty_json()
+    serde_json::to_string_pretty(&openapi::document())
 }
 
 use berth_runtime::Runtime;

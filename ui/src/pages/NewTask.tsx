@@ -23,7 +23,7 @@ export function NewTask({ query }: { query: URLSearchParams }) {
     }
     setBusy(true);
     setError(undefined);
-    const body: CreateTaskRequest = { workspace: f.workspace, agent: f.agent, prompt: f.prompt };
+    const body: CreateTaskRequest = { workspace: f.workspace, agent: f.agent as CreateTaskRequest['agent'], prompt: f.prompt };
     for (const k of ['model', 'dir', 'worktree'] as const) if (f[k].trim()) body[k] = f[k].trim();
     try {
       const t = await post<Task>('/tasks', body);
