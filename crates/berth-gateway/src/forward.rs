@@ -183,20 +183,24 @@ async fn reserve(
 }
 
 /// Ends a task over budget: its key dies now (server side), and the daemon is told to stop the
-/// agent so the task ends `failed{budget_exceeded}`.
+/// agent so the task ends `failed{budget_exceeded}`. The refusal is answered only after the
+/// daemon took the stop (bounded by [`STOP_WAIT`]): an agent that exits on the 403 at once must
+/// not end its turn as an ordinary failure first.
 async fn stop_over_budget(s: &Serving, task: &str, over: &str) {
     if let Err(e) = s.gateway.inner.store.set_task_key_live(task, false).await {
         tracing::error!(task, error = %e, "cannot revoke the key of a task over budget");
     }
     s.gateway.forget_task(task);
-    let daemon = s.daemon.clone();
-    let (id, reason) = (task.to_owned(), format!("budget_exceeded: {over}"));
-    tokio::spawn(async move {
-        if let Err(e) = daemon.task_fail(&id, &reason).await {
-            tracing::warn!(task = %id, error = %e, "could not stop the task over budget");
-        }
-    });
+    let reason = format!("budget_exceeded: {over}");
+    match tokio::time::timeout(STOP_WAIT, s.daemon.task_fail(task, &reason)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(task, error = %e, "could not stop the task over budget"),
+        Err(_) => tracing::warn!(task, "the daemon did not take the over-budget stop in time"),
+    }
 }
+
+/// How long a refused call waits for the daemon to take the over-budget stop.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The call's row as it starts (its usage and outcome are filled in when it ends).
 fn new_call(ws: &WorkspaceId, p: Provider, a: &Admitted) -> LlmCall {
