@@ -165,10 +165,12 @@ impl CreateSpec {
                 .iter()
                 .any(|s: &berth_store::SecretUse| s.name == u.name)
             {
-                return Err(ApiError::invalid(format!(
-                    "secret {} is named twice",
-                    u.name
-                )));
+                // Two bindings of one secret contradict each other (hosts, delivery): a
+                // conflict within the request, not a malformed one.
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("secret {} is named twice", u.name),
+                ));
             }
             secrets.push(berth_store::SecretUse {
                 workspace_id: String::new(),
