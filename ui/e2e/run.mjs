@@ -21,6 +21,7 @@ function parseArgs(argv) {
     };
     if (a === '--url') out.url = next();
     else if (a === '--token') out.token = next();
+    else if (a === '--viewer-token') out.viewerToken = next();
     else if (a === '--screenshots') out.screenshots = next();
     else if (a === '--headed') out.headed = true;
     else if (a === '-h' || a === '--help') {
@@ -273,6 +274,28 @@ await step('open a terminal (new session) and run a command', async () => {
   await shot('terminal-desktop');
 });
 
+await step('the Claude Code button opens its TUI in a terminal, through the gateway', async () => {
+  await goto(`/workspaces/${encodeURIComponent('demo/e2e')}`);
+  await page.locator(tid('session-new-claude')).click();
+  await page.waitForURL(/\/terminal\/claude/, { timeout: 20_000 });
+  const rows = page.locator(`${tid('terminal')} .xterm-rows`);
+  await rows.filter({ hasText: 'bypass permissions' }).waitFor({ timeout: 90_000 });
+  await page.waitForTimeout(1000);
+  await page.locator(tid('terminal')).click();
+  await page.keyboard.type('Say hello from the browser');
+  await page.waitForTimeout(500);
+  await page.keyboard.press('Enter');
+  await rows.filter({ hasText: 'DONE' }).waitFor({ timeout: 90_000 });
+});
+
+await step('a finished task continues interactively', async () => {
+  await goto(`/tasks/${encodeURIComponent(taskId)}`);
+  await stateIs('completed').waitFor();
+  await page.locator(tid('task-continue-interactive')).click();
+  await page.waitForURL(/\/terminal\/task-/, { timeout: 20_000 });
+  await page.locator(`${tid('terminal')} .xterm-rows`).filter({ hasText: 'bypass permissions' }).waitFor({ timeout: 90_000 });
+});
+
 let slowId;
 await step('start a SLOW task and cancel it', async () => {
   slowId = await startTask('SLOW: take your time with this one.');
@@ -305,12 +328,168 @@ await step('phone-size screenshots (375x812)', async () => {
   await goto(`/workspaces/${encodeURIComponent('demo/e2e')}/terminal/${encodeURIComponent(sessionName)}`);
   await page.locator(`${tid('terminal')} .xterm-rows`).filter({ hasText: 'e2e-42' }).waitFor({ timeout: 20_000 });
   await shot('terminal-phone');
+  // The key bar: Ctrl-C interrupts a running command; a latched Ctrl applies to the next key.
+  await page.locator(tid('terminal-keybar')).waitFor();
+  await page.locator(tid('terminal')).click();
+  await page.keyboard.type('sleep 600');
+  await page.keyboard.press('Enter');
+  await page.locator(tid('key-ctrl-c')).click();
+  await page.keyboard.type('echo kb-$((40+2))');
+  await page.keyboard.press('Enter');
+  await page.locator(`${tid('terminal')} .xterm-rows`).filter({ hasText: 'kb-42' }).waitFor({ timeout: 10_000 });
+  await page.keyboard.type('sleep 600');
+  await page.keyboard.press('Enter');
+  await page.locator(tid('key-ctrl')).click();
+  await page.keyboard.type('c');
+  await page.keyboard.type('echo ctrl-$((6*7))');
+  await page.keyboard.press('Enter');
+  await page.locator(`${tid('terminal')} .xterm-rows`).filter({ hasText: 'ctrl-42' }).waitFor({ timeout: 10_000 });
+  await goto(`/workspaces/${encodeURIComponent('demo/e2e')}`);
+  await page.locator(tid('session-new-opencode')).waitFor();
+  const wsOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (wsOverflow > 2) throw new Error(`the workspace page overflows the phone width by ${wsOverflow}px`);
   await goto('/tasks');
   await page.locator(tid(`task-row-${taskId}`)).waitFor();
   await shot('tasks-phone');
   // Nothing may overflow the phone viewport horizontally.
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 2) throw new Error(`the tasks page overflows the phone width by ${overflow}px`);
+});
+
+await step('every page fits a phone (375 px, no horizontal scroll)', async () => {
+  await page.setViewportSize(PHONE);
+  const pages = [
+    ['/workspaces', tid('ws-row-demo-e2e')],
+    [`/workspaces/${encodeURIComponent('demo/e2e')}`, tid('ws-detail')],
+    ['/tasks', tid(`task-row-${taskId}`)],
+    [`/tasks/${encodeURIComponent(taskId)}`, tid('task-state')],
+    [`/tasks/${encodeURIComponent(taskId)}?tab=diff`, tid('task-diff')],
+    ['/tasks/new', 'main h1'],
+    ['/inbox', 'main h1'],
+    ['/notifications', 'main h1'],
+    ['/usage', 'main h1'],
+    ['/audit', 'main h1'],
+    ['/tokens', 'main h1'],
+    ['/tenants', 'main h1'],
+    ['/users', 'main h1'],
+  ];
+  // Every nav entry is visible on a phone, none hidden behind a sideways scroll.
+  await goto('/workspaces');
+  for (const a of await page.locator('.topbar nav a').all()) {
+    const box = await a.boundingBox();
+    if (!box || box.x < 0 || box.x + box.width > PHONE.width + 1) throw new Error(`nav entry "${await a.innerText()}" is off screen on a phone`);
+  }
+  for (const [hash, ready] of pages) {
+    await goto(hash);
+    await page.locator(ready).first().waitFor();
+    await page.waitForTimeout(300);
+    const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (over > 2) {
+      // Name the widest offenders, so a failure says what to fix.
+      const wide = await page.evaluate(() => {
+        const name = (el) => `${el.tagName.toLowerCase()}.${el.className}[${el.getAttribute('data-testid') ?? ''}]`;
+        const out = [...document.querySelectorAll('body *')]
+          .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 2)
+          // the outermost offenders: their parent still fits
+          .filter((el) => !el.parentElement || el.parentElement.getBoundingClientRect().right <= window.innerWidth + 2)
+          .slice(0, 4)
+          .map((el) => `${name(el)} "${(el.textContent ?? '').slice(0, 60)}"`);
+        // Text can spill out of a box whose own rectangle fits.
+        const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        for (let n = walk.nextNode(); n && out.length < 8; n = walk.nextNode()) {
+          const r = document.createRange();
+          r.selectNodeContents(n);
+          if (r.getBoundingClientRect().right > window.innerWidth + 2) out.push(`text in ${name(n.parentElement)} "${n.textContent.slice(0, 60)}"`);
+        }
+        return out;
+      });
+      throw new Error(`${hash} overflows the phone width by ${over}px: ${wide.join('; ')}`);
+    }
+  }
+});
+
+await step('a terminal on a missing workspace says so (not a close code)', async () => {
+  await goto(`/workspaces/${encodeURIComponent('demo/no-such-ws')}/terminal/main`);
+  await page.locator(`${tid('terminal-error')}:has-text("Workspace not found")`).waitFor({ timeout: 10_000 });
+  await page.setViewportSize(DESKTOP);
+});
+
+await step('a stopped workspace: its terminal says so and offers Start; its page has Start', async () => {
+  const ref = encodeURIComponent('demo/e2e');
+  const stop = await page.request.post(`${args.url}/api/v1/workspaces/${ref}/stop`, { headers: { Authorization: `Bearer ${args.token}` } });
+  if (!stop.ok()) throw new Error(`stop: HTTP ${stop.status()}`);
+  await goto(`/workspaces/${ref}/terminal/main`);
+  await page.locator(`${tid('terminal-error')}:has-text("Workspace is stopped")`).waitFor({ timeout: 10_000 });
+  await page.locator(tid('terminal-start-workspace')).click();
+  // Started: the terminal attaches again, or says the session is gone (it died with the container).
+  try {
+    await page
+      .locator(`${tid('terminal-status')}:has-text("connected"), ${tid('terminal-error')}:has-text("not found in this workspace")`)
+      .first()
+      .waitFor({ timeout: 60_000 });
+  } catch {
+    const shown = await page.locator(`${tid('terminal-error')}, ${tid('terminal-status')}`).allInnerTexts();
+    throw new Error(`after Start the terminal shows: ${shown.join(' | ')}`);
+  }
+  const stop2 = await page.request.post(`${args.url}/api/v1/workspaces/${ref}/stop`, { headers: { Authorization: `Bearer ${args.token}` } });
+  if (!stop2.ok()) throw new Error(`stop: HTTP ${stop2.status()}`);
+  await goto(`/workspaces/${ref}`);
+  await page.locator(tid('ws-detail-start')).click();
+  await page.locator(`${tid('ws-detail-state')}[data-state="running"]`).waitFor({ timeout: 60_000 });
+});
+
+await step('remember this device: a new tab is signed in; signing out revokes the device token', async () => {
+  await page.locator(tid('signout')).click();
+  await page.locator(tid('signin-token')).fill(args.token);
+  await page.locator(tid('signin-remember')).check();
+  await page.locator(tid('signin-submit')).click();
+  await page.locator(tid('nav-workspaces')).waitFor();
+  const stored = await page.evaluate(() => ({ device: localStorage.getItem('berth.device'), tab: sessionStorage.getItem('berth.token') }));
+  if (!stored.device || stored.device === args.token) throw new Error('the browser does not keep a token of its own');
+  if (stored.tab) throw new Error('the pasted token is still kept');
+  const tab = await context.newPage();
+  await tab.goto(`${args.url}/#/workspaces`);
+  await tab.locator(tid('nav-workspaces')).waitFor({ timeout: 10_000 });
+  await tab.close();
+  await page.locator(tid('signout')).click();
+  await page.locator(tid('signin-token')).waitFor();
+  const r = await page.request.get(`${args.url}/api/v1/whoami`, { headers: { Authorization: `Bearer ${stored.device}` } });
+  if (r.status() !== 401) throw new Error(`the device token still works after signing out (HTTP ${r.status()})`);
+  if (await page.evaluate(() => localStorage.getItem('berth.device'))) throw new Error('the device token is still stored');
+  await page.locator(tid('signin-token')).fill(args.token);
+  await page.locator(tid('signin-submit')).click();
+  await page.locator(tid('nav-workspaces')).waitFor();
+});
+
+await step('tokens page (admin): create a viewer token of demo, shown once', async () => {
+  await page.setViewportSize(DESKTOP);
+  await goto('/tokens');
+  await page.locator(tid('token-form')).waitFor();
+  await page.locator(tid('token-name')).fill('e2e-viewer');
+  await page.locator(tid('token-role')).selectOption('viewer');
+  await page.locator(tid('token-tenant')).fill('demo');
+  await page.locator(tid('token-create')).click();
+  const value = (await page.locator(tid('token-value')).innerText()).trim();
+  if (!value.startsWith('berth_')) throw new Error(`no token shown: ${value}`);
+  await page.locator(tid('token-e2e-viewer')).waitFor();
+  await shot('tokens-desktop');
+  args.viewerToken = args.viewerToken || value;
+});
+
+await step('a viewer sees who it is and no controls it may not use (phone width)', async () => {
+  await page.setViewportSize(PHONE);
+  await page.locator(tid('signout')).click();
+  await page.locator(tid('signin-token')).fill(args.viewerToken);
+  await page.locator(tid('signin-submit')).click();
+  await page.locator(tid('whoami')).filter({ hasText: 'viewer · demo' }).waitFor();
+  await goto('/workspaces');
+  await page.locator(`${tid('ws-row-demo-e2e')}`).waitFor();
+  for (const hidden of ['ws-create-toggle', 'ws-stop-demo-e2e', 'ws-delete-demo-e2e', 'nav-tokens', 'nav-new-task']) {
+    if ((await page.locator(tid(hidden)).count()) > 0) throw new Error(`a viewer sees ${hidden}`);
+  }
+  await shot('workspaces-viewer-phone');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 2) throw new Error(`the viewer's workspaces page overflows the phone width by ${overflow}px`);
 });
 
 await step('no Content-Security-Policy violations', async () => {

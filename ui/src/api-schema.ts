@@ -41,7 +41,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -50,8 +50,275 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Public: how people sign in here (the sign-in page asks before anyone is signed in). */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["AuthConfig"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/device": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** "Remember this device": a token of the browser's own, derived from the caller's token. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the device's token, shown this once: same role and tenant as the caller's, expires in 30 days or with the caller's token if sooner */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["CreatedToken"];
+                    };
+                };
+                /** @description `invalid`: the caller is a browser session, not a token */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `csrf_failed`: made with the session cookie but without the session's `X-CSRF-Token`, or from another origin */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `conflict`: the caller is itself a device token, or already has 20 live devices */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Signs a browser out: a browser session is deleted server-side and its cookie cleared; a
+         *     remembered device's token (from `POST /auth/device`) is revoked. With any other bearer token
+         *     there is nothing to sign out (revoke the token instead): 204 as well.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description signed out */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `csrf_failed`: no or a wrong X-CSRF-Token */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller: a browser session (with its CSRF token) or a bearer token. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SessionInfo"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                401: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -124,8 +391,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the admin role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -261,7 +537,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -310,8 +586,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -387,8 +672,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -458,8 +752,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the admin role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -520,7 +823,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -529,7 +832,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -579,7 +882,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -588,7 +891,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -677,7 +989,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -747,7 +1059,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -756,7 +1068,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -832,8 +1153,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -907,7 +1237,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -984,7 +1314,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -993,7 +1323,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the admin role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1013,6 +1352,620 @@ export interface paths {
                 };
                 /** @description `unsupported_media_type`: the body is not of the documented media type */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/inbox": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Everything waiting for a decision across the caller's tenant's workspaces (every tenant's
+         *     for an admin), oldest first, at most 500.
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Approval"][];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notifications/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The caller's tenant's notification events as they happen (Server-Sent Events, `event:` the
+         *     kind, `data:` a NotificationEvent, `id:` its number). From now on, or after `?after=` /
+         *     `Last-Event-ID` (events are kept a day). Admins get every tenant's, or `?tenant=`'s.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Resume after this event (else `Last-Event-ID`, else from now on). */
+                    after?: number | null;
+                    /** @description Admins: only this tenant's events (others always get their own tenant's). */
+                    tenant?: string | null;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description SSE of NotificationEvent */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/event-stream": unknown;
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notifications/subscriptions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the caller's own subscriptions; every one for an admin */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Subscription"][];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CreateSubscription"];
+                };
+            };
+            responses: {
+                /** @description the subscription and its signing secret, shown this once */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["CreatedSubscription"];
+                    };
+                };
+                /** @description `invalid_argument`: unknown channel or kind, a URL that is not http(s) or does not resolve */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `csrf_failed`: made with the session cookie but without the session's `X-CSRF-Token`, or from another origin */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: the workspace or tenant does not exist or is another tenant's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `conflict`: the caller holds the most subscriptions one caller may (50) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `url_refused`: the URL's host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notifications/subscriptions/{sub}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description subscription id (`nsub_…`) */
+                    sub: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Subscription"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: no such subscription, or another caller's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description subscription id (`nsub_…`) */
+                    sub: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description removed, with its delivery log */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `csrf_failed`: made with the session cookie but without the session's `X-CSRF-Token`, or from another origin */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: no such subscription, or another caller's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notifications/subscriptions/{sub}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    /** @description How many deliveries (1–200). */
+                    limit?: number | null;
+                };
+                header?: never;
+                path: {
+                    /** @description subscription id (`nsub_…`) */
+                    sub: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description newest first, each with its attempts */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Delivery"][];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: no such subscription, or another caller's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notifications/subscriptions/{sub}/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Sends a `test` event now, once (no retries), and answers with the receiver's status or the
+         *     error; the attempt is in the delivery log too.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description subscription id (`nsub_…`) */
+                    sub: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the attempt's result (`delivered` false when the receiver failed) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TestResult"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `csrf_failed`: made with the session cookie but without the session's `X-CSRF-Token`, or from another origin */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: no such subscription, or another caller's */
+                404: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1070,7 +2023,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1133,7 +2086,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1142,7 +2095,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1210,7 +2172,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1219,7 +2181,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1285,8 +2256,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1328,7 +2308,10 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description Only tasks of this workspace. */
+                    /**
+                     * @description Only tasks of this workspace (the one that has this name or id now; tasks of a removed
+                     *     workspace of the same name are not its tasks).
+                     */
                     workspace?: string | null;
                     /** @description Only tasks in this state. */
                     state?: "queued" | "starting" | "running" | "waiting" | "completed" | "failed" | "cancelled" | null;
@@ -1355,7 +2338,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1364,7 +2347,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1414,8 +2397,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1431,6 +2423,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `invalid_state`, or `quota_exceeded`: the tenant's task quota is used up */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1450,6 +2443,15 @@ export interface paths {
                 };
                 /** @description `unsupported_media_type`: the body is not of the documented media type */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `provider_unconfigured`: the agent's LLM provider has no upstream key on this server */
+                424: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1518,7 +2520,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1548,6 +2550,343 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/{task}/approvals": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A task's permission requests, oldest first (`pending=true`: only those waiting for a
+         *     decision).
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Only the pending requests (default false: all, oldest first). */
+                    pending?: boolean | null;
+                };
+                header?: never;
+                path: {
+                    /** @description task id */
+                    task: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Approval"][];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/{task}/approvals/{req}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approves or denies a pending request: the daemon tells the agent (a denial's `reason`
+         *     reaches it as the tool's error), the task goes back to `running` once nothing is pending,
+         *     and the decision is audited (`task.approve` / `task.deny`) with who decided. 409
+         *     `invalid_state` when the request is no longer pending (decided, timed out, or its turn
+         *     ended).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description task id */
+                    task: string;
+                    /** @description the request's id (1 to 128 printable ASCII characters, no `/`) */
+                    req: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["Decide"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Approval"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/{task}/attach": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Takes a task over: an interactive session of the task's agent resuming its conversation in
+         *     its directory (attach to it like any session). 409 `task_turn_running` while a headless
+         *     turn runs; while the session is open, messages get 409 `task_interactive`.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description task id */
+                    task: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["AttachTask"];
+                };
+            };
+            responses: {
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Session"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `provider_unconfigured`: the agent's LLM provider has no upstream key on this server */
+                424: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -1592,8 +2931,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1641,9 +2989,15 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** What the task changed: the whole task (commits, untracked files and renames included) or one turn */
         get: {
             parameters: {
-                query?: never;
+                query?: {
+                    /** @description One turn (1-based) instead of the whole task. */
+                    turn?: number | null;
+                    /** @description git's per-file summary (`--stat`) instead of the diff. */
+                    stat?: boolean | null;
+                };
                 header?: never;
                 path: {
                     /** @description task id */
@@ -1661,7 +3015,7 @@ export interface paths {
                         "application/json": components["schemas"]["TaskDiff"];
                     };
                 };
-                /** @description `invalid_argument`: a malformed path, query or body */
+                /** @description `invalid_argument`: a turn without a snapshot, or `turn`/`stat` on a task without snapshots */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1670,7 +3024,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1687,6 +3041,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `invalid_state`: the workspace is not running */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1697,6 +3052,15 @@ export interface paths {
                 };
                 /** @description `internal`: see the server log */
                 500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `daemon_unavailable`: the workspace did not answer in time */
+                503: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1756,7 +3120,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1839,7 +3203,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -1916,8 +3280,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1976,7 +3349,115 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/usage": {
+    "/api/v1/tasks/{task}/patch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The task's changes as a patch file (git apply), or its commits as an mbox (git am) */
+        get: {
+            parameters: {
+                query?: {
+                    /**
+                     * @description `diff` (default): one `git apply`-able patch of everything the task changed; `mbox`: the
+                     *     agent's commits since the task's base commit, for `git am`.
+                     */
+                    format?: null | ("diff" | "mbox");
+                };
+                header?: never;
+                path: {
+                    /** @description task id */
+                    task: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the patch (`format=mbox`: the commits as an mbox) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/mbox": string;
+                        "text/x-patch": string;
+                    };
+                };
+                /** @description `invalid_argument`: the task has no snapshot (its directory was not in git), or no base commit for an mbox */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `invalid_state`: the workspace is not running, or the directory is gone */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: over 4 MiB */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `daemon_unavailable`: the workspace did not answer in time */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/templates": {
         parameters: {
             query?: never;
             header?: never;
@@ -1987,10 +3468,801 @@ export interface paths {
             parameters: {
                 query?: {
                     tenant?: string | null;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the newest revision of each template */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WorkspaceTemplate"][];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/templates/{tenant}/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    revision?: number | null;
+                };
+                header?: never;
+                path: {
+                    tenant: string;
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WorkspaceTemplate"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description no such template or revision */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    tenant: string;
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["SetTemplate"];
+                };
+            };
+            responses: {
+                /** @description a new revision of an existing template */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WorkspaceTemplate"];
+                    };
+                };
+                /** @description created (revision 1) */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WorkspaceTemplate"];
+                    };
+                };
+                /** @description `template_invalid`: the file is not a valid template; the message names the key path (e.g. `setup[2].timeout`) and what is wrong */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    tenant: string;
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description removed with all its revisions (workspaces made from it keep their copy) */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description every tenant for an admin, the caller's own otherwise */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TenantInfo"][];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant}/quota": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TenantQuotaReport"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    tenant: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TenantQuota"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TenantQuotaReport"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: admins only */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description all tokens for an admin, the tenant's for an owner */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TokenInfo"][];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CreateToken"];
+                };
+            };
+            responses: {
+                /** @description the token, shown this once */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["CreatedToken"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role, or admin for an admin token */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: another tenant than the caller's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tokens/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description token id (`tok_…`) */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the revoked token */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TokenInfo"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `conflict`: the last admin token */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * LLM usage through the gateway, summed per group (`by`) over a period (`since`, `until`):
+         *     tokens, calls and the exact cost (`cost`, a decimal string) of every group and in total.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    tenant?: string | null;
                     /** @description Workspace reference. */
                     workspace?: string | null;
                     /** @description RFC 3339 time, a date (`2026-11-01`), or a duration back from now (`24h`, `7d`, `30m`). */
                     since?: ((string | unknown | unknown | unknown) | null) | unknown | unknown | unknown;
+                    /** @description Only the calls of this agent session (`as_…`, see `Session.agent_session`). */
+                    session?: string | null;
+                    /** @description `session`: the same as `by=session` (kept for older clients; `by` wins when both are given). */
+                    group_by?: "session" | null;
+                    /**
+                     * @description One row per `task`, `workspace`, `tenant`, `model` (provider × model), `day` (UTC) or
+                     *     `session` (workspace × provider × model × agent session); default: workspace ×
+                     *     provider × model.
+                     */
+                    by?: "task" | "workspace" | "tenant" | "model" | "day" | "session" | null;
+                    /** @description Only calls before this time: the same forms as `since`. */
+                    until?: ((string | unknown | unknown | unknown) | null) | unknown | unknown | unknown;
+                    /** @description Only the calls of this task (its id). */
+                    task?: string | null;
                 };
                 header?: never;
                 path?: never;
@@ -2006,6 +4278,7 @@ export interface paths {
                         "application/json": components["schemas"]["UsageReport"];
                     };
                 };
+                /** @description `invalid_argument`: a bad `since`, `until`, `by` or `group_by` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2014,7 +4287,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2023,7 +4296,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: the workspace */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -2089,7 +4362,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2098,7 +4371,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -2126,7 +4399,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/usage/calls/{id}": {
+    "/api/v1/usage/calls/{call}": {
         parameters: {
             query?: never;
             header?: never;
@@ -2138,7 +4411,8 @@ export interface paths {
                 query?: never;
                 header?: never;
                 path: {
-                    id: number;
+                    /** @description call id */
+                    call: number;
                 };
                 cookie?: never;
             };
@@ -2161,7 +4435,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2191,6 +4465,246 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Users known from single sign-on: all for an admin, their tenant's for an owner. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["User"][];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Disables a user: their sessions end at once and they cannot sign in until enabled. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description user id (`usr_…`) */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["User"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/{user}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Enables a disabled user again (they sign in anew). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description user id (`usr_…`) */
+                    user: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["User"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -2230,7 +4744,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2291,6 +4805,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `unauthorized`, `token_expired` or `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2362,7 +4877,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -2404,6 +4919,7 @@ export interface paths {
                         "application/json": components["schemas"]["Workspace"];
                     };
                 };
+                /** @description `invalid_argument`, or `invalid_mcp_server`: a declared MCP server is malformed (the message names the server and the field) */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -2412,7 +4928,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2430,7 +4946,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a tenant other than the caller's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -2439,6 +4955,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `conflict`, or `quota_exceeded`: the tenant's quota is used up (the message has the numbers) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -2543,7 +5060,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2610,8 +5127,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2694,8 +5220,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the admin role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -2798,7 +5333,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2873,7 +5408,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2950,7 +5485,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -2959,7 +5494,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -3023,7 +5558,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3083,7 +5618,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3092,7 +5627,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -3162,7 +5706,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3171,7 +5715,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -3256,8 +5809,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3326,7 +5888,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3388,8 +5950,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3481,8 +6052,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3555,7 +6135,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3564,7 +6144,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -3660,7 +6249,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3669,7 +6258,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -3699,6 +6297,176 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/workspaces/{ws}/provision": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description workspace reference */
+                    ws: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ProvisionStatus"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description no such workspace, or it was not made from a template */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description workspace reference */
+                    ws: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["Reprovision"];
+                };
+            };
+            responses: {
+                /** @description provisioning resumed (retry) or restarted on the newest revision (upgrade); follow it with GET */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ProvisionStatus"];
+                    };
+                };
+                /** @description not exactly one of retry and upgrade; `param_missing`/`template_invalid` for an upgrade the stored parameters no longer fit */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
@@ -3741,7 +6509,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3750,7 +6518,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -3779,6 +6547,10 @@ export interface paths {
             };
         };
         put?: never;
+        /**
+         * Creates a session: a command (default a login shell), or with `agent` that agent's own TUI
+         *     configured like a task (see [`api::CreateSession::agent`]).
+         */
         post: {
             parameters: {
                 query?: never;
@@ -3811,7 +6583,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3820,7 +6592,16 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `not_found`: a workspace, task or other object named does not exist */
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -3848,6 +6629,15 @@ export interface paths {
                 };
                 /** @description `unsupported_media_type`: the body is not of the documented media type */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `provider_unconfigured`: an agent session for a provider with no upstream key on this server */
+                424: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -3910,7 +6700,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -3969,8 +6759,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4012,7 +6811,8 @@ export interface paths {
         /**
          * Attach to a session: binary messages carry terminal bytes both ways; the client sends
          *     `{"type":"resize",…}` text messages; the server ends with `{"type":"exit","code":N}` when the
-         *     session's process exits. Closing the socket detaches; the session keeps running.
+         *     session's process exits. Closing the socket detaches; the session keeps running. A viewer's
+         *     attach is read-only: its input and resizes are dropped.
          */
         get: {
             parameters: {
@@ -4047,7 +6847,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -4122,7 +6922,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
                     headers: {
                         [name: string]: unknown;
@@ -4196,8 +6996,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4276,8 +7085,17 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `unauthorized`: no bearer token, or an unknown or revoked one */
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
                 401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4334,6 +7152,58 @@ export interface components {
             position?: number | null;
             rule: string;
         };
+        /** @description Usage as the agent CLI reported it in its own events. */
+        AgentReportedUsage: {
+            /** Format: int64 */
+            cached_input_tokens: number;
+            /** Format: double */
+            cost_usd?: number | null;
+            /** Format: int64 */
+            input_tokens: number;
+            /** Format: int64 */
+            output_tokens: number;
+        };
+        /** @description One permission request of a task's agent (the task is `waiting` while one is pending). */
+        Approval: {
+            agent: string;
+            /** @description Why, when the agent said. */
+            agent_reason?: string | null;
+            command?: string | null;
+            created_at: string;
+            decided_at?: string | null;
+            /** @description Who decided: the token's name, `always-for-this-task` or `timeout`. */
+            decided_by?: string | null;
+            /** @description A file edit's change, as `-`/`+` lines. */
+            diff?: string | null;
+            /** @description The request's id (the agent's own), unique within the task. */
+            id: string;
+            /** @description The tool's arguments. */
+            input: Record<string, never>;
+            /** @description `command`, `file_edit`, `tool_call` or `mcp_call`. */
+            kind: string;
+            path?: string | null;
+            /** @description The decision's reason (what a denied agent was told). */
+            reason?: string | null;
+            /**
+             * @description Hints for the reviewer: `network`, `deletes files`, `privileged`, `git push`,
+             *     `writes outside the working directory`.
+             */
+            risks: string[];
+            /**
+             * Format: int64
+             * @description The `seq` of the `approval_request` event.
+             */
+            seq: number;
+            /** @description `pending`, `approved`, `denied` or `expired` (the turn ended first). */
+            state: string;
+            /** @description One line saying what would happen. */
+            summary: string;
+            task: string;
+            /** @description The agent's name for the tool, e.g. `Bash`, `Write`. */
+            tool: string;
+            /** @description `tenant/name` of the task's workspace. */
+            workspace: string;
+        };
         /**
          * @description `POST /api/v1/workspaces/{ws}/egress/templates`: attach a template after the others (a
          *     template attached already stays where it is).
@@ -4342,12 +7212,28 @@ export interface components {
             /** @description A template of the workspace's tenant, or a built-in. */
             template: string;
         };
+        /** @description `POST /api/v1/tasks/{task}/attach`: take over a task interactively. */
+        AttachTask: {
+            /** Format: int32 */
+            cols?: number | null;
+            /** @description Name of the terminal session; default `task-<task id>`. */
+            name?: string | null;
+            /** Format: int32 */
+            rows?: number | null;
+        };
         /** @description `GET /api/v1/audit` */
         AuditEntry: {
             /** @description e.g. `workspace.create`. */
             action: string;
-            /** @description Token id of the caller. */
+            /** @description Token id of the caller (or a system actor: `reconciler`, `egress`). */
             actor: string;
+            /**
+             * @description The token's name, role and tenant when it acted (absent for system actors and rows
+             *     written before berth recorded them).
+             */
+            actor_name?: string | null;
+            actor_role?: string | null;
+            actor_tenant?: string | null;
             at: string;
             detail?: string | null;
             /** Format: int64 */
@@ -4356,6 +7242,17 @@ export interface components {
             result: string;
             /** @description e.g. `acme/web`. */
             target: string;
+            /** @description The tenant of the target (absent for server-wide targets). */
+            tenant?: string | null;
+        };
+        /** @description `GET /api/v1/auth/config` (public): how people can sign in. */
+        AuthConfig: {
+            /** @description Where the browser goes to sign in with single sign-on (`/auth/oidc/login`), when `sso`. */
+            login_url?: string | null;
+            /** @description Single sign-on through an OpenID Provider is configured. */
+            sso: boolean;
+            /** @description Bearer tokens are accepted (always: scripts and servers without a provider use them). */
+            token: boolean;
         };
         /**
          * @description The first entry of a backup archive (`berth-backup.json`): what the workspace was.
@@ -4471,7 +7368,16 @@ export interface components {
         };
         /** @description `POST /api/v1/workspaces/{ws}/sessions` */
         CreateSession: {
-            /** @description Command to run; default is a login shell. */
+            /**
+             * @description Runs this agent's interactive TUI instead of a command: `claude`, `codex`, `gemini` or
+             *     `opencode`, configured like a task (the gateway with a per-session virtual key, no real
+             *     key in the workspace, first-run dialogs answered, autonomous mode). Not with `cmd` or
+             *     `env`; `cwd` is the agent's directory (`~/…` allowed, default `~`); the name defaults to
+             *     the agent's.
+             * @enum {string|null}
+             */
+            agent?: "claude" | "codex" | "gemini" | "opencode" | null;
+            /** @description Command to run; default is a login shell. Not with `agent`. */
             cmd?: [
                 string
             ] | null;
@@ -4481,10 +7387,34 @@ export interface components {
             env?: {
                 [key: string]: string;
             };
+            /** @description The model of an agent session (default: the agent's, as for tasks). */
+            model?: string | null;
             /** @description Unique among the workspace's sessions; default `main`, then `shell-2`, `shell-3`, …. */
             name?: string | null;
             /** Format: int32 */
             rows?: number | null;
+        };
+        /** @description `POST /api/v1/notifications/subscriptions`. */
+        CreateSubscription: {
+            /**
+             * @description `webhook` (berth's signed JSON), `slack` (a Slack-compatible incoming webhook) or
+             *     `ntfy` (a topic URL).
+             */
+            channel: string;
+            /** @description Event kinds (see `NOTIFY_KINDS`); empty or absent: every kind. */
+            kinds?: string[];
+            /**
+             * @description The tenant to listen to: the caller's own (default), any for admins. Implied by
+             *     `workspace`.
+             */
+            tenant?: string | null;
+            /**
+             * @description Where to POST: `http` or `https`. Treated as a secret: stored encrypted, shown as
+             *     `scheme://host/…` only.
+             */
+            url: string;
+            /** @description Only this workspace's events (a name, `tenant/name` or id). */
+            workspace?: string | null;
         };
         /** @description `POST /api/v1/tasks`: hand a coding agent a prompt in a workspace. */
         CreateTask: {
@@ -4493,6 +7423,13 @@ export interface components {
              * @enum {string}
              */
             agent: "claude" | "codex" | "gemini" | "opencode";
+            /**
+             * @description When the agent must ask before acting: `never` (runs unattended), `on-request` (the
+             *     agent's own permission requests are surfaced) or `always` (every command, edit and tool
+             *     call asks). Default: the workspace's policy (`never` unless set). Only `claude` supports
+             *     a policy other than `never` (400 `invalid` for the others).
+             */
+            approval?: string | null;
             /** @description Working directory inside the workspace (default `/home/agent`); `~` means the home. */
             dir?: string | null;
             model?: string | null;
@@ -4503,8 +7440,27 @@ export interface components {
             /** @description Run in a new git worktree of the repo in `dir`, on a new branch of this name. */
             worktree?: string | null;
         };
+        /** @description `POST /api/v1/tokens` */
+        CreateToken: {
+            /** @description Lifetime: `30d`, `12h`, `90m`. Absent: the token does not expire. */
+            expires_in?: string | null;
+            /** @description Who or what the token is for, e.g. `alice`. */
+            name: string;
+            /**
+             * @description `admin` (admins only, no tenant), `owner`, `member` or `viewer`.
+             * @enum {string}
+             */
+            role: "admin" | "owner" | "member" | "viewer";
+            /** @description Required for every role but admin; an owner may only name its own tenant. */
+            tenant?: string | null;
+        };
         /** @description `POST /api/v1/workspaces` */
         CreateWorkspace: {
+            /**
+             * @description The approval policy its tasks get unless they ask for another: `never` (default),
+             *     `on-request` or `always`.
+             */
+            approval?: string | null;
             /** @description CPU cap as a decimal string, e.g. `1` or `0.5`. */
             cpus?: string | null;
             /**
@@ -4520,6 +7476,11 @@ export interface components {
             egress_templates?: string[] | null;
             /** @description Image to run; default is berth's base image. */
             image?: string | null;
+            /**
+             * @description MCP servers every agent of the workspace can use (at most 32, unique names); a malformed
+             *     one fails the create with 400 `invalid_mcp_server` naming the server and the field.
+             */
+            mcp_servers?: components["schemas"]["McpServer"][] | null;
             /** @description Memory cap, e.g. `512m`, `2g`. Default from the server config. */
             memory?: string | null;
             /** @description Workspace name, unique within its tenant: lowercase letters, digits, inner dashes. */
@@ -4533,14 +7494,39 @@ export interface components {
              */
             network?: "none" | "bridge" | null;
             /**
+             * @description The template's parameters (`{{name}}` in the template). A missing required one is 400
+             *     `param_missing`.
+             */
+            params?: {
+                [key: string]: string;
+            } | null;
+            /**
              * Format: int64
              * @description Maximum number of processes.
              */
             pids?: number | null;
             /** @description Secrets of the tenant this workspace may use. */
             secrets?: components["schemas"]["UseSecret"][] | null;
+            /**
+             * @description A workspace template of the tenant to provision from (its newest revision): its
+             *     resources, image, secrets, egress and environment apply where this request gives none
+             *     (secrets, egress rules and templates are added to the request's), then its repositories
+             *     are cloned and its setup steps run (`GET /workspaces/{ws}/provision`).
+             */
+            template?: string | null;
             /** @description Tenant (client) the workspace belongs to; created on first use. Default `default`. */
             tenant?: string | null;
+        };
+        /** @description The answer to a create: the subscription and its signing secret, shown this once. */
+        CreatedSubscription: {
+            /** @description HMAC-SHA256 key of the `X-Berth-Signature` header (`whsec_…`). Not shown again. */
+            signing_secret: string;
+            subscription: components["schemas"]["Subscription"];
+        };
+        /** @description The answer to `POST /api/v1/tokens`: the token, shown this once. */
+        CreatedToken: components["schemas"]["TokenInfo"] & {
+            /** @description The bearer token. berth stores only its hash: it cannot be shown again. */
+            token: string;
         };
         /** @description What the server knows of the daemon inside a running workspace. */
         DaemonStatus: {
@@ -4555,6 +7541,49 @@ export interface components {
             /** @description Whether the daemon answered just now. */
             reachable: boolean;
             version?: string | null;
+        };
+        /** @description `POST /api/v1/tasks/{task}/approvals/{req}`: the decision on a pending permission request. */
+        Decide: {
+            /** @description With `approve`: approve every later request of the same tool in this task without asking. */
+            always_for_task?: boolean;
+            /** @description `approve` or `deny`. */
+            decision: string;
+            /** @description Told to the agent with a denial; recorded with either decision (at most 4096 bytes). */
+            reason?: string | null;
+        };
+        /** @description One event's delivery to one subscription. */
+        Delivery: {
+            /** Format: int32 */
+            attempts: number;
+            created_at: string;
+            /** Format: int64 */
+            event_id: number;
+            /** Format: int64 */
+            id: number;
+            kind: string;
+            /** @description Every attempt, oldest first. */
+            log: components["schemas"]["DeliveryAttempt"][];
+            next_at?: string | null;
+            /**
+             * @description `pending` (retrying), `delivered`, `failed` (gave up) or `dropped` (the queue was full,
+             *     or the owner lost access to the tenant).
+             */
+            state: string;
+        };
+        /** @description One attempt of a delivery. */
+        DeliveryAttempt: {
+            at: string;
+            /** Format: int64 */
+            duration_ms: number;
+            /** @description Why no (good) answer came: a connection error, a timeout, a refused address. */
+            error?: string | null;
+            /** @description When the next attempt is due; absent after the last. */
+            next_at?: string | null;
+            /**
+             * Format: int32
+             * @description The receiver's HTTP status; absent when no answer came.
+             */
+            status?: number | null;
         };
         DoctorReport: {
             checks: components["schemas"]["Check"][];
@@ -4713,6 +7742,8 @@ export interface components {
             cache_read_tokens: number;
             /** Format: int64 */
             cache_write_tokens: number;
+            /** @description The exact cost in USD, a decimal string. */
+            cost?: string | null;
             /** Format: double */
             cost_usd?: number | null;
             error?: string | null;
@@ -4726,6 +7757,12 @@ export interface components {
             /** Format: int64 */
             output_tokens: number;
             path: string;
+            /**
+             * @description Which price applied: `operator` (the operator's price table), `default` (berth's
+             *     shipped table) or `fallback` (no table lists the model); absent for a call without
+             *     tokens.
+             */
+            priced?: string | null;
             provider: string;
             /** @description The request and response were recorded (prompt recording on). */
             recorded: boolean;
@@ -4742,6 +7779,145 @@ export interface components {
             call: components["schemas"]["LlmCall"];
             request?: string | null;
             response?: string | null;
+        };
+        /**
+         * @description An MCP server every agent of the workspace (tasks and interactive sessions) can use; written
+         *     into each agent CLI's own configuration. `env` and `headers` values are written into the
+         *     workspace as given: use a secret's placeholder there, never a secret's value.
+         */
+        McpServer: {
+            /** @description `stdio` only: its arguments. */
+            args?: string[];
+            /** @description `stdio` only (required): the program, looked up in the workspace's PATH. */
+            command?: string;
+            /** @description `stdio` only: extra environment variables of the server process. */
+            env?: {
+                [key: string]: string;
+            };
+            /** @description `http` only: request headers. */
+            headers?: {
+                [key: string]: string;
+            };
+            /**
+             * @description The name agents know the server by: 1-64 of `a-z`, `0-9`, `-`, `_`, starting with a
+             *     letter or digit; unique within the workspace.
+             */
+            name: string;
+            type: components["schemas"]["McpServerType"];
+            /** @description `http` only (required): the `http://` or `https://` endpoint. */
+            url?: string;
+        };
+        /**
+         * @description How an agent reaches an MCP server.
+         * @enum {string}
+         */
+        McpServerType: "stdio" | "http";
+        /** @description The budget an event is about. */
+        NotificationBudget: {
+            /** Format: double */
+            max_cost_usd?: number | null;
+            /** Format: int64 */
+            max_tokens?: number | null;
+            period: string;
+            /** @description `tenant` or `workspace`. */
+            scope: string;
+            /** Format: double */
+            spent_cost_usd: number;
+            /** Format: int64 */
+            spent_tokens: number;
+            target: string;
+        };
+        /** @description What happened: the body of a `webhook` delivery and the `data` of a browser-stream event. */
+        NotificationEvent: {
+            at: string;
+            budget?: null | components["schemas"]["NotificationBudget"];
+            /** @description A workspace's failure reason (`oom`, `exited`, …). */
+            failure?: string | null;
+            /**
+             * Format: int64
+             * @description The event's number (the stream's SSE id).
+             */
+            id: number;
+            /** @description One of `NOTIFY_KINDS`, or `test`. */
+            kind: string;
+            /** @description The task or workspace in the web UI, when the server knows its public URL. */
+            link?: string | null;
+            task?: null | components["schemas"]["NotificationTask"];
+            tenant: string;
+            /** @description One line for people. */
+            text: string;
+            /** @description A short title, e.g. "Task completed". */
+            title: string;
+            workspace?: string | null;
+        };
+        /** @description The task an event is about. */
+        NotificationTask: {
+            agent: string;
+            id: string;
+            /** @description The first 200 characters of the agent's last message (never the prompt). */
+            last_message?: string | null;
+            state: string;
+        };
+        /**
+         * @description `GET /api/v1/workspaces/{ws}/provision`: what a workspace was made from and how far its
+         *     provisioning got.
+         */
+        ProvisionStatus: {
+            /**
+             * Format: int64
+             * @description The template's newest revision (`None` once the template is removed).
+             */
+            latest_revision?: number | null;
+            message?: string | null;
+            params: {
+                [key: string]: string;
+            };
+            /** Format: int64 */
+            revision: number;
+            /** @description The interactive session started at the end (auto_session). */
+            session?: string | null;
+            /** @description `pending`, `running`, `done` or `failed`. */
+            state: string;
+            steps: components["schemas"]["ProvisionStep"][];
+            template: string;
+            updated_at: string;
+            /** @description `tenant/name`. */
+            workspace: string;
+        };
+        /** @description One step of a workspace's provisioning. */
+        ProvisionStep: {
+            /** Format: int64 */
+            exit_code?: number | null;
+            finished_at?: string | null;
+            /** Format: int64 */
+            index: number;
+            /** @description `clone`, `git`, `setup` or `session`. */
+            kind: string;
+            /** @description The tail of the step's output (at most 64 KiB). */
+            log: string;
+            /** @description Why it failed (or was skipped). */
+            message?: string | null;
+            name: string;
+            started_at?: string | null;
+            /** @description `pending`, `running`, `done`, `failed` or `skipped`. */
+            state: string;
+        };
+        /** @description What a tenant holds, as its quota counts it. */
+        QuotaUsage: {
+            cpus: string;
+            memory: string;
+            /** Format: int32 */
+            tasks: number;
+            /** Format: int32 */
+            workspaces: number;
+        };
+        /**
+         * @description `POST /api/v1/workspaces/{ws}/provision`: resume a failed provisioning (`retry`) or move to
+         *     the template's newest revision (`upgrade`); exactly one of them.
+         */
+        Reprovision: {
+            retry?: boolean;
+            upgrade?: boolean;
         };
         /** @description A secret's metadata; the value is never returned. */
         SecretInfo: {
@@ -4783,6 +7959,13 @@ export interface components {
         };
         /** @description A persistent terminal session inside a workspace. */
         Session: {
+            /** @description The agent of an agent session (in the answer that created it). */
+            agent?: string | null;
+            /**
+             * @description berth's id of an agent session (`as_…`): its gateway calls are counted under it
+             *     (`GET /api/v1/usage?session=…`).
+             */
+            agent_session?: string | null;
             /**
              * Format: int32
              * @description Clients attached right now.
@@ -4806,6 +7989,25 @@ export interface components {
              *     removed (`DELETE`), or until a new session takes the name.
              */
             state: string;
+            /** @description The task an agent session took over (`POST /api/v1/tasks/{task}/attach`). */
+            task?: string | null;
+        };
+        /**
+         * @description `GET /api/v1/auth/session`: who the caller is and, for a browser session, the CSRF token
+         *     every state-changing request must carry in `X-CSRF-Token`.
+         */
+        SessionInfo: {
+            /** @description The session's CSRF token (sessions only). */
+            csrf_token?: string | null;
+            /** @description `session` (a browser signed in with single sign-on) or `token` (a bearer token). */
+            kind: string;
+            /** @description The user's or the token's name. */
+            name: string;
+            role: string;
+            /** @description The tenant of a tenant-scoped user; absent for server-wide ones. */
+            tenant?: string | null;
+            /** @description The user id (`usr_…`) of a session. */
+            user_id?: string | null;
         };
         /** @description `PUT /api/v1/budgets`: set (replace) the budget of one tenant or one workspace. */
         SetBudget: {
@@ -4841,10 +8043,32 @@ export interface components {
         SetSecret: {
             value: string;
         };
+        /** @description `PUT /api/v1/templates/{tenant}/{name}`: store a new revision. */
+        SetTemplate: {
+            /** @description The template file (TOML, see docs/templates.md); at most 256 KiB. */
+            source: string;
+        };
+        /** @description A subscription as lists show it (never its URL's path or its signing secret). */
+        Subscription: {
+            channel: string;
+            created_at: string;
+            /** @description `nsub_…` */
+            id: string;
+            /** @description Empty: every kind. */
+            kinds: string[];
+            /** @description The name of the token or person that created it (its owner). */
+            owner: string;
+            tenant: string;
+            /** @description `scheme://host[:port]/…` */
+            url: string;
+            workspace?: string | null;
+        };
         Task: {
             agent: string;
             /** @description The agent's own conversation id. */
             agent_session_id?: string | null;
+            /** @description The task's approval policy: `never`, `on-request` or `always`. */
+            approval?: string;
             created_at: string;
             dir: string;
             id: string;
@@ -4867,6 +8091,12 @@ export interface components {
             /** @description `tenant/name` of the workspace. */
             workspace: string;
             workspace_id: string;
+            /**
+             * @description Present (`true`) when the workspace the task ran in (`workspace_id`) was removed: a task
+             *     stays with the workspace it ran in, so a workspace created since under the same name does
+             *     not list it.
+             */
+            workspace_removed?: boolean;
             worktree?: string | null;
         };
         /**
@@ -4874,24 +8104,133 @@ export interface components {
          *     against `HEAD`, untracked files included).
          */
         TaskDiff: {
-            /** @description Unified diff text. */
+            /** @description The commit the task started from (absent: no snapshot, or a repository without commits). */
+            base_commit?: string | null;
+            /** @description Unified diff text (with `stat`: git's per-file summary instead). */
             diff: string;
             /** @description The directory diffed (the task's worktree, or its `dir`). */
             dir: string;
             /** @description False when the directory is not inside a git repository (then `diff` is empty). */
             git: boolean;
             truncated: boolean;
+            /**
+             * Format: int32
+             * @description The turn this diff covers; absent for the whole task.
+             */
+            turn?: number | null;
+            /**
+             * @description The turns with a snapshot, which `turn` may name (empty: the task predates snapshots or
+             *     its directory is not in git, and only the whole diff against HEAD is available).
+             */
+            turns?: number[];
         };
-        /** @description Token counts of a task so far. */
+        /**
+         * @description A task's usage so far: the sum of the LLM calls the gateway recorded for it (its turns and
+         *     any interactive take-over), the same numbers `GET /api/v1/usage?by=task` gives. Calls are
+         *     recorded as each one ends, so this grows during a turn.
+         */
         TaskUsage: {
-            /** Format: int64 */
+            agent_reported?: null | components["schemas"]["AgentReportedUsage"];
+            /**
+             * Format: int64
+             * @description Prompt tokens written to the provider's cache (part of `input_tokens`).
+             */
+            cache_write_tokens?: number;
+            /**
+             * Format: int64
+             * @description Prompt tokens read from the provider's cache (part of `input_tokens`).
+             */
             cached_input_tokens: number;
-            /** Format: double */
+            /**
+             * Format: int64
+             * @description Calls through the gateway.
+             */
+            calls?: number;
+            /** @description The exact cost in USD as a decimal string (e.g. `0.00056`). */
+            cost?: string;
+            /**
+             * Format: double
+             * @description `cost` as a number.
+             */
             cost_usd?: number | null;
-            /** Format: int64 */
+            /**
+             * Format: int64
+             * @description Calls priced at the fallback price because no price table lists their model.
+             */
+            fallback_calls?: number;
+            /**
+             * Format: int64
+             * @description Prompt tokens, cached ones included.
+             */
             input_tokens: number;
             /** Format: int64 */
             output_tokens: number;
+        };
+        /** @description One parameter a template takes. */
+        TemplateParam: {
+            default?: string | null;
+            description?: string | null;
+            name: string;
+            required: boolean;
+        };
+        /** @description `GET /api/v1/tenants` */
+        TenantInfo: {
+            created_at: string;
+            name: string;
+            quota: components["schemas"]["TenantQuota"];
+            used: components["schemas"]["QuotaUsage"];
+        };
+        /** @description A tenant's quota; an absent field is no limit. */
+        TenantQuota: {
+            /** @description CPUs of the running workspaces together, e.g. `4`. */
+            cpus?: string | null;
+            /**
+             * Format: int64
+             * @description Tasks at work (queued, starting, running, waiting) at once.
+             */
+            max_tasks?: number | null;
+            /**
+             * Format: int64
+             * @description Workspaces that may exist at once.
+             */
+            max_workspaces?: number | null;
+            /** @description Memory of the running workspaces together, e.g. `8g`. */
+            memory?: string | null;
+        };
+        /** @description `GET /api/v1/tenants/{tenant}/quota` */
+        TenantQuotaReport: {
+            quota: components["schemas"]["TenantQuota"];
+            tenant: string;
+            used: components["schemas"]["QuotaUsage"];
+        };
+        /** @description The result of `POST …/{sub}/test`: one attempt, made while the request waited. */
+        TestResult: {
+            /** @description True when the receiver answered 2xx. */
+            delivered: boolean;
+            /** Format: int64 */
+            duration_ms: number;
+            error?: string | null;
+            /** Format: int32 */
+            status?: number | null;
+        };
+        /** @description `GET /api/v1/tokens`: a token as stored (never the token itself). */
+        TokenInfo: {
+            created_at: string;
+            /**
+             * @description For a remembered device's token: the id of the token it was derived from (revoking that
+             *     one revokes this one too).
+             */
+            device_of?: string | null;
+            expires_at?: string | null;
+            id: string;
+            /** @description Updated at most once a minute. */
+            last_used_at?: string | null;
+            name: string;
+            revoked_at?: string | null;
+            /** @description `admin`, `owner`, `member` or `viewer`. */
+            role: string;
+            /** @description Absent for admin tokens. */
+            tenant?: string | null;
         };
         /** @description Live resource usage of a running workspace. */
         Usage: {
@@ -4905,13 +8244,17 @@ export interface components {
             pids: number;
         };
         UsageReport: {
+            /** @description The grouping applied (`by`); absent: workspace × provider × model. */
+            by?: string | null;
             rows: components["schemas"]["UsageRow"][];
             /** @description The `since` bound applied, RFC 3339. */
             since?: string | null;
             /** @description Sum of all rows (tenant/workspace/provider empty). */
             total: components["schemas"]["UsageRow"];
+            /** @description The `until` bound applied, RFC 3339. */
+            until?: string | null;
         };
-        /** @description Totals of one workspace × provider × model. */
+        /** @description Totals of one group (see `UsageQuery.by`); the fields the grouping does not use are empty. */
         UsageRow: {
             /** Format: int64 */
             cache_read_tokens: number;
@@ -4919,16 +8262,35 @@ export interface components {
             cache_write_tokens: number;
             /** Format: int64 */
             calls: number;
-            /** Format: double */
+            /** @description The exact sum of the calls' costs in USD, a decimal string (e.g. `0.00056`). */
+            cost?: string;
+            /**
+             * Format: double
+             * @description `cost` as a number (absent when no call of the row has a cost).
+             */
             cost_usd?: number | null;
+            /** @description The UTC day of the row (with `by=day`), `2026-12-04`. */
+            day?: string | null;
             /** Format: int64 */
             errors: number;
+            /**
+             * Format: int64
+             * @description Calls priced at the fallback price because no price table lists their model.
+             */
+            fallback_calls?: number;
             /** Format: int64 */
             input_tokens: number;
             model?: string | null;
             /** Format: int64 */
             output_tokens: number;
             provider: string;
+            /** @description The agent session of the row (with `by=session`; absent for task turns). */
+            session?: string | null;
+            /**
+             * @description The task of the row (with `by=task`; empty for calls of an interactive agent session
+             *     of its own).
+             */
+            task?: string | null;
             tenant: string;
             workspace: string;
         };
@@ -4952,10 +8314,31 @@ export interface components {
             /** @description The secret's name; also the environment variable the workspace sees. */
             name: string;
         };
+        /** @description A person known from single sign-on (`GET /api/v1/users`). */
+        User: {
+            created_at: string;
+            disabled: boolean;
+            email?: string | null;
+            id: string;
+            /** @description The provider's issuer URL and the person's subject there. */
+            issuer: string;
+            last_login_at?: string | null;
+            name: string;
+            /** @description `admin`, `owner`, `member` or `viewer`, from the claims of the last login. */
+            role: string;
+            subject: string;
+            /** @description Absent for server-wide users (admins). */
+            tenant?: string | null;
+        };
         /** @description `GET /api/v1/whoami` */
         WhoAmI: {
+            /** @description When the token stops working; absent when it does not expire. */
+            expires_at?: string | null;
+            /** @description `admin`, `owner`, `member` or `viewer`. */
             role: string;
             server_version: string;
+            /** @description The token's tenant; absent for admin tokens (server-wide). */
+            tenant?: string | null;
             token_id: string;
             token_name: string;
         };
@@ -4967,6 +8350,8 @@ export interface components {
             image: string;
             last_failure?: null | components["schemas"]["Failure"];
             limits: components["schemas"]["Limits"];
+            /** @description The MCP servers its agents use, as declared (`env`/`headers` values as given). */
+            mcp_servers?: components["schemas"]["McpServer"][];
             name: string;
             network: string;
             /**
@@ -4981,6 +8366,32 @@ export interface components {
             usage?: null | components["schemas"]["Usage"];
             /** @description Engine volume mounted at /home/agent. */
             volume: string;
+        };
+        /** @description A revision of a tenant's workspace template. */
+        WorkspaceTemplate: {
+            /** @description The default agent, if the template names one. */
+            agent?: string | null;
+            /** @description Whether provisioning ends by starting an interactive session of `agent`. */
+            auto_session: boolean;
+            created_at: string;
+            description?: string | null;
+            /**
+             * Format: int64
+             * @description The newest revision.
+             */
+            latest_revision: number;
+            name: string;
+            params: components["schemas"]["TemplateParam"][];
+            /**
+             * Format: int64
+             * @description This revision (every `set` stores a new one, counting from 1).
+             */
+            revision: number;
+            /** @description The TOML file as stored. */
+            source: string;
+            tenant: string;
+            /** @description Workspaces (`tenant/name`) provisioned from any revision of it. */
+            used_by?: string[];
         };
         /** @description Control messages (text frames) on the exec and attach WebSockets. */
         WsControl: {

@@ -1,20 +1,46 @@
 // Thin client of berth's REST API (/api/v1). Every request carries the bearer token kept in
-// sessionStorage; errors become ApiError with the server's message.
+// sessionStorage (or a remembered device's own token in localStorage), or (signed in with single sign-on) the browser's session cookie plus the CSRF
+// token on state-changing requests (auth.ts); errors become ApiError with the server's message.
 
 import type { components } from './api-schema';
+import { authHeaders } from './auth';
 
 export const TOKEN_KEY = 'berth.token';
+/** A remembered device's own token (from `POST /auth/device`), shared by the browser's tabs. */
+export const DEVICE_KEY = 'berth.device';
 
-export function getToken(): string | null {
+type Stores = { session: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'>; local: Pick<Storage, 'getItem' | 'setItem' | 'removeItem'> };
+const browserStores = (): Stores => ({ session: sessionStorage, local: localStorage });
+
+/** The bearer token of this tab: its own (session storage), else the remembered device's. */
+export function getToken(stores: Stores = browserStores()): string | null {
   try {
-    return sessionStorage.getItem(TOKEN_KEY);
+    return stores.session.getItem(TOKEN_KEY) ?? stores.local.getItem(DEVICE_KEY);
   } catch {
     return null;
   }
 }
-export function setToken(t: string | null) {
-  if (t) sessionStorage.setItem(TOKEN_KEY, t);
-  else sessionStorage.removeItem(TOKEN_KEY);
+
+/** Keeps `t` for this tab only, or (`device`) as the remembered device's token for every tab.
+ * `null` forgets both. The pasted token itself is never put in local storage. */
+export function setToken(t: string | null, device = false, stores: Stores = browserStores()) {
+  if (t && device) {
+    stores.local.setItem(DEVICE_KEY, t);
+    stores.session.removeItem(TOKEN_KEY);
+  } else if (t) stores.session.setItem(TOKEN_KEY, t);
+  else {
+    stores.session.removeItem(TOKEN_KEY);
+    stores.local.removeItem(DEVICE_KEY);
+  }
+}
+
+/** Whether this browser is signed in as a remembered device. */
+export function isRememberedDevice(stores: Stores = browserStores()): boolean {
+  try {
+    return !stores.session.getItem(TOKEN_KEY) && !!stores.local.getItem(DEVICE_KEY);
+  } catch {
+    return false;
+  }
 }
 
 export class ApiError extends Error {
@@ -58,7 +84,7 @@ export async function errorFrom(res: Response): Promise<ApiError> {
 
 export async function apiFetch(path: string, init: RequestInit = {}, token = getToken()): Promise<Response> {
   const headers = new Headers(init.headers);
-  if (token) headers.set('Authorization', `Bearer ${token}`);
+  authHeaders(headers, init.method, token);
   if (init.body && !headers.has('Content-Type')) headers.set('Content-Type', 'application/json');
   let res: Response;
   try {
@@ -108,9 +134,28 @@ export type EgressTemplate = Schemas['EgressTemplate'];
 export type EffectiveEgressRule = Schemas['EffectiveEgressRule'];
 export type EffectiveEgress = Schemas['EffectiveEgress'];
 export type WhoAmI = Schemas['WhoAmI'];
+export type SessionInfo = Schemas['SessionInfo'];
+export type AuthConfig = Schemas['AuthConfig'];
+export type User = Schemas['User'];
+export type TokenInfo = Schemas['TokenInfo'];
+export type CreateTokenRequest = Schemas['CreateToken'];
+export type CreatedToken = Schemas['CreatedToken'];
+export type TenantInfo = Schemas['TenantInfo'];
+export type TenantQuota = Schemas['TenantQuota'];
+export type TenantQuotaReport = Schemas['TenantQuotaReport'];
 export type TaskDiff = Schemas['TaskDiff'];
 export type CreateWorkspaceRequest = Schemas['CreateWorkspace'];
+export type WorkspaceTemplate = Schemas['WorkspaceTemplate'];
+export type ProvisionStatus = Schemas['ProvisionStatus'];
 export type CreateTaskRequest = Schemas['CreateTask'];
+export type Approval = Schemas['Approval'];
+export type DecideRequest = Schemas['Decide'];
+export type Subscription = Schemas['Subscription'];
+export type CreateSubscriptionRequest = Schemas['CreateSubscription'];
+export type CreatedSubscription = Schemas['CreatedSubscription'];
+export type Delivery = Schemas['Delivery'];
+export type TestResult = Schemas['TestResult'];
+export type NotificationEvent = Schemas['NotificationEvent'];
 
 /** One stored task event (`GET /api/v1/tasks/{task}/events`, the SSE stream); the OpenAPI document
  * types its fields as free-form JSON, so this stays written by hand. */
@@ -122,4 +167,5 @@ export interface TaskEvent {
 }
 
 export const AGENTS = ['claude', 'codex', 'gemini', 'opencode'] as const;
+export const APPROVAL_POLICIES = ['never', 'on-request', 'always'] as const;
 export const TASK_STATES = ['queued', 'starting', 'running', 'waiting', 'completed', 'interrupted', 'failed', 'cancelled'] as const;

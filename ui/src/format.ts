@@ -30,4 +30,8 @@ export function dateTime(iso: string | undefined): string {
 }
 
 export const num = (n: number | null | undefined) => (n === undefined || n === null ? '—' : n.toLocaleString('en-US'));
+/** An exact decimal amount from the API (`cost`, e.g. "0.00056"), flagged when some calls
+ *  were priced at the fallback price (no price table lists their model). */
+export const usdExact = (cost: string | undefined, fallbackCalls?: number) =>
+  cost ? `$${cost}${fallbackCalls ? ` (${fallbackCalls} at fallback price)` : ''}` : '—';
 export const usd = (n: number | null | undefined) => (n === undefined || n === null ? '—' : `$${n.toFixed(n < 1 ? 4 : 2)}`);

@@ -39,6 +39,24 @@ describe('Timeline', () => {
     expect(t.state).toBe('completed');
   });
 
+  it('ends a tool card without a result when its turn or task ends (no stale "running")', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'tool_call', { call_id: 'a', name: 'Bash', input: { command: 'sleep 99' } }));
+    t.apply(e(2, 'status', { state: 'waiting' }));
+    expect(t.items[0]).not.toHaveProperty('ended');
+    t.apply(e(3, 'status', { state: 'cancelled', reason: 'cancelled by admin' }));
+    expect(t.items[0]).toMatchObject({ kind: 'tool', ended: 'cancelled' });
+    // a card with a result stays as it was; a later turn's end does not touch it
+    const u = new Timeline();
+    u.apply(e(1, 'tool_call', { call_id: 'b', name: 'Bash', input: {} }));
+    u.apply(e(2, 'tool_result', { call_id: 'b', output: 'ok' }));
+    u.apply(e(3, 'tool_call', { call_id: 'c', name: 'Bash', input: {} }));
+    u.apply(e(4, 'turn_completed', {}));
+    expect(u.items[0]).toMatchObject({ result: { output: 'ok' } });
+    expect(u.items[0]).not.toHaveProperty('ended');
+    expect(u.items[1]).toMatchObject({ kind: 'tool', callId: 'c', ended: 'turn ended' });
+  });
+
   it('keeps unknown types as raw', () => {
     const t = new Timeline();
     t.apply(e(1, 'something_new', { x: 1 }));
@@ -55,5 +73,19 @@ describe('helpers', () => {
   });
   it('classifies diff lines', () => {
     expect(['+++ b/x', '--- a/x', '@@ -1 +1 @@', '+a', '-b', ' c', 'diff --git a b'].map(diffLineClass)).toEqual(['meta', 'meta', 'hunk', 'add', 'del', '', 'meta']);
+  });
+
+  it('joins an approval decision to its request', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'approval_request', { id: 'r1', kind: 'command', tool: 'Bash', summary: 'run ls', command: 'ls', risks: [] }));
+    t.apply(e(2, 'status', { state: 'waiting' }));
+    expect(t.items.map(itemType)).toEqual(['approval_request', 'status']);
+    expect(t.items[0]).toMatchObject({ kind: 'approval', id: 'r1', request: { command: 'ls', kind: 'command' } });
+    t.apply(e(3, 'approval_resolved', { id: 'r1', decision: 'denied', by: 'alice (member)', reason: 'no' }));
+    expect(t.items.map(itemType)).toEqual(['approval_request', 'status']);
+    expect(t.items[0]).toMatchObject({ resolved: { decision: 'denied', by: 'alice (member)', reason: 'no', seq: 3 } });
+    // A decision whose request was not seen still shows.
+    t.apply(e(4, 'approval_resolved', { id: 'r9', decision: 'approved' }));
+    expect(t.items[2]).toMatchObject({ kind: 'approval', id: 'r9', resolved: { decision: 'approved' } });
   });
 });

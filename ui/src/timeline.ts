@@ -1,10 +1,13 @@
 // Folds a task's normalized events (berth_domain::TaskEvent) into timeline items for display.
 // - message_delta fragments accumulate into one streaming assistant item; the following
 //   `message` replaces the accumulated text (never shown twice);
-// - tool_result joins its tool_call (same call_id);
+// - tool_result joins its tool_call (same call_id), approval_resolved its approval_request (same id);
 // - events are deduplicated by seq (a replay after a reconnect or reload adds nothing).
 
 import type { TaskEvent } from './api';
+
+/** Task states in which a tool call may still be running (`waiting`: paused for approval). */
+const RUNNING = new Set(['queued', 'starting', 'running', 'waiting']);
 
 export type Item =
   | { kind: 'user'; key: string; seq: number; at: string; text: string }
@@ -19,6 +22,8 @@ export type Item =
       name: string;
       input: unknown;
       result?: { output: string; exitCode?: number; isError: boolean; seq: number };
+      /** The turn ended (or the task stopped) before a result came: no longer running. */
+      ended?: string;
     }
   | { kind: 'file_change'; key: string; seq: number; at: string; path: string; change: string }
   | { kind: 'error'; key: string; seq: number; at: string; message: string }
@@ -36,6 +41,15 @@ export type Item =
   | { kind: 'session'; key: string; seq: number; at: string; sessionId: string; model?: string }
   | { kind: 'turn_completed'; key: string; seq: number; at: string; result?: string }
   | { kind: 'log'; key: string; seq: number; at: string; line: string }
+  | {
+      kind: 'approval';
+      key: string;
+      seq: number;
+      at: string;
+      id: string;
+      request: Record<string, unknown>;
+      resolved?: { decision: string; by?: string; reason?: string; seq: number };
+    }
   | { kind: 'raw'; key: string; seq: number; at: string; data: unknown };
 
 /** The event type an item stands for (rendered as data-type). */
@@ -47,6 +61,8 @@ export function itemType(it: Item): string {
       return it.streaming ? 'message_delta' : 'message';
     case 'tool':
       return 'tool_call';
+    case 'approval':
+      return 'approval_request';
     default:
       return it.kind;
   }
@@ -60,6 +76,7 @@ export class Timeline {
   /** Index of the assistant item receiving deltas, if any. */
   private open = -1;
   private tools = new Map<string, number>();
+  private approvals = new Map<string, number>();
   state: string | undefined;
   reason: string | undefined;
   usage = { input: 0, output: 0, cached: 0, cost: undefined as number | undefined };
@@ -135,6 +152,7 @@ export class Timeline {
         break;
       }
       case 'status':
+        if (!RUNNING.has(s('state'))) this.endOpenTools(s('state'));
         this.state = s('state');
         this.reason = s('reason') || undefined;
         this.push({ ...base, kind: 'status', state: s('state'), reason: s('reason') || undefined });
@@ -143,16 +161,39 @@ export class Timeline {
         this.push({ ...base, kind: 'session', sessionId: s('agent_session_id'), model: s('model') || undefined });
         break;
       case 'turn_completed':
+        this.endOpenTools('turn ended');
         this.open = -1;
         this.push({ ...base, kind: 'turn_completed', result: s('result') || undefined });
         break;
       case 'log':
         this.push({ ...base, kind: 'log', line: s('line') });
         break;
+      case 'approval_request': {
+        const { seq: _s, at: _a, type: _t, ...request } = ev;
+        this.push({ ...base, kind: 'approval', id: s('id'), request });
+        this.approvals.set(s('id'), this.items.length - 1);
+        break;
+      }
+      case 'approval_resolved': {
+        const resolved = { decision: s('decision'), by: s('by') || undefined, reason: s('reason') || undefined, seq: ev.seq };
+        const idx = this.approvals.get(s('id'));
+        const cur = idx === undefined ? undefined : this.items[idx];
+        if (idx !== undefined && cur && cur.kind === 'approval') this.items[idx] = { ...cur, resolved };
+        else this.push({ ...base, kind: 'approval', id: s('id'), request: {}, resolved });
+        break;
+      }
       default:
         this.push({ ...base, kind: 'raw', data: ev.type === 'raw' ? ev.data : ev });
     }
     return true;
+  }
+
+  /** Tool calls still waiting for a result when their turn or task ends are not running any more. */
+  private endOpenTools(why: string) {
+    for (const idx of this.tools.values()) {
+      const cur = this.items[idx];
+      if (cur && cur.kind === 'tool' && !cur.result && !cur.ended) this.items[idx] = { ...cur, ended: why };
+    }
   }
 
   private push(it: Item) {

@@ -8,15 +8,84 @@
 //! Its state (`.claude.json`, settings, the session transcripts) goes to
 //! `CLAUDE_CONFIG_DIR = <task_dir>/claude`, one per task: parallel tasks in one workspace never
 //! write the same config file, and every turn of a task (same task dir) finds its session.
+//!
+//! With an approval policy other than `never` the turn speaks Claude's permission protocol
+//! instead of skipping permissions ([`crate::claude_approval`]).
 
 use berth_domain::{Agent, EventKind};
 use serde_json::Value;
 
 use crate::util::{count_of, f64_of, str_of, string, text_content};
-use crate::{Driver, Invocation, TurnSpec};
+use crate::{Driver, Invocation, SessionSpec, TurnSpec};
+
+/// The environment of every claude process (turn or TUI).
+fn claude_env(spec: &TurnSpec) -> Vec<(String, String)> {
+    let mut env = crate::base_env(spec);
+    env.extend(
+        [
+            ("ANTHROPIC_BASE_URL", spec.gateway_url.as_str()),
+            ("ANTHROPIC_API_KEY", spec.virtual_key.as_str()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+            ("DISABLE_AUTOUPDATER", "1"),
+            // Lifts the root check of --dangerously-skip-permissions (harmless as uid 1000).
+            ("IS_SANDBOX", "1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env.push((
+        "CLAUDE_CONFIG_DIR".into(),
+        spec.task_dir.join("claude").display().to_string(),
+    ));
+    if !spec.mcp_servers.is_empty() {
+        // The declared servers' tools are offered to the model up front instead of behind the
+        // ToolSearch tool: their number is small (at most 32 servers), and a gateway upstream
+        // need not support tool references.
+        env.push(("ENABLE_TOOL_SEARCH".into(), "false".into()));
+    }
+    env
+}
+
+/// The `--mcp-config` file and its flags, when the workspace declares MCP servers.
+fn mcp_config(spec: &TurnSpec) -> Option<((std::path::PathBuf, String), [String; 3])> {
+    if spec.mcp_servers.is_empty() {
+        return None;
+    }
+    let path = spec.task_dir.join("claude").join("mcp.json");
+    let args = [
+        "--mcp-config".to_owned(),
+        path.display().to_string(),
+        "--strict-mcp-config".to_owned(),
+    ];
+    Some(((path, crate::mcp::claude(&spec.mcp_servers)), args))
+}
+
+/// `.claude.json` for the TUI: onboarding done (it would otherwise check connectivity to
+/// api.anthropic.com), the folder trusted, the bypass-permissions warning accepted, and the
+/// key approved. Claude remembers an approved key by its last 20 characters only, so the file
+/// never holds the key itself.
+fn tui_state(spec: &SessionSpec) -> String {
+    let key = &spec.virtual_key;
+    let tail = key
+        .char_indices()
+        .rev()
+        .nth(19)
+        .map_or(key.as_str(), |(i, _)| &key[i..]);
+    let cwd = spec.cwd.display().to_string();
+    let state = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "theme": "dark",
+        "bypassPermissionsModeAccepted": true,
+        "customApiKeyResponses": { "approved": [tail], "rejected": [] },
+        "projects": { cwd: { "hasTrustDialogAccepted": true, "hasCompletedProjectOnboarding": true } },
+    });
+    format!("{state:#}\n")
+}
 
 #[derive(Debug, Default)]
-pub struct Claude {}
+pub struct Claude {
+    /// Permission requests Claude waits on (approval policies other than `never`).
+    pending: crate::claude_approval::Pending,
+}
 
 impl Driver for Claude {
     fn agent(&self) -> Agent {
@@ -24,6 +93,9 @@ impl Driver for Claude {
     }
 
     fn invocation(&self, spec: &TurnSpec) -> Invocation {
+        if spec.approval.asks() {
+            return self.invocation_asking(spec);
+        }
         let mut args: Vec<String> = [
             "-p",
             "--output-format",
@@ -40,31 +112,48 @@ impl Driver for Claude {
         if let Some(id) = &spec.resume {
             args.extend(["--resume".into(), id.clone()]);
         }
+        let mut files = Vec::new();
+        if let Some((file, flags)) = mcp_config(spec) {
+            files.push(file);
+            args.extend(flags);
+        }
         // `--` so a prompt starting with `-` is never taken for an option.
         args.extend(["--".into(), spec.prompt.clone()]);
-
-        let mut env = crate::base_env(spec);
-        env.extend(
-            [
-                ("ANTHROPIC_BASE_URL", spec.gateway_url.as_str()),
-                ("ANTHROPIC_API_KEY", spec.virtual_key.as_str()),
-                ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
-                ("DISABLE_AUTOUPDATER", "1"),
-                // Lifts the root check of --dangerously-skip-permissions (harmless as uid 1000).
-                ("IS_SANDBOX", "1"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
-        env.push((
-            "CLAUDE_CONFIG_DIR".into(),
-            spec.task_dir.join("claude").display().to_string(),
-        ));
 
         Invocation {
             program: Agent::Claude.program().into(),
             args,
-            env,
-            files: Vec::new(),
+            env: claude_env(spec),
+            files,
+            stdin: None,
+            cwd: spec.cwd.clone(),
+        }
+    }
+
+    fn interactive(&self, spec: &SessionSpec) -> Invocation {
+        let mut args = vec!["--dangerously-skip-permissions".to_owned()];
+        if let Some(model) = &spec.model {
+            args.extend(["--model".into(), model.clone()]);
+        }
+        if let Some(id) = &spec.resume {
+            args.extend(["--resume".into(), id.clone()]);
+        }
+        let turn = spec.as_turn();
+        let config = spec.state_dir.join("claude");
+        let settings = "{\n  \"skipDangerousModePermissionPrompt\": true\n}\n".to_owned();
+        let mut files = vec![
+            (config.join(".claude.json"), tui_state(spec)),
+            (config.join("settings.json"), settings),
+        ];
+        if let Some((file, flags)) = mcp_config(&turn) {
+            files.push(file);
+            args.extend(flags);
+        }
+        Invocation {
+            program: Agent::Claude.program().into(),
+            args,
+            env: crate::interactive_env(claude_env(&turn)),
+            files,
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -81,9 +170,40 @@ impl Driver for Claude {
             Some("user") => user(&v),
             Some("stream_event") => stream_event(&v),
             Some("result") => result(&v),
+            Some("control_request") => self.pending.control_request(&v),
             _ => None,
         };
         events.unwrap_or_else(|| vec![EventKind::Raw { data: v }])
+    }
+
+    fn supports_approvals(&self) -> bool {
+        true
+    }
+
+    fn answer(&mut self, id: &str, approve: bool, message: &str) -> Vec<String> {
+        self.pending.answer(id, approve, message)
+    }
+}
+
+impl Claude {
+    /// A turn under an approval policy: the permission protocol on stdin/stdout (see
+    /// [`crate::claude_approval`]); the prompt goes in as the first stdin line.
+    fn invocation_asking(&self, spec: &TurnSpec) -> Invocation {
+        let mut args = crate::claude_approval::args(spec.approval);
+        if let Some(model) = &spec.model {
+            args.extend(["--model".into(), model.clone()]);
+        }
+        if let Some(id) = &spec.resume {
+            args.extend(["--resume".into(), id.clone()]);
+        }
+        Invocation {
+            program: Agent::Claude.program().into(),
+            args,
+            env: claude_env(spec),
+            files: Vec::new(),
+            stdin: Some(crate::claude_approval::prompt_line(&spec.prompt)),
+            cwd: spec.cwd.clone(),
+        }
     }
 }
 
@@ -236,8 +356,96 @@ fn result(v: &Value) -> Option<Vec<EventKind>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{env_of, parse_all, spec};
+    use crate::testutil::{check_interactive, env_of, parse_all, session_spec, spec};
     use serde_json::json;
+
+    #[test]
+    fn mcp_servers_go_to_a_strict_per_task_config() {
+        let mut sp = spec(Agent::Claude);
+        assert!(!Claude::default()
+            .invocation(&sp)
+            .args
+            .iter()
+            .any(|a| a.contains("mcp")));
+        sp.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Claude::default().invocation(&sp);
+        let path = "/var/berth/tasks/t1/claude/mcp.json";
+        let at = inv.args.iter().position(|a| a == "--mcp-config").unwrap();
+        assert_eq!(inv.args[at + 1], path);
+        assert_eq!(inv.args[at + 2], "--strict-mcp-config");
+        // The prompt stays last, after `--`.
+        assert!(at < inv.args.iter().position(|a| a == "--").unwrap());
+        let (_, content) = inv
+            .files
+            .iter()
+            .find(|(p, _)| p.ends_with("mcp.json"))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(content).unwrap();
+        assert_eq!(v["mcpServers"]["notes"]["command"], "node");
+        assert_eq!(v["mcpServers"]["docs"]["type"], "http");
+        assert_eq!(env_of(&inv)["ENABLE_TOOL_SEARCH"], "false");
+
+        let mut ss = session_spec(Agent::Claude);
+        ss.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Claude::default().interactive(&ss);
+        let path = "/home/agent/.berth/sessions/s1/claude/mcp.json";
+        let at = inv.args.iter().position(|a| a == "--mcp-config").unwrap();
+        assert_eq!(inv.args[at + 1], path);
+        assert!(inv
+            .files
+            .iter()
+            .any(|(p, c)| p.to_str() == Some(path) && c.contains("notes")));
+    }
+
+    #[test]
+    fn interactive_tui_is_configured_like_a_turn_with_dialogs_answered() {
+        let mut s = session_spec(Agent::Claude);
+        let inv = Claude::default().interactive(&s);
+        assert_eq!(inv.program, "claude");
+        assert_eq!(inv.args, ["--dangerously-skip-permissions"]);
+        let env = check_interactive(&inv);
+        assert_eq!(env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:7788/anthropic");
+        assert_eq!(env["ANTHROPIC_API_KEY"], s.virtual_key);
+        assert_eq!(
+            env["CLAUDE_CONFIG_DIR"],
+            "/home/agent/.berth/sessions/s1/claude"
+        );
+        assert_eq!(env["IS_SANDBOX"], "1");
+        assert_eq!(env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"], "1");
+        let (path, state) = &inv.files[0];
+        assert_eq!(
+            path.display().to_string(),
+            "/home/agent/.berth/sessions/s1/claude/.claude.json"
+        );
+        let v: serde_json::Value = serde_json::from_str(state).unwrap();
+        assert_eq!(v["hasCompletedOnboarding"], true);
+        assert_eq!(v["bypassPermissionsModeAccepted"], true);
+        assert_eq!(
+            v["projects"]["/workspace/repo"]["hasTrustDialogAccepted"],
+            true
+        );
+        // Claude approves a key by its last 20 characters; the whole key is never written.
+        assert_eq!(
+            v["customApiKeyResponses"]["approved"][0],
+            "0123456789abcdefghij"
+        );
+        assert!(!state.contains(&s.virtual_key));
+        assert!(inv.files[1].1.contains("skipDangerousModePermissionPrompt"));
+
+        s.resume = Some("sess-1".into());
+        s.model = Some("claude-x".into());
+        let inv = Claude::default().interactive(&s);
+        assert_eq!(
+            inv.args,
+            [
+                "--dangerously-skip-permissions",
+                "--model",
+                "claude-x",
+                "--resume",
+                "sess-1"
+            ]
+        );
+    }
 
     #[test]
     fn invocation_first_turn() {

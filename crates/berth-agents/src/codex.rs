@@ -5,6 +5,9 @@
 //! read from `BERTH_VIRTUAL_KEY`, all phone-home features off. Codex keeps its session rollouts
 //! under `CODEX_HOME`, so follow-ups of the same task (same task dir) can
 //! `codex exec resume <thread_id>`.
+//!
+//! The workspace's MCP servers are `[mcp_servers.NAME]` tables at the end of the same file, each
+//! with its tools approved (`default_tools_approval_mode = "approve"`): tasks run unattended.
 
 use std::collections::HashSet;
 
@@ -12,7 +15,7 @@ use berth_domain::{Agent, EventKind};
 use serde_json::{json, Value};
 
 use crate::util::{count_of, exit_code, join_url, str_of, string, toml_str};
-use crate::{Driver, Invocation, TurnSpec};
+use crate::{Driver, Invocation, SessionSpec, TurnSpec};
 
 /// Model used when the task does not choose one (a slug Codex has metadata for).
 pub const DEFAULT_MODEL: &str = "gpt-5.5";
@@ -50,11 +53,34 @@ name = "berth"
 base_url = {base_url}
 env_key = "BERTH_VIRTUAL_KEY"
 wire_api = "responses"
-"#,
+{mcp}"#,
             model = toml_str(model),
             base_url = toml_str(&base_url),
+            mcp = crate::mcp::codex(&spec.mcp_servers),
         )
     }
+}
+
+/// What the TUI asks on a first run, answered: the working directory is trusted, the
+/// full-access and model-upgrade notices count as seen.
+fn tui_config(spec: &SessionSpec) -> String {
+    let model = spec.model.as_deref().unwrap_or(DEFAULT_MODEL);
+    format!(
+        r#"
+[notice]
+hide_full_access_warning = true
+hide_world_writable_warning = true
+hide_rate_limit_model_nudge = true
+
+[notice.model_migrations]
+{model} = "gpt-6-sol"
+
+[projects.{cwd}]
+trust_level = "trusted"
+"#,
+        model = toml_str(model),
+        cwd = toml_str(&spec.cwd.display().to_string()),
+    )
 }
 
 impl Driver for Codex {
@@ -99,6 +125,37 @@ impl Driver for Codex {
             env,
             files: vec![(codex_home.join("config.toml"), Self::config(spec))],
             // Codex also reads stdin when it is open: it must be /dev/null.
+            stdin: None,
+            cwd: spec.cwd.clone(),
+        }
+    }
+
+    fn interactive(&self, spec: &SessionSpec) -> Invocation {
+        let turn = spec.as_turn();
+        let codex_home = spec.state_dir.join("codex");
+        let mut args: Vec<String> = Vec::new();
+        if spec.resume.is_some() {
+            args.push("resume".into());
+        }
+        args.push("--dangerously-bypass-approvals-and-sandbox".into());
+        if spec.resume.is_none() {
+            args.extend(["-C".into(), spec.cwd.display().to_string()]);
+        }
+        if let Some(model) = &spec.model {
+            args.extend(["-m".into(), model.clone()]);
+        }
+        if let Some(id) = &spec.resume {
+            args.extend(["--".into(), id.clone()]);
+        }
+        let mut env = crate::base_env(&turn);
+        env.push(("CODEX_HOME".into(), codex_home.display().to_string()));
+        env.push(("BERTH_VIRTUAL_KEY".into(), spec.virtual_key.clone()));
+        let config = Self::config(&turn) + &tui_config(spec);
+        Invocation {
+            program: Agent::Codex.program().into(),
+            args,
+            env: crate::interactive_env(env),
+            files: vec![(codex_home.join("config.toml"), config)],
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -277,7 +334,81 @@ impl Codex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{env_of, parse_all, spec};
+    use crate::testutil::{check_interactive, env_of, parse_all, session_spec, spec};
+
+    #[test]
+    fn mcp_servers_are_tables_of_the_task_config() {
+        let mut sp = spec(Agent::Codex);
+        sp.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Codex::default().invocation(&sp);
+        assert_eq!(inv.files.len(), 1);
+        let (path, content) = &inv.files[0];
+        assert!(path.starts_with("/var/berth/tasks/t1/codex"));
+        let t: toml::Table = toml::from_str(content).unwrap();
+        // The root keys stay root keys (the tables come last).
+        assert_eq!(t["model_provider"].as_str(), Some("berth"));
+        assert_eq!(t["mcp_servers"]["notes"]["command"].as_str(), Some("node"));
+        assert_eq!(
+            t["mcp_servers"]["docs"]["url"].as_str(),
+            Some("https://mcp.example/mcp")
+        );
+
+        let mut ss = session_spec(Agent::Codex);
+        ss.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Codex::default().interactive(&ss);
+        let t: toml::Table = toml::from_str(&inv.files[0].1).unwrap();
+        assert_eq!(
+            t["mcp_servers"]["notes"]["args"][0].as_str(),
+            Some("/srv/notes.js")
+        );
+        assert_eq!(
+            t["notice"]["hide_full_access_warning"].as_bool(),
+            Some(true)
+        );
+        assert_eq!(t["model_provider"].as_str(), Some("berth"));
+    }
+
+    #[test]
+    fn interactive_tui_is_configured_like_a_turn_with_dialogs_answered() {
+        let mut s = session_spec(Agent::Codex);
+        let inv = Codex::default().interactive(&s);
+        assert_eq!(inv.program, "codex");
+        assert_eq!(
+            inv.args,
+            [
+                "--dangerously-bypass-approvals-and-sandbox",
+                "-C",
+                "/workspace/repo"
+            ]
+        );
+        let env = check_interactive(&inv);
+        assert_eq!(env["CODEX_HOME"], "/home/agent/.berth/sessions/s1/codex");
+        assert_eq!(env["BERTH_VIRTUAL_KEY"], s.virtual_key);
+        let (path, config) = &inv.files[0];
+        assert_eq!(
+            path.display().to_string(),
+            "/home/agent/.berth/sessions/s1/codex/config.toml"
+        );
+        assert!(config.contains("base_url = \"http://127.0.0.1:7788/openai/v1\""));
+        assert!(config.contains("approval_policy = \"never\""));
+        assert!(config.contains("sandbox_mode = \"danger-full-access\""));
+        assert!(config.contains("[projects.\"/workspace/repo\"]\ntrust_level = \"trusted\""));
+        assert!(config.contains("hide_full_access_warning = true"));
+        assert!(config.contains("\"gpt-5.5\" = \"gpt-6-sol\""));
+        assert!(!config.contains(&s.virtual_key));
+
+        s.resume = Some("0199-thread".into());
+        let inv = Codex::default().interactive(&s);
+        assert_eq!(
+            inv.args,
+            [
+                "resume",
+                "--dangerously-bypass-approvals-and-sandbox",
+                "--",
+                "0199-thread"
+            ]
+        );
+    }
 
     #[test]
     fn invocation_first_turn() {

@@ -7,12 +7,15 @@
 //! `delta: true`; the driver forwards them as [`EventKind::MessageDelta`] and also emits the
 //! accumulated text as one [`EventKind::Message`] when the text segment ends (a tool call, the
 //! result, …), so every driver reports complete messages.
+//!
+//! The workspace's MCP servers go to the same settings file's `mcpServers`, each `trust: true`
+//! (its tools run without a confirmation, as everything does in yolo mode).
 
 use berth_domain::{Agent, EventKind};
 use serde_json::{json, Value};
 
 use crate::util::{count_of, str_of, string};
-use crate::{Driver, Invocation, TurnSpec};
+use crate::{Driver, Invocation, SessionSpec, TurnSpec};
 
 /// Model used when the task does not choose one. Naming a model skips the CLI's routing
 /// classifier (an extra LLM call per turn with the default `auto`).
@@ -27,13 +30,16 @@ pub struct Gemini {
 }
 
 impl Gemini {
-    fn settings() -> String {
-        let settings = json!({
+    fn settings(spec: &TurnSpec) -> String {
+        let mut settings = json!({
             "security": { "auth": { "selectedType": "gemini-api-key" } },
             "telemetry": { "enabled": false },
             "privacy": { "usageStatisticsEnabled": false },
             "general": { "disableAutoUpdate": true, "disableUpdateNag": true },
         });
+        if !spec.mcp_servers.is_empty() {
+            settings["mcpServers"] = crate::mcp::gemini(&spec.mcp_servers);
+        }
         format!("{settings:#}\n")
     }
 
@@ -45,6 +51,34 @@ impl Gemini {
             out.push(EventKind::Message { text });
         }
     }
+}
+
+/// The environment of every gemini process (turn or TUI): the gateway, the key, the folder
+/// trusted, its own state directory.
+fn gemini_env(spec: &TurnSpec) -> Vec<(String, String)> {
+    let mut env = crate::base_env(spec);
+    env.extend(
+        [
+            ("GOOGLE_GEMINI_BASE_URL", spec.gateway_url.as_str()),
+            ("GEMINI_API_KEY", spec.virtual_key.as_str()),
+            ("GEMINI_CLI_NO_RELAUNCH", "true"),
+            ("GEMINI_CLI_TRUST_WORKSPACE", "true"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let gemini_home = spec.task_dir.join("gemini");
+    env.push(("GEMINI_CLI_HOME".into(), gemini_home.display().to_string()));
+    env
+}
+
+fn settings_file(spec: &TurnSpec) -> (std::path::PathBuf, String) {
+    (
+        spec.task_dir
+            .join("gemini")
+            .join(".gemini")
+            .join("settings.json"),
+        Gemini::settings(spec),
+    )
 }
 
 impl Driver for Gemini {
@@ -69,27 +103,30 @@ impl Driver for Gemini {
             args.extend(["--resume".into(), id.clone()]);
         }
 
-        let mut env = crate::base_env(spec);
-        env.extend(
-            [
-                ("GOOGLE_GEMINI_BASE_URL", spec.gateway_url.as_str()),
-                ("GEMINI_API_KEY", spec.virtual_key.as_str()),
-                ("GEMINI_CLI_NO_RELAUNCH", "true"),
-                ("GEMINI_CLI_TRUST_WORKSPACE", "true"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
-        let gemini_home = spec.task_dir.join("gemini");
-        env.push(("GEMINI_CLI_HOME".into(), gemini_home.display().to_string()));
-
         Invocation {
             program: Agent::Gemini.program().into(),
             args,
-            env,
-            files: vec![(
-                gemini_home.join(".gemini").join("settings.json"),
-                Self::settings(),
-            )],
+            env: gemini_env(spec),
+            files: vec![settings_file(spec)],
+            stdin: None,
+            cwd: spec.cwd.clone(),
+        }
+    }
+
+    fn interactive(&self, spec: &SessionSpec) -> Invocation {
+        let model = spec.model.as_deref().unwrap_or(DEFAULT_MODEL);
+        let mut args: Vec<String> = ["--approval-mode", "yolo", "--skip-trust", "-m", model]
+            .map(String::from)
+            .to_vec();
+        if let Some(id) = &spec.resume {
+            args.extend(["--resume".into(), id.clone()]);
+        }
+        let turn = spec.as_turn();
+        Invocation {
+            program: Agent::Gemini.program().into(),
+            args,
+            env: crate::interactive_env(gemini_env(&turn)),
+            files: vec![settings_file(&turn)],
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -204,7 +241,71 @@ impl Driver for Gemini {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{env_of, parse_all, spec};
+    use crate::testutil::{check_interactive, env_of, parse_all, session_spec, spec};
+
+    #[test]
+    fn mcp_servers_go_to_the_task_config() {
+        let inv = Gemini::default().invocation(&spec(Agent::Gemini));
+        let v: serde_json::Value = serde_json::from_str(&inv.files[0].1).unwrap();
+        assert!(v.get("mcpServers").is_none(), "{v}");
+
+        let mut sp = spec(Agent::Gemini);
+        sp.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Gemini::default().invocation(&sp);
+        let (path, content) = &inv.files[0];
+        assert!(path.starts_with("/var/berth/tasks/t1") && path.ends_with("settings.json"));
+        let v: serde_json::Value = serde_json::from_str(content).unwrap();
+        assert_eq!(v["mcpServers"], crate::mcp::gemini(&sp.mcp_servers));
+        assert!(v["mcpServers"]["notes"].is_object() && v["mcpServers"]["docs"].is_object());
+
+        let mut ss = session_spec(Agent::Gemini);
+        ss.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Gemini::default().interactive(&ss);
+        let (path, content) = &inv.files[0];
+        assert!(path.starts_with("/home/agent/.berth/sessions/s1"));
+        let v: serde_json::Value = serde_json::from_str(content).unwrap();
+        assert!(v["mcpServers"]["notes"].is_object(), "{v}");
+    }
+
+    #[test]
+    fn interactive_tui_is_configured_like_a_turn_with_dialogs_answered() {
+        let mut s = session_spec(Agent::Gemini);
+        let inv = Gemini::default().interactive(&s);
+        assert_eq!(inv.program, "gemini");
+        assert_eq!(
+            inv.args,
+            [
+                "--approval-mode",
+                "yolo",
+                "--skip-trust",
+                "-m",
+                DEFAULT_MODEL
+            ]
+        );
+        let env = check_interactive(&inv);
+        assert_eq!(
+            env["GOOGLE_GEMINI_BASE_URL"],
+            "http://127.0.0.1:7788/gemini"
+        );
+        assert_eq!(env["GEMINI_API_KEY"], s.virtual_key);
+        assert_eq!(env["GEMINI_CLI_TRUST_WORKSPACE"], "true");
+        assert_eq!(
+            env["GEMINI_CLI_HOME"],
+            "/home/agent/.berth/sessions/s1/gemini"
+        );
+        let (path, settings) = &inv.files[0];
+        assert_eq!(
+            path.display().to_string(),
+            "/home/agent/.berth/sessions/s1/gemini/.gemini/settings.json"
+        );
+        let v: serde_json::Value = serde_json::from_str(settings).unwrap();
+        assert_eq!(v["security"]["auth"]["selectedType"], "gemini-api-key");
+        assert_eq!(v["privacy"]["usageStatisticsEnabled"], false);
+
+        s.resume = Some("4a59".into());
+        let inv = Gemini::default().interactive(&s);
+        assert_eq!(inv.args[inv.args.len() - 2..], ["--resume", "4a59"]);
+    }
 
     #[test]
     fn invocation_first_turn() {

@@ -7,14 +7,21 @@
 //!
 //! Every turn is one process. The first turn starts a new agent conversation; follow-ups resume
 //! it by the agent's own session id (reported as [`EventKind::Session`]).
+//!
+//! [`Driver::interactive`] starts the same CLI's own interactive TUI in a terminal session,
+//! configured exactly like a turn (the gateway, a virtual key, its own state directory,
+//! autonomous mode) with every first-run, trust and key-approval dialog answered in advance.
 
 use std::path::PathBuf;
 
-pub use berth_domain::{Agent, EventKind};
+pub use berth_domain::{Agent, ApprovalPolicy, EventKind, McpServer};
 
+mod approval_util;
 mod claude;
+mod claude_approval;
 mod codex;
 mod gemini;
+mod mcp;
 mod opencode;
 #[cfg(test)]
 mod testutil;
@@ -41,6 +48,13 @@ pub struct TurnSpec {
     pub virtual_key: String,
     /// The agent's own conversation id to resume; `None` for the first turn.
     pub resume: Option<String>,
+    /// When the agent must ask before acting. Anything but `never` runs the CLI's permission
+    /// protocol ([`Driver::supports_approvals`]); `never` is the unattended mode.
+    #[serde(default)]
+    pub approval: ApprovalPolicy,
+    /// The workspace's MCP servers, written into the CLI's own per-task configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServer>,
 }
 
 /// How to run one turn.
@@ -58,12 +72,58 @@ pub struct Invocation {
     pub cwd: PathBuf,
 }
 
+/// Everything a driver needs to start the CLI's interactive TUI (a terminal session).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpec {
+    pub agent: Agent,
+    pub model: Option<String>,
+    /// Working directory of the agent.
+    pub cwd: PathBuf,
+    /// HOME of the agent (the workspace user's persistent home).
+    pub home: PathBuf,
+    /// The private state directory (config files, TMPDIR): the session's own, or the task's
+    /// directory when a task is taken over (so its conversation is found).
+    pub state_dir: PathBuf,
+    /// As [`TurnSpec::gateway_url`].
+    pub gateway_url: String,
+    /// The per-session virtual key the gateway accepts. Never a real provider key.
+    pub virtual_key: String,
+    /// The agent's own conversation id to resume; `None` starts a new conversation.
+    pub resume: Option<String>,
+    /// As [`TurnSpec::mcp_servers`].
+    pub mcp_servers: Vec<McpServer>,
+}
+
+impl SessionSpec {
+    /// The same settings as a turn spec (no prompt), so a driver shares its turn configuration.
+    pub(crate) fn as_turn(&self) -> TurnSpec {
+        TurnSpec {
+            agent: self.agent,
+            prompt: String::new(),
+            model: self.model.clone(),
+            cwd: self.cwd.clone(),
+            home: self.home.clone(),
+            task_dir: self.state_dir.clone(),
+            gateway_url: self.gateway_url.clone(),
+            virtual_key: self.virtual_key.clone(),
+            resume: self.resume.clone(),
+            approval: ApprovalPolicy::Never,
+            mcp_servers: self.mcp_servers.clone(),
+        }
+    }
+}
+
 /// One agent CLI.
 pub trait Driver: Send {
     fn agent(&self) -> Agent;
 
     /// The command for this turn.
     fn invocation(&self, spec: &TurnSpec) -> Invocation;
+
+    /// The command of the CLI's interactive TUI: the turn's environment and config files (plus
+    /// what the TUI's first-run dialogs need), without the headless flags. `stdin` is always
+    /// `None` (the terminal is the input).
+    fn interactive(&self, spec: &SessionSpec) -> Invocation;
 
     /// Translates one line of the CLI's stdout. Lines it does not understand come back as
     /// [`EventKind::Raw`] (parsed JSON) — never dropped. Non-JSON lines become `Log`.
@@ -76,6 +136,28 @@ pub trait Driver: Send {
     fn usage_is_cumulative(&self) -> bool {
         false
     }
+
+    /// Whether this driver speaks its CLI's permission protocol: with a policy other than
+    /// `never`, its [`Driver::invocation`] asks the CLI to route permission requests to stdout
+    /// (parsed into [`EventKind::ApprovalRequest`]), the daemon keeps the agent's stdin open after
+    /// [`Invocation::stdin`] for the answers ([`Driver::answer`]) and closes it once the turn is
+    /// completed.
+    fn supports_approvals(&self) -> bool {
+        false
+    }
+
+    /// The lines (each without its newline) to write to the agent's stdin to answer the
+    /// permission request `id`: allow it, or deny it telling the agent `message`. Empty when the
+    /// driver knows no such request.
+    fn answer(&mut self, id: &str, approve: bool, message: &str) -> Vec<String> {
+        let _ = (id, approve, message);
+        Vec::new()
+    }
+}
+
+/// Whether `agent`'s driver supports approvals (a policy other than `never`).
+pub fn supports_approvals(agent: Agent) -> bool {
+    driver(agent).supports_approvals()
 }
 
 /// A fresh driver (parsers keep per-turn state, so use one per turn).
@@ -109,6 +191,15 @@ pub fn base_env(spec: &TurnSpec) -> Vec<(String, String)> {
         ("NO_COLOR".into(), "1".into()),
         ("TERM".into(), "dumb".into()),
     ]
+}
+
+/// The environment of an interactive TUI: the turn's, with a colour terminal instead of the
+/// headless `TERM=dumb`/`NO_COLOR`.
+pub(crate) fn interactive_env(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    env.retain(|(k, _)| k != "TERM" && k != "NO_COLOR" && k != "COLORTERM");
+    env.push(("TERM".into(), "xterm-256color".into()));
+    env.push(("COLORTERM".into(), "truecolor".into()));
+    env
 }
 
 /// Parses a JSON line, or returns the `Log` event for a non-JSON line.

@@ -7,12 +7,15 @@
 //! `<task_dir>/opencode/{data,state,cache}` (the XDG variables), one set per task: concurrent
 //! first starts in one workspace raced on the shared database's migration. Every turn of a task
 //! uses the same task dir, so follow-ups passing `--session <sessionID>` find their session.
+//!
+//! The workspace's MCP servers go to the same file's `mcp` map (MCP tools are covered by the
+//! `permission` map, which allows everything).
 
 use berth_domain::{Agent, EventKind};
 use serde_json::{json, Value};
 
 use crate::util::{count_of, exit_code, f64_of, join_url, str_of, string};
-use crate::{Driver, Invocation, TurnSpec};
+use crate::{Driver, Invocation, SessionSpec, TurnSpec};
 
 /// Model id sent to the gateway when the task does not choose one.
 pub const DEFAULT_MODEL: &str = "default-model";
@@ -27,7 +30,7 @@ pub struct Opencode {
 impl Opencode {
     fn config(spec: &TurnSpec) -> String {
         let model = spec.model.as_deref().unwrap_or(DEFAULT_MODEL);
-        let config = json!({
+        let mut config = json!({
             "$schema": "https://opencode.ai/config.json",
             "model": format!("berth/{model}"),
             "small_model": format!("berth/{model}"),
@@ -51,8 +54,42 @@ impl Opencode {
                 "external_directory": "allow",
             },
         });
+        if !spec.mcp_servers.is_empty() {
+            config["mcp"] = crate::mcp::opencode(&spec.mcp_servers);
+        }
         format!("{config:#}\n")
     }
+}
+
+/// The environment of every opencode process (turn or TUI): its config file, the key, its own
+/// data/state/cache directories, the phone-home switches off.
+fn opencode_env(spec: &TurnSpec) -> Vec<(String, String)> {
+    let config_path = config_path(spec);
+    let mut env = crate::base_env(spec);
+    env.push(("OPENCODE_CONFIG".into(), config_path.display().to_string()));
+    env.push(("BERTH_VIRTUAL_KEY".into(), spec.virtual_key.clone()));
+    let own = spec.task_dir.join("opencode");
+    for (var, dir) in [
+        ("XDG_DATA_HOME", "data"),
+        ("XDG_STATE_HOME", "state"),
+        ("XDG_CACHE_HOME", "cache"),
+    ] {
+        env.push((var.into(), own.join(dir).display().to_string()));
+    }
+    for name in [
+        "OPENCODE_DISABLE_MODELS_FETCH",
+        "OPENCODE_DISABLE_AUTOUPDATE",
+        "OPENCODE_DISABLE_LSP_DOWNLOAD",
+        "OPENCODE_DISABLE_SHARE",
+        "OPENCODE_DISABLE_DEFAULT_PLUGINS",
+    ] {
+        env.push((name.into(), "1".into()));
+    }
+    env
+}
+
+fn config_path(spec: &TurnSpec) -> std::path::PathBuf {
+    spec.task_dir.join("opencode.json")
 }
 
 impl Driver for Opencode {
@@ -61,7 +98,7 @@ impl Driver for Opencode {
     }
 
     fn invocation(&self, spec: &TurnSpec) -> Invocation {
-        let config_path = spec.task_dir.join("opencode.json");
+        let config_path = config_path(spec);
         let mut args: Vec<String> = ["run", "--pure", "--format", "json"]
             .map(String::from)
             .to_vec();
@@ -73,32 +110,32 @@ impl Driver for Opencode {
         }
         args.extend(["--".into(), spec.prompt.clone()]);
 
-        let mut env = crate::base_env(spec);
-        env.push(("OPENCODE_CONFIG".into(), config_path.display().to_string()));
-        env.push(("BERTH_VIRTUAL_KEY".into(), spec.virtual_key.clone()));
-        let own = spec.task_dir.join("opencode");
-        for (var, dir) in [
-            ("XDG_DATA_HOME", "data"),
-            ("XDG_STATE_HOME", "state"),
-            ("XDG_CACHE_HOME", "cache"),
-        ] {
-            env.push((var.into(), own.join(dir).display().to_string()));
-        }
-        for name in [
-            "OPENCODE_DISABLE_MODELS_FETCH",
-            "OPENCODE_DISABLE_AUTOUPDATE",
-            "OPENCODE_DISABLE_LSP_DOWNLOAD",
-            "OPENCODE_DISABLE_SHARE",
-            "OPENCODE_DISABLE_DEFAULT_PLUGINS",
-        ] {
-            env.push((name.into(), "1".into()));
-        }
+        let env = opencode_env(spec);
 
         Invocation {
             program: Agent::Opencode.program().into(),
             args,
             env,
             files: vec![(config_path, Self::config(spec))],
+            stdin: None,
+            cwd: spec.cwd.clone(),
+        }
+    }
+
+    fn interactive(&self, spec: &SessionSpec) -> Invocation {
+        let turn = spec.as_turn();
+        let mut args = vec!["--pure".to_owned()];
+        if let Some(model) = &spec.model {
+            args.extend(["--model".into(), format!("berth/{model}")]);
+        }
+        if let Some(id) = &spec.resume {
+            args.extend(["--session".into(), id.clone()]);
+        }
+        Invocation {
+            program: Agent::Opencode.program().into(),
+            args,
+            env: crate::interactive_env(opencode_env(&turn)),
+            files: vec![(config_path(&turn), Self::config(&turn))],
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -250,7 +287,61 @@ impl Opencode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{env_of, parse_all, spec};
+    use crate::testutil::{check_interactive, env_of, parse_all, session_spec, spec};
+
+    #[test]
+    fn mcp_servers_go_to_the_task_config() {
+        let inv = Opencode::default().invocation(&spec(Agent::Opencode));
+        let v: serde_json::Value = serde_json::from_str(&inv.files[0].1).unwrap();
+        assert!(v.get("mcp").is_none(), "{v}");
+
+        let mut sp = spec(Agent::Opencode);
+        sp.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Opencode::default().invocation(&sp);
+        let (path, content) = &inv.files[0];
+        assert!(path.starts_with("/var/berth/tasks/t1") && path.ends_with("opencode.json"));
+        let v: serde_json::Value = serde_json::from_str(content).unwrap();
+        assert_eq!(v["mcp"], crate::mcp::opencode(&sp.mcp_servers));
+        assert!(v["mcp"]["notes"].is_object() && v["mcp"]["docs"].is_object());
+
+        let mut ss = session_spec(Agent::Opencode);
+        ss.mcp_servers = crate::testutil::mcp_servers();
+        let inv = Opencode::default().interactive(&ss);
+        let (path, content) = &inv.files[0];
+        assert!(path.starts_with("/home/agent/.berth/sessions/s1"));
+        let v: serde_json::Value = serde_json::from_str(content).unwrap();
+        assert!(v["mcp"]["notes"].is_object(), "{v}");
+    }
+
+    #[test]
+    fn interactive_tui_is_configured_like_a_turn_with_dialogs_answered() {
+        let mut s = session_spec(Agent::Opencode);
+        let inv = Opencode::default().interactive(&s);
+        assert_eq!(inv.program, "opencode");
+        assert_eq!(inv.args, ["--pure"]);
+        let env = check_interactive(&inv);
+        assert_eq!(
+            env["OPENCODE_CONFIG"],
+            "/home/agent/.berth/sessions/s1/opencode.json"
+        );
+        assert_eq!(env["BERTH_VIRTUAL_KEY"], s.virtual_key);
+        assert_eq!(
+            env["XDG_DATA_HOME"],
+            "/home/agent/.berth/sessions/s1/opencode/data"
+        );
+        assert_eq!(env["OPENCODE_DISABLE_AUTOUPDATE"], "1");
+        let v: serde_json::Value = serde_json::from_str(&inv.files[0].1).unwrap();
+        assert_eq!(
+            v["provider"]["berth"]["options"]["baseURL"],
+            "http://127.0.0.1:7788/openai/v1"
+        );
+        assert_eq!(v["permission"]["bash"], "allow");
+        assert!(!inv.files[0].1.contains(&s.virtual_key));
+
+        s.resume = Some("ses_1".into());
+        let inv = Opencode::default().interactive(&s);
+        assert_eq!(inv.args, ["--pure", "--session", "ses_1"]);
+    }
 
     #[test]
     fn invocation_first_turn() {

@@ -23,7 +23,86 @@ pub(crate) fn spec(agent: Agent) -> TurnSpec {
         gateway_url: gateway.into(),
         virtual_key: "vk-test".into(),
         resume: None,
+        approval: crate::ApprovalPolicy::Never,
+        mcp_servers: Vec::new(),
     }
+}
+
+/// Two MCP servers (stdio with a placeholder in its env, and HTTP with a header).
+pub(crate) fn mcp_servers() -> Vec<berth_domain::McpServer> {
+    vec![
+        berth_domain::McpServer {
+            name: "notes".into(),
+            transport: berth_domain::McpTransport::Stdio {
+                command: "node".into(),
+                args: vec!["/srv/notes.js".into(), "a \"quoted\" arg".into()],
+                env: std::collections::BTreeMap::from([(
+                    "TAG".to_string(),
+                    "{{secret:TOKEN}}".to_string(),
+                )]),
+            },
+        },
+        berth_domain::McpServer {
+            name: "docs".into(),
+            transport: berth_domain::McpTransport::Http {
+                url: "https://mcp.example/mcp".into(),
+                headers: std::collections::BTreeMap::from([(
+                    "X-Key".to_string(),
+                    "ph-1".to_string(),
+                )]),
+            },
+        },
+    ]
+}
+
+/// A session spec like [`spec`]'s turn: a fresh conversation in the session's own state dir.
+pub(crate) fn session_spec(agent: Agent) -> crate::SessionSpec {
+    let t = spec(agent);
+    crate::SessionSpec {
+        agent,
+        model: None,
+        cwd: t.cwd,
+        home: t.home,
+        state_dir: PathBuf::from("/home/agent/.berth/sessions/s1"),
+        gateway_url: t.gateway_url,
+        virtual_key: "vk-test-0123456789abcdefghij".into(),
+        resume: None,
+        mcp_servers: Vec::new(),
+    }
+}
+
+/// The checks every interactive invocation passes: no stdin, a colour terminal, the turn's
+/// TMPDIR in the state dir.
+pub(crate) fn check_interactive(inv: &Invocation) -> HashMap<String, String> {
+    assert_eq!(inv.stdin, None);
+    assert_eq!(inv.cwd, PathBuf::from("/workspace/repo"));
+    let env: HashMap<String, String> = inv.env.iter().cloned().collect();
+    assert_eq!(
+        env.len(),
+        inv.env.len(),
+        "duplicate env names: {:?}",
+        inv.env
+    );
+    assert_eq!(env["TERM"], "xterm-256color");
+    assert!(!env.contains_key("NO_COLOR"));
+    assert_eq!(env["TMPDIR"], "/home/agent/.berth/sessions/s1/tmp");
+    let headless = [
+        "-p",
+        "exec",
+        "run",
+        "--json",
+        "--format",
+        "-o",
+        "--output-format",
+    ];
+    for a in &inv.args {
+        assert!(
+            !headless.contains(&a.as_str()) && !a.starts_with("--prompt"),
+            "headless flag {a} in {:?}",
+            inv.args
+        );
+    }
+    env
 }
 
 pub(crate) fn env_of(inv: &Invocation) -> HashMap<String, String> {

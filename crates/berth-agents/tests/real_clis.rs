@@ -1,6 +1,7 @@
 //! Runs each driver's invocation with the real agent CLI (from /opt/agent-clis/bin) against the
 //! scripted mock LLM: a first turn (shell tool call writing hello.txt, then "DONE") and a
-//! follow-up that resumes the agent's own session.
+//! follow-up that resumes the agent's own session. Also: each CLI calls a real stdio MCP server
+//! (the notes server of `berth_test_support::mcp_notes`) declared in the spec's `mcp_servers`.
 //!
 //! Skipped (with a message) when the CLI is not installed.
 
@@ -100,6 +101,8 @@ fn spec(agent: Agent, dir: &Path, gateway_url: String) -> TurnSpec {
         gateway_url,
         virtual_key: KEY.into(),
         resume: None,
+        approval: berth_agents::ApprovalPolicy::Never,
+        mcp_servers: Vec::new(),
     }
 }
 
@@ -272,4 +275,66 @@ async fn gemini_real() {
 #[tokio::test(flavor = "multi_thread")]
 async fn opencode_real() {
     two_turns(Agent::Opencode).await;
+}
+
+/// The driver's MCP configuration works with the real CLI: the scripted model calls the
+/// declared server's tool, and the server (a real Node.js process) records the call.
+async fn mcp_call(agent: Agent) {
+    use berth_test_support::mcp_notes;
+    use berth_test_support::mock_llm::{MCP_MARKER, MCP_TOOL_SUFFIX};
+    let cli = Path::new(CLI_DIR).join(agent.program());
+    if !cli.exists() {
+        eprintln!("skipping {agent}: {} not installed", cli.display());
+        return;
+    }
+    let mock = MockLlm::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = dir.path().join("notes.js");
+    std::fs::write(&server, mcp_notes::SOURCE).unwrap();
+    let notes = dir.path().join("notes.jsonl");
+    let mut s = spec(agent, dir.path(), mock.url());
+    let decl = mcp_notes::declaration(
+        "notes",
+        server.to_str().unwrap(),
+        notes.to_str().unwrap(),
+        "tag-1",
+    );
+    s.mcp_servers = vec![serde_json::from_value(decl).unwrap()];
+    s.prompt = format!("Record a note. {MCP_MARKER}from-{agent}");
+    let turn = run(&driver(agent).invocation(&s), agent).await;
+    let recorded = std::fs::read_to_string(&notes).unwrap_or_default();
+    assert_eq!(
+        recorded,
+        format!("{{\"server\":\"notes\",\"text\":\"from-{agent}\",\"env\":\"tag-1\"}}\n"),
+        "{agent}: {:#?}\nstderr:\n{}",
+        turn.events,
+        turn.stderr
+    );
+    assert!(turn.status.success(), "{agent}: {}", turn.stderr);
+    assert!(
+        turn.events.iter().any(|e| matches!(e,
+            EventKind::ToolCall { name, .. } if name.ends_with(MCP_TOOL_SUFFIX))),
+        "{agent}: {:#?}",
+        turn.events
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_calls_an_mcp_server() {
+    mcp_call(Agent::Claude).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_calls_an_mcp_server() {
+    mcp_call(Agent::Codex).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_calls_an_mcp_server() {
+    mcp_call(Agent::Gemini).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opencode_calls_an_mcp_server() {
+    mcp_call(Agent::Opencode).await;
 }

@@ -11,6 +11,22 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod mcp;
+mod notify;
+mod sso;
+mod templates;
+pub use mcp::{mcp_servers_to_domain, McpServer, McpServerType};
+pub use notify::{
+    CreateSubscription, CreatedSubscription, DeliveriesQuery, Delivery, DeliveryAttempt,
+    NotificationBudget, NotificationEvent, NotificationStreamQuery, NotificationTask, Subscription,
+    TestResult, MAX_NOTIFY_URL, NOTIFY_CHANNELS, NOTIFY_KINDS,
+};
+pub use sso::{AuthConfig, SessionInfo, User};
+pub use templates::{
+    ProvisionStatus, ProvisionStep, Reprovision, SetTemplate, TemplateParam, TemplateQuery,
+    TemplateRevisionQuery, WorkspaceTemplate,
+};
+
 /// Path prefix of the API.
 pub const API_PREFIX: &str = "/api/v1";
 
@@ -111,6 +127,26 @@ pub struct CreateWorkspace {
     /// Secrets of the tenant this workspace may use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<Vec<UseSecret>>,
+    /// The approval policy its tasks get unless they ask for another: `never` (default),
+    /// `on-request` or `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(never|on-request|always)$")]
+    pub approval: Option<String>,
+    /// MCP servers every agent of the workspace can use (at most 32, unique names); a malformed
+    /// one fails the create with 400 `invalid_mcp_server` naming the server and the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<McpServer>>,
+    /// A workspace template of the tenant to provision from (its newest revision): its
+    /// resources, image, secrets, egress and environment apply where this request gives none
+    /// (secrets, egress rules and templates are added to the request's), then its repositories
+    /// are cloned and its setup steps run (`GET /workspaces/{ws}/provision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$")]
+    pub template: Option<String>,
+    /// The template's parameters (`{{name}}` in the template). A missing required one is 400
+    /// `param_missing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<BTreeMap<String, String>>,
 }
 
 /// A tenant secret a workspace uses.
@@ -201,6 +237,9 @@ pub struct Workspace {
     pub usage: Option<Usage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daemon: Option<DaemonStatus>,
+    /// The MCP servers its agents use, as declared (`env`/`headers` values as given).
+    #[serde(default)]
+    pub mcp_servers: Vec<McpServer>,
 }
 
 /// `DELETE /api/v1/workspaces/{ws}?volume=true` removes the home volume too.
@@ -330,9 +369,19 @@ pub struct CreateSession {
     /// Unique among the workspace's sessions; default `main`, then `shell-2`, `shell-3`, ….
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Command to run; default is a login shell.
+    /// Command to run; default is a login shell. Not with `agent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
+    /// Runs this agent's interactive TUI instead of a command: `claude`, `codex`, `gemini` or
+    /// `opencode`, configured like a task (the gateway with a per-session virtual key, no real
+    /// key in the workspace, first-run dialogs answered, autonomous mode). Not with `cmd` or
+    /// `env`; `cwd` is the agent's directory (`~/…` allowed, default `~`); the name defaults to
+    /// the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The model of an agent session (default: the agent's, as for tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cols: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -361,6 +410,29 @@ pub struct Session {
     pub cols: u16,
     pub rows: u16,
     pub scrollback_bytes: u64,
+    /// The agent of an agent session (in the answer that created it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// berth's id of an agent session (`as_…`): its gateway calls are counted under it
+    /// (`GET /api/v1/usage?session=…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_session: Option<String>,
+    /// The task an agent session took over (`POST /api/v1/tasks/{task}/attach`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+/// `POST /api/v1/tasks/{task}/attach`: take over a task interactively.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachTask {
+    /// Name of the terminal session; default `task-<task id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
 }
 
 /// `GET /api/v1/audit`
@@ -368,8 +440,19 @@ pub struct Session {
 pub struct AuditEntry {
     pub id: i64,
     pub at: String,
-    /// Token id of the caller.
+    /// Token id of the caller (or a system actor: `reconciler`, `egress`).
     pub actor: String,
+    /// The token's name, role and tenant when it acted (absent for system actors and rows
+    /// written before berth recorded them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_tenant: Option<String>,
+    /// The tenant of the target (absent for server-wide targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// e.g. `workspace.create`.
     pub action: String,
     /// e.g. `acme/web`.
@@ -450,8 +533,108 @@ pub enum BuildEvent {
 pub struct WhoAmI {
     pub token_id: String,
     pub token_name: String,
+    /// `admin`, `owner`, `member` or `viewer`.
     pub role: String,
+    /// The token's tenant; absent for admin tokens (server-wide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// When the token stops working; absent when it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     pub server_version: String,
+}
+
+/// `GET /api/v1/tokens`: a token as stored (never the token itself).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    /// `admin`, `owner`, `member` or `viewer`.
+    pub role: String,
+    /// Absent for admin tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Updated at most once a minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// For a remembered device's token: the id of the token it was derived from (revoking that
+    /// one revokes this one too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_of: Option<String>,
+}
+
+/// `POST /api/v1/tokens`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Who or what the token is for, e.g. `alice`.
+    pub name: String,
+    /// `admin` (admins only, no tenant), `owner`, `member` or `viewer`.
+    pub role: String,
+    /// Required for every role but admin; an owner may only name its own tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Lifetime: `30d`, `12h`, `90m`. Absent: the token does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+/// The answer to `POST /api/v1/tokens`: the token, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    /// The bearer token. berth stores only its hash: it cannot be shown again.
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// `GET /api/v1/tenants`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantInfo {
+    pub name: String,
+    pub created_at: String,
+    pub quota: TenantQuota,
+    pub used: QuotaUsage,
+}
+
+/// A tenant's quota; an absent field is no limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuota {
+    /// Workspaces that may exist at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workspaces: Option<u32>,
+    /// Memory of the running workspaces together, e.g. `8g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPUs of the running workspaces together, e.g. `4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// Tasks at work (queued, starting, running, waiting) at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tasks: Option<u32>,
+}
+
+/// What a tenant holds, as its quota counts it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct QuotaUsage {
+    pub workspaces: u32,
+    pub memory: String,
+    pub cpus: String,
+    pub tasks: u32,
+}
+
+/// `GET /api/v1/tenants/{tenant}/quota`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantQuotaReport {
+    pub tenant: String,
+    pub quota: TenantQuota,
+    pub used: QuotaUsage,
 }
 
 /// `GET /api/v1/version` (authenticated like every route).
@@ -485,16 +668,63 @@ pub struct CreateTask {
     /// Run in a new git worktree of the repo in `dir`, on a new branch of this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree: Option<String>,
+    /// When the agent must ask before acting: `never` (runs unattended), `on-request` (the
+    /// agent's own permission requests are surfaced) or `always` (every command, edit and tool
+    /// call asks). Default: the workspace's policy (`never` unless set). Only `claude` supports
+    /// a policy other than `never` (400 `invalid` for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(never|on-request|always)$")]
+    pub approval: Option<String>,
 }
 
-/// Token counts of a task so far.
+/// A task's usage so far: the sum of the LLM calls the gateway recorded for it (its turns and
+/// any interactive take-over), the same numbers `GET /api/v1/usage?by=task` gives. Calls are
+/// recorded as each one ends, so this grows during a turn.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct TaskUsage {
+    /// Calls through the gateway.
+    #[serde(default)]
+    pub calls: u64,
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache (part of `input_tokens`).
+    pub cached_input_tokens: u64,
+    /// Prompt tokens written to the provider's cache (part of `input_tokens`).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// `cost` as a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// The exact cost in USD as a decimal string (e.g. `0.00056`).
+    #[serde(default)]
+    pub cost: String,
+    /// Calls priced at the fallback price because no price table lists their model.
+    #[serde(default)]
+    pub fallback_calls: u64,
+    /// What the agent CLI itself reported (informational, never billed: the agent runs inside
+    /// the workspace, and some CLIs report cumulative figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_reported: Option<AgentReportedUsage>,
+}
+
+/// Usage as the agent CLI reported it in its own events.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct AgentReportedUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+}
+
+/// An exact amount of nano-USD (10⁻⁹ USD) as a decimal string in USD: at least two decimals,
+/// at most nine, no trailing zeros beyond two (`0.00`, `0.00056`, `12.50`, `0.000000001`).
+pub fn usd_decimal(nusd: u64) -> String {
+    let whole = nusd / 1_000_000_000;
+    let frac = format!("{:09}", nusd % 1_000_000_000);
+    let keep = frac.trim_end_matches('0').len().max(2);
+    format!("{whole}.{}", &frac[..keep])
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -527,12 +757,90 @@ pub struct Task {
     /// The agent's own conversation id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_session_id: Option<String>,
+    /// The task's approval policy: `never`, `on-request` or `always`.
+    #[serde(default)]
+    pub approval: String,
+    /// Present (`true`) when the workspace the task ran in (`workspace_id`) was removed: a task
+    /// stays with the workspace it ran in, so a workspace created since under the same name does
+    /// not list it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workspace_removed: bool,
+}
+
+/// `POST /api/v1/tasks/{task}/approvals/{req}`: the decision on a pending permission request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decide {
+    /// `approve` or `deny`.
+    #[schema(pattern = "^(approve|deny)$")]
+    pub decision: String,
+    /// With `approve`: approve every later request of the same tool in this task without asking.
+    #[serde(default)]
+    pub always_for_task: bool,
+    /// Told to the agent with a denial; recorded with either decision (at most 4096 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One permission request of a task's agent (the task is `waiting` while one is pending).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Approval {
+    /// The request's id (the agent's own), unique within the task.
+    pub id: String,
+    pub task: String,
+    /// `tenant/name` of the task's workspace.
+    pub workspace: String,
+    pub agent: String,
+    /// The `seq` of the `approval_request` event.
+    pub seq: u64,
+    /// `command`, `file_edit`, `tool_call` or `mcp_call`.
+    pub kind: String,
+    /// The agent's name for the tool, e.g. `Bash`, `Write`.
+    pub tool: String,
+    /// One line saying what would happen.
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A file edit's change, as `-`/`+` lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// The tool's arguments.
+    #[schema(value_type = Object)]
+    pub input: serde_json::Value,
+    /// Why, when the agent said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_reason: Option<String>,
+    /// Hints for the reviewer: `network`, `deletes files`, `privileged`, `git push`,
+    /// `writes outside the working directory`.
+    pub risks: Vec<String>,
+    /// `pending`, `approved`, `denied` or `expired` (the turn ended first).
+    pub state: String,
+    /// Who decided: the token's name, `always-for-this-task` or `timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// The decision's reason (what a denied agent was told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+}
+
+/// `GET /api/v1/tasks/{task}/approvals`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct ApprovalsQuery {
+    /// Only the pending requests (default false: all, oldest first).
+    #[serde(default)]
+    pub pending: Option<bool>,
 }
 
 /// `GET /api/v1/tasks`
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 pub struct TaskQuery {
-    /// Only tasks of this workspace.
+    /// Only tasks of this workspace (the one that has this name or id now; tasks of a removed
+    /// workspace of the same name are not its tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
     /// Only tasks in this state.
@@ -574,13 +882,40 @@ pub struct UsageQuery {
     /// RFC 3339 time, a date (`2026-11-01`), or a duration back from now (`24h`, `7d`, `30m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// Only the calls of this agent session (`as_…`, see `Session.agent_session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// `session`: the same as `by=session` (kept for older clients; `by` wins when both are given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// One row per `task`, `workspace`, `tenant`, `model` (provider × model), `day` (UTC) or
+    /// `session` (workspace × provider × model × agent session); default: workspace ×
+    /// provider × model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Only calls before this time: the same forms as `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Only the calls of this task (its id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
-/// Totals of one workspace × provider × model.
+/// Totals of one group (see `UsageQuery.by`); the fields the grouping does not use are empty.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UsageRow {
     pub tenant: String,
     pub workspace: String,
+    /// The agent session of the row (with `by=session`; absent for task turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The task of the row (with `by=task`; empty for calls of an interactive agent session
+    /// of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The UTC day of the row (with `by=day`), `2026-12-04`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
     pub provider: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -590,8 +925,15 @@ pub struct UsageRow {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    /// `cost` as a number (absent when no call of the row has a cost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// The exact sum of the calls' costs in USD, a decimal string (e.g. `0.00056`).
+    #[serde(default)]
+    pub cost: String,
+    /// Calls priced at the fallback price because no price table lists their model.
+    #[serde(default)]
+    pub fallback_calls: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -599,6 +941,12 @@ pub struct UsageReport {
     /// The `since` bound applied, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// The `until` bound applied, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// The grouping applied (`by`); absent: workspace × provider × model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
     pub rows: Vec<UsageRow>,
     /// Sum of all rows (tenant/workspace/provider empty).
     pub total: UsageRow,
@@ -848,9 +1196,49 @@ pub struct TaskDiff {
     pub dir: String,
     /// False when the directory is not inside a git repository (then `diff` is empty).
     pub git: bool,
-    /// Unified diff text.
+    /// Unified diff text (with `stat`: git's per-file summary instead).
     pub diff: String,
     pub truncated: bool,
+    /// The commit the task started from (absent: no snapshot, or a repository without commits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    /// The turn this diff covers; absent for the whole task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u32>,
+    /// The turns with a snapshot, which `turn` may name (empty: the task predates snapshots or
+    /// its directory is not in git, and only the whole diff against HEAD is available).
+    #[serde(default)]
+    pub turns: Vec<u32>,
+}
+
+/// `GET /api/v1/tasks/{task}/diff` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    /// One turn (1-based) instead of the whole task.
+    #[param(minimum = 1, maximum = 100000)]
+    pub turn: Option<u32>,
+    /// git's per-file summary (`--stat`) instead of the diff.
+    #[serde(default)]
+    pub stat: Option<bool>,
+}
+
+/// `GET /api/v1/tasks/{task}/patch` query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PatchQuery {
+    /// `diff` (default): one `git apply`-able patch of everything the task changed; `mbox`: the
+    /// agent's commits since the task's base commit, for `git am`.
+    #[param(inline)]
+    pub format: Option<PatchFormat>,
+}
+
+/// The form of a task's patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PatchFormat {
+    Diff,
+    Mbox,
 }
 
 /// One call through the LLM gateway (`GET /api/v1/usage/calls`).
@@ -872,6 +1260,14 @@ pub struct LlmCall {
     pub cache_write_tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// The exact cost in USD, a decimal string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    /// Which price applied: `operator` (the operator's price table), `default` (berth's
+    /// shipped table) or `fallback` (no table lists the model); absent for a call without
+    /// tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priced: Option<String>,
     pub latency_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttfb_ms: Option<u64>,

@@ -27,6 +27,9 @@
 //! (`codex`). Prints markdown tables.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
+use common::{env_or, percentile, rss_kib, strip_ansi};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,13 +45,6 @@ const NAME_PREFIX: &str = "density-";
 /// Workspaces created at once while filling a step.
 const CREATE_PARALLEL: usize = 4;
 const TASK_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
 
 fn steps() -> Vec<usize> {
     let raw = std::env::var("BERTH_DENSITY_STEPS").unwrap_or_else(|_| "10,50,100,150,200".into());
@@ -77,16 +73,6 @@ fn clk_tck() -> f64 {
     out.and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-/// Resident set of a process, KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name (field 3 = index 0).
@@ -202,16 +188,6 @@ fn mem_available_mib() -> u64 {
 
 // --- statistics --------------------------------------------------------------------------------
 
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[i.clamp(1, v.len()) - 1]
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -324,24 +300,6 @@ fn log_field(line: &str, key: &str) -> Option<u64> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
-}
-
-/// Drops terminal colour sequences (`ESC [ … m`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn passes_in(log_tail: &str) -> Vec<Pass> {

@@ -32,6 +32,9 @@
 //! `BERTH_BENCH_ONLY=gateway` or `egress` runs one half.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
+use common::{env_count, ms, percentile, status_kib};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -64,25 +67,6 @@ const TLS_REQUESTS: usize = 200;
 const SMALL_BODY: &[u8] = b"{\"ok\":true,\"padding\":\"0123456789abcdef0123456789abcdef\"}\n";
 const ANTHROPIC_KEY: &str = "real-anthropic-key-bench";
 const OPENAI_KEY: &str = "real-openai-key-bench";
-
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[i.clamp(1, v.len()) - 1]
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -282,16 +266,6 @@ async fn rate(
         first_error,
         rss_peak_kib,
     }
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// The `berth server` process of this data directory (TestServer keeps its child private).
@@ -863,7 +837,9 @@ fn test_pki() -> Pki {
         CertificateParams::new(vec!["tunnel.test".to_owned(), "intercept.test".to_owned()])
             .unwrap();
     lp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf = lp.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let leaf = lp
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&p, &ca_key))
+        .unwrap();
     let mut server = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -14,6 +14,9 @@
 //! counts. Prints markdown tables.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
+use common::{env_count, ms, percentile, strip_ansi};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_agents::{Agent, TurnSpec};
@@ -27,29 +30,10 @@ const PROMPT: &str = "Create hello.txt containing hi, then say DONE.";
 const HOME: &str = "/home/agent";
 const TURN_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(default)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn stats(v: &[f64]) -> (f64, f64, f64) {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (v[0], v[v.len() / 2], v[v.len() - 1])
-}
-
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let i = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[i.clamp(1, v.len()) - 1]
 }
 
 fn unix_ms_now() -> f64 {
@@ -207,6 +191,8 @@ async fn direct_turn(
         gateway_url: base_url.to_owned(),
         virtual_key: "bench-direct-key".into(),
         resume: None,
+        approval: berth_agents::ApprovalPolicy::Never,
+        mcp_servers: Vec::new(),
     };
     let mut driver = berth_agents::driver(agent);
     let inv = driver.invocation(&spec);
@@ -471,24 +457,6 @@ async fn parallel(s: &TestServer, mock: &MockLlm, agent: Agent, n: usize) -> Par
         }
     }
     r
-}
-
-/// Drops terminal colour sequences (`ESC [ … m`) from a log line.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[tokio::main]

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Top {
     /// Run the berth server (API, workspace lifecycle, reconciler).
-    Server(berth_server::ServerArgs),
+    Server(Box<berth_server::ServerArgs>),
     /// Run inside a workspace: owns its terminal sessions and processes (started by berth).
     #[command(hide = true)]
     WorkspaceDaemon(DaemonArgs),
@@ -65,7 +65,7 @@ fn main() {
         match cli.command {
             Top::Server(args) => {
                 init_tracing("info,tower_http=warn,sqlx=warn,bollard=warn");
-                match berth_server::run(args).await {
+                match berth_server::run(*args).await {
                     Ok(()) => 0,
                     Err(e) => {
                         eprintln!("error: {e:#}");

@@ -14,6 +14,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use crate::tls::Trust;
+
 /// Where the CLI looks for the server when neither `--url`, `BERTH_URL` nor a login file says.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8787";
 
@@ -166,6 +168,22 @@ pub fn encode_segment(s: &str) -> String {
 pub struct LoginConfig {
     pub url: String,
     pub token: String,
+    /// Pinned SHA-256 of the server's certificate (`berth login --fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Extra root certificates (`berth login --ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
+impl LoginConfig {
+    /// The saved TLS trust of this login.
+    pub(crate) fn trust(&self) -> Trust {
+        Trust {
+            fingerprint: self.fingerprint.clone(),
+            ca: self.ca.clone(),
+        }
+    }
 }
 
 /// `$XDG_CONFIG_HOME/berth/config.json`, else `$HOME/.config/berth/config.json`.
@@ -262,10 +280,13 @@ pub(crate) fn normalize_url(url: &str) -> Result<String> {
 pub(crate) struct Conn {
     pub url: String,
     pub token: Option<String>,
+    /// How to trust the server's certificate (the login file's, for its own URL).
+    pub trust: Trust,
 }
 
-/// Flag/env values win; the login file fills in what is missing. The file's token is only used
-/// for the file's own URL, so a token never goes to a server it was not issued for.
+/// Flag/env values win; the login file fills in what is missing. The file's token and TLS trust
+/// are only used for the file's own URL, so a token never goes to a server it was not issued
+/// for, and a pin never applies to another server.
 pub(crate) fn resolve_conn(
     url: Option<&str>,
     token: Option<&str>,
@@ -277,14 +298,16 @@ pub(crate) fn resolve_conn(
         Some(u) => normalize_url(u)?,
         None => file_url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned()),
     };
+    let same = match (file, &file_url) {
+        (Some(f), Some(fu)) if *fu == url => Some(f),
+        _ => None,
+    };
     let token = match token {
         Some(t) => Some(t.to_owned()),
-        None => match (file, &file_url) {
-            (Some(f), Some(fu)) if *fu == url => Some(f.token.clone()),
-            _ => None,
-        },
+        None => same.map(|f| f.token.clone()),
     };
-    Ok(Conn { url, token })
+    let trust = same.map(LoginConfig::trust).unwrap_or_default();
+    Ok(Conn { url, token, trust })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,6 +318,7 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub(crate) struct Client {
     base: String,
     token: String,
+    tls: Arc<rustls::ClientConfig>,
     http: reqwest::Client,
     stream: reqwest::Client,
 }
@@ -307,12 +331,14 @@ impl Client {
                 conn.url, conn.url
             ))
         })?;
-        Self::with_token(&conn.url, &token)
+        Self::with_token(&conn.url, &token, &conn.trust)
     }
 
-    pub fn with_token(url: &str, token: &str) -> Result<Self> {
+    pub fn with_token(url: &str, token: &str, trust: &Trust) -> Result<Self> {
+        let tls = Arc::new(crate::tls::client_config(trust)?);
         let build = |timeout: Option<Duration>| {
             let b = reqwest::Client::builder()
+                .use_preconfigured_tls((*tls).clone())
                 .connect_timeout(CONNECT_TIMEOUT)
                 .user_agent(concat!("berth-cli/", env!("CARGO_PKG_VERSION")));
             let b = match timeout {
@@ -325,6 +351,7 @@ impl Client {
         Ok(Self {
             base: normalize_url(url)?,
             token: token.to_owned(),
+            tls: tls.clone(),
             http: build(Some(REQUEST_TIMEOUT))?,
             stream: build(None)?,
         })
@@ -339,6 +366,9 @@ impl Client {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> CliError {
+        if let Some(tls) = crate::tls::describe_failure(e) {
+            return CliError::other(format!("TLS with {} failed: {tls}", self.base));
+        }
         let cause = root_cause(e);
         if e.is_connect() {
             CliError::Unreachable {
@@ -507,7 +537,7 @@ impl Client {
         })?;
         req.headers_mut().insert(header::AUTHORIZATION, auth);
         let connector = if url.starts_with("wss://") {
-            Some(Connector::Rustls(Arc::new(tls_config()?)))
+            Some(Connector::Rustls(self.tls.clone()))
         } else {
             None
         };
@@ -516,6 +546,16 @@ impl Client {
             .await
             .map_err(|_| CliError::other(format!("connecting to {url} timed out")))?;
         use tokio_tungstenite::tungstenite::Error as WsError;
+        if let Some(tls) = res
+            .as_ref()
+            .err()
+            .and_then(|e| crate::tls::describe_failure(e))
+        {
+            return Err(CliError::other(format!(
+                "TLS with {} failed: {tls}",
+                self.base
+            )));
+        }
         match res {
             Ok((ws, _)) => Ok(ws),
             Err(WsError::Http(resp)) => {
@@ -532,19 +572,6 @@ impl Client {
             ))),
         }
     }
-}
-
-fn tls_config() -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| CliError::other(format!("cannot set up TLS: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(cfg)
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T> {

@@ -18,6 +18,7 @@ mod ctx;
 pub mod detach;
 mod format;
 mod stream;
+mod tls;
 
 pub use client::{config_path, encode_segment, CliError, LoginConfig, DEFAULT_URL};
 pub use commands::attach::AttachArgs;
@@ -29,10 +30,15 @@ pub use commands::egress::EgressCmd;
 pub use commands::exec::ExecArgs;
 pub use commands::image::ImageCmd;
 pub use commands::login::LoginArgs;
+pub use commands::notify::NotifyCmd;
 pub use commands::secret::SecretCmd;
 pub use commands::session::SessionCmd;
 pub use commands::task::{TaskCmd, TaskLogsArgs, TaskRunArgs, TaskSendArgs};
+pub use commands::template::TemplateCmd;
+pub use commands::tenant::TenantCmd;
+pub use commands::token::TokenCmd;
 pub use commands::usage::UsageArgs;
+pub use commands::user::UserCmd;
 pub use commands::workspace::{WorkspaceCmd, WorkspaceCreateArgs};
 pub use detach::DetachFilter;
 
@@ -117,10 +123,32 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Workspace templates: a tenant's declarative workspaces (repositories, secrets, setup
+    /// steps, MCP servers), versioned; `berth workspace create --template` uses them
+    Template {
+        #[command(subcommand)]
+        cmd: TemplateCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// The tenant-scoped secrets vault
     Secret {
         #[command(subcommand)]
         cmd: SecretCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// People who sign in with single sign-on: list, disable, enable
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Notifications: webhook, Slack and ntfy subscriptions, test sends, delivery log
+    Notify {
+        #[command(subcommand)]
+        cmd: NotifyCmd,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -143,8 +171,22 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
-    /// Show which token you are using and its role
+    /// Show which token you are using: name, role, tenant, expiry
     Whoami {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// API tokens: create (printed once), list, revoke
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Tenants and their quotas
+    Tenant {
+        #[command(subcommand)]
+        cmd: TenantCmd,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -208,11 +250,16 @@ async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
         }
         Command::Egress { cmd, conn } => egress::run(cmd, &conn.client(ctx)?, ctx).await,
         Command::Secret { cmd, conn } => secret::run(cmd, &conn.client(ctx)?, ctx).await,
+        Command::Template { cmd, conn } => template::run(cmd, &conn.client(ctx)?, ctx).await,
+        Command::User { cmd, conn } => user::run(cmd, &conn.client(ctx)?, ctx).await,
         Command::Budget { cmd, conn } => budget::run(cmd, &conn.client(ctx)?, ctx).await,
+        Command::Notify { cmd, conn } => notify::run(cmd, &conn.client(ctx)?, ctx).await,
         Command::Image { cmd, conn } => image::run(cmd, &conn.client(ctx)?, ctx).await,
         // The client's version is printed before the server is asked.
         Command::Version { conn } => version::run(&conn, ctx).await,
         Command::Whoami { conn } => whoami::run(&conn.client(ctx)?, ctx).await,
+        Command::Token { cmd, conn } => token::run(cmd, &conn.client(ctx)?, ctx).await,
+        Command::Tenant { cmd, conn } => tenant::run(cmd, &conn.client(ctx)?, ctx).await,
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 
-use berth_domain::TaskEvent;
+use berth_domain::{TaskEvent, TaskId};
 use tokio::io::AsyncReadExt as _;
 
 use crate::proto::{
@@ -490,9 +490,9 @@ impl DaemonClient {
     /// conversation. [`DaemonError::Conflict`] if the task does not accept a
     /// message now (the message names its state), or if the agent reported
     /// no session id; [`DaemonError::NotFound`].
-    pub async fn task_send(&self, id: &str, text: &str) -> Result<TaskInfo, DaemonError> {
+    pub async fn task_send(&self, id: &TaskId, text: &str) -> Result<TaskInfo, DaemonError> {
         let req = Request::TaskSend {
-            task: id.into(),
+            task: id.to_string(),
             text: text.into(),
         };
         match self.call(req).await.map_err(older_daemon("task_send"))?.1 {
@@ -504,19 +504,19 @@ impl DaemonClient {
     /// Cancels a task and returns once it is `cancelled` (a running agent gets
     /// SIGINT, and its process group SIGKILL 3 s later). Idempotent on a
     /// cancelled task; [`DaemonError::Conflict`] on a failed one.
-    pub async fn task_cancel(&self, id: &str) -> Result<TaskInfo, DaemonError> {
+    pub async fn task_cancel(&self, id: &TaskId) -> Result<TaskInfo, DaemonError> {
         self.task_stop(id, None).await
     }
 
     /// Stops the task like a cancel, but it ends `failed` with `reason` (a decision made outside
     /// the agent, such as an exhausted budget).
-    pub async fn task_fail(&self, id: &str, reason: &str) -> Result<TaskInfo, DaemonError> {
+    pub async fn task_fail(&self, id: &TaskId, reason: &str) -> Result<TaskInfo, DaemonError> {
         self.task_stop(id, Some(reason.into())).await
     }
 
-    async fn task_stop(&self, id: &str, fail: Option<String>) -> Result<TaskInfo, DaemonError> {
+    async fn task_stop(&self, id: &TaskId, fail: Option<String>) -> Result<TaskInfo, DaemonError> {
         let req = Request::TaskCancel {
-            task: id.into(),
+            task: id.to_string(),
             fail,
         };
         match self.call(req).await.map_err(older_daemon("task_cancel"))?.1 {
@@ -525,8 +525,23 @@ impl DaemonClient {
         }
     }
 
-    pub async fn task_get(&self, id: &str) -> Result<TaskInfo, DaemonError> {
-        let req = Request::TaskGet { task: id.into() };
+    /// Decides a pending permission request of a task's agent.
+    pub async fn task_decide(&self, decide: crate::TaskDecide) -> Result<TaskInfo, DaemonError> {
+        match self
+            .call(Request::TaskDecide(decide))
+            .await
+            .map_err(older_daemon("task_decide"))?
+            .1
+        {
+            Response::Task(info) => Ok(info),
+            other => Err(unexpected("task", &other)),
+        }
+    }
+
+    pub async fn task_get(&self, id: &TaskId) -> Result<TaskInfo, DaemonError> {
+        let req = Request::TaskGet {
+            task: id.to_string(),
+        };
         match self.call(req).await.map_err(older_daemon("task_get"))?.1 {
             Response::Task(info) => Ok(info),
             other => Err(unexpected("task", &other)),
@@ -550,9 +565,13 @@ impl DaemonClient {
     /// in order, then live ones, with no gap or duplicate in between. The
     /// stream stays open (a completed task may get a follow-up) until it is
     /// dropped or the task is forgotten by the daemon.
-    pub async fn task_events(&self, id: &str, after: u64) -> Result<TaskEventStream, DaemonError> {
+    pub async fn task_events(
+        &self,
+        id: &TaskId,
+        after: u64,
+    ) -> Result<TaskEventStream, DaemonError> {
         let req = Request::TaskEvents {
-            task: id.into(),
+            task: id.to_string(),
             after,
         };
         match self.call(req).await.map_err(older_daemon("task_events"))? {
@@ -964,7 +983,10 @@ mod tests {
         assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
         assert!(e.to_string().contains("did not arrive"), "{e}");
         assert_quick(started);
-        let e = client.task_get("t1").await.unwrap_err();
+        let e = client
+            .task_get(&TaskId::from_stored("t1".into()))
+            .await
+            .unwrap_err();
         assert!(matches!(e, DaemonError::Unreachable(_)), "{e}");
     }
 

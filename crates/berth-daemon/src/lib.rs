@@ -70,6 +70,7 @@
 //! | `task_send{task,text}` | `task` once the next turn's agent is spawned |
 //! | `task_cancel{task}` | `task` once the task is cancelled |
 //! | `task_get{task}` | `task` |
+//! | `task_decide` (a [`TaskDecide`]) | `task` once the agent has been told the decision on its pending permission request |
 //! | `task_list` | `tasks{tasks}` |
 //! | `task_events{task,after}` | `task_subscribed{task}`, then `task_event{event}` for every event with `seq > after`, buffered then live, until the client leaves or the task is forgotten (end of stream) |
 //!
@@ -97,8 +98,8 @@ mod sys;
 
 pub use client::*;
 pub use proto::{
-    DaemonInfo, ExecOutput, ExecRequest, SessionCreate, SessionInfo, SessionState, TaskInfo,
-    TaskStart, Worktree,
+    DaemonInfo, ExecOutput, ExecRequest, SessionCreate, SessionInfo, SessionState, TaskDecide,
+    TaskInfo, TaskStart, Worktree,
 };
 pub use server::{spawn_gateway_relay, DriverFactory};
 

@@ -194,6 +194,9 @@ pub async fn write_control<W: AsyncWrite + Unpin, T: Serialize>(
 }
 
 /// Messages from the client to the daemon.
+// One request per connection, decoded once: a boxed `TaskStart` would save nothing worth its
+// noise at every construction site.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
@@ -249,6 +252,8 @@ pub enum Request {
     TaskGet {
         task: String,
     },
+    /// Decide a pending permission request of a task's agent (see [`TaskDecide`]).
+    TaskDecide(TaskDecide),
     TaskList,
     /// Subscribe to a task's events with `seq > after`: buffered ones first, then live ones.
     TaskEvents {
@@ -468,6 +473,28 @@ pub struct TaskStart {
     /// goes on without a gap. 0 for a new task.
     #[serde(default)]
     pub after_seq: u64,
+    /// How long a permission request waits for a decision before the daemon denies it
+    /// (seconds; 0 = the daemon's default of 30 minutes).
+    #[serde(default)]
+    pub approval_timeout_secs: u64,
+}
+
+/// A decision on a task's pending permission request; answered with `task` once the agent
+/// has been told (`not_found` when no such request is pending).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDecide {
+    pub task: String,
+    /// The request's id, as in its `approval_request` event.
+    pub request: String,
+    pub approve: bool,
+    /// Told to the agent with a denial (and recorded with either decision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who decided (recorded in the `approval_resolved` event).
+    pub by: String,
+    /// Approve every later request of the same tool in this task without asking.
+    #[serde(default)]
+    pub always: bool,
 }
 
 /// A git worktree to create for a task:

@@ -12,11 +12,16 @@ use berth_daemon::proto::{read_frame, write_control, ErrorBody, ErrorCode, Reque
 use berth_daemon::{
     DaemonClient, DaemonError, DriverFactory, TaskEventStream, TaskInfo, TaskStart, Worktree,
 };
-use berth_domain::{Agent, EventKind, TaskEvent, TaskState};
+use berth_domain::{Agent, EventKind, TaskEvent, TaskId, TaskState};
 
 mod common;
 
 use common::TestDaemon;
+
+/// A task id as these tests name them (the daemon takes any id the server chooses).
+fn tid(id: &str) -> TaskId {
+    TaskId::from_stored(id.to_owned())
+}
 
 const WAIT: Duration = Duration::from_secs(20);
 const MISSING: &str = "berth-no-such-agent-cli";
@@ -51,6 +56,18 @@ impl Driver for Fake {
                 "{}".into(),
             )],
             stdin: Some("stdin-data\n".into()),
+            cwd: spec.cwd.clone(),
+        }
+    }
+
+    /// Not used by the daemon (the server starts interactive sessions): a plain shell.
+    fn interactive(&self, spec: &berth_agents::SessionSpec) -> Invocation {
+        Invocation {
+            program: "sh".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            files: Vec::new(),
+            stdin: None,
             cwd: spec.cwd.clone(),
         }
     }
@@ -113,9 +130,12 @@ impl TaskHarness for TestDaemon {
                 gateway_url: "http://127.0.0.1:7788/anthropic".into(),
                 virtual_key: "vk-test".into(),
                 resume: None,
+                approval: berth_agents::ApprovalPolicy::Never,
+                mcp_servers: Vec::new(),
             },
             worktree: None,
             after_seq: 0,
+            approval_timeout_secs: 0,
         }
     }
 }
@@ -155,7 +175,7 @@ async fn read_until(
 
 /// Waits for the end of the current turn and returns all events from seq 1.
 async fn run_to_end(c: &DaemonClient, id: &str) -> Vec<TaskEvent> {
-    let mut s = c.task_events(id, 0).await.unwrap();
+    let mut s = c.task_events(&tid(id), 0).await.unwrap();
     read_until(&mut s, is_turn_over).await
 }
 
@@ -187,7 +207,7 @@ fn mode(p: &Path) -> u32 {
 async fn wait_for<F: Fn(&TaskInfo) -> bool>(c: &DaemonClient, id: &str, f: F) -> TaskInfo {
     let deadline = Instant::now() + WAIT;
     loop {
-        let info = c.task_get(id).await.unwrap();
+        let info = c.task_get(&tid(id)).await.unwrap();
         if f(&info) {
             return info;
         }
@@ -277,7 +297,7 @@ async fn a_turn_produces_ordered_contiguous_events() {
         1
     );
 
-    let info = c.task_get("t1").await.unwrap();
+    let info = c.task_get(&tid("t1")).await.unwrap();
     assert_eq!(info.state, TaskState::Completed);
     assert_eq!(info.last_seq, n as u64);
     assert_eq!(info.agent_session_id.as_deref(), Some("s1"));
@@ -341,11 +361,11 @@ async fn replay_then_live_has_no_gap_or_duplicate() {
         "echo 'session s1'; i=0; while [ $i -lt 60 ]; do i=$((i+1)); echo m$i; sleep 0.01; done";
     c.task_start(d.spec("t", prompt)).await.unwrap();
     // One subscriber from the start...
-    let mut early = c.task_events("t", 0).await.unwrap();
+    let mut early = c.task_events(&tid("t"), 0).await.unwrap();
     // ...and some that join mid-run.
     wait_for(c, "t", |t| t.last_seq > 20).await;
-    let mut mid = c.task_events("t", 0).await.unwrap();
-    let mut after10 = c.task_events("t", 10).await.unwrap();
+    let mut mid = c.task_events(&tid("t"), 0).await.unwrap();
+    let mut after10 = c.task_events(&tid("t"), 10).await.unwrap();
     let all = read_until(&mut early, is_turn_over).await;
     let mid = read_until(&mut mid, is_turn_over).await;
     let after10 = read_until(&mut after10, is_turn_over).await;
@@ -357,15 +377,15 @@ async fn replay_then_live_has_no_gap_or_duplicate() {
     assert_eq!(messages(&all), m);
 
     // Subscribed after the end: nothing until a follow-up; then exactly the new events.
-    let last = c.task_get("t").await.unwrap().last_seq;
-    let mut idle = c.task_events("t", last).await.unwrap();
+    let last = c.task_get(&tid("t")).await.unwrap().last_seq;
+    let mut idle = c.task_events(&tid("t"), last).await.unwrap();
     assert!(
         tokio::time::timeout(Duration::from_millis(300), idle.next())
             .await
             .is_err(),
         "no events expected while idle"
     );
-    c.task_send("t", "echo again").await.unwrap();
+    c.task_send(&tid("t"), "echo again").await.unwrap();
     let more = read_until(&mut idle, is_turn_over).await;
     assert_contiguous(&more, last + 1);
     assert!(is_status(&more[0], TaskState::Running));
@@ -384,17 +404,17 @@ async fn follow_up_resumes_the_agent_session() {
     let last = first.last().unwrap().seq;
 
     let info = c
-        .task_send("t", "echo \"resumed:$RESUME\"; sleep 0.5")
+        .task_send(&tid("t"), "echo \"resumed:$RESUME\"; sleep 0.5")
         .await
         .unwrap();
     assert_eq!(info.state, TaskState::Running);
     assert!(info.pid.is_some());
     // While the turn runs, no other message is accepted.
-    match c.task_send("t", "echo x").await {
+    match c.task_send(&tid("t"), "echo x").await {
         Err(DaemonError::Conflict(m)) => assert!(m.contains("running"), "{m}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let mut s = c.task_events("t", last).await.unwrap();
+    let mut s = c.task_events(&tid("t"), last).await.unwrap();
     let events = read_until(&mut s, is_turn_over).await;
     assert_contiguous(&events, last + 1);
     assert!(is_status(&events[0], TaskState::Running));
@@ -410,12 +430,12 @@ async fn follow_up_resumes_the_agent_session() {
     // A task whose agent reported no session cannot be continued.
     c.task_start(d.spec("nosess", "echo hi")).await.unwrap();
     run_to_end(c, "nosess").await;
-    match c.task_send("nosess", "more").await {
+    match c.task_send(&tid("nosess"), "more").await {
         Err(DaemonError::Conflict(m)) => assert!(m.contains("no session id"), "{m}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert!(matches!(
-        c.task_send("nope", "x").await,
+        c.task_send(&tid("nope"), "x").await,
         Err(DaemonError::NotFound(_))
     ));
     d.stop().await;
@@ -445,17 +465,18 @@ async fn cancel_kills_the_whole_process_group() {
             .find_map(|m| m.strip_prefix("child ").map(|p| p.parse().unwrap()))
             .unwrap()
     };
-    let mut sp = c.task_events("polite", 0).await.unwrap();
-    let mut ss = c.task_events("stubborn", 0).await.unwrap();
+    let mut sp = c.task_events(&tid("polite"), 0).await.unwrap();
+    let mut ss = c.task_events(&tid("stubborn"), 0).await.unwrap();
     let is_child = |e: &TaskEvent| matches!(&e.kind, EventKind::Message { text } if text.starts_with("child "));
     let ep = read_until(&mut sp, is_child).await;
     let es = read_until(&mut ss, is_child).await;
     let (gp, gs) = (child_of(&ep), child_of(&es));
-    let leader_s = c.task_get("stubborn").await.unwrap().pid.unwrap() as i32;
+    let leader_s = c.task_get(&tid("stubborn")).await.unwrap().pid.unwrap() as i32;
     assert!(!process_gone(gp) && !process_gone(gs));
 
     let t0 = Instant::now();
-    let (rp, rs) = tokio::join!(c.task_cancel("polite"), c.task_cancel("stubborn"));
+    let (polite, stubborn) = (tid("polite"), tid("stubborn"));
+    let (rp, rs) = tokio::join!(c.task_cancel(&polite), c.task_cancel(&stubborn));
     let elapsed = t0.elapsed();
     let (rp, rs) = (rp.unwrap(), rs.unwrap());
     assert_eq!(rp.state, TaskState::Cancelled);
@@ -478,10 +499,10 @@ async fn cancel_kills_the_whole_process_group() {
 
     // Idempotent; final.
     assert_eq!(
-        c.task_cancel("polite").await.unwrap().state,
+        c.task_cancel(&tid("polite")).await.unwrap().state,
         TaskState::Cancelled
     );
-    match c.task_send("polite", "more").await {
+    match c.task_send(&tid("polite"), "more").await {
         Err(DaemonError::Conflict(m)) => assert!(m.contains("cancelled"), "{m}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -490,12 +511,12 @@ async fn cancel_kills_the_whole_process_group() {
         .await
         .unwrap();
     run_to_end(c, "idle").await;
-    let info = c.task_cancel("idle").await.unwrap();
+    let info = c.task_cancel(&tid("idle")).await.unwrap();
     assert_eq!(info.state, TaskState::Cancelled);
-    let events = c.task_events("idle", 0).await.unwrap();
+    let events = c.task_events(&tid("idle"), 0).await.unwrap();
     drop(events);
     assert!(matches!(
-        c.task_cancel("nope").await,
+        c.task_cancel(&tid("nope")).await,
         Err(DaemonError::NotFound(_))
     ));
     d.stop().await;
@@ -537,7 +558,7 @@ async fn failures_carry_a_reason() {
                 reason: Some(want.into())
             }
         );
-        let info = c.task_get(id).await.unwrap();
+        let info = c.task_get(&tid(id)).await.unwrap();
         assert_eq!(info.state, TaskState::Failed);
         assert_eq!(info.reason.as_deref(), Some(want));
         assert!(!events
@@ -545,7 +566,7 @@ async fn failures_carry_a_reason() {
             .any(|e| matches!(e.kind, EventKind::TurnCompleted { .. })));
     }
     let events = run_to_end(c, "oom").await;
-    let reason = c.task_get("oom").await.unwrap().reason.unwrap();
+    let reason = c.task_get(&tid("oom")).await.unwrap().reason.unwrap();
     assert!(
         reason.contains("SIGKILL") && reason.contains("memory"),
         "{reason}"
@@ -558,11 +579,11 @@ async fn failures_carry_a_reason() {
 
     // Failed is final.
     assert!(matches!(
-        c.task_cancel("err").await,
+        c.task_cancel(&tid("err")).await,
         Err(DaemonError::Conflict(_))
     ));
     assert!(matches!(
-        c.task_send("err", "x").await,
+        c.task_send(&tid("err"), "x").await,
         Err(DaemonError::Conflict(_))
     ));
     d.stop().await;
@@ -604,11 +625,11 @@ async fn start_validates_and_rejects_duplicates() {
         Err(DaemonError::Invalid(_))
     ));
     assert!(matches!(
-        c.task_get("nope").await,
+        c.task_get(&tid("nope")).await,
         Err(DaemonError::NotFound(_))
     ));
     assert!(matches!(
-        c.task_events("nope", 0).await,
+        c.task_events(&tid("nope"), 0).await,
         Err(DaemonError::NotFound(_))
     ));
     d.stop().await;
@@ -678,7 +699,7 @@ async fn slow_subscriber_does_not_block_the_task() {
     // ~4 MB of events, far more than the socket buffers.
     let prompt = "echo 'session s'; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); echo \"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"; done";
     c.task_start(d.spec("t", prompt)).await.unwrap();
-    let mut lazy = c.task_events("t", 0).await.unwrap();
+    let mut lazy = c.task_events(&tid("t"), 0).await.unwrap();
     let info = wait_for(c, "t", |t| t.state == TaskState::Completed).await;
     let events = read_until(&mut lazy, is_turn_over).await;
     assert_eq!(events.len() as u64, info.last_seq);
@@ -699,7 +720,7 @@ async fn event_buffer_keeps_the_newest() {
     .unwrap();
     let info = wait_for(c, "t", |t| t.state == TaskState::Completed).await;
     assert!(info.last_seq > 35, "{info:?}");
-    let mut s = c.task_events("t", 0).await.unwrap();
+    let mut s = c.task_events(&tid("t"), 0).await.unwrap();
     let events = read_until(&mut s, is_turn_over).await;
     assert_eq!(events.len(), 10);
     assert_contiguous(&events, info.last_seq - 9);
@@ -713,7 +734,7 @@ async fn event_buffer_keeps_the_newest() {
     ))
     .await
     .unwrap();
-    let mut s = c.task_events("t", 0).await.unwrap();
+    let mut s = c.task_events(&tid("t"), 0).await.unwrap();
     let events = read_until(
         &mut s,
         |e| matches!(&e.kind, EventKind::Log { line } if line.contains("only the newest")),
@@ -732,7 +753,7 @@ async fn shutdown_kills_running_agents_and_ends_streams() {
         .await
         .unwrap();
     let pid = info.pid.unwrap() as i32;
-    let mut s = c.task_events("t", 0).await.unwrap();
+    let mut s = c.task_events(&tid("t"), 0).await.unwrap();
     d.stop().await;
     let ended = tokio::time::timeout(WAIT, async {
         loop {
@@ -841,10 +862,10 @@ async fn a_stop_with_a_reason_ends_the_task_failed() {
     c.task_start(d.spec("budget", "echo 'session b'; sleep 60"))
         .await
         .unwrap();
-    let mut s = c.task_events("budget", 0).await.unwrap();
+    let mut s = c.task_events(&tid("budget"), 0).await.unwrap();
     read_until(&mut s, |e| matches!(&e.kind, EventKind::Session { .. })).await;
     let info = c
-        .task_fail("budget", "budget_exceeded: 10 of 10 tokens")
+        .task_fail(&tid("budget"), "budget_exceeded: 10 of 10 tokens")
         .await
         .unwrap();
     assert_eq!(info.state, TaskState::Failed);
@@ -866,6 +887,6 @@ async fn a_stop_with_a_reason_ends_the_task_failed() {
         matches!(&last.last().unwrap().kind, EventKind::Status { reason: Some(r), .. } if r.starts_with("budget_exceeded"))
     );
     // Failed is final: a later cancel is refused, nothing more can be sent.
-    assert!(c.task_cancel("budget").await.is_err());
-    assert!(c.task_send("budget", "more").await.is_err());
+    assert!(c.task_cancel(&tid("budget")).await.is_err());
+    assert!(c.task_send(&tid("budget"), "more").await.is_err());
 }

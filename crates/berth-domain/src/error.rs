@@ -9,10 +9,25 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// A request field is malformed or out of range.
     InvalidArgument,
+    /// A declared MCP server is malformed; the message names the server and the field.
+    InvalidMcpServer,
     /// No bearer token, or an unknown/revoked one.
     Unauthorized,
     /// The token is valid but may not do this.
     Forbidden,
+    /// A state-changing request made with a browser session cookie lacks the session's
+    /// `X-CSRF-Token` (or sends a wrong one), or comes from another origin.
+    CsrfFailed,
+    /// Single sign-on refused the person: no mapping matches their claims, their account is
+    /// disabled, or the provider's answer did not verify.
+    LoginRefused,
+    /// The token's `expires_at` has passed: ask for a new one.
+    TokenExpired,
+    /// The token was revoked (`berth token revoke`).
+    TokenRevoked,
+    /// The tenant's quota (set by an admin with `berth tenant quota`) does not leave room for
+    /// this; the message names the limit, what is in use and what was asked for.
+    QuotaExceeded,
     /// The named object does not exist.
     NotFound,
     /// A bare workspace name matches workspaces in several tenants.
@@ -24,10 +39,23 @@ pub enum ErrorCode {
     InUse,
     /// The object is in a state that does not allow the operation.
     InvalidState,
+    /// A headless turn of the task is running: it cannot be taken over interactively until
+    /// the turn is over (two writers on one transcript corrupt it).
+    TaskTurnRunning,
+    /// The task is taken over by an interactive session (`berth task attach`): messages and
+    /// another take-over wait until that session ends.
+    TaskInteractive,
+    /// The task's agent cannot be taken over interactively without breaking the task (the
+    /// message says why); continue it with messages instead.
+    TakeoverUnsupported,
     /// The container engine cannot be reached.
     EngineUnavailable,
     /// The workspace image is not present in the engine.
     ImageMissing,
+    /// The agent's LLM provider has no upstream configured on the server (no API key), so its
+    /// calls through the gateway would fail; the message names the provider and the variable
+    /// to set.
+    ProviderUnconfigured,
     /// The container engine refused or failed the operation.
     EngineError,
     /// The workspace daemon does not answer.
@@ -44,10 +72,23 @@ pub enum ErrorCode {
     ExceedsCapacity,
     /// The route exists but not with this HTTP method; the `Allow` header lists the methods.
     MethodNotAllowed,
+    /// A notification URL is refused: its host is (or resolves to) a loopback, private,
+    /// link-local or other special-purpose address, or one of the server's own, and the server
+    /// does not allow those (`BERTH_NOTIFY_ALLOW_PRIVATE`).
+    UrlRefused,
     /// The request body is larger than the route accepts.
     PayloadTooLarge,
     /// The request body is not `application/json` (or the media type the route documents).
     UnsupportedMediaType,
+    /// A workspace template file is invalid; the message names the key path (e.g.
+    /// `setup[2].timeout`) and what is wrong.
+    TemplateInvalid,
+    /// A workspace create from a template lacks a required parameter, or gives one the
+    /// template does not declare.
+    ParamMissing,
+    /// The workspace is still being provisioned from its template (or its provisioning
+    /// failed): agents and tasks start once setup has finished.
+    Provisioning,
     /// Something failed inside berth; details are in the server log.
     Internal,
 }
@@ -57,15 +98,25 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidArgument => "invalid_argument",
+            Self::InvalidMcpServer => "invalid_mcp_server",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
+            Self::CsrfFailed => "csrf_failed",
+            Self::LoginRefused => "login_refused",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::NotFound => "not_found",
             Self::Ambiguous => "ambiguous",
             Self::Conflict => "conflict",
             Self::InUse => "in_use",
             Self::InvalidState => "invalid_state",
+            Self::TaskTurnRunning => "task_turn_running",
+            Self::TaskInteractive => "task_interactive",
+            Self::TakeoverUnsupported => "takeover_unsupported",
             Self::EngineUnavailable => "engine_unavailable",
             Self::ImageMissing => "image_missing",
+            Self::ProviderUnconfigured => "provider_unconfigured",
             Self::EngineError => "engine_error",
             Self::DaemonUnavailable => "daemon_unavailable",
             Self::DaemonOutdated => "daemon_outdated",
@@ -73,8 +124,12 @@ impl ErrorCode {
             Self::InsufficientStorage => "insufficient_storage",
             Self::ExceedsCapacity => "exceeds_capacity",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::UrlRefused => "url_refused",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::TemplateInvalid => "template_invalid",
+            Self::ParamMissing => "param_missing",
+            Self::Provisioning => "provisioning",
             Self::Internal => "internal",
         }
     }
@@ -82,20 +137,27 @@ impl ErrorCode {
     /// The HTTP status this code is served with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidArgument => 400,
-            Self::Unauthorized => 401,
-            Self::Forbidden => 403,
+            Self::InvalidArgument
+            | Self::InvalidMcpServer
+            | Self::TemplateInvalid
+            | Self::ParamMissing => 400,
+            Self::Unauthorized | Self::TokenExpired | Self::TokenRevoked => 401,
+            Self::Forbidden | Self::CsrfFailed | Self::LoginRefused => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::ExceedsCapacity => 422,
+            Self::ExceedsCapacity | Self::TakeoverUnsupported | Self::UrlRefused => 422,
             Self::Ambiguous
             | Self::Conflict
             | Self::InUse
             | Self::InvalidState
-            | Self::DaemonOutdated => 409,
-            Self::ImageMissing => 424,
+            | Self::TaskTurnRunning
+            | Self::TaskInteractive
+            | Self::DaemonOutdated
+            | Self::Provisioning
+            | Self::QuotaExceeded => 409,
+            Self::ImageMissing | Self::ProviderUnconfigured => 424,
             Self::RateLimited => 429,
             Self::EngineUnavailable | Self::DaemonUnavailable => 503,
             Self::EngineError => 502,
@@ -133,17 +195,26 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 20] = [
+    const ALL: [ErrorCode; 33] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::CsrfFailed,
+        ErrorCode::LoginRefused,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenRevoked,
+        ErrorCode::QuotaExceeded,
         ErrorCode::NotFound,
         ErrorCode::Ambiguous,
         ErrorCode::Conflict,
         ErrorCode::InUse,
         ErrorCode::InvalidState,
+        ErrorCode::TaskTurnRunning,
+        ErrorCode::TaskInteractive,
+        ErrorCode::TakeoverUnsupported,
         ErrorCode::EngineUnavailable,
         ErrorCode::ImageMissing,
+        ErrorCode::ProviderUnconfigured,
         ErrorCode::EngineError,
         ErrorCode::DaemonUnavailable,
         ErrorCode::DaemonOutdated,
@@ -153,6 +224,10 @@ mod tests {
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::UrlRefused,
+        ErrorCode::TemplateInvalid,
+        ErrorCode::ParamMissing,
+        ErrorCode::Provisioning,
         ErrorCode::Internal,
     ];
 
@@ -173,12 +248,18 @@ mod tests {
         assert_eq!(ErrorCode::InvalidArgument.http_status(), 400);
         assert_eq!(ErrorCode::NotFound.http_status(), 404);
         assert_eq!(ErrorCode::InUse.http_status(), 409);
+        assert_eq!(ErrorCode::TaskTurnRunning.http_status(), 409);
+        assert_eq!(ErrorCode::TaskInteractive.http_status(), 409);
+        assert_eq!(ErrorCode::TakeoverUnsupported.http_status(), 422);
         assert_eq!(ErrorCode::EngineUnavailable.http_status(), 503);
         assert_eq!(ErrorCode::InsufficientStorage.http_status(), 507);
         assert_eq!(ErrorCode::MethodNotAllowed.http_status(), 405);
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::UnsupportedMediaType.http_status(), 415);
         assert_eq!(ErrorCode::ExceedsCapacity.http_status(), 422);
+        assert_eq!(ErrorCode::TokenExpired.http_status(), 401);
+        assert_eq!(ErrorCode::TokenRevoked.http_status(), 401);
+        assert_eq!(ErrorCode::QuotaExceeded.http_status(), 409);
     }
 
     #[test]

@@ -254,6 +254,22 @@ pub enum EventKind {
     Log {
         line: String,
     },
+    /// The agent asks permission (the task is `waiting` until every request is decided).
+    ApprovalRequest {
+        #[serde(flatten)]
+        request: crate::ApprovalRequest,
+    },
+    /// A request was decided: by a person (`by` is who), by a standing rule of the task
+    /// (`by` = `always-for-this-task`), or by its timeout (`by` = `timeout`). `reason` is what the
+    /// agent was told.
+    ApprovalResolved {
+        id: String,
+        decision: crate::ApprovalDecision,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     /// An agent event berth does not map; preserved verbatim, never dropped.
     Raw {
         data: serde_json::Value,
@@ -279,6 +295,35 @@ mod tests {
         assert_eq!(v["seq"], 3);
         assert_eq!(v["type"], "tool_call");
         assert_eq!(v["name"], "Bash");
+        let back: TaskEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn approval_events_are_flat() {
+        let e = TaskEvent {
+            seq: 4,
+            at: "2026-11-23T00:00:00Z".into(),
+            kind: EventKind::ApprovalRequest {
+                request: crate::ApprovalRequest {
+                    id: "r1".into(),
+                    kind: crate::ApprovalKind::Command,
+                    tool: "Bash".into(),
+                    summary: "run ls".into(),
+                    command: Some("ls".into()),
+                    path: None,
+                    diff: None,
+                    input: serde_json::json!({"command": "ls"}),
+                    reason: None,
+                    risks: vec![],
+                },
+            },
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "approval_request");
+        assert_eq!(v["id"], "r1");
+        assert_eq!(v["kind"], "command");
+        assert_eq!(v["command"], "ls");
         let back: TaskEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
     }

@@ -27,6 +27,9 @@ pub enum FailureKind {
     DaemonUnreachable,
     /// Starting the container or its daemon failed.
     StartFailed,
+    /// A step of the workspace's template provisioning (clone, setup) failed; its log is in
+    /// the provisioning record, and `berth workspace provision W --retry` resumes there.
+    Provision,
 }
 
 impl FailureKind {
@@ -37,6 +40,7 @@ impl FailureKind {
             Self::Vanished => "vanished",
             Self::DaemonUnreachable => "daemon_unreachable",
             Self::StartFailed => "start_failed",
+            Self::Provision => "provision",
         }
     }
 
@@ -47,6 +51,7 @@ impl FailureKind {
             "vanished" => Self::Vanished,
             "daemon_unreachable" => Self::DaemonUnreachable,
             "start_failed" => Self::StartFailed,
+            "provision" => Self::Provision,
             _ => return None,
         })
     }

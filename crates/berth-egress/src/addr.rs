@@ -103,14 +103,15 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// The addresses of the host's own interfaces (IPv4-mapped forms included), re-read at most
 /// every few seconds.
-pub(crate) struct LocalAddrs {
+#[derive(Default)]
+pub struct LocalAddrs {
     cache: Mutex<Option<(Instant, HashSet<IpAddr>)>>,
 }
 
 const LOCAL_ADDRS_TTL: Duration = Duration::from_secs(5);
 
 impl LocalAddrs {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             cache: Mutex::new(None),
         }
@@ -118,7 +119,7 @@ impl LocalAddrs {
 
     /// Whether `ip` is one of the host's own addresses. When the interfaces cannot be read,
     /// the last known set is used (empty before the first success).
-    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         let mut cache = berth_domain::sync::lock(&self.cache);
         let fresh = cache
             .as_ref()

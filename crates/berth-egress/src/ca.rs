@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -29,8 +29,8 @@ const LEAF_CACHE_MAX: usize = 1024;
 /// A certificate authority held in memory, with a cache of per-host TLS server configs.
 pub struct CertificateAuthority {
     cert_pem: String,
-    issuer: Certificate,
-    key: KeyPair,
+    /// The CA's name and key, which sign the leaves.
+    issuer: Issuer<'static, KeyPair>,
     cache: Mutex<HashMap<String, (Instant, Arc<rustls::ServerConfig>)>>,
 }
 
@@ -49,7 +49,7 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 /// leaves that chain to the stored certificate (same subject, same key identifier).
 fn ca_params(key: &KeyPair) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    let digest = Sha256::digest(key.public_key_der());
+    let digest = Sha256::digest(key.subject_public_key_info());
     let mut dn = DistinguishedName::new();
     dn.push(
         DnType::CommonName,
@@ -73,18 +73,15 @@ impl CertificateAuthority {
     /// A new CA kept only in memory (tests).
     pub fn generate() -> io::Result<Self> {
         let key = KeyPair::generate().map_err(other)?;
-        let issuer = ca_params(&key)
-            .map_err(other)?
-            .self_signed(&key)
-            .map_err(other)?;
-        Ok(Self::from_parts(issuer.pem(), issuer, key))
+        let params = ca_params(&key).map_err(other)?;
+        let cert = params.self_signed(&key).map_err(other)?;
+        Ok(Self::from_parts(cert.pem(), params, key))
     }
 
-    fn from_parts(cert_pem: String, issuer: Certificate, key: KeyPair) -> Self {
+    fn from_parts(cert_pem: String, params: CertificateParams, key: KeyPair) -> Self {
         Self {
             cert_pem,
-            issuer,
-            key,
+            issuer: Issuer::new(params, key),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -108,15 +105,12 @@ impl CertificateAuthority {
             }
             Err(e) => return Err(e),
         };
-        let issuer = ca_params(&key)
-            .map_err(other)?
-            .self_signed(&key)
-            .map_err(other)?;
+        let params = ca_params(&key).map_err(other)?;
         let cert_pem = match std::fs::read_to_string(&cert_path) {
             Ok(pem) => {
                 let der = CertificateDer::from_pem_slice(pem.as_bytes())
                     .map_err(|e| other(format!("{}: {e}", cert_path.display())))?;
-                if !contains(der.as_ref(), &key.public_key_der()) {
+                if !contains(der.as_ref(), &key.subject_public_key_info()) {
                     return Err(other(format!(
                         "{} does not belong to {}",
                         cert_path.display(),
@@ -126,13 +120,13 @@ impl CertificateAuthority {
                 pem
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let pem = issuer.pem();
+                let pem = params.self_signed(&key).map_err(other)?.pem();
                 write_private(&cert_path, pem.as_bytes())?;
                 pem
             }
             Err(e) => return Err(e),
         };
-        Ok(Self::from_parts(cert_pem, issuer, key))
+        Ok(Self::from_parts(cert_pem, params, key))
     }
 
     /// The CA certificate (PEM), to install into workspaces' trust stores.
@@ -173,9 +167,7 @@ impl CertificateAuthority {
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(LEAF_VALID_DAYS);
-        let leaf = params
-            .signed_by(&key, &self.issuer, &self.key)
-            .map_err(other)?;
+        let leaf = params.signed_by(&key, &self.issuer).map_err(other)?;
         let chain = vec![leaf.der().clone()];
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut cfg = rustls::ServerConfig::builder_with_provider(crate::upstream::provider())

@@ -38,7 +38,7 @@ mod templates;
 mod tunnel;
 mod upstream;
 
-pub use addr::special_purpose;
+pub use addr::{special_purpose, LocalAddrs};
 pub use ca::{CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE};
 pub use proxy::{Proxy, Resolver, DEFAULT_TUNNEL_IDLE_TIMEOUT};
 pub use rules::{
@@ -98,25 +98,28 @@ impl SecretBinding {
     }
 }
 
+/// Headers that cannot carry a secret (besides every `proxy-*` one): the proxy rewrites or drops
+/// them itself.
+pub const SECRET_HEADERS_REFUSED: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
 /// Checks a header name for a secret binding and returns it lower-cased. Refuses names that
 /// are not valid header names and the ones the proxy rewrites or drops itself (`Host`, the
 /// hop-by-hop and framing headers, `Proxy-*`).
 pub fn secret_header_name(name: &str) -> Result<String, String> {
-    let lower = name.trim().to_ascii_lowercase();
+    let lower = name.to_ascii_lowercase();
     if http::header::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.is_empty() {
         return Err(format!("{name:?} is not a header name"));
     }
-    const REFUSED: &[&str] = &[
-        "host",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-    ];
-    if REFUSED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+    if SECRET_HEADERS_REFUSED.contains(&lower.as_str()) || lower.starts_with("proxy-") {
         return Err(format!(
             "{name:?} cannot carry a secret (the proxy sets or drops it)"
         ));

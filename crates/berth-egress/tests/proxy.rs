@@ -122,7 +122,9 @@ fn test_pki(names: &[&str]) -> TestPki {
     let leaf_params =
         rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
             .unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

@@ -15,9 +15,11 @@ use berth_store::{Budget, Spent};
 
 use crate::usage_tap::Tokens;
 
-/// Output tokens reserved for a call that does not cap its output, and the most reserved for
-/// one that does, unless configured (the server's `BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS`).
-pub const DEFAULT_RESERVE_OUTPUT: u64 = 4096;
+/// The most output tokens one call may generate, and so reserve, unless configured (the
+/// server's `BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS`): the gateway lowers (or sets) every generating
+/// call's output cap to it, so the upstream never returns more than was reserved. Claude Code
+/// asks for 32,000 by default.
+pub const DEFAULT_RESERVE_OUTPUT: u64 = 32_000;
 
 /// What one call holds against a budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -14,7 +14,7 @@ use berth_store::LlmCall;
 
 use crate::budget::{self, Amount, Refused, Reservation};
 use crate::error::GatewayError;
-use crate::keys::{hash_key, virtual_key, KeyOwner};
+use crate::keys::{hash_key, session_liveness, virtual_key, Holder, KeyOwner, SessionLiveness};
 use crate::listen::Serving;
 use crate::meter::{MeterStart, Metered, RECORD_MAX};
 use crate::policy::{self, Endpoint};
@@ -64,7 +64,7 @@ pub(crate) async fn forward(
 async fn admit(s: &Serving, p: Provider, req: Request) -> Result<Admitted, GatewayError> {
     let gw = &s.gateway;
     let query = req.uri().query().map(str::to_owned);
-    let owner = authenticate(gw, &s.ws, p, req.headers(), query.as_deref()).await?;
+    let owner = authenticate(gw, &s.ws, &s.daemon, p, req.headers(), query.as_deref()).await?;
     // The raw (still percent-encoded) path is matched, so no decoding trick reaches another
     // upstream route.
     let rest = req
@@ -74,18 +74,20 @@ async fn admit(s: &Serving, p: Provider, req: Request) -> Result<Admitted, Gatew
         .unwrap_or_default()
         .to_owned();
     let endpoint = policy::endpoint(p, req.method(), &rest).map_err(|r| {
-        tracing::warn!(task = %owner.0.id, method = %req.method(), path = %rest, "gateway refused an endpoint");
+        tracing::warn!(holder = %owner.id(), method = %req.method(), path = %rest, "gateway refused an endpoint");
         GatewayError::Policy(r)
     })?;
     let headers = policy::forwarded_headers(req.headers());
     let body = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BODY)
         .await
         .map_err(|e| GatewayError::Body(e.to_string()))?;
-    let body = match policy::prepare_body(endpoint, &body).map_err(GatewayError::Policy)? {
-        Some(rewritten) => bytes::Bytes::from(rewritten),
-        None => body,
-    };
-    let estimate = budget::estimate(&body, gw.inner.reservations.reserve_output);
+    let max_output = gw.inner.reservations.reserve_output;
+    let body =
+        match policy::prepare_body(endpoint, &body, max_output).map_err(GatewayError::Policy)? {
+            Some(rewritten) => bytes::Bytes::from(rewritten),
+            None => body,
+        };
+    let estimate = budget::estimate(&body, max_output);
     let reservation = if endpoint.generates() {
         let model = request_model(p, &rest, &body);
         Some(reserve(s, &owner, model.as_deref(), estimate).await?)
@@ -104,34 +106,72 @@ async fn admit(s: &Serving, p: Provider, req: Request) -> Result<Admitted, Gatew
     })
 }
 
-/// The key's task and workspace: the key must be live (its task's turn in flight, as the server
-/// knows it), belong to a task of the workspace whose socket the call came in on, and that
-/// task's agent must speak this provider.
+/// The key's holder and workspace: the key must be live (its task's turn in flight, or its
+/// agent session running, as the server knows it), belong to the workspace whose socket the
+/// call came in on, and its agent must speak this provider.
 async fn authenticate(
     gw: &Gateway,
     ws: &WorkspaceId,
+    daemon: &berth_daemon::DaemonClient,
     p: Provider,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<KeyOwner, GatewayError> {
     let key = virtual_key(headers, query).ok_or(GatewayError::NoKey)?;
     let owner = match gw.lookup_key(&hash_key(&key)).await {
-        Ok(Some(o)) if o.0.workspace_id == *ws => o,
+        Ok(Some(o)) if o.workspace_id() == ws => o,
         Ok(_) => return Err(GatewayError::UnknownKey),
         Err(e) => {
             tracing::error!(error = %e, "gateway key lookup");
             return Err(GatewayError::KeyLookup);
         }
     };
-    let own = owner.0.agent.provider();
+    let own = owner.agent().provider();
     if own != p {
-        tracing::warn!(task = %owner.0.id, provider = p.as_str(), "gateway: a key used on another provider");
+        tracing::warn!(holder = %owner.id(), provider = p.as_str(), "gateway: a key used on another provider");
         return Err(GatewayError::WrongProvider {
-            agent: owner.0.agent,
+            agent: owner.agent(),
             own,
         });
     }
+    if let Holder::Session(k) = &owner.holder {
+        confirm_session(gw, daemon, k).await?;
+    }
     Ok(owner)
+}
+
+/// How long the daemon may take to confirm an agent session.
+const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An agent session's key works only while the daemon lists that very session running. When
+/// the daemon says it ended (or is another session by now), the server ends the key for good;
+/// when the daemon does not answer, this call is refused.
+async fn confirm_session(
+    gw: &Gateway,
+    daemon: &berth_daemon::DaemonClient,
+    k: &berth_store::SessionKey,
+) -> Result<(), GatewayError> {
+    let answer = match &k.session_id {
+        Some(id) => match tokio::time::timeout(CONFIRM_WAIT, daemon.session_get(id)).await {
+            Ok(a) => a,
+            Err(_) => return Err(GatewayError::UnknownKey),
+        },
+        None => return Err(GatewayError::UnknownKey),
+    };
+    match session_liveness(k, &answer) {
+        SessionLiveness::Running => Ok(()),
+        SessionLiveness::Ended => {
+            tracing::info!(session = %k.id, "gateway: the agent session ended; its key is dead");
+            if let Err(e) = gw.inner.store.end_session_key(&k.id).await {
+                tracing::error!(session = %k.id, error = %e, "cannot end an agent session's key");
+            }
+            Err(GatewayError::UnknownKey)
+        }
+        SessionLiveness::Unconfirmed => {
+            tracing::warn!(session = %k.id, "gateway: the daemon did not confirm the agent session; call refused");
+            Err(GatewayError::UnknownKey)
+        }
+    }
 }
 
 /// Reserves the call's estimate against the budgets of its workspace and tenant. Used up: the
@@ -143,9 +183,10 @@ async fn reserve(
     model: Option<&str>,
     estimate: Tokens,
 ) -> Result<Reservation, GatewayError> {
-    let (gw, task, ws_row) = (&s.gateway, &owner.0, &owner.1);
+    let (gw, ws_row) = (&s.gateway, &owner.ws);
+    let holder = owner.id();
     let closed = |e: anyhow::Error| {
-        tracing::error!(task = %task.id, error = %e, "budget check failed; refusing the call");
+        tracing::error!(holder, error = %e, "budget check failed; refusing the call");
         GatewayError::BudgetsUnavailable
     };
     let budgets: Vec<berth_store::Budget> = gw
@@ -170,12 +211,15 @@ async fn reserve(
     match gw.inner.reservations.admit(&budgets, amount, spent).await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(Refused::Busy(why))) => {
-            tracing::info!(task = %task.id, "{why}");
+            tracing::info!(holder, "{why}");
             Err(GatewayError::BudgetBusy(why))
         }
         Ok(Err(Refused::Exceeded(over))) => {
-            tracing::warn!(task = %task.id, "{over}");
-            stop_over_budget(s, &task.id, &over).await;
+            tracing::warn!(holder, "{over}");
+            match &owner.holder {
+                Holder::Task(t) => stop_over_budget(s, &t.id, &over).await,
+                Holder::Session(k) => stop_session_over_budget(s, k).await,
+            }
             Err(GatewayError::BudgetExceeded(over))
         }
         Err(e) => Err(closed(e)),
@@ -186,16 +230,39 @@ async fn reserve(
 /// agent so the task ends `failed{budget_exceeded}`. The refusal is answered only after the
 /// daemon took the stop (bounded by [`STOP_WAIT`]): an agent that exits on the 403 at once must
 /// not end its turn as an ordinary failure first.
-async fn stop_over_budget(s: &Serving, task: &str, over: &str) {
+async fn stop_over_budget(s: &Serving, task: &berth_domain::TaskId, over: &str) {
     if let Err(e) = s.gateway.inner.store.set_task_key_live(task, false).await {
-        tracing::error!(task, error = %e, "cannot revoke the key of a task over budget");
+        tracing::error!(task = %task, error = %e, "cannot revoke the key of a task over budget");
     }
     s.gateway.forget_task(task);
     let reason = format!("budget_exceeded: {over}");
     match tokio::time::timeout(STOP_WAIT, s.daemon.task_fail(task, &reason)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(task, error = %e, "could not stop the task over budget"),
-        Err(_) => tracing::warn!(task, "the daemon did not take the over-budget stop in time"),
+        Ok(Err(e)) => {
+            tracing::warn!(task = %task, error = %e, "could not stop the task over budget")
+        }
+        Err(_) => {
+            tracing::warn!(task = %task, "the daemon did not take the over-budget stop in time")
+        }
+    }
+}
+
+/// Ends an agent session over budget: its key dies now (server side) and the daemon is told
+/// to end the session (bounded by [`STOP_WAIT`]).
+async fn stop_session_over_budget(s: &Serving, k: &berth_store::SessionKey) {
+    if let Err(e) = s.gateway.inner.store.end_session_key(&k.id).await {
+        tracing::error!(session = %k.id, error = %e, "cannot revoke the key of a session over budget");
+    }
+    if let Some(id) = &k.session_id {
+        match tokio::time::timeout(STOP_WAIT, s.daemon.session_kill(id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(session = %k.id, error = %e, "could not end the session over budget")
+            }
+            Err(_) => {
+                tracing::warn!(session = %k.id, "the daemon did not end the session over budget in time")
+            }
+        }
     }
 }
 
@@ -204,12 +271,17 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The call's row as it starts (its usage and outcome are filled in when it ends).
 fn new_call(ws: &WorkspaceId, p: Provider, a: &Admitted) -> LlmCall {
-    let (task, ws_row) = (&a.owner.0, &a.owner.1);
+    let ws_row = &a.owner.ws;
     LlmCall {
         workspace_id: ws.to_string(),
         workspace: ws_row.qualified_name(),
         tenant: ws_row.tenant.to_string(),
-        task_id: task.id.clone(),
+        task_id: a
+            .owner
+            .task_id()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        session_id: a.owner.session_id(),
         provider: p.as_str().to_owned(),
         model: request_model(p, &a.rest, &a.body),
         path: a.rest.clone(),
@@ -224,7 +296,7 @@ async fn call_upstream(
     p: Provider,
     a: Admitted,
 ) -> Result<Response, GatewayError> {
-    tracing::debug!(task = %a.owner.0.id, provider = p.as_str(), path = %a.rest, "gateway call");
+    tracing::debug!(holder = %a.owner.id(), provider = p.as_str(), path = %a.rest, "gateway call");
     // Kept only when the operator turned recording on.
     let request = gw.inner.recording_days.map(|_| {
         let copy = &a.body[..a.body.len().min(RECORD_MAX)];
@@ -243,7 +315,7 @@ async fn call_upstream(
     let resp = match gw.inner.http.request(upstream_req).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(task = %a.owner.0.id, error = %e, "gateway upstream unreachable");
+            tracing::warn!(holder = %a.owner.id(), error = %e, "gateway upstream unreachable");
             call.status = 502;
             call.latency_ms = started.elapsed().as_millis() as u64;
             call.error = Some("upstream unreachable".into());
@@ -321,13 +393,14 @@ mod tests {
                         limits: Default::default(),
                         network: "none".into(),
                         volume: format!("vol-{ws}"),
+                        mcp_servers: Vec::new(),
                     })
                     .await
                     .unwrap(),
             };
             store
                 .insert_task(&berth_store::NewTask {
-                    id: format!("tk_{key}"),
+                    id: berth_domain::TaskId::from_stored(format!("tk_{key}")),
                     workspace_id: w.id.clone(),
                     workspace: w.qualified_name(),
                     agent: *agent,
@@ -336,6 +409,7 @@ mod tests {
                     worktree: None,
                     prompt: "hi".into(),
                     virtual_key_hash: hash_key(key),
+                    approval: Default::default(),
                 })
                 .await
                 .unwrap();
@@ -370,12 +444,24 @@ mod tests {
     }
 
     async fn auth_status(gw: &Gateway, ws: &WorkspaceId, p: Provider, key: &str) -> u16 {
+        // Task keys never ask the daemon: one that is not there does.
+        let daemon = berth_daemon::DaemonClient::new("/nonexistent/daemon.sock");
+        auth_via(gw, ws, &daemon, p, key).await
+    }
+
+    async fn auth_via(
+        gw: &Gateway,
+        ws: &WorkspaceId,
+        daemon: &berth_daemon::DaemonClient,
+        p: Provider,
+        key: &str,
+    ) -> u16 {
         let mut h = HeaderMap::new();
         h.insert(
             "authorization",
             HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
         );
-        match authenticate(gw, ws, p, &h, None).await {
+        match authenticate(gw, ws, daemon, p, &h, None).await {
             Ok(_) => 200,
             Err(e) => e.response(Some(p)).status().as_u16(),
         }
@@ -417,11 +503,174 @@ mod tests {
             401
         );
         // The server ends the turn: the key is dead at once, the cache notwithstanding.
-        store.set_task_key_live("tk_k-claude", false).await.unwrap();
-        gw.forget_task("tk_k-claude");
+        let task = berth_domain::TaskId::from_stored("tk_k-claude".into());
+        store.set_task_key_live(&task, false).await.unwrap();
+        gw.forget_task(&task);
         assert_eq!(
             auth_status(&gw, &web, Provider::Anthropic, "k-claude").await,
             401
+        );
+    }
+
+    /// A real daemon on a socket in `dir`, until the returned sender is dropped.
+    async fn start_daemon(
+        dir: &std::path::Path,
+    ) -> (berth_daemon::DaemonClient, tokio::sync::oneshot::Sender<()>) {
+        let socket = dir.join("daemon.sock");
+        let opts = berth_daemon::server::DaemonOptions {
+            socket: socket.clone(),
+            default_cwd: dir.to_path_buf(),
+            ..Default::default()
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(berth_daemon::server::run_until(opts, async move {
+            let _ = stopped.await;
+        }));
+        let client = berth_daemon::DaemonClient::new(&socket);
+        for _ in 0..100 {
+            if client.session_list().await.is_ok() {
+                return (client, stop);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the daemon did not start");
+    }
+
+    #[tokio::test]
+    async fn session_keys_live_only_while_the_daemon_lists_their_session() {
+        let (gw, store, dir) = gateway_with_tasks(&[("web", "k-task", Agent::Claude)]).await;
+        gateway_with_other_ws(&store).await;
+        let (web, api) = (ws_id(&store, "web").await, ws_id(&store, "api").await);
+        let (daemon, _stop) = start_daemon(dir.path()).await;
+        let s = daemon
+            .session_create(berth_daemon::SessionCreate {
+                name: Some("codex".into()),
+                argv: Some(vec!["sleep".into(), "60".into()]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        store
+            .insert_session_key(&berth_store::NewSessionKey {
+                id: "as_1".into(),
+                key_hash: hash_key("k-sess"),
+                workspace_id: web.clone(),
+                workspace: "acme/web".into(),
+                agent: Agent::Codex,
+                task_id: None,
+            })
+            .await
+            .unwrap();
+        let live = || async {
+            store
+                .find_live_session_key_by_hash(&hash_key("k-sess"))
+                .await
+                .unwrap()
+                .is_some()
+        };
+        // Not bound to a running session yet: refused.
+        assert_eq!(
+            auth_via(&gw, &web, &daemon, Provider::Openai, "k-sess").await,
+            401
+        );
+        // Bound to the running session: accepted on its own provider and workspace only.
+        store
+            .bind_session_key("as_1", &s.id, &s.name, &s.created_at)
+            .await
+            .unwrap();
+        assert_eq!(
+            auth_via(&gw, &web, &daemon, Provider::Openai, "k-sess").await,
+            200
+        );
+        assert_eq!(
+            auth_via(&gw, &web, &daemon, Provider::Anthropic, "k-sess").await,
+            403
+        );
+        assert_eq!(
+            auth_via(&gw, &api, &daemon, Provider::Openai, "k-sess").await,
+            401
+        );
+        // A daemon that cannot answer: refused, but the key is not ended by that alone.
+        let gone = berth_daemon::DaemonClient::new(dir.path().join("none.sock"));
+        assert_eq!(
+            auth_via(&gw, &web, &gone, Provider::Openai, "k-sess").await,
+            401
+        );
+        assert!(live().await);
+        // The session exits: refused, and the key is dead for good.
+        daemon.session_kill(&s.id).await.unwrap();
+        assert_eq!(
+            auth_via(&gw, &web, &daemon, Provider::Openai, "k-sess").await,
+            401
+        );
+        assert!(!live().await);
+    }
+
+    async fn gateway_with_other_ws(store: &berth_store::Store) {
+        let tenant = store
+            .ensure_tenant(&Name::parse("acme").unwrap())
+            .await
+            .unwrap();
+        store
+            .insert_workspace(&berth_store::NewWorkspace {
+                id: WorkspaceId::generate(),
+                tenant_id: tenant.id.clone(),
+                name: Name::parse("api").unwrap(),
+                image: "img".into(),
+                limits: Default::default(),
+                network: "none".into(),
+                volume: "vol-api".into(),
+                mcp_servers: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn session_liveness_needs_the_very_same_running_session() {
+        let key = berth_store::SessionKey {
+            id: "as_1".into(),
+            workspace_id: WorkspaceId::generate(),
+            workspace: "acme/web".into(),
+            agent: Agent::Claude,
+            task_id: None,
+            session_id: Some("ab12".into()),
+            session_name: Some("claude".into()),
+            session_created_at: Some("t0".into()),
+            live: true,
+            created_at: "t0".into(),
+        };
+        let info = |id: &str, name: &str, at: &str, state| berth_daemon::SessionInfo {
+            id: id.into(),
+            name: name.into(),
+            argv: vec!["claude".into()],
+            pid: 1,
+            state,
+            exit_code: None,
+            created_at: at.into(),
+            attached: 0,
+            cols: 80,
+            rows: 24,
+            scrollback_bytes: 0,
+        };
+        use berth_daemon::SessionState::{Exited, Running};
+        use SessionLiveness as L;
+        let judge = |a| session_liveness(&key, &a);
+        assert_eq!(judge(Ok(info("ab12", "claude", "t0", Running))), L::Running);
+        assert_eq!(judge(Ok(info("ab12", "claude", "t0", Exited))), L::Ended);
+        assert_eq!(judge(Ok(info("ab12", "claude", "t1", Running))), L::Ended);
+        assert_eq!(judge(Ok(info("ab12", "other", "t0", Running))), L::Ended);
+        assert_eq!(
+            judge(Err(berth_daemon::DaemonError::NotFound("x".into()))),
+            L::Ended
+        );
+        let unbound = berth_store::SessionKey {
+            session_id: None,
+            ..key.clone()
+        };
+        assert_eq!(
+            session_liveness(&unbound, &Ok(info("ab12", "claude", "t0", Running))),
+            L::Unconfirmed
         );
     }
 }

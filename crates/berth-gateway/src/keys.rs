@@ -1,5 +1,10 @@
 //! Virtual keys: where an agent's SDK puts them, how the store keeps them (hashed), and the
 //! short-lived cache of their lookups.
+//!
+//! A key belongs to a task (live while the server runs one of its turns) or to an interactive
+//! agent session (live while the server has not ended it *and* the workspace's daemon lists
+//! that very session running: same id, name and start time; when the daemon cannot say, the
+//! key is refused).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +20,98 @@ use crate::Gateway;
 /// re-read as often.
 pub(crate) const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
-/// A live key's task and workspace, shared by the calls that reuse the lookup.
-pub(crate) type KeyOwner = Arc<(berth_store::Task, berth_store::Workspace)>;
+/// Whose a live key is.
+#[derive(Debug)]
+pub(crate) enum Holder {
+    Task(berth_store::Task),
+    Session(berth_store::SessionKey),
+}
+
+/// A live key's holder and workspace, shared by the calls that reuse the lookup.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) holder: Holder,
+    pub(crate) ws: berth_store::Workspace,
+}
+
+impl Owner {
+    /// The task's id, or the agent session's (for logs).
+    pub(crate) fn id(&self) -> &str {
+        match &self.holder {
+            Holder::Task(t) => t.id.as_str(),
+            Holder::Session(k) => &k.id,
+        }
+    }
+
+    pub(crate) fn agent(&self) -> berth_domain::Agent {
+        match &self.holder {
+            Holder::Task(t) => t.agent,
+            Holder::Session(k) => k.agent,
+        }
+    }
+
+    pub(crate) fn workspace_id(&self) -> &berth_domain::WorkspaceId {
+        match &self.holder {
+            Holder::Task(t) => &t.workspace_id,
+            Holder::Session(k) => &k.workspace_id,
+        }
+    }
+
+    /// The task a call is counted for: the task, or the one an agent session took over
+    /// (empty for a session of its own).
+    pub(crate) fn task_id(&self) -> Option<&berth_domain::TaskId> {
+        match &self.holder {
+            Holder::Task(t) => Some(&t.id),
+            Holder::Session(k) => k.task_id.as_ref(),
+        }
+    }
+
+    /// The agent session a call is counted for.
+    pub(crate) fn session_id(&self) -> Option<String> {
+        match &self.holder {
+            Holder::Task(_) => None,
+            Holder::Session(k) => Some(k.id.clone()),
+        }
+    }
+}
+
+pub(crate) type KeyOwner = Arc<Owner>;
+
+/// What the daemon's answer says of a session key's terminal session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionLiveness {
+    /// The daemon lists that very session running.
+    Running,
+    /// The daemon answered: the session exited, is gone, or is another one by now.
+    Ended,
+    /// No answer (or the session has not started yet): not confirmed, so refused.
+    Unconfirmed,
+}
+
+/// Judges the daemon's answer about `key`'s session (pure, so it is tested on its own).
+pub fn session_liveness(
+    key: &berth_store::SessionKey,
+    answer: &Result<berth_daemon::SessionInfo, berth_daemon::DaemonError>,
+) -> SessionLiveness {
+    let (Some(id), Some(name), Some(at)) = (
+        key.session_id.as_deref(),
+        key.session_name.as_deref(),
+        key.session_created_at.as_deref(),
+    ) else {
+        return SessionLiveness::Unconfirmed;
+    };
+    match answer {
+        Ok(s) if s.id == id && s.name == name && s.created_at == at => {
+            if s.state == berth_daemon::SessionState::Running {
+                SessionLiveness::Running
+            } else {
+                SessionLiveness::Ended
+            }
+        }
+        Ok(_) | Err(berth_daemon::DaemonError::NotFound(_)) => SessionLiveness::Ended,
+        Err(_) => SessionLiveness::Unconfirmed,
+    }
+}
 
 /// Recent lookups by key hash.
 #[derive(Default)]
@@ -42,9 +137,9 @@ impl KeyCache {
     }
 
     /// Drops a task's cached lookups.
-    pub(crate) fn forget_task(&self, task_id: &str) {
+    pub(crate) fn forget_task(&self, task_id: &berth_domain::TaskId) {
         let mut cache = berth_domain::sync::lock(&self.entries);
-        cache.retain(|_, (_, owner)| owner.0.id != task_id);
+        cache.retain(|_, (_, owner)| !matches!(&owner.holder, Holder::Task(t) if &t.id == task_id));
     }
 }
 
@@ -78,21 +173,35 @@ pub(crate) fn virtual_key(headers: &HeaderMap, query: Option<&str>) -> Option<St
 }
 
 impl Gateway {
-    /// The task a virtual key (by its hash) belongs to, and its workspace.
+    /// The task or agent session a live virtual key (by its hash) belongs to, and its
+    /// workspace. Task lookups are cached briefly; session keys are looked up every call (their
+    /// liveness is confirmed with the daemon every call anyway).
     pub(crate) async fn lookup_key(&self, hash: &str) -> anyhow::Result<Option<KeyOwner>> {
         let inner = &self.inner;
         if let Some(owner) = inner.keys.get(hash) {
             return Ok(Some(owner));
         }
-        let Some(task) = inner.store.find_live_task_by_key_hash(hash).await? else {
+        if let Some(task) = inner.store.find_live_task_by_key_hash(hash).await? {
+            let Some(ws) = inner.store.find_workspace_by_id(&task.workspace_id).await? else {
+                return Ok(None);
+            };
+            let owner = Arc::new(Owner {
+                holder: Holder::Task(task),
+                ws,
+            });
+            inner.keys.insert(hash, owner.clone());
+            return Ok(Some(owner));
+        }
+        let Some(key) = inner.store.find_live_session_key_by_hash(hash).await? else {
             return Ok(None);
         };
-        let Some(w) = inner.store.find_workspace_by_id(&task.workspace_id).await? else {
+        let Some(ws) = inner.store.find_workspace_by_id(&key.workspace_id).await? else {
             return Ok(None);
         };
-        let owner = Arc::new((task, w));
-        inner.keys.insert(hash, owner.clone());
-        Ok(Some(owner))
+        Ok(Some(Arc::new(Owner {
+            holder: Holder::Session(key),
+            ws,
+        })))
     }
 
     /// All budgets, re-read at most once a second (a budget set through the API applies within

@@ -25,6 +25,7 @@ mod keys;
 mod listen;
 mod meter;
 mod policy;
+mod prices;
 mod upstream;
 pub mod usage_tap;
 
@@ -38,9 +39,10 @@ use berth_domain::{Secret, WorkspaceId};
 use berth_store::{Budget, Store};
 
 pub use budget::DEFAULT_RESERVE_OUTPUT;
-pub use keys::hash_key;
-pub use upstream::{upstream_url, Upstream, Upstreams};
-pub use usage_tap::{Price, Prices, Tokens};
+pub use keys::{hash_key, session_liveness, SessionLiveness};
+pub use prices::{Price, PriceSource, Prices, Quote, DEFAULT_FALLBACK};
+pub use upstream::{upstream_url, Probe, Upstream, Upstreams};
+pub use usage_tap::Tokens;
 
 /// The gateway's socket in a workspace's channel directory.
 pub const SOCKET_NAME: &str = "gateway.sock";
@@ -61,7 +63,7 @@ pub struct GatewayConfig {
     pub recording_days: Option<u32>,
     /// Most output tokens reserved against budgets for one call (see `budget`).
     pub reserve_output: u64,
-    /// The operator's price table (see [`Prices`]).
+    /// The operator's price table, over the shipped one (see [`Prices`]).
     pub prices_file: PathBuf,
 }
 
@@ -135,7 +137,7 @@ impl Gateway {
 
     /// Drops a task's cached key lookups, so a key the server just revoked stops working at
     /// once (not only when the cache entry expires).
-    pub fn forget_task(&self, task_id: &str) {
+    pub fn forget_task(&self, task_id: &berth_domain::TaskId) {
         self.inner.keys.forget_task(task_id);
     }
 
@@ -160,12 +162,11 @@ impl Gateway {
                 tick.tick().await;
                 let cutoff =
                     time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
-                if let Ok(before) = cutoff.format(&time::format_description::well_known::Rfc3339) {
-                    match store.purge_llm_recordings(&before).await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(n, "purged LLM recordings past retention"),
-                        Err(e) => tracing::warn!(error = %e, "purging LLM recordings"),
-                    }
+                let before = berth_domain::timestamp::format(cutoff);
+                match store.purge_llm_recordings(&before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(n, "purged LLM recordings past retention"),
+                    Err(e) => tracing::warn!(error = %e, "purging LLM recordings"),
                 }
             }
         }))

@@ -133,7 +133,10 @@ impl Metered {
         // Priced by the model the upstream says it used; the name the agent asked for is only
         // shown when the upstream named none (then the fallback price applies).
         let priced = self.tap.model.clone();
-        call.cost_usd = Some(self.gateway.inner.prices.cost(priced.as_deref(), t));
+        let quote = self.gateway.inner.prices.quote(priced.as_deref(), t);
+        call.cost_nusd = Some(quote.cost_nusd);
+        call.cost_usd = Some(quote.usd());
+        call.priced = quote.source.map(|s| s.as_str().to_owned());
         if priced.is_some() {
             call.model = priced;
         }

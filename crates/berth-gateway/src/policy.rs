@@ -210,8 +210,10 @@ pub fn returns_header(name: &HeaderName) -> bool {
 /// Checks (and where needed rewrites) a request body before it goes upstream: JSON for every
 /// endpoint with a body; OpenAI chat streams get `stream_options.include_usage = true` so their
 /// usage is always reported; the Responses API may not reach stored state of the shared key
-/// (`previous_response_id`, `conversation`) and never stores (`store: false`).
-pub fn prepare_body(e: Endpoint, body: &[u8]) -> Result<Option<Vec<u8>>, Refusal> {
+/// (`previous_response_id`, `conversation`) and never stores (`store: false`); and every
+/// generating call names an output cap of at most `max_output` tokens ([`cap_output`]), which
+/// the upstream enforces, so no call can use more output than the budget reserved for it.
+pub fn prepare_body(e: Endpoint, body: &[u8], max_output: u64) -> Result<Option<Vec<u8>>, Refusal> {
     if e == Endpoint::Models {
         return if body.is_empty() {
             Ok(None)
@@ -234,6 +236,7 @@ pub fn prepare_body(e: Endpoint, body: &[u8]) -> Result<Option<Vec<u8>>, Refusal
             "berth gateway: the request body is not a JSON object".into(),
         ));
     };
+    let mut changed = e.generates() && cap_output(e, obj, max_output);
     match e {
         Endpoint::OpenaiChat if obj.get("stream") == Some(&serde_json::Value::Bool(true)) => {
             let opts = obj
@@ -243,6 +246,7 @@ pub fn prepare_body(e: Endpoint, body: &[u8]) -> Result<Option<Vec<u8>>, Refusal
                 *opts = serde_json::json!({});
             }
             opts["include_usage"] = serde_json::Value::Bool(true);
+            changed = true;
         }
         Endpoint::OpenaiResponses => {
             for field in ["previous_response_id", "conversation"] {
@@ -256,8 +260,12 @@ pub fn prepare_body(e: Endpoint, body: &[u8]) -> Result<Option<Vec<u8>>, Refusal
                 }
             }
             obj.insert("store".into(), serde_json::Value::Bool(false));
+            changed = true;
         }
-        _ => return Ok(None),
+        _ => {}
+    }
+    if !changed {
+        return Ok(None);
     }
     serde_json::to_vec(&v).map(Some).map_err(|err| {
         Refusal::new(
@@ -266,6 +274,62 @@ pub fn prepare_body(e: Endpoint, body: &[u8]) -> Result<Option<Vec<u8>>, Refusal
         )
     })
 }
+
+/// Makes a generating request name an output cap of at most `max`: a larger cap is lowered, a
+/// missing one set (in the field its protocol uses: Anthropic `max_tokens`, Responses
+/// `max_output_tokens`, chat `max_completion_tokens` or the legacy `max_tokens` it already uses,
+/// Gemini `generationConfig.maxOutputTokens`). An Anthropic thinking budget must stay below
+/// `max_tokens`, so it is lowered with it (and thinking turned off below its 1,024 minimum).
+/// Returns whether the body changed.
+fn cap_output(e: Endpoint, obj: &mut serde_json::Map<String, serde_json::Value>, max: u64) -> bool {
+    fn cap(v: &mut serde_json::Map<String, serde_json::Value>, field: &str, max: u64) -> bool {
+        match v.get(field).and_then(serde_json::Value::as_u64) {
+            Some(n) if n <= max => false,
+            _ => {
+                v.insert(field.into(), max.into());
+                true
+            }
+        }
+    }
+    match e {
+        Endpoint::AnthropicMessages => {
+            let changed = cap(obj, "max_tokens", max);
+            let budget = obj
+                .get("thinking")
+                .and_then(|t| t.get("budget_tokens"))
+                .and_then(serde_json::Value::as_u64);
+            match budget {
+                Some(b) if b >= max && max > ANTHROPIC_MIN_THINKING => {
+                    obj["thinking"]["budget_tokens"] = (max - 1).into();
+                    true
+                }
+                Some(b) if b >= max => {
+                    obj.insert("thinking".into(), serde_json::json!({"type": "disabled"}));
+                    true
+                }
+                _ => changed,
+            }
+        }
+        Endpoint::OpenaiResponses => cap(obj, "max_output_tokens", max),
+        Endpoint::OpenaiChat if obj.contains_key("max_tokens") => cap(obj, "max_tokens", max),
+        Endpoint::OpenaiChat => cap(obj, "max_completion_tokens", max),
+        Endpoint::GeminiGenerate => {
+            let config = obj
+                .entry("generationConfig")
+                .or_insert_with(|| serde_json::json!({}));
+            if !config.is_object() {
+                *config = serde_json::json!({});
+            }
+            config
+                .as_object_mut()
+                .is_some_and(|c| cap(c, "maxOutputTokens", max))
+        }
+        _ => false,
+    }
+}
+
+/// The smallest thinking budget Anthropic takes.
+const ANTHROPIC_MIN_THINKING: u64 = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -410,20 +474,30 @@ mod tests {
     #[test]
     fn bodies_force_usage_and_keep_stored_state_out() {
         let chat = br#"{"model":"m","stream":true,"messages":[]}"#;
-        let out = prepare_body(Endpoint::OpenaiChat, chat).unwrap().unwrap();
+        let out = prepare_body(Endpoint::OpenaiChat, chat, 100)
+            .unwrap()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         let off = br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#;
-        let out = prepare_body(Endpoint::OpenaiChat, off).unwrap().unwrap();
+        let out = prepare_body(Endpoint::OpenaiChat, off, 100)
+            .unwrap()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
-        // Not streamed: usage is in the body anyway; the body goes as it came.
+        // Not streamed, with a cap within the limit: usage is in the body anyway; the body goes
+        // as it came.
         assert_eq!(
-            prepare_body(Endpoint::OpenaiChat, br#"{"model":"m"}"#).unwrap(),
+            prepare_body(
+                Endpoint::OpenaiChat,
+                br#"{"model":"m","max_completion_tokens":5}"#,
+                100
+            )
+            .unwrap(),
             None
         );
         let resp = br#"{"model":"m","store":true,"input":[]}"#;
-        let out = prepare_body(Endpoint::OpenaiResponses, resp)
+        let out = prepare_body(Endpoint::OpenaiResponses, resp, 100)
             .unwrap()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -433,7 +507,7 @@ mod tests {
             br#"{"model":"m","conversation":"conv_other"}"#,
         ] {
             assert_eq!(
-                prepare_body(Endpoint::OpenaiResponses, bad)
+                prepare_body(Endpoint::OpenaiResponses, bad, 100)
                     .unwrap_err()
                     .code,
                 ErrorCode::Forbidden
@@ -441,12 +515,60 @@ mod tests {
         }
         for bad in [&b"not json"[..], b"[1]", b""] {
             assert_eq!(
-                prepare_body(Endpoint::AnthropicMessages, bad)
+                prepare_body(Endpoint::AnthropicMessages, bad, 100)
                     .unwrap_err()
                     .code,
                 ErrorCode::InvalidArgument
             );
         }
-        assert_eq!(prepare_body(Endpoint::Models, b"").unwrap(), None);
+        assert_eq!(prepare_body(Endpoint::Models, b"", 100).unwrap(), None);
+    }
+
+    fn capped(e: Endpoint, body: &str, max: u64) -> serde_json::Value {
+        let out = prepare_body(e, body.as_bytes(), max).unwrap();
+        out.map_or_else(
+            || serde_json::from_str(body).unwrap(),
+            |b| serde_json::from_slice(&b).unwrap(),
+        )
+    }
+
+    #[test]
+    fn every_generating_call_names_an_output_cap_within_the_limit() {
+        use Endpoint::*;
+        let v = capped(AnthropicMessages, r#"{"max_tokens":128000}"#, 32000);
+        assert_eq!(v["max_tokens"], 32000);
+        let v = capped(AnthropicMessages, r#"{"max_tokens":100}"#, 32000);
+        assert_eq!(v["max_tokens"], 100);
+        let v = capped(AnthropicMessages, r#"{}"#, 32000);
+        assert_eq!(v["max_tokens"], 32000);
+        // A cap that is not a number is no cap.
+        let v = capped(AnthropicMessages, r#"{"max_tokens":"lots"}"#, 7);
+        assert_eq!(v["max_tokens"], 7);
+        let thinking =
+            r#"{"max_tokens":64000,"thinking":{"type":"enabled","budget_tokens":63999}}"#;
+        let v = capped(AnthropicMessages, thinking, 32000);
+        assert_eq!(v["max_tokens"], 32000);
+        assert_eq!(v["thinking"]["budget_tokens"], 31999);
+        let v = capped(AnthropicMessages, thinking, 1000);
+        assert_eq!(v["thinking"]["type"], "disabled");
+        let v = capped(OpenaiResponses, r#"{"input":[]}"#, 50);
+        assert_eq!(v["max_output_tokens"], 50);
+        let v = capped(OpenaiChat, r#"{"messages":[]}"#, 50);
+        assert_eq!(v["max_completion_tokens"], 50);
+        assert!(v.get("max_tokens").is_none());
+        let v = capped(OpenaiChat, r#"{"max_tokens":900}"#, 50);
+        assert_eq!(v["max_tokens"], 50);
+        let v = capped(GeminiGenerate, r#"{"contents":[]}"#, 50);
+        assert_eq!(v["generationConfig"]["maxOutputTokens"], 50);
+        let v = capped(
+            GeminiGenerate,
+            r#"{"generationConfig":{"temperature":0,"maxOutputTokens":65536}}"#,
+            50,
+        );
+        assert_eq!(v["generationConfig"]["maxOutputTokens"], 50);
+        assert_eq!(v["generationConfig"]["temperature"], 0);
+        // Counting tokens generates nothing: no cap is added.
+        let v = capped(AnthropicCountTokens, r#"{"messages":[]}"#, 50);
+        assert!(v.get("max_tokens").is_none());
     }
 }

@@ -108,7 +108,44 @@ pub(crate) struct Outgoing<'a> {
     pub body: bytes::Bytes,
 }
 
+/// What a bounded request to a provider's upstream found (`berth doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// It answered with this HTTP status (any answer means it is reachable).
+    Answered(u16),
+    /// No answer: the connection, TLS or the URL failed, or the time ran out.
+    Unreachable(String),
+}
+
 impl Gateway {
+    /// Whether `p` has an upstream key configured (a value or a `vault:` reference); without
+    /// one every call of that provider would be refused.
+    pub fn configured(&self, p: Provider) -> bool {
+        self.inner.upstreams.get(p).api_key.is_some()
+    }
+
+    /// The configured base URL of `p`.
+    pub fn base_url(&self, p: Provider) -> &str {
+        &self.inner.upstreams.get(p).base_url
+    }
+
+    /// One `GET` of `p`'s base URL through the gateway's own upstream client (same TLS trust),
+    /// without any key, bounded by `timeout`.
+    pub async fn probe(&self, p: Provider, timeout: std::time::Duration) -> Probe {
+        let url = self.base_url(p);
+        let uri: hyper::Uri = match url.parse() {
+            Ok(u) => u,
+            Err(e) => return Probe::Unreachable(format!("{url} is not a valid URL: {e}")),
+        };
+        let mut req = hyper::Request::new(http_body_util::Full::new(bytes::Bytes::new()));
+        *req.uri_mut() = uri;
+        match tokio::time::timeout(timeout, self.inner.http.request(req)).await {
+            Ok(Ok(resp)) => Probe::Answered(resp.status().as_u16()),
+            Ok(Err(e)) => Probe::Unreachable(error_chain(&e)),
+            Err(_) => Probe::Unreachable(format!("no answer within {} s", timeout.as_secs())),
+        }
+    }
+
     /// The real provider key: as configured, or `vault:TENANT/NAME` from the secret source.
     async fn real_key(&self, p: Provider) -> Result<Secret, GatewayError> {
         let key = match self.inner.upstreams.get(p).api_key.clone() {
@@ -173,9 +210,80 @@ impl Gateway {
     }
 }
 
+/// An error with its causes, e.g. "client error (Connect): tcp connect error: Connection refused".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn probes_answer_with_any_status_and_time_out_quickly() {
+        // A listener that answers 404 to anything, one that accepts and never answers, and a
+        // closed port.
+        let answering = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (a, s, c) = (
+            answering.local_addr().unwrap(),
+            silent_listener.local_addr().unwrap(),
+            closed.local_addr().unwrap(),
+        );
+        drop(closed);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut conn, _)) = answering.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let up = |url: String| Upstream {
+            base_url: url,
+            api_key: None,
+        };
+        let gw = Gateway::new(
+            crate::GatewayConfig {
+                upstreams: Upstreams {
+                    anthropic: up(format!("http://{a}")),
+                    openai: up(format!("http://{s}")),
+                    gemini: up(format!("http://{c}")),
+                },
+                recording_days: None,
+                reserve_output: 1000,
+                prices_file: "/nonexistent".into(),
+            },
+            berth_store::Store::open_in_memory().await.unwrap(),
+        )
+        .unwrap();
+        let t = std::time::Duration::from_millis(500);
+        assert_eq!(gw.probe(Provider::Anthropic, t).await, Probe::Answered(404));
+        let started = std::time::Instant::now();
+        let silent = gw.probe(Provider::Openai, t).await;
+        assert!(
+            matches!(silent, Probe::Unreachable(ref m) if m.contains("no answer")),
+            "{silent:?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let refused = gw.probe(Provider::Gemini, t).await;
+        assert!(
+            matches!(refused, Probe::Unreachable(ref m) if m.contains("onnect")),
+            "{refused:?}"
+        );
+        assert!(!gw.configured(Provider::Anthropic));
+        drop(silent_listener);
+    }
 
     #[test]
     fn urls() {

@@ -1,19 +1,18 @@
-//! Token counting on the side of a streamed LLM response, and the operator's price table.
+//! Token counting on the side of a streamed LLM response (priced by `prices`).
 //!
 //! The gateway forwards every chunk as it arrives; a copy goes through [`UsageTap`], which
 //! scans SSE `data:` lines (or, for non-streamed answers, the JSON body) for the provider's
 //! usage fields. Nothing waits for the parse.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
-
 use berth_domain::Provider;
 use serde::Deserialize;
 
-/// Token counts of one call.
+/// Token counts of one call, the same way for every provider.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tokens {
+    /// Every prompt token, read fresh or from the provider's cache (so `cache_read` and
+    /// `cache_write` are parts of it). OpenAI and Google count this way; Anthropic's
+    /// `input_tokens` leaves cache reads and writes out, so they are added to it.
     pub input: u64,
     pub output: u64,
     pub cache_read: u64,
@@ -71,13 +70,20 @@ impl UsageTap {
         self.line.extend_from_slice(&part[..part.len().min(room)]);
     }
 
-    /// Call at the end of the body.
+    /// Call at the end of the body (once).
     pub fn finish(&mut self) {
         if self.sse {
             let line = std::mem::take(&mut self.line);
             self.sse_line(&line);
         } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.body) {
             self.json(&v);
+        }
+        if self.provider == Provider::Anthropic {
+            let t = &mut self.tokens;
+            t.input = t
+                .input
+                .saturating_add(t.cache_read)
+                .saturating_add(t.cache_write);
         }
     }
 
@@ -188,116 +194,6 @@ pub fn request_model(provider: Provider, path: &str, body: &[u8]) -> Option<Stri
     serde_json::from_slice::<ModelOnly>(body).ok()?.model
 }
 
-/// USD per million tokens.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    #[serde(default)]
-    pub input: f64,
-    #[serde(default)]
-    pub output: f64,
-    #[serde(default)]
-    pub cache_read: f64,
-    #[serde(default)]
-    pub cache_write: f64,
-}
-
-/// Price of a model the table does not list, unless the table sets its own `[fallback]`: as
-/// dear as the dearest published models, so that an unknown or new model name is never free
-/// by accident (a budget in dollars still holds). `[fallback]` with zeros makes them free on
-/// purpose.
-pub const DEFAULT_FALLBACK: Price = Price {
-    input: 15.0,
-    output: 75.0,
-    cache_read: 1.5,
-    cache_write: 18.75,
-};
-
-/// The operator's price table: `DATA_DIR/prices.toml`, `[models."<model>"] input = 3.0 …`
-/// (USD per million tokens) and an optional `[fallback]` price for models it does not list
-/// (default [`DEFAULT_FALLBACK`]). Re-read when the file changes. The gateway prices a call by
-/// the model the *upstream* reports it used, not by the name the agent asked for.
-pub struct Prices {
-    path: PathBuf,
-    check_every: std::time::Duration,
-    cache: Mutex<PriceCache>,
-}
-
-/// The parsed table, the file's modification time it was read at, and when that was checked.
-#[derive(Default)]
-struct PriceCache {
-    mtime: Option<std::time::SystemTime>,
-    checked: Option<std::time::Instant>,
-    table: HashMap<String, Price>,
-    fallback: Option<Price>,
-}
-
-/// How often the price file's modification time is looked at (edits apply within this time).
-const PRICES_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PriceFile {
-    #[serde(default)]
-    models: HashMap<String, Price>,
-    fallback: Option<Price>,
-}
-
-impl Prices {
-    pub fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            check_every: PRICES_CHECK,
-            cache: Mutex::new(PriceCache::default()),
-        }
-    }
-
-    /// The cost of `t` tokens of `model` (None: the upstream did not say): the listed price,
-    /// else the fallback price.
-    pub fn cost(&self, model: Option<&str>, t: Tokens) -> f64 {
-        let p = self.price(model);
-        let m = 1e6;
-        t.input.saturating_sub(t.cache_read) as f64 * p.input / m
-            + t.output as f64 * p.output / m
-            + t.cache_read as f64 * p.cache_read / m
-            + t.cache_write as f64 * p.cache_write / m
-    }
-
-    /// The price of a model, the fallback when it is not listed.
-    pub fn price(&self, model: Option<&str>) -> Price {
-        let mut cache = berth_domain::sync::lock(&self.cache);
-        if cache
-            .checked
-            .is_none_or(|at| at.elapsed() >= self.check_every)
-        {
-            cache.checked = Some(std::time::Instant::now());
-            let mtime = std::fs::metadata(&self.path)
-                .and_then(|m| m.modified())
-                .ok();
-            if cache.mtime != mtime {
-                let file = std::fs::read_to_string(&self.path)
-                    .ok()
-                    .and_then(|s| match toml::from_str::<PriceFile>(&s) {
-                        Ok(f) => Some(f),
-                        Err(e) => {
-                            tracing::warn!(path = %self.path.display(), error = %e, "ignoring the price table");
-                            None
-                        }
-                    });
-                (cache.table, cache.fallback) = match file {
-                    Some(f) => (f.models, f.fallback),
-                    None => (HashMap::new(), None),
-                };
-                cache.mtime = mtime;
-            }
-        }
-        model
-            .and_then(|m| cache.table.get(m).copied())
-            .or(cache.fallback)
-            .unwrap_or(DEFAULT_FALLBACK)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,10 +214,11 @@ mod tests {
                     event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":10}}\n\n";
         for split in [1, 7, 1000] {
             let t = run(Provider::Anthropic, true, body, split);
+            // Anthropic's 20 fresh input tokens plus the 5 read from its cache.
             assert_eq!(
                 t.tokens,
                 Tokens {
-                    input: 20,
+                    input: 25,
                     output: 10,
                     cache_read: 5,
                     cache_write: 0
@@ -362,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn models_and_prices() {
+    fn request_models() {
         assert_eq!(
             request_model(
                 Provider::Gemini,
@@ -375,37 +272,5 @@ mod tests {
             request_model(Provider::Anthropic, "v1/messages", br#"{"model":"m1"}"#),
             Some("m1".into())
         );
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("prices.toml");
-        let mut prices = Prices::new(path.clone());
-        prices.check_every = std::time::Duration::from_millis(20);
-        let settle = || std::thread::sleep(std::time::Duration::from_millis(30));
-        let t = Tokens {
-            input: 1_000_000,
-            output: 500_000,
-            cache_read: 0,
-            cache_write: 0,
-        };
-        // No table: everything costs the built-in fallback, never 0 by accident.
-        let dear = 15.0 + 0.5 * 75.0;
-        assert_eq!(prices.cost(Some("m1"), t), dear);
-        assert_eq!(prices.cost(None, t), dear);
-        std::fs::write(&path, "[models.m1]\ninput = 3.0\noutput = 15.0\n").unwrap();
-        settle();
-        assert_eq!(prices.cost(Some("m1"), t), 3.0 + 7.5);
-        assert_eq!(prices.cost(Some("other"), t), dear);
-        // An edit is picked up at the next check; the table's own fallback replaces the default.
-        std::fs::write(
-            &path,
-            "[models.m1]\ninput = 1.0\noutput = 1.0\n[fallback]\ninput = 2.0\noutput = 4.0\n",
-        )
-        .unwrap();
-        settle();
-        assert_eq!(prices.cost(Some("m1"), t), 1.0 + 0.5);
-        assert_eq!(prices.cost(Some("alias-latest"), t), 2.0 + 2.0);
-        // A broken table falls back to the default, not to free.
-        std::fs::write(&path, "[models.m1\n").unwrap();
-        settle();
-        assert_eq!(prices.cost(Some("m1"), t), dear);
     }
 }

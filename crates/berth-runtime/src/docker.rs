@@ -392,12 +392,14 @@ pub(crate) fn container_config(spec: &ContainerSpec) -> Config<String> {
         readonly_rootfs: Some(spec.readonly_rootfs),
         // A read-only root keeps its scratch space: tmpfs (counted in the memory cgroup, so
         // bounded by the memory cap). Podman adds these itself; Docker does not.
-        tmpfs: spec.readonly_rootfs.then(|| {
-            HashMap::from([
-                ("/tmp".to_string(), "rw,nosuid,nodev,exec".to_string()),
-                ("/var/tmp".to_string(), "rw,nosuid,nodev".to_string()),
-            ])
-        }),
+        tmpfs: Some(tmpfs_mounts(spec.readonly_rootfs)),
+        // An IPC namespace of its own, whose /dev/shm is the tmpfs above rather than the
+        // engine's default: a tmpfs the engine mounts on the host (Podman's
+        // `userdata/shm`, Docker's `mounts/shm`) and binds in. Podman copies the host's mounts
+        // into the mount namespace of every user-namespaced container's conmon, and removing a
+        // container whose host-side shm another namespace still held failed with
+        // `unlinkat …/userdata/shm: device or resource busy` (docs/threat-model.md).
+        ipc_mode: Some("private".to_string()),
         init: Some(spec.init),
         mounts: Some(mounts),
         binds: (!binds.is_empty()).then_some(binds),
@@ -421,6 +423,20 @@ pub(crate) fn container_config(spec: &ContainerSpec) -> Config<String> {
         host_config: Some(host_config),
         ..Default::default()
     }
+}
+
+/// The size of a workspace's `/dev/shm` (the engines' own default is 64 MB).
+pub(crate) const SHM_OPTIONS: &str = "rw,nosuid,nodev,noexec,size=64m";
+
+/// The tmpfs mounts of a container: `/dev/shm` always (see `ipc_mode` in [`container_config`]),
+/// and with a read-only root its scratch space.
+fn tmpfs_mounts(readonly_rootfs: bool) -> HashMap<String, String> {
+    let mut t = HashMap::from([("/dev/shm".to_string(), SHM_OPTIONS.to_string())]);
+    if readonly_rootfs {
+        t.insert("/tmp".to_string(), "rw,nosuid,nodev,exec".to_string());
+        t.insert("/var/tmp".to_string(), "rw,nosuid,nodev".to_string());
+    }
+    t
 }
 
 fn none_if_zero_time(s: Option<String>) -> Option<String> {
@@ -1021,6 +1037,20 @@ mod tests {
         assert_eq!(mounts[1].source.as_deref(), Some("/var/lib/berth/ws1/chan"));
         assert_eq!(c.user.as_deref(), Some("1000:1000"));
         assert_eq!(c.image.as_deref(), Some("localhost/img:1"));
+    }
+
+    #[test]
+    fn dev_shm_is_the_containers_own_tmpfs_not_a_host_mount() {
+        for readonly in [false, true] {
+            let mut s = spec();
+            s.readonly_rootfs = readonly;
+            let h = container_config(&s).host_config.unwrap_or_default();
+            assert_eq!(h.ipc_mode.as_deref(), Some("private"));
+            let t = h.tmpfs.unwrap_or_default();
+            assert_eq!(t.get("/dev/shm").map(String::as_str), Some(SHM_OPTIONS));
+            assert_eq!(t.contains_key("/tmp"), readonly);
+            assert_eq!(t.contains_key("/var/tmp"), readonly);
+        }
     }
 
     #[test]

@@ -129,12 +129,6 @@ pub struct FakeRuntime {
     changed: Arc<Notify>,
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 /// Exit code of a container stopped through `stop_container` in the fake.
 pub const FAKE_STOP_EXIT_CODE: i64 = 143;
 
@@ -157,7 +151,7 @@ impl FakeRuntime {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock in one test thread must not cascade.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        berth_domain::sync::lock(&self.inner)
     }
 
     /// Every call so far, in order.
@@ -213,7 +207,7 @@ impl FakeRuntime {
                         c.status.state = ContainerState::Exited;
                         c.status.exit_code = Some(exit_code);
                         c.status.pid = None;
-                        c.status.finished_at = Some(now_rfc3339());
+                        c.status.finished_at = Some(berth_domain::timestamp::now());
                     }
                     true
                 }
@@ -289,7 +283,7 @@ impl FakeRuntime {
             state,
             oom_killed: false,
             pid,
-            started_at: running.then(now_rfc3339),
+            started_at: running.then(berth_domain::timestamp::now),
             finished_at: None,
             labels: spec.labels.clone(),
         };
@@ -493,7 +487,7 @@ impl Runtime for FakeRuntime {
                     c.status.pid = Some(pid);
                     c.status.exit_code = None;
                     c.status.oom_killed = false;
-                    c.status.started_at = Some(now_rfc3339());
+                    c.status.started_at = Some(berth_domain::timestamp::now());
                     c.status.finished_at = None;
                 }
             }
@@ -516,7 +510,7 @@ impl Runtime for FakeRuntime {
                     c.status.state = ContainerState::Exited;
                     c.status.exit_code = Some(FAKE_STOP_EXIT_CODE);
                     c.status.pid = None;
-                    c.status.finished_at = Some(now_rfc3339());
+                    c.status.finished_at = Some(berth_domain::timestamp::now());
                 }
             }
         }

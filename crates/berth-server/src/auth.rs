@@ -5,20 +5,120 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use berth_domain::{ErrorCode, Secret};
-use berth_store::{AuditRecord, Store};
+use berth_domain::{ErrorCode, Permission, Role, Secret};
+use berth_store::{AuditRecord, Store, TokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// The authenticated caller, put into request extensions by [`require_token`].
-#[derive(Debug, Clone)]
+/// The authenticated caller, put into request extensions by [`require_token`]. The one
+/// identity type of the server: every source of callers (today bearer tokens) builds it in one
+/// small constructor, and authorization reads only this.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    pub token_id: String,
-    pub token_name: String,
-    pub role: String,
+    /// The token id (what the audit log's `actor` column holds).
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The caller's tenant; `None` only for admins (server-wide).
+    pub tenant: Option<String>,
+}
+
+impl Actor {
+    /// The caller a stored token stands for. A token whose role is unknown, an admin token
+    /// bound to a tenant or a tenant role without one is refused (401): the store holds
+    /// something this server did not write.
+    pub fn from_token(t: &TokenRecord) -> ApiResult<Self> {
+        let tenant = t.tenant.as_ref().map(|n| n.to_string());
+        Self::checked(t.id.to_string(), t.name.clone(), &t.role, tenant)
+    }
+
+    fn checked(id: String, name: String, role: &str, tenant: Option<String>) -> ApiResult<Self> {
+        let parsed = Role::parse(role);
+        match (parsed, &tenant) {
+            (Some(Role::Admin), None) => {}
+            (Some(r), Some(_)) if r != Role::Admin => {}
+            _ => {
+                tracing::error!(caller = %id, role, "caller with an inconsistent role and tenant");
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "this caller's role is not valid on this server: ask an admin for a new one",
+                ));
+            }
+        }
+        Ok(Self {
+            id,
+            name,
+            role: parsed.unwrap_or(Role::Viewer),
+            tenant,
+        })
+    }
+
+    /// The person a single sign-on browser session stands for, with the same consistency rule
+    /// as tokens (admins server-wide, every other role in one tenant).
+    pub fn from_session(p: &crate::sso::SessionPrincipal) -> ApiResult<Self> {
+        Self::checked(
+            p.user_id.clone(),
+            p.user_name.clone(),
+            &p.role,
+            p.tenant.clone(),
+        )
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// The tenant the caller is limited to (`None`: an admin, who sees every tenant). Lists
+    /// filter by it.
+    pub fn scope(&self) -> Option<&str> {
+        if self.is_admin() {
+            None
+        } else {
+            self.tenant.as_deref()
+        }
+    }
+
+    /// Whether the caller may see objects of `tenant` at all.
+    pub fn sees(&self, tenant: &str) -> bool {
+        self.scope().is_none_or(|own| own == tenant)
+    }
+
+    /// Objects of other tenants do not exist for the caller: 404, worded as for a missing one.
+    pub fn check_tenant(&self, tenant: &str, what: impl FnOnce() -> String) -> ApiResult<()> {
+        if self.sees(tenant) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("{} not found", what())))
+        }
+    }
+
+    /// 403 `forbidden` naming the role `p` needs, unless the caller holds it.
+    pub fn require(&self, p: Permission) -> ApiResult<()> {
+        if self.role.allows(p) {
+            return Ok(());
+        }
+        Err(forbidden(&self.role, p.min_role()))
+    }
+
+    /// 403 unless the caller is an admin.
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(forbidden(&self.role, Role::Admin))
+        }
+    }
+}
+
+/// The refusal of a caller whose role is below `needed`.
+pub fn forbidden(role: &Role, needed: Role) -> ApiError {
+    ApiError::new(
+        ErrorCode::Forbidden,
+        format!("this needs the {needed} role (or higher); this token's role is {role}"),
+    )
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -31,7 +131,51 @@ pub fn generate_token() -> Secret {
     Secret::new(format!("berth_{}", hex::encode(bytes)))
 }
 
-/// Middleware: every route under /api/v1 needs `Authorization: Bearer <token>`.
+/// How often a token's `last_used_at` is written at most.
+pub const LAST_USED_INTERVAL: time::Duration = time::Duration::minutes(1);
+
+/// Refuses a revoked token (`token_revoked`) or one whose expiry is at or before `now`
+/// (`token_expired`), both 401.
+pub fn check_token(t: &TokenRecord, now: &str) -> ApiResult<()> {
+    if let Some(at) = &t.revoked_at {
+        return Err(ApiError::new(
+            ErrorCode::TokenRevoked,
+            format!("this token was revoked at {at}: ask for a new one"),
+        ));
+    }
+    if let Some(at) = t.expires_at.as_deref().filter(|at| *at <= now) {
+        return Err(ApiError::new(
+            ErrorCode::TokenExpired,
+            format!("this token expired at {at}: ask for a new one"),
+        ));
+    }
+    Ok(())
+}
+
+/// The token's caller, if the token is live; notes its use at most once a minute.
+async fn authenticate(store: &Store, token: &str) -> ApiResult<Actor> {
+    let Some(t) = store.lookup_token(&hash_token(token)).await? else {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "unknown token"));
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let at = berth_domain::timestamp::format(now);
+    check_token(&t, &at)?;
+    let actor = Actor::from_token(&t)?;
+    let stale = t.last_used_at.as_deref().is_none_or(|last| {
+        last < berth_domain::timestamp::format(now - LAST_USED_INTERVAL).as_str()
+    });
+    if stale {
+        let before = berth_domain::timestamp::format(now - LAST_USED_INTERVAL);
+        if let Err(e) = store.touch_token(&t.id, &at, &before).await {
+            tracing::warn!(error = %e, "could not note the token's last use");
+        }
+    }
+    Ok(actor)
+}
+
+/// Middleware: every route under /api/v1 needs `Authorization: Bearer <token>`. The caller
+/// ([`Actor`]) and the state go into the request's extensions for the route's access check
+/// (`routes::access`).
 pub async fn require_token(
     State(state): State<Arc<AppState>>,
     mut req: Request,
@@ -47,25 +191,34 @@ pub async fn require_token(
     // `new WebSocket(url, ["berth.bearer", token])` (never in the URL, which gets logged).
     let token = header.or_else(|| websocket_token(req.headers()));
     let Some(token) = token.as_deref() else {
+        // No bearer token: a browser session cookie of single sign-on (CSRF-checked), if any.
+        match crate::sso::session_actor(&state, req.headers(), req.method()).await {
+            Ok(Some(p)) => {
+                let actor = match Actor::from_session(&p) {
+                    Ok(a) => a,
+                    Err(e) => return e.into_response(),
+                };
+                req.extensions_mut().insert(actor);
+                req.extensions_mut().insert(p);
+                req.extensions_mut().insert(state);
+                return next.run(req).await;
+            }
+            Ok(None) => {}
+            Err(e) => return e.into_response(),
+        }
         return ApiError::new(
             ErrorCode::Unauthorized,
             "missing bearer token: send `Authorization: Bearer <token>` (berth login URL --token T)",
         )
         .into_response();
     };
-    match state.store.find_token(&hash_token(token)).await {
-        Ok(Some(t)) => {
-            req.extensions_mut().insert(Actor {
-                token_id: t.id.to_string(),
-                token_name: t.name,
-                role: t.role,
-            });
+    match authenticate(&state.store, token).await {
+        Ok(actor) => {
+            req.extensions_mut().insert(actor);
+            req.extensions_mut().insert(state);
             next.run(req).await
         }
-        Ok(None) => {
-            ApiError::new(ErrorCode::Unauthorized, "unknown or revoked token").into_response()
-        }
-        Err(e) => ApiError::internal(e).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -111,15 +264,46 @@ pub async fn audit<T>(
         Err(e) => (e.code.as_str().to_owned(), Some(e.message.clone())),
     };
     let rec = AuditRecord {
-        actor: actor.token_id.clone(),
+        actor: actor.id.clone(),
         action: action.to_owned(),
         target: target.to_owned(),
         result: res,
         detail,
+        ..actor_fields(actor, action, target)
     };
     if let Err(e) = store.append_audit(&rec).await {
         tracing::error!(error = %e, action, target, "could not write audit record");
     }
+}
+
+/// The audit columns naming the actor (name, role, tenant) and the tenant of the target.
+pub fn actor_fields(actor: &Actor, action: &str, target: &str) -> AuditRecord {
+    AuditRecord {
+        actor_name: Some(actor.name.clone()),
+        actor_role: Some(actor.role.as_str().to_owned()),
+        actor_tenant: actor.tenant.clone(),
+        // A tenant's caller acts only in its tenant, whatever it typed.
+        tenant: actor
+            .scope()
+            .map(str::to_owned)
+            .or_else(|| target_tenant(action, target)),
+        ..AuditRecord::default()
+    }
+}
+
+/// The tenant an audited target belongs to: targets are `tenant/name[:more]` (workspaces,
+/// sessions, secrets, templates, tokens) or a bare tenant (`tenant.*` and `budget.*` actions);
+/// server-wide ones (`image.*`, `system.*`) have none.
+pub fn target_tenant(action: &str, target: &str) -> Option<String> {
+    if action.starts_with("image.") || action.starts_with("system.") {
+        return None;
+    }
+    let first = match target.split_once('/') {
+        Some((t, _)) => t,
+        None if action.starts_with("tenant.") || action.starts_with("budget.") => target,
+        None => return None,
+    };
+    berth_domain::Name::parse(first).ok().map(|n| n.to_string())
 }
 
 /// On first start (no tokens yet) installs the bootstrap admin token: from
@@ -190,6 +374,83 @@ mod tests {
         ] {
             assert_eq!(bearer_token(value), token, "{value:?}");
         }
+    }
+
+    #[test]
+    fn audit_rows_belong_to_the_tenant_of_their_target_or_of_the_actor() {
+        for (action, target, tenant) in [
+            ("workspace.create", "acme/web", Some("acme")),
+            ("session.create", "acme/web:main", Some("acme")),
+            ("task.cancel", "acme/web:tsk_1", Some("acme")),
+            ("budget.set", "acme", Some("acme")),
+            ("tenant.quota", "acme", Some("acme")),
+            ("workspace.exec", "web", None),
+            ("image.build", "localhost/berth-workspace:1", None),
+            ("system.disk_low", "/var/lib/berth", None),
+            ("egress.log_dropped", "ws_0123", None),
+        ] {
+            assert_eq!(
+                target_tenant(action, target).as_deref(),
+                tenant,
+                "{action} {target}"
+            );
+        }
+        let member = Actor {
+            id: "tok_1".into(),
+            name: "alice".into(),
+            role: Role::Member,
+            tenant: Some("acme".into()),
+        };
+        // Whatever it typed, a tenant's caller acts in its tenant.
+        let rec = actor_fields(&member, "workspace.exec", "web");
+        assert_eq!(rec.tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            (rec.actor_name.as_deref(), rec.actor_role.as_deref()),
+            (Some("alice"), Some("member"))
+        );
+        assert_eq!(rec.actor_tenant.as_deref(), Some("acme"));
+    }
+
+    #[test]
+    fn expiry_and_revocation_are_told_apart() {
+        let t = |expires: Option<&str>, revoked: Option<&str>| TokenRecord {
+            id: berth_domain::TokenId::generate(),
+            name: "t".into(),
+            role: "viewer".into(),
+            tenant: berth_domain::Name::parse("acme").ok(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            expires_at: expires.map(str::to_owned),
+            last_used_at: None,
+            revoked_at: revoked.map(str::to_owned),
+            parent_id: None,
+        };
+        let now = "2026-06-01T00:00:00.000Z";
+        assert!(check_token(&t(None, None), now).is_ok());
+        assert!(check_token(&t(Some("2026-06-01T00:00:00.001Z"), None), now).is_ok());
+        let code = |r: ApiResult<()>| r.unwrap_err().code;
+        assert_eq!(
+            code(check_token(&t(Some(now), None), now)),
+            ErrorCode::TokenExpired
+        );
+        assert_eq!(
+            code(check_token(&t(None, Some("2026-02-01T00:00:00.000Z")), now)),
+            ErrorCode::TokenRevoked
+        );
+        // An admin role bound to a tenant, or a tenant role without one, is no caller.
+        let mut bad = t(None, None);
+        bad.role = "admin".into();
+        assert_eq!(
+            code(Actor::from_token(&bad).map(|_| ())),
+            ErrorCode::Unauthorized
+        );
+        let mut bad = t(None, None);
+        bad.tenant = None;
+        assert_eq!(
+            code(Actor::from_token(&bad).map(|_| ())),
+            ErrorCode::Unauthorized
+        );
+        let a = Actor::from_token(&t(None, None)).unwrap();
+        assert_eq!((a.role, a.tenant.as_deref()), (Role::Viewer, Some("acme")));
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 //! keys are the flag names with underscores (see `docs/configuration.md`).
 
 mod env;
+pub mod sso;
+mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,9 @@ use berth_domain::limits::{parse_cpus, parse_memory};
 use berth_domain::Limits;
 use serde::Deserialize;
 
-pub use env::{EnvSettings, UpstreamEnv};
+pub use env::{EnvSettings, EnvVars, UpstreamEnv};
+pub use sso::SsoConfig;
+pub use tls::{is_dns_name, AcmeSettings, TlsArgs, TlsSettings, TlsSource};
 
 /// `berth server` flags. Every flag has an environment variable.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -55,6 +59,10 @@ pub struct ServerArgs {
     /// Seconds between reconciler passes (engine state ⇄ store) [default: 2].
     #[arg(long, env = "BERTH_RECONCILE_SECONDS")]
     pub reconcile_seconds: Option<u64>,
+    /// Seconds an agent's permission request waits for a decision before it is denied (the
+    /// agent is told why) [default: 1800].
+    #[arg(long, env = "BERTH_APPROVAL_TIMEOUT_SECONDS")]
+    pub approval_timeout_seconds: Option<u64>,
     /// Days egress log rows are kept; 0 keeps them forever [default: 30].
     #[arg(long, env = "BERTH_EGRESS_LOG_RETENTION_DAYS")]
     pub egress_log_retention_days: Option<u32>,
@@ -73,6 +81,18 @@ pub struct ServerArgs {
     /// Largest home volume a restore may write (uncompressed), e.g. `50g` [default: 50g].
     #[arg(long, env = "BERTH_RESTORE_MAX_SIZE")]
     pub restore_max_size: Option<String>,
+    /// User namespaces of workspaces: `auto` (each workspace's container gets a private range of
+    /// host uids; Podman's userns=auto) or `off` (host uids; Docker: use the daemon's
+    /// userns-remap) [default: auto on Podman when /etc/subuid and /etc/subgid give `containers` a
+    /// range, off otherwise].
+    #[arg(long, env = "BERTH_USERNS")]
+    pub userns: Option<String>,
+    /// HTTPS (off by default: plain HTTP).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Boxed: keeps `ServerArgs` (and the binary's command enum) small.
+    #[command(flatten)]
+    pub sso: Box<sso::SsoArgs>,
 }
 
 /// The config file: the same settings as the flags.
@@ -89,11 +109,65 @@ struct FileConfig {
     default_network: Option<String>,
     image: Option<String>,
     reconcile_seconds: Option<u64>,
+    approval_timeout_seconds: Option<u64>,
     egress_log_retention_days: Option<u32>,
     task_events_retention_days: Option<u32>,
     disk_warn_free: Option<String>,
     disk_min_free: Option<String>,
     restore_max_size: Option<String>,
+    userns: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls: Option<String>,
+    tls_names: Option<Vec<String>>,
+    acme: Option<String>,
+    acme_email: Option<String>,
+    acme_directory: Option<String>,
+    acme_ca_root: Option<PathBuf>,
+    http_redirect: Option<String>,
+    tls_reload_seconds: Option<u64>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret_file: Option<PathBuf>,
+    public_url: Option<String>,
+    oidc_claim: Option<String>,
+    oidc_map: Option<Vec<String>>,
+    oidc_scopes: Option<String>,
+    session_idle: Option<String>,
+    session_lifetime: Option<String>,
+}
+
+impl FileConfig {
+    /// The HTTPS keys, as flags to merge under the real ones.
+    fn tls_args(&mut self) -> TlsArgs {
+        TlsArgs {
+            tls_cert: self.tls_cert.take(),
+            tls_key: self.tls_key.take(),
+            tls: self.tls.take(),
+            tls_names: self.tls_names.take().unwrap_or_default(),
+            acme: self.acme.take(),
+            acme_email: self.acme_email.take(),
+            acme_directory: self.acme_directory.take(),
+            acme_ca_root: self.acme_ca_root.take(),
+            http_redirect: self.http_redirect.take(),
+            tls_reload_seconds: self.tls_reload_seconds.take(),
+        }
+    }
+
+    /// The single sign-on keys, moved out.
+    fn take_sso(&mut self) -> sso::SsoFile {
+        sso::SsoFile {
+            oidc_issuer: self.oidc_issuer.take(),
+            oidc_client_id: self.oidc_client_id.take(),
+            oidc_client_secret_file: self.oidc_client_secret_file.take(),
+            public_url: self.public_url.take(),
+            oidc_claim: self.oidc_claim.take(),
+            oidc_map: self.oidc_map.take(),
+            oidc_scopes: self.oidc_scopes.take(),
+            session_idle: self.session_idle.take(),
+            session_lifetime: self.session_lifetime.take(),
+        }
+    }
 }
 
 /// Configuration after defaults are resolved and values validated.
@@ -107,12 +181,20 @@ pub struct Config {
     pub default_network: String,
     pub image: Option<String>,
     pub reconcile_interval: std::time::Duration,
+    /// How long a permission request of an agent waits for a decision.
+    pub approval_timeout: std::time::Duration,
     pub retention: Retention,
     pub disk: DiskThresholds,
     /// Cap on the uncompressed bytes one restore writes.
     pub restore_max_bytes: u64,
+    /// `Some(true)`: private user namespaces; `Some(false)`: host uids; `None`: by engine.
+    pub userns: Option<bool>,
+    /// HTTPS; `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
     /// The environment-only settings (keys, the gateway's upstreams, egress knobs).
     pub env: EnvSettings,
+    /// Single sign-on through an OpenID Provider; `None` when off.
+    pub sso: Option<SsoConfig>,
 }
 
 /// How long history is kept (days; 0 = forever).
@@ -166,7 +248,7 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 impl ServerArgs {
     pub fn resolve(self) -> anyhow::Result<Config> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(path) => load_file(path)?,
             None => {
                 let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
@@ -178,6 +260,8 @@ impl ServerArgs {
                 }
             }
         };
+        let tls = self.tls.or(file.tls_args()).resolve()?;
+        let sso_file = file.take_sso();
         let memory = self
             .default_memory
             .or(file.default_memory)
@@ -232,12 +316,20 @@ impl ServerArgs {
                 .or(file.task_events_retention_days)
                 .unwrap_or(90),
         };
+        let env = EnvSettings::from_env();
+        let sso = sso::resolve(*self.sso, sso_file, env.oidc_client_secret.clone())?;
         let restore_max_bytes = size(
             self.restore_max_size,
             file.restore_max_size,
             "50g",
             "restore_max_size",
         )?;
+        let userns = match self.userns.or(file.userns).as_deref() {
+            None | Some("") => None,
+            Some("auto") => Some(true),
+            Some("off") => Some(false),
+            Some(other) => anyhow::bail!("userns: {other:?} is not auto or off"),
+        };
         Ok(Config {
             listen: self
                 .listen
@@ -258,10 +350,19 @@ impl ServerArgs {
                     .unwrap_or(2)
                     .max(1),
             ),
+            approval_timeout: std::time::Duration::from_secs(
+                self.approval_timeout_seconds
+                    .or(file.approval_timeout_seconds)
+                    .unwrap_or(1800)
+                    .max(1),
+            ),
             retention,
             disk,
             restore_max_bytes,
-            env: EnvSettings::from_env(),
+            userns,
+            tls,
+            env,
+            sso,
         })
     }
 }
@@ -373,6 +474,41 @@ mod tests {
         assert_eq!(parse_size("2TiB").unwrap(), 2 << 40);
         assert!(parse_size("5 parsecs").is_err());
         assert!(parse_size("-1g").is_err());
+    }
+
+    #[test]
+    fn https_settings_come_from_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "tls = \"self-signed\"\ntls_names = [\"phone.example\"]\nhttp_redirect = \"127.0.0.1:8080\"\n",
+        )
+        .unwrap();
+        let base = ServerArgs {
+            data_dir: Some(dir.path().to_owned()),
+            ..Default::default()
+        };
+        let tls = base.clone().resolve().unwrap().tls.unwrap();
+        assert_eq!(tls.source, TlsSource::SelfSigned);
+        assert_eq!(tls.names, ["phone.example"]);
+        assert_eq!(tls.http_redirect.as_deref(), Some("127.0.0.1:8080"));
+        // A flag adds to the file's choice and the combination is checked as a whole.
+        let both = ServerArgs {
+            tls: TlsArgs {
+                acme: Some("berth.example".into()),
+                acme_email: Some("ops@berth.example".into()),
+                ..Default::default()
+            },
+            ..base.clone()
+        };
+        assert!(both.resolve().is_err());
+        // No HTTPS setting anywhere: plain HTTP, as before.
+        let plain = tempfile::tempdir().unwrap();
+        let c = ServerArgs {
+            data_dir: Some(plain.path().to_owned()),
+            ..Default::default()
+        };
+        assert!(c.resolve().unwrap().tls.is_none());
     }
 
     #[test]

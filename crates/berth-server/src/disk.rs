@@ -125,6 +125,7 @@ pub async fn observe(state: &AppState, last: Level) -> Level {
         target: state.config.data_dir.display().to_string(),
         result: result.to_owned(),
         detail: Some(detail),
+        ..AuditRecord::default()
     };
     if let Err(e) = state.store.append_audit(&rec).await {
         tracing::error!(error = %e, "could not write audit record");

@@ -330,6 +330,7 @@ async fn report_dropped(store: &Store, ws: &WorkspaceId, dropped: u64) {
         detail: Some(format!(
             "{dropped} egress attempts were not logged: the workspace made them faster than the log is written"
         )),
+        ..Default::default()
     };
     if let Err(e) = store.append_audit(&rec).await {
         tracing::error!(error = %e, "cannot write the audit log");

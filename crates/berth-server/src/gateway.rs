@@ -39,6 +39,16 @@ pub fn config(config: &Config) -> GatewayConfig {
     }
 }
 
+/// A provider's environment variables: (its API key, its base URL).
+pub fn provider_env(p: Provider) -> (&'static str, &'static str) {
+    use crate::config::EnvVars as V;
+    match p {
+        Provider::Anthropic => (V::ANTHROPIC_API_KEY, V::ANTHROPIC_BASE_URL),
+        Provider::Openai => (V::OPENAI_API_KEY, V::OPENAI_BASE_URL),
+        Provider::Gemini => (V::GEMINI_API_KEY, V::GEMINI_BASE_URL),
+    }
+}
+
 /// A positive number, else nothing.
 fn positive<T: std::str::FromStr + PartialOrd + Default>(v: Option<String>) -> Option<T> {
     v.and_then(|v| v.trim().parse().ok())

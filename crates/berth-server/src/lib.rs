@@ -3,9 +3,12 @@
 //! [`run`] wires the concrete pieces (SQLite store, Docker-API runtime, staged daemon binary)
 //! into an [`AppState`] and serves the router until SIGINT/SIGTERM.
 
+mod agent_sessions;
+mod approvals;
 mod auth;
 mod backup;
 mod binary;
+mod budgets;
 mod capacity;
 mod config;
 mod disk;
@@ -15,17 +18,29 @@ mod egress_log_queue;
 mod engine;
 mod error;
 mod gateway;
+mod images;
+#[cfg(test)]
+mod layering_tests;
 mod lifecycle;
+mod notify;
 mod openapi;
+mod provision;
 mod reconciler;
 mod retention;
 mod routes;
 mod secrets;
 mod smoke;
+mod sso;
 mod state;
+mod task_diff;
 mod tasks;
+mod templates;
+mod tenants;
+mod terminal;
 #[cfg(test)]
 mod test_support;
+mod tls;
+mod tokens;
 mod ui;
 mod vault;
 mod watch_map;
@@ -33,7 +48,14 @@ mod watch_map;
 use std::sync::Arc;
 
 pub use config::{Config, ServerArgs};
+pub use routes::access::{Access, RouteSpec};
 pub use state::{AppState, DockerImageBuilder, ImageBuilder};
+
+/// Every API route with the access it asks for (paths relative to `/api/v1`), as registered:
+/// what the authorization matrix test enumerates.
+pub fn route_table() -> Vec<RouteSpec> {
+    routes::table()
+}
 
 /// The REST API's OpenAPI document as pretty-printed JSON: the one served at
 /// `/api/v1/openapi.json`, for `berth openapi` and the committed snapshot the web UI's types are
@@ -96,6 +118,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let binary = binary::stage(&exe, &config.data_dir)?;
 
+    let tls = match &config.tls {
+        Some(settings) => Some(tls::Tls::setup(settings, &config.data_dir)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -108,6 +134,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         binary,
     );
     let state = AppState::new(config, store.clone(), host)?;
+    if let Some(t) = &tls {
+        let _ = state.tls.set(Arc::new(t.handle(local)));
+    }
     let state = Arc::new(state);
     match state.host.runtime.info().await {
         Ok(info) => {
@@ -122,14 +151,25 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let purge = retention::spawn(state.clone());
     state.gateway.spawn_recording_purge();
     tasks::resume_all(&state).await;
+    provision::recover(&state).await;
+    let sweeper = agent_sessions::spawn_sweeper(state.clone());
+    let notifier = notify::worker::spawn(state.clone());
 
     let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-    tracing::info!(url = %format!("http://{local}"), server_id = %server_id, "berth server listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    tracing::info!(server_id = %server_id, "berth server ready");
+    match tls {
+        Some(tls) => tls.serve(listener, app, shutdown_signal()).await?,
+        None => {
+            tracing::info!(url = %format!("http://{local}"), "berth server listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+    }
     reconcile.abort();
     purge.abort();
+    sweeper.abort();
+    notifier.abort();
     store.close().await;
     Ok(())
 }

@@ -17,6 +17,7 @@ use berth_daemon::chanfs;
 
 mod requests;
 
+pub(crate) use requests::quota_use;
 pub use requests::{create_workspace, remove_workspace, start_workspace, stop_workspace};
 
 use crate::binary::DAEMON_PATH_IN_WORKSPACE;
@@ -46,6 +47,11 @@ pub struct CreateSpec {
     pub egress_templates: Vec<Name>,
     /// Tenant secrets the workspace uses (syntax validated; existence checked at create).
     pub secrets: Vec<berth_store::SecretUse>,
+    /// MCP servers its agents use (validated).
+    pub mcp_servers: Vec<berth_domain::McpServer>,
+    /// The template the workspace is provisioned from (recorded with the row; the steps run
+    /// once it is up: `crate::provision`).
+    pub provision: Option<crate::provision::Pending>,
 }
 
 impl CreateSpec {
@@ -181,6 +187,11 @@ impl CreateSpec {
                 headers,
             });
         }
+        let mcp_servers =
+            berth_api::mcp_servers_to_domain(req.mcp_servers.as_deref().unwrap_or_default())
+                .map_err(|e| {
+                    ApiError::new(ErrorCode::InvalidMcpServer, format!("mcp_servers: {e}"))
+                })?;
         Ok(Self {
             tenant,
             name,
@@ -190,42 +201,66 @@ impl CreateSpec {
             egress,
             egress_templates,
             secrets,
+            mcp_servers,
+            provision: None,
         })
     }
 }
 
 /// Finds the workspace a user means.
 pub async fn resolve(state: &AppState, raw: &str) -> ApiResult<Workspace> {
+    let scope = SCOPE.try_with(Clone::clone).ok();
+    resolve_in(state, raw, scope.as_deref()).await
+}
+
+tokio::task_local! {
+    /// The tenant the current request's caller is limited to (set for tenant tokens by
+    /// `routes::access`): [`resolve`] finds only that tenant's workspaces.
+    static SCOPE: String;
+}
+
+/// Runs `f` (a request of a tenant's caller) with workspace references resolved in `tenant`.
+pub async fn with_scope<F: std::future::Future>(tenant: String, f: F) -> F::Output {
+    SCOPE.scope(tenant, f).await
+}
+
+/// [`resolve`] within `scope` (`None`: every tenant). Within a scope a bare name is that
+/// tenant's, and another tenant's workspace is not found.
+pub async fn resolve_in(state: &AppState, raw: &str, scope: Option<&str>) -> ApiResult<Workspace> {
     let r = WorkspaceRef::parse(raw).map_err(|e| ApiError::invalid(format!("workspace: {e}")))?;
     let not_found = || ApiError::not_found(format!("workspace {raw} not found"));
-    match r {
-        WorkspaceRef::Id(id) => state
-            .store
-            .find_workspace_by_id(&id)
-            .await?
-            .ok_or_else(not_found),
-        WorkspaceRef::Qualified { tenant, name } => state
-            .store
-            .find_workspace(&tenant, &name)
-            .await?
-            .ok_or_else(not_found),
-        WorkspaceRef::Bare(name) => {
-            let mut all = state.store.find_workspaces_named(&name).await?;
-            match all.len() {
-                0 => Err(not_found()),
-                1 => Ok(all.remove(0)),
-                _ => Err(ApiError::new(
-                    ErrorCode::Ambiguous,
-                    format!(
-                        "workspace name {name} exists in several tenants ({}): use tenant/name",
-                        all.iter()
-                            .map(|w| w.tenant.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )),
-            }
+    let w = match (r, scope) {
+        (WorkspaceRef::Bare(name), Some(t)) => match Name::parse(t) {
+            Ok(t) => state.store.find_workspace(&t, &name).await?,
+            Err(_) => None,
+        },
+        (WorkspaceRef::Id(id), _) => state.store.find_workspace_by_id(&id).await?,
+        (WorkspaceRef::Qualified { tenant, name }, _) => {
+            state.store.find_workspace(&tenant, &name).await?
         }
+        (WorkspaceRef::Bare(name), None) => return resolve_bare(state, &name, raw).await,
+    };
+    match w {
+        Some(w) if scope.is_none_or(|t| w.tenant.as_str() == t) => Ok(w),
+        _ => Err(not_found()),
+    }
+}
+
+async fn resolve_bare(state: &AppState, name: &Name, raw: &str) -> ApiResult<Workspace> {
+    let mut all = state.store.find_workspaces_named(name).await?;
+    match all.len() {
+        0 => Err(ApiError::not_found(format!("workspace {raw} not found"))),
+        1 => Ok(all.remove(0)),
+        _ => Err(ApiError::new(
+            ErrorCode::Ambiguous,
+            format!(
+                "workspace name {name} exists in several tenants ({}): use tenant/name",
+                all.iter()
+                    .map(|w| w.tenant.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }
 
@@ -290,6 +325,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             limits: spec.limits,
             network: spec.network.clone(),
             volume: volume.clone(),
+            mcp_servers: spec.mcp_servers.clone(),
         })
         .await
         .map_err(|e| match e {
@@ -300,6 +336,15 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             other => other.into(),
         })?;
 
+    if let Some(p) = &spec.provision {
+        // With the row, so the workspace is never seen running without its provisioning.
+        if let Err(err) = crate::provision::record(state, &id, p).await {
+            forget_row(state, &id).await;
+            drop(_guard);
+            state.forget_lock(&id);
+            return Err(err);
+        }
+    }
     state.store.set_egress_rules(&id, &spec.egress).await?;
     let uses: Vec<berth_store::SecretUse> = spec
         .secrets
@@ -354,9 +399,9 @@ async fn forget_row(state: &AppState, id: &WorkspaceId) {
 /// `network: bridge` puts a workspace on the engine's unfiltered network, outside berth's egress
 /// proxy, rules and secret placeholders: only an admin may ask for it (the server-wide default is
 /// the admin's own choice).
-pub fn check_network_allowed(role: &str, requested: Option<&str>) -> ApiResult<()> {
+pub fn check_network_allowed(role: berth_domain::Role, requested: Option<&str>) -> ApiResult<()> {
     match requested {
-        Some(n) if n != "none" && role != "admin" => Err(ApiError::new(
+        Some(n) if n != "none" && role != berth_domain::Role::Admin => Err(ApiError::new(
             ErrorCode::Forbidden,
             format!(
                 "network {n:?} bypasses berth's egress proxy; only an admin token may ask for it"
@@ -440,7 +485,10 @@ async fn prepare_channel(state: &AppState, id: &WorkspaceId) -> ApiResult<bool> 
 /// its throwaway container gets the same channel as a workspace.
 pub(crate) fn prepare_channel_dir(chan: &Path, ca_pem: Option<&str>) -> std::io::Result<bool> {
     let ws_dir = chan.parent().unwrap_or(Path::new("/"));
-    let ws = chanfs::Dir::create_private(ws_dir, 0o755)?;
+    // Root-only: the channel is reached through its mounts, never through this path, so no
+    // host user can read what is in it (file-delivered secrets are world-readable under a
+    // user namespace, see `secret_env`).
+    let ws = chanfs::Dir::create_private(ws_dir, 0o700)?;
     let name = chan.file_name().and_then(|n| n.to_str()).unwrap_or("chan");
     let (chan, replaced) = ws.subdir_created(name, 0o755, None)?;
     // A stale socket from an earlier run would make the readiness check pass too early.
@@ -469,17 +517,20 @@ pub(crate) async fn remove_workspace_dir(dir: &Path) {
 async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> {
     let mut labels = labels(state, w);
     labels.insert(LABEL_BINARY.to_owned(), state.host.binary.hash.clone());
+    let userns = userns_mode(state).await;
     let env = [
         format!("BERTH_WORKSPACE={}", w.qualified_name()),
         format!("BERTH_WORKSPACE_ID={}", w.id),
     ]
     .into_iter()
     .chain(proxy_env())
-    .chain(secret_env(state, w).await?)
+    .chain(secret_env(state, w, userns.is_some()).await?)
+    .chain(crate::provision::template_env(state, &w.id).await?)
     .collect();
     let spec = container_spec(
         state,
         ContainerParts {
+            userns,
             name: engine_name(state, &w.tenant, &w.name),
             image: w.image.clone(),
             hostname: w.name.to_string(),
@@ -497,6 +548,8 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
 /// What differs between workspace containers; the rest of [`container_spec`] is the same for
 /// every workspace, and for doctor's smoke check.
 pub(crate) struct ContainerParts {
+    /// The engine's user-namespace mode ([`userns_mode`]).
+    pub userns: Option<String>,
     pub name: String,
     pub image: String,
     pub hostname: String,
@@ -567,13 +620,65 @@ pub(crate) fn container_spec(state: &AppState, p: ContainerParts) -> ContainerSp
         // The image is not the agent's to change; scratch space is tmpfs, work is in the volume.
         readonly_rootfs: true,
         init: true,
-        userns: None,
+        userns: p.userns,
     }
+}
+
+/// `Some("auto")` when workspaces get a private user namespace: configured (`--userns`), else
+/// on Podman (which supports it through the Docker API; Docker's is daemon-wide) once the engine
+/// has a range to take it from (the `containers` entries of /etc/subuid and /etc/subgid, which
+/// `setup-host` adds and doctor checks).
+pub(crate) async fn userns_mode(state: &AppState) -> Option<String> {
+    let on = match state.config.userns {
+        Some(on) => on,
+        None => {
+            let podman = state
+                .host
+                .runtime
+                .info()
+                .await
+                .map(|i| i.engine.to_ascii_lowercase().contains("podman"))
+                .unwrap_or(false);
+            podman && subid_range_present(Path::new(SUBUID), Path::new(SUBGID))
+        }
+    };
+    on.then(|| "auto".to_owned())
+}
+
+/// Where Podman's `userns=auto` takes its host uids and gids from.
+pub(crate) const SUBUID: &str = "/etc/subuid";
+/// See [`SUBUID`].
+pub(crate) const SUBGID: &str = "/etc/subgid";
+/// The user whose subordinate ranges `userns=auto` uses (Podman's default).
+const SUBID_USER: &str = "containers";
+
+/// Whether both files give [`SUBID_USER`] a non-empty range.
+pub(crate) fn subid_range_present(subuid: &Path, subgid: &Path) -> bool {
+    [subuid, subgid].iter().all(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines().any(|l| {
+                let mut parts = l.trim().split(':');
+                parts.next() == Some(SUBID_USER)
+                    && parts
+                        .next()
+                        .is_some_and(|start| start.parse::<u64>().is_ok())
+                    && parts
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+            })
+        })
+    })
 }
 
 /// The workspace's secrets as it sees them: placeholders (the default), or — opted in, marked
 /// exposed — the real value in the environment or in a file under /run/berth/secrets.
-async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
+/// `private_userns`: the container gets a user namespace of its own ([`userns_mode`]).
+async fn secret_env(
+    state: &AppState,
+    w: &Workspace,
+    private_userns: bool,
+) -> ApiResult<Vec<String>> {
     let mut env = Vec::new();
     let uses = state.store.secret_uses(Some(&w.id)).await?;
     // Files of secrets no longer used go; the directory is made anew on the first file below.
@@ -599,14 +704,17 @@ async fn secret_env(state: &AppState, w: &Workspace) -> ApiResult<Vec<String>> {
                         secrets_dir = Some(d.map_err(ApiError::internal)?);
                     }
                     if let Some(dir) = &secrets_dir {
-                        // A new file owned by the workspace user, in a directory it cannot write.
-                        dir.write_file(
-                            &u.name,
-                            value.expose().as_bytes(),
-                            0o400,
-                            workspace_owner(),
-                        )
-                        .map_err(ApiError::internal)?;
+                        // A new file in a directory the workspace cannot write: owned by the
+                        // workspace user; under a private user namespace (where host uid 1000 is
+                        // nobody) root-owned and readable by all, behind the root-only workspace
+                        // directory.
+                        let (mode, owner) = if private_userns {
+                            (0o444, None)
+                        } else {
+                            (0o400, workspace_owner())
+                        };
+                        dir.write_file(&u.name, value.expose().as_bytes(), mode, owner)
+                            .map_err(ApiError::internal)?;
                     }
                     env.push(format!(
                         "{}_FILE={CHANNEL_IN_WORKSPACE}/secrets/{}",

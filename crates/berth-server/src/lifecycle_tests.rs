@@ -294,7 +294,12 @@ async fn reconciler_records_oom_exit_and_vanish() {
     crate::reconciler::pass(&h.state).await.unwrap();
     assert_eq!(get(&d.id).await.unwrap().state, WorkspaceState::Stopped);
     // Audit trail of what the reconciler decided.
-    let audit = h.state.store.list_audit(10, Some("acme/a")).await.unwrap();
+    let audit = h
+        .state
+        .store
+        .list_audit(10, Some("acme/a"), None)
+        .await
+        .unwrap();
     assert_eq!(audit[0].record.action, "workspace.failed");
     assert_eq!(audit[0].record.result, "oom");
 }
@@ -398,12 +403,128 @@ async fn a_newer_server_detects_an_older_daemon() {
 
 #[test]
 fn only_admins_may_ask_for_the_unfiltered_network() {
-    assert!(check_network_allowed("admin", Some("bridge")).is_ok());
-    assert!(check_network_allowed("member", Some("none")).is_ok());
-    assert!(check_network_allowed("member", None).is_ok());
-    for role in ["member", "owner", "viewer", ""] {
+    use berth_domain::Role;
+    assert!(check_network_allowed(Role::Admin, Some("bridge")).is_ok());
+    assert!(check_network_allowed(Role::Member, Some("none")).is_ok());
+    assert!(check_network_allowed(Role::Member, None).is_ok());
+    for role in [Role::Member, Role::Owner, Role::Viewer] {
         let e = check_network_allowed(role, Some("bridge")).unwrap_err();
         assert_eq!(e.code, ErrorCode::Forbidden, "{role}");
         assert!(e.message.contains("only an admin"), "{}", e.message);
     }
+}
+
+#[tokio::test]
+async fn quotas_bound_create_and_start_and_say_the_numbers() {
+    let h = harness(true).await;
+    let admin = crate::auth::Actor {
+        id: "tok_test".into(),
+        name: "root".into(),
+        role: berth_domain::Role::Admin,
+        tenant: None,
+    };
+    let acme = h
+        .state
+        .store
+        .ensure_tenant(&Name::parse("acme").unwrap())
+        .await
+        .unwrap();
+    let set = |max_workspaces| berth_domain::Quota {
+        max_workspaces: Some(max_workspaces),
+        memory_bytes: Some(512 << 20),
+        ..Default::default()
+    };
+    h.state
+        .store
+        .set_tenant_quota(&acme.id, &set(2))
+        .await
+        .unwrap();
+    let req = |name: &str| {
+        Ok(berth_api::CreateWorkspace {
+            name: name.into(),
+            tenant: Some("acme".into()),
+            memory: Some("256m".into()),
+            ..Default::default()
+        })
+    };
+    let refused = |r: ApiResult<Workspace>| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code, ErrorCode::QuotaExceeded, "{}", e.message);
+        e.message
+    };
+    create_workspace(&h.state, &admin, req("a")).await.unwrap();
+    create_workspace(&h.state, &admin, req("b")).await.unwrap();
+    let m = refused(create_workspace(&h.state, &admin, req("c")).await);
+    assert!(
+        m.contains("workspaces quota is 2: 2 in use, 1 requested"),
+        "{m}"
+    );
+    // Room for a third workspace, but its memory would exceed 512m while a and b run.
+    h.state
+        .store
+        .set_tenant_quota(&acme.id, &set(3))
+        .await
+        .unwrap();
+    let m = refused(create_workspace(&h.state, &admin, req("c")).await);
+    assert!(
+        m.contains("memory quota is 512m: 512m in use, 256m requested"),
+        "{m}"
+    );
+    // A stopped workspace holds no memory: c fits, and then a cannot start again.
+    stop_workspace(&h.state, &admin, "acme/a").await.unwrap();
+    create_workspace(&h.state, &admin, req("c")).await.unwrap();
+    let m = refused(start_workspace(&h.state, &admin, "acme/a").await);
+    assert!(m.contains("512m in use, 256m requested"), "{m}");
+    // Nothing was half made by the refusals.
+    let all = h.state.store.list_workspaces(None).await.unwrap();
+    assert_eq!(all.len(), 3);
+}
+
+/// Parallel creates against the last room of a quota: exactly one gets it. Fails without the
+/// tenant's admission lock (both check the usage before either row exists, and both pass).
+#[tokio::test]
+async fn parallel_creates_cannot_both_take_the_last_room() {
+    let h = harness(true).await;
+    let admin = crate::auth::Actor {
+        id: "tok_test".into(),
+        name: "root".into(),
+        role: berth_domain::Role::Admin,
+        tenant: None,
+    };
+    let acme = h
+        .state
+        .store
+        .ensure_tenant(&Name::parse("acme").unwrap())
+        .await
+        .unwrap();
+    let quota = berth_domain::Quota {
+        max_workspaces: Some(1),
+        ..Default::default()
+    };
+    h.state
+        .store
+        .set_tenant_quota(&acme.id, &quota)
+        .await
+        .unwrap();
+    let create = |name: &'static str| {
+        let (state, admin) = (h.state.clone(), admin.clone());
+        tokio::spawn(async move {
+            let req = berth_api::CreateWorkspace {
+                name: name.into(),
+                tenant: Some("acme".into()),
+                ..Default::default()
+            };
+            create_workspace(&state, &admin, Ok(req)).await
+        })
+    };
+    let all = [create("p1"), create("p2"), create("p3"), create("p4")];
+    let mut made = 0;
+    for t in all {
+        match t.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(e) => assert_eq!(e.code, ErrorCode::QuotaExceeded, "{}", e.message),
+        }
+    }
+    assert_eq!(made, 1);
+    assert_eq!(h.state.store.list_workspaces(None).await.unwrap().len(), 1);
 }

@@ -3,13 +3,15 @@
 use axum::response::IntoResponse;
 use berth_api as api;
 use berth_domain::name::MAX_NAME_LEN;
+use berth_domain::SecretDelivery;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::terminal::{TERMINAL_MAX, TERMINAL_MIN};
 use crate::routes::{
-    backups, egress, egress_templates, secrets, system, tasks, terminal, usage, workspaces,
+    approvals, backups, egress, egress_templates, notify, secrets, sso, system, tasks, templates,
+    tenants, terminal, tokens, usage, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -22,19 +24,26 @@ use crate::routes::{
         workspaces::start, workspaces::stop, backups::backup, backups::restore,
         terminal::exec, terminal::exec_ws, terminal::list_sessions, terminal::create_session,
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
-        tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::events,
-        tasks::stream, tasks::diff,
+        tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::attach, tasks::events,
+        tasks::stream, tasks::diff, tasks::patch, approvals::list, approvals::decide, approvals::inbox,
         usage::usage, usage::calls, usage::call, usage::list_budgets, usage::set_budget, usage::remove_budget,
         egress::rules, egress::set_rules, egress::add_rule, egress::remove_rule, egress::log,
         egress::log_stream, egress::effective,
         egress_templates::list, egress_templates::create, egress_templates::show,
         egress_templates::set, egress_templates::remove, egress_templates::attached,
         egress_templates::attach, egress_templates::detach,
+        templates::list, templates::show, templates::set, templates::remove,
+        templates::status, templates::reprovision,
         secrets::set, secrets::list, secrets::remove,
+        sso::config, sso::session, sso::logout, sso::remember_device, sso::list, sso::disable, sso::enable,
+        tokens::list, tokens::create, tokens::revoke,
+        tenants::list, tenants::quota, tenants::set_quota,
+        notify::list, notify::create, notify::show, notify::remove, notify::test,
+        notify::deliveries, notify::stream,
         openapi_json,
     ),
     components(schemas(berth_api::WsControl, berth_api::ExecStart, berth_api::BackupManifest,
-        berth_api::BackupTrailer)),
+        berth_api::BackupTrailer, berth_api::NotificationEvent)),
     modifiers(&Bearer),
 )]
 pub struct ApiDoc;
@@ -47,6 +56,17 @@ impl Modify for Bearer {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // A browser signed in with single sign-on; state-changing requests also send the
+        // session's `X-CSRF-Token` (GET /api/v1/auth/session), else 403 `csrf_failed`.
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "berth_session",
+                    "`__Host-berth_session` when berth's public URL is https",
+                ),
+            )),
         );
     }
 }
@@ -67,8 +87,36 @@ pub async fn serve() -> impl IntoResponse {
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     constrain(&mut doc);
+    access(&mut doc);
     error_responses(&mut doc);
     doc
+}
+
+/// Writes each operation's access from the route table: `x-berth-role` (the lowest role that
+/// may call it) and, where some token may lack it, the 403 it answers then.
+fn access(doc: &mut Value) {
+    for r in crate::routes::table() {
+        let pointer = format!(
+            "/paths/{}/{}",
+            format!("{}{}", berth_api::API_PREFIX, r.path).replace('/', "~1"),
+            r.method.to_ascii_lowercase()
+        );
+        let Some(op) = doc.pointer_mut(&pointer).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let role = r.access.min_role();
+        op.insert("x-berth-role".into(), json!(role.as_str()));
+        if role == berth_domain::Role::Viewer {
+            continue;
+        }
+        if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+            responses.entry("403").or_insert_with(|| {
+                json!({"description": format!(
+                    "`forbidden`: needs the {role} role (or higher); the message names it"
+                )})
+            });
+        }
+    }
 }
 
 /// A tenant, workspace or template name ([`berth_domain::Name`]): a letter, then letters, digits
@@ -87,9 +135,14 @@ pub const EGRESS_RULE_PATTERN: &str =
     "^(allow|deny) [a-z][a-z0-9]{0,15}(\\.[a-z][a-z0-9]{0,15}){0,3}(:[1-9][0-9]{0,3})?$";
 
 /// An image reference, as the engines parse one: `[domain[:port]/]path[:tag][@sha256:digest]`.
+/// The first component is a domain only when it holds a `.` or a `:` or is `localhost` (the
+/// Docker reference rule Podman's compatible API applies); anything else is a path component and
+/// must be lowercase (`X/app` is refused by the engine as "repository name must be lowercase").
 /// Both the schema and [`is_image_reference`] use it, so they cannot drift.
 pub const IMAGE_REF_PATTERN: &str = concat!(
-    "^(([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]{1,5})?)/)?",
+    "^((localhost(:[0-9]{1,5})?",
+    "|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?",
+    "((\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+(:[0-9]{1,5})?|:[0-9]{1,5}))/)?",
     "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*",
     "(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 );
@@ -106,9 +159,10 @@ pub fn is_image_reference(s: &str) -> bool {
 
 /// Operations whose JSON body is optional: no body (and no `Content-Type`) means the defaults,
 /// so `curl -X POST` works.
-pub const OPTIONAL_BODIES: [(&str, &str); 2] = [
+pub const OPTIONAL_BODIES: [(&str, &str); 3] = [
     ("/api/v1/workspaces/{ws}/sessions", "post"),
     ("/api/v1/image/build", "post"),
+    ("/api/v1/tasks/{task}/attach", "post"),
 ];
 
 /// Worktree branches the schema documents: words joined by `-`, `_` or `/` (the server takes
@@ -122,12 +176,43 @@ pub const DIR_PATTERN: &str =
 /// Host names the schema documents for a secret's `hosts` (the server takes any host name).
 pub const HOST_PATTERN: &str = "^[a-z][a-z0-9]{0,15}(\\.[a-z][a-z0-9]{0,15}){0,3}$";
 
-/// Headers the schema documents for a secret's `headers`: `authorization` or an `x-` header
-/// (the server takes any header but those the proxy sets or drops).
-pub const SECRET_HEADER_PATTERN: &str = "^(authorization|x-[a-z0-9]{1,20}(-[a-z0-9]{1,20}){0,3})$";
+/// A header name (RFC 9110 token characters), as a secret's `headers` take it.
+pub const SECRET_HEADER_PATTERN: &str = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+
+/// The schema of one of a secret's `headers`: any header name but those the proxy sets or drops
+/// itself ([`berth_egress::SECRET_HEADERS_REFUSED`] and `proxy-*`), in any case — exactly what
+/// [`berth_egress::secret_header_name`] takes.
+fn secret_header_schema() -> Value {
+    let any_case = |word: &str| -> String {
+        word.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                } else {
+                    regex::escape(&c.to_string())
+                }
+            })
+            .collect()
+    };
+    let refused: Vec<String> = berth_egress::SECRET_HEADERS_REFUSED
+        .iter()
+        .map(|h| any_case(h))
+        .chain([format!("{}.*", any_case("proxy-"))])
+        .collect();
+    json!({"type": "string", "pattern": SECRET_HEADER_PATTERN,
+        "not": {"pattern": format!("^({})$", refused.join("|"))}})
+}
 
 /// A secret's name: an environment variable's ([`crate::vault::valid_name`]).
 pub const SECRET_NAME_PATTERN: &str = "^[A-Z_][A-Z0-9_]*$";
+
+/// Token names: a letter or digit, then up to 39 letters, digits, `.`, `_`, `@` or `-`
+/// (exactly what [`crate::tokens::valid_name`] takes).
+pub const TOKEN_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._@-]{0,39}$";
+
+/// Token lifetimes: 1 to 999 days, hours or minutes (exactly what
+/// [`crate::tokens::parse_lifetime`] takes).
+pub const LIFETIME_PATTERN: &str = "^[1-9][0-9]{0,2}[dhm]$";
 
 /// Memory caps the schema documents: 32m to 9999m, or 1g to 999g — always within
 /// [`berth_domain::limits`]'s range. The server also takes bytes, `k`, `mb`, `gib` and
@@ -147,6 +232,47 @@ fn ref_schema() -> Value {
 
 fn limit_schema(l: api::PageLimit) -> Value {
     json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": l.max, "default": l.default})
+}
+
+/// The bounds `berth_domain::mcp` enforces on declared MCP servers.
+fn mcp_constraints() -> Vec<(&'static str, &'static str, Value)> {
+    use berth_domain::mcp::{MAX_ENTRIES, MAX_NAME, MAX_SERVERS, MAX_VALUE};
+    let value = json!({"type": "string", "maxLength": MAX_VALUE, "pattern": "^[^\\u0000]*$"});
+    let line = json!({"type": "string", "maxLength": MAX_VALUE, "pattern": "^[^\\u0000\\r\\n]*$"});
+    let map = |key_pattern: &str| {
+        json!({"type": "object", "maxProperties": MAX_ENTRIES,
+            "propertyNames": {"pattern": key_pattern, "minLength": 1}, "additionalProperties": line})
+    };
+    vec![
+        (
+            "CreateWorkspace",
+            "mcp_servers",
+            json!({"type": "array", "maxItems": MAX_SERVERS}),
+        ),
+        (
+            "McpServer",
+            "name",
+            json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "minLength": 1,
+                "maxLength": MAX_NAME}),
+        ),
+        (
+            "McpServer",
+            "command",
+            json!({"type": "string", "maxLength": MAX_VALUE, "pattern": "\\S"}),
+        ),
+        (
+            "McpServer",
+            "args",
+            json!({"type": "array", "maxItems": MAX_ENTRIES, "items": value}),
+        ),
+        ("McpServer", "env", map("^[A-Za-z_][A-Za-z0-9_]*$")),
+        ("McpServer", "headers", map("^[A-Za-z0-9_-]+$")),
+        (
+            "McpServer",
+            "url",
+            json!({"type": "string", "maxLength": MAX_VALUE, "pattern": "^https?://."}),
+        ),
+    ]
 }
 
 /// Writes the validators' constraints into the document.
@@ -233,9 +359,54 @@ fn constrain(doc: &mut Value) {
         ("CreateSession", "cols", size.clone()),
         ("CreateSession", "rows", size.clone()),
         ("CreateSession", "cmd", argv_schema()),
+        (
+            "CreateSession",
+            "agent",
+            json!({"type": "string", "enum": ["claude", "codex", "gemini", "opencode"]}),
+        ),
+        ("AttachTask", "cols", size.clone()),
+        ("AttachTask", "rows", size.clone()),
         ("ExecRequest", "cmd", argv_schema()),
         ("ExecStart", "cmd", argv_schema()),
     ];
+    props.extend([
+        (
+            "CreateToken",
+            "name",
+            json!({"type": "string", "pattern": TOKEN_NAME_PATTERN}),
+        ),
+        (
+            "CreateToken",
+            "role",
+            json!({"type": "string", "enum": ["admin", "owner", "member", "viewer"]}),
+        ),
+        ("CreateToken", "tenant", name_schema()),
+        (
+            "CreateToken",
+            "expires_in",
+            json!({"type": "string", "pattern": LIFETIME_PATTERN}),
+        ),
+        (
+            "TenantQuota",
+            "max_workspaces",
+            json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX}),
+        ),
+        (
+            "TenantQuota",
+            "max_tasks",
+            json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": u32::MAX}),
+        ),
+        (
+            "TenantQuota",
+            "memory",
+            json!({"type": "string", "pattern": MEMORY_PATTERN}),
+        ),
+        (
+            "TenantQuota",
+            "cpus",
+            json!({"type": "string", "pattern": CPUS_PATTERN}),
+        ),
+    ]);
     let rule = json!({"type": "string", "pattern": EGRESS_RULE_PATTERN});
     let rules = json!({"type": "array", "items": rule});
     props.extend([
@@ -258,14 +429,15 @@ fn constrain(doc: &mut Value) {
         (
             "UseSecret",
             "headers",
-            json!({"type": "array", "items": {"type": "string", "pattern": SECRET_HEADER_PATTERN}}),
+            json!({"type": "array", "items": secret_header_schema()}),
         ),
         (
             "UseSecret",
             "delivery",
-            json!({"type": "string", "enum": ["placeholder", "env", "file"]}),
+            json!({"type": "string", "enum": SecretDelivery::ALL.map(SecretDelivery::as_str)}),
         ),
     ]);
+    props.extend(mcp_constraints());
     for (schema, prop, c) in props {
         if let Some(p) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{prop}"))
         {
@@ -273,13 +445,43 @@ fn constrain(doc: &mut Value) {
         }
     }
     // Placeholder delivery (the default) needs hosts; headers are for placeholders only.
+    let exposing: Vec<&str> = SecretDelivery::ALL
+        .into_iter()
+        .filter(|d| d.exposes())
+        .map(SecretDelivery::as_str)
+        .collect();
     if let Some(u) = doc.pointer_mut("/components/schemas/UseSecret") {
         merge(
             u,
             json!({
-                "if": {"properties": {"delivery": {"enum": ["env", "file"]}}, "required": ["delivery"]},
+                "if": {"properties": {"delivery": {"enum": exposing}}, "required": ["delivery"]},
                 "then": {"properties": {"headers": {"maxItems": 0}}},
                 "else": {"properties": {"hosts": {"minItems": 1}}, "required": ["hosts"]},
+            }),
+        );
+    }
+    // A stdio server has a command and no HTTP fields; an HTTP server the reverse.
+    if let Some(m) = doc.pointer_mut("/components/schemas/McpServer") {
+        merge(
+            m,
+            json!({
+                "if": {"properties": {"type": {"const": "stdio"}}, "required": ["type"]},
+                "then": {"required": ["command"],
+                    "not": {"anyOf": [{"required": ["url"]}, {"required": ["headers"]}]}},
+                "else": {"required": ["url"],
+                    "not": {"anyOf": [{"required": ["command"]}, {"required": ["args"]},
+                        {"required": ["env"]}]}},
+            }),
+        );
+    }
+    // An admin token has no tenant; every other role has one.
+    if let Some(t) = doc.pointer_mut("/components/schemas/CreateToken") {
+        merge(
+            t,
+            json!({
+                "if": {"properties": {"role": {"const": "admin"}}, "required": ["role"]},
+                "then": {"properties": {"tenant": {"type": "null"}}},
+                "else": {"required": ["tenant"], "properties": {"tenant": {"type": "string"}}},
             }),
         );
     }
@@ -350,6 +552,17 @@ fn constrain(doc: &mut Value) {
             json!({"type": "string", "anyOf": [
             {"format": "date-time"}, {"format": "date"}, {"pattern": "^([0-9]{1,6}[mh]|[0-9]{1,5}d)$"}]}),
         ),
+        (
+            "/api/v1/usage",
+            "until",
+            json!({"type": "string", "anyOf": [
+            {"format": "date-time"}, {"format": "date"}, {"pattern": "^([0-9]{1,6}[mh]|[0-9]{1,5}d)$"}]}),
+        ),
+        (
+            "/api/v1/usage",
+            "by",
+            json!({"type": "string", "enum": ["task", "workspace", "tenant", "model", "day", "session"]}),
+        ),
         ("/api/v1/audit", "limit", limit_schema(api::AUDIT_LIMIT)),
         (
             "/api/v1/usage/calls",
@@ -365,6 +578,11 @@ fn constrain(doc: &mut Value) {
             "/api/v1/tasks/{task}/events",
             "limit",
             limit_schema(api::EVENTS_LIMIT),
+        ),
+        (
+            "/api/v1/usage",
+            "group_by",
+            json!({"type": "string", "enum": ["session"]}),
         ),
     ];
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
@@ -435,11 +653,11 @@ fn error_responses(doc: &mut Value) {
     };
     for (path, item) in paths.iter_mut() {
         let has_path_params = path.contains('{');
-        for op in item
-            .as_object_mut()
-            .into_iter()
-            .flat_map(|o| o.values_mut())
-        {
+        for (method, op) in item.as_object_mut().into_iter().flat_map(|o| o.iter_mut()) {
+            let public = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.as_object().is_some_and(|r| r.is_empty()))
+            });
             let has_body = op.get("requestBody").is_some();
             let has_query = op
                 .get("parameters")
@@ -447,16 +665,27 @@ fn error_responses(doc: &mut Value) {
                 .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
             let mut common: Vec<(&str, &str)> = vec![
                 ("400", "`invalid_argument`: a malformed path, query or body"),
-                (
-                    "401",
-                    "`unauthorized`: no bearer token, or an unknown or revoked one",
-                ),
                 ("500", "`internal`: see the server log"),
             ];
+            if !public {
+                common.push((
+                    "401",
+                    "`unauthorized`: no bearer token or session cookie, an unknown token, or an \
+                     expired or signed-out session; `token_expired`; `token_revoked`",
+                ));
+            }
+            if !public && method != "get" {
+                common.push((
+                    "403",
+                    "`csrf_failed`: made with the session cookie but without the session's \
+                     `X-CSRF-Token`, or from another origin",
+                ));
+            }
             if has_path_params || has_query || has_body {
                 common.push((
                     "404",
-                    "`not_found`: a workspace, task or other object named does not exist",
+                    "`not_found`: a workspace, task or other object named does not exist, \
+                     or belongs to another tenant than the token's",
                 ));
             }
             if has_body {
@@ -503,6 +732,39 @@ mod tests {
     }
 
     #[test]
+    fn every_route_is_documented_with_its_role_and_every_operation_is_a_route() {
+        let doc = document();
+        let table = crate::routes::table();
+        let ops = operations(&doc);
+        for r in &table {
+            let path = format!("{}{}", berth_api::API_PREFIX, r.path);
+            let method = r.method.to_ascii_lowercase();
+            let op = ops
+                .iter()
+                .find(|(p, m, _)| *p == path && *m == method)
+                .map(|(_, _, op)| op)
+                .unwrap_or_else(|| panic!("{method} {path} is not in the OpenAPI document"));
+            assert_eq!(
+                op["x-berth-role"],
+                r.access.min_role().as_str(),
+                "{method} {path}"
+            );
+            if r.access.min_role() != berth_domain::Role::Viewer {
+                assert!(
+                    op["responses"].get("403").is_some(),
+                    "{method} {path} lacks 403"
+                );
+            }
+        }
+        // Public operations (`security: [{}]`, such as the sign-in page's `/auth/config`) are
+        // served before the token check and have no access entry.
+        let guarded = ops
+            .iter()
+            .filter(|(_, _, op)| op["security"] != json!([{}]));
+        assert_eq!(guarded.count(), table.len(), "operations that are no route");
+    }
+
+    #[test]
     fn operation_ids_are_unique() {
         let doc = document();
         let mut seen = std::collections::BTreeMap::new();
@@ -520,8 +782,19 @@ mod tests {
         let doc = document();
         for (path, method, op) in operations(&doc) {
             let responses = op["responses"].as_object().unwrap();
-            for s in ["400", "401", "500"] {
+            for s in ["400", "500"] {
                 assert!(responses.contains_key(s), "{method} {path} lacks {s}");
+            }
+            // Every operation but the public ones (`security: [{}]`) can be unauthorized, and
+            // every state-changing one refused for CSRF.
+            let public = op["security"] == json!([{}]);
+            assert_eq!(
+                responses.contains_key("401"),
+                !public,
+                "{method} {path}: 401 listed iff not public"
+            );
+            if !public && method != "get" {
+                assert!(responses.contains_key("403"), "{method} {path} lacks 403");
             }
             if op.get("requestBody").is_some() {
                 for s in ["413", "415"] {
@@ -663,9 +936,36 @@ mod tests {
                 assert!(berth_egress::Rule::parse(&r).is_ok(), "{r}");
             }
         }
-        for h in ["authorization", "x-api-key", "x-a", "x-goog-api-key"] {
-            assert!(header.is_match(h), "{h}");
+        let schema = secret_header_schema();
+        let refused = regex::Regex::new(schema["not"]["pattern"].as_str().unwrap()).unwrap();
+        let documented = |h: &str| header.is_match(h) && !refused.is_match(h);
+        for h in [
+            "authorization",
+            "x-api-key",
+            "x-a",
+            "x-goog-api-key",
+            "PRIVATE-TOKEN",
+            "api-key",
+            "authorization*",
+        ] {
+            assert!(documented(h), "{h}");
             assert!(berth_egress::secret_header_name(h).is_ok(), "{h}");
+        }
+        // What the schema refuses, the server refuses too (Schemathesis sends such values and
+        // expects a 4xx).
+        for h in [
+            "",
+            " authorization",
+            "x a",
+            "Host",
+            "CONTENT-length",
+            "proxy-authorization",
+            "Proxy-X",
+            "te",
+            "x\u{e9}",
+        ] {
+            assert!(!documented(h), "{h:?}");
+            assert!(berth_egress::secret_header_name(h).is_err(), "{h:?}");
         }
         for bad in ["", "allow", "allow *", "allow a:0", "permit a"] {
             assert!(!rule.is_match(bad), "{bad}");
@@ -685,6 +985,27 @@ mod tests {
     }
 
     #[test]
+    fn token_names_and_lifetimes_the_schema_documents_are_accepted() {
+        let life = regex::Regex::new(LIFETIME_PATTERN).unwrap();
+        for n in ["0", "1", "01", "999", "1000", "", "-1", "1.5"] {
+            for unit in ["d", "h", "m", "w", ""] {
+                let s = format!("{n}{unit}");
+                assert_eq!(
+                    life.is_match(&s),
+                    crate::tokens::parse_lifetime(&s).is_ok(),
+                    "{s}"
+                );
+            }
+        }
+        let name = regex::Regex::new(TOKEN_NAME_PATTERN).unwrap();
+        let mut all = candidates(&["a", "Z", "0", ".", "@", "-", "_", " ", "é", "*"]);
+        all.push("a".repeat(40));
+        for s in all {
+            assert_eq!(name.is_match(&s), crate::tokens::valid_name(&s), "{s:?}");
+        }
+    }
+
+    #[test]
     fn image_references() {
         for ok in [
             "debian",
@@ -692,6 +1013,9 @@ mod tests {
             "docker.io/library/debian:12",
             "registry.example.com:5000/team/app_x__y.z-w:v1.2",
             "debian@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "Registry.Example:5000/app",
+            "REG:5000/app",
+            "my-reg/app",
         ] {
             assert!(is_image_reference(ok), "{ok}");
         }
@@ -706,6 +1030,10 @@ mod tests {
             "]\u{d4}n",
             "a:-x",
             "a@sha256:12",
+            // Uppercase outside a domain: the engines refuse these (found by Schemathesis).
+            "X/app",
+            "Localhost/app",
+            "localhost/App",
         ] {
             assert!(!is_image_reference(bad), "{bad:?}");
         }

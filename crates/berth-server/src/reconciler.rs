@@ -493,8 +493,13 @@ async fn reconcile_one(
                     .await?;
             }
         }
+        // A failed provisioning leaves the container running on purpose (for `--retry`).
         (WorkspaceState::Stopped | WorkspaceState::Failed, Some(c))
-            if matches!(c.state, ContainerState::Running) =>
+            if matches!(c.state, ContainerState::Running)
+                && !w
+                    .failure
+                    .as_ref()
+                    .is_some_and(|(f, _)| f.reason == FailureKind::Provision) =>
         {
             // Started outside berth (e.g. `podman start`): it is running, say so.
             state
@@ -538,6 +543,8 @@ async fn audit(state: &AppState, w: &Workspace, action: &str, result: &str, deta
         target: w.qualified_name(),
         result: result.to_owned(),
         detail: Some(detail.to_owned()),
+        tenant: Some(w.tenant.to_string()),
+        ..AuditRecord::default()
     };
     if let Err(e) = state.store.append_audit(&r).await {
         tracing::error!(error = %e, "could not write audit record");

@@ -57,6 +57,7 @@ async fn seed(
             },
             network: "none".into(),
             volume: format!("v-{name}"),
+            mcp_servers: Vec::new(),
         })
         .await
         .unwrap();
@@ -246,7 +247,7 @@ async fn changes_are_inspected_and_settled() {
     let audit = b
         .state
         .store
-        .list_audit(10, Some("acme/outside"))
+        .list_audit(10, Some("acme/outside"), None)
         .await
         .unwrap();
     assert_eq!(audit[0].record.action, "workspace.observed_running");
@@ -369,7 +370,12 @@ async fn oom_kills_are_recorded_once() {
     assert_eq!(w.oom_kills, 2);
     assert_eq!(w.memcg_oom_seen, 2);
     assert_eq!(w.state, WorkspaceState::Running);
-    let audit = b.state.store.list_audit(10, Some("acme/r")).await.unwrap();
+    let audit = b
+        .state
+        .store
+        .list_audit(10, Some("acme/r"), None)
+        .await
+        .unwrap();
     let ooms = audit
         .iter()
         .filter(|e| e.record.action == "workspace.oom")

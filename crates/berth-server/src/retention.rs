@@ -1,6 +1,7 @@
 //! Retention: a periodic purge of egress log rows and of finished tasks' events past their
 //! configured age (`egress_log_retention_days`, `task_events_retention_days`; 0 keeps them).
-//! Events of tasks that are still active are never purged.
+//! Events of tasks that are still active are never purged. Ended browser sessions (single
+//! sign-on) are removed on the same schedule.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,9 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     tracing::info!(egress, events, "purged history past retention")
                 }
                 Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+            }
+            if let Err(e) = crate::sso::session::prune(&state).await {
+                tracing::warn!(error = %e, "removing ended browser sessions failed");
             }
         }
     })

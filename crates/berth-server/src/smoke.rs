@@ -141,9 +141,11 @@ async fn run(state: &AppState, image: &str, o: &Objects) -> Result<(), Step> {
         .ensure_volume(&o.volume, &labels)
         .await
         .map_err(|e| Step::new("create the volume of", e))?;
+    let userns = lifecycle::userns_mode(state).await;
     let spec = lifecycle::container_spec(
         state,
         lifecycle::ContainerParts {
+            userns,
             name: o.name.clone(),
             image: image.to_owned(),
             hostname: "berth-smoke".to_owned(),
@@ -198,6 +200,8 @@ pub fn fix_for(message: &str) -> String {
         "install the OCI runtime: apt-get install --no-install-recommends runc (or sudo ./scripts/setup-host)".into()
     } else if has(&["netavark", "aardvark", "network backend", "cni"]) {
         "install the network backend: apt-get install --no-install-recommends netavark aardvark-dns iptables (or sudo ./scripts/setup-host)".into()
+    } else if has(&["enough available ids", "subuid", "subgid"]) {
+        "give the engine a user-namespace range: sudo ./scripts/setup-host (adds containers:2147483647:2147483648 to /etc/subuid and /etc/subgid), or run berth server --userns off".into()
     } else if has(&["no space left"]) {
         "free disk space on the engine's storage (podman system prune) and on the data dir".into()
     } else if has(&["image missing", "no such image", "image not known"]) {

@@ -112,7 +112,20 @@ pub struct AppState {
     /// The secrets vault.
     pub vault: Arc<crate::vault::Vault>,
     pub tasks: crate::tasks::TaskHub,
-    locks: Mutex<HashMap<WorkspaceId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The HTTPS setup, when the server serves HTTPS (set once, at start).
+    pub tls: std::sync::OnceLock<Arc<crate::tls::TlsHandle>>,
+    /// Single sign-on (OpenID Connect) for people; `None` when no issuer is configured.
+    pub sso: Option<Arc<crate::sso::Sso>>,
+    /// Notifications: settings, the host's addresses, the browser stream's signal.
+    pub notify: crate::notify::Notifier,
+    locks: Locks,
+}
+
+/// Locks serializing lifecycle operations: per workspace, and per tenant for quota admission.
+#[derive(Default)]
+struct Locks {
+    workspaces: Mutex<HashMap<WorkspaceId, Arc<tokio::sync::Mutex<()>>>>,
+    tenants: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Label keys on engine objects.
@@ -140,7 +153,14 @@ impl AppState {
             store: store.clone(),
             vault: vault.clone(),
         }));
+        let sso = match &config.sso {
+            Some(c) => Some(Arc::new(crate::sso::Sso::new(c.clone())?)),
+            None => None,
+        };
+        let notify = crate::notify::Notifier::new(crate::notify::Settings::parse(&config.env)?);
         Ok(Self {
+            sso,
+            notify,
             config,
             store,
             host,
@@ -148,7 +168,8 @@ impl AppState {
             egress,
             vault,
             tasks: Default::default(),
-            locks: Mutex::new(HashMap::new()),
+            tls: std::sync::OnceLock::new(),
+            locks: Locks::default(),
         })
     }
 
@@ -170,13 +191,20 @@ impl AppState {
 
     /// The lock serializing lifecycle operations on one workspace.
     pub fn lock_for(&self, id: &WorkspaceId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = berth_domain::sync::lock(&self.locks);
+        let mut locks = berth_domain::sync::lock(&self.locks.workspaces);
         locks.entry(id.clone()).or_default().clone()
     }
 
     pub fn forget_lock(&self, id: &WorkspaceId) {
-        let mut locks = berth_domain::sync::lock(&self.locks);
+        let mut locks = berth_domain::sync::lock(&self.locks.workspaces);
         locks.remove(id);
+    }
+
+    /// The lock serializing quota admissions of one tenant (held from the quota check until
+    /// what it admitted is in the store, so two creates cannot both take the last room).
+    pub fn tenant_lock(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = berth_domain::sync::lock(&self.locks.tenants);
+        locks.entry(tenant.to_owned()).or_default().clone()
     }
 
     /// Drops the gateway's cached budgets (after a change through the API).

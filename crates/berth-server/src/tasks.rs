@@ -6,13 +6,15 @@
 //! it catches up with no gap and no duplicate.
 
 use crate::auth::{audit, Actor};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_agents::TurnSpec;
 use berth_daemon::DaemonError;
-use berth_domain::{Agent, ErrorCode, EventKind, TaskEvent, TaskId, TaskState, WorkspaceState};
+use berth_domain::{
+    Agent, ErrorCode, EventKind, TaskEvent, TaskId, TaskState, WorkspaceId, WorkspaceState,
+};
 use berth_store::{NewTask, Task};
 use tokio::sync::watch;
 
@@ -26,27 +28,27 @@ use crate::state::AppState;
 pub struct TaskHub {
     /// Tasks with a running follow-loop, and a generation bumped whenever a new turn starts, so
     /// a loop about to stop at the end of a turn notices the next one.
-    following: Mutex<HashMap<String, u64>>,
+    following: Mutex<HashMap<TaskId, u64>>,
     /// The newest stored seq per task, for subscribers to wait on.
-    watchers: crate::watch_map::WatchMap<String, u64>,
+    watchers: crate::watch_map::WatchMap<TaskId, u64>,
 }
 
 impl TaskHub {
-    pub fn subscribe(&self, id: &str) -> watch::Receiver<u64> {
-        self.watchers.subscribe(&id.to_owned())
+    pub fn subscribe(&self, id: &TaskId) -> watch::Receiver<u64> {
+        self.watchers.subscribe(id)
     }
 
-    fn notify(&self, id: &str, seq: u64) {
-        self.watchers.publish(&id.to_owned(), seq);
+    fn notify(&self, id: &TaskId, seq: u64) {
+        self.watchers.publish(id, seq);
     }
 
-    fn generation(&self, id: &str) -> u64 {
+    fn generation(&self, id: &TaskId) -> u64 {
         let f = berth_domain::sync::lock(&self.following);
         f.get(id).copied().unwrap_or_default()
     }
 
     /// Ends the follow-loop unless a new turn was announced since `gen`.
-    fn may_stop(&self, id: &str, gen: u64) -> bool {
+    fn may_stop(&self, id: &TaskId, gen: u64) -> bool {
         let mut f = berth_domain::sync::lock(&self.following);
         if f.get(id).copied() == Some(gen) {
             f.remove(id);
@@ -58,29 +60,29 @@ impl TaskHub {
 }
 
 /// Starts following a task's events (or tells the running follower a new turn began).
-pub fn follow(state: &Arc<AppState>, id: &str) {
+pub fn follow(state: &Arc<AppState>, id: &TaskId) {
     {
         let mut f = berth_domain::sync::lock(&state.tasks.following);
         if let Some(gen) = f.get_mut(id) {
             *gen += 1;
             return;
         }
-        f.insert(id.to_owned(), 0);
+        f.insert(id.clone(), 0);
     }
     let state = state.clone();
-    let id = id.to_owned();
+    let id = id.clone();
     tokio::spawn(async move {
         follow_loop(&state, &id).await;
     });
 }
 
-async fn follow_loop(state: &Arc<AppState>, id: &str) {
+async fn follow_loop(state: &Arc<AppState>, id: &TaskId) {
     loop {
         let gen = state.tasks.generation(id);
         let task = match state.store.task(id).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(task = id, error = %e, "task vanished from the store");
+                tracing::error!(task = %id, error = %e, "task vanished from the store");
                 state.tasks.may_stop(id, gen);
                 return;
             }
@@ -203,7 +205,7 @@ async fn pump(state: &Arc<AppState>, task: &Task) -> Pump {
     }
 }
 
-fn continue_hint(id: &str) -> String {
+fn continue_hint(id: &TaskId) -> String {
     format!("`berth task send {id} MESSAGE` continues the conversation")
 }
 
@@ -238,15 +240,15 @@ async fn end_task(state: &AppState, task: &Task, to: TaskState, reason: &str) {
 }
 
 /// Ends a task's virtual key on the server side, whatever its daemon says or does.
-async fn revoke_key(state: &AppState, id: &str) {
+async fn revoke_key(state: &AppState, id: &TaskId) {
     if let Err(e) = state.store.set_task_key_live(id, false).await {
-        tracing::error!(task = id, error = %e, "cannot revoke a task's key");
+        tracing::error!(task = %id, error = %e, "cannot revoke a task's key");
     }
     state.gateway.forget_task(id);
 }
 
 /// Home-relative paths (`~`, `~/x`) to absolute ones; anything else must be absolute.
-fn workspace_path(dir: Option<&str>) -> ApiResult<String> {
+pub(crate) fn workspace_path(dir: Option<&str>) -> ApiResult<String> {
     let d = dir.unwrap_or("~").trim();
     let p = if d == "~" {
         HOME.to_owned()
@@ -326,7 +328,21 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
         check_branch(b)?;
     }
     let model = req.model.filter(|m| !m.trim().is_empty());
+    let asked = crate::approvals::parse_policy(req.approval.as_deref())?;
     let w = lifecycle::resolve(state, &req.workspace).await?;
+    let approval = match asked {
+        Some(p) => p,
+        None => state.store.workspace_approval(&w.id).await?,
+    };
+    crate::approvals::check_supported(agent, approval)?;
+    require_provider(state, agent)?;
+    // No agent before the template's setup has finished.
+    crate::provision::ensure_ready(state, &w).await?;
+    let one = berth_domain::QuotaUse {
+        tasks: 1,
+        ..Default::default()
+    };
+    let _admitted = crate::tenants::check(state, &w.tenant, one, None).await?;
     if w.state != WorkspaceState::Running {
         return Err(ApiError::new(
             ErrorCode::InvalidState,
@@ -338,9 +354,9 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
             ),
         ));
     }
-    let id = TaskId::generate().to_string();
+    let id = TaskId::generate();
     let key = generate_token();
-    state
+    let row = state
         .store
         .insert_task(&NewTask {
             id: id.clone(),
@@ -352,18 +368,24 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
             worktree: req.worktree.clone(),
             prompt: req.prompt.clone(),
             virtual_key_hash: berth_gateway::hash_key(key.expose()),
+            approval,
         })
         .await?;
     crate::lifecycle::serve_channel(state, &w.id).await;
-    let turn = turn_spec(&id, agent, req.prompt, model, &dir, key.expose(), None);
+    // What the directory holds before the agent starts: the base of the task's diff.
+    crate::task_diff::snapshot(state, &row, 1).await;
+    let mut turn = turn_spec(&id, agent, req.prompt, model, &dir, key.expose(), None);
+    turn.mcp_servers = w.mcp_servers.clone();
+    turn.approval = approval;
     let start = berth_daemon::TaskStart {
-        id: id.clone(),
+        id: id.to_string(),
         turn,
         worktree: req.worktree.map(|branch| berth_daemon::Worktree {
             repo: dir.into(),
             branch,
         }),
         after_seq: 0,
+        approval_timeout_secs: state.config.approval_timeout.as_secs(),
     };
     let info = match state.daemon(&w.id).task_start(start).await {
         Ok(info) => info,
@@ -380,9 +402,28 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
     caught_up(state, &id, info.last_seq).await
 }
 
-/// One turn of a task as the daemon runs it.
+/// Refuses to start `agent` when its provider has no upstream key configured: its calls would
+/// all fail at the gateway (a task would run into them instead of failing now).
+pub(crate) fn require_provider(state: &AppState, agent: Agent) -> ApiResult<()> {
+    let p = agent.provider();
+    if state.gateway.configured(p) {
+        return Ok(());
+    }
+    let (key, base) = crate::gateway::provider_env(p);
+    Err(ApiError::new(
+        ErrorCode::ProviderUnconfigured,
+        format!(
+            "{agent} needs the {} provider, which has no upstream configured on this server: set {key} (and {base} for an upstream other than {}) and restart berth server",
+            p.as_str(),
+            berth_gateway::Upstreams::default_base_url(p)
+        ),
+    ))
+}
+
+/// One turn of a task as the daemon runs it (without MCP servers: the caller adds its
+/// workspace's).
 fn turn_spec(
-    id: &str,
+    id: &TaskId,
     agent: Agent,
     prompt: String,
     model: Option<String>,
@@ -397,19 +438,26 @@ fn turn_spec(
         cwd: cwd.into(),
         home: HOME.into(),
         task_dir: format!("{HOME}/.berth/tasks/{id}").into(),
-        gateway_url: format!(
-            "http://127.0.0.1:{}/{}",
-            berth_daemon::GATEWAY_PORT,
-            agent.provider().as_str()
-        ),
+        gateway_url: gateway_url(agent),
         virtual_key: key.to_owned(),
         resume,
+        approval: berth_domain::ApprovalPolicy::Never,
+        mcp_servers: Vec::new(),
     }
+}
+
+/// The gateway's address for `agent`'s provider, inside a workspace.
+pub(crate) fn gateway_url(agent: Agent) -> String {
+    format!(
+        "http://127.0.0.1:{}/{}",
+        berth_daemon::GATEWAY_PORT,
+        agent.provider().as_str()
+    )
 }
 
 /// Waits (briefly) until the store holds the daemon's events up to `seq`, so an answer reflects
 /// what just happened (a started turn, a new state) instead of the previous one.
-async fn caught_up(state: &AppState, id: &str, seq: u64) -> ApiResult<Task> {
+async fn caught_up(state: &AppState, id: &TaskId, seq: u64) -> ApiResult<Task> {
     let mut rx = state.tasks.subscribe(id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -426,26 +474,53 @@ async fn caught_up(state: &AppState, id: &str, seq: u64) -> ApiResult<Task> {
     }
 }
 
-/// Sends a follow-up message on behalf of `actor` (`text` is `Err` for a malformed request).
+/// Sends a follow-up message on behalf of `actor` to the task the request names (`raw`, the
+/// path's text, so a request naming no task is audited too; `text` is `Err` for a malformed
+/// request).
 pub async fn send(
     state: &Arc<AppState>,
     actor: &Actor,
-    id: &str,
+    raw: &str,
     text: ApiResult<String>,
 ) -> ApiResult<Task> {
-    let result = match text {
-        Ok(text) => send_unaudited(state, id, &text).await,
-        Err(e) => Err(e),
+    let result = match (parse_id(raw), text) {
+        (Ok(id), Ok(text)) => send_unaudited(state, &id, &text).await,
+        (_, Err(e)) | (Err(e), _) => Err(e),
     };
-    audit(&state.store, actor, "task.send", id, &result).await;
+    let target = task_target(state, raw).await;
+    audit(&state.store, actor, "task.send", &target, &result).await;
     result
 }
 
-async fn send_unaudited(state: &Arc<AppState>, id: &str, text: &str) -> ApiResult<Task> {
+/// The audit target of the task a request names: `tenant/name:id` (so the row belongs to the
+/// workspace's tenant), or the id as given when it names no task.
+pub(crate) async fn task_target(state: &AppState, raw: &str) -> String {
+    let Some(id) = TaskId::parse(raw) else {
+        return raw.to_owned();
+    };
+    match state.store.find_task(&id).await {
+        Ok(Some(t)) => format!("{}:{}", t.workspace, t.id),
+        _ => raw.to_owned(),
+    }
+}
+
+async fn send_unaudited(state: &Arc<AppState>, id: &TaskId, text: &str) -> ApiResult<Task> {
     if text.trim().is_empty() {
         return Err(ApiError::invalid("the message is empty"));
     }
+    // A take-over and a follow-up never start together; none while a take-over is open.
+    let lock = crate::agent_sessions::task_lock(id);
+    let _held = lock.lock().await;
     let task = get(state, id).await?;
+    crate::agent_sessions::refuse_while_interactive(state, &task).await?;
+    if task.state == TaskState::Waiting {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "task {id} is waiting for approval: decide its pending request first (`berth task approve {id}` or `berth task deny {id}`)"
+            ),
+        ));
+    }
     if !task.state.accepts_message() {
         let why = if task.state.is_final() {
             format!(
@@ -458,6 +533,11 @@ async fn send_unaudited(state: &Arc<AppState>, id: &str, text: &str) -> ApiResul
         return Err(ApiError::new(ErrorCode::InvalidState, why));
     }
     running_workspace(state, &task).await?;
+    if task.state.is_turn_over() {
+        // Where this turn starts from: the end of the previous turn's diff.
+        let turn = crate::task_diff::next_turn(state, &task).await;
+        crate::task_diff::snapshot(state, &task, turn).await;
+    }
     // The server starts the next turn: the task's key works again until that turn is over.
     state.store.set_task_key_live(id, true).await?;
     let sent = if task.state == TaskState::Interrupted {
@@ -507,12 +587,8 @@ async fn continue_in_new_daemon(
         .set_task_key_hash(&task.id, &berth_gateway::hash_key(key.expose()))
         .await?;
     crate::lifecycle::serve_channel(state, &task.workspace_id).await;
-    // A task with a worktree ran in it; the worktree lives on in the home volume.
-    let cwd = match &task.worktree {
-        Some(_) => format!("{HOME}/.berth/worktrees/{}", task.id),
-        None => task.dir.clone(),
-    };
-    let turn = turn_spec(
+    let cwd = task_dir(task);
+    let mut turn = turn_spec(
         &task.id,
         task.agent,
         text.to_owned(),
@@ -521,24 +597,33 @@ async fn continue_in_new_daemon(
         key.expose(),
         Some(session),
     );
+    turn.approval = task.approval;
+    // The workspace's servers as they are now (the same for every turn of a workspace).
+    turn.mcp_servers = state.store.workspace(&task.workspace_id).await?.mcp_servers;
     let start = berth_daemon::TaskStart {
-        id: task.id.clone(),
+        id: task.id.to_string(),
         turn,
         worktree: None,
         after_seq: task.last_seq,
+        approval_timeout_secs: state.config.approval_timeout.as_secs(),
     };
     tracing::info!(task = %task.id, after_seq = task.last_seq, "continuing the task in a new agent process");
     Ok(state.daemon(&task.workspace_id).task_start(start).await?)
 }
 
 /// Cancels a task on behalf of `actor` (final: a cancelled task takes no more messages).
-pub async fn cancel(state: &Arc<AppState>, actor: &Actor, id: &str) -> ApiResult<Task> {
-    let result = cancel_unaudited(state, id).await;
-    audit(&state.store, actor, "task.cancel", id, &result).await;
+/// (`raw` is the request's text for the task, as for [`send`].)
+pub async fn cancel(state: &Arc<AppState>, actor: &Actor, raw: &str) -> ApiResult<Task> {
+    let result = match parse_id(raw) {
+        Ok(id) => cancel_unaudited(state, &id).await,
+        Err(e) => Err(e),
+    };
+    let target = task_target(state, raw).await;
+    audit(&state.store, actor, "task.cancel", &target, &result).await;
     result
 }
 
-async fn cancel_unaudited(state: &Arc<AppState>, id: &str) -> ApiResult<Task> {
+async fn cancel_unaudited(state: &Arc<AppState>, id: &TaskId) -> ApiResult<Task> {
     let task = get(state, id).await?;
     match task.state {
         TaskState::Cancelled => return Ok(task),
@@ -576,12 +661,27 @@ async fn cancel_unaudited(state: &Arc<AppState>, id: &str) -> ApiResult<Task> {
     caught_up(state, id, info.last_seq).await
 }
 
-pub async fn get(state: &AppState, id: &str) -> ApiResult<Task> {
+pub async fn get(state: &AppState, id: &TaskId) -> ApiResult<Task> {
     state
         .store
         .find_task(id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))
+        .ok_or_else(|| not_found(id.as_str()))
+}
+
+/// A task id from a request (the path's `{task}`): text that is not a task id names no task, so
+/// it gets the same 404 as an id that is not stored.
+pub fn parse_id(raw: &str) -> ApiResult<TaskId> {
+    TaskId::parse(raw).ok_or_else(|| not_found(raw))
+}
+
+/// The task named in a request, from the id's text (the access check and the read routes).
+pub async fn find(state: &AppState, raw: &str) -> ApiResult<Task> {
+    get(state, &parse_id(raw)?).await
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("task {id} not found"))
 }
 
 async fn running_workspace(state: &AppState, task: &Task) -> ApiResult<()> {
@@ -598,6 +698,14 @@ async fn running_workspace(state: &AppState, task: &Task) -> ApiResult<()> {
     }
 }
 
+/// The directory a task works in: its worktree (which lives on in the home volume), or its `dir`.
+pub(crate) fn task_dir(task: &Task) -> String {
+    match &task.worktree {
+        Some(_) => format!("{HOME}/.berth/worktrees/{}", task.id),
+        None => task.dir.clone(),
+    }
+}
+
 /// On server start: follow every task whose turn was in flight.
 pub async fn resume_all(state: &Arc<AppState>) {
     match state.store.active_tasks().await {
@@ -610,9 +718,70 @@ pub async fn resume_all(state: &Arc<AppState>) {
     }
 }
 
-pub fn to_api(t: &Task) -> berth_api::Task {
+/// The tasks a request lists, newest first. `workspace` names a workspace as it is now (by name
+/// or id): tasks stay with the workspace they ran in, so after `workspace rm` + `create` of the
+/// same name, the new workspace lists none of the old one's tasks, and the full list shows those
+/// as `workspace_removed`. A tenant's caller lists the tasks of its tenant's (existing)
+/// workspaces. Each task's usage is summed from the gateway's calls (one query for all).
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    q: &berth_api::TaskQuery,
+) -> ApiResult<Vec<berth_api::Task>> {
+    let ws = match &q.workspace {
+        Some(w) => Some(lifecycle::resolve(state, w).await?.id),
+        None => None,
+    };
+    let st = match &q.state {
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "unknown state {s:?}: use queued, starting, running, waiting, completed, failed or cancelled"
+            ))
+        })?),
+        None => None,
+    };
+    let mut all = state.store.list_tasks(ws.as_ref(), st).await?;
+    let scope = match actor.scope() {
+        Some(own) => Some(crate::error::tenant_name(own)?),
+        None => None,
+    };
+    let existing: HashSet<WorkspaceId> = state
+        .store
+        .list_workspaces(scope.as_ref())
+        .await?
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    if scope.is_some() {
+        all.retain(|t| existing.contains(&t.workspace_id));
+    }
+    let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
+    let totals = state.store.task_call_totals(&ids).await?;
+    Ok(all
+        .iter()
+        .map(|t| {
+            let calls = totals.get(t.id.as_str()).copied().unwrap_or_default();
+            to_api(t, !existing.contains(&t.workspace_id), calls)
+        })
+        .collect())
+}
+
+/// A task as the API shows it: whether its workspace was removed, and its usage summed from
+/// the gateway's recorded calls.
+pub async fn view(state: &AppState, t: &Task) -> ApiResult<berth_api::Task> {
+    let removed = state
+        .store
+        .find_workspace_by_id(&t.workspace_id)
+        .await?
+        .is_none();
+    let totals = state.store.task_call_totals(&[t.id.as_str()]).await?;
+    let calls = totals.get(t.id.as_str()).copied().unwrap_or_default();
+    Ok(to_api(t, removed, calls))
+}
+
+fn to_api(t: &Task, workspace_removed: bool, calls: berth_store::CallTotals) -> berth_api::Task {
     berth_api::Task {
-        id: t.id.clone(),
+        id: t.id.to_string(),
         workspace: t.workspace.clone(),
         workspace_id: t.workspace_id.to_string(),
         agent: t.agent.as_str().to_owned(),
@@ -625,14 +794,27 @@ pub fn to_api(t: &Task) -> berth_api::Task {
         updated_at: t.updated_at.clone(),
         last_seq: t.last_seq,
         usage: berth_api::TaskUsage {
-            input_tokens: t.input_tokens,
-            output_tokens: t.output_tokens,
-            cached_input_tokens: t.cached_tokens,
-            cost_usd: t.cost_usd,
+            calls: calls.calls,
+            input_tokens: calls.input_tokens,
+            output_tokens: calls.output_tokens,
+            cached_input_tokens: calls.cache_read_tokens,
+            cache_write_tokens: calls.cache_write_tokens,
+            cost_usd: Some(calls.cost_nusd as f64 / 1e9),
+            cost: berth_api::usd_decimal(calls.cost_nusd),
+            fallback_calls: calls.fallback_calls,
+            agent_reported: (t.input_tokens > 0 || t.output_tokens > 0 || t.cost_usd.is_some())
+                .then_some(berth_api::AgentReportedUsage {
+                    input_tokens: t.input_tokens,
+                    output_tokens: t.output_tokens,
+                    cached_input_tokens: t.cached_tokens,
+                    cost_usd: t.cost_usd,
+                }),
         },
         last_message: t.last_message.clone(),
         reason: t.reason.clone(),
         agent_session_id: t.agent_session_id.clone(),
+        approval: t.approval.as_str().to_owned(),
+        workspace_removed,
     }
 }
 

@@ -33,9 +33,20 @@ pub async fn route_state(
     std::sync::Arc<crate::state::AppState>,
     std::sync::Arc<berth_runtime::FakeRuntime>,
 ) {
+    route_state_with(dir, crate::config::ServerArgs::default()).await
+}
+
+/// [`route_state`] with these flags (`data_dir` is set to `dir`).
+pub async fn route_state_with(
+    dir: &std::path::Path,
+    args: crate::config::ServerArgs,
+) -> (
+    std::sync::Arc<crate::state::AppState>,
+    std::sync::Arc<berth_runtime::FakeRuntime>,
+) {
     let config = crate::config::ServerArgs {
         data_dir: Some(dir.to_owned()),
-        ..Default::default()
+        ..args
     }
     .resolve()
     .unwrap();

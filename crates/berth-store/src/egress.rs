@@ -9,7 +9,7 @@ pub use berth_domain::{EgressRecord, WorkspaceId};
 #[derive(Debug, Clone, PartialEq)]
 pub struct EgressEntry {
     pub id: i64,
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     pub record: EgressRecord,
 }
 
@@ -95,7 +95,7 @@ impl Store {
             .iter()
             .map(|r| EgressEntry {
                 id: r.get("id"),
-                workspace_id: r.get("workspace_id"),
+                workspace_id: WorkspaceId::from_stored(r.get("workspace_id")),
                 record: EgressRecord {
                     at: r.get("at"),
                     task_id: r.get("task_id"),

@@ -393,6 +393,7 @@ mod tests {
             },
             network: "none".into(),
             volume: format!("v-{name}"),
+            mcp_servers: Vec::new(),
         })
         .await
         .unwrap();

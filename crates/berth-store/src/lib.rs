@@ -8,7 +8,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use berth_domain::{
-    Failure, FailureKind, Limits, Name, TenantId, TokenId, WorkspaceId, WorkspaceState,
+    Failure, FailureKind, Limits, McpServer, Name, TenantId, TokenId, WorkspaceId, WorkspaceState,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -56,6 +56,8 @@ pub struct NewWorkspace {
     pub limits: Limits,
     pub network: String,
     pub volume: String,
+    /// MCP servers the workspace's agents use (validated by the caller).
+    pub mcp_servers: Vec<McpServer>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,8 @@ pub struct Workspace {
     pub failure: Option<(Failure, String)>,
     pub oom_kills: u64,
     pub memcg_oom_seen: u64,
+    /// MCP servers the workspace's agents use.
+    pub mcp_servers: Vec<McpServer>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -84,13 +88,20 @@ impl Workspace {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AuditRecord {
+    /// The token id (or a system actor: `reconciler`, `egress`).
     pub actor: String,
     pub action: String,
     pub target: String,
     pub result: String,
     pub detail: Option<String>,
+    /// The token's name and role at the time, and its tenant (none for admin tokens).
+    pub actor_name: Option<String>,
+    pub actor_role: Option<String>,
+    pub actor_tenant: Option<String>,
+    /// The tenant the target belongs to (none for server-wide targets).
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +119,7 @@ pub struct Store {
 const WORKSPACE_COLUMNS: &str = "w.id, w.tenant_id, t.name AS tenant, w.name, w.state, w.image, \
      w.memory_bytes, w.nano_cpus, w.pids_limit, w.network, w.volume, w.container_id, \
      w.failure_reason, w.failure_message, w.failure_at, w.oom_kills, w.memcg_oom_seen, \
-     w.created_at, w.updated_at";
+     w.mcp_servers, w.created_at, w.updated_at";
 
 impl Store {
     /// Opens (creating if needed) the database file and applies migrations.
@@ -268,10 +279,12 @@ impl Store {
     /// Inserts a workspace in state `creating`. A name taken in the tenant is a `Conflict`.
     pub async fn insert_workspace(&self, w: &NewWorkspace) -> Result<Workspace> {
         let at = now();
+        let mcp = serde_json::to_string(&w.mcp_servers)
+            .map_err(|e| StoreError::Corrupt(format!("mcp servers: {e}")))?;
         let res = sqlx::query(
             "INSERT INTO workspaces (id, tenant_id, name, state, image, memory_bytes, nano_cpus, \
-             pids_limit, network, volume, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             pids_limit, network, volume, mcp_servers, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(w.id.as_str())
         .bind(w.tenant_id.as_str())
@@ -283,6 +296,7 @@ impl Store {
         .bind(w.limits.pids)
         .bind(&w.network)
         .bind(&w.volume)
+        .bind(&mcp)
         .bind(&at)
         .bind(&at)
         .execute(&self.pool)
@@ -463,7 +477,8 @@ impl Store {
 
     pub async fn append_audit(&self, r: &AuditRecord) -> Result<i64> {
         let res = sqlx::query(
-            "INSERT INTO audit (at, actor, action, target, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, actor, action, target, result, detail, actor_name, actor_role, \
+             actor_tenant, tenant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(now())
         .bind(&r.actor)
@@ -471,19 +486,31 @@ impl Store {
         .bind(&r.target)
         .bind(&r.result)
         .bind(&r.detail)
+        .bind(&r.actor_name)
+        .bind(&r.actor_role)
+        .bind(&r.actor_tenant)
+        .bind(&r.tenant)
         .execute(&self.pool)
         .await?;
         Ok(res.last_insert_rowid())
     }
 
-    /// Newest first.
-    pub async fn list_audit(&self, limit: i64, target: Option<&str>) -> Result<Vec<AuditEntry>> {
+    /// Newest first; only rows of `tenant`'s objects when it is set.
+    pub async fn list_audit(
+        &self,
+        limit: i64,
+        target: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
-            "SELECT id, at, actor, action, target, result, detail FROM audit \
-             WHERE (?1 IS NULL OR target = ?1) ORDER BY id DESC LIMIT ?2",
+            "SELECT id, at, actor, action, target, result, detail, actor_name, actor_role, \
+             actor_tenant, tenant FROM audit \
+             WHERE (?1 IS NULL OR target = ?1) AND (?3 IS NULL OR tenant = ?3) \
+             ORDER BY id DESC LIMIT ?2",
         )
         .bind(target)
         .bind(limit)
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -497,6 +524,10 @@ impl Store {
                     target: r.get("target"),
                     result: r.get("result"),
                     detail: r.get("detail"),
+                    actor_name: r.get("actor_name"),
+                    actor_role: r.get("actor_role"),
+                    actor_tenant: r.get("actor_tenant"),
+                    tenant: r.get("tenant"),
                 },
             })
             .collect())
@@ -545,22 +576,38 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
         failure,
         oom_kills: r.get::<i64, _>("oom_kills").max(0) as u64,
         memcg_oom_seen: r.get::<i64, _>("memcg_oom_seen").max(0) as u64,
+        mcp_servers: serde_json::from_str(&r.get::<String, _>("mcp_servers"))
+            .map_err(|e| StoreError::Corrupt(format!("workspace mcp_servers: {e}")))?,
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
     })
 }
 
+mod approvals;
 mod egress;
 mod egress_templates;
+mod notify;
 mod retention;
 mod secrets;
+mod session_keys;
+mod task_snapshots;
 mod tasks;
+mod templates;
+mod tokens;
 pub use secrets::{SealedSecret, SecretUse};
+pub use tokens::{NewToken, TokenRecord};
 mod usage;
+mod users;
+pub use approvals::{Approval, InboxItem, MAX_OPEN_PER_TASK};
 pub use egress::{EgressEntry, EgressRecord};
 pub use egress_templates::{EgressTemplate, TemplateRemoval, TemplateUser};
+pub use notify::{NewNotifyEvent, NotifyAttempt, NotifyDelivery, NotifyEvent, NotifySubscription};
+pub use session_keys::{NewSessionKey, SessionKey};
+pub use task_snapshots::{is_object_id, TaskSnapshot};
 pub use tasks::{NewTask, Task, MAX_COST_USD, MAX_COUNT, MAX_LAST_MESSAGE};
-pub use usage::{Budget, LlmCall, Spent, UsageFilter, UsageRow};
+pub use templates::{NewStep, Provision, ProvisionStep, TemplateRevision};
+pub use usage::{Budget, CallTotals, LlmCall, Spent, UsageBy, UsageFilter, UsageRow};
+pub use users::{User, UserLogin, UserSession};
 
 #[cfg(test)]
 #[path = "lib_tests.rs"]

@@ -15,6 +15,7 @@ async fn new_ws(store: &Store, tenant: &str, n: &str) -> Result<Workspace> {
             limits: Limits::default(),
             network: "none".into(),
             volume: format!("vol-{tenant}-{n}"),
+            mcp_servers: Vec::new(),
         })
         .await
 }
@@ -25,6 +26,40 @@ async fn tenants_are_created_once() {
     let a = s.ensure_tenant(&name("acme")).await.unwrap();
     let b = s.ensure_tenant(&name("acme")).await.unwrap();
     assert_eq!(a.id, b.id);
+}
+
+#[tokio::test]
+async fn workspace_mcp_servers_round_trip() {
+    let s = Store::open_in_memory().await.unwrap();
+    assert!(new_ws(&s, "acme", "plain")
+        .await
+        .unwrap()
+        .mcp_servers
+        .is_empty());
+    let t = s.ensure_tenant(&name("acme")).await.unwrap();
+    let servers = vec![McpServer {
+        name: "notes".into(),
+        transport: berth_domain::McpTransport::Stdio {
+            command: "node".into(),
+            args: vec!["/srv/notes.js".into()],
+            env: [("TAG".to_string(), "x".to_string())].into(),
+        },
+    }];
+    let w = s
+        .insert_workspace(&NewWorkspace {
+            id: WorkspaceId::generate(),
+            tenant_id: t.id,
+            name: name("mcp"),
+            image: "img".into(),
+            limits: Limits::default(),
+            network: "none".into(),
+            volume: "vol-mcp".into(),
+            mcp_servers: servers.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(w.mcp_servers, servers);
+    assert_eq!(s.workspace(&w.id).await.unwrap().mcp_servers, servers);
 }
 
 #[tokio::test]
@@ -115,20 +150,34 @@ async fn audit_newest_first_and_filtered() {
             target: (*target).into(),
             result: "ok".into(),
             detail: None,
+            actor_name: Some("alice".into()),
+            actor_role: Some("member".into()),
+            actor_tenant: Some("acme".into()),
+            tenant: Some(if i == 1 { "globex" } else { "acme" }.into()),
         })
         .await
         .unwrap();
     }
-    let all = s.list_audit(10, None).await.unwrap();
+    let all = s.list_audit(10, None, None).await.unwrap();
+    assert_eq!(all[0].record.actor_name.as_deref(), Some("alice"));
+    assert_eq!(all[0].record.actor_role.as_deref(), Some("member"));
+    assert_eq!(all[0].record.actor_tenant.as_deref(), Some("acme"));
+    let acme = s.list_audit(10, None, Some("acme")).await.unwrap();
+    assert_eq!(acme.len(), 2);
+    assert!(s
+        .list_audit(10, None, Some("initech"))
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         all.iter()
             .map(|e| e.record.action.as_str())
             .collect::<Vec<_>>(),
         ["act2", "act1", "act0"]
     );
-    let a = s.list_audit(10, Some("acme/a")).await.unwrap();
+    let a = s.list_audit(10, Some("acme/a"), None).await.unwrap();
     assert_eq!(a.len(), 2);
-    assert_eq!(s.list_audit(1, None).await.unwrap().len(), 1);
+    assert_eq!(s.list_audit(1, None, None).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -142,4 +191,60 @@ async fn file_database_survives_reopen() {
     let s = Store::open(&path).await.unwrap();
     assert_eq!(s.workspace(&w.id).await.unwrap().name.as_str(), "web");
     assert_eq!(s.meta("server_id").await.unwrap().as_deref(), Some("abc"));
+}
+
+#[tokio::test]
+async fn templates_are_versioned_and_provisions_follow_their_workspace() {
+    let s = Store::open_in_memory().await.unwrap();
+    assert_eq!(
+        s.put_template("acme", "web", "a = 1")
+            .await
+            .unwrap()
+            .revision,
+        1
+    );
+    assert_eq!(
+        s.put_template("acme", "web", "a = 2")
+            .await
+            .unwrap()
+            .revision,
+        2
+    );
+    assert_eq!(
+        s.put_template("other", "web", "b").await.unwrap().revision,
+        1
+    );
+    let newest = s.template("acme", "web", None).await.unwrap().unwrap();
+    assert_eq!((newest.revision, newest.source.as_str()), (2, "a = 2"));
+    let first = s.template("acme", "web", Some(1)).await.unwrap().unwrap();
+    assert_eq!(first.source, "a = 1");
+    assert!(s.template("acme", "web", Some(3)).await.unwrap().is_none());
+    let listed = s.list_templates(Some("acme")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].revision, 2);
+    assert_eq!(s.list_templates(None).await.unwrap().len(), 2);
+
+    let w = new_ws(&s, "acme", "app").await.unwrap();
+    let step = |name: &str| crate::NewStep {
+        kind: "setup".into(),
+        name: name.into(),
+        input_hash: format!("h-{name}"),
+        state: "pending".into(),
+    };
+    s.put_provision(&w.id, "web", 2, "{}", "{}", &[step("a"), step("b")])
+        .await
+        .unwrap();
+    s.start_step(&w.id, 1).await.unwrap();
+    s.finish_step(&w.id, 1, "failed", "boom", Some(2), Some("exit 2"))
+        .await
+        .unwrap();
+    let p = s.provision(&w.id).await.unwrap().unwrap();
+    assert_eq!(p.steps.len(), 2);
+    assert_eq!(p.steps[1].state, "failed");
+    assert_eq!(p.steps[1].log, "boom");
+    assert_eq!(s.template_users("acme", "web").await.unwrap(), ["acme/app"]);
+    assert!(s.delete_template("acme", "web").await.unwrap());
+    assert!(s.template("acme", "web", None).await.unwrap().is_none());
+    s.delete_workspace(&w.id).await.unwrap();
+    assert!(s.provision(&w.id).await.unwrap().is_none());
 }

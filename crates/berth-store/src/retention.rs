@@ -53,13 +53,17 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use berth_domain::task::{Agent, EventKind, TaskEvent, TaskState};
-    use berth_domain::WorkspaceId;
+    use berth_domain::{TaskId, WorkspaceId};
 
     use crate::{EgressRecord, NewTask, Store};
 
+    fn tk(id: &str) -> TaskId {
+        TaskId::from_stored(id.to_owned())
+    }
+
     async fn task_with_events(s: &Store, id: &str, n: u64) {
         s.insert_task(&NewTask {
-            id: id.into(),
+            id: tk(id),
             workspace_id: WorkspaceId::generate(),
             workspace: "acme/web".into(),
             agent: Agent::Claude,
@@ -68,6 +72,7 @@ mod tests {
             worktree: None,
             prompt: "hi".into(),
             virtual_key_hash: format!("h-{id}"),
+            approval: Default::default(),
         })
         .await
         .unwrap();
@@ -80,7 +85,7 @@ mod tests {
                 },
             })
             .collect();
-        s.append_task_events(id, &events).await.unwrap();
+        s.append_task_events(&tk(id), &events).await.unwrap();
     }
 
     #[tokio::test]
@@ -130,13 +135,13 @@ mod tests {
         task_with_events(&s, "tk_done", 3).await;
         task_with_events(&s, "tk_running", 2).await;
         task_with_events(&s, "tk_recent", 2).await;
-        s.set_task_state("tk_done", TaskState::Completed, None)
+        s.set_task_state(&tk("tk_done"), TaskState::Completed, None)
             .await
             .unwrap();
-        s.set_task_state("tk_running", TaskState::Running, None)
+        s.set_task_state(&tk("tk_running"), TaskState::Running, None)
             .await
             .unwrap();
-        s.set_task_state("tk_recent", TaskState::Failed, Some("exited"))
+        s.set_task_state(&tk("tk_recent"), TaskState::Failed, Some("exited"))
             .await
             .unwrap();
         // A cutoff before every change purges nothing.
@@ -153,11 +158,27 @@ mod tests {
             s.purge_task_events("2026-03-01T00:00:00Z").await.unwrap(),
             3
         );
-        assert!(s.task_events("tk_done", 0, 100).await.unwrap().is_empty());
+        assert!(s
+            .task_events(&tk("tk_done"), 0, 100)
+            .await
+            .unwrap()
+            .is_empty());
         // The task row itself stays; the running task (however old) and the recent one keep
         // their events.
-        assert_eq!(s.task("tk_done").await.unwrap().state, TaskState::Completed);
-        assert_eq!(s.task_events("tk_running", 0, 100).await.unwrap().len(), 2);
-        assert_eq!(s.task_events("tk_recent", 0, 100).await.unwrap().len(), 2);
+        assert_eq!(
+            s.task(&tk("tk_done")).await.unwrap().state,
+            TaskState::Completed
+        );
+        assert_eq!(
+            s.task_events(&tk("tk_running"), 0, 100)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            s.task_events(&tk("tk_recent"), 0, 100).await.unwrap().len(),
+            2
+        );
     }
 }

@@ -5,14 +5,14 @@
 //! message, session id), and only a contiguous continuation is accepted: a replayed event is
 //! skipped, a gap is an error. So a reconnecting reader can never create duplicates or holes.
 
-use berth_domain::{Agent, EventKind, TaskEvent, TaskState, WorkspaceId};
+use berth_domain::{Agent, ApprovalPolicy, EventKind, TaskEvent, TaskId, TaskState, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewTask {
-    pub id: String,
+    pub id: TaskId,
     pub workspace_id: WorkspaceId,
     pub workspace: String,
     pub agent: Agent,
@@ -21,11 +21,12 @@ pub struct NewTask {
     pub worktree: Option<String>,
     pub prompt: String,
     pub virtual_key_hash: String,
+    pub approval: ApprovalPolicy,
 }
 
 #[derive(Debug, Clone)]
 pub struct Task {
-    pub id: String,
+    pub id: TaskId,
     pub workspace_id: WorkspaceId,
     pub workspace: String,
     pub agent: Agent,
@@ -44,12 +45,13 @@ pub struct Task {
     pub agent_session_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    pub approval: ApprovalPolicy,
 }
 
 const TASK_COLUMNS: &str =
     "id, workspace_id, workspace, agent, state, reason, model, dir, worktree, \
     prompt, last_seq, input_tokens, output_tokens, cached_tokens, cost_usd, last_message, \
-    agent_session_id, created_at, updated_at";
+    agent_session_id, created_at, updated_at, approval";
 
 /// Largest count stored in an INTEGER column (SQLite integers are signed 64-bit): token counts
 /// from a daemon are clamped to it, and sums saturate there instead of overflowing into REAL.
@@ -97,7 +99,7 @@ fn task_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Task> {
     let agent: String = col(r, "agent")?;
     let state: String = col(r, "state")?;
     Ok(Task {
-        id: col(r, "id")?,
+        id: TaskId::from_stored(col(r, "id")?),
         workspace_id: WorkspaceId::from_stored(col(r, "workspace_id")?),
         workspace: col(r, "workspace")?,
         agent: Agent::parse(&agent)
@@ -118,6 +120,11 @@ fn task_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         agent_session_id: col(r, "agent_session_id")?,
         created_at: col(r, "created_at")?,
         updated_at: col(r, "updated_at")?,
+        approval: {
+            let a: String = col(r, "approval")?;
+            ApprovalPolicy::parse(&a)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown approval policy {a:?}")))?
+        },
     })
 }
 
@@ -126,9 +133,10 @@ impl Store {
         let at = now();
         sqlx::query(
             "INSERT INTO tasks (id, workspace_id, workspace, agent, state, model, dir, worktree, \
-             prompt, virtual_key_hash, created_at, updated_at, key_live) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+             prompt, virtual_key_hash, created_at, updated_at, key_live, approval) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
         )
-        .bind(&t.id)
+        .bind(t.id.as_str())
         .bind(t.workspace_id.as_str())
         .bind(&t.workspace)
         .bind(t.agent.as_str())
@@ -140,21 +148,22 @@ impl Store {
         .bind(&t.virtual_key_hash)
         .bind(&at)
         .bind(&at)
+        .bind(t.approval.as_str())
         .execute(&self.pool)
         .await?;
         self.task(&t.id).await
     }
 
-    pub async fn task(&self, id: &str) -> Result<Task> {
+    pub async fn task(&self, id: &TaskId) -> Result<Task> {
         self.find_task(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("task {id}")))
     }
 
-    pub async fn find_task(&self, id: &str) -> Result<Option<Task>> {
+    pub async fn find_task(&self, id: &TaskId) -> Result<Option<Task>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?");
         let row = sqlx::query(&sql)
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| task_from_row(&r)).transpose()
@@ -184,12 +193,12 @@ impl Store {
 
     /// Turns a task's virtual key on (the server starts a turn) or off (the turn is over, or
     /// the server stops it). Never turns on the key of a final task.
-    pub async fn set_task_key_live(&self, id: &str, live: bool) -> Result<()> {
+    pub async fn set_task_key_live(&self, id: &TaskId, live: bool) -> Result<()> {
         sqlx::query(
             "UPDATE tasks SET key_live = ? WHERE id = ? AND (? = 0 OR state NOT IN ('failed', 'cancelled'))",
         )
         .bind(live)
-        .bind(id)
+        .bind(id.as_str())
         .bind(live)
         .execute(&self.pool)
         .await?;
@@ -228,7 +237,7 @@ impl Store {
     /// before and are skipped; a gap is refused. Returns the stored (new) events.
     pub async fn append_task_events(
         &self,
-        id: &str,
+        id: &TaskId,
         events: &[TaskEvent],
     ) -> Result<Vec<TaskEvent>> {
         let mut tx = self.pool.begin().await?;
@@ -236,11 +245,11 @@ impl Store {
         // BEGIN IMMEDIATE): a read-then-write transaction can fail with "database is locked" when
         // another writer commits in between, which busy_timeout cannot wait out.
         sqlx::query("UPDATE tasks SET updated_at = updated_at WHERE id = ?")
-            .bind(id)
+            .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
         let row = sqlx::query("SELECT last_seq FROM tasks WHERE id = ?")
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("task {id}")))?;
@@ -259,12 +268,13 @@ impl Store {
             }
             let body = serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             sqlx::query("INSERT INTO task_events (task_id, seq, body) VALUES (?, ?, ?)")
-                .bind(id)
+                .bind(id.as_str())
                 .bind(e.seq as i64)
                 .bind(body)
                 .execute(&mut *tx)
                 .await?;
             apply_to_task(&mut tx, id, e).await?;
+            crate::approvals::record_event(&mut tx, id, e).await?;
             last = e.seq;
             stored.push(e.clone());
         }
@@ -272,7 +282,7 @@ impl Store {
             sqlx::query("UPDATE tasks SET last_seq = ?, updated_at = ? WHERE id = ?")
                 .bind(last as i64)
                 .bind(now())
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&mut *tx)
                 .await?;
         }
@@ -281,11 +291,11 @@ impl Store {
     }
 
     /// Stored events with `seq > after`, ascending, at most `limit`.
-    pub async fn task_events(&self, id: &str, after: u64, limit: u64) -> Result<Vec<TaskEvent>> {
+    pub async fn task_events(&self, id: &TaskId, after: u64, limit: u64) -> Result<Vec<TaskEvent>> {
         let rows = sqlx::query(
             "SELECT body FROM task_events WHERE task_id = ? AND seq > ? ORDER BY seq LIMIT ?",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(after as i64)
         .bind(limit.min(i64::MAX as u64) as i64)
         .fetch_all(&self.pool)
@@ -300,11 +310,11 @@ impl Store {
 
     /// Replaces the task's virtual key (a task continued in a restarted workspace gets a new one:
     /// the old key lived only in the old daemon's memory).
-    pub async fn set_task_key_hash(&self, id: &str, hash: &str) -> Result<()> {
+    pub async fn set_task_key_hash(&self, id: &TaskId, hash: &str) -> Result<()> {
         sqlx::query("UPDATE tasks SET virtual_key_hash = ?, updated_at = ? WHERE id = ?")
             .bind(hash)
             .bind(now())
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -314,7 +324,7 @@ impl Store {
     /// start). Prefer appending a `status` event when the log continues.
     pub async fn set_task_state(
         &self,
-        id: &str,
+        id: &TaskId,
         state: TaskState,
         reason: Option<&str>,
     ) -> Result<Task> {
@@ -326,7 +336,7 @@ impl Store {
         .bind(reason)
         .bind(now())
         .bind(state.is_turn_over())
-        .bind(id)
+        .bind(id.as_str())
         .execute(&self.pool)
         .await?;
         self.task(id).await
@@ -335,7 +345,7 @@ impl Store {
 
 async fn apply_to_task(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &str,
+    id: &TaskId,
     e: &TaskEvent,
 ) -> Result<()> {
     match &e.kind {
@@ -343,11 +353,11 @@ async fn apply_to_task(
             // The daemon's word goes through the state machine: a final task stays final, and a
             // status never turns a key on (only the server does, when it starts a turn).
             let current: String = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
-                .bind(id)
+                .bind(id.as_str())
                 .fetch_one(&mut **tx)
                 .await?;
             if !TaskState::parse(&current).is_some_and(|c| c.can_become(*state)) {
-                tracing::warn!(task = id, from = %current, to = %state, "ignored a status change the state machine forbids");
+                tracing::warn!(task = %id, from = %current, to = %state, "ignored a status change the state machine forbids");
                 return Ok(());
             }
             sqlx::query(
@@ -357,7 +367,7 @@ async fn apply_to_task(
             .bind(state.as_str())
             .bind(reason)
             .bind(state.is_turn_over())
-            .bind(id)
+            .bind(id.as_str())
             .execute(&mut **tx)
             .await?;
         }
@@ -378,7 +388,7 @@ async fn apply_to_task(
         EventKind::Message { text } => {
             sqlx::query("UPDATE tasks SET last_message = ? WHERE id = ?")
                 .bind(truncate(text, MAX_LAST_MESSAGE))
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&mut **tx)
                 .await?;
         }
@@ -387,7 +397,7 @@ async fn apply_to_task(
         } => {
             sqlx::query("UPDATE tasks SET agent_session_id = ? WHERE id = ?")
                 .bind(agent_session_id)
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&mut **tx)
                 .await?;
         }
@@ -401,14 +411,14 @@ async fn apply_to_task(
 /// and a cost that is not a finite number is ignored.
 async fn add_usage(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    id: &str,
+    id: &TaskId,
     tokens: [u64; 3],
     cost_usd: Option<f64>,
 ) -> Result<()> {
     let row = sqlx::query(
         "SELECT input_tokens, output_tokens, cached_tokens, cost_usd FROM tasks WHERE id = ?",
     )
-    .bind(id)
+    .bind(id.as_str())
     .fetch_one(&mut **tx)
     .await?;
     let mut totals = [0i64; 3];
@@ -432,7 +442,7 @@ async fn add_usage(
     .bind(totals[1])
     .bind(totals[2])
     .bind(cost)
-    .bind(id)
+    .bind(id.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -454,6 +464,10 @@ fn truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
 
+    fn tk(s: &str) -> TaskId {
+        TaskId::from_stored(s.into())
+    }
+
     fn ev(seq: u64, kind: EventKind) -> TaskEvent {
         TaskEvent {
             seq,
@@ -466,7 +480,7 @@ mod tests {
         let s = Store::open_in_memory().await.unwrap();
         let t = s
             .insert_task(&NewTask {
-                id: "tk_1".into(),
+                id: tk("tk_1"),
                 workspace_id: WorkspaceId::generate(),
                 workspace: "acme/web".into(),
                 agent: Agent::Claude,
@@ -475,6 +489,7 @@ mod tests {
                 worktree: None,
                 prompt: "hi".into(),
                 virtual_key_hash: "h1".into(),
+                approval: Default::default(),
             })
             .await
             .unwrap();
@@ -517,22 +532,22 @@ mod tests {
             ),
         ];
         assert_eq!(
-            s.append_task_events("tk_1", &batch[..2])
+            s.append_task_events(&tk("tk_1"), &batch[..2])
                 .await
                 .unwrap()
                 .len(),
             2
         );
         // A replay overlapping what is stored adds only the new part.
-        let stored = s.append_task_events("tk_1", &batch).await.unwrap();
+        let stored = s.append_task_events(&tk("tk_1"), &batch).await.unwrap();
         assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
         // A gap is refused and changes nothing.
         let gap = [ev(6, EventKind::Message { text: "x".into() })];
         assert!(matches!(
-            s.append_task_events("tk_1", &gap).await,
+            s.append_task_events(&tk("tk_1"), &gap).await,
             Err(StoreError::Conflict(_))
         ));
-        let t = s.task("tk_1").await.unwrap();
+        let t = s.task(&tk("tk_1")).await.unwrap();
         assert_eq!(t.last_seq, 4);
         assert_eq!(t.state, TaskState::Starting);
         assert_eq!(t.agent_session_id.as_deref(), Some("sess"));
@@ -542,19 +557,19 @@ mod tests {
             (20, 10, 1)
         );
         assert_eq!(t.cost_usd, Some(0.5));
-        let all = s.task_events("tk_1", 0, 100).await.unwrap();
+        let all = s.task_events(&tk("tk_1"), 0, 100).await.unwrap();
         assert_eq!(all, batch);
         assert_eq!(
-            s.task_events("tk_1", 2, 1).await.unwrap(),
+            s.task_events(&tk("tk_1"), 2, 1).await.unwrap(),
             batch[2..3].to_vec()
         );
         assert_eq!(
             s.find_task_by_key_hash("h1").await.unwrap().unwrap().id,
-            "tk_1"
+            tk("tk_1")
         );
         assert_eq!(s.active_tasks().await.unwrap().len(), 1);
         s.append_task_events(
-            "tk_1",
+            &tk("tk_1"),
             &[ev(
                 5,
                 EventKind::Status {
@@ -593,42 +608,45 @@ mod tests {
     async fn keys_live_only_while_the_server_runs_a_turn() {
         let (s, _) = setup().await;
         assert!(live(&s).await, "the first turn starts with the task");
-        s.append_task_events("tk_1", &[status(1, TaskState::Starting)])
+        s.append_task_events(&tk("tk_1"), &[status(1, TaskState::Starting)])
             .await
             .unwrap();
-        s.append_task_events("tk_1", &[status(2, TaskState::Running)])
+        s.append_task_events(&tk("tk_1"), &[status(2, TaskState::Running)])
             .await
             .unwrap();
         assert!(live(&s).await);
-        s.append_task_events("tk_1", &[status(3, TaskState::Completed)])
+        s.append_task_events(&tk("tk_1"), &[status(3, TaskState::Completed)])
             .await
             .unwrap();
         assert!(!live(&s).await, "a completed turn ends the key");
         // The daemon claiming the task runs again does not revive the key.
-        s.append_task_events("tk_1", &[status(4, TaskState::Running)])
+        s.append_task_events(&tk("tk_1"), &[status(4, TaskState::Running)])
             .await
             .unwrap();
-        assert_eq!(s.task("tk_1").await.unwrap().state, TaskState::Running);
+        assert_eq!(s.task(&tk("tk_1")).await.unwrap().state, TaskState::Running);
         assert!(!live(&s).await, "only the server turns a key on");
         // The server starts a follow-up turn: the key works again, until the turn is over.
-        s.set_task_key_live("tk_1", true).await.unwrap();
+        s.set_task_key_live(&tk("tk_1"), true).await.unwrap();
         assert!(live(&s).await);
-        s.append_task_events("tk_1", &[status(5, TaskState::Cancelled)])
+        s.append_task_events(&tk("tk_1"), &[status(5, TaskState::Cancelled)])
             .await
             .unwrap();
         assert!(!live(&s).await);
         // Final is final: neither a status from the daemon nor the server revives the task.
         for (seq, st) in [(6, TaskState::Running), (7, TaskState::Completed)] {
-            s.append_task_events("tk_1", &[status(seq, st)])
+            s.append_task_events(&tk("tk_1"), &[status(seq, st)])
                 .await
                 .unwrap();
-            assert_eq!(s.task("tk_1").await.unwrap().state, TaskState::Cancelled);
+            assert_eq!(
+                s.task(&tk("tk_1")).await.unwrap().state,
+                TaskState::Cancelled
+            );
         }
-        s.set_task_key_live("tk_1", true).await.unwrap();
+        s.set_task_key_live(&tk("tk_1"), true).await.unwrap();
         assert!(!live(&s).await);
         // A server-set final state also ends the key.
         let (s, _) = setup().await;
-        s.set_task_state("tk_1", TaskState::Failed, Some("x"))
+        s.set_task_state(&tk("tk_1"), TaskState::Failed, Some("x"))
             .await
             .unwrap();
         assert!(!live(&s).await);
@@ -642,10 +660,14 @@ mod hostile_tests {
     //! `get::<i64>` (in `GET /tasks` and in `resume_all` at every start).
     use super::*;
 
+    fn tk(s: &str) -> TaskId {
+        TaskId::from_stored(s.into())
+    }
+
     async fn setup() -> Store {
         let s = Store::open_in_memory().await.unwrap();
         s.insert_task(&NewTask {
-            id: "tk_x".into(),
+            id: tk("tk_x"),
             workspace_id: WorkspaceId::generate(),
             workspace: "acme/web".into(),
             agent: Agent::Codex,
@@ -654,6 +676,7 @@ mod hostile_tests {
             worktree: None,
             prompt: "hi".into(),
             virtual_key_hash: "hx".into(),
+            approval: Default::default(),
         })
         .await
         .unwrap();
@@ -684,10 +707,13 @@ mod hostile_tests {
             usage(5, 1, Some(MAX_COST_USD)),
         ];
         assert_eq!(
-            s.append_task_events("tk_x", &events).await.unwrap().len(),
+            s.append_task_events(&tk("tk_x"), &events)
+                .await
+                .unwrap()
+                .len(),
             5
         );
-        let t = s.task("tk_x").await.unwrap();
+        let t = s.task(&tk("tk_x")).await.unwrap();
         assert_eq!(
             (t.input_tokens, t.output_tokens, t.cached_tokens),
             (MAX_COUNT, MAX_COUNT, MAX_COUNT)
@@ -708,16 +734,16 @@ mod hostile_tests {
         .execute(&s.pool)
         .await
         .unwrap();
-        let t = s.task("tk_x").await.unwrap();
+        let t = s.task(&tk("tk_x")).await.unwrap();
         assert_eq!(
             (t.input_tokens, t.output_tokens, t.cached_tokens),
             (MAX_COUNT, 0, 0)
         );
         assert_eq!(t.cost_usd, None);
-        s.append_task_events("tk_x", &[usage(1, 5, Some(1.0))])
+        s.append_task_events(&tk("tk_x"), &[usage(1, 5, Some(1.0))])
             .await
             .unwrap();
-        let t = s.task("tk_x").await.unwrap();
+        let t = s.task(&tk("tk_x")).await.unwrap();
         assert_eq!((t.input_tokens, t.output_tokens), (MAX_COUNT, 5));
         assert_eq!(t.cost_usd, Some(1.0));
     }
@@ -729,7 +755,7 @@ mod hostile_tests {
             .execute(&s.pool)
             .await
             .unwrap();
-        let e = s.task("tk_x").await.unwrap_err();
+        let e = s.task(&tk("tk_x")).await.unwrap_err();
         assert!(matches!(e, StoreError::Corrupt(_)), "{e}");
     }
 
@@ -741,7 +767,7 @@ mod hostile_tests {
             ..usage(0, 1, None)
         };
         assert!(matches!(
-            s.append_task_events("tk_x", &[far]).await,
+            s.append_task_events(&tk("tk_x"), &[far]).await,
             Err(StoreError::Conflict(_))
         ));
         let long = "é".repeat(MAX_LAST_MESSAGE);
@@ -750,8 +776,8 @@ mod hostile_tests {
             at: "2026-11-23T00:00:00Z".into(),
             kind: EventKind::Message { text: long },
         };
-        s.append_task_events("tk_x", &[msg]).await.unwrap();
-        let t = s.task("tk_x").await.unwrap();
+        s.append_task_events(&tk("tk_x"), &[msg]).await.unwrap();
+        let t = s.task(&tk("tk_x")).await.unwrap();
         let kept = t.last_message.unwrap();
         assert!(kept.len() <= MAX_LAST_MESSAGE && kept.len() >= MAX_LAST_MESSAGE - 1);
         assert_eq!(t.last_seq, 1);

@@ -10,6 +10,8 @@ pub struct LlmCall {
     pub workspace: String,
     pub tenant: String,
     pub task_id: String,
+    /// The agent session (its berth id) whose key made the call; `None` for a task's turn.
+    pub session_id: Option<String>,
     pub provider: String,
     pub model: Option<String>,
     pub path: String,
@@ -19,9 +21,31 @@ pub struct LlmCall {
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
     pub cost_usd: Option<f64>,
+    /// The exact cost in nano-USD (10⁻⁹ USD); when None, `cost_usd` is stored as it.
+    pub cost_nusd: Option<u64>,
+    /// Which price applied: `operator`, `default` or `fallback` (None: no tokens to price).
+    pub priced: Option<String>,
     pub latency_ms: u64,
     pub ttfb_ms: Option<u64>,
     pub error: Option<String>,
+}
+
+/// How usage rows are grouped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UsageBy {
+    /// Workspace × provider × model.
+    #[default]
+    WorkspaceModel,
+    /// Workspace × provider × model × agent session (task turns form the group without one).
+    Session,
+    /// Task (calls of an agent session of its own have the empty task).
+    Task,
+    Workspace,
+    Tenant,
+    /// Provider × model.
+    Model,
+    /// UTC day of the call.
+    Day,
 }
 
 /// Filter for usage queries.
@@ -29,15 +53,28 @@ pub struct LlmCall {
 pub struct UsageFilter {
     pub tenant: Option<String>,
     pub workspace_id: Option<String>,
-    /// RFC 3339; only calls at or after this time.
+    /// Only the calls of this task.
+    pub task_id: Option<String>,
+    /// RFC 3339 (berth's form); only calls at or after this time.
     pub since: Option<String>,
+    /// RFC 3339 (berth's form); only calls before this time.
+    pub until: Option<String>,
+    /// Only the calls of this agent session.
+    pub session_id: Option<String>,
+    pub by: UsageBy,
 }
 
-/// Totals of one group (workspace × provider × model).
+/// Totals of one group; the fields the grouping does not use are empty (`""` or None).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageRow {
     pub tenant: String,
     pub workspace: String,
+    /// The agent session, when grouped by session (`None`: task turns).
+    pub session_id: Option<String>,
+    /// The task, when grouped by task.
+    pub task_id: Option<String>,
+    /// The UTC day (`2026-12-04`), when grouped by day.
+    pub day: Option<String>,
     pub provider: String,
     pub model: Option<String>,
     pub calls: u64,
@@ -46,7 +83,24 @@ pub struct UsageRow {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Sum of the calls' costs (None: no call of the group had a cost).
     pub cost_usd: Option<f64>,
+    /// The same sum in nano-USD, exact.
+    pub cost_nusd: u64,
+    /// Calls priced at the fallback price (their model is in no price table).
+    pub fallback_calls: u64,
+}
+
+/// What a task's calls through the gateway add up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallTotals {
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub cost_nusd: u64,
+    pub fallback_calls: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,11 +133,27 @@ pub struct Spent {
 const INSERT_CALL_HEAD: &str =
     "INSERT INTO llm_calls (at, workspace_id, workspace, tenant, task_id, \
     provider, model, path, status, input_tokens, output_tokens, cache_read_tokens, \
-    cache_write_tokens, cost_usd, latency_ms, ttfb_ms, error) ";
+    cache_write_tokens, cost_usd, latency_ms, ttfb_ms, error, session_id, cost_nusd, priced) ";
+
+/// The exact cost of a call to store, and the USD figure beside it.
+fn costs(c: &LlmCall) -> (Option<f64>, Option<i64>) {
+    match c.cost_nusd {
+        Some(n) => (
+            Some(n as f64 / 1e9),
+            Some(i64::try_from(n).unwrap_or(i64::MAX)),
+        ),
+        None => (
+            c.cost_usd,
+            c.cost_usd
+                .filter(|u| u.is_finite() && *u >= 0.0)
+                .map(|u| (u * 1e9).round().min(i64::MAX as f64) as i64),
+        ),
+    }
+}
 
 async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Result<i64> {
     let res = sqlx::query(&format!(
-        "{INSERT_CALL_HEAD}VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "{INSERT_CALL_HEAD}VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(now())
     .bind(&c.workspace_id)
@@ -98,10 +168,13 @@ async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Resu
     .bind(c.output_tokens as i64)
     .bind(c.cache_read_tokens as i64)
     .bind(c.cache_write_tokens as i64)
-    .bind(c.cost_usd)
+    .bind(costs(c).0)
     .bind(c.latency_ms as i64)
     .bind(c.ttfb_ms.map(|t| t as i64))
     .bind(&c.error)
+    .bind(&c.session_id)
+    .bind(costs(c).1)
+    .bind(&c.priced)
     .execute(e)
     .await?;
     Ok(res.last_insert_rowid())
@@ -113,6 +186,7 @@ fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> LlmCall {
         workspace: r.get("workspace"),
         tenant: r.get("tenant"),
         task_id: r.get("task_id"),
+        session_id: r.get("session_id"),
         provider: r.get("provider"),
         model: r.get("model"),
         path: r.get("path"),
@@ -122,6 +196,10 @@ fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> LlmCall {
         cache_read_tokens: u(r, "cache_read_tokens"),
         cache_write_tokens: u(r, "cache_write_tokens"),
         cost_usd: r.get("cost_usd"),
+        cost_nusd: r
+            .get::<Option<i64>, _>("cost_nusd")
+            .map(|n| n.max(0) as u64),
+        priced: r.get("priced"),
         latency_ms: u(r, "latency_ms"),
         ttfb_ms: r.get::<Option<i64>, _>("ttfb_ms").map(|t| t.max(0) as u64),
         error: r.get("error"),
@@ -171,10 +249,13 @@ impl Store {
                         .push_bind(c.output_tokens as i64)
                         .push_bind(c.cache_read_tokens as i64)
                         .push_bind(c.cache_write_tokens as i64)
-                        .push_bind(c.cost_usd)
+                        .push_bind(costs(c).0)
                         .push_bind(c.latency_ms as i64)
                         .push_bind(c.ttfb_ms.map(|t| t as i64))
-                        .push_bind(&c.error);
+                        .push_bind(&c.error)
+                        .push_bind(&c.session_id)
+                        .push_bind(costs(c).1)
+                        .push_bind(&c.priced);
                 });
                 // Not kept in the statement cache: one prepared statement per batch size adds up.
                 q.build().persistent(false).execute(&mut *tx).await?;
@@ -226,20 +307,24 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Recent calls, newest first, with whether an exchange was recorded.
+    /// Recent calls, newest first, with whether an exchange was recorded; only `tenant`'s when
+    /// it is set.
     pub async fn llm_calls(
         &self,
         workspace_id: Option<&str>,
         task_id: Option<&str>,
+        tenant: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(i64, String, LlmCall, bool)>> {
         let rows = sqlx::query(
             "SELECT c.*, (r.call_id IS NOT NULL) AS recorded FROM llm_calls c LEFT JOIN llm_recordings r ON r.call_id = c.id \
-             WHERE (?1 IS NULL OR c.workspace_id = ?1) AND (?2 IS NULL OR c.task_id = ?2) ORDER BY c.id DESC LIMIT ?3",
+             WHERE (?1 IS NULL OR c.workspace_id = ?1) AND (?2 IS NULL OR c.task_id = ?2) \
+             AND (?4 IS NULL OR c.tenant = ?4) ORDER BY c.id DESC LIMIT ?3",
         )
         .bind(workspace_id)
         .bind(task_id)
         .bind(limit)
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -279,36 +364,118 @@ impl Store {
     }
 
     pub async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
-        let rows = sqlx::query(
-            "SELECT tenant, workspace, provider, model, COUNT(*) AS calls, \
+        // The grouping columns are chosen here, never taken from the caller:
+        // (tenant, workspace, session, task, day, provider, model) and the GROUP BY list.
+        let (cols, group) = match f.by {
+            UsageBy::WorkspaceModel => (
+                "tenant, workspace, NULL, NULL, NULL, provider, model",
+                "tenant, workspace, provider, model",
+            ),
+            UsageBy::Session => (
+                "tenant, workspace, session_id, NULL, NULL, provider, model",
+                "tenant, workspace, session_id, provider, model",
+            ),
+            UsageBy::Task => (
+                "tenant, workspace, NULL, task_id, NULL, MIN(provider), NULL",
+                "tenant, workspace, task_id",
+            ),
+            UsageBy::Workspace => (
+                "tenant, workspace, NULL, NULL, NULL, '', NULL",
+                "tenant, workspace",
+            ),
+            UsageBy::Tenant => ("tenant, '', NULL, NULL, NULL, '', NULL", "tenant"),
+            UsageBy::Model => (
+                "'', '', NULL, NULL, NULL, provider, model",
+                "provider, model",
+            ),
+            UsageBy::Day => (
+                "'', '', NULL, NULL, substr(at, 1, 10), '', NULL",
+                "substr(at, 1, 10)",
+            ),
+        };
+        let sql = format!(
+            "SELECT {cols}, COUNT(*) AS calls, \
              SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, \
              SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
              SUM(cache_read_tokens) AS cache_read_tokens, SUM(cache_write_tokens) AS cache_write_tokens, \
-             SUM(cost_usd) AS cost_usd FROM llm_calls \
+             COUNT(cost_nusd) AS costed, SUM(cost_nusd) AS cost_nusd, \
+             SUM(CASE WHEN priced = 'fallback' THEN 1 ELSE 0 END) AS fallback_calls FROM llm_calls \
              WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR workspace_id = ?2) AND (?3 IS NULL OR at >= ?3) \
-             GROUP BY tenant, workspace, provider, model ORDER BY tenant, workspace, provider, model",
-        )
-        .bind(&f.tenant)
-        .bind(&f.workspace_id)
-        .bind(&f.since)
-        .fetch_all(&self.pool)
-        .await?;
+             AND (?4 IS NULL OR session_id = ?4) AND (?5 IS NULL OR at < ?5) AND (?6 IS NULL OR task_id = ?6) \
+             GROUP BY {group} ORDER BY {group}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&f.tenant)
+            .bind(&f.workspace_id)
+            .bind(&f.since)
+            .bind(&f.session_id)
+            .bind(&f.until)
+            .bind(&f.task_id)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
-            .map(|r| UsageRow {
-                tenant: r.get("tenant"),
-                workspace: r.get("workspace"),
-                provider: r.get("provider"),
-                model: r.get("model"),
-                calls: u(r, "calls"),
-                errors: u(r, "errors"),
-                input_tokens: u(r, "input_tokens"),
-                output_tokens: u(r, "output_tokens"),
-                cache_read_tokens: u(r, "cache_read_tokens"),
-                cache_write_tokens: u(r, "cache_write_tokens"),
-                cost_usd: r.get("cost_usd"),
+            .map(|r| {
+                let cost_nusd = u(r, "cost_nusd");
+                UsageRow {
+                    tenant: r.get(0),
+                    workspace: r.get(1),
+                    session_id: r.get(2),
+                    task_id: r.get(3),
+                    day: r.get(4),
+                    provider: r.get(5),
+                    model: r.get(6),
+                    calls: u(r, "calls"),
+                    errors: u(r, "errors"),
+                    input_tokens: u(r, "input_tokens"),
+                    output_tokens: u(r, "output_tokens"),
+                    cache_read_tokens: u(r, "cache_read_tokens"),
+                    cache_write_tokens: u(r, "cache_write_tokens"),
+                    cost_usd: (u(r, "costed") > 0).then(|| cost_nusd as f64 / 1e9),
+                    cost_nusd,
+                    fallback_calls: u(r, "fallback_calls"),
+                }
             })
             .collect())
+    }
+
+    /// What the gateway recorded for each of these tasks (a task without calls is absent).
+    pub async fn task_call_totals(
+        &self,
+        task_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, CallTotals>> {
+        let mut out = std::collections::HashMap::new();
+        // SQLite binds at most 32766 parameters; lists are cut well below that.
+        for chunk in task_ids.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT task_id, COUNT(*) AS calls, SUM(input_tokens) AS input_tokens, \
+                 SUM(output_tokens) AS output_tokens, SUM(cache_read_tokens) AS cache_read_tokens, \
+                 SUM(cache_write_tokens) AS cache_write_tokens, SUM(cost_nusd) AS cost_nusd, \
+                 SUM(CASE WHEN priced = 'fallback' THEN 1 ELSE 0 END) AS fallback_calls \
+                 FROM llm_calls WHERE task_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") GROUP BY task_id");
+            let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
+            for r in &rows {
+                out.insert(
+                    r.get::<String, _>("task_id"),
+                    CallTotals {
+                        calls: u(r, "calls"),
+                        input_tokens: u(r, "input_tokens"),
+                        output_tokens: u(r, "output_tokens"),
+                        cache_read_tokens: u(r, "cache_read_tokens"),
+                        cache_write_tokens: u(r, "cache_write_tokens"),
+                        cost_nusd: u(r, "cost_nusd"),
+                        fallback_calls: u(r, "fallback_calls"),
+                    },
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Creates or replaces the budget of a scope/target.
@@ -367,7 +534,7 @@ impl Store {
             "workspace_id"
         };
         let sql = format!(
-            "SELECT SUM(input_tokens + output_tokens) AS tokens, SUM(cost_usd) AS cost FROM llm_calls \
+            "SELECT SUM(input_tokens + output_tokens) AS tokens, SUM(cost_nusd) AS cost FROM llm_calls \
              WHERE {col} = ? AND (?2 IS NULL OR at >= ?2)"
         );
         let r = sqlx::query(&sql)
@@ -377,7 +544,7 @@ impl Store {
             .await?;
         Ok(Spent {
             tokens: u(&r, "tokens"),
-            cost_usd: r.get::<Option<f64>, _>("cost").unwrap_or(0.0),
+            cost_usd: u(&r, "cost") as f64 / 1e9,
         })
     }
 }
@@ -385,6 +552,131 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Costs are exact: the same calls add up to the same nano-dollars per task, workspace,
+    /// tenant, model and day, and the fallback-priced ones are counted.
+    #[tokio::test]
+    async fn groupings_agree_to_the_last_nano_dollar() {
+        let s = Store::open_in_memory().await.unwrap();
+        let call =
+            |ws: &str, tenant: &str, task: &str, model: &str, nusd: u64, priced: &str| LlmCall {
+                workspace_id: format!("id-{ws}"),
+                workspace: format!("{tenant}/{ws}"),
+                tenant: tenant.into(),
+                task_id: task.into(),
+                provider: "openai".into(),
+                model: Some(model.into()),
+                path: "v1/responses".into(),
+                status: 200,
+                input_tokens: 20,
+                output_tokens: 10,
+                cost_nusd: Some(nusd),
+                priced: Some(priced.into()),
+                latency_ms: 1,
+                ..Default::default()
+            };
+        // Amounts whose float sums depend on the order they are added in.
+        let calls = [
+            call("web", "acme", "t1", "gpt-5.5", 100_000_001, "default"),
+            call("web", "acme", "t1", "gpt-5.5", 200_000_002, "default"),
+            call("web", "acme", "t2", "odd", 300_000_003, "fallback"),
+            call("api", "acme", "t3", "gpt-5.5", 700_000_007, "operator"),
+            call("x", "globex", "t4", "odd", 1, "fallback"),
+        ];
+        let rows: Vec<_> = calls.iter().map(|c| (c.clone(), None)).collect();
+        s.record_llm_calls(&rows).await.unwrap();
+        let by = |by: UsageBy| {
+            let s = s.clone();
+            async move {
+                s.usage(&UsageFilter {
+                    by,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let total: u64 = calls.iter().map(|c| c.cost_nusd.unwrap()).sum();
+        for g in [
+            UsageBy::WorkspaceModel,
+            UsageBy::Session,
+            UsageBy::Task,
+            UsageBy::Workspace,
+            UsageBy::Tenant,
+            UsageBy::Model,
+            UsageBy::Day,
+        ] {
+            let rows = by(g).await;
+            let sum: u64 = rows.iter().map(|r| r.cost_nusd).sum();
+            let fallback: u64 = rows.iter().map(|r| r.fallback_calls).sum();
+            let n: u64 = rows.iter().map(|r| r.calls).sum();
+            assert_eq!((sum, fallback, n), (total, 2, 5), "{g:?}: {rows:#?}");
+        }
+        let tasks = by(UsageBy::Task).await;
+        let t1 = tasks
+            .iter()
+            .find(|r| r.task_id.as_deref() == Some("t1"))
+            .unwrap();
+        assert_eq!(
+            (t1.calls, t1.cost_nusd, t1.input_tokens),
+            (2, 300_000_003, 40)
+        );
+        assert_eq!(
+            (t1.tenant.as_str(), t1.workspace.as_str()),
+            ("acme", "acme/web")
+        );
+        let tenants = by(UsageBy::Tenant).await;
+        assert_eq!(tenants.len(), 2);
+        assert_eq!(tenants[0].cost_nusd, 1_300_000_013);
+        assert_eq!(tenants[0].cost_usd, Some(1.300000013));
+        let days = by(UsageBy::Day).await;
+        assert_eq!(days.len(), 1);
+        assert_eq!(days[0].day.as_deref(), Some(&now()[..10]));
+        let models = by(UsageBy::Model).await;
+        let odd = models
+            .iter()
+            .find(|r| r.model.as_deref() == Some("odd"))
+            .unwrap();
+        assert_eq!((odd.calls, odd.fallback_calls), (2, 2));
+        // The task totals are the same sums.
+        let totals = s.task_call_totals(&["t1", "t2", "none"]).await.unwrap();
+        assert_eq!(totals.len(), 2);
+        assert_eq!(totals["t1"].cost_nusd, t1.cost_nusd);
+        assert_eq!(totals["t2"].fallback_calls, 1);
+        // A window that ends before the calls holds none of them; one task's filter only it.
+        let until = s
+            .usage(&UsageFilter {
+                until: Some("2000-01-01T00:00:00.000Z".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(until.is_empty());
+        let one = s
+            .usage(&UsageFilter {
+                task_id: Some("t3".into()),
+                by: UsageBy::Task,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((one.len(), one[0].cost_nusd), (1, 700_000_007));
+        // Budgets count the exact sum too.
+        let spent = s
+            .spent(
+                &Budget {
+                    scope: "tenant".into(),
+                    target: "acme".into(),
+                    period: "total".into(),
+                    max_tokens: None,
+                    max_cost_usd: None,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(spent.cost_usd, 1.300000013);
+    }
 
     #[tokio::test]
     async fn usage_groups_and_budgets_sum() {
@@ -433,6 +725,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(acme.len(), 2);
+        // Calls of an agent session: filtered and grouped by it, apart from task turns.
+        s.record_llm_call(&LlmCall {
+            session_id: Some("as_1".into()),
+            ..call("web", "acme", 3, 4, None, 200)
+        })
+        .await
+        .unwrap();
+        let only = s
+            .usage(&UsageFilter {
+                session_id: Some("as_1".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        assert_eq!((only[0].calls, only[0].input_tokens), (1, 3));
+        let grouped = s
+            .usage(&UsageFilter {
+                workspace_id: Some("id-web".into()),
+                by: UsageBy::Session,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let sessions: Vec<(Option<&str>, u64)> = grouped
+            .iter()
+            .map(|r| (r.session_id.as_deref(), r.calls))
+            .collect();
+        assert_eq!(sessions, [(None, 2), (Some("as_1"), 1)]);
         let future = s
             .usage(&UsageFilter {
                 since: Some("2999-01-01T00:00:00Z".into()),
@@ -443,9 +764,10 @@ mod tests {
         assert!(future.is_empty());
 
         // Recordings: listed with their calls, purged by age.
-        let calls = s.llm_calls(Some("id-web"), None, 10).await.unwrap();
-        assert_eq!(calls.len(), 2);
-        let (id, _, first, recorded) = calls[0].clone();
+        let calls = s.llm_calls(Some("id-web"), None, None, 10).await.unwrap();
+        assert_eq!(calls.len(), 3);
+        assert_eq!(calls[0].2.session_id.as_deref(), Some("as_1"));
+        let (id, _, first, recorded) = calls[1].clone();
         assert!(!recorded);
         assert_eq!(first.input_tokens, 50);
         s.record_llm_exchange(id, "{\"prompt\":1}", "data: x")
@@ -453,7 +775,7 @@ mod tests {
             .unwrap();
         let (_, _, ex) = s.llm_call(id).await.unwrap().unwrap();
         assert_eq!(ex, Some(("{\"prompt\":1}".into(), "data: x".into())));
-        assert!(s.llm_calls(Some("id-web"), None, 10).await.unwrap()[0].3);
+        assert!(s.llm_calls(Some("id-web"), None, None, 10).await.unwrap()[1].3);
         assert_eq!(
             s.purge_llm_recordings("2000-01-01T00:00:00Z")
                 .await
@@ -476,7 +798,7 @@ mod tests {
             (call("web", "acme", 2, 2, None, 200), None),
         ];
         s.record_llm_calls(&batch).await.unwrap();
-        let recent = s.llm_calls(Some("id-web"), None, 2).await.unwrap();
+        let recent = s.llm_calls(Some("id-web"), None, None, 2).await.unwrap();
         assert_eq!((recent[0].2.input_tokens, recent[0].3), (2, false));
         assert_eq!((recent[1].2.input_tokens, recent[1].3), (1, true));
         // A busy batch: runs of plain calls longer than one statement, a recorded one between.
@@ -487,7 +809,7 @@ mod tests {
             })
             .collect();
         s.record_llm_calls(&big).await.unwrap();
-        let recent = s.llm_calls(Some("id-busy"), None, 200).await.unwrap();
+        let recent = s.llm_calls(Some("id-busy"), None, None, 200).await.unwrap();
         let tokens: Vec<u64> = recent.iter().rev().map(|r| r.2.input_tokens).collect();
         assert_eq!(tokens, (1000..1150).collect::<Vec<_>>());
         let recorded: Vec<u64> = recent
@@ -523,7 +845,7 @@ mod tests {
         assert_eq!(applying("acme", "id-web")[0].max_tokens, Some(200));
         assert!(applying("globex", "id-x").is_empty());
         let spent = s.spent(&b, None).await.unwrap();
-        assert_eq!(spent.tokens, 175 + 2 + 4);
+        assert_eq!(spent.tokens, 175 + 7 + 2 + 4);
         assert!((spent.cost_usd - 0.75).abs() < 1e-9);
         assert!(s.remove_budget("tenant", "acme").await.unwrap());
         assert!(!s.remove_budget("tenant", "acme").await.unwrap());

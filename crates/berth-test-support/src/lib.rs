@@ -7,6 +7,9 @@
 //! behind even when they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agents;
+pub mod git_server;
+pub mod mcp_notes;
 pub mod mock_llm;
 
 use std::path::{Path, PathBuf};
@@ -64,6 +67,9 @@ pub struct ServerOptions {
     pub reconcile_seconds: u64,
     pub default_network: String,
     pub env: Vec<(String, String)>,
+    /// `127.0.0.1:PORT` to listen on (default: a free port), for tests that must name the URL
+    /// before the server starts (e.g. an identity provider's redirect URI).
+    pub listen: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -72,6 +78,7 @@ impl Default for ServerOptions {
             reconcile_seconds: 1,
             default_network: "none".into(),
             env: Vec::new(),
+            listen: None,
         }
     }
 }
@@ -87,7 +94,8 @@ pub struct TestServer {
     server_id: Option<String>,
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -105,7 +113,10 @@ impl TestServer {
             .prefix("berth-test-")
             .tempdir_in("/var/tmp")
             .unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = opts
+            .listen
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
         let token = format!("berth_test_{:032x}", rand::random::<u128>());
         let mut s = Self {
             url: format!("http://{listen}"),

@@ -14,7 +14,11 @@
 //! - the latest user text contains [`Script::slow_marker`] → the first events are streamed, then
 //!   the response is held open for 120 s (with keep-alives) before it completes;
 //! - the request body contains [`Script::delay_marker`] → the whole answer waits [`DELAY`]
-//!   first (calls that stay in flight a while, e.g. to race budget checks).
+//!   first (calls that stay in flight a while, e.g. to race budget checks);
+//! - the latest user text contains [`MCP_MARKER`]`<note>` → one call of the offered MCP tool
+//!   whose name ends in [`MCP_TOOL_SUFFIX`] with `{"text": "<note>"}` (instead of the shell
+//!   call); Codex's deferred MCP tools are first found with its `tool_search` tool; when no such
+//!   tool is offered, a text starting with [`MCP_MISSING`] naming the tools that were.
 //!
 //! Every final event carries usage: 20 input tokens, 10 output tokens.
 
@@ -350,6 +354,9 @@ fn decide(script: &Script, conv: &Conversation) -> (Answer, bool) {
     if conv.last_is_tool_result {
         return (Answer::Text(script.final_text.clone()), slow);
     }
+    if let Some(answer) = mcp_call(conv) {
+        return (answer, slow);
+    }
     match shell_call(&conv.tool_names, &script.shell_command) {
         Some(a) => (a, slow),
         None => (Answer::Text(script.final_text.clone()), slow),
@@ -396,6 +403,101 @@ fn shell_call(tools: &[String], cmd: &str) -> Option<Answer> {
     })?;
     call(fallback, json!({ "command": cmd }))
 }
+
+// --- MCP (the `mcp` suite): a marker that makes the model call an MCP tool -------------------
+
+/// A user message containing this marker followed by a note (letters, digits, `-`, `_`, `.`) makes
+/// the model call the offered MCP tool named `…record_note` with `{"text": note}`.
+pub const MCP_MARKER: &str = "BERTH-MCP-NOTE:";
+/// How the MCP tool is recognised: each CLI names MCP tools its own way
+/// (`mcp__notes__record_note`, `notes_record_note`, `record_note`, …), all ending in this.
+pub const MCP_TOOL_SUFFIX: &str = "record_note";
+/// The text answered when the marker is present but no tool ends in [`MCP_TOOL_SUFFIX`]; the
+/// offered tool names follow it.
+pub const MCP_MISSING: &str = "MCP-TOOL-MISSING; offered tools:";
+
+/// The note after the marker: letters, digits, `-`, `_` and `.` (a CLI may quote the prompt).
+fn mcp_note(rest: &str) -> String {
+    rest.chars()
+        .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect()
+}
+
+/// The MCP-marker answer, or `None` when the latest user text has no marker.
+fn mcp_call(conv: &Conversation) -> Option<Answer> {
+    let (_, rest) = conv.latest_user_text.split_once(MCP_MARKER)?;
+    let note = mcp_note(rest);
+    let tool = conv
+        .tool_names
+        .iter()
+        .find(|t| t.ends_with(MCP_TOOL_SUFFIX));
+    Some(match tool {
+        Some(name) => Answer::Tool {
+            name: name.clone(),
+            args: json!({ "text": note }),
+        },
+        None => Answer::Text(format!("{MCP_MISSING} {}", conv.tool_names.join(", "))),
+    })
+}
+
+/// The MCP marker's answer in the Responses API (Codex), which defers MCP tools behind its
+/// client-side `tool_search` tool and names them inside namespaces (`mcp__notes__` +
+/// `record_note`): a call of the tool when it is offered (in `tools`, or found by an earlier
+/// search in the input), else one `tool_search_call` for it when searching is offered and has not
+/// happened yet. `None` leaves the answer to [`decide`] (which reports a missing tool).
+fn responses_mcp_item(body: &Value, input: &[Value], conv: &Conversation, n: u64) -> Option<Value> {
+    let (_, rest) = conv.latest_user_text.split_once(MCP_MARKER)?;
+    if conv.last_is_tool_result {
+        return None;
+    }
+    let note = mcp_note(rest);
+    let searched: Vec<&Value> = input
+        .iter()
+        .filter(|i| i.get("type").and_then(Value::as_str) == Some("tool_search_output"))
+        .collect();
+    let mut offered: Vec<&Value> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    for out in &searched {
+        offered.extend(
+            out.get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+    }
+    if let Some((namespace, name)) = offered.iter().find_map(|t| find_mcp_tool(t, None)) {
+        let mut item = json!({"type": "function_call", "id": format!("fc_mock_{n:08}"),
+            "call_id": format!("call_mock_{n:08}"), "name": name,
+            "arguments": json!({"text": note}).to_string(), "status": "completed"});
+        if let Some(ns) = namespace {
+            item["namespace"] = json!(ns);
+        }
+        return Some(item);
+    }
+    let can_search = offered
+        .iter()
+        .any(|t| t.get("type").and_then(Value::as_str) == Some("tool_search"));
+    (can_search && searched.is_empty()).then(|| {
+        json!({"type": "tool_search_call", "id": format!("ts_mock_{n:08}"),
+            "call_id": format!("call_mock_{n:08}"), "execution": "client", "status": "completed",
+            "arguments": {"query": MCP_TOOL_SUFFIX, "limit": 8}})
+    })
+}
+
+/// A tool named `…record_note` in a tool definition or a namespace of them: (namespace, name).
+fn find_mcp_tool(t: &Value, namespace: Option<&str>) -> Option<(Option<String>, String)> {
+    let name = t.get("name").and_then(Value::as_str);
+    if let Some(inner) = t.get("tools").and_then(Value::as_array) {
+        return inner.iter().find_map(|i| find_mcp_tool(i, name));
+    }
+    let name = name.filter(|n| n.ends_with(MCP_TOOL_SUFFIX))?;
+    Some((namespace.map(str::to_owned), name.to_owned()))
+}
+
+// --- end of MCP ----------------------------------------------------------------------------
 
 fn text_of(content: &Value) -> String {
     match content {
@@ -670,7 +772,17 @@ fn responses(shared: &Shared, body: &Value) -> Response {
         v["type"] = json!(name);
         events.push((name.to_owned(), v));
     };
+    let mcp_item = responses_mcp_item(body, &input, &conv, n);
     let final_item = match &answer {
+        // MCP marker (Codex): a namespaced call or a tool search, see `responses_mcp_item`.
+        _ if mcp_item.is_some() => {
+            let item = mcp_item.unwrap_or_default();
+            push(
+                "response.output_item.added",
+                json!({"output_index": 0, "item": item}),
+            );
+            item
+        }
         Answer::Tool { name, args } => {
             let item_id = format!("fc_mock_{n:08}");
             let call_id = format!("call_mock_{n:08}");

@@ -1,12 +1,12 @@
 import { useEffect, useState, type FormEvent } from 'react';
-import { AGENTS, api, post, type CreateTaskRequest, type Task, type Workspace } from '../api';
+import { AGENTS, APPROVAL_POLICIES, api, post, type CreateTaskRequest, type Task, type Workspace } from '../api';
 import { navigate, useLoad } from '../hooks';
 import { Empty, ErrorBox, Loading } from '../ui';
 
 export function NewTask({ query }: { query: URLSearchParams }) {
   const wss = useLoad(() => api<Workspace[]>('/workspaces'), []);
   const pre = query.get('workspace') ?? '';
-  const [f, setF] = useState({ workspace: pre, agent: 'claude', model: '', dir: '', worktree: '', prompt: '' });
+  const [f, setF] = useState({ workspace: pre, agent: 'claude', model: '', dir: '', worktree: '', prompt: '', approval: '' });
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
   const running = (wss.data ?? []).filter((w) => w.state === 'running');
@@ -24,7 +24,7 @@ export function NewTask({ query }: { query: URLSearchParams }) {
     setBusy(true);
     setError(undefined);
     const body: CreateTaskRequest = { workspace: f.workspace, agent: f.agent as CreateTaskRequest['agent'], prompt: f.prompt };
-    for (const k of ['model', 'dir', 'worktree'] as const) if (f[k].trim()) body[k] = f[k].trim();
+    for (const k of ['model', 'dir', 'worktree', 'approval'] as const) if (f[k].trim()) body[k] = f[k].trim();
     try {
       const t = await post<Task>('/tasks', body);
       navigate(`/tasks/${encodeURIComponent(t.id)}`);
@@ -64,6 +64,17 @@ export function NewTask({ query }: { query: URLSearchParams }) {
               {AGENTS.map((a) => (
                 <option key={a} value={a}>
                   {a}
+                </option>
+              ))}
+            </select>
+          </div>
+          <div className="field">
+            <label htmlFor="nt-approval">Approvals</label>
+            <select id="nt-approval" value={f.approval} onChange={set('approval')} data-testid="task-new-approval">
+              <option value="">the workspace's default</option>
+              {APPROVAL_POLICIES.map((p) => (
+                <option key={p} value={p}>
+                  {p === 'never' ? 'never (unattended)' : p === 'on-request' ? 'on request (the agent asks)' : 'always (every action asks)'}
                 </option>
               ))}
             </select>

@@ -1,21 +1,26 @@
 import { memo, useEffect, useLayoutEffect, useRef, useState, type FormEvent } from 'react';
-import { api, getToken, post, type Task, type TaskDiff, type TaskEvent } from '../api';
-import { dateTime, num, usd } from '../format';
+import { api, apiFetch, getToken, post, type Approval, type Session, type Task, type TaskDiff, type TaskEvent } from '../api';
+import { ApprovalCard } from './Inbox';
+import { dateTime, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
+import { canContinueInteractively, terminalRoute } from '../agentSessions';
 import { followSse } from '../sse';
 import { DETAIL_KINDS, diffLineClass, itemType, Timeline, truncate, type Item } from '../timeline';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
+import { Allowed } from '../roles';
 
 const FINAL = new Set(['failed', 'cancelled']);
 
 export function TaskDetail({ id, tab }: { id: string; tab: string }) {
   const enc = encodeURIComponent(id);
   const task = useLoad(() => api<Task>(`/tasks/${enc}`), [enc], 3000);
+  const pending = useLoad(() => api<Approval[]>(`/tasks/${enc}/approvals?pending=true`), [enc], 3000);
+  const reloadPending = useRef(pending.reload);
+  reloadPending.current = pending.reload;
   const [items, setItems] = useState<Item[]>([]);
   const [streamStatus, setStreamStatus] = useState<{ state: string; reason?: string; seq: number }>();
   const [conn, setConn] = useState<string>('connecting');
   const [showDetails, setShowDetails] = useState(false);
-  const [liveUsage, setLiveUsage] = useState<Timeline['usage']>();
   const stateRef = useRef<string | undefined>(undefined);
   const reload = useRef(task.reload);
   reload.current = task.reload;
@@ -28,7 +33,6 @@ export function TaskDetail({ id, tab }: { id: string; tab: string }) {
     const flush = () => {
       frame = 0;
       setItems(tl.items.slice());
-      setLiveUsage({ ...tl.usage });
     };
     const stop = followSse({
       url: (after) => `/api/v1/tasks/${enc}/events/stream?after=${after}`,
@@ -48,6 +52,7 @@ export function TaskDetail({ id, tab }: { id: string; tab: string }) {
           setStreamStatus({ state: String(ev.state), reason: (ev.reason as string) || undefined, seq: ev.seq });
           reload.current();
         }
+        if (ev.type === 'approval_request' || ev.type === 'approval_resolved') reloadPending.current();
         if (!frame) frame = requestAnimationFrame(flush);
       },
     });
@@ -67,17 +72,20 @@ export function TaskDetail({ id, tab }: { id: string; tab: string }) {
   if (task.loading && !t) return <Loading what="Loading task" />;
   if (!t) return <ErrorBox error={task.error ?? 'not found'} onRetry={task.reload} />;
 
+  // The gateway's record of the task's calls (the task is re-read every 3 s, so this grows
+  // during a turn); what the agent reports of itself is only in the timeline.
   const usage = t.usage;
-  const inTok = Math.max(usage.input_tokens, liveUsage?.input ?? 0);
-  const outTok = Math.max(usage.output_tokens, liveUsage?.output ?? 0);
-  const cost = usage.cost_usd ?? liveUsage?.cost;
+  const inTok = usage.input_tokens;
+  const outTok = usage.output_tokens;
   const visible = showDetails ? items : items.filter((i) => !DETAIL_KINDS.has(i.kind));
   const hidden = items.length - visible.length;
 
   return (
     <section aria-labelledby="task-title" className="task-page">
       <p className="crumbs">
-        <a href="#/tasks">Tasks</a> / <a href={`#/workspaces/${encodeURIComponent(t.workspace)}`}>{t.workspace}</a> /
+        <a href="#/tasks">Tasks</a> / {t.workspace_removed
+          ? <span className="muted">{t.workspace} (removed)</span>
+          : <a href={`#/workspaces/${encodeURIComponent(t.workspace)}`}>{t.workspace}</a>} /
       </p>
       <div className="page-head">
         <h1 id="task-title" className="task-title">
@@ -87,16 +95,28 @@ export function TaskDetail({ id, tab }: { id: string; tab: string }) {
       <dl className="facts" data-testid="task-header">
         <div><dt>State</dt><dd><StateBadge state={state ?? t.state} testid="task-state" /></dd></div>
         <div><dt>Agent</dt><dd data-testid="task-agent">{t.agent}{t.model ? ` · ${t.model}` : ''}</dd></div>
-        <div><dt>Workspace</dt><dd>{t.workspace}</dd></div>
+        <div><dt>Workspace</dt><dd>{t.workspace}{t.workspace_removed ? ' (removed)' : ''}</dd></div>
         <div><dt>Tokens in/out</dt><dd data-testid="task-tokens">{num(inTok)} / {num(outTok)}{usage.cached_input_tokens ? <span className="muted small"> · {num(usage.cached_input_tokens)} cached</span> : null}</dd></div>
-        <div><dt>Cost</dt><dd>{usd(cost)}</dd></div>
+        <div><dt>Cost</dt><dd data-testid="task-cost">{usage.cost ? usdExact(usage.cost, usage.fallback_calls) : usd(usage.cost_usd)}</dd></div>
+        {t.approval && t.approval !== 'never' && <div><dt>Approval</dt><dd data-testid="task-approval">{t.approval}</dd></div>}
         <div><dt>Directory</dt><dd className="mono small">{t.dir}{t.worktree ? ` (worktree ${t.worktree})` : ''}</dd></div>
         <div><dt>Created</dt><dd>{dateTime(t.created_at)}</dd></div>
         {reason && <div className="wide"><dt>Reason</dt><dd className="failure" data-testid="task-reason">{reason}</dd></div>}
       </dl>
       <div className="row">
-        <CancelButton id={enc} state={state ?? t.state} onDone={task.reload} />
+        <Allowed need="operate">
+          <CancelButton id={enc} state={state ?? t.state} onDone={task.reload} />
+          <ContinueButton id={enc} task={{ ...t, state: state ?? t.state }} />
+        </Allowed>
       </div>
+      {(pending.data ?? []).length > 0 && (
+        <div className="approvals" data-testid="task-approvals" aria-label="Waiting for a decision">
+          <h2 className="small">Waiting for a decision</h2>
+          {(pending.data ?? []).map((a) => (
+            <ApprovalCard key={a.id} a={a} onDecided={() => { pending.reload(); task.reload(); }} />
+          ))}
+        </div>
+      )}
       <div className="tabs" role="tablist" aria-label="Task views">
         <button type="button" role="tab" aria-selected={tab !== 'diff'} className="tab" onClick={() => navigate(`/tasks/${enc}`)} data-testid="task-tab-timeline">
           Timeline
@@ -119,10 +139,38 @@ export function TaskDetail({ id, tab }: { id: string; tab: string }) {
             </span>
           </div>
           <TimelineView items={visible} />
-          <FollowUp id={enc} state={state ?? t.state} onSent={task.reload} />
+          <Allowed need="operate">
+            <FollowUp id={enc} state={state ?? t.state} onSent={task.reload} />
+          </Allowed>
         </div>
       )}
     </section>
+  );
+}
+
+/** “Continue interactively”: takes the task over in its agent's TUI and opens the terminal. */
+function ContinueButton({ id, task }: { id: string; task: Task }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  if (!canContinueInteractively(task)) return null;
+  const go = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      const sess = await post<Session>(`/tasks/${id}/attach`, {});
+      navigate(terminalRoute(encodeURIComponent(task.workspace), sess));
+    } catch (e) {
+      setError((e as Error).message);
+      setBusy(false);
+    }
+  };
+  return (
+    <>
+      <button type="button" className="btn" disabled={busy} onClick={go} data-testid="task-continue-interactive">
+        {busy ? 'Opening…' : 'Continue interactively'}
+      </button>
+      <ErrorBox error={error} />
+    </>
   );
 }
 
@@ -216,13 +264,17 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
     case 'tool':
       return (
         <li {...common} data-call-id={it.callId}>
-          <details open={!it.result || it.result.isError}>
+          <details open={(!it.result && !it.ended) || it.result?.isError}>
             <summary>
               <span className="tool-name">{it.name}</span> <code className="tool-summary">{toolSummary(it.input)}</code>
               {it.result ? (
                 <span className={`badge ${it.result.isError ? 'state-failed' : 'state-completed'}`} data-testid="tool-result" data-type="tool_result">
                   {it.result.isError ? 'error' : 'ok'}
                   {it.result.exitCode !== undefined ? ` · exit ${it.result.exitCode}` : ''}
+                </span>
+              ) : it.ended ? (
+                <span className="badge state-stopped" data-testid="tool-ended" title="the turn ended before the tool reported a result">
+                  no result · {it.ended}
                 </span>
               ) : (
                 <span className="badge state-running">running</span>
@@ -278,6 +330,24 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
           {it.line}
         </li>
       );
+    case 'approval': {
+      const r = it.request as { summary?: string; kind?: string; risks?: string[] };
+      return (
+        <li {...common} className={`${common.className} meta`} data-request={it.id}>
+          asks permission: <code>{r.summary ?? it.id}</code>
+          {r.risks && r.risks.length > 0 && <span className="warn"> · risks: {r.risks.join(', ')}</span>}
+          {it.resolved ? (
+            <span data-testid="approval-outcome">
+              {' '}→ <span className={`badge ${it.resolved.decision === 'approved' ? 'state-completed' : 'state-failed'}`}>{it.resolved.decision}</span>
+              {it.resolved.by && <span className="muted"> by {it.resolved.by}</span>}
+              {it.resolved.reason && <span className="muted">: {it.resolved.reason}</span>}
+            </span>
+          ) : (
+            <span className="badge state-waiting"> pending</span>
+          )}
+        </li>
+      );
+    }
     case 'raw':
       return (
         <li {...common} className={`${common.className} meta`}>
@@ -327,7 +397,7 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
   const [text, setText] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
-  const enabled = state === 'completed' || state === 'waiting' || state === 'interrupted';
+  const enabled = state === 'completed' || state === 'interrupted';
   const send = async (e?: FormEvent) => {
     e?.preventDefault();
     if (!text.trim() || !enabled) return;
@@ -352,7 +422,7 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
         value={text}
         onChange={(e) => setText(e.target.value)}
         disabled={!enabled || busy}
-        placeholder={enabled ? 'Next message in the same conversation (Ctrl+Enter to send)' : FINAL.has(state) ? `The task is ${state}: no more messages.` : 'Available when the agent has finished its turn.'}
+        placeholder={enabled ? 'Next message in the same conversation (Ctrl+Enter to send)' : FINAL.has(state) ? `The task is ${state}: no more messages.` : state === 'waiting' ? 'The agent waits for a decision above.' : 'Available when the agent has finished its turn.'}
         onKeyDown={(e) => {
           if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) void send();
         }}
@@ -369,14 +439,62 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
 }
 
 function DiffView({ id }: { id: string }) {
-  const d = useLoad(() => api<TaskDiff>(`/tasks/${id}/diff`), [id]);
+  // '' = the whole task; else one turn's change.
+  const [turn, setTurn] = useState('');
+  const d = useLoad(() => api<TaskDiff>(`/tasks/${id}/diff${turn ? `?turn=${turn}` : ''}`), [id, turn]);
+  const [dlError, setDlError] = useState<string>();
+  const turns = d.data?.turns ?? [];
+  // The patch routes need the caller's credentials: fetch, then hand the browser a blob.
+  const download = async (format: 'diff' | 'mbox') => {
+    setDlError(undefined);
+    try {
+      const res = await apiFetch(`/tasks/${id}/patch?format=${format}`);
+      const url = URL.createObjectURL(await res.blob());
+      const a = document.createElement('a');
+      a.href = url;
+      a.download = `${decodeURIComponent(id)}.${format === 'mbox' ? 'mbox' : 'patch'}`;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (e) {
+      setDlError(e instanceof Error ? e.message : String(e));
+    }
+  };
   return (
     <div role="tabpanel" aria-label="Diff" data-testid="task-diff">
       <div className="row">
+        {turns.length > 1 && (
+          <span className="field inline">
+            <label htmlFor="diff-turn">Changes of</label>
+            <select id="diff-turn" value={turn} onChange={(e) => setTurn(e.target.value)} data-testid="diff-turn">
+              <option value="">the whole task</option>
+              {turns.map((n) => (
+                <option key={n} value={String(n)}>turn {n}</option>
+              ))}
+            </select>
+          </span>
+        )}
         <button type="button" className="btn small" onClick={d.reload}>
           Refresh
         </button>
+        {turns.length > 0 && (
+          <>
+            <button type="button" className="btn small" onClick={() => download('diff')} data-testid="diff-download-patch" title="everything the task changed, for git apply">
+              Download patch
+            </button>
+            {d.data?.base_commit && (
+              <button type="button" className="btn small" onClick={() => download('mbox')} data-testid="diff-download-mbox" title="the agent's commits, for git am">
+                Commits (mbox)
+              </button>
+            )}
+          </>
+        )}
       </div>
+      {d.data?.base_commit && (
+        <p className="muted small">
+          Since commit <code>{d.data.base_commit.slice(0, 12)}</code>: the agent&apos;s commits, edits and new files.
+        </p>
+      )}
+      <ErrorBox error={dlError} />
       <ErrorBox error={d.error} onRetry={d.reload} />
       {d.loading && !d.data ? (
         <Loading what="Loading diff" />
@@ -387,7 +505,7 @@ function DiffView({ id }: { id: string }) {
         </Empty>
       ) : d.data ? (
         <>
-        {d.data.truncated && <p className="warn small">The diff is truncated.</p>}
+        {d.data.truncated && <p className="warn small">The diff is truncated: download the patch for all of it.</p>}
         <pre className="diff" data-testid="diff-text">
           {d.data.diff.split('\n').map((l, i) => (
             <span key={i} className={`dl ${diffLineClass(l)}`}>

@@ -1,5 +1,5 @@
 import { api, TASK_STATES, type Task, type Workspace } from '../api';
-import { age, dateTime, num, usd } from '../format';
+import { age, dateTime, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { Empty, ErrorBox, Loading, StateBadge } from '../ui';
 
@@ -90,7 +90,9 @@ export function TaskTable({ tasks, showWorkspace }: { tasks: Task[]; showWorkspa
               </td>
               {showWorkspace && (
                 <td data-label="Workspace">
-                  <a href={`#/workspaces/${encodeURIComponent(t.workspace)}`}>{t.workspace}</a>
+                  {t.workspace_removed
+                    ? <span className="muted" title="that workspace was removed; one created since under its name is another">{t.workspace} (removed)</span>
+                    : <a href={`#/workspaces/${encodeURIComponent(t.workspace)}`}>{t.workspace}</a>}
                 </td>
               )}
               <td data-label="State">
@@ -106,7 +108,7 @@ export function TaskTable({ tasks, showWorkspace }: { tasks: Task[]; showWorkspa
               </td>
               <td data-label="Tokens in/out" className="nowrap">
                 {num(t.usage.input_tokens)} / {num(t.usage.output_tokens)}
-                {t.usage.cost_usd != null && <span className="muted small"> · {usd(t.usage.cost_usd)}</span>}
+                {t.usage.cost ? <span className="muted small"> · {usdExact(t.usage.cost, t.usage.fallback_calls)}</span> : t.usage.cost_usd != null && <span className="muted small"> · {usd(t.usage.cost_usd)}</span>}
               </td>
             </tr>
           ))}

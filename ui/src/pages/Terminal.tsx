@@ -2,9 +2,35 @@ import { useEffect, useRef, useState } from 'react';
 import { Terminal } from '@xterm/xterm';
 import { FitAddon } from '@xterm/addon-fit';
 import '@xterm/xterm/css/xterm.css';
-import { getToken, wsRef } from '../api';
+import { ApiError, api, getToken, post, wsRef, type Session, type Workspace } from '../api';
+import { attachProblem, BAR_KEYS, keySequence, wantsKeyBar, withCtrl, type BarKey } from '../keys';
+import { wsProtocols } from '../auth';
+import { useCan } from '../roles';
 
-type Status = { kind: 'connecting' } | { kind: 'open' } | { kind: 'exited'; code: number } | { kind: 'closed'; message: string };
+type Status =
+  | { kind: 'connecting' }
+  | { kind: 'open' }
+  | { kind: 'exited'; code: number }
+  | { kind: 'closed'; message: string; canStart?: boolean };
+
+/** What the REST API says when an attach fails before the socket opens (the browser only sees 1006). */
+async function diagnose(ref: string, session: string, fallback: string) {
+  let workspace: Workspace | null = null;
+  try {
+    workspace = await api<Workspace>(`/workspaces/${ref}`);
+  } catch (e) {
+    if (!(e instanceof ApiError && e.status === 404)) return { message: fallback, canStart: false };
+  }
+  let sessions: Session[] | null = null;
+  if (workspace?.state === 'running') {
+    try {
+      sessions = await api<Session[]>(`/workspaces/${ref}/sessions`);
+    } catch {
+      /* keep the fallback */
+    }
+  }
+  return attachProblem(workspace, sessions, session, fallback);
+}
 
 /** The attach WebSocket URL (same origin; the token travels as a subprotocol, never in the URL). */
 export function attachUrl(ws: string, session: string, cols: number, rows: number, loc: Location = window.location) {
@@ -17,12 +43,23 @@ export function TerminalPage({ ws, session }: { ws: string; session: string }) {
   const box = useRef<HTMLDivElement>(null);
   const [status, setStatus] = useState<Status>({ kind: 'connecting' });
   const [attempt, setAttempt] = useState(0);
+  // A viewer watches: the server drops its keys, so the terminal takes none.
+  const readOnly = !useCan('operate');
+  const canOperate = !readOnly;
+  // The key bar sends through the live socket; Ctrl latches for the next typed key.
+  const sendRef = useRef<(data: string) => void>(() => {});
+  const termRef = useRef<Terminal | null>(null);
+  const ctrlRef = useRef(false);
+  const [ctrl, setCtrl] = useState(false);
+  const [starting, setStarting] = useState(false);
+  const showBar = !readOnly && wantsKeyBar();
 
   useEffect(() => {
     const el = box.current;
     if (!el) return;
     const term = new Terminal({
-      cursorBlink: true,
+      cursorBlink: !readOnly,
+      disableStdin: readOnly,
       convertEol: false,
       fontFamily: 'ui-monospace, SFMono-Regular, Menlo, Consolas, "Liberation Mono", monospace',
       fontSize: 14,
@@ -37,14 +74,21 @@ export function TerminalPage({ ws, session }: { ws: string; session: string }) {
     } catch {
       /* not laid out yet */
     }
-    const sock = new WebSocket(attachUrl(ref, session, term.cols, term.rows), ['berth.bearer', getToken() ?? '']);
+    const sock = new WebSocket(attachUrl(ref, session, term.cols, term.rows), wsProtocols(getToken()));
     sock.binaryType = 'arraybuffer';
     const enc = new TextEncoder();
     let exited = false;
+    let opened = false;
+    let disposed = false;
+    termRef.current = term;
+    sendRef.current = (d: string) => {
+      if (sock.readyState === WebSocket.OPEN) sock.send(enc.encode(d));
+    };
     const sendResize = () => {
       if (sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows }));
     };
     sock.onopen = () => {
+      opened = true;
       setStatus({ kind: 'open' });
       sendResize();
       term.focus();
@@ -68,12 +112,25 @@ export function TerminalPage({ ws, session }: { ws: string; session: string }) {
       }
     };
     sock.onclose = (e) => {
-      if (!exited) setStatus((s) => (s.kind === 'closed' ? s : { kind: 'closed', message: e.reason || `disconnected (code ${e.code})` }));
+      if (exited) return;
+      const fallback = e.reason || `disconnected (code ${e.code})`;
+      setStatus((s) => (s.kind === 'closed' ? s : { kind: 'closed', message: fallback }));
+      // Never opened: the upgrade was refused (404, workspace stopped…); ask the API why.
+      if (!opened && !e.reason) {
+        void diagnose(ref, session, fallback).then((p) => {
+          if (!disposed) setStatus({ kind: 'closed', message: p.message, canStart: p.canStart });
+        });
+      }
     };
     sock.onerror = () => {
       /* onclose follows with the details */
     };
     const d1 = term.onData((d) => {
+      if (ctrlRef.current) {
+        ctrlRef.current = false;
+        setCtrl(false);
+        d = withCtrl(d);
+      }
       if (sock.readyState === WebSocket.OPEN) sock.send(enc.encode(d));
     });
     const d2 = term.onBinary((d) => {
@@ -92,6 +149,9 @@ export function TerminalPage({ ws, session }: { ws: string; session: string }) {
     });
     ro.observe(el);
     return () => {
+      disposed = true;
+      termRef.current = null;
+      sendRef.current = () => {};
       ro.disconnect();
       d1.dispose();
       d2.dispose();
@@ -100,7 +160,34 @@ export function TerminalPage({ ws, session }: { ws: string; session: string }) {
       sock.close();
       term.dispose();
     };
-  }, [ref, session, attempt]);
+  }, [ref, session, attempt, readOnly]);
+
+  const reconnect = () => {
+    setStatus({ kind: 'connecting' });
+    setAttempt((a) => a + 1);
+  };
+  const startWorkspace = async () => {
+    setStarting(true);
+    try {
+      await post(`/workspaces/${ref}/start`);
+      reconnect();
+    } catch (e) {
+      setStatus({ kind: 'closed', message: e instanceof Error ? e.message : String(e), canStart: true });
+    } finally {
+      setStarting(false);
+    }
+  };
+  const pressKey = (k: BarKey) => {
+    const t = termRef.current;
+    // Keep the soft keyboard where it was: the button never takes focus.
+    sendRef.current(keySequence(k, t?.modes.applicationCursorKeysMode ?? false));
+    t?.focus();
+  };
+  const toggleCtrl = () => {
+    ctrlRef.current = !ctrlRef.current;
+    setCtrl(ctrlRef.current);
+    termRef.current?.focus();
+  };
 
   return (
     <section aria-labelledby="term-title" className="terminal-page">
@@ -111,20 +198,61 @@ export function TerminalPage({ ws, session }: { ws: string; session: string }) {
         <h1 id="term-title">
           Terminal <span className="muted">· {session}</span>
         </h1>
+        {readOnly && (
+          <span className="badge" data-testid="terminal-read-only" title="viewers watch sessions; input is not sent">
+            read-only
+          </span>
+        )}
         <span className={`badge ${status.kind === 'open' ? 'state-running' : status.kind === 'connecting' ? 'state-starting' : 'state-stopped'}`} data-testid="terminal-status" role="status">
           {status.kind === 'open' ? 'connected' : status.kind === 'connecting' ? 'connecting…' : status.kind === 'exited' ? `exited (${status.code})` : 'disconnected'}
         </span>
       </div>
       {status.kind === 'closed' && (
-        <div className="error-box" role="alert">
+        <div className="error-box" role="alert" data-testid="terminal-error">
           <span>{status.message}</span>
-          <button type="button" className="btn small" onClick={() => { setStatus({ kind: 'connecting' }); setAttempt((a) => a + 1); }}>
-            Reconnect
-          </button>
+          <span className="row">
+            {status.canStart && canOperate && (
+              <button type="button" className="btn small primary" disabled={starting} onClick={startWorkspace} data-testid="terminal-start-workspace">
+                {starting ? 'Starting…' : 'Start workspace'}
+              </button>
+            )}
+            <button type="button" className="btn small" onClick={reconnect}>
+              Reconnect
+            </button>
+          </span>
         </div>
       )}
       <p className="muted small">Closing this page detaches; the session keeps running in the workspace.</p>
       <div className="terminal" ref={box} data-testid="terminal" aria-label={`Terminal for session ${session}`} />
+      {showBar && (
+        <div className="keybar" role="toolbar" aria-label="Terminal keys" data-testid="terminal-keybar">
+          <button
+            type="button"
+            className={`btn small${ctrl ? ' primary' : ''}`}
+            aria-pressed={ctrl}
+            title="Ctrl: applies to the next key you type"
+            onMouseDown={(e) => e.preventDefault()}
+            onClick={toggleCtrl}
+            data-testid="key-ctrl"
+          >
+            Ctrl
+          </button>
+          {BAR_KEYS.map((k) => (
+            <button
+              key={k.key}
+              type="button"
+              className="btn small"
+              title={k.title}
+              aria-label={k.title}
+              onMouseDown={(e) => e.preventDefault()}
+              onClick={() => pressKey(k.key)}
+              data-testid={`key-${k.key}`}
+            >
+              {k.label}
+            </button>
+          ))}
+        </div>
+      )}
     </section>
   );
 }

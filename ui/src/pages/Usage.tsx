@@ -1,6 +1,6 @@
 import { useState } from 'react';
 import { api, type UsageReport, type UsageRow } from '../api';
-import { dateTime, num, usd } from '../format';
+import { dateTime, num, usdExact } from '../format';
 import { useLoad } from '../hooks';
 import { Empty, ErrorBox, Loading } from '../ui';
 
@@ -11,9 +11,20 @@ const RANGES = [
   ['30d', 'Last 30 days'],
 ] as const;
 
+const GROUPS = [
+  ['', 'Workspace and model'],
+  ['task', 'Task'],
+  ['workspace', 'Workspace'],
+  ['tenant', 'Tenant'],
+  ['model', 'Model'],
+  ['day', 'Day'],
+] as const;
+
 export function UsagePage() {
   const [since, setSince] = useState('');
-  const u = useLoad(() => api<UsageReport>(`/usage${since ? `?since=${since}` : ''}`), [since], 15000);
+  const [by, setBy] = useState('');
+  const query = [since && `since=${since}`, by && `by=${by}`].filter(Boolean).join('&');
+  const u = useLoad(() => api<UsageReport>(`/usage${query ? `?${query}` : ''}`), [query], 15000);
   return (
     <section aria-labelledby="usage-title">
       <div className="page-head">
@@ -25,9 +36,15 @@ export function UsagePage() {
               <option key={v} value={v}>{l}</option>
             ))}
           </select>
+          <label htmlFor="usage-by">Per</label>
+          <select id="usage-by" value={by} onChange={(e) => setBy(e.target.value)} data-testid="usage-by">
+            {GROUPS.map(([v, l]) => (
+              <option key={v} value={v}>{l}</option>
+            ))}
+          </select>
         </div>
       </div>
-      <p className="muted small">Every call through berth's LLM gateway, per workspace, provider and model{u.data?.since ? `, since ${dateTime(u.data.since)}` : ''}.</p>
+      <p className="muted small">Every call through berth's LLM gateway{by ? `, per ${by}` : ', per workspace, provider and model'}; costs are exact sums of the calls{u.data?.since ? `, since ${dateTime(u.data.since)}` : ''}.</p>
       <ErrorBox error={u.error} onRetry={u.reload} />
       {u.loading && !u.data ? (
         <Loading what="Loading usage" />
@@ -39,7 +56,7 @@ export function UsagePage() {
             <table className="table cards num-table" data-testid="usage-table">
               <thead>
                 <tr>
-                  <th scope="col">Workspace</th>
+                  <th scope="col">{by === 'task' ? 'Task' : by === 'day' ? 'Day' : by === 'tenant' ? 'Tenant' : 'Workspace'}</th>
                   <th scope="col">Provider</th>
                   <th scope="col">Model</th>
                   <th scope="col">Calls</th>
@@ -69,7 +86,7 @@ export function UsagePage() {
 function Row({ r, total }: { r: UsageRow; total?: boolean }) {
   return (
     <tr className={total ? 'total' : ''} data-testid={total ? 'usage-total' : undefined}>
-      <td data-label="Workspace">{total ? <strong>Total</strong> : r.workspace || r.tenant}</td>
+      <td data-label="Group">{total ? <strong>Total</strong> : r.task || r.day || r.workspace || r.tenant || '—'}</td>
       <td data-label="Provider">{r.provider}</td>
       <td data-label="Model">{r.model ?? '—'}</td>
       <td data-label="Calls">{num(r.calls)}</td>
@@ -77,7 +94,7 @@ function Row({ r, total }: { r: UsageRow; total?: boolean }) {
       <td data-label="Input">{num(r.input_tokens)}</td>
       <td data-label="Output">{num(r.output_tokens)}</td>
       <td data-label="Cache read/write">{num(r.cache_read_tokens)} / {num(r.cache_write_tokens)}</td>
-      <td data-label="Cost">{usd(r.cost_usd)}</td>
+      <td data-label="Cost" data-testid={total ? 'usage-total-cost' : undefined}>{usdExact(r.cost, r.fallback_calls)}</td>
     </tr>
   );
 }

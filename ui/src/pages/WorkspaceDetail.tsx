@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from 'react';
+import { useRef, useState, type FormEvent } from 'react';
 import {
   api,
   post,
@@ -6,15 +6,19 @@ import {
   type EffectiveEgress,
   type EgressLogEntry,
   type EgressTemplate,
+  type ProvisionStatus,
   type Session,
   type Task,
   type Workspace,
 } from '../api';
 import { age, bytes, dateTime } from '../format';
 import { navigate, useLoad } from '../hooks';
+import { AGENT_BUTTONS, agentSessionRequest, guessTerminalSize, terminalRoute, type AgentName } from '../agentSessions';
 import { Empty, ErrorBox, Loading, StateBadge } from '../ui';
 import { LiveUsage } from './Workspaces';
 import { TaskTable } from './Tasks';
+import { Allowed, useCan } from '../roles';
+import { focusStep, provisioningLive, stepLine } from '../templates';
 
 export function WorkspaceDetail({ ws }: { ws: string }) {
   const ref = wsRef(ws);
@@ -33,6 +37,11 @@ export function WorkspaceDetail({ ws }: { ws: string }) {
           {d.name}
         </h1>
         <StateBadge state={d.state} testid="ws-detail-state" />
+        {(d.state === 'stopped' || d.state === 'failed') && (
+          <Allowed need="operate">
+            <StartButton ws={ref} onDone={w.reload} />
+          </Allowed>
+        )}
       </div>
       <ErrorBox error={w.error} />
       <dl className="facts">
@@ -60,7 +69,23 @@ export function WorkspaceDetail({ ws }: { ws: string }) {
           </div>
         )}
         {d.oom_kills > 0 && <div><dt>OOM kills</dt><dd className="failure">{d.oom_kills}</dd></div>}
+        {(d.mcp_servers ?? []).length > 0 && (
+          <div>
+            <dt>MCP servers</dt>
+            <dd data-testid="ws-detail-mcp">
+              {(d.mcp_servers ?? []).map((m) => (
+                <div key={m.name}>
+                  <strong>{m.name}</strong>{' '}
+                  <span className="mono small">
+                    {m.type === 'stdio' ? [m.command ?? '', ...(m.args ?? [])].join(' ') : m.url}
+                  </span>
+                </div>
+              ))}
+            </dd>
+          </div>
+        )}
       </dl>
+      <Provisioning ws={ref} onChange={w.reload} />
       <Sessions ws={ref} running={d.state === 'running'} />
       <WsTasks ws={ref} running={d.state === 'running'} />
       <Egress ws={ref} tenant={d.tenant} />
@@ -68,16 +93,121 @@ export function WorkspaceDetail({ ws }: { ws: string }) {
   );
 }
 
+/**
+ * The provisioning of a workspace made from a template: the step list with each step's state,
+ * the running (or failed) step's log live, and Retry for a failed one. Nothing for a workspace
+ * not made from a template (asked once).
+ */
+function Provisioning({ ws, onChange }: { ws: string; onChange: () => void }) {
+  const plain = useRef(false);
+  const last = useRef<string | undefined>(undefined);
+  const p = useLoad(
+    async () => {
+      if (plain.current) return null;
+      try {
+        const s = await api<ProvisionStatus>(`/workspaces/${ws}/provision`);
+        // The workspace's own state follows the provisioning's (failed{provision}, running).
+        if (last.current !== undefined && last.current !== s.state) onChange();
+        last.current = s.state;
+        return s;
+      } catch (e) {
+        if (e instanceof Error && /not made from a template/.test(e.message)) {
+          plain.current = true;
+          return null;
+        }
+        throw e;
+      }
+    },
+    [ws],
+    1500,
+  );
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  const s = p.data;
+  if (!s) return null;
+  const focus = focusStep(s.steps);
+  const retry = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await post(`/workspaces/${ws}/provision`, { retry: true });
+      p.reload();
+      onChange();
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <section className="card" aria-labelledby="prov-title" data-testid="ws-provision">
+      <div className="page-head">
+        <h2 id="prov-title">
+          Provisioning <span className="muted small">template {s.template} · revision {s.revision}</span>
+        </h2>
+        <StateBadge state={s.state} testid="ws-provision-state" />
+        {s.state === 'failed' && (
+          <Allowed need="operate">
+            <button type="button" className="btn small" onClick={retry} disabled={busy} data-testid="ws-provision-retry">
+              {busy ? 'Retrying…' : 'Retry from the failed step'}
+            </button>
+          </Allowed>
+        )}
+      </div>
+      {provisioningLive(s.state) && <p className="muted small">Agents and tasks start once setup has finished.</p>}
+      {s.message && <p className="failure small">{s.message}</p>}
+      <ol className="steps" data-testid="ws-provision-steps">
+        {s.steps.map((st) => (
+          <li key={st.index} data-state={st.state}>
+            {stepLine(st, s.steps.length)}
+            {focus?.index === st.index && st.log && <pre className="out small" data-testid="ws-provision-log">{st.log}</pre>}
+          </li>
+        ))}
+      </ol>
+      <ErrorBox error={error ?? p.error} />
+    </section>
+  );
+}
+
+/** Starts a stopped (or failed) workspace from its own page. */
+function StartButton({ ws, onDone }: { ws: string; onDone: () => void }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  const start = async () => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await post(`/workspaces/${ws}/start`);
+      onDone();
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <>
+      <button type="button" className="btn primary small" onClick={start} disabled={busy} data-testid="ws-detail-start">
+        {busy ? 'Starting…' : 'Start'}
+      </button>
+      <ErrorBox error={error} />
+    </>
+  );
+}
+
 function Sessions({ ws, running }: { ws: string; running: boolean }) {
   const s = useLoad(() => (running ? api<Session[]>(`/workspaces/${ws}/sessions`) : Promise.resolve([] as Session[])), [ws, running], 5000);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
-  const create = async () => {
+  // A login shell, or an agent's TUI (configured like a task); the terminal opens at once.
+  const create = async (agent?: AgentName) => {
     setBusy(true);
     setError(undefined);
     try {
-      const sess = await post<Session>(`/workspaces/${ws}/sessions`, {});
-      navigate(`/workspaces/${ws}/terminal/${encodeURIComponent(sess.name || sess.id)}`);
+      const { cols, rows } = guessTerminalSize(window.innerWidth, window.innerHeight);
+      const body = agent ? agentSessionRequest(agent, cols, rows) : {};
+      const sess = await post<Session>(`/workspaces/${ws}/sessions`, body);
+      navigate(terminalRoute(ws, sess));
     } catch (e) {
       setError((e as Error).message);
       setBusy(false);
@@ -87,9 +217,26 @@ function Sessions({ ws, running }: { ws: string; running: boolean }) {
     <section aria-labelledby="sessions-title" className="block">
       <div className="page-head">
         <h2 id="sessions-title">Terminal sessions</h2>
-        <button type="button" className="btn primary" onClick={create} disabled={!running || busy} data-testid="session-new">
-          {busy ? 'Creating…' : 'New session'}
-        </button>
+        <Allowed need="operate">
+          <div className="row" role="group" aria-label="New terminal session">
+            <button type="button" className="btn primary" onClick={() => create()} disabled={!running || busy} data-testid="session-new">
+              {busy ? 'Creating…' : 'New session'}
+            </button>
+            {AGENT_BUTTONS.map((b) => (
+              <button
+                type="button"
+                key={b.agent}
+                className="btn"
+                onClick={() => create(b.agent)}
+                disabled={!running || busy}
+                title={`${b.label} in a terminal, through berth's gateway`}
+                data-testid={`session-new-${b.agent}`}
+              >
+                {b.label}
+              </button>
+            ))}
+          </div>
+        </Allowed>
       </div>
       <ErrorBox error={error ?? s.error} />
       {!running ? (
@@ -123,11 +270,12 @@ function Sessions({ ws, running }: { ws: string; running: boolean }) {
 
 function WsTasks({ ws, running }: { ws: string; running: boolean }) {
   const t = useLoad(() => api<Task[]>(`/tasks?workspace=${ws}`), [ws], 4000);
+  const canOperate = useCan('operate');
   return (
     <section aria-labelledby="wstasks-title" className="block">
       <div className="page-head">
         <h2 id="wstasks-title">Tasks</h2>
-        {running && (
+        {running && canOperate && (
           <a className="btn" href={`#/tasks/new?workspace=${ws}`} data-testid="ws-task-new">
             New task
           </a>
@@ -192,9 +340,11 @@ function Egress({ ws, tenant }: { ws: string; tenant: string }) {
               <span className="idx muted mono" aria-hidden="true">{r.source === 'workspace' ? r.index : '–'}</span>
               <code className={r.rule.startsWith('deny') ? 'deny' : 'allow'}>{r.rule}</code>
               {r.source === 'workspace' ? (
-                <button type="button" className="btn small" onClick={() => remove(r.index)} aria-label={`Remove rule ${r.index}: ${r.rule}`}>
-                  Remove
-                </button>
+                <Allowed need="manage">
+                  <button type="button" className="btn small" onClick={() => remove(r.index)} aria-label={`Remove rule ${r.index}: ${r.rule}`}>
+                    Remove
+                  </button>
+                </Allowed>
               ) : (
                 <span className="badge small" title="from an egress template">template {r.template}</span>
               )}
@@ -202,11 +352,13 @@ function Egress({ ws, tenant }: { ws: string; tenant: string }) {
           ))}
         </ol>
       )}
+      <Allowed need="manage">
       <form onSubmit={add} className="inline-form">
         <label htmlFor="egress-rule" className="sr-only">New rule</label>
         <input id="egress-rule" value={rule} onChange={(e) => setRule(e.target.value)} placeholder="allow pypi.org  ·  deny api.github.com POST /repos" data-testid="egress-rule-input" />
         <button type="submit" className="btn" data-testid="egress-rule-add">Add rule</button>
       </form>
+      </Allowed>
       <h3>Templates</h3>
       {attached.length === 0 ? (
         <p className="muted small">No templates attached.</p>
@@ -215,13 +367,16 @@ function Egress({ ws, tenant }: { ws: string; tenant: string }) {
           {attached.map((name) => (
             <li key={name}>
               <code>{name}</code>
-              <button type="button" className="btn small" onClick={() => detach(name)} aria-label={`Detach template ${name}`}>
-                Detach
-              </button>
+              <Allowed need="manage">
+                <button type="button" className="btn small" onClick={() => detach(name)} aria-label={`Detach template ${name}`}>
+                  Detach
+                </button>
+              </Allowed>
             </li>
           ))}
         </ol>
       )}
+      <Allowed need="manage">
       <form onSubmit={attach} className="inline-form">
         <label htmlFor="egress-template" className="sr-only">Template to attach</label>
         <select id="egress-template" value={pick} onChange={(e) => setPick(e.target.value)} data-testid="egress-template-pick">
@@ -236,6 +391,7 @@ function Egress({ ws, tenant }: { ws: string; tenant: string }) {
         </select>
         <button type="submit" className="btn" disabled={!pick} data-testid="egress-template-attach">Attach</button>
       </form>
+      </Allowed>
       <h3>Egress log</h3>
       <ErrorBox error={log.error} />
       {log.loading && !log.data ? (

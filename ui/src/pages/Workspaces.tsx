@@ -1,8 +1,10 @@
 import { useState, type FormEvent } from 'react';
-import { api, post, wsRef, type CreateWorkspaceRequest, type Workspace } from '../api';
+import { api, post, wsRef, type CreateWorkspaceRequest, type Workspace, type WorkspaceTemplate } from '../api';
+import { missingParam, paramsToSend } from '../templates';
 import { bytes, age, dateTime } from '../format';
 import { useLoad } from '../hooks';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
+import { Allowed } from '../roles';
 
 export function Workspaces() {
   const list = useLoad(() => api<Workspace[]>('/workspaces'), [], 3000);
@@ -11,9 +13,11 @@ export function Workspaces() {
     <section aria-labelledby="ws-title">
       <div className="page-head">
         <h1 id="ws-title">Workspaces</h1>
-        <button type="button" className="btn primary" onClick={() => setShowCreate((v) => !v)} aria-expanded={showCreate} data-testid="ws-create-toggle">
-          {showCreate ? 'Close' : 'New workspace'}
-        </button>
+        <Allowed need="operate">
+          <button type="button" className="btn primary" onClick={() => setShowCreate((v) => !v)} aria-expanded={showCreate} data-testid="ws-create-toggle">
+            {showCreate ? 'Close' : 'New workspace'}
+          </button>
+        </Allowed>
       </div>
       {showCreate && <CreateWorkspace onCreated={() => { setShowCreate(false); list.reload(); }} />}
       <ErrorBox error={list.error} onRetry={list.reload} />
@@ -97,6 +101,7 @@ function WsRow({ w, onChange }: { w: Workspace; onChange: () => void }) {
         {age(w.created_at)} ago
       </td>
       <td className="actions">
+        <Allowed need="operate">
         {w.state === 'running' ? (
           <button type="button" className="btn small" disabled={!!busy} onClick={() => setConfirm('stop')} data-testid={`ws-stop-${id}`}>
             {busy === 'stop' ? 'Stopping…' : 'Stop'}
@@ -106,9 +111,12 @@ function WsRow({ w, onChange }: { w: Workspace; onChange: () => void }) {
             {busy === 'start' ? 'Starting…' : 'Start'}
           </button>
         )}
+        </Allowed>
+        <Allowed need="manage">
         <button type="button" className="btn small danger" disabled={!!busy} onClick={() => { setRemoveVolume(false); setConfirm('delete'); }} data-testid={`ws-delete-${id}`}>
           {busy === 'delete' ? 'Deleting…' : 'Delete'}
         </button>
+        </Allowed>
         <Dialog open={confirm === 'stop'} title={`Stop ${w.tenant}/${w.name}?`} onClose={() => setConfirm(null)}>
           <p>Running agent tasks in this workspace will fail. Terminal sessions end. The home volume is kept.</p>
           <div className="row">
@@ -144,14 +152,15 @@ export function LiveUsage({ ws }: { ws: string }) {
   const pct = u.memory_limit_bytes ? Math.min(100, (u.memory_bytes / u.memory_limit_bytes) * 100) : 0;
   return (
     <div className="usage" data-testid="ws-usage">
-      <div className="nowrap">
-        mem {bytes(u.memory_bytes)} / {bytes(u.memory_limit_bytes)}
+      {/* Each figure stays on one line; the figures wrap between them on a narrow screen. */}
+      <div>
+        <span className="nowrap">mem {bytes(u.memory_bytes)}</span> <span className="nowrap">/ {bytes(u.memory_limit_bytes)}</span>
       </div>
       <div className="meter" role="meter" aria-label="memory used" aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.round(pct)}>
         <span style={{ width: `${pct}%` }} className={pct > 90 ? 'hot' : ''} />
       </div>
-      <div className="nowrap small muted">
-        cpu {u.cpu_percent.toFixed(1)}% · {u.pids} pids
+      <div className="small muted">
+        <span className="nowrap">cpu {u.cpu_percent.toFixed(1)}%</span> · <span className="nowrap">{u.pids} pids</span>
       </div>
     </div>
   );
@@ -159,6 +168,10 @@ export function LiveUsage({ ws }: { ws: string }) {
 
 function CreateWorkspace({ onCreated }: { onCreated: () => void }) {
   const [f, setF] = useState({ name: '', tenant: '', memory: '', cpus: '', pids: '', egress: '' });
+  const templates = useLoad(() => api<WorkspaceTemplate[]>('/templates'), []);
+  const [template, setTemplate] = useState('');
+  const [values, setValues] = useState<Record<string, string>>({});
+  const chosen = templates.data?.find((t) => `${t.tenant}/${t.name}` === template);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
   const set = (k: keyof typeof f) => (e: { target: { value: string } }) => setF({ ...f, [k]: e.target.value });
@@ -185,6 +198,17 @@ function CreateWorkspace({ onCreated }: { onCreated: () => void }) {
       .filter(Boolean)
       .map((l) => (/^(allow|deny)\s/.test(l) ? l : `allow ${l}`));
     if (rules.length) body.egress = rules;
+    if (chosen) {
+      const missing = missingParam(chosen.params, values);
+      if (missing) {
+        setError(missing);
+        setBusy(false);
+        return;
+      }
+      body.tenant = chosen.tenant;
+      body.template = chosen.name;
+      body.params = paramsToSend(chosen.params, values);
+    }
     try {
       await post('/workspaces', body);
       onCreated();
@@ -202,6 +226,37 @@ function CreateWorkspace({ onCreated }: { onCreated: () => void }) {
         <input id="ws-name" data-testid="ws-create-name" value={f.name} onChange={set('name')} required pattern="[a-z0-9]([a-z0-9\-]*[a-z0-9])?" aria-describedby="ws-name-help" autoFocus />
         <small id="ws-name-help" className="muted">lowercase letters, digits, inner dashes</small>
       </div>
+      {(templates.data?.length ?? 0) > 0 && (
+        <div className="field wide">
+          <label htmlFor="ws-template">Template</label>
+          <select id="ws-template" data-testid="ws-create-template" value={template} onChange={(e) => { setTemplate(e.target.value); setValues({}); }}>
+            <option value="">none (an empty workspace)</option>
+            {templates.data?.map((t) => (
+              <option key={`${t.tenant}/${t.name}`} value={`${t.tenant}/${t.name}`}>
+                {t.tenant}/{t.name} (revision {t.revision}){t.description ? ` — ${t.description}` : ''}
+              </option>
+            ))}
+          </select>
+          <small className="muted">The template's repositories are cloned and its setup steps run; the workspace page shows the progress.</small>
+        </div>
+      )}
+      {chosen?.params.map((p) => (
+        <div className="field" key={p.name}>
+          <label htmlFor={`ws-param-${p.name}`}>
+            {p.name}
+            {p.required ? ' *' : ''}
+          </label>
+          <input
+            id={`ws-param-${p.name}`}
+            data-testid={`ws-create-param-${p.name}`}
+            value={values[p.name] ?? ''}
+            onChange={(e) => setValues({ ...values, [p.name]: e.target.value })}
+            required={p.required}
+            placeholder={p.default ?? ''}
+          />
+          {p.description && <small className="muted">{p.description}</small>}
+        </div>
+      ))}
       <div className="field">
         <label htmlFor="ws-tenant">Tenant</label>
         <input id="ws-tenant" data-testid="ws-create-tenant" value={f.tenant} onChange={set('tenant')} placeholder="default" />

@@ -165,7 +165,9 @@ async fn cli_errors_are_one_line_and_nonzero() {
 #[tokio::test]
 async fn cli_login_and_doctor() {
     ensure_image().await;
-    let s = TestServer::start(bin()).await;
+    // A configured machine has an LLM provider (doctor fails when none is; see suite::costs).
+    let mock = berth_test_support::mock_llm::MockLlm::start().await;
+    let s = berth_test_support::agents::server_with_llm(bin(), &mock, Vec::new()).await;
     let home = s.data_dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let run = |args: &[&str]| {

@@ -252,7 +252,15 @@ fn assert_no_panic(s: &TestServer) {
 #[tokio::test]
 async fn a_fake_daemon_that_hangs_lies_or_floods_harms_no_one() {
     ensure_image().await;
-    let mut s = TestServer::start(bin()).await;
+    // claude tasks need an Anthropic upstream configured (no call reaches it here).
+    let mut s = TestServer::start_with(
+        bin(),
+        ServerOptions {
+            env: vec![("BERTH_ANTHROPIC_API_KEY".into(), "unused".into())],
+            ..Default::default()
+        },
+    )
+    .await;
     s.create_workspace(json!({"name": "evil"})).await;
     s.create_workspace(json!({"name": "good"})).await;
     install_fake(&s, "evil").await;
@@ -314,7 +322,21 @@ async fn a_fake_daemon_that_hangs_lies_or_floods_harms_no_one() {
         (t["last_seq"].as_u64() >= Some(4)).then_some(t)
     })
     .await;
-    assert_eq!(t["usage"]["input_tokens"], i64::MAX as u64, "{t}");
+    // The daemon's figures are kept as the agent's report only; what the task costs comes
+    // from the gateway, which saw no call.
+    assert_eq!(
+        t["usage"]["agent_reported"]["input_tokens"],
+        i64::MAX as u64,
+        "{t}"
+    );
+    assert_eq!(
+        (
+            t["usage"]["input_tokens"].as_u64(),
+            t["usage"]["cost"].as_str()
+        ),
+        (Some(0), Some("0.00")),
+        "{t}"
+    );
     assert_eq!(t["state"], "running", "{t}");
     s.get("/api/v1/tasks").await;
     // A restart follows the task again (`resume_all`) and its row still loads.

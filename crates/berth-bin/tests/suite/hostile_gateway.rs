@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use berth_test_support::agents::provider_env;
 use berth_test_support::mock_llm::{MockLlm, Script};
 use berth_test_support::{ensure_image, eventually, ServerOptions, TestServer};
 use serde_json::{json, Value};
@@ -16,15 +17,10 @@ const TURN: Duration = Duration::from_secs(180);
 const REAL_KEY: &str = "real-anthropic-key-hostile";
 
 async fn server(mock: &MockLlm) -> TestServer {
-    let mut env = Vec::new();
-    for p in ["ANTHROPIC", "OPENAI", "GEMINI"] {
-        env.push((format!("BERTH_{p}_BASE_URL"), mock.url()));
-        env.push((format!("BERTH_{p}_API_KEY"), format!("{REAL_KEY}-{p}")));
-    }
     TestServer::start_with(
         bin(),
         ServerOptions {
-            env,
+            env: provider_env(mock, |p| format!("{REAL_KEY}-{p}")),
             ..Default::default()
         },
     )
@@ -228,6 +224,26 @@ async fn forbidden_requests_never_reach_the_upstream() {
     ] {
         assert_eq!(up.header(gone), None, "{gone} reached the upstream: {up:?}");
     }
+
+    // A call asking for more output than one call may reserve goes up with the cap lowered, so
+    // the upstream cannot return more than the budget reserved (fails if the body went up as
+    // the agent sent it: max_tokens 1000000).
+    let greedy = r#"{"model":"claude-hostile","max_tokens":1000000,"messages":[{"role":"user","content":"probe"}]}"#;
+    let (st, v) = curl_inside(
+        &s,
+        "hostile",
+        "POST",
+        &format!("{root}/anthropic/v1/messages"),
+        &[key_header(&key), json.clone()],
+        Some(greedy),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let up = mock
+        .requests()
+        .pop()
+        .expect("the call reached the upstream");
+    assert_eq!(up.body["max_tokens"], 32_000, "{:?}", up.body);
 
     // Cancelled: the key is dead at once, whatever the daemon does.
     let (st, t) = s

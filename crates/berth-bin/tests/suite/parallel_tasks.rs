@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use berth_test_support::agents::server_with_llm;
 use berth_test_support::mock_llm::MockLlm;
-use berth_test_support::{ensure_image, ServerOptions, TestServer};
+use berth_test_support::{ensure_image, TestServer};
 use serde_json::{json, Value};
 
 use crate::bin;
@@ -14,26 +15,6 @@ const PARALLEL: usize = 8;
 const ROUNDS: usize = 3;
 /// For all `4 × PARALLEL` turns of a round together, on a small shared machine.
 const TURN: Duration = Duration::from_secs(600);
-
-async fn server(mock: &MockLlm) -> TestServer {
-    let mut env = Vec::new();
-    for (p, key) in [
-        ("ANTHROPIC", "real-anthropic-key-123"),
-        ("OPENAI", "real-openai-key-456"),
-        ("GEMINI", "real-gemini-key-789"),
-    ] {
-        env.push((format!("BERTH_{p}_BASE_URL"), mock.url()));
-        env.push((format!("BERTH_{p}_API_KEY"), key.to_owned()));
-    }
-    TestServer::start_with(
-        bin(),
-        ServerOptions {
-            env,
-            ..Default::default()
-        },
-    )
-    .await
-}
 
 /// Starts `PARALLEL` tasks of `agent` at once and waits for all; returns the ones that did not
 /// complete, with their reasons and last events.
@@ -120,7 +101,7 @@ async fn round(s: &TestServer, ws: &str, agent: &str) -> Vec<String> {
 async fn eight_parallel_tasks_of_each_agent_in_one_workspace_all_complete() {
     ensure_image().await;
     let mock = MockLlm::start().await;
-    let s = server(&mock).await;
+    let s = server_with_llm(bin(), &mock, Vec::new()).await;
     let agents: Vec<String> = std::env::var("BERTH_TEST_AGENTS")
         .map(|a| a.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|_| {

@@ -95,7 +95,18 @@ async fn a_reboot_restarts_running_workspaces_and_interrupts_their_tasks() {
     .await;
     let before = task(&s, &id).await;
     assert_eq!(before["state"], "running", "{before}");
-    assert!(before["agent_session_id"].is_string(), "{before}");
+    let session = before["agent_session_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{before}"));
+    // A real reboot lands at any moment; this one must land after claude wrote the conversation
+    // to disk (it flushes its transcript a little after printing the tool call), since what is
+    // tested is resuming a conversation that exists, not claude's own write-behind.
+    let transcript = format!("ls /home/agent/.berth/tasks/{id}/claude/projects/*/{session}.jsonl");
+    eventually(TURN, "claude's transcript on disk", || async {
+        let out = s.exec("reboot", &["sh", "-c", &transcript]).await;
+        (out["exit_code"] == 0).then_some(())
+    })
+    .await;
 
     // The "reboot": the server dies, the engine stops the containers.
     s.kill9();

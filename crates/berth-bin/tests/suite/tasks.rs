@@ -3,71 +3,29 @@
 
 use std::time::Duration;
 
+use berth_test_support::agents::{
+    self, server_with_llm, task_events as events, upstream_text, REAL_KEYS,
+};
 use berth_test_support::mock_llm::{MockLlm, Script};
-use berth_test_support::{ensure_image, eventually, ServerOptions, TestServer};
+use berth_test_support::{ensure_image, eventually, TestServer};
 use serde_json::{json, Value};
 
 use crate::bin;
 
 const TURN: Duration = Duration::from_secs(180);
-const REAL_KEYS: [(&str, &str); 3] = [
-    ("ANTHROPIC", "real-anthropic-key-123"),
-    ("OPENAI", "real-openai-key-456"),
-    ("GEMINI", "real-gemini-key-789"),
-];
 
 async fn server_with(mock: &MockLlm) -> TestServer {
-    server_with_env(mock, Vec::new()).await
-}
-
-async fn server_with_env(mock: &MockLlm, mut env: Vec<(String, String)>) -> TestServer {
-    for (p, key) in REAL_KEYS {
-        env.push((format!("BERTH_{p}_BASE_URL"), mock.url()));
-        env.push((format!("BERTH_{p}_API_KEY"), key.to_owned()));
-    }
-    TestServer::start_with(
-        bin(),
-        ServerOptions {
-            env,
-            ..Default::default()
-        },
-    )
-    .await
+    server_with_llm(bin(), mock, Vec::new()).await
 }
 
 async fn wait_turn_over(s: &TestServer, id: &str) -> Value {
-    eventually(TURN, "the turn to end", || async {
-        let t = s.get(&format!("/api/v1/tasks/{id}")).await;
-        matches!(
-            t["state"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        )
-        .then_some(t)
-    })
-    .await
-}
-
-async fn events(s: &TestServer, id: &str) -> Vec<Value> {
-    let v = s.get(&format!("/api/v1/tasks/{id}/events")).await;
-    let list = v.as_array().unwrap().clone();
-    for (i, e) in list.iter().enumerate() {
-        assert_eq!(e["seq"], i as u64 + 1, "seq contiguous from 1: {list:#?}");
-    }
-    list
+    agents::wait_turn_over(s, id, TURN).await
 }
 
 fn types(evs: &[Value]) -> Vec<String> {
     evs.iter()
         .map(|e| e["type"].as_str().unwrap().to_owned())
         .collect()
-}
-
-fn upstream_text(mock: &MockLlm) -> String {
-    mock.requests()
-        .iter()
-        .map(|r| r.body.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// One tool-call turn and a follow-up with a real agent CLI.
@@ -512,7 +470,8 @@ async fn gateway_counts_usage_and_enforces_budgets() {
     ensure_image().await;
     let mock = MockLlm::start().await;
     // Prompt recording on, kept 7 days.
-    let s = server_with_env(
+    let s = server_with_llm(
+        bin(),
         &mock,
         vec![("BERTH_GATEWAY_RECORD_DAYS".into(), "7".into())],
     )
@@ -623,4 +582,99 @@ async fn gateway_counts_usage_and_enforces_budgets() {
         .as_array()
         .unwrap()
         .is_empty());
+}
+
+/// Tasks stay with the workspace they ran in (its id), not with its name: after `workspace rm`
+/// and a new `workspace create` of the same name, the new workspace lists only its own tasks,
+/// and the full list shows the old ones as the removed workspace's (issue 16 §5).
+#[tokio::test]
+async fn tasks_stay_with_the_workspace_they_ran_in_not_its_name() {
+    ensure_image().await;
+    let mock = MockLlm::start().await;
+    let s = server_with(&mock).await;
+    let run_one = |tag: &'static str| {
+        let s = &s;
+        async move {
+            let (st, t) = s
+                .call(
+                    "POST",
+                    "/api/v1/tasks",
+                    Some(json!({"workspace": "acme/web", "agent": "claude", "prompt": format!("say DONE ({tag})")})),
+                )
+                .await;
+            assert_eq!(st, 201, "{t}");
+            let id = t["id"].as_str().unwrap().to_owned();
+            wait_turn_over(s, &id).await;
+            (id, t["workspace_id"].as_str().unwrap().to_owned())
+        }
+    };
+    let ids = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let old_ws = s
+        .create_workspace(json!({"tenant": "acme", "name": "web", "memory": "1g"}))
+        .await;
+    let (old_task, ran_in) = run_one("old").await;
+    assert_eq!(ran_in, old_ws["id"].as_str().unwrap());
+    let (st, v) = s
+        .call("DELETE", "/api/v1/workspaces/acme%2Fweb", None)
+        .await;
+    assert!(st == 200 || st == 204, "{st} {v}");
+    let new_ws = s
+        .create_workspace(json!({"tenant": "acme", "name": "web", "memory": "1g"}))
+        .await;
+    assert_ne!(new_ws["id"], old_ws["id"]);
+    let (new_task, ran_in) = run_one("new").await;
+    assert_eq!(ran_in, new_ws["id"].as_str().unwrap());
+
+    // The workspace's list and the full list agree: the old task is not the new workspace's.
+    let mine = ids(s.get("/api/v1/tasks?workspace=acme%2Fweb").await);
+    assert_eq!(mine, std::slice::from_ref(&new_task));
+    let all = s.get("/api/v1/tasks").await;
+    let by_id = |id: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not in {all}"))
+    };
+    let (old, new) = (by_id(&old_task), by_id(&new_task));
+    assert_eq!(old["workspace_removed"], true, "{old}");
+    assert_eq!(old["workspace_id"], old_ws["id"], "{old}");
+    assert!(new.get("workspace_removed").is_none(), "{new}");
+    let shown = s.get(&format!("/api/v1/tasks/{old_task}")).await;
+    assert_eq!(shown["workspace_removed"], true, "{shown}");
+
+    // The CLI says the same.
+    let o = s.cli(&["task", "list", "--workspace", "acme/web"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(&new_task) && !out.contains(&old_task), "{out}");
+    let o = s.cli(&["task", "list"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let old_line = out
+        .lines()
+        .find(|l| l.contains(&old_task))
+        .unwrap_or_default();
+    let new_line = out
+        .lines()
+        .find(|l| l.contains(&new_task))
+        .unwrap_or_default();
+    assert!(old_line.contains("acme/web (removed)"), "{out}");
+    assert!(
+        new_line.contains("acme/web") && !new_line.contains("(removed)"),
+        "{out}"
+    );
+    let o = s.cli(&["task", "show", &old_task]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("acme/web (removed)"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

@@ -73,4 +73,6 @@ async fn web_ui_end_to_end_in_chromium() {
         String::from_utf8_lossy(&out.stderr),
         s.log()
     );
+    // The steps and their times, for `--no-capture` runs.
+    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -38,6 +38,17 @@ pub(crate) async fn run(args: AuditArgs, client: &Client, ctx: &mut Ctx<'_>) -> 
     Ok(0)
 }
 
+/// `alice (member@acme)`, `root (admin)`, or the bare actor of system rows and old rows.
+fn actor(e: &AuditEntry) -> String {
+    match (&e.actor_name, &e.actor_role) {
+        (Some(name), Some(role)) => match &e.actor_tenant {
+            Some(t) => format!("{name} ({role}@{t})"),
+            None => format!("{name} ({role})"),
+        },
+        _ => e.actor.clone(),
+    }
+}
+
 fn audit_table(entries: &[AuditEntry]) -> String {
     if entries.is_empty() {
         return "no audit entries\n".into();
@@ -47,7 +58,7 @@ fn audit_table(entries: &[AuditEntry]) -> String {
         .map(|e| {
             vec![
                 short_time(&e.at),
-                e.actor.clone(),
+                actor(e),
                 e.action.clone(),
                 e.target.clone(),
                 e.result.clone(),

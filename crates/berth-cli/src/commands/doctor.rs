@@ -61,7 +61,7 @@ async fn checks(conn: &Conn) -> Result<Vec<Check>> {
     let login_fix = format!("berth login {} --token T", conn.url);
     // Reachability needs some token to send; an empty one still gets an HTTP answer.
     let token = conn.token.clone().unwrap_or_default();
-    let client = Client::with_token(&conn.url, &token)?;
+    let client = Client::with_token(&conn.url, &token, &conn.trust)?;
     match client.get::<WhoAmI>("/whoami").await {
         Ok(me) => {
             checks.push(ok(

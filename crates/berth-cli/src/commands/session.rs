@@ -8,15 +8,32 @@ use crate::client::{decode, session_path, ws_path, Client, Result};
 use crate::ctx::{terminal_size, write_all, Ctx};
 use crate::format::{bytes_human, key_values, short_time, table};
 
+/// `session new`'s agent options (boxed: they would make every command larger).
+#[derive(Debug, clap::Args)]
+pub struct AgentOpts {
+    /// Run this coding agent's interactive TUI, configured like a task (the LLM gateway with a
+    /// per-session key, autonomous mode)
+    #[arg(long, value_parser = ["claude", "codex", "gemini", "opencode"], conflicts_with = "cmd")]
+    agent: Option<String>,
+    /// The agent's working directory [default: /home/agent]
+    #[arg(long, value_name = "DIR", requires = "agent")]
+    dir: Option<String>,
+    /// The agent's model [default: the agent's]
+    #[arg(long, requires = "agent")]
+    model: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SessionCmd {
     /// Start a new session (a login shell unless a command follows `--`)
     New {
         /// Workspace: TENANT/NAME, NAME or id
         ws: String,
-        /// Session name [default: main, then shell-2, …]
+        /// Session name [default: main, then shell-2, …; with --agent the agent's name]
         #[arg(long)]
         name: Option<String>,
+        #[command(flatten)]
+        agent: Box<AgentOpts>,
         /// Print the API's JSON
         #[arg(long)]
         json: bool,
@@ -65,9 +82,24 @@ pub(crate) async fn run(cmd: SessionCmd, client: &Client, ctx: &mut Ctx<'_>) -> 
         SessionCmd::New {
             ws,
             name,
+            agent,
             json,
             cmd,
-        } => new(client, ctx, &ws, name, cmd, json).await?,
+        } => {
+            let AgentOpts { agent, dir, model } = *agent;
+            let (cols, rows) = terminal_size();
+            let req = CreateSession {
+                name,
+                cmd: if cmd.is_empty() { None } else { Some(cmd) },
+                agent,
+                model,
+                cwd: dir,
+                cols: Some(cols),
+                rows: Some(rows),
+                ..CreateSession::default()
+            };
+            new(client, ctx, &ws, req, json).await?
+        }
         SessionCmd::List { ws, json } => {
             let v = client
                 .get_value(&format!("{}/sessions", ws_path(&ws)))
@@ -110,23 +142,14 @@ pub(crate) async fn run(cmd: SessionCmd, client: &Client, ctx: &mut Ctx<'_>) -> 
     Ok(0)
 }
 
-/// Starts a session the size of this terminal.
+/// Starts a session (the size of this terminal).
 async fn new(
     client: &Client,
     ctx: &mut Ctx<'_>,
     ws: &str,
-    name: Option<String>,
-    cmd: Vec<String>,
+    req: CreateSession,
     json: bool,
 ) -> Result<()> {
-    let (cols, rows) = terminal_size();
-    let req = CreateSession {
-        name,
-        cmd: if cmd.is_empty() { None } else { Some(cmd) },
-        cols: Some(cols),
-        rows: Some(rows),
-        ..CreateSession::default()
-    };
     let v = client
         .post_value(&format!("{}/sessions", ws_path(ws)), &req)
         .await?;

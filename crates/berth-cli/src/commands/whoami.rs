@@ -1,4 +1,5 @@
-//! `berth whoami`: the token in use, its role, and the server it was checked with.
+//! `berth whoami`: the token in use (name, role, tenant, expiry) and the server it was checked
+//! with.
 
 use berth_api::WhoAmI;
 
@@ -7,8 +8,16 @@ use crate::ctx::Ctx;
 
 pub(crate) async fn run(client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
     let me: WhoAmI = client.get("/whoami").await?;
+    let tenant = me
+        .tenant
+        .as_deref()
+        .map_or_else(|| "all tenants".to_owned(), |t| format!("tenant {t}"));
+    let expiry = me.expires_at.as_deref().map_or_else(
+        || "does not expire".to_owned(),
+        |at| format!("expires {at}"),
+    );
     ctx.print(&format!(
-        "{} ({}), role {}, at {} (berth {})\n",
+        "{} ({}), role {}, {tenant}, {expiry}, at {} (berth {})\n",
         me.token_name,
         me.token_id,
         me.role,

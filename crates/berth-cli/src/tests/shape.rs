@@ -148,11 +148,11 @@ const PARSES: &[(&str, &str)] = &[
     ),
     (
         "workspace create acme/web --tenant acme --memory 512m --cpus 0.5 --pids 64 --image img --network bridge --allow a.com --allow 'deny b.com POST /x' --egress-template npm --egress-template ci --secret GH:github.com --secret-env K --secret-file F --json",
-        "workspace create: allow=a.com,deny b.com POST /x cpus=0.5 egress_template=npm,ci image=img json=true memory=512m name=acme/web network=bridge pids=64 secret=GH:github.com secret_env=K secret_file=F tenant=acme",
+        "workspace create: allow=a.com,deny b.com POST /x cpus=0.5 egress_template=npm,ci image=img json=true memory=512m name=acme/web network=bridge no_follow=false pids=64 secret=GH:github.com secret_env=K secret_file=F tenant=acme",
     ),
     (
         "workspace create web",
-        "workspace create: json=false name=web",
+        "workspace create: json=false name=web no_follow=false",
     ),
     (
         "workspace ls --tenant acme --json --token t",
@@ -197,6 +197,10 @@ const PARSES: &[(&str, &str)] = &[
     (
         "session new w --name s --json -- htop -d 5",
         "session new: cmd=htop,-d,5 json=true name=s ws=w",
+    ),
+    (
+        "session new w --agent codex --dir ~/repo --model gpt-x --name c",
+        "session new: agent=codex dir=~/repo json=false model=gpt-x name=c ws=w",
     ),
     (
         "session ls w --json",
@@ -255,12 +259,72 @@ const PARSES: &[(&str, &str)] = &[
         "task cancel: task=t1",
     ),
     (
+        "task approve t1 r1 --always-for-this-task --reason ok --json",
+        "task approve: always_for_this_task=true json=true reason=ok req=r1 task=t1",
+    ),
+    (
+        "task approve t1",
+        "task approve: always_for_this_task=false json=false task=t1",
+    ),
+    (
+        "task deny t1 r1 --reason 'not now'",
+        "task deny: json=false reason=not now req=r1 task=t1",
+    ),
+    (
+        "task approvals t1 --pending --json",
+        "task approvals: json=true pending=true task=t1",
+    ),
+    (
+        "task inbox",
+        "task inbox: json=false",
+    ),
+    (
+        "task diff t1 --stat --turn 2",
+        "task diff: json=false mbox=false patch=false stat=true task=t1 turn=2",
+    ),
+    (
+        "notify add https://h/x --channel slack --workspace w --kinds task.failed,task.waiting --json",
+        "notify add: channel=slack json=true kinds=task.failed,task.waiting target=https://h/x workspace=w",
+    ),
+    (
+        "notify list",
+        "notify list: json=false",
+    ),
+    (
+        "notify rm nsub_1",
+        "notify rm: id=nsub_1",
+    ),
+    (
+        "notify test nsub_1",
+        "notify test: id=nsub_1 json=false",
+    ),
+    (
+        "notify log nsub_1 --limit 5",
+        "notify log: id=nsub_1 json=false limit=5",
+    ),
+    (
+        "task run w --agent claude --approval on-request fix it",
+        "task run: agent=claude approval=on-request detach=false json=false prompt=fix,it raw=false verbose=false ws=w",
+    ),
+    (
+        "task attach t1 --name s --json",
+        "task attach: json=true name=s task=t1",
+    ),
+    (
         "audit --limit 5 --target acme/web --json",
         "audit: json=true limit=5 target=acme/web",
     ),
     (
         "usage --tenant a --workspace w --since 7d --json",
-        "usage: json=true since=7d tenant=a workspace=w",
+        "usage: by_session=false csv=false json=true since=7d tenant=a workspace=w",
+    ),
+    (
+        "usage --session as_1 --by-session",
+        "usage: by_session=true csv=false json=false session=as_1",
+    ),
+    (
+        "usage --by task --since 2026-11-01 --until 2026-12-01 --task tk_1 --csv",
+        "usage: by=task by_session=false csv=true json=false since=2026-11-01 task=tk_1 until=2026-12-01",
     ),
     (
         "egress rules w --json",
@@ -322,6 +386,9 @@ const PARSES: &[(&str, &str)] = &[
         "secret rm --tenant acme GH",
         "secret rm: name=GH tenant=acme",
     ),
+    ("user list --json", "user list: json=true"),
+    ("user disable usr_1", "user disable: id=usr_1"),
+    ("user enable usr_1", "user enable: id=usr_1"),
     (
         "budget set --tenant acme --tokens 1000 --cost 2.5 --period month --json",
         "budget set: cost=2.5 json=true period=month tenant=acme tokens=1000",
@@ -354,11 +421,63 @@ const PARSES: &[(&str, &str)] = &[
         "whoami --token t",
         "whoami: token=t",
     ),
+    (
+        "token create --name alice --tenant acme --role member --expires 30d",
+        "token create: expires=30d json=false name=alice role=member tenant=acme",
+    ),
+    (
+        "token list --json",
+        "token list: json=true",
+    ),
+    (
+        "token revoke tok_1",
+        "token revoke: id=tok_1",
+    ),
+    (
+        "tenant list",
+        "tenant list: json=false",
+    ),
+    (
+        "workspace create web --tenant acme --template node --param repo=https://h/x.git --param branch=dev",
+        "workspace create: json=false name=web no_follow=false param=repo=https://h/x.git,branch=dev template=node tenant=acme",
+    ),
+    (
+        "workspace provision acme/web --retry",
+        "workspace provision: json=false retry=true upgrade=false ws=acme/web",
+    ),
+    (
+        "template set --tenant acme node node.toml",
+        "template set: file=node.toml json=false name=node tenant=acme",
+    ),
+    (
+        "template show --tenant acme node --revision 2",
+        "template show: json=false name=node revision=2 tenant=acme",
+    ),
+    ("template list --tenant acme", "template list: json=false tenant=acme"),
+    ("template rm --tenant acme node", "template rm: name=node tenant=acme"),
+    (
+        "tenant quota acme --max-workspaces 5 --memory 8g --cpus 4 --max-tasks 3",
+        "tenant quota: clear=false cpus=4 json=false max_tasks=3 max_workspaces=5 memory=8g tenant=acme",
+    ),
 ];
 
 /// Command lines that must be refused, and why.
 const REFUSED: &[(&str, &str)] = &[
+    (
+        "token create --name x --role superuser",
+        "roles are admin, owner, member, viewer",
+    ),
+    (
+        "tenant quota acme --clear --memory 8g",
+        "--clear removes every limit",
+    ),
     ("nosuch", "no such command"),
+    (
+        "session new w --agent claude -- bash",
+        "--agent conflicts with a command",
+    ),
+    ("session new w --dir ~/repo", "--dir only with --agent"),
+    ("session new w --agent vim", "an unknown agent"),
     ("workspace", "a subcommand is required"),
     ("image", "a subcommand is required"),
     ("workspace create", "a name is required"),
@@ -373,6 +492,11 @@ const REFUSED: &[(&str, &str)] = &[
     ("task run w --agent cursor hi", "not a known agent"),
     ("task ls --state done", "not a task state"),
     ("task send t1", "a message is required"),
+    (
+        "task run w --agent claude --approval sometimes x",
+        "not a policy",
+    ),
+    ("task approve", "a task is required"),
     ("egress allow w", "a rule is required"),
     ("egress rm w x", "the position is a number"),
     ("egress attach w", "a template is required"),
@@ -380,6 +504,12 @@ const REFUSED: &[(&str, &str)] = &[
     ("egress template set --tenant acme ci", "a rule is required"),
     ("egress template rm ci", "--tenant is required"),
     ("secret set GH", "--tenant is required"),
+    ("template set node", "--tenant is required"),
+    ("workspace create w --param a=b", "--param needs --template"),
+    (
+        "workspace provision w --retry --upgrade",
+        "not both --retry and --upgrade",
+    ),
     (
         "budget set --tokens 5",
         "--tenant or --workspace is required",

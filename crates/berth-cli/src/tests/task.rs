@@ -56,7 +56,7 @@ fn rendering_status_messages_and_deltas() {
     );
     assert_eq!(
         r(json!({"type":"status","state":"waiting"})),
-        "[status] waiting (the agent waits for input: berth task send tsk_1 TEXT)\n"
+        "[status] waiting (the agent waits for a decision: berth task approve tsk_1 / berth task deny tsk_1)\n"
     );
     assert_eq!(
         r(json!({"type":"user_message","text":"a\n\nb"})),
@@ -791,6 +791,46 @@ fn details_and_table_of_a_minimal_task() {
     let d = task_details(&t);
     assert!(d.contains("model:     (the agent's default)\n"), "{d}");
     assert!(d.contains("reason:    workspace stopped\n"), "{d}");
-    assert!(!d.contains("cost"), "{d}");
-    assert!(task_table(&[t]).contains("0/0"));
+    assert!(d.contains("cost:      -\n"), "{d}");
+    assert!(task_table(std::slice::from_ref(&t)).contains("0/0"));
+    // A server that sums the gateway's calls: exact cost, calls, the fallback flag, and the
+    // agent's own figures apart.
+    let mut t = t;
+    t.usage = serde_json::from_value(json!({"calls": 2, "input_tokens": 40, "output_tokens": 20,
+        "cached_input_tokens": 0, "cost": "0.00056", "cost_usd": 0.00056, "fallback_calls": 1,
+        "agent_reported": {"input_tokens": 80, "output_tokens": 40, "cached_input_tokens": 0, "cost_usd": 0.0008}}))
+    .unwrap();
+    let d = task_details(&t);
+    assert!(
+        d.contains("tokens:         in 40, out 20, cached 0 (2 LLM calls)\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("cost:           $0.00056 (1 call at the fallback price: no price table lists the model)\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains(
+            "agent reported: in 80, out 40, cached 0, $0.000800 (informational, not billed)\n"
+        ),
+        "{d}"
+    );
+}
+
+#[test]
+fn rendering_approvals() {
+    let mut p = Printer::new("tsk_1", false, false, false);
+    let mut r = |v: Value| p.render(&kind(v));
+    assert_eq!(
+        r(json!({"type":"approval_request","id":"r1","kind":"file_edit","tool":"Write",
+            "summary":"write /w/a.txt","path":"/w/a.txt","diff":"+hi\n","input":{},
+            "reason":"because\nso","risks":["network"]})),
+        "[approval] r1 asks: write /w/a.txt (file_edit)\n  why: because so\n  risks: network\n  +hi\n"
+    );
+    assert_eq!(
+        r(
+            json!({"type":"approval_resolved","id":"r1","decision":"denied","by":"timeout","reason":"late"})
+        ),
+        "[approval] r1 denied by timeout: late\n"
+    );
 }

@@ -142,6 +142,7 @@ async fn dispatch(
         Request::TaskSend { task, text } => d.tasks.send(&task, &text).await.map(Response::Task),
         Request::TaskCancel { task, fail } => d.tasks.cancel(&task, fail).await.map(Response::Task),
         Request::TaskGet { task } => d.tasks.find(&task).map(|t| Response::Task(t.info())),
+        Request::TaskDecide(req) => d.tasks.decide(req).map(Response::Task),
         Request::TaskList => Ok(Response::Tasks {
             tasks: d.tasks.list(),
         }),

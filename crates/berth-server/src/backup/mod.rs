@@ -23,6 +23,7 @@ use berth_runtime::{ContainerSpec, Mount};
 use berth_store::Workspace;
 use futures_util::StreamExt;
 
+use crate::auth::{audit, Actor};
 use crate::error::{ApiError, ApiResult};
 use crate::lifecycle::{self, CreateSpec, HOME, WORKSPACE_UID};
 use crate::state::{AppState, LABEL_MANAGED, LABEL_SERVER, LABEL_TENANT, LABEL_WORKSPACE};
@@ -90,6 +91,7 @@ async fn manifest(state: &AppState, w: &Workspace, paused: bool) -> ApiResult<Ba
             headers: u.headers,
         })
         .collect();
+    let approval = state.store.workspace_approval(&w.id).await?;
     Ok(BackupManifest {
         format: 1,
         berth_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -108,6 +110,17 @@ async fn manifest(state: &AppState, w: &Workspace, paused: bool) -> ApiResult<Ba
             egress: Some(egress),
             egress_templates: Some(templates),
             secrets: Some(secrets),
+            approval: Some(approval.as_str().to_owned()),
+            mcp_servers: (!w.mcp_servers.is_empty()).then(|| {
+                w.mcp_servers
+                    .iter()
+                    .map(berth_api::McpServer::from_domain)
+                    .collect()
+            }),
+            // The restored workspace is a plain one: its home already holds what the template
+            // provisioned.
+            template: None,
+            params: None,
         },
     })
 }
@@ -167,6 +180,65 @@ async fn helper_image(state: &AppState, preferred: &str) -> ApiResult<String> {
 /// Starts streaming a backup of `w`. Set-up errors (engine down, workspace busy) are returned
 /// here; an error during the copy aborts the body, and the archive then lacks its end marker.
 /// `done` receives the outcome once the stream ends.
+/// A backup of `ws` for `actor`, audited as `workspace.backup`: a backup that starts when its
+/// stream ends (with the outcome), one that cannot start at once.
+pub async fn audited_backup(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    ws: &str,
+    pause: bool,
+) -> ApiResult<Download> {
+    let started = match lifecycle::resolve(state, ws).await {
+        Ok(w) => {
+            let target = w.qualified_name();
+            let store = state.store.clone();
+            let who = actor.clone();
+            let done = move |result: Result<BackupTrailer, String>| {
+                tokio::spawn(async move {
+                    let result = result.map_err(|m| ApiError::new(ErrorCode::Internal, m));
+                    audit(&store, &who, "workspace.backup", &target, &result).await;
+                });
+            };
+            backup(state.clone(), w, pause, done).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &started {
+        let failed = Err::<(), _>(ApiError::new(e.code, e.message.clone()));
+        audit(&state.store, actor, "workspace.backup", ws, &failed).await;
+    }
+    started
+}
+
+/// A restore for `actor` (whose role bounds what the archive may ask for), audited as
+/// `workspace.restore`; `checked` is the transport's verdict on the body (its media type).
+pub async fn audited_restore(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    q: RestoreQuery,
+    checked: ApiResult<()>,
+    body: axum::body::Body,
+) -> ApiResult<Workspace> {
+    let shown = match (&q.tenant, &q.name) {
+        (Some(t), Some(n)) if !n.contains('/') => format!("{t}/{n}"),
+        (_, Some(n)) => n.clone(),
+        _ => "(name from the archive)".to_owned(),
+    };
+    let result = match checked {
+        Ok(()) => restore(state.clone(), q, body, actor.role).await,
+        Err(e) => Err(e),
+    };
+    let target = match &result {
+        Ok(w) => w.qualified_name(),
+        Err(_) => shown,
+    };
+    audit(&state.store, actor, "workspace.restore", &target, &result).await;
+    if let Ok(w) = &result {
+        lifecycle::serve_channel(state, &w.id).await;
+    }
+    result
+}
+
 pub async fn backup(
     state: Arc<AppState>,
     w: Workspace,
@@ -331,7 +403,7 @@ pub async fn restore(
     state: Arc<AppState>,
     q: RestoreQuery,
     body: axum::body::Body,
-    role: &str,
+    role: berth_domain::Role,
 ) -> ApiResult<Workspace> {
     crate::disk::ensure_room(&state)?;
     let (in_tx, in_rx) = pipe::channel();
@@ -369,6 +441,11 @@ pub async fn restore(
         let req = restore_request(&state, &manifest, &q).await?;
         crate::lifecycle::check_network_allowed(role, req.network.as_deref())?;
         let spec = CreateSpec::from_request(&state, &req)?;
+        // A restore makes a workspace like a create: within the tenant's quota.
+        let asked = crate::lifecycle::quota_use(&spec.limits);
+        // Admin-only; not held until the restored row is stored (a restore racing a create of
+        // the same tenant may both pass).
+        drop(crate::tenants::check(&state, &spec.tenant, asked, None).await?);
         crate::lifecycle::ensure_image(&state, &spec.image).await?;
         if state
             .store

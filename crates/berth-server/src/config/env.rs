@@ -26,6 +26,11 @@ impl EnvVars {
     pub const GATEWAY_RESERVE_OUTPUT_TOKENS: &'static str = "BERTH_GATEWAY_RESERVE_OUTPUT_TOKENS";
     pub const GATEWAY_RECORD_DAYS: &'static str = "BERTH_GATEWAY_RECORD_DAYS";
     pub const BOOTSTRAP_TOKEN: &'static str = "BERTH_BOOTSTRAP_TOKEN";
+    pub const OIDC_CLIENT_SECRET: &'static str = "BERTH_OIDC_CLIENT_SECRET";
+    pub const NOTIFY_ALLOW_PRIVATE: &'static str = "BERTH_NOTIFY_ALLOW_PRIVATE";
+    pub const NOTIFY_RETRY_BASE_MS: &'static str = "BERTH_NOTIFY_RETRY_BASE_MS";
+    pub const NOTIFY_MAX_ATTEMPTS: &'static str = "BERTH_NOTIFY_MAX_ATTEMPTS";
+    pub const NOTIFY_BUDGET_NEAR_PERCENT: &'static str = "BERTH_NOTIFY_BUDGET_NEAR_PERCENT";
 }
 
 /// One LLM provider's upstream as configured (`None`: not set).
@@ -54,6 +59,16 @@ pub struct EnvSettings {
     pub gateway_record_days: Option<String>,
     /// The first admin token.
     pub bootstrap_token: Option<Secret>,
+    /// The OpenID Provider's client secret for berth (single sign-on).
+    pub oidc_client_secret: Option<Secret>,
+    /// `1`: notifications may go to loopback, private and link-local addresses.
+    pub notify_allow_private: Option<String>,
+    /// The first retry's delay of a notification, in milliseconds (each next one doubles).
+    pub notify_retry_base_ms: Option<String>,
+    /// Attempts per notification delivery.
+    pub notify_max_attempts: Option<String>,
+    /// The share (percent) of a budget that raises `budget.near`.
+    pub notify_budget_near_percent: Option<String>,
 }
 
 impl EnvSettings {
@@ -81,6 +96,11 @@ impl EnvSettings {
             gateway_reserve_output_tokens: var(EnvVars::GATEWAY_RESERVE_OUTPUT_TOKENS),
             gateway_record_days: var(EnvVars::GATEWAY_RECORD_DAYS),
             bootstrap_token: var(EnvVars::BOOTSTRAP_TOKEN).map(Secret::new),
+            oidc_client_secret: var(EnvVars::OIDC_CLIENT_SECRET).map(Secret::new),
+            notify_allow_private: var(EnvVars::NOTIFY_ALLOW_PRIVATE),
+            notify_retry_base_ms: var(EnvVars::NOTIFY_RETRY_BASE_MS),
+            notify_max_attempts: var(EnvVars::NOTIFY_MAX_ATTEMPTS),
+            notify_budget_near_percent: var(EnvVars::NOTIFY_BUDGET_NEAR_PERCENT),
         }
     }
 }
@@ -109,6 +129,11 @@ mod tests {
         EnvVars::GATEWAY_RESERVE_OUTPUT_TOKENS,
         EnvVars::GATEWAY_RECORD_DAYS,
         EnvVars::BOOTSTRAP_TOKEN,
+        EnvVars::OIDC_CLIENT_SECRET,
+        EnvVars::NOTIFY_ALLOW_PRIVATE,
+        EnvVars::NOTIFY_RETRY_BASE_MS,
+        EnvVars::NOTIFY_MAX_ATTEMPTS,
+        EnvVars::NOTIFY_BUDGET_NEAR_PERCENT,
     ];
 
     #[derive(clap::Parser)]

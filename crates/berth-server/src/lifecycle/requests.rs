@@ -33,6 +33,42 @@ fn create_target(req: &ApiResult<api::CreateWorkspace>) -> String {
     }
 }
 
+/// A tenant's caller creates in its own tenant: a request without a tenant gets it, one naming
+/// another tenant is refused as if that tenant did not exist (404).
+fn scoped(actor: &Actor, mut req: api::CreateWorkspace) -> ApiResult<api::CreateWorkspace> {
+    if let Some(own) = actor.scope() {
+        let tenant = req.tenant.get_or_insert_with(|| own.to_owned()).clone();
+        actor.check_tenant(&tenant, || format!("tenant {tenant}"))?;
+    }
+    Ok(req)
+}
+
+/// The resources a workspace holds against its tenant's quota.
+pub(crate) fn quota_use(limits: &berth_domain::Limits) -> berth_domain::QuotaUse {
+    berth_domain::QuotaUse {
+        workspaces: 1,
+        memory_bytes: limits.memory_bytes,
+        nano_cpus: limits.nano_cpus,
+        tasks: 0,
+    }
+}
+
+/// Refuses starting a stopped or failed workspace its tenant's quota has no room for.
+async fn check_start_quota(state: &AppState, ws: &str) -> ApiResult<crate::tenants::QuotaHold> {
+    let w = super::resolve(state, ws).await?;
+    if matches!(
+        w.state,
+        berth_domain::WorkspaceState::Running | berth_domain::WorkspaceState::Starting
+    ) {
+        return Ok(crate::tenants::QuotaHold::none());
+    }
+    let asked = berth_domain::QuotaUse {
+        workspaces: 0,
+        ..quota_use(&w.limits)
+    };
+    crate::tenants::check(state, &w.tenant, asked, Some(&w.id)).await
+}
+
 /// Creates a workspace (see [`super::create`]); `req` is `Err` when the request was malformed,
 /// which is recorded too. Secrets delivered for real (env/file) are recorded as exposed.
 pub async fn create_workspace(
@@ -40,19 +76,34 @@ pub async fn create_workspace(
     actor: &Actor,
     req: ApiResult<api::CreateWorkspace>,
 ) -> ApiResult<Workspace> {
+    let req = req.and_then(|r| scoped(actor, r));
     let target = create_target(&req);
     let result = async {
-        let req = req?;
+        let mut req = req?;
         check_plain_name(&req.name)?;
-        check_network_allowed(&actor.role, req.network.as_deref())?;
-        let spec = CreateSpec::from_request(state, &req)?;
-        super::create(state, spec).await
+        check_network_allowed(actor.role, req.network.as_deref())?;
+        let pending = crate::provision::prepare(state, &mut req).await?;
+        let mut spec = CreateSpec::from_request(state, &req)?;
+        spec.provision = pending;
+        let approval = crate::approvals::parse_policy(req.approval.as_deref())?;
+        let _admitted =
+            crate::tenants::check(state, &spec.tenant, quota_use(&spec.limits), None).await?;
+        let w = super::create(state, spec).await?;
+        if let Some(policy) = approval {
+            state.store.set_workspace_approval(&w.id, policy).await?;
+        }
+        Ok(w)
     }
     .await;
     audit(&state.store, actor, "workspace.create", &target, &result).await;
     let w = result?;
     record_exposed_secrets(state, actor, &w).await?;
     super::serve_channel(state, &w.id).await;
+    // A workspace made from a template is provisioned now, in the background (progress:
+    // `GET /workspaces/{ws}/provision`).
+    if state.store.provision(&w.id).await?.is_some() {
+        crate::provision::spawn(state.clone(), w.id.clone(), actor.clone());
+    }
     Ok(w)
 }
 
@@ -68,17 +119,19 @@ fn check_plain_name(name: &str) -> ApiResult<()> {
 async fn record_exposed_secrets(state: &AppState, actor: &Actor, w: &Workspace) -> ApiResult<()> {
     for u in state.store.secret_uses(Some(&w.id)).await? {
         if u.delivery.exposes() {
+            let target = format!("{}/{}", w.tenant, u.name);
             let rec = AuditRecord {
-                actor: actor.token_id.clone(),
+                actor: actor.id.clone(),
                 action: "secret.expose".into(),
-                target: format!("{}/{}", w.tenant, u.name),
                 result: "ok".into(),
                 detail: Some(format!(
                     "delivered as {} into {}",
                     u.delivery,
                     w.qualified_name()
                 )),
+                ..crate::auth::actor_fields(actor, "secret.expose", &target)
             };
+            let rec = AuditRecord { target, ..rec };
             state.store.append_audit(&rec).await?;
         }
     }
@@ -91,7 +144,10 @@ pub async fn start_workspace(
     actor: &Actor,
     ws: &str,
 ) -> ApiResult<Workspace> {
-    let result = super::start(state, ws).await;
+    let result = match check_start_quota(state, ws).await {
+        Ok(_admitted) => super::start(state, ws).await,
+        Err(e) => Err(e),
+    };
     audit(
         &state.store,
         actor,

@@ -10,10 +10,10 @@ use axum::Extension;
 use berth_api as api;
 
 use super::Query;
-use crate::auth::{audit, Actor};
-use crate::error::{ApiError, ApiResult};
+use crate::auth::Actor;
+use crate::backup;
+use crate::error::ApiResult;
 use crate::state::AppState;
-use crate::{backup, lifecycle};
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/backup", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace reference"), api::BackupQuery),
@@ -32,31 +32,7 @@ pub async fn backup(
     Path(ws): Path<String>,
     Query(q): Query<api::BackupQuery>,
 ) -> ApiResult<Response> {
-    let started = match lifecycle::resolve(&state, &ws).await {
-        Ok(w) => {
-            let target = w.qualified_name();
-            let store = state.store.clone();
-            let who = actor.clone();
-            let done = move |result: Result<api::BackupTrailer, String>| {
-                tokio::spawn(async move {
-                    let result =
-                        result.map_err(|m| ApiError::new(berth_domain::ErrorCode::Internal, m));
-                    audit(&store, &who, "workspace.backup", &target, &result).await;
-                });
-            };
-            backup::backup(state.clone(), w, q.pause, done).await
-        }
-        Err(e) => Err(e),
-    };
-    // A backup that starts is audited when its stream ends.
-    let download = match started {
-        Ok(d) => d,
-        Err(e) => {
-            let failed = Err::<(), _>(ApiError::new(e.code, e.message.clone()));
-            audit(&state.store, &actor, "workspace.backup", &ws, &failed).await;
-            return Err(e);
-        }
-    };
+    let download = backup::audited_backup(&state, &actor, &ws, q.pause).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/zstd".to_owned()),
@@ -89,22 +65,8 @@ pub async fn restore(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<impl IntoResponse> {
-    let shown = match (&q.tenant, &q.name) {
-        (Some(t), Some(n)) if !n.contains('/') => format!("{t}/{n}"),
-        (_, Some(n)) => n.clone(),
-        _ => "(name from the archive)".to_owned(),
-    };
-    let result = match check_archive_type(&headers) {
-        Ok(()) => backup::restore(state.clone(), q, body, &actor.role).await,
-        Err(e) => Err(e),
-    };
-    let target = match &result {
-        Ok(w) => w.qualified_name(),
-        Err(_) => shown,
-    };
-    audit(&state.store, &actor, "workspace.restore", &target, &result).await;
-    let w = result?;
-    crate::lifecycle::serve_channel(&state, &w.id).await;
+    let checked = check_archive_type(&headers);
+    let w = backup::audited_restore(&state, &actor, q, checked, body).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(super::workspaces::to_api(&w)),

@@ -62,10 +62,17 @@ async fn to_api(
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<api::EgressTemplateQuery>,
 ) -> ApiResult<axum::Json<Vec<api::EgressTemplate>>> {
     let tenant = q.tenant.as_deref().map(policy::tenant_name).transpose()?;
     let tenant = tenant.as_ref().map(Name::as_str);
+    // A tenant's caller sees the built-ins and its tenant's templates.
+    let tenant = match (actor.scope(), tenant) {
+        (Some(own), Some(t)) if own != t => return Ok(axum::Json(Vec::new())),
+        (Some(own), _) => Some(own),
+        (None, t) => t,
+    };
     let mut out = Vec::new();
     for b in BUILTIN_TEMPLATES {
         out.push(to_api(&state, Template::Builtin(b), tenant).await?);
@@ -85,7 +92,11 @@ pub async fn create(
     Extension(actor): Extension<Actor>,
     body: super::JsonBody,
 ) -> ApiResult<(StatusCode, axum::Json<api::EgressTemplate>)> {
-    let req = parse_body::<api::CreateEgressTemplate>(&body);
+    // A template of another tenant than the caller's: as if that tenant did not exist.
+    let req = parse_body::<api::CreateEgressTemplate>(&body).and_then(|r| {
+        actor.check_tenant(&r.tenant, || format!("tenant {}", r.tenant))?;
+        Ok(r)
+    });
     let target = match &req {
         Ok(r) => format!("{}/{}", r.tenant, r.name),
         Err(_) => "(invalid request)".to_owned(),

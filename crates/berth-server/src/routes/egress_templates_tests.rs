@@ -68,6 +68,7 @@ impl H {
                 },
                 network: "none".into(),
                 volume: format!("v-{name}"),
+                mcp_servers: Vec::new(),
             })
             .await
             .unwrap();
@@ -88,7 +89,7 @@ impl H {
     async fn audit_results(&self, action: &str) -> Vec<(String, String)> {
         self.state
             .store
-            .list_audit(1000, None)
+            .list_audit(1000, None, None)
             .await
             .unwrap()
             .into_iter()

@@ -1,127 +1,221 @@
 //! HTTP routes under `/api/v1`. Handlers only parse and validate, then call the lifecycle or
 //! the daemon; one file per resource.
 
+pub mod access;
+pub mod approvals;
 pub mod backups;
 pub mod egress;
 pub mod egress_templates;
+pub mod notify;
 pub mod secrets;
 pub mod sse;
+pub mod sso;
 pub mod system;
 pub mod tasks;
+pub mod templates;
+pub mod tenants;
 pub mod terminal;
+pub mod tokens;
 pub mod usage;
 pub mod workspaces;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
+use berth_domain::Permission::{Manage, Operate, Read};
 
+use self::access::{Access, Api, RouteSpec};
 use crate::state::AppState;
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let api = Router::new()
-        .route("/version", get(system::version))
-        .route("/whoami", get(system::whoami))
-        .route("/doctor", get(system::doctor))
-        .route("/audit", get(system::audit))
-        .route("/image", get(system::image_status))
-        .route("/image/build", post(system::image_build))
-        .route("/openapi.json", get(crate::openapi::serve))
-        .route(
-            "/workspaces",
-            get(workspaces::list).post(workspaces::create),
-        )
-        .route(
-            "/workspaces/{ws}",
-            get(workspaces::show).delete(workspaces::remove),
-        )
-        .route("/workspaces/{ws}/start", post(workspaces::start))
-        .route("/workspaces/{ws}/stop", post(workspaces::stop))
-        .route("/workspaces/{ws}/backup", get(backups::backup))
-        .route("/backups/restore", post(backups::restore))
-        .route("/workspaces/{ws}/exec", post(terminal::exec))
-        .route("/workspaces/{ws}/exec/ws", get(terminal::exec_ws))
-        .route(
+const ADMIN: Access = Access::Admin;
+/// Viewers and up: look.
+const READ: Access = Access::Tenant(Read);
+/// Members and up: work.
+const OPERATE: Access = Access::Tenant(Operate);
+/// Owners and up: govern the tenant.
+const MANAGE: Access = Access::Tenant(Manage);
+
+/// Every API route with its access, in one table (paths relative to `/api/v1`).
+fn api() -> Api {
+    Api::default()
+        .get("/version", READ, system::version)
+        .get("/whoami", READ, system::whoami)
+        .get("/doctor", ADMIN, system::doctor)
+        .get("/audit", READ, system::audit)
+        .get("/image", READ, system::image_status)
+        .post("/image/build", ADMIN, system::image_build)
+        .get("/openapi.json", READ, crate::openapi::serve)
+        .get("/tokens", MANAGE, tokens::list)
+        .post("/tokens", MANAGE, tokens::create)
+        .delete("/tokens/{id}", MANAGE, tokens::revoke)
+        .get("/tenants", READ, tenants::list)
+        .get("/tenants/{tenant}/quota", READ, tenants::quota)
+        .put("/tenants/{tenant}/quota", ADMIN, tenants::set_quota)
+        .get("/workspaces", READ, workspaces::list)
+        .post("/workspaces", OPERATE, workspaces::create)
+        .get("/workspaces/{ws}", READ, workspaces::show)
+        .delete("/workspaces/{ws}", MANAGE, workspaces::remove)
+        .post("/workspaces/{ws}/start", OPERATE, workspaces::start)
+        .post("/workspaces/{ws}/stop", OPERATE, workspaces::stop)
+        .get("/workspaces/{ws}/backup", ADMIN, backups::backup)
+        .post("/backups/restore", ADMIN, backups::restore)
+        .post("/workspaces/{ws}/exec", OPERATE, terminal::exec)
+        .get("/workspaces/{ws}/exec/ws", OPERATE, terminal::exec_ws)
+        .get("/workspaces/{ws}/sessions", READ, terminal::list_sessions)
+        .post(
             "/workspaces/{ws}/sessions",
-            get(terminal::list_sessions).post(terminal::create_session),
+            OPERATE,
+            terminal::create_session,
         )
-        .route(
+        .get(
             "/workspaces/{ws}/sessions/{session}",
-            get(terminal::get_session).delete(terminal::remove_session),
+            READ,
+            terminal::get_session,
         )
-        .route(
+        .delete(
+            "/workspaces/{ws}/sessions/{session}",
+            OPERATE,
+            terminal::remove_session,
+        )
+        .get(
             "/workspaces/{ws}/sessions/{session}/scrollback",
-            get(terminal::scrollback),
+            READ,
+            terminal::scrollback,
         )
-        .route(
+        // Viewers attach read-only: their input is dropped (see `terminal::attach`).
+        .get(
             "/workspaces/{ws}/sessions/{session}/attach",
-            get(terminal::attach),
+            READ,
+            terminal::attach,
         )
-        .route("/tasks", get(tasks::list).post(tasks::create))
-        .route("/tasks/{task}", get(tasks::show))
-        .route("/tasks/{task}/messages", post(tasks::send))
-        .route("/tasks/{task}/cancel", post(tasks::cancel))
-        .route("/tasks/{task}/events", get(tasks::events))
-        .route("/tasks/{task}/diff", get(tasks::diff))
-        .route("/tasks/{task}/events/stream", get(tasks::stream))
-        .route(
-            "/workspaces/{ws}/egress/rules",
-            get(egress::rules)
-                .put(egress::set_rules)
-                .post(egress::add_rule),
-        )
-        .route(
+        .get("/tasks", READ, tasks::list)
+        .post("/tasks", OPERATE, tasks::create)
+        .get("/tasks/{task}", READ, tasks::show)
+        .post("/tasks/{task}/messages", OPERATE, tasks::send)
+        .post("/tasks/{task}/cancel", OPERATE, tasks::cancel)
+        .post("/tasks/{task}/attach", OPERATE, tasks::attach)
+        .get("/tasks/{task}/events", READ, tasks::events)
+        .get("/tasks/{task}/diff", READ, tasks::diff)
+        .get("/tasks/{task}/patch", READ, tasks::patch)
+        .get("/tasks/{task}/events/stream", READ, tasks::stream)
+        .get("/tasks/{task}/approvals", READ, approvals::list)
+        .post("/tasks/{task}/approvals/{req}", OPERATE, approvals::decide)
+        .get("/inbox", READ, approvals::inbox)
+        .get("/workspaces/{ws}/egress/rules", READ, egress::rules)
+        .put("/workspaces/{ws}/egress/rules", MANAGE, egress::set_rules)
+        .post("/workspaces/{ws}/egress/rules", MANAGE, egress::add_rule)
+        .delete(
             "/workspaces/{ws}/egress/rules/{index}",
-            axum::routing::delete(egress::remove_rule),
+            MANAGE,
+            egress::remove_rule,
         )
-        .route("/workspaces/{ws}/egress/effective", get(egress::effective))
-        .route(
+        .get("/workspaces/{ws}/egress/effective", READ, egress::effective)
+        .get(
             "/workspaces/{ws}/egress/templates",
-            get(egress_templates::attached).post(egress_templates::attach),
+            READ,
+            egress_templates::attached,
         )
-        .route(
+        .post(
+            "/workspaces/{ws}/egress/templates",
+            MANAGE,
+            egress_templates::attach,
+        )
+        .delete(
             "/workspaces/{ws}/egress/templates/{name}",
-            axum::routing::delete(egress_templates::detach),
+            MANAGE,
+            egress_templates::detach,
         )
-        .route(
-            "/egress/templates",
-            get(egress_templates::list).post(egress_templates::create),
+        .get("/templates", READ, templates::list)
+        .get("/templates/{tenant}/{name}", READ, templates::show)
+        .put("/templates/{tenant}/{name}", MANAGE, templates::set)
+        .delete("/templates/{tenant}/{name}", MANAGE, templates::remove)
+        .get("/workspaces/{ws}/provision", READ, templates::status)
+        .post(
+            "/workspaces/{ws}/provision",
+            OPERATE,
+            templates::reprovision,
         )
-        .route(
+        .get("/egress/templates", READ, egress_templates::list)
+        .post("/egress/templates", MANAGE, egress_templates::create)
+        .get(
             "/egress/templates/{tenant}/{name}",
-            get(egress_templates::show)
-                .put(egress_templates::set)
-                .delete(egress_templates::remove),
+            READ,
+            egress_templates::show,
         )
-        .route("/workspaces/{ws}/egress/log", get(egress::log))
-        .route(
+        .put(
+            "/egress/templates/{tenant}/{name}",
+            MANAGE,
+            egress_templates::set,
+        )
+        .delete(
+            "/egress/templates/{tenant}/{name}",
+            MANAGE,
+            egress_templates::remove,
+        )
+        .get("/workspaces/{ws}/egress/log", READ, egress::log)
+        .get(
             "/workspaces/{ws}/egress/log/stream",
-            get(egress::log_stream),
+            READ,
+            egress::log_stream,
         )
-        .route("/secrets", get(secrets::list))
-        .route(
-            "/secrets/{tenant}/{name}",
-            axum::routing::put(secrets::set).delete(secrets::remove),
+        // Metadata only: no route returns a secret's value.
+        .get("/secrets", OPERATE, secrets::list)
+        .put("/secrets/{tenant}/{name}", MANAGE, secrets::set)
+        .delete("/secrets/{tenant}/{name}", MANAGE, secrets::remove)
+        .get("/usage", READ, usage::usage)
+        .get("/usage/calls", READ, usage::calls)
+        .get("/usage/calls/{call}", READ, usage::call)
+        // Single sign-on: the caller's own browser session, and the people it knows.
+        .get("/auth/session", READ, sso::session)
+        .post("/auth/logout", READ, sso::logout)
+        .post("/auth/device", READ, sso::remember_device)
+        .get("/users", MANAGE, sso::list)
+        .post("/users/{user}/disable", MANAGE, sso::disable)
+        .post("/users/{user}/enable", MANAGE, sso::enable)
+        .get("/budgets", READ, usage::list_budgets)
+        .put("/budgets", MANAGE, usage::set_budget)
+        .delete("/budgets", MANAGE, usage::remove_budget)
+        // Notifications: every caller subscribes to what it can read; a subscription is its
+        // owner's alone (admins see all), which the service checks (404 otherwise).
+        .get("/notifications/subscriptions", READ, notify::list)
+        .post("/notifications/subscriptions", READ, notify::create)
+        .get("/notifications/subscriptions/{sub}", READ, notify::show)
+        .delete("/notifications/subscriptions/{sub}", READ, notify::remove)
+        .post(
+            "/notifications/subscriptions/{sub}/test",
+            READ,
+            notify::test,
         )
-        .route("/usage", get(usage::usage))
-        .route("/usage/calls", get(usage::calls))
-        .route("/usage/calls/{id}", get(usage::call))
-        .route(
-            "/budgets",
-            get(usage::list_budgets)
-                .put(usage::set_budget)
-                .delete(usage::remove_budget),
+        .get(
+            "/notifications/subscriptions/{sub}/deliveries",
+            READ,
+            notify::deliveries,
         )
+        .get("/notifications/stream", READ, notify::stream)
+}
+
+/// The access table of every API route, as registered (paths relative to `/api/v1`).
+pub fn table() -> Vec<RouteSpec> {
+    api().into_parts().1
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let (api, _) = api().into_parts();
+    let api = api
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_token,
         ))
+        // Public (added after the token layer): the sign-in page asks how to sign in.
+        .route("/auth/config", get(sso::config))
         .layer(axum::middleware::map_response(json_errors));
     Router::new()
         .nest(berth_api::API_PREFIX, api)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/auth/oidc/login", get(sso::login))
+        .route("/auth/oidc/callback", get(sso::callback))
         .fallback(crate::ui::serve)
         .with_state(state)
 }
@@ -241,6 +335,12 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
         crate::error::ApiError::invalid(format!("invalid request body: {e}"))
     };
     let mut v: serde_json::Value = serde_json::from_slice(body.json_bytes()?).map_err(invalid)?;
+    // Every body of this API is an object (serde would also read a struct from an array).
+    if !v.is_object() {
+        return Err(crate::error::ApiError::invalid(
+            "invalid request body: expected a JSON object",
+        ));
+    }
     integral_numbers(&mut v);
     serde_json::from_value(v).map_err(invalid)
 }
@@ -337,3 +437,6 @@ where
 #[cfg(test)]
 #[path = "contract_tests.rs"]
 mod contract_tests;
+#[cfg(test)]
+#[path = "sso_tests.rs"]
+mod sso_tests;

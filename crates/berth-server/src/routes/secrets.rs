@@ -69,13 +69,20 @@ pub async fn set(
     responses((status = 200, body = [api::SecretInfo])), security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<api::SecretQuery>,
 ) -> ApiResult<axum::Json<Vec<api::SecretInfo>>> {
     if let Some(t) = &q.tenant {
         crate::error::tenant_name(t)?;
     }
+    // A tenant's caller lists its tenant's secrets (another tenant's filter: none).
+    let tenant = match (actor.scope(), q.tenant.as_deref()) {
+        (Some(own), Some(t)) if own != t => return Ok(axum::Json(Vec::new())),
+        (Some(own), _) => Some(own),
+        (None, t) => t,
+    };
     let mut out = Vec::new();
-    for s in state.store.list_secrets(q.tenant.as_deref()).await? {
+    for s in state.store.list_secrets(tenant).await? {
         out.push(info(&state, s).await?);
     }
     Ok(axum::Json(out))

@@ -54,6 +54,7 @@ impl H {
                 },
                 network: "none".into(),
                 volume: "v-web".into(),
+                mcp_servers: Vec::new(),
             })
             .await
             .unwrap();
@@ -151,4 +152,23 @@ async fn binding_headers_are_validated() {
         );
         assert!(v["error"]["message"].as_str().unwrap().contains(why), "{v}");
     }
+}
+
+/// No route reads a secret's value: the only GET under `/secrets` is the list, and what it (and
+/// every other secrets route) answers has no field for the value.
+#[test]
+fn no_route_reads_a_secret_value() {
+    let reads: Vec<_> = crate::routes::table()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/secrets") && r.method == "GET")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(reads, ["/secrets"]);
+    let doc = crate::openapi::document();
+    let info = &doc["components"]["schemas"]["SecretInfo"]["properties"];
+    let fields: Vec<_> = info.as_object().unwrap().keys().cloned().collect();
+    assert!(
+        !fields.iter().any(|f| f.contains("value")),
+        "SecretInfo has {fields:?}"
+    );
 }

@@ -8,10 +8,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use berth_api as api;
-use berth_runtime::image::BuildProgress;
 
 use super::Query;
-use crate::auth::{audit as write_audit, Actor};
+use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -28,15 +27,22 @@ pub async fn version(State(state): State<Arc<AppState>>) -> axum::Json<api::Serv
 }
 
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "system",
-    responses((status = 200, body = api::WhoAmI), (status = 401, body = api::ErrorBody)),
+    responses((status = 200, body = api::WhoAmI),
+        (status = 401, description = "`unauthorized`, `token_expired` or `token_revoked`", body = api::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn whoami(Extension(actor): Extension<Actor>) -> axum::Json<api::WhoAmI> {
-    axum::Json(api::WhoAmI {
-        token_id: actor.token_id,
-        token_name: actor.token_name,
-        role: actor.role,
+pub async fn whoami(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<axum::Json<api::WhoAmI>> {
+    let expires_at = crate::tokens::expiry(&state, &actor).await?;
+    Ok(axum::Json(api::WhoAmI {
+        token_id: actor.id,
+        token_name: actor.name,
+        role: actor.role.as_str().to_owned(),
+        tenant: actor.tenant,
+        expires_at,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
-    })
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "system", params(api::AuditQuery),
@@ -44,10 +50,15 @@ pub async fn whoami(Extension(actor): Extension<Actor>) -> axum::Json<api::WhoAm
     security(("bearer" = [])))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<api::AuditQuery>,
 ) -> ApiResult<axum::Json<Vec<api::AuditEntry>>> {
     let limit = api::AUDIT_LIMIT.check(q.limit).map_err(ApiError::invalid)?;
-    let entries = state.store.list_audit(limit, q.target.as_deref()).await?;
+    // A tenant's caller reads the rows of its tenant's objects only.
+    let entries = state
+        .store
+        .list_audit(limit, q.target.as_deref(), actor.scope())
+        .await?;
     Ok(axum::Json(
         entries
             .into_iter()
@@ -55,6 +66,10 @@ pub async fn audit(
                 id: e.id,
                 at: e.at,
                 actor: e.record.actor,
+                actor_name: e.record.actor_name,
+                actor_role: e.record.actor_role,
+                actor_tenant: e.record.actor_tenant,
+                tenant: e.record.tenant,
                 action: e.record.action,
                 target: e.record.target,
                 result: e.record.result,
@@ -100,57 +115,9 @@ pub async fn image_build(
     } else {
         super::parse_body(&body)?
     };
-    let force = req.force;
-    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let (prog_tx, mut prog_rx) = tokio::sync::mpsc::unbounded_channel::<BuildProgress>();
-    let forward = line_tx.clone();
-    let forwarder = tokio::spawn(async move {
-        while let Some(p) = prog_rx.recv().await {
-            let ev = api::BuildEvent::Progress {
-                step: p.step.as_str().to_owned(),
-                line: p.line,
-            };
-            if forward.send(ndjson(&ev)).is_err() {
-                // The client left; the build goes on so its result is not wasted.
-                continue;
-            }
-        }
-    });
-    // Run the build in its own task: a client disconnect must not cancel it halfway.
-    tokio::spawn(async move {
-        let result = state.host.images.build(force, prog_tx).await;
-        let (ev, res) = match result {
-            Ok(o) => (
-                api::BuildEvent::Done {
-                    tag: o.tag,
-                    skipped: o.skipped,
-                    seconds: o.duration.as_secs_f64(),
-                },
-                Ok(()),
-            ),
-            Err(e) => {
-                let err = ApiError::from(e);
-                (
-                    api::BuildEvent::Error {
-                        code: err.code.as_str().to_owned(),
-                        message: err.message.clone(),
-                    },
-                    Err(err),
-                )
-            }
-        };
-        // The build dropped its progress sender; once the forwarder drained, `done` is last.
-        let _ = forwarder.await;
-        let _ = line_tx.send(ndjson(&ev));
-        write_audit(
-            &state.store,
-            &actor,
-            "image.build",
-            &state.host.images.tag(),
-            &res,
-        )
-        .await;
-    });
+    let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<api::BuildEvent>();
+    crate::images::build(state, actor, req.force, line_tx);
+    let line_rx = ndjson_lines(line_rx);
     let stream = tokio_stream_from(line_rx);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -163,6 +130,21 @@ fn ndjson(ev: &api::BuildEvent) -> String {
     let mut s = serde_json::to_string(ev).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// The events as newline-delimited JSON, one per line.
+fn ndjson_lines(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<api::BuildEvent>,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            if tx.send(ndjson(&ev)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 fn tokio_stream_from(

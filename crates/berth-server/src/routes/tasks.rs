@@ -7,19 +7,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Extension;
 use berth_api as api;
-use berth_domain::TaskState;
+use berth_domain::TaskId;
 
 use super::sse::{self, Read};
 use super::{parse_body, Query};
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle;
 use crate::state::AppState;
 use crate::tasks;
 
 #[utoipa::path(post, path = "/api/v1/tasks", operation_id = "create_task", tag = "tasks", request_body = api::CreateTask,
     responses((status = 201, body = api::Task), (status = 400, body = api::ErrorBody),
-        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody),
+        (status = 409, description = "`invalid_state`, or `quota_exceeded`: the tenant's task quota is used up", body = api::ErrorBody),
+        (status = 424, description = "`provider_unconfigured`: the agent's LLM provider has no upstream key on this server", body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
@@ -29,7 +30,36 @@ pub async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let req = parse_body::<api::CreateTask>(&body);
     let task = tasks::create(&state, &actor, req).await?;
-    Ok((StatusCode::CREATED, axum::Json(tasks::to_api(&task))))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(tasks::view(&state, &task).await?),
+    ))
+}
+
+/// Takes a task over: an interactive session of the task's agent resuming its conversation in
+/// its directory (attach to it like any session). 409 `task_turn_running` while a headless
+/// turn runs; while the session is open, messages get 409 `task_interactive`.
+#[utoipa::path(post, path = "/api/v1/tasks/{task}/attach", operation_id = "attach_task", tag = "tasks",
+    request_body = api::AttachTask,
+    params(("task" = String, Path, description = "task id")),
+    responses((status = 201, body = api::Session), (status = 400, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
+        (status = 424, description = "`provider_unconfigured`: the agent's LLM provider has no upstream key on this server", body = api::ErrorBody),
+        (status = 503, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn attach(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: super::JsonBody,
+) -> ApiResult<impl IntoResponse> {
+    let req = if body.is_blank() {
+        Ok(api::AttachTask::default())
+    } else {
+        parse_body::<api::AttachTask>(&body)
+    };
+    let s = crate::agent_sessions::attach_task(&state, &actor, &id, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(s)))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "tasks", params(api::TaskQuery),
@@ -37,22 +67,10 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<api::TaskQuery>,
 ) -> ApiResult<axum::Json<Vec<api::Task>>> {
-    let ws = match &q.workspace {
-        Some(w) => Some(lifecycle::resolve(&state, w).await?.id),
-        None => None,
-    };
-    let st = match &q.state {
-        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "unknown state {s:?}: use queued, starting, running, waiting, completed, failed or cancelled"
-            ))
-        })?),
-        None => None,
-    };
-    let all = state.store.list_tasks(ws.as_ref(), st).await?;
-    Ok(axum::Json(all.iter().map(tasks::to_api).collect()))
+    Ok(axum::Json(tasks::list(&state, &actor, &q).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{task}", operation_id = "show_task", tag = "tasks",
@@ -63,7 +81,8 @@ pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<api::Task>> {
-    Ok(axum::Json(tasks::to_api(&tasks::get(&state, &id).await?)))
+    let task = tasks::find(&state, &id).await?;
+    Ok(axum::Json(tasks::view(&state, &task).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{task}/messages", tag = "tasks", request_body = api::SendMessage,
@@ -79,7 +98,7 @@ pub async fn send(
 ) -> ApiResult<axum::Json<api::Task>> {
     let text = parse_body::<api::SendMessage>(&body).map(|m| m.text);
     let task = tasks::send(&state, &actor, &id, text).await?;
-    Ok(axum::Json(tasks::to_api(&task)))
+    Ok(axum::Json(tasks::view(&state, &task).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{task}/cancel", tag = "tasks",
@@ -93,7 +112,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<api::Task>> {
     let task = tasks::cancel(&state, &actor, &id).await?;
-    Ok(axum::Json(tasks::to_api(&task)))
+    Ok(axum::Json(tasks::view(&state, &task).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{task}/events", tag = "tasks",
@@ -109,7 +128,7 @@ pub async fn events(
     let limit = api::EVENTS_LIMIT
         .check(q.limit)
         .map_err(ApiError::invalid)? as u64;
-    tasks::get(&state, &id).await?;
+    let id = tasks::find(&state, &id).await?.id;
     Ok(axum::Json(
         state
             .store
@@ -132,7 +151,7 @@ pub async fn stream(
     Query(q): Query<api::EventsQuery>,
     headers: HeaderMap,
 ) -> ApiResult<impl IntoResponse> {
-    tasks::get(&state, &id).await?;
+    let id = tasks::find(&state, &id).await?.id;
     let after = sse::resume_after(q.after, &headers);
     // Subscribe before the first read, so nothing stored in between is missed.
     let rx = state.tasks.subscribe(&id);
@@ -143,7 +162,11 @@ pub async fn stream(
 }
 
 /// The task's events after `after`; the end once the task is final and all were sent.
-async fn read_events(state: &AppState, id: &str, after: u64) -> Result<Read<api::TaskEvent>, ()> {
+async fn read_events(
+    state: &AppState,
+    id: &TaskId,
+    after: u64,
+) -> Result<Read<api::TaskEvent>, ()> {
     let batch = state
         .store
         .task_events(id, after, sse::BATCH.into())
@@ -174,60 +197,59 @@ impl sse::Numbered for api::TaskEvent {
     }
 }
 
-/// Shell script run in the task's directory: the diff against HEAD plus untracked files, without
-/// touching the index.
-const DIFF_SCRIPT: &str = r#"git rev-parse --is-inside-work-tree >/dev/null 2>&1 || { echo __BERTH_NOT_GIT__; exit 0; }
-git -c core.quotepath=off diff --no-color HEAD 2>/dev/null || git -c core.quotepath=off diff --no-color
-git ls-files --others --exclude-standard -z | xargs -0 -r -n1 git diff --no-color --no-index /dev/null 2>/dev/null
-true"#;
-
-#[utoipa::path(get, path = "/api/v1/tasks/{task}/diff", tag = "tasks",
-    params(("task" = String, Path, description = "task id")),
-    responses((status = 200, body = api::TaskDiff), (status = 404, body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody)),
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/diff", tag = "tasks", operation_id = "task_diff",
+    summary = "What the task changed: the whole task (commits, untracked files and renames included) or one turn",
+    params(("task" = String, Path, description = "task id"), api::DiffQuery),
+    responses((status = 200, body = api::TaskDiff),
+        (status = 400, body = api::ErrorBody, description = "`invalid_argument`: a turn without a snapshot, or `turn`/`stat` on a task without snapshots"),
+        (status = 404, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody, description = "`invalid_state`: the workspace is not running"),
+        (status = 503, body = api::ErrorBody, description = "`daemon_unavailable`: the workspace did not answer in time")),
     security(("bearer" = [])))]
 pub async fn diff(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    Query(q): Query<api::DiffQuery>,
 ) -> ApiResult<axum::Json<api::TaskDiff>> {
-    let t = tasks::get(&state, &id).await?;
-    let w = state
-        .store
-        .find_workspace_by_id(&t.workspace_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("the workspace of task {id} was removed")))?;
-    if w.state != berth_domain::WorkspaceState::Running {
-        return Err(ApiError::new(
-            berth_domain::ErrorCode::InvalidState,
-            format!(
-                "workspace {} is {}: start it to see the diff",
-                w.qualified_name(),
-                w.state
-            ),
-        ));
-    }
-    let dir = match &t.worktree {
-        Some(_) => format!("{}/.berth/worktrees/{}", crate::lifecycle::HOME, t.id),
-        None => t.dir.clone(),
+    let t = tasks::find(&state, &id).await?;
+    let opts = crate::task_diff::DiffOptions {
+        turn: q.turn,
+        stat: q.stat.unwrap_or(false),
     };
-    let out = state
-        .daemon(&w.id)
-        .exec_collect(
-            berth_daemon::ExecRequest {
-                argv: vec!["sh".into(), "-c".into(), DIFF_SCRIPT.into()],
-                env: Vec::new(),
-                cwd: Some(dir.clone()),
-                stdin: false,
-            },
-            4 << 20,
-        )
-        .await?;
-    let text = out.stdout_lossy();
-    let git = !text.starts_with("__BERTH_NOT_GIT__");
-    Ok(axum::Json(api::TaskDiff {
-        dir,
-        git,
-        diff: if git { text } else { String::new() },
-        truncated: out.stdout_truncated,
-    }))
+    Ok(axum::Json(crate::task_diff::diff(&state, &t, opts).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/patch", tag = "tasks", operation_id = "task_patch",
+    summary = "The task's changes as a patch file (git apply), or its commits as an mbox (git am)",
+    params(("task" = String, Path, description = "task id"), api::PatchQuery),
+    responses((status = 200, description = "the patch (`format=mbox`: the commits as an mbox)",
+            content((String = "text/x-patch"), (String = "application/mbox"))),
+        (status = 400, body = api::ErrorBody, description = "`invalid_argument`: the task has no snapshot (its directory was not in git), or no base commit for an mbox"),
+        (status = 404, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody, description = "`invalid_state`: the workspace is not running, or the directory is gone"),
+        (status = 413, body = api::ErrorBody, description = "`payload_too_large`: over 4 MiB"),
+        (status = 503, body = api::ErrorBody, description = "`daemon_unavailable`: the workspace did not answer in time")),
+    security(("bearer" = [])))]
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<api::PatchQuery>,
+) -> ApiResult<axum::response::Response> {
+    let t = tasks::find(&state, &id).await?;
+    let mbox = q.format == Some(api::PatchFormat::Mbox);
+    let text = crate::task_diff::patch(&state, &t, mbox).await?;
+    let (ctype, ext) = if mbox {
+        ("application/mbox", "mbox")
+    } else {
+        ("text/x-patch", "patch")
+    };
+    let disposition = format!("attachment; filename=\"{}.{ext}\"", t.id);
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, ctype.to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        text,
+    )
+        .into_response())
 }

@@ -11,19 +11,17 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use berth_api as api;
-use berth_daemon::{AttachEvent, DaemonClient, ExecEvent, SessionInfo, SessionState};
-use berth_domain::{ErrorCode, WorkspaceState};
-use berth_store::Workspace;
+use berth_daemon::{AttachEvent, DaemonClient, ExecEvent};
+use berth_domain::ErrorCode;
 use futures_util::{SinkExt, StreamExt};
 
 use super::{parse_body, Query};
-use crate::auth::{audit, Actor};
+use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle;
 use crate::state::AppState;
+use crate::terminal;
 
-/// Output kept per stream by the buffered exec.
-const EXEC_MAX_BYTES: usize = 4 << 20;
+pub use crate::terminal::{TERMINAL_MAX, TERMINAL_MIN};
 
 /// A WebSocket route called without a valid handshake: refused in JSON (400), after the
 /// workspace was looked up, so a missing workspace is a 404 whatever the headers.
@@ -32,63 +30,6 @@ fn not_a_websocket(rej: WebSocketUpgradeRejection) -> ApiError {
         "this route is a WebSocket: send a GET with `Connection: upgrade` and `Upgrade: websocket` ({})",
         rej.body_text()
     ))
-}
-
-/// Resolves a workspace that must be running, and its daemon client.
-async fn running(state: &AppState, ws: &str) -> ApiResult<(Workspace, DaemonClient)> {
-    let w = lifecycle::resolve(state, ws).await?;
-    if w.state != WorkspaceState::Running {
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "workspace {} is {}: start it with `berth workspace start {}`",
-                w.qualified_name(),
-                w.state,
-                w.qualified_name()
-            ),
-        ));
-    }
-    let client = state.daemon(&w.id);
-    Ok((w, client))
-}
-
-/// The audit target: `tenant/name[:session]` when the workspace resolves, else what was typed.
-async fn audit_target(state: &AppState, ws: &str, session: Option<&str>) -> String {
-    let base = match lifecycle::resolve(state, ws).await {
-        Ok(w) => w.qualified_name(),
-        Err(_) => ws.to_owned(),
-    };
-    match session {
-        Some(s) => format!("{base}:{s}"),
-        None => base,
-    }
-}
-
-fn session_to_api(s: SessionInfo) -> api::Session {
-    api::Session {
-        id: s.id,
-        name: s.name,
-        command: s.argv,
-        state: match s.state {
-            SessionState::Running => "running",
-            SessionState::Exited => "exited",
-            SessionState::Ended => "ended",
-        }
-        .to_owned(),
-        exit_code: s.exit_code,
-        created_at: s.created_at,
-        attached: s.attached,
-        cols: s.cols,
-        rows: s.rows,
-        scrollback_bytes: s.scrollback_bytes,
-    }
-}
-
-fn check_cmd(cmd: &[String]) -> ApiResult<()> {
-    if cmd.is_empty() || cmd[0].is_empty() {
-        return Err(ApiError::invalid("cmd must name a program"));
-    }
-    Ok(())
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/exec", tag = "terminal", request_body = api::ExecRequest,
@@ -102,61 +43,10 @@ pub async fn exec(
     Path(ws): Path<String>,
     body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::ExecResult>> {
-    let result = match parse_body::<api::ExecRequest>(&body) {
-        Ok(req) => exec_inner(&state, &ws, req).await,
-        Err(e) => Err(e),
-    };
-    let target = audit_target(&state, &ws, None).await;
-    audit(&state.store, &actor, "workspace.exec", &target, &result).await;
-    result.map(axum::Json)
-}
-
-async fn exec_inner(
-    state: &AppState,
-    ws: &str,
-    req: api::ExecRequest,
-) -> ApiResult<api::ExecResult> {
-    check_cmd(&req.cmd)?;
-    let (_, client) = running(state, ws).await?;
-    let dreq = berth_daemon::ExecRequest {
-        argv: req.cmd,
-        env: req.env.into_iter().collect(),
-        cwd: req.cwd,
-        stdin: req.stdin.is_some(),
-    };
-    let mut stream = client.exec(dreq).await?;
-    if let Some(input) = req.stdin {
-        stream.write_stdin(input.as_bytes()).await?;
-        stream.close_stdin().await?;
-    }
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut truncated = false;
-    let mut keep = |buf: &mut Vec<u8>, data: &[u8]| {
-        let room = EXEC_MAX_BYTES.saturating_sub(buf.len());
-        if data.len() > room {
-            truncated = true;
-        }
-        buf.extend_from_slice(&data[..data.len().min(room)]);
-    };
-    let exit_code = loop {
-        match stream.next().await? {
-            Some(ExecEvent::Stdout(d)) => keep(&mut out, &d),
-            Some(ExecEvent::Stderr(d)) => keep(&mut err, &d),
-            Some(ExecEvent::Exit(code)) => break code,
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::DaemonUnavailable,
-                    "the workspace daemon closed the exec before the process exited",
-                ))
-            }
-        }
-    };
-    Ok(api::ExecResult {
-        exit_code,
-        stdout: String::from_utf8_lossy(&out).into_owned(),
-        stderr: String::from_utf8_lossy(&err).into_owned(),
-        truncated,
-    })
+    let req = parse_body::<api::ExecRequest>(&body);
+    terminal::exec(&state, &actor, &ws, req)
+        .await
+        .map(axum::Json)
 }
 
 /// Exec over a WebSocket (streaming, with stdin). See [`api::ExecStart`] for the protocol.
@@ -171,14 +61,13 @@ pub async fn exec_ws(
     Path(ws): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let (w, client) = running(&state, &ws).await?;
+    let (w, client) = terminal::running(&state, &ws).await?;
     let upgrade = upgrade.map_err(not_a_websocket)?;
     Ok(upgrade
         .protocols([crate::auth::WS_BEARER_PROTOCOL])
         .on_upgrade(move |socket| async move {
-            let target = w.qualified_name();
             let result = relay_exec(socket, client).await;
-            audit(&state.store, &actor, "workspace.exec", &target, &result).await;
+            terminal::exec_streamed(&state, &actor, &w, &result).await;
         }))
 }
 
@@ -198,7 +87,7 @@ async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()
             _ => return Err(ApiError::invalid("client closed before sending ExecStart")),
         }
     };
-    if let Err(err) = check_cmd(&start.cmd) {
+    if let Err(err) = terminal::check_cmd(&start.cmd) {
         send_error(&mut socket, &err).await;
         return Err(err);
     }
@@ -341,17 +230,20 @@ pub async fn list_sessions(
     State(state): State<Arc<AppState>>,
     Path(ws): Path<String>,
 ) -> ApiResult<axum::Json<Vec<api::Session>>> {
-    let (_, client) = running(&state, &ws).await?;
+    let (_, client) = terminal::running(&state, &ws).await?;
     let sessions = client.session_list().await?;
     Ok(axum::Json(
-        sessions.into_iter().map(session_to_api).collect(),
+        sessions.into_iter().map(terminal::session_view).collect(),
     ))
 }
 
+/// Creates a session: a command (default a login shell), or with `agent` that agent's own TUI
+/// configured like a task (see [`api::CreateSession::agent`]).
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal", request_body = api::CreateSession,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 201, body = api::Session), (status = 400, body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody)),
+        (status = 409, body = api::ErrorBody),
+        (status = 424, description = "`provider_unconfigured`: an agent session for a provider with no upstream key on this server", body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_session(
     State(state): State<Arc<AppState>>,
@@ -359,51 +251,19 @@ pub async fn create_session(
     Path(ws): Path<String>,
     body: super::JsonBody,
 ) -> ApiResult<impl IntoResponse> {
-    let result = async {
-        // No body means a default session (`curl -X POST …/sessions`).
-        let req: api::CreateSession = if body.is_blank() {
-            api::CreateSession::default()
-        } else {
-            parse_body(&body)?
-        };
-        if let Some(cmd) = &req.cmd {
-            check_cmd(cmd)?;
-        }
-        let (cols, rows) = (req.cols.unwrap_or(80), req.rows.unwrap_or(24));
-        check_size(cols, rows)?;
-        let (_, client) = running(&state, &ws).await?;
-        let s = client
-            .session_create(berth_daemon::SessionCreate {
-                name: req.name.clone(),
-                argv: req.cmd.clone(),
-                cols,
-                rows,
-                env: req.env.clone().into_iter().collect(),
-                cwd: req.cwd.clone(),
-            })
-            .await?;
-        Ok::<_, ApiError>(s)
+    // An agent's TUI is the agent sessions service's (audited there).
+    if let Ok(req @ api::CreateSession { agent: Some(_), .. }) = parse_body(&body) {
+        let s = crate::agent_sessions::create(&state, &actor, &ws, req).await?;
+        return Ok((StatusCode::CREATED, axum::Json(s)));
     }
-    .await;
-    let name = result.as_ref().ok().map(|s| s.name.clone());
-    let target = audit_target(&state, &ws, name.as_deref()).await;
-    audit(&state.store, &actor, "session.create", &target, &result).await;
-    Ok((StatusCode::CREATED, axum::Json(session_to_api(result?))))
-}
-
-/// The terminal sizes a session takes, in columns and rows (also written into the OpenAPI
-/// document).
-pub const TERMINAL_MIN: u16 = 1;
-pub const TERMINAL_MAX: u16 = 1000;
-
-fn check_size(cols: u16, rows: u16) -> ApiResult<()> {
-    let range = TERMINAL_MIN..=TERMINAL_MAX;
-    if !range.contains(&cols) || !range.contains(&rows) {
-        return Err(ApiError::invalid(format!(
-            "terminal size {cols}x{rows} is out of range ({TERMINAL_MIN}..={TERMINAL_MAX})"
-        )));
-    }
-    Ok(())
+    // No body means a default session (`curl -X POST …/sessions`).
+    let req = if body.is_blank() {
+        Ok(api::CreateSession::default())
+    } else {
+        parse_body(&body)
+    };
+    let s = terminal::create_session(&state, &actor, &ws, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(terminal::session_view(s))))
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}", tag = "terminal",
@@ -415,8 +275,8 @@ pub async fn get_session(
     State(state): State<Arc<AppState>>,
     Path((ws, session)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<api::Session>> {
-    let (_, client) = running(&state, &ws).await?;
-    Ok(axum::Json(session_to_api(
+    let (_, client) = terminal::running(&state, &ws).await?;
+    Ok(axum::Json(terminal::session_view(
         client.session_get(&session).await?,
     )))
 }
@@ -431,20 +291,7 @@ pub async fn remove_session(
     Extension(actor): Extension<Actor>,
     Path((ws, session)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
-        let (_, client) = running(&state, &ws).await?;
-        let s = client.session_get(&session).await?;
-        if s.state == SessionState::Running {
-            // Returns once the process is gone.
-            client.session_kill(&s.id).await?;
-        }
-        client.session_remove(&s.id).await?;
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    let target = audit_target(&state, &ws, Some(&session)).await;
-    audit(&state.store, &actor, "session.remove", &target, &result).await;
-    result?;
+    terminal::remove_session(&state, &actor, &ws, &session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -458,7 +305,7 @@ pub async fn scrollback(
     State(state): State<Arc<AppState>>,
     Path((ws, session)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let (_, client) = running(&state, &ws).await?;
+    let (_, client) = terminal::running(&state, &ws).await?;
     let bytes = client.session_capture(&session).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
@@ -471,7 +318,8 @@ pub struct AttachQuery {
 
 /// Attach to a session: binary messages carry terminal bytes both ways; the client sends
 /// `{"type":"resize",…}` text messages; the server ends with `{"type":"exit","code":N}` when the
-/// session's process exits. Closing the socket detaches; the session keeps running.
+/// session's process exits. Closing the socket detaches; the session keeps running. A viewer's
+/// attach is read-only: its input and resizes are dropped.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}/attach", operation_id = "attach_session", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name"), AttachQuery),
@@ -484,32 +332,28 @@ pub async fn attach(
     Query(q): Query<AttachQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let (cols, rows) = (q.cols.unwrap_or(80), q.rows.unwrap_or(24));
-    check_size(cols, rows)?;
-    let (w, client) = running(&state, &ws).await?;
+    let size = (q.cols.unwrap_or(80), q.rows.unwrap_or(24));
+    // The size is checked before the upgrade is: a bad one is a clean 400.
+    terminal::check_size(size.0, size.1)?;
+    // The workspace first: a missing one is a 404 whatever the headers.
+    terminal::running(&state, &ws).await?;
     let upgrade = upgrade.map_err(not_a_websocket)?;
-    // Attach before upgrading so a missing session is a clean 404, not a dead socket.
-    let stream = client.session_attach(&session, cols, rows).await?;
-    let target = format!("{}:{}", w.qualified_name(), stream.info().name);
-    audit(
-        &state.store,
-        &actor,
-        "session.attach",
-        &target,
-        &Ok::<(), ApiError>(()),
-    )
-    .await;
+    let stream = terminal::attach(&state, &actor, &ws, &session, size).await?;
+    // A viewer watches: what it sends (keys, resizes) is dropped.
+    let read_only = terminal::read_only(&actor);
     Ok(upgrade
         .protocols([crate::auth::WS_BEARER_PROTOCOL])
-        .on_upgrade(move |socket| relay_attach(socket, stream)))
+        .on_upgrade(move |socket| relay_attach(socket, stream, read_only)))
 }
 
-async fn relay_attach(socket: WebSocket, stream: berth_daemon::AttachStream) {
+async fn relay_attach(socket: WebSocket, stream: berth_daemon::AttachStream, read_only: bool) {
     let (mut input, mut output) = stream.split();
     let (mut tx, mut rx) = socket.split();
     let pump_in = async move {
         while let Some(Ok(msg)) = rx.next().await {
             match msg {
+                Message::Close(_) => break,
+                _ if read_only => {}
                 Message::Binary(b) if input.send_input(&b).await.is_err() => {
                     break;
                 }
@@ -517,13 +361,13 @@ async fn relay_attach(socket: WebSocket, stream: berth_daemon::AttachStream) {
                     if let Ok(api::WsControl::Resize { cols, rows }) =
                         serde_json::from_str(t.as_str())
                     {
-                        if check_size(cols, rows).is_ok() && input.resize(cols, rows).await.is_err()
+                        if terminal::check_size(cols, rows).is_ok()
+                            && input.resize(cols, rows).await.is_err()
                         {
                             break;
                         }
                     }
                 }
-                Message::Close(_) => break,
                 _ => {}
             }
         }

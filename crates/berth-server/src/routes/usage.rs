@@ -6,33 +6,37 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use berth_api as api;
-use berth_store::{Budget, UsageFilter};
+use berth_store::{UsageBy, UsageFilter};
 
 use super::{parse_body, Query};
-use crate::auth::{audit, Actor};
+use crate::auth::Actor;
+use crate::budgets;
 use crate::error::{ApiError, ApiResult};
-use crate::gateway::period_start;
 use crate::lifecycle;
 use crate::state::AppState;
 
-/// `since` as RFC 3339: accepts RFC 3339, a date, or a duration back from now (`30m`, `24h`, `7d`).
+/// `since` in berth's timestamp form (RFC 3339 UTC with milliseconds, as calls are stored, so
+/// the bounds compare right as text): accepts RFC 3339, a date, or a duration back from now
+/// (`30m`, `24h`, `7d`).
 pub fn parse_since(s: &str) -> ApiResult<String> {
+    parse_bound("since", s)
+}
+
+/// A time bound (`since`, `until`) named `what` in errors; see [`parse_since`].
+fn parse_bound(what: &str, s: &str) -> ApiResult<String> {
     let s = s.trim();
     let bad = || {
         ApiError::invalid(format!(
-            "since {s:?}: use an RFC 3339 time, a date like 2026-11-01, or a duration like 24h or 7d"
+            "{what} {s:?}: use an RFC 3339 time, a date like 2026-11-01, or a duration like 24h or 7d"
         ))
     };
     let rfc = &time::format_description::well_known::Rfc3339;
     if let Ok(t) = time::OffsetDateTime::parse(s, rfc) {
-        return t
-            .to_offset(time::UtcOffset::UTC)
-            .format(rfc)
-            .map_err(|_| bad());
+        return Ok(stored_form(t));
     }
     if s.len() == 10 {
         let t = time::OffsetDateTime::parse(&format!("{s}T00:00:00Z"), rfc).map_err(|_| bad())?;
-        return t.format(rfc).map_err(|_| bad());
+        return Ok(stored_form(t));
     }
     // The unit is the last character, which need not be one byte: split where it starts.
     let split = s.char_indices().last().map_or(0, |(i, _)| i);
@@ -51,17 +55,72 @@ pub fn parse_since(s: &str) -> ApiResult<String> {
     let t = time::OffsetDateTime::now_utc()
         .checked_sub(time::Duration::seconds(n.saturating_mul(secs)))
         .ok_or_else(bad)?;
-    t.format(rfc).map_err(|_| bad())
+    Ok(stored_form(t))
 }
 
+/// `t` in UTC with exactly three decimals (`2026-11-01T00:00:00.000Z`), how calls' times are
+/// stored, so comparing them as text compares the instants.
+fn stored_form(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// `by` (or the older `group_by=session`) as the store's grouping; given both, `by` wins.
+fn parse_by(q: &api::UsageQuery) -> ApiResult<UsageBy> {
+    let by = match (q.by.as_deref(), q.group_by.as_deref()) {
+        (Some(b), _) => b,
+        (None, Some("session")) => "session",
+        (None, Some(other)) => {
+            return Err(ApiError::invalid(format!(
+                "group_by {other:?}: only `session` is supported (see also `by`)"
+            )))
+        }
+        (None, None) => return Ok(UsageBy::WorkspaceModel),
+    };
+    Ok(match by {
+        "task" => UsageBy::Task,
+        "workspace" => UsageBy::Workspace,
+        "tenant" => UsageBy::Tenant,
+        "model" => UsageBy::Model,
+        "day" => UsageBy::Day,
+        "session" => UsageBy::Session,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "by {other:?}: use task, workspace, tenant, model, day or session"
+            )))
+        }
+    })
+}
+
+/// LLM usage through the gateway, summed per group (`by`) over a period (`since`, `until`):
+/// tokens, calls and the exact cost (`cost`, a decimal string) of every group and in total.
 #[utoipa::path(get, path = "/api/v1/usage", tag = "gateway", params(api::UsageQuery),
-    responses((status = 200, body = api::UsageReport), (status = 400, body = api::ErrorBody)),
+    responses((status = 200, body = api::UsageReport),
+        (status = 400, description = "`invalid_argument`: a bad `since`, `until`, `by` or `group_by`", body = api::ErrorBody),
+        (status = 404, description = "`not_found`: the workspace", body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn usage(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<api::UsageQuery>,
 ) -> ApiResult<axum::Json<api::UsageReport>> {
     let since = q.since.as_deref().map(parse_since).transpose()?;
+    let until = q
+        .until
+        .as_deref()
+        .map(|u| parse_bound("until", u))
+        .transpose()?;
+    let by = parse_by(&q)?;
+    let by_name = q.by.clone().or_else(|| q.group_by.clone());
     let workspace_id = match &q.workspace {
         Some(w) => Some(lifecycle::resolve(&state, w).await?.id.to_string()),
         None => None,
@@ -70,30 +129,53 @@ pub async fn usage(
         Some(t) => Some(crate::error::tenant_name(t)?.to_string()),
         None => None,
     };
+    // A tenant's caller sees its tenant's usage only (another tenant's filter: nothing).
+    let tenant = match (actor.scope(), tenant) {
+        (Some(own), Some(t)) if own != t => {
+            return Ok(axum::Json(api::UsageReport {
+                since,
+                until,
+                by: by_name,
+                rows: Vec::new(),
+                total: total_row(0),
+            }))
+        }
+        (Some(own), _) => Some(own.to_owned()),
+        (None, t) => t,
+    };
     let rows = state
         .store
         .usage(&UsageFilter {
             tenant,
             workspace_id,
+            task_id: q.task.clone(),
             since: since.clone(),
+            until: until.clone(),
+            session_id: q.session.clone(),
+            by,
         })
         .await?;
-    let mut total = api::UsageRow::default();
+    let mut total_nusd = 0u64;
+    let mut total = total_row(0);
     let rows: Vec<api::UsageRow> = rows
         .into_iter()
         .map(|r| {
             total.calls += r.calls;
             total.errors += r.errors;
-            total.input_tokens += r.input_tokens;
-            total.output_tokens += r.output_tokens;
-            total.cache_read_tokens += r.cache_read_tokens;
-            total.cache_write_tokens += r.cache_write_tokens;
-            if let Some(c) = r.cost_usd {
-                total.cost_usd = Some(total.cost_usd.unwrap_or(0.0) + c);
-            }
+            total.input_tokens = total.input_tokens.saturating_add(r.input_tokens);
+            total.output_tokens = total.output_tokens.saturating_add(r.output_tokens);
+            total.cache_read_tokens = total.cache_read_tokens.saturating_add(r.cache_read_tokens);
+            total.cache_write_tokens = total
+                .cache_write_tokens
+                .saturating_add(r.cache_write_tokens);
+            total.fallback_calls += r.fallback_calls;
+            total_nusd = total_nusd.saturating_add(r.cost_nusd);
             api::UsageRow {
                 tenant: r.tenant,
                 workspace: r.workspace,
+                session: r.session_id,
+                task: r.task_id,
+                day: r.day,
                 provider: r.provider,
                 model: r.model,
                 calls: r.calls,
@@ -103,68 +185,38 @@ pub async fn usage(
                 cache_read_tokens: r.cache_read_tokens,
                 cache_write_tokens: r.cache_write_tokens,
                 cost_usd: r.cost_usd,
+                cost: api::usd_decimal(r.cost_nusd),
+                fallback_calls: r.fallback_calls,
             }
         })
         .collect();
-    Ok(axum::Json(api::UsageReport { since, rows, total }))
+    total.cost_usd = Some(total_nusd as f64 / 1e9);
+    total.cost = api::usd_decimal(total_nusd);
+    Ok(axum::Json(api::UsageReport {
+        since,
+        until,
+        by: by_name,
+        rows,
+        total,
+    }))
 }
 
-/// (scope, stored target, display target) of a budget request.
-async fn budget_target(
-    state: &AppState,
-    tenant: Option<&str>,
-    workspace: Option<&str>,
-) -> ApiResult<(String, String, String)> {
-    match (tenant, workspace) {
-        (Some(t), None) => {
-            let n = crate::error::tenant_name(t)?;
-            Ok(("tenant".into(), n.to_string(), n.to_string()))
-        }
-        (None, Some(w)) => {
-            let w = lifecycle::resolve(state, w).await?;
-            Ok(("workspace".into(), w.id.to_string(), w.qualified_name()))
-        }
-        _ => Err(ApiError::invalid("give exactly one of tenant or workspace")),
+/// The total row of a report whose calls cost `nusd`.
+fn total_row(nusd: u64) -> api::UsageRow {
+    api::UsageRow {
+        cost_usd: Some(nusd as f64 / 1e9),
+        cost: api::usd_decimal(nusd),
+        ..Default::default()
     }
-}
-
-async fn to_api(state: &AppState, b: Budget) -> ApiResult<api::Budget> {
-    let spent = state
-        .store
-        .spent(&b, period_start(&b.period).as_deref())
-        .await?;
-    let target = if b.scope == "workspace" {
-        match berth_domain::WorkspaceId::parse(&b.target) {
-            Some(id) => match state.store.find_workspace_by_id(&id).await? {
-                Some(w) => w.qualified_name(),
-                None => b.target.clone(),
-            },
-            None => b.target.clone(),
-        }
-    } else {
-        b.target.clone()
-    };
-    Ok(api::Budget {
-        scope: b.scope,
-        target,
-        period: b.period,
-        max_tokens: b.max_tokens,
-        max_cost_usd: b.max_cost_usd,
-        spent_tokens: spent.tokens,
-        spent_cost_usd: spent.cost_usd,
-    })
 }
 
 #[utoipa::path(get, path = "/api/v1/budgets", tag = "gateway",
     responses((status = 200, body = [api::Budget])), security(("bearer" = [])))]
 pub async fn list_budgets(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
 ) -> ApiResult<axum::Json<Vec<api::Budget>>> {
-    let mut out = Vec::new();
-    for b in state.store.budgets().await? {
-        out.push(to_api(&state, b).await?);
-    }
-    Ok(axum::Json(out))
+    Ok(axum::Json(budgets::list(&state, &actor).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/budgets", tag = "gateway", request_body = api::SetBudget,
@@ -176,43 +228,8 @@ pub async fn set_budget(
     Extension(actor): Extension<Actor>,
     body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::Budget>> {
-    let result = async {
-        let req: api::SetBudget = parse_body(&body)?;
-        let (scope, target, shown) =
-            budget_target(&state, req.tenant.as_deref(), req.workspace.as_deref()).await?;
-        let period = req.period.unwrap_or_else(|| "day".into());
-        if !["day", "month", "total"].contains(&period.as_str()) {
-            return Err(ApiError::invalid("period must be day, month or total"));
-        }
-        if req.max_tokens.is_none() && req.max_cost_usd.is_none() {
-            return Err(ApiError::invalid("give max_tokens and/or max_cost_usd"));
-        }
-        if req.max_tokens.is_some_and(|t| t > api::MAX_BUDGET_TOKENS) {
-            return Err(ApiError::invalid(format!(
-                "max_tokens must be at most {}",
-                api::MAX_BUDGET_TOKENS
-            )));
-        }
-        if req.max_cost_usd.is_some_and(|c| !c.is_finite() || c < 0.0) {
-            return Err(ApiError::invalid(
-                "max_cost_usd must be a non-negative number",
-            ));
-        }
-        let b = Budget {
-            scope,
-            target,
-            period,
-            max_tokens: req.max_tokens,
-            max_cost_usd: req.max_cost_usd,
-        };
-        state.store.set_budget(&b).await?;
-        state.forget_budgets();
-        Ok((shown, to_api(&state, b).await?))
-    }
-    .await;
-    let target = result.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
-    audit(&state.store, &actor, "budget.set", &target, &result).await;
-    Ok(axum::Json(result?.1))
+    let req = parse_body::<api::SetBudget>(&body);
+    Ok(axum::Json(budgets::set(&state, &actor, req).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/budgets", tag = "gateway", params(api::BudgetTarget),
@@ -222,22 +239,7 @@ pub async fn remove_budget(
     Extension(actor): Extension<Actor>,
     Query(q): Query<api::BudgetTarget>,
 ) -> ApiResult<StatusCode> {
-    let result = async {
-        let (scope, target, shown) =
-            budget_target(&state, q.tenant.as_deref(), q.workspace.as_deref()).await?;
-        let removed = state.store.remove_budget(&scope, &target).await?;
-        state.forget_budgets();
-        if !removed {
-            return Err(ApiError::not_found(format!(
-                "no budget for {scope} {shown}"
-            )));
-        }
-        Ok(shown)
-    }
-    .await;
-    let target = result.as_ref().cloned().unwrap_or_default();
-    audit(&state.store, &actor, "budget.remove", &target, &result).await;
-    result?;
+    budgets::remove(&state, &actor, &q).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -247,10 +249,14 @@ mod tests {
 
     #[test]
     fn since_forms() {
-        assert_eq!(parse_since("2026-11-01").unwrap(), "2026-11-01T00:00:00Z");
+        // In the stored form, so a call at the very bound compares right as text.
+        assert_eq!(
+            parse_since("2026-11-01").unwrap(),
+            "2026-11-01T00:00:00.000Z"
+        );
         assert_eq!(
             parse_since("2026-11-01T10:00:00+01:00").unwrap(),
-            "2026-11-01T09:00:00Z"
+            "2026-11-01T09:00:00.000Z"
         );
         assert!(parse_since("24h").unwrap().ends_with('Z'));
         // The longest durations the OpenAPI document describes.
@@ -259,6 +265,39 @@ mod tests {
         }
         for bad in ["", "yesterday", "5x", "-3d", "+3d", "2026-13-01"] {
             assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn by_and_the_older_group_by() {
+        let q = |by: Option<&str>, group_by: Option<&str>| api::UsageQuery {
+            by: by.map(Into::into),
+            group_by: group_by.map(Into::into),
+            ..Default::default()
+        };
+        assert_eq!(parse_by(&q(None, None)).unwrap(), UsageBy::WorkspaceModel);
+        assert_eq!(parse_by(&q(Some("task"), None)).unwrap(), UsageBy::Task);
+        assert_eq!(parse_by(&q(Some("day"), None)).unwrap(), UsageBy::Day);
+        assert_eq!(
+            parse_by(&q(None, Some("session"))).unwrap(),
+            UsageBy::Session
+        );
+        assert_eq!(
+            parse_by(&q(Some("session"), Some("session"))).unwrap(),
+            UsageBy::Session
+        );
+        // Both given: `by` wins over the older parameter.
+        assert_eq!(
+            parse_by(&q(Some("task"), Some("session"))).unwrap(),
+            UsageBy::Task
+        );
+        for (b, g) in [(Some("week"), None), (None, Some("task"))] {
+            let err = parse_by(&q(b, g)).unwrap_err();
+            assert_eq!(
+                err.code,
+                berth_domain::ErrorCode::InvalidArgument,
+                "{b:?} {g:?}"
+            );
         }
     }
 
@@ -293,7 +332,9 @@ fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> 
         output_tokens: c.output_tokens,
         cache_read_tokens: c.cache_read_tokens,
         cache_write_tokens: c.cache_write_tokens,
-        cost_usd: c.cost_usd,
+        cost_usd: c.cost_nusd.map(|n| n as f64 / 1e9).or(c.cost_usd),
+        cost: c.cost_nusd.map(api::usd_decimal),
+        priced: c.priced,
         latency_ms: c.latency_ms,
         ttfb_ms: c.ttfb_ms,
         error: c.error,
@@ -305,6 +346,7 @@ fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> 
     responses((status = 200, body = [api::LlmCall])), security(("bearer" = [])))]
 pub async fn calls(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<api::CallsQuery>,
 ) -> ApiResult<axum::Json<Vec<api::LlmCall>>> {
     let ws = match &q.workspace {
@@ -314,7 +356,7 @@ pub async fn calls(
     let limit = api::CALLS_LIMIT.check(q.limit).map_err(ApiError::invalid)?;
     let rows = state
         .store
-        .llm_calls(ws.as_deref(), q.task.as_deref(), limit)
+        .llm_calls(ws.as_deref(), q.task.as_deref(), actor.scope(), limit)
         .await?;
     Ok(axum::Json(
         rows.into_iter()
@@ -323,8 +365,8 @@ pub async fn calls(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/usage/calls/{id}", tag = "gateway",
-    params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/v1/usage/calls/{call}", tag = "gateway",
+    params(("call" = i64, Path, description = "call id")),
     responses((status = 200, body = api::LlmCallDetail), (status = 404, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn call(

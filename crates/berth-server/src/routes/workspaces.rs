@@ -43,6 +43,11 @@ pub fn to_api(w: &Workspace) -> api::Workspace {
         oom_kills: w.oom_kills,
         usage: None,
         daemon: None,
+        mcp_servers: w
+            .mcp_servers
+            .iter()
+            .map(api::McpServer::from_domain)
+            .collect(),
     }
 }
 
@@ -57,20 +62,29 @@ pub struct ListQuery {
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Vec<api::Workspace>>> {
     let tenant = match q.tenant.as_deref() {
         Some(t) => Some(crate::error::tenant_name(t)?),
         None => None,
     };
+    // A tenant's caller lists its tenant's workspaces (another tenant's filter: none).
+    let tenant = match (actor.scope(), tenant) {
+        (Some(own), Some(t)) if own != t.as_str() => return Ok(axum::Json(Vec::new())),
+        (Some(own), _) => Some(crate::error::tenant_name(own)?),
+        (None, t) => t,
+    };
     let all = state.store.list_workspaces(tenant.as_ref()).await?;
     Ok(axum::Json(all.iter().map(to_api).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "create_workspace", tag = "workspaces", request_body = api::CreateWorkspace,
-    responses((status = 201, body = api::Workspace), (status = 400, body = api::ErrorBody),
+    responses((status = 201, body = api::Workspace),
+        (status = 400, description = "`invalid_argument`, or `invalid_mcp_server`: a declared MCP server is malformed (the message names the server and the field)", body = api::ErrorBody),
         (status = 403, description = "`network: bridge` asked for by a token that is not admin", body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody),
+        (status = 404, description = "`not_found`: a tenant other than the caller's", body = api::ErrorBody),
+        (status = 409, description = "`conflict`, or `quota_exceeded`: the tenant's quota is used up (the message has the numbers)", body = api::ErrorBody),
         (status = 422, description = "`exceeds_capacity`: a memory or CPU cap above the host's", body = api::ErrorBody),
         (status = 424, body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),

@@ -76,6 +76,67 @@ pub enum TaskCmd {
         /// Task id
         task: String,
     },
+    /// Approve an agent's pending permission request (REQ: the only pending one when omitted)
+    Approve {
+        /// Task id
+        task: String,
+        /// Request id [default: the task's only pending request]
+        req: Option<String>,
+        /// Also approve every later request of the same tool in this task without asking
+        #[arg(long)]
+        always_for_this_task: bool,
+        /// Recorded with the decision
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deny an agent's pending permission request; the agent is told the reason
+    Deny {
+        /// Task id
+        task: String,
+        /// Request id [default: the task's only pending request]
+        req: Option<String>,
+        /// What the agent is told
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a task's permission requests (all, or only the pending ones)
+    Approvals {
+        /// Task id
+        task: String,
+        /// Only the pending ones
+        #[arg(long)]
+        pending: bool,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything waiting for a decision across your tenant's workspaces
+    Inbox {
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a task changed: its commits, edits and new files since it started (or one
+    /// turn's), as a diff, a summary, or a patch file
+    Diff(TaskDiffArgs),
+    /// Take a finished task over: its agent's interactive TUI resumes the task's conversation
+    /// in a terminal session (messages to the task wait until that session ends)
+    Attach {
+        /// Task id
+        task: String,
+        /// Session name [default: task-<task id>]
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -94,12 +155,27 @@ pub struct TaskRunArgs {
     /// Work in a new git worktree of the repository in DIR, on a new branch of this name
     #[arg(long, value_name = "BRANCH")]
     pub worktree: Option<String>,
+    /// When the agent must ask before acting [default: the workspace's policy, `never` unless
+    /// set]
+    #[arg(long, value_parser = ["never", "on-request", "always"])]
+    pub approval: Option<String>,
     /// Print the task id and return at once
     #[arg(long, short = 'd')]
     pub detach: bool,
     /// Print each event as one line of JSON (with --detach: the task as JSON)
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub shown: Shown,
+    /// The prompt (the remaining words, joined with spaces; use `--` before one that starts
+    /// with a dash)
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROMPT")]
+    pub prompt: Vec<String>,
+}
+
+/// How the agent's events are printed (the flags `run`, `send` and `logs` share).
+#[derive(Debug, Args)]
+pub struct Shown {
     /// Print the agent's text as it came, terminal control sequences included (default:
     /// escape sequences and control characters are stripped)
     #[arg(long)]
@@ -107,10 +183,27 @@ pub struct TaskRunArgs {
     /// Also show the agent's diagnostics and unmapped events
     #[arg(long, short = 'v')]
     pub verbose: bool,
-    /// The prompt (the remaining words, joined with spaces; use `--` before one that starts
-    /// with a dash)
-    #[arg(required = true, trailing_var_arg = true, value_name = "PROMPT")]
-    pub prompt: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskDiffArgs {
+    /// Task id
+    pub task: String,
+    /// Per-file summary (git's --stat) instead of the diff
+    #[arg(long, conflicts_with_all = ["patch", "mbox"])]
+    pub stat: bool,
+    /// Only this turn's changes (1 = the first prompt's turn)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000), conflicts_with_all = ["patch", "mbox"])]
+    pub turn: Option<u32>,
+    /// A patch file of everything the task changed, binary files included (for `git apply`)
+    #[arg(long, conflicts_with = "mbox")]
+    pub patch: bool,
+    /// The agent's commits since the task's base commit as an mbox (for `git am`)
+    #[arg(long)]
+    pub mbox: bool,
+    /// Print the API's JSON (diff and summary only)
+    #[arg(long, conflicts_with_all = ["patch", "mbox"])]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,16 +216,11 @@ pub struct TaskLogsArgs {
     /// Print each event as one line of JSON
     #[arg(long)]
     pub json: bool,
-    /// Print the agent's text as it came, terminal control sequences included (default:
-    /// escape sequences and control characters are stripped)
-    #[arg(long)]
-    pub raw: bool,
     /// Only events after this sequence number
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub after: u64,
-    /// Also show the agent's diagnostics and unmapped events
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub shown: Shown,
 }
 
 #[derive(Debug, Args)]
@@ -145,13 +233,8 @@ pub struct TaskSendArgs {
     /// Print each event as one line of JSON (without --wait: the task as JSON)
     #[arg(long)]
     pub json: bool,
-    /// Print the agent's text as it came, terminal control sequences included (default:
-    /// escape sequences and control characters are stripped)
-    #[arg(long)]
-    pub raw: bool,
-    /// Also show the agent's diagnostics and unmapped events
-    #[arg(long, short = 'v')]
-    pub verbose: bool,
+    #[command(flatten)]
+    pub shown: Shown,
     /// The message (the remaining words, joined with spaces)
     #[arg(required = true, trailing_var_arg = true, value_name = "TEXT")]
     pub text: Vec<String>,
@@ -200,7 +283,219 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             ctx.print(&format!("cancelled {task}\n"))?;
             Ok(0)
         }
+        TaskCmd::Attach { task, name, json } => attach(client, ctx, &task, name, json).await,
+        TaskCmd::Approve {
+            task,
+            req,
+            always_for_this_task,
+            reason,
+            json,
+        } => {
+            let d = berth_api::Decide {
+                decision: "approve".into(),
+                always_for_task: always_for_this_task,
+                reason,
+            };
+            decide(client, ctx, &task, req, d, json).await
+        }
+        TaskCmd::Deny {
+            task,
+            req,
+            reason,
+            json,
+        } => {
+            let d = berth_api::Decide {
+                decision: "deny".into(),
+                always_for_task: false,
+                reason,
+            };
+            decide(client, ctx, &task, req, d, json).await
+        }
+        TaskCmd::Approvals {
+            task,
+            pending,
+            json,
+        } => {
+            let path = format!("{}/approvals?pending={pending}", task_path(&task));
+            let v = client.get_value(&path).await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let list: Vec<berth_api::Approval> = decode(v)?;
+                ctx.print(&approval_table(&list, false))?;
+            }
+            Ok(0)
+        }
+        TaskCmd::Inbox { json } => {
+            let v = client.get_value("/inbox").await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let list: Vec<berth_api::Approval> = decode(v)?;
+                if list.is_empty() {
+                    ctx.print("nothing is waiting for a decision\n")?;
+                } else {
+                    ctx.print(&approval_table(&list, true))?;
+                }
+            }
+            Ok(0)
+        }
+        TaskCmd::Diff(args) => diff(args, client, ctx).await,
     }
+}
+
+/// `task approve|deny`: decides REQ, or the task's only pending request.
+async fn decide(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    task: &str,
+    req: Option<String>,
+    d: berth_api::Decide,
+    json: bool,
+) -> Result<i32> {
+    let req = match req {
+        Some(r) => r,
+        None => {
+            let path = format!("{}/approvals?pending=true", task_path(task));
+            let list: Vec<berth_api::Approval> = decode(client.get_value(&path).await?)?;
+            match list.as_slice() {
+                [one] => one.id.clone(),
+                [] => {
+                    return Err(CliError::other(format!(
+                        "task {task} has no pending request"
+                    )))
+                }
+                many => {
+                    let ids: Vec<&str> = many.iter().map(|a| a.id.as_str()).collect();
+                    return Err(CliError::other(format!(
+                        "task {task} has {} pending requests; name one: {}",
+                        many.len(),
+                        ids.join(" ")
+                    )));
+                }
+            }
+        }
+    };
+    let path = format!(
+        "{}/approvals/{}",
+        task_path(task),
+        crate::client::encode_segment(&req)
+    );
+    let v = client.post_value(&path, &d).await?;
+    if json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let a: berth_api::Approval = decode(v)?;
+    ctx.print(&terminal_safe(&format!(
+        "{} request {} of task {task}: {}\n",
+        a.state,
+        a.id,
+        one_line(&a.summary)
+    )))?;
+    Ok(0)
+}
+
+/// Requests as a table (with the task and workspace for the inbox).
+fn approval_table(list: &[berth_api::Approval], inbox: bool) -> String {
+    if list.is_empty() {
+        return "no requests\n".into();
+    }
+    let mut head = vec!["REQUEST", "KIND", "SUMMARY", "STATE", "RISKS"];
+    if inbox {
+        head = vec!["TASK", "WORKSPACE", "REQUEST", "KIND", "SUMMARY", "RISKS"];
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|a| {
+            let summary = truncate(&one_line(&a.summary), 60);
+            let risks = a.risks.join(", ");
+            if inbox {
+                vec![
+                    a.task.clone(),
+                    a.workspace.clone(),
+                    a.id.clone(),
+                    a.kind.clone(),
+                    summary,
+                    risks,
+                ]
+            } else {
+                vec![
+                    a.id.clone(),
+                    a.kind.clone(),
+                    summary,
+                    a.state.clone(),
+                    risks,
+                ]
+            }
+        })
+        .collect();
+    terminal_safe(&table(&head, &rows)).into_owned()
+}
+
+/// `task diff`: the diff (or its summary, one turn's, a patch, an mbox) as the server makes it.
+async fn diff(args: TaskDiffArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    if args.patch || args.mbox {
+        let format = if args.mbox { "mbox" } else { "diff" };
+        let bytes = client
+            .get_bytes(&format!("{}/patch?format={format}", task_path(&args.task)))
+            .await?;
+        ctx.print(&String::from_utf8_lossy(&bytes))?;
+        return Ok(0);
+    }
+    let q = berth_api::DiffQuery {
+        turn: args.turn,
+        stat: args.stat.then_some(true),
+    };
+    let v = client
+        .get_query_value(&format!("{}/diff", task_path(&args.task)), &q)
+        .await?;
+    if args.json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let d: berth_api::TaskDiff = decode(v)?;
+    if !d.git {
+        ctx.print(&format!("{} is not in a git repository: no diff\n", d.dir))?;
+    } else if d.diff.is_empty() {
+        ctx.print("no changes\n")?;
+    } else {
+        ctx.print(&d.diff)?;
+        if d.truncated {
+            ctx.print("\n[diff cut at 4 MiB: take the whole patch with --patch, or use git in the workspace]\n")?;
+        }
+    }
+    Ok(0)
+}
+
+/// `task attach`: opens the interactive session and says how to attach to it.
+async fn attach(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    task: &str,
+    name: Option<String>,
+    json: bool,
+) -> Result<i32> {
+    let (cols, rows) = crate::ctx::terminal_size();
+    let req = berth_api::AttachTask {
+        name,
+        cols: Some(cols),
+        rows: Some(rows),
+    };
+    let v = client
+        .post_value(&format!("{}/attach", task_path(task)), &req)
+        .await?;
+    if json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let s: berth_api::Session = decode(v)?;
+    let t: Task = decode(client.get_value(&task_path(task)).await?)?;
+    ctx.print(&format!(
+        "task {task} continues interactively in session {} of {}; attach: berth attach {} {}\n",
+        s.name, t.workspace, t.workspace, s.name
+    ))?;
+    Ok(0)
 }
 
 /// `task run`: creates the task, then (unless `--detach`) follows its first turn.
@@ -212,6 +507,7 @@ async fn run_task(args: TaskRunArgs, client: &Client, ctx: &mut Ctx<'_>) -> Resu
         model: args.model,
         dir: args.dir,
         worktree: args.worktree,
+        approval: args.approval,
     };
     let v = client.post_value("/tasks", &req).await?;
     let t: Task = decode(v.clone())?;
@@ -229,7 +525,8 @@ async fn run_task(args: TaskRunArgs, client: &Client, ctx: &mut Ctx<'_>) -> Resu
             t.id, t.agent, t.workspace
         ));
     }
-    let mut printer = Printer::new(&t.id, args.json, args.verbose, ctx.color).raw(args.raw);
+    let mut printer =
+        Printer::new(&t.id, args.json, args.shown.verbose, ctx.color).raw(args.shown.raw);
     let end = follow(client, ctx, &t.id, 0, Until::TurnOver, &mut printer).await?;
     turn_result(ctx, &t.id, end)
 }
@@ -237,7 +534,8 @@ async fn run_task(args: TaskRunArgs, client: &Client, ctx: &mut Ctx<'_>) -> Resu
 /// `task logs`: the stored events, page by page; with `-f`, follows them instead.
 async fn logs(args: TaskLogsArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
     let task = args.task;
-    let mut printer = Printer::new(&task, args.json, args.verbose, ctx.color).raw(args.raw);
+    let mut printer =
+        Printer::new(&task, args.json, args.shown.verbose, ctx.color).raw(args.shown.raw);
     if args.follow {
         // Ends when the task fails or is cancelled, or on Ctrl-C: both are success.
         follow(client, ctx, &task, args.after, Until::Final, &mut printer).await?;
@@ -302,7 +600,8 @@ async fn send(args: TaskSendArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<
     let Some(after) = before else {
         return Ok(0);
     };
-    let mut printer = Printer::new(&t.id, args.json, args.verbose, ctx.color).raw(args.raw);
+    let mut printer =
+        Printer::new(&t.id, args.json, args.shown.verbose, ctx.color).raw(args.shown.raw);
     let end = follow(client, ctx, &t.id, after, Until::TurnOver, &mut printer).await?;
     turn_result(ctx, &t.id, end)
 }
@@ -365,13 +664,22 @@ pub(crate) fn count_short(n: u64) -> String {
     }
 }
 
+/// The task's workspace, marked when it was removed (a workspace of that name now is another one).
+fn workspace_shown(t: &Task) -> String {
+    if t.workspace_removed {
+        format!("{} (removed)", t.workspace)
+    } else {
+        t.workspace.clone()
+    }
+}
+
 pub(crate) fn task_table(list: &[Task]) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|t| {
             vec![
                 t.id.clone(),
-                t.workspace.clone(),
+                workspace_shown(t),
                 t.agent.clone(),
                 t.state.clone(),
                 format!(
@@ -401,7 +709,7 @@ pub(crate) fn task_table(list: &[Task]) -> String {
 pub(crate) fn task_details(t: &Task) -> String {
     let mut kv: Vec<(&str, String)> = vec![
         ("id", t.id.clone()),
-        ("workspace", t.workspace.clone()),
+        ("workspace", workspace_shown(t)),
         ("agent", t.agent.clone()),
         (
             "model",
@@ -421,15 +729,43 @@ pub(crate) fn task_details(t: &Task) -> String {
     kv.push(("prompt", truncate(&one_line(&t.prompt), 200)));
     kv.push(("created", short_time(&t.created_at)));
     kv.push(("updated", short_time(&t.updated_at)));
+    let u = &t.usage;
+    let mut tokens = format!(
+        "in {}, out {}, cached {}",
+        u.input_tokens, u.output_tokens, u.cached_input_tokens
+    );
+    // A server that sums the gateway's calls sends `cost`; an older one only `cost_usd`.
+    let cost = if u.cost.is_empty() {
+        u.cost_usd
+            .map(|c| format!("${c:.4}"))
+            .unwrap_or_else(|| "-".into())
+    } else {
+        let s = if u.calls == 1 { "" } else { "s" };
+        tokens.push_str(&format!(" ({} LLM call{s})", u.calls));
+        format!("${}", u.cost)
+    };
+    kv.push(("tokens", tokens));
     kv.push((
-        "tokens",
-        format!(
-            "in {}, out {}, cached {}",
-            t.usage.input_tokens, t.usage.output_tokens, t.usage.cached_input_tokens
-        ),
+        "cost",
+        if u.fallback_calls > 0 {
+            format!(
+                "{cost} ({} call{} at the fallback price: no price table lists the model)",
+                u.fallback_calls,
+                if u.fallback_calls == 1 { "" } else { "s" }
+            )
+        } else {
+            cost
+        },
     ));
-    if let Some(c) = t.usage.cost_usd {
-        kv.push(("cost", format!("${c:.4}")));
+    if let Some(a) = &u.agent_reported {
+        let mut s = format!(
+            "in {}, out {}, cached {}",
+            a.input_tokens, a.output_tokens, a.cached_input_tokens
+        );
+        if let Some(c) = a.cost_usd {
+            s.push_str(&format!(", ${c:.6}"));
+        }
+        kv.push(("agent reported", format!("{s} (informational, not billed)")));
     }
     if let Some(m) = &t.last_message {
         kv.push(("last message", truncate(&one_line(m), 300)));

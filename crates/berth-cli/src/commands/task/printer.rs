@@ -196,6 +196,41 @@ impl Printer {
                 }
                 s + "\n"
             }
+            EventKind::ApprovalRequest { request: r } => {
+                let mut s = format!(
+                    "[approval] {} asks: {} ({})\n",
+                    r.id,
+                    one_line(&r.summary),
+                    r.kind.as_str()
+                );
+                if let Some(why) = &r.reason {
+                    s.push_str(&format!("  why: {}\n", one_line(why)));
+                }
+                if !r.risks.is_empty() {
+                    s.push_str(&format!("  risks: {}\n", r.risks.join(", ")));
+                }
+                if let Some(d) = &r.diff {
+                    for line in d.lines().take(20) {
+                        s.push_str(&format!("  {line}\n"));
+                    }
+                }
+                s
+            }
+            EventKind::ApprovalResolved {
+                id,
+                decision,
+                reason,
+                by,
+            } => {
+                let mut s = format!("[approval] {id} {}", decision.as_str());
+                if let Some(by) = by {
+                    s.push_str(&format!(" by {}", one_line(by)));
+                }
+                if let Some(r) = reason {
+                    s.push_str(&format!(": {}", one_line(r)));
+                }
+                s + "\n"
+            }
             EventKind::Error { message } => format!("[error] {}\n", message.trim_end()),
             EventKind::Log { line } if self.verbose => format!("[log] {}\n", line.trim_end()),
             EventKind::Raw { data } if self.verbose => format!("[raw] {data}\n"),
@@ -215,8 +250,8 @@ impl Printer {
         }
         if state == TaskState::Waiting {
             s.push_str(&format!(
-                " (the agent waits for input: berth task send {} TEXT)",
-                self.task
+                " (the agent waits for a decision: berth task approve {} / berth task deny {})",
+                self.task, self.task
             ));
         }
         s + "\n"

@@ -1,9 +1,10 @@
-//! `berth workspace …`: create (limits, egress rules and templates, secrets), list, show,
+//! `berth workspace …`: create (limits, egress rules and templates, secrets, MCP servers), list, show,
 //! start, stop and remove workspaces; backup and restore are in `backup.rs`.
 
 use std::path::PathBuf;
 
-use berth_api::{CreateWorkspace, UseSecret, Workspace};
+use berth_api::{CreateWorkspace, McpServer, McpServerType, UseSecret, Workspace};
+use berth_domain::SecretDelivery;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
@@ -74,6 +75,23 @@ pub enum WorkspaceCmd {
         #[arg(long)]
         pause: bool,
     },
+    /// Show a workspace's provisioning from its template (steps, states, the failed step's
+    /// log), or resume it (--retry) or move to the template's newest revision (--upgrade);
+    /// both follow the progress
+    Provision {
+        /// Workspace: TENANT/NAME, NAME or id
+        ws: String,
+        /// Resume a failed provisioning at the failed step
+        #[arg(long, conflicts_with = "upgrade")]
+        retry: bool,
+        /// Re-provision to the template's newest revision: the home volume stays, only steps
+        /// whose inputs changed run again
+        #[arg(long)]
+        upgrade: bool,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a workspace from an archive written by `berth workspace backup`
     Restore {
         /// Archive file
@@ -127,6 +145,10 @@ pub struct WorkspaceCreateArgs {
     /// --secret API_KEY:api.example.com:x-api-key (repeatable)
     #[arg(long = "secret", value_name = "NAME:HOSTS[:HEADERS]")]
     pub secret: Vec<String>,
+    /// The approval policy of the workspace's tasks unless a task asks for another
+    /// [default: never]
+    #[arg(long, value_parser = ["never", "on-request", "always"])]
+    pub approval: Option<String>,
     /// Put a tenant secret's real value into the workspace environment (exposed)
     #[arg(long = "secret-env", value_name = "NAME")]
     pub secret_env: Vec<String>,
@@ -134,6 +156,21 @@ pub struct WorkspaceCreateArgs {
     /// workspace gets NAME_FILE
     #[arg(long = "secret-file", value_name = "NAME")]
     pub secret_file: Vec<String>,
+    /// MCP servers for every agent of the workspace: a JSON file holding an array of
+    /// servers, each {"name", "type": "stdio", "command", "args", "env"} or {"name", "type":
+    /// "http", "url", "headers"} (docs/mcp.md)
+    #[arg(long = "mcp-file", value_name = "FILE")]
+    pub mcp_file: Option<PathBuf>,
+    /// Provision from a workspace template of the tenant (`berth template list`): its
+    /// repositories are cloned and its setup steps run; progress is printed until done
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    /// A template parameter (repeatable): --param repo=https://git.example.com/app.git
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "template")]
+    pub param: Vec<String>,
+    /// With --template: return once the workspace runs, without following the provisioning
+    #[arg(long, requires = "template")]
+    pub no_follow: bool,
     /// Print the API's JSON
     #[arg(long)]
     pub json: bool,
@@ -164,6 +201,32 @@ pub(crate) async fn run(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -
         WorkspaceCmd::Backup { ws, output, pause } => {
             backup::backup(client, ctx, &ws, output, pause).await
         }
+        WorkspaceCmd::Provision {
+            ws,
+            retry,
+            upgrade,
+            json,
+        } => {
+            let path = format!("{}/provision", ws_path(&ws));
+            if !retry && !upgrade {
+                let v = client.get_value(&path).await?;
+                if json {
+                    ctx.print_json(&v)?;
+                } else {
+                    let s: berth_api::ProvisionStatus = decode(v)?;
+                    ctx.print(&super::template::status_text(&s))?;
+                }
+                return Ok(0);
+            }
+            let body = berth_api::Reprovision { retry, upgrade };
+            let v = client.post_value(&path, &body).await?;
+            if json {
+                ctx.print_json(&v)?;
+                return Ok(0);
+            }
+            let kept: berth_api::ProvisionStatus = decode(v)?;
+            super::template::follow(client, ctx, &ws, Some(&kept)).await
+        }
         WorkspaceCmd::Restore {
             file,
             name,
@@ -179,11 +242,14 @@ async fn create(args: WorkspaceCreateArgs, client: &Client, ctx: &mut Ctx<'_>) -
     for s in &args.secret {
         secrets.push(secret_arg(s)?);
     }
-    for (names, delivery) in [(&args.secret_env, "env"), (&args.secret_file, "file")] {
+    for (names, delivery) in [
+        (&args.secret_env, SecretDelivery::Env),
+        (&args.secret_file, SecretDelivery::File),
+    ] {
         for name in names {
             secrets.push(UseSecret {
                 name: name.clone(),
-                delivery: Some(delivery.into()),
+                delivery: Some(delivery.as_str().into()),
                 hosts: Vec::new(),
                 headers: Vec::new(),
             });
@@ -192,6 +258,10 @@ async fn create(args: WorkspaceCreateArgs, client: &Client, ctx: &mut Ctx<'_>) -
     let (tenant, name) = split_tenant(&args.name, args.tenant)?;
     let egress = args.allow.iter().map(|r| rule_arg(r)).collect::<Vec<_>>();
     let egress_template = args.egress_template;
+    let mcp_servers = match &args.mcp_file {
+        Some(path) => Some(mcp_file(path)?),
+        None => None,
+    };
     let req = CreateWorkspace {
         name,
         tenant,
@@ -203,6 +273,14 @@ async fn create(args: WorkspaceCreateArgs, client: &Client, ctx: &mut Ctx<'_>) -
         egress: (!egress.is_empty()).then_some(egress),
         egress_templates: (!egress_template.is_empty()).then_some(egress_template),
         secrets: (!secrets.is_empty()).then_some(secrets),
+        approval: args.approval,
+        mcp_servers,
+        params: args
+            .template
+            .is_some()
+            .then(|| super::template::param_args(&args.param))
+            .transpose()?,
+        template: args.template.clone(),
     };
     let v = client.post_value("/workspaces", &req).await?;
     let w: Workspace = decode(v.clone())?;
@@ -211,7 +289,14 @@ async fn create(args: WorkspaceCreateArgs, client: &Client, ctx: &mut Ctx<'_>) -
     } else {
         ctx.print(&format!("created {}\n", workspace_line(&w)))?;
     }
-    Ok(if w.state == "failed" { 1 } else { 0 })
+    if w.state == "failed" {
+        return Ok(1);
+    }
+    if args.template.is_some() && !args.no_follow && !args.json {
+        let ws = format!("{}/{}", w.tenant, w.name);
+        return super::template::follow(client, ctx, &ws, None).await;
+    }
+    Ok(0)
 }
 
 async fn list(client: &Client, ctx: &mut Ctx<'_>, tenant: Option<&str>, json: bool) -> Result<i32> {
@@ -274,6 +359,49 @@ pub(crate) fn split_tenant(name: &str, tenant: Option<String>) -> Result<(Option
     }
 }
 
+/// Longest `--mcp-file` read (the server caps what it accepts anyway).
+const MCP_FILE_MAX: u64 = 1024 * 1024;
+
+/// `--mcp-file FILE`: a JSON array of MCP servers (checked by the server).
+fn mcp_file(path: &std::path::Path) -> Result<Vec<McpServer>> {
+    use std::io::Read;
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| CliError::other(format!("--mcp-file {shown}: {e}")))?;
+    let mut text = String::new();
+    file.take(MCP_FILE_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::other(format!("--mcp-file {shown}: {e}")))?;
+    if text.len() as u64 > MCP_FILE_MAX {
+        return Err(CliError::other(format!(
+            "--mcp-file {shown}: larger than {MCP_FILE_MAX} bytes"
+        )));
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::other(format!(
+            "--mcp-file {shown}: not a JSON array of MCP servers: {e}"
+        ))
+    })
+}
+
+/// One line per MCP server for `workspace show`.
+fn mcp_line(s: &McpServer) -> String {
+    match s.kind {
+        McpServerType::Stdio => {
+            let mut cmd = vec![s.command.clone().unwrap_or_default()];
+            cmd.extend(s.args.iter().cloned());
+            let env: Vec<&str> = s.env.keys().map(String::as_str).collect();
+            let env = if env.is_empty() {
+                String::new()
+            } else {
+                format!(" (env {})", env.join(", "))
+            };
+            format!("{}: stdio {}{env}", s.name, cmd.join(" "))
+        }
+        McpServerType::Http => format!("{}: http {}", s.name, s.url.as_deref().unwrap_or_default()),
+    }
+}
+
 /// `--secret NAME:HOSTS[:HEADERS]`: hosts and headers comma-separated; a colon inside
 /// brackets (an IPv6 host) does not separate.
 fn secret_arg(s: &str) -> Result<UseSecret> {
@@ -305,7 +433,7 @@ fn secret_arg(s: &str) -> Result<UseSecret> {
     };
     Ok(UseSecret {
         name: name.to_owned(),
-        delivery: Some("placeholder".into()),
+        delivery: Some(SecretDelivery::Placeholder.as_str().into()),
         hosts: list(hosts),
         headers: list(headers),
     })
@@ -421,6 +549,10 @@ pub(crate) fn workspace_details(w: &Workspace) -> String {
         None => kv.push(("last failure", "none".into())),
     }
     kv.push(("oom kills", w.oom_kills.to_string()));
+    if !w.mcp_servers.is_empty() {
+        let lines: Vec<String> = w.mcp_servers.iter().map(mcp_line).collect();
+        kv.push(("mcp servers", lines.join("; ")));
+    }
     key_values(&kv)
 }
 

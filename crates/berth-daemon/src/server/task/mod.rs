@@ -5,6 +5,7 @@
 //! buffer ([`events`]), which is authoritative: subscribers read from it at their own pace.
 //! The files a turn needs are made by [`worktree`].
 
+mod approvals;
 mod events;
 mod output;
 mod turn;
@@ -20,7 +21,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::ApiError;
-use crate::proto::{TaskInfo, TaskStart, Worktree};
+use crate::proto::{TaskDecide, TaskInfo, TaskStart, Worktree};
 use crate::sys::{self, lock};
 use events::{fit_event, EventBuffer};
 use turn::run_turn;
@@ -99,6 +100,8 @@ struct Inner {
     /// The last running total of an agent that reports usage cumulatively (Codex), so each
     /// `usage` event carries only what is new: totals then add up across events and turns.
     usage_total: [u64; 3],
+    /// Permission requests of the agent (approval policies other than `never`).
+    approvals: approvals::Approvals,
 }
 
 static FINISH_ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -138,7 +141,17 @@ impl TaskManager {
                     req.id
                 )));
             }
-            let task = Task::new(req.id.clone(), &spec, req.after_seq, self.event_cap);
+            let timeout = match req.approval_timeout_secs {
+                0 => approvals::DEFAULT_TIMEOUT,
+                s => std::time::Duration::from_secs(s),
+            };
+            let task = Task::new(
+                req.id.clone(),
+                &spec,
+                req.after_seq,
+                self.event_cap,
+                timeout,
+            );
             tasks.push(task.clone());
             task
         };
@@ -256,6 +269,11 @@ impl TaskManager {
         }
     }
 
+    /// Decides a pending permission request of a task's agent.
+    pub(crate) fn decide(&self, req: TaskDecide) -> Result<TaskInfo, ApiError> {
+        self.find(&req.task)?.decide(req)
+    }
+
     /// Forgets the oldest final tasks beyond the limit.
     fn prune(&self) {
         let mut tasks = lock(&self.tasks);
@@ -343,7 +361,13 @@ fn validate_start(req: &TaskStart) -> Result<(), ApiError> {
 
 impl Task {
     /// A new task (state `starting`) whose first event is the user's first message.
-    fn new(id: String, spec: &TurnSpec, after_seq: u64, event_cap: usize) -> Arc<Task> {
+    fn new(
+        id: String,
+        spec: &TurnSpec,
+        after_seq: u64,
+        event_cap: usize,
+        approval_timeout: std::time::Duration,
+    ) -> Arc<Task> {
         let (seq_tx, _) = watch::channel(after_seq);
         let task = Arc::new(Task {
             id,
@@ -361,6 +385,7 @@ impl Task {
                 forgotten: false,
                 finished: None,
                 usage_total: [0; 3],
+                approvals: approvals::Approvals::new(approval_timeout),
             }),
             seq_tx,
             cancel: Notify::new(),

@@ -10,10 +10,12 @@ use berth_agents::{Driver, Invocation, TurnSpec};
 use berth_domain::{Agent, EventKind, TaskState};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
+use tokio::process::ChildStdin;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
+use super::approvals::Answer;
 use super::events::truncate_string;
 use super::output::{read_lines, Out, MAX_LOG_LINE, MAX_STDOUT_LINE};
 use super::worktree::{create_worktree, make_private_dir, write_private_file};
@@ -84,7 +86,7 @@ pub(super) async fn run_turn(
     drivers: DriverFactory,
     ready: oneshot::Sender<()>,
 ) {
-    let (driver, child) = match prepare(&task, spec, worktree.as_ref(), &drivers).await {
+    let (driver, child, stdin) = match prepare(&task, spec, worktree.as_ref(), &drivers).await {
         Ok(x) => x,
         Err(end) => {
             end_setup(&task, end);
@@ -92,13 +94,14 @@ pub(super) async fn run_turn(
             return;
         }
     };
-    let outcome = supervise(&task, driver, child, ready).await;
+    let outcome = supervise(&task, driver, child, stdin, ready).await;
     end_turn(&task, outcome);
 }
 
 /// The task after a setup that ended early: stopped as requested, or failed.
 fn end_setup(task: &Task, end: SetupEnd) {
     let mut inner = lock(&task.inner);
+    inner.approvals.end_turn();
     inner.busy = false;
     inner.pid = None;
     let cancelled = inner.cancel_requested || matches!(end, SetupEnd::Cancelled);
@@ -115,6 +118,7 @@ fn end_setup(task: &Task, end: SetupEnd) {
 /// The task after its agent exited: stopped as requested, completed, or failed.
 fn end_turn(task: &Task, outcome: TurnOutcome) {
     let mut inner = lock(&task.inner);
+    inner.approvals.end_turn();
     inner.busy = false;
     inner.pid = None;
     if std::mem::take(&mut inner.cancel_requested) {
@@ -154,13 +158,14 @@ fn failure_reason(agent: Agent, outcome: TurnOutcome) -> String {
     }
 }
 
-/// Worktree, directories, files, spawn. Emits Status{running} once spawned.
+/// Worktree, directories, files, spawn. Emits Status{running} once spawned. With an approval
+/// policy the driver supports, the agent's stdin stays open for the answers (returned).
 async fn prepare(
     task: &Arc<Task>,
     mut spec: TurnSpec,
     worktree: Option<&Worktree>,
     drivers: &DriverFactory,
-) -> Result<(Box<dyn Driver>, tokio::process::Child), SetupEnd> {
+) -> Result<(Box<dyn Driver>, tokio::process::Child, Option<AgentInput>), SetupEnd> {
     if let Some(wt) = worktree {
         let path = spec.home.join(".berth").join("worktrees").join(&task.id);
         create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
@@ -182,13 +187,14 @@ async fn prepare(
     if inner.cancel_requested {
         return Err(SetupEnd::Cancelled);
     }
+    let protocol = spec.approval.asks() && driver.supports_approvals();
     // Spawn under the lock so that a cancel sees the pid.
-    let child = spawn(&inv).map_err(SetupEnd::Failed)?;
+    let (child, stdin) = spawn(&inv, protocol).map_err(SetupEnd::Failed)?;
     inner.pid = child.id();
     task.transition(&mut inner, TaskState::Running, None);
-    tracing::info!(task = %task.id, pid = ?inner.pid, program = %inv.program, "agent started");
+    tracing::info!(task = %task.id, pid = ?inner.pid, program = %inv.program, approvals = protocol, "agent started");
     drop(inner);
-    Ok((driver, child))
+    Ok((driver, child, stdin))
 }
 
 fn workspace_passthrough() -> Vec<(String, String)> {
@@ -199,8 +205,13 @@ fn workspace_passthrough() -> Vec<(String, String)> {
 }
 
 /// Starts the agent of `inv` in a process group of its own, with only the driver's
-/// environment (and [`WORKSPACE_PASSTHROUGH`]), feeding it `inv.stdin` if any.
-fn spawn(inv: &Invocation) -> Result<tokio::process::Child, String> {
+/// environment (and [`WORKSPACE_PASSTHROUGH`]), feeding it `inv.stdin` if any. With
+/// `keep_stdin`, `inv.stdin` is written (in the background) and the stdin pipe comes back open
+/// for the protocol's later lines instead of being closed.
+fn spawn(
+    inv: &Invocation,
+    keep_stdin: bool,
+) -> Result<(tokio::process::Child, Option<AgentInput>), String> {
     let not_installed = || {
         format!(
             "the agent CLI `{}` is not installed in this workspace image",
@@ -233,11 +244,19 @@ fn spawn(inv: &Invocation) -> Result<tokio::process::Child, String> {
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
         .envs(workspace_passthrough())
         .current_dir(&inv.cwd);
-    sys::pipes_in_own_group(&mut cmd, inv.stdin.is_some());
+    sys::pipes_in_own_group(&mut cmd, inv.stdin.is_some() || keep_stdin);
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => not_installed(),
         _ => format!("cannot run the agent CLI `{}`: {e}", inv.program),
     })?;
+    if keep_stdin {
+        let Some(stdin) = child.stdin.take() else {
+            return Ok((child, None));
+        };
+        let input = AgentInput::start(stdin);
+        input.send(inv.stdin.clone().unwrap_or_default().into_bytes());
+        return Ok((child, Some(input)));
+    }
     if let (Some(mut stdin), Some(data)) = (child.stdin.take(), inv.stdin.clone()) {
         tokio::spawn(async move {
             if let Err(e) = stdin.write_all(data.as_bytes()).await {
@@ -246,19 +265,52 @@ fn spawn(inv: &Invocation) -> Result<tokio::process::Child, String> {
             // Dropping stdin closes it: the agent sees EOF.
         });
     }
-    Ok(child)
+    Ok((child, None))
+}
+
+/// The open stdin of an agent speaking a permission protocol: lines are written in order by a
+/// writer of its own, so a agent that stops reading never blocks the turn. Dropping it closes
+/// the agent's stdin once what was sent is written.
+pub(super) struct AgentInput(mpsc::UnboundedSender<Vec<u8>>);
+
+impl AgentInput {
+    fn start(mut stdin: ChildStdin) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if let Err(e) = stdin.write_all(&data).await {
+                    tracing::debug!(error = %e, "agent closed its stdin");
+                    return;
+                }
+                let _ = stdin.flush().await;
+            }
+        });
+        AgentInput(tx)
+    }
+
+    fn send(&self, data: Vec<u8>) {
+        if !data.is_empty() {
+            let _ = self.0.send(data);
+        }
+    }
 }
 
 /// Feeds the agent's output to the driver until the process exits and its
-/// pipes are drained; handles cancellation.
+/// pipes are drained; handles cancellation and, with an open stdin, the answers to the agent's
+/// permission requests (stdin is closed once the turn is completed).
 async fn supervise(
     task: &Arc<Task>,
     mut driver: Box<dyn Driver>,
     mut child: tokio::process::Child,
+    mut input: Option<AgentInput>,
     ready: oneshot::Sender<()>,
 ) -> TurnOutcome {
     let pgid = child.id().unwrap_or(0);
     let (mut rx, readers) = start_readers(&mut child);
+    let (answer_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
+    if input.is_some() {
+        lock(&task.inner).approvals.answers = Some(answer_tx);
+    }
     let _ = ready.send(());
 
     let mut out = TurnOutcome {
@@ -278,8 +330,23 @@ async fn supervise(
         }
         tokio::select! {
             msg = rx.recv(), if w.open => match msg {
-                Some(msg) => on_output(task, driver.as_mut(), msg, &mut out),
+                Some(msg) => {
+                    on_output(task, driver.as_mut(), msg, &mut out);
+                    // The turn is over: closing stdin lets the agent exit.
+                    if out.saw_turn_completed && input.is_some() {
+                        tracing::debug!(task = %task.id, "turn completed; closing the agent's stdin");
+                        input = None;
+                    }
+                }
                 None => w.open = false,
+            },
+            Some(a) = answers.recv(), if input.is_some() => {
+                let lines = driver.answer(&a.id, a.approve, &a.message);
+                if let Some(input) = &input {
+                    for line in lines {
+                        input.send(format!("{line}\n").into_bytes());
+                    }
+                }
             },
             status = child.wait(), if !w.exited => on_exit(task, status, pgid, &mut w, &mut out),
             () = task.cancel.notified(), if !w.cancelling && !w.exited => {
@@ -335,7 +402,7 @@ fn start_readers(child: &mut tokio::process::Child) -> (mpsc::Receiver<Out>, Vec
 }
 
 /// One line of the agent's output: stdout through the driver, stderr as Log events.
-fn on_output(task: &Task, driver: &mut dyn Driver, msg: Out, out: &mut TurnOutcome) {
+fn on_output(task: &Arc<Task>, driver: &mut dyn Driver, msg: Out, out: &mut TurnOutcome) {
     match msg {
         Out::Stdout(line) => {
             let kinds = driver.parse_line(&line);
@@ -399,7 +466,7 @@ fn on_exit(
 /// Appends the events the driver made of a line; keeps the daemon's own lifecycle (only
 /// `waiting` and `running` are taken from the driver) and turns cumulative usage into deltas.
 fn emit_driver_events(
-    task: &Task,
+    task: &Arc<Task>,
     kinds: Vec<EventKind>,
     cumulative_usage: bool,
     out: &mut TurnOutcome,
@@ -439,6 +506,10 @@ fn emit_driver_events(
             EventKind::TurnCompleted { .. } => out.saw_turn_completed = true,
             EventKind::Error { message } => out.last_error = Some(message.clone()),
             _ => {}
+        }
+        if let EventKind::ApprovalRequest { request } = kind {
+            task.request_approval(&mut inner, request.capped());
+            continue;
         }
         task.push(&mut inner, kind);
     }

@@ -1,0 +1,396 @@
+//! `berth template …`: a tenant's workspace templates (every `set` stores a new revision), and
+//! the provisioning progress that `berth workspace create --template` and `berth workspace
+//! provision` print while a workspace is set up from one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_api::{ProvisionStatus, SetTemplate, TemplateQuery, WorkspaceTemplate};
+use clap::Subcommand;
+
+use crate::client::{decode, encode_segment, ws_path, CliError, Client, Result};
+use crate::ctx::Ctx;
+use crate::format::{key_values, short_time, table};
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCmd {
+    /// Store a template file (TOML; see docs/templates.md) as the next revision of a
+    /// tenant's template; the file is checked first (the error names the key, e.g.
+    /// `setup[2].timeout`)
+    Set {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// The template file [default: stdin; `-` is stdin too]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a template: parameters, revision, users, and its file
+    Show {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// This revision [default: the newest]
+        #[arg(long)]
+        revision: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List templates (newest revision of each)
+    #[command(visible_alias = "ls")]
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a template with all its revisions (workspaces made from it keep their copy)
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+}
+
+fn template_path(tenant: &str, name: &str) -> String {
+    format!(
+        "/templates/{}/{}",
+        encode_segment(tenant),
+        encode_segment(name)
+    )
+}
+
+/// Reads a template file (or stdin) and checks it here first, so a mistake names the file.
+fn read_source(file: Option<&PathBuf>) -> Result<(String, String)> {
+    let (label, text) = match file {
+        Some(p) if p.as_os_str() != "-" => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| CliError::other(format!("cannot read {}: {e}", p.display())))?;
+            (p.display().to_string(), text)
+        }
+        _ => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                CliError::other(format!("cannot read the template from stdin: {e}"))
+            })?;
+            ("(stdin)".to_owned(), text)
+        }
+    };
+    berth_domain::template::parse(&text).map_err(|e| CliError::other(format!("{label}: {e}")))?;
+    Ok((label, text))
+}
+
+pub(crate) async fn run(cmd: TemplateCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    match cmd {
+        TemplateCmd::Set {
+            tenant,
+            name,
+            file,
+            json,
+        } => {
+            let (label, source) = read_source(file.as_ref())?;
+            let v = client
+                .put_value(&template_path(&tenant, &name), &SetTemplate { source })
+                .await
+                .map_err(|e| match e {
+                    CliError::Api {
+                        status,
+                        code,
+                        message,
+                    } if code == "template_invalid" => CliError::Api {
+                        status,
+                        code,
+                        message: format!("{label}: {message}"),
+                    },
+                    other => other,
+                })?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let t: WorkspaceTemplate = decode(v)?;
+                ctx.print(&format!(
+                    "template {}/{} revision {} stored\n",
+                    t.tenant, t.name, t.revision
+                ))?;
+            }
+        }
+        TemplateCmd::Show {
+            tenant,
+            name,
+            revision,
+            json,
+        } => {
+            let mut path = template_path(&tenant, &name);
+            if let Some(r) = revision {
+                path.push_str(&format!("?revision={r}"));
+            }
+            let v = client.get_value(&path).await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let t: WorkspaceTemplate = decode(v)?;
+                ctx.print(&details(&t))?;
+            }
+        }
+        TemplateCmd::List { tenant, json } => {
+            let v = client
+                .get_query_value("/templates", &TemplateQuery { tenant })
+                .await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let list: Vec<WorkspaceTemplate> = decode(v)?;
+                if list.is_empty() {
+                    ctx.print(
+                        "no templates (store one: berth template set --tenant T NAME FILE)\n",
+                    )?;
+                } else {
+                    let rows: Vec<Vec<String>> = list
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                format!("{}/{}", t.tenant, t.name),
+                                t.revision.to_string(),
+                                params_line(&t.params),
+                                t.description.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    ctx.print(&table(&["TEMPLATE", "REV", "PARAMS", "DESCRIPTION"], &rows))?;
+                }
+            }
+        }
+        TemplateCmd::Rm { tenant, name } => {
+            client
+                .delete(&template_path(&tenant, &name), &[("force", false)])
+                .await?;
+            ctx.print(&format!("template {tenant}/{name} removed\n"))?;
+        }
+    }
+    Ok(0)
+}
+
+fn params_line(params: &[berth_api::TemplateParam]) -> String {
+    params
+        .iter()
+        .map(|p| {
+            if p.required {
+                p.name.clone()
+            } else {
+                format!("[{}]", p.name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn details(t: &WorkspaceTemplate) -> String {
+    let mut pairs = vec![
+        ("template", format!("{}/{}", t.tenant, t.name)),
+        (
+            "revision",
+            format!("{} of {}", t.revision, t.latest_revision),
+        ),
+        ("created", short_time(&t.created_at)),
+    ];
+    if let Some(d) = &t.description {
+        pairs.push(("description", d.clone()));
+    }
+    for p in &t.params {
+        let mut s = if p.required {
+            "required".to_owned()
+        } else {
+            match &p.default {
+                Some(d) => format!("default {d:?}"),
+                None => "optional".to_owned(),
+            }
+        };
+        if let Some(d) = &p.description {
+            s.push_str(&format!(" — {d}"));
+        }
+        pairs.push(("param", format!("{}: {s}", p.name)));
+    }
+    if let Some(a) = &t.agent {
+        let auto = if t.auto_session {
+            " (auto-started)"
+        } else {
+            ""
+        };
+        pairs.push(("agent", format!("{a}{auto}")));
+    }
+    pairs.push((
+        "used by",
+        if t.used_by.is_empty() {
+            "-".into()
+        } else {
+            t.used_by.join(", ")
+        },
+    ));
+    let mut out = key_values(&pairs);
+    out.push('\n');
+    out.push_str(&t.source);
+    if !t.source.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+/// `k=v` of `--param`.
+pub(crate) fn param_args(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| CliError::other(format!("--param {a:?}: use NAME=VALUE")))?;
+        if out.insert(k.to_owned(), v.to_owned()).is_some() {
+            return Err(CliError::other(format!("--param {k} is given twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// What has been printed of each step, so only news are printed.
+#[derive(Default)]
+struct Printed {
+    state: BTreeMap<i64, String>,
+    log: BTreeMap<i64, String>,
+}
+
+/// Prints a provisioning's progress until it is done or failed: each step as it starts and
+/// ends, and its output as it comes. Exit code 0 when done, 1 when failed.
+/// `kept`: the status a retry or upgrade answered with; its finished steps are not run again
+/// and are not printed.
+pub(crate) async fn follow(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    ws: &str,
+    kept: Option<&ProvisionStatus>,
+) -> Result<i32> {
+    let path = format!("{}/provision", ws_path(ws));
+    let mut printed = Printed::default();
+    for st in kept.map(|k| k.steps.as_slice()).unwrap_or_default() {
+        // Done: kept. Failed: shown again only once it runs again.
+        if matches!(st.state.as_str(), "done" | "failed") {
+            printed.state.insert(st.index, st.state.clone());
+            printed.log.insert(st.index, st.log.clone());
+        }
+    }
+    loop {
+        let s: ProvisionStatus = decode(client.get_value(&path).await?)?;
+        print_news(ctx, &s, &mut printed)?;
+        match s.state.as_str() {
+            "done" => {
+                let session = s
+                    .session
+                    .map(|n| format!("; agent session {n} is running (berth attach {ws} {n})"))
+                    .unwrap_or_default();
+                ctx.print(&format!(
+                    "provisioned {} from template {} revision {}{session}\n",
+                    s.workspace, s.template, s.revision
+                ))?;
+                return Ok(0);
+            }
+            "failed" => {
+                return Err(CliError::other(
+                    s.message
+                        .unwrap_or_else(|| format!("provisioning of {ws} failed")),
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(400)).await,
+        }
+    }
+}
+
+fn print_news(ctx: &mut Ctx<'_>, s: &ProvisionStatus, p: &mut Printed) -> Result<()> {
+    let n = s.steps.len();
+    for step in &s.steps {
+        let i = step.index;
+        let tag = format!("[{}/{n}] {}", i + 1, step.name);
+        // A failed step being retried starts over.
+        if step.state == "running" && p.state.get(&i).is_some_and(|s| s == "failed") {
+            p.state.remove(&i);
+            p.log.remove(&i);
+        }
+        if step.state != "pending" && !p.state.contains_key(&i) {
+            ctx.print(&format!("{tag}: running\n"))?;
+            p.state.insert(i, "running".into());
+        }
+        // Output since last time (the log is a tail: when it moved on, print what is new).
+        let before = p.log.get(&i).cloned().unwrap_or_default();
+        if step.log.len() > before.len() && step.log.starts_with(&before) {
+            ctx.print(&indent(&step.log[before.len()..]))?;
+        } else if step.log != before && !step.log.is_empty() {
+            ctx.print(&indent(&step.log))?;
+        }
+        p.log.insert(i, step.log.clone());
+        if matches!(step.state.as_str(), "done" | "failed" | "skipped")
+            && p.state.get(&i) != Some(&step.state)
+        {
+            let why = step
+                .message
+                .as_ref()
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            ctx.print(&format!("{tag}: {}{why}\n", step.state))?;
+            p.state.insert(i, step.state.clone());
+        }
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    let mut out = String::new();
+    // Carriage returns (git's progress) become line breaks.
+    for line in text.split(['\n', '\r']).filter(|l| !l.trim().is_empty()) {
+        out.push_str("    ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `berth workspace provision W`: shows the step list (and the failed step's log).
+pub(crate) fn status_text(s: &ProvisionStatus) -> String {
+    let mut out = key_values(&[
+        ("workspace", s.workspace.clone()),
+        (
+            "template",
+            format!(
+                "{} revision {}{}",
+                s.template,
+                s.revision,
+                match s.latest_revision {
+                    Some(l) if l > s.revision => format!(" (newest: {l}; --upgrade moves to it)"),
+                    _ => String::new(),
+                }
+            ),
+        ),
+        ("state", s.state.clone()),
+    ]);
+    if let Some(m) = &s.message {
+        out.push_str(&format!("{m}\n"));
+    }
+    let rows: Vec<Vec<String>> = s
+        .steps
+        .iter()
+        .map(|st| {
+            vec![
+                (st.index + 1).to_string(),
+                st.kind.clone(),
+                st.name.clone(),
+                st.state.clone(),
+                st.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&["#", "KIND", "STEP", "STATE", "NOTE"], &rows));
+    for st in s.steps.iter().filter(|st| st.state == "failed") {
+        out.push_str(&format!("\nlog of step {} ({}):\n", st.index + 1, st.name));
+        out.push_str(&indent(&st.log));
+    }
+    out
+}
