@@ -1599,7 +1599,7 @@ export interface paths {
                         "application/json": components["schemas"]["CreatedSubscription"];
                     };
                 };
-                /** @description `invalid_argument`: unknown channel or kind, a URL that is not http(s) or does not resolve */
+                /** @description `invalid_argument`: unknown channel or kind */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1635,7 +1635,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `conflict`: the caller holds the most subscriptions one caller may (50) */
+                /** @description `conflict`: the caller holds the most subscriptions one caller may (50), or `workspace` is not of `tenant` */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -1662,7 +1662,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `url_refused`: the URL's host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set */
+                /** @description `tenant_required`: an admin's subscription names no tenant or workspace; `url_refused`: the URL does not parse or its host does not resolve, or its host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -3629,7 +3629,7 @@ export interface paths {
                         "application/json": components["schemas"]["WorkspaceTemplate"];
                     };
                 };
-                /** @description `template_invalid`: the file is not a valid template; the message names the key path (e.g. `setup[2].timeout`) and what is wrong */
+                /** @description `invalid_argument`: a malformed path, query or body */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -3676,6 +3676,15 @@ export interface paths {
                 };
                 /** @description `unsupported_media_type`: the body is not of the documented media type */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `template_invalid`: the file is not a valid template; the message names the key path (e.g. `setup[2].timeout`) and what is wrong */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -4919,7 +4928,7 @@ export interface paths {
                         "application/json": components["schemas"]["Workspace"];
                     };
                 };
-                /** @description `invalid_argument`, or `invalid_mcp_server`: a declared MCP server is malformed (the message names the server and the field) */
+                /** @description `invalid_argument` */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -4982,7 +4991,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `exceeds_capacity`: a memory or CPU cap above the host's */
+                /** @description `exceeds_capacity`: a memory or CPU cap above the host's; `invalid_mcp_server`: a declared MCP server the schema takes is still unusable (the message names the server and the field); `param_missing`/`template_invalid`: the template needs a parameter not given, or does not render to a valid template with these */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -6394,7 +6403,7 @@ export interface paths {
                         "application/json": components["schemas"]["ProvisionStatus"];
                     };
                 };
-                /** @description not exactly one of retry and upgrade; `param_missing`/`template_invalid` for an upgrade the stored parameters no longer fit */
+                /** @description `invalid_argument`: a malformed path, query or body */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -6449,6 +6458,15 @@ export interface paths {
                 };
                 /** @description `unsupported_media_type`: the body is not of the documented media type */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `param_missing`/`template_invalid`: an upgrade the stored parameters no longer fit */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -7402,7 +7420,7 @@ export interface components {
              */
             channel: string;
             /** @description Event kinds (see `NOTIFY_KINDS`); empty or absent: every kind. */
-            kinds?: string[];
+            kinds?: ("task.completed" | "task.failed" | "task.waiting" | "workspace.failed" | "workspace.oom" | "budget.near" | "budget.over")[];
             /**
              * @description The tenant to listen to: the caller's own (default), any for admins. Implied by
              *     `workspace`.
@@ -7478,7 +7496,7 @@ export interface components {
             image?: string | null;
             /**
              * @description MCP servers every agent of the workspace can use (at most 32, unique names); a malformed
-             *     one fails the create with 400 `invalid_mcp_server` naming the server and the field.
+             *     one fails the create with 422 `invalid_mcp_server` naming the server and the field.
              */
             mcp_servers?: components["schemas"]["McpServer"][] | null;
             /** @description Memory cap, e.g. `512m`, `2g`. Default from the server config. */
@@ -7494,7 +7512,7 @@ export interface components {
              */
             network?: "none" | "bridge" | null;
             /**
-             * @description The template's parameters (`{{name}}` in the template). A missing required one is 400
+             * @description The template's parameters (`{{name}}` in the template). A missing required one is 422
              *     `param_missing`.
              */
             params?: {
@@ -7918,7 +7936,13 @@ export interface components {
         Reprovision: {
             retry?: boolean;
             upgrade?: boolean;
-        };
+        } & ({
+            /** @constant */
+            retry: true;
+        } | {
+            /** @constant */
+            upgrade: true;
+        });
         /** @description A secret's metadata; the value is never returned. */
         SecretInfo: {
             created_at: string;

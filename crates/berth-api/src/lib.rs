@@ -133,7 +133,7 @@ pub struct CreateWorkspace {
     #[schema(pattern = "^(never|on-request|always)$")]
     pub approval: Option<String>,
     /// MCP servers every agent of the workspace can use (at most 32, unique names); a malformed
-    /// one fails the create with 400 `invalid_mcp_server` naming the server and the field.
+    /// one fails the create with 422 `invalid_mcp_server` naming the server and the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_servers: Option<Vec<McpServer>>,
     /// A workspace template of the tenant to provision from (its newest revision): its
@@ -143,7 +143,7 @@ pub struct CreateWorkspace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^[a-z]([a-z0-9-]*[a-z0-9])?$")]
     pub template: Option<String>,
-    /// The template's parameters (`{{name}}` in the template). A missing required one is 400
+    /// The template's parameters (`{{name}}` in the template). A missing required one is 422
     /// `param_missing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<BTreeMap<String, String>>,

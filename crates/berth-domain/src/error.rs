@@ -76,6 +76,8 @@ pub enum ErrorCode {
     /// link-local or other special-purpose address, or one of the server's own, and the server
     /// does not allow those (`BERTH_NOTIFY_ALLOW_PRIVATE`).
     UrlRefused,
+    /// The request needs a tenant and the caller's token has none (an admin's): name one.
+    TenantRequired,
     /// The request body is larger than the route accepts.
     PayloadTooLarge,
     /// The request body is not `application/json` (or the media type the route documents).
@@ -125,6 +127,7 @@ impl ErrorCode {
             Self::ExceedsCapacity => "exceeds_capacity",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UrlRefused => "url_refused",
+            Self::TenantRequired => "tenant_required",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TemplateInvalid => "template_invalid",
@@ -137,17 +140,22 @@ impl ErrorCode {
     /// The HTTP status this code is served with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidArgument
-            | Self::InvalidMcpServer
-            | Self::TemplateInvalid
-            | Self::ParamMissing => 400,
+            Self::InvalidArgument => 400,
             Self::Unauthorized | Self::TokenExpired | Self::TokenRevoked => 401,
             Self::Forbidden | Self::CsrfFailed | Self::LoginRefused => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::ExceedsCapacity | Self::TakeoverUnsupported | Self::UrlRefused => 422,
+            // Well-formed (the OpenAPI document takes them) but unusable: what the server
+            // checks beyond what a schema can say.
+            Self::ExceedsCapacity
+            | Self::TakeoverUnsupported
+            | Self::UrlRefused
+            | Self::InvalidMcpServer
+            | Self::TemplateInvalid
+            | Self::ParamMissing
+            | Self::TenantRequired => 422,
             Self::Ambiguous
             | Self::Conflict
             | Self::InUse
@@ -195,7 +203,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 33] = [
+    const ALL: [ErrorCode; 34] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -225,6 +233,7 @@ mod tests {
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::UrlRefused,
+        ErrorCode::TenantRequired,
         ErrorCode::TemplateInvalid,
         ErrorCode::ParamMissing,
         ErrorCode::Provisioning,

@@ -96,9 +96,10 @@ impl McpServer {
             }
             McpTransport::Http { url, headers } => {
                 check_value(url).map_err(|r| err("url", r))?;
-                if !(url.starts_with("http://") || url.starts_with("https://"))
-                    || url.len() <= "https://".len()
-                {
+                let rest = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"));
+                if rest.is_none_or(str::is_empty) {
                     return Err(err("url", "must be an http:// or https:// URL".into()));
                 }
                 check_map(headers, false).map_err(|r| err("headers", r))?;

@@ -203,6 +203,11 @@ fn secret_header_schema() -> Value {
         "not": {"pattern": format!("^({})$", refused.join("|"))}})
 }
 
+/// Permission request ids the schema documents: a letter, digit, `_` or `-`, then up to 127 of
+/// those, `.` and `:` (the server takes any printable ASCII but `/`; the agents' own ids are
+/// UUIDs and `toolu_…`-style words).
+pub const APPROVAL_REQUEST_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}$";
+
 /// A secret's name: an environment variable's ([`crate::vault::valid_name`]).
 pub const SECRET_NAME_PATTERN: &str = "^[A-Z_][A-Z0-9_]*$";
 
@@ -438,6 +443,26 @@ fn constrain(doc: &mut Value) {
         ),
     ]);
     props.extend(mcp_constraints());
+    props.extend([
+        (
+            "CreateSubscription",
+            "url",
+            json!({"type": "string", "pattern": "^https?://[^\\s/?#]",
+                "maxLength": api::MAX_NOTIFY_URL}),
+        ),
+        ("CreateSubscription", "tenant", name_schema()),
+        ("CreateSubscription", "workspace", ref_schema()),
+        (
+            "CreateSubscription",
+            "kinds",
+            json!({"type": "array", "items": {"type": "string", "enum": api::NOTIFY_KINDS}}),
+        ),
+        (
+            "Decide",
+            "reason",
+            json!({"type": "string", "maxLength": berth_domain::approval::MAX_APPROVAL_TEXT / 4}),
+        ),
+    ]);
     for (schema, prop, c) in props {
         if let Some(p) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{prop}"))
         {
@@ -472,6 +497,26 @@ fn constrain(doc: &mut Value) {
                     "not": {"anyOf": [{"required": ["command"]}, {"required": ["args"]},
                         {"required": ["env"]}]}},
             }),
+        );
+    }
+    // `always_for_task` goes with an approval only.
+    if let Some(d) = doc.pointer_mut("/components/schemas/Decide") {
+        merge(
+            d,
+            json!({
+                "if": {"properties": {"decision": {"const": "deny"}}, "required": ["decision"]},
+                "then": {"properties": {"always_for_task": {"const": false}}},
+            }),
+        );
+    }
+    // A re-provisioning is a retry or an upgrade: exactly one of them.
+    if let Some(r) = doc.pointer_mut("/components/schemas/Reprovision") {
+        merge(
+            r,
+            json!({"oneOf": [
+                {"required": ["retry"], "properties": {"retry": {"const": true}}},
+                {"required": ["upgrade"], "properties": {"upgrade": {"const": true}}},
+            ]}),
         );
     }
     // An admin token has no tenant; every other role has one.
@@ -530,6 +575,12 @@ fn constrain(doc: &mut Value) {
             name_schema(),
         ),
         ("/api/v1/secrets/", "name", secret_name),
+        ("/api/v1/templates/", "name", name_schema()),
+        (
+            "/api/v1/tasks/{task}/approvals/",
+            "req",
+            json!({"type": "string", "pattern": APPROVAL_REQUEST_PATTERN}),
+        ),
         (
             "/api/v1/workspaces/{ws}/sessions/{session}/attach",
             "cols",
@@ -626,7 +677,8 @@ fn argv_schema() -> Value {
         "items": {"type": "string"}})
 }
 
-/// Merges `c` into `target`; a nullable `type` (`["string","null"]`) stays nullable.
+/// Merges `c` into `target`; a nullable `type` (`["string","null"]`) stays nullable, and so
+/// does a nullable field given an `enum` (the server takes `null` there as "left out").
 fn merge(target: &mut Value, c: Value) {
     let nullable = target
         .get("type")
@@ -638,6 +690,9 @@ fn merge(target: &mut Value, c: Value) {
     for (k, v) in c {
         if k == "type" && nullable {
             t.insert(k, json!([v, "null"]));
+        } else if let (true, "enum", Value::Array(mut values)) = (nullable, k.as_str(), v.clone()) {
+            values.push(Value::Null);
+            t.insert(k, Value::Array(values));
         } else {
             t.insert(k, v);
         }

@@ -193,7 +193,7 @@ async fn malformed_mcp_servers_are_refused_by_name_and_field() {
                     Some(json!({"name": "bad", "mcp_servers": servers})),
                 )
                 .await;
-            assert_eq!(st, 400, "{v}");
+            assert_eq!(st, 422, "{v}");
             assert_eq!(v["error"]["code"], "invalid_mcp_server", "{v}");
             v["error"]["message"].as_str().unwrap().to_owned()
         }

@@ -349,8 +349,9 @@ fn time_of(s: &str) -> time::OffsetDateTime {
 }
 
 /// Without `BERTH_NOTIFY_ALLOW_PRIVATE`, loopback, private, link-local and the server's own
-/// addresses are refused (422 `url_refused`), by address or by a name resolving there; a URL
-/// that is not http(s) is a 400. Nothing is stored.
+/// addresses are refused (422 `url_refused`), by address or by a name resolving there, and so
+/// are http(s) URLs that do not parse or whose name does not resolve; a URL that is not http(s)
+/// is a 400 (it does not fit the document's pattern). Nothing is stored.
 #[tokio::test]
 async fn private_targets_are_refused_by_default() {
     let s = TestServer::start(bin()).await;
@@ -362,6 +363,8 @@ async fn private_targets_are_refused_by_default() {
         "http://169.254.169.254/latest/meta-data/".to_owned(),
         "http://[::1]:8080/".to_owned(),
         "https://192.168.1.1/x".to_owned(),
+        "http://berth-no-such-host.invalid/x".to_owned(),
+        "http://0\u{ca}".to_owned(),
     ] {
         let (st, v) = s
             .call(

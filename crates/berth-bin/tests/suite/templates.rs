@@ -192,7 +192,7 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
         err.contains(f) && err.contains("setup[1].timout: unknown key"),
         "{err}"
     );
-    // The same through REST: 400 template_invalid naming the key.
+    // The same through REST: 422 template_invalid naming the key.
     let (st, v) = s
         .call(
             "PUT",
@@ -200,7 +200,7 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
             Some(json!({"source": TEMPLATE.replace("timeout = \"1m\"", "timeout = \"forever\"")})),
         )
         .await;
-    assert_eq!(st, 400, "{v}");
+    assert_eq!(st, 422, "{v}");
     assert_eq!(v["error"]["code"], "template_invalid");
     let m = v["error"]["message"].as_str().unwrap();
     assert!(m.contains("setup[0].timeout"), "{m}");
@@ -212,7 +212,7 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
             Some(json!({"source": "[image]\napt = [\"jq\"]\n"})),
         )
         .await;
-    assert_eq!(st, 400, "{v}");
+    assert_eq!(st, 422, "{v}");
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()

@@ -210,14 +210,20 @@ pub async fn create(
             ))
         })?;
         let kinds = parse_kinds(&req.kinds)?;
-        let u = deliver::parse_url(&req.url).map_err(ApiError::invalid)?;
+        // Not http(s) at all does not fit the document (400); an http(s) URL that still does
+        // not parse, or points somewhere refused, is 422.
+        if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
+            return Err(ApiError::invalid("the URL must be http or https"));
+        }
+        let u = deliver::parse_url(&req.url)
+            .map_err(|m| ApiError::new(berth_domain::ErrorCode::UrlRefused, m))?;
         let url_shown = berth_domain::notify::shown_url(u.as_str());
         shown = url_shown.clone();
         let (tenant, workspace) = match (&req.workspace, &req.tenant) {
             (Some(w), t) => {
                 let w = crate::lifecycle::resolve(state, w).await?;
                 if t.as_deref().is_some_and(|t| t != w.tenant.as_str()) {
-                    return Err(ApiError::invalid(format!(
+                    return Err(ApiError::new(berth_domain::ErrorCode::Conflict, format!(
                         "workspace {} is not of tenant {}",
                         w.qualified_name(),
                         t.as_deref().unwrap_or_default()
@@ -233,20 +239,20 @@ pub async fn create(
             (None, None) => match &actor.tenant {
                 Some(t) => (t.clone(), None),
                 None => {
-                    return Err(ApiError::invalid(
+                    return Err(ApiError::new(
+                        berth_domain::ErrorCode::TenantRequired,
                         "an admin's subscription names its tenant or workspace",
                     ))
                 }
             },
         };
         // The target is checked now too (and again at every attempt: DNS may change).
-        match deliver::resolve(&u, state.notify.settings.allow_private, &state.notify.local).await
+        // A refused address and a name that does not resolve are both 422: the URL fits the
+        // document, the server cannot use it.
+        if let Err((_, why)) =
+            deliver::resolve(&u, state.notify.settings.allow_private, &state.notify.local).await
         {
-            Ok(_) => {}
-            Err((true, why)) => {
-                return Err(ApiError::new(berth_domain::ErrorCode::UrlRefused, why))
-            }
-            Err((false, why)) => return Err(ApiError::invalid(why)),
+            return Err(ApiError::new(berth_domain::ErrorCode::UrlRefused, why));
         }
         let owned = state
             .store

@@ -31,10 +31,10 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/v1/notifications/subscriptions", operation_id = "create_subscription", tag = "notifications",
     request_body = api::CreateSubscription,
     responses((status = 201, body = api::CreatedSubscription, description = "the subscription and its signing secret, shown this once"),
-        (status = 400, description = "`invalid_argument`: unknown channel or kind, a URL that is not http(s) or does not resolve", body = api::ErrorBody),
+        (status = 400, description = "`invalid_argument`: unknown channel or kind", body = api::ErrorBody),
         (status = 404, description = "`not_found`: the workspace or tenant does not exist or is another tenant's", body = api::ErrorBody),
-        (status = 409, description = "`conflict`: the caller holds the most subscriptions one caller may (50)", body = api::ErrorBody),
-        (status = 422, description = "`url_refused`: the URL's host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set", body = api::ErrorBody)),
+        (status = 409, description = "`conflict`: the caller holds the most subscriptions one caller may (50), or `workspace` is not of `tenant`", body = api::ErrorBody),
+        (status = 422, description = "`tenant_required`: an admin's subscription names no tenant or workspace; `url_refused`: the URL does not parse or its host does not resolve, or its host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set", body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,

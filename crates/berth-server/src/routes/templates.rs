@@ -60,7 +60,7 @@ pub async fn show(
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = api::WorkspaceTemplate, description = "a new revision of an existing template"),
         (status = 201, body = api::WorkspaceTemplate, description = "created (revision 1)"),
-        (status = 400, body = api::ErrorBody, description = "`template_invalid`: the file is not a valid template; the message names the key path (e.g. `setup[2].timeout`) and what is wrong")),
+        (status = 422, body = api::ErrorBody, description = "`template_invalid`: the file is not a valid template; the message names the key path (e.g. `setup[2].timeout`) and what is wrong")),
     security(("bearer" = [])))]
 pub async fn set(
     State(state): State<Arc<AppState>>,
@@ -107,7 +107,7 @@ pub async fn status(
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/provision", operation_id = "reprovision", tag = "templates", request_body = api::Reprovision,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 202, body = api::ProvisionStatus, description = "provisioning resumed (retry) or restarted on the newest revision (upgrade); follow it with GET"),
-        (status = 400, body = api::ErrorBody, description = "not exactly one of retry and upgrade; `param_missing`/`template_invalid` for an upgrade the stored parameters no longer fit"),
+        (status = 422, body = api::ErrorBody, description = "`param_missing`/`template_invalid`: an upgrade the stored parameters no longer fit"),
         (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody, description = "`provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up")),
     security(("bearer" = [])))]

@@ -74,16 +74,17 @@ fn stored_form(t: time::OffsetDateTime) -> String {
     )
 }
 
-/// `by` (or the older `group_by=session`) as the store's grouping; given both, `by` wins.
+/// `by` (or the older `group_by=session`) as the store's grouping; given both, `by` wins (but
+/// a `group_by` other than `session` is refused either way).
 fn parse_by(q: &api::UsageQuery) -> ApiResult<UsageBy> {
+    if let Some(other) = q.group_by.as_deref().filter(|g| *g != "session") {
+        return Err(ApiError::invalid(format!(
+            "group_by {other:?}: only `session` is supported (see also `by`)"
+        )));
+    }
     let by = match (q.by.as_deref(), q.group_by.as_deref()) {
         (Some(b), _) => b,
-        (None, Some("session")) => "session",
-        (None, Some(other)) => {
-            return Err(ApiError::invalid(format!(
-                "group_by {other:?}: only `session` is supported (see also `by`)"
-            )))
-        }
+        (None, Some(_)) => "session",
         (None, None) => return Ok(UsageBy::WorkspaceModel),
     };
     Ok(match by {
@@ -291,7 +292,11 @@ mod tests {
             parse_by(&q(Some("task"), Some("session"))).unwrap(),
             UsageBy::Task
         );
-        for (b, g) in [(Some("week"), None), (None, Some("task"))] {
+        for (b, g) in [
+            (Some("week"), None),
+            (None, Some("task")),
+            (Some("task"), Some("week")),
+        ] {
             let err = parse_by(&q(b, g)).unwrap_err();
             assert_eq!(
                 err.code,

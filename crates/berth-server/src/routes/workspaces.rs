@@ -81,11 +81,11 @@ pub async fn list(
 
 #[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "create_workspace", tag = "workspaces", request_body = api::CreateWorkspace,
     responses((status = 201, body = api::Workspace),
-        (status = 400, description = "`invalid_argument`, or `invalid_mcp_server`: a declared MCP server is malformed (the message names the server and the field)", body = api::ErrorBody),
+        (status = 400, description = "`invalid_argument`", body = api::ErrorBody),
         (status = 403, description = "`network: bridge` asked for by a token that is not admin", body = api::ErrorBody),
         (status = 404, description = "`not_found`: a tenant other than the caller's", body = api::ErrorBody),
         (status = 409, description = "`conflict`, or `quota_exceeded`: the tenant's quota is used up (the message has the numbers)", body = api::ErrorBody),
-        (status = 422, description = "`exceeds_capacity`: a memory or CPU cap above the host's", body = api::ErrorBody),
+        (status = 422, description = "`exceeds_capacity`: a memory or CPU cap above the host's; `invalid_mcp_server`: a declared MCP server the schema takes is still unusable (the message names the server and the field); `param_missing`/`template_invalid`: the template needs a parameter not given, or does not render to a valid template with these", body = api::ErrorBody),
         (status = 424, body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]
