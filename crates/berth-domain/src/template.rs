@@ -186,25 +186,13 @@ pub struct Template {
 }
 
 /// Environment variables a template may not set: berth's own plumbing (the egress proxy, the
-/// CA bundle) and the home.
-pub const RESERVED_ENV: &[&str] = &[
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "NODE_EXTRA_CA_CERTS",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-    "HOME",
-    "USER",
-    "PATH",
-];
+/// CA bundle: [`crate::workspace::egress_env_names`]) and these.
+pub const RESERVED_ENV: &[&str] = &["HOME", "USER", "PATH"];
+
+/// Whether a template may not set `k` (see [`RESERVED_ENV`]).
+pub fn reserved_env(k: &str) -> bool {
+    RESERVED_ENV.contains(&k) || crate::workspace::egress_env_names().any(|e| e == k)
+}
 
 type Table = toml::Table;
 
@@ -981,7 +969,7 @@ impl Template {
                     "is not an environment variable name",
                 ));
             }
-            if RESERVED_ENV.contains(&k.as_str()) || bound.contains(k.as_str()) {
+            if reserved_env(k) || bound.contains(k.as_str()) {
                 return Err(TemplateError::new(
                     format!("env.{k}"),
                     "is set by berth (its proxy, CA bundle, home, or a bound secret)",

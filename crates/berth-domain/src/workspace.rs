@@ -205,6 +205,38 @@ pub struct TransitionError {
     pub transition: Transition,
 }
 
+/// The variables that send a workspace's traffic through berth's egress proxy (set to the proxy's
+/// loopback address in every workspace).
+pub const PROXY_ENV: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// The variables that keep loopback (the LLM gateway) off the proxy.
+pub const NO_PROXY_ENV: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
+/// The variables that point TLS clients at the CA bundle trusting berth's egress proxy.
+pub const CA_BUNDLE_ENV: [&str; 5] = [
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+];
+
+/// Every variable of a workspace's way out (proxy, no-proxy, CA bundle): set by the server on
+/// the container, passed by the daemon to agents, never settable by a template.
+pub fn egress_env_names() -> impl Iterator<Item = &'static str> {
+    PROXY_ENV
+        .into_iter()
+        .chain(NO_PROXY_ENV)
+        .chain(CA_BUNDLE_ENV)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -733,26 +733,13 @@ pub fn proxy_env() -> Vec<String> {
     let proxy = format!("http://127.0.0.1:{}", berth_daemon::EGRESS_PORT);
     let bundle = format!("{CHANNEL_IN_WORKSPACE}/ca-bundle.crt");
     let mut env = Vec::new();
-    for k in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
+    for k in berth_domain::workspace::PROXY_ENV {
         env.push(format!("{k}={proxy}"));
     }
-    for k in ["NO_PROXY", "no_proxy"] {
+    for k in berth_domain::workspace::NO_PROXY_ENV {
         env.push(format!("{k}=localhost,127.0.0.1,::1"));
     }
-    for k in [
-        "SSL_CERT_FILE",
-        "NODE_EXTRA_CA_CERTS",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "GIT_SSL_CAINFO",
-    ] {
+    for k in berth_domain::workspace::CA_BUNDLE_ENV {
         env.push(format!("{k}={bundle}"));
     }
     env

@@ -31,23 +31,11 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Variables of the workspace itself that agents (and the tools they run) must see: the way out
 /// through berth's egress proxy and the CA bundle that trusts it. They come from the container's
-/// environment, set by the server, so the drivers need not know them.
-const WORKSPACE_PASSTHROUGH: [&str; 14] = [
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "SSL_CERT_FILE",
-    "NODE_EXTRA_CA_CERTS",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-    "BERTH_WORKSPACE",
-];
+/// environment, set by the server, so the drivers need not know them
+/// ([`berth_domain::workspace::egress_env_names`] and `BERTH_WORKSPACE`).
+fn workspace_passthrough_names() -> impl Iterator<Item = &'static str> {
+    berth_domain::workspace::egress_env_names().chain(["BERTH_WORKSPACE"])
+}
 
 /// How a turn's setup ended early.
 enum SetupEnd {
@@ -198,14 +186,13 @@ async fn prepare(
 }
 
 fn workspace_passthrough() -> Vec<(String, String)> {
-    WORKSPACE_PASSTHROUGH
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+    workspace_passthrough_names()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
         .collect()
 }
 
 /// Starts the agent of `inv` in a process group of its own, with only the driver's
-/// environment (and [`WORKSPACE_PASSTHROUGH`]), feeding it `inv.stdin` if any. With
+/// environment (and [`workspace_passthrough_names`]), feeding it `inv.stdin` if any. With
 /// `keep_stdin`, `inv.stdin` is written (in the background) and the stdin pipe comes back open
 /// for the protocol's later lines instead of being closed.
 fn spawn(
