@@ -32,6 +32,7 @@ fn not_a_websocket(rej: WebSocketUpgradeRejection) -> ApiError {
     ))
 }
 
+/// Runs a command in a workspace and answers its output and exit code.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/exec", tag = "terminal", request_body = api::ExecRequest,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::ExecResult), (status = 400, body = api::ErrorBody),
@@ -222,6 +223,7 @@ async fn send_error(socket: &mut WebSocket, err: &ApiError) {
     linger(socket).await;
 }
 
+/// A workspace's terminal sessions.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = [api::Session]), (status = 409, body = api::ErrorBody)),
@@ -266,6 +268,7 @@ pub async fn create_session(
     Ok((StatusCode::CREATED, axum::Json(terminal::session_view(s))))
 }
 
+/// One terminal session.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name")),
@@ -281,6 +284,7 @@ pub async fn get_session(
     )))
 }
 
+/// Ends a terminal session.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/sessions/{session}", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name")),
@@ -295,6 +299,7 @@ pub async fn remove_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A terminal session's recent output.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}/scrollback", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name")),
