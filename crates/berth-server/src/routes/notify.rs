@@ -85,6 +85,8 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Sends a test event to a subscription now.
+///
 /// Sends a `test` event now, once (no retries), and answers with the receiver's status or the
 /// error; the attempt is in the delivery log too.
 #[utoipa::path(post, path = "/api/v1/notifications/subscriptions/{sub}/test", operation_id = "test_subscription", tag = "notifications",
@@ -117,6 +119,8 @@ pub async fn deliveries(
     ))
 }
 
+/// Notification events as they happen (Server-Sent Events).
+///
 /// The caller's tenant's notification events as they happen (Server-Sent Events, `event:` the
 /// kind, `data:` a NotificationEvent, `id:` its number). From now on, or after `?after=` /
 /// `Last-Event-ID` (events are kept a day). Admins get every tenant's, or `?tenant=`'s.

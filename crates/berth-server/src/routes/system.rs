@@ -82,6 +82,8 @@ pub async fn audit(
     ))
 }
 
+/// Checks berth's prerequisites.
+///
 /// Every prerequisite checked, each failure with a one-line fix. Includes the engine smoke check
 /// (`engine_smoke`): a throwaway workspace-shaped container is created, started, exec'd in and
 /// removed (labelled `berth.smoke`), so a call takes about a second.

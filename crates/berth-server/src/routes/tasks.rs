@@ -37,6 +37,8 @@ pub async fn create(
     ))
 }
 
+/// Takes a task over in an interactive session of its agent.
+///
 /// Takes a task over: an interactive session of the task's agent resuming its conversation in
 /// its directory (attach to it like any session). 409 `task_turn_running` while a headless
 /// turn runs; while the session is open, messages get 409 `task_interactive`.
@@ -143,6 +145,8 @@ pub async fn events(
     ))
 }
 
+/// A task's events as they happen (Server-Sent Events).
+///
 /// The live event stream (Server-Sent Events). Every stored event with `seq > after` (or the
 /// `Last-Event-ID` header) first, then new ones as they are stored; each SSE message carries
 /// `id: seq`, `event: type`, `data: TaskEvent`. Ends when the task is failed or cancelled.

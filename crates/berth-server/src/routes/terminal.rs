@@ -239,6 +239,8 @@ pub async fn list_sessions(
     ))
 }
 
+/// Creates a terminal session: a command, a login shell or an agent's TUI.
+///
 /// Creates a session: a command (default a login shell), or with `agent` that agent's own TUI
 /// configured like a task (see [`api::CreateSession::agent`]).
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal", request_body = api::CreateSession,
@@ -321,6 +323,8 @@ pub struct AttachQuery {
     pub rows: Option<u16>,
 }
 
+/// Attaches to a terminal session (WebSocket).
+///
 /// Attach to a session: binary messages carry terminal bytes both ways; the client sends
 /// `{"type":"resize",…}` text messages; the server ends with `{"type":"exit","code":N}` when the
 /// session's process exits. Closing the socket detaches; the session keeps running. A viewer's

@@ -101,6 +101,8 @@ fn parse_by(q: &api::UsageQuery) -> ApiResult<UsageBy> {
     })
 }
 
+/// LLM usage through the gateway, summed per group over a period.
+///
 /// LLM usage through the gateway, summed per group (`by`) over a period (`since`, `until`):
 /// tokens, calls and the exact cost (`cost`, a decimal string) of every group and in total.
 #[utoipa::path(get, path = "/api/v1/usage", tag = "gateway", params(api::UsageQuery),
