@@ -117,17 +117,19 @@ function TemplateItem({ t, workspaces, onChange }: { t: EgressTemplate; workspac
               </button>
             </div>
           )}
-          <Dialog open={confirm} title={`Delete egress template ${t.name}?`} onClose={() => setConfirm(false)} testid="etpl-delete-dialog">
-            <p>{usedBy.length ? `It is attached to ${usedBy.join(', ')}: deleting detaches it there first.` : 'No workspace uses it.'}</p>
-            <div className="row">
-              <button type="button" className="btn danger" onClick={() => remove(usedBy.length > 0)} data-testid="etpl-delete-confirm">
-                Delete
-              </button>
-              <button type="button" className="btn" onClick={() => setConfirm(false)}>
-                Keep
-              </button>
-            </div>
-          </Dialog>
+          {confirm && (
+            <Dialog open={confirm} title={`Delete egress template ${t.name}?`} onClose={() => setConfirm(false)} testid="etpl-delete-dialog">
+              <p>{usedBy.length ? `It is attached to ${usedBy.join(', ')}: deleting detaches it there first.` : 'No workspace uses it.'}</p>
+              <div className="row">
+                <button type="button" className="btn danger" onClick={() => remove(usedBy.length > 0)} data-testid="etpl-delete-confirm">
+                  Delete
+                </button>
+                <button type="button" className="btn" onClick={() => setConfirm(false)}>
+                  Keep
+                </button>
+              </div>
+            </Dialog>
+          )}
         </Allowed>
         {error && (
           <p className="error-box" role="alert">

@@ -124,21 +124,23 @@ function SecretRow({ s, onChange }: { s: SecretInfo; onChange: () => void }) {
               </button>
             </>
           )}
-          <Dialog open={confirm} title={`Delete secret ${s.name}?`} onClose={() => setConfirm(false)} testid="secret-delete-dialog">
-            <p>
-              {s.used_by.length
-                ? `Bound by ${s.used_by.map((u) => u.workspace).join(', ')}: their requests get no value from the next one on.`
-                : 'No workspace binds it.'}
-            </p>
-            <div className="row">
-              <button type="button" className="btn danger" onClick={remove} data-testid="secret-delete-confirm">
-                Delete
-              </button>
-              <button type="button" className="btn" onClick={() => setConfirm(false)}>
-                Keep
-              </button>
-            </div>
-          </Dialog>
+          {confirm && (
+            <Dialog open={confirm} title={`Delete secret ${s.name}?`} onClose={() => setConfirm(false)} testid="secret-delete-dialog">
+              <p>
+                {s.used_by.length
+                  ? `Bound by ${s.used_by.map((u) => u.workspace).join(', ')}: their requests get no value from the next one on.`
+                  : 'No workspace binds it.'}
+              </p>
+              <div className="row">
+                <button type="button" className="btn danger" onClick={remove} data-testid="secret-delete-confirm">
+                  Delete
+                </button>
+                <button type="button" className="btn" onClick={() => setConfirm(false)}>
+                  Keep
+                </button>
+              </div>
+            </Dialog>
+          )}
         </Allowed>
         {error && (
           <span className="error-box" role="alert">
