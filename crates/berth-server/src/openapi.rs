@@ -808,7 +808,11 @@ mod tests {
                 continue;
             };
             let path = path.split(['`', '[', '?']).next().unwrap_or_default();
-            let methods: Vec<&str> = methods.trim().trim_end_matches(" (WS)").split('/').collect();
+            let methods: Vec<&str> = methods
+                .trim()
+                .trim_end_matches(" (WS)")
+                .split('/')
+                .collect();
             let roles: Vec<&str> = roles.trim().split('/').collect();
             for (i, m) in methods.iter().enumerate() {
                 let role = roles.get(i).or(roles.first()).copied().unwrap_or_default();
@@ -848,7 +852,11 @@ mod tests {
                 wrong.push(format!("{m} {p} is documented but no route"));
             }
         }
-        assert!(wrong.is_empty(), "docs/api.md's route table:\n{}", wrong.join("\n"));
+        assert!(
+            wrong.is_empty(),
+            "docs/api.md's route table:\n{}",
+            wrong.join("\n")
+        );
     }
 
     #[test]
