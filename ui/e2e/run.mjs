@@ -75,8 +75,8 @@ const args = parseArgs(process.argv.slice(2));
 const shots = resolve(args.screenshots);
 mkdirSync(shots, { recursive: true });
 
-// Fail within ~3 minutes overall, whatever hangs.
-const TOTAL_MS = 180_000;
+// Fail within ~4 minutes overall, whatever hangs.
+const TOTAL_MS = 240_000;
 const watchdog = setTimeout(async () => {
   await cleanup();
   fail(currentStep, `overall time limit of ${TOTAL_MS / 1000}s exceeded`);
@@ -115,6 +115,15 @@ async function shot(name) {
 async function goto(hash) {
   await page.goto(`${args.url}/#${hash}`);
 }
+
+
+// The API as the admin token sees it (to assert what a click did).
+async function apiGet(path, token = args.token) {
+  const r = await page.request.get(`${args.url}/api/v1${path}`, { headers: { Authorization: `Bearer ${token}` } });
+  return { status: r.status(), body: r.status() === 200 ? await r.json() : undefined, text: await r.text() };
+}
+const DEMO_WS = encodeURIComponent('demo/e2e');
+const SECRET_VALUE = 'e2e-secret-value-do-not-show-8f3a';
 
 // ---------------------------------------------------------------------------------------------
 
@@ -315,6 +324,87 @@ await step('tasks list shows both tasks', async () => {
   await shot('tasks-desktop');
 });
 
+await step('secrets page: set a secret; the value is write-only', async () => {
+  await page.setViewportSize(DESKTOP);
+  await goto('/secrets');
+  await page.locator(tid('secret-form')).waitFor();
+  await page.locator(tid('secret-tenant')).fill('demo');
+  await page.locator(tid('secret-name')).fill('e2e_token');
+  await page.locator(tid('secret-value')).fill(SECRET_VALUE);
+  await page.locator(tid('secret-set')).click();
+  await page.locator(tid('secret-demo-E2E_TOKEN')).waitFor();
+  if ((await page.locator(tid('secret-value')).inputValue()) !== '') throw new Error('the value is still in the form after saving');
+  const secrets = await apiGet('/secrets?tenant=demo');
+  const s = (secrets.body ?? []).find((x) => x.name === 'E2E_TOKEN' && x.tenant === 'demo');
+  if (!s) throw new Error(`the API does not list demo/E2E_TOKEN: ${secrets.text.slice(0, 300)}`);
+  if (secrets.text.includes(SECRET_VALUE)) throw new Error('the API returned the secret value');
+  if ((await page.content()).includes(SECRET_VALUE)) throw new Error('the page shows the secret value');
+  await page.locator(tid('secret-rotate-E2E_TOKEN')).click();
+  await page.locator(tid('secret-new-value-E2E_TOKEN')).fill(`${SECRET_VALUE}-2`);
+  await page.locator(tid('secret-save-E2E_TOKEN')).click();
+  await page.locator(tid('secret-rotate-E2E_TOKEN')).waitFor();
+  const after = (await apiGet('/secrets?tenant=demo')).body.find((x) => x.name === 'E2E_TOKEN');
+  if (!(Date.parse(after.updated_at) > Date.parse(s.updated_at))) throw new Error(`rotating did not change updated_at (${s.updated_at})`);
+  await shot('secrets-desktop');
+});
+
+await step('budgets page: set a workspace budget, shown with its current spend', async () => {
+  await goto('/budgets');
+  await page.locator(tid('budget-form')).waitFor();
+  await page.locator(tid('budget-scope')).selectOption('workspace');
+  await page.locator(`${tid('budget-target')} option[value="demo/e2e"]`).waitFor({ state: 'attached' });
+  await page.locator(tid('budget-target')).selectOption('demo/e2e');
+  await page.locator(tid('budget-period')).selectOption('month');
+  await page.locator(tid('budget-tokens')).fill('5000000');
+  await page.locator(tid('budget-cost')).fill('3.5');
+  await page.locator(tid('budget-set')).click();
+  const row = page.locator(tid('budget-workspace-demo-e2e'));
+  await row.waitFor();
+  const b = ((await apiGet('/budgets')).body ?? []).find((x) => x.scope === 'workspace' && x.target === 'demo/e2e');
+  if (!b) throw new Error('the API does not list the workspace budget');
+  if (b.period !== 'month' || b.max_tokens !== 5000000 || b.max_cost_usd !== 3.5) throw new Error(`budget is ${JSON.stringify(b)}`);
+  // The tasks above went through the gateway: the spend is there, and the page shows the API's figure.
+  if (!(b.spent_tokens > 0)) throw new Error(`no spend recorded for demo/e2e this month: ${JSON.stringify(b)}`);
+  const cell = await row.locator(tid('budget-tokens-cell')).innerText();
+  if (!cell.includes(b.spent_tokens.toLocaleString('en-US'))) throw new Error(`the page shows "${cell}", the API ${b.spent_tokens} tokens spent`);
+  await shot('budgets-desktop');
+});
+
+await step('egress templates page: create, attach, edit rules, detach', async () => {
+  await goto('/egress');
+  await page.locator(tid('etpl-form')).waitFor();
+  await page.locator(tid('etpl-tenant')).fill('demo');
+  await page.locator(tid('etpl-name')).fill('e2e-apis');
+  await page.locator(tid('etpl-description')).fill('APIs the e2e test may reach');
+  await page.locator(tid('etpl-rules')).fill('allow api.e2e.example:443\n\ndeny *.e2e.example\n');
+  await page.locator(tid('etpl-create')).click();
+  const item = page.locator(tid('etpl-demo-e2e-apis'));
+  await item.waitFor();
+  let t = (await apiGet('/egress/templates/demo/e2e-apis')).body;
+  if (JSON.stringify(t?.rules) !== JSON.stringify(['allow api.e2e.example:443', 'deny *.e2e.example'])) throw new Error(`rules are ${JSON.stringify(t?.rules)}`);
+  await page.locator(`${tid('etpl-attach-pick-demo-e2e-apis')} option[value="demo/e2e"]`).waitFor({ state: 'attached' });
+  await page.locator(tid('etpl-attach-pick-demo-e2e-apis')).selectOption('demo/e2e');
+  await page.locator(tid('etpl-attach-demo-e2e-apis')).click();
+  await page.locator(tid('etpl-used-demo-e2e-apis-demo-e2e')).waitFor();
+  const attached = (await apiGet(`/workspaces/${DEMO_WS}/egress/templates`)).body.map((x) => x.name);
+  if (!attached.includes('e2e-apis')) throw new Error(`demo/e2e attaches ${attached.join(', ')}`);
+  await page.locator(tid('etpl-edit-demo-e2e-apis')).click();
+  await page.locator(tid('etpl-edit-rules-demo-e2e-apis')).fill('allow api.e2e.example:443\nallow uploads.e2e.example:443');
+  await page.locator(tid('etpl-save-demo-e2e-apis')).click();
+  await item.locator(tid('etpl-rules-demo-e2e-apis')).filter({ hasText: 'uploads.e2e.example' }).waitFor();
+  t = (await apiGet('/egress/templates/demo/e2e-apis')).body;
+  if (JSON.stringify(t.rules) !== JSON.stringify(['allow api.e2e.example:443', 'allow uploads.e2e.example:443'])) throw new Error(`edited rules are ${JSON.stringify(t.rules)}`);
+  // Live in the workspace using it.
+  const eff = (await apiGet(`/workspaces/${DEMO_WS}/egress/effective`)).body;
+  if (!eff.rules.some((r) => r.template === 'e2e-apis' && r.rule.includes('uploads.e2e.example'))) throw new Error('the edit is not in the workspace\'s effective rules');
+  await page.locator(`${tid('etpl-demo-e2e-apis')} button[aria-label="Detach e2e-apis from demo/e2e"]`).click();
+  await page.locator(tid('etpl-used-demo-e2e-apis-demo-e2e')).waitFor({ state: 'detached' });
+  const still = (await apiGet(`/workspaces/${DEMO_WS}/egress/templates`)).body.map((x) => x.name);
+  if (still.includes('e2e-apis')) throw new Error('still attached after detach');
+  await page.locator(tid('etpl-demo-e2e-apis')).scrollIntoViewIfNeeded();
+  await shot('egress-templates-desktop');
+});
+
 await step('phone-size screenshots (375x812)', async () => {
   await page.setViewportSize(PHONE);
   await goto('/workspaces');
@@ -372,6 +462,9 @@ await step('every page fits a phone (375 px, no horizontal scroll)', async () =>
     ['/tokens', 'main h1'],
     ['/tenants', 'main h1'],
     ['/users', 'main h1'],
+    ['/secrets', tid('secret-demo-E2E_TOKEN')],
+    ['/budgets', tid('budget-workspace-demo-e2e')],
+    ['/egress', tid('etpl-demo-e2e-apis')],
   ];
   // Every nav entry is visible on a phone, none hidden behind a sideways scroll.
   await goto('/workspaces');
@@ -405,6 +498,8 @@ await step('every page fits a phone (375 px, no horizontal scroll)', async () =>
       });
       throw new Error(`${hash} overflows the phone width by ${over}px: ${wide.join('; ')}`);
     }
+    const phoneShot = { '/secrets': 'secrets-phone', '/budgets': 'budgets-phone', '/egress': 'egress-templates-phone' }[hash];
+    if (phoneShot) await shot(phoneShot);
   }
 });
 
@@ -490,6 +585,66 @@ await step('a viewer sees who it is and no controls it may not use (phone width)
   await shot('workspaces-viewer-phone');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 2) throw new Error(`the viewer's workspaces page overflows the phone width by ${overflow}px`);
+});
+
+/** Signs the page out and in again with `token`, waiting for the header to name `who`. */
+async function signInAs(token, who) {
+  await page.locator(tid('signout')).click();
+  await page.locator(tid('signin-token')).fill(token);
+  await page.locator(tid('signin-submit')).click();
+  await page.locator(tid('whoami')).filter({ hasText: who }).waitFor();
+}
+
+/** Fails when any of the test ids is on the page. */
+async function noneOf(role, ids) {
+  for (const id of ids) if ((await page.locator(tid(id)).count()) > 0) throw new Error(`a ${role} sees ${id}`);
+}
+
+await step('a viewer reads budgets and egress templates, without controls; no secrets page', async () => {
+  await goto('/budgets');
+  await page.locator(tid('budget-workspace-demo-e2e')).waitFor();
+  await noneOf('viewer', ['budget-form', 'budget-edit-workspace-demo-e2e', 'budget-remove-workspace-demo-e2e', 'nav-secrets']);
+  await goto('/egress');
+  await page.locator(tid('etpl-demo-e2e-apis')).waitFor();
+  await noneOf('viewer', ['etpl-form', 'etpl-edit-demo-e2e-apis', 'etpl-delete-demo-e2e-apis', 'etpl-attach-pick-demo-e2e-apis']);
+});
+
+await step('a member lists secrets (names and bindings) but cannot change secrets, budgets or egress templates', async () => {
+  const r = await page.request.post(`${args.url}/api/v1/tokens`, {
+    headers: { Authorization: `Bearer ${args.token}` },
+    data: { name: 'e2e-member', role: 'member', tenant: 'demo', expires_in: '1h' },
+  });
+  if (r.status() !== 201) throw new Error(`creating a member token: HTTP ${r.status()}`);
+  await signInAs((await r.json()).token, 'member · demo');
+  await goto('/secrets');
+  await page.locator(tid('secret-demo-E2E_TOKEN')).waitFor();
+  await noneOf('member', ['secret-form', 'secret-rotate-E2E_TOKEN', 'secret-delete-E2E_TOKEN']);
+  if ((await page.content()).includes(SECRET_VALUE)) throw new Error('the secrets page shows the value');
+  await goto('/budgets');
+  await page.locator(tid('budget-workspace-demo-e2e')).waitFor();
+  await noneOf('member', ['budget-form', 'budget-remove-workspace-demo-e2e']);
+  await goto('/egress');
+  await page.locator(tid('etpl-demo-e2e-apis')).waitFor();
+  await noneOf('member', ['etpl-form', 'etpl-edit-demo-e2e-apis', 'etpl-delete-demo-e2e-apis']);
+});
+
+await step('an admin deletes the egress template, the budget and the secret', async () => {
+  await page.setViewportSize(DESKTOP);
+  await signInAs(args.token, 'admin');
+  await goto('/egress');
+  await page.locator(tid('etpl-delete-demo-e2e-apis')).click();
+  await page.locator(tid('etpl-delete-confirm')).click();
+  await page.locator(tid('etpl-demo-e2e-apis')).waitFor({ state: 'detached' });
+  if ((await apiGet('/egress/templates/demo/e2e-apis')).status !== 404) throw new Error('the template is still there');
+  await goto('/budgets');
+  await page.locator(tid('budget-remove-workspace-demo-e2e')).click();
+  await page.locator(tid('budget-workspace-demo-e2e')).waitFor({ state: 'detached' });
+  if ((await apiGet('/budgets')).body.some((b) => b.target === 'demo/e2e')) throw new Error('the budget is still there');
+  await goto('/secrets');
+  await page.locator(tid('secret-delete-E2E_TOKEN')).click();
+  await page.locator(tid('secret-delete-confirm')).click();
+  await page.locator(tid('secret-demo-E2E_TOKEN')).waitFor({ state: 'detached' });
+  if ((await apiGet('/secrets?tenant=demo')).body.some((x) => x.name === 'E2E_TOKEN')) throw new Error('the secret is still there');
 });
 
 await step('no Content-Security-Policy violations', async () => {

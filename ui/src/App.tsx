@@ -13,6 +13,9 @@ import { UsagePage } from './pages/Usage';
 import { Users } from './pages/Users';
 import { Tokens } from './pages/Tokens';
 import { Tenants } from './pages/Tenants';
+import { Secrets } from './pages/Secrets';
+import { Budgets } from './pages/Budgets';
+import { EgressTemplates } from './pages/EgressTemplates';
 import { Inbox } from './pages/Inbox';
 import { Notifications } from './pages/Notifications';
 import { useBrowserNotifications } from './notifications';
@@ -181,6 +184,9 @@ function Shell({ onSignOut }: { onSignOut: () => void }) {
   else if (path === '/users') page = <Users />;
   else if (path === '/tokens') page = <Tokens />;
   else if (path === '/tenants') page = <Tenants />;
+  else if (path === '/secrets') page = <Secrets />;
+  else if (path === '/budgets') page = <Budgets />;
+  else if (path === '/egress') page = <EgressTemplates />;
   else if (path === '/notifications') page = <Notifications />;
   else
     page = (

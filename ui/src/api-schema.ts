@@ -11,6 +11,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** The audit log, newest first (optionally only one target's entries). */
         get: {
             parameters: {
                 query?: {
@@ -221,7 +222,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Signs a browser out: a browser session is deleted server-side and its cookie cleared; a
+         * Signs a browser out.
+         * @description Signs a browser out: a browser session is deleted server-side and its cookie cleared; a
          *     remembered device's token (from `POST /auth/device`) is revoked. With any other bearer token
          *     there is nothing to sign out (revoke the token instead): 204 as well.
          */
@@ -354,6 +356,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** Restores a workspace from a backup archive (the request body). */
         post: {
             parameters: {
                 query?: {
@@ -511,6 +514,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Budgets with their current spend. */
         get: {
             parameters: {
                 query?: never;
@@ -557,6 +561,7 @@ export interface paths {
                 };
             };
         };
+        /** Sets a tenant's or workspace's budget (cost or tokens per period). */
         put: {
             parameters: {
                 query?: never;
@@ -642,6 +647,7 @@ export interface paths {
             };
         };
         post?: never;
+        /** Removes a tenant's or workspace's budget. */
         delete: {
             parameters: {
                 query: {
@@ -722,7 +728,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Every prerequisite checked, each failure with a one-line fix. Includes the engine smoke check
+         * Checks berth's prerequisites.
+         * @description Every prerequisite checked, each failure with a one-line fix. Includes the engine smoke check
          *     (`engine_smoke`): a throwaway workspace-shaped container is created, started, exec'd in and
          *     removed (labelled `berth.smoke`), so a call takes about a second.
          */
@@ -796,6 +803,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Egress templates: the built-ins and the tenant's own. */
         get: {
             parameters: {
                 query?: {
@@ -853,6 +861,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** Creates a tenant's egress template. */
         post: {
             parameters: {
                 query?: never;
@@ -959,6 +968,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One egress template with its rules and the workspaces using it. */
         get: {
             parameters: {
                 query?: never;
@@ -1017,6 +1027,7 @@ export interface paths {
                 };
             };
         };
+        /** Creates or replaces an egress template's rules. */
         put: {
             parameters: {
                 query?: never;
@@ -1124,6 +1135,7 @@ export interface paths {
             };
         };
         post?: never;
+        /** Removes an egress template (with `force`, detached from its workspaces first). */
         delete: {
             parameters: {
                 query?: {
@@ -1211,6 +1223,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** The base image: present or not, and how it was built. */
         get: {
             parameters: {
                 query?: never;
@@ -1384,7 +1397,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Everything waiting for a decision across the caller's tenant's workspaces (every tenant's
+         * Every permission request waiting for a decision.
+         * @description Everything waiting for a decision across the caller's tenant's workspaces (every tenant's
          *     for an admin), oldest first, at most 500.
          */
         get: {
@@ -1449,7 +1463,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The caller's tenant's notification events as they happen (Server-Sent Events, `event:` the
+         * Notification events as they happen (Server-Sent Events).
+         * @description The caller's tenant's notification events as they happen (Server-Sent Events, `event:` the
          *     kind, `data:` a NotificationEvent, `id:` its number). From now on, or after `?after=` /
          *     `Last-Event-ID` (events are kept a day). Admins get every tenant's, or `?tenant=`'s.
          */
@@ -1529,6 +1544,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** The caller's notification subscriptions (every one for an admin). */
         get: {
             parameters: {
                 query?: never;
@@ -1577,6 +1593,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** Subscribes a webhook, Slack webhook or ntfy topic to notification events. */
         post: {
             parameters: {
                 query?: never;
@@ -1695,6 +1712,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One notification subscription. */
         get: {
             parameters: {
                 query?: never;
@@ -1755,6 +1773,7 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        /** Removes a notification subscription. */
         delete: {
             parameters: {
                 query?: never;
@@ -1833,6 +1852,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A subscription's recent delivery attempts, newest first. */
         get: {
             parameters: {
                 query?: {
@@ -1913,7 +1933,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Sends a `test` event now, once (no retries), and answers with the receiver's status or the
+         * Sends a test event to a subscription now.
+         * @description Sends a `test` event now, once (no retries), and answers with the receiver's status or the
          *     error; the attempt is in the delivery log too.
          */
         post: {
@@ -2058,6 +2079,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Secrets of the tenant: names, dates and bindings, never values. */
         get: {
             parameters: {
                 query?: {
@@ -2140,6 +2162,7 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
+        /** Sets a secret's value (write-only: no route returns it). */
         put: {
             parameters: {
                 query?: never;
@@ -2229,6 +2252,7 @@ export interface paths {
             };
         };
         post?: never;
+        /** Removes a secret (workspaces binding it lose its value at once). */
         delete: {
             parameters: {
                 query?: never;
@@ -2305,6 +2329,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Tasks, newest first, filtered by workspace or state. */
         get: {
             parameters: {
                 query?: {
@@ -2368,6 +2393,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** Starts a headless agent task in a workspace. */
         post: {
             parameters: {
                 query?: never;
@@ -2491,6 +2517,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One task with its state, usage and cost. */
         get: {
             parameters: {
                 query?: never;
@@ -2564,7 +2591,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * A task's permission requests, oldest first (`pending=true`: only those waiting for a
+         * A task's permission requests.
+         * @description A task's permission requests, oldest first (`pending=true`: only those waiting for a
          *     decision).
          */
         get: {
@@ -2644,7 +2672,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Approves or denies a pending request: the daemon tells the agent (a denial's `reason`
+         * Approves or denies a pending permission request.
+         * @description Approves or denies a pending request: the daemon tells the agent (a denial's `reason`
          *     reaches it as the tool's error), the task goes back to `running` once nothing is pending,
          *     and the decision is audited (`task.approve` / `task.deny`) with who decided. 409
          *     `invalid_state` when the request is no longer pending (decided, timed out, or its turn
@@ -2771,7 +2800,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Takes a task over: an interactive session of the task's agent resuming its conversation in
+         * Takes a task over in an interactive session of its agent.
+         * @description Takes a task over: an interactive session of the task's agent resuming its conversation in
          *     its directory (attach to it like any session). 409 `task_turn_running` while a headless
          *     turn runs; while the session is open, messages get 409 `task_interactive`.
          */
@@ -2902,6 +2932,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** Cancels a task (final: it takes no more messages). */
         post: {
             parameters: {
                 query?: never;
@@ -3085,6 +3116,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A task's stored events after a sequence number. */
         get: {
             parameters: {
                 query?: {
@@ -3164,7 +3196,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * The live event stream (Server-Sent Events). Every stored event with `seq > after` (or the
+         * A task's events as they happen (Server-Sent Events).
+         * @description The live event stream (Server-Sent Events). Every stored event with `seq > after` (or the
          *     `Last-Event-ID` header) first, then new ones as they are stored; each SSE message carries
          *     `id: seq`, `event: type`, `data: TaskEvent`. Ends when the task is failed or cancelled.
          */
@@ -3248,6 +3281,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** Sends a follow-up message: the next turn of the task's conversation. */
         post: {
             parameters: {
                 query?: never;
@@ -3464,6 +3498,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Workspace templates: the built-ins and the tenant's own. */
         get: {
             parameters: {
                 query?: {
@@ -3536,6 +3571,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One workspace template. */
         get: {
             parameters: {
                 query?: {
@@ -3595,6 +3631,7 @@ export interface paths {
                 };
             };
         };
+        /** Creates or replaces a workspace template. */
         put: {
             parameters: {
                 query?: never;
@@ -3704,6 +3741,7 @@ export interface paths {
             };
         };
         post?: never;
+        /** Removes a workspace template. */
         delete: {
             parameters: {
                 query?: never;
@@ -3781,6 +3819,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Tenants with their quotas and what they use. */
         get: {
             parameters: {
                 query?: never;
@@ -3843,6 +3882,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A tenant's quota and what it uses. */
         get: {
             parameters: {
                 query?: never;
@@ -3899,6 +3939,7 @@ export interface paths {
                 };
             };
         };
+        /** Sets a tenant's quota. */
         put: {
             parameters: {
                 query?: never;
@@ -4000,6 +4041,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** API tokens of the tenant (every tenant's for an admin), without their values. */
         get: {
             parameters: {
                 query?: never;
@@ -4057,6 +4099,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** Creates an API token; its value is in this answer only. */
         post: {
             parameters: {
                 query?: never;
@@ -4159,6 +4202,7 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
+        /** Revokes an API token. */
         delete: {
             parameters: {
                 query?: never;
@@ -4247,7 +4291,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * LLM usage through the gateway, summed per group (`by`) over a period (`since`, `until`):
+         * LLM usage through the gateway, summed per group over a period.
+         * @description LLM usage through the gateway, summed per group (`by`) over a period (`since`, `until`):
          *     tokens, calls and the exact cost (`cost`, a decimal string) of every group and in total.
          */
         get: {
@@ -4340,6 +4385,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Recorded LLM calls through the gateway, newest first. */
         get: {
             parameters: {
                 query?: {
@@ -4415,6 +4461,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One recorded LLM call in detail. */
         get: {
             parameters: {
                 query?: never;
@@ -4727,6 +4774,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** The server's version. */
         get: {
             parameters: {
                 query?: never;
@@ -4788,6 +4836,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** The caller: token, role and tenant. */
         get: {
             parameters: {
                 query?: never;
@@ -4849,6 +4898,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Workspaces with their state and limits. */
         get: {
             parameters: {
                 query?: {
@@ -4907,6 +4957,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** Creates and starts a workspace. */
         post: {
             parameters: {
                 query?: never;
@@ -5040,6 +5091,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One workspace with its state, usage and daemon status. */
         get: {
             parameters: {
                 query?: never;
@@ -5107,6 +5159,7 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        /** Removes a workspace, its container and volumes. */
         delete: {
             parameters: {
                 query?: {
@@ -5193,6 +5246,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Downloads a backup archive of a workspace. */
         get: {
             parameters: {
                 query?: {
@@ -5313,6 +5367,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A workspace's effective egress rules, in evaluation order with their sources. */
         get: {
             parameters: {
                 query?: never;
@@ -5385,6 +5440,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A workspace's egress log: allowed and denied connections, newest first. */
         get: {
             parameters: {
                 query?: {
@@ -5538,6 +5594,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A workspace's own egress rules. */
         get: {
             parameters: {
                 query?: never;
@@ -5595,6 +5652,7 @@ export interface paths {
                 };
             };
         };
+        /** Replaces a workspace's egress rules. */
         put: {
             parameters: {
                 query?: never;
@@ -5683,6 +5741,7 @@ export interface paths {
                 };
             };
         };
+        /** Inserts an egress rule into a workspace's rules. */
         post: {
             parameters: {
                 query?: never;
@@ -5787,6 +5846,7 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
+        /** Removes one of a workspace's egress rules. */
         delete: {
             parameters: {
                 query?: never;
@@ -5867,6 +5927,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** The egress templates attached to a workspace. */
         get: {
             parameters: {
                 query?: never;
@@ -5926,6 +5987,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** Attaches an egress template to a workspace. */
         post: {
             parameters: {
                 query?: never;
@@ -6030,6 +6092,7 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
+        /** Detaches an egress template from a workspace. */
         delete: {
             parameters: {
                 query?: never;
@@ -6112,6 +6175,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** Runs a command in a workspace and answers its output and exit code. */
         post: {
             parameters: {
                 query?: never;
@@ -6319,6 +6383,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A workspace's provisioning status (its template's setup steps). */
         get: {
             parameters: {
                 query?: never;
@@ -6378,6 +6443,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** Runs a workspace's provisioning again. */
         post: {
             parameters: {
                 query?: never;
@@ -6498,6 +6564,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A workspace's terminal sessions. */
         get: {
             parameters: {
                 query?: never;
@@ -6566,7 +6633,8 @@ export interface paths {
         };
         put?: never;
         /**
-         * Creates a session: a command (default a login shell), or with `agent` that agent's own TUI
+         * Creates a terminal session: a command, a login shell or an agent's TUI.
+         * @description Creates a session: a command (default a login shell), or with `agent` that agent's own TUI
          *     configured like a task (see [`api::CreateSession::agent`]).
          */
         post: {
@@ -6687,6 +6755,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** One terminal session. */
         get: {
             parameters: {
                 query?: never;
@@ -6748,6 +6817,7 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        /** Ends a terminal session. */
         delete: {
             parameters: {
                 query?: never;
@@ -6827,7 +6897,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Attach to a session: binary messages carry terminal bytes both ways; the client sends
+         * Attaches to a terminal session (WebSocket).
+         * @description Attach to a session: binary messages carry terminal bytes both ways; the client sends
          *     `{"type":"resize",…}` text messages; the server ends with `{"type":"exit","code":N}` when the
          *     session's process exits. Closing the socket detaches; the session keeps running. A viewer's
          *     attach is read-only: its input and resizes are dropped.
@@ -6908,6 +6979,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** A terminal session's recent output. */
         get: {
             parameters: {
                 query?: never;
@@ -6985,6 +7057,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** Starts a stopped workspace. */
         post: {
             parameters: {
                 query?: never;
@@ -7074,6 +7147,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** Stops a workspace (its volumes stay). */
         post: {
             parameters: {
                 query?: never;

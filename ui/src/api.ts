@@ -156,6 +156,12 @@ export type CreatedSubscription = Schemas['CreatedSubscription'];
 export type Delivery = Schemas['Delivery'];
 export type TestResult = Schemas['TestResult'];
 export type NotificationEvent = Schemas['NotificationEvent'];
+export type SecretInfo = Schemas['SecretInfo'];
+export type SecretUsage = Schemas['SecretUsage'];
+export type Budget = Schemas['Budget'];
+export type SetBudget = Schemas['SetBudget'];
+export type CreateEgressTemplateRequest = Schemas['CreateEgressTemplate'];
+export type SetEgressTemplateRequest = Schemas['SetEgressTemplate'];
 
 /** One stored task event (`GET /api/v1/tasks/{task}/events`, the SSE stream); the OpenAPI document
  * types its fields as free-form JSON, so this stays written by hand. */

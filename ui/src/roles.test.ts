@@ -28,8 +28,11 @@ suite('roles', () => {
 
   it('navigation hides token and tenant pages from those who cannot use them', () => {
     const labels = (role: string) => navFor(who(role, 'acme')).map(([, l]) => l);
-    expect(labels('viewer')).toEqual(['Workspaces', 'Tasks', 'Inbox', 'Usage', 'Audit', 'Notifications']);
+    expect(labels('viewer')).toEqual(['Workspaces', 'Tasks', 'Inbox', 'Usage', 'Audit', 'Notifications', 'Egress', 'Budgets']);
     expect(labels('member')).toContain('New task');
+    // Secrets (names and bindings, never values): members list them, as the API allows.
+    expect(labels('viewer')).not.toContain('Secrets');
+    expect(labels('member')).toContain('Secrets');
     expect(labels('member')).not.toContain('Tokens');
     expect(labels('owner')).toContain('Tokens');
     // The Users page (single sign-on people): owners and admins, as the API allows.

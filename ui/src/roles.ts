@@ -40,6 +40,10 @@ export function navFor(me: Pick<WhoAmI, 'role'> | undefined): Array<readonly [st
     ['/usage', 'Usage', 'read'],
     ['/audit', 'Audit', 'read'],
     ['/notifications', 'Notifications', 'read'],
+    ['/egress', 'Egress', 'read'],
+    ['/budgets', 'Budgets', 'read'],
+    // Listing secrets (names and bindings) takes a member, as the API does.
+    ['/secrets', 'Secrets', 'operate'],
     ['/tokens', 'Tokens', 'manage'],
     ['/users', 'Users', 'manage'],
     ['/tenants', 'Tenants', 'admin'],

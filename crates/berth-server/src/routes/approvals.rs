@@ -13,6 +13,8 @@ use crate::auth::Actor;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
+/// A task's permission requests.
+///
 /// A task's permission requests, oldest first (`pending=true`: only those waiting for a
 /// decision).
 #[utoipa::path(get, path = "/api/v1/tasks/{task}/approvals", operation_id = "list_approvals", tag = "tasks",
@@ -30,6 +32,8 @@ pub async fn list(
     ))
 }
 
+/// Approves or denies a pending permission request.
+///
 /// Approves or denies a pending request: the daemon tells the agent (a denial's `reason`
 /// reaches it as the tool's error), the task goes back to `running` once nothing is pending,
 /// and the decision is audited (`task.approve` / `task.deny`) with who decided. 409
@@ -55,6 +59,8 @@ pub async fn decide(
     ))
 }
 
+/// Every permission request waiting for a decision.
+///
 /// Everything waiting for a decision across the caller's tenant's workspaces (every tenant's
 /// for an admin), oldest first, at most 500.
 #[utoipa::path(get, path = "/api/v1/inbox", operation_id = "inbox", tag = "tasks",

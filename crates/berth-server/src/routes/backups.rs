@@ -15,6 +15,7 @@ use crate::backup;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
+/// Downloads a backup archive of a workspace.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/backup", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace reference"), api::BackupQuery),
     responses(
@@ -46,6 +47,7 @@ pub async fn backup(
         .into_response())
 }
 
+/// Restores a workspace from a backup archive (the request body).
 #[utoipa::path(post, path = "/api/v1/backups/restore", tag = "workspaces", params(api::RestoreQuery),
     request_body(content = Vec<u8>, content_type = "application/zstd",
         description = "An archive written by GET /api/v1/workspaces/{ws}/backup, streamed"),

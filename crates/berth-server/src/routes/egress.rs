@@ -52,6 +52,7 @@ pub(crate) async fn effective_view(
     })
 }
 
+/// A workspace's effective egress rules, in evaluation order with their sources.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/egress/effective", tag = "egress",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::EffectiveEgress), (status = 404, body = api::ErrorBody)),
@@ -64,6 +65,7 @@ pub async fn effective(
     Ok(axum::Json(effective_view(&state, &w).await?))
 }
 
+/// A workspace's own egress rules.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/egress/rules", tag = "egress",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::EgressRules), (status = 404, body = api::ErrorBody)),
@@ -78,6 +80,7 @@ pub async fn rules(
     }))
 }
 
+/// Replaces a workspace's egress rules.
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/egress/rules", tag = "egress", request_body = api::EgressRules,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::EgressRules), (status = 400, body = api::ErrorBody)),
@@ -93,6 +96,7 @@ pub async fn set_rules(
     Ok(axum::Json(api::EgressRules { rules }))
 }
 
+/// Inserts an egress rule into a workspace's rules.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/egress/rules", tag = "egress", request_body = api::AddEgressRule,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::EgressRules), (status = 400, body = api::ErrorBody)),
@@ -108,6 +112,7 @@ pub async fn add_rule(
     Ok(axum::Json(api::EgressRules { rules }))
 }
 
+/// Removes one of a workspace's egress rules.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/egress/rules/{index}", tag = "egress",
     params(("ws" = String, Path, description = "workspace reference"), ("index" = usize, Path, description = "0-based position")),
     responses((status = 200, body = api::EgressRules), (status = 404, body = api::ErrorBody)),
@@ -140,6 +145,7 @@ fn entry_to_api(e: EgressEntry) -> api::EgressLogEntry {
     }
 }
 
+/// A workspace's egress log: allowed and denied connections, newest first.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/egress/log", tag = "egress",
     params(("ws" = String, Path, description = "workspace reference"), api::EgressLogQuery),
     responses((status = 200, body = [api::EgressLogEntry]), (status = 404, body = api::ErrorBody)),

@@ -57,6 +57,7 @@ async fn to_api(
     })
 }
 
+/// Egress templates: the built-ins and the tenant's own.
 #[utoipa::path(get, path = "/api/v1/egress/templates", operation_id = "list_egress_templates", tag = "egress", params(api::EgressTemplateQuery),
     responses((status = 200, body = [api::EgressTemplate]), (status = 400, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -83,6 +84,7 @@ pub async fn list(
     Ok(axum::Json(out))
 }
 
+/// Creates a tenant's egress template.
 #[utoipa::path(post, path = "/api/v1/egress/templates", operation_id = "create_egress_template", tag = "egress", request_body = api::CreateEgressTemplate,
     responses((status = 201, body = api::EgressTemplate), (status = 400, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody)),
@@ -115,6 +117,7 @@ pub async fn create(
     ))
 }
 
+/// One egress template with its rules and the workspaces using it.
 #[utoipa::path(get, path = "/api/v1/egress/templates/{tenant}/{name}", operation_id = "show_egress_template", tag = "egress",
     params(("tenant" = String, Path), ("name" = String, Path, description = "the tenant's template, or a built-in")),
     responses((status = 200, body = api::EgressTemplate), (status = 404, body = api::ErrorBody)),
@@ -127,6 +130,7 @@ pub async fn show(
     Ok(axum::Json(to_api(&state, t, Some(&tenant)).await?))
 }
 
+/// Creates or replaces an egress template's rules.
 #[utoipa::path(put, path = "/api/v1/egress/templates/{tenant}/{name}", operation_id = "set_egress_template", tag = "egress", request_body = api::SetEgressTemplate,
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = api::EgressTemplate, description = "replaced"),
@@ -155,6 +159,7 @@ pub async fn set(
     ))
 }
 
+/// Removes an egress template (with `force`, detached from its workspaces first).
 #[utoipa::path(delete, path = "/api/v1/egress/templates/{tenant}/{name}", operation_id = "remove_egress_template", tag = "egress",
     params(("tenant" = String, Path), ("name" = String, Path), api::RemoveEgressTemplateQuery),
     responses((status = 204), (status = 404, body = api::ErrorBody),
@@ -181,6 +186,7 @@ async fn attached_view(state: &AppState, w: &Workspace) -> ApiResult<Vec<api::Eg
     Ok(out)
 }
 
+/// The egress templates attached to a workspace.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/egress/templates", tag = "egress",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = [api::EgressTemplate], description = "attached templates, in evaluation order"),
@@ -194,6 +200,7 @@ pub async fn attached(
     Ok(axum::Json(attached_view(&state, &w).await?))
 }
 
+/// Attaches an egress template to a workspace.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/egress/templates", operation_id = "attach_egress_template", tag = "egress", request_body = api::AttachEgressTemplate,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = [api::EgressTemplate], description = "attached templates, in evaluation order"),
@@ -210,6 +217,7 @@ pub async fn attach(
     Ok(axum::Json(attached_view(&state, &w).await?))
 }
 
+/// Detaches an egress template from a workspace.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/egress/templates/{name}", tag = "egress",
     params(("ws" = String, Path, description = "workspace reference"), ("name" = String, Path)),
     responses((status = 200, body = [api::EgressTemplate], description = "attached templates, in evaluation order"),

@@ -17,6 +17,7 @@ use crate::error::ApiResult;
 use crate::notify;
 use crate::state::AppState;
 
+/// The caller's notification subscriptions (every one for an admin).
 #[utoipa::path(get, path = "/api/v1/notifications/subscriptions", operation_id = "list_subscriptions", tag = "notifications",
     responses((status = 200, body = [api::Subscription], description = "the caller's own subscriptions; every one for an admin")),
     security(("bearer" = [])))]
@@ -28,6 +29,7 @@ pub async fn list(
     Ok(axum::Json(all.into_iter().map(notify::to_api).collect()))
 }
 
+/// Subscribes a webhook, Slack webhook or ntfy topic to notification events.
 #[utoipa::path(post, path = "/api/v1/notifications/subscriptions", operation_id = "create_subscription", tag = "notifications",
     request_body = api::CreateSubscription,
     responses((status = 201, body = api::CreatedSubscription, description = "the subscription and its signing secret, shown this once"),
@@ -52,6 +54,7 @@ pub async fn create(
     ))
 }
 
+/// One notification subscription.
 #[utoipa::path(get, path = "/api/v1/notifications/subscriptions/{sub}", operation_id = "show_subscription", tag = "notifications",
     params(("sub" = String, Path, description = "subscription id (`nsub_…`)")),
     responses((status = 200, body = api::Subscription),
@@ -67,6 +70,7 @@ pub async fn show(
     )))
 }
 
+/// Removes a notification subscription.
 #[utoipa::path(delete, path = "/api/v1/notifications/subscriptions/{sub}", operation_id = "remove_subscription", tag = "notifications",
     params(("sub" = String, Path, description = "subscription id (`nsub_…`)")),
     responses((status = 204, description = "removed, with its delivery log"),
@@ -81,6 +85,8 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Sends a test event to a subscription now.
+///
 /// Sends a `test` event now, once (no retries), and answers with the receiver's status or the
 /// error; the attempt is in the delivery log too.
 #[utoipa::path(post, path = "/api/v1/notifications/subscriptions/{sub}/test", operation_id = "test_subscription", tag = "notifications",
@@ -96,6 +102,7 @@ pub async fn test(
     Ok(axum::Json(notify::test(&state, &actor, &id).await?))
 }
 
+/// A subscription's recent delivery attempts, newest first.
 #[utoipa::path(get, path = "/api/v1/notifications/subscriptions/{sub}/deliveries", operation_id = "list_deliveries", tag = "notifications",
     params(("sub" = String, Path, description = "subscription id (`nsub_…`)"), api::DeliveriesQuery),
     responses((status = 200, body = [api::Delivery], description = "newest first, each with its attempts"),
@@ -112,6 +119,8 @@ pub async fn deliveries(
     ))
 }
 
+/// Notification events as they happen (Server-Sent Events).
+///
 /// The caller's tenant's notification events as they happen (Server-Sent Events, `event:` the
 /// kind, `data:` a NotificationEvent, `id:` its number). From now on, or after `?after=` /
 /// `Last-Event-ID` (events are kept a day). Admins get every tenant's, or `?tenant=`'s.

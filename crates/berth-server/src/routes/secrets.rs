@@ -50,6 +50,7 @@ async fn info(state: &AppState, s: berth_store::SealedSecret) -> ApiResult<api::
     })
 }
 
+/// Sets a secret's value (write-only: no route returns it).
 #[utoipa::path(put, path = "/api/v1/secrets/{tenant}/{name}", operation_id = "set_secret", tag = "secrets", request_body = api::SetSecret,
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = api::SecretInfo), (status = 400, body = api::ErrorBody)),
@@ -65,6 +66,7 @@ pub async fn set(
     Ok(axum::Json(info(&state, sealed).await?))
 }
 
+/// Secrets of the tenant: names, dates and bindings, never values.
 #[utoipa::path(get, path = "/api/v1/secrets", operation_id = "list_secrets", tag = "secrets", params(api::SecretQuery),
     responses((status = 200, body = [api::SecretInfo])), security(("bearer" = [])))]
 pub async fn list(
@@ -88,6 +90,7 @@ pub async fn list(
     Ok(axum::Json(out))
 }
 
+/// Removes a secret (workspaces binding it lose its value at once).
 #[utoipa::path(delete, path = "/api/v1/secrets/{tenant}/{name}", operation_id = "remove_secret", tag = "secrets",
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]

@@ -232,6 +232,8 @@ pub async fn session(
     })
 }
 
+/// Signs a browser out.
+///
 /// Signs a browser out: a browser session is deleted server-side and its cookie cleared; a
 /// remembered device's token (from `POST /auth/device`) is revoked. With any other bearer token
 /// there is nothing to sign out (revoke the token instead): 204 as well.

@@ -14,6 +14,7 @@ use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
+/// The server's version.
 #[utoipa::path(get, path = "/api/v1/version", tag = "system",
     responses((status = 200, body = api::ServerInfo)), security(("bearer" = [])))]
 pub async fn version(State(state): State<Arc<AppState>>) -> axum::Json<api::ServerInfo> {
@@ -26,6 +27,7 @@ pub async fn version(State(state): State<Arc<AppState>>) -> axum::Json<api::Serv
     })
 }
 
+/// The caller: token, role and tenant.
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "system",
     responses((status = 200, body = api::WhoAmI),
         (status = 401, description = "`unauthorized`, `token_expired` or `token_revoked`", body = api::ErrorBody)),
@@ -45,6 +47,7 @@ pub async fn whoami(
     }))
 }
 
+/// The audit log, newest first (optionally only one target's entries).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "system", params(api::AuditQuery),
     responses((status = 200, body = [api::AuditEntry]), (status = 400, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -79,6 +82,8 @@ pub async fn audit(
     ))
 }
 
+/// Checks berth's prerequisites.
+///
 /// Every prerequisite checked, each failure with a one-line fix. Includes the engine smoke check
 /// (`engine_smoke`): a throwaway workspace-shaped container is created, started, exec'd in and
 /// removed (labelled `berth.smoke`), so a call takes about a second.
@@ -88,6 +93,7 @@ pub async fn doctor(State(state): State<Arc<AppState>>) -> axum::Json<api::Docto
     axum::Json(crate::doctor::run(&state).await)
 }
 
+/// The base image: present or not, and how it was built.
 #[utoipa::path(get, path = "/api/v1/image", tag = "image",
     responses((status = 200, body = api::ImageStatus), (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]

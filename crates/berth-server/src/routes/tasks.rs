@@ -16,6 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::tasks;
 
+/// Starts a headless agent task in a workspace.
 #[utoipa::path(post, path = "/api/v1/tasks", operation_id = "create_task", tag = "tasks", request_body = api::CreateTask,
     responses((status = 201, body = api::Task), (status = 400, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody),
@@ -36,6 +37,8 @@ pub async fn create(
     ))
 }
 
+/// Takes a task over in an interactive session of its agent.
+///
 /// Takes a task over: an interactive session of the task's agent resuming its conversation in
 /// its directory (attach to it like any session). 409 `task_turn_running` while a headless
 /// turn runs; while the session is open, messages get 409 `task_interactive`.
@@ -62,6 +65,7 @@ pub async fn attach(
     Ok((StatusCode::CREATED, axum::Json(s)))
 }
 
+/// Tasks, newest first, filtered by workspace or state.
 #[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "tasks", params(api::TaskQuery),
     responses((status = 200, body = [api::Task]), (status = 400, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -73,6 +77,7 @@ pub async fn list(
     Ok(axum::Json(tasks::list(&state, &actor, &q).await?))
 }
 
+/// One task with its state, usage and cost.
 #[utoipa::path(get, path = "/api/v1/tasks/{task}", operation_id = "show_task", tag = "tasks",
     params(("task" = String, Path, description = "task id")),
     responses((status = 200, body = api::Task), (status = 404, body = api::ErrorBody)),
@@ -85,6 +90,7 @@ pub async fn show(
     Ok(axum::Json(tasks::view(&state, &task).await?))
 }
 
+/// Sends a follow-up message: the next turn of the task's conversation.
 #[utoipa::path(post, path = "/api/v1/tasks/{task}/messages", tag = "tasks", request_body = api::SendMessage,
     params(("task" = String, Path, description = "task id")),
     responses((status = 200, body = api::Task), (status = 400, body = api::ErrorBody),
@@ -101,6 +107,7 @@ pub async fn send(
     Ok(axum::Json(tasks::view(&state, &task).await?))
 }
 
+/// Cancels a task (final: it takes no more messages).
 #[utoipa::path(post, path = "/api/v1/tasks/{task}/cancel", tag = "tasks",
     params(("task" = String, Path, description = "task id")),
     responses((status = 200, body = api::Task), (status = 404, body = api::ErrorBody),
@@ -115,6 +122,7 @@ pub async fn cancel(
     Ok(axum::Json(tasks::view(&state, &task).await?))
 }
 
+/// A task's stored events after a sequence number.
 #[utoipa::path(get, path = "/api/v1/tasks/{task}/events", tag = "tasks",
     params(("task" = String, Path, description = "task id"), api::EventsQuery),
     responses((status = 200, description = "TaskEvent objects, ascending seq", body = [Object]),
@@ -137,6 +145,8 @@ pub async fn events(
     ))
 }
 
+/// A task's events as they happen (Server-Sent Events).
+///
 /// The live event stream (Server-Sent Events). Every stored event with `seq > after` (or the
 /// `Last-Event-ID` header) first, then new ones as they are stored; each SSE message carries
 /// `id: seq`, `event: type`, `data: TaskEvent`. Ends when the task is failed or cancelled.

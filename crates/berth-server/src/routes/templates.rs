@@ -15,6 +15,7 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::{provision, templates};
 
+/// Workspace templates: the built-ins and the tenant's own.
 #[utoipa::path(get, path = "/api/v1/templates", operation_id = "list_templates", tag = "templates", params(api::TemplateQuery),
     responses((status = 200, body = [api::WorkspaceTemplate], description = "the newest revision of each template"),
         (status = 400, body = api::ErrorBody)),
@@ -42,6 +43,7 @@ pub async fn list(
     Ok(axum::Json(out))
 }
 
+/// One workspace template.
 #[utoipa::path(get, path = "/api/v1/templates/{tenant}/{name}", operation_id = "show_template", tag = "templates",
     params(("tenant" = String, Path), ("name" = String, Path), api::TemplateRevisionQuery),
     responses((status = 200, body = api::WorkspaceTemplate), (status = 400, body = api::ErrorBody),
@@ -56,6 +58,7 @@ pub async fn show(
     Ok(axum::Json(templates::to_api(&state, r).await?))
 }
 
+/// Creates or replaces a workspace template.
 #[utoipa::path(put, path = "/api/v1/templates/{tenant}/{name}", operation_id = "set_template", tag = "templates", request_body = api::SetTemplate,
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = api::WorkspaceTemplate, description = "a new revision of an existing template"),
@@ -78,6 +81,7 @@ pub async fn set(
     Ok((status, axum::Json(templates::to_api(&state, r).await?)))
 }
 
+/// Removes a workspace template.
 #[utoipa::path(delete, path = "/api/v1/templates/{tenant}/{name}", operation_id = "remove_template", tag = "templates",
     params(("tenant" = String, Path), ("name" = String, Path)),
     responses((status = 204, description = "removed with all its revisions (workspaces made from it keep their copy)"),
@@ -92,6 +96,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A workspace's provisioning status (its template's setup steps).
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/provision", operation_id = "show_provision", tag = "templates",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::ProvisionStatus),
@@ -104,6 +109,7 @@ pub async fn status(
     Ok(axum::Json(provision::status(&state, &ws).await?))
 }
 
+/// Runs a workspace's provisioning again.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/provision", operation_id = "reprovision", tag = "templates", request_body = api::Reprovision,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 202, body = api::ProvisionStatus, description = "provisioning resumed (retry) or restarted on the newest revision (upgrade); follow it with GET"),

@@ -12,6 +12,7 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::tenants;
 
+/// Tenants with their quotas and what they use.
 #[utoipa::path(get, path = "/api/v1/tenants", operation_id = "list_tenants", tag = "tenants",
     responses((status = 200, body = [api::TenantInfo], description = "every tenant for an admin, the caller's own otherwise")),
     security(("bearer" = [])))]
@@ -22,6 +23,7 @@ pub async fn list(
     Ok(axum::Json(tenants::list(&state, &actor).await?))
 }
 
+/// A tenant's quota and what it uses.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/quota", operation_id = "show_tenant_quota", tag = "tenants",
     params(("tenant" = String, Path)),
     responses((status = 200, body = api::TenantQuotaReport), (status = 404, body = api::ErrorBody)),
@@ -34,6 +36,7 @@ pub async fn quota(
     Ok(axum::Json(tenants::report(&state, &name).await?))
 }
 
+/// Sets a tenant's quota.
 #[utoipa::path(put, path = "/api/v1/tenants/{tenant}/quota", operation_id = "set_tenant_quota", tag = "tenants",
     request_body = api::TenantQuota,
     params(("tenant" = String, Path)),

@@ -32,6 +32,7 @@ fn not_a_websocket(rej: WebSocketUpgradeRejection) -> ApiError {
     ))
 }
 
+/// Runs a command in a workspace and answers its output and exit code.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/exec", tag = "terminal", request_body = api::ExecRequest,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::ExecResult), (status = 400, body = api::ErrorBody),
@@ -222,6 +223,7 @@ async fn send_error(socket: &mut WebSocket, err: &ApiError) {
     linger(socket).await;
 }
 
+/// A workspace's terminal sessions.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = [api::Session]), (status = 409, body = api::ErrorBody)),
@@ -237,6 +239,8 @@ pub async fn list_sessions(
     ))
 }
 
+/// Creates a terminal session: a command, a login shell or an agent's TUI.
+///
 /// Creates a session: a command (default a login shell), or with `agent` that agent's own TUI
 /// configured like a task (see [`api::CreateSession::agent`]).
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/sessions", tag = "terminal", request_body = api::CreateSession,
@@ -266,6 +270,7 @@ pub async fn create_session(
     Ok((StatusCode::CREATED, axum::Json(terminal::session_view(s))))
 }
 
+/// One terminal session.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name")),
@@ -281,6 +286,7 @@ pub async fn get_session(
     )))
 }
 
+/// Ends a terminal session.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}/sessions/{session}", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name")),
@@ -295,6 +301,7 @@ pub async fn remove_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A terminal session's recent output.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/sessions/{session}/scrollback", tag = "terminal",
     params(("ws" = String, Path, description = "workspace reference"),
         ("session" = String, Path, description = "session id or name")),
@@ -316,6 +323,8 @@ pub struct AttachQuery {
     pub rows: Option<u16>,
 }
 
+/// Attaches to a terminal session (WebSocket).
+///
 /// Attach to a session: binary messages carry terminal bytes both ways; the client sends
 /// `{"type":"resize",…}` text messages; the server ends with `{"type":"exit","code":N}` when the
 /// session's process exits. Closing the socket detaches; the session keeps running. A viewer's

@@ -13,6 +13,7 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 use crate::tokens;
 
+/// API tokens of the tenant (every tenant's for an admin), without their values.
 #[utoipa::path(get, path = "/api/v1/tokens", operation_id = "list_tokens", tag = "tokens",
     responses((status = 200, body = [api::TokenInfo], description = "all tokens for an admin, the tenant's for an owner"),
         (status = 403, description = "`forbidden`: needs the owner role", body = api::ErrorBody)),
@@ -25,6 +26,7 @@ pub async fn list(
     Ok(axum::Json(all.into_iter().map(tokens::to_api).collect()))
 }
 
+/// Creates an API token; its value is in this answer only.
 #[utoipa::path(post, path = "/api/v1/tokens", operation_id = "create_token", tag = "tokens", request_body = api::CreateToken,
     responses((status = 201, body = api::CreatedToken, description = "the token, shown this once"),
         (status = 400, body = api::ErrorBody),
@@ -47,6 +49,7 @@ pub async fn create(
     ))
 }
 
+/// Revokes an API token.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", operation_id = "revoke_token", tag = "tokens",
     params(("id" = String, Path, description = "token id (`tok_…`)")),
     responses((status = 200, body = api::TokenInfo, description = "the revoked token"),

@@ -102,6 +102,8 @@ fn parse_by(q: &api::UsageQuery) -> ApiResult<UsageBy> {
     })
 }
 
+/// LLM usage through the gateway, summed per group over a period.
+///
 /// LLM usage through the gateway, summed per group (`by`) over a period (`since`, `until`):
 /// tokens, calls and the exact cost (`cost`, a decimal string) of every group and in total.
 #[utoipa::path(get, path = "/api/v1/usage", tag = "gateway", params(api::UsageQuery),
@@ -211,6 +213,7 @@ fn total_row(nusd: u64) -> api::UsageRow {
     }
 }
 
+/// Budgets with their current spend.
 #[utoipa::path(get, path = "/api/v1/budgets", tag = "gateway",
     responses((status = 200, body = [api::Budget])), security(("bearer" = [])))]
 pub async fn list_budgets(
@@ -220,6 +223,7 @@ pub async fn list_budgets(
     Ok(axum::Json(budgets::list(&state, &actor).await?))
 }
 
+/// Sets a tenant's or workspace's budget (cost or tokens per period).
 #[utoipa::path(put, path = "/api/v1/budgets", tag = "gateway", request_body = api::SetBudget,
     responses((status = 200, body = api::Budget), (status = 400, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody)),
@@ -233,6 +237,7 @@ pub async fn set_budget(
     Ok(axum::Json(budgets::set(&state, &actor, req).await?))
 }
 
+/// Removes a tenant's or workspace's budget.
 #[utoipa::path(delete, path = "/api/v1/budgets", tag = "gateway", params(api::BudgetTarget),
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn remove_budget(
@@ -347,6 +352,7 @@ fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> 
     }
 }
 
+/// Recorded LLM calls through the gateway, newest first.
 #[utoipa::path(get, path = "/api/v1/usage/calls", tag = "gateway", params(api::CallsQuery),
     responses((status = 200, body = [api::LlmCall])), security(("bearer" = [])))]
 pub async fn calls(
@@ -370,6 +376,7 @@ pub async fn calls(
     ))
 }
 
+/// One recorded LLM call in detail.
 #[utoipa::path(get, path = "/api/v1/usage/calls/{call}", tag = "gateway",
     params(("call" = i64, Path, description = "call id")),
     responses((status = 200, body = api::LlmCallDetail), (status = 404, body = api::ErrorBody)),

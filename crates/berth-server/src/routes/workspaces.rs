@@ -57,6 +57,7 @@ pub struct ListQuery {
     pub tenant: Option<String>,
 }
 
+/// Workspaces with their state and limits.
 #[utoipa::path(get, path = "/api/v1/workspaces", operation_id = "list_workspaces", tag = "workspaces", params(ListQuery),
     responses((status = 200, body = [api::Workspace]), (status = 401, body = api::ErrorBody)),
     security(("bearer" = [])))]
@@ -79,6 +80,7 @@ pub async fn list(
     Ok(axum::Json(all.iter().map(to_api).collect()))
 }
 
+/// Creates and starts a workspace.
 #[utoipa::path(post, path = "/api/v1/workspaces", operation_id = "create_workspace", tag = "workspaces", request_body = api::CreateWorkspace,
     responses((status = 201, body = api::Workspace),
         (status = 400, description = "`invalid_argument`", body = api::ErrorBody),
@@ -99,6 +101,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(to_api(&w))))
 }
 
+/// One workspace with its state, usage and daemon status.
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}", operation_id = "show_workspace", tag = "workspaces",
     params(("ws" = String, Path, description = "tenant/name (URL-encoded), bare name, or id")),
     responses((status = 200, body = api::Workspace), (status = 404, body = api::ErrorBody),
@@ -131,6 +134,7 @@ pub async fn show(
     Ok(axum::Json(out))
 }
 
+/// Starts a stopped workspace.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/start", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::Workspace), (status = 404, body = api::ErrorBody),
@@ -145,6 +149,7 @@ pub async fn start(
     Ok(axum::Json(to_api(&w)))
 }
 
+/// Stops a workspace (its volumes stay).
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/stop", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 200, body = api::Workspace), (status = 404, body = api::ErrorBody),
@@ -159,6 +164,7 @@ pub async fn stop(
     Ok(axum::Json(to_api(&w)))
 }
 
+/// Removes a workspace, its container and volumes.
 #[utoipa::path(delete, path = "/api/v1/workspaces/{ws}", operation_id = "remove_workspace", tag = "workspaces",
     params(("ws" = String, Path, description = "workspace reference"), api::RemoveWorkspaceQuery),
     responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
