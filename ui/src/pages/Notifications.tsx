@@ -10,6 +10,7 @@ import { useMe } from '../roles';
 import { Empty, ErrorBox, Loading } from '../ui';
 
 const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over'] as const;
+type Kind = (typeof KINDS)[number];
 
 export function Notifications() {
   const list = useLoad(() => api<Subscription[]>('/notifications/subscriptions'), []);
@@ -193,7 +194,7 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
   const [url, setUrl] = useState('');
   const [tenant, setTenant] = useState('');
   const [workspace, setWorkspace] = useState('');
-  const [kinds, setKinds] = useState<string[]>([]);
+  const [kinds, setKinds] = useState<Kind[]>([]);
   const [error, setError] = useState<string>();
   const [busy, setBusy] = useState(false);
   const submit = async (e: FormEvent) => {
