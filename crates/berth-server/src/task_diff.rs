@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use berth_api as api;
-use berth_domain::{ErrorCode, WorkspaceState};
+use berth_domain::ErrorCode;
 use berth_store::{is_object_id, Task, TaskSnapshot};
 
 use crate::error::{ApiError, ApiResult};
@@ -164,27 +164,6 @@ pub struct DiffOptions {
     pub stat: bool,
 }
 
-async fn running_workspace(state: &AppState, t: &Task) -> ApiResult<()> {
-    let w = state
-        .store
-        .find_workspace_by_id(&t.workspace_id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("the workspace of task {} was removed", t.id))
-        })?;
-    if w.state != WorkspaceState::Running {
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "workspace {} is {}: start it to see the diff",
-                w.qualified_name(),
-                w.state
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The trees to diff for `opts`: (from, to), `to` `-` meaning the working state now.
 fn range(snaps: &[TaskSnapshot], turn: Option<u32>) -> ApiResult<(String, String)> {
     let Some(n) = turn else {
@@ -208,7 +187,7 @@ fn range(snaps: &[TaskSnapshot], turn: Option<u32>) -> ApiResult<(String, String
 
 /// The task's diff (see the module doc).
 pub async fn diff(state: &AppState, t: &Task, opts: DiffOptions) -> ApiResult<api::TaskDiff> {
-    running_workspace(state, t).await?;
+    crate::tasks::running_workspace(state, t, "see the diff").await?;
     let dir = task_dir(t);
     let snaps = state.store.task_snapshots(&t.id).await?;
     let (text, truncated) = if snaps.is_empty() {
@@ -246,7 +225,7 @@ pub async fn diff(state: &AppState, t: &Task, opts: DiffOptions) -> ApiResult<ap
 /// A patch of the whole task: `git apply`-able (binary files included), or (`mbox`) the agent's
 /// commits since the task's base commit as `git am` reads them.
 pub async fn patch(state: &AppState, t: &Task, mbox: bool) -> ApiResult<String> {
-    running_workspace(state, t).await?;
+    crate::tasks::running_workspace(state, t, "download the patch").await?;
     let dir = task_dir(t);
     let snaps = state.store.task_snapshots(&t.id).await?;
     let Some(first) = snaps.first() else {

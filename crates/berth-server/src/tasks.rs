@@ -532,7 +532,7 @@ async fn send_unaudited(state: &Arc<AppState>, id: &TaskId, text: &str) -> ApiRe
         };
         return Err(ApiError::new(ErrorCode::InvalidState, why));
     }
-    running_workspace(state, &task).await?;
+    running_workspace(state, &task, "send a message").await?;
     if task.state.is_turn_over() {
         // Where this turn starts from: the end of the previous turn's diff.
         let turn = crate::task_diff::next_turn(state, &task).await;
@@ -638,7 +638,7 @@ async fn cancel_unaudited(state: &Arc<AppState>, id: &TaskId) -> ApiResult<Task>
     revoke_key(state, id).await;
     let idle_reason = if task.state == TaskState::Interrupted {
         Some("cancelled while interrupted (no agent process was running)")
-    } else if running_workspace(state, &task).await.is_err() {
+    } else if running_workspace(state, &task, "").await.is_err() {
         Some("cancelled while its workspace was not running")
     } else {
         None
@@ -684,12 +684,19 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("task {id} not found"))
 }
 
-async fn running_workspace(state: &AppState, task: &Task) -> ApiResult<()> {
+/// `Ok` when the task's workspace runs; else 409 `invalid_state` saying why (stopped, or
+/// removed) and, where starting it helps, that starting it lets the caller `then` (e.g. "see
+/// the diff").
+pub(crate) async fn running_workspace(state: &AppState, task: &Task, then: &str) -> ApiResult<()> {
     match state.store.find_workspace_by_id(&task.workspace_id).await? {
         Some(w) if w.state == WorkspaceState::Running => Ok(()),
         Some(w) => Err(ApiError::new(
             ErrorCode::InvalidState,
-            format!("workspace {} is {}", w.qualified_name(), w.state),
+            format!(
+                "workspace {} is {}: start it to {then}",
+                w.qualified_name(),
+                w.state
+            ),
         )),
         None => Err(ApiError::new(
             ErrorCode::InvalidState,
