@@ -56,24 +56,11 @@ pub struct CreateSpec {
 
 impl CreateSpec {
     pub fn from_request(state: &AppState, req: &berth_api::CreateWorkspace) -> ApiResult<Self> {
-        let (tenant, name) = match req.name.split_once('/') {
-            Some((t, n)) => {
-                if req.tenant.as_deref().is_some_and(|rt| rt != t) {
-                    return Err(ApiError::invalid(format!(
-                        "name {:?} names tenant {t:?} but tenant is {:?}",
-                        req.name,
-                        req.tenant.as_deref().unwrap_or_default()
-                    )));
-                }
-                (t.to_owned(), n.to_owned())
-            }
-            None => (
-                req.tenant.clone().unwrap_or_else(|| "default".into()),
-                req.name.clone(),
-            ),
-        };
-        let tenant = crate::error::tenant_name(&tenant)?;
-        let name = Name::parse(&name).map_err(|e| ApiError::invalid(format!("name: {e}")))?;
+        // `name` is the workspace's own name (a `tenant/name` there is refused: the tenant is
+        // `tenant`'s alone, so no request, archive manifest or caller can name it twice).
+        let tenant = crate::error::tenant_name(req.tenant.as_deref().unwrap_or("default"))?;
+        let name = Name::parse(&req.name)
+            .map_err(|e| ApiError::invalid(format!("name: {e} (give the tenant in `tenant`)")))?;
         let d = state.config.default_limits;
         let limits = Limits {
             memory_bytes: match &req.memory {

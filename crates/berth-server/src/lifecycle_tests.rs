@@ -99,7 +99,8 @@ fn spec(state: &AppState, name: &str) -> CreateSpec {
     CreateSpec::from_request(
         state,
         &berth_api::CreateWorkspace {
-            name: format!("acme/{name}"),
+            name: name.into(),
+            tenant: Some("acme".into()),
             ..Default::default()
         },
     )
@@ -360,10 +361,10 @@ fn create_spec_validation() {
     .contains("name"));
     assert!(bad(berth_api::CreateWorkspace {
         name: "a/b".into(),
-        tenant: Some("c".into()),
+        tenant: Some("a".into()),
         ..Default::default()
     })
-    .contains("tenant"));
+    .contains("give the tenant in `tenant`"));
     assert!(bad(berth_api::CreateWorkspace {
         name: "ok".into(),
         image: Some(" ".into()),

@@ -10,7 +10,7 @@ use berth_store::{AuditRecord, Workspace};
 
 use super::{check_network_allowed, CreateSpec};
 use crate::auth::{audit, Actor};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::state::AppState;
 
 /// The audit target: `tenant/name` when known, else what the caller typed.
@@ -24,11 +24,7 @@ fn target_of<E>(result: &Result<Workspace, E>, raw: &str) -> String {
 /// The audit target of a create request, before anything is validated.
 fn create_target(req: &ApiResult<api::CreateWorkspace>) -> String {
     match req {
-        Ok(r) => match &r.tenant {
-            Some(t) if !r.name.contains('/') => format!("{t}/{}", r.name),
-            _ if r.name.contains('/') => r.name.clone(),
-            _ => format!("default/{}", r.name),
-        },
+        Ok(r) => format!("{}/{}", r.tenant.as_deref().unwrap_or("default"), r.name),
         Err(_) => "(invalid request)".to_owned(),
     }
 }
@@ -80,7 +76,6 @@ pub async fn create_workspace(
     let target = create_target(&req);
     let result = async {
         let mut req = req?;
-        check_plain_name(&req.name)?;
         check_network_allowed(actor.role, req.network.as_deref())?;
         let pending = crate::provision::prepare(state, &mut req).await?;
         let mut spec = CreateSpec::from_request(state, &req)?;
@@ -105,14 +100,6 @@ pub async fn create_workspace(
         crate::provision::spawn(state.clone(), w.id.clone(), actor.clone());
     }
     Ok(w)
-}
-
-/// `name` is the workspace's own name; the tenant goes in `tenant` (a `tenant/name` here would
-/// quietly create the workspace in another tenant than the field says).
-fn check_plain_name(name: &str) -> ApiResult<()> {
-    berth_domain::Name::parse(name)
-        .map(|_| ())
-        .map_err(|e| ApiError::invalid(format!("name: {e} (give the tenant in `tenant`)")))
 }
 
 /// One `secret.expose` audit record per secret the workspace gets as a real value.
