@@ -30,6 +30,7 @@ pub use commands::egress::EgressCmd;
 pub use commands::exec::ExecArgs;
 pub use commands::image::ImageCmd;
 pub use commands::login::LoginArgs;
+pub use commands::mcp::McpArgs;
 pub use commands::notify::NotifyCmd;
 pub use commands::secret::SecretCmd;
 pub use commands::session::SessionCmd;
@@ -190,6 +191,10 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Serve berth as MCP tools on stdio for an agent (Claude Code, Codex, Gemini CLI,
+    /// OpenCode): workspaces, tasks, approvals, usage, egress logs; it can do exactly what its
+    /// token can (docs/mcp.md)
+    Mcp(McpArgs),
 }
 
 /// Runs one client command. Returns the process exit code: 0 on success, the remote command's
@@ -260,6 +265,10 @@ async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
         Command::Whoami { conn } => whoami::run(&conn.client(ctx)?, ctx).await,
         Command::Token { cmd, conn } => token::run(cmd, &conn.client(ctx)?, ctx).await,
         Command::Tenant { cmd, conn } => tenant::run(cmd, &conn.client(ctx)?, ctx).await,
+        Command::Mcp(args) => {
+            let client = args.conn.client(ctx)?;
+            mcp::run(client, ctx).await
+        }
     }
 }
 

@@ -772,5 +772,6 @@ fn flattened_into_a_top_level_parser_help_stays_clean() {
 }
 
 mod egress;
+mod mcp;
 mod shape;
 mod task;

@@ -10,6 +10,7 @@ pub(crate) mod egress;
 pub(crate) mod exec;
 pub(crate) mod image;
 pub(crate) mod login;
+pub(crate) mod mcp;
 pub(crate) mod notify;
 pub(crate) mod secret;
 pub(crate) mod session;

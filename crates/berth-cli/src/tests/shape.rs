@@ -437,6 +437,7 @@ const PARSES: &[(&str, &str)] = &[
         "tenant list",
         "tenant list: json=false",
     ),
+    ("mcp --url http://h:1", "mcp: url=http://h:1"),
     (
         "workspace create web --tenant acme --template node --param repo=https://h/x.git --param branch=dev",
         "workspace create: json=false name=web no_follow=false param=repo=https://h/x.git,branch=dev template=node tenant=acme",
