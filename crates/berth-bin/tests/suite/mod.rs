@@ -3,6 +3,7 @@ mod approvals;
 mod auth;
 mod authz;
 mod backup;
+mod berth_mcp;
 mod cli;
 mod costs;
 mod devices;
