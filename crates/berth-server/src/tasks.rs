@@ -801,15 +801,12 @@ fn with_delivery(v: &mut berth_api::Task, d: &berth_store::TaskDelivery) {
         commit: p.commit.clone(),
         at: p.at.clone(),
     });
-    v.pull_request = d
-        .pull_request
-        .as_ref()
-        .map(|p| berth_api::TaskPullRequest {
-            provider: p.provider.clone(),
-            url: p.url.clone(),
-            number: p.number,
-            at: p.at.clone(),
-        });
+    v.pull_request = d.pull_request.as_ref().map(|p| berth_api::TaskPullRequest {
+        provider: p.provider.clone(),
+        url: p.url.clone(),
+        number: p.number,
+        at: p.at.clone(),
+    });
 }
 
 fn to_api(t: &Task, workspace_removed: bool, calls: berth_store::CallTotals) -> berth_api::Task {

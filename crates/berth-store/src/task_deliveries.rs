@@ -138,11 +138,15 @@ mod tests {
         let s = Store::open_in_memory().await.unwrap();
         let t = TaskId::from_stored("tsk_1".into());
         assert!(s.task_deliveries(&["tsk_1"]).await.unwrap().is_empty());
-        s.set_task_push(&t, "origin", "feature", "abc").await.unwrap();
+        s.set_task_push(&t, "origin", "feature", "abc")
+            .await
+            .unwrap();
         s.set_task_pull_request(&t, "github", "https://x/pull/7", 7)
             .await
             .unwrap();
-        s.set_task_push(&t, "origin", "feature", "def").await.unwrap();
+        s.set_task_push(&t, "origin", "feature", "def")
+            .await
+            .unwrap();
         let d = s.task_deliveries(&["tsk_1", "tsk_2"]).await.unwrap();
         assert_eq!(d.len(), 1);
         let d = &d["tsk_1"];

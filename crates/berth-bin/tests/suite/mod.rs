@@ -5,6 +5,7 @@ mod authz;
 mod backup;
 mod cli;
 mod costs;
+mod deliver;
 mod devices;
 mod doctor;
 mod egress;

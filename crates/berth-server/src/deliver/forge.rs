@@ -92,7 +92,9 @@ pub fn split_remote(url: &str) -> Option<(String, Vec<String>)> {
     let path = path.trim_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
     let segs: Vec<String> = path.split('/').map(str::to_owned).collect();
-    segs.iter().all(|s| plain_segment(s)).then_some((host, segs))
+    segs.iter()
+        .all(|s| plain_segment(s))
+        .then_some((host, segs))
 }
 
 /// A path segment that cannot change the API path it is put into.
@@ -135,8 +137,8 @@ pub fn detect(url: &str, env: &ForgeEnv) -> ApiResult<Repo> {
     };
     let self_hosted = |over: Option<&str>| override_host(over).is_some_and(|h| h == host);
     if host == "github.com" || self_hosted(gh) {
-        let [owner, name] = <[String; 2]>::try_from(segs)
-            .map_err(|_| unknown("on GitHub but not OWNER/REPO"))?;
+        let [owner, name] =
+            <[String; 2]>::try_from(segs).map_err(|_| unknown("on GitHub but not OWNER/REPO"))?;
         let api_host = if host == "github.com" {
             "api.github.com"
         } else {

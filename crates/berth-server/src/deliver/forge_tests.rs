@@ -98,7 +98,9 @@ fn requests_follow_each_providers_documentation() {
     );
     assert_eq!(c.body["sourceRefName"], "refs/heads/feature/x");
     assert_eq!(c.body["isDraft"], true);
-    assert!(c.headers.contains(&("authorization", "Basic OlQwSw==".into())));
+    assert!(c
+        .headers
+        .contains(&("authorization", "Basic OlQwSw==".into())));
 }
 
 #[test]

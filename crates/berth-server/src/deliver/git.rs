@@ -110,7 +110,10 @@ async fn run(
     .map_err(|_| {
         ApiError::new(
             ErrorCode::DaemonUnavailable,
-            format!("git in the workspace took longer than {}s", deadline.as_secs()),
+            format!(
+                "git in the workspace took longer than {}s",
+                deadline.as_secs()
+            ),
         )
     })??;
     let text = out.stdout_lossy();
@@ -194,7 +197,10 @@ pub fn parse_push(text: &str) -> PushOutcome {
         .lines()
         .filter(|l| !l.starts_with("__BERTH_EXIT__"))
         .rfind(|l| l.starts_with("fatal:") || l.starts_with("error:"))
-        .or_else(|| text.lines().rfind(|l| !l.trim().is_empty() && !l.starts_with("__BERTH")))
+        .or_else(|| {
+            text.lines()
+                .rfind(|l| !l.trim().is_empty() && !l.starts_with("__BERTH"))
+        })
         .unwrap_or("git push failed");
     let reason = reason
         .trim_start_matches("fatal: ")
@@ -240,7 +246,10 @@ mod tests {
             strip_credentials("https://x-access-token:berth-placeholder-t-1@git.test:8443/app.git"),
             "https://git.test:8443/app.git"
         );
-        assert_eq!(strip_credentials("git@github.com:a/b"), "git@github.com:a/b");
+        assert_eq!(
+            strip_credentials("git@github.com:a/b"),
+            "git@github.com:a/b"
+        );
         assert_eq!(
             scrub("Authentication failed for 'https://u:p@h/x.git/'"),
             "Authentication failed for 'https://h/x.git/'"
@@ -251,7 +260,8 @@ mod tests {
     fn push_answers_are_read() {
         let ok = "To https://h/x.git\n*\tHEAD:refs/heads/f\t[new branch]\nDone\n__BERTH_EXIT__ 0\n";
         assert_eq!(parse_push(ok), PushOutcome::Pushed);
-        let same = "To https://h/x.git\n=\tHEAD:refs/heads/f\t[up to date]\nDone\n__BERTH_EXIT__ 0\n";
+        let same =
+            "To https://h/x.git\n=\tHEAD:refs/heads/f\t[up to date]\nDone\n__BERTH_EXIT__ 0\n";
         assert_eq!(parse_push(same), PushOutcome::UpToDate);
         let rejected = "To https://h/x.git\n!\tHEAD:refs/heads/main\t[rejected] (fetch first)\nDone\nerror: failed to push some refs to 'https://h/x.git'\n__BERTH_EXIT__ 1\n";
         assert_eq!(

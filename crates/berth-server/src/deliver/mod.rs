@@ -154,7 +154,10 @@ async fn push_unaudited(
         git::PushOutcome::UpToDate => {
             return Err(ApiError::new(
                 ErrorCode::NothingToPush,
-                format!("{remote}/{branch} already has {}: nothing to push", &head[..12]),
+                format!(
+                    "{remote}/{branch} already has {}: nothing to push",
+                    &head[..12]
+                ),
             ))
         }
         git::PushOutcome::Refused(reason) => {
@@ -244,7 +247,10 @@ async fn pr_unaudited(
     let dir = task_dir(&t);
     let info = git::info(state, &t, &dir, &remote).await?;
     let repo = forge::detect(&info.url, &state.config.env.forges)?;
-    let pushed = delivered.push.filter(|p| p.remote == remote).map(|p| p.branch);
+    let pushed = delivered
+        .push
+        .filter(|p| p.remote == remote)
+        .map(|p| p.branch);
     let head = req.branch.clone().or(pushed).or(info.branch.clone());
     let head = head.ok_or_else(|| {
         ApiError::new(
@@ -255,7 +261,9 @@ async fn pr_unaudited(
     let base = req.base.clone().or(info.default.clone()).ok_or_else(|| {
         ApiError::new(
             ErrorCode::GitBranchMissing,
-            format!("the clone does not know {remote}'s default branch: name the base branch (--base)"),
+            format!(
+                "the clone does not know {remote}'s default branch: name the base branch (--base)"
+            ),
         )
     })?;
     if base == head {
@@ -291,9 +299,12 @@ async fn pr_unaudited(
 
 /// The pull request's title: the caller's, else the prompt's first line (one line, capped).
 fn title(t: &Task, given: Option<&str>) -> String {
-    let raw = given
-        .filter(|g| !g.trim().is_empty())
-        .unwrap_or_else(|| t.prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("berth task"));
+    let raw = given.filter(|g| !g.trim().is_empty()).unwrap_or_else(|| {
+        t.prompt
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("berth task")
+    });
     let one: String = raw
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -342,12 +353,8 @@ async fn call(
     c: &forge::Call,
     token: &berth_domain::Secret,
 ) -> ApiResult<(String, u64)> {
-    let fail = |m: String| {
-        ApiError::new(
-            ErrorCode::ForgeError,
-            m.replace(token.expose(), "[secret]"),
-        )
-    };
+    let fail =
+        |m: String| ApiError::new(ErrorCode::ForgeError, m.replace(token.expose(), "[secret]"));
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(API_DEADLINE)
@@ -375,8 +382,11 @@ async fn call(
             forge::refusal(&v)
         )));
     }
-    forge::created(repo, &v)
-        .ok_or_else(|| fail(format!("{provider} answered {status} without the pull request's URL and number")))
+    forge::created(repo, &v).ok_or_else(|| {
+        fail(format!(
+            "{provider} answered {status} without the pull request's URL and number"
+        ))
+    })
 }
 
 mod summary;

@@ -103,7 +103,10 @@ pub fn render(t: &Task, f: &Facts) -> String {
     }
     match &f.link {
         Some(l) => out.push_str(&format!("\nThe task in berth: {l}\n")),
-        None => out.push_str(&format!("\nThe task in berth: `berth task show {}`\n", t.id)),
+        None => out.push_str(&format!(
+            "\nThe task in berth: `berth task show {}`\n",
+            t.id
+        )),
     }
     cut(&out, MAX_DESCRIPTION)
 }

@@ -243,7 +243,9 @@ pub async fn push(
     } else {
         parse_body::<api::PushTask>(&body)
     };
-    Ok(axum::Json(crate::deliver::push(&state, &actor, &id, req).await?))
+    Ok(axum::Json(
+        crate::deliver::push(&state, &actor, &id, req).await?,
+    ))
 }
 
 /// Opens a pull (merge) request for the task's branch on the provider its remote belongs to.

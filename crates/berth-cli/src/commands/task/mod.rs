@@ -786,7 +786,12 @@ pub(crate) fn task_details(t: &Task) -> String {
         let short: String = p.commit.chars().take(12).collect();
         kv.push((
             "pushed",
-            format!("{short} to {}/{} ({})", p.remote, p.branch, short_time(&p.at)),
+            format!(
+                "{short} to {}/{} ({})",
+                p.remote,
+                p.branch,
+                short_time(&p.at)
+            ),
         ));
     }
     if let Some(p) = &t.pull_request {
