@@ -3491,6 +3491,275 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tasks/{task}/pr": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Open a pull request (GitHub), merge request (GitLab) or pull request (Azure DevOps) for the task's branch */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description task id */
+                    task: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["CreatePullRequest"];
+                };
+            };
+            responses: {
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TaskPullRequest"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `conflict`: the task already has a pull request; `task_turn_running`; `invalid_state`: the workspace is not running or the directory is not in git */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `git_remote_missing`, `git_branch_missing` (no branch, or no base branch known), `forge_unknown`: the remote is on no known provider, `forge_credential`: no secret bound to the workspace names the provider's API host */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forge_error`: the provider refused the request (its status and message) or did not answer */
+                502: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `daemon_unavailable`: the workspace did not answer in time */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/{task}/push": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Push the task's branch to a remote of its repository, with the workspace's scoped credential */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description task id */
+                    task: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["PushTask"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TaskPush"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `nothing_to_push`: no commits beyond the task's base, or the remote already has them; `push_rejected`: git's one-line reason; `task_turn_running`; `invalid_state`: the workspace is not running or the directory is not in git */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `git_remote_missing`: no such remote; `git_branch_missing`: detached HEAD and no branch given, or not a branch name git accepts */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `daemon_unavailable`: the workspace did not answer in time */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/templates": {
         parameters: {
             query?: never;
@@ -7458,6 +7727,24 @@ export interface components {
             /** @description Created on first use. */
             tenant: string;
         };
+        /** @description `POST /api/v1/tasks/{task}/pr`: open a pull (merge) request for the task's pushed branch. */
+        CreatePullRequest: {
+            /** @description The branch to merge into [default: the remote's default branch]. */
+            base?: string | null;
+            /** @description The branch with the task's work [default: the task's last push, else its branch]. */
+            branch?: string | null;
+            /** @description Open it as a draft. */
+            draft?: boolean;
+            /** @description The remote whose repository gets the pull request [default: `origin`]. */
+            remote?: string | null;
+            /**
+             * @description The secret bound to the workspace to call the provider's API with [default: the one
+             *     bound secret whose hosts name the API host].
+             */
+            secret?: string | null;
+            /** @description Title [default: the first line of the task's prompt]. */
+            title?: string | null;
+        };
         /** @description `POST /api/v1/workspaces/{ws}/sessions` */
         CreateSession: {
             /**
@@ -7994,6 +8281,13 @@ export interface components {
             /** @description `pending`, `running`, `done`, `failed` or `skipped`. */
             state: string;
         };
+        /** @description `POST /api/v1/tasks/{task}/push`: push the task's branch. */
+        PushTask: {
+            /** @description The branch to push to on the remote [default: the task's branch]. */
+            branch?: string | null;
+            /** @description The remote to push to [default: `origin`]. */
+            remote?: string | null;
+        };
         /** @description What a tenant holds, as its quota counts it. */
         QuotaUsage: {
             cpus: string;
@@ -8180,6 +8474,8 @@ export interface components {
             model?: string | null;
             /** @description The first prompt. */
             prompt: string;
+            pull_request?: null | components["schemas"]["TaskPullRequest"];
+            push?: null | components["schemas"]["TaskPush"];
             /** @description Why the task failed, was interrupted or was cancelled. */
             reason?: string | null;
             /** @description `queued`, `starting`, `running`, `waiting`, `completed`, `interrupted`, `failed` or `cancelled`. */
@@ -8221,6 +8517,29 @@ export interface components {
              *     its directory is not in git, and only the whole diff against HEAD is available).
              */
             turns?: number[];
+        };
+        /** @description A pull (merge) request opened for a task. */
+        TaskPullRequest: {
+            at: string;
+            /**
+             * Format: int64
+             * @description Its number (GitHub, Azure DevOps) or IID (GitLab).
+             */
+            number: number;
+            /** @description `github`, `gitlab` or `azure`. */
+            provider: string;
+            /** @description The pull request's web page. */
+            url: string;
+        };
+        /** @description A push of a task's work. */
+        TaskPush: {
+            at: string;
+            /** @description The branch on the remote. */
+            branch: string;
+            /** @description The commit pushed. */
+            commit: string;
+            /** @description The remote's name in the task's repository, e.g. `origin`. */
+            remote: string;
         };
         /**
          * @description A task's usage so far: the sum of the LLM calls the gateway recorded for it (its turns and

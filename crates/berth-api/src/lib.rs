@@ -765,6 +765,88 @@ pub struct Task {
     /// not list it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub workspace_removed: bool,
+    /// The task's last push (`berth task push`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<TaskPush>,
+    /// The pull (merge) request opened for the task (`berth task pr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<TaskPullRequest>,
+}
+
+/// A git remote's name, as `POST /tasks/{task}/push|pr` take it.
+pub const REMOTE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+/// A branch name, as `POST /tasks/{task}/push|pr` take it (git's own rules, e.g. no `..`, are
+/// checked too: 422 `git_branch_missing`).
+pub const BRANCH_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9_./-]{0,99}$";
+/// A secret's name.
+pub const SECRET_NAME_PATTERN: &str = "^[A-Z_][A-Z0-9_]{0,63}$";
+
+/// A push of a task's work.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskPush {
+    /// The remote's name in the task's repository, e.g. `origin`.
+    pub remote: String,
+    /// The branch on the remote.
+    pub branch: String,
+    /// The commit pushed.
+    pub commit: String,
+    pub at: String,
+}
+
+/// A pull (merge) request opened for a task.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskPullRequest {
+    /// `github`, `gitlab` or `azure`.
+    pub provider: String,
+    /// The pull request's web page.
+    pub url: String,
+    /// Its number (GitHub, Azure DevOps) or IID (GitLab).
+    pub number: u64,
+    pub at: String,
+}
+
+/// `POST /api/v1/tasks/{task}/push`: push the task's branch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushTask {
+    /// The remote to push to [default: `origin`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub remote: Option<String>,
+    /// The branch to push to on the remote [default: the task's branch].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9_./-]{0,99}$")]
+    pub branch: Option<String>,
+}
+
+/// `POST /api/v1/tasks/{task}/pr`: open a pull (merge) request for the task's pushed branch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePullRequest {
+    /// Title [default: the first line of the task's prompt].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
+    pub title: Option<String>,
+    /// Open it as a draft.
+    #[serde(default)]
+    pub draft: bool,
+    /// The remote whose repository gets the pull request [default: `origin`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub remote: Option<String>,
+    /// The branch with the task's work [default: the task's last push, else its branch].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9_./-]{0,99}$")]
+    pub branch: Option<String>,
+    /// The branch to merge into [default: the remote's default branch].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_][A-Za-z0-9_./-]{0,99}$")]
+    pub base: Option<String>,
+    /// The secret bound to the workspace to call the provider's API with [default: the one
+    /// bound secret whose hosts name the API host].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Z_][A-Z0-9_]{0,63}$")]
+    pub secret: Option<String>,
 }
 
 /// `POST /api/v1/tasks/{task}/approvals/{req}`: the decision on a pending permission request.

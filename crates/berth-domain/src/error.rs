@@ -91,6 +91,27 @@ pub enum ErrorCode {
     /// The workspace is still being provisioned from its template (or its provisioning
     /// failed): agents and tasks start once setup has finished.
     Provisioning,
+    /// The task's repository has no such remote (`berth task push|pr --remote`).
+    GitRemoteMissing,
+    /// There is no branch to push or to open a pull request from (or onto): the task's
+    /// directory is on a detached HEAD, a branch name is not one git accepts, or the base
+    /// branch cannot be told; the message says which and what to pass.
+    GitBranchMissing,
+    /// The push would change nothing: the task made no commits, or the remote branch already
+    /// holds them.
+    NothingToPush,
+    /// The git server refused the push, or it could not be made; the message is git's one-line
+    /// reason (e.g. `[rejected] (fetch first)`, an authentication failure).
+    PushRejected,
+    /// The remote's host is no pull-request provider berth knows (GitHub, GitLab, Azure
+    /// DevOps, or a self-hosted one the operator configured).
+    ForgeUnknown,
+    /// No secret bound to the task's workspace may be used for the provider's API (none names
+    /// the API host, or the one named does not); the message names the host.
+    ForgeCredential,
+    /// The pull-request provider refused the request or could not be reached; the message has
+    /// its status and its own message.
+    ForgeError,
     /// Something failed inside berth; details are in the server log.
     Internal,
 }
@@ -133,6 +154,13 @@ impl ErrorCode {
             Self::TemplateInvalid => "template_invalid",
             Self::ParamMissing => "param_missing",
             Self::Provisioning => "provisioning",
+            Self::GitRemoteMissing => "git_remote_missing",
+            Self::GitBranchMissing => "git_branch_missing",
+            Self::NothingToPush => "nothing_to_push",
+            Self::PushRejected => "push_rejected",
+            Self::ForgeUnknown => "forge_unknown",
+            Self::ForgeCredential => "forge_credential",
+            Self::ForgeError => "forge_error",
             Self::Internal => "internal",
         }
     }
@@ -155,7 +183,11 @@ impl ErrorCode {
             | Self::InvalidMcpServer
             | Self::TemplateInvalid
             | Self::ParamMissing
-            | Self::TenantRequired => 422,
+            | Self::TenantRequired
+            | Self::GitRemoteMissing
+            | Self::GitBranchMissing
+            | Self::ForgeUnknown
+            | Self::ForgeCredential => 422,
             Self::Ambiguous
             | Self::Conflict
             | Self::InUse
@@ -164,11 +196,13 @@ impl ErrorCode {
             | Self::TaskInteractive
             | Self::DaemonOutdated
             | Self::Provisioning
+            | Self::NothingToPush
+            | Self::PushRejected
             | Self::QuotaExceeded => 409,
             Self::ImageMissing | Self::ProviderUnconfigured => 424,
             Self::RateLimited => 429,
             Self::EngineUnavailable | Self::DaemonUnavailable => 503,
-            Self::EngineError => 502,
+            Self::EngineError | Self::ForgeError => 502,
             Self::InsufficientStorage => 507,
             Self::Internal => 500,
         }
@@ -203,7 +237,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 34] = [
+    const ALL: [ErrorCode; 41] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -237,6 +271,13 @@ mod tests {
         ErrorCode::TemplateInvalid,
         ErrorCode::ParamMissing,
         ErrorCode::Provisioning,
+        ErrorCode::GitRemoteMissing,
+        ErrorCode::GitBranchMissing,
+        ErrorCode::NothingToPush,
+        ErrorCode::PushRejected,
+        ErrorCode::ForgeUnknown,
+        ErrorCode::ForgeCredential,
+        ErrorCode::ForgeError,
         ErrorCode::Internal,
     ];
 

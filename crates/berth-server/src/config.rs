@@ -14,7 +14,7 @@ use berth_domain::limits::{parse_cpus, parse_memory};
 use berth_domain::Limits;
 use serde::Deserialize;
 
-pub use env::{EnvSettings, EnvVars, UpstreamEnv};
+pub use env::{EnvSettings, EnvVars, ForgeEnv, UpstreamEnv};
 pub use sso::SsoConfig;
 pub use tls::{is_dns_name, AcmeSettings, TlsArgs, TlsSettings, TlsSource};
 

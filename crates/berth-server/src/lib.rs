@@ -11,6 +11,7 @@ mod binary;
 mod budgets;
 mod capacity;
 mod config;
+mod deliver;
 mod disk;
 mod doctor;
 mod egress;

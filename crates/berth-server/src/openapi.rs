@@ -25,7 +25,7 @@ use crate::routes::{
         terminal::exec, terminal::exec_ws, terminal::list_sessions, terminal::create_session,
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
         tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::attach, tasks::events,
-        tasks::stream, tasks::diff, tasks::patch, approvals::list, approvals::decide, approvals::inbox,
+        tasks::stream, tasks::diff, tasks::patch, tasks::push, tasks::pull_request, approvals::list, approvals::decide, approvals::inbox,
         usage::usage, usage::calls, usage::call, usage::list_budgets, usage::set_budget, usage::remove_budget,
         egress::rules, egress::set_rules, egress::add_rule, egress::remove_rule, egress::log,
         egress::log_stream, egress::effective,

@@ -764,11 +764,16 @@ pub async fn list(
     }
     let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
     let totals = state.store.task_call_totals(&ids).await?;
+    let deliveries = state.store.task_deliveries(&ids).await?;
     Ok(all
         .iter()
         .map(|t| {
             let calls = totals.get(t.id.as_str()).copied().unwrap_or_default();
-            to_api(t, !existing.contains(&t.workspace_id), calls)
+            let mut v = to_api(t, !existing.contains(&t.workspace_id), calls);
+            if let Some(d) = deliveries.get(t.id.as_str()) {
+                with_delivery(&mut v, d);
+            }
+            v
         })
         .collect())
 }
@@ -783,7 +788,32 @@ pub async fn view(state: &AppState, t: &Task) -> ApiResult<berth_api::Task> {
         .is_none();
     let totals = state.store.task_call_totals(&[t.id.as_str()]).await?;
     let calls = totals.get(t.id.as_str()).copied().unwrap_or_default();
-    Ok(to_api(t, removed, calls))
+    let mut v = to_api(t, removed, calls);
+    if let Some(d) = state
+        .store
+        .task_deliveries(&[t.id.as_str()])
+        .await?
+        .get(t.id.as_str())
+    {
+        with_delivery(&mut v, d);
+    }
+    Ok(v)
+}
+
+/// Adds the task's push and pull request to its API view.
+fn with_delivery(v: &mut berth_api::Task, d: &berth_store::TaskDelivery) {
+    v.push = d.push.as_ref().map(|p| berth_api::TaskPush {
+        remote: p.remote.clone(),
+        branch: p.branch.clone(),
+        commit: p.commit.clone(),
+        at: p.at.clone(),
+    });
+    v.pull_request = d.pull_request.as_ref().map(|p| berth_api::TaskPullRequest {
+        provider: p.provider.clone(),
+        url: p.url.clone(),
+        number: p.number,
+        at: p.at.clone(),
+    });
 }
 
 fn to_api(t: &Task, workspace_removed: bool, calls: berth_store::CallTotals) -> berth_api::Task {
@@ -822,6 +852,8 @@ fn to_api(t: &Task, workspace_removed: bool, calls: berth_store::CallTotals) -> 
         agent_session_id: t.agent_session_id.clone(),
         approval: t.approval.as_str().to_owned(),
         workspace_removed,
+        push: None,
+        pull_request: None,
     }
 }
 

@@ -109,6 +109,8 @@ const EXPECTED: &[Entry] = &[
     ("GET", "/tasks/{task}/events", Viewer, Acme, "/tasks/T/events", NoBody),
     ("GET", "/tasks/{task}/diff", Viewer, Acme, "/tasks/T/diff", NoBody),
     ("GET", "/tasks/{task}/patch", Viewer, Acme, "/tasks/T/patch", NoBody),
+    ("POST", "/tasks/{task}/push", Member, Acme, "/tasks/T/push", Json("{")),
+    ("POST", "/tasks/{task}/pr", Member, Acme, "/tasks/T/pr", Json("{")),
     ("GET", "/tasks/{task}/events/stream", Viewer, Acme, "/tasks/T/events/stream", NoBody),
     ("GET", "/tasks/{task}/approvals", Viewer, Acme, "/tasks/T/approvals", NoBody),
     ("POST", "/tasks/{task}/approvals/{req}", Member, Acme, "/tasks/T/approvals/r1", Json("{")),

@@ -6,6 +6,7 @@ mod backup;
 mod berth_mcp;
 mod cli;
 mod costs;
+mod deliver;
 mod devices;
 mod doctor;
 mod egress;

@@ -283,6 +283,14 @@ const PARSES: &[(&str, &str)] = &[
         "task diff: json=false mbox=false patch=false stat=true task=t1 turn=2",
     ),
     (
+        "task push t1 --remote up --branch fix/x",
+        "task push: branch=fix/x json=false remote=up task=t1",
+    ),
+    (
+        "task pr t1 --title T --draft --base main --secret GH_TOKEN",
+        "task pr: base=main draft=true json=false secret=GH_TOKEN task=t1 title=T",
+    ),
+    (
         "notify add https://h/x --channel slack --workspace w --kinds task.failed,task.waiting --json",
         "notify add: channel=slack json=true kinds=task.failed,task.waiting target=https://h/x workspace=w",
     ),

@@ -31,6 +31,9 @@ impl EnvVars {
     pub const NOTIFY_RETRY_BASE_MS: &'static str = "BERTH_NOTIFY_RETRY_BASE_MS";
     pub const NOTIFY_MAX_ATTEMPTS: &'static str = "BERTH_NOTIFY_MAX_ATTEMPTS";
     pub const NOTIFY_BUDGET_NEAR_PERCENT: &'static str = "BERTH_NOTIFY_BUDGET_NEAR_PERCENT";
+    pub const GITHUB_API_URL: &'static str = "BERTH_GITHUB_API_URL";
+    pub const GITLAB_API_URL: &'static str = "BERTH_GITLAB_API_URL";
+    pub const AZURE_DEVOPS_API_URL: &'static str = "BERTH_AZURE_DEVOPS_API_URL";
 }
 
 /// One LLM provider's upstream as configured (`None`: not set).
@@ -69,6 +72,16 @@ pub struct EnvSettings {
     pub notify_max_attempts: Option<String>,
     /// The share (percent) of a budget that raises `budget.near`.
     pub notify_budget_near_percent: Option<String>,
+    /// The pull-request providers' API bases (self-hosted instances, tests).
+    pub forges: ForgeEnv,
+}
+
+/// Where berth calls each pull-request provider's API (`None`: its public service).
+#[derive(Debug, Clone, Default)]
+pub struct ForgeEnv {
+    pub github_api: Option<String>,
+    pub gitlab_api: Option<String>,
+    pub azure_devops_api: Option<String>,
 }
 
 impl EnvSettings {
@@ -101,6 +114,11 @@ impl EnvSettings {
             notify_retry_base_ms: var(EnvVars::NOTIFY_RETRY_BASE_MS),
             notify_max_attempts: var(EnvVars::NOTIFY_MAX_ATTEMPTS),
             notify_budget_near_percent: var(EnvVars::NOTIFY_BUDGET_NEAR_PERCENT),
+            forges: ForgeEnv {
+                github_api: var(EnvVars::GITHUB_API_URL),
+                gitlab_api: var(EnvVars::GITLAB_API_URL),
+                azure_devops_api: var(EnvVars::AZURE_DEVOPS_API_URL),
+            },
         }
     }
 }
@@ -134,6 +152,9 @@ mod tests {
         EnvVars::NOTIFY_RETRY_BASE_MS,
         EnvVars::NOTIFY_MAX_ATTEMPTS,
         EnvVars::NOTIFY_BUDGET_NEAR_PERCENT,
+        EnvVars::GITHUB_API_URL,
+        EnvVars::GITLAB_API_URL,
+        EnvVars::AZURE_DEVOPS_API_URL,
     ];
 
     #[derive(clap::Parser)]

@@ -98,6 +98,8 @@ fn api() -> Api {
         .get("/tasks/{task}/events", READ, tasks::events)
         .get("/tasks/{task}/diff", READ, tasks::diff)
         .get("/tasks/{task}/patch", READ, tasks::patch)
+        .post("/tasks/{task}/push", OPERATE, tasks::push)
+        .post("/tasks/{task}/pr", OPERATE, tasks::pull_request)
         .get("/tasks/{task}/events/stream", READ, tasks::stream)
         .get("/tasks/{task}/approvals", READ, approvals::list)
         .post("/tasks/{task}/approvals/{req}", OPERATE, approvals::decide)

@@ -229,6 +229,63 @@ pub async fn diff(
     Ok(axum::Json(crate::task_diff::diff(&state, &t, opts).await?))
 }
 
+/// Pushes the task's branch from inside its workspace (through its egress proxy, with the
+/// placeholder of the secret bound to the remote's host).
+#[utoipa::path(post, path = "/api/v1/tasks/{task}/push", tag = "tasks", operation_id = "push_task",
+    summary = "Push the task's branch to a remote of its repository, with the workspace's scoped credential",
+    request_body = api::PushTask,
+    params(("task" = String, Path, description = "task id")),
+    responses((status = 200, body = api::TaskPush),
+        (status = 400, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody, description = "`nothing_to_push`: no commits beyond the task's base, or the remote already has them; `push_rejected`: git's one-line reason; `task_turn_running`; `invalid_state`: the workspace is not running or the directory is not in git"),
+        (status = 422, body = api::ErrorBody, description = "`git_remote_missing`: no such remote; `git_branch_missing`: detached HEAD and no branch given, or not a branch name git accepts"),
+        (status = 503, body = api::ErrorBody, description = "`daemon_unavailable`: the workspace did not answer in time")),
+    security(("bearer" = [])))]
+pub async fn push(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: super::JsonBody,
+) -> ApiResult<axum::Json<api::TaskPush>> {
+    let req = if body.is_blank() {
+        Ok(api::PushTask::default())
+    } else {
+        parse_body::<api::PushTask>(&body)
+    };
+    Ok(axum::Json(
+        crate::deliver::push(&state, &actor, &id, req).await?,
+    ))
+}
+
+/// Opens a pull (merge) request for the task's branch on the provider its remote belongs to.
+#[utoipa::path(post, path = "/api/v1/tasks/{task}/pr", tag = "tasks", operation_id = "create_task_pr",
+    summary = "Open a pull request (GitHub), merge request (GitLab) or pull request (Azure DevOps) for the task's branch",
+    request_body = api::CreatePullRequest,
+    params(("task" = String, Path, description = "task id")),
+    responses((status = 201, body = api::TaskPullRequest),
+        (status = 400, body = api::ErrorBody),
+        (status = 404, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody, description = "`conflict`: the task already has a pull request; `task_turn_running`; `invalid_state`: the workspace is not running or the directory is not in git"),
+        (status = 422, body = api::ErrorBody, description = "`git_remote_missing`, `git_branch_missing` (no branch, or no base branch known), `forge_unknown`: the remote is on no known provider, `forge_credential`: no secret bound to the workspace names the provider's API host"),
+        (status = 502, body = api::ErrorBody, description = "`forge_error`: the provider refused the request (its status and message) or did not answer"),
+        (status = 503, body = api::ErrorBody, description = "`daemon_unavailable`: the workspace did not answer in time")),
+    security(("bearer" = [])))]
+pub async fn pull_request(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    body: super::JsonBody,
+) -> ApiResult<impl IntoResponse> {
+    let req = if body.is_blank() {
+        Ok(api::CreatePullRequest::default())
+    } else {
+        parse_body::<api::CreatePullRequest>(&body)
+    };
+    let pr = crate::deliver::pull_request(&state, &actor, &id, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(pr)))
+}
+
 #[utoipa::path(get, path = "/api/v1/tasks/{task}/patch", tag = "tasks", operation_id = "task_patch",
     summary = "The task's changes as a patch file (git apply), or its commits as an mbox (git am)",
     params(("task" = String, Path, description = "task id"), api::PatchQuery),

@@ -11,6 +11,7 @@ use crate::client::{decode, one_line, task_path, CliError, Client, Result};
 use crate::ctx::Ctx;
 use crate::format::{key_values, short_time, table, terminal_safe, truncate};
 
+pub(crate) mod deliver;
 pub(crate) mod follow;
 pub(crate) mod printer;
 
@@ -125,6 +126,12 @@ pub enum TaskCmd {
     /// Show what a task changed: its commits, edits and new files since it started (or one
     /// turn's), as a diff, a summary, or a patch file
     Diff(TaskDiffArgs),
+    /// Push the task's branch to a remote of its repository, with the workspace's scoped
+    /// credential (the egress proxy swaps the secret's placeholder for the token)
+    Push(deliver::TaskPushArgs),
+    /// Open a pull request (GitHub, Azure DevOps) or merge request (GitLab) for the task's
+    /// pushed branch, with the task's summary as description
+    Pr(deliver::TaskPrArgs),
     /// Take a finished task over: its agent's interactive TUI resumes the task's conversation
     /// in a terminal session (messages to the task wait until that session ends)
     Attach {
@@ -341,6 +348,8 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             Ok(0)
         }
         TaskCmd::Diff(args) => diff(args, client, ctx).await,
+        TaskCmd::Push(args) => deliver::push(args, client, ctx).await,
+        TaskCmd::Pr(args) => deliver::pr(args, client, ctx).await,
     }
 }
 
@@ -772,6 +781,21 @@ pub(crate) fn task_details(t: &Task) -> String {
     }
     if let Some(s) = &t.agent_session_id {
         kv.push(("agent session", s.clone()));
+    }
+    if let Some(p) = &t.push {
+        let short: String = p.commit.chars().take(12).collect();
+        kv.push((
+            "pushed",
+            format!(
+                "{short} to {}/{} ({})",
+                p.remote,
+                p.branch,
+                short_time(&p.at)
+            ),
+        ));
+    }
+    if let Some(p) = &t.pull_request {
+        kv.push(("pull request", format!("#{} {}", p.number, p.url)));
     }
     kv.push(("events", t.last_seq.to_string()));
     key_values(&kv)
