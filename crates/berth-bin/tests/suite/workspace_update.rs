@@ -36,6 +36,18 @@ async fn cgroup_limits(s: &TestServer, ws: &str) -> (i64, i64) {
     (nums[0], nums[1])
 }
 
+/// The names of the egress templates attached to `ws`, in order.
+async fn attached(s: &TestServer, ws: &str) -> Vec<String> {
+    let v = s
+        .get(&format!("/api/v1/workspaces/{}/egress/templates", enc(ws)))
+        .await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn patch(s: &TestServer, ws: &str, body: Value) -> (u16, Value) {
     s.call(
         "PATCH",
@@ -127,6 +139,32 @@ async fn larger_caps_reach_the_running_container_and_stay_after_a_restart() {
         "{out}"
     );
     assert_eq!(cgroup_limits(&s, ws).await.0, 384 * MIB);
+    // Templates (the CLI sends the whole list) and the approval policy apply at once.
+    let o = s.cli(&[
+        "workspace",
+        "update",
+        ws,
+        "--egress-template",
+        "npm",
+        "--egress-template",
+        "pypi",
+        "--approval",
+        "always",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("updated acme/grow: egress_templates, approval"),
+        "{out}"
+    );
+    assert_eq!(attached(&s, ws).await, ["npm", "pypi"]);
+    let o = s.cli(&["workspace", "update", ws, "--remove-egress-template", "npm"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(attached(&s, ws).await, ["pypi"]);
+    let effective = s
+        .get(&format!("/api/v1/workspaces/{}/egress/effective", enc(ws)))
+        .await;
+    assert_eq!(effective["templates"], json!(["pypi"]), "{effective}");
 
     // Members may not change it; another tenant does not see it.
     let member = token(&s, "mia", "acme", "member").await;
