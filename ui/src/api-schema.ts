@@ -5505,7 +5505,123 @@ export interface paths {
         };
         options?: never;
         head?: never;
-        patch?: never;
+        /** Change a workspace's limits, secret bindings, egress templates, approval policy or MCP servers */
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description workspace reference */
+                    ws: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["UpdateWorkspace"];
+                };
+            };
+            responses: {
+                /** @description what changed, and what applies only at the next start */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WorkspaceUpdate"];
+                    };
+                };
+                /** @description `invalid_argument`, or `invalid_mcp_server` */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: the workspace, a secret of the tenant, a binding to remove, or an egress template */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `conflict` (a secret both bound and removed, or bound twice), `invalid_state` (the workspace is being created or removed), or `quota_exceeded`: the tenant's quota has no room for the larger caps */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `exceeds_capacity`: a memory or CPU cap above the host's */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
         trace?: never;
     };
     "/api/v1/workspaces/{ws}/backup": {
@@ -8649,6 +8765,45 @@ export interface components {
             /** @description Absent for admin tokens. */
             tenant?: string | null;
         };
+        /**
+         * @description `PATCH /api/v1/workspaces/{ws}`: change a workspace after creation. Every field is
+         *     optional; what is left out stays as it is. The answer says what changed and what applies
+         *     only at the workspace's next start ([`WorkspaceUpdate`]).
+         */
+        UpdateWorkspace: {
+            /**
+             * @description The approval policy new tasks get unless they ask for another: `never`, `on-request`
+             *     or `always`.
+             */
+            approval?: string | null;
+            /** @description CPU cap as a decimal string, e.g. `1` or `0.5` (live where the engine allows). */
+            cpus?: string | null;
+            /**
+             * @description The egress templates to attach, in evaluation order: the full list (templates missing
+             *     from it are detached; `[]` detaches all). Applies at once.
+             */
+            egress_templates?: string[] | null;
+            /**
+             * @description The MCP servers every agent of the workspace can use: the full list (from the next
+             *     turn on).
+             */
+            mcp_servers?: components["schemas"]["McpServer"][] | null;
+            /** @description Memory cap, e.g. `512m`, `2g` (live where the engine allows). */
+            memory?: string | null;
+            /**
+             * Format: int64
+             * @description Maximum number of processes (live where the engine allows).
+             */
+            pids?: number | null;
+            /** @description Names of secret bindings to remove. */
+            remove_secrets?: string[] | null;
+            /**
+             * @description Secret bindings to add, or to replace (same name), shaped as at create. A placeholder
+             *     binding is swapped by the egress proxy at once; `env` and `file` deliveries enter the
+             *     workspace at its next start.
+             */
+            secrets?: components["schemas"]["UseSecret"][] | null;
+        };
         /** @description Live resource usage of a running workspace. */
         Usage: {
             /** Format: double */
@@ -8809,6 +8964,30 @@ export interface components {
             tenant: string;
             /** @description Workspaces (`tenant/name`) provisioned from any revision of it. */
             used_by?: string[];
+        };
+        /** @description The answer to `PATCH /api/v1/workspaces/{ws}`. */
+        WorkspaceUpdate: {
+            /**
+             * @description The fields whose value changed (`memory`, `cpus`, `pids`, `secrets`,
+             *     `egress_templates`, `approval`, `mcp_servers`); empty when nothing did.
+             */
+            changed: string[];
+            /** @description Why the limits could not be applied live, when they could not. */
+            live_error?: string | null;
+            /**
+             * @description Of those, the ones that take effect only at the workspace's next start (a stopped
+             *     workspace, an engine that cannot change limits live, `env`/`file` secret deliveries).
+             */
+            pending_restart: string[];
+            /**
+             * @description The placeholders of newly bound `placeholder` secrets: the proxy swaps them from now
+             *     on, and they enter the workspace's environment (as the secret's name) at its next start.
+             */
+            placeholders?: {
+                [key: string]: string;
+            };
+            /** @description The workspace as stored now. */
+            workspace: components["schemas"]["Workspace"];
         };
         /** @description Control messages (text frames) on the exec and attach WebSockets. */
         WsControl: {

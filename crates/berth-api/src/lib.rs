@@ -149,6 +149,64 @@ pub struct CreateWorkspace {
     pub params: Option<BTreeMap<String, String>>,
 }
 
+/// `PATCH /api/v1/workspaces/{ws}`: change a workspace after creation. Every field is
+/// optional; what is left out stays as it is. The answer says what changed and what applies
+/// only at the workspace's next start ([`WorkspaceUpdate`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspace {
+    /// Memory cap, e.g. `512m`, `2g` (live where the engine allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPU cap as a decimal string, e.g. `1` or `0.5` (live where the engine allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// Maximum number of processes (live where the engine allows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+    /// Secret bindings to add, or to replace (same name), shaped as at create. A placeholder
+    /// binding is swapped by the egress proxy at once; `env` and `file` deliveries enter the
+    /// workspace at its next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<Vec<UseSecret>>,
+    /// Names of secret bindings to remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_secrets: Option<Vec<String>>,
+    /// The egress templates to attach, in evaluation order: the full list (templates missing
+    /// from it are detached; `[]` detaches all). Applies at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_templates: Option<Vec<String>>,
+    /// The approval policy new tasks get unless they ask for another: `never`, `on-request`
+    /// or `always`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(never|on-request|always)$")]
+    pub approval: Option<String>,
+    /// The MCP servers every agent of the workspace can use: the full list (from the next
+    /// turn on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_servers: Option<Vec<McpServer>>,
+}
+
+/// The answer to `PATCH /api/v1/workspaces/{ws}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WorkspaceUpdate {
+    /// The workspace as stored now.
+    pub workspace: Workspace,
+    /// The fields whose value changed (`memory`, `cpus`, `pids`, `secrets`,
+    /// `egress_templates`, `approval`, `mcp_servers`); empty when nothing did.
+    pub changed: Vec<String>,
+    /// Of those, the ones that take effect only at the workspace's next start (a stopped
+    /// workspace, an engine that cannot change limits live, `env`/`file` secret deliveries).
+    pub pending_restart: Vec<String>,
+    /// Why the limits could not be applied live, when they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_error: Option<String>,
+    /// The placeholders of newly bound `placeholder` secrets: the proxy swaps them from now
+    /// on, and they enter the workspace's environment (as the secret's name) at its next start.
+    #[serde(default)]
+    pub placeholders: BTreeMap<String, String>,
+}
+
 /// A tenant secret a workspace uses.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -451,6 +451,17 @@ impl Client {
         self.read_json(resp).await
     }
 
+    pub async fn patch_value<B: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<serde_json::Value> {
+        let resp = self
+            .send(self.http.patch(self.url(path)).json(body))
+            .await?;
+        self.read_json(resp).await
+    }
+
     pub async fn post_empty_value(&self, path: &str) -> Result<serde_json::Value> {
         let resp = self.send(self.http.post(self.url(path))).await?;
         self.read_json(resp).await

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
     ListContainersOptions, RemoveContainerOptions, StartContainerOptions, Stats, StatsOptions,
-    StopContainerOptions, WaitContainerOptions,
+    StopContainerOptions, UpdateContainerOptions, WaitContainerOptions,
 };
 use bollard::models::{ContainerInspectResponse, HostConfig, Mount as BollardMount, MountTypeEnum};
 use bollard::volume::{CreateVolumeOptions, RemoveVolumeOptions};
@@ -724,6 +724,30 @@ impl Runtime for DockerRuntime {
             .upload_to_container_streaming(id, Some(opts), tar)
             .await
             .map_err(|e| self.map_err(e))
+    }
+
+    async fn update_limits(
+        &self,
+        id: &str,
+        limits: &berth_domain::Limits,
+    ) -> Result<(), RuntimeError> {
+        let opts = UpdateContainerOptions::<String> {
+            memory: Some(limits.memory_bytes),
+            memory_swap: Some(limits.memory_bytes),
+            nano_cpus: Some(limits.nano_cpus),
+            pids_limit: Some(limits.pids),
+            ..Default::default()
+        };
+        match self.docker.update_container(id, opts).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.map_err(e) {
+                // Podman 4's compat service has no such route (a bare 404): its own API has.
+                RuntimeError::NotFound(_) => {
+                    crate::libpod::update(&self.endpoint, id, limits).await
+                }
+                other => Err(other),
+            },
+        }
     }
 
     async fn pause_container(&self, id: &str) -> Result<(), RuntimeError> {

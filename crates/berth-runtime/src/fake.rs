@@ -68,6 +68,10 @@ pub enum Call {
         id: String,
         cmd: Vec<String>,
     },
+    UpdateLimits {
+        id: String,
+        limits: berth_domain::Limits,
+    },
 }
 
 impl Call {
@@ -75,7 +79,7 @@ impl Call {
     /// (`"info"`, `"image_exists"`, `"ensure_volume"`, `"volume_exists"`, `"remove_volume"`,
     /// `"create_container"`, `"start_container"`, `"stop_container"`, `"remove_container"`,
     /// `"inspect_container"`, `"list_containers"`, `"list_container_states"`, `"wait_container"`,
-    /// `"usage"`, `"exec_status"`).
+    /// `"usage"`, `"exec_status"`, `"update_limits"`).
     pub fn op(&self) -> &'static str {
         match self {
             Call::Info => "info",
@@ -93,6 +97,7 @@ impl Call {
             Call::WaitContainer { .. } => "wait_container",
             Call::Usage { .. } => "usage",
             Call::ExecStatus { .. } => "exec_status",
+            Call::UpdateLimits { .. } => "update_limits",
         }
     }
 }
@@ -606,6 +611,28 @@ impl Runtime for FakeRuntime {
             cpu_percent: 0.0,
             pids: 0,
         }))
+    }
+
+    /// Changes the caps of the container's spec (read back with
+    /// [`container_spec`](FakeRuntime::container_spec)); a missing container is `NotFound`.
+    async fn update_limits(
+        &self,
+        id: &str,
+        limits: &berth_domain::Limits,
+    ) -> Result<(), RuntimeError> {
+        let mut g = self.enter(Call::UpdateLimits {
+            id: id.to_string(),
+            limits: *limits,
+        })?;
+        let Some(cid) = find_id(&g, id) else {
+            return Err(RuntimeError::NotFound(format!("no such container: {id}")));
+        };
+        if let Some(c) = g.containers.get_mut(&cid) {
+            c.spec.memory_bytes = limits.memory_bytes;
+            c.spec.nano_cpus = limits.nano_cpus;
+            c.spec.pids_limit = limits.pids;
+        }
+        Ok(())
     }
 
     /// Exit 0 in a running container; `invalid_state`-like engine error otherwise.

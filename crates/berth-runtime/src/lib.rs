@@ -8,6 +8,8 @@
 //!   can inject failures, for other crates' unit tests.
 //! * [`memcg_oom_kills`]: reads the kernel's memcg OOM-kill counter of a
 //!   running container (Podman's `State.OOMKilled` is always false on cgroup v1).
+//! * live limit updates: the Docker API's `POST /containers/{id}/update`, or Podman's libpod
+//!   equivalent where its compat service lacks the call (`libpod`).
 //! * [`image`]: builds the workspace base image locally (debootstrap → import →
 //!   build through the engine API), content-addressed by tag.
 
@@ -16,6 +18,7 @@ mod docker;
 mod error;
 mod fake;
 pub mod image;
+mod libpod;
 mod types;
 
 pub use cgroup::{
@@ -120,6 +123,18 @@ pub trait Runtime: Send + Sync + 'static {
         _tar: futures_util::stream::BoxStream<'static, bytes::Bytes>,
     ) -> Result<(), RuntimeError> {
         Err(unsupported("archive upload"))
+    }
+    /// Changes a container's memory, CPU and process caps; a running container gets them at
+    /// once. An engine that cannot (no update call, or the kernel refuses the new value) answers
+    /// an error and nothing changed: the caller then applies the limits by recreating the
+    /// container. Some engines (Podman 4) do not keep such a change across a restart of the
+    /// same container.
+    async fn update_limits(
+        &self,
+        _id: &str,
+        _limits: &berth_domain::Limits,
+    ) -> Result<(), RuntimeError> {
+        Err(unsupported("changing a container's limits"))
     }
     /// Freezes every process of a running container.
     async fn pause_container(&self, _id: &str) -> Result<(), RuntimeError> {

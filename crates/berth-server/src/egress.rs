@@ -576,6 +576,17 @@ pub async fn refresh_secret(state: &crate::state::AppState, name: &str) {
     }
 }
 
+/// Reloads one running workspace's placeholder secrets from the store, after its bindings
+/// changed: the proxy swaps the new set from the next request on (a stopped workspace loads
+/// them when it starts).
+pub async fn reload_secrets(state: &crate::state::AppState, ws: &WorkspaceId) {
+    let e = &state.egress;
+    let _guard = e.recompute.lock().await;
+    if berth_domain::sync::read(&e.secrets).contains_key(ws) {
+        e.set_secrets(ws, placeholder_bindings(state, ws).await);
+    }
+}
+
 /// The opposite of [`activate`], when a workspace is removed.
 pub fn deactivate(state: &crate::state::AppState, ws: &WorkspaceId) {
     state.egress.stop(ws);

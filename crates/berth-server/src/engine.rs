@@ -131,4 +131,11 @@ impl Runtime for Engine {
     async fn unpause_container(&self, id: &str) -> Result<(), RuntimeError> {
         self.docker()?.unpause_container(id).await
     }
+    async fn update_limits(
+        &self,
+        id: &str,
+        limits: &berth_domain::Limits,
+    ) -> Result<(), RuntimeError> {
+        self.docker()?.update_limits(id, limits).await
+    }
 }

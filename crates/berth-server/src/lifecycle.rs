@@ -16,15 +16,18 @@ use berth_store::{NewWorkspace, Workspace};
 use berth_daemon::chanfs;
 
 mod requests;
+mod update;
 
 pub(crate) use requests::quota_use;
 pub use requests::{create_workspace, remove_workspace, start_workspace, stop_workspace};
+pub use update::update_workspace;
 
 use crate::binary::DAEMON_PATH_IN_WORKSPACE;
 use crate::config::NETWORKS;
 use crate::error::{ApiError, ApiResult};
 use crate::state::{
-    AppState, LABEL_BINARY, LABEL_MANAGED, LABEL_SERVER, LABEL_TENANT, LABEL_WORKSPACE,
+    AppState, LABEL_BINARY, LABEL_CONFIG, LABEL_MANAGED, LABEL_SERVER, LABEL_TENANT,
+    LABEL_WORKSPACE,
 };
 
 /// The uid/gid of the `agent` user in the base image.
@@ -111,69 +114,7 @@ impl CreateSpec {
             }
             egress_templates.push(name);
         }
-        let mut secrets = Vec::new();
-        for u in req.secrets.clone().unwrap_or_default() {
-            if !crate::vault::valid_name(&u.name) {
-                return Err(ApiError::invalid(format!(
-                    "secret name {:?} is not valid",
-                    u.name
-                )));
-            }
-            let delivery = match u.delivery.as_deref() {
-                None => SecretDelivery::Placeholder,
-                Some(d) => SecretDelivery::parse(d).ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "secret {}: delivery must be placeholder, env or file",
-                        u.name
-                    ))
-                })?,
-            };
-            let mut hosts = Vec::new();
-            for h in &u.hosts {
-                hosts.push(berth_egress::normalize_host(h).ok_or_else(|| {
-                    ApiError::invalid(format!("secret {}: host {h:?} is not a host name", u.name))
-                })?);
-            }
-            let mut headers = Vec::new();
-            for h in &u.headers {
-                let h = berth_egress::secret_header_name(h)
-                    .map_err(|e| ApiError::invalid(format!("secret {}: header {e}", u.name)))?;
-                if !headers.contains(&h) {
-                    headers.push(h);
-                }
-            }
-            if delivery.exposes() && !headers.is_empty() {
-                return Err(ApiError::invalid(format!(
-                    "secret {}: headers apply to placeholder delivery only",
-                    u.name
-                )));
-            }
-            if !delivery.exposes() && hosts.is_empty() {
-                return Err(ApiError::invalid(format!(
-                    "secret {}: name the hosts its real value may be sent to (NAME:host1,host2)",
-                    u.name
-                )));
-            }
-            if secrets
-                .iter()
-                .any(|s: &berth_store::SecretUse| s.name == u.name)
-            {
-                // Two bindings of one secret contradict each other (hosts, delivery): a
-                // conflict within the request, not a malformed one.
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    format!("secret {} is named twice", u.name),
-                ));
-            }
-            secrets.push(berth_store::SecretUse {
-                workspace_id: String::new(),
-                placeholder: crate::vault::placeholder(&u.name),
-                name: u.name,
-                hosts,
-                delivery,
-                headers,
-            });
-        }
+        let secrets = parse_secret_uses(req.secrets.as_deref().unwrap_or_default())?;
         let mcp_servers =
             berth_api::mcp_servers_to_domain(req.mcp_servers.as_deref().unwrap_or_default())
                 .map_err(|e| {
@@ -192,6 +133,77 @@ impl CreateSpec {
             provision: None,
         })
     }
+}
+
+/// The secret bindings of a request (create's `secrets`, update's), validated: names, delivery,
+/// hosts and headers; a secret named twice is a 409 `conflict`. Placeholders are new.
+pub(crate) fn parse_secret_uses(
+    uses: &[berth_api::UseSecret],
+) -> ApiResult<Vec<berth_store::SecretUse>> {
+    let mut secrets = Vec::new();
+    for u in uses.iter().cloned() {
+        if !crate::vault::valid_name(&u.name) {
+            return Err(ApiError::invalid(format!(
+                "secret name {:?} is not valid",
+                u.name
+            )));
+        }
+        let delivery = match u.delivery.as_deref() {
+            None => SecretDelivery::Placeholder,
+            Some(d) => SecretDelivery::parse(d).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "secret {}: delivery must be placeholder, env or file",
+                    u.name
+                ))
+            })?,
+        };
+        let mut hosts = Vec::new();
+        for h in &u.hosts {
+            hosts.push(berth_egress::normalize_host(h).ok_or_else(|| {
+                ApiError::invalid(format!("secret {}: host {h:?} is not a host name", u.name))
+            })?);
+        }
+        let mut headers = Vec::new();
+        for h in &u.headers {
+            let h = berth_egress::secret_header_name(h)
+                .map_err(|e| ApiError::invalid(format!("secret {}: header {e}", u.name)))?;
+            if !headers.contains(&h) {
+                headers.push(h);
+            }
+        }
+        if delivery.exposes() && !headers.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "secret {}: headers apply to placeholder delivery only",
+                u.name
+            )));
+        }
+        if !delivery.exposes() && hosts.is_empty() {
+            return Err(ApiError::invalid(format!(
+                "secret {}: name the hosts its real value may be sent to (NAME:host1,host2)",
+                u.name
+            )));
+        }
+        if secrets
+            .iter()
+            .any(|s: &berth_store::SecretUse| s.name == u.name)
+        {
+            // Two bindings of one secret contradict each other (hosts, delivery): a
+            // conflict within the request, not a malformed one.
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("secret {} is named twice", u.name),
+            ));
+        }
+        secrets.push(berth_store::SecretUse {
+            workspace_id: String::new(),
+            placeholder: crate::vault::placeholder(&u.name),
+            name: u.name,
+            hosts,
+            delivery,
+            headers,
+        });
+    }
+    Ok(secrets)
 }
 
 /// Finds the workspace a user means.
@@ -273,19 +285,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
     crate::disk::ensure_room(state)?;
     crate::backup::refuse_if_restoring(state, &spec)?;
     ensure_image(state, &spec.image).await?;
-    for u in &spec.secrets {
-        if state
-            .store
-            .secret(spec.tenant.as_str(), &u.name)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::not_found(format!(
-                "tenant {} has no secret {}: set it with `berth secret set --tenant {} {}`",
-                spec.tenant, u.name, spec.tenant, u.name
-            )));
-        }
-    }
+    check_secrets_exist(state, &spec.tenant, &spec.secrets).await?;
     for t in &spec.egress_templates {
         if crate::egress::find_template(&state.store, spec.tenant.as_str(), t.as_str())
             .await?
@@ -367,6 +367,28 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             Err(err)
         }
     }
+}
+
+/// 404 `not_found` (with the fix) unless the tenant has every secret of `uses`.
+pub(crate) async fn check_secrets_exist(
+    state: &AppState,
+    tenant: &Name,
+    uses: &[berth_store::SecretUse],
+) -> ApiResult<()> {
+    for u in uses {
+        if state
+            .store
+            .secret(tenant.as_str(), &u.name)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::not_found(format!(
+                "tenant {tenant} has no secret {}: set it with `berth secret set --tenant {tenant} {}`",
+                u.name, u.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Rollback of a create: the workspace's row, its own egress rules and its secret uses go
@@ -504,6 +526,7 @@ pub(crate) async fn remove_workspace_dir(dir: &Path) {
 async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> {
     let mut labels = labels(state, w);
     labels.insert(LABEL_BINARY.to_owned(), state.host.binary.hash.clone());
+    labels.insert(LABEL_CONFIG.to_owned(), config_fingerprint(state, w).await?);
     let userns = userns_mode(state).await;
     let env = [
         format!("BERTH_WORKSPACE={}", w.qualified_name()),
@@ -530,6 +553,22 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
         },
     );
     Ok(state.host.runtime.create_container(&spec).await?)
+}
+
+/// What a workspace's container was made with that can change after creation (`PATCH`): its
+/// caps and its secret bindings (the environment holds their placeholders or values, and
+/// files). A start recreates a container whose label differs, so a change reaches the
+/// container even where the engine could not apply it live, or forgets a live change on
+/// restart (Podman 4). Placeholders are not secret; values are not hashed.
+async fn config_fingerprint(state: &AppState, w: &Workspace) -> ApiResult<String> {
+    use sha2::Digest;
+    let l = w.limits;
+    let mut h = sha2::Sha256::new();
+    h.update(format!("{}:{}:{}", l.memory_bytes, l.nano_cpus, l.pids));
+    for u in state.store.secret_uses(Some(&w.id)).await? {
+        h.update(format!("|{}:{}:{}", u.name, u.delivery, u.placeholder));
+    }
+    Ok(hex::encode(&h.finalize()[..8]))
 }
 
 /// What differs between workspace containers; the rest of [`container_spec`] is the same for
@@ -845,17 +884,20 @@ async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {
         .runtime
         .ensure_volume(&w.volume, &labels(state, w))
         .await?;
-    // Reuse the container when it runs this server's daemon build and its channel directory is
-    // the one it had; otherwise (first start after an upgrade, an old channel layout, or the
+    // Reuse the container when it runs this server's daemon build, was made with the
+    // workspace's current caps and secret bindings, and its channel directory is the one it
+    // had; otherwise (first start after an upgrade or a `PATCH`, an old channel layout, or the
     // container vanished) recreate it: the home volume carries the state.
     let existing = match &w.container_id {
         Some(c) => state.host.runtime.inspect_container(c).await?,
         None => None,
     };
+    let config = config_fingerprint(state, w).await?;
     let reuse = !new_channel
-        && existing
-            .as_ref()
-            .is_some_and(|c| c.labels.get(LABEL_BINARY) == Some(&state.host.binary.hash));
+        && existing.as_ref().is_some_and(|c| {
+            c.labels.get(LABEL_BINARY) == Some(&state.host.binary.hash)
+                && c.labels.get(LABEL_CONFIG) == Some(&config)
+        });
     let container = if reuse {
         w.container_id.clone().unwrap_or_default()
     } else {

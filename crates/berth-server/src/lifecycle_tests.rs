@@ -264,6 +264,93 @@ async fn stop_start_reuses_the_container_unless_the_daemon_build_changed() {
     assert_eq!(h.fake.volumes(), vec![w.volume.clone()], "same home volume");
 }
 
+/// `PATCH /workspaces/{ws}`'s caps: live through the engine's update where it can; where it
+/// cannot, stored and applied by the next start, which makes the container anew (and only
+/// then: an unchanged workspace keeps its container).
+#[tokio::test]
+async fn update_applies_caps_live_or_at_the_next_start() {
+    let h = harness(true).await;
+    let w = create(&h.state, spec(&h.state, "web")).await.unwrap();
+    let first = w.container_id.clone().unwrap();
+    let admin = crate::auth::Actor {
+        id: "tok_a".into(),
+        name: "root".into(),
+        role: berth_domain::Role::Admin,
+        tenant: None,
+    };
+    let req = |v: serde_json::Value| {
+        serde_json::from_value::<berth_api::UpdateWorkspace>(v).map_err(ApiError::internal)
+    };
+    let u = update_workspace(
+        &h.state,
+        &admin,
+        "acme/web",
+        req(serde_json::json!({"memory": "512m"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(u.changed, ["memory"]);
+    assert!(u.pending_restart.is_empty(), "{u:?}");
+    assert_eq!(
+        h.fake.container_spec(&first).unwrap().memory_bytes,
+        512 << 20
+    );
+
+    // An engine that cannot: stored, pending, and the reason given.
+    h.fake.fail_next(
+        "update_limits",
+        RuntimeError::NotFound("no such route".into()),
+    );
+    let u = update_workspace(
+        &h.state,
+        &admin,
+        "acme/web",
+        req(serde_json::json!({"pids": 300})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(u.pending_restart, ["pids"]);
+    assert!(
+        u.live_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no such route"),
+        "{u:?}"
+    );
+    assert_eq!(u.workspace.limits.pids, 300);
+    assert_eq!(h.fake.container_spec(&first).unwrap().pids_limit, 256);
+
+    stop(&h.state, "acme/web").await.unwrap();
+    let w = start(&h.state, "acme/web").await.unwrap();
+    let second = w.container_id.clone().unwrap();
+    assert_ne!(second, first, "the changed workspace gets a new container");
+    let c = h.fake.container_spec(&second).unwrap();
+    assert_eq!((c.memory_bytes, c.pids_limit), (512 << 20, 300));
+    stop(&h.state, "acme/web").await.unwrap();
+    let w = start(&h.state, "acme/web").await.unwrap();
+    assert_eq!(
+        w.container_id.as_deref(),
+        Some(second.as_str()),
+        "unchanged: reused"
+    );
+
+    // Nothing asked, nothing changed; bad caps change nothing either.
+    let u = update_workspace(&h.state, &admin, "acme/web", req(serde_json::json!({})))
+        .await
+        .unwrap();
+    assert!(u.changed.is_empty());
+    let e = update_workspace(
+        &h.state,
+        &admin,
+        "acme/web",
+        req(serde_json::json!({"memory": "1k"})),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert_eq!(h.fake.calls_of("update_limits").len(), 2);
+}
+
 #[tokio::test]
 async fn reconciler_records_oom_exit_and_vanish() {
     let h = harness(true).await;

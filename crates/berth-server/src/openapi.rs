@@ -21,7 +21,7 @@ use crate::routes::{
         system::version, system::whoami, system::doctor, system::audit,
         system::image_status, system::image_build,
         workspaces::list, workspaces::create, workspaces::show, workspaces::remove,
-        workspaces::start, workspaces::stop, backups::backup, backups::restore,
+        workspaces::start, workspaces::stop, workspaces::update, backups::backup, backups::restore,
         terminal::exec, terminal::exec_ws, terminal::list_sessions, terminal::create_session,
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
         tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::attach, tasks::events,
@@ -255,6 +255,11 @@ fn mcp_constraints() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "array", "maxItems": MAX_SERVERS}),
         ),
         (
+            "UpdateWorkspace",
+            "mcp_servers",
+            json!({"type": "array", "maxItems": MAX_SERVERS}),
+        ),
+        (
             "McpServer",
             "name",
             json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$", "minLength": 1,
@@ -301,6 +306,22 @@ fn constrain(doc: &mut Value) {
         ),
         (
             "CreateWorkspace",
+            "pids",
+            json!({"type": "integer", "format": "int64",
+            "minimum": berth_domain::limits::MIN_PIDS, "maximum": berth_domain::limits::MAX_PIDS}),
+        ),
+        (
+            "UpdateWorkspace",
+            "memory",
+            json!({"type": "string", "pattern": MEMORY_PATTERN}),
+        ),
+        (
+            "UpdateWorkspace",
+            "cpus",
+            json!({"type": "string", "pattern": CPUS_PATTERN}),
+        ),
+        (
+            "UpdateWorkspace",
             "pids",
             json!({"type": "integer", "format": "int64",
             "minimum": berth_domain::limits::MIN_PIDS, "maximum": berth_domain::limits::MAX_PIDS}),
@@ -421,6 +442,17 @@ fn constrain(doc: &mut Value) {
             "egress_templates",
             json!({"type": "array", "items": name_schema(),
             "uniqueItems": true}),
+        ),
+        (
+            "UpdateWorkspace",
+            "egress_templates",
+            json!({"type": "array", "items": name_schema(),
+            "uniqueItems": true}),
+        ),
+        (
+            "UpdateWorkspace",
+            "remove_secrets",
+            json!({"type": "array", "items": secret_name.clone()}),
         ),
         ("EgressRules", "rules", rules.clone()),
         ("AddEgressRule", "rule", rule),

@@ -134,6 +134,8 @@ pub const LABEL_SERVER: &str = "berth.server";
 pub const LABEL_WORKSPACE: &str = "berth.workspace";
 pub const LABEL_TENANT: &str = "berth.tenant";
 pub const LABEL_BINARY: &str = "berth.daemon-binary";
+/// A fingerprint of the caps and secret bindings a workspace's container was made with.
+pub const LABEL_CONFIG: &str = "berth.config";
 
 impl AppState {
     /// Builds the services over `config`'s data dir: the gateway, the egress proxy (its CA under

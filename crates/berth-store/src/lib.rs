@@ -419,6 +419,39 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the workspace's resource caps (validated by the caller).
+    pub async fn set_workspace_limits(&self, id: &WorkspaceId, limits: &Limits) -> Result<()> {
+        sqlx::query(
+            "UPDATE workspaces SET memory_bytes = ?, nano_cpus = ?, pids_limit = ?, updated_at = ? \
+             WHERE id = ?",
+        )
+        .bind(limits.memory_bytes)
+        .bind(limits.nano_cpus)
+        .bind(limits.pids)
+        .bind(now())
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces the MCP servers the workspace's agents use (validated by the caller).
+    pub async fn set_workspace_mcp_servers(
+        &self,
+        id: &WorkspaceId,
+        servers: &[McpServer],
+    ) -> Result<()> {
+        let mcp = serde_json::to_string(servers)
+            .map_err(|e| StoreError::Corrupt(format!("mcp servers: {e}")))?;
+        sqlx::query("UPDATE workspaces SET mcp_servers = ?, updated_at = ? WHERE id = ?")
+            .bind(&mcp)
+            .bind(now())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Folds a reading of the container's memcg `oom_kill` counter into the workspace's total.
     /// Returns the number of new kills since the last reading (0 if none). A counter lower than
     /// the last reading means a new cgroup (the container restarted): its value counts in full.

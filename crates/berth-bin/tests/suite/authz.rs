@@ -88,6 +88,7 @@ const EXPECTED: &[Entry] = &[
     ("POST", "/workspaces", Member, Acme, "/workspaces", Json(r#"{"name":"nope","tenant":"acme","image":"localhost/berth-no-such-image:1"}"#)),
     ("GET", "/workspaces/{ws}", Viewer, Acme, "/workspaces/W", NoBody),
     ("DELETE", "/workspaces/{ws}", Owner, Acme, "/workspaces/W?volume=maybe", NoBody),
+    ("PATCH", "/workspaces/{ws}", Owner, Acme, "/workspaces/W", Json("{")),
     ("POST", "/workspaces/{ws}/start", Member, Acme, "/workspaces/W/start", NoBody),
     ("POST", "/workspaces/{ws}/stop", Member, Acme, "/workspaces/W/stop", NoBody),
     ("GET", "/workspaces/{ws}/backup", Admin, Acme, "/workspaces/W/backup?pause=maybe", NoBody),

@@ -30,4 +30,5 @@ mod template_mcp;
 mod templates;
 mod tls;
 mod ui;
+mod workspace_update;
 mod workspaces;

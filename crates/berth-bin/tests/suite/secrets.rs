@@ -16,7 +16,7 @@ const REAL_LLM_KEY: &str = "sk-ant-REALllmKEY987654321";
 
 /// A server that answers each request with the Authorization header it received: HTTP on
 /// 8080, HTTPS on 8443 (a certificate from the test's CA).
-const ECHO: &str = r#"
+pub(crate) const ECHO: &str = r#"
 import http.server, ssl, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -37,7 +37,7 @@ tls.serve_forever()
 "#;
 
 /// A test CA in `d` and a certificate for `names` signed by it (`server.crt`/`server.key`).
-fn test_certs(d: &std::path::Path, names: &[&str]) {
+pub(crate) fn test_certs(d: &std::path::Path, names: &[&str]) {
     let sh = |cmd: &str| {
         let o = std::process::Command::new("sh")
             .args(["-c", cmd])

@@ -155,6 +155,14 @@ const PARSES: &[(&str, &str)] = &[
         "workspace create: json=false name=web no_follow=false",
     ),
     (
+        "workspace update acme/web --memory 1g --cpus 2 --pids 300 --secret GH:github.com --secret-env K --secret-file F --remove-secret OLD --egress-template npm --remove-egress-template ci --approval always --mcp-file m.json --json",
+        "workspace update: approval=always cpus=2 egress_template=npm json=true mcp_file=m.json memory=1g pids=300 remove_egress_template=ci remove_secret=OLD secret=GH:github.com secret_env=K secret_file=F ws=acme/web",
+    ),
+    (
+        "workspace update w",
+        "workspace update: json=false ws=w",
+    ),
+    (
         "workspace ls --tenant acme --json --token t",
         "workspace list: json=true tenant=acme token=t",
     ),

@@ -104,25 +104,55 @@ pub async fn create_workspace(
 
 /// One `secret.expose` audit record per secret the workspace gets as a real value.
 async fn record_exposed_secrets(state: &AppState, actor: &Actor, w: &Workspace) -> ApiResult<()> {
-    for u in state.store.secret_uses(Some(&w.id)).await? {
-        if u.delivery.exposes() {
-            let target = format!("{}/{}", w.tenant, u.name);
-            let rec = AuditRecord {
-                actor: actor.id.clone(),
-                action: "secret.expose".into(),
-                result: "ok".into(),
-                detail: Some(format!(
-                    "delivered as {} into {}",
-                    u.delivery,
-                    w.qualified_name()
-                )),
-                ..crate::auth::actor_fields(actor, "secret.expose", &target)
-            };
-            let rec = AuditRecord { target, ..rec };
-            state.store.append_audit(&rec).await?;
-        }
+    let uses = state.store.secret_uses(Some(&w.id)).await?;
+    record_exposed(state, actor, w, &uses).await
+}
+
+/// One `secret.expose` audit record for each of `uses` that delivers the real value.
+pub(super) async fn record_exposed(
+    state: &AppState,
+    actor: &Actor,
+    w: &Workspace,
+    uses: &[berth_store::SecretUse],
+) -> ApiResult<()> {
+    for u in uses.iter().filter(|u| u.delivery.exposes()) {
+        let target = format!("{}/{}", w.tenant, u.name);
+        let rec = AuditRecord {
+            actor: actor.id.clone(),
+            action: "secret.expose".into(),
+            result: "ok".into(),
+            detail: Some(format!(
+                "delivered as {} into {}",
+                u.delivery,
+                w.qualified_name()
+            )),
+            ..crate::auth::actor_fields(actor, "secret.expose", &target)
+        };
+        let rec = AuditRecord { target, ..rec };
+        state.store.append_audit(&rec).await?;
     }
     Ok(())
+}
+
+/// A successful `action` on `target` with a `detail` (what changed) in the audit log.
+pub(super) async fn audit_with_detail(
+    state: &AppState,
+    actor: &Actor,
+    action: &str,
+    target: &str,
+    detail: String,
+) {
+    let rec = AuditRecord {
+        actor: actor.id.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        result: "ok".into(),
+        detail: Some(detail),
+        ..crate::auth::actor_fields(actor, action, target)
+    };
+    if let Err(e) = state.store.append_audit(&rec).await {
+        tracing::error!(error = %e, action, target, "could not write audit record");
+    }
 }
 
 /// Starts a stopped workspace and its egress proxy and gateway.

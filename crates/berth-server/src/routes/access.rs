@@ -84,6 +84,7 @@ impl Api {
             "GET" => MethodFilter::GET,
             "POST" => MethodFilter::POST,
             "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
             _ => MethodFilter::DELETE,
         };
         let check =
@@ -123,6 +124,15 @@ impl Api {
         handler: H,
     ) -> Self {
         self.route("PUT", path, access, handler)
+    }
+
+    pub fn patch<H: Handler<T, Arc<AppState>>, T: 'static>(
+        self,
+        path: &'static str,
+        access: Access,
+        handler: H,
+    ) -> Self {
+        self.route("PATCH", path, access, handler)
     }
 
     pub fn delete<H: Handler<T, Arc<AppState>>, T: 'static>(

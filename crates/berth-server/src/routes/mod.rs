@@ -56,6 +56,8 @@ fn api() -> Api {
         .post("/workspaces", OPERATE, workspaces::create)
         .get("/workspaces/{ws}", READ, workspaces::show)
         .delete("/workspaces/{ws}", MANAGE, workspaces::remove)
+        // Limits, secret bindings and egress templates: governing the tenant, like egress rules.
+        .patch("/workspaces/{ws}", MANAGE, workspaces::update)
         .post("/workspaces/{ws}/start", OPERATE, workspaces::start)
         .post("/workspaces/{ws}/stop", OPERATE, workspaces::stop)
         .get("/workspaces/{ws}/backup", ADMIN, backups::backup)

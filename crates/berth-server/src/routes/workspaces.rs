@@ -1,4 +1,4 @@
-//! `/workspaces`: create, list, show, start, stop, remove.
+//! `/workspaces`: create, list, show, update, start, stop, remove.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,4 +177,32 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     lifecycle::remove_workspace(&state, &actor, &ws, q.volume).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(patch, path = "/api/v1/workspaces/{ws}", operation_id = "update_workspace", tag = "workspaces",
+    summary = "Change a workspace's limits, secret bindings, egress templates, approval policy or MCP servers",
+    request_body = api::UpdateWorkspace,
+    params(("ws" = String, Path, description = "workspace reference")),
+    responses((status = 200, body = api::WorkspaceUpdate, description = "what changed, and what applies only at the next start"),
+        (status = 400, description = "`invalid_argument`, or `invalid_mcp_server`", body = api::ErrorBody),
+        (status = 404, description = "`not_found`: the workspace, a secret of the tenant, a binding to remove, or an egress template", body = api::ErrorBody),
+        (status = 409, description = "`conflict` (a secret both bound and removed, or bound twice), `invalid_state` (the workspace is being created or removed), or `quota_exceeded`: the tenant's quota has no room for the larger caps", body = api::ErrorBody),
+        (status = 422, description = "`exceeds_capacity`: a memory or CPU cap above the host's", body = api::ErrorBody),
+        (status = 503, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    body: super::JsonBody,
+) -> ApiResult<axum::Json<api::WorkspaceUpdate>> {
+    let req = parse_body::<api::UpdateWorkspace>(&body);
+    let u = lifecycle::update_workspace(&state, &actor, &ws, req).await?;
+    Ok(axum::Json(api::WorkspaceUpdate {
+        workspace: to_api(&u.workspace),
+        changed: u.changed,
+        pending_restart: u.pending_restart,
+        live_error: u.live_error,
+        placeholders: u.placeholders,
+    }))
 }

@@ -1,5 +1,6 @@
 //! `berth workspace …`: create (limits, egress rules and templates, secrets, MCP servers), list, show,
-//! start, stop and remove workspaces; backup and restore are in `backup.rs`.
+//! update, start, stop and remove workspaces; backup and restore are in `backup.rs`, update in
+//! `update.rs`.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use crate::ctx::Ctx;
 use crate::format::{bytes_human, cpus, key_values, memory_short, short_time, table};
 
 mod backup;
+mod update;
 
 #[derive(Debug, Subcommand)]
 // Parsed once per run; the size of the largest variant does not matter.
@@ -21,6 +23,9 @@ mod backup;
 pub enum WorkspaceCmd {
     /// Create and start a workspace
     Create(WorkspaceCreateArgs),
+    /// Change a workspace's limits, secret bindings, egress templates, approval policy or MCP
+    /// servers; prints what changed and what applies only at the next start
+    Update(update::WorkspaceUpdateArgs),
     /// List workspaces
     #[command(visible_alias = "ls")]
     List {
@@ -179,6 +184,7 @@ pub struct WorkspaceCreateArgs {
 pub(crate) async fn run(cmd: WorkspaceCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
     match cmd {
         WorkspaceCmd::Create(args) => create(args, client, ctx).await,
+        WorkspaceCmd::Update(args) => update::update(args, client, ctx).await,
         WorkspaceCmd::List { tenant, json } => list(client, ctx, tenant.as_deref(), json).await,
         WorkspaceCmd::Show { ws, json } => {
             let v = client.get_value(&ws_path(&ws)).await?;
@@ -363,7 +369,7 @@ pub(crate) fn split_tenant(name: &str, tenant: Option<String>) -> Result<(Option
 const MCP_FILE_MAX: u64 = 1024 * 1024;
 
 /// `--mcp-file FILE`: a JSON array of MCP servers (checked by the server).
-fn mcp_file(path: &std::path::Path) -> Result<Vec<McpServer>> {
+pub(super) fn mcp_file(path: &std::path::Path) -> Result<Vec<McpServer>> {
     use std::io::Read;
     let shown = path.display();
     let file = std::fs::File::open(path)
@@ -404,7 +410,7 @@ fn mcp_line(s: &McpServer) -> String {
 
 /// `--secret NAME:HOSTS[:HEADERS]`: hosts and headers comma-separated; a colon inside
 /// brackets (an IPv6 host) does not separate.
-fn secret_arg(s: &str) -> Result<UseSecret> {
+pub(super) fn secret_arg(s: &str) -> Result<UseSecret> {
     let (name, rest) = s.split_once(':').ok_or_else(|| {
         CliError::other(format!(
             "--secret {s}: give the hosts its value may go to, e.g. {s}:github.com"
