@@ -351,6 +351,52 @@ async fn update_applies_caps_live_or_at_the_next_start() {
     assert_eq!(h.fake.calls_of("update_limits").len(), 2);
 }
 
+/// Updates binding different secrets at the same moment both hold: each is planned against the
+/// bindings as they are under the workspace's lock, so neither overwrites the other.
+#[tokio::test]
+async fn concurrent_updates_keep_each_others_bindings() {
+    let h = harness(true).await;
+    create(&h.state, spec(&h.state, "web")).await.unwrap();
+    let admin = crate::auth::Actor {
+        id: "tok_a".into(),
+        name: "root".into(),
+        role: berth_domain::Role::Admin,
+        tenant: None,
+    };
+    let names: Vec<String> = (0..8).map(|i| format!("KEY_{i}")).collect();
+    for n in &names {
+        h.state
+            .store
+            .put_secret("acme", n, b"nonce", b"sealed")
+            .await
+            .unwrap();
+    }
+    let updates = names.iter().map(|n| {
+        let req = serde_json::from_value::<berth_api::UpdateWorkspace>(serde_json::json!({
+            "secrets": [{"name": n, "hosts": ["api.example.com"]}]
+        }))
+        .map_err(ApiError::internal);
+        update_workspace(&h.state, &admin, "acme/web", req)
+    });
+    for r in futures_util::future::join_all(updates).await {
+        r.unwrap();
+    }
+    let w = crate::lifecycle::resolve(&h.state, "acme/web")
+        .await
+        .unwrap();
+    let mut bound: Vec<String> = h
+        .state
+        .store
+        .secret_uses(Some(&w.id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    bound.sort();
+    assert_eq!(bound, names);
+}
+
 #[tokio::test]
 async fn reconciler_records_oom_exit_and_vanish() {
     let h = harness(true).await;

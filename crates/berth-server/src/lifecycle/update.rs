@@ -65,9 +65,9 @@ pub async fn update_workspace(
         let req = req?;
         let w = super::resolve(state, ws).await?;
         target = w.qualified_name();
-        let plan = plan(state, &w, &req).await?;
+        let first = plan(state, &w, &req).await?;
         // The tenant's admission lock before the workspace's, as start takes them.
-        let _admitted = check_quota(state, &w, plan.limits.as_ref()).await?;
+        let _admitted = check_quota(state, &w, first.limits.as_ref()).await?;
         let lock = state.lock_for(&w.id);
         let _guard = lock.lock().await;
         let w = state.store.workspace(&w.id).await?;
@@ -75,6 +75,19 @@ pub async fn update_workspace(
             return Err(ApiError::new(
                 ErrorCode::InvalidState,
                 format!("workspace {} is {}", w.qualified_name(), w.state.as_str()),
+            ));
+        }
+        // Planned again against the workspace as it is now, under its lock: the bindings and
+        // templates of an update that ran meanwhile are kept, not overwritten. Caps other than
+        // the ones the quota was checked for mean a concurrent change of caps: retry.
+        let plan = plan(state, &w, &req).await?;
+        if plan.limits.is_some() && plan.limits != first.limits {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the caps of workspace {} changed while this update waited: retry",
+                    w.qualified_name()
+                ),
             ));
         }
         apply(state, &w, plan).await
