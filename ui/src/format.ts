@@ -35,3 +35,15 @@ export const num = (n: number | null | undefined) => (n === undefined || n === n
 export const usdExact = (cost: string | undefined, fallbackCalls?: number) =>
   cost ? `$${cost}${fallbackCalls ? ` (${fallbackCalls} at fallback price)` : ''}` : '—';
 export const usd = (n: number | null | undefined) => (n === undefined || n === null ? '—' : `$${n.toFixed(n < 1 ? 4 : 2)}`);
+
+/** `url` when it is an http(s) address a link may point at, else undefined (a `javascript:` or
+ * other URL stored from a third party's answer is shown as text, never as a link). */
+export function httpUrl(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    const u = new URL(url);
+    return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,7 +1,7 @@
 import { memo, useEffect, useLayoutEffect, useRef, useState, type FormEvent } from 'react';
 import { api, apiFetch, getToken, post, type Approval, type Session, type Task, type TaskDiff, type TaskEvent } from '../api';
 import { ApprovalCard } from './Inbox';
-import { dateTime, num, usd, usdExact } from '../format';
+import { dateTime, httpUrl, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { canContinueInteractively, terminalRoute } from '../agentSessions';
 import { followSse } from '../sse';
@@ -101,6 +101,10 @@ export function TaskDetail({ id, tab }: { id: string; tab: string }) {
         {t.approval && t.approval !== 'never' && <div><dt>Approval</dt><dd data-testid="task-approval">{t.approval}</dd></div>}
         <div><dt>Directory</dt><dd className="mono small">{t.dir}{t.worktree ? ` (worktree ${t.worktree})` : ''}</dd></div>
         <div><dt>Created</dt><dd>{dateTime(t.created_at)}</dd></div>
+        {t.push && <div><dt>Pushed</dt><dd className="mono small" data-testid="task-push">{t.push.remote}/{t.push.branch} @ {t.push.commit.slice(0, 12)}</dd></div>}
+        {t.pull_request && <div><dt>Pull request</dt><dd data-testid="task-pr">{httpUrl(t.pull_request.url)
+          ? <a href={httpUrl(t.pull_request.url)} target="_blank" rel="noreferrer noopener">{t.pull_request.provider} #{t.pull_request.number}</a>
+          : `${t.pull_request.provider} #${t.pull_request.number}`}</dd></div>}
         {reason && <div className="wide"><dt>Reason</dt><dd className="failure" data-testid="task-reason">{reason}</dd></div>}
       </dl>
       <div className="row">
