@@ -4,6 +4,7 @@
 //! their input into these types, and the state machine decides what may happen next.
 
 pub mod approval;
+pub mod devcontainer;
 pub mod egress;
 pub mod error;
 pub mod ids;

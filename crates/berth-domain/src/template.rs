@@ -606,7 +606,7 @@ pub fn valid_secret_name(n: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
 }
 
-fn valid_env_name(n: &str) -> bool {
+pub(crate) fn valid_env_name(n: &str) -> bool {
     let b = n.as_bytes();
     !b.is_empty()
         && b.len() <= 128

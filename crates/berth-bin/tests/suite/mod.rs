@@ -7,6 +7,7 @@ mod berth_mcp;
 mod cli;
 mod costs;
 mod deliver;
+mod devcontainer;
 mod devices;
 mod doctor;
 mod egress;

@@ -27,6 +27,22 @@ pub enum TemplateCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Make a template from a repository's `.devcontainer/devcontainer.json` and store it as the
+    /// next revision: its create commands become setup steps, containerEnv/remoteEnv the
+    /// environment; every key not honoured is printed as a warning (see docs/templates.md)
+    Import {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// The devcontainer.json (comments and trailing commas allowed)
+        #[arg(long, value_name = "PATH")]
+        devcontainer: PathBuf,
+        /// Print the template instead of storing it
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a template: parameters, revision, users, and its file
     Show {
         #[arg(long)]
@@ -83,6 +99,62 @@ fn read_source(file: Option<&PathBuf>) -> Result<(String, String)> {
     Ok((label, text))
 }
 
+/// Converts a devcontainer.json, printing each warning on stderr; the TOML text.
+fn import_source(path: &std::path::Path, ctx: &mut Ctx<'_>) -> Result<String> {
+    let label = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::other(format!("cannot read {label}: {e}")))?;
+    if meta.len() > berth_domain::devcontainer::MAX_SOURCE as u64 {
+        return Err(CliError::other(format!(
+            "{label}: larger than {} bytes: not a devcontainer.json",
+            berth_domain::devcontainer::MAX_SOURCE
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::other(format!("cannot read {label}: {e}")))?;
+    let imp = berth_domain::devcontainer::convert(&text)
+        .map_err(|e| CliError::other(format!("{label}: {e}")))?;
+    for w in &imp.warnings {
+        ctx.note(&format!("warning: {w}"));
+    }
+    Ok(imp.toml)
+}
+
+/// Stores `source` as the next revision; a `template_invalid` answer names `label`.
+async fn store(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    (tenant, name): (&str, &str),
+    (label, source): (&str, String),
+    json: bool,
+) -> Result<()> {
+    let v = client
+        .put_value(&template_path(tenant, name), &SetTemplate { source })
+        .await
+        .map_err(|e| match e {
+            CliError::Api {
+                status,
+                code,
+                message,
+            } if code == "template_invalid" => CliError::Api {
+                status,
+                code,
+                message: format!("{label}: {message}"),
+            },
+            other => other,
+        })?;
+    if json {
+        ctx.print_json(&v)?;
+    } else {
+        let t: WorkspaceTemplate = decode(v)?;
+        ctx.print(&format!(
+            "template {}/{} revision {} stored\n",
+            t.tenant, t.name, t.revision
+        ))?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(cmd: TemplateCmd, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
     match cmd {
         TemplateCmd::Set {
@@ -92,29 +164,21 @@ pub(crate) async fn run(cmd: TemplateCmd, client: &Client, ctx: &mut Ctx<'_>) ->
             json,
         } => {
             let (label, source) = read_source(file.as_ref())?;
-            let v = client
-                .put_value(&template_path(&tenant, &name), &SetTemplate { source })
-                .await
-                .map_err(|e| match e {
-                    CliError::Api {
-                        status,
-                        code,
-                        message,
-                    } if code == "template_invalid" => CliError::Api {
-                        status,
-                        code,
-                        message: format!("{label}: {message}"),
-                    },
-                    other => other,
-                })?;
-            if json {
-                ctx.print_json(&v)?;
+            store(client, ctx, (&tenant, &name), (&label, source), json).await?;
+        }
+        TemplateCmd::Import {
+            tenant,
+            name,
+            devcontainer,
+            dry_run,
+            json,
+        } => {
+            let source = import_source(&devcontainer, ctx)?;
+            if dry_run {
+                ctx.print(&source)?;
             } else {
-                let t: WorkspaceTemplate = decode(v)?;
-                ctx.print(&format!(
-                    "template {}/{} revision {} stored\n",
-                    t.tenant, t.name, t.revision
-                ))?;
+                let label = devcontainer.display().to_string();
+                store(client, ctx, (&tenant, &name), (&label, source), json).await?;
             }
         }
         TemplateCmd::Show {

@@ -467,6 +467,10 @@ const PARSES: &[(&str, &str)] = &[
         "template set: file=node.toml json=false name=node tenant=acme",
     ),
     (
+        "template import --tenant acme node --devcontainer .devcontainer/devcontainer.json --dry-run",
+        "template import: devcontainer=.devcontainer/devcontainer.json dry_run=true json=false name=node tenant=acme",
+    ),
+    (
         "template show --tenant acme node --revision 2",
         "template show: json=false name=node revision=2 tenant=acme",
     ),
@@ -522,6 +526,10 @@ const REFUSED: &[(&str, &str)] = &[
     ("egress template rm ci", "--tenant is required"),
     ("secret set GH", "--tenant is required"),
     ("template set node", "--tenant is required"),
+    (
+        "template import --tenant acme node",
+        "--devcontainer is required",
+    ),
     ("workspace create w --param a=b", "--param needs --template"),
     (
         "workspace provision w --retry --upgrade",
