@@ -388,34 +388,9 @@ async fn approval_policies_are_validated() {
 /// directory and renames its own socket over `daemon.sock`). Mode `approvals`: a started task
 /// floods 200 permission requests with over-long ids and 150 kB commands, and a decision is
 /// never answered.
-const FAKE_DAEMON: &str = r#"
-import json, os, socket, struct, threading, time
-PATH = "/run/berth/daemon/daemon.sock"
-mode = ["silent"]
-def frame(obj):
-    p = json.dumps(obj).encode()
-    return struct.pack(">I", len(p) + 1) + b"\0" + p
-def recvn(c, n):
-    b = b""
-    while len(b) < n:
-        x = c.recv(n - len(b))
-        if not x:
-            raise EOFError
-        b += x
-    return b
-def read(c):
-    n = struct.unpack(">I", recvn(c, 4))[0]
-    return json.loads(recvn(c, n)[1:])
-def hold(c):
-    while c.recv(65536):
-        pass
-def info(tid, last, state="running"):
-    return {"id": tid, "agent": "claude", "state": state, "last_seq": last,
-            "agent_session_id": None, "pid": None, "reason": None}
-def event(seq, kind):
-    kind.update({"seq": seq, "at": "2026-01-01T00:00:00Z"})
-    return frame({"type": "task_event", "event": kind})
-def handle(c):
+const FAKE_DAEMON: &str = concat!(
+    crate::fake_daemon_prelude!(),
+    r#"def handle(c):
     try:
         read(c)
         c.sendall(frame({"type": "hello_ok", "protocol": 1, "version": "fake", "pid": 1,
@@ -464,7 +439,8 @@ os.rename(tmp, PATH)
 while True:
     c, _ = srv.accept()
     threading.Thread(target=handle, args=(c,), daemon=True).start()
-"#;
+"#
+);
 
 /// The host-side effect of a hostile daemon's requests is bounded: at most 64 open requests per
 /// task are stored, every field is cut to its cap, and a decision the daemon never answers ends

@@ -16,34 +16,9 @@ use serde_json::{json, Value};
 use crate::bin;
 
 /// The fake daemon (protocol 1 framing: u32 length of kind + payload, kind 0 = JSON control).
-const FAKE_DAEMON: &str = r#"
-import json, os, socket, struct, sys, threading, time
-PATH = "/run/berth/daemon/daemon.sock"
-mode = ["silent"]
-def frame(obj):
-    p = json.dumps(obj).encode()
-    return struct.pack(">I", len(p) + 1) + b"\0" + p
-def recvn(c, n):
-    b = b""
-    while len(b) < n:
-        x = c.recv(n - len(b))
-        if not x:
-            raise EOFError
-        b += x
-    return b
-def read(c):
-    n = struct.unpack(">I", recvn(c, 4))[0]
-    return json.loads(recvn(c, n)[1:])
-def hold(c):
-    while c.recv(65536):
-        pass
-def info(tid, last):
-    return {"id": tid, "agent": "claude", "state": "running", "last_seq": last,
-            "agent_session_id": None, "pid": None, "reason": None}
-def event(seq, kind):
-    kind.update({"seq": seq, "at": "2026-01-01T00:00:00Z"})
-    return frame({"type": "task_event", "event": kind})
-BIG = 2**64 - 1
+const FAKE_DAEMON: &str = concat!(
+    crate::fake_daemon_prelude!(),
+    r#"BIG = 2**64 - 1
 def handle(c):
     try:
         read(c)
@@ -105,7 +80,8 @@ os.rename(tmp, PATH)
 while True:
     c, _ = srv.accept()
     threading.Thread(target=handle, args=(c,), daemon=True).start()
-"#;
+"#
+);
 
 /// Opens COUNT connections to SOCKET and holds them for HOLD seconds; prints how many connects
 /// succeeded.
