@@ -531,6 +531,17 @@ fn constrain(doc: &mut Value) {
             }),
         );
     }
+    // Template parameters go with a template.
+    if let Some(c) = doc.pointer_mut("/components/schemas/CreateWorkspace") {
+        merge(
+            c,
+            json!({
+                "if": {"properties": {"params": {"type": "object", "minProperties": 1}},
+                    "required": ["params"]},
+                "then": {"required": ["template"], "properties": {"template": {"type": "string"}}},
+            }),
+        );
+    }
     // `always_for_task` goes with an approval only.
     if let Some(d) = doc.pointer_mut("/components/schemas/Decide") {
         merge(
