@@ -412,6 +412,39 @@ async fn private_targets_are_refused_by_default() {
         (400, Some("invalid_argument")),
         "{v}"
     );
+    // An admin's token has no tenant: a subscription must name one (422 `tenant_required`,
+    // checked before the URL's host is looked at).
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/notifications/subscriptions",
+            Some(json!({"channel": "webhook", "url": "http://93.184.215.14/"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("tenant_required")),
+        "{v}"
+    );
+    // A workspace of another tenant than the one named is a conflict within the request.
+    ensure_image().await;
+    s.create_workspace(json!({"name": "web", "tenant": "acme"}))
+        .await;
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/notifications/subscriptions",
+            Some(
+                json!({"channel": "webhook", "url": "http://93.184.215.14/", "tenant": "globex",
+                "workspace": "acme/web"}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{v}"
+    );
     assert_eq!(
         s.get("/api/v1/notifications/subscriptions").await,
         json!([])
