@@ -159,10 +159,13 @@ pub fn is_image_reference(s: &str) -> bool {
 
 /// Operations whose JSON body is optional: no body (and no `Content-Type`) means the defaults,
 /// so `curl -X POST` works.
-pub const OPTIONAL_BODIES: [(&str, &str); 3] = [
+/// The handlers read them with `routes::parse_optional_body`.
+pub const OPTIONAL_BODIES: [(&str, &str); 5] = [
     ("/api/v1/workspaces/{ws}/sessions", "post"),
     ("/api/v1/image/build", "post"),
     ("/api/v1/tasks/{task}/attach", "post"),
+    ("/api/v1/tasks/{task}/push", "post"),
+    ("/api/v1/tasks/{task}/pr", "post"),
 ];
 
 /// Worktree branches the schema documents: words joined by `-`, `_` or `/` (the server takes

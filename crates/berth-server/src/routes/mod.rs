@@ -332,6 +332,19 @@ impl RequestBody for axum::body::Bytes {
 
 /// Parses a JSON request body inside the handler (not in an extractor), so that malformed
 /// requests are answered in berth's error shape *and* recorded in the audit log.
+/// A body that may be left out: no body (or only whitespace) means `T`'s defaults, so
+/// `curl -X POST` works; anything else is parsed as [`parse_body`] does. The routes taking one
+/// are `crate::openapi::OPTIONAL_BODIES`.
+pub fn parse_optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &JsonBody,
+) -> crate::error::ApiResult<T> {
+    if body.is_blank() {
+        Ok(T::default())
+    } else {
+        parse_body(body)
+    }
+}
+
 pub fn parse_body<T: serde::de::DeserializeOwned>(
     body: &(impl RequestBody + ?Sized),
 ) -> crate::error::ApiResult<T> {

@@ -115,12 +115,7 @@ pub async fn image_build(
     Extension(actor): Extension<Actor>,
     body: super::JsonBody,
 ) -> ApiResult<Response> {
-    // An empty body means the defaults, so `curl -X POST` works.
-    let req: api::BuildImage = if body.is_blank() {
-        api::BuildImage::default()
-    } else {
-        super::parse_body(&body)?
-    };
+    let req: api::BuildImage = super::parse_optional_body(&body)?;
     let (line_tx, line_rx) = tokio::sync::mpsc::unbounded_channel::<api::BuildEvent>();
     crate::images::build(state, actor, req.force, line_tx);
     let line_rx = ndjson_lines(line_rx);

@@ -56,11 +56,7 @@ pub async fn attach(
     Path(id): Path<String>,
     body: super::JsonBody,
 ) -> ApiResult<impl IntoResponse> {
-    let req = if body.is_blank() {
-        Ok(api::AttachTask::default())
-    } else {
-        parse_body::<api::AttachTask>(&body)
-    };
+    let req = super::parse_optional_body::<api::AttachTask>(&body);
     let s = crate::agent_sessions::attach_task(&state, &actor, &id, req).await?;
     Ok((StatusCode::CREATED, axum::Json(s)))
 }
@@ -248,11 +244,7 @@ pub async fn push(
     Path(id): Path<String>,
     body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::TaskPush>> {
-    let req = if body.is_blank() {
-        Ok(api::PushTask::default())
-    } else {
-        parse_body::<api::PushTask>(&body)
-    };
+    let req = super::parse_optional_body::<api::PushTask>(&body);
     Ok(axum::Json(
         crate::deliver::push(&state, &actor, &id, req).await?,
     ))
@@ -277,11 +269,7 @@ pub async fn pull_request(
     Path(id): Path<String>,
     body: super::JsonBody,
 ) -> ApiResult<impl IntoResponse> {
-    let req = if body.is_blank() {
-        Ok(api::CreatePullRequest::default())
-    } else {
-        parse_body::<api::CreatePullRequest>(&body)
-    };
+    let req = super::parse_optional_body::<api::CreatePullRequest>(&body);
     let pr = crate::deliver::pull_request(&state, &actor, &id, req).await?;
     Ok((StatusCode::CREATED, axum::Json(pr)))
 }

@@ -260,12 +260,7 @@ pub async fn create_session(
         let s = crate::agent_sessions::create(&state, &actor, &ws, req).await?;
         return Ok((StatusCode::CREATED, axum::Json(s)));
     }
-    // No body means a default session (`curl -X POST …/sessions`).
-    let req = if body.is_blank() {
-        Ok(api::CreateSession::default())
-    } else {
-        parse_body(&body)
-    };
+    let req = super::parse_optional_body::<api::CreateSession>(&body);
     let s = terminal::create_session(&state, &actor, &ws, req).await?;
     Ok((StatusCode::CREATED, axum::Json(terminal::session_view(s))))
 }
