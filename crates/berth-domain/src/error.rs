@@ -45,6 +45,9 @@ pub enum ErrorCode {
     /// The task is taken over by an interactive session (`berth task attach`): messages and
     /// another take-over wait until that session ends.
     TaskInteractive,
+    /// The task asks for an approval policy (`on-request`, `always`) that its agent's driver
+    /// cannot honour yet; the message names the agents that can. Use `approval: never`.
+    ApprovalUnsupported,
     /// The task's agent cannot be taken over interactively without breaking the task (the
     /// message says why); continue it with messages instead.
     TakeoverUnsupported,
@@ -137,6 +140,7 @@ impl ErrorCode {
             Self::TaskTurnRunning => "task_turn_running",
             Self::TaskInteractive => "task_interactive",
             Self::TakeoverUnsupported => "takeover_unsupported",
+            Self::ApprovalUnsupported => "approval_unsupported",
             Self::EngineUnavailable => "engine_unavailable",
             Self::ImageMissing => "image_missing",
             Self::ProviderUnconfigured => "provider_unconfigured",
@@ -179,6 +183,7 @@ impl ErrorCode {
             // checks beyond what a schema can say.
             Self::ExceedsCapacity
             | Self::TakeoverUnsupported
+            | Self::ApprovalUnsupported
             | Self::UrlRefused
             | Self::InvalidMcpServer
             | Self::TemplateInvalid
@@ -237,8 +242,10 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 41] = [
+    const ALL: [ErrorCode; 43] = [
         ErrorCode::InvalidArgument,
+        ErrorCode::InvalidMcpServer,
+        ErrorCode::ApprovalUnsupported,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::CsrfFailed,

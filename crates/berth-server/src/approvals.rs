@@ -37,9 +37,12 @@ pub(crate) fn parse_policy(s: Option<&str>) -> ApiResult<Option<ApprovalPolicy>>
 /// Refuses a policy the agent's driver cannot honour (it would run unattended instead).
 pub(crate) fn check_supported(agent: Agent, policy: ApprovalPolicy) -> ApiResult<()> {
     if policy.asks() && !berth_agents::supports_approvals(agent) {
-        return Err(ApiError::invalid(format!(
+        return Err(ApiError::new(
+            ErrorCode::ApprovalUnsupported,
+            format!(
             "approval policy {policy} is not supported for {agent} tasks yet (only claude speaks berth's approval protocol; see docs/tasks.md); use approval never"
-        )));
+        ),
+        ));
     }
     Ok(())
 }
@@ -242,6 +245,7 @@ mod tests {
         assert!(parse_decision("later").is_err());
         assert!(check_supported(Agent::Claude, ApprovalPolicy::Always).is_ok());
         assert!(check_supported(Agent::Codex, ApprovalPolicy::Never).is_ok());
-        assert!(check_supported(Agent::Codex, ApprovalPolicy::OnRequest).is_err());
+        let refused = check_supported(Agent::Gemini, ApprovalPolicy::OnRequest).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::ApprovalUnsupported);
     }
 }

@@ -353,22 +353,26 @@ async fn approval_policies_are_validated() {
     for (body, code) in [
         (
             json!({"workspace": "appr", "agent": "claude", "prompt": "x", "approval": "sometimes"}),
-            400,
+            (400, "invalid_argument"),
         ),
-        // An agent whose protocol is not wired refuses a policy rather than running unattended.
+        // An agent whose protocol is not wired refuses a policy rather than running unattended:
+        // the request fits the API document, the server cannot honour it.
         (
-            json!({"workspace": "appr", "agent": "codex", "prompt": "x", "approval": "always"}),
-            400,
+            json!({"workspace": "appr", "agent": "gemini", "prompt": "x", "approval": "always"}),
+            (422, "approval_unsupported"),
         ),
         // The workspace's default applies to a task that does not say.
         (
-            json!({"workspace": "appr", "agent": "gemini", "prompt": "x"}),
-            400,
+            json!({"workspace": "appr", "agent": "opencode", "prompt": "x"}),
+            (422, "approval_unsupported"),
         ),
     ] {
         let (st, e) = s.call("POST", "/api/v1/tasks", Some(body.clone())).await;
-        assert_eq!(st, code, "{body} → {e}");
-        assert_eq!(e["error"]["code"], "invalid_argument", "{e}");
+        assert_eq!(
+            (st, e["error"]["code"].as_str()),
+            (code.0, Some(code.1)),
+            "{body} → {e}"
+        );
     }
     let (st, e) = s
         .call(

@@ -21,6 +21,7 @@ use crate::tasks;
     responses((status = 201, body = api::Task), (status = 400, body = api::ErrorBody),
         (status = 404, body = api::ErrorBody),
         (status = 409, description = "`invalid_state`, or `quota_exceeded`: the tenant's task quota is used up", body = api::ErrorBody),
+        (status = 422, description = "`approval_unsupported`: an approval policy (`on-request`, `always`, given or the workspace's default) the agent's driver cannot honour yet", body = api::ErrorBody),
         (status = 424, description = "`provider_unconfigured`: the agent's LLM provider has no upstream key on this server", body = api::ErrorBody),
         (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]
