@@ -1593,7 +1593,7 @@ export interface paths {
             };
         };
         put?: never;
-        /** Subscribes a webhook, Slack webhook or ntfy topic to notification events. */
+        /** Subscribes a webhook, Slack webhook, ntfy topic or browser (Web Push) to notification events. */
         post: {
             parameters: {
                 query?: never;
@@ -1616,7 +1616,7 @@ export interface paths {
                         "application/json": components["schemas"]["CreatedSubscription"];
                     };
                 };
-                /** @description `invalid_argument`: unknown channel or kind */
+                /** @description `invalid_argument`: unknown channel or kind; `keys` missing for `webpush` or given for another channel */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -1679,7 +1679,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `tenant_required`: an admin's subscription names no tenant or workspace; `url_refused`: the URL does not parse or its host does not resolve, or its host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set */
+                /** @description `tenant_required`: an admin's subscription names no tenant or workspace; `url_refused`: the URL does not parse or its host does not resolve, or its host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set; `invalid_push_keys`: `webpush` keys that fit the document but are no P-256 key and 16-byte secret */
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -2005,6 +2005,69 @@ export interface paths {
                 };
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/notifications/webpush": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** What a browser subscribes to Web Push with: berth's VAPID public key. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description the `applicationServerKey` for `PushManager.subscribe` and the contact push services see */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["WebPushInfo"];
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -2469,6 +2532,15 @@ export interface paths {
                 };
                 /** @description `unsupported_media_type`: the body is not of the documented media type */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `approval_unsupported`: an approval policy (`on-request`, `always`, given or the workspace's default) the agent's driver cannot honour yet */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -7892,10 +7964,12 @@ export interface components {
         /** @description `POST /api/v1/notifications/subscriptions`. */
         CreateSubscription: {
             /**
-             * @description `webhook` (berth's signed JSON), `slack` (a Slack-compatible incoming webhook) or
-             *     `ntfy` (a topic URL).
+             * @description `webhook` (berth's signed JSON), `slack` (a Slack-compatible incoming webhook), `ntfy`
+             *     (a topic URL) or `webpush` (a browser's push subscription: `url` is its endpoint, with
+             *     `keys`).
              */
             channel: string;
+            keys?: null | components["schemas"]["PushKeys"];
             /** @description Event kinds (see `NOTIFY_KINDS`); empty or absent: every kind. */
             kinds?: ("task.completed" | "task.failed" | "task.waiting" | "workspace.failed" | "workspace.oom" | "budget.near" | "budget.over")[];
             /**
@@ -8014,8 +8088,11 @@ export interface components {
         };
         /** @description The answer to a create: the subscription and its signing secret, shown this once. */
         CreatedSubscription: {
-            /** @description HMAC-SHA256 key of the `X-Berth-Signature` header (`whsec_…`). Not shown again. */
-            signing_secret: string;
+            /**
+             * @description HMAC-SHA256 key of the `X-Berth-Signature` header (`whsec_…`). Not shown again. A
+             *     `webpush` subscription has none (the message is encrypted for the browser instead).
+             */
+            signing_secret?: string | null;
             subscription: components["schemas"]["Subscription"];
         };
         /** @description The answer to `POST /api/v1/tokens`: the token, shown this once. */
@@ -8396,6 +8473,13 @@ export interface components {
             started_at?: string | null;
             /** @description `pending`, `running`, `done`, `failed` or `skipped`. */
             state: string;
+        };
+        /** @description A browser's push subscription keys, base64url as `PushSubscription.toJSON()` gives them. */
+        PushKeys: {
+            /** @description The browser's authentication secret (16 bytes). */
+            auth: string;
+            /** @description The browser's P-256 public key (65 bytes uncompressed). */
+            p256dh: string;
         };
         /** @description `POST /api/v1/tasks/{task}/push`: push the task's branch. */
         PushTask: {
@@ -8901,6 +8985,13 @@ export interface components {
             subject: string;
             /** @description Absent for server-wide users (admins). */
             tenant?: string | null;
+        };
+        /** @description `GET /api/v1/notifications/webpush`: what a browser subscribes with. */
+        WebPushInfo: {
+            /** @description berth's VAPID public key (`applicationServerKey`), base64url. */
+            public_key: string;
+            /** @description The contact push services see (`sub` of the VAPID token). */
+            subject: string;
         };
         /** @description `GET /api/v1/whoami` */
         WhoAmI: {

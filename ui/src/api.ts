@@ -153,6 +153,7 @@ export type DecideRequest = Schemas['Decide'];
 export type Subscription = Schemas['Subscription'];
 export type CreateSubscriptionRequest = Schemas['CreateSubscription'];
 export type CreatedSubscription = Schemas['CreatedSubscription'];
+export type WebPushInfo = Schemas['WebPushInfo'];
 export type Delivery = Schemas['Delivery'];
 export type TestResult = Schemas['TestResult'];
 export type NotificationEvent = Schemas['NotificationEvent'];

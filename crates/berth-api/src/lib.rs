@@ -18,8 +18,8 @@ mod templates;
 pub use mcp::{mcp_servers_to_domain, McpServer, McpServerType};
 pub use notify::{
     CreateSubscription, CreatedSubscription, DeliveriesQuery, Delivery, DeliveryAttempt,
-    NotificationBudget, NotificationEvent, NotificationStreamQuery, NotificationTask, Subscription,
-    TestResult, MAX_NOTIFY_URL, NOTIFY_CHANNELS, NOTIFY_KINDS,
+    NotificationBudget, NotificationEvent, NotificationStreamQuery, NotificationTask, PushKeys,
+    Subscription, TestResult, WebPushInfo, MAX_NOTIFY_URL, NOTIFY_CHANNELS, NOTIFY_KINDS,
 };
 pub use sso::{AuthConfig, SessionInfo, User};
 pub use templates::{

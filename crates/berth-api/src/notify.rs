@@ -17,7 +17,7 @@ pub const NOTIFY_KINDS: [&str; 7] = [
 ];
 
 /// The channels a subscription delivers through.
-pub const NOTIFY_CHANNELS: [&str; 3] = ["webhook", "slack", "ntfy"];
+pub const NOTIFY_CHANNELS: [&str; 4] = ["webhook", "slack", "ntfy", "webpush"];
 
 /// The longest webhook URL.
 pub const MAX_NOTIFY_URL: usize = 2048;
@@ -26,13 +26,18 @@ pub const MAX_NOTIFY_URL: usize = 2048;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
-    /// `webhook` (berth's signed JSON), `slack` (a Slack-compatible incoming webhook) or
-    /// `ntfy` (a topic URL).
-    #[schema(pattern = "^(webhook|slack|ntfy)$")]
+    /// `webhook` (berth's signed JSON), `slack` (a Slack-compatible incoming webhook), `ntfy`
+    /// (a topic URL) or `webpush` (a browser's push subscription: `url` is its endpoint, with
+    /// `keys`).
+    #[schema(pattern = "^(webhook|slack|ntfy|webpush)$")]
     pub channel: String,
     /// Where to POST: `http` or `https`. Treated as a secret: stored encrypted, shown as
     /// `scheme://host/…` only.
     pub url: String,
+    /// The browser's keys of a `webpush` subscription (`PushSubscription.toJSON().keys`);
+    /// required for `webpush`, refused for the other channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<PushKeys>,
     /// The tenant to listen to: the caller's own (default), any for admins. Implied by
     /// `workspace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +48,27 @@ pub struct CreateSubscription {
     /// Event kinds (see `NOTIFY_KINDS`); empty or absent: every kind.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kinds: Vec<String>,
+}
+
+/// A browser's push subscription keys, base64url as `PushSubscription.toJSON()` gives them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushKeys {
+    /// The browser's P-256 public key (65 bytes uncompressed).
+    #[schema(pattern = "^[A-Za-z0-9_-]{86,88}={0,2}$")]
+    pub p256dh: String,
+    /// The browser's authentication secret (16 bytes).
+    #[schema(pattern = "^[A-Za-z0-9_-]{21,24}={0,2}$")]
+    pub auth: String,
+}
+
+/// `GET /api/v1/notifications/webpush`: what a browser subscribes with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct WebPushInfo {
+    /// berth's VAPID public key (`applicationServerKey`), base64url.
+    pub public_key: String,
+    /// The contact push services see (`sub` of the VAPID token).
+    pub subject: String,
 }
 
 /// A subscription as lists show it (never its URL's path or its signing secret).
@@ -67,8 +93,10 @@ pub struct Subscription {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CreatedSubscription {
     pub subscription: Subscription,
-    /// HMAC-SHA256 key of the `X-Berth-Signature` header (`whsec_…`). Not shown again.
-    pub signing_secret: String,
+    /// HMAC-SHA256 key of the `X-Berth-Signature` header (`whsec_…`). Not shown again. A
+    /// `webpush` subscription has none (the message is encrypted for the browser instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
 }
 
 /// One attempt of a delivery.

@@ -79,6 +79,9 @@ pub enum ErrorCode {
     /// link-local or other special-purpose address, or one of the server's own, and the server
     /// does not allow those (`BERTH_NOTIFY_ALLOW_PRIVATE`).
     UrlRefused,
+    /// A Web Push subscription's `keys` are not a browser's: `p256dh` is no P-256 public key
+    /// or `auth` is not 16 bytes.
+    InvalidPushKeys,
     /// The request needs a tenant and the caller's token has none (an admin's): name one.
     TenantRequired,
     /// The request body is larger than the route accepts.
@@ -153,6 +156,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::UrlRefused => "url_refused",
             Self::TenantRequired => "tenant_required",
+            Self::InvalidPushKeys => "invalid_push_keys",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TemplateInvalid => "template_invalid",
@@ -189,6 +193,7 @@ impl ErrorCode {
             | Self::TemplateInvalid
             | Self::ParamMissing
             | Self::TenantRequired
+            | Self::InvalidPushKeys
             | Self::GitRemoteMissing
             | Self::GitBranchMissing
             | Self::ForgeUnknown
@@ -242,7 +247,8 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 43] = [
+    const ALL: [ErrorCode; 44] = [
+        ErrorCode::InvalidPushKeys,
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidMcpServer,
         ErrorCode::ApprovalUnsupported,

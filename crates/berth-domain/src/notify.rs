@@ -96,16 +96,20 @@ pub enum Channel {
     Slack,
     /// An ntfy topic URL: a plain-text body with `Title`, `Priority` and `Tags` headers.
     Ntfy,
+    /// A browser's push subscription (Web Push, VAPID): the endpoint of its vendor's push
+    /// service and the browser's keys; the message is encrypted for the browser.
+    WebPush,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 3] = [Self::Webhook, Self::Slack, Self::Ntfy];
+    pub const ALL: [Channel; 4] = [Self::Webhook, Self::Slack, Self::Ntfy, Self::WebPush];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::Slack => "slack",
             Self::Ntfy => "ntfy",
+            Self::WebPush => "webpush",
         }
     }
 

@@ -39,7 +39,7 @@ use crate::routes::{
         tokens::list, tokens::create, tokens::revoke,
         tenants::list, tenants::quota, tenants::set_quota,
         notify::list, notify::create, notify::show, notify::remove, notify::test,
-        notify::deliveries, notify::stream,
+        notify::deliveries, notify::stream, notify::webpush,
         openapi_json,
     ),
     components(schemas(berth_api::WsControl, berth_api::ExecStart, berth_api::BackupManifest,
@@ -542,6 +542,17 @@ fn constrain(doc: &mut Value) {
                 "if": {"properties": {"params": {"type": "object", "minProperties": 1}},
                     "required": ["params"]},
                 "then": {"required": ["template"], "properties": {"template": {"type": "string"}}},
+            }),
+        );
+    }
+    // A browser's keys go with a Web Push subscription, and only with one.
+    if let Some(c) = doc.pointer_mut("/components/schemas/CreateSubscription") {
+        merge(
+            c,
+            json!({
+                "if": {"properties": {"channel": {"const": "webpush"}}, "required": ["channel"]},
+                "then": {"required": ["keys"], "properties": {"keys": {"type": "object"}}},
+                "else": {"properties": {"keys": {"type": "null"}}},
             }),
         );
     }

@@ -137,6 +137,24 @@ pub const LABEL_BINARY: &str = "berth.daemon-binary";
 /// A fingerprint of the caps and secret bindings a workspace's container was made with.
 pub const LABEL_CONFIG: &str = "berth.config";
 
+/// The contact of berth's Web Push token: `BERTH_VAPID_SUBJECT`, else the server's https
+/// public URL, else a placeholder address (some push services refuse it: set the variable).
+fn vapid_subject(config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &config.env.vapid_subject {
+        anyhow::ensure!(
+            (s.starts_with("mailto:") || s.starts_with("https://")) && s.len() <= 256,
+            "BERTH_VAPID_SUBJECT: {s:?} is not a mailto: or https: URL"
+        );
+        return Ok(s.clone());
+    }
+    Ok(match &config.sso {
+        Some(sso) if sso.public_url.scheme() == "https" => {
+            sso.public_url.as_str().trim_end_matches('/').to_owned()
+        }
+        _ => "mailto:berth@localhost".to_owned(),
+    })
+}
+
 impl AppState {
     /// Builds the services over `config`'s data dir: the gateway, the egress proxy (its CA under
     /// `DATA_DIR/ca`, its log writer started) and the vault (its key from the environment or
@@ -159,7 +177,14 @@ impl AppState {
             Some(c) => Some(Arc::new(crate::sso::Sso::new(c.clone())?)),
             None => None,
         };
-        let notify = crate::notify::Notifier::new(crate::notify::Settings::parse(&config.env)?);
+        let notify = crate::notify::Notifier::new(
+            crate::notify::Settings::parse(&config.env)?,
+            crate::notify::webpush::Vapid::load(
+                &config.data_dir,
+                config.env.vapid_key_file.as_deref(),
+                vapid_subject(&config)?,
+            )?,
+        );
         Ok(Self {
             sso,
             notify,

@@ -104,7 +104,7 @@ fn decode_key(hex_key: &str) -> Result<[u8; 32], String> {
         .map_err(|_| "the key must be 32 bytes (64 hex digits)".to_owned())
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -1,5 +1,6 @@
 // Notification subscriptions of the caller (admins: all): add (the signing secret is shown
-// once), test, delivery log, remove; and the switch for browser notifications.
+// once; "this browser" subscribes it to Web Push), test, delivery log, remove; and the switch
+// for browser notifications while berth is open.
 
 import { useState, type FormEvent } from 'react';
 import { api, post, type CreatedSubscription, type CreateSubscriptionRequest, type Delivery, type Subscription, type TestResult } from '../api';
@@ -8,6 +9,7 @@ import { useLoad } from '../hooks';
 import { browserNotificationsOn, browserNotificationsSupported, setBrowserNotifications } from '../notifications';
 import { useMe } from '../roles';
 import { Empty, ErrorBox, Loading } from '../ui';
+import { subscribeThisBrowser, webPushSupported } from '../webpush';
 
 const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over'] as const;
 type Kind = (typeof KINDS)[number];
@@ -27,7 +29,7 @@ export function Notifications() {
           list.reload();
         }}
       />
-      {created && (
+      {created?.signing_secret && (
         <div className="card" role="status" data-testid="notify-created">
           <p>
             Subscription <strong>{created.subscription.id}</strong> created. Its signing secret verifies the{' '}
@@ -37,7 +39,7 @@ export function Notifications() {
             {created.signing_secret}
           </code>
           <div className="row">
-            <button type="button" className="btn small" onClick={() => navigator.clipboard?.writeText(created.signing_secret)}>
+            <button type="button" className="btn small" onClick={() => navigator.clipboard?.writeText(created.signing_secret ?? '')}>
               Copy
             </button>
             <button type="button" className="btn small" onClick={() => setCreated(undefined)}>
@@ -201,11 +203,13 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
     e.preventDefault();
     setBusy(true);
     setError(undefined);
-    const body: CreateSubscriptionRequest = { channel, url: url.trim() };
-    if (workspace.trim()) body.workspace = workspace.trim();
-    else if (!me?.tenant && tenant.trim()) body.tenant = tenant.trim();
-    if (kinds.length) body.kinds = kinds;
     try {
+      // This browser: its push service's endpoint and keys, from a fresh (or kept) subscription.
+      const target = channel === 'webpush' ? await subscribeThisBrowser() : { url: url.trim() };
+      const body: CreateSubscriptionRequest = { channel, ...target };
+      if (workspace.trim()) body.workspace = workspace.trim();
+      else if (!me?.tenant && tenant.trim()) body.tenant = tenant.trim();
+      if (kinds.length) body.kinds = kinds;
       onCreated(await post<CreatedSubscription>('/notifications/subscriptions', body));
       setUrl('');
     } catch (err) {
@@ -222,12 +226,15 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
           <option value="webhook">Webhook (signed JSON)</option>
           <option value="slack">Slack incoming webhook</option>
           <option value="ntfy">ntfy topic</option>
+          {webPushSupported() && <option value="webpush">This browser (push, also when berth is closed)</option>}
         </select>
       </label>
-      <label>
-        URL
-        <input type="url" value={url} onChange={(e) => setUrl(e.target.value)} required maxLength={2048} placeholder="https://…" data-testid="notify-url" />
-      </label>
+      {channel !== 'webpush' && (
+        <label>
+          URL
+          <input type="url" value={url} onChange={(e) => setUrl(e.target.value)} required maxLength={2048} placeholder="https://…" data-testid="notify-url" />
+        </label>
+      )}
       {!me?.tenant && (
         <label>
           Tenant

@@ -159,6 +159,7 @@ const EXPECTED: &[Entry] = &[
     ("POST", "/notifications/subscriptions/{sub}/test", Viewer, Own, "/notifications/subscriptions/N/test", NoBody),
     ("GET", "/notifications/subscriptions/{sub}/deliveries", Viewer, Own, "/notifications/subscriptions/N/deliveries", NoBody),
     ("GET", "/notifications/stream", Viewer, Global, "/notifications/stream", NoBody),
+    ("GET", "/notifications/webpush", Viewer, Global, "/notifications/webpush", NoBody),
 ];
 
 /// The callers of the matrix.

@@ -461,3 +461,204 @@ async fn private_targets_are_refused_by_default() {
     assert!(!out.status.success());
     assert!(err.contains("refused") && err.lines().count() == 1, "{err}");
 }
+
+/// The browser's side of RFC 8291, written here from the RFC (not from berth's code): the
+/// shared secret of the browser's key and the sender's key from the message header, the
+/// keys derived with the browser's auth secret, the one record opened and its delimiter
+/// checked.
+fn open_push_message(
+    body: &[u8],
+    ua_private: ring::agreement::EphemeralPrivateKey,
+    ua_public: &[u8],
+    auth: &[u8],
+) -> Vec<u8> {
+    use ring::{aead, agreement, hkdf};
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    let derive = |salt: &[u8], ikm: &[u8], info: &[&[u8]], len: usize| {
+        let mut out = vec![0u8; len];
+        hkdf::Salt::new(hkdf::HKDF_SHA256, salt)
+            .extract(ikm)
+            .expand(info, Len(len))
+            .unwrap()
+            .fill(&mut out)
+            .unwrap();
+        out
+    };
+    let (salt, rest) = body.split_at(16);
+    assert_eq!(&rest[..4], &4096u32.to_be_bytes(), "record size");
+    let idlen = usize::from(rest[4]);
+    assert_eq!(idlen, 65, "the key id is the sender's P-256 key");
+    let (as_public, ciphertext) = rest[5..].split_at(idlen);
+    let ecdh = agreement::agree_ephemeral(
+        ua_private,
+        &agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, as_public),
+        |s| s.to_vec(),
+    )
+    .unwrap();
+    let ikm = derive(auth, &ecdh, &[b"WebPush: info\0", ua_public, as_public], 32);
+    let cek = derive(salt, &ikm, &[b"Content-Encoding: aes128gcm\0"], 16);
+    let nonce = derive(salt, &ikm, &[b"Content-Encoding: nonce\0"], 12);
+    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_128_GCM, &cek).unwrap());
+    let mut record = ciphertext.to_vec();
+    let plain = key
+        .open_in_place(
+            aead::Nonce::try_assume_unique_for_key(&nonce).unwrap(),
+            aead::Aad::empty(),
+            &mut record,
+        )
+        .expect("the message opens with the browser's keys")
+        .to_vec();
+    let (last, text) = plain.split_last().unwrap();
+    assert_eq!(*last, 2, "one record, the last, unpadded");
+    text.to_vec()
+}
+
+/// Web Push as a push service and a browser see it: the subscription takes the browser's
+/// keys (checked: no key, keys on another channel, a point off the curve are refused), the
+/// test event reaches the endpoint (a loopback stand-in for the vendor's push service)
+/// encrypted with `aes128gcm` so only the browser's key opens it, and the request carries a
+/// VAPID token signed with berth's published key for the endpoint's origin.
+#[tokio::test]
+async fn web_push_is_encrypted_for_the_browser_and_authorised_with_vapid() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let s = TestServer::start_with(
+        bin(),
+        ServerOptions {
+            env: vec![
+                ("BERTH_NOTIFY_ALLOW_PRIVATE".to_owned(), "1".to_owned()),
+                (
+                    "BERTH_VAPID_SUBJECT".to_owned(),
+                    "mailto:ops@example.com".to_owned(),
+                ),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let info = s.get("/api/v1/notifications/webpush").await;
+    let vapid_key = info["public_key"].as_str().unwrap().to_owned();
+    assert_eq!(info["subject"], "mailto:ops@example.com");
+    assert_eq!(B64.decode(&vapid_key).unwrap().len(), 65, "{info}");
+
+    // The browser: its P-256 key pair and auth secret, as PushManager.subscribe makes them.
+    let rng = ring::rand::SystemRandom::new();
+    let ua_private =
+        ring::agreement::EphemeralPrivateKey::generate(&ring::agreement::ECDH_P256, &rng).unwrap();
+    let ua_public = ua_private.compute_public_key().unwrap().as_ref().to_vec();
+    let mut auth = [0u8; 16];
+    rng.fill(&mut auth).unwrap();
+    let keys = json!({"p256dh": B64.encode(&ua_public), "auth": B64.encode(auth)});
+
+    let (push, addr) = Receiver::start(&[201]).await;
+    let endpoint = format!("http://{addr}/wpush/v2/{URL_SECRET}");
+    let create = |body: Value| {
+        let s = &s;
+        async move {
+            s.call("POST", "/api/v1/notifications/subscriptions", Some(body))
+                .await
+        }
+    };
+    for (body, want) in [
+        (
+            json!({"channel": "webpush", "url": endpoint, "tenant": "acme"}),
+            (400, "invalid_argument"),
+        ),
+        (
+            json!({"channel": "webhook", "url": endpoint, "tenant": "acme", "keys": keys}),
+            (400, "invalid_argument"),
+        ),
+        (
+            json!({"channel": "webpush", "url": endpoint, "tenant": "acme",
+                "keys": {"p256dh": format!("BA{}", "A".repeat(85)), "auth": B64.encode(auth)}}),
+            (422, "invalid_push_keys"),
+        ),
+    ] {
+        let (st, v) = create(body.clone()).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (want.0, Some(want.1)),
+            "{body} → {v}"
+        );
+    }
+    let (st, v) = create(
+        json!({"channel": "webpush", "url": endpoint, "tenant": "acme",
+        "keys": keys}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert!(v.get("signing_secret").is_none(), "no signing secret: {v}");
+    let id = v["subscription"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["subscription"]["channel"], "webpush");
+    assert!(
+        !v.to_string().contains(URL_SECRET),
+        "the endpoint's path is not shown: {v}"
+    );
+
+    let (st, r) = s
+        .call(
+            "POST",
+            &format!("/api/v1/notifications/subscriptions/{id}/test"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, &r["delivered"], &r["status"]),
+        (200, &json!(true), &json!(201)),
+        "{r}"
+    );
+    let got = push.got();
+    assert_eq!(got.len(), 1);
+    let req = &got[0];
+    assert_eq!(req.path, format!("/wpush/v2/{URL_SECRET}"));
+    let h = |name: &str| req.headers[name].to_str().unwrap().to_owned();
+    assert_eq!(h("content-encoding"), "aes128gcm");
+    assert_eq!(h("ttl"), "86400");
+    assert_eq!(h("urgency"), "normal");
+    assert!(req.headers.get("x-berth-signature").is_none());
+
+    // VAPID (RFC 8292): `vapid t=JWT, k=KEY`, the key the server publishes, the signature
+    // ES256 over the token, the audience the endpoint's origin, at most a day ahead.
+    let authz = h("authorization");
+    let (t, k) = authz
+        .strip_prefix("vapid t=")
+        .and_then(|r| r.split_once(", k="))
+        .unwrap_or_else(|| panic!("{authz}"));
+    assert_eq!(k, vapid_key);
+    let (signed, sig) = t.rsplit_once('.').unwrap();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ECDSA_P256_SHA256_FIXED,
+        B64.decode(k).unwrap(),
+    )
+    .verify(signed.as_bytes(), &B64.decode(sig).unwrap())
+    .expect("the VAPID token verifies with berth's public key");
+    let (head, claims) = signed.split_once('.').unwrap();
+    let head: Value = serde_json::from_slice(&B64.decode(head).unwrap()).unwrap();
+    assert_eq!(head["alg"], "ES256");
+    let claims: Value = serde_json::from_slice(&B64.decode(claims).unwrap()).unwrap();
+    assert_eq!(claims["aud"], format!("http://{addr}"));
+    assert_eq!(claims["sub"], "mailto:ops@example.com");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!(exp > now && exp <= now + 24 * 3600, "{claims}");
+
+    // Only the browser's key opens the message.
+    let text = open_push_message(&req.body, ua_private, &ua_public, &auth);
+    let m: Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(
+        (&m["kind"], &m["title"]),
+        (&json!("test"), &json!("berth test notification")),
+        "{m}"
+    );
+    assert!(m["body"].as_str().is_some_and(|b| !b.is_empty()), "{m}");
+    assert!(
+        !String::from_utf8_lossy(&req.body).contains("berth test"),
+        "the push service does not see the text"
+    );
+}

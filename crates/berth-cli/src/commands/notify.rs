@@ -77,6 +77,7 @@ pub(crate) async fn run(cmd: NotifyCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
                 tenant,
                 workspace,
                 kinds: kinds.into_iter().filter(|k| !k.is_empty()).collect(),
+                keys: None,
             };
             let v = client
                 .post_value("/notifications/subscriptions", &body)
@@ -85,7 +86,8 @@ pub(crate) async fn run(cmd: NotifyCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
                 ctx.print_json(&v)?;
             } else {
                 let c: CreatedSubscription = decode(v)?;
-                ctx.print(&format!("{}\n", c.signing_secret))?;
+                // Only a browser's Web Push subscription (made by the web UI) has no secret.
+                ctx.print(&format!("{}\n", c.signing_secret.unwrap_or_default()))?;
                 ctx.note(&format!(
                     "subscription {} created ({} to {}); above is its signing secret, shown only \
                      now: verify X-Berth-Signature with it",

@@ -31,6 +31,8 @@ impl EnvVars {
     pub const NOTIFY_RETRY_BASE_MS: &'static str = "BERTH_NOTIFY_RETRY_BASE_MS";
     pub const NOTIFY_MAX_ATTEMPTS: &'static str = "BERTH_NOTIFY_MAX_ATTEMPTS";
     pub const NOTIFY_BUDGET_NEAR_PERCENT: &'static str = "BERTH_NOTIFY_BUDGET_NEAR_PERCENT";
+    pub const VAPID_SUBJECT: &'static str = "BERTH_VAPID_SUBJECT";
+    pub const VAPID_KEY_FILE: &'static str = "BERTH_VAPID_KEY_FILE";
     pub const GITHUB_API_URL: &'static str = "BERTH_GITHUB_API_URL";
     pub const GITLAB_API_URL: &'static str = "BERTH_GITLAB_API_URL";
     pub const AZURE_DEVOPS_API_URL: &'static str = "BERTH_AZURE_DEVOPS_API_URL";
@@ -72,6 +74,10 @@ pub struct EnvSettings {
     pub notify_max_attempts: Option<String>,
     /// The share (percent) of a budget that raises `budget.near`.
     pub notify_budget_near_percent: Option<String>,
+    /// The contact Web Push services see (`mailto:` or `https:`).
+    pub vapid_subject: Option<String>,
+    /// berth's Web Push (VAPID) key file (default `DATA_DIR/vapid.key`).
+    pub vapid_key_file: Option<PathBuf>,
     /// The pull-request providers' API bases (self-hosted instances, tests).
     pub forges: ForgeEnv,
 }
@@ -114,6 +120,8 @@ impl EnvSettings {
             notify_retry_base_ms: var(EnvVars::NOTIFY_RETRY_BASE_MS),
             notify_max_attempts: var(EnvVars::NOTIFY_MAX_ATTEMPTS),
             notify_budget_near_percent: var(EnvVars::NOTIFY_BUDGET_NEAR_PERCENT),
+            vapid_subject: var(EnvVars::VAPID_SUBJECT),
+            vapid_key_file: var(EnvVars::VAPID_KEY_FILE).map(PathBuf::from),
             forges: ForgeEnv {
                 github_api: var(EnvVars::GITHUB_API_URL),
                 gitlab_api: var(EnvVars::GITLAB_API_URL),
@@ -152,6 +160,8 @@ mod tests {
         EnvVars::NOTIFY_RETRY_BASE_MS,
         EnvVars::NOTIFY_MAX_ATTEMPTS,
         EnvVars::NOTIFY_BUDGET_NEAR_PERCENT,
+        EnvVars::VAPID_SUBJECT,
+        EnvVars::VAPID_KEY_FILE,
         EnvVars::GITHUB_API_URL,
         EnvVars::GITLAB_API_URL,
         EnvVars::AZURE_DEVOPS_API_URL,

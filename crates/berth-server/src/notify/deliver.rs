@@ -1,5 +1,6 @@
 //! One delivery attempt: the request a channel makes of an event (berth's JSON, Slack's
-//! `{"text"}`, ntfy's plain text with headers), its HMAC-SHA256 signature, and the POST to an
+//! `{"text"}`, ntfy's plain text with headers, a Web Push message encrypted for the browser
+//! with a VAPID token), its HMAC-SHA256 signature, and the POST to an
 //! address checked against the SSRF policy at that moment (the host is resolved here, every
 //! address it has is checked, and the connection goes to the checked address, so a DNS answer
 //! that changes between the check and the connect cannot redirect it). No redirects are
@@ -47,7 +48,8 @@ pub fn sign(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The request a channel makes of an event: body, content type, extra headers.
+/// The request a channel makes of an event: body, content type, extra headers. A Web Push
+/// body is the plaintext, encrypted by [`attempt`] for the browser.
 pub fn render(
     channel: Channel,
     ev: &api::NotificationEvent,
@@ -85,6 +87,31 @@ pub fn render(
                 headers,
             )
         }
+        Channel::WebPush => (push_message(ev), "application/json", Vec::new()),
+    }
+}
+
+/// What berth's service worker shows (`title`, `body`, and `url` to open on a click), as JSON
+/// no longer than one push may carry: a long text is cut.
+fn push_message(ev: &api::NotificationEvent) -> Vec<u8> {
+    let message = |text: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "title": ev.title,
+            "body": text,
+            "kind": ev.kind,
+            "id": ev.id,
+            "url": ev.link,
+        }))
+        .unwrap_or_default()
+    };
+    let mut text: String = ev.text.chars().take(1000).collect();
+    loop {
+        let m = message(&text);
+        if m.len() <= super::webpush::MAX_PLAINTEXT || text.is_empty() {
+            return m;
+        }
+        let keep = text.chars().count() / 2;
+        text = text.chars().take(keep).collect();
     }
 }
 
@@ -182,7 +209,9 @@ pub async fn resolve(
     Ok(first)
 }
 
-/// Makes one attempt: checks the target, signs, POSTs, and reports the status or the error.
+/// Makes one attempt: checks the target, signs (a webhook) or encrypts and authorises (Web
+/// Push), POSTs, and reports the status or the error. `secret` is the signing secret, or a Web
+/// Push subscription's keys.
 #[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     url: &Secret,
@@ -192,6 +221,7 @@ pub async fn attempt(
     delivery_id: i64,
     allow_private: bool,
     local: &berth_egress::LocalAddrs,
+    vapid: &super::webpush::Vapid,
 ) -> Outcome {
     let started = Instant::now();
     let done = |status: Option<u16>, error: Option<String>| Outcome {
@@ -222,6 +252,16 @@ pub async fn attempt(
     };
     let (body, content_type, headers) = render(channel, ev);
     let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+    if channel == Channel::WebPush {
+        let req = match push_request(&client, vapid, secret, u, ev, &body, ts) {
+            Ok(r) => r,
+            Err(e) => return done(None, Some(e)),
+        };
+        return match req.send().await {
+            Ok(resp) => done(Some(resp.status().as_u16()), None),
+            Err(e) => done(None, Some(describe(&e))),
+        };
+    }
     let mut req = client
         .post(u)
         .header("Content-Type", content_type)
@@ -237,6 +277,42 @@ pub async fn attempt(
         Ok(resp) => done(Some(resp.status().as_u16()), None),
         Err(e) => done(None, Some(describe(&e))),
     }
+}
+
+/// The Web Push request (RFC 8030): the message encrypted for the browser's keys, a VAPID
+/// token for the push service's origin, how long the service may hold it (`TTL`) and how urgent
+/// it is.
+fn push_request(
+    client: &reqwest::Client,
+    vapid: &super::webpush::Vapid,
+    keys: &Secret,
+    u: reqwest::Url,
+    ev: &api::NotificationEvent,
+    plaintext: &[u8],
+    now: i64,
+) -> Result<reqwest::RequestBuilder, String> {
+    let keys = super::webpush::PushKeys::from_stored(keys.expose())
+        .ok_or("the subscription's keys are unreadable")?;
+    let body = vapid
+        .encrypt(&keys, plaintext)
+        .map_err(|e| format!("cannot encrypt the message: {e}"))?;
+    let auth = vapid
+        .authorization(&u, u64::try_from(now).unwrap_or(0))
+        .map_err(|e| e.to_string())?;
+    let kind = NotifyKind::parse(&ev.kind).unwrap_or(NotifyKind::Test);
+    let urgency = if kind.priority() >= 4 {
+        "high"
+    } else {
+        "normal"
+    };
+    Ok(client
+        .post(u)
+        .header("Content-Type", "application/octet-stream")
+        .header("Content-Encoding", "aes128gcm")
+        .header("TTL", "86400")
+        .header("Urgency", urgency)
+        .header("Authorization", auth)
+        .body(body))
 }
 
 /// A reqwest error in one line, without the URL (it may hold a secret).

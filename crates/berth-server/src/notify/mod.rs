@@ -11,6 +11,7 @@
 //! as `scheme://host/…` only and the secret is shown once, at creation.
 
 pub mod deliver;
+pub mod webpush;
 pub mod worker;
 
 use berth_api as api;
@@ -95,18 +96,21 @@ impl Settings {
 }
 
 /// The notifier's handle in [`AppState`]: its settings, the host's own addresses (refused as
-/// targets) and the signal of the browser stream (the newest event fanned out).
+/// targets), berth's Web Push identity and the signal of the browser stream (the newest event
+/// fanned out).
 pub struct Notifier {
     pub settings: Settings,
     pub local: berth_egress::LocalAddrs,
+    pub vapid: webpush::Vapid,
     fanned_out: watch::Sender<i64>,
 }
 
 impl Notifier {
-    pub fn new(settings: Settings) -> Self {
+    pub fn new(settings: Settings, vapid: webpush::Vapid) -> Self {
         Self {
             settings,
             local: berth_egress::LocalAddrs::new(),
+            vapid,
             fanned_out: watch::channel(0).0,
         }
     }
@@ -193,12 +197,13 @@ fn parse_kinds(kinds: &[String]) -> ApiResult<Vec<NotifyKind>> {
 }
 
 /// Creates a subscription owned by the caller; `req` is `Err` when the request was malformed
-/// (recorded too). Returns the signing secret, shown this once.
+/// (recorded too). Returns the signing secret, shown this once (a Web Push subscription has
+/// none: its sealed value is the browser's keys).
 pub async fn create(
     state: &AppState,
     actor: &Actor,
     req: ApiResult<api::CreateSubscription>,
-) -> ApiResult<(Secret, NotifySubscription)> {
+) -> ApiResult<(Option<Secret>, NotifySubscription)> {
     let mut shown = "(invalid request)".to_owned();
     let result = async {
         let req = req?;
@@ -210,6 +215,22 @@ pub async fn create(
             ))
         })?;
         let kinds = parse_kinds(&req.kinds)?;
+        let push_keys = match (channel, &req.keys) {
+            (Channel::WebPush, Some(k)) => Some(
+                webpush::PushKeys::parse(&k.p256dh, &k.auth).map_err(|m| {
+                    ApiError::new(berth_domain::ErrorCode::InvalidPushKeys, m)
+                })?,
+            ),
+            (Channel::WebPush, None) => {
+                return Err(ApiError::invalid(
+                    "a webpush subscription needs the browser's keys (p256dh, auth)",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(ApiError::invalid("keys are for webpush subscriptions only"))
+            }
+            (_, None) => None,
+        };
         // Not http(s) at all does not fit the document (400); an http(s) URL that still does
         // not parse, or points somewhere refused, is 422.
         if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
@@ -268,7 +289,14 @@ pub async fn create(
             ));
         }
         let id = format!("nsub_{}", random_hex(12));
-        let secret = Secret::new(format!("whsec_{}", random_hex(24)));
+        let signing = push_keys
+            .is_none()
+            .then(|| Secret::new(format!("whsec_{}", random_hex(24))));
+        let sealed = match (&push_keys, &signing) {
+            (Some(k), _) => Secret::new(k.to_stored()),
+            (None, Some(s)) => s.clone(),
+            (None, None) => return Err(ApiError::internal("no value to seal")),
+        };
         let (t, n) = seal_scope(&id);
         let url_sealed = state
             .vault
@@ -276,7 +304,7 @@ pub async fn create(
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let secret_sealed = state
             .vault
-            .seal(&t, &format!("{n}.secret"), &secret)
+            .seal(&t, &format!("{n}.secret"), &sealed)
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let sub = NotifySubscription {
             id,
@@ -294,7 +322,7 @@ pub async fn create(
         };
         state.store.insert_notify_subscription(&sub).await?;
         shown = format!("{} {}", sub.id, sub.url_shown);
-        Ok((secret, sub))
+        Ok((signing, sub))
     }
     .await;
     audit(&state.store, actor, "notify.subscribe", &shown, &result).await;

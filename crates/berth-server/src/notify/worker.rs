@@ -258,6 +258,7 @@ pub async fn send(
         delivery,
         settings.allow_private,
         &state.notify.local,
+        &state.notify.vapid,
     )
     .await;
     let next = if out.delivered() || !retry || !notify::retryable(out.status) {

@@ -197,6 +197,7 @@ fn api() -> Api {
             notify::deliveries,
         )
         .get("/notifications/stream", READ, notify::stream)
+        .get("/notifications/webpush", READ, notify::webpush)
 }
 
 /// The access table of every API route, as registered (paths relative to `/api/v1`).

@@ -29,14 +29,14 @@ pub async fn list(
     Ok(axum::Json(all.into_iter().map(notify::to_api).collect()))
 }
 
-/// Subscribes a webhook, Slack webhook or ntfy topic to notification events.
+/// Subscribes a webhook, Slack webhook, ntfy topic or browser (Web Push) to notification events.
 #[utoipa::path(post, path = "/api/v1/notifications/subscriptions", operation_id = "create_subscription", tag = "notifications",
     request_body = api::CreateSubscription,
     responses((status = 201, body = api::CreatedSubscription, description = "the subscription and its signing secret, shown this once"),
-        (status = 400, description = "`invalid_argument`: unknown channel or kind", body = api::ErrorBody),
+        (status = 400, description = "`invalid_argument`: unknown channel or kind; `keys` missing for `webpush` or given for another channel", body = api::ErrorBody),
         (status = 404, description = "`not_found`: the workspace or tenant does not exist or is another tenant's", body = api::ErrorBody),
         (status = 409, description = "`conflict`: the caller holds the most subscriptions one caller may (50), or `workspace` is not of `tenant`", body = api::ErrorBody),
-        (status = 422, description = "`tenant_required`: an admin's subscription names no tenant or workspace; `url_refused`: the URL does not parse or its host does not resolve, or its host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set", body = api::ErrorBody)),
+        (status = 422, description = "`tenant_required`: an admin's subscription names no tenant or workspace; `url_refused`: the URL does not parse or its host does not resolve, or its host is or resolves to a loopback, private, link-local or other special-purpose address, or the server's own, and `BERTH_NOTIFY_ALLOW_PRIVATE` is not set; `invalid_push_keys`: `webpush` keys that fit the document but are no P-256 key and 16-byte secret", body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -49,9 +49,20 @@ pub async fn create(
         StatusCode::CREATED,
         axum::Json(api::CreatedSubscription {
             subscription: notify::to_api(sub),
-            signing_secret: secret.expose().to_owned(),
+            signing_secret: secret.map(|s| s.expose().to_owned()),
         }),
     ))
+}
+
+/// What a browser subscribes to Web Push with: berth's VAPID public key.
+#[utoipa::path(get, path = "/api/v1/notifications/webpush", operation_id = "webpush_info", tag = "notifications",
+    responses((status = 200, body = api::WebPushInfo, description = "the `applicationServerKey` for `PushManager.subscribe` and the contact push services see")),
+    security(("bearer" = [])))]
+pub async fn webpush(State(state): State<Arc<AppState>>) -> axum::Json<api::WebPushInfo> {
+    axum::Json(api::WebPushInfo {
+        public_key: state.notify.vapid.public_key(),
+        subject: state.notify.vapid.subject().to_owned(),
+    })
 }
 
 /// One notification subscription.
