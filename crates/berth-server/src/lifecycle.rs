@@ -39,6 +39,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A validated create request.
 #[derive(Debug, Clone)]
 pub struct CreateSpec {
+    /// The new workspace's id (chosen with the request, so its secret bindings name it).
+    pub id: WorkspaceId,
     pub tenant: Name,
     pub name: Name,
     pub limits: Limits,
@@ -114,13 +116,15 @@ impl CreateSpec {
             }
             egress_templates.push(name);
         }
-        let secrets = parse_secret_uses(req.secrets.as_deref().unwrap_or_default())?;
+        let id = WorkspaceId::generate();
+        let secrets = parse_secret_uses(&id, req.secrets.as_deref().unwrap_or_default())?;
         let mcp_servers =
             berth_api::mcp_servers_to_domain(req.mcp_servers.as_deref().unwrap_or_default())
                 .map_err(|e| {
                     ApiError::new(ErrorCode::InvalidMcpServer, format!("mcp_servers: {e}"))
                 })?;
         Ok(Self {
+            id,
             tenant,
             name,
             limits,
@@ -136,8 +140,10 @@ impl CreateSpec {
 }
 
 /// The secret bindings of a request (create's `secrets`, update's), validated: names, delivery,
-/// hosts and headers; a secret named twice is a 409 `conflict`. Placeholders are new.
+/// hosts and headers; a secret named twice is a 409 `conflict`. Placeholders are new; the
+/// bindings are workspace `ws`'s.
 pub(crate) fn parse_secret_uses(
+    ws: &WorkspaceId,
     uses: &[berth_api::UseSecret],
 ) -> ApiResult<Vec<berth_store::SecretUse>> {
     let mut secrets = Vec::new();
@@ -195,7 +201,7 @@ pub(crate) fn parse_secret_uses(
             ));
         }
         secrets.push(berth_store::SecretUse {
-            workspace_id: String::new(),
+            workspace_id: ws.clone(),
             placeholder: crate::vault::placeholder(&u.name),
             name: u.name,
             hosts,
@@ -298,7 +304,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
         }
     }
     let tenant = state.store.ensure_tenant(&spec.tenant).await?;
-    let id = WorkspaceId::generate();
+    let id = spec.id.clone();
     let lock = state.lock_for(&id);
     let _guard = lock.lock().await;
     let volume = volume_name(state, &spec.tenant, &spec.name);
@@ -333,15 +339,7 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
         }
     }
     state.store.set_egress_rules(&id, &spec.egress).await?;
-    let uses: Vec<berth_store::SecretUse> = spec
-        .secrets
-        .iter()
-        .map(|u| berth_store::SecretUse {
-            workspace_id: id.to_string(),
-            ..u.clone()
-        })
-        .collect();
-    state.store.set_secret_uses(&id, &uses).await?;
+    state.store.set_secret_uses(&id, &spec.secrets).await?;
     for t in &spec.egress_templates {
         // Checked above; a template removed since then fails the create here, before anything
         // is provisioned.
