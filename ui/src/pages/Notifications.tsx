@@ -4,10 +4,10 @@
 import { useState, type FormEvent } from 'react';
 import { api, post, type CreatedSubscription, type CreateSubscriptionRequest, type Delivery, type Subscription, type TestResult } from '../api';
 import { dateTime } from '../format';
-import { useLoad } from '../hooks';
+import { useAction, useLoad } from '../hooks';
 import { browserNotificationsOn, browserNotificationsSupported, setBrowserNotifications } from '../notifications';
 import { useMe } from '../roles';
-import { Empty, ErrorBox, Loading } from '../ui';
+import { Empty, ErrorBox, FormError, Loading, ShownOnce } from '../ui';
 
 const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over'] as const;
 type Kind = (typeof KINDS)[number];
@@ -28,23 +28,10 @@ export function Notifications() {
         }}
       />
       {created && (
-        <div className="card" role="status" data-testid="notify-created">
-          <p>
-            Subscription <strong>{created.subscription.id}</strong> created. Its signing secret verifies the{' '}
-            <code>X-Berth-Signature</code> header; copy it now: it is shown only this once.
-          </p>
-          <code className="token-once" data-testid="notify-secret">
-            {created.signing_secret}
-          </code>
-          <div className="row">
-            <button type="button" className="btn small" onClick={() => navigator.clipboard?.writeText(created.signing_secret)}>
-              Copy
-            </button>
-            <button type="button" className="btn small" onClick={() => setCreated(undefined)}>
-              Done
-            </button>
-          </div>
-        </div>
+        <ShownOnce value={created.signing_secret} testid="notify-created" valueTestid="notify-secret" onDone={() => setCreated(undefined)}>
+          Subscription <strong>{created.subscription.id}</strong> created. Its signing secret verifies the{' '}
+          <code>X-Berth-Signature</code> header; copy it now: it is shown only this once.
+        </ShownOnce>
       )}
       <ErrorBox error={list.error} onRetry={list.reload} />
       {list.loading && !list.data ? (
@@ -102,22 +89,10 @@ function BrowserSwitch() {
 }
 
 function SubscriptionRow({ s, onChange }: { s: Subscription; onChange: () => void }) {
-  const [error, setError] = useState<string>();
   const [test, setTest] = useState<TestResult>();
-  const [busy, setBusy] = useState(false);
   const [log, setLog] = useState<Delivery[]>();
+  const { busy, error, run } = useAction();
   const path = `/notifications/subscriptions/${encodeURIComponent(s.id)}`;
-  const run = async (f: () => Promise<void>) => {
-    setError(undefined);
-    setBusy(true);
-    try {
-      await f();
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setBusy(false);
-    }
-  };
   return (
     <>
       <tr data-testid={`notify-${s.id}`}>
@@ -195,24 +170,17 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
   const [tenant, setTenant] = useState('');
   const [workspace, setWorkspace] = useState('');
   const [kinds, setKinds] = useState<Kind[]>([]);
-  const [error, setError] = useState<string>();
-  const [busy, setBusy] = useState(false);
-  const submit = async (e: FormEvent) => {
+  const { busy, error, run } = useAction();
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(undefined);
     const body: CreateSubscriptionRequest = { channel, url: url.trim() };
     if (workspace.trim()) body.workspace = workspace.trim();
     else if (!me?.tenant && tenant.trim()) body.tenant = tenant.trim();
     if (kinds.length) body.kinds = kinds;
-    try {
+    return run(async () => {
       onCreated(await post<CreatedSubscription>('/notifications/subscriptions', body));
       setUrl('');
-    } catch (err) {
-      setError((err as Error).message);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="card form-grid" onSubmit={submit} aria-label="New subscription" data-testid="notify-form">
@@ -248,11 +216,7 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
           </label>
         ))}
       </fieldset>
-      {error && (
-        <p className="error-box" role="alert">
-          {error}
-        </p>
-      )}
+      <FormError error={error} />
       <button type="submit" className="btn primary" disabled={busy} data-testid="notify-create">
         {busy ? 'Adding…' : 'Add subscription'}
       </button>
