@@ -163,6 +163,24 @@ pub async fn usage(
             by,
         })
         .await?;
+    let (rows, total) = report_rows(rows);
+    Ok(axum::Json(api::UsageReport {
+        since,
+        until,
+        by: by_name,
+        rows,
+        total,
+    }))
+}
+
+/// A `task` filter as a task id: `Ok(None)` without one, `Err` for text that is no task id
+/// (no call can match it).
+fn task_filter(task: Option<&str>) -> Result<Option<TaskId>, ()> {
+    task.map(|t| TaskId::parse(t).ok_or(())).transpose()
+}
+
+/// The report's rows in their wire form, and the total row that sums them.
+fn report_rows(rows: Vec<berth_store::UsageRow>) -> (Vec<api::UsageRow>, api::UsageRow) {
     let mut total_nusd = 0u64;
     let mut total = total_row(0);
     let rows: Vec<api::UsageRow> = rows
@@ -200,19 +218,7 @@ pub async fn usage(
         .collect();
     total.cost_usd = Some(total_nusd as f64 / 1e9);
     total.cost = api::usd_decimal(total_nusd);
-    Ok(axum::Json(api::UsageReport {
-        since,
-        until,
-        by: by_name,
-        rows,
-        total,
-    }))
-}
-
-/// A `task` filter as a task id: `Ok(None)` without one, `Err` for text that is no task id
-/// (no call can match it).
-fn task_filter(task: Option<&str>) -> Result<Option<TaskId>, ()> {
-    task.map(|t| TaskId::parse(t).ok_or(())).transpose()
+    (rows, total)
 }
 
 /// The total row of a report whose calls cost `nusd`.
