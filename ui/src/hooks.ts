@@ -74,3 +74,28 @@ export function useLoad<T>(fn: () => Promise<T>, deps: unknown[], intervalMs?: n
 
   return { data, error, loading, reload: run };
 }
+
+export interface Action {
+  busy: boolean;
+  error: string | undefined;
+  /** Runs `fn`: `busy` meanwhile, and its error (cleared when it starts) kept for display. */
+  run: (fn: () => Promise<void>) => Promise<void>;
+}
+
+/** The state of a user action (a form's submit, a row's button). */
+export function useAction(): Action {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  const run = async (fn: () => Promise<void>) => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await fn();
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, error, run };
+}

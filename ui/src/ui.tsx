@@ -26,6 +26,48 @@ export function Empty({ children }: { children: ReactNode }) {
   return <p className="empty">{children}</p>;
 }
 
+/** A form's error, announced. */
+export function FormError({ error }: { error?: string }) {
+  if (!error) return null;
+  return (
+    <p className="error-box" role="alert">
+      {error}
+    </p>
+  );
+}
+
+/** A value the server shows only this once (a token, a signing secret), with Copy and Done. */
+export function ShownOnce({
+  value,
+  testid,
+  valueTestid,
+  onDone,
+  children,
+}: {
+  value: string;
+  testid: string;
+  valueTestid: string;
+  onDone: () => void;
+  children: ReactNode;
+}) {
+  return (
+    <div className="card" role="status" data-testid={testid}>
+      <p>{children}</p>
+      <code className="token-once" data-testid={valueTestid}>
+        {value}
+      </code>
+      <div className="row">
+        <button type="button" className="btn small" onClick={() => navigator.clipboard?.writeText(value)}>
+          Copy
+        </button>
+        <button type="button" className="btn small" onClick={onDone}>
+          Done
+        </button>
+      </div>
+    </div>
+  );
+}
+
 export function StateBadge({ state, testid }: { state: string; testid?: string }) {
   return (
     <span className={`badge state-${state}`} data-testid={testid} data-state={state}>

@@ -273,19 +273,25 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 fn new_call(ws: &WorkspaceId, p: Provider, a: &Admitted) -> LlmCall {
     let ws_row = &a.owner.ws;
     LlmCall {
-        workspace_id: ws.to_string(),
+        workspace_id: ws.clone(),
         workspace: ws_row.qualified_name(),
         tenant: ws_row.tenant.to_string(),
-        task_id: a
-            .owner
-            .task_id()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        task_id: a.owner.task_id().cloned(),
         session_id: a.owner.session_id(),
         provider: p.as_str().to_owned(),
         model: request_model(p, &a.rest, &a.body),
         path: a.rest.clone(),
-        ..Default::default()
+        status: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cache_read_tokens: 0,
+        cache_write_tokens: 0,
+        cost_usd: None,
+        cost_nusd: None,
+        priced: None,
+        latency_ms: 0,
+        ttfb_ms: None,
+        error: None,
     }
 }
 

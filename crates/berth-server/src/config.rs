@@ -247,65 +247,22 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 }
 
 impl ServerArgs {
+    /// The server's configuration: each setting from its flag (or environment variable, which
+    /// clap reads into the flag), else the config file, else the default; checked.
     pub fn resolve(self) -> anyhow::Result<Config> {
-        let mut file = match &self.config {
-            Some(path) => load_file(path)?,
-            None => {
-                let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
-                let path = dir.join("config.toml");
-                if path.exists() {
-                    load_file(&path)?
-                } else {
-                    FileConfig::default()
-                }
-            }
-        };
+        let mut file = self.read_file()?;
         let tls = self.tls.or(file.tls_args()).resolve()?;
         let sso_file = file.take_sso();
-        let memory = self
-            .default_memory
-            .or(file.default_memory)
-            .unwrap_or_else(|| "2g".into());
-        let cpus = self
-            .default_cpus
-            .or(file.default_cpus)
-            .unwrap_or_else(|| "1".into());
-        let default_limits = Limits {
-            memory_bytes: parse_memory(&memory)
-                .map_err(|e| anyhow::anyhow!("default_memory: {e}"))?,
-            nano_cpus: parse_cpus(&cpus).map_err(|e| anyhow::anyhow!("default_cpus: {e}"))?,
-            pids: self.default_pids.or(file.default_pids).unwrap_or(1024),
-        }
-        .validate()
-        .map_err(|e| anyhow::anyhow!("default limits: {e}"))?;
-        let default_network = self
-            .default_network
-            .or(file.default_network)
-            .unwrap_or_else(|| "none".into());
-        if !NETWORKS.contains(&default_network.as_str()) {
-            anyhow::bail!("default_network must be one of {}", NETWORKS.join(", "));
-        }
-        let size = |flag: Option<String>, file: Option<String>, default: &str, key: &str| {
-            parse_size(flag.or(file).as_deref().unwrap_or(default))
-                .map_err(|e| anyhow::anyhow!("{key}: {e}"))
-        };
-        let disk = DiskThresholds {
-            warn_free: size(
-                self.disk_warn_free,
-                file.disk_warn_free,
-                "5g",
-                "disk_warn_free",
-            )?,
-            min_free: size(
-                self.disk_min_free,
-                file.disk_min_free,
-                "1g",
-                "disk_min_free",
-            )?,
-        };
-        if disk.warn_free < disk.min_free {
-            anyhow::bail!("disk_warn_free must be at least disk_min_free");
-        }
+        let default_limits = default_limits(
+            self.default_memory.or(file.default_memory),
+            self.default_cpus.or(file.default_cpus),
+            self.default_pids.or(file.default_pids),
+        )?;
+        let default_network = default_network(self.default_network.or(file.default_network))?;
+        let disk = disk_thresholds(
+            self.disk_warn_free.or(file.disk_warn_free),
+            self.disk_min_free.or(file.disk_min_free),
+        )?;
         let retention = Retention {
             egress_log_days: self
                 .egress_log_retention_days
@@ -318,18 +275,12 @@ impl ServerArgs {
         };
         let env = EnvSettings::from_env();
         let sso = sso::resolve(*self.sso, sso_file, env.oidc_client_secret.clone())?;
-        let restore_max_bytes = size(
-            self.restore_max_size,
-            file.restore_max_size,
+        let restore_max_bytes = size_setting(
+            self.restore_max_size.or(file.restore_max_size),
             "50g",
             "restore_max_size",
         )?;
-        let userns = match self.userns.or(file.userns).as_deref() {
-            None | Some("") => None,
-            Some("auto") => Some(true),
-            Some("off") => Some(false),
-            Some(other) => anyhow::bail!("userns: {other:?} is not auto or off"),
-        };
+        let userns = userns(self.userns.or(file.userns).as_deref())?;
         Ok(Config {
             listen: self
                 .listen
@@ -364,6 +315,79 @@ impl ServerArgs {
             env,
             sso,
         })
+    }
+
+    /// The config file: the one named by `--config`, else `config.toml` in the data directory
+    /// when there is one, else an empty one.
+    fn read_file(&self) -> anyhow::Result<FileConfig> {
+        match &self.config {
+            Some(path) => load_file(path),
+            None => {
+                let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+                let path = dir.join("config.toml");
+                if path.exists() {
+                    load_file(&path)
+                } else {
+                    Ok(FileConfig::default())
+                }
+            }
+        }
+    }
+}
+
+/// A new workspace's limits when its request names none (2 GiB, one CPU, 1024 pids unless
+/// set), checked.
+fn default_limits(
+    memory: Option<String>,
+    cpus: Option<String>,
+    pids: Option<i64>,
+) -> anyhow::Result<Limits> {
+    let memory = memory.unwrap_or_else(|| "2g".into());
+    let cpus = cpus.unwrap_or_else(|| "1".into());
+    Limits {
+        memory_bytes: parse_memory(&memory).map_err(|e| anyhow::anyhow!("default_memory: {e}"))?,
+        nano_cpus: parse_cpus(&cpus).map_err(|e| anyhow::anyhow!("default_cpus: {e}"))?,
+        pids: pids.unwrap_or(1024),
+    }
+    .validate()
+    .map_err(|e| anyhow::anyhow!("default limits: {e}"))
+}
+
+/// A new workspace's network when its request names none (`none` unless set): one of
+/// [`NETWORKS`].
+fn default_network(network: Option<String>) -> anyhow::Result<String> {
+    let network = network.unwrap_or_else(|| "none".into());
+    if !NETWORKS.contains(&network.as_str()) {
+        anyhow::bail!("default_network must be one of {}", NETWORKS.join(", "));
+    }
+    Ok(network)
+}
+
+/// The free-space thresholds of the data directory (warn below 5 GiB, refuse below 1 GiB
+/// unless set); the warning cannot come after the refusal.
+fn disk_thresholds(warn: Option<String>, min: Option<String>) -> anyhow::Result<DiskThresholds> {
+    let disk = DiskThresholds {
+        warn_free: size_setting(warn, "5g", "disk_warn_free")?,
+        min_free: size_setting(min, "1g", "disk_min_free")?,
+    };
+    if disk.warn_free < disk.min_free {
+        anyhow::bail!("disk_warn_free must be at least disk_min_free");
+    }
+    Ok(disk)
+}
+
+/// A size setting (`5g`) in bytes, `default` when unset; errors name the setting `key`.
+fn size_setting(value: Option<String>, default: &str, key: &str) -> anyhow::Result<u64> {
+    parse_size(value.as_deref().unwrap_or(default)).map_err(|e| anyhow::anyhow!("{key}: {e}"))
+}
+
+/// `userns`: `auto` (on), `off`, or unset (the engine's default).
+fn userns(value: Option<&str>) -> anyhow::Result<Option<bool>> {
+    match value {
+        None | Some("") => Ok(None),
+        Some("auto") => Ok(Some(true)),
+        Some("off") => Ok(Some(false)),
+        Some(other) => anyhow::bail!("userns: {other:?} is not auto or off"),
     }
 }
 

@@ -75,6 +75,50 @@ const SERVER_ID_LEN: usize = 6;
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     raise_nofile_limit();
+    prepare_data_dir(&config)?;
+    let (store, server_id) = open_store(&config).await?;
+    let (host, engine) = build_host(&config, server_id.clone())?;
+    let tls = match &config.tls {
+        Some(settings) => Some(tls::Tls::setup(settings, &config.data_dir)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr()?;
+    let state = AppState::new(config, store.clone(), host)?;
+    if let Some(t) = &tls {
+        let _ = state.tls.set(Arc::new(t.handle(local)));
+    }
+    let state = Arc::new(state);
+    match state.host.runtime.info().await {
+        Ok(info) => {
+            tracing::info!(engine = %info.engine, version = %info.version, endpoint = %engine.endpoint(), "engine reachable")
+        }
+        Err(e) => tracing::warn!(error = %e, "engine not reachable yet; `berth doctor` explains"),
+    }
+    let background = start_background(&state).await;
+
+    let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    tracing::info!(server_id = %server_id, "berth server ready");
+    match tls {
+        Some(tls) => tls.serve(listener, app, shutdown_signal()).await?,
+        None => {
+            tracing::info!(url = %format!("http://{local}"), "berth server listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+    }
+    for task in background {
+        task.abort();
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Creates the data directory, readable by root alone.
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         anyhow::anyhow!("cannot create data dir {}: {e}", config.data_dir.display())
     })?;
@@ -86,7 +130,12 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             "cannot restrict data dir {}: {e}",
             config.data_dir.display()
         )
-    })?;
+    })
+}
+
+/// Opens the store, with this server's id (made on the first start) and the bootstrap admin
+/// token installed when one is given.
+async fn open_store(config: &Config) -> anyhow::Result<(Store, String)> {
     let store = Store::open(&config.data_dir.join("berth.db")).await?;
     let server_id = match store.meta("server_id").await? {
         Some(id) => id,
@@ -107,7 +156,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     {
         tracing::info!(%source, "bootstrap admin token installed");
     }
+    Ok((store, server_id))
+}
 
+/// The engine side: the engine client (also the image builder) and the staged daemon binary.
+fn build_host(
+    config: &Config,
+    server_id: String,
+) -> anyhow::Result<(state::Host, Arc<engine::Engine>)> {
     let engine = Arc::new(engine::Engine::new(config.engine.clone()));
     let recipe = berth_runtime::image::ImageRecipe {
         work_dir: config.data_dir.join("tmp"),
@@ -118,61 +174,24 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let runtime: Arc<dyn Runtime> = engine.clone();
     let exe = std::env::current_exe()?;
     let binary = binary::stage(&exe, &config.data_dir)?;
+    let host = state::Host::new(runtime, images, Some(engine.clone()), server_id, binary);
+    Ok((host, engine))
+}
 
-    let tls = match &config.tls {
-        Some(settings) => Some(tls::Tls::setup(settings, &config.data_dir)?),
-        None => None,
-    };
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    let local = listener.local_addr()?;
-    let host = state::Host::new(
-        runtime,
-        images,
-        Some(engine.clone()),
-        server_id.clone(),
-        binary,
-    );
-    let state = AppState::new(config, store.clone(), host)?;
-    if let Some(t) = &tls {
-        let _ = state.tls.set(Arc::new(t.handle(local)));
-    }
-    let state = Arc::new(state);
-    match state.host.runtime.info().await {
-        Ok(info) => {
-            tracing::info!(engine = %info.engine, version = %info.version, endpoint = %engine.endpoint(), "engine reachable")
-        }
-        Err(e) => tracing::warn!(error = %e, "engine not reachable yet; `berth doctor` explains"),
-    }
+/// Settles what happened while the server was down, then starts the background work; returns
+/// the loops to stop at shutdown.
+async fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<()>> {
     // Settle what happened while the server was down before taking requests (workspaces whose
     // containers a host or engine restart stopped are started again in the background).
-    reconciler::startup(&state).await;
+    reconciler::startup(state).await;
     let reconcile = reconciler::spawn(state.clone());
     let purge = retention::spawn(state.clone());
     state.gateway.spawn_recording_purge();
-    tasks::resume_all(&state).await;
-    provision::recover(&state).await;
+    tasks::resume_all(state).await;
+    provision::recover(state).await;
     let sweeper = agent_sessions::spawn_sweeper(state.clone());
     let notifier = notify::worker::spawn(state.clone());
-
-    let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-    tracing::info!(server_id = %server_id, "berth server ready");
-    match tls {
-        Some(tls) => tls.serve(listener, app, shutdown_signal()).await?,
-        None => {
-            tracing::info!(url = %format!("http://{local}"), "berth server listening");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
-        }
-    }
-    reconcile.abort();
-    purge.abort();
-    sweeper.abort();
-    notifier.abort();
-    store.close().await;
-    Ok(())
+    vec![reconcile, purge, sweeper, notifier]
 }
 
 /// Raises the soft limit on open files to the hard one (at most the kernel's `nr_open`): every

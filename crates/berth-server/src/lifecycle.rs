@@ -39,6 +39,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// A validated create request.
 #[derive(Debug, Clone)]
 pub struct CreateSpec {
+    /// The new workspace's id (chosen with the request, so its secret bindings name it).
+    pub id: WorkspaceId,
     pub tenant: Name,
     pub name: Name,
     pub limits: Limits,
@@ -114,13 +116,15 @@ impl CreateSpec {
             }
             egress_templates.push(name);
         }
-        let secrets = parse_secret_uses(req.secrets.as_deref().unwrap_or_default())?;
+        let id = WorkspaceId::generate();
+        let secrets = parse_secret_uses(&id, req.secrets.as_deref().unwrap_or_default())?;
         let mcp_servers =
             berth_api::mcp_servers_to_domain(req.mcp_servers.as_deref().unwrap_or_default())
                 .map_err(|e| {
                     ApiError::new(ErrorCode::InvalidMcpServer, format!("mcp_servers: {e}"))
                 })?;
         Ok(Self {
+            id,
             tenant,
             name,
             limits,
@@ -136,8 +140,10 @@ impl CreateSpec {
 }
 
 /// The secret bindings of a request (create's `secrets`, update's), validated: names, delivery,
-/// hosts and headers; a secret named twice is a 409 `conflict`. Placeholders are new.
+/// hosts and headers; a secret named twice is a 409 `conflict`. Placeholders are new; the
+/// bindings are workspace `ws`'s.
 pub(crate) fn parse_secret_uses(
+    ws: &WorkspaceId,
     uses: &[berth_api::UseSecret],
 ) -> ApiResult<Vec<berth_store::SecretUse>> {
     let mut secrets = Vec::new();
@@ -195,7 +201,7 @@ pub(crate) fn parse_secret_uses(
             ));
         }
         secrets.push(berth_store::SecretUse {
-            workspace_id: String::new(),
+            workspace_id: ws.clone(),
             placeholder: crate::vault::placeholder(&u.name),
             name: u.name,
             hosts,
@@ -282,8 +288,46 @@ fn invalid_state(w: &Workspace, e: berth_domain::TransitionError) -> ApiError {
 /// On any failure everything created here is removed again and the store row deleted.
 pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> {
     // Cheap checks first, so the common mistakes leave no trace at all.
+    check_create(state, &spec).await?;
+    let tenant = state.store.ensure_tenant(&spec.tenant).await?;
+    let id = spec.id.clone();
+    let lock = state.lock_for(&id);
+    let guard = lock.lock().await;
+    let row = insert_row(state, &spec, tenant.id).await?;
+    if let Some(p) = &spec.provision {
+        // With the row, so the workspace is never seen running without its provisioning.
+        if let Err(err) = crate::provision::record(state, &id, p).await {
+            return Err(abandon(state, &id, guard, err).await);
+        }
+    }
+    state.store.set_egress_rules(&id, &spec.egress).await?;
+    state.store.set_secret_uses(&id, &spec.secrets).await?;
+    for t in &spec.egress_templates {
+        // Checked above; a template removed since then fails the create here, before anything
+        // is provisioned.
+        if let Err(err) = crate::egress::policy::attach_to(state, &row, t).await {
+            return Err(abandon(state, &id, guard, err).await);
+        }
+    }
+    let mut undo = Undo::default();
+    match provision(state, &row, &mut undo).await {
+        Ok(()) => Ok(state
+            .store
+            .set_state(&id, WorkspaceState::Running, None)
+            .await?),
+        Err(err) => {
+            tracing::warn!(workspace = %row.qualified_name(), error = %err, "create failed; rolling back");
+            undo.run(state).await;
+            Err(abandon(state, &id, guard, err).await)
+        }
+    }
+}
+
+/// The checks of a create that need no write: disk room, no restore of the name under way,
+/// the image, the tenant's secrets and egress templates.
+async fn check_create(state: &AppState, spec: &CreateSpec) -> ApiResult<()> {
     crate::disk::ensure_room(state)?;
-    crate::backup::refuse_if_restoring(state, &spec)?;
+    crate::backup::refuse_if_restoring(state, spec)?;
     ensure_image(state, &spec.image).await?;
     check_secrets_exist(state, &spec.tenant, &spec.secrets).await?;
     for t in &spec.egress_templates {
@@ -297,21 +341,27 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
             ));
         }
     }
-    let tenant = state.store.ensure_tenant(&spec.tenant).await?;
-    let id = WorkspaceId::generate();
-    let lock = state.lock_for(&id);
-    let _guard = lock.lock().await;
+    Ok(())
+}
+
+/// Stores the new workspace's row (state `creating`); 409 `conflict` when the tenant has a
+/// workspace of that name.
+async fn insert_row(
+    state: &AppState,
+    spec: &CreateSpec,
+    tenant_id: berth_domain::TenantId,
+) -> ApiResult<Workspace> {
     let volume = volume_name(state, &spec.tenant, &spec.name);
-    let row = state
+    state
         .store
         .insert_workspace(&NewWorkspace {
-            id: id.clone(),
-            tenant_id: tenant.id,
+            id: spec.id.clone(),
+            tenant_id,
             name: spec.name.clone(),
             image: spec.image.clone(),
             limits: spec.limits,
             network: spec.network.clone(),
-            volume: volume.clone(),
+            volume,
             mcp_servers: spec.mcp_servers.clone(),
         })
         .await
@@ -321,52 +371,21 @@ pub async fn create(state: &AppState, spec: CreateSpec) -> ApiResult<Workspace> 
                 format!("workspace {}/{} already exists", spec.tenant, spec.name),
             ),
             other => other.into(),
-        })?;
-
-    if let Some(p) = &spec.provision {
-        // With the row, so the workspace is never seen running without its provisioning.
-        if let Err(err) = crate::provision::record(state, &id, p).await {
-            forget_row(state, &id).await;
-            drop(_guard);
-            state.forget_lock(&id);
-            return Err(err);
-        }
-    }
-    state.store.set_egress_rules(&id, &spec.egress).await?;
-    let uses: Vec<berth_store::SecretUse> = spec
-        .secrets
-        .iter()
-        .map(|u| berth_store::SecretUse {
-            workspace_id: id.to_string(),
-            ..u.clone()
         })
-        .collect();
-    state.store.set_secret_uses(&id, &uses).await?;
-    for t in &spec.egress_templates {
-        // Checked above; a template removed since then fails the create here, before anything
-        // is provisioned.
-        if let Err(err) = crate::egress::policy::attach_to(state, &row, t).await {
-            forget_row(state, &id).await;
-            drop(_guard);
-            state.forget_lock(&id);
-            return Err(err);
-        }
-    }
-    let mut undo = Undo::default();
-    match provision(state, &row, &mut undo).await {
-        Ok(()) => Ok(state
-            .store
-            .set_state(&id, WorkspaceState::Running, None)
-            .await?),
-        Err(err) => {
-            tracing::warn!(workspace = %row.qualified_name(), error = %err, "create failed; rolling back");
-            undo.run(state).await;
-            forget_row(state, &id).await;
-            drop(_guard);
-            state.forget_lock(&id);
-            Err(err)
-        }
-    }
+}
+
+/// Gives up a create after its row was stored: the row and what came with it go
+/// ([`forget_row`]), then the workspace's lock (held as `guard`); returns `err`.
+async fn abandon(
+    state: &AppState,
+    id: &WorkspaceId,
+    guard: tokio::sync::MutexGuard<'_, ()>,
+    err: ApiError,
+) -> ApiError {
+    forget_row(state, id).await;
+    drop(guard);
+    state.forget_lock(id);
+    err
 }
 
 /// 404 `not_found` (with the fix) unless the tenant has every secret of `uses`.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_domain::{Failure, FailureKind, Transition, WorkspaceState};
-use berth_runtime::{ContainerState, OomReading};
+use berth_runtime::{ContainerState, ContainerStatus, OomReading};
 use berth_store::{AuditRecord, Workspace};
 
 use crate::state::{AppState, LABEL_SERVER};
@@ -403,35 +403,7 @@ async fn reconcile_one(
     w: &Workspace,
     mem: &mut Memory,
 ) -> anyhow::Result<()> {
-    let observed = match &w.container_id {
-        Some(c) => state.host.runtime.inspect_container(c).await?,
-        None => None,
-    };
-    if let Some(c) = &observed {
-        match (&c.state, c.pid) {
-            (ContainerState::Running, Some(pid)) => mem.pids.insert(c.id.clone(), pid),
-            _ => mem.pids.remove(&c.id),
-        };
-        if let Some(listed) = mem.listed.as_mut() {
-            listed.insert(c.id.clone(), c.state.clone());
-        }
-    }
-    let fail = |failure: Failure| async move {
-        tracing::warn!(workspace = %w.qualified_name(), reason = failure.reason.as_str(), "{}", failure.message);
-        state
-            .store
-            .set_state(&w.id, WorkspaceState::Failed, Some(&failure))
-            .await?;
-        audit(
-            state,
-            w,
-            "workspace.failed",
-            failure.reason.as_str(),
-            &failure.message,
-        )
-        .await;
-        anyhow::Ok(())
-    };
+    let observed = inspect_and_remember(state, w, mem).await?;
     let alive = observed
         .as_ref()
         .is_some_and(|c| matches!(c.state, ContainerState::Running));
@@ -443,46 +415,26 @@ async fn reconcile_one(
                 "the server stopped while creating this workspace; remove it and create it again",
             );
             if w.state.apply(Transition::Fail).is_ok() {
-                fail(f).await?;
+                mark_failed(state, w, f).await?;
             }
         }
-        (WorkspaceState::Removing, _) => {
-            if let Some(c) = &w.container_id {
-                state.host.runtime.remove_container(c).await?;
-            }
-            if let Some(dir) = state.channel_dir(&w.id).parent() {
-                crate::lifecycle::remove_workspace_dir(dir).await;
-            }
-            state.store.delete_workspace(&w.id).await?;
-        }
+        (WorkspaceState::Removing, _) => finish_removal(state, w).await?,
         // Left for the start-up recovery, which restarts it once the engine answers.
         (WorkspaceState::Running | WorkspaceState::Starting, _)
             if RECOVERY_PENDING.load(Ordering::SeqCst) && !alive => {}
         (WorkspaceState::Running | WorkspaceState::Starting, None) => {
-            fail(Failure::new(
-                FailureKind::Vanished,
-                "the workspace container disappeared from the engine; `berth workspace start` recreates it",
-            ))
+            mark_failed(
+                state,
+                w,
+                Failure::new(
+                    FailureKind::Vanished,
+                    "the workspace container disappeared from the engine; `berth workspace start` recreates it",
+                ),
+            )
             .await?;
         }
         (WorkspaceState::Running | WorkspaceState::Starting, Some(c)) => {
-            if matches!(c.state, ContainerState::Running) {
-                if w.state == WorkspaceState::Starting {
-                    state
-                        .store
-                        .set_state(&w.id, WorkspaceState::Running, None)
-                        .await?;
-                }
-                crate::lifecycle::serve_channel(state, &w.id).await;
-                if let Some(pid) = c.pid {
-                    if let OomReading::Count(counter) = (mem.probe)(pid, &c.id) {
-                        record_oom(state, w, counter).await?;
-                    }
-                }
-            } else {
-                let code = c.exit_code.unwrap_or(-1);
-                fail(Failure::from_unexpected_exit(code, c.oom_killed)).await?;
-            }
+            settle_live(state, w, &c, mem).await?
         }
         (WorkspaceState::Stopping, c) => {
             let running = c.is_some_and(|c| matches!(c.state, ContainerState::Running));
@@ -501,22 +453,109 @@ async fn reconcile_one(
                     .as_ref()
                     .is_some_and(|(f, _)| f.reason == FailureKind::Provision) =>
         {
-            // Started outside berth (e.g. `podman start`): it is running, say so.
-            state
-                .store
-                .set_state(&w.id, WorkspaceState::Running, None)
-                .await?;
-            audit(
-                state,
-                w,
-                "workspace.observed_running",
-                "ok",
-                "container found running",
-            )
-            .await;
+            adopt_running(state, w).await?
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// Inspects the workspace's container (none without a container id) and notes what it shows
+/// in `mem`: its init pid while it runs, its state in the last listing.
+async fn inspect_and_remember(
+    state: &AppState,
+    w: &Workspace,
+    mem: &mut Memory,
+) -> anyhow::Result<Option<ContainerStatus>> {
+    let observed = match &w.container_id {
+        Some(c) => state.host.runtime.inspect_container(c).await?,
+        None => None,
+    };
+    if let Some(c) = &observed {
+        match (&c.state, c.pid) {
+            (ContainerState::Running, Some(pid)) => mem.pids.insert(c.id.clone(), pid),
+            _ => mem.pids.remove(&c.id),
+        };
+        if let Some(listed) = mem.listed.as_mut() {
+            listed.insert(c.id.clone(), c.state.clone());
+        }
+    }
+    Ok(observed)
+}
+
+/// Marks the workspace failed with `failure`, logs it and records `workspace.failed`.
+async fn mark_failed(state: &AppState, w: &Workspace, failure: Failure) -> anyhow::Result<()> {
+    tracing::warn!(workspace = %w.qualified_name(), reason = failure.reason.as_str(), "{}", failure.message);
+    state
+        .store
+        .set_state(&w.id, WorkspaceState::Failed, Some(&failure))
+        .await?;
+    audit(
+        state,
+        w,
+        "workspace.failed",
+        failure.reason.as_str(),
+        &failure.message,
+    )
+    .await;
+    Ok(())
+}
+
+/// Finishes a removal the server did not finish: the container, the workspace's host
+/// directory, then the row.
+async fn finish_removal(state: &AppState, w: &Workspace) -> anyhow::Result<()> {
+    if let Some(c) = &w.container_id {
+        state.host.runtime.remove_container(c).await?;
+    }
+    if let Some(dir) = state.channel_dir(&w.id).parent() {
+        crate::lifecycle::remove_workspace_dir(dir).await;
+    }
+    state.store.delete_workspace(&w.id).await?;
+    Ok(())
+}
+
+/// A running or starting workspace whose container exists: running, it is served (and its OOM
+/// kills counted); stopped on its own, the workspace failed with the container's exit.
+async fn settle_live(
+    state: &Arc<AppState>,
+    w: &Workspace,
+    c: &ContainerStatus,
+    mem: &mut Memory,
+) -> anyhow::Result<()> {
+    if !matches!(c.state, ContainerState::Running) {
+        let code = c.exit_code.unwrap_or(-1);
+        return mark_failed(state, w, Failure::from_unexpected_exit(code, c.oom_killed)).await;
+    }
+    if w.state == WorkspaceState::Starting {
+        state
+            .store
+            .set_state(&w.id, WorkspaceState::Running, None)
+            .await?;
+    }
+    crate::lifecycle::serve_channel(state, &w.id).await;
+    if let Some(pid) = c.pid {
+        if let OomReading::Count(counter) = (mem.probe)(pid, &c.id) {
+            record_oom(state, w, counter).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A stopped or failed workspace whose container was started outside berth (e.g. `podman
+/// start`): it is running, say so.
+async fn adopt_running(state: &AppState, w: &Workspace) -> anyhow::Result<()> {
+    state
+        .store
+        .set_state(&w.id, WorkspaceState::Running, None)
+        .await?;
+    audit(
+        state,
+        w,
+        "workspace.observed_running",
+        "ok",
+        "container found running",
+    )
+    .await;
     Ok(())
 }
 

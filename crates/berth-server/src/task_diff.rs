@@ -59,7 +59,7 @@ git -c core.quotepath=off diff --no-color HEAD 2>/dev/null || git -c core.quotep
 git ls-files --others --exclude-standard -z | xargs -0 -r -n1 git diff --no-color --no-index /dev/null 2>/dev/null
 true"#;
 
-/// Runs [`SCRIPT`] in the task's workspace with `args`; stdout, and whether it was cut.
+/// Runs `script` in the task's workspace with `args`; stdout, and whether it was cut.
 async fn run(
     state: &AppState,
     t: &Task,
@@ -68,6 +68,22 @@ async fn run(
     cap: usize,
     deadline: Duration,
 ) -> ApiResult<(String, bool)> {
+    let out = git_script(state, t, script, args, Vec::new(), cap, deadline).await?;
+    Ok((out.stdout_lossy(), out.stdout_truncated))
+}
+
+/// Runs a git `script` (`sh -c`, `args` as `$1`…, `env` added) in the task's workspace through
+/// its daemon, keeping at most `cap` bytes of stdout; 503 `daemon_unavailable` when it takes
+/// longer than `deadline`.
+pub(crate) async fn git_script(
+    state: &AppState,
+    t: &Task,
+    script: &str,
+    args: &[&str],
+    env: Vec<(String, String)>,
+    cap: usize,
+    deadline: Duration,
+) -> ApiResult<berth_daemon::ExecOutput> {
     let mut argv = vec![
         "sh".to_owned(),
         "-c".to_owned(),
@@ -77,7 +93,7 @@ async fn run(
     argv.extend(args.iter().map(|a| (*a).to_owned()));
     let req = berth_daemon::ExecRequest {
         argv,
-        env: Vec::new(),
+        env,
         cwd: None,
         stdin: false,
     };
@@ -95,7 +111,7 @@ async fn run(
             ),
         )
     })??;
-    Ok((out.stdout_lossy(), out.stdout_truncated))
+    Ok(out)
 }
 
 /// Parses `HEAD TREE` as the script prints it; `None` for anything else.

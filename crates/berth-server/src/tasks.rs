@@ -762,13 +762,14 @@ pub async fn list(
     if scope.is_some() {
         all.retain(|t| existing.contains(&t.workspace_id));
     }
+    let task_ids: Vec<&TaskId> = all.iter().map(|t| &t.id).collect();
+    let totals = state.store.task_call_totals(&task_ids).await?;
     let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
-    let totals = state.store.task_call_totals(&ids).await?;
     let deliveries = state.store.task_deliveries(&ids).await?;
     Ok(all
         .iter()
         .map(|t| {
-            let calls = totals.get(t.id.as_str()).copied().unwrap_or_default();
+            let calls = totals.get(&t.id).copied().unwrap_or_default();
             let mut v = to_api(t, !existing.contains(&t.workspace_id), calls);
             if let Some(d) = deliveries.get(t.id.as_str()) {
                 with_delivery(&mut v, d);
@@ -786,8 +787,8 @@ pub async fn view(state: &AppState, t: &Task) -> ApiResult<berth_api::Task> {
         .find_workspace_by_id(&t.workspace_id)
         .await?
         .is_none();
-    let totals = state.store.task_call_totals(&[t.id.as_str()]).await?;
-    let calls = totals.get(t.id.as_str()).copied().unwrap_or_default();
+    let totals = state.store.task_call_totals(&[&t.id]).await?;
+    let calls = totals.get(&t.id).copied().unwrap_or_default();
     let mut v = to_api(t, removed, calls);
     if let Some(d) = state
         .store

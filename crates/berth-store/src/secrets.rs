@@ -17,7 +17,7 @@ pub struct SealedSecret {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretUse {
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     pub name: String,
     pub hosts: Vec<String>,
     pub delivery: SecretDelivery,
@@ -138,7 +138,7 @@ impl Store {
         Ok(rows
             .iter()
             .map(|r| SecretUse {
-                workspace_id: r.get("workspace_id"),
+                workspace_id: WorkspaceId::from_stored(r.get("workspace_id")),
                 name: r.get("name"),
                 hosts: split_list(&r.get::<String, _>("hosts")),
                 // Written only by berth; anything else is read as the delivery that exposes
@@ -165,29 +165,20 @@ mod tests {
         s.put_secret("globex", "TOKEN", b"n", b"c").await.unwrap();
         assert_eq!(s.list_secrets(Some("acme")).await.unwrap().len(), 1);
         assert_eq!(s.list_secrets(None).await.unwrap().len(), 2);
+        let w1 = WorkspaceId::from_stored("w1".into());
         let u = SecretUse {
-            workspace_id: "w1".into(),
+            workspace_id: w1.clone(),
             name: "TOKEN".into(),
             hosts: vec!["github.com".into(), "api.github.com".into()],
             delivery: SecretDelivery::Placeholder,
             placeholder: "berth-ph-1".into(),
             headers: vec!["authorization".into(), "x-api-key".into()],
         };
-        s.set_secret_uses(
-            &berth_domain::WorkspaceId::from_stored("w1".into()),
-            std::slice::from_ref(&u),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            s.secret_uses(Some(&berth_domain::WorkspaceId::from_stored("w1".into())))
-                .await
-                .unwrap(),
-            vec![u]
-        );
-        s.set_secret_uses(&berth_domain::WorkspaceId::from_stored("w1".into()), &[])
+        s.set_secret_uses(&w1, std::slice::from_ref(&u))
             .await
             .unwrap();
+        assert_eq!(s.secret_uses(Some(&w1)).await.unwrap(), vec![u]);
+        s.set_secret_uses(&w1, &[]).await.unwrap();
         assert!(s.secret_uses(None).await.unwrap().is_empty());
         assert!(s.delete_secret("acme", "TOKEN").await.unwrap());
         assert!(s.secret("acme", "TOKEN").await.unwrap().is_none());

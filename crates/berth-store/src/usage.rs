@@ -1,15 +1,20 @@
 //! LLM gateway accounting: calls, usage summaries and budgets.
 
+use berth_domain::{TaskId, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store};
 
-#[derive(Debug, Clone, Default)]
+/// One call through the gateway, as recorded.
+#[derive(Debug, Clone)]
 pub struct LlmCall {
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
+    /// `tenant/name` of the workspace at the time of the call.
     pub workspace: String,
+    /// The tenant's name at the time of the call.
     pub tenant: String,
-    pub task_id: String,
+    /// The task whose key made the call; `None` for an agent session of its own.
+    pub task_id: Option<TaskId>,
     /// The agent session (its berth id) whose key made the call; `None` for a task's turn.
     pub session_id: Option<String>,
     pub provider: String,
@@ -51,10 +56,11 @@ pub enum UsageBy {
 /// Filter for usage queries.
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
+    /// Only the calls of this tenant (by name).
     pub tenant: Option<String>,
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
     /// Only the calls of this task.
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     /// RFC 3339 (berth's form); only calls at or after this time.
     pub since: Option<String>,
     /// RFC 3339 (berth's form); only calls before this time.
@@ -135,6 +141,11 @@ const INSERT_CALL_HEAD: &str =
     provider, model, path, status, input_tokens, output_tokens, cache_read_tokens, \
     cache_write_tokens, cost_usd, latency_ms, ttfb_ms, error, session_id, cost_nusd, priced) ";
 
+/// The `task_id` column: the task's id, or empty for a call of an agent session of its own.
+fn task_column(c: &LlmCall) -> &str {
+    c.task_id.as_ref().map_or("", TaskId::as_str)
+}
+
 /// The exact cost of a call to store, and the USD figure beside it.
 fn costs(c: &LlmCall) -> (Option<f64>, Option<i64>) {
     match c.cost_nusd {
@@ -156,10 +167,10 @@ async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Resu
         "{INSERT_CALL_HEAD}VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(now())
-    .bind(&c.workspace_id)
+    .bind(c.workspace_id.as_str())
     .bind(&c.workspace)
     .bind(&c.tenant)
-    .bind(&c.task_id)
+    .bind(task_column(c))
     .bind(&c.provider)
     .bind(&c.model)
     .bind(&c.path)
@@ -182,10 +193,12 @@ async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Resu
 
 fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> LlmCall {
     LlmCall {
-        workspace_id: r.get("workspace_id"),
+        workspace_id: WorkspaceId::from_stored(r.get("workspace_id")),
         workspace: r.get("workspace"),
         tenant: r.get("tenant"),
-        task_id: r.get("task_id"),
+        task_id: Some(r.get::<String, _>("task_id"))
+            .filter(|t| !t.is_empty())
+            .map(TaskId::from_stored),
         session_id: r.get("session_id"),
         provider: r.get("provider"),
         model: r.get("model"),
@@ -237,10 +250,10 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT_CALL_HEAD);
                 q.push_values(&rest[..plain], |mut row, (c, _)| {
                     row.push_bind(&at)
-                        .push_bind(&c.workspace_id)
+                        .push_bind(c.workspace_id.as_str())
                         .push_bind(&c.workspace)
                         .push_bind(&c.tenant)
-                        .push_bind(&c.task_id)
+                        .push_bind(task_column(c))
                         .push_bind(&c.provider)
                         .push_bind(&c.model)
                         .push_bind(&c.path)
@@ -311,8 +324,8 @@ impl Store {
     /// it is set.
     pub async fn llm_calls(
         &self,
-        workspace_id: Option<&str>,
-        task_id: Option<&str>,
+        workspace_id: Option<&WorkspaceId>,
+        task_id: Option<&TaskId>,
         tenant: Option<&str>,
         limit: i64,
     ) -> Result<Vec<(i64, String, LlmCall, bool)>> {
@@ -321,8 +334,8 @@ impl Store {
              WHERE (?1 IS NULL OR c.workspace_id = ?1) AND (?2 IS NULL OR c.task_id = ?2) \
              AND (?4 IS NULL OR c.tenant = ?4) ORDER BY c.id DESC LIMIT ?3",
         )
-        .bind(workspace_id)
-        .bind(task_id)
+        .bind(workspace_id.map(WorkspaceId::as_str))
+        .bind(task_id.map(TaskId::as_str))
         .bind(limit)
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -406,11 +419,11 @@ impl Store {
         );
         let rows = sqlx::query(&sql)
             .bind(&f.tenant)
-            .bind(&f.workspace_id)
+            .bind(f.workspace_id.as_ref().map(WorkspaceId::as_str))
             .bind(&f.since)
             .bind(&f.session_id)
             .bind(&f.until)
-            .bind(&f.task_id)
+            .bind(f.task_id.as_ref().map(TaskId::as_str))
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -442,8 +455,8 @@ impl Store {
     /// What the gateway recorded for each of these tasks (a task without calls is absent).
     pub async fn task_call_totals(
         &self,
-        task_ids: &[&str],
-    ) -> Result<std::collections::HashMap<String, CallTotals>> {
+        task_ids: &[&TaskId],
+    ) -> Result<std::collections::HashMap<TaskId, CallTotals>> {
         let mut out = std::collections::HashMap::new();
         // SQLite binds at most 32766 parameters; lists are cut well below that.
         for chunk in task_ids.chunks(500) {
@@ -456,13 +469,13 @@ impl Store {
             );
             let mut list = q.separated(", ");
             for id in chunk {
-                list.push_bind(*id);
+                list.push_bind(id.as_str());
             }
             q.push(") GROUP BY task_id");
             let rows = q.build().persistent(false).fetch_all(&self.pool).await?;
             for r in &rows {
                 out.insert(
-                    r.get::<String, _>("task_id"),
+                    TaskId::from_stored(r.get("task_id")),
                     CallTotals {
                         calls: u(r, "calls"),
                         input_tokens: u(r, "input_tokens"),
@@ -553,6 +566,31 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// A successful call of workspace `ws` of `tenant` by task `task`, nothing measured yet.
+    fn base_call(ws: &str, tenant: &str, task: &str) -> LlmCall {
+        LlmCall {
+            workspace_id: WorkspaceId::from_stored(format!("id-{ws}")),
+            workspace: format!("{tenant}/{ws}"),
+            tenant: tenant.into(),
+            task_id: Some(TaskId::from_stored(task.into())),
+            session_id: None,
+            provider: "openai".into(),
+            model: None,
+            path: "v1/responses".into(),
+            status: 200,
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
+            cost_usd: None,
+            cost_nusd: None,
+            priced: None,
+            latency_ms: 0,
+            ttfb_ms: None,
+            error: None,
+        }
+    }
+
     /// Costs are exact: the same calls add up to the same nano-dollars per task, workspace,
     /// tenant, model and day, and the fallback-priced ones are counted.
     #[tokio::test]
@@ -560,20 +598,13 @@ mod tests {
         let s = Store::open_in_memory().await.unwrap();
         let call =
             |ws: &str, tenant: &str, task: &str, model: &str, nusd: u64, priced: &str| LlmCall {
-                workspace_id: format!("id-{ws}"),
-                workspace: format!("{tenant}/{ws}"),
-                tenant: tenant.into(),
-                task_id: task.into(),
-                provider: "openai".into(),
                 model: Some(model.into()),
-                path: "v1/responses".into(),
-                status: 200,
                 input_tokens: 20,
                 output_tokens: 10,
                 cost_nusd: Some(nusd),
                 priced: Some(priced.into()),
                 latency_ms: 1,
-                ..Default::default()
+                ..base_call(ws, tenant, task)
             };
         // Amounts whose float sums depend on the order they are added in.
         let calls = [
@@ -639,10 +670,14 @@ mod tests {
             .unwrap();
         assert_eq!((odd.calls, odd.fallback_calls), (2, 2));
         // The task totals are the same sums.
-        let totals = s.task_call_totals(&["t1", "t2", "none"]).await.unwrap();
+        let task = |t: &str| TaskId::from_stored(t.into());
+        let totals = s
+            .task_call_totals(&[&task("t1"), &task("t2"), &task("none")])
+            .await
+            .unwrap();
         assert_eq!(totals.len(), 2);
-        assert_eq!(totals["t1"].cost_nusd, t1.cost_nusd);
-        assert_eq!(totals["t2"].fallback_calls, 1);
+        assert_eq!(totals[&task("t1")].cost_nusd, t1.cost_nusd);
+        assert_eq!(totals[&task("t2")].fallback_calls, 1);
         // A window that ends before the calls holds none of them; one task's filter only it.
         let until = s
             .usage(&UsageFilter {
@@ -654,7 +689,7 @@ mod tests {
         assert!(until.is_empty());
         let one = s
             .usage(&UsageFilter {
-                task_id: Some("t3".into()),
+                task_id: Some(task("t3")),
                 by: UsageBy::Task,
                 ..Default::default()
             })
@@ -683,10 +718,6 @@ mod tests {
         let s = Store::open_in_memory().await.unwrap();
         let call =
             |ws: &str, tenant: &str, inp: u64, out: u64, cost: Option<f64>, status: u16| LlmCall {
-                workspace_id: format!("id-{ws}"),
-                workspace: format!("{tenant}/{ws}"),
-                tenant: tenant.into(),
-                task_id: "tk".into(),
                 provider: "anthropic".into(),
                 model: Some("m".into()),
                 path: "v1/messages".into(),
@@ -695,7 +726,7 @@ mod tests {
                 output_tokens: out,
                 cost_usd: cost,
                 latency_ms: 5,
-                ..Default::default()
+                ..base_call(ws, tenant, "tk")
             };
         s.record_llm_call(&call("web", "acme", 100, 10, Some(0.5), 200))
             .await
@@ -709,6 +740,7 @@ mod tests {
         s.record_llm_call(&call("x", "globex", 1, 1, None, 200))
             .await
             .unwrap();
+        let web_id = WorkspaceId::from_stored("id-web".into());
         let all = s.usage(&UsageFilter::default()).await.unwrap();
         assert_eq!(all.len(), 3);
         let web = all.iter().find(|r| r.workspace == "acme/web").unwrap();
@@ -743,7 +775,7 @@ mod tests {
         assert_eq!((only[0].calls, only[0].input_tokens), (1, 3));
         let grouped = s
             .usage(&UsageFilter {
-                workspace_id: Some("id-web".into()),
+                workspace_id: Some(web_id.clone()),
                 by: UsageBy::Session,
                 ..Default::default()
             })
@@ -764,7 +796,7 @@ mod tests {
         assert!(future.is_empty());
 
         // Recordings: listed with their calls, purged by age.
-        let calls = s.llm_calls(Some("id-web"), None, None, 10).await.unwrap();
+        let calls = s.llm_calls(Some(&web_id), None, None, 10).await.unwrap();
         assert_eq!(calls.len(), 3);
         assert_eq!(calls[0].2.session_id.as_deref(), Some("as_1"));
         let (id, _, first, recorded) = calls[1].clone();
@@ -775,7 +807,7 @@ mod tests {
             .unwrap();
         let (_, _, ex) = s.llm_call(id).await.unwrap().unwrap();
         assert_eq!(ex, Some(("{\"prompt\":1}".into(), "data: x".into())));
-        assert!(s.llm_calls(Some("id-web"), None, None, 10).await.unwrap()[1].3);
+        assert!(s.llm_calls(Some(&web_id), None, None, 10).await.unwrap()[1].3);
         assert_eq!(
             s.purge_llm_recordings("2000-01-01T00:00:00Z")
                 .await
@@ -798,7 +830,7 @@ mod tests {
             (call("web", "acme", 2, 2, None, 200), None),
         ];
         s.record_llm_calls(&batch).await.unwrap();
-        let recent = s.llm_calls(Some("id-web"), None, None, 2).await.unwrap();
+        let recent = s.llm_calls(Some(&web_id), None, None, 2).await.unwrap();
         assert_eq!((recent[0].2.input_tokens, recent[0].3), (2, false));
         assert_eq!((recent[1].2.input_tokens, recent[1].3), (1, true));
         // A busy batch: runs of plain calls longer than one statement, a recorded one between.
@@ -809,7 +841,15 @@ mod tests {
             })
             .collect();
         s.record_llm_calls(&big).await.unwrap();
-        let recent = s.llm_calls(Some("id-busy"), None, None, 200).await.unwrap();
+        let recent = s
+            .llm_calls(
+                Some(&WorkspaceId::from_stored("id-busy".into())),
+                None,
+                None,
+                200,
+            )
+            .await
+            .unwrap();
         let tokens: Vec<u64> = recent.iter().rev().map(|r| r.2.input_tokens).collect();
         assert_eq!(tokens, (1000..1150).collect::<Vec<_>>());
         let recorded: Vec<u64> = recent

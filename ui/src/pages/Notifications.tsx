@@ -5,10 +5,10 @@
 import { useState, type FormEvent } from 'react';
 import { api, post, type CreatedSubscription, type CreateSubscriptionRequest, type Delivery, type Subscription, type TestResult } from '../api';
 import { dateTime } from '../format';
-import { useLoad } from '../hooks';
+import { useAction, useLoad } from '../hooks';
 import { browserNotificationsOn, browserNotificationsSupported, setBrowserNotifications } from '../notifications';
 import { useMe } from '../roles';
-import { Empty, ErrorBox, Loading } from '../ui';
+import { Empty, ErrorBox, FormError, Loading, ShownOnce } from '../ui';
 import { subscribeThisBrowser, webPushSupported } from '../webpush';
 
 const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over'] as const;
@@ -30,23 +30,10 @@ export function Notifications() {
         }}
       />
       {created?.signing_secret && (
-        <div className="card" role="status" data-testid="notify-created">
-          <p>
-            Subscription <strong>{created.subscription.id}</strong> created. Its signing secret verifies the{' '}
-            <code>X-Berth-Signature</code> header; copy it now: it is shown only this once.
-          </p>
-          <code className="token-once" data-testid="notify-secret">
-            {created.signing_secret}
-          </code>
-          <div className="row">
-            <button type="button" className="btn small" onClick={() => navigator.clipboard?.writeText(created.signing_secret ?? '')}>
-              Copy
-            </button>
-            <button type="button" className="btn small" onClick={() => setCreated(undefined)}>
-              Done
-            </button>
-          </div>
-        </div>
+        <ShownOnce value={created.signing_secret} testid="notify-created" valueTestid="notify-secret" onDone={() => setCreated(undefined)}>
+          Subscription <strong>{created.subscription.id}</strong> created. Its signing secret verifies the{' '}
+          <code>X-Berth-Signature</code> header; copy it now: it is shown only this once.
+        </ShownOnce>
       )}
       <ErrorBox error={list.error} onRetry={list.reload} />
       {list.loading && !list.data ? (
@@ -104,22 +91,10 @@ function BrowserSwitch() {
 }
 
 function SubscriptionRow({ s, onChange }: { s: Subscription; onChange: () => void }) {
-  const [error, setError] = useState<string>();
   const [test, setTest] = useState<TestResult>();
-  const [busy, setBusy] = useState(false);
   const [log, setLog] = useState<Delivery[]>();
+  const { busy, error, run } = useAction();
   const path = `/notifications/subscriptions/${encodeURIComponent(s.id)}`;
-  const run = async (f: () => Promise<void>) => {
-    setError(undefined);
-    setBusy(true);
-    try {
-      await f();
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setBusy(false);
-    }
-  };
   return (
     <>
       <tr data-testid={`notify-${s.id}`}>
@@ -197,13 +172,10 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
   const [tenant, setTenant] = useState('');
   const [workspace, setWorkspace] = useState('');
   const [kinds, setKinds] = useState<Kind[]>([]);
-  const [error, setError] = useState<string>();
-  const [busy, setBusy] = useState(false);
-  const submit = async (e: FormEvent) => {
+  const { busy, error, run } = useAction();
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(undefined);
-    try {
+    return run(async () => {
       // This browser: its push service's endpoint and keys, from a fresh (or kept) subscription.
       const target = channel === 'webpush' ? await subscribeThisBrowser() : { url: url.trim() };
       const body: CreateSubscriptionRequest = { channel, ...target };
@@ -212,11 +184,7 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
       if (kinds.length) body.kinds = kinds;
       onCreated(await post<CreatedSubscription>('/notifications/subscriptions', body));
       setUrl('');
-    } catch (err) {
-      setError((err as Error).message);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="card form-grid" onSubmit={submit} aria-label="New subscription" data-testid="notify-form">
@@ -255,11 +223,7 @@ function AddSubscription({ onCreated }: { onCreated: (c: CreatedSubscription) =>
           </label>
         ))}
       </fieldset>
-      {error && (
-        <p className="error-box" role="alert">
-          {error}
-        </p>
-      )}
+      <FormError error={error} />
       <button type="submit" className="btn primary" disabled={busy} data-testid="notify-create">
         {busy ? 'Adding…' : 'Add subscription'}
       </button>

@@ -4,9 +4,9 @@
 import { useState, type FormEvent } from 'react';
 import { api, post, type CreatedToken, type CreateTokenRequest, type TokenInfo } from '../api';
 import { age, dateTime } from '../format';
-import { useLoad } from '../hooks';
+import { useAction, useLoad } from '../hooks';
 import { grantable, useMe } from '../roles';
-import { Empty, ErrorBox, Loading } from '../ui';
+import { Empty, ErrorBox, FormError, Loading, ShownOnce } from '../ui';
 
 export function Tokens() {
   const list = useLoad(() => api<TokenInfo[]>('/tokens'), []);
@@ -23,22 +23,9 @@ export function Tokens() {
         }}
       />
       {created && (
-        <div className="card" role="status" data-testid="token-created">
-          <p>
-            Token <strong>{created.name}</strong> created. Copy it now: it is shown only this once.
-          </p>
-          <code className="token-once" data-testid="token-value">
-            {created.token}
-          </code>
-          <div className="row">
-            <button type="button" className="btn small" onClick={() => navigator.clipboard?.writeText(created.token)}>
-              Copy
-            </button>
-            <button type="button" className="btn small" onClick={() => setCreated(undefined)}>
-              Done
-            </button>
-          </div>
-        </div>
+        <ShownOnce value={created.token} testid="token-created" valueTestid="token-value" onDone={() => setCreated(undefined)}>
+          Token <strong>{created.name}</strong> created. Copy it now: it is shown only this once.
+        </ShownOnce>
       )}
       <ErrorBox error={list.error} onRetry={list.reload} />
       {list.loading && !list.data ? (
@@ -113,23 +100,16 @@ function CreateToken({ onCreated }: { onCreated: (t: CreatedToken) => void }) {
   const [role, setRole] = useState('member');
   const [tenant, setTenant] = useState(me?.tenant ?? '');
   const [expires, setExpires] = useState('30d');
-  const [error, setError] = useState<string>();
-  const [busy, setBusy] = useState(false);
-  const submit = async (e: FormEvent) => {
+  const { busy, error, run } = useAction();
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(undefined);
     const body: CreateTokenRequest = { name: name.trim(), role: role as CreateTokenRequest['role'] };
     if (role !== 'admin') body.tenant = (me?.tenant ?? tenant).trim();
     if (expires.trim()) body.expires_in = expires.trim();
-    try {
+    return run(async () => {
       onCreated(await post<CreatedToken>('/tokens', body));
       setName('');
-    } catch (err) {
-      setError((err as Error).message);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form className="card form-grid" onSubmit={submit} aria-label="New token" data-testid="token-form">
@@ -157,11 +137,7 @@ function CreateToken({ onCreated }: { onCreated: (t: CreatedToken) => void }) {
         Expires in
         <input value={expires} onChange={(e) => setExpires(e.target.value)} placeholder="30d, 12h (empty: never)" data-testid="token-expires" />
       </label>
-      {error && (
-        <p className="error-box" role="alert">
-          {error}
-        </p>
-      )}
+      <FormError error={error} />
       <button type="submit" className="btn primary" disabled={busy} data-testid="token-create">
         {busy ? 'Creating…' : 'Create token'}
       </button>

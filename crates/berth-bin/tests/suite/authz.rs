@@ -478,7 +478,7 @@ async fn store_objects(f: &mut Fixture) {
     f.task = task.to_string();
     store
         .insert_task(&berth_store::NewTask {
-            id: task,
+            id: task.clone(),
             workspace_id: w.id.clone(),
             workspace: w.qualified_name(),
             agent: berth_domain::Agent::Claude,
@@ -494,10 +494,10 @@ async fn store_objects(f: &mut Fixture) {
     store
         .record_llm_calls(&[(
             berth_store::LlmCall {
-                workspace_id: w.id.to_string(),
+                workspace_id: w.id.clone(),
                 workspace: w.qualified_name(),
                 tenant: "acme".into(),
-                task_id: f.task.clone(),
+                task_id: Some(task.clone()),
                 session_id: None,
                 provider: "anthropic".into(),
                 model: Some("m".into()),

@@ -77,8 +77,9 @@ impl Drop for NetnsHost {
     }
 }
 
-async fn run(s: &TestServer, script: &str) -> (i64, String) {
-    let out = s.exec("fw", &["sh", "-c", script]).await;
+/// Runs `script` in workspace `ws` through berth's exec: its exit code and stdout + stderr.
+pub(crate) async fn exec_sh(s: &TestServer, ws: &str, script: &str) -> (i64, String) {
+    let out = s.exec(ws, &["sh", "-c", script]).await;
     let text = format!(
         "{}{}",
         out["stdout"].as_str().unwrap(),
@@ -87,9 +88,20 @@ async fn run(s: &TestServer, script: &str) -> (i64, String) {
     (out["exit_code"].as_i64().unwrap(), text)
 }
 
+/// Runs `script` in the workspace `fw` of these tests.
+async fn run(s: &TestServer, script: &str) -> (i64, String) {
+    exec_sh(s, "fw", script).await
+}
+
 /// Runs a command as root inside the workspace container, through the engine (berth itself
 /// never does this: it is the attacker's view).
 pub(crate) async fn run_as_root(container: &str, script: &str) -> (i64, String) {
+    run_as(container, "0", script).await
+}
+
+/// Runs a command as `user` (a uid) inside the workspace container, through the engine, past
+/// berth: its exit code and output.
+pub(crate) async fn run_as(container: &str, user: &str, script: &str) -> (i64, String) {
     use bollard::exec::{CreateExecOptions, StartExecResults};
     let rt = berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
     let d = rt.client();
@@ -98,7 +110,7 @@ pub(crate) async fn run_as_root(container: &str, script: &str) -> (i64, String) 
             container,
             CreateExecOptions {
                 cmd: Some(vec!["sh", "-c", script]),
-                user: Some("0"),
+                user: Some(user),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 ..Default::default()

@@ -22,7 +22,7 @@ use berth_test_support::git_server::GitServer;
 use berth_test_support::{enc, ensure_image, eventually, ServerOptions, TestServer};
 use serde_json::{json, Value};
 
-use super::egress::{run_as_root, NetnsHost};
+use super::egress::{exec_sh, run_as, run_as_root, NetnsHost};
 use crate::bin;
 
 const REAL: &str = "glpat-REALgitTOKEN-0123456789";
@@ -88,55 +88,6 @@ fn text(o: &std::process::Output) -> (String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-async fn sh(s: &TestServer, ws: &str, script: &str) -> (i64, String) {
-    let out = s.exec(ws, &["sh", "-c", script]).await;
-    (
-        out["exit_code"].as_i64().unwrap(),
-        format!(
-            "{}{}",
-            out["stdout"].as_str().unwrap(),
-            out["stderr"].as_str().unwrap()
-        ),
-    )
-}
-
-/// Runs a command as the agent user (uid 1000) through the engine: the workspace is `failed`,
-/// so berth's own exec refuses it.
-async fn run_as_agent(container: &str, script: &str) -> (i64, String) {
-    use bollard::exec::{CreateExecOptions, StartExecResults};
-    use futures_util::StreamExt;
-    let rt = berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
-    let d = rt.client();
-    let exec = d
-        .create_exec(
-            container,
-            CreateExecOptions {
-                cmd: Some(vec!["sh", "-c", script]),
-                user: Some("1000"),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let mut text = String::new();
-    if let StartExecResults::Attached { mut output, .. } =
-        d.start_exec(&exec.id, None).await.unwrap()
-    {
-        while let Some(Ok(chunk)) = output.next().await {
-            text.push_str(&chunk.to_string());
-        }
-    }
-    let code = d
-        .inspect_exec(&exec.id)
-        .await
-        .unwrap()
-        .exit_code
-        .unwrap_or(-1);
-    (code, text)
 }
 
 #[tokio::test]
@@ -407,7 +358,9 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
 
     // Retry once the cause is fixed: only the failed step runs again.
     let clone_finished = steps[1]["finished_at"].clone();
-    let (code, out) = run_as_agent(&container, "touch /home/agent/flag").await;
+    // As the agent user, through the engine: the workspace is `failed`, so berth's own exec
+    // refuses it.
+    let (code, out) = run_as(&container, "1000", "touch /home/agent/flag").await;
     assert_eq!(code, 0, "{out}");
     let o = s.cli(&["workspace", "provision", ws, "--retry"]);
     let (out, err) = text(&o);
@@ -428,7 +381,7 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
     assert_eq!(w["state"], "running", "{w}");
 
     // What setup made, the git identity and the parameters' environment, as the agent sees it.
-    let (code, out) = sh(
+    let (code, out) = exec_sh(
         &s,
         ws,
         "cat ~/built.txt; git config --global user.name; echo \"mode=$APP_MODE\"",
@@ -440,7 +393,7 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
         "hello from the template repo\nTemplate Agent\nmode=staging\n"
     );
     // The agent's own view of the token: the placeholder, and fetching works through berth.
-    let (code, out) = sh(
+    let (code, out) = exec_sh(
         &s,
         ws,
         "cd ~/app && git fetch -q origin && git log -1 --format=%s origin/main",

@@ -239,6 +239,12 @@ pub async fn audited_restore(
     result
 }
 
+/// A workspace's lifecycle lock, held while it is paused for a backup, and the container to
+/// pause (none when the workspace stopped meanwhile).
+type PauseHold = (tokio::sync::OwnedMutexGuard<()>, Option<String>);
+
+/// Streams a backup of workspace `w` (paused for the copy when `pause` and it runs); `done`
+/// gets the archive's trailer, or why the copy failed, once the body is written.
 pub async fn backup(
     state: Arc<AppState>,
     w: Workspace,
@@ -252,12 +258,8 @@ pub async fn backup(
         ));
     }
     let image = helper_image(&state, &w.image).await?;
-    // A paused workspace holds its lifecycle lock until it is thawed: the reconciler (which
-    // would take a paused container for a dead one) and start/stop/remove wait for the copy.
     let guard = if pause && w.state == WorkspaceState::Running {
-        let guard = state.lock_for(&w.id).lock_owned().await;
-        let w = state.store.workspace(&w.id).await?;
-        (w.state == WorkspaceState::Running).then_some((guard, w.container_id))
+        hold_for_pause(&state, &w).await?
     } else {
         None
     };
@@ -278,30 +280,74 @@ pub async fn backup(
         },
         None => None,
     };
-    let started = async {
-        let manifest = manifest(&state, &w, paused.is_some()).await?;
-        let mut source = state.host.runtime.download_archive(&helper, HOME).await?;
-        // The first chunk tells whether the engine serves the archive at all.
-        let first = match source.next().await {
-            Some(chunk) => chunk?,
-            None => bytes::Bytes::new(),
-        };
-        ApiResult::Ok((manifest, first, source))
-    }
-    .await;
-    let (manifest, first, source) = match started {
+    let (manifest, source) = match open_home(&state, &w, &helper, paused.is_some()).await {
         Ok(s) => s,
         Err(e) => {
             cleanup(&state, &helper, paused.as_deref()).await;
             return Err(e);
         }
     };
+    let (body, copy) = spawn_copy(manifest, source);
+    let file_name = format!("{}-{}-{}.tar.zst", w.tenant, w.name, manifest_stamp());
+    tokio::spawn(async move {
+        let result = match copy.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the copy failed: {e}")),
+        };
+        cleanup(&state, &helper, paused.as_deref()).await;
+        drop(guard);
+        done(result);
+    });
+    Ok(Download {
+        file_name,
+        body: axum::body::Body::from_stream(body),
+    })
+}
+
+/// Takes the lifecycle lock of a workspace to pause, and re-reads it under the lock: `None`
+/// when it no longer runs. A paused workspace holds its lock until it is thawed: the
+/// reconciler (which would take a paused container for a dead one) and start/stop/remove wait
+/// for the copy.
+async fn hold_for_pause(state: &AppState, w: &Workspace) -> ApiResult<Option<PauseHold>> {
+    let guard = state.lock_for(&w.id).lock_owned().await;
+    let w = state.store.workspace(&w.id).await?;
+    Ok((w.state == WorkspaceState::Running).then_some((guard, w.container_id)))
+}
+
+/// The backup's manifest and the engine's tar of the home directory in `helper`; the first
+/// chunk is read here, since it tells whether the engine serves the archive at all.
+async fn open_home(
+    state: &AppState,
+    w: &Workspace,
+    helper: &str,
+    paused: bool,
+) -> ApiResult<(BackupManifest, berth_runtime::ByteStream)> {
+    let manifest = manifest(state, w, paused).await?;
+    let mut source = state.host.runtime.download_archive(helper, HOME).await?;
+    let first = match source.next().await {
+        Some(chunk) => chunk?,
+        None => bytes::Bytes::new(),
+    };
+    let source = futures_util::stream::iter([Ok(first)])
+        .chain(source)
+        .boxed();
+    Ok((manifest, source))
+}
+
+/// Rewrites the engine's tar into berth's archive on a blocking thread: the body to send, and
+/// the copy's result (its trailer). When the copy fails the body ends with an error (an
+/// aborted response), so the client cannot take a cut archive for a whole one.
+fn spawn_copy(
+    manifest: BackupManifest,
+    source: berth_runtime::ByteStream,
+) -> (
+    impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    tokio::task::JoinHandle<Result<BackupTrailer, ArchiveError>>,
+) {
     let (in_tx, in_rx) = pipe::channel();
     let (out_tx, out_rx) = pipe::channel();
-    let source = futures_util::stream::iter([Ok(first)]).chain(source);
     tokio::spawn(pipe::feed(source, in_tx));
-    // Set before the channel closes when the copy fails: the body then ends with an error
-    // (an aborted response), so the client cannot take a cut archive for a whole one.
+    // Set before the channel closes when the copy fails.
     let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let body = pipe::stream_or_fail(out_rx, failed.clone());
     let copy = tokio::task::spawn_blocking(move || {
@@ -319,20 +365,7 @@ pub async fn backup(
         drop(keep_open);
         result
     });
-    let file_name = format!("{}-{}-{}.tar.zst", w.tenant, w.name, manifest_stamp());
-    tokio::spawn(async move {
-        let result = match copy.await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the copy failed: {e}")),
-        };
-        cleanup(&state, &helper, paused.as_deref()).await;
-        drop(guard);
-        done(result);
-    });
-    Ok(Download {
-        file_name,
-        body: axum::body::Body::from_stream(body),
-    })
+    (body, copy)
 }
 
 fn manifest_stamp() -> String {
@@ -395,6 +428,50 @@ async fn restore_request(
     Ok(req)
 }
 
+/// The archive reader of a restore, running on a blocking thread: it hands the manifest over,
+/// waits for the go-ahead (the byte budget, or `None` to stop), then streams the validated
+/// home-directory tar out.
+struct RestoreReader {
+    /// The reader itself; its result is the archive's trailer.
+    archive: tokio::task::JoinHandle<Result<BackupTrailer, ArchiveError>>,
+    manifest: tokio::sync::oneshot::Receiver<BackupManifest>,
+    go: tokio::sync::oneshot::Sender<Option<u64>>,
+    /// The tar for the engine.
+    out: pipe::Rx,
+}
+
+impl RestoreReader {
+    /// Starts reading `body`.
+    fn start(body: axum::body::Body) -> Self {
+        let (in_tx, in_rx) = pipe::channel();
+        let (out_tx, out_rx) = pipe::channel();
+        let (manifest_tx, manifest_rx) = tokio::sync::oneshot::channel::<BackupManifest>();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<Option<u64>>();
+        tokio::spawn(pipe::feed(body.into_data_stream(), in_tx));
+        let archive = tokio::task::spawn_blocking(move || {
+            archive::restore(
+                pipe::ChanReader::new(in_rx),
+                move |m| {
+                    manifest_tx.send(m).ok()?;
+                    go_rx.blocking_recv().ok().flatten()
+                },
+                pipe::ChanWriter::new(out_tx),
+            )
+            .and_then(|(t, mut w)| {
+                use std::io::Write;
+                w.flush()?;
+                Ok(t)
+            })
+        });
+        Self {
+            archive,
+            manifest: manifest_rx,
+            go: go_tx,
+            out: out_rx,
+        }
+    }
+}
+
 /// Restores an archive streamed in `body` as a new workspace (started), or refuses it leaving
 /// nothing behind.
 /// `role` is the caller's: an archive cannot grant what the caller may not ask for (`network:
@@ -406,107 +483,112 @@ pub async fn restore(
     role: berth_domain::Role,
 ) -> ApiResult<Workspace> {
     crate::disk::ensure_room(&state)?;
-    let (in_tx, in_rx) = pipe::channel();
-    let (out_tx, out_rx) = pipe::channel();
-    let (manifest_tx, manifest_rx) = tokio::sync::oneshot::channel::<BackupManifest>();
-    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<Option<u64>>();
-    tokio::spawn(pipe::feed(body.into_data_stream(), in_tx));
-    let mut pipeline = tokio::task::spawn_blocking(move || {
-        archive::restore(
-            pipe::ChanReader::new(in_rx),
-            move |m| {
-                manifest_tx.send(m).ok()?;
-                go_rx.blocking_recv().ok().flatten()
-            },
-            pipe::ChanWriter::new(out_tx),
-        )
-        .and_then(|(t, mut w)| {
-            use std::io::Write;
-            w.flush()?;
-            Ok(t)
-        })
-    });
-    let finish = |r: Result<Result<BackupTrailer, ArchiveError>, tokio::task::JoinError>| match r {
-        Ok(r) => r.map_err(archive_error),
-        Err(e) => Err(ApiError::internal(format!("restore: {e}"))),
-    };
-    let manifest = match manifest_rx.await {
+    let RestoreReader {
+        mut archive,
+        manifest,
+        go,
+        out,
+    } = RestoreReader::start(body);
+    let manifest = match manifest.await {
         Ok(m) => m,
         Err(_) => {
-            finish((&mut pipeline).await)?;
+            match (&mut archive).await {
+                Ok(r) => r.map_err(archive_error)?,
+                Err(e) => return Err(ApiError::internal(format!("restore: {e}"))),
+            };
             return Err(ApiError::invalid("backup archive refused: no manifest"));
         }
     };
-    let prepared = async {
-        let req = restore_request(&state, &manifest, &q).await?;
-        crate::lifecycle::check_network_allowed(role, req.network.as_deref())?;
-        let spec = CreateSpec::from_request(&state, &req)?;
-        // A restore makes a workspace like a create: within the tenant's quota.
-        let asked = crate::lifecycle::quota_use(&spec.limits);
-        // Admin-only; not held until the restored row is stored (a restore racing a create of
-        // the same tenant may both pass).
-        drop(crate::tenants::check(&state, &spec.tenant, asked, None).await?);
-        crate::lifecycle::ensure_image(&state, &spec.image).await?;
-        if state
-            .store
-            .find_workspace(&spec.tenant, &spec.name)
-            .await?
-            .is_some()
-        {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("workspace {}/{} already exists", spec.tenant, spec.name),
-            ));
-        }
-        let volume = lifecycle::volume_name(&state, &spec.tenant, &spec.name);
-        if state.host.runtime.volume_exists(&volume).await? {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "volume {volume} exists (left by a removed workspace {}/{}): remove it with \
-                     `podman volume rm {volume}`, or restore under another name (--name)",
-                    spec.tenant, spec.name
-                ),
-            ));
-        }
-        let claim = Claim::take(&volume).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "workspace {}/{} is being restored from a backup",
-                    spec.tenant, spec.name
-                ),
-            )
-        })?;
-        ApiResult::Ok((spec, volume, claim))
-    }
-    .await;
-    let (spec, volume, claim) = match prepared {
+    let (spec, volume, claim) = match prepare_restore(&state, &manifest, &q, role).await {
         Ok(p) => p,
         Err(e) => {
-            let _ = go_tx.send(None);
-            let _ = pipeline.await;
+            let _ = go.send(None);
+            let _ = archive.await;
             return Err(e);
         }
     };
-    let free = crate::disk::free_bytes(&state.config.data_dir).unwrap_or(u64::MAX);
-    let budget = state
-        .config
-        .restore_max_bytes
-        .min(free.saturating_sub(state.config.disk.min_free));
-    let filled = fill_volume(&state, &spec, &volume, out_rx, go_tx, budget, pipeline).await;
+    let budget = restore_budget(&state);
+    let filled = fill_volume(&state, &spec, &volume, out, go, budget, archive).await;
     if let Err(e) = filled {
         remove_volume(&state, &volume).await;
         return Err(e);
     }
     // The ordinary create takes over (its name check, provisioning and rollback).
     drop(claim);
-    let result = lifecycle::create(&state, spec).await;
+    create_restored(&state, spec, &volume).await
+}
+
+/// Checks a restore against the server before any data is written: the caller may ask for
+/// the archive's workspace (network, quota), its image is here, and neither the workspace nor
+/// its home volume exists. Returns the create spec, the volume's name and the claim on it.
+async fn prepare_restore(
+    state: &AppState,
+    manifest: &BackupManifest,
+    q: &RestoreQuery,
+    role: berth_domain::Role,
+) -> ApiResult<(CreateSpec, String, Claim)> {
+    let req = restore_request(state, manifest, q).await?;
+    crate::lifecycle::check_network_allowed(role, req.network.as_deref())?;
+    let spec = CreateSpec::from_request(state, &req)?;
+    // A restore makes a workspace like a create: within the tenant's quota.
+    let asked = crate::lifecycle::quota_use(&spec.limits);
+    // Admin-only; not held until the restored row is stored (a restore racing a create of
+    // the same tenant may both pass).
+    drop(crate::tenants::check(state, &spec.tenant, asked, None).await?);
+    crate::lifecycle::ensure_image(state, &spec.image).await?;
+    if state
+        .store
+        .find_workspace(&spec.tenant, &spec.name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("workspace {}/{} already exists", spec.tenant, spec.name),
+        ));
+    }
+    let volume = lifecycle::volume_name(state, &spec.tenant, &spec.name);
+    if state.host.runtime.volume_exists(&volume).await? {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "volume {volume} exists (left by a removed workspace {}/{}): remove it with \
+                 `podman volume rm {volume}`, or restore under another name (--name)",
+                spec.tenant, spec.name
+            ),
+        ));
+    }
+    let claim = Claim::take(&volume).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "workspace {}/{} is being restored from a backup",
+                spec.tenant, spec.name
+            ),
+        )
+    })?;
+    Ok((spec, volume, claim))
+}
+
+/// How many bytes a restore may write: the configured maximum, within the free disk space
+/// above the reserve.
+fn restore_budget(state: &AppState) -> u64 {
+    let free = crate::disk::free_bytes(&state.config.data_dir).unwrap_or(u64::MAX);
+    state
+        .config
+        .restore_max_bytes
+        .min(free.saturating_sub(state.config.disk.min_free))
+}
+
+/// Creates the restored workspace on its filled `volume` through the ordinary create; when
+/// that fails, the volume goes too (unless another create of the name took it meanwhile).
+async fn create_restored(state: &AppState, spec: CreateSpec, volume: &str) -> ApiResult<Workspace> {
+    let result = lifecycle::create(state, spec).await;
     match &result {
         // A create of the same name won the race after the claim was dropped: the volume is
         // that workspace's now.
         Err(e) if e.code == ErrorCode::Conflict => {}
-        Err(_) => remove_volume(&state, &volume).await,
+        Err(_) => remove_volume(state, volume).await,
         Ok(_) => {}
     }
     result

@@ -92,30 +92,9 @@ async fn run(
     env: Vec<(String, String)>,
     deadline: Duration,
 ) -> ApiResult<String> {
-    let mut argv = vec!["sh".into(), "-c".into(), SCRIPT.into(), "sh".into()];
-    argv.extend(args.iter().map(|a| (*a).to_owned()));
     let mut env = env;
     env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
-    let req = berth_daemon::ExecRequest {
-        argv,
-        env,
-        cwd: None,
-        stdin: false,
-    };
-    let out = tokio::time::timeout(
-        deadline,
-        state.daemon(&t.workspace_id).exec_collect(req, CAP),
-    )
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            ErrorCode::DaemonUnavailable,
-            format!(
-                "git in the workspace took longer than {}s",
-                deadline.as_secs()
-            ),
-        )
-    })??;
+    let out = crate::task_diff::git_script(state, t, SCRIPT, args, env, CAP, deadline).await?;
     let text = out.stdout_lossy();
     let first = text.lines().next().unwrap_or_default();
     match first {

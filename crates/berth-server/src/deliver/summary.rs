@@ -23,10 +23,10 @@ pub async fn describe(state: &AppState, t: &Task) -> String {
         .max(1);
     let totals = state
         .store
-        .task_call_totals(&[t.id.as_str()])
+        .task_call_totals(&[&t.id])
         .await
         .ok()
-        .and_then(|m| m.get(t.id.as_str()).copied())
+        .and_then(|m| m.get(&t.id).copied())
         .unwrap_or_default();
     let stat = crate::task_diff::diff(
         state,

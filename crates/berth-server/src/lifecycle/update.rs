@@ -194,7 +194,7 @@ async fn new_secrets(
     if req.secrets.is_none() && req.remove_secrets.is_none() {
         return Ok(None);
     }
-    let added = super::parse_secret_uses(req.secrets.as_deref().unwrap_or_default())?;
+    let added = super::parse_secret_uses(&w.id, req.secrets.as_deref().unwrap_or_default())?;
     let removed = req.remove_secrets.as_deref().unwrap_or_default();
     let current = state.store.secret_uses(Some(&w.id)).await?;
     for name in removed {
@@ -223,7 +223,6 @@ async fn new_secrets(
         .cloned()
         .collect();
     for mut a in added {
-        a.workspace_id = w.id.to_string();
         if let Some(old) = current.iter().find(|u| u.name == a.name) {
             if old.delivery == a.delivery {
                 a.placeholder = old.placeholder.clone();

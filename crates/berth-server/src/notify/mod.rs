@@ -240,33 +240,7 @@ pub async fn create(
             .map_err(|m| ApiError::new(berth_domain::ErrorCode::UrlRefused, m))?;
         let url_shown = berth_domain::notify::shown_url(u.as_str());
         shown = url_shown.clone();
-        let (tenant, workspace) = match (&req.workspace, &req.tenant) {
-            (Some(w), t) => {
-                let w = crate::lifecycle::resolve(state, w).await?;
-                if t.as_deref().is_some_and(|t| t != w.tenant.as_str()) {
-                    return Err(ApiError::new(berth_domain::ErrorCode::Conflict, format!(
-                        "workspace {} is not of tenant {}",
-                        w.qualified_name(),
-                        t.as_deref().unwrap_or_default()
-                    )));
-                }
-                (w.tenant.to_string(), Some(w))
-            }
-            (None, Some(t)) => {
-                let n = crate::error::tenant_name(t)?;
-                actor.check_tenant(n.as_str(), || format!("tenant {n}"))?;
-                (n.to_string(), None)
-            }
-            (None, None) => match &actor.tenant {
-                Some(t) => (t.clone(), None),
-                None => {
-                    return Err(ApiError::new(
-                        berth_domain::ErrorCode::TenantRequired,
-                        "an admin's subscription names its tenant or workspace",
-                    ))
-                }
-            },
-        };
+        let (tenant, workspace) = subscription_scope(state, actor, &req).await?;
         // The target is checked now too (and again at every attempt: DNS may change).
         // A refused address and a name that does not resolve are both 422: the URL fits the
         // document, the server cannot use it.
@@ -275,19 +249,7 @@ pub async fn create(
         {
             return Err(ApiError::new(berth_domain::ErrorCode::UrlRefused, why));
         }
-        let owned = state
-            .store
-            .notify_subscriptions(Some(&actor.id), None)
-            .await?;
-        if owned.len() >= MAX_SUBSCRIPTIONS_PER_OWNER {
-            return Err(ApiError::new(
-                berth_domain::ErrorCode::Conflict,
-                format!(
-                    "you hold {MAX_SUBSCRIPTIONS_PER_OWNER} subscriptions, the most one caller may: \
-                     remove one first"
-                ),
-            ));
-        }
+        check_room(state, actor).await?;
         let id = format!("nsub_{}", random_hex(12));
         let signing = push_keys
             .is_none()
@@ -327,6 +289,64 @@ pub async fn create(
     .await;
     audit(&state.store, actor, "notify.subscribe", &shown, &result).await;
     result
+}
+
+/// What a new subscription covers: the tenant (by name) and, when one is named, the
+/// workspace. A workspace of another tenant than the one named is 409; an admin names one or
+/// the other (422 `tenant_required`); a tenant's caller gets its own tenant by default.
+async fn subscription_scope(
+    state: &AppState,
+    actor: &Actor,
+    req: &api::CreateSubscription,
+) -> ApiResult<(String, Option<berth_store::Workspace>)> {
+    Ok(match (&req.workspace, &req.tenant) {
+        (Some(w), t) => {
+            let w = crate::lifecycle::resolve(state, w).await?;
+            if t.as_deref().is_some_and(|t| t != w.tenant.as_str()) {
+                return Err(ApiError::new(
+                    berth_domain::ErrorCode::Conflict,
+                    format!(
+                        "workspace {} is not of tenant {}",
+                        w.qualified_name(),
+                        t.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            (w.tenant.to_string(), Some(w))
+        }
+        (None, Some(t)) => {
+            let n = crate::error::tenant_name(t)?;
+            actor.check_tenant(n.as_str(), || format!("tenant {n}"))?;
+            (n.to_string(), None)
+        }
+        (None, None) => match &actor.tenant {
+            Some(t) => (t.clone(), None),
+            None => {
+                return Err(ApiError::new(
+                    berth_domain::ErrorCode::TenantRequired,
+                    "an admin's subscription names its tenant or workspace",
+                ))
+            }
+        },
+    })
+}
+
+/// 409 `conflict` when the caller already holds the most subscriptions one caller may.
+async fn check_room(state: &AppState, actor: &Actor) -> ApiResult<()> {
+    let owned = state
+        .store
+        .notify_subscriptions(Some(&actor.id), None)
+        .await?;
+    if owned.len() >= MAX_SUBSCRIPTIONS_PER_OWNER {
+        return Err(ApiError::new(
+            berth_domain::ErrorCode::Conflict,
+            format!(
+                "you hold {MAX_SUBSCRIPTIONS_PER_OWNER} subscriptions, the most one caller may: \
+                 remove one first"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The subscriptions the caller sees: its own; every one for an admin.

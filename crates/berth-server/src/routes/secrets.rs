@@ -20,10 +20,7 @@ async fn info(state: &AppState, s: berth_store::SealedSecret) -> ApiResult<api::
         if u.name != s.name {
             continue;
         }
-        let Some(id) = berth_domain::WorkspaceId::parse(&u.workspace_id) else {
-            continue;
-        };
-        let Some(w) = state.store.find_workspace_by_id(&id).await? else {
+        let Some(w) = state.store.find_workspace_by_id(&u.workspace_id).await? else {
             continue;
         };
         if w.tenant.as_str() != s.tenant {

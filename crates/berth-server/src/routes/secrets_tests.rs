@@ -59,7 +59,7 @@ impl H {
             .await
             .unwrap();
         let uses = [SecretUse {
-            workspace_id: id.to_string(),
+            workspace_id: id.clone(),
             name: "TOKEN".into(),
             hosts: vec!["api.test".into()],
             delivery: berth_domain::SecretDelivery::Placeholder,

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use berth_api as api;
+use berth_domain::TaskId;
 use berth_store::{UsageBy, UsageFilter};
 
 use super::{parse_body, Query};
@@ -125,39 +126,61 @@ pub async fn usage(
     let by = parse_by(&q)?;
     let by_name = q.by.clone().or_else(|| q.group_by.clone());
     let workspace_id = match &q.workspace {
-        Some(w) => Some(lifecycle::resolve(&state, w).await?.id.to_string()),
+        Some(w) => Some(lifecycle::resolve(&state, w).await?.id),
         None => None,
     };
     let tenant = match &q.tenant {
         Some(t) => Some(crate::error::tenant_name(t)?.to_string()),
         None => None,
     };
+    let nothing = || {
+        Ok(axum::Json(api::UsageReport {
+            since: since.clone(),
+            until: until.clone(),
+            by: by_name.clone(),
+            rows: Vec::new(),
+            total: total_row(0),
+        }))
+    };
     // A tenant's caller sees its tenant's usage only (another tenant's filter: nothing).
     let tenant = match (actor.scope(), tenant) {
-        (Some(own), Some(t)) if own != t => {
-            return Ok(axum::Json(api::UsageReport {
-                since,
-                until,
-                by: by_name,
-                rows: Vec::new(),
-                total: total_row(0),
-            }))
-        }
+        (Some(own), Some(t)) if own != t => return nothing(),
         (Some(own), _) => Some(own.to_owned()),
         (None, t) => t,
+    };
+    let Ok(task_id) = task_filter(q.task.as_deref()) else {
+        return nothing();
     };
     let rows = state
         .store
         .usage(&UsageFilter {
             tenant,
             workspace_id,
-            task_id: q.task.clone(),
+            task_id,
             since: since.clone(),
             until: until.clone(),
             session_id: q.session.clone(),
             by,
         })
         .await?;
+    let (rows, total) = report_rows(rows);
+    Ok(axum::Json(api::UsageReport {
+        since,
+        until,
+        by: by_name,
+        rows,
+        total,
+    }))
+}
+
+/// A `task` filter as a task id: `Ok(None)` without one, `Err` for text that is no task id
+/// (no call can match it).
+fn task_filter(task: Option<&str>) -> Result<Option<TaskId>, ()> {
+    task.map(|t| TaskId::parse(t).ok_or(())).transpose()
+}
+
+/// The report's rows in their wire form, and the total row that sums them.
+fn report_rows(rows: Vec<berth_store::UsageRow>) -> (Vec<api::UsageRow>, api::UsageRow) {
     let mut total_nusd = 0u64;
     let mut total = total_row(0);
     let rows: Vec<api::UsageRow> = rows
@@ -195,13 +218,7 @@ pub async fn usage(
         .collect();
     total.cost_usd = Some(total_nusd as f64 / 1e9);
     total.cost = api::usd_decimal(total_nusd);
-    Ok(axum::Json(api::UsageReport {
-        since,
-        until,
-        by: by_name,
-        rows,
-        total,
-    }))
+    (rows, total)
 }
 
 /// The total row of a report whose calls cost `nusd`.
@@ -320,6 +337,16 @@ mod tests {
     }
 
     #[test]
+    fn a_task_filter_that_is_no_task_id_matches_nothing() {
+        assert_eq!(task_filter(None), Ok(None));
+        let id = TaskId::generate();
+        assert_eq!(task_filter(Some(id.as_str())), Ok(Some(id)));
+        for bad in ["", "t1", "tk_", "ws_0123456789abcdef0123456789abcdef"] {
+            assert_eq!(task_filter(Some(bad)), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
     fn since_past_the_calendar_is_refused_not_an_overflow() {
         for bad in ["99999999999d", "9223372036854775807m"] {
             assert!(parse_since(bad).is_err(), "{bad}");
@@ -333,7 +360,7 @@ fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> 
         at,
         workspace: c.workspace,
         tenant: c.tenant,
-        task: c.task_id,
+        task: c.task_id.map(|t| t.to_string()).unwrap_or_default(),
         provider: c.provider,
         model: c.model,
         path: c.path,
@@ -361,13 +388,16 @@ pub async fn calls(
     Query(q): Query<api::CallsQuery>,
 ) -> ApiResult<axum::Json<Vec<api::LlmCall>>> {
     let ws = match &q.workspace {
-        Some(w) => Some(lifecycle::resolve(&state, w).await?.id.to_string()),
+        Some(w) => Some(lifecycle::resolve(&state, w).await?.id),
         None => None,
     };
     let limit = api::CALLS_LIMIT.check(q.limit).map_err(ApiError::invalid)?;
+    let Ok(task) = task_filter(q.task.as_deref()) else {
+        return Ok(axum::Json(Vec::new()));
+    };
     let rows = state
         .store
-        .llm_calls(ws.as_deref(), q.task.as_deref(), actor.scope(), limit)
+        .llm_calls(ws.as_ref(), task.as_ref(), actor.scope(), limit)
         .await?;
     Ok(axum::Json(
         rows.into_iter()
