@@ -57,6 +57,18 @@ describe('Timeline', () => {
     expect(u.items[1]).toMatchObject({ kind: 'tool', callId: 'c', ended: 'turn ended' });
   });
 
+  it('an interrupted turn ends its running tool cards and says who interrupted', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'tool_call', { call_id: 'a', name: 'Bash', input: { command: 'sleep 60' } }));
+    t.apply(e(2, 'turn_interrupted', { by: 'alice (member)' }));
+    t.apply(e(3, 'user_message', { text: 'do X instead' }));
+    expect(t.items[0]).toMatchObject({ kind: 'tool', ended: 'interrupted' });
+    expect(t.items[1]).toMatchObject({ kind: 'turn_interrupted', by: 'alice (member)', newConversation: false });
+    expect(t.items[2]).toMatchObject({ kind: 'user', text: 'do X instead' });
+    t.apply(e(4, 'turn_interrupted', { new_conversation: true }));
+    expect(t.items[3]).toMatchObject({ kind: 'turn_interrupted', newConversation: true });
+  });
+
   it('keeps unknown types as raw', () => {
     const t = new Timeline();
     t.apply(e(1, 'something_new', { x: 1 }));

@@ -40,6 +40,7 @@ export type Item =
   | { kind: 'status'; key: string; seq: number; at: string; state: string; reason?: string }
   | { kind: 'session'; key: string; seq: number; at: string; sessionId: string; model?: string }
   | { kind: 'turn_completed'; key: string; seq: number; at: string; result?: string }
+  | { kind: 'turn_interrupted'; key: string; seq: number; at: string; by?: string; newConversation: boolean }
   | { kind: 'log'; key: string; seq: number; at: string; line: string }
   | {
       kind: 'approval';
@@ -164,6 +165,11 @@ export class Timeline {
         this.endOpenTools('turn ended');
         this.open = -1;
         this.push({ ...base, kind: 'turn_completed', result: s('result') || undefined });
+        break;
+      case 'turn_interrupted':
+        this.endOpenTools('interrupted');
+        this.open = -1;
+        this.push({ ...base, kind: 'turn_interrupted', by: s('by') || undefined, newConversation: ev.new_conversation === true });
         break;
       case 'log':
         this.push({ ...base, kind: 'log', line: s('line') });

@@ -250,6 +250,18 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<String>,
     },
+    /// The running turn was stopped to redirect the task (`berth task send --interrupt`): its
+    /// agent was stopped, its open permission requests expired, and the next turn follows at
+    /// once (a `user_message`) in the same conversation; the task stays `running`. `by` is who
+    /// interrupted.
+    TurnInterrupted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// The agent had reported no session id to resume yet, so the next turn starts a new
+        /// conversation whose first message is the original prompt followed by the new one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        new_conversation: bool,
+    },
     /// A line of the agent's stderr (diagnostics).
     Log {
         line: String,

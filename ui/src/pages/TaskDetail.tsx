@@ -328,6 +328,13 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
           turn completed
         </li>
       );
+    case 'turn_interrupted':
+      return (
+        <li {...common} className={`${common.className} meta`}>
+          turn interrupted{it.by && <span className="muted"> by {it.by}</span>}
+          {it.newConversation && <span className="warn"> · the agent had no session to resume yet: a new conversation starts with the original prompt and the new message</span>}
+        </li>
+      );
     case 'log':
       return (
         <li {...common} className={`${common.className} meta mono dim`}>
@@ -401,14 +408,17 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
   const [text, setText] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
-  const enabled = state === 'completed' || state === 'interrupted';
+  // A turn in flight takes a message only as a redirect: it is stopped, and the message starts
+  // the next turn of the same conversation.
+  const inFlight = state === 'starting' || state === 'running' || state === 'waiting';
+  const enabled = state === 'completed' || state === 'interrupted' || inFlight;
   const send = async (e?: FormEvent) => {
     e?.preventDefault();
     if (!text.trim() || !enabled) return;
     setBusy(true);
     setError(undefined);
     try {
-      await post(`/tasks/${id}/messages`, { text });
+      await post(`/tasks/${id}/messages`, inFlight ? { text, interrupt: true } : { text });
       setText('');
       onSent();
     } catch (err) {
@@ -419,14 +429,22 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
   };
   return (
     <form className="followup card" onSubmit={send} aria-label="Follow-up message">
-      <label htmlFor="followup">Follow-up</label>
+      <label htmlFor="followup">{inFlight ? 'Redirect the running turn' : 'Follow-up'}</label>
       <textarea
         id="followup"
         rows={3}
         value={text}
         onChange={(e) => setText(e.target.value)}
         disabled={!enabled || busy}
-        placeholder={enabled ? 'Next message in the same conversation (Ctrl+Enter to send)' : FINAL.has(state) ? `The task is ${state}: no more messages.` : state === 'waiting' ? 'The agent waits for a decision above.' : 'Available when the agent has finished its turn.'}
+        placeholder={
+          inFlight
+            ? 'Stop the agent and tell it what to do instead: the turn is interrupted, this message starts the next one (Ctrl+Enter)'
+            : enabled
+              ? 'Next message in the same conversation (Ctrl+Enter to send)'
+              : FINAL.has(state)
+                ? `The task is ${state}: no more messages.`
+                : 'Available when the agent has finished its turn.'
+        }
         onKeyDown={(e) => {
           if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) void send();
         }}
@@ -434,8 +452,15 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
       />
       <ErrorBox error={error} />
       <div className="row">
-        <button type="submit" className="btn primary" disabled={!enabled || busy || !text.trim()} data-testid="followup-send">
-          {busy ? 'Sending…' : 'Send'}
+        <button
+          type="submit"
+          className={inFlight ? 'btn danger' : 'btn primary'}
+          disabled={!enabled || busy || !text.trim()}
+          data-testid="followup-send"
+          data-interrupt={inFlight ? 'true' : undefined}
+          title={inFlight ? 'Stops the running turn (its pending approvals expire) and sends this message as the next turn; unlike Cancel, the task goes on' : undefined}
+        >
+          {busy ? (inFlight ? 'Stopping…' : 'Sending…') : inFlight ? 'Stop and redirect' : 'Send'}
         </button>
       </div>
     </form>

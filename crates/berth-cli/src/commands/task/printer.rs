@@ -231,6 +231,21 @@ impl Printer {
                 }
                 s + "\n"
             }
+            EventKind::TurnInterrupted {
+                by,
+                new_conversation,
+            } => {
+                let mut s = "[interrupted]".to_owned();
+                if let Some(by) = by {
+                    s.push_str(&format!(" by {}", one_line(by)));
+                }
+                if *new_conversation {
+                    s.push_str(
+                        " (the agent had no session to resume yet: a new conversation starts with the original prompt and the new message)",
+                    );
+                }
+                s + "\n"
+            }
             EventKind::Error { message } => format!("[error] {}\n", message.trim_end()),
             EventKind::Log { line } if self.verbose => format!("[log] {}\n", line.trim_end()),
             EventKind::Raw { data } if self.verbose => format!("[raw] {data}\n"),
