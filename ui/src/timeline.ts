@@ -21,9 +21,11 @@ export type Item =
       callId: string;
       name: string;
       input: unknown;
-      result?: { output: string; exitCode?: number; isError: boolean; seq: number };
+      result?: { output: string; exitCode?: number; isError: boolean; seq: number; at: string };
       /** The turn ended (or the task stopped) before a result came: no longer running. */
       ended?: string;
+      /** When it ended so (the event that ended it). */
+      endedAt?: string;
     }
   | { kind: 'file_change'; key: string; seq: number; at: string; path: string; change: string }
   | { kind: 'error'; key: string; seq: number; at: string; message: string }
@@ -126,6 +128,7 @@ export class Timeline {
           exitCode: typeof ev.exit_code === 'number' ? (ev.exit_code as number) : undefined,
           isError: ev.is_error === true,
           seq: ev.seq,
+          at: ev.at,
         };
         const idx = this.tools.get(s('call_id'));
         const cur = idx === undefined ? undefined : this.items[idx];
@@ -153,7 +156,7 @@ export class Timeline {
         break;
       }
       case 'status':
-        if (!RUNNING.has(s('state'))) this.endOpenTools(s('state'));
+        if (!RUNNING.has(s('state'))) this.endOpenTools(s('state'), ev.at);
         this.state = s('state');
         this.reason = s('reason') || undefined;
         this.push({ ...base, kind: 'status', state: s('state'), reason: s('reason') || undefined });
@@ -162,12 +165,12 @@ export class Timeline {
         this.push({ ...base, kind: 'session', sessionId: s('agent_session_id'), model: s('model') || undefined });
         break;
       case 'turn_completed':
-        this.endOpenTools('turn ended');
+        this.endOpenTools('turn ended', ev.at);
         this.open = -1;
         this.push({ ...base, kind: 'turn_completed', result: s('result') || undefined });
         break;
       case 'turn_interrupted':
-        this.endOpenTools('interrupted');
+        this.endOpenTools('interrupted', ev.at);
         this.open = -1;
         this.push({ ...base, kind: 'turn_interrupted', by: s('by') || undefined, newConversation: ev.new_conversation === true });
         break;
@@ -195,16 +198,35 @@ export class Timeline {
   }
 
   /** Tool calls still waiting for a result when their turn or task ends are not running any more. */
-  private endOpenTools(why: string) {
+  private endOpenTools(why: string, at: string) {
     for (const idx of this.tools.values()) {
       const cur = this.items[idx];
-      if (cur && cur.kind === 'tool' && !cur.result && !cur.ended) this.items[idx] = { ...cur, ended: why };
+      if (cur && cur.kind === 'tool' && !cur.result && !cur.ended) this.items[idx] = { ...cur, ended: why, endedAt: at };
     }
   }
 
   private push(it: Item) {
     this.items.push(it);
   }
+}
+
+/** How long a tool call took (or has taken by `now`): from its call to its result, or to the
+ * end of its turn or task; `undefined` when a timestamp does not parse. */
+export function toolElapsedMs(it: { at: string; result?: { at: string }; endedAt?: string }, now: number): number | undefined {
+  const from = Date.parse(it.at);
+  const to = it.result ? Date.parse(it.result.at) : it.endedAt ? Date.parse(it.endedAt) : now;
+  if (Number.isNaN(from) || Number.isNaN(to)) return undefined;
+  return Math.max(0, to - from);
+}
+
+/** `850 ms`, `12 s`, `3 min 05 s`, `1 h 02 min`. */
+export function formatElapsed(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(s % 60).padStart(2, '0')} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
 
 /** Splits text for display: the first `max` characters, and whether more exists. */

@@ -5,7 +5,7 @@ import { dateTime, httpUrl, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { canContinueInteractively, terminalRoute } from '../agentSessions';
 import { followSse } from '../sse';
-import { DETAIL_KINDS, diffLineClass, itemType, Timeline, truncate, type Item } from '../timeline';
+import { DETAIL_KINDS, diffLineClass, formatElapsed, itemType, Timeline, toolElapsedMs, truncate, type Item } from '../timeline';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
 import { Allowed } from '../roles';
 
@@ -270,7 +270,8 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
         <li {...common} data-call-id={it.callId}>
           <details open={(!it.result && !it.ended) || it.result?.isError}>
             <summary>
-              <span className="tool-name">{it.name}</span> <code className="tool-summary">{toolSummary(it.input)}</code>
+              <span className="tool-name">{it.name}</span> <code className="tool-summary">{toolSummary(it.input)}</code>{' '}
+              <ToolElapsed it={it} />
               {it.result ? (
                 <span className={`badge ${it.result.isError ? 'state-failed' : 'state-completed'}`} data-testid="tool-result" data-type="tool_result">
                   {it.result.isError ? 'error' : 'ok'}
@@ -367,6 +368,25 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
       );
   }
 });
+
+/** How long a tool call took, ticking each second while it runs; it stops when the call's
+ * result comes or its turn or task ends. */
+function ToolElapsed({ it }: { it: Extract<Item, { kind: 'tool' }> }) {
+  const running = !it.result && !it.ended;
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    if (!running) return;
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, [running]);
+  const ms = toolElapsedMs(it, now);
+  if (ms === undefined) return null;
+  return (
+    <span className="muted small tool-elapsed" data-testid="tool-elapsed" title={running ? 'running for' : 'took'}>
+      {formatElapsed(ms)}
+    </span>
+  );
+}
 
 function LongText({ text, label, error, max = 1500 }: { text: string; label: string; error?: boolean; max?: number }) {
   const [all, setAll] = useState(false);

@@ -1,8 +1,13 @@
-//! Interrupt and redirect (`berth task send --interrupt`) with the four real agent CLIs against
-//! the scripted mock LLM: the first turn's tool runs a long `sleep`; an interrupt stops the
-//! turn within seconds, the tool's process is gone, and the next turn continues the same
-//! conversation (its request to the upstream carries the first turn and the new message) and
-//! finishes the task with the new turn's answer.
+//! Watching and steering a long turn, with the real agent CLIs against the scripted mock LLM.
+//!
+//! Interrupt and redirect (`berth task send --interrupt`, all four agents): the first turn's
+//! tool runs a long `sleep`; an interrupt stops the turn within seconds, the tool's process is
+//! gone, and the next turn continues the same conversation (its request to the upstream
+//! carries the first turn and the new message) and finishes the task with the new turn's
+//! answer.
+//!
+//! Tokens and cost during a turn: the task's figures are the gateway's record of its calls,
+//! which grows as each call ends, not when the turn does.
 
 use std::time::{Duration, Instant};
 
@@ -174,4 +179,83 @@ async fn gemini_turn_is_interrupted_and_redirected() {
 #[tokio::test]
 async fn opencode_turn_is_interrupted_and_redirected() {
     interrupt_and_redirect("opencode").await;
+}
+
+/// A turn of two model calls (the tool call, then the answer after the tool's result): after
+/// the first call, while the tool still runs, the task (API and `berth task show`) already
+/// shows that call's tokens and cost; at the end, both calls'.
+#[tokio::test]
+async fn tokens_and_cost_grow_during_the_turn() {
+    use berth_test_support::mock_llm::{USAGE_INPUT_TOKENS, USAGE_OUTPUT_TOKENS};
+    ensure_image().await;
+    let mock = MockLlm::start_with(Script {
+        shell_command: "echo started; sleep 61; echo hi".into(),
+        ..Default::default()
+    })
+    .await;
+    let s = server_with_llm(bin(), &mock, Vec::new()).await;
+    let ws = "meter";
+    s.create_workspace(json!({"name": ws, "memory": "2g", "pids": 2048}))
+        .await;
+    let (st, task) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": ws, "agent": "claude", "prompt": "Run the long command."})),
+        )
+        .await;
+    assert_eq!(st, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    eventually(TURN, "the long tool to run", || async {
+        let t = s.get(&format!("/api/v1/tasks/{id}")).await;
+        assert!(
+            matches!(t["state"].as_str(), Some("starting" | "running")),
+            "{t}\n{:#?}",
+            events(&s, &id).await
+        );
+        (sleeps(&s, ws).await > 0).then_some(())
+    })
+    .await;
+    // The first call is recorded while the turn runs (the tool sleeps for a minute).
+    let t = eventually(
+        Duration::from_secs(30),
+        "the first call's tokens",
+        || async {
+            let t = s.get(&format!("/api/v1/tasks/{id}")).await;
+            (t["usage"]["calls"].as_u64() >= Some(1)).then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(t["state"], "running", "{t}");
+    let calls = t["usage"]["calls"].as_u64().unwrap();
+    assert_eq!(
+        t["usage"]["input_tokens"],
+        calls * USAGE_INPUT_TOKENS,
+        "{t}"
+    );
+    assert_eq!(
+        t["usage"]["output_tokens"],
+        calls * USAGE_OUTPUT_TOKENS,
+        "{t}"
+    );
+    assert!(t["usage"]["cost_usd"].as_f64().unwrap() > 0.0, "{t}");
+    // No agent-reported usage yet: Claude reports its usage at the end of the turn.
+    assert!(t["usage"]["agent_reported"].is_null(), "{t}");
+    let out = s.cli(&["task", "show", &id]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains(&format!(
+            "in {}, out {}",
+            calls * USAGE_INPUT_TOKENS,
+            calls * USAGE_OUTPUT_TOKENS
+        )),
+        "{shown}"
+    );
+    // Stop the minute-long tool: the task is then final, with the one call it made.
+    let (st, t) = s
+        .call("POST", &format!("/api/v1/tasks/{id}/cancel"), None)
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert_eq!(t["usage"]["calls"], calls, "{t}");
+    assert_eq!(sleeps(&s, ws).await, 0);
 }
