@@ -69,6 +69,18 @@ describe('Timeline', () => {
     expect(t.items[3]).toMatchObject({ kind: 'turn_interrupted', newConversation: true });
   });
 
+  it('appends streamed tool output to the running card until the result replaces it', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'tool_call', { call_id: 'a', name: 'Bash', input: {} }));
+    t.apply(e(2, 'tool_output', { call_id: 'a', text: 'line 1\n' }));
+    t.apply(e(3, 'tool_output', { call_id: 'a', text: 'line 2\n' }));
+    expect(t.items).toHaveLength(1);
+    expect(t.items[0]).toMatchObject({ kind: 'tool', live: 'line 1\nline 2\n' });
+    t.apply(e(4, 'tool_result', { call_id: 'a', output: 'line 1\nline 2\n' }));
+    t.apply(e(5, 'tool_output', { call_id: 'a', text: 'late' }));
+    expect(t.items[0]).toMatchObject({ result: { output: 'line 1\nline 2\n' }, live: 'line 1\nline 2\n' });
+  });
+
   it('times tool calls: to the result, to the end of the turn, or up to now while running', () => {
     const at = (sec: number) => new Date(Date.UTC(2026, 11, 4, 12, 0, sec)).toISOString();
     const t = new Timeline();

@@ -8,6 +8,8 @@ import type { TaskEvent } from './api';
 
 /** Task states in which a tool call may still be running (`waiting`: paused for approval). */
 const RUNNING = new Set(['queued', 'starting', 'running', 'waiting']);
+/** Most streamed output kept per running tool card (its newest part). */
+const LIVE_MAX = 64 * 1024;
 
 export type Item =
   | { kind: 'user'; key: string; seq: number; at: string; text: string }
@@ -26,6 +28,8 @@ export type Item =
       ended?: string;
       /** When it ended so (the event that ended it). */
       endedAt?: string;
+      /** Output streamed while it runs (`tool_output` fragments; the result has the whole). */
+      live?: string;
     }
   | { kind: 'file_change'; key: string; seq: number; at: string; path: string; change: string }
   | { kind: 'error'; key: string; seq: number; at: string; message: string }
@@ -122,6 +126,16 @@ export class Timeline {
         this.push({ ...base, kind: 'tool', callId: s('call_id'), name: s('name'), input: ev.input });
         this.tools.set(s('call_id'), this.items.length - 1);
         break;
+      case 'tool_output': {
+        const idx = this.tools.get(s('call_id'));
+        const cur = idx === undefined ? undefined : this.items[idx];
+        if (idx !== undefined && cur && cur.kind === 'tool' && !cur.result) {
+          const live = (cur.live ?? '') + s('text');
+          // Keep the newest part of a long stream.
+          this.items[idx] = { ...cur, live: live.length > LIVE_MAX ? live.slice(live.length - LIVE_MAX) : live };
+        }
+        break;
+      }
       case 'tool_result': {
         const result = {
           output: s('output'),

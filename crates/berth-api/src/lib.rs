@@ -1013,7 +1013,7 @@ pub struct EventsQuery {
 
 /// A task event: `{"seq":N,"at":"…","type":"…",…}`; see `berth_domain::EventKind` for the
 /// types (`status`, `session`, `user_message`, `message_delta`, `message`, `reasoning`,
-/// `tool_call`, `tool_result`, `file_change`, `usage`, `error`, `turn_completed`,
+/// `tool_call`, `tool_output`, `tool_result`, `file_change`, `usage`, `error`, `turn_completed`,
 /// `turn_interrupted`, `log`, `raw`).
 pub type TaskEvent = berth_domain::TaskEvent;
 

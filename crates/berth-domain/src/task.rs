@@ -229,6 +229,14 @@ pub enum EventKind {
         exit_code: Option<i32>,
         is_error: bool,
     },
+    /// A fragment of a running tool's output, in order, before its `tool_result` (which still
+    /// carries the whole output). Only for agents whose protocol streams it: none of the four
+    /// CLIs' headless modes does today (docs/tasks.md, "What each agent streams"); codex
+    /// app-server's `item/commandExecution/outputDelta` maps here.
+    ToolOutput {
+        call_id: String,
+        text: String,
+    },
     FileChange {
         path: String,
         /// `add`, `update` or `delete`.

@@ -286,6 +286,7 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
               )}
             </summary>
             {it.input !== undefined && <LongText text={typeof it.input === 'string' ? it.input : JSON.stringify(it.input, null, 2)} label="input" />}
+            {!it.result && it.live && <LongText text={it.live} label="output so far" />}
             {it.result && <LongText text={it.result.output || '(no output)'} label="output" error={it.result.isError} />}
           </details>
         </li>

@@ -182,6 +182,15 @@ impl Printer {
                 ..
             } => tool_result(output, *exit_code, *is_error),
             EventKind::FileChange { path, change } => format!("~ {path} ({change})\n"),
+            // The whole output comes with the result; the fragments only with --verbose.
+            EventKind::ToolOutput { text, .. } if self.verbose => {
+                let mut s = String::new();
+                for line in text.lines() {
+                    s.push_str(&format!("  | {line}\n"));
+                }
+                s
+            }
+            EventKind::ToolOutput { .. } => String::new(),
             EventKind::Usage {
                 input_tokens,
                 output_tokens,
