@@ -3353,7 +3353,13 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Sends a follow-up message: the next turn of the task's conversation. */
+        /**
+         * Sends a follow-up message: the next turn of the task's conversation.
+         * @description Sends a follow-up message: the next turn of the task's conversation. With `interrupt: true`
+         *     a turn in flight (`starting`, `running`, `waiting`) is stopped first (a `turn_interrupted`
+         *     event; its open approval requests expire) and the message starts the next turn at once, the
+         *     task staying `running`; with no turn in flight it is a plain follow-up.
+         */
         post: {
             parameters: {
                 query?: never;
@@ -3412,6 +3418,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `invalid_state`: the turn is still running or waiting for an approval (without `interrupt`), the task is final, or the workspace is not running; `conflict`: another interrupt of the task is under way, or its turn ended failed or cancelled before the interrupt took effect (the message was not sent); `task_interactive`: taken over */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -3440,6 +3447,14 @@ export interface paths {
                 };
                 /** @description `internal`: see the server log */
                 500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                503: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -8534,6 +8549,12 @@ export interface components {
         };
         /** @description `POST /api/v1/tasks/{task}/messages`: the next turn of the same conversation. */
         SendMessage: {
+            /**
+             * @description Stop the turn in flight first and start the next turn with this message at once (the
+             *     task stays `running`); without a turn in flight, a plain follow-up. Default false: a turn
+             *     in flight refuses the message (409).
+             */
+            interrupt?: boolean;
             text: string;
         };
         /** @description `GET /api/v1/version` (authenticated like every route). */

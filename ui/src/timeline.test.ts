@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { diffLineClass, itemType, Timeline, truncate } from './timeline';
+import { diffLineClass, formatElapsed, itemType, Timeline, toolElapsedMs, truncate } from './timeline';
 import type { TaskEvent } from './api';
 
 const at = '2026-01-01T00:00:00Z';
@@ -55,6 +55,48 @@ describe('Timeline', () => {
     expect(u.items[0]).toMatchObject({ result: { output: 'ok' } });
     expect(u.items[0]).not.toHaveProperty('ended');
     expect(u.items[1]).toMatchObject({ kind: 'tool', callId: 'c', ended: 'turn ended' });
+  });
+
+  it('an interrupted turn ends its running tool cards and says who interrupted', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'tool_call', { call_id: 'a', name: 'Bash', input: { command: 'sleep 60' } }));
+    t.apply(e(2, 'turn_interrupted', { by: 'alice (member)' }));
+    t.apply(e(3, 'user_message', { text: 'do X instead' }));
+    expect(t.items[0]).toMatchObject({ kind: 'tool', ended: 'interrupted' });
+    expect(t.items[1]).toMatchObject({ kind: 'turn_interrupted', by: 'alice (member)', newConversation: false });
+    expect(t.items[2]).toMatchObject({ kind: 'user', text: 'do X instead' });
+    t.apply(e(4, 'turn_interrupted', { new_conversation: true }));
+    expect(t.items[3]).toMatchObject({ kind: 'turn_interrupted', newConversation: true });
+  });
+
+  it('appends streamed tool output to the running card until the result replaces it', () => {
+    const t = new Timeline();
+    t.apply(e(1, 'tool_call', { call_id: 'a', name: 'Bash', input: {} }));
+    t.apply(e(2, 'tool_output', { call_id: 'a', text: 'line 1\n' }));
+    t.apply(e(3, 'tool_output', { call_id: 'a', text: 'line 2\n' }));
+    expect(t.items).toHaveLength(1);
+    expect(t.items[0]).toMatchObject({ kind: 'tool', live: 'line 1\nline 2\n' });
+    t.apply(e(4, 'tool_result', { call_id: 'a', output: 'line 1\nline 2\n' }));
+    t.apply(e(5, 'tool_output', { call_id: 'a', text: 'late' }));
+    expect(t.items[0]).toMatchObject({ result: { output: 'line 1\nline 2\n' }, live: 'line 1\nline 2\n' });
+  });
+
+  it('times tool calls: to the result, to the end of the turn, or up to now while running', () => {
+    const at = (sec: number) => new Date(Date.UTC(2026, 11, 4, 12, 0, sec)).toISOString();
+    const t = new Timeline();
+    t.apply({ seq: 1, at: at(0), type: 'tool_call', call_id: 'a', name: 'Bash', input: {} });
+    t.apply({ seq: 2, at: at(7), type: 'tool_result', call_id: 'a', output: 'ok' });
+    t.apply({ seq: 3, at: at(8), type: 'tool_call', call_id: 'b', name: 'Bash', input: {} });
+    expect(toolElapsedMs(t.items[0] as never, 0)).toBe(7000);
+    // running: ticking up to now
+    expect(toolElapsedMs(t.items[1] as never, Date.parse(at(20)))).toBe(12000);
+    t.apply({ seq: 4, at: at(30), type: 'status', state: 'cancelled' });
+    // ended with its task: the time stops there
+    expect(toolElapsedMs(t.items[1] as never, Date.parse(at(59)))).toBe(22000);
+    expect(formatElapsed(850)).toBe('850 ms');
+    expect(formatElapsed(12_400)).toBe('12 s');
+    expect(formatElapsed(185_000)).toBe('3 min 05 s');
+    expect(formatElapsed(3_720_000)).toBe('1 h 02 min');
   });
 
   it('keeps unknown types as raw', () => {

@@ -8,6 +8,8 @@ import type { TaskEvent } from './api';
 
 /** Task states in which a tool call may still be running (`waiting`: paused for approval). */
 const RUNNING = new Set(['queued', 'starting', 'running', 'waiting']);
+/** Most streamed output kept per running tool card (its newest part). */
+const LIVE_MAX = 64 * 1024;
 
 export type Item =
   | { kind: 'user'; key: string; seq: number; at: string; text: string }
@@ -21,9 +23,13 @@ export type Item =
       callId: string;
       name: string;
       input: unknown;
-      result?: { output: string; exitCode?: number; isError: boolean; seq: number };
+      result?: { output: string; exitCode?: number; isError: boolean; seq: number; at: string };
       /** The turn ended (or the task stopped) before a result came: no longer running. */
       ended?: string;
+      /** When it ended so (the event that ended it). */
+      endedAt?: string;
+      /** Output streamed while it runs (`tool_output` fragments; the result has the whole). */
+      live?: string;
     }
   | { kind: 'file_change'; key: string; seq: number; at: string; path: string; change: string }
   | { kind: 'error'; key: string; seq: number; at: string; message: string }
@@ -40,6 +46,7 @@ export type Item =
   | { kind: 'status'; key: string; seq: number; at: string; state: string; reason?: string }
   | { kind: 'session'; key: string; seq: number; at: string; sessionId: string; model?: string }
   | { kind: 'turn_completed'; key: string; seq: number; at: string; result?: string }
+  | { kind: 'turn_interrupted'; key: string; seq: number; at: string; by?: string; newConversation: boolean }
   | { kind: 'log'; key: string; seq: number; at: string; line: string }
   | {
       kind: 'approval';
@@ -119,12 +126,23 @@ export class Timeline {
         this.push({ ...base, kind: 'tool', callId: s('call_id'), name: s('name'), input: ev.input });
         this.tools.set(s('call_id'), this.items.length - 1);
         break;
+      case 'tool_output': {
+        const idx = this.tools.get(s('call_id'));
+        const cur = idx === undefined ? undefined : this.items[idx];
+        if (idx !== undefined && cur && cur.kind === 'tool' && !cur.result) {
+          const live = (cur.live ?? '') + s('text');
+          // Keep the newest part of a long stream.
+          this.items[idx] = { ...cur, live: live.length > LIVE_MAX ? live.slice(live.length - LIVE_MAX) : live };
+        }
+        break;
+      }
       case 'tool_result': {
         const result = {
           output: s('output'),
           exitCode: typeof ev.exit_code === 'number' ? (ev.exit_code as number) : undefined,
           isError: ev.is_error === true,
           seq: ev.seq,
+          at: ev.at,
         };
         const idx = this.tools.get(s('call_id'));
         const cur = idx === undefined ? undefined : this.items[idx];
@@ -152,7 +170,7 @@ export class Timeline {
         break;
       }
       case 'status':
-        if (!RUNNING.has(s('state'))) this.endOpenTools(s('state'));
+        if (!RUNNING.has(s('state'))) this.endOpenTools(s('state'), ev.at);
         this.state = s('state');
         this.reason = s('reason') || undefined;
         this.push({ ...base, kind: 'status', state: s('state'), reason: s('reason') || undefined });
@@ -161,9 +179,14 @@ export class Timeline {
         this.push({ ...base, kind: 'session', sessionId: s('agent_session_id'), model: s('model') || undefined });
         break;
       case 'turn_completed':
-        this.endOpenTools('turn ended');
+        this.endOpenTools('turn ended', ev.at);
         this.open = -1;
         this.push({ ...base, kind: 'turn_completed', result: s('result') || undefined });
+        break;
+      case 'turn_interrupted':
+        this.endOpenTools('interrupted', ev.at);
+        this.open = -1;
+        this.push({ ...base, kind: 'turn_interrupted', by: s('by') || undefined, newConversation: ev.new_conversation === true });
         break;
       case 'log':
         this.push({ ...base, kind: 'log', line: s('line') });
@@ -189,16 +212,35 @@ export class Timeline {
   }
 
   /** Tool calls still waiting for a result when their turn or task ends are not running any more. */
-  private endOpenTools(why: string) {
+  private endOpenTools(why: string, at: string) {
     for (const idx of this.tools.values()) {
       const cur = this.items[idx];
-      if (cur && cur.kind === 'tool' && !cur.result && !cur.ended) this.items[idx] = { ...cur, ended: why };
+      if (cur && cur.kind === 'tool' && !cur.result && !cur.ended) this.items[idx] = { ...cur, ended: why, endedAt: at };
     }
   }
 
   private push(it: Item) {
     this.items.push(it);
   }
+}
+
+/** How long a tool call took (or has taken by `now`): from its call to its result, or to the
+ * end of its turn or task; `undefined` when a timestamp does not parse. */
+export function toolElapsedMs(it: { at: string; result?: { at: string }; endedAt?: string }, now: number): number | undefined {
+  const from = Date.parse(it.at);
+  const to = it.result ? Date.parse(it.result.at) : it.endedAt ? Date.parse(it.endedAt) : now;
+  if (Number.isNaN(from) || Number.isNaN(to)) return undefined;
+  return Math.max(0, to - from);
+}
+
+/** `850 ms`, `12 s`, `3 min 05 s`, `1 h 02 min`. */
+export function formatElapsed(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(s % 60).padStart(2, '0')} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
 
 /** Splits text for display: the first `max` characters, and whether more exists. */

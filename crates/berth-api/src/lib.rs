@@ -993,6 +993,11 @@ pub struct TaskQuery {
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     pub text: String,
+    /// Stop the turn in flight first and start the next turn with this message at once (the
+    /// task stays `running`); without a turn in flight, a plain follow-up. Default false: a turn
+    /// in flight refuses the message (409).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupt: bool,
 }
 
 /// `GET /api/v1/tasks/{task}/events?after=N` and the SSE stream `…/events/stream?after=N`.
@@ -1008,7 +1013,8 @@ pub struct EventsQuery {
 
 /// A task event: `{"seq":N,"at":"…","type":"…",…}`; see `berth_domain::EventKind` for the
 /// types (`status`, `session`, `user_message`, `message_delta`, `message`, `reasoning`,
-/// `tool_call`, `tool_result`, `file_change`, `usage`, `error`, `turn_completed`, `log`, `raw`).
+/// `tool_call`, `tool_output`, `tool_result`, `file_change`, `usage`, `error`, `turn_completed`,
+/// `turn_interrupted`, `log`, `raw`).
 pub type TaskEvent = berth_domain::TaskEvent;
 
 /// `GET /api/v1/usage`: LLM usage through the gateway.

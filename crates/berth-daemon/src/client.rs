@@ -491,9 +491,33 @@ impl DaemonClient {
     /// message now (the message names its state), or if the agent reported
     /// no session id; [`DaemonError::NotFound`].
     pub async fn task_send(&self, id: &TaskId, text: &str) -> Result<TaskInfo, DaemonError> {
+        self.send_message(id, text, None).await
+    }
+
+    /// Interrupts and redirects: a running turn is stopped (a `turn_interrupted` event naming
+    /// `by`) and the next turn starts with `text` in the same conversation, the task staying
+    /// `running`. Answers once that turn's agent is spawned; [`DaemonError::Conflict`] when the
+    /// turn ended `failed` or `cancelled` before the interrupt reached it, or another interrupt
+    /// is under way. Without a running turn, the same as [`DaemonClient::task_send`].
+    pub async fn task_interrupt(
+        &self,
+        id: &TaskId,
+        text: &str,
+        by: &str,
+    ) -> Result<TaskInfo, DaemonError> {
+        self.send_message(id, text, Some(by.to_owned())).await
+    }
+
+    async fn send_message(
+        &self,
+        id: &TaskId,
+        text: &str,
+        interrupt: Option<String>,
+    ) -> Result<TaskInfo, DaemonError> {
         let req = Request::TaskSend {
             task: id.to_string(),
             text: text.into(),
+            interrupt,
         };
         match self.call(req).await.map_err(older_daemon("task_send"))?.1 {
             Response::Task(info) => Ok(info),

@@ -242,6 +242,10 @@ pub enum Request {
     TaskSend {
         task: String,
         text: String,
+        /// Stop the running turn first (as who, for the event log) and start the next one with
+        /// `text` in the same conversation; without a running turn, a plain send.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interrupt: Option<String>,
     },
     TaskCancel {
         task: String,

@@ -52,6 +52,85 @@ pub(crate) fn signal_session(sid: u32, sig: Signal) {
     }
 }
 
+/// Every process's (pid, parent pid), from /proc.
+fn process_parents() -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(ppid) = stat_field(&stat, 1) {
+            out.push((pid, ppid));
+        }
+    }
+    out
+}
+
+/// `roots` and every process below them (children, their children, …), found through /proc.
+pub(crate) fn process_tree(roots: &[i32]) -> Vec<i32> {
+    let mine = std::process::id() as i32;
+    let mut tree: Vec<i32> = roots
+        .iter()
+        .copied()
+        .filter(|p| *p > 1 && *p != mine)
+        .collect();
+    let parents = process_parents();
+    loop {
+        let before = tree.len();
+        for (pid, ppid) in &parents {
+            if tree.contains(ppid) && !tree.contains(pid) && *pid != mine {
+                tree.push(*pid);
+            }
+        }
+        if tree.len() == before {
+            return tree;
+        }
+    }
+}
+
+/// Kills the process group `pgid` and every process of the tree below its leader and below
+/// `known` (pids seen earlier, whose parent may have exited since): a tool an agent started in
+/// a session of its own (Claude Code's and Gemini CLI's shells are) is not in the agent's
+/// group, and would outlive a group kill. The tree is stopped (SIGSTOP) until no new process
+/// shows up, so nothing forks past the kill.
+pub(crate) fn kill_tree(pgid: u32, known: &[i32]) {
+    let mut roots: Vec<i32> = known.to_vec();
+    if let Ok(p) = i32::try_from(pgid) {
+        roots.push(p);
+    }
+    let mut stopped: Vec<i32> = Vec::new();
+    for _ in 0..8 {
+        let tree = process_tree(&roots);
+        let fresh: Vec<i32> = tree
+            .iter()
+            .copied()
+            .filter(|p| !stopped.contains(p))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for p in &fresh {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGSTOP);
+        }
+        stopped.extend(fresh);
+        roots.clone_from(&stopped);
+    }
+    signal_group(pgid, Signal::SIGKILL);
+    for p in stopped {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
 fn processes_in_session(sid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -77,9 +156,15 @@ fn processes_in_session(sid: i32) -> Vec<i32> {
 
 /// The session id (field 6) of a /proc/PID/stat line.
 fn stat_session(stat: &str) -> Option<i32> {
+    stat_field(stat, 3)
+}
+
+/// Field `n` after the command of a /proc/PID/stat line (0: state, 1: ppid, 2: pgrp,
+/// 3: session).
+fn stat_field(stat: &str, n: usize) -> Option<i32> {
     // "pid (comm) state ppid pgrp session ..."; comm may contain spaces and parens.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(3)?.parse().ok()
+    rest.split_whitespace().nth(n)?.parse().ok()
 }
 
 /// Exit code of a wait status: the exit status, or 128+N when killed by signal N.

@@ -890,3 +890,207 @@ async fn a_stop_with_a_reason_ends_the_task_failed() {
     assert!(c.task_cancel(&tid("budget")).await.is_err());
     assert!(c.task_send(&tid("budget"), "more").await.is_err());
 }
+
+fn user_messages(events: &[TaskEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::UserMessage { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupt_stops_the_turn_and_redirects_the_same_conversation() {
+    let d = start().await;
+    let c = &d.client;
+    // Ignores SIGINT (as the agent CLIs do in their headless modes), and runs a "tool" in a
+    // session of its own, as Claude Code's shell does: only a kill of the tree reaches it.
+    c.task_start(d.spec(
+        "t",
+        "trap '' INT; echo 'session s-9'; setsid sleep 60 & echo child $!; while :; do sleep 1; done",
+    ))
+    .await
+    .unwrap();
+    let mut s = c.task_events(&tid("t"), 0).await.unwrap();
+    let is_child = |e: &TaskEvent| matches!(&e.kind, EventKind::Message { text } if text.starts_with("child "));
+    let first = read_until(&mut s, is_child).await;
+    let grandchild: i32 = messages(&first)
+        .iter()
+        .find_map(|m| m.strip_prefix("child ").map(|p| p.parse().unwrap()))
+        .unwrap();
+    let leader = c.task_get(&tid("t")).await.unwrap().pid.unwrap() as i32;
+    assert!(!process_gone(grandchild));
+
+    let next = "echo \"resumed:$RESUME\"; echo 'done redirected'";
+    let t0 = Instant::now();
+    let info = c
+        .task_interrupt(&tid("t"), next, "alice (member)")
+        .await
+        .unwrap();
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(8),
+        "interrupt took {elapsed:?}"
+    );
+    assert!(
+        matches!(info.state, TaskState::Running | TaskState::Completed),
+        "{info:?}"
+    );
+    assert_eq!(info.agent_session_id.as_deref(), Some("s-9"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        process_gone(grandchild),
+        "the tool {grandchild} survived the interrupt"
+    );
+    assert!(
+        process_gone(leader),
+        "the agent {leader} survived the interrupt"
+    );
+
+    let rest = read_until(&mut s, is_turn_over).await;
+    let all: Vec<TaskEvent> = first.into_iter().chain(rest).collect();
+    assert_contiguous(&all, 1);
+    // One turn-over only: the task went on `running` from the interrupted turn to the next.
+    assert_eq!(
+        all.iter().filter(|e| is_turn_over(e)).count(),
+        1,
+        "{all:#?}"
+    );
+    assert!(is_status(all.last().unwrap(), TaskState::Completed));
+    let at = all
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::TurnInterrupted { .. }))
+        .expect("a turn_interrupted event");
+    assert_eq!(
+        all[at].kind,
+        EventKind::TurnInterrupted {
+            by: Some("alice (member)".into()),
+            new_conversation: false
+        }
+    );
+    assert_eq!(
+        all[at + 1].kind,
+        EventKind::UserMessage { text: next.into() }
+    );
+    assert_eq!(messages(&all[at..]), ["resumed:s-9"]);
+    assert!(all[at..].iter().any(|e| e.kind
+        == EventKind::TurnCompleted {
+            result: Some("redirected".into())
+        }));
+
+    // No turn in flight: an interrupt is a plain follow-up.
+    let last = all.last().unwrap().seq;
+    c.task_interrupt(&tid("t"), "echo plain", "bob (member)")
+        .await
+        .unwrap();
+    let mut s = c.task_events(&tid("t"), last).await.unwrap();
+    let more = read_until(&mut s, is_turn_over).await;
+    assert!(!more
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::TurnInterrupted { .. })));
+    assert_eq!(messages(&more), ["plain"]);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_interrupts_at_once_one_wins_and_cancel_stays_final() {
+    let d = start().await;
+    let c = &d.client;
+    c.task_start(d.spec("two", "echo 'session s2'; sleep 60"))
+        .await
+        .unwrap();
+    wait_for(c, "two", |i| i.agent_session_id.is_some()).await;
+    let id = tid("two");
+    let (a, b) = tokio::join!(
+        c.task_interrupt(&id, "echo 'from a'; sleep 60", "a"),
+        c.task_interrupt(&id, "echo 'from b'; sleep 60", "b")
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(_), Err(e)) => ("a", e),
+        (Err(e), Ok(_)) => ("b", e),
+        other => panic!("expected one interrupt to win: {other:?}"),
+    };
+    match lost {
+        DaemonError::Conflict(m) => assert!(m.contains("already being interrupted"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let mut s = c.task_events(&id, 0).await.unwrap();
+    let events = read_until(
+        &mut s,
+        |e| matches!(&e.kind, EventKind::Message { text } if text.starts_with("from ")),
+    )
+    .await;
+    assert_eq!(messages(&events).last().unwrap(), &format!("from {won}"));
+    assert_eq!(user_messages(&events).len(), 2, "{events:#?}");
+
+    // A cancel ends the redirected turn for good.
+    let info = c.task_cancel(&id).await.unwrap();
+    assert_eq!(info.state, TaskState::Cancelled);
+    match c.task_interrupt(&id, "echo more", "a").await {
+        Err(DaemonError::Conflict(m)) => assert!(m.contains("cancelled"), "{m}"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupt_before_any_session_id_starts_a_new_conversation_with_both_messages() {
+    let d = start().await;
+    let c = &d.client;
+    // No `session` line: the agent never reports a session id in its first turn.
+    let first = "if [ -e once ]; then echo second-run; else touch once; sleep 60; fi";
+    c.task_start(d.spec("fresh", first)).await.unwrap();
+    wait_for(c, "fresh", |i| i.state == TaskState::Running).await;
+    let next = "echo \"resume:[$RESUME]\"";
+    c.task_interrupt(&tid("fresh"), next, "carol (admin)")
+        .await
+        .unwrap();
+    let events = run_to_end(c, "fresh").await;
+    assert_contiguous(&events, 1);
+    assert!(
+        is_status(events.last().unwrap(), TaskState::Completed),
+        "{events:#?}"
+    );
+    assert!(events.iter().any(|e| e.kind
+        == EventKind::TurnInterrupted {
+            by: Some("carol (admin)".into()),
+            new_conversation: true
+        }));
+    // The new conversation's prompt was the original one followed by the new message.
+    assert_eq!(messages(&events), ["second-run", "resume:[]"]);
+    assert_eq!(user_messages(&events), [first, next]);
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupt_racing_the_end_of_a_turn_always_starts_the_next_turn() {
+    let d = start().await;
+    let c = &d.client;
+    for i in 0..6 {
+        let id = format!("race{i}");
+        c.task_start(d.spec(&id, &format!("echo 'session r{i}'; sleep 0.0{i}")))
+            .await
+            .unwrap();
+        // Sometimes the turn is still running, sometimes just over, sometimes completed.
+        tokio::time::sleep(Duration::from_millis(10 * i)).await;
+        c.task_interrupt(&tid(&id), "echo \"next:$RESUME\"", "racer")
+            .await
+            .unwrap();
+        let mut s = c.task_events(&tid(&id), 0).await.unwrap();
+        let events = read_until(
+            &mut s,
+            |e| matches!(&e.kind, EventKind::Message { text } if text.starts_with("next:")),
+        )
+        .await;
+        let info = wait_for(c, &id, |t| t.state == TaskState::Completed).await;
+        assert_contiguous(&events, 1);
+        assert_eq!(
+            user_messages(&events).last().unwrap(),
+            "echo \"next:$RESUME\""
+        );
+        assert!(info.last_seq >= events.last().unwrap().seq);
+    }
+    d.stop().await;
+}

@@ -229,6 +229,14 @@ pub enum EventKind {
         exit_code: Option<i32>,
         is_error: bool,
     },
+    /// A fragment of a running tool's output, in order, before its `tool_result` (which still
+    /// carries the whole output). Only for agents whose protocol streams it: none of the four
+    /// CLIs' headless modes does today (docs/tasks.md, "What each agent streams"); codex
+    /// app-server's `item/commandExecution/outputDelta` maps here.
+    ToolOutput {
+        call_id: String,
+        text: String,
+    },
     FileChange {
         path: String,
         /// `add`, `update` or `delete`.
@@ -249,6 +257,18 @@ pub enum EventKind {
     TurnCompleted {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<String>,
+    },
+    /// The running turn was stopped to redirect the task (`berth task send --interrupt`): its
+    /// agent was stopped, its open permission requests expired, and the next turn follows at
+    /// once (a `user_message`) in the same conversation; the task stays `running`. `by` is who
+    /// interrupted.
+    TurnInterrupted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+        /// The agent had reported no session id to resume yet, so the next turn starts a new
+        /// conversation whose first message is the original prompt followed by the new one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        new_conversation: bool,
     },
     /// A line of the agent's stderr (diagnostics).
     Log {

@@ -475,21 +475,87 @@ async fn caught_up(state: &AppState, id: &TaskId, seq: u64) -> ApiResult<Task> {
 }
 
 /// Sends a follow-up message on behalf of `actor` to the task the request names (`raw`, the
-/// path's text, so a request naming no task is audited too; `text` is `Err` for a malformed
-/// request).
+/// path's text, so a request naming no task is audited too; `msg` is `Err` for a malformed
+/// request). With `interrupt`, a turn in flight is stopped and the message starts the next turn
+/// at once (audited as `task.interrupt`); without a turn in flight it is a plain send.
 pub async fn send(
     state: &Arc<AppState>,
     actor: &Actor,
     raw: &str,
-    text: ApiResult<String>,
+    msg: ApiResult<berth_api::SendMessage>,
 ) -> ApiResult<Task> {
-    let result = match (parse_id(raw), text) {
-        (Ok(id), Ok(text)) => send_unaudited(state, &id, &text).await,
+    let interrupt = msg.as_ref().is_ok_and(|m| m.interrupt);
+    let result = match (parse_id(raw), msg) {
+        (Ok(id), Ok(m)) if m.interrupt => {
+            let by = format!("{} ({})", actor.name, actor.role.as_str());
+            interrupt_unaudited(state, &id, &m.text, &by).await
+        }
+        (Ok(id), Ok(m)) => send_unaudited(state, &id, &m.text).await,
         (_, Err(e)) | (Err(e), _) => Err(e),
     };
     let target = task_target(state, raw).await;
-    audit(&state.store, actor, "task.send", &target, &result).await;
+    let action = if interrupt {
+        "task.interrupt"
+    } else {
+        "task.send"
+    };
+    audit(&state.store, actor, action, &target, &result).await;
     result
+}
+
+/// Interrupts the task's turn in flight (`starting`, `running` or `waiting`) and starts the
+/// next turn with `text` in the same conversation; the task stays `running`, its key live.
+/// A task with no turn in flight gets `text` as a plain follow-up.
+async fn interrupt_unaudited(
+    state: &Arc<AppState>,
+    id: &TaskId,
+    text: &str,
+    by: &str,
+) -> ApiResult<Task> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("the message is empty"));
+    }
+    let in_flight = {
+        let lock = crate::agent_sessions::task_lock(id);
+        let _held = lock.lock().await;
+        let task = get(state, id).await?;
+        let in_flight = matches!(
+            task.state,
+            TaskState::Starting | TaskState::Running | TaskState::Waiting
+        );
+        if in_flight {
+            running_workspace(state, &task, "interrupt it").await?;
+            // The turn may end on its own just before the daemon sees the interrupt: its message
+            // is then a plain follow-up, which needs the key the turn's end revoked.
+            state.store.set_task_key_live(id, true).await?;
+            let info = match state
+                .daemon(&task.workspace_id)
+                .task_interrupt(id, text, by)
+                .await
+            {
+                Ok(info) => info,
+                Err(e) => {
+                    // Nothing started; a turn still in flight keeps its key.
+                    let now = get(state, id).await?;
+                    if now.state.is_turn_over() {
+                        revoke_key(state, id).await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            // Where the new turn starts from (its agent has just started; best effort).
+            let turn = crate::task_diff::next_turn(state, &task).await;
+            crate::task_diff::snapshot(state, &task, turn).await;
+            follow(state, id);
+            Some(info)
+        } else {
+            None
+        }
+    };
+    match in_flight {
+        Some(info) => caught_up(state, id, info.last_seq).await,
+        None => send_unaudited(state, id, text).await,
+    }
 }
 
 /// The audit target of the task a request names: `tenant/name:id` (so the row belongs to the

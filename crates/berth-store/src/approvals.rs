@@ -123,18 +123,25 @@ pub(crate) async fn record_event(
             .await?;
         }
         EventKind::Status { state, .. } if state.is_turn_over() => {
-            // A turn that is over took its open requests with its agent.
-            sqlx::query(
-                "UPDATE task_approvals SET state = 'expired', decided_at = ? \
-                 WHERE task_id = ? AND state = 'pending'",
-            )
-            .bind(now())
-            .bind(task)
-            .execute(&mut **tx)
-            .await?;
+            expire_pending(tx, task).await?;
         }
+        // An interrupted turn took its open requests with its agent; the task goes on.
+        EventKind::TurnInterrupted { .. } => expire_pending(tx, task).await?,
         _ => {}
     }
+    Ok(())
+}
+
+/// Closes every open request of the task as `expired`: its turn is over.
+async fn expire_pending(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, task: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE task_approvals SET state = 'expired', decided_at = ? \
+         WHERE task_id = ? AND state = 'pending'",
+    )
+    .bind(now())
+    .bind(task)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -497,6 +497,81 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_interrupted_turn_expires_its_open_requests_and_the_task_goes_on() {
+        let (s, t) = setup().await;
+        let request = berth_domain::ApprovalRequest {
+            id: "r1".into(),
+            kind: berth_domain::ApprovalKind::Command,
+            tool: "Bash".into(),
+            summary: "run sleep".into(),
+            command: Some("sleep 60".into()),
+            path: None,
+            diff: None,
+            input: serde_json::Value::Null,
+            reason: None,
+            risks: Vec::new(),
+        };
+        let running = |seq| {
+            ev(
+                seq,
+                EventKind::Status {
+                    state: TaskState::Running,
+                    reason: None,
+                },
+            )
+        };
+        s.append_task_events(
+            &t.id,
+            &[
+                ev(
+                    1,
+                    EventKind::Status {
+                        state: TaskState::Starting,
+                        reason: None,
+                    },
+                ),
+                running(2),
+                ev(3, EventKind::ApprovalRequest { request }),
+                ev(
+                    4,
+                    EventKind::Status {
+                        state: TaskState::Waiting,
+                        reason: None,
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.task_approvals(&t.id, true).await.unwrap().len(), 1);
+        s.append_task_events(
+            &t.id,
+            &[
+                ev(
+                    5,
+                    EventKind::TurnInterrupted {
+                        by: Some("alice (member)".into()),
+                        new_conversation: false,
+                    },
+                ),
+                running(6),
+                ev(
+                    7,
+                    EventKind::UserMessage {
+                        text: "do X".into(),
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+        assert!(s.task_approvals(&t.id, true).await.unwrap().is_empty());
+        let all = s.task_approvals(&t.id, false).await.unwrap();
+        assert_eq!(all[0].state, "expired");
+        assert_eq!(s.task(&t.id).await.unwrap().state, TaskState::Running);
+    }
+
+    #[tokio::test]
     async fn events_are_contiguous_and_idempotent() {
         let (s, t) = setup().await;
         assert_eq!(t.state, TaskState::Queued);

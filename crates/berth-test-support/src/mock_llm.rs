@@ -15,6 +15,9 @@
 //!   the response is held open for 120 s (with keep-alives) before it completes;
 //! - the request body contains [`Script::delay_marker`] → the whole answer waits [`DELAY`]
 //!   first (calls that stay in flight a while, e.g. to race budget checks);
+//! - the latest user text contains [`REPLY_MARKER`]`<note>` → the text `REPLY <note>` at once
+//!   (no tool call, even when the conversation ends with a tool result): the answer to a
+//!   redirected turn, told apart from [`Script::final_text`];
 //! - the latest user text contains [`MCP_MARKER`]`<note>` → one call of the offered MCP tool
 //!   whose name ends in [`MCP_TOOL_SUFFIX`] with `{"text": "<note>"}` (instead of the shell
 //!   call); Codex's deferred MCP tools are first found with its `tool_search` tool; when no such
@@ -351,6 +354,9 @@ fn decide(script: &Script, conv: &Conversation) -> (Answer, bool) {
     if conv.tool_names.is_empty() {
         return (Answer::Text("Title".into()), slow);
     }
+    if let Some((_, rest)) = conv.latest_user_text.split_once(REPLY_MARKER) {
+        return (Answer::Text(format!("REPLY {}", mcp_note(rest))), slow);
+    }
     if conv.last_is_tool_result {
         return (Answer::Text(script.final_text.clone()), slow);
     }
@@ -403,6 +409,10 @@ fn shell_call(tools: &[String], cmd: &str) -> Option<Answer> {
     })?;
     call(fallback, json!({ "command": cmd }))
 }
+
+/// A user message containing this marker followed by a note (letters, digits, `-`, `_`, `.`) is
+/// answered with the text `REPLY <note>` and no tool call.
+pub const REPLY_MARKER: &str = "BERTH-MOCK-REPLY:";
 
 // --- MCP (the `mcp` suite): a marker that makes the model call an MCP tool -------------------
 

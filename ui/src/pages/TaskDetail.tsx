@@ -5,7 +5,7 @@ import { dateTime, httpUrl, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { canContinueInteractively, terminalRoute } from '../agentSessions';
 import { followSse } from '../sse';
-import { DETAIL_KINDS, diffLineClass, itemType, Timeline, truncate, type Item } from '../timeline';
+import { DETAIL_KINDS, diffLineClass, formatElapsed, itemType, Timeline, toolElapsedMs, truncate, type Item } from '../timeline';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
 import { Allowed } from '../roles';
 
@@ -270,7 +270,8 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
         <li {...common} data-call-id={it.callId}>
           <details open={(!it.result && !it.ended) || it.result?.isError}>
             <summary>
-              <span className="tool-name">{it.name}</span> <code className="tool-summary">{toolSummary(it.input)}</code>
+              <span className="tool-name">{it.name}</span> <code className="tool-summary">{toolSummary(it.input)}</code>{' '}
+              <ToolElapsed it={it} />
               {it.result ? (
                 <span className={`badge ${it.result.isError ? 'state-failed' : 'state-completed'}`} data-testid="tool-result" data-type="tool_result">
                   {it.result.isError ? 'error' : 'ok'}
@@ -285,6 +286,7 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
               )}
             </summary>
             {it.input !== undefined && <LongText text={typeof it.input === 'string' ? it.input : JSON.stringify(it.input, null, 2)} label="input" />}
+            {!it.result && it.live && <LongText text={it.live} label="output so far" />}
             {it.result && <LongText text={it.result.output || '(no output)'} label="output" error={it.result.isError} />}
           </details>
         </li>
@@ -328,6 +330,13 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
           turn completed
         </li>
       );
+    case 'turn_interrupted':
+      return (
+        <li {...common} className={`${common.className} meta`}>
+          turn interrupted{it.by && <span className="muted"> by {it.by}</span>}
+          {it.newConversation && <span className="warn"> · the agent had no session to resume yet: a new conversation starts with the original prompt and the new message</span>}
+        </li>
+      );
     case 'log':
       return (
         <li {...common} className={`${common.className} meta mono dim`}>
@@ -360,6 +369,25 @@ const EventItem = memo(function EventItem({ it }: { it: Item }) {
       );
   }
 });
+
+/** How long a tool call took, ticking each second while it runs; it stops when the call's
+ * result comes or its turn or task ends. */
+function ToolElapsed({ it }: { it: Extract<Item, { kind: 'tool' }> }) {
+  const running = !it.result && !it.ended;
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    if (!running) return;
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, [running]);
+  const ms = toolElapsedMs(it, now);
+  if (ms === undefined) return null;
+  return (
+    <span className="muted small tool-elapsed" data-testid="tool-elapsed" title={running ? 'running for' : 'took'}>
+      {formatElapsed(ms)}
+    </span>
+  );
+}
 
 function LongText({ text, label, error, max = 1500 }: { text: string; label: string; error?: boolean; max?: number }) {
   const [all, setAll] = useState(false);
@@ -401,14 +429,17 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
   const [text, setText] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
-  const enabled = state === 'completed' || state === 'interrupted';
+  // A turn in flight takes a message only as a redirect: it is stopped, and the message starts
+  // the next turn of the same conversation.
+  const inFlight = state === 'starting' || state === 'running' || state === 'waiting';
+  const enabled = state === 'completed' || state === 'interrupted' || inFlight;
   const send = async (e?: FormEvent) => {
     e?.preventDefault();
     if (!text.trim() || !enabled) return;
     setBusy(true);
     setError(undefined);
     try {
-      await post(`/tasks/${id}/messages`, { text });
+      await post(`/tasks/${id}/messages`, inFlight ? { text, interrupt: true } : { text });
       setText('');
       onSent();
     } catch (err) {
@@ -419,14 +450,22 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
   };
   return (
     <form className="followup card" onSubmit={send} aria-label="Follow-up message">
-      <label htmlFor="followup">Follow-up</label>
+      <label htmlFor="followup">{inFlight ? 'Redirect the running turn' : 'Follow-up'}</label>
       <textarea
         id="followup"
         rows={3}
         value={text}
         onChange={(e) => setText(e.target.value)}
         disabled={!enabled || busy}
-        placeholder={enabled ? 'Next message in the same conversation (Ctrl+Enter to send)' : FINAL.has(state) ? `The task is ${state}: no more messages.` : state === 'waiting' ? 'The agent waits for a decision above.' : 'Available when the agent has finished its turn.'}
+        placeholder={
+          inFlight
+            ? 'Stop the agent and tell it what to do instead: the turn is interrupted, this message starts the next one (Ctrl+Enter)'
+            : enabled
+              ? 'Next message in the same conversation (Ctrl+Enter to send)'
+              : FINAL.has(state)
+                ? `The task is ${state}: no more messages.`
+                : 'Available when the agent has finished its turn.'
+        }
         onKeyDown={(e) => {
           if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) void send();
         }}
@@ -434,8 +473,15 @@ function FollowUp({ id, state, onSent }: { id: string; state: string; onSent: ()
       />
       <ErrorBox error={error} />
       <div className="row">
-        <button type="submit" className="btn primary" disabled={!enabled || busy || !text.trim()} data-testid="followup-send">
-          {busy ? 'Sending…' : 'Send'}
+        <button
+          type="submit"
+          className={inFlight ? 'btn danger' : 'btn primary'}
+          disabled={!enabled || busy || !text.trim()}
+          data-testid="followup-send"
+          data-interrupt={inFlight ? 'true' : undefined}
+          title={inFlight ? 'Stops the running turn (its pending approvals expire) and sends this message as the next turn; unlike Cancel, the task goes on' : undefined}
+        >
+          {busy ? (inFlight ? 'Stopping…' : 'Sending…') : inFlight ? 'Stop and redirect' : 'Send'}
         </button>
       </div>
     </form>

@@ -17,6 +17,7 @@ mod hostile_daemon;
 mod hostile_egress;
 mod hostile_fs;
 mod hostile_gateway;
+mod long_turn;
 mod mcp;
 mod notify;
 mod oom;

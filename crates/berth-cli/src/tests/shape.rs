@@ -260,7 +260,11 @@ const PARSES: &[(&str, &str)] = &[
     ),
     (
         "task send t1 --wait --json --raw -v and now docs",
-        "task send: json=true raw=true task=t1 text=and,now,docs verbose=true wait=true",
+        "task send: interrupt=false json=true raw=true task=t1 text=and,now,docs verbose=true wait=true",
+    ),
+    (
+        "task send t1 --interrupt do X instead",
+        "task send: interrupt=true json=false raw=false task=t1 text=do,X,instead verbose=false wait=false",
     ),
     (
         "task cancel t1",

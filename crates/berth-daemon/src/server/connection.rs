@@ -139,7 +139,15 @@ async fn dispatch(
         Request::SessionKill { session } => kill_session(&d, &session).await,
         Request::SessionRemove { session } => d.remove_session(&session).map(|()| Response::Ok),
         Request::TaskStart(req) => d.tasks.start(req).await.map(Response::Task),
-        Request::TaskSend { task, text } => d.tasks.send(&task, &text).await.map(Response::Task),
+        Request::TaskSend {
+            task,
+            text,
+            interrupt,
+        } => d
+            .tasks
+            .send(&task, &text, interrupt)
+            .await
+            .map(Response::Task),
         Request::TaskCancel { task, fail } => d.tasks.cancel(&task, fail).await.map(Response::Task),
         Request::TaskGet { task } => d.tasks.find(&task).map(|t| Response::Task(t.info())),
         Request::TaskDecide(req) => d.tasks.decide(req).map(Response::Task),

@@ -88,10 +88,17 @@ pub async fn show(
 }
 
 /// Sends a follow-up message: the next turn of the task's conversation.
+///
+/// Sends a follow-up message: the next turn of the task's conversation. With `interrupt: true`
+/// a turn in flight (`starting`, `running`, `waiting`) is stopped first (a `turn_interrupted`
+/// event; its open approval requests expire) and the message starts the next turn at once, the
+/// task staying `running`; with no turn in flight it is a plain follow-up.
 #[utoipa::path(post, path = "/api/v1/tasks/{task}/messages", tag = "tasks", request_body = api::SendMessage,
     params(("task" = String, Path, description = "task id")),
     responses((status = 200, body = api::Task), (status = 400, body = api::ErrorBody),
-        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+        (status = 404, body = api::ErrorBody),
+        (status = 409, description = "`invalid_state`: the turn is still running or waiting for an approval (without `interrupt`), the task is final, or the workspace is not running; `conflict`: another interrupt of the task is under way, or its turn ended failed or cancelled before the interrupt took effect (the message was not sent); `task_interactive`: taken over", body = api::ErrorBody),
+        (status = 503, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn send(
     State(state): State<Arc<AppState>>,
@@ -99,8 +106,8 @@ pub async fn send(
     Path(id): Path<String>,
     body: super::JsonBody,
 ) -> ApiResult<axum::Json<api::Task>> {
-    let text = parse_body::<api::SendMessage>(&body).map(|m| m.text);
-    let task = tasks::send(&state, &actor, &id, text).await?;
+    let msg = parse_body::<api::SendMessage>(&body);
+    let task = tasks::send(&state, &actor, &id, msg).await?;
     Ok(axum::Json(tasks::view(&state, &task).await?))
 }
 

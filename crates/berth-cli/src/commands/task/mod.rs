@@ -237,6 +237,10 @@ pub struct TaskSendArgs {
     /// Stream the task's events until the turn is over, like `berth task run`
     #[arg(long)]
     pub wait: bool,
+    /// Stop the running turn and start the next one with this message at once, in the same
+    /// conversation (unlike `cancel`, the task goes on); without a running turn, a plain send
+    #[arg(long)]
+    pub interrupt: bool,
     /// Print each event as one line of JSON (without --wait: the task as JSON)
     #[arg(long)]
     pub json: bool,
@@ -597,7 +601,10 @@ async fn send(args: TaskSendArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<
     let v = client
         .post_value(
             &format!("{}/messages", task_path(&task)),
-            &SendMessage { text },
+            &SendMessage {
+                text,
+                interrupt: args.interrupt,
+            },
         )
         .await?;
     let t: Task = decode(v.clone())?;

@@ -182,6 +182,15 @@ impl Printer {
                 ..
             } => tool_result(output, *exit_code, *is_error),
             EventKind::FileChange { path, change } => format!("~ {path} ({change})\n"),
+            // The whole output comes with the result; the fragments only with --verbose.
+            EventKind::ToolOutput { text, .. } if self.verbose => {
+                let mut s = String::new();
+                for line in text.lines() {
+                    s.push_str(&format!("  | {line}\n"));
+                }
+                s
+            }
+            EventKind::ToolOutput { .. } => String::new(),
             EventKind::Usage {
                 input_tokens,
                 output_tokens,
@@ -228,6 +237,21 @@ impl Printer {
                 }
                 if let Some(r) = reason {
                     s.push_str(&format!(": {}", one_line(r)));
+                }
+                s + "\n"
+            }
+            EventKind::TurnInterrupted {
+                by,
+                new_conversation,
+            } => {
+                let mut s = "[interrupted]".to_owned();
+                if let Some(by) = by {
+                    s.push_str(&format!(" by {}", one_line(by)));
+                }
+                if *new_conversation {
+                    s.push_str(
+                        " (the agent had no session to resume yet: a new conversation starts with the original prompt and the new message)",
+                    );
                 }
                 s + "\n"
             }

@@ -74,8 +74,18 @@ pub(crate) struct Task {
     inner: Mutex<Inner>,
     /// The newest seq (and a wake-up for subscribers, also on forget).
     seq_tx: watch::Sender<u64>,
-    /// Wakes the running turn when a cancel is requested.
-    cancel: Notify,
+    /// Wakes the running turn when it is to stop (a cancel or an interrupt): see
+    /// [`Task::stop_turn`].
+    stop: Notify,
+}
+
+/// A message that stops the running turn and starts the next one with it (an interrupt).
+struct Redirect {
+    text: String,
+    /// Who interrupted (for the event log).
+    by: String,
+    /// Told once the next turn runs (`Ok`), or why the redirect did not happen.
+    reply: oneshot::Sender<Result<(), String>>,
 }
 
 /// A task's mutable state, under one lock with its event buffer so that the two agree.
@@ -90,6 +100,8 @@ struct Inner {
     /// A turn is being set up or is running.
     busy: bool,
     cancel_requested: bool,
+    /// An interrupt waiting for the running turn to stop.
+    redirect: Option<Redirect>,
     /// Set when the stop is a failure decided outside the agent (e.g. an exhausted budget):
     /// the task ends `failed` with this reason instead of `cancelled`.
     fail_reason: Option<String>,
@@ -168,7 +180,7 @@ impl TaskManager {
         spec: TurnSpec,
         worktree: Option<Worktree>,
     ) -> TaskInfo {
-        let (ready_tx, ready_rx) = oneshot::channel();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<(), String>>();
         tokio::spawn(run_turn(
             task.clone(),
             spec,
@@ -180,9 +192,36 @@ impl TaskManager {
         task.info()
     }
 
-    /// Starts the next turn of a task that accepts a message.
-    pub(crate) async fn send(&self, id: &str, text: &str) -> Result<TaskInfo, ApiError> {
+    /// Starts the next turn of a task that accepts a message. With `interrupt` (who interrupts)
+    /// and a turn running, that turn is stopped first and the next one starts with `text` in the
+    /// same conversation ([`Task::interrupt`]); the answer comes once its agent runs.
+    pub(crate) async fn send(
+        &self,
+        id: &str,
+        text: &str,
+        interrupt: Option<String>,
+    ) -> Result<TaskInfo, ApiError> {
         let task = self.find(id)?;
+        if let Some(by) = interrupt {
+            let waiting = {
+                let mut inner = lock(&task.inner);
+                if inner.busy {
+                    Some(task.interrupt(&mut inner, text, by)?)
+                } else {
+                    None
+                }
+            };
+            if let Some(reply) = waiting {
+                tracing::info!(task = %task.id, "task interrupted and redirected");
+                return match reply.await {
+                    Ok(Ok(())) => Ok(task.info()),
+                    Ok(Err(why)) => Err(ApiError::conflict(why)),
+                    Err(_) => Err(ApiError::conflict(format!(
+                        "task {id:?} was forgotten before its next turn started"
+                    ))),
+                };
+            }
+        }
         let spec = {
             let mut inner = lock(&task.inner);
             if inner.busy {
@@ -255,7 +294,7 @@ impl TaskManager {
             inner.cancel_requested = true;
         }
         tracing::info!(task = %task.id, "cancelling task");
-        task.cancel.notify_one();
+        task.stop_turn();
         loop {
             {
                 let inner = lock(&task.inner);
@@ -381,6 +420,7 @@ impl Task {
                 spec: spec.clone(),
                 busy: true,
                 cancel_requested: false,
+                redirect: None,
                 fail_reason: None,
                 forgotten: false,
                 finished: None,
@@ -388,7 +428,7 @@ impl Task {
                 approvals: approvals::Approvals::new(approval_timeout),
             }),
             seq_tx,
-            cancel: Notify::new(),
+            stop: Notify::new(),
         });
         {
             let mut inner = lock(&task.inner);
@@ -490,8 +530,94 @@ impl Task {
         self.push(&mut inner, kind);
     }
 
-    fn cancel_requested(&self) -> bool {
-        lock(&self.inner).cancel_requested
+    /// Whether the running turn is to stop: a cancel, or an interrupt that redirects the task.
+    fn stop_requested(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.cancel_requested || inner.redirect.is_some()
+    }
+
+    /// Tells the running turn to stop (a cancel or an interrupt was recorded). The one place
+    /// that does: the turn's runner decides how to stop its agent (for a process per turn:
+    /// SIGINT to its process group, then SIGKILL of its process tree after
+    /// [`turn::CANCEL_GRACE`]); an agent with an in-protocol interrupt would send it here.
+    fn stop_turn(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Interrupts the running turn to redirect the task: records `text` as the next turn's
+    /// message and stops the turn. The receiver is told once the next turn's agent runs, or why
+    /// it will not (the turn ended `failed` or `cancelled` before the interrupt reached it). One
+    /// interrupt at a time: a second one while the first waits is refused (409).
+    fn interrupt(
+        &self,
+        inner: &mut Inner,
+        text: &str,
+        by: String,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, ApiError> {
+        if inner.cancel_requested {
+            return Err(ApiError::conflict(format!(
+                "task {:?} is being cancelled",
+                self.id
+            )));
+        }
+        if inner.redirect.is_some() {
+            return Err(ApiError::conflict(format!(
+                "task {:?} is already being interrupted; send again once its next turn runs",
+                self.id
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        inner.redirect = Some(Redirect {
+            text: text.to_owned(),
+            by,
+            reply,
+        });
+        self.stop_turn();
+        Ok(rx)
+    }
+
+    /// Starts the turn of a redirect once the interrupted turn is over: `turn_interrupted`
+    /// (when its agent was stopped), back to `running` from `waiting`, and the new message; the
+    /// spec resumes the agent's conversation. An agent that reported no session id yet cannot be
+    /// resumed: the next turn then starts a new conversation with the original prompt followed
+    /// by the new message (`new_conversation` in the event).
+    fn redirect_turn(
+        &self,
+        inner: &mut Inner,
+        r: Redirect,
+        stopped: bool,
+    ) -> (TurnSpec, oneshot::Sender<Result<(), String>>) {
+        let session = inner.agent_session_id.clone();
+        if stopped {
+            self.push(
+                inner,
+                EventKind::TurnInterrupted {
+                    by: Some(r.by.clone()),
+                    new_conversation: session.is_none(),
+                },
+            );
+        }
+        if inner.state == TaskState::Waiting {
+            self.transition(inner, TaskState::Running, None);
+        }
+        let mut spec = inner.spec.clone();
+        match session {
+            Some(s) => {
+                spec.resume = Some(s);
+                spec.prompt.clone_from(&r.text);
+            }
+            None => {
+                spec.resume = None;
+                spec.prompt = format!("{}\n\n{}", spec.prompt, r.text);
+                // A second such interrupt keeps this one's message too.
+                inner.spec.prompt.clone_from(&spec.prompt);
+            }
+        }
+        inner.busy = true;
+        inner.cancel_requested = false;
+        inner.reason = None;
+        self.push(inner, EventKind::UserMessage { text: r.text });
+        (spec, r.reply)
     }
 
     /// Ends a stopped task: `cancelled`, or `failed` when the stop carried a failure reason.

@@ -1,6 +1,7 @@
 //! One turn of a task: setting it up (worktree, directories, driver files), spawning the
-//! agent in its own process group, feeding its output to the driver, cancelling it (SIGINT,
-//! then SIGKILL after a grace), and ending the task's turn from how the agent exited.
+//! agent in its own process group, feeding its output to the driver, stopping it for a cancel
+//! or an interrupt (SIGINT, then SIGKILL of its process tree after a grace), and ending the
+//! task's turn from how the agent exited; an interrupt's message then starts the next turn.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -40,13 +41,19 @@ fn workspace_passthrough_names() -> impl Iterator<Item = &'static str> {
 /// How a turn's setup ended early.
 enum SetupEnd {
     Failed(String),
-    Cancelled,
+    /// A cancel or an interrupt came first.
+    Stopped,
 }
+
+/// The next turn of a redirect (an interrupt's message), and whom to tell once it runs.
+type NextTurn = (TurnSpec, oneshot::Sender<Result<(), String>>);
 
 /// What the supervision of a running agent saw.
 struct TurnOutcome {
     exit_code: i32,
     we_killed: bool,
+    /// The agent was told to stop (a cancel or an interrupt).
+    stopped: bool,
     saw_turn_completed: bool,
     last_error: Option<String>,
     last_stderr: Option<String>,
@@ -63,56 +70,105 @@ struct Watch {
     grace: Option<Pin<Box<Sleep>>>,
     /// Running out: SIGKILL the agent's process group.
     kill_at: Option<Pin<Box<Sleep>>>,
+    /// The agent's process tree when it was told to stop (killed with it, even if the agent
+    /// exits first and its children lose their parent).
+    tree: Vec<i32>,
 }
 
 /// Runs one turn to its end: sets up and spawns the agent (`ready` fires once it runs or the
-/// setup ended), supervises it, and moves the task to its state after the turn.
+/// setup ended), supervises it, and moves the task to its state after the turn. When an
+/// interrupt stopped the turn, its message's turn follows in the same runner.
 pub(super) async fn run_turn(
     task: Arc<Task>,
-    spec: TurnSpec,
-    worktree: Option<Worktree>,
+    mut spec: TurnSpec,
+    mut worktree: Option<Worktree>,
     drivers: DriverFactory,
-    ready: oneshot::Sender<()>,
+    mut ready: oneshot::Sender<Result<(), String>>,
 ) {
-    let (driver, child, stdin) = match prepare(&task, spec, worktree.as_ref(), &drivers).await {
-        Ok(x) => x,
-        Err(end) => {
-            end_setup(&task, end);
-            let _ = ready.send(());
+    loop {
+        let next = match prepare(&task, spec, worktree.take().as_ref(), &drivers).await {
+            Ok((driver, child, stdin)) => {
+                let outcome = supervise(&task, driver, child, stdin, ready).await;
+                end_turn(&task, outcome)
+            }
+            Err(end) => {
+                let next = end_setup(&task, end);
+                let _ = ready.send(Ok(()));
+                next
+            }
+        };
+        let Some((next_spec, next_ready)) = next else {
             return;
-        }
-    };
-    let outcome = supervise(&task, driver, child, stdin, ready).await;
-    end_turn(&task, outcome);
-}
-
-/// The task after a setup that ended early: stopped as requested, or failed.
-fn end_setup(task: &Task, end: SetupEnd) {
-    let mut inner = lock(&task.inner);
-    inner.approvals.end_turn();
-    inner.busy = false;
-    inner.pid = None;
-    let cancelled = inner.cancel_requested || matches!(end, SetupEnd::Cancelled);
-    inner.cancel_requested = false;
-    if cancelled {
-        task.stop_as_requested(&mut inner);
-        tracing::info!(task = %task.id, "task cancelled before its agent started");
-    } else if let SetupEnd::Failed(reason) = end {
-        tracing::info!(task = %task.id, reason = %reason, "task failed to start");
-        task.transition(&mut inner, TaskState::Failed, Some(reason));
+        };
+        tracing::info!(task = %task.id, "next turn of an interrupt");
+        spec = next_spec;
+        ready = next_ready;
     }
 }
 
-/// The task after its agent exited: stopped as requested, completed, or failed.
-fn end_turn(task: &Task, outcome: TurnOutcome) {
+/// The task after a setup that ended early: stopped as requested (or redirected: the next
+/// turn), or failed.
+fn end_setup(task: &Task, end: SetupEnd) -> Option<NextTurn> {
     let mut inner = lock(&task.inner);
     inner.approvals.end_turn();
     inner.busy = false;
     inner.pid = None;
+    let redirect = inner.redirect.take();
     if std::mem::take(&mut inner.cancel_requested) {
+        refuse_redirect(redirect, "the task was cancelled");
+        task.stop_as_requested(&mut inner);
+        tracing::info!(task = %task.id, "task cancelled before its agent started");
+        return None;
+    }
+    match (end, redirect) {
+        (SetupEnd::Stopped, Some(r)) => Some(task.redirect_turn(&mut inner, r, true)),
+        (SetupEnd::Stopped, None) => {
+            task.stop_as_requested(&mut inner);
+            None
+        }
+        (SetupEnd::Failed(reason), r) => {
+            refuse_redirect(r, &format!("the turn failed to start: {reason}"));
+            tracing::info!(task = %task.id, reason = %reason, "task failed to start");
+            task.transition(&mut inner, TaskState::Failed, Some(reason));
+            None
+        }
+    }
+}
+
+/// Tells the sender of an interrupt that its message will not be the next turn.
+fn refuse_redirect(r: Option<super::Redirect>, why: &str) {
+    if let Some(r) = r {
+        let _ = r.reply.send(Err(format!(
+            "{why} before the interrupt took effect; the message was not sent"
+        )));
+    }
+}
+
+/// The task after its agent exited: stopped as requested, redirected (the next turn, returned),
+/// completed, or failed.
+fn end_turn(task: &Task, outcome: TurnOutcome) -> Option<NextTurn> {
+    let mut inner = lock(&task.inner);
+    inner.approvals.end_turn();
+    inner.busy = false;
+    inner.pid = None;
+    let redirect = inner.redirect.take();
+    if std::mem::take(&mut inner.cancel_requested) {
+        refuse_redirect(redirect, "the task was cancelled");
         task.stop_as_requested(&mut inner);
         tracing::info!(task = %task.id, "task cancelled");
-        return;
+        return None;
+    }
+    if let Some(r) = redirect {
+        // Stopped by the interrupt, or over by itself just before it (then the message is
+        // simply the next turn). A turn that failed by itself fails the task as any other.
+        if outcome.stopped || outcome.exit_code == 0 {
+            if !outcome.stopped && !outcome.saw_turn_completed {
+                task.push(&mut inner, EventKind::TurnCompleted { result: None });
+            }
+            tracing::info!(task = %task.id, stopped = outcome.stopped, "turn interrupted");
+            return Some(task.redirect_turn(&mut inner, r, outcome.stopped));
+        }
+        refuse_redirect(Some(r), "the turn failed");
     }
     if outcome.exit_code == 0 {
         if !outcome.saw_turn_completed {
@@ -120,11 +176,12 @@ fn end_turn(task: &Task, outcome: TurnOutcome) {
         }
         task.transition(&mut inner, TaskState::Completed, None);
         tracing::info!(task = %task.id, "turn completed");
-        return;
+        return None;
     }
     let reason = failure_reason(task.agent, outcome);
     tracing::info!(task = %task.id, reason = %reason, "turn failed");
     task.transition(&mut inner, TaskState::Failed, Some(reason));
+    None
 }
 
 /// Why a turn whose agent exited with a code other than 0 failed.
@@ -161,8 +218,8 @@ async fn prepare(
         spec.cwd = path;
         lock(&task.inner).spec.cwd = spec.cwd.clone();
     }
-    if task.cancel_requested() {
-        return Err(SetupEnd::Cancelled);
+    if task.stop_requested() {
+        return Err(SetupEnd::Stopped);
     }
     make_private_dir(&spec.task_dir).map_err(SetupEnd::Failed)?;
     make_private_dir(&spec.task_dir.join("tmp")).map_err(SetupEnd::Failed)?;
@@ -172,8 +229,8 @@ async fn prepare(
         write_private_file(path, content).map_err(SetupEnd::Failed)?;
     }
     let mut inner = lock(&task.inner);
-    if inner.cancel_requested {
-        return Err(SetupEnd::Cancelled);
+    if inner.cancel_requested || inner.redirect.is_some() {
+        return Err(SetupEnd::Stopped);
     }
     let protocol = spec.approval.asks() && driver.supports_approvals();
     // Spawn under the lock so that a cancel sees the pid.
@@ -290,7 +347,7 @@ async fn supervise(
     mut driver: Box<dyn Driver>,
     mut child: tokio::process::Child,
     mut input: Option<AgentInput>,
-    ready: oneshot::Sender<()>,
+    ready: oneshot::Sender<Result<(), String>>,
 ) -> TurnOutcome {
     let pgid = child.id().unwrap_or(0);
     let (mut rx, readers) = start_readers(&mut child);
@@ -298,11 +355,12 @@ async fn supervise(
     if input.is_some() {
         lock(&task.inner).approvals.answers = Some(answer_tx);
     }
-    let _ = ready.send(());
+    let _ = ready.send(Ok(()));
 
     let mut out = TurnOutcome {
         exit_code: -1,
         we_killed: false,
+        stopped: false,
         saw_turn_completed: false,
         last_error: None,
         last_stderr: None,
@@ -336,9 +394,11 @@ async fn supervise(
                 }
             },
             status = child.wait(), if !w.exited => on_exit(task, status, pgid, &mut w, &mut out),
-            () = task.cancel.notified(), if !w.cancelling && !w.exited => {
-                if task.cancel_requested() {
+            () = task.stop.notified(), if !w.cancelling && !w.exited => {
+                if task.stop_requested() {
                     w.cancelling = true;
+                    out.stopped = true;
+                    w.tree = i32::try_from(pgid).map(|p| sys::process_tree(&[p])).unwrap_or_default();
                     tracing::debug!(task = %task.id, pgid, "SIGINT to the agent's process group");
                     sys::signal_group(pgid, Signal::SIGINT);
                     w.kill_at = Some(Box::pin(tokio::time::sleep(CANCEL_GRACE)));
@@ -347,9 +407,9 @@ async fn supervise(
             () = sleep_opt(&mut w.kill_at) => {
                 w.kill_at = None;
                 if !w.exited {
-                    tracing::debug!(task = %task.id, pgid, "SIGKILL to the agent's process group");
+                    tracing::debug!(task = %task.id, pgid, "SIGKILL to the agent's process tree");
                     out.we_killed = true;
-                    sys::signal_group(pgid, Signal::SIGKILL);
+                    sys::kill_tree(pgid, &w.tree);
                     let _ = child.start_kill();
                 }
             },
@@ -442,8 +502,8 @@ fn on_exit(
         }
     };
     if w.cancelling {
-        // Whatever is left of the tree goes too.
-        sys::signal_group(pgid, Signal::SIGKILL);
+        // Whatever is left of the tree goes too (a tool in a session of its own included).
+        sys::kill_tree(pgid, &w.tree);
         w.grace = Some(Box::pin(tokio::time::sleep(Duration::from_millis(200))));
     } else {
         w.grace = Some(Box::pin(tokio::time::sleep(DRAIN_GRACE)));
