@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod backups;
 pub mod egress;
 pub mod egress_templates;
+pub mod mcp;
 pub mod notify;
 pub mod secrets;
 pub mod sse;
@@ -197,6 +198,10 @@ fn api() -> Api {
             notify::deliveries,
         )
         .get("/notifications/stream", READ, notify::stream)
+        // MCP over streamable HTTP: any token may speak it; each tool call is an API request
+        // with the caller's token, checked against this table like any other (routes/mcp.rs).
+        .post("/mcp", READ, mcp::post)
+        .delete("/mcp", READ, mcp::end)
 }
 
 /// The access table of every API route, as registered (paths relative to `/api/v1`).
