@@ -213,6 +213,7 @@ impl berth_mcp::Api for InProcess {
             }
         };
         let status = resp.status().as_u16();
+        tracing::debug!(request = %what, status, "MCP tool request");
         let bytes = axum::body::to_bytes(resp.into_body(), MAX_RESPONSE)
             .await
             .map_err(|_| {
