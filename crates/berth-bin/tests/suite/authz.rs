@@ -159,6 +159,9 @@ const EXPECTED: &[Entry] = &[
     ("POST", "/notifications/subscriptions/{sub}/test", Viewer, Own, "/notifications/subscriptions/N/test", NoBody),
     ("GET", "/notifications/subscriptions/{sub}/deliveries", Viewer, Own, "/notifications/subscriptions/N/deliveries", NoBody),
     ("GET", "/notifications/stream", Viewer, Global, "/notifications/stream", NoBody),
+    // MCP over HTTP: any token speaks it (its tool calls are checked as the routes they call).
+    ("POST", "/mcp", Viewer, Global, "/mcp", Json("{")),
+    ("DELETE", "/mcp", Viewer, Global, "/mcp", NoBody),
 ];
 
 /// The callers of the matrix.
