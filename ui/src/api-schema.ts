@@ -1455,6 +1455,213 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/mcp": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Sends MCP messages (JSON-RPC 2.0 over streamable HTTP) and returns their answers. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The session (from the `initialize` answer); required after it */
+                    "Mcp-Session-Id"?: string | null;
+                    /** @description The negotiated protocol revision: 2025-06-18, 2025-03-26 or 2024-11-05 */
+                    "MCP-Protocol-Version"?: string | null;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            /** @description One JSON-RPC 2.0 message of the Model Context Protocol, or a batch (an array, at most 32). `initialize` opens a session; every other request sends its `Mcp-Session-Id`. Methods: `initialize`, `ping`, `tools/list`, `tools/call`; notifications are accepted. See docs/mcp.md. */
+            requestBody: {
+                content: {
+                    /**
+                     * @example {
+                     *       "id": 1,
+                     *       "jsonrpc": "2.0",
+                     *       "method": "initialize",
+                     *       "params": {
+                     *         "capabilities": {},
+                     *         "clientInfo": {
+                     *           "name": "curl",
+                     *           "version": "1"
+                     *         },
+                     *         "protocolVersion": "2025-06-18"
+                     *       }
+                     *     }
+                     */
+                    "application/json": Record<string, never> | Record<string, never>[];
+                };
+            };
+            responses: {
+                /** @description The JSON-RPC answer (an array for a batch); after `initialize` with the session's `Mcp-Session-Id` header. With tool calls and `Accept: text/event-stream`: an SSE stream of `message` events, one per answer */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": Record<string, never> | Record<string, never>[];
+                        "text/event-stream": string;
+                    };
+                };
+                /** @description Only notifications or responses were sent: nothing to answer */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description `invalid_argument`: the body is not a JSON-RPC message or batch (1 to 32), the `Mcp-Session-Id` header is missing after `initialize`, or the `MCP-Protocol-Version` is not one this server speaks */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token (a browser session does not do: the tools run with the token), an unknown, expired or revoked one */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `csrf_failed`: made with the session cookie but without the session's `X-CSRF-Token`, or from another origin */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: no such session (ended, idle for an hour, the server restarted, or another token's): initialize again */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `rate_limited`: too many MCP sessions open (256 on the server; 16 per token, all with tool calls in flight) */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        /** Ends an MCP session. */
+        delete: {
+            parameters: {
+                query?: never;
+                header: {
+                    /** @description The session to end */
+                    "Mcp-Session-Id": string;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Ended */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description `invalid_argument`: no `Mcp-Session-Id` header */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `csrf_failed`: made with the session cookie but without the session's `X-CSRF-Token`, or from another origin */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: no such session (or another token's) */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/notifications/stream": {
         parameters: {
             query?: never;

@@ -467,6 +467,27 @@ impl Client {
         self.read_json(resp).await
     }
 
+    /// Any method with an optional JSON body; the response's JSON, or `Null` when it has no
+    /// body (a 204).
+    pub async fn request_value(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let mut rb = self.http.request(method, self.url(path));
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = self.send(rb).await?;
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::other(format!("unexpected response from the server: {e}")))
+    }
+
     /// A POST whose response is streamed (no overall timeout).
     pub async fn post_stream<B: Serialize + ?Sized>(
         &self,

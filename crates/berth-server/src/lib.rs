@@ -23,6 +23,7 @@ mod images;
 #[cfg(test)]
 mod layering_tests;
 mod lifecycle;
+mod mcp;
 mod notify;
 mod openapi;
 mod provision;

@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::terminal::{TERMINAL_MAX, TERMINAL_MIN};
 use crate::routes::{
-    approvals, backups, egress, egress_templates, notify, secrets, sso, system, tasks, templates,
-    tenants, terminal, tokens, usage, workspaces,
+    approvals, backups, egress, egress_templates, mcp, notify, secrets, sso, system, tasks,
+    templates, tenants, terminal, tokens, usage, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -40,6 +40,7 @@ use crate::routes::{
         tenants::list, tenants::quota, tenants::set_quota,
         notify::list, notify::create, notify::show, notify::remove, notify::test,
         notify::deliveries, notify::stream, notify::webpush,
+        mcp::post, mcp::end,
         openapi_json,
     ),
     components(schemas(berth_api::WsControl, berth_api::ExecStart, berth_api::BackupManifest,
@@ -619,6 +620,21 @@ fn constrain(doc: &mut Value) {
         if let Some(b) = doc.pointer_mut(&pointer) {
             b["required"] = json!(false);
         }
+    }
+    // The MCP endpoint's body is JSON-RPC, which the document leaves opaque: one message (an
+    // object) or a batch of them; the answer has the same shape (docs/mcp.md).
+    let message = json!({"type": "object", "description": "a JSON-RPC 2.0 message (MCP)"});
+    let rpc = json!({"oneOf": [message.clone(), {"type": "array", "items": message,
+        "minItems": 1, "maxItems": crate::mcp::MAX_BATCH}]});
+    let mcp = "/paths/~1api~1v1~1mcp/post";
+    if let Some(b) = doc.pointer_mut(&format!("{mcp}/requestBody/content/application~1json")) {
+        b["schema"] = rpc.clone();
+        b["example"] = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "curl", "version": "1"}}});
+    }
+    if let Some(r) = doc.pointer_mut(&format!("{mcp}/responses/200/content/application~1json")) {
+        r["schema"] = rpc;
     }
     // Parameters: (path prefix, parameter name, constraint); "" matches every path.
     let params: Vec<(&str, &str, Value)> = vec![

@@ -118,6 +118,8 @@ pub struct AppState {
     pub sso: Option<Arc<crate::sso::Sso>>,
     /// Notifications: settings, the host's addresses, the browser stream's signal.
     pub notify: crate::notify::Notifier,
+    /// The sessions of the MCP endpoint (`/api/v1/mcp`).
+    pub mcp: crate::mcp::Sessions,
     locks: Locks,
 }
 
@@ -196,6 +198,7 @@ impl AppState {
             vault,
             tasks: Default::default(),
             tls: std::sync::OnceLock::new(),
+            mcp: Default::default(),
             locks: Locks::default(),
         })
     }

@@ -21,7 +21,9 @@
 //! - the latest user text contains [`MCP_MARKER`]`<note>` → one call of the offered MCP tool
 //!   whose name ends in [`MCP_TOOL_SUFFIX`] with `{"text": "<note>"}` (instead of the shell
 //!   call); Codex's deferred MCP tools are first found with its `tool_search` tool; when no such
-//!   tool is offered, a text starting with [`MCP_MISSING`] naming the tools that were.
+//!   tool is offered, a text starting with [`MCP_MISSING`] naming the tools that were;
+//! - a user message containing [`MCP_SCRIPT_MARKER`]`[steps]` (Anthropic Messages) → the offered
+//!   tools the steps name, called in order, one per request, then the final text.
 //!
 //! Every final event carries usage: 20 input tokens, 10 output tokens.
 
@@ -340,6 +342,9 @@ struct Conversation {
     last_is_tool_result: bool,
     latest_user_text: String,
     classifier: bool,
+    /// A [`MCP_SCRIPT_MARKER`] script: the text after the marker, and how many tool results
+    /// followed the message carrying it (Anthropic Messages only).
+    mcp_script: Option<(String, usize)>,
 }
 
 fn decide(script: &Script, conv: &Conversation) -> (Answer, bool) {
@@ -356,6 +361,12 @@ fn decide(script: &Script, conv: &Conversation) -> (Answer, bool) {
     }
     if let Some((_, rest)) = conv.latest_user_text.split_once(REPLY_MARKER) {
         return (Answer::Text(format!("REPLY {}", mcp_note(rest))), slow);
+    }
+    if let Some((steps, done)) = &conv.mcp_script {
+        return (
+            mcp_script_step(script, &conv.tool_names, steps, *done),
+            slow,
+        );
     }
     if conv.last_is_tool_result {
         return (Answer::Text(script.final_text.clone()), slow);
@@ -507,6 +518,58 @@ fn find_mcp_tool(t: &Value, namespace: Option<&str>) -> Option<(Option<String>, 
     Some((namespace.map(str::to_owned), name.to_owned()))
 }
 
+/// A user message containing this marker followed by a JSON array of steps,
+/// `[{"tool": "create_workspace", "args": {…}}, …]`, makes the model call the offered tools in
+/// that order, one per request: step N once N tool results follow that message, then
+/// [`Script::final_text`]. A step's tool is the offered one named `tool` or ending in `_tool`
+/// (Claude Code offers `mcp__berth__create_workspace`); when none is offered, the answer is
+/// [`MCP_MISSING`] with the offered names. Stateless like the rest: the step is read from the
+/// conversation. Anthropic Messages (Claude Code) only.
+pub const MCP_SCRIPT_MARKER: &str = "BERTH-MCP-SCRIPT:";
+
+/// The answer to step `done` of the script in `text` (what follows the marker).
+fn mcp_script_step(script: &Script, tools: &[String], text: &str, done: usize) -> Answer {
+    let steps: Vec<Value> = serde_json::Deserializer::from_str(text.trim_start())
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default();
+    let Some(step) = steps.get(done) else {
+        return Answer::Text(script.final_text.clone());
+    };
+    let want = step["tool"].as_str().unwrap_or_default();
+    let offered = tools
+        .iter()
+        .find(|t| *t == want || t.ends_with(&format!("_{want}")));
+    match offered {
+        Some(name) => Answer::Tool {
+            name: name.clone(),
+            args: step.get("args").cloned().unwrap_or(json!({})),
+        },
+        None => Answer::Text(format!("{MCP_MISSING} {}", tools.join(", "))),
+    }
+}
+
+/// The script of an Anthropic conversation: the text after [`MCP_SCRIPT_MARKER`] in the last
+/// user message carrying it, and the number of tool results in the user messages after it.
+fn anthropic_mcp_script(messages: &[Value]) -> Option<(String, usize)> {
+    let is_user = |m: &Value| m.get("role").and_then(Value::as_str) == Some("user");
+    let (at, text) = messages.iter().enumerate().rev().find_map(|(i, m)| {
+        let text = m.get("content").map(text_of).filter(|_| is_user(m))?;
+        let (_, rest) = text.split_once(MCP_SCRIPT_MARKER)?;
+        Some((i, rest.to_owned()))
+    })?;
+    let results = messages[at + 1..]
+        .iter()
+        .filter(|m| is_user(m))
+        .filter_map(|m| m.get("content").and_then(Value::as_array))
+        .flatten()
+        .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .count();
+    Some((text, results))
+}
+
 // --- end of MCP ----------------------------------------------------------------------------
 
 fn text_of(content: &Value) -> String {
@@ -631,6 +694,7 @@ fn anthropic(shared: &Shared, body: &Value) -> Response {
         last_is_tool_result,
         latest_user_text,
         classifier: false,
+        mcp_script: anthropic_mcp_script(&messages),
     };
     let (answer, slow) = decide(&shared.script, &conv);
     let n = shared.next_id();
@@ -755,6 +819,7 @@ fn responses(shared: &Shared, body: &Value) -> Response {
         last_is_tool_result,
         latest_user_text,
         classifier: false,
+        mcp_script: None,
     };
     let (answer, slow) = decide(&shared.script, &conv);
     let n = shared.next_id();
@@ -907,6 +972,7 @@ fn chat(shared: &Shared, body: &Value) -> Response {
         last_is_tool_result,
         latest_user_text,
         classifier: false,
+        mcp_script: None,
     };
     let (answer, slow) = decide(&shared.script, &conv);
     let n = shared.next_id();
@@ -1033,6 +1099,7 @@ fn gemini(shared: &Shared, body: &Value, model: &str, stream: bool) -> Response 
         last_is_tool_result,
         latest_user_text,
         classifier,
+        mcp_script: None,
     };
     let (answer, slow) = decide(&shared.script, &conv);
     let part = match &answer {
@@ -1112,6 +1179,55 @@ mod tests {
         let reqs = m.requests_for(WireFormat::AnthropicMessages);
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].path, "/v1/messages?beta=true");
+    }
+
+    #[tokio::test]
+    async fn an_mcp_script_calls_its_tools_in_order_then_ends() {
+        let m = MockLlm::start().await;
+        let tools = json!([{"name": "Bash"}, {"name": "mcp__berth__create_workspace"},
+                           {"name": "mcp__berth__run_task"}]);
+        let prompt = format!(
+            "Set it up. {MCP_SCRIPT_MARKER}[{{\"tool\":\"create_workspace\",\"args\":{{\"name\":\"w\"}}}},\
+             {{\"tool\":\"run_task\",\"args\":{{\"workspace\":\"w\"}}}}] thanks"
+        );
+        let user = json!({"role": "user", "content": [{"type": "text", "text": prompt}]});
+        let call = |id: &str, name: &str| json!({"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": name, "input": {}}]});
+        let result = |id: &str| json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "ok"}]});
+        let ask = |messages: Value| {
+            let url = format!("{}/v1/messages", m.url());
+            let body = json!({"model": "x", "tools": tools, "messages": messages});
+            async move {
+                let (_, t) = post(&url, body).await;
+                serde_json::from_str::<Value>(&t).unwrap()["content"][0].clone()
+            }
+        };
+        let first = ask(json!([user])).await;
+        assert_eq!(first["name"], "mcp__berth__create_workspace", "{first}");
+        assert_eq!(first["input"], json!({"name": "w"}));
+        let second = ask(
+            json!([user, call("a", "mcp__berth__create_workspace"), result("a"),
+                                {"role": "system", "content": "reminder"}]),
+        )
+        .await;
+        assert_eq!(second["name"], "mcp__berth__run_task", "{second}");
+        assert_eq!(second["input"], json!({"workspace": "w"}));
+        let last = ask(json!([
+            user,
+            call("a", "x"),
+            result("a"),
+            call("b", "y"),
+            result("b")
+        ]))
+        .await;
+        assert_eq!(last["text"], "DONE", "{last}");
+        // Without the tools offered, the model says so.
+        let url = format!("{}/v1/messages", m.url());
+        let (_, t) = post(
+            &url,
+            json!({"model": "x", "tools": [{"name": "Bash"}], "messages": [user]}),
+        )
+        .await;
+        assert!(t.contains(MCP_MISSING), "{t}");
     }
 
     #[tokio::test]

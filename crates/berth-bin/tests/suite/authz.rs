@@ -160,6 +160,9 @@ const EXPECTED: &[Entry] = &[
     ("GET", "/notifications/subscriptions/{sub}/deliveries", Viewer, Own, "/notifications/subscriptions/N/deliveries", NoBody),
     ("GET", "/notifications/stream", Viewer, Global, "/notifications/stream", NoBody),
     ("GET", "/notifications/webpush", Viewer, Global, "/notifications/webpush", NoBody),
+    // MCP over HTTP: any token speaks it (its tool calls are checked as the routes they call).
+    ("POST", "/mcp", Viewer, Global, "/mcp", Json("{")),
+    ("DELETE", "/mcp", Viewer, Global, "/mcp", NoBody),
 ];
 
 /// The callers of the matrix.

@@ -6,6 +6,7 @@ pub mod approvals;
 pub mod backups;
 pub mod egress;
 pub mod egress_templates;
+pub mod mcp;
 pub mod notify;
 pub mod secrets;
 pub mod sse;
@@ -198,6 +199,10 @@ fn api() -> Api {
         )
         .get("/notifications/stream", READ, notify::stream)
         .get("/notifications/webpush", READ, notify::webpush)
+        // MCP over streamable HTTP: any token may speak it; each tool call is an API request
+        // with the caller's token, checked against this table like any other (routes/mcp.rs).
+        .post("/mcp", READ, mcp::post)
+        .delete("/mcp", READ, mcp::end)
 }
 
 /// The access table of every API route, as registered (paths relative to `/api/v1`).

@@ -1,37 +1,37 @@
-//! The tools `berth mcp` offers: each one's description and input schema ([`list`]), and its
-//! call ([`call`]): the arguments are checked against the schema, then turned into ordinary
-//! API requests with the token `berth mcp` was given, so the server's role checks apply.
+//! The tools: each one's description and input schema ([`list`]), and its call ([`call`]): the
+//! arguments are checked against the schema ([`check_call`]), then turned into ordinary API
+//! requests through [`Api`] with the caller's token, so the server's role checks apply.
 
 use std::time::{Duration, Instant};
 
 use berth_domain::TaskState;
 use serde_json::{json, Value};
 
-use super::schema::{self as s, object};
-use crate::client::{task_path, ws_path, CliError, Client};
+use crate::schema::{self as s, object};
+use crate::{encode_segment, task_path, with_query, ws_path, Api, Method, Request};
 
 /// Longest `wait` of `run_task`/`send_message`, in seconds.
-pub(crate) const MAX_WAIT_SECONDS: i64 = 600;
+pub const MAX_WAIT_SECONDS: i64 = 600;
 /// `wait` without `timeout_seconds`.
 const DEFAULT_WAIT_SECONDS: u64 = 120;
 /// How often a waited task is polled.
 const POLL: Duration = Duration::from_millis(500);
 /// Most events one `task_events` call returns.
-pub(crate) const MAX_EVENTS: i64 = 500;
+pub const MAX_EVENTS: i64 = 500;
 /// Most egress log entries one `egress_log` call returns.
-pub(crate) const MAX_EGRESS: i64 = 1000;
+pub const MAX_EGRESS: i64 = 1000;
 /// Longest diff text handed back (the rest is cut, and `truncated` says so).
 const MAX_DIFF_CHARS: usize = 200_000;
 
 /// One tool: name, what it does, its input schema.
-pub(crate) struct Tool {
+pub struct Tool {
     pub name: &'static str,
     pub description: &'static str,
     pub schema: Value,
 }
 
 /// Every tool, in the order `tools/list` gives them.
-pub(crate) fn list() -> Vec<Tool> {
+pub fn list() -> Vec<Tool> {
     let mut tools = workspace_tools();
     tools.extend(task_tools());
     tools.extend(other_tools());
@@ -300,7 +300,7 @@ fn other_tools() -> Vec<Tool> {
 
 /// Why a tool call failed: the API's error, or a check made before any request.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ToolError {
+pub struct ToolError {
     pub code: String,
     pub message: String,
     /// The HTTP status the server answered (absent: no answer, or no request made).
@@ -316,6 +316,19 @@ impl ToolError {
         }
     }
 
+    /// The API's refusal: its stable code (`http_error` when it gave none), message and status.
+    pub fn api(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: if code.is_empty() {
+                "http_error".into()
+            } else {
+                code.into()
+            },
+            message: message.into(),
+            status: (status != 0).then_some(status),
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let mut e = json!({"code": self.code, "message": self.message});
         if let Some(st) = self.status {
@@ -325,32 +338,10 @@ impl ToolError {
     }
 }
 
-impl From<CliError> for ToolError {
-    fn from(e: CliError) -> Self {
-        match e {
-            CliError::Api {
-                status,
-                code,
-                message,
-            } => Self {
-                code: if code.is_empty() {
-                    "http_error".into()
-                } else {
-                    code
-                },
-                message,
-                status: (status != 0).then_some(status),
-            },
-            e @ CliError::Unreachable { .. } => Self::new("unreachable", e.to_string()),
-            CliError::Other(m) => Self::new("client_error", m),
-        }
-    }
-}
-
 type ToolResult = Result<Value, ToolError>;
 
 /// Checks a call's arguments and checks the rules the schema cannot say (`confirm`).
-pub(crate) fn check_call(name: &str, args: &Value) -> Result<(), ToolError> {
+pub fn check_call(name: &str, args: &Value) -> Result<(), ToolError> {
     let tool = list()
         .into_iter()
         .find(|t| t.name == name)
@@ -366,87 +357,102 @@ pub(crate) fn check_call(name: &str, args: &Value) -> Result<(), ToolError> {
     Ok(())
 }
 
+async fn get(api: &dyn Api, path: String) -> ToolResult {
+    api.send(Request {
+        method: Method::Get,
+        path,
+        body: None,
+    })
+    .await
+}
+
+async fn post(api: &dyn Api, path: String, body: Option<Value>) -> ToolResult {
+    api.send(Request {
+        method: Method::Post,
+        path,
+        body,
+    })
+    .await
+}
+
+/// The string argument `k` (checked by the schema before the call; empty when absent).
+fn arg<'a>(a: &'a Value, k: &str) -> &'a str {
+    a[k].as_str().unwrap_or_default()
+}
+
+/// The arguments among `keys` that are given, as a query.
+fn query_of<'a>(a: &Value, keys: &[&'a str]) -> Vec<(&'a str, String)> {
+    keys.iter()
+        .filter_map(|k| {
+            let v = &a[*k];
+            match v {
+                Value::String(s) => Some((*k, s.clone())),
+                Value::Number(n) => Some((*k, n.to_string())),
+                Value::Bool(b) => Some((*k, b.to_string())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Runs one tool call (arguments already checked by [`check_call`]).
-pub(crate) async fn call(client: &Client, name: &str, a: &Value) -> ToolResult {
-    let str_of = |k: &str| a[k].as_str().unwrap_or_default().to_owned();
-    let ws = || ws_path(&str_of("workspace"));
-    let task = || task_path(&str_of("task"));
-    let v = match name {
-        "list_workspaces" => list_workspaces(client, a["tenant"].as_str()).await?,
-        "create_workspace" => client.post_value("/workspaces", &create_body(a)).await?,
-        "start_workspace" => client.post_empty_value(&format!("{}/start", ws())).await?,
-        "stop_workspace" => client.post_empty_value(&format!("{}/stop", ws())).await?,
+pub async fn call(api: &dyn Api, name: &str, a: &Value) -> ToolResult {
+    let ws = || ws_path(arg(a, "workspace"));
+    let task = || task_path(arg(a, "task"));
+    match name {
+        "list_workspaces" => get(api, with_query("/workspaces", &query_of(a, &["tenant"]))).await,
+        "create_workspace" => post(api, "/workspaces".into(), Some(create_body(a))).await,
+        "start_workspace" => post(api, format!("{}/start", ws()), None).await,
+        "stop_workspace" => post(api, format!("{}/stop", ws()), None).await,
         "remove_workspace" => {
             let volume = a["volume"].as_bool().unwrap_or(false);
-            client.delete(&ws(), &[("volume", volume)]).await?;
-            json!({"removed": str_of("workspace"), "volume_removed": volume})
+            let path = with_query(&ws(), &[("volume", volume.to_string())]);
+            api.send(Request {
+                method: Method::Delete,
+                path,
+                body: None,
+            })
+            .await?;
+            Ok(json!({"removed": arg(a, "workspace"), "volume_removed": volume}))
         }
-        "run_task" => run_task(client, a).await?,
-        "task_status" => client.get_value(&task()).await?,
+        "run_task" => run_task(api, a).await,
+        "task_status" => get(api, task()).await,
         "task_events" => {
             let limit = a["limit"].as_i64().unwrap_or(100).min(MAX_EVENTS);
             let after = a["after"].as_i64().unwrap_or(0);
-            let q = [("after", after), ("limit", limit)];
-            client
-                .get_query_value(&format!("{}/events", task()), &q)
-                .await?
+            let q = [("after", after.to_string()), ("limit", limit.to_string())];
+            get(api, with_query(&format!("{}/events", task()), &q)).await
         }
         "send_message" => {
-            let body = json!({"text": str_of("text")});
-            let t = client
-                .post_value(&format!("{}/messages", task()), &body)
-                .await?;
-            finish_task(client, t, a).await?
+            let body = json!({"text": arg(a, "text")});
+            let t = post(api, format!("{}/messages", task()), Some(body)).await?;
+            finish_task(api, t, a).await
         }
-        "task_diff" => task_diff(client, &task(), a).await?,
-        "cancel_task" => {
-            client
-                .post_empty_value(&format!("{}/cancel", task()))
-                .await?
-        }
-        "list_inbox" => client.get_value("/inbox").await?,
-        "decide_approval" => decide(client, a).await?,
+        "task_diff" => task_diff(api, &task(), a).await,
+        "cancel_task" => post(api, format!("{}/cancel", task()), None).await,
+        "list_inbox" => get(api, "/inbox".into()).await,
+        "decide_approval" => decide(api, a).await,
         "usage" => {
-            let q: Vec<(&str, String)> = ["since", "until", "by", "tenant", "workspace"]
-                .into_iter()
-                .filter_map(|k| a[k].as_str().map(|v| (k, v.to_owned())))
-                .collect();
-            client.get_query_value("/usage", &q).await?
+            let q = query_of(a, &["since", "until", "by", "tenant", "workspace"]);
+            get(api, with_query("/usage", &q)).await
         }
         "egress_log" => {
             let limit = a["limit"].as_i64().unwrap_or(100).min(MAX_EGRESS);
-            let mut q = vec![("limit", limit)];
+            let mut q = vec![("limit", limit.to_string())];
             if let Some(after) = a["after"].as_i64() {
-                q.push(("after", after));
+                q.push(("after", after.to_string()));
             }
-            client
-                .get_query_value(&format!("{}/egress/log", ws()), &q)
-                .await?
+            get(api, with_query(&format!("{}/egress/log", ws()), &q)).await
         }
-        other => {
-            return Err(ToolError::new(
-                "unknown_tool",
-                format!("no tool named {other:?}"),
-            ))
-        }
-    };
-    Ok(v)
-}
-
-async fn list_workspaces(client: &Client, tenant: Option<&str>) -> ToolResult {
-    let v = match tenant {
-        Some(t) => {
-            client
-                .get_query_value("/workspaces", &[("tenant", t)])
-                .await?
-        }
-        None => client.get_value("/workspaces").await?,
-    };
-    Ok(v)
+        other => Err(ToolError::new(
+            "unknown_tool",
+            format!("no tool named {other:?}"),
+        )),
+    }
 }
 
 /// The `POST /workspaces` body of a `create_workspace` call: only the arguments given.
-pub(crate) fn create_body(a: &Value) -> Value {
+pub fn create_body(a: &Value) -> Value {
     let mut body = json!({});
     for k in [
         "name", "tenant", "template", "params", "memory", "cpus", "approval",
@@ -458,20 +464,20 @@ pub(crate) fn create_body(a: &Value) -> Value {
     body
 }
 
-async fn run_task(client: &Client, a: &Value) -> ToolResult {
+async fn run_task(api: &dyn Api, a: &Value) -> ToolResult {
     let mut body = json!({});
     for k in ["workspace", "agent", "prompt", "model", "approval"] {
         if let Some(v) = a.get(k).filter(|v| !v.is_null()) {
             body[k] = v.clone();
         }
     }
-    let t = client.post_value("/tasks", &body).await?;
-    finish_task(client, t, a).await
+    let t = post(api, "/tasks".into(), Some(body)).await?;
+    finish_task(api, t, a).await
 }
 
 /// With `wait`: polls the task until its turn is over, it waits for an approval, or the
 /// timeout. Returns the task's summary (id, state, final message, whether the wait timed out).
-async fn finish_task(client: &Client, mut t: Value, a: &Value) -> ToolResult {
+async fn finish_task(api: &dyn Api, mut t: Value, a: &Value) -> ToolResult {
     let id = t["id"].as_str().unwrap_or_default().to_owned();
     let mut timed_out = false;
     if a["wait"].as_bool().unwrap_or(false) && !id.is_empty() {
@@ -488,7 +494,7 @@ async fn finish_task(client: &Client, mut t: Value, a: &Value) -> ToolResult {
                 break;
             }
             tokio::time::sleep(POLL).await;
-            t = client.get_value(&task_path(&id)).await?;
+            t = get(api, task_path(&id)).await?;
         }
     }
     Ok(json!({
@@ -504,12 +510,12 @@ async fn finish_task(client: &Client, mut t: Value, a: &Value) -> ToolResult {
 }
 
 /// The task's turn is over, or it waits for a decision.
-pub(crate) fn turn_settled(t: &Value) -> bool {
+pub fn turn_settled(t: &Value) -> bool {
     let state = t["state"].as_str().and_then(TaskState::parse);
     state.is_some_and(|s| s.is_turn_over() || s == TaskState::Waiting)
 }
 
-async fn task_diff(client: &Client, path: &str, a: &Value) -> ToolResult {
+async fn task_diff(api: &dyn Api, path: &str, a: &Value) -> ToolResult {
     let mut q: Vec<(&str, String)> = Vec::new();
     if a["stat"].as_bool() == Some(true) {
         q.push(("stat", "true".into()));
@@ -517,7 +523,7 @@ async fn task_diff(client: &Client, path: &str, a: &Value) -> ToolResult {
     if let Some(turn) = a["turn"].as_i64() {
         q.push(("turn", turn.to_string()));
     }
-    let mut v = client.get_query_value(&format!("{path}/diff"), &q).await?;
+    let mut v = get(api, with_query(&format!("{path}/diff"), &q)).await?;
     if let Some(d) = v["diff"].as_str().filter(|d| d.len() > MAX_DIFF_CHARS) {
         let cut: String = d.chars().take(MAX_DIFF_CHARS).collect();
         v["diff"] = json!(cut);
@@ -526,12 +532,11 @@ async fn task_diff(client: &Client, path: &str, a: &Value) -> ToolResult {
     Ok(v)
 }
 
-async fn decide(client: &Client, a: &Value) -> ToolResult {
-    let req = a["request"].as_str().unwrap_or_default();
+async fn decide(api: &dyn Api, a: &Value) -> ToolResult {
     let path = format!(
         "{}/approvals/{}",
-        task_path(a["task"].as_str().unwrap_or_default()),
-        crate::client::encode_segment(req)
+        task_path(arg(a, "task")),
+        encode_segment(arg(a, "request"))
     );
     let approve = a["decision"] == json!("approve");
     let mut body = json!({"decision": a["decision"]});
@@ -541,5 +546,5 @@ async fn decide(client: &Client, a: &Value) -> ToolResult {
     if let Some(r) = a["reason"].as_str() {
         body["reason"] = json!(r);
     }
-    Ok(client.post_value(&path, &body).await?)
+    post(api, path, Some(body)).await
 }

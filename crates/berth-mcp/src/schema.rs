@@ -5,48 +5,46 @@
 use serde_json::{json, Map, Value};
 
 /// A workspace reference: `tenant/name`, a bare name or an id.
-pub(crate) const WS_PATTERN: &str = "^(ws_[0-9a-f]{32}|[a-z](-?[a-z0-9])*(/[a-z](-?[a-z0-9])*)?)$";
+pub const WS_PATTERN: &str = "^(ws_[0-9a-f]{32}|[a-z](-?[a-z0-9])*(/[a-z](-?[a-z0-9])*)?)$";
 /// A tenant, workspace or template name.
-pub(crate) const NAME_PATTERN: &str = "^[a-z](-?[a-z0-9])*$";
+pub const NAME_PATTERN: &str = "^[a-z](-?[a-z0-9])*$";
 /// A memory cap: `32m`…`9999m`, `1g`…`999g`.
-pub(crate) const MEMORY_PATTERN: &str =
-    "^((3[2-9]|[4-9][0-9]|[1-9][0-9]{2,3})[mM]|[1-9][0-9]{0,2}[gG])$";
+pub const MEMORY_PATTERN: &str = "^((3[2-9]|[4-9][0-9]|[1-9][0-9]{2,3})[mM]|[1-9][0-9]{0,2}[gG])$";
 /// A CPU cap as a decimal string.
-pub(crate) const CPUS_PATTERN: &str =
-    "^(0\\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,2}(\\.[0-9]{1,2})?)$";
+pub const CPUS_PATTERN: &str = "^(0\\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,2}(\\.[0-9]{1,2})?)$";
 /// `since`/`until` of usage: an RFC 3339 time, a date, or an age like `24h`, `7d`.
-pub(crate) const SINCE_PATTERN: &str =
+pub const SINCE_PATTERN: &str =
     "^([0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+(Z|[+-][0-9]{2}:?[0-9]{2})?)?|[0-9]{1,6}[mh]|[0-9]{1,5}d)$";
 /// An approval request id.
-pub(crate) const REQ_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}$";
+pub const REQ_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}$";
 /// The coding agents a task can run.
-pub(crate) const AGENTS: [&str; 4] = ["claude", "codex", "gemini", "opencode"];
+pub const AGENTS: [&str; 4] = ["claude", "codex", "gemini", "opencode"];
 
 /// `{"type":"string", …}` with a description.
-pub(crate) fn string(desc: &str) -> Value {
+pub fn string(desc: &str) -> Value {
     json!({"type": "string", "description": desc})
 }
 
 /// A string matching `pattern`, at most `max` characters.
-pub(crate) fn pattern(desc: &str, pattern: &str, max: u64) -> Value {
+pub fn pattern(desc: &str, pattern: &str, max: u64) -> Value {
     json!({"type": "string", "description": desc, "pattern": pattern, "minLength": 1, "maxLength": max})
 }
 
 /// A string that is one of `values`.
-pub(crate) fn one_of(desc: &str, values: &[&str]) -> Value {
+pub fn one_of(desc: &str, values: &[&str]) -> Value {
     json!({"type": "string", "description": desc, "enum": values})
 }
 
-pub(crate) fn boolean(desc: &str) -> Value {
+pub fn boolean(desc: &str) -> Value {
     json!({"type": "boolean", "description": desc})
 }
 
-pub(crate) fn integer(desc: &str, min: i64, max: i64) -> Value {
+pub fn integer(desc: &str, min: i64, max: i64) -> Value {
     json!({"type": "integer", "description": desc, "minimum": min, "maximum": max})
 }
 
 /// The reference of a workspace (`workspace`).
-pub(crate) fn workspace() -> Value {
+pub fn workspace() -> Value {
     pattern(
         "Workspace: TENANT/NAME, a bare NAME, or its id (ws_…)",
         WS_PATTERN,
@@ -55,12 +53,12 @@ pub(crate) fn workspace() -> Value {
 }
 
 /// A task id (`task`).
-pub(crate) fn task() -> Value {
+pub fn task() -> Value {
     json!({"type": "string", "description": "Task id", "minLength": 1, "maxLength": 100})
 }
 
 /// An object schema: these properties, these required, nothing else.
-pub(crate) fn object(props: &[(&str, Value)], required: &[&str]) -> Value {
+pub fn object(props: &[(&str, Value)], required: &[&str]) -> Value {
     let properties: Map<String, Value> = props
         .iter()
         .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -75,7 +73,7 @@ pub(crate) fn object(props: &[(&str, Value)], required: &[&str]) -> Value {
 
 /// Checks `args` against an object `schema` of the subset built above. `Err` says what is
 /// wrong in one sentence naming the argument.
-pub(crate) fn check(schema: &Value, args: &Value) -> Result<(), String> {
+pub fn check(schema: &Value, args: &Value) -> Result<(), String> {
     let Some(args) = args.as_object() else {
         return Err("the arguments must be a JSON object".into());
     };
