@@ -1,6 +1,9 @@
 //! One turn of a task: setting it up (worktree, directories, driver files), spawning the
 //! agent in its own process group, feeding its output to the driver, cancelling it (SIGINT,
 //! then SIGKILL after a grace), and ending the task's turn from how the agent exited.
+//!
+//! A long-lived driver's turns (codex app-server) run on the task's own protocol process instead
+//! ([`super::appserver`]), which reuses the spawning and output handling here.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use crate::sys::{self, lock, sleep_opt};
 pub(super) const CANCEL_GRACE: Duration = Duration::from_secs(3);
 /// After the agent exited, how long to wait for its pipes to close (they may
 /// be held open by background processes it started).
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Variables of the workspace itself that agents (and the tools they run) must see: the way out
 /// through berth's egress proxy and the CA bundle that trusts it. They come from the container's
@@ -38,18 +41,18 @@ fn workspace_passthrough_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// How a turn's setup ended early.
-enum SetupEnd {
+pub(super) enum SetupEnd {
     Failed(String),
     Cancelled,
 }
 
 /// What the supervision of a running agent saw.
-struct TurnOutcome {
-    exit_code: i32,
-    we_killed: bool,
-    saw_turn_completed: bool,
-    last_error: Option<String>,
-    last_stderr: Option<String>,
+pub(super) struct TurnOutcome {
+    pub(super) exit_code: i32,
+    pub(super) we_killed: bool,
+    pub(super) saw_turn_completed: bool,
+    pub(super) last_error: Option<String>,
+    pub(super) last_stderr: Option<String>,
 }
 
 /// Where the supervision of a running agent stands.
@@ -74,6 +77,9 @@ pub(super) async fn run_turn(
     drivers: DriverFactory,
     ready: oneshot::Sender<()>,
 ) {
+    if drivers.make(task.agent).long_lived() {
+        return super::appserver::run_turn(task, spec, worktree, drivers, ready).await;
+    }
     let (driver, child, stdin) = match prepare(&task, spec, worktree.as_ref(), &drivers).await {
         Ok(x) => x,
         Err(end) => {
@@ -87,7 +93,7 @@ pub(super) async fn run_turn(
 }
 
 /// The task after a setup that ended early: stopped as requested, or failed.
-fn end_setup(task: &Task, end: SetupEnd) {
+pub(super) fn end_setup(task: &Task, end: SetupEnd) {
     let mut inner = lock(&task.inner);
     inner.approvals.end_turn();
     inner.busy = false;
@@ -128,7 +134,7 @@ fn end_turn(task: &Task, outcome: TurnOutcome) {
 }
 
 /// Why a turn whose agent exited with a code other than 0 failed.
-fn failure_reason(agent: Agent, outcome: TurnOutcome) -> String {
+pub(super) fn failure_reason(agent: Agent, outcome: TurnOutcome) -> String {
     let code = outcome.exit_code;
     let detail = outcome
         .last_error
@@ -195,7 +201,7 @@ fn workspace_passthrough() -> Vec<(String, String)> {
 /// environment (and [`workspace_passthrough_names`]), feeding it `inv.stdin` if any. With
 /// `keep_stdin`, `inv.stdin` is written (in the background) and the stdin pipe comes back open
 /// for the protocol's later lines instead of being closed.
-fn spawn(
+pub(super) fn spawn(
     inv: &Invocation,
     keep_stdin: bool,
 ) -> Result<(tokio::process::Child, Option<AgentInput>), String> {
@@ -275,7 +281,7 @@ impl AgentInput {
         AgentInput(tx)
     }
 
-    fn send(&self, data: Vec<u8>) {
+    pub(super) fn send(&self, data: Vec<u8>) {
         if !data.is_empty() {
             let _ = self.0.send(data);
         }
@@ -366,7 +372,9 @@ async fn supervise(
 }
 
 /// Starts reading the agent's stdout and stderr lines into one channel.
-fn start_readers(child: &mut tokio::process::Child) -> (mpsc::Receiver<Out>, Vec<JoinHandle<()>>) {
+pub(super) fn start_readers(
+    child: &mut tokio::process::Child,
+) -> (mpsc::Receiver<Out>, Vec<JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel::<Out>(256);
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
@@ -389,7 +397,12 @@ fn start_readers(child: &mut tokio::process::Child) -> (mpsc::Receiver<Out>, Vec
 }
 
 /// One line of the agent's output: stdout through the driver, stderr as Log events.
-fn on_output(task: &Arc<Task>, driver: &mut dyn Driver, msg: Out, out: &mut TurnOutcome) {
+pub(super) fn on_output(
+    task: &Arc<Task>,
+    driver: &mut dyn Driver,
+    msg: Out,
+    out: &mut TurnOutcome,
+) {
     match msg {
         Out::Stdout(line) => {
             let kinds = driver.parse_line(&line);
