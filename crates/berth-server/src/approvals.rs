@@ -241,7 +241,8 @@ mod tests {
         assert_eq!(parse_decision("deny").unwrap(), ApprovalDecision::Denied);
         assert!(parse_decision("later").is_err());
         assert!(check_supported(Agent::Claude, ApprovalPolicy::Always).is_ok());
-        assert!(check_supported(Agent::Codex, ApprovalPolicy::Never).is_ok());
-        assert!(check_supported(Agent::Codex, ApprovalPolicy::OnRequest).is_err());
+        assert!(check_supported(Agent::Codex, ApprovalPolicy::OnRequest).is_ok());
+        assert!(check_supported(Agent::Opencode, ApprovalPolicy::Never).is_ok());
+        assert!(check_supported(Agent::Opencode, ApprovalPolicy::OnRequest).is_err());
     }
 }
