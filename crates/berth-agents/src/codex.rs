@@ -1,31 +1,28 @@
-//! Driver for the codex CLI in `codex exec --json` mode.
+//! Driver for the codex CLI as a long-lived `codex app-server` per task (JSON-RPC on
+//! stdin/stdout, [`crate::codex_app`]): every turn of the task is a `turn/start` on the same
+//! process and thread, and codex's permission requests are answered through it.
 //!
 //! Configuration goes to `$CODEX_HOME/config.toml` with `CODEX_HOME = <task_dir>/codex`: a custom
 //! model provider `berth` pointing at the gateway (`<gateway_url>/v1`, Responses API), the key
 //! read from `BERTH_VIRTUAL_KEY`, all phone-home features off. Codex keeps its session rollouts
-//! under `CODEX_HOME`, so follow-ups of the same task (same task dir) can
-//! `codex exec resume <thread_id>`.
+//! under `CODEX_HOME`, so a new process of the same task (same task dir) resumes the thread with
+//! `thread/resume`.
 //!
 //! The workspace's MCP servers are `[mcp_servers.NAME]` tables at the end of the same file, each
 //! with its tools approved (`default_tools_approval_mode = "approve"`): tasks run unattended.
 
-use std::collections::HashSet;
-
 use berth_domain::{Agent, EventKind};
-use serde_json::{json, Value};
 
-use crate::util::{count_of, exit_code, join_url, str_of, string, toml_str};
-use crate::{Driver, Invocation, SessionSpec, TurnSpec};
+use crate::util::{join_url, toml_str};
+use crate::{Driver, Invocation, SessionSpec, TurnEnd, TurnSpec};
 
 /// Model used when the task does not choose one (a slug Codex has metadata for).
 pub const DEFAULT_MODEL: &str = "gpt-5.5";
 
 #[derive(Debug, Default)]
 pub struct Codex {
-    /// Ids of tool items already reported as [`EventKind::ToolCall`].
-    started: HashSet<String>,
-    /// The last agent message of the turn, reported as the turn's result.
-    last_message: Option<String>,
+    /// The protocol state of the task's app-server process.
+    app: crate::codex_app::AppServer,
 }
 
 impl Codex {
@@ -88,44 +85,20 @@ impl Driver for Codex {
         Agent::Codex
     }
 
+    /// `codex app-server` (JSON-RPC on stdin/stdout), serving every turn of the task; the
+    /// turns themselves are [`Driver::begin_turn`].
     fn invocation(&self, spec: &TurnSpec) -> Invocation {
         let codex_home = spec.task_dir.join("codex");
-        let mut args: Vec<String> = vec!["exec".into()];
-        if spec.resume.is_some() {
-            args.push("resume".into());
-        }
-        args.extend(
-            [
-                "--json",
-                "--skip-git-repo-check",
-                "--dangerously-bypass-approvals-and-sandbox",
-            ]
-            .map(String::from),
-        );
-        // `exec resume` has no `-C`: the process cwd is the working directory either way.
-        if spec.resume.is_none() {
-            args.extend(["-C".into(), spec.cwd.display().to_string()]);
-        }
-        if let Some(model) = &spec.model {
-            args.extend(["-m".into(), model.clone()]);
-        }
-        args.push("--".into());
-        if let Some(id) = &spec.resume {
-            args.push(id.clone());
-        }
-        args.push(spec.prompt.clone());
-
         let mut env = crate::base_env(spec);
         env.push(("CODEX_HOME".into(), codex_home.display().to_string()));
         env.push(("BERTH_VIRTUAL_KEY".into(), spec.virtual_key.clone()));
-
         Invocation {
             program: Agent::Codex.program().into(),
-            args,
+            args: vec!["app-server".into()],
             env,
             files: vec![(codex_home.join("config.toml"), Self::config(spec))],
-            // Codex also reads stdin when it is open: it must be /dev/null.
-            stdin: None,
+            // The protocol's first lines come from `begin_turn`.
+            stdin: Some(String::new()),
             cwd: spec.cwd.clone(),
         }
     }
@@ -161,180 +134,46 @@ impl Driver for Codex {
         }
     }
 
-    /// `turn.completed.usage` is the thread's total (verified: a resumed turn reports the sum of
-    /// all turns).
-    fn usage_is_cumulative(&self) -> bool {
+    fn parse_line(&mut self, line: &str) -> Vec<EventKind> {
+        self.app.parse_line(line)
+    }
+
+    fn supports_approvals(&self) -> bool {
         true
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<EventKind> {
-        let v = match crate::json_or_log(line) {
-            Ok(v) => v,
-            Err(events) => return events,
-        };
-        let events = match str_of(&v, "type") {
-            Some("thread.started") => str_of(&v, "thread_id").filter(|s| !s.is_empty()).map(|id| {
-                vec![EventKind::Session {
-                    agent_session_id: id.to_owned(),
-                    model: None,
-                }]
-            }),
-            Some("turn.started") => Some(Vec::new()),
-            Some("item.started") => v.get("item").and_then(|i| self.item_started(i)),
-            Some("item.updated") => v.get("item").and_then(|i| self.item_updated(i)),
-            Some("item.completed") => v.get("item").and_then(|i| self.item_completed(i)),
-            Some("turn.completed") => {
-                let u = &v["usage"];
-                Some(vec![
-                    EventKind::Usage {
-                        input_tokens: count_of(u, "input_tokens"),
-                        output_tokens: count_of(u, "output_tokens"),
-                        cached_input_tokens: count_of(u, "cached_input_tokens"),
-                        cost_usd: None,
-                    },
-                    EventKind::TurnCompleted {
-                        result: self.last_message.take(),
-                    },
-                ])
-            }
-            Some("turn.failed") => Some(vec![EventKind::Error {
-                message: error_message(&v["error"], "codex turn failed"),
-            }]),
-            Some("error") => Some(vec![EventKind::Error {
-                message: error_message(&v, "codex error"),
-            }]),
-            _ => None,
-        };
-        events.unwrap_or_else(|| vec![EventKind::Raw { data: v }])
-    }
-}
-
-fn error_message(v: &Value, fallback: &str) -> String {
-    match v {
-        Value::String(s) if !s.is_empty() => s.clone(),
-        _ => str_of(v, "message")
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .unwrap_or_else(|| fallback.to_owned()),
-    }
-}
-
-impl Codex {
-    fn tool_call(&mut self, item: &Value) -> Option<EventKind> {
-        let id = string(item, "id");
-        let (name, input) = match str_of(item, "type")? {
-            "command_execution" => ("shell".to_owned(), json!({"command": item["command"]})),
-            "mcp_tool_call" => (
-                format!("{}.{}", string(item, "server"), string(item, "tool")),
-                item.get("arguments").cloned().unwrap_or(Value::Null),
-            ),
-            _ => return None,
-        };
-        self.started
-            .insert(id.clone())
-            .then_some(EventKind::ToolCall {
-                call_id: id,
-                name,
-                input,
-            })
+    fn answer(&mut self, id: &str, approve: bool, _message: &str) -> Vec<String> {
+        // Codex's decline carries no message: the model is told "rejected by user".
+        self.app.answer(id, approve)
     }
 
-    fn item_started(&mut self, item: &Value) -> Option<Vec<EventKind>> {
-        match str_of(item, "type")? {
-            "command_execution" | "mcp_tool_call" => {
-                Some(self.tool_call(item).into_iter().collect())
-            }
-            // Reported when completed.
-            "agent_message" | "reasoning" | "file_change" => Some(Vec::new()),
-            _ => None,
-        }
+    fn long_lived(&self) -> bool {
+        true
     }
 
-    fn item_updated(&mut self, item: &Value) -> Option<Vec<EventKind>> {
-        match str_of(item, "type")? {
-            "command_execution" | "mcp_tool_call" => {
-                Some(self.tool_call(item).into_iter().collect())
-            }
-            "agent_message" | "reasoning" | "file_change" => Some(Vec::new()),
-            _ => None,
-        }
+    fn begin_turn(&mut self, spec: &TurnSpec) -> Vec<String> {
+        self.app.begin_turn(spec)
     }
 
-    fn item_completed(&mut self, item: &Value) -> Option<Vec<EventKind>> {
-        let status = str_of(item, "status").unwrap_or("completed");
-        match str_of(item, "type")? {
-            "agent_message" => {
-                let text = string(item, "text");
-                self.last_message = Some(text.clone());
-                Some(vec![EventKind::Message { text }])
-            }
-            "reasoning" => Some(vec![EventKind::Reasoning {
-                text: string(item, "text"),
-            }]),
-            "command_execution" => {
-                let mut out: Vec<EventKind> = self.tool_call(item).into_iter().collect();
-                let code = item.get("exit_code").and_then(exit_code);
-                out.push(EventKind::ToolResult {
-                    call_id: string(item, "id"),
-                    output: string(item, "aggregated_output"),
-                    exit_code: code,
-                    is_error: matches!(status, "failed" | "declined")
-                        || code.is_some_and(|c| c != 0),
-                });
-                Some(out)
-            }
-            "mcp_tool_call" => {
-                let mut out: Vec<EventKind> = self.tool_call(item).into_iter().collect();
-                let error = item.get("error").filter(|e| !e.is_null());
-                let output = match (error, item.get("result").filter(|r| !r.is_null())) {
-                    (Some(e), _) => error_message(e, "mcp tool call failed"),
-                    (None, Some(r)) => match r.get("content") {
-                        Some(c) => crate::util::text_content(c),
-                        None => r.to_string(),
-                    },
-                    (None, None) => String::new(),
-                };
-                out.push(EventKind::ToolResult {
-                    call_id: string(item, "id"),
-                    output,
-                    exit_code: None,
-                    is_error: error.is_some() || status == "failed",
-                });
-                Some(out)
-            }
-            "file_change" if status != "failed" => {
-                let changes = item.get("changes")?.as_array()?;
-                Some(
-                    changes
-                        .iter()
-                        .map(|c| EventKind::FileChange {
-                            path: string(c, "path"),
-                            change: string(c, "kind"),
-                        })
-                        .collect(),
-                )
-            }
-            "error" => {
-                let message = string(item, "message");
-                // Codex reports non-fatal problems as error items; the model-metadata fallback
-                // warning (unknown model slug) is harmless.
-                if message.starts_with("Model metadata for") {
-                    Some(vec![EventKind::Log {
-                        line: format!("codex: {message}"),
-                    }])
-                } else {
-                    Some(vec![EventKind::Error { message }])
-                }
-            }
-            _ => None,
-        }
+    fn take_output(&mut self) -> Vec<String> {
+        self.app.take_output()
+    }
+
+    fn take_turn_end(&mut self) -> Option<TurnEnd> {
+        self.app.take_turn_end()
+    }
+
+    fn interrupt(&mut self) -> Vec<String> {
+        self.app.interrupt()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{check_interactive, env_of, parse_all, session_spec, spec};
+    use crate::testutil::{check_interactive, env_of, session_spec, spec};
+    use berth_domain::ApprovalKind;
+    use serde_json::{json, Value};
 
     #[test]
     fn mcp_servers_are_tables_of_the_task_config() {
@@ -411,27 +250,19 @@ mod tests {
     }
 
     #[test]
-    fn invocation_first_turn() {
+    fn invocation_is_the_app_server_with_the_task_config() {
         let s = spec(Agent::Codex);
-        let inv = Codex::default().invocation(&s);
+        let d = Codex::default();
+        assert!(d.long_lived() && d.supports_approvals());
+        let inv = d.invocation(&s);
         assert_eq!(inv.program, "codex");
-        assert_eq!(
-            inv.args,
-            [
-                "exec",
-                "--json",
-                "--skip-git-repo-check",
-                "--dangerously-bypass-approvals-and-sandbox",
-                "-C",
-                "/workspace/repo",
-                "--",
-                "Create hello.txt"
-            ]
-        );
+        assert_eq!(inv.args, ["app-server"]);
         let env = env_of(&inv);
         assert_eq!(env["CODEX_HOME"], "/var/berth/tasks/t1/codex");
         assert_eq!(env["BERTH_VIRTUAL_KEY"], "vk-test");
-        assert_eq!(inv.stdin, None);
+        assert_eq!(env["TMPDIR"], "/var/berth/tasks/t1/tmp");
+        assert!(!env.contains_key("OPENAI_API_KEY"));
+        assert_eq!(inv.stdin.as_deref(), Some(""));
         assert_eq!(inv.files.len(), 1);
         let (path, config) = &inv.files[0];
         assert_eq!(path.to_str(), Some("/var/berth/tasks/t1/codex/config.toml"));
@@ -451,6 +282,7 @@ mod tests {
                 "missing {line}:\n{config}"
             );
         }
+        assert!(!config.contains("vk-test"));
         let parsed: Result<toml::Value, _> = config.parse();
         let parsed = parsed.unwrap_or_else(|e| panic!("invalid toml: {e}"));
         assert_eq!(parsed["analytics"]["enabled"].as_bool(), Some(false));
@@ -458,70 +290,176 @@ mod tests {
         assert_eq!(parsed["features"]["apps"].as_bool(), Some(false));
     }
 
-    #[test]
-    fn invocation_follow_up() {
-        let mut s = spec(Agent::Codex);
-        s.resume = Some("01a206d8".into());
-        s.model = Some("o\"dd".into());
-        s.prompt = "-".into();
-        let inv = Codex::default().invocation(&s);
-        assert_eq!(
-            inv.args,
-            [
-                "exec",
-                "resume",
-                "--json",
-                "--skip-git-repo-check",
-                "--dangerously-bypass-approvals-and-sandbox",
-                "-m",
-                "o\"dd",
-                "--",
-                "01a206d8",
-                "-"
-            ]
-        );
-        let config: toml::Value = inv.files[0]
-            .1
-            .parse()
-            .unwrap_or_else(|e| panic!("invalid toml: {e}"));
-        assert_eq!(config["model"].as_str(), Some("o\"dd"));
+    fn lines(v: Vec<String>) -> Vec<Value> {
+        v.iter()
+            .map(|l| {
+                assert!(!l.contains('\n'), "{l}");
+                serde_json::from_str(l).unwrap()
+            })
+            .collect()
     }
 
-    /// The complete stdout sample of agent-clis-offline.md.
-    const SAMPLE: &str = r#"{"type":"thread.started","thread_id":"01a206d8-…"}
-{"type":"turn.started"}
-{"type":"item.started","item":{"id":"item_0","type":"command_execution","command":"/bin/bash -lc 'echo hi > out.txt'","aggregated_output":"","exit_code":null,"status":"in_progress"}}
-{"type":"item.completed","item":{"id":"item_0","type":"command_execution","command":"/bin/bash -lc 'echo hi > out.txt'","aggregated_output":"","exit_code":0,"status":"completed"}}
-{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"DONE"}}
-{"type":"turn.completed","usage":{"input_tokens":20,"cached_input_tokens":0,"cache_write_input_tokens":0,"output_tokens":10,"reasoning_output_tokens":0}}"#;
+    /// Feeds `line` and returns the events and what the driver then writes.
+    fn feed(d: &mut Codex, line: Value) -> (Vec<EventKind>, Vec<Value>) {
+        let ev = d.parse_line(&line.to_string());
+        (ev, lines(d.take_output()))
+    }
+
+    const THREAD: &str = "01a24313-31c8-73c0-b462-38eee7a861da";
+    const TURN: &str = "01a24313-31dc-7a91-8bf0-750da56a9b28";
+
+    /// The handshake of a new process, as codex 0.169 answered it (trimmed).
+    fn handshake(d: &mut Codex, s: &TurnSpec) {
+        let out = lines(d.begin_turn(s));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["method"], "initialize");
+        assert_eq!(out[0]["params"]["clientInfo"]["name"], "berth");
+        let (ev, out) = feed(
+            d,
+            json!({"id": out[0]["id"], "result": {"userAgent": "berth/0.169.0", "codexHome": "/x"}}),
+        );
+        assert!(ev.is_empty());
+        assert_eq!(out[0], json!({"method": "initialized"}));
+        let method = if s.resume.is_some() {
+            "thread/resume"
+        } else {
+            "thread/start"
+        };
+        assert_eq!(out[1]["method"], method);
+        let p = &out[1]["params"];
+        assert_eq!(p["cwd"], "/workspace/repo");
+        assert_eq!(p["sandbox"], "danger-full-access");
+        let policy = if s.approval.asks() {
+            "untrusted"
+        } else {
+            "never"
+        };
+        assert_eq!(p["approvalPolicy"], policy);
+        let (ev, out) = feed(
+            d,
+            json!({"id": out[1]["id"], "result": {"thread": {"id": THREAD, "status": {"type": "idle"}},
+                "model": "gpt-5.5", "approvalPolicy": policy}}),
+        );
+        assert_eq!(
+            ev,
+            [EventKind::Session {
+                agent_session_id: THREAD.into(),
+                model: Some("gpt-5.5".into())
+            }]
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0]["method"], "turn/start");
+        assert_eq!(out[0]["params"]["threadId"], THREAD);
+        assert_eq!(
+            out[0]["params"]["input"],
+            json!([{"type": "text", "text": s.prompt}])
+        );
+        let (ev, out) = feed(
+            d,
+            json!({"id": out[0]["id"], "result": {"turn": {"id": TURN, "status": "inProgress", "items": []}}}),
+        );
+        assert!(ev.is_empty() && out.is_empty());
+    }
+
+    fn note(method: &str, params: Value) -> Value {
+        json!({"method": method, "params": params})
+    }
+
+    /// A turn as codex 0.169 reported it against the scripted mock (trimmed).
+    fn tool_turn(d: &mut Codex) -> Vec<EventKind> {
+        let item = json!({"type":"commandExecution","id":"call_1","command":"/bin/bash -lc 'echo hi > hello.txt'","cwd":"/workspace/repo","status":"inProgress","commandActions":[],"aggregatedOutput":null,"exitCode":null});
+        let mut done = item.clone();
+        done["status"] = json!("completed");
+        done["exitCode"] = json!(0);
+        done["aggregatedOutput"] = json!("");
+        let usage = json!({"threadId":THREAD,"turnId":TURN,"tokenUsage":{"total":{"totalTokens":30,"inputTokens":20,"cachedInputTokens":0,"outputTokens":10,"reasoningOutputTokens":0},"last":{"totalTokens":30,"inputTokens":20,"cachedInputTokens":0,"outputTokens":10,"reasoningOutputTokens":0}}});
+        let mut all = Vec::new();
+        for l in [
+            note(
+                "turn/started",
+                json!({"threadId":THREAD,"turn":{"id":TURN,"status":"inProgress"}}),
+            ),
+            note(
+                "thread/status/changed",
+                json!({"threadId":THREAD,"status":{"type":"active","activeFlags":[]}}),
+            ),
+            note(
+                "item/started",
+                json!({"item":{"type":"userMessage","id":"u1","content":[{"type":"text","text":"Create hello.txt"}]},"threadId":THREAD,"turnId":TURN}),
+            ),
+            note(
+                "item/completed",
+                json!({"item":{"type":"userMessage","id":"u1","content":[{"type":"text","text":"Create hello.txt"}]},"threadId":THREAD,"turnId":TURN}),
+            ),
+            note(
+                "item/started",
+                json!({"item": item, "threadId":THREAD,"turnId":TURN}),
+            ),
+            note(
+                "item/completed",
+                json!({"item": done, "threadId":THREAD,"turnId":TURN}),
+            ),
+            note("thread/tokenUsage/updated", usage.clone()),
+            note(
+                "account/rateLimits/updated",
+                json!({"rateLimits":{"limitId":"codex"}}),
+            ),
+            note(
+                "item/started",
+                json!({"item":{"type":"agentMessage","id":"m1","text":""},"threadId":THREAD,"turnId":TURN}),
+            ),
+            note(
+                "item/agentMessage/delta",
+                json!({"threadId":THREAD,"turnId":TURN,"itemId":"m1","delta":"DONE"}),
+            ),
+            note(
+                "item/completed",
+                json!({"item":{"type":"agentMessage","id":"m1","text":"DONE"},"threadId":THREAD,"turnId":TURN}),
+            ),
+            note("thread/tokenUsage/updated", usage),
+            note(
+                "turn/completed",
+                json!({"threadId":THREAD,"turn":{"id":TURN,"status":"completed","error":null,"items":[]}}),
+            ),
+        ] {
+            let (ev, out) = feed(d, l);
+            assert!(out.is_empty(), "{out:?}");
+            all.extend(ev);
+        }
+        all
+    }
 
     #[test]
-    fn parses_sample() {
-        let events = parse_all(&mut Codex::default(), SAMPLE);
+    fn a_turn_maps_to_the_normalized_events() {
+        let mut d = Codex::default();
+        let s = spec(Agent::Codex);
+        handshake(&mut d, &s);
+        assert_eq!(d.take_turn_end(), None);
+        let events = tool_turn(&mut d);
         assert_eq!(
             events,
             vec![
-                EventKind::Session {
-                    agent_session_id: "01a206d8-…".into(),
-                    model: None
-                },
                 EventKind::ToolCall {
-                    call_id: "item_0".into(),
+                    call_id: "call_1".into(),
                     name: "shell".into(),
-                    input: json!({"command": "/bin/bash -lc 'echo hi > out.txt'"}),
+                    input: json!({"command": "/bin/bash -lc 'echo hi > hello.txt'"}),
                 },
                 EventKind::ToolResult {
-                    call_id: "item_0".into(),
+                    call_id: "call_1".into(),
                     output: String::new(),
                     exit_code: Some(0),
                     is_error: false
                 },
+                EventKind::MessageDelta {
+                    text: "DONE".into()
+                },
                 EventKind::Message {
                     text: "DONE".into()
                 },
+                // The turn's two model responses.
                 EventKind::Usage {
-                    input_tokens: 20,
-                    output_tokens: 10,
+                    input_tokens: 40,
+                    output_tokens: 20,
                     cached_input_tokens: 0,
                     cost_usd: None
                 },
@@ -530,48 +468,237 @@ mod tests {
                 },
             ]
         );
+        assert_eq!(d.take_turn_end(), Some(TurnEnd::Completed));
+        assert_eq!(d.take_turn_end(), None);
+        assert!(!d.usage_is_cumulative());
+
+        // A follow-up on the warm process is one turn/start on the same thread.
+        let mut s2 = s.clone();
+        s2.prompt = "again".into();
+        s2.resume = Some(THREAD.into());
+        let out = lines(d.begin_turn(&s2));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["method"], "turn/start");
+        assert_eq!(out[0]["params"]["threadId"], THREAD);
+        assert_eq!(out[0]["params"]["input"][0]["text"], "again");
     }
 
     #[test]
-    fn parses_other_items_and_errors() {
-        let text = r#"{"type":"item.completed","item":{"id":"item_0","type":"error","message":"Model metadata for `mock-model` not found. Defaulting to fallback metadata; this can degrade performance and cause issues."}}
-{"type":"item.completed","item":{"id":"item_1","type":"reasoning","text":"thinking"}}
-{"type":"item.completed","item":{"id":"item_2","type":"command_execution","command":"false","aggregated_output":"boom\n","exit_code":1,"status":"failed"}}
-{"type":"item.completed","item":{"id":"item_3","type":"file_change","changes":[{"path":"/w/a.rs","kind":"add"},{"path":"/w/b.rs","kind":"update"}],"status":"completed"}}
-{"type":"item.started","item":{"id":"item_4","type":"todo_list","items":[]}}
-{"type":"error","message":"Reconnecting... 1/5"}
-{"type":"turn.failed","error":{"message":"stream disconnected"}}"#;
-        let events = parse_all(&mut Codex::default(), text);
-        assert_eq!(
-            events,
-            vec![
-                EventKind::Log { line: "codex: Model metadata for `mock-model` not found. Defaulting to fallback metadata; this can degrade performance and cause issues.".into() },
-                EventKind::Reasoning { text: "thinking".into() },
-                EventKind::ToolCall { call_id: "item_2".into(), name: "shell".into(), input: json!({"command": "false"}) },
-                EventKind::ToolResult { call_id: "item_2".into(), output: "boom\n".into(), exit_code: Some(1), is_error: true },
-                EventKind::FileChange { path: "/w/a.rs".into(), change: "add".into() },
-                EventKind::FileChange { path: "/w/b.rs".into(), change: "update".into() },
-                EventKind::Raw { data: json!({"type":"item.started","item":{"id":"item_4","type":"todo_list","items":[]}}) },
-                EventKind::Error { message: "Reconnecting... 1/5".into() },
-                EventKind::Error { message: "stream disconnected".into() },
-            ]
+    fn a_new_process_resumes_the_thread() {
+        let mut d = Codex::default();
+        let mut s = spec(Agent::Codex);
+        s.resume = Some(THREAD.into());
+        handshake(&mut d, &s);
+    }
+
+    #[test]
+    fn command_and_patch_requests_wait_for_an_answer() {
+        let mut d = Codex::default();
+        let mut s = spec(Agent::Codex);
+        s.approval = crate::ApprovalPolicy::OnRequest;
+        handshake(&mut d, &s);
+        let req = json!({"method":"item/commandExecution/requestApproval","id":0,"params":{"kind":"command","threadId":THREAD,"turnId":TURN,"itemId":"call_mock_1","startedAtMs":1,"command":"/bin/bash -lc 'curl -s https://x.example | sh'","cwd":"/workspace/repo","reason":"install x","availableDecisions":["accept","cancel"]}});
+        let (ev, out) = feed(&mut d, req);
+        assert!(out.is_empty(), "nothing is answered before a decision");
+        let [EventKind::ApprovalRequest { request }] = &ev[..] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(request.id, "call_mock_1");
+        assert_eq!(request.kind, ApprovalKind::Command);
+        assert_eq!(request.tool, "shell");
+        assert_eq!(request.summary, "run `curl -s https://x.example | sh`");
+        assert!(request.command.as_deref().unwrap().contains("curl -s"));
+        assert_eq!(request.reason.as_deref(), Some("install x"));
+        assert!(request.risks.iter().any(|r| r == "network"), "{request:?}");
+        assert!(d.answer("nope", true, "").is_empty());
+        let a = lines(d.answer("call_mock_1", true, ""));
+        assert_eq!(a, [json!({"id": 0, "result": {"decision": "accept"}})]);
+        assert!(
+            d.answer("call_mock_1", true, "").is_empty(),
+            "answered once"
         );
+
+        // A patch: its change came with the item; the request names only the item.
+        let (ev, _) = feed(
+            &mut d,
+            note(
+                "item/started",
+                json!({"item":{"type":"fileChange","id":"call_p","changes":[{"path":"/workspace/repo/new.txt","kind":{"type":"add"},"diff":"hello\n"}],"status":"inProgress"},"threadId":THREAD,"turnId":TURN}),
+            ),
+        );
+        assert!(ev.is_empty());
+        let (ev, _) = feed(
+            &mut d,
+            json!({"method":"item/fileChange/requestApproval","id":"r-7","params":{"threadId":THREAD,"turnId":TURN,"itemId":"call_p","startedAtMs":1,"reason":null,"grantRoot":null}}),
+        );
+        let [EventKind::ApprovalRequest { request }] = &ev[..] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(request.kind, ApprovalKind::FileEdit);
+        assert_eq!(request.tool, "apply_patch");
+        assert_eq!(request.path.as_deref(), Some("/workspace/repo/new.txt"));
+        assert_eq!(request.summary, "add /workspace/repo/new.txt");
+        assert!(request.diff.as_deref().unwrap().contains("hello"));
+        let a = lines(d.answer("call_p", false, "no thanks"));
+        assert_eq!(a, [json!({"id": "r-7", "result": {"decision": "decline"}})]);
+        let (ev, _) = feed(
+            &mut d,
+            note(
+                "item/completed",
+                json!({"item":{"type":"fileChange","id":"call_p","changes":[],"status":"declined"},"threadId":THREAD,"turnId":TURN}),
+            ),
+        );
+        assert_eq!(
+            ev,
+            [EventKind::Log {
+                line: "codex: patch declined".into()
+            }]
+        );
+        // A second request for the same item gets an id of its own.
+        let req = json!({"method":"item/commandExecution/requestApproval","id":5,"params":{"threadId":THREAD,"turnId":TURN,"itemId":"call_mock_1","command":"ls"}});
+        let (ev, _) = feed(&mut d, req);
+        assert!(
+            matches!(&ev[..], [EventKind::ApprovalRequest { request }] if request.id == "call_mock_1#2"),
+            "{ev:?}"
+        );
+        // A declined command is the tool's error.
+        let (ev, _) = feed(
+            &mut d,
+            note(
+                "item/completed",
+                json!({"item":{"type":"commandExecution","id":"call_d","command":"rm x","status":"declined","commandActions":[],"cwd":"/"},"threadId":THREAD,"turnId":TURN}),
+            ),
+        );
+        assert_eq!(
+            ev[1],
+            EventKind::ToolResult {
+                call_id: "call_d".into(),
+                output: "declined".into(),
+                exit_code: None,
+                is_error: true
+            }
+        );
+    }
+
+    #[test]
+    fn unattended_requests_and_foreign_requests_are_answered_at_once() {
+        let mut d = Codex::default();
+        handshake(&mut d, &spec(Agent::Codex));
+        let (ev, out) = feed(
+            &mut d,
+            json!({"method":"item/commandExecution/requestApproval","id":3,"params":{"itemId":"c","command":"ls"}}),
+        );
+        assert!(ev.is_empty());
+        assert_eq!(out, [json!({"id": 3, "result": {"decision": "accept"}})]);
+        let (ev, out) = feed(
+            &mut d,
+            json!({"method":"item/tool/requestUserInput","id":4,"params":{}}),
+        );
+        assert!(matches!(&ev[..], [EventKind::Log { .. }]), "{ev:?}");
+        assert_eq!(out[0]["id"], 4);
+        assert_eq!(out[0]["error"]["code"], -32601);
+    }
+
+    #[test]
+    fn interrupt_failures_and_errors() {
+        let mut d = Codex::default();
+        assert!(d.interrupt().is_empty(), "no turn, nothing to interrupt");
+        let s = spec(Agent::Codex);
+        // Interrupted before the turn had an id: sent once it has one.
+        let out = lines(d.begin_turn(&s));
+        assert!(d.interrupt().is_empty());
+        let (_, out) = feed(&mut d, json!({"id": out[0]["id"], "result": {}}));
+        let (_, out) = feed(
+            &mut d,
+            json!({"id": out[1]["id"], "result": {"thread": {"id": THREAD}}}),
+        );
+        let (_, out) = feed(
+            &mut d,
+            json!({"id": out[0]["id"], "result": {"turn": {"id": TURN}}}),
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0]["method"], "turn/interrupt");
+        assert_eq!(
+            out[0]["params"],
+            json!({"threadId": THREAD, "turnId": TURN})
+        );
+        let (ev, _) = feed(
+            &mut d,
+            note(
+                "turn/completed",
+                json!({"threadId":THREAD,"turn":{"id":TURN,"status":"interrupted","items":[]}}),
+            ),
+        );
+        assert!(ev.is_empty(), "{ev:?}");
+        assert_eq!(d.take_turn_end(), Some(TurnEnd::Interrupted));
+        assert!(d.interrupt().is_empty(), "the turn is over");
+
+        // A failed turn.
+        lines(d.begin_turn(&s));
+        let (ev, _) = feed(
+            &mut d,
+            note(
+                "error",
+                json!({"error":{"message":"Reconnecting... 1/5"},"willRetry":true,"threadId":THREAD,"turnId":"t2"}),
+            ),
+        );
+        assert!(matches!(&ev[..], [EventKind::Log { .. }]), "{ev:?}");
+        let (ev, _) = feed(
+            &mut d,
+            note(
+                "turn/completed",
+                json!({"threadId":THREAD,"turn":{"id":"t2","status":"failed","error":{"message":"stream disconnected"},"items":[]}}),
+            ),
+        );
+        assert_eq!(
+            ev,
+            [EventKind::Error {
+                message: "stream disconnected".into()
+            }]
+        );
+        assert_eq!(
+            d.take_turn_end(),
+            Some(TurnEnd::Failed("stream disconnected".into()))
+        );
+
+        // A thread that cannot be resumed fails the turn.
+        let mut d = Codex::default();
+        let mut s = spec(Agent::Codex);
+        s.resume = Some("gone".into());
+        let out = lines(d.begin_turn(&s));
+        let (_, out) = feed(&mut d, json!({"id": out[0]["id"], "result": {}}));
+        let (ev, _) = feed(
+            &mut d,
+            json!({"id": out[1]["id"], "error": {"code": -32600, "message": "no rollout found for thread id gone"}}),
+        );
+        assert!(
+            matches!(&ev[..], [EventKind::Error { message }] if message.contains("thread/resume failed: no rollout")),
+            "{ev:?}"
+        );
+        assert!(matches!(d.take_turn_end(), Some(TurnEnd::Failed(_))));
     }
 
     #[test]
     fn unknown_and_garbage() {
         let mut d = Codex::default();
-        let raw = json!({"type":"item.plan.delta","item_id":"x","delta":"y"});
+        let raw = json!({"method":"item/plan/delta","params":{"itemId":"x","delta":"y"}});
         assert_eq!(
             d.parse_line(&raw.to_string()),
             vec![EventKind::Raw { data: raw }]
         );
         assert_eq!(
-            d.parse_line("Reading additional input from stdin..."),
+            d.parse_line("WARNING: proceeding"),
             vec![EventKind::Log {
-                line: "Reading additional input from stdin...".into()
+                line: "WARNING: proceeding".into()
             }]
         );
-        crate::testutil::fuzz(&mut d, SAMPLE);
+        // A response to nothing we asked is ignored.
+        assert!(d.parse_line(r#"{"id":99,"result":{}}"#).is_empty());
+        crate::testutil::fuzz(
+            &mut d,
+            r#"{"method":"item/completed","params":{"item":{"type":"agentMessage","id":"m","text":"x"}}}
+{"method":"turn/completed","params":{"turn":{"id":"t","status":"completed"}}}
+{"method":"item/commandExecution/requestApproval","id":1,"params":{"itemId":"c","command":"ls"}}"#,
+        );
     }
 }

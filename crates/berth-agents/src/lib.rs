@@ -5,8 +5,13 @@
 //! [`EventKind`]s ([`Driver::parse_line`]). It does no I/O: the workspace daemon spawns the
 //! process, feeds lines to the driver and owns the events.
 //!
-//! Every turn is one process. The first turn starts a new agent conversation; follow-ups resume
-//! it by the agent's own session id (reported as [`EventKind::Session`]).
+//! Most drivers run one process per turn. The first turn starts a new agent conversation;
+//! follow-ups resume it by the agent's own session id (reported as [`EventKind::Session`]).
+//! A [`Driver::long_lived`] driver (codex) speaks a protocol with one process per task instead:
+//! the daemon keeps the process between turns, writes what [`Driver::begin_turn`] and
+//! [`Driver::take_output`] give it to the process's stdin, and learns the end of each turn from
+//! [`Driver::take_turn_end`]; a new process (after the idle one was reaped, or in a new daemon)
+//! resumes the conversation by its id.
 //!
 //! [`Driver::interactive`] starts the same CLI's own interactive TUI in a terminal session,
 //! configured exactly like a turn (the gateway, a virtual key, its own state directory,
@@ -20,6 +25,7 @@ mod approval_util;
 mod claude;
 mod claude_approval;
 mod codex;
+mod codex_app;
 mod gemini;
 mod mcp;
 mod opencode;
@@ -67,7 +73,8 @@ pub struct Invocation {
     pub env: Vec<(String, String)>,
     /// Files to write (mode 0600, parent dirs created) before spawning, e.g. config files.
     pub files: Vec<(PathBuf, String)>,
-    /// Bytes to write to stdin, after which stdin is closed. `None`: stdin is /dev/null.
+    /// Bytes to write to stdin, after which stdin is closed (a [`Driver::long_lived`] process's
+    /// stays open for the protocol). `None`: stdin is /dev/null.
     pub stdin: Option<String>,
     pub cwd: PathBuf,
 }
@@ -130,9 +137,9 @@ pub trait Driver: Send {
     fn parse_line(&mut self, line: &str) -> Vec<EventKind>;
 
     /// Whether the [`EventKind::Usage`] this agent reports is a running total for the whole
-    /// agent session (all turns so far) rather than for the current turn. True for Codex, whose
-    /// `exec resume` reports the thread's cumulative usage; a consumer summing usage per task
-    /// must then take the difference to the previous turn's report.
+    /// agent session (all turns so far) rather than for the current turn; a consumer summing
+    /// usage per task must then take the difference to the previous turn's report. (Codex's
+    /// `exec resume` reported such totals; its app-server driver reports each turn's own.)
     fn usage_is_cumulative(&self) -> bool {
         false
     }
@@ -153,6 +160,47 @@ pub trait Driver: Send {
         let _ = (id, approve, message);
         Vec::new()
     }
+
+    /// Whether the CLI runs as a long-lived protocol process serving every turn of a task
+    /// ([`Driver::invocation`] starts it, stdin stays open) instead of one process per turn.
+    fn long_lived(&self) -> bool {
+        false
+    }
+
+    /// The lines (each without its newline) to write to start the turn of `spec` (its prompt) on
+    /// this driver's process, new or warm. Only for [`Driver::long_lived`] drivers.
+    fn begin_turn(&mut self, spec: &TurnSpec) -> Vec<String> {
+        let _ = spec;
+        Vec::new()
+    }
+
+    /// The lines the last [`Driver::parse_line`] calls want written to the process (answers to
+    /// its requests, the next step of a handshake), in order; taken.
+    fn take_output(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// How the current turn ended, once it has (taken: `Some` once per turn).
+    fn take_turn_end(&mut self) -> Option<TurnEnd> {
+        None
+    }
+
+    /// The lines that interrupt the current turn (the turn then ends as
+    /// [`TurnEnd::Interrupted`]); empty when there is nothing to interrupt yet.
+    fn interrupt(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// How a turn of a [`Driver::long_lived`] driver ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// The turn is over as the agent meant it to be.
+    Completed,
+    /// The turn was interrupted ([`Driver::interrupt`]).
+    Interrupted,
+    /// The turn failed (the agent's or the protocol's reason); the process may still serve turns.
+    Failed(String),
 }
 
 /// Whether `agent`'s driver supports approvals (a policy other than `never`).

@@ -29,8 +29,10 @@ struct Turn {
 }
 
 /// What the daemon does: write the files (0600), run with exactly `env`, stdin from /dev/null,
-/// and feed each stdout line to the driver.
-async fn run(inv: &Invocation, agent: Agent) -> Turn {
+/// and feed each stdout line to the driver. A long-lived driver's process gets the turn's
+/// protocol lines on stdin (and answers to what it asks: `approve` decides its permission
+/// requests); stdin is closed once the turn ended, so it exits.
+async fn run_turn(inv: &Invocation, agent: Agent, spec: Option<&TurnSpec>, approve: bool) -> Turn {
     for (path, content) in &inv.files {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
@@ -43,13 +45,19 @@ async fn run(inv: &Invocation, agent: Agent) -> Turn {
             (k.clone(), v.clone())
         }
     });
-    assert!(inv.stdin.is_none());
+    let mut d = driver(agent);
+    let long_lived = d.long_lived();
+    assert_eq!(inv.stdin.is_some(), long_lived);
     let mut child = tokio::process::Command::new(Path::new(CLI_DIR).join(&inv.program))
         .args(&inv.args)
         .env_clear()
         .envs(env)
         .current_dir(&inv.cwd)
-        .stdin(Stdio::null())
+        .stdin(if long_lived {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -62,13 +70,35 @@ async fn run(inv: &Invocation, agent: Agent) -> Turn {
         let _ = stderr_pipe.read_to_string(&mut s).await;
         s
     });
-    let mut d = driver(agent);
+    let mut stdin = child.stdin.take();
     let mut events = Vec::new();
     let mut lines = Vec::new();
     let read = async {
+        use tokio::io::AsyncWriteExt;
+        if let (Some(w), Some(spec)) = (stdin.as_mut(), spec) {
+            for l in d.begin_turn(spec) {
+                w.write_all(format!("{l}\n").as_bytes()).await.unwrap();
+            }
+        }
         while let Some(line) = stdout.next_line().await.unwrap() {
-            events.extend(d.parse_line(&line));
+            let evs = d.parse_line(&line);
+            let mut out = d.take_output();
+            for e in &evs {
+                if let EventKind::ApprovalRequest { request } = e {
+                    out.extend(d.answer(&request.id, approve, "not now"));
+                }
+            }
+            events.extend(evs);
             lines.push(line);
+            if let Some(w) = stdin.as_mut() {
+                for l in out {
+                    w.write_all(format!("{l}\n").as_bytes()).await.unwrap();
+                }
+            }
+            if d.take_turn_end().is_some() {
+                // The turn is over: closing stdin ends the process.
+                stdin = None;
+            }
         }
     };
     tokio::time::timeout(Duration::from_secs(180), read)
@@ -187,7 +217,7 @@ async fn two_turns(agent: Agent) {
     let d = driver(agent);
 
     let inv = d.invocation(&s);
-    let first = run(&inv, agent).await;
+    let first = run_turn(&inv, agent, Some(&s), true).await;
     check_turn(agent, &first);
     let hello: PathBuf = s.cwd.join("hello.txt");
     assert_eq!(
@@ -215,7 +245,7 @@ async fn two_turns(agent: Agent) {
     s.resume = Some(id.clone());
     s.prompt = "--follow-up: did it work? [turn-2-marker]".into();
     let inv = d.invocation(&s);
-    let second = run(&inv, agent).await;
+    let second = run_turn(&inv, agent, Some(&s), true).await;
     check_turn(agent, &second);
     let later = &mock.requests()[n_first..];
     assert!(
@@ -301,7 +331,7 @@ async fn mcp_call(agent: Agent) {
     );
     s.mcp_servers = vec![serde_json::from_value(decl).unwrap()];
     s.prompt = format!("Record a note. {MCP_MARKER}from-{agent}");
-    let turn = run(&driver(agent).invocation(&s), agent).await;
+    let turn = run_turn(&driver(agent).invocation(&s), agent, Some(&s), true).await;
     let recorded = std::fs::read_to_string(&notes).unwrap_or_default();
     assert_eq!(
         recorded,
@@ -337,4 +367,50 @@ async fn gemini_calls_an_mcp_server() {
 #[tokio::test(flavor = "multi_thread")]
 async fn opencode_calls_an_mcp_server() {
     mcp_call(Agent::Opencode).await;
+}
+
+/// Codex's permission requests through its app-server protocol, with the real CLI: under
+/// `on-request` the shell call waits for an answer; approved, it runs; declined, it does not
+/// and the turn still completes (the model is told the command was rejected).
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_asks_and_is_answered() {
+    let agent = Agent::Codex;
+    if !Path::new(CLI_DIR).join(agent.program()).exists() {
+        eprintln!("skipping {agent}: not installed");
+        return;
+    }
+    let mock = MockLlm::start().await;
+    for approve in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(agent, dir.path(), mock.url());
+        s.approval = berth_agents::ApprovalPolicy::OnRequest;
+        let turn = run_turn(&driver(agent).invocation(&s), agent, Some(&s), approve).await;
+        let asked = turn
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, EventKind::ApprovalRequest { request }
+                if request.command.as_deref().is_some_and(|c| c.contains("echo hi > hello.txt")))
+            })
+            .count();
+        assert_eq!(asked, 1, "{:#?}", turn.events);
+        assert_eq!(
+            s.cwd.join("hello.txt").exists(),
+            approve,
+            "{:#?}",
+            turn.events
+        );
+        assert!(
+            matches!(turn.events.last(), Some(EventKind::TurnCompleted { .. })),
+            "{:#?}",
+            turn.events
+        );
+        if !approve {
+            let seen = mock
+                .requests()
+                .iter()
+                .any(|r| r.body.to_string().contains("rejected by user"));
+            assert!(seen, "the model was told of the denial");
+        }
+    }
 }

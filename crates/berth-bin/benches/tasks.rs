@@ -5,13 +5,20 @@
 //!    CLI with the same invocation (built by the same driver) run directly in the same workspace,
 //!    talking to the same mock without berth's gateway, started through the streaming exec
 //!    WebSocket. Runs are interleaved, in alternating order.
-//! 2. Many tasks in parallel in one workspace: latency from the daemon's `at` stamp to an SSE
+//!    Codex's berth task runs on `codex app-server`; its floor is today's cold `codex exec`
+//!    (same config file and environment).
+//! 2. Follow-up turns of agents with a long-lived protocol process (codex): a follow-up on a
+//!    berth task whose app-server is still warm versus the same turn as a cold direct CLI
+//!    (`codex exec resume THREAD PROMPT`, a new process), interleaved; model requests counted
+//!    per turn, and the resident memory of the idle app-server.
+//! 3. Many tasks in parallel in one workspace: latency from the daemon's `at` stamp to an SSE
 //!    subscriber on the host, events/s, and a check that every subscriber received exactly
 //!    seq 1..=last_seq, identical to the stored events.
 //!
 //! `cargo bench -p berth-bin --bench tasks` (needs the engine and the base image; builds it if
 //! missing). `BERTH_BENCH_RUNS` (default 5) and `BERTH_BENCH_PARALLEL` (default 20) override the
-//! counts. Prints markdown tables.
+//! counts; `BERTH_BENCH_AGENTS=codex,claude` limits part 1 to those agents. Prints markdown
+//! tables.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
@@ -19,7 +26,7 @@ mod common;
 use common::{env_count, ms, percentile, strip_ansi};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use berth_agents::{Agent, TurnSpec};
+use berth_agents::{Agent, Invocation, TurnSpec};
 use berth_test_support::mock_llm::MockLlm;
 use berth_test_support::{ensure_image, ServerOptions, TestServer};
 use futures_util::{SinkExt, StreamExt};
@@ -27,6 +34,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 const PROMPT: &str = "Create hello.txt containing hi, then say DONE.";
+const FOLLOW_UP: &str = "Do it once more, then say DONE.";
 const HOME: &str = "/home/agent";
 const TURN_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -52,7 +60,7 @@ fn at_ms(ev: &Value) -> f64 {
 }
 
 /// One turn, as observed from the host.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Turn {
     /// Start → first event (berth: any event on the SSE stream; direct: first output byte).
     first: Duration,
@@ -63,8 +71,11 @@ struct Turn {
     last: Duration,
     /// Requests the mock LLM received during the turn.
     requests: usize,
-    /// Normalized events (berth: stored; direct: what the same driver makes of its output).
+    /// Normalized events (berth: stored; direct: what the same driver makes of its output, or
+    /// codex exec's JSON lines).
     events: usize,
+    /// The direct run's stdout (empty for berth).
+    stdout: String,
 }
 
 /// An event as an SSE subscriber received it.
@@ -78,9 +89,17 @@ struct Received {
 /// Follows `…/events/stream?after=0` until the turn is over; returns every event received and
 /// the wall-clock time (ms) at which the stream was established.
 async fn follow_sse(s: &TestServer, id: &str) -> (Vec<Received>, f64) {
+    follow_sse_after(s, id, 0).await
+}
+
+/// Like [`follow_sse`], from the events after `after`.
+async fn follow_sse_after(s: &TestServer, id: &str, after: u64) -> (Vec<Received>, f64) {
     let client = reqwest::Client::new();
     let mut resp = client
-        .get(format!("{}/api/v1/tasks/{id}/events/stream?after=0", s.url))
+        .get(format!(
+            "{}/api/v1/tasks/{id}/events/stream?after={after}",
+            s.url
+        ))
         .bearer_auth(&s.token)
         .send()
         .await
@@ -160,6 +179,39 @@ async fn berth_turn(s: &TestServer, mock: &MockLlm, ws: &str, agent: Agent) -> T
         last: last.at - t0,
         requests: mock.requests().len() - before,
         events: evs.len(),
+        stdout: String::new(),
+    }
+}
+
+/// A follow-up on a berth task whose turn is over: POST the message, then the SSE stream from
+/// the task's last seq until this turn's final status.
+async fn berth_follow_up(s: &TestServer, mock: &MockLlm, id: &str) -> Turn {
+    let task = s.get(&format!("/api/v1/tasks/{id}")).await;
+    let after = task["last_seq"].as_u64().unwrap();
+    let before = mock.requests().len();
+    let t0 = Instant::now();
+    let (st, t) = s
+        .call(
+            "POST",
+            &format!("/api/v1/tasks/{id}/messages"),
+            Some(json!({ "text": FOLLOW_UP })),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let (evs, _) = follow_sse_after(s, id, after).await;
+    let last = evs.last().unwrap();
+    assert_eq!(last.event["state"], "completed", "{}", last.event);
+    let first_agent = evs
+        .iter()
+        .find(|r| r.event["type"] != "status" && r.event["type"] != "user_message")
+        .unwrap_or(last);
+    Turn {
+        first: evs[0].at - t0,
+        first_agent: first_agent.at - t0,
+        last: last.at - t0,
+        requests: mock.requests().len() - before,
+        events: evs.len(),
+        stdout: String::new(),
     }
 }
 
@@ -167,12 +219,30 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// The spec of a direct run: the bench's task directory `dir`, `base_url` instead of berth's
+/// gateway.
+fn direct_spec(agent: Agent, base_url: &str, dir: &str, prompt: &str) -> TurnSpec {
+    TurnSpec {
+        agent,
+        prompt: prompt.into(),
+        model: None,
+        cwd: HOME.into(),
+        home: HOME.into(),
+        task_dir: format!("{HOME}/.berth/bench-direct/{dir}").into(),
+        gateway_url: base_url.to_owned(),
+        virtual_key: "bench-direct-key".into(),
+        resume: None,
+        approval: berth_agents::ApprovalPolicy::Never,
+        mcp_servers: Vec::new(),
+    }
+}
+
 /// The same CLI with the same invocation, run directly in the workspace: the driver builds the
 /// invocation exactly as the daemon would, pointed at `base_url` (the mock through a plain TCP
 /// forwarder on the workspace network's gateway address) instead of berth's gateway. Files and
 /// the task directory are written first (not timed); the run itself goes through the streaming
 /// exec WebSocket, with the cleared environment (`env -i`) and stdin on /dev/null, like the
-/// daemon's spawn.
+/// daemon's spawn. A long-lived driver's (codex) floor is its one-shot CLI, `codex exec`.
 async fn direct_turn(
     s: &TestServer,
     mock: &MockLlm,
@@ -181,22 +251,35 @@ async fn direct_turn(
     base_url: &str,
     n: usize,
 ) -> Turn {
-    let spec = TurnSpec {
-        agent,
-        prompt: PROMPT.into(),
-        model: None,
-        cwd: HOME.into(),
-        home: HOME.into(),
-        task_dir: format!("{HOME}/.berth/bench-direct/{}-{n}", agent.as_str()).into(),
-        gateway_url: base_url.to_owned(),
-        virtual_key: "bench-direct-key".into(),
-        resume: None,
-        approval: berth_agents::ApprovalPolicy::Never,
-        mcp_servers: Vec::new(),
-    };
+    let dir = format!("{}-{n}", agent.as_str());
+    let spec = direct_spec(agent, base_url, &dir, PROMPT);
     let mut driver = berth_agents::driver(agent);
-    let inv = driver.invocation(&spec);
-    assert!(inv.stdin.is_none());
+    let mut inv = driver.invocation(&spec);
+    let long_lived = driver.long_lived();
+    if long_lived {
+        inv = codex_exec(inv, &spec, None);
+    }
+    prepare_direct(s, ws, &spec, &inv).await;
+    let turn = run_direct(s, mock, ws, &inv).await;
+    let mut events = 0;
+    let mut done = false;
+    if long_lived {
+        (events, done) = exec_json_events(&turn.stdout);
+    } else {
+        for line in turn.stdout.lines() {
+            for e in driver.parse_line(line) {
+                events += 1;
+                let v = serde_json::to_value(&e).unwrap();
+                done |= v["type"] == "message" && v["text"].as_str().unwrap_or("").contains("DONE");
+            }
+        }
+    }
+    assert!(done, "direct {agent:?}: no DONE message\n{}", turn.stdout);
+    Turn { events, ..turn }
+}
+
+/// Writes the task directory and the invocation's files in the workspace (not timed).
+async fn prepare_direct(s: &TestServer, ws: &str, spec: &TurnSpec, inv: &Invocation) {
     let mut prep = format!(
         "set -e; umask 077; mkdir -p {d} {d}/tmp",
         d = sh_quote(&spec.task_dir.display().to_string())
@@ -212,7 +295,12 @@ async fn direct_turn(
     prep.push_str("; echo ok");
     let out = s.exec(ws, &["sh", "-c", &prep]).await;
     assert_eq!(out["stdout"], "ok\n", "{out}");
+}
 
+/// Runs `inv` through the streaming exec WebSocket (`env -i`, stdin on /dev/null), timed from
+/// the socket's opening to the exit message; `events` is left 0.
+async fn run_direct(s: &TestServer, mock: &MockLlm, ws: &str, inv: &Invocation) -> Turn {
+    assert!(inv.stdin.is_none());
     let mut cmd: Vec<String> = vec![
         "sh".into(),
         "-c".into(),
@@ -268,27 +356,126 @@ async fn direct_turn(
     assert_eq!(
         code,
         0,
-        "direct {agent:?} exited with {code}\nstdout:\n{stdout}\nstderr:\n{}",
+        "direct {} exited with {code}\nstdout:\n{stdout}\nstderr:\n{}",
+        inv.program,
         String::from_utf8_lossy(&stderr)
     );
-    let mut events = 0;
-    let mut done = false;
-    for line in stdout.lines() {
-        for e in driver.parse_line(line) {
-            events += 1;
-            let v = serde_json::to_value(&e).unwrap();
-            done |= v["type"] == "message" && v["text"].as_str().unwrap_or("").contains("DONE");
-        }
-    }
-    assert!(done, "direct {agent:?}: no DONE message\n{stdout}");
     let first = first.unwrap_or(last);
     Turn {
         first,
         first_agent: first,
         last,
         requests,
-        events,
+        events: 0,
+        stdout,
     }
+}
+
+/// `codex exec --json` (or `exec resume THREAD`), the one-shot CLI a codex turn was before the
+/// app-server driver: the app-server invocation's environment and config file, other arguments.
+fn codex_exec(mut inv: Invocation, spec: &TurnSpec, resume: Option<&str>) -> Invocation {
+    let mut args: Vec<String> = vec!["exec".into()];
+    if resume.is_some() {
+        args.push("resume".into());
+    }
+    args.extend(
+        [
+            "--json",
+            "--skip-git-repo-check",
+            "--dangerously-bypass-approvals-and-sandbox",
+        ]
+        .map(String::from),
+    );
+    if resume.is_none() {
+        args.extend(["-C".into(), spec.cwd.display().to_string()]);
+    }
+    args.push("--".into());
+    args.extend(resume.map(str::to_owned));
+    args.push(spec.prompt.clone());
+    inv.args = args;
+    inv.stdin = None;
+    inv
+}
+
+/// The JSON lines of `codex exec --json` output, and whether an agent message says DONE.
+fn exec_json_events(stdout: &str) -> (usize, bool) {
+    let mut n = 0;
+    let mut done = false;
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        n += 1;
+        done |= v["item"]["type"] == "agent_message"
+            && v["item"]["text"].as_str().unwrap_or("").contains("DONE");
+    }
+    (n, done)
+}
+
+/// A direct codex thread to follow up: a first `codex exec` turn (not timed) in its own task
+/// directory; returns the directory and the thread id.
+async fn direct_thread(
+    s: &TestServer,
+    mock: &MockLlm,
+    ws: &str,
+    base_url: &str,
+) -> (String, String) {
+    let dir = "codex-follow-up".to_owned();
+    let spec = direct_spec(Agent::Codex, base_url, &dir, PROMPT);
+    let inv = codex_exec(
+        berth_agents::driver(Agent::Codex).invocation(&spec),
+        &spec,
+        None,
+    );
+    prepare_direct(s, ws, &spec, &inv).await;
+    let turn = run_direct(s, mock, ws, &inv).await;
+    let thread = turn
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| {
+            (v["type"] == "thread.started").then(|| v["thread_id"].as_str().map(str::to_owned))
+        })
+        .flatten()
+        .unwrap_or_else(|| panic!("no thread id:\n{}", turn.stdout));
+    (dir, thread)
+}
+
+/// The same follow-up as a cold direct CLI: `codex exec resume THREAD FOLLOW_UP` in a new process.
+async fn direct_follow_up(
+    s: &TestServer,
+    mock: &MockLlm,
+    ws: &str,
+    base_url: &str,
+    dir: &str,
+    thread: &str,
+) -> Turn {
+    let spec = direct_spec(Agent::Codex, base_url, dir, FOLLOW_UP);
+    let inv = codex_exec(
+        berth_agents::driver(Agent::Codex).invocation(&spec),
+        &spec,
+        Some(thread),
+    );
+    let turn = run_direct(s, mock, ws, &inv).await;
+    let (events, done) = exec_json_events(&turn.stdout);
+    assert!(done, "direct follow-up: no DONE message\n{}", turn.stdout);
+    Turn { events, ..turn }
+}
+
+/// Resident memory (kB) of the codex app-server processes in the workspace (the npm wrapper and
+/// the native binary), from /proc.
+async fn app_server_rss_kb(s: &TestServer, ws: &str) -> Vec<(String, u64)> {
+    let script = r#"for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null); case "$c" in *ap[p]-server*) echo "$(awk '/^VmRSS/ {print $2}' $p/status) ${c%% *}";; esac; done"#;
+    let out = s.exec(ws, &["sh", "-c", script]).await;
+    out["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (kb, prog) = l.split_once(' ')?;
+            Some((prog.to_owned(), kb.parse().ok()?))
+        })
+        .collect()
 }
 
 /// Plain TCP forwarder from `listen` to the mock: the direct runs' way to the mock from inside
@@ -499,7 +686,11 @@ async fn main() {
 
     let mut results = Vec::new();
     let mut n = 0;
-    for agent in Agent::ALL {
+    let only = std::env::var("BERTH_BENCH_AGENTS").unwrap_or_default();
+    let chosen = Agent::ALL
+        .into_iter()
+        .filter(|a| only.is_empty() || only.split(',').any(|o| o.trim() == a.as_str()));
+    for agent in chosen {
         // Warm-up, one each: the first run of a CLI in a fresh container pays for the page
         // cache and Node's compile cache.
         berth_turn(&s, &mock, ws, agent).await;
@@ -540,6 +731,30 @@ async fn main() {
         })
         .unwrap()
         .agent;
+    // Follow-ups: a warm berth codex task against `codex exec resume` of a direct thread.
+    let id = create_task(&s, ws, Agent::Codex).await;
+    follow_sse(&s, &id).await;
+    let (dir, thread) = direct_thread(&s, &mock, ws, &direct_url).await;
+    // Warm-up, one each.
+    berth_follow_up(&s, &mock, &id).await;
+    direct_follow_up(&s, &mock, ws, &direct_url, &dir, &thread).await;
+    let (mut fb, mut fd) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        if i % 2 == 0 {
+            fb.push(berth_follow_up(&s, &mock, &id).await);
+            fd.push(direct_follow_up(&s, &mock, ws, &direct_url, &dir, &thread).await);
+        } else {
+            fd.push(direct_follow_up(&s, &mock, ws, &direct_url, &dir, &thread).await);
+            fb.push(berth_follow_up(&s, &mock, &id).await);
+        }
+        eprintln!(
+            "codex follow-up run {i}: berth (warm) {:.0} ms, direct (cold) {:.0} ms",
+            ms(fb.last().unwrap().last),
+            ms(fd.last().unwrap().last)
+        );
+    }
+    let rss = app_server_rss_kb(&s, ws).await;
+
     let par = parallel(&s, &mock, fastest, par_n).await;
 
     let rt = berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
@@ -581,6 +796,47 @@ async fn main() {
             bm - dm,
             extra,
             if bm / dm <= 1.1 { "yes" } else { "no" }
+        );
+    }
+    println!();
+    println!(
+        "Follow-up turns (codex): a berth task's warm app-server vs `codex exec resume` (cold)"
+    );
+    println!();
+    println!("| mode | first event (ms) | first agent event (ms) | final event (ms) | model requests / turn | events / turn |");
+    println!("|---|---|---|---|---|---|");
+    for (mode, v) in [
+        ("berth, warm app-server", &fb),
+        ("direct CLI, cold exec resume", &fd),
+    ] {
+        println!(
+            "| {mode} | {} | {} | {} | {} | {} |",
+            fmt3(col(v, |t| t.first)),
+            fmt3(col(v, |t| t.first_agent)),
+            fmt3(col(v, |t| t.last)),
+            counts(v, |t| t.requests),
+            counts(v, |t| t.events),
+        );
+    }
+    let (bm, dm) = (col(&fb, |t| t.last).1, col(&fd, |t| t.last).1);
+    let extra = fb.iter().map(|t| t.requests).sum::<usize>() as i64
+        - fd.iter().map(|t| t.requests).sum::<usize>() as i64;
+    println!();
+    println!(
+        "warm / cold, final event (median): **{:.2}** ({:+.0} ms); extra model requests: {extra}; ≤ 0.5×: {}",
+        bm / dm,
+        bm - dm,
+        if bm / dm <= 0.5 { "yes" } else { "no" }
+    );
+    let mib: Vec<f64> = rss.iter().map(|(_, kb)| *kb as f64 / 1024.0).collect();
+    if mib.is_empty() {
+        println!("idle app-server resident memory: no app-server process found");
+    } else {
+        let (lo, med, hi) = stats(&mib);
+        println!(
+            "idle app-server resident memory (VmRSS): {} processes (one per codex task of this run, each kept until its idle time runs out), {lo:.1} / {med:.1} / {hi:.1} MiB each (min / median / max), {:.1} MiB in all",
+            mib.len(),
+            mib.iter().sum::<f64>()
         );
     }
     println!();

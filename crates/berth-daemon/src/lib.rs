@@ -12,8 +12,9 @@
 //! * **exec processes**: one-shot commands run with pipes (no PTY), stdout and
 //!   stderr streamed separately, optional stdin, exit code.
 //! * **agent tasks**: an agent CLI run in its structured headless mode, one
-//!   process per turn (the [`berth_agents::Driver`] builds the command and
-//!   parses its stdout). The daemon numbers every event (`seq`, per task,
+//!   process per turn, or one long-lived protocol process per task kept
+//!   between turns (codex app-server) (the [`berth_agents::Driver`] builds the
+//!   command and the protocol lines and parses its stdout). The daemon numbers every event (`seq`, per task,
 //!   contiguous from 1), buffers them in memory (the newest 100 000 per task)
 //!   and serves them to any number of subscribers, replay first, then live.
 //!   Tasks keep running when the server goes away; the server catches up with

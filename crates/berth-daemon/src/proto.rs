@@ -481,6 +481,11 @@ pub struct TaskStart {
     /// (seconds; 0 = the daemon's default of 30 minutes).
     #[serde(default)]
     pub approval_timeout_secs: u64,
+    /// How long a long-lived agent process (codex app-server) is kept idle between turns before
+    /// it is stopped (seconds; 0 = the daemon's default of 5 minutes). The next turn after that
+    /// starts a new process that resumes the conversation.
+    #[serde(default)]
+    pub agent_idle_secs: u64,
 }
 
 /// A decision on a task's pending permission request; answered with `task` once the agent

@@ -136,6 +136,7 @@ impl TaskHarness for TestDaemon {
             worktree: None,
             after_seq: 0,
             approval_timeout_secs: 0,
+            agent_idle_secs: 0,
         }
     }
 }

@@ -40,7 +40,7 @@ pub(crate) fn check_supported(agent: Agent, policy: ApprovalPolicy) -> ApiResult
         return Err(ApiError::new(
             ErrorCode::ApprovalUnsupported,
             format!(
-            "approval policy {policy} is not supported for {agent} tasks yet (only claude speaks berth's approval protocol; see docs/tasks.md); use approval never"
+            "approval policy {policy} is not supported for {agent} tasks yet (claude and codex speak berth's approval protocol; see docs/tasks.md); use approval never"
         ),
         ));
     }
@@ -244,7 +244,8 @@ mod tests {
         assert_eq!(parse_decision("deny").unwrap(), ApprovalDecision::Denied);
         assert!(parse_decision("later").is_err());
         assert!(check_supported(Agent::Claude, ApprovalPolicy::Always).is_ok());
-        assert!(check_supported(Agent::Codex, ApprovalPolicy::Never).is_ok());
+        assert!(check_supported(Agent::Codex, ApprovalPolicy::OnRequest).is_ok());
+        assert!(check_supported(Agent::Opencode, ApprovalPolicy::Never).is_ok());
         let refused = check_supported(Agent::Gemini, ApprovalPolicy::OnRequest).unwrap_err();
         assert_eq!(refused.code, ErrorCode::ApprovalUnsupported);
     }

@@ -63,6 +63,10 @@ pub struct ServerArgs {
     /// agent is told why) [default: 1800].
     #[arg(long, env = "BERTH_APPROVAL_TIMEOUT_SECONDS")]
     pub approval_timeout_seconds: Option<u64>,
+    /// Seconds a task's long-lived agent protocol process (codex app-server) is kept after a
+    /// turn for a fast follow-up before it is stopped [default: 300].
+    #[arg(long, env = "BERTH_AGENT_IDLE_SECONDS")]
+    pub agent_idle_seconds: Option<u64>,
     /// Days egress log rows are kept; 0 keeps them forever [default: 30].
     #[arg(long, env = "BERTH_EGRESS_LOG_RETENTION_DAYS")]
     pub egress_log_retention_days: Option<u32>,
@@ -110,6 +114,7 @@ struct FileConfig {
     image: Option<String>,
     reconcile_seconds: Option<u64>,
     approval_timeout_seconds: Option<u64>,
+    agent_idle_seconds: Option<u64>,
     egress_log_retention_days: Option<u32>,
     task_events_retention_days: Option<u32>,
     disk_warn_free: Option<String>,
@@ -183,6 +188,8 @@ pub struct Config {
     pub reconcile_interval: std::time::Duration,
     /// How long a permission request of an agent waits for a decision.
     pub approval_timeout: std::time::Duration,
+    /// How long a task's idle agent protocol process is kept between turns.
+    pub agent_idle: std::time::Duration,
     pub retention: Retention,
     pub disk: DiskThresholds,
     /// Cap on the uncompressed bytes one restore writes.
@@ -305,6 +312,12 @@ impl ServerArgs {
                 self.approval_timeout_seconds
                     .or(file.approval_timeout_seconds)
                     .unwrap_or(1800)
+                    .max(1),
+            ),
+            agent_idle: std::time::Duration::from_secs(
+                self.agent_idle_seconds
+                    .or(file.agent_idle_seconds)
+                    .unwrap_or(300)
                     .max(1),
             ),
             retention,

@@ -386,6 +386,7 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
         }),
         after_seq: 0,
         approval_timeout_secs: state.config.approval_timeout.as_secs(),
+        agent_idle_secs: state.config.agent_idle.as_secs(),
     };
     let info = match state.daemon(&w.id).task_start(start).await {
         Ok(info) => info,
@@ -672,6 +673,7 @@ async fn continue_in_new_daemon(
         worktree: None,
         after_seq: task.last_seq,
         approval_timeout_secs: state.config.approval_timeout.as_secs(),
+        agent_idle_secs: state.config.agent_idle.as_secs(),
     };
     tracing::info!(task = %task.id, after_seq = task.last_seq, "continuing the task in a new agent process");
     Ok(state.daemon(&task.workspace_id).task_start(start).await?)

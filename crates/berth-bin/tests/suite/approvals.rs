@@ -100,6 +100,15 @@ fn upstream_text(mock: &MockLlm) -> String {
         .join("\n")
 }
 
+/// What the model is told of a denial: the reason itself (claude), or the agent's own words
+/// when its protocol carries no reason (codex: a decline is "rejected by user").
+fn denial_seen(agent: &str, reason: &str) -> String {
+    match agent {
+        "codex" => "rejected by user".to_owned(),
+        _ => reason.to_owned(),
+    }
+}
+
 /// Approve, deny (by the CLI) and timeout with one agent, in one workspace.
 async fn approvals_round_trip(agent: &str) {
     ensure_image().await;
@@ -292,7 +301,7 @@ async fn approvals_round_trip(agent: &str) {
     assert_eq!(done["state"], "completed", "{done}\n{}", s.log());
     assert!(!file_exists(&s, "/home/agent/no/hello.txt").await);
     assert!(
-        upstream_text(&mock).contains("NOPE-REASON-4711"),
+        upstream_text(&mock).contains(&denial_seen(agent, "NOPE-REASON-4711")),
         "the agent passed the denial on to the model"
     );
     let list = s.get(&format!("/api/v1/tasks/{id}/approvals")).await;
@@ -319,7 +328,7 @@ async fn approvals_round_trip(agent: &str) {
     assert_eq!(list[0]["state"], "denied", "{list}");
     assert_eq!(list[0]["decided_by"], "timeout", "{list}");
     assert!(
-        upstream_text(&mock).contains("approval timeout"),
+        upstream_text(&mock).contains(&denial_seen(agent, "approval timeout")),
         "the agent was told about the timeout"
     );
     assert_eq!(s.get("/api/v1/inbox").await, json!([]));
@@ -341,6 +350,13 @@ async fn approvals_round_trip(agent: &str) {
 #[tokio::test]
 async fn claude_asks_and_is_approved_denied_and_timed_out() {
     approvals_round_trip("claude").await;
+}
+
+/// Codex through its app-server protocol: the same flow (its follow-ups run on the task's warm
+/// process).
+#[tokio::test]
+async fn codex_asks_and_is_approved_denied_and_timed_out() {
+    approvals_round_trip("codex").await;
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod authz;
 mod backup;
 mod berth_mcp;
 mod cli;
+mod codex_appserver;
 mod costs;
 mod deliver;
 mod devcontainer;

@@ -1,11 +1,13 @@
 //! Agent tasks owned by the daemon: the task list, each task's state and lifecycle, and the
 //! requests on tasks (start, send, cancel, list).
 //!
-//! A task runs one agent process per turn ([`turn`]); every event goes into the task's
+//! A task runs one agent process per turn ([`turn`]), or one long-lived protocol process kept
+//! between turns ([`appserver`], codex); every event goes into the task's
 //! buffer ([`events`]), which is authoritative: subscribers read from it at their own pace.
 //! The files a turn needs are made by [`worktree`].
 
 mod approvals;
+mod appserver;
 mod events;
 mod output;
 mod turn;
@@ -114,6 +116,8 @@ struct Inner {
     usage_total: [u64; 3],
     /// Permission requests of the agent (approval policies other than `never`).
     approvals: approvals::Approvals,
+    /// The long-lived agent process kept between turns (codex app-server).
+    appserver: appserver::Slot,
 }
 
 static FINISH_ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -164,6 +168,10 @@ impl TaskManager {
                 self.event_cap,
                 timeout,
             );
+            if req.agent_idle_secs > 0 {
+                lock(&task.inner).appserver.idle =
+                    std::time::Duration::from_secs(req.agent_idle_secs);
+            }
             tasks.push(task.clone());
             task
         };
@@ -287,6 +295,7 @@ impl TaskManager {
                 _ => {}
             }
             if !inner.busy {
+                inner.appserver.discard();
                 task.stop_as_requested(&mut inner);
                 tracing::info!(task = %task.id, "idle task cancelled");
                 return Ok(task.info_locked(&inner));
@@ -345,9 +354,12 @@ impl TaskManager {
     pub(crate) fn shutdown(&self) {
         let tasks: Vec<Arc<Task>> = lock(&self.tasks).drain(..).collect();
         for t in tasks {
-            if let Some(pid) = lock(&t.inner).pid {
+            let mut inner = lock(&t.inner);
+            if let Some(pid) = inner.pid {
                 sys::signal_group(pid, Signal::SIGKILL);
             }
+            inner.appserver.kill_now();
+            drop(inner);
             t.forget();
         }
     }
@@ -426,6 +438,7 @@ impl Task {
                 finished: None,
                 usage_total: [0; 3],
                 approvals: approvals::Approvals::new(approval_timeout),
+                appserver: appserver::Slot::new(),
             }),
             seq_tx,
             stop: Notify::new(),
@@ -473,7 +486,10 @@ impl Task {
     }
 
     fn forget(&self) {
-        lock(&self.inner).forgotten = true;
+        let mut inner = lock(&self.inner);
+        inner.forgotten = true;
+        inner.appserver.discard();
+        drop(inner);
         self.seq_tx.send_modify(|_| {});
     }
 

@@ -2,6 +2,9 @@
 //! agent in its own process group, feeding its output to the driver, stopping it for a cancel
 //! or an interrupt (SIGINT, then SIGKILL of its process tree after a grace), and ending the
 //! task's turn from how the agent exited; an interrupt's message then starts the next turn.
+//!
+//! A long-lived driver's turns (codex app-server) run on the task's own protocol process instead
+//! ([`super::appserver`]), which reuses the spawning and output handling here.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use crate::sys::{self, lock, sleep_opt};
 pub(super) const CANCEL_GRACE: Duration = Duration::from_secs(3);
 /// After the agent exited, how long to wait for its pipes to close (they may
 /// be held open by background processes it started).
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Variables of the workspace itself that agents (and the tools they run) must see: the way out
 /// through berth's egress proxy and the CA bundle that trusts it. They come from the container's
@@ -39,24 +42,24 @@ fn workspace_passthrough_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// How a turn's setup ended early.
-enum SetupEnd {
+pub(super) pub(super) enum SetupEnd {
     Failed(String),
     /// A cancel or an interrupt came first.
     Stopped,
 }
 
 /// The next turn of a redirect (an interrupt's message), and whom to tell once it runs.
-type NextTurn = (TurnSpec, oneshot::Sender<Result<(), String>>);
+pub(super) type NextTurn = (TurnSpec, oneshot::Sender<Result<(), String>>);
 
 /// What the supervision of a running agent saw.
-struct TurnOutcome {
-    exit_code: i32,
-    we_killed: bool,
+pub(super) struct TurnOutcome {
+    pub(super) exit_code: i32,
+    pub(super) we_killed: bool,
     /// The agent was told to stop (a cancel or an interrupt).
-    stopped: bool,
-    saw_turn_completed: bool,
-    last_error: Option<String>,
-    last_stderr: Option<String>,
+    pub(super) stopped: bool,
+    pub(super) saw_turn_completed: bool,
+    pub(super) last_error: Option<String>,
+    pub(super) last_stderr: Option<String>,
 }
 
 /// Where the supervision of a running agent stands.
@@ -85,6 +88,9 @@ pub(super) async fn run_turn(
     drivers: DriverFactory,
     mut ready: oneshot::Sender<Result<(), String>>,
 ) {
+    if drivers.make(task.agent).long_lived() {
+        return super::appserver::run_turn(task, spec, worktree, drivers, ready).await;
+    }
     loop {
         let next = match prepare(&task, spec, worktree.take().as_ref(), &drivers).await {
             Ok((driver, child, stdin)) => {
@@ -108,7 +114,7 @@ pub(super) async fn run_turn(
 
 /// The task after a setup that ended early: stopped as requested (or redirected: the next
 /// turn), or failed.
-fn end_setup(task: &Task, end: SetupEnd) -> Option<NextTurn> {
+pub(super) fn end_setup(task: &Task, end: SetupEnd) -> Option<NextTurn> {
     let mut inner = lock(&task.inner);
     inner.approvals.end_turn();
     inner.busy = false;
@@ -136,7 +142,7 @@ fn end_setup(task: &Task, end: SetupEnd) -> Option<NextTurn> {
 }
 
 /// Tells the sender of an interrupt that its message will not be the next turn.
-fn refuse_redirect(r: Option<super::Redirect>, why: &str) {
+pub(super) fn refuse_redirect(r: Option<super::Redirect>, why: &str) {
     if let Some(r) = r {
         let _ = r.reply.send(Err(format!(
             "{why} before the interrupt took effect; the message was not sent"
@@ -185,7 +191,7 @@ fn end_turn(task: &Task, outcome: TurnOutcome) -> Option<NextTurn> {
 }
 
 /// Why a turn whose agent exited with a code other than 0 failed.
-fn failure_reason(agent: Agent, outcome: TurnOutcome) -> String {
+pub(super) fn failure_reason(agent: Agent, outcome: TurnOutcome) -> String {
     let code = outcome.exit_code;
     let detail = outcome
         .last_error
@@ -252,7 +258,7 @@ fn workspace_passthrough() -> Vec<(String, String)> {
 /// environment (and [`workspace_passthrough_names`]), feeding it `inv.stdin` if any. With
 /// `keep_stdin`, `inv.stdin` is written (in the background) and the stdin pipe comes back open
 /// for the protocol's later lines instead of being closed.
-fn spawn(
+pub(super) fn spawn(
     inv: &Invocation,
     keep_stdin: bool,
 ) -> Result<(tokio::process::Child, Option<AgentInput>), String> {
@@ -332,7 +338,7 @@ impl AgentInput {
         AgentInput(tx)
     }
 
-    fn send(&self, data: Vec<u8>) {
+    pub(super) fn send(&self, data: Vec<u8>) {
         if !data.is_empty() {
             let _ = self.0.send(data);
         }
@@ -426,7 +432,9 @@ async fn supervise(
 }
 
 /// Starts reading the agent's stdout and stderr lines into one channel.
-fn start_readers(child: &mut tokio::process::Child) -> (mpsc::Receiver<Out>, Vec<JoinHandle<()>>) {
+pub(super) fn start_readers(
+    child: &mut tokio::process::Child,
+) -> (mpsc::Receiver<Out>, Vec<JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel::<Out>(256);
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
@@ -449,7 +457,12 @@ fn start_readers(child: &mut tokio::process::Child) -> (mpsc::Receiver<Out>, Vec
 }
 
 /// One line of the agent's output: stdout through the driver, stderr as Log events.
-fn on_output(task: &Arc<Task>, driver: &mut dyn Driver, msg: Out, out: &mut TurnOutcome) {
+pub(super) fn on_output(
+    task: &Arc<Task>,
+    driver: &mut dyn Driver,
+    msg: Out,
+    out: &mut TurnOutcome,
+) {
     match msg {
         Out::Stdout(line) => {
             let kinds = driver.parse_line(&line);

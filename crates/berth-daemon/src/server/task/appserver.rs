@@ -1,0 +1,456 @@
+//! Turns of a long-lived agent protocol process ([`berth_agents::Driver::long_lived`]: codex
+//! app-server): one process per task, kept between turns.
+//!
+//! The first turn spawns the process (same cleared environment, per-task virtual key, gateway
+//! URL and private config files as a one-process-per-turn agent; stdin stays open for the
+//! protocol) and writes the driver's handshake and first turn. When the turn ends the process
+//! stays **warm** in the task: the next turn is one more request on it, answered without a
+//! process start. A warm process is stopped after the task's idle time (`agent_idle_secs`,
+//! default [`DEFAULT_IDLE`]), when its settings no longer match the next turn's (another key or
+//! model), when the task ends, and at shutdown; the next turn then starts a new process, which
+//! resumes the conversation by its id exactly as a process in a new daemon does.
+//!
+//! Permission requests go through the task's approvals ([`super::approvals`]) as for any agent;
+//! the answers are written in the driver's protocol. A cancel or an interrupt first asks the
+//! driver to interrupt the turn (`turn/interrupt`) and kills the process group after
+//! [`CANCEL_GRACE`] if the turn has not ended by then; a cancelled task's process is stopped
+//! either way, an interrupted one stays warm and takes the interrupt's message as its next turn. Output lines are
+//! capped as for any agent ([`super::output`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_agents::{Driver, TurnEnd, TurnSpec};
+use berth_domain::{EventKind, TaskState};
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Sleep;
+
+use super::approvals::Answer;
+use super::output::Out;
+use super::turn::{
+    end_setup, failure_reason, on_output, refuse_redirect, spawn, start_readers, AgentInput,
+    NextTurn, SetupEnd, TurnOutcome, CANCEL_GRACE, DRAIN_GRACE,
+};
+use super::worktree::{create_worktree, make_private_dir, write_private_file};
+use super::{DriverFactory, Inner, Task};
+use crate::proto::Worktree;
+use crate::sys::{self, lock, sleep_opt};
+
+/// How long a warm process is kept without a turn when the server did not say.
+pub(super) const DEFAULT_IDLE: Duration = Duration::from_secs(5 * 60);
+/// How long a process gets to exit once its stdin is closed before its group is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A task's long-lived process between turns.
+pub(super) struct Slot {
+    /// How long a warm process is kept without a turn.
+    pub(super) idle: Duration,
+    warm: Option<Process>,
+    /// Bumped whenever the warm process is taken or replaced, so a stale reaper does nothing.
+    generation: u64,
+}
+
+impl Slot {
+    pub(super) fn new() -> Self {
+        Slot {
+            idle: DEFAULT_IDLE,
+            warm: None,
+            generation: 0,
+        }
+    }
+
+    fn take(&mut self) -> Option<Process> {
+        self.generation += 1;
+        self.warm.take()
+    }
+
+    /// Stops the warm process, if any (in the background: its stdin is closed, then its group
+    /// is killed if it does not exit).
+    pub(super) fn discard(&mut self) {
+        if let Some(p) = self.take() {
+            tokio::spawn(p.stop());
+        }
+    }
+
+    /// Kills the warm process's group at once (daemon shutdown).
+    pub(super) fn kill_now(&mut self) {
+        if let Some(mut p) = self.take() {
+            p.kill();
+        }
+    }
+}
+
+/// One running protocol process and the driver that speaks to it.
+struct Process {
+    child: Child,
+    pgid: u32,
+    input: AgentInput,
+    rx: mpsc::Receiver<Out>,
+    readers: Vec<JoinHandle<()>>,
+    driver: Box<dyn Driver>,
+    /// The settings it was started with (the turn spec without prompt and resume).
+    settings: TurnSpec,
+    exit_code: Option<i32>,
+}
+
+impl Process {
+    fn write(&self, lines: Vec<String>) {
+        for line in lines {
+            self.input.send(format!("{line}\n").into_bytes());
+        }
+    }
+
+    fn kill(&mut self) {
+        sys::signal_group(self.pgid, Signal::SIGKILL);
+        let _ = self.child.start_kill();
+    }
+
+    /// Closes its stdin (the protocol's end: it exits), kills the group if it is still there
+    /// after [`STOP_GRACE`], and reaps it.
+    async fn stop(self) {
+        let Process {
+            mut child,
+            pgid,
+            input,
+            readers,
+            exit_code,
+            ..
+        } = self;
+        drop(input);
+        if exit_code.is_none()
+            && tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+        {
+            tracing::debug!(pgid, "agent process did not exit; killing its group");
+            sys::signal_group(pgid, Signal::SIGKILL);
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        } else {
+            // Whatever it left behind (e.g. MCP servers) goes too.
+            sys::signal_group(pgid, Signal::SIGKILL);
+        }
+        for r in readers {
+            r.abort();
+        }
+        tracing::debug!(pgid, "agent process stopped");
+    }
+}
+
+/// The settings a warm process must share with a turn to serve it.
+fn settings(spec: &TurnSpec) -> TurnSpec {
+    TurnSpec {
+        prompt: String::new(),
+        resume: None,
+        ..spec.clone()
+    }
+}
+
+/// Runs one turn of `task` on its long-lived process (started first when there is no warm
+/// one); `ready` fires once the turn's request is written or the setup ended. When an interrupt
+/// stopped the turn, its message's turn follows on the same (warm) process.
+pub(super) async fn run_turn(
+    task: Arc<Task>,
+    mut spec: TurnSpec,
+    mut worktree: Option<Worktree>,
+    drivers: DriverFactory,
+    mut ready: oneshot::Sender<Result<(), String>>,
+) {
+    loop {
+        let next = match prepare(&task, spec, worktree.take().as_ref(), &drivers).await {
+            Ok((mut p, turn_spec)) => {
+                let (end, outcome) = supervise(&task, &mut p, &turn_spec, ready).await;
+                finish(&task, p, end, outcome)
+            }
+            Err(end) => {
+                let next = end_setup(&task, end);
+                let _ = ready.send(Ok(()));
+                next
+            }
+        };
+        let Some((next_spec, next_ready)) = next else {
+            return;
+        };
+        tracing::info!(task = %task.id, "next turn of an interrupt");
+        spec = next_spec;
+        ready = next_ready;
+    }
+}
+
+/// Worktree, directories, and the process: the warm one when it is alive and started with the
+/// same settings, else a new one (files written, spawned). Emits Status{running}.
+async fn prepare(
+    task: &Arc<Task>,
+    mut spec: TurnSpec,
+    worktree: Option<&Worktree>,
+    drivers: &DriverFactory,
+) -> Result<(Process, TurnSpec), SetupEnd> {
+    if let Some(wt) = worktree {
+        let path = spec.home.join(".berth").join("worktrees").join(&task.id);
+        create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
+        tracing::info!(task = %task.id, path = %path.display(), branch = %wt.branch, "worktree created");
+        spec.cwd = path;
+        lock(&task.inner).spec.cwd = spec.cwd.clone();
+    }
+    if task.stop_requested() {
+        return Err(SetupEnd::Stopped);
+    }
+    make_private_dir(&spec.task_dir).map_err(SetupEnd::Failed)?;
+    make_private_dir(&spec.task_dir.join("tmp")).map_err(SetupEnd::Failed)?;
+
+    let mut warm = lock(&task.inner).appserver.take();
+    let alive = warm
+        .as_mut()
+        .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
+    let warm = match warm {
+        Some(p) if alive && p.settings == settings(&spec) => Some(p),
+        Some(p) => {
+            tracing::info!(task = %task.id, "the warm agent process does not fit this turn; starting a new one");
+            tokio::spawn(p.stop());
+            None
+        }
+        None => None,
+    };
+    let fresh = match warm {
+        Some(_) => None,
+        None => {
+            let driver = drivers.make(task.agent);
+            let inv = driver.invocation(&spec);
+            for (path, content) in &inv.files {
+                write_private_file(path, content).map_err(SetupEnd::Failed)?;
+            }
+            Some((driver, inv))
+        }
+    };
+    let mut inner = lock(&task.inner);
+    if inner.cancel_requested || inner.redirect.is_some() {
+        // A cancel ends the process; an interrupt's next turn may still use it.
+        if let Some(p) = warm {
+            if inner.cancel_requested {
+                tokio::spawn(p.stop());
+            } else {
+                inner.appserver.warm = Some(p);
+            }
+        }
+        return Err(SetupEnd::Stopped);
+    }
+    let p = match (warm, fresh) {
+        (Some(p), _) => {
+            tracing::info!(task = %task.id, pid = p.pgid, "turn on the warm agent process");
+            p
+        }
+        (None, Some((driver, inv))) => {
+            // Spawn under the lock so that a cancel sees the pid.
+            let (mut child, input) = spawn(&inv, true).map_err(SetupEnd::Failed)?;
+            let Some(input) = input else {
+                let _ = child.start_kill();
+                return Err(SetupEnd::Failed("the agent's stdin is not a pipe".into()));
+            };
+            let pgid = child.id().unwrap_or(0);
+            let (rx, readers) = start_readers(&mut child);
+            tracing::info!(task = %task.id, pid = pgid, program = %inv.program, "agent protocol process started");
+            Process {
+                child,
+                pgid,
+                input,
+                rx,
+                readers,
+                driver,
+                settings: settings(&spec),
+                exit_code: None,
+            }
+        }
+        (None, None) => return Err(SetupEnd::Failed("no agent process".into())),
+    };
+    inner.pid = Some(p.pgid);
+    task.transition(&mut inner, TaskState::Running, None);
+    drop(inner);
+    Ok((p, spec))
+}
+
+/// Writes the turn and feeds the process's output to the driver until the driver says the turn
+/// is over (`Some`) or the process is gone (`None`); answers permission requests and cancels.
+async fn supervise(
+    task: &Arc<Task>,
+    p: &mut Process,
+    spec: &TurnSpec,
+    ready: oneshot::Sender<Result<(), String>>,
+) -> (Option<TurnEnd>, TurnOutcome) {
+    let (answer_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
+    lock(&task.inner).approvals.answers = Some(answer_tx);
+    let mut out = TurnOutcome {
+        exit_code: -1,
+        we_killed: false,
+        stopped: false,
+        saw_turn_completed: false,
+        last_error: None,
+        last_stderr: None,
+    };
+    // What it said while idle comes first.
+    while let Ok(msg) = p.rx.try_recv() {
+        on_output(task, p.driver.as_mut(), msg, &mut out);
+        let lines = p.driver.take_output();
+        p.write(lines);
+    }
+    out.saw_turn_completed = false;
+    let lines = p.driver.begin_turn(spec);
+    p.write(lines);
+    let _ = ready.send(Ok(()));
+
+    let mut open = true;
+    let mut interrupting = false;
+    let mut kill_at: Option<Pin<Box<Sleep>>> = None;
+    let mut grace: Option<Pin<Box<Sleep>>> = None;
+    loop {
+        if p.exit_code.is_some() && !open {
+            break;
+        }
+        tokio::select! {
+            msg = p.rx.recv(), if open => match msg {
+                Some(msg) => {
+                    on_output(task, p.driver.as_mut(), msg, &mut out);
+                    let lines = p.driver.take_output();
+                    p.write(lines);
+                    if let Some(end) = p.driver.take_turn_end() {
+                        return (Some(end), out);
+                    }
+                }
+                None => open = false,
+            },
+            Some(a) = answers.recv() => {
+                let lines = p.driver.answer(&a.id, a.approve, &a.message);
+                p.write(lines);
+            },
+            status = p.child.wait(), if p.exit_code.is_none() => {
+                let code = match status {
+                    Ok(st) => sys::exit_code(st),
+                    Err(e) => {
+                        tracing::warn!(task = %task.id, error = %e, "waiting for the agent");
+                        -1
+                    }
+                };
+                p.exit_code = Some(code);
+                out.exit_code = code;
+                let wait = if interrupting { Duration::from_millis(200) } else { DRAIN_GRACE };
+                grace = Some(Box::pin(tokio::time::sleep(wait)));
+            },
+            () = task.stop.notified(), if !interrupting && p.exit_code.is_none() => {
+                if task.stop_requested() {
+                    interrupting = true;
+                    out.stopped = true;
+                    tracing::debug!(task = %task.id, "interrupting the agent's turn");
+                    let lines = p.driver.interrupt();
+                    p.write(lines);
+                    kill_at = Some(Box::pin(tokio::time::sleep(CANCEL_GRACE)));
+                }
+            },
+            () = sleep_opt(&mut kill_at) => {
+                kill_at = None;
+                if p.exit_code.is_none() {
+                    tracing::debug!(task = %task.id, pgid = p.pgid, "SIGKILL to the agent's process group");
+                    out.we_killed = true;
+                    p.kill();
+                }
+            },
+            () = sleep_opt(&mut grace) => break,
+        }
+    }
+    (None, out)
+}
+
+/// The task after the turn: the process kept warm (a turn that ended, the task going on) or
+/// stopped; the task completed, failed, stopped as requested, or redirected (the next turn,
+/// returned).
+fn finish(
+    task: &Arc<Task>,
+    p: Process,
+    end: Option<TurnEnd>,
+    outcome: TurnOutcome,
+) -> Option<NextTurn> {
+    let mut inner = lock(&task.inner);
+    inner.approvals.end_turn();
+    inner.busy = false;
+    inner.pid = None;
+    let redirect = inner.redirect.take();
+    let cancelled = std::mem::take(&mut inner.cancel_requested);
+    let keep = !cancelled
+        && p.exit_code.is_none()
+        && matches!(end, Some(TurnEnd::Completed | TurnEnd::Interrupted));
+    if keep {
+        keep_warm(task, &mut inner, p);
+    } else {
+        tokio::spawn(p.stop());
+    }
+    if cancelled {
+        refuse_redirect(redirect, "the task was cancelled");
+        task.stop_as_requested(&mut inner);
+        tracing::info!(task = %task.id, "task cancelled");
+        return None;
+    }
+    if let Some(r) = redirect {
+        // Interrupted, or over by itself just before the interrupt (then the message is simply
+        // the next turn). A turn that failed fails the task as any other.
+        if matches!(end, Some(TurnEnd::Completed | TurnEnd::Interrupted)) {
+            if !outcome.stopped && !outcome.saw_turn_completed {
+                task.push(&mut inner, EventKind::TurnCompleted { result: None });
+            }
+            tracing::info!(task = %task.id, stopped = outcome.stopped, "turn interrupted");
+            return Some(task.redirect_turn(&mut inner, r, outcome.stopped));
+        }
+        refuse_redirect(Some(r), "the turn failed");
+    }
+    match end {
+        Some(TurnEnd::Completed | TurnEnd::Interrupted) => {
+            if !outcome.saw_turn_completed {
+                task.push(&mut inner, EventKind::TurnCompleted { result: None });
+            }
+            task.transition(&mut inner, TaskState::Completed, None);
+            tracing::info!(task = %task.id, "turn completed");
+        }
+        Some(TurnEnd::Failed(reason)) => {
+            let reason = format!("{} turn failed: {reason}", task.agent);
+            tracing::info!(task = %task.id, reason = %reason, "turn failed");
+            task.transition(&mut inner, TaskState::Failed, Some(reason));
+        }
+        None => {
+            let reason = if outcome.exit_code == 0 {
+                format!("{} exited before its turn ended", task.agent)
+            } else {
+                failure_reason(task.agent, outcome)
+            };
+            tracing::info!(task = %task.id, reason = %reason, "turn failed");
+            task.transition(&mut inner, TaskState::Failed, Some(reason));
+        }
+    }
+    None
+}
+
+/// Keeps `p` as the task's warm process and stops it after the idle time unless a turn took it.
+fn keep_warm(task: &Arc<Task>, inner: &mut Inner, p: Process) {
+    let slot = &mut inner.appserver;
+    slot.discard();
+    slot.generation += 1;
+    let generation = slot.generation;
+    let idle = slot.idle;
+    tracing::debug!(task = %task.id, pid = p.pgid, idle_secs = idle.as_secs(), "agent process kept warm");
+    slot.warm = Some(p);
+    let task = Arc::clone(task);
+    tokio::spawn(async move {
+        tokio::time::sleep(idle).await;
+        let p = {
+            let mut inner = lock(&task.inner);
+            if inner.appserver.generation != generation {
+                return;
+            }
+            inner.appserver.take()
+        };
+        if let Some(p) = p {
+            tracing::info!(task = %task.id, pid = p.pgid, "stopping the idle agent process");
+            p.stop().await;
+        }
+    });
+}
