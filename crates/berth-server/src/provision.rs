@@ -399,41 +399,28 @@ pub fn resume_from(ws: &WorkspaceId, after: u64) -> u64 {
     }
 }
 
-/// A provisioning status with its number, as a stream event.
-pub struct Numbered {
-    number: u64,
-    status: api::ProvisionStatus,
-}
-
-impl crate::routes::sse::Numbered for Numbered {
-    fn number(&self) -> u64 {
-        self.number
-    }
-    fn kind(&self) -> String {
-        "status".into()
-    }
-    fn data(&self) -> String {
-        json(&self.status)
-    }
+/// What a stream reading after an id gets.
+pub enum StreamRead {
+    /// The current status, newer than that id, with its id.
+    Status(u64, api::ProvisionStatus),
+    /// Nothing newer yet.
+    Wait,
+    /// Nothing newer, and the provisioning is over.
+    End,
 }
 
 /// What a stream sends after `after`: the current status when it is newer, the end once the
 /// status after `after` was final.
-pub async fn read_stream(
-    state: &AppState,
-    ws: &WorkspaceId,
-    after: u64,
-) -> ApiResult<crate::routes::sse::Read<Numbered>> {
-    use crate::routes::sse::Read;
+pub async fn read_stream(state: &AppState, ws: &WorkspaceId, after: u64) -> ApiResult<StreamRead> {
     let number = *changes_of(ws).borrow();
     let status = status(state, &ws.to_string()).await?;
     if number > after {
-        return Ok(Read::Records(vec![Numbered { number, status }]));
+        return Ok(StreamRead::Status(number, status));
     }
     Ok(if matches!(status.state.as_str(), "done" | "failed") {
-        Read::End
+        StreamRead::End
     } else {
-        Read::Wait
+        StreamRead::Wait
     })
 }
 

@@ -98,8 +98,7 @@ export function WorkspaceDetail({ ws }: { ws: string }) {
 /**
  * The provisioning of a workspace made from a template: the step list with each step's state,
  * the running (or failed) step's log live (the server's event stream), and Retry for a failed
- * one. Nothing for a workspace
- * not made from a template (asked once).
+ * one. Nothing for a workspace not made from a template (asked once).
  */
 function Provisioning({ ws, onChange }: { ws: string; onChange: () => void }) {
   const plain = useRef(false);
@@ -131,7 +130,10 @@ function Provisioning({ ws, onChange }: { ws: string; onChange: () => void }) {
     return followSse({
       url: (after) => `/api/v1/workspaces/${ws}/provision/stream?after=${after}`,
       token: getToken(),
-      reconnectOnEnd: () => false,
+      // A finished stream is asked again now and then: a retry or upgrade from elsewhere (the
+      // CLI) starts a new provisioning, whose statuses have newer ids.
+      reconnectOnEnd: () => true,
+      retryMs: 3000,
       onMessage: (msg) => {
         let s: ProvisionStatus;
         try {

@@ -23,6 +23,9 @@ description = "tools from the derived image"
 apt = ["jq", "APT_EXTRA"]
 npm = ["semver@7.6.3"]
 
+[resources]
+memory = "MEMORY"
+
 [env]
 STAGE = "STAGE_VALUE"
 
@@ -33,7 +36,11 @@ timeout = "2m"
 "#;
 
 fn template(apt_extra: &str, stage: &str) -> String {
-    let t = TEMPLATE.replace("STAGE_VALUE", stage);
+    // The second stage also lowers the memory cap.
+    let memory = if stage == "two" { "384m" } else { "512m" };
+    let t = TEMPLATE
+        .replace("STAGE_VALUE", stage)
+        .replace("MEMORY", memory);
     if apt_extra.is_empty() {
         t.replace(", \"APT_EXTRA\"", "")
     } else {
@@ -236,8 +243,10 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
     let (code, out) = sh(&s, "acme/b", "jq --version").await;
     assert_eq!(code, 0, "{out}");
 
-    // Revision 3 changes the environment: the upgrade remakes the container; the home volume
-    // (a file written before) survives; the image step is not run again.
+    // Revision 3 changes the environment and the memory cap: the upgrade remakes the
+    // container; the home volume (a file written before) survives; the image step is not run
+    // again.
+    assert_eq!(w["limits"]["memory_bytes"], 512 << 20, "{w}");
     let (code, _) = sh(&s, ws, "echo written-before > ~/mine.txt").await;
     assert_eq!(code, 0);
     let (code, out) = sh(&s, ws, "echo \"stage=$STAGE\"").await;
@@ -273,6 +282,7 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
     let w = s.get(&format!("/api/v1/workspaces/{}", enc(ws))).await;
     assert_ne!(w["container_id"].as_str(), Some(container.as_str()), "{w}");
     assert_eq!(w["image"], tag.as_str(), "{w}");
+    assert_eq!(w["limits"]["memory_bytes"], 384 << 20, "{w}");
     let (code, out) = sh(
         &s,
         ws,
@@ -281,6 +291,17 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
     .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("stage=two\nwritten-before\njq-1."), "{out}");
+    let (_, out) = sh(
+        &s,
+        ws,
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+    )
+    .await;
+    assert_eq!(
+        out.trim(),
+        (384u64 << 20).to_string(),
+        "the new cap applies"
+    );
     // The new variable is in the environment the container was made with.
     let (_, out) = sh(&s, ws, "tr '\\0' '\\n' < /proc/1/environ | grep '^STAGE='").await;
     assert_eq!(out, "STAGE=two\n");

@@ -134,11 +134,37 @@ pub async fn stream(
     Ok(sse::follow(rx, after, move |after| {
         let (state, id) = (state.clone(), id.clone());
         async move {
-            provision::read_stream(&state, &id, after)
-                .await
-                .map_err(|e| tracing::warn!(workspace = %id, error = %e, "provisioning stream"))
+            match provision::read_stream(&state, &id, after).await {
+                Ok(provision::StreamRead::Status(number, status)) => {
+                    Ok(sse::Read::Records(vec![Numbered { number, status }]))
+                }
+                Ok(provision::StreamRead::Wait) => Ok(sse::Read::Wait),
+                Ok(provision::StreamRead::End) => Ok(sse::Read::End),
+                Err(e) => {
+                    tracing::warn!(workspace = %id, error = %e, "provisioning stream");
+                    Err(())
+                }
+            }
         }
     }))
+}
+
+/// A provisioning status with its id, as a stream event.
+struct Numbered {
+    number: u64,
+    status: api::ProvisionStatus,
+}
+
+impl sse::Numbered for Numbered {
+    fn number(&self) -> u64 {
+        self.number
+    }
+    fn kind(&self) -> String {
+        "status".into()
+    }
+    fn data(&self) -> String {
+        serde_json::to_string(&self.status).unwrap_or_default()
+    }
 }
 
 /// Runs a workspace's provisioning again.
