@@ -402,7 +402,7 @@ pub fn resume_from(ws: &WorkspaceId, after: u64) -> u64 {
 /// What a stream reading after an id gets.
 pub enum StreamRead {
     /// The current status, newer than that id, with its id.
-    Status(u64, api::ProvisionStatus),
+    Status(u64, Box<api::ProvisionStatus>),
     /// Nothing newer yet.
     Wait,
     /// Nothing newer, and the provisioning is over.
@@ -415,7 +415,7 @@ pub async fn read_stream(state: &AppState, ws: &WorkspaceId, after: u64) -> ApiR
     let number = *changes_of(ws).borrow();
     let status = status(state, &ws.to_string()).await?;
     if number > after {
-        return Ok(StreamRead::Status(number, status));
+        return Ok(StreamRead::Status(number, Box::new(status)));
     }
     Ok(if matches!(status.state.as_str(), "done" | "failed") {
         StreamRead::End

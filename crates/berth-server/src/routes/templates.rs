@@ -152,7 +152,7 @@ pub async fn stream(
 /// A provisioning status with its id, as a stream event.
 struct Numbered {
     number: u64,
-    status: api::ProvisionStatus,
+    status: Box<api::ProvisionStatus>,
 }
 
 impl sse::Numbered for Numbered {
