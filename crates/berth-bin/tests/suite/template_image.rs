@@ -251,6 +251,12 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
     assert_eq!(code, 0);
     let (code, out) = sh(&s, ws, "echo \"stage=$STAGE\"").await;
     assert_eq!((code, out.as_str()), (0, "stage=one\n"));
+    // A terminal session open before: it ends with the old container, and is listed so.
+    let sessions = format!("/api/v1/workspaces/{}/sessions", enc(ws));
+    let (st, v) = s
+        .call("POST", &sessions, Some(serde_json::json!({"name": "work"})))
+        .await;
+    assert_eq!(st, 201, "{v}");
     let container = w["container_id"].as_str().unwrap().to_owned();
     set_template(&s, &file, &template("", "two"));
     let o = s.cli(&["workspace", "provision", ws, "--upgrade"]);
@@ -302,6 +308,15 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
         (384u64 << 20).to_string(),
         "the new cap applies"
     );
+    let list = s.get(&sessions).await;
+    let work = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "work")
+        .cloned()
+        .unwrap_or_else(|| panic!("the session is missing: {list}"));
+    assert_eq!(work["state"], "ended", "{work}");
     // The new variable is in the environment the container was made with.
     let (_, out) = sh(&s, ws, "tr '\\0' '\\n' < /proc/1/environ | grep '^STAGE='").await;
     assert_eq!(out, "STAGE=two\n");
