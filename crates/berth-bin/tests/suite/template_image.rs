@@ -178,7 +178,6 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
 
     // Revision 2 fixes it: the upgrade builds, moves the workspace onto the image, runs setup.
     set_template(&s, &file, &template("", "one"));
-    let t0 = std::time::Instant::now();
     let o = s.cli(&["workspace", "provision", ws, "--upgrade"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}\n{}", s.log());
@@ -187,7 +186,6 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
         "{out}"
     );
     assert!(out.contains("jq-1."), "the setup step ran the tools: {out}");
-    let build_time = t0.elapsed();
     let (_, status) = s.call("GET", &prov, None).await;
     let image = step(&status, "image").clone();
     let tag = image["message"]
@@ -209,7 +207,6 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
     let identity = image_identity(&tag).await;
 
     // A second workspace of the same template: the image is there, used at once, not rebuilt.
-    let t0 = std::time::Instant::now();
     let o = s.cli(&[
         "workspace",
         "create",
@@ -226,11 +223,6 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
         "{out}"
     );
     assert!(!out.contains("apt-get"), "nothing was built: {out}");
-    assert!(
-        t0.elapsed() < build_time,
-        "reusing ({:?}) is faster than building ({build_time:?})",
-        t0.elapsed()
-    );
     let wb = s
         .get(&format!("/api/v1/workspaces/{}", enc("acme/b")))
         .await;
