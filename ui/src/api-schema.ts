@@ -7183,7 +7183,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up */
+                /** @description `provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up; `conflict`: an upgrade that remakes the container while tasks run in it */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -7230,6 +7230,94 @@ export interface paths {
                 };
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/workspaces/{ws}/provision/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A workspace's provisioning as it happens (Server-Sent Events).
+         * @description Each SSE message is `event: status`, `data: ProvisionStatus` (the whole status: step states,
+         *     the running step's log so far) with an increasing `id`: the current status first, then a
+         *     new one whenever provisioning stored progress. Resumable: with `?after=` (or the
+         *     `Last-Event-ID` a reconnecting browser sends) a status not newer than that id is not sent
+         *     again. Ends after a status that is `done` or `failed`.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /**
+                     * @description Resume after this event id (or send `Last-Event-ID`): a status not newer is not sent
+                     *     again (default 0: the current status first).
+                     */
+                    after?: number | null;
+                };
+                header?: never;
+                path: {
+                    /** @description workspace reference */
+                    ws: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description SSE of ProvisionStatus */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/event-stream": unknown;
+                    };
+                };
+                /** @description `invalid_argument`: a malformed path, query or body */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description no such workspace, or it was not made from a template */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -8685,7 +8773,10 @@ export interface components {
             finished_at?: string | null;
             /** Format: int64 */
             index: number;
-            /** @description `clone`, `git`, `setup` or `session`. */
+            /**
+             * @description `image` (build the derived image of the template's extras and move the workspace onto
+             *     it), `container` (an upgrade remakes the container), `git`, `clone`, `setup` or `session`.
+             */
             kind: string;
             /** @description The tail of the step's output (at most 64 KiB). */
             log: string;

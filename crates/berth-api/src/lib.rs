@@ -1000,6 +1000,15 @@ pub struct SendMessage {
     pub interrupt: bool,
 }
 
+/// `GET /api/v1/workspaces/{ws}/provision/stream?after=N`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct ProvisionStreamQuery {
+    /// Resume after this event id (or send `Last-Event-ID`): a status not newer is not sent
+    /// again (default 0: the current status first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+}
+
 /// `GET /api/v1/tasks/{task}/events?after=N` and the SSE stream `…/events/stream?after=N`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 pub struct EventsQuery {

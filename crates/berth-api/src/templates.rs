@@ -68,7 +68,8 @@ pub struct TemplateRevisionQuery {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ProvisionStep {
     pub index: i64,
-    /// `clone`, `git`, `setup` or `session`.
+    /// `image` (build the derived image of the template's extras and move the workspace onto
+    /// it), `container` (an upgrade remakes the container), `git`, `clone`, `setup` or `session`.
     pub kind: String,
     pub name: String,
     /// `pending`, `running`, `done`, `failed` or `skipped`.

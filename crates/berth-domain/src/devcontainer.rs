@@ -260,8 +260,8 @@ fn unhonoured(key: &str) -> &'static str {
     match key {
         "image" => "the workspace runs berth's base image; set [image] base by hand to an image built on it",
         "build" | "dockerFile" | "dockerfile" | "context" | "dockerComposeFile" | "service"
-        | "runServices" => "berth builds no images: install what you need in a [[setup]] step",
-        "features" => "dev container features are not installed: install the tools in a [[setup]] step",
+        | "runServices" => "berth builds no Dockerfiles: list packages in [image] apt/npm/pip, or install what you need in a [[setup]] step",
+        "features" => "dev container features are not installed: list their packages in [image] apt/npm/pip, or install the tools in a [[setup]] step",
         "mounts" | "workspaceMount" | "workspaceFolder" => {
             "berth mounts only the workspace's home volume: clone repositories with [[repo]] and set each step's dir"
         }

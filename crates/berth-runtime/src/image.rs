@@ -9,6 +9,10 @@
 //!    `localhost/berth-workspace:<hash>` where the hash covers the Containerfile
 //!    text, the extra CA certificates and [`RECIPE_VERSION`]. The build is
 //!    skipped when that tag exists.
+//!
+//! [`DerivedImage`] / [`build_derived`]: a template's extra apt, npm and pip packages built on
+//! top of a base image, tagged `localhost/berth-derived:<hash>` (base image id, sorted package
+//! lists, [`DERIVED_RECIPE_VERSION`]); skipped when that tag exists.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -767,6 +771,190 @@ async fn run_build(
     Ok(())
 }
 
+/// Bump to force a rebuild of every derived image (changes all derived tags).
+pub const DERIVED_RECIPE_VERSION: &str = "berth-derived-recipe/1";
+/// Repository of derived images (a workspace template's `[image]` extras).
+pub const DERIVED_REPOSITORY: &str = "localhost/berth-derived";
+
+/// Whether `p` may go into a derived image's Containerfile as a package name: the characters
+/// a template's package names are checked for (`berth_domain::template`), never starting with
+/// `-` (an option) and never holding a quote, space or newline. Checked again here, so no
+/// caller can put shell text into a `RUN` line.
+pub fn safe_package_name(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 214
+        && !p.starts_with('-')
+        && !p.contains("..")
+        && p.bytes().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'@' | b'/'
+                        | b'.'
+                        | b'_'
+                        | b'+'
+                        | b':'
+                        | b'='
+                        | b'~'
+                        | b'-'
+                        | b'^'
+                        | b'<'
+                        | b'>'
+                )
+        })
+}
+
+/// An image derived from a workspace base image with extra packages: apt packages, npm
+/// globals and pip packages, installed as root. Content-addressed: its tag hashes the base
+/// image's **id** (not its name), the sorted package lists and [`DERIVED_RECIPE_VERSION`], so
+/// the same template on the same base shares one image, and a changed base builds a new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedImage {
+    /// The engine's id of the base image (`sha256:<hex>` or `<hex>`).
+    base_id: String,
+    apt: Vec<String>,
+    npm: Vec<String>,
+    pip: Vec<String>,
+}
+
+impl DerivedImage {
+    /// The lists are sorted and deduplicated; a name that is not [`safe_package_name`] or a
+    /// base id that is not hex is an error.
+    pub fn new(
+        base_id: &str,
+        apt: &[String],
+        npm: &[String],
+        pip: &[String],
+    ) -> Result<Self, RuntimeError> {
+        let hex = base_id.strip_prefix("sha256:").unwrap_or(base_id);
+        if hex.len() < 12 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(RuntimeError::Other(format!(
+                "base image id {base_id:?} is not an image id"
+            )));
+        }
+        let list = |l: &[String]| -> Result<Vec<String>, RuntimeError> {
+            let mut v = Vec::new();
+            for p in l {
+                if !safe_package_name(p) {
+                    return Err(RuntimeError::Other(format!("{p:?} is not a package name")));
+                }
+                v.push(p.clone());
+            }
+            v.sort();
+            v.dedup();
+            Ok(v)
+        };
+        Ok(Self {
+            base_id: hex.to_ascii_lowercase(),
+            apt: list(apt)?,
+            npm: list(npm)?,
+            pip: list(pip)?,
+        })
+    }
+
+    /// `localhost/berth-derived:<first 12 hex of sha256(recipe version, base id, lists)>`.
+    pub fn tag(&self) -> String {
+        let mut parts: Vec<&[u8]> =
+            vec![DERIVED_RECIPE_VERSION.as_bytes(), self.base_id.as_bytes()];
+        for (k, l) in [("apt", &self.apt), ("npm", &self.npm), ("pip", &self.pip)] {
+            parts.push(k.as_bytes());
+            for p in l {
+                parts.push(p.as_bytes());
+            }
+        }
+        format!("{DERIVED_REPOSITORY}:{}", hash12(&parts))
+    }
+
+    /// The Containerfile: `FROM` the base by id, then one `RUN` per package manager, every
+    /// package name single-quoted (and checked by [`DerivedImage::new`]).
+    pub fn containerfile(&self) -> String {
+        let q = |l: &[String]| {
+            l.iter()
+                .map(|p| format!("'{p}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut cf = format!(
+            "# berth derived workspace image ({DERIVED_RECIPE_VERSION})\nFROM {}\nUSER root\n",
+            self.base_id
+        );
+        let mut apt = self.apt.clone();
+        if !self.pip.is_empty() && !apt.iter().any(|p| p == "python3-pip") {
+            apt.push("python3-pip".into());
+        }
+        if !apt.is_empty() {
+            cf.push_str(&format!(
+                "RUN export DEBIAN_FRONTEND=noninteractive \\\n \
+                 && apt-get update \\\n \
+                 && apt-get install -y --no-install-recommends {} \\\n \
+                 && apt-get clean && rm -rf /var/lib/apt/lists/*\n",
+                q(&apt)
+            ));
+        }
+        if !self.npm.is_empty() {
+            cf.push_str(&format!(
+                "RUN npm install -g --prefix /usr/local --no-fund --no-audit --loglevel=error {} \\\n \
+                 && rm -rf /root/.npm /root/.cache /root/.config\n",
+                q(&self.npm)
+            ));
+        }
+        if !self.pip.is_empty() {
+            // Debian's Python is "externally managed": a system-wide install must say so.
+            cf.push_str(&format!(
+                "RUN python3 -m pip install --no-cache-dir --no-input --break-system-packages {} \\\n \
+                 && rm -rf /root/.cache\n",
+                q(&self.pip)
+            ));
+        }
+        cf
+    }
+
+    fn context(&self) -> Result<Vec<u8>, RuntimeError> {
+        let cf = self.containerfile();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(cf.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "Dockerfile", cf.as_bytes())?;
+        Ok(b.into_inner()?)
+    }
+}
+
+/// The engine's id of an image (`None`: no such image).
+pub async fn image_id(rt: &DockerRuntime, reference: &str) -> Result<Option<String>, RuntimeError> {
+    match rt.client().inspect_image(reference).await {
+        Ok(i) => Ok(i.id),
+        Err(e) => match rt.map_err(e) {
+            RuntimeError::NotFound(_) => Ok(None),
+            other => Err(other),
+        },
+    }
+}
+
+/// Builds a derived image unless its tag exists. Returns its tag and whether it was built.
+/// The build reaches the package registries the way the base image build does (the engine's
+/// build network); `progress` gets the build's output line by line.
+pub async fn build_derived(
+    rt: &DockerRuntime,
+    image: &DerivedImage,
+    mut progress: impl FnMut(BuildProgress) + Send,
+) -> Result<(String, bool), RuntimeError> {
+    let tag = image.tag();
+    if rt.image_exists(&tag).await? {
+        return Ok((tag, false));
+    }
+    for line in image.containerfile().lines() {
+        progress(BuildProgress {
+            step: BuildStep::Build,
+            line: format!("| {line}"),
+        });
+    }
+    run_build(rt, &tag, image.context()?, false, &mut progress).await?;
+    Ok((tag, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,5 +1101,60 @@ mod tests {
         assert_eq!(r.security_mirror(), "http://m.example/debian-security");
         r.security_mirror = Some("http://sec.example/x".into());
         assert_eq!(r.security_mirror(), "http://sec.example/x");
+    }
+
+    #[test]
+    fn derived_image_is_content_addressed_and_quoted() -> Result<(), RuntimeError> {
+        let id = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = DerivedImage::new(id, &v(&["jq", "file"]), &v(&["cowsay@1.6.0"]), &[])?;
+        let b = DerivedImage::new(id, &v(&["file", "jq", "jq"]), &v(&["cowsay@1.6.0"]), &[])?;
+        assert_eq!(a.tag(), b.tag(), "sorted and deduplicated");
+        assert!(a.tag().starts_with("localhost/berth-derived:"));
+        let other_base = DerivedImage::new(
+            &id.replace('0', "1"),
+            &v(&["jq", "file"]),
+            &v(&["cowsay@1.6.0"]),
+            &[],
+        )?;
+        assert_ne!(a.tag(), other_base.tag());
+        // A package moved to another manager is another image.
+        let moved = DerivedImage::new(id, &v(&["file"]), &v(&["cowsay@1.6.0", "jq"]), &[])?;
+        assert_ne!(a.tag(), moved.tag());
+        let cf = a.containerfile();
+        assert!(cf.contains("FROM 0123456789abcdef"), "{cf}");
+        assert!(
+            cf.contains("apt-get install -y --no-install-recommends 'file' 'jq'"),
+            "{cf}"
+        );
+        assert!(cf.contains("npm install -g --prefix /usr/local --no-fund --no-audit --loglevel=error 'cowsay@1.6.0'"), "{cf}");
+        assert!(!cf.contains("pip"), "{cf}");
+        // pip needs pip.
+        let p = DerivedImage::new(id, &[], &[], &v(&["requests>=2"]))?;
+        let cf = p.containerfile();
+        assert!(
+            cf.contains("'python3-pip'") && cf.contains("--break-system-packages 'requests>=2'"),
+            "{cf}"
+        );
+        // Nothing else gets in.
+        for bad in [
+            "a b",
+            "-oDebug::pkg=1",
+            "x;rm -rf /",
+            "a'b",
+            "a\nRUN x",
+            "$(id)",
+            "`id`",
+            "a|b",
+            "a&b",
+            "",
+        ] {
+            assert!(
+                DerivedImage::new(id, &v(&[bad]), &[], &[]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(DerivedImage::new("latest; rm", &[], &[], &[]).is_err());
+        Ok(())
     }
 }

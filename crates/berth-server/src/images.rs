@@ -1,6 +1,10 @@
 //! The workspace base image as a service: a build on behalf of an actor, its progress sent as
 //! [`api::BuildEvent`]s, audited as `image.build` when it ends. The build runs in its own task:
 //! a client that goes away does not cancel it halfway.
+//!
+//! And the derived images of templates' `[image]` extras ([`derived`], [`build_derived`]):
+//! content-addressed, built once per tag (concurrent builds of one tag wait for each other),
+//! bounded in time; provisioning's `image` step runs them (`crate::provision`).
 
 use std::sync::Arc;
 
@@ -65,4 +69,76 @@ pub fn build(
         )
         .await;
     });
+}
+
+/// Longest a derived image build may take before the server stops waiting for it.
+pub const DERIVED_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The derived image of a template's `[image]` extras on top of `base`: content-addressed by
+/// the base image's id, so it is only known once the base exists (`image_missing` otherwise).
+pub async fn derived(
+    state: &AppState,
+    base: &str,
+    spec: &berth_domain::template::ImageSpec,
+) -> Result<berth_runtime::image::DerivedImage, ApiError> {
+    let engine = state.host.engine.as_ref().ok_or_else(|| {
+        ApiError::new(
+            berth_domain::ErrorCode::EngineError,
+            "this server's engine cannot build images",
+        )
+    })?;
+    let docker = engine.docker()?;
+    let id = berth_runtime::image::image_id(&docker, base)
+        .await?
+        .ok_or_else(|| berth_runtime::RuntimeError::ImageMissing(base.to_owned()))?;
+    berth_runtime::image::DerivedImage::new(&id, &spec.apt, &spec.npm, &spec.pip)
+        .map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+/// One lock per derived tag: two workspaces of one template build its image once.
+fn build_lock(tag: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::Mutex<
+        Option<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::Mutex::new(None);
+    let mut g = berth_domain::sync::lock(&LOCKS);
+    g.get_or_insert_with(Default::default)
+        .entry(tag.to_owned())
+        .or_default()
+        .clone()
+}
+
+/// Builds `image` unless the engine has it (`Ok(false)`: reused), sending the build's output
+/// line by line to `lines`; bounded by [`DERIVED_BUILD_TIMEOUT`]. A build of the same image
+/// already going is waited for, then reused.
+pub async fn build_derived(
+    state: &AppState,
+    image: &berth_runtime::image::DerivedImage,
+    lines: UnboundedSender<String>,
+) -> Result<bool, ApiError> {
+    let engine = state.host.engine.as_ref().ok_or_else(|| {
+        ApiError::new(
+            berth_domain::ErrorCode::EngineError,
+            "this server's engine cannot build images",
+        )
+    })?;
+    let docker = engine.docker()?;
+    let lock = build_lock(&image.tag());
+    let _guard = lock.lock().await;
+    let build = berth_runtime::image::build_derived(&docker, image, move |p| {
+        let _ = lines.send(p.line);
+    });
+    match tokio::time::timeout(DERIVED_BUILD_TIMEOUT, build).await {
+        Ok(Ok((_, built))) => Ok(built),
+        Ok(Err(e)) => Err(ApiError::new(
+            berth_domain::ErrorCode::EngineError,
+            e.to_string(),
+        )),
+        Err(_) => Err(ApiError::new(
+            berth_domain::ErrorCode::EngineError,
+            format!(
+                "the image build did not finish within {} minutes",
+                DERIVED_BUILD_TIMEOUT.as_secs() / 60
+            ),
+        )),
+    }
 }

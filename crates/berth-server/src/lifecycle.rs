@@ -574,11 +574,12 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
     Ok(state.host.runtime.create_container(&spec).await?)
 }
 
-/// What a workspace's container was made with that can change after creation (`PATCH`): its
-/// caps and its secret bindings (the environment holds their placeholders or values, and
-/// files). A start recreates a container whose label differs, so a change reaches the
-/// container even where the engine could not apply it live, or forgets a live change on
-/// restart (Podman 4). Placeholders are not secret; values are not hashed.
+/// What a workspace's container was made with that can change after creation: its caps and
+/// its secret bindings (`PATCH`; the environment holds their placeholders or values, and
+/// files), its image and its template's environment (a template's derived image, an upgrade
+/// to a new template revision). A start recreates a container whose label differs, so a
+/// change reaches the container even where the engine could not apply it live, or forgets a
+/// live change on restart (Podman 4). Placeholders are not secret; values are not hashed.
 async fn config_fingerprint(state: &AppState, w: &Workspace) -> ApiResult<String> {
     use sha2::Digest;
     let l = w.limits;
@@ -586,6 +587,10 @@ async fn config_fingerprint(state: &AppState, w: &Workspace) -> ApiResult<String
     h.update(format!("{}:{}:{}", l.memory_bytes, l.nano_cpus, l.pids));
     for u in state.store.secret_uses(Some(&w.id)).await? {
         h.update(format!("|{}:{}:{}", u.name, u.delivery, u.placeholder));
+    }
+    h.update(format!("|image:{}", w.image));
+    for kv in crate::provision::template_env(state, &w.id).await? {
+        h.update(format!("|env:{}:{kv}", kv.len()));
     }
     Ok(hex::encode(&h.finalize()[..8]))
 }
@@ -934,6 +939,62 @@ async fn start_inner(state: &AppState, w: &Workspace) -> ApiResult<()> {
         c
     };
     start_and_wait(state, w, &container).await
+}
+
+/// Makes the running workspace's container match what the workspace is now made from (its
+/// image, caps, secret bindings, template environment: [`config_fingerprint`]), recreating
+/// it when it does not — the home volume and the channel stay; the daemon's terminal sessions
+/// end with the old container, as on a restart. `Ok(false)`: it matched, nothing was done.
+/// Used by provisioning when a template's derived image is ready or an upgrade changed the
+/// container's inputs.
+pub async fn ensure_current(state: &AppState, id: &WorkspaceId) -> ApiResult<bool> {
+    let lock = state.lock_for(id);
+    let _guard = lock.lock().await;
+    let w = state.store.workspace(id).await?;
+    if !matches!(w.state, WorkspaceState::Running | WorkspaceState::Failed) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "workspace {} is {}: its container is remade only while it runs",
+                w.qualified_name(),
+                w.state
+            ),
+        ));
+    }
+    let existing = match &w.container_id {
+        Some(c) => state.host.runtime.inspect_container(c).await?,
+        None => None,
+    };
+    let config = config_fingerprint(state, &w).await?;
+    let current = existing.as_ref().is_some_and(|c| {
+        matches!(c.state, ContainerState::Running)
+            && c.labels.get(LABEL_BINARY) == Some(&state.host.binary.hash)
+            && c.labels.get(LABEL_CONFIG) == Some(&config)
+    });
+    if current {
+        return Ok(false);
+    }
+    ensure_image(state, &w.image).await?;
+    if let Some(old) = &existing {
+        state.host.runtime.remove_container(&old.id).await?;
+    }
+    state
+        .host
+        .runtime
+        .remove_container(&engine_name(state, &w.tenant, &w.name))
+        .await?;
+    state.store.set_container(&w.id, None).await?;
+    prepare_channel(state, &w.id).await?;
+    state
+        .host
+        .runtime
+        .ensure_volume(&w.volume, &labels(state, &w))
+        .await?;
+    let c = create_container(state, &w).await?;
+    state.store.set_container(&w.id, Some(&c)).await?;
+    start_and_wait(state, &w, &c).await?;
+    serve_channel(state, &w.id).await;
+    Ok(true)
 }
 
 pub async fn stop(state: &AppState, raw: &str) -> ApiResult<Workspace> {

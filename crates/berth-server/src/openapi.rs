@@ -33,7 +33,7 @@ use crate::routes::{
         egress_templates::set, egress_templates::remove, egress_templates::attached,
         egress_templates::attach, egress_templates::detach,
         templates::list, templates::show, templates::set, templates::remove,
-        templates::status, templates::reprovision,
+        templates::status, templates::stream, templates::reprovision,
         secrets::set, secrets::list, secrets::remove,
         sso::config, sso::session, sso::logout, sso::remember_device, sso::list, sso::disable, sso::enable,
         tokens::list, tokens::create, tokens::revoke,

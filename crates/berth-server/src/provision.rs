@@ -17,7 +17,7 @@
 //! the steps whose inputs changed. A server restart during provisioning fails it clearly
 //! ([`recover`]): a half-run step is never assumed done.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use berth_domain::template::{ParamError, Template};
 use berth_domain::{ErrorCode, Failure, FailureKind, WorkspaceId, WorkspaceState};
 use berth_store::{NewStep, Workspace};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use crate::auth::{audit, Actor};
 use crate::error::{ApiError, ApiResult};
@@ -82,7 +83,7 @@ pub async fn prepare(
     let tenant = req.tenant.clone().unwrap_or_else(|| "default".into());
     let rev = crate::templates::find(state, &tenant, &name, None).await?;
     let t = crate::templates::parse_stored(&rev)?;
-    let spec = t
+    let mut spec = t
         .instantiate(&params)
         .map_err(|e| param_error(&tenant, &name, e))?;
     crate::templates::check(&spec).map_err(|e| {
@@ -95,7 +96,29 @@ pub async fn prepare(
     req.memory = req.memory.take().or_else(|| r.memory.clone());
     req.cpus = req.cpus.take().or_else(|| r.cpus.clone());
     req.pids = req.pids.or(r.pids);
-    req.image = req.image.take().or_else(|| spec.image.base.clone());
+    // The base is pinned in the recorded spec: a retry builds on the same one, and an upgrade
+    // sees whether a new revision changes it.
+    let base = req
+        .image
+        .take()
+        .or_else(|| spec.image.base.clone())
+        .unwrap_or_else(|| state.default_image());
+    spec.image.base = Some(base.clone());
+    req.image = Some(base.clone());
+    if spec.image.has_extras() {
+        if !crate::openapi::is_image_reference(&base) {
+            return Err(ApiError::invalid(format!(
+                "image {base:?} is not an image reference ([registry/]name[:tag][@sha256:digest])"
+            )));
+        }
+        // A derived image built before is used at once; otherwise the workspace starts on the
+        // base and the `image` step builds it and moves the workspace onto it.
+        crate::lifecycle::ensure_image(state, &base).await?;
+        let derived = crate::images::derived(state, &base, &spec.image).await?;
+        if state.host.runtime.image_exists(&derived.tag()).await? {
+            req.image = Some(derived.tag());
+        }
+    }
     let mut egress = req.egress.take().unwrap_or_default();
     egress.extend(spec.egress.rules.iter().cloned());
     req.egress = Some(egress);
@@ -173,6 +196,13 @@ fn json(v: &impl serde::Serialize) -> String {
 /// The steps of a spec in order, each with the hash of its inputs.
 fn plan(spec: &Template) -> Vec<PlannedStep> {
     let mut out = Vec::new();
+    if spec.image.has_extras() {
+        out.push(PlannedStep {
+            kind: "image",
+            name: "image".into(),
+            hash: hash_of(&["image", &json(&spec.image)]),
+        });
+    }
     if spec.git.name.is_some() || spec.git.email.is_some() {
         out.push(PlannedStep {
             kind: "git",
@@ -230,6 +260,7 @@ pub async fn record(state: &AppState, ws: &WorkspaceId, p: &Pending) -> ApiResul
             &steps,
         )
         .await?;
+    changed(ws);
     Ok(())
 }
 
@@ -323,6 +354,76 @@ pub async fn status(state: &AppState, ws: &str) -> ApiResult<api::ProvisionStatu
     })
 }
 
+/// A change counter per workspace, bumped whenever provisioning stores progress, so
+/// `GET …/provision/stream` sends the new status at once. It starts at the time the server
+/// started (in milliseconds), so the ids a stream sends keep growing across server restarts.
+static CHANGES: Mutex<Option<HashMap<String, Arc<watch::Sender<u64>>>>> = Mutex::new(None);
+
+fn changes_of(ws: &WorkspaceId) -> Arc<watch::Sender<u64>> {
+    static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let start = *EPOCH.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64)
+    });
+    let mut g = CHANGES.lock().unwrap_or_else(|p| p.into_inner());
+    g.get_or_insert_with(HashMap::new)
+        .entry(ws.as_str().to_owned())
+        .or_insert_with(|| Arc::new(watch::channel(start).0))
+        .clone()
+}
+
+/// Tells the workspace's provisioning streams that something changed.
+fn changed(ws: &WorkspaceId) {
+    changes_of(ws).send_modify(|n| *n += 1);
+}
+
+/// The workspace `raw` names (it must have been made from a template) and a receiver of its
+/// provisioning changes (subscribed before anything is read).
+pub async fn subscribe(
+    state: &AppState,
+    raw: &str,
+) -> ApiResult<(WorkspaceId, watch::Receiver<u64>)> {
+    let w = crate::lifecycle::resolve(state, raw).await?;
+    provision_of(state, &w).await?;
+    Ok((w.id.clone(), changes_of(&w.id).subscribe()))
+}
+
+/// Where a stream resumes: after `after`, unless that id is newer than any this server sent
+/// (from another server's counter): then from the start.
+pub fn resume_from(ws: &WorkspaceId, after: u64) -> u64 {
+    if after > *changes_of(ws).borrow() {
+        0
+    } else {
+        after
+    }
+}
+
+/// What a stream reading after an id gets.
+pub enum StreamRead {
+    /// The current status, newer than that id, with its id.
+    Status(u64, Box<api::ProvisionStatus>),
+    /// Nothing newer yet.
+    Wait,
+    /// Nothing newer, and the provisioning is over.
+    End,
+}
+
+/// What a stream sends after `after`: the current status when it is newer, the end once the
+/// status after `after` was final.
+pub async fn read_stream(state: &AppState, ws: &WorkspaceId, after: u64) -> ApiResult<StreamRead> {
+    let number = *changes_of(ws).borrow();
+    let status = status(state, &ws.to_string()).await?;
+    if number > after {
+        return Ok(StreamRead::Status(number, Box::new(status)));
+    }
+    Ok(if matches!(status.state.as_str(), "done" | "failed") {
+        StreamRead::End
+    } else {
+        StreamRead::Wait
+    })
+}
+
 /// Workspaces with a runner going (one runner per workspace).
 static RUNNING: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
@@ -352,6 +453,7 @@ pub fn spawn(state: Arc<AppState>, ws: WorkspaceId, actor: Actor) {
                 .store
                 .set_provision_state(&ws, "failed", Some(&e.message))
                 .await;
+            changed(&ws);
             let _ = fail_workspace(&state, &ws, &e.message).await;
         }
         release(&ws);
@@ -376,6 +478,7 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
     };
     let spec: Template = serde_json::from_str(&p.spec).map_err(ApiError::internal)?;
     state.store.set_provision_state(ws, "running", None).await?;
+    changed(ws);
     let w = state.store.workspace(ws).await?;
     let uses = state.store.secret_uses(Some(ws)).await?;
     let placeholder = |name: &str| {
@@ -383,14 +486,14 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
             .find(|u| u.name == name)
             .map(|u| u.placeholder.clone())
     };
-    let planned = plan(&spec);
     for step in &p.steps {
         if matches!(step.state.as_str(), "done" | "skipped") {
             continue;
         }
         let pos = step.position;
         state.store.start_step(ws, pos).await?;
-        let what = planned.get(pos as usize).map(|s| s.kind).unwrap_or("");
+        changed(ws);
+        let what = step.kind.as_str();
         let outcome = match what {
             "git" => {
                 let mut env = Vec::new();
@@ -468,6 +571,8 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
                     step.name
                 ))),
             },
+            "image" => image_step(state, ws, pos, &spec).await,
+            "container" => container_step(state, ws, &spec).await,
             "session" => start_session(state, &w, &spec, actor).await,
             other => Err(ApiError::internal(format!("unknown step kind {other:?}"))),
         };
@@ -482,6 +587,7 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
                     .store
                     .finish_step(ws, pos, "done", &log, exit_code, message.as_deref())
                     .await?;
+                changed(ws);
             }
             Ok(Outcome {
                 log,
@@ -494,6 +600,7 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
                     .store
                     .finish_step(ws, pos, "failed", &log, exit_code, Some(&why))
                     .await?;
+                changed(ws);
                 let msg = format!(
                     "provisioning step {} ({}) {why}; its log: `berth workspace provision {}`; resume with --retry",
                     pos + 1,
@@ -504,6 +611,7 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
                     .store
                     .set_provision_state(ws, "failed", Some(&msg))
                     .await?;
+                changed(ws);
                 fail_workspace(state, ws, &msg).await?;
                 return Ok(());
             }
@@ -512,6 +620,7 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
                     .store
                     .finish_step(ws, pos, "failed", "", None, Some(&e.message))
                     .await?;
+                changed(ws);
                 return Err(ApiError::new(
                     e.code,
                     format!(
@@ -526,6 +635,7 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
         }
     }
     state.store.set_provision_state(ws, "done", None).await?;
+    changed(ws);
     Ok(())
 }
 
@@ -637,6 +747,7 @@ async fn run_script(
                 if last_flush.elapsed() >= LOG_FLUSH {
                     last_flush = tokio::time::Instant::now();
                     state.store.set_step_log(ws, pos, &tail.text()).await?;
+                    changed(ws);
                 }
             }
             Some(ExecEvent::Exit(code)) => {
@@ -663,6 +774,149 @@ async fn run_script(
                 })
             }
         }
+    }
+}
+
+/// The `image` step: builds the derived image of the template's `[image]` extras on top of the
+/// pinned base (or finds it built: images are content-addressed and shared), its output as the
+/// step's log, then moves the workspace onto it (its container is made anew; the home volume
+/// stays).
+async fn image_step(
+    state: &AppState,
+    ws: &WorkspaceId,
+    pos: i64,
+    spec: &Template,
+) -> ApiResult<Outcome> {
+    let failed = |log: String, message: String| Outcome {
+        ok: false,
+        log,
+        exit_code: None,
+        message: Some(message),
+    };
+    let base = spec
+        .image
+        .base
+        .clone()
+        .unwrap_or_else(|| state.default_image());
+    let derived = match crate::images::derived(state, &base, &spec.image).await {
+        Ok(d) => d,
+        Err(e) => return Ok(failed(String::new(), e.message)),
+    };
+    let tag = derived.tag();
+    let mut tail = Tail::default();
+    tail.push(format!("base {base}; derived image {tag}\n").as_bytes());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let build = crate::images::build_derived(state, &derived, tx);
+    tokio::pin!(build);
+    let mut last_flush = tokio::time::Instant::now();
+    let built = loop {
+        tokio::select! {
+            r = &mut build => break r,
+            Some(line) = rx.recv() => {
+                tail.push(line.as_bytes());
+                tail.push(b"\n");
+                if last_flush.elapsed() >= LOG_FLUSH {
+                    last_flush = tokio::time::Instant::now();
+                    state.store.set_step_log(ws, pos, &tail.text()).await?;
+                    changed(ws);
+                }
+            }
+        }
+    };
+    while let Ok(line) = rx.try_recv() {
+        tail.push(line.as_bytes());
+        tail.push(b"\n");
+    }
+    let built = match built {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(failed(
+                tail.text(),
+                format!("the image build failed: {}", first_line(&e.message)),
+            ))
+        }
+    };
+    let what = if built {
+        format!("built {tag}")
+    } else {
+        format!("reused {tag}")
+    };
+    if !built {
+        tail.push(format!("{tag} exists: reused, not built again\n").as_bytes());
+    }
+    let w = state.store.workspace(ws).await?;
+    if w.image != tag {
+        state.store.set_workspace_image(ws, &tag).await?;
+        tail.push(format!("moving the workspace from {} to {tag}\n", w.image).as_bytes());
+        state.store.set_step_log(ws, pos, &tail.text()).await?;
+        changed(ws);
+        if let Err(e) = crate::lifecycle::ensure_current(state, ws).await {
+            return Ok(failed(
+                tail.text(),
+                format!("could not remake the container: {}", e.message),
+            ));
+        }
+        tail.push(b"container remade on the new image; the home volume is kept\n");
+    }
+    Ok(Outcome {
+        ok: true,
+        log: tail.text(),
+        exit_code: None,
+        message: Some(what),
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// The `container` step of an upgrade that changed what the container is made from (image,
+/// environment, caps): the workspace is moved onto the new revision's image (its derived
+/// image was set by the `image` step) and its container made anew when it differs.
+async fn container_step(state: &AppState, ws: &WorkspaceId, spec: &Template) -> ApiResult<Outcome> {
+    let mut log = String::new();
+    if !spec.image.has_extras() {
+        if let Some(base) = &spec.image.base {
+            let w = state.store.workspace(ws).await?;
+            if &w.image != base {
+                if let Err(e) = crate::lifecycle::ensure_image(state, base).await {
+                    return Ok(Outcome {
+                        ok: false,
+                        log,
+                        exit_code: None,
+                        message: Some(e.message),
+                    });
+                }
+                state.store.set_workspace_image(ws, base).await?;
+                log.push_str(&format!("image {} → {base}\n", w.image));
+            }
+        }
+    }
+    match crate::lifecycle::ensure_current(state, ws).await {
+        Ok(true) => {
+            log.push_str("container remade; the home volume is kept\n");
+            Ok(Outcome {
+                ok: true,
+                log,
+                exit_code: None,
+                message: Some("remade".into()),
+            })
+        }
+        Ok(false) => {
+            log.push_str("the container is current\n");
+            Ok(Outcome {
+                ok: true,
+                log,
+                exit_code: None,
+                message: Some("current".into()),
+            })
+        }
+        Err(e) => Ok(Outcome {
+            ok: false,
+            log,
+            exit_code: None,
+            message: Some(format!("could not remake the container: {}", e.message)),
+        }),
     }
 }
 
@@ -731,15 +985,32 @@ async fn reprovision_unaudited(
         return Err(ApiError::invalid("give exactly one of retry and upgrade"));
     }
     let w = crate::lifecycle::resolve(state, ws).await?;
+    // An upgrade is worked out before the workspace's lock is taken: larger caps take the
+    // tenant's admission lock, which is always taken before a workspace's.
+    let upgrade = if req.upgrade {
+        let p = provision_of(state, &w).await?;
+        let u = plan_upgrade(state, &w, &p).await?;
+        let larger = u
+            .limits
+            .filter(|l| l.memory_bytes > w.limits.memory_bytes || l.nano_cpus > w.limits.nano_cpus);
+        let hold = match larger {
+            Some(l) if matches!(w.state, WorkspaceState::Running | WorkspaceState::Failed) => {
+                let asked = berth_domain::QuotaUse {
+                    workspaces: 0,
+                    ..crate::lifecycle::quota_use(&l)
+                };
+                Some(crate::tenants::check(state, &w.tenant, asked, Some(&w.id)).await?)
+            }
+            _ => None,
+        };
+        Some((u, hold))
+    } else {
+        None
+    };
     let lock = state.lock_for(&w.id);
     let _guard = lock.lock().await;
     let w = state.store.workspace(&w.id).await?;
-    let p = state.store.provision(&w.id).await?.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "workspace {} was not made from a template",
-            w.qualified_name()
-        ))
-    })?;
+    let p = provision_of(state, &w).await?;
     if matches!(p.state.as_str(), "running" | "pending") && !req.upgrade {
         return Err(ApiError::new(
             ErrorCode::Provisioning,
@@ -779,48 +1050,58 @@ async fn reprovision_unaudited(
                 ),
             ));
         }
-    } else {
-        let rev = crate::templates::find(state, w.tenant.as_str(), &p.template, None).await?;
-        let t = crate::templates::parse_stored(&rev)?;
-        let params: BTreeMap<String, String> =
-            serde_json::from_str(&p.params).map_err(ApiError::internal)?;
-        let spec = t
-            .instantiate(&params)
-            .map_err(|e| param_error(w.tenant.as_str(), &p.template, e))?;
-        // A step whose inputs did not change and that ran already stays done.
-        let steps: Vec<NewStep> = plan(&spec)
-            .into_iter()
-            .map(|s| {
-                let done = p.steps.iter().any(|o| {
-                    o.kind == s.kind
-                        && o.name == s.name
-                        && o.input_hash == s.hash
-                        && o.state == "done"
-                });
-                NewStep {
-                    kind: s.kind.into(),
-                    name: s.name,
-                    input_hash: s.hash,
-                    state: if done { "done" } else { "pending" }.into(),
-                }
-            })
-            .collect();
+    } else if let Some((u, _hold)) = upgrade {
+        if u.from_spec != p.spec || u.from_limits != w.limits {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the provisioning of workspace {} changed while this upgrade waited: retry",
+                    w.qualified_name()
+                ),
+            ));
+        }
+        if u.remakes_container {
+            // Remaking the container ends what runs in it: not under a running task.
+            let busy: Vec<String> = state
+                .store
+                .active_tasks()
+                .await?
+                .into_iter()
+                .filter(|t| t.workspace_id == w.id)
+                .map(|t| t.id.to_string())
+                .collect();
+            if !busy.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "the upgrade of workspace {} remakes its container, and tasks run in it ({}): wait for them or cancel them first",
+                        w.qualified_name(),
+                        busy.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(l) = &u.limits {
+            state.store.set_workspace_limits(&w.id, l).await?;
+        }
         state
             .store
             .put_provision(
                 &w.id,
                 &p.template,
-                rev.revision,
+                u.revision,
                 &p.params,
-                &json(&spec),
-                &steps,
+                &json(&u.spec),
+                &u.steps,
             )
             .await?;
+        changed(&w.id);
     }
     state
         .store
         .set_provision_state(&w.id, "pending", None)
         .await?;
+    changed(&w.id);
     if w.state == WorkspaceState::Failed {
         state
             .store
@@ -832,6 +1113,154 @@ async fn reprovision_unaudited(
     let before = status(state, &w.id.to_string()).await;
     spawn(state.clone(), w.id.clone(), actor.clone());
     before
+}
+
+async fn provision_of(state: &AppState, w: &Workspace) -> ApiResult<berth_store::Provision> {
+    state.store.provision(&w.id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "workspace {} was not made from a template",
+            w.qualified_name()
+        ))
+    })
+}
+
+/// What an upgrade to the template's newest revision does.
+struct Upgrade {
+    revision: i64,
+    spec: Template,
+    steps: Vec<NewStep>,
+    /// New caps, when the revision changes the template's resources.
+    limits: Option<berth_domain::Limits>,
+    /// Whether the container is made anew (its image, environment or caps change).
+    remakes_container: bool,
+    /// What the plan was made from, to notice a change while it waited for the lock.
+    from_spec: String,
+    from_limits: berth_domain::Limits,
+}
+
+/// Plans the upgrade of `w` (provisioned as `p`) to its template's newest revision: the new
+/// spec (its base pinned as at create: the revision's, else the one the workspace was made
+/// from), the steps (unchanged ones that ran stay done), new caps for the resources the
+/// revision changed, and — when the image, environment or caps change — a `container` step
+/// that makes the container anew before the other steps run (the auto-session, which ends
+/// with the old container, runs again).
+async fn plan_upgrade(
+    state: &AppState,
+    w: &Workspace,
+    p: &berth_store::Provision,
+) -> ApiResult<Upgrade> {
+    let tenant = w.tenant.as_str();
+    let rev = crate::templates::find(state, tenant, &p.template, None).await?;
+    let t = crate::templates::parse_stored(&rev)?;
+    let params: BTreeMap<String, String> =
+        serde_json::from_str(&p.params).map_err(ApiError::internal)?;
+    let mut spec = t
+        .instantiate(&params)
+        .map_err(|e| param_error(tenant, &p.template, e))?;
+    crate::templates::check(&spec).map_err(|e| {
+        ApiError::new(
+            ErrorCode::TemplateInvalid,
+            format!(
+                "template {tenant}/{}, with the workspace's parameters: {e}",
+                p.template
+            ),
+        )
+    })?;
+    let old: Template = serde_json::from_str(&p.spec).map_err(ApiError::internal)?;
+    // Recorded before bases were pinned: the workspace's image is its base.
+    let old_base = old.image.base.clone().unwrap_or_else(|| w.image.clone());
+    if spec.image.base.is_none() {
+        spec.image.base = Some(old_base.clone());
+    }
+    let mut old_image = old.image.clone();
+    old_image.base = Some(old_base);
+    let limits = upgraded_limits(state, w.limits, &old.resources, &spec.resources)?;
+    let remakes = old_image != spec.image || old.env != spec.env || limits.is_some();
+    let mut steps: Vec<NewStep> = plan(&spec)
+        .into_iter()
+        .map(|s| {
+            let done = p.steps.iter().any(|o| {
+                o.kind == s.kind && o.name == s.name && o.input_hash == s.hash && o.state == "done"
+            });
+            NewStep {
+                kind: s.kind.into(),
+                name: s.name,
+                input_hash: s.hash,
+                state: if done { "done" } else { "pending" }.into(),
+            }
+        })
+        .collect();
+    let image_runs = steps.iter().any(|s| s.kind == "image" && s.state != "done");
+    if remakes {
+        let at = usize::from(steps.first().is_some_and(|s| s.kind == "image"));
+        steps.insert(
+            at,
+            NewStep {
+                kind: "container".into(),
+                name: "container".into(),
+                input_hash: hash_of(&[
+                    "container",
+                    &json(&spec.image),
+                    &json(&spec.env),
+                    &json(&limits),
+                ]),
+                state: "pending".into(),
+            },
+        );
+    }
+    if remakes || image_runs {
+        // The auto-session ends with the old container.
+        for s in steps.iter_mut().filter(|s| s.kind == "session") {
+            s.state = "pending".into();
+        }
+    }
+    Ok(Upgrade {
+        revision: rev.revision,
+        spec,
+        steps,
+        limits,
+        remakes_container: remakes || image_runs,
+        from_spec: p.spec.clone(),
+        from_limits: w.limits,
+    })
+}
+
+/// The caps after an upgrade: each resource the new revision sets differently from the old one
+/// takes the new value (the server's default when the new revision leaves it out); the others
+/// stay as they are (also when the create request gave them). `None`: no change.
+fn upgraded_limits(
+    state: &AppState,
+    current: berth_domain::Limits,
+    old: &berth_domain::template::Resources,
+    new: &berth_domain::template::Resources,
+) -> ApiResult<Option<berth_domain::Limits>> {
+    use berth_domain::limits::{parse_cpus, parse_memory};
+    let d = state.config.default_limits;
+    let invalid = |e: berth_domain::limits::LimitsError| {
+        ApiError::new(ErrorCode::TemplateInvalid, format!("resources: {e}"))
+    };
+    let mut l = current;
+    if old.memory != new.memory {
+        l.memory_bytes = match &new.memory {
+            Some(m) => parse_memory(m).map_err(invalid)?,
+            None => d.memory_bytes,
+        };
+    }
+    if old.cpus != new.cpus {
+        l.nano_cpus = match &new.cpus {
+            Some(c) => parse_cpus(c).map_err(invalid)?,
+            None => d.nano_cpus,
+        };
+    }
+    if old.pids != new.pids {
+        l.pids = new.pids.unwrap_or(d.pids);
+    }
+    if l == current {
+        return Ok(None);
+    }
+    let l = l.validate().map_err(invalid)?;
+    crate::capacity::check_host(&l)?;
+    Ok(Some(l))
 }
 
 /// At start-up: a provisioning the server was running when it stopped is failed clearly (the
@@ -865,6 +1294,7 @@ pub async fn recover(state: &AppState) {
                         Some("interrupted: the berth server restarted"),
                     )
                     .await?;
+                changed(&id);
             }
             let w = state.store.workspace(&id).await?;
             let msg = format!(
@@ -877,6 +1307,7 @@ pub async fn recover(state: &AppState) {
                 .store
                 .set_provision_state(&id, "failed", Some(&msg))
                 .await?;
+            changed(&id);
             fail_workspace(state, &id, &msg).await?;
             Ok(())
         }

@@ -27,19 +27,6 @@ fn invalid(tenant: &str, name: &str, e: &TemplateError) -> ApiError {
 /// The checks only the server can make (it knows egress rule syntax and host names). Strings
 /// still holding a `{{param}}` reference are checked once the values are in.
 pub fn check(t: &Template) -> Result<(), TemplateError> {
-    if t.image.has_extras() {
-        let key = if !t.image.apt.is_empty() {
-            "image.apt"
-        } else if !t.image.npm.is_empty() {
-            "image.npm"
-        } else {
-            "image.pip"
-        };
-        return Err(TemplateError::new(
-            key,
-            "this server does not build derived images yet: install packages in a [[setup]] step",
-        ));
-    }
     for (i, r) in t.egress.rules.iter().enumerate() {
         if r.contains("{{") {
             continue;

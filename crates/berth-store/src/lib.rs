@@ -419,6 +419,18 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the image the workspace's container is made from (a template's derived image,
+    /// or the base of a new template revision); the next container made uses it.
+    pub async fn set_workspace_image(&self, id: &WorkspaceId, image: &str) -> Result<()> {
+        sqlx::query("UPDATE workspaces SET image = ?, updated_at = ? WHERE id = ?")
+            .bind(image)
+            .bind(now())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Replaces the workspace's resource caps (validated by the caller).
     pub async fn set_workspace_limits(&self, id: &WorkspaceId, limits: &Limits) -> Result<()> {
         sqlx::query(

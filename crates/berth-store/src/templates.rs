@@ -223,14 +223,30 @@ impl Store {
         .bind(now())
         .execute(&mut *tx)
         .await?;
+        // A step kept `done` (same kind, name and inputs as before: an upgrade that did not
+        // change it) keeps its log, exit code, message and times.
+        let before = sqlx::query(
+            "SELECT kind, name, input_hash, log, exit_code, message, started_at, finished_at \
+             FROM provision_steps WHERE workspace_id = ? AND state = 'done'",
+        )
+        .bind(ws.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM provision_steps WHERE workspace_id = ?")
             .bind(ws.as_str())
             .execute(&mut *tx)
             .await?;
         for (i, s) in steps.iter().enumerate() {
+            let kept = before.iter().find(|r| {
+                s.state == "done"
+                    && r.get::<String, _>("kind") == s.kind
+                    && r.get::<String, _>("name") == s.name
+                    && r.get::<String, _>("input_hash") == s.input_hash
+            });
             sqlx::query(
-                "INSERT INTO provision_steps (workspace_id, position, kind, name, state, input_hash) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO provision_steps (workspace_id, position, kind, name, state, input_hash, \
+                 log, exit_code, message, started_at, finished_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(ws.as_str())
             .bind(i as i64)
@@ -238,6 +254,11 @@ impl Store {
             .bind(&s.name)
             .bind(&s.state)
             .bind(&s.input_hash)
+            .bind(kept.map_or(String::new(), |r| r.get::<String, _>("log")))
+            .bind(kept.and_then(|r| r.get::<Option<i64>, _>("exit_code")))
+            .bind(kept.and_then(|r| r.get::<Option<String>, _>("message")))
+            .bind(kept.and_then(|r| r.get::<Option<String>, _>("started_at")))
+            .bind(kept.and_then(|r| r.get::<Option<String>, _>("finished_at")))
             .execute(&mut *tx)
             .await?;
         }

@@ -1,6 +1,7 @@
-import { useRef, useState, type FormEvent } from 'react';
+import { useEffect, useRef, useState, type FormEvent } from 'react';
 import {
   api,
+  getToken,
   post,
   wsRef,
   type EffectiveEgress,
@@ -19,6 +20,7 @@ import { LiveUsage } from './Workspaces';
 import { TaskTable } from './Tasks';
 import { Allowed, useCan } from '../roles';
 import { focusStep, provisioningLive, stepLine } from '../templates';
+import { followSse } from '../sse';
 
 export function WorkspaceDetail({ ws }: { ws: string }) {
   const ref = wsRef(ws);
@@ -95,21 +97,20 @@ export function WorkspaceDetail({ ws }: { ws: string }) {
 
 /**
  * The provisioning of a workspace made from a template: the step list with each step's state,
- * the running (or failed) step's log live, and Retry for a failed one. Nothing for a workspace
- * not made from a template (asked once).
+ * the running (or failed) step's log live (the server's event stream), and Retry for a failed
+ * one. Nothing for a workspace not made from a template (asked once).
  */
 function Provisioning({ ws, onChange }: { ws: string; onChange: () => void }) {
   const plain = useRef(false);
   const last = useRef<string | undefined>(undefined);
+  const changed = useRef(onChange);
+  changed.current = onChange;
+  // Asked once (is it made from a template?); then the server's event stream keeps it live.
   const p = useLoad(
     async () => {
       if (plain.current) return null;
       try {
-        const s = await api<ProvisionStatus>(`/workspaces/${ws}/provision`);
-        // The workspace's own state follows the provisioning's (failed{provision}, running).
-        if (last.current !== undefined && last.current !== s.state) onChange();
-        last.current = s.state;
-        return s;
+        return await api<ProvisionStatus>(`/workspaces/${ws}/provision`);
       } catch (e) {
         if (e instanceof Error && /not made from a template/.test(e.message)) {
           plain.current = true;
@@ -119,11 +120,37 @@ function Provisioning({ ws, onChange }: { ws: string; onChange: () => void }) {
       }
     },
     [ws],
-    1500,
   );
+  const [live, setLive] = useState<ProvisionStatus>();
+  // Bumped after a retry: the stream ended with the failure, a new one follows the retry.
+  const [round, setRound] = useState(0);
+  const made = !!p.data;
+  useEffect(() => {
+    if (!made) return;
+    return followSse({
+      url: (after) => `/api/v1/workspaces/${ws}/provision/stream?after=${after}`,
+      token: getToken(),
+      // A finished stream is asked again now and then: a retry or upgrade from elsewhere (the
+      // CLI) starts a new provisioning, whose statuses have newer ids.
+      reconnectOnEnd: () => true,
+      retryMs: 3000,
+      onMessage: (msg) => {
+        let s: ProvisionStatus;
+        try {
+          s = JSON.parse(msg.data);
+        } catch {
+          return;
+        }
+        // The workspace's own state follows the provisioning's (failed{provision}, running).
+        if (last.current !== undefined && last.current !== s.state) changed.current();
+        last.current = s.state;
+        setLive(s);
+      },
+    });
+  }, [ws, made, round]);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string>();
-  const s = p.data;
+  const s = live ?? p.data;
   if (!s) return null;
   const focus = focusStep(s.steps);
   const retry = async () => {
@@ -131,7 +158,7 @@ function Provisioning({ ws, onChange }: { ws: string; onChange: () => void }) {
     setError(undefined);
     try {
       await post(`/workspaces/${ws}/provision`, { retry: true });
-      p.reload();
+      setRound((r) => r + 1);
       onChange();
     } catch (e) {
       setError(e instanceof Error ? e.message : String(e));

@@ -134,6 +134,7 @@ const EXPECTED: &[Entry] = &[
     ("PUT", "/templates/{tenant}/{name}", Owner, Acme, "/templates/acme/base", Json("{")),
     ("DELETE", "/templates/{tenant}/{name}", Owner, Acme, "/templates/acme/victim", NoBody),
     ("GET", "/workspaces/{ws}/provision", Viewer, Acme, "/workspaces/W/provision", NoBody),
+    ("GET", "/workspaces/{ws}/provision/stream", Viewer, Acme, "/workspaces/W/provision/stream", NoBody),
     ("POST", "/workspaces/{ws}/provision", Member, Acme, "/workspaces/W/provision", Json("{")),
     ("GET", "/workspaces/{ws}/egress/log", Viewer, Acme, "/workspaces/W/egress/log", NoBody),
     ("GET", "/workspaces/{ws}/egress/log/stream", Viewer, Acme, "/workspaces/W/egress/log/stream", NoBody),

@@ -29,6 +29,7 @@ mod sessions;
 mod sso;
 mod task_diff;
 mod tasks;
+mod template_image;
 mod template_mcp;
 mod templates;
 mod tls;

@@ -13,8 +13,7 @@
 //! the CLI (naming the file) and by the REST API (`template_invalid`); a missing parameter is
 //! one readable line and exit 1.
 //!
-//! Image extras are not built by this server yet: a template asking for them is refused at
-//! `set` (checked below), so no package source is needed.
+//! Image extras (a derived image built from package registries) are `template_image`'s.
 
 use std::time::Duration;
 
@@ -155,19 +154,19 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
     assert_eq!(v["error"]["code"], "template_invalid");
     let m = v["error"]["message"].as_str().unwrap();
     assert!(m.contains("setup[0].timeout"), "{m}");
-    // Image extras are refused (not built by this server yet), with the key.
+    // A package name that is not one (an option here) is refused, with the key.
     let (st, v) = s
         .call(
             "PUT",
             "/api/v1/templates/acme/web",
-            Some(json!({"source": "[image]\napt = [\"jq\"]\n"})),
+            Some(json!({"source": "[image]\napt = [\"jq\", \"-oAPT::Get::Foo=1\"]\n"})),
         )
         .await;
     assert_eq!(st, 422, "{v}");
     assert!(v["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("image.apt"));
+        .contains("image.apt[1]"));
     let (st, _) = s.call("GET", "/api/v1/templates/acme/web", None).await;
     assert_eq!(st, 404, "nothing was stored");
 
@@ -412,7 +411,9 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
     assert_ne!(v["error"]["code"], "provisioning", "{v}");
 
     // Upgrade to a revision that changes only the check step: only that step runs again.
-    let build_finished = v["steps"][2]["finished_at"].clone();
+    let (_, before) = s.call("GET", &prov, None).await;
+    let build_finished = before["steps"][2]["finished_at"].clone();
+    assert!(build_finished.is_string(), "{before}");
     std::fs::write(
         &file,
         TEMPLATE.replace("echo check-output", "echo upgraded-check"),

@@ -12,6 +12,7 @@ use clap::Subcommand;
 use crate::client::{decode, encode_segment, ws_path, CliError, Client, Result};
 use crate::ctx::Ctx;
 use crate::format::{key_values, short_time, table};
+use crate::stream::SseParser;
 
 #[derive(Debug, Subcommand)]
 pub enum TemplateCmd {
@@ -323,8 +324,15 @@ struct Printed {
     log: BTreeMap<i64, String>,
 }
 
+/// The server sends a keepalive every ~15 s; silence this long means the connection is dead.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Waits before the reconnects after a dropped stream; then it is an error.
+const BACKOFF_MS: [u64; 5] = [250, 500, 1000, 2000, 4000];
+
 /// Prints a provisioning's progress until it is done or failed: each step as it starts and
-/// ends, and its output as it comes. Exit code 0 when done, 1 when failed.
+/// ends, and its output as it comes, from the server's event stream
+/// (`…/provision/stream`; a dropped connection resumes after the last status shown).
+/// Exit code 0 when done, 1 when failed.
 /// `kept`: the status a retry or upgrade answered with; its finished steps are not run again
 /// and are not printed.
 pub(crate) async fn follow(
@@ -333,7 +341,6 @@ pub(crate) async fn follow(
     ws: &str,
     kept: Option<&ProvisionStatus>,
 ) -> Result<i32> {
-    let path = format!("{}/provision", ws_path(ws));
     let mut printed = Printed::default();
     for st in kept.map(|k| k.steps.as_slice()).unwrap_or_default() {
         // Done: kept. Failed: shown again only once it runs again.
@@ -342,29 +349,74 @@ pub(crate) async fn follow(
             printed.log.insert(st.index, st.log.clone());
         }
     }
+    let mut last = 0u64;
+    let mut failures = 0usize;
     loop {
-        let s: ProvisionStatus = decode(client.get_value(&path).await?)?;
-        print_news(ctx, &s, &mut printed)?;
-        match s.state.as_str() {
-            "done" => {
-                let session = s
-                    .session
-                    .map(|n| format!("; agent session {n} is running (berth attach {ws} {n})"))
-                    .unwrap_or_default();
-                ctx.print(&format!(
-                    "provisioned {} from template {} revision {}{session}\n",
-                    s.workspace, s.template, s.revision
-                ))?;
-                return Ok(0);
+        let path = format!("{}/provision/stream?after={last}", ws_path(ws));
+        let cause = match client.get_event_stream(&path).await {
+            Err(e @ CliError::Api { status, .. }) if status != 0 && status < 500 => return Err(e),
+            Err(e) => e.to_string(),
+            Ok(mut resp) => {
+                let mut sse = SseParser::default();
+                loop {
+                    match tokio::time::timeout(IDLE_TIMEOUT, resp.chunk()).await {
+                        Ok(Ok(Some(bytes))) => {
+                            failures = 0;
+                            for ev in sse.push(&bytes) {
+                                if ev.event.as_deref() != Some("status") {
+                                    continue;
+                                }
+                                let Ok(s) = serde_json::from_str::<ProvisionStatus>(&ev.data)
+                                else {
+                                    continue;
+                                };
+                                if let Some(id) =
+                                    ev.id.as_deref().and_then(|i| i.trim().parse().ok())
+                                {
+                                    last = id;
+                                }
+                                print_news(ctx, &s, &mut printed)?;
+                                if let Some(code) = finished(ctx, ws, s)? {
+                                    return Ok(code);
+                                }
+                            }
+                        }
+                        Ok(Ok(None)) => break "the server closed the stream".to_owned(),
+                        Ok(Err(e)) => break client.stream_error(&e).to_string(),
+                        Err(_) => break format!("no data for {}s", IDLE_TIMEOUT.as_secs()),
+                    }
+                }
             }
-            "failed" => {
-                return Err(CliError::other(
-                    s.message
-                        .unwrap_or_else(|| format!("provisioning of {ws} failed")),
-                ))
-            }
-            _ => tokio::time::sleep(Duration::from_millis(400)).await,
+        };
+        let Some(ms) = BACKOFF_MS.get(failures) else {
+            return Err(CliError::other(format!(
+                "lost the provisioning progress of {ws}: {cause} (it goes on; see `berth workspace provision {ws}`)"
+            )));
+        };
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+    }
+}
+
+/// `Some(exit code)` once the provisioning is over (done: a line saying so; failed: the error).
+fn finished(ctx: &mut Ctx<'_>, ws: &str, s: ProvisionStatus) -> Result<Option<i32>> {
+    match s.state.as_str() {
+        "done" => {
+            let session = s
+                .session
+                .map(|n| format!("; agent session {n} is running (berth attach {ws} {n})"))
+                .unwrap_or_default();
+            ctx.print(&format!(
+                "provisioned {} from template {} revision {}{session}\n",
+                s.workspace, s.template, s.revision
+            ))?;
+            Ok(Some(0))
         }
+        "failed" => Err(CliError::other(
+            s.message
+                .unwrap_or_else(|| format!("provisioning of {ws} failed")),
+        )),
+        _ => Ok(None),
     }
 }
 

@@ -136,6 +136,7 @@ fn api() -> Api {
         .put("/templates/{tenant}/{name}", MANAGE, templates::set)
         .delete("/templates/{tenant}/{name}", MANAGE, templates::remove)
         .get("/workspaces/{ws}/provision", READ, templates::status)
+        .get("/workspaces/{ws}/provision/stream", READ, templates::stream)
         .post(
             "/workspaces/{ws}/provision",
             OPERATE,

@@ -1,15 +1,16 @@
 //! `/templates…`: workspace templates of a tenant (every `set` a new revision), and
 //! `/workspaces/{ws}/provision`: a workspace's provisioning from its template (progress, retry,
-//! upgrade). Owners manage templates; members use them (create, provision); viewers read.
+//! upgrade; live as Server-Sent Events). Owners manage templates; members use them (create, provision); viewers read.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::Extension;
 use berth_api as api;
 
-use super::{parse_body, Query};
+use super::{parse_body, sse, Query};
 use crate::auth::Actor;
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -109,13 +110,70 @@ pub async fn status(
     Ok(axum::Json(provision::status(&state, &ws).await?))
 }
 
+/// A workspace's provisioning as it happens (Server-Sent Events).
+///
+/// Each SSE message is `event: status`, `data: ProvisionStatus` (the whole status: step states,
+/// the running step's log so far) with an increasing `id`: the current status first, then a
+/// new one whenever provisioning stored progress. Resumable: with `?after=` (or the
+/// `Last-Event-ID` a reconnecting browser sends) a status not newer than that id is not sent
+/// again. Ends after a status that is `done` or `failed`.
+#[utoipa::path(get, path = "/api/v1/workspaces/{ws}/provision/stream", operation_id = "stream_provision", tag = "templates",
+    params(("ws" = String, Path, description = "workspace reference"), api::ProvisionStreamQuery),
+    responses((status = 200, content_type = "text/event-stream", description = "SSE of ProvisionStatus"),
+        (status = 404, body = api::ErrorBody, description = "no such workspace, or it was not made from a template")),
+    security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    Path(ws): Path<String>,
+    Query(q): Query<api::ProvisionStreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    // Subscribe before the first read, so nothing stored in between is missed.
+    let (id, rx) = provision::subscribe(&state, &ws).await?;
+    let after = provision::resume_from(&id, sse::resume_after(q.after, &headers));
+    Ok(sse::follow(rx, after, move |after| {
+        let (state, id) = (state.clone(), id.clone());
+        async move {
+            match provision::read_stream(&state, &id, after).await {
+                Ok(provision::StreamRead::Status(number, status)) => {
+                    Ok(sse::Read::Records(vec![Numbered { number, status }]))
+                }
+                Ok(provision::StreamRead::Wait) => Ok(sse::Read::Wait),
+                Ok(provision::StreamRead::End) => Ok(sse::Read::End),
+                Err(e) => {
+                    tracing::warn!(workspace = %id, error = %e, "provisioning stream");
+                    Err(())
+                }
+            }
+        }
+    }))
+}
+
+/// A provisioning status with its id, as a stream event.
+struct Numbered {
+    number: u64,
+    status: Box<api::ProvisionStatus>,
+}
+
+impl sse::Numbered for Numbered {
+    fn number(&self) -> u64 {
+        self.number
+    }
+    fn kind(&self) -> String {
+        "status".into()
+    }
+    fn data(&self) -> String {
+        serde_json::to_string(&self.status).unwrap_or_default()
+    }
+}
+
 /// Runs a workspace's provisioning again.
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/provision", operation_id = "reprovision", tag = "templates", request_body = api::Reprovision,
     params(("ws" = String, Path, description = "workspace reference")),
     responses((status = 202, body = api::ProvisionStatus, description = "provisioning resumed (retry) or restarted on the newest revision (upgrade); follow it with GET"),
         (status = 422, body = api::ErrorBody, description = "`param_missing`/`template_invalid`: an upgrade the stored parameters no longer fit"),
         (status = 404, body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody, description = "`provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up")),
+        (status = 409, body = api::ErrorBody, description = "`provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up; `conflict`: an upgrade that remakes the container while tasks run in it")),
     security(("bearer" = [])))]
 pub async fn reprovision(
     State(state): State<Arc<AppState>>,

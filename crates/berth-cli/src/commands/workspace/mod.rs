@@ -90,7 +90,8 @@ pub enum WorkspaceCmd {
         #[arg(long, conflicts_with = "upgrade")]
         retry: bool,
         /// Re-provision to the template's newest revision: the home volume stays, only steps
-        /// whose inputs changed run again
+        /// whose inputs changed run again; a new image, environment or resources remake the
+        /// container
         #[arg(long)]
         upgrade: bool,
         /// Print the API's JSON
