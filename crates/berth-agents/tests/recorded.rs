@@ -3,10 +3,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use berth_agents::{driver, Agent, EventKind};
+use berth_agents::{driver, Agent, ApprovalPolicy, EventKind, TurnSpec};
 
-fn check(agent: Agent, stdout: &str, expected: &str) {
+/// A turn's spec as the recording's was (what a long-lived driver's requests depend on).
+fn spec(agent: Agent, resume: Option<&str>) -> TurnSpec {
+    TurnSpec {
+        agent,
+        prompt: "recorded".into(),
+        model: None,
+        cwd: "/tmp/repo".into(),
+        home: "/tmp/home".into(),
+        task_dir: "/tmp/task".into(),
+        gateway_url: "http://127.0.0.1:1".into(),
+        virtual_key: "vk".into(),
+        resume: resume.map(str::to_owned),
+        approval: ApprovalPolicy::Never,
+        mcp_servers: Vec::new(),
+    }
+}
+
+/// Replays a recorded stdout through a fresh driver. A long-lived driver (codex app-server) is
+/// first told the turn it began, so the protocol's answers match its requests.
+fn replay(agent: Agent, resume: Option<&str>, stdout: &str, expected: &str) {
     let mut d = driver(agent);
+    if d.long_lived() {
+        d.begin_turn(&spec(agent, resume));
+    }
     let got: Vec<EventKind> = stdout.lines().flat_map(|l| d.parse_line(l)).collect();
     let want: Vec<EventKind> = expected
         .lines()
@@ -14,6 +36,10 @@ fn check(agent: Agent, stdout: &str, expected: &str) {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(got, want, "{agent}");
+}
+
+fn check(agent: Agent, stdout: &str, expected: &str) {
+    replay(agent, None, stdout, expected);
 }
 
 #[test]
@@ -32,9 +58,11 @@ fn codex_recorded() {
         include_str!("fixtures/codex.jsonl"),
         include_str!("fixtures/codex.events"),
     );
-    // Resumed thread: Codex reports the usage of the whole thread (2 turns × 2 requests).
-    check(
+    // The follow-up in a new app-server process: the thread resumed by its id; the turn's usage
+    // is its own, not the thread's.
+    replay(
         Agent::Codex,
+        Some("01a24365-a100-7f02-9484-8ae2594e9d81"),
         include_str!("fixtures/codex-resumed.jsonl"),
         include_str!("fixtures/codex-resumed.events"),
     );

@@ -217,9 +217,8 @@ pub async fn create(
         let kinds = parse_kinds(&req.kinds)?;
         let push_keys = match (channel, &req.keys) {
             (Channel::WebPush, Some(k)) => Some(
-                webpush::PushKeys::parse(&k.p256dh, &k.auth).map_err(|m| {
-                    ApiError::new(berth_domain::ErrorCode::InvalidPushKeys, m)
-                })?,
+                webpush::PushKeys::parse(&k.p256dh, &k.auth)
+                    .map_err(|m| ApiError::new(berth_domain::ErrorCode::InvalidPushKeys, m))?,
             ),
             (Channel::WebPush, None) => {
                 return Err(ApiError::invalid(

@@ -42,7 +42,7 @@ fn workspace_passthrough_names() -> impl Iterator<Item = &'static str> {
 }
 
 /// How a turn's setup ended early.
-pub(super) pub(super) enum SetupEnd {
+pub(super) enum SetupEnd {
     Failed(String),
     /// A cancel or an interrupt came first.
     Stopped,
