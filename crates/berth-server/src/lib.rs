@@ -3,6 +3,7 @@
 //! [`run`] wires the concrete pieces (SQLite store, Docker-API runtime, staged daemon binary)
 //! into an [`AppState`] and serves the router until SIGINT/SIGTERM.
 
+mod access_requests;
 mod agent_sessions;
 mod approvals;
 mod auth;
@@ -155,6 +156,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     provision::recover(&state).await;
     let sweeper = agent_sessions::spawn_sweeper(state.clone());
     let notifier = notify::worker::spawn(state.clone());
+    let grants = access_requests::spawn_sweeper(state.clone());
 
     let app = routes::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(server_id = %server_id, "berth server ready");
@@ -171,6 +173,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     purge.abort();
     sweeper.abort();
     notifier.abort();
+    grants.abort();
     store.close().await;
     Ok(())
 }
