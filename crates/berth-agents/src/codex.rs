@@ -123,7 +123,10 @@ impl Driver for Codex {
             program: Agent::Codex.program().into(),
             args,
             env,
-            files: vec![(codex_home.join("config.toml"), Self::config(spec))],
+            files: vec![
+                (codex_home.join("config.toml"), Self::config(spec)),
+                crate::instructions(codex_home.join("AGENTS.md")),
+            ],
             // Codex also reads stdin when it is open: it must be /dev/null.
             stdin: None,
             cwd: spec.cwd.clone(),
@@ -155,7 +158,10 @@ impl Driver for Codex {
             program: Agent::Codex.program().into(),
             args,
             env: crate::interactive_env(env),
-            files: vec![(codex_home.join("config.toml"), config)],
+            files: vec![
+                (codex_home.join("config.toml"), config),
+                crate::instructions(codex_home.join("AGENTS.md")),
+            ],
             stdin: None,
             cwd: spec.cwd.clone(),
         }

@@ -30,7 +30,6 @@ use berth_egress::Attempt;
 use berth_store::{
     AccessDecision, AccessRecorded, AccessRequest, AccessSighting, AccessTarget, Store,
 };
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::{audit, Actor};
@@ -57,7 +56,7 @@ pub const MAX_TTL_SECONDS: u64 = 30 * 86_400;
 /// Most requests one list answer holds.
 const LIST_LIMIT: u32 = 500;
 /// The socket in a workspace's channel directory (`/run/berth/access.sock` inside).
-pub const SOCKET_NAME: &str = "access.sock";
+pub const SOCKET_NAME: &str = berth_daemon::access::ACCESS_SOCKET_NAME;
 
 // ---------------------------------------------------------------- denied attempts
 
@@ -147,50 +146,13 @@ pub fn spawn_writer(sightings: Arc<Sightings>, store: Store) {
 
 // ---------------------------------------------------------------- explicit requests
 
-/// An explicit request as `berth request` sends it (one JSON line).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ExplicitRequest {
-    Egress {
-        host: String,
-        #[serde(default)]
-        port: Option<u16>,
-        #[serde(default)]
-        reason: Option<String>,
-        #[serde(default)]
-        task: Option<String>,
-    },
-    Secret {
-        name: String,
-        host: String,
-        #[serde(default)]
-        reason: Option<String>,
-        #[serde(default)]
-        task: Option<String>,
-    },
-}
+use berth_daemon::access::{AccessAnswer as ExplicitAnswer, AccessAsk as ExplicitRequest};
 
-/// The answer to an explicit request (one JSON line).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ExplicitAnswer {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// `created` or `repeated` (an open or denied request of the same target counted it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recorded: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ExplicitAnswer {
-    fn error(msg: impl Into<String>) -> Self {
-        Self {
-            ok: false,
-            id: None,
-            recorded: None,
-            error: Some(msg.into()),
-        }
+fn refusal(msg: impl Into<String>) -> ExplicitAnswer {
+    ExplicitAnswer {
+        ok: false,
+        error: Some(msg.into()),
+        ..Default::default()
     }
 }
 
@@ -208,50 +170,51 @@ fn check_task(task: Option<&str>) -> Option<String> {
         .map(|t| t.as_str().to_owned())
 }
 
-impl ExplicitRequest {
-    /// The sighting it stands for, or why it is refused.
-    fn sighting(self) -> Result<AccessSighting, String> {
-        let now = berth_domain::timestamp::now();
-        let (target, reason, task) = match self {
-            Self::Egress {
-                host,
-                port,
-                reason,
-                task,
-            } => {
-                let port = port.unwrap_or(443);
-                if port == 0 {
-                    return Err("port 0".into());
-                }
-                let host = check_host(&host)?;
-                (AccessTarget::Egress { host, port }, reason, task)
+/// The sighting an explicit request stands for, or why it is refused.
+fn sighting(req: ExplicitRequest) -> Result<AccessSighting, String> {
+    let now = berth_domain::timestamp::now();
+    let (target, reason, task) = match req {
+        ExplicitRequest::Egress {
+            host,
+            port,
+            reason,
+            task,
+        } => {
+            let port = port.unwrap_or(443);
+            if port == 0 {
+                return Err("port 0".into());
             }
-            Self::Secret {
-                name,
-                host,
-                reason,
-                task,
-            } => {
-                let name = berth_domain::Name::parse(&name)
-                    .map_err(|e| format!("secret {e}"))?
-                    .to_string();
-                let host = check_host(&host)?;
-                (AccessTarget::Secret { name, host }, reason, task)
+            let host = check_host(&host)?;
+            (AccessTarget::Egress { host, port }, reason, task)
+        }
+        ExplicitRequest::Secret {
+            name,
+            host,
+            reason,
+            task,
+        } => {
+            if !crate::vault::valid_name(&name) {
+                return Err(format!(
+                    "secret name {:?} must look like an environment variable: A-Z, 0-9 and _",
+                    name.chars().take(64).collect::<String>()
+                ));
             }
-        };
-        Ok(AccessSighting {
-            target,
-            source: "explicit",
-            method: None,
-            path: None,
-            rule: None,
-            task_id: check_task(task.as_deref()),
-            reason: reason.filter(|r| !r.trim().is_empty()),
-            count: 1,
-            first_seen: now.clone(),
-            last_seen: now,
-        })
-    }
+            let host = check_host(&host)?;
+            (AccessTarget::Secret { name, host }, reason, task)
+        }
+    };
+    Ok(AccessSighting {
+        target,
+        source: "explicit",
+        method: None,
+        path: None,
+        rule: None,
+        task_id: check_task(task.as_deref()),
+        reason: reason.filter(|r| !r.trim().is_empty()),
+        count: 1,
+        first_seen: now.clone(),
+        last_seen: now,
+    })
 }
 
 /// Explicit requests taken per workspace in the current second.
@@ -286,18 +249,18 @@ where
     let mut line = Vec::new();
     let answer = match tokio::time::timeout(LINE_TIMEOUT, reader.read_until(b'\n', &mut line)).await
     {
-        Err(_) => ExplicitAnswer::error("no request within 5s"),
-        Ok(Err(e)) => ExplicitAnswer::error(format!("cannot read the request: {e}")),
+        Err(_) => refusal("no request within 5s"),
+        Ok(Err(e)) => refusal(format!("cannot read the request: {e}")),
         Ok(Ok(_)) if line.len() > MAX_LINE => {
-            ExplicitAnswer::error(format!("the request is longer than {MAX_LINE} bytes"))
+            refusal(format!("the request is longer than {MAX_LINE} bytes"))
         }
-        Ok(Ok(_)) if !rate.admit(&ws) => ExplicitAnswer::error(format!(
+        Ok(Ok(_)) if !rate.admit(&ws) => refusal(format!(
             "too many requests: at most {EXPLICIT_PER_SECOND} per second"
         )),
         Ok(Ok(_)) => match serde_json::from_slice::<ExplicitRequest>(&line) {
-            Err(e) => ExplicitAnswer::error(format!("invalid request: {e}")),
-            Ok(req) => match req.sighting() {
-                Err(e) => ExplicitAnswer::error(e),
+            Err(e) => refusal(format!("invalid request: {e}")),
+            Ok(req) => match sighting(req) {
+                Err(e) => refusal(e),
                 Ok(s) => match store.record_access(&ws, &s).await {
                     Ok(AccessRecorded::Created(id)) => ExplicitAnswer {
                         ok: true,
@@ -311,12 +274,12 @@ where
                         recorded: Some("repeated".into()),
                         error: None,
                     },
-                    Ok(AccessRecorded::Capped) => ExplicitAnswer::error(
+                    Ok(AccessRecorded::Capped) => refusal(
                         "this workspace has too many open access requests; wait for decisions",
                     ),
                     Err(e) => {
                         tracing::error!(workspace = %ws, error = %e, "cannot record an access request");
-                        ExplicitAnswer::error("the server cannot record the request now")
+                        refusal("the server cannot record the request now")
                     }
                 },
             },
@@ -778,7 +741,7 @@ mod tests {
         let ok: ExplicitRequest =
             serde_json::from_str(r#"{"kind":"egress","host":"Example.COM.","reason":"docs"}"#)
                 .unwrap();
-        let s = ok.sighting().unwrap();
+        let s = sighting(ok).unwrap();
         assert_eq!(
             s.target,
             AccessTarget::Egress {
@@ -790,9 +753,10 @@ mod tests {
             r#"{"kind":"egress","host":"a b"}"#,
             r#"{"kind":"egress","host":"x.test","port":0}"#,
             r#"{"kind":"secret","name":"../x","host":"x.test"}"#,
+            r#"{"kind":"secret","name":"git_token","host":"x.test"}"#,
         ] {
             let r: ExplicitRequest = serde_json::from_str(bad).unwrap();
-            assert!(r.sighting().is_err(), "{bad}");
+            assert!(sighting(r).is_err(), "{bad}");
         }
         // The workspace is never a field of the message.
         assert!(serde_json::from_str::<ExplicitRequest>(
