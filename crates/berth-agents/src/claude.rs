@@ -480,7 +480,13 @@ mod tests {
         assert_eq!(env["IS_SANDBOX"], "1");
         assert_eq!(env["HOME"], "/home/agent");
         assert_eq!(env["TMPDIR"], "/var/berth/tasks/t1/tmp");
-        assert!(inv.files.is_empty());
+        // Only berth's instructions, as Claude Code's user memory.
+        assert_eq!(inv.files.len(), 1);
+        assert_eq!(
+            inv.files[0].0.to_str(),
+            Some("/var/berth/tasks/t1/claude/CLAUDE.md")
+        );
+        assert!(inv.files[0].1.contains("berth request egress"));
         assert_eq!(inv.stdin, None);
         assert_eq!(inv.cwd, s.cwd);
         // The key only appears as the one env value.

@@ -347,7 +347,7 @@ mod tests {
         let mut sp = spec(Agent::Codex);
         sp.mcp_servers = crate::testutil::mcp_servers();
         let inv = Codex::default().invocation(&sp);
-        assert_eq!(inv.files.len(), 1);
+        assert_eq!(inv.files.len(), 2);
         let (path, content) = &inv.files[0];
         assert!(path.starts_with("/var/berth/tasks/t1/codex"));
         let t: toml::Table = toml::from_str(content).unwrap();
@@ -438,7 +438,12 @@ mod tests {
         assert_eq!(env["CODEX_HOME"], "/var/berth/tasks/t1/codex");
         assert_eq!(env["BERTH_VIRTUAL_KEY"], "vk-test");
         assert_eq!(inv.stdin, None);
-        assert_eq!(inv.files.len(), 1);
+        assert_eq!(inv.files.len(), 2);
+        assert_eq!(
+            inv.files[1].0.to_str(),
+            Some("/var/berth/tasks/t1/codex/AGENTS.md")
+        );
+        assert!(inv.files[1].1.contains("berth request egress"));
         let (path, config) = &inv.files[0];
         assert_eq!(path.to_str(), Some("/var/berth/tasks/t1/codex/config.toml"));
         for line in [

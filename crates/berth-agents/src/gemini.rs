@@ -344,7 +344,11 @@ mod tests {
         assert_eq!(env["GEMINI_CLI_NO_RELAUNCH"], "true");
         assert_eq!(env["GEMINI_CLI_TRUST_WORKSPACE"], "true");
         assert_eq!(inv.stdin, None);
-        assert_eq!(inv.files.len(), 1);
+        assert_eq!(inv.files.len(), 2);
+        assert_eq!(
+            inv.files[1].0.to_str(),
+            Some("/var/berth/tasks/t1/gemini/.gemini/GEMINI.md")
+        );
         let (path, content) = &inv.files[0];
         assert_eq!(
             path.to_str(),

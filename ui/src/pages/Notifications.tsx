@@ -9,7 +9,7 @@ import { browserNotificationsOn, browserNotificationsSupported, setBrowserNotifi
 import { useMe } from '../roles';
 import { Empty, ErrorBox, Loading } from '../ui';
 
-const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over'] as const;
+const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over', 'access.request'] as const;
 type Kind = (typeof KINDS)[number];
 
 export function Notifications() {

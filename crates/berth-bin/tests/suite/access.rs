@@ -273,6 +273,39 @@ async fn denied_egress_becomes_an_access_request_that_an_owner_approves_once() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rules = s.get("/api/v1/workspaces/acme%2Facc/egress/rules").await;
     assert_eq!(rules["rules"][0], "allow pypi.example:443", "{rules}");
+    // A secret request is approved by binding the tenant's secret to the host.
+    let (st, v) = s
+        .call(
+            "PUT",
+            "/api/v1/secrets/acme/GIT_TOKEN",
+            Some(json!({"value": "real-secret-value"})),
+        )
+        .await;
+    assert!(st == 200 || st == 201, "{v}");
+    let sec_id = sec["id"].as_str().unwrap();
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/workspaces/acme%2Facc/access-requests/{sec_id}"),
+            Some(json!({"decision": "approve", "ttl_seconds": 60})),
+        )
+        .await;
+    assert_eq!(st, 400, "a secret is not approved for a while: {v}");
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!("/api/v1/workspaces/acme%2Facc/access-requests/{sec_id}"),
+            Some(json!({"decision": "approve"})),
+        )
+        .await;
+    assert_eq!((st, v["scope"].as_str()), (200, Some("always")), "{v}");
+    let secrets = s.get("/api/v1/secrets?tenant=acme").await;
+    assert_eq!(
+        secrets[0]["used_by"][0]["hosts"],
+        json!(["git.example"]),
+        "{secrets}"
+    );
+    assert!(!v.to_string().contains("real-secret-value"));
     // Bad input to the CLI is one line and a non-zero exit.
     let o = s.cli(&["access", "approve", "ar_nope"]);
     assert!(!o.status.success());
