@@ -31,9 +31,12 @@ struct TestCtx {
     policy: Mutex<Policy>,
     log: Mutex<Vec<LogEntry>>,
     secrets: Mutex<HashMap<String, Vec<SecretBinding>>>,
-    /// What `denied` was told: (host, port, method, path, rule).
-    denied: Mutex<Vec<(String, u16, Option<String>, Option<String>, Option<String>)>>,
+    /// What `denied` was told.
+    denied: Mutex<Vec<Denied>>,
 }
+
+/// One call of `denied`: host, port, method, path, rule.
+type Denied = (String, u16, Option<String>, Option<String>, Option<String>);
 
 impl TestCtx {
     fn new(rules: &str) -> Arc<Self> {
