@@ -267,6 +267,13 @@ async fn denied_egress_becomes_an_access_request_that_an_owner_approves_once() {
         (sec["kind"].as_str(), sec["secret"].as_str()),
         (Some("secret"), Some("GIT_TOKEN"))
     );
+    // `berth task inbox` shows them with what else waits for a decision.
+    let o = s.cli(&["task", "inbox"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success() && text.contains("pypi.example:443"),
+        "{text}"
+    );
     // The CLI approves "always": a rule of the workspace's own.
     let pypi = e["id"].as_str().unwrap();
     let o = s.cli(&["access", "approve", pypi, "--always"]);

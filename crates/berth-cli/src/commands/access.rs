@@ -216,7 +216,7 @@ async fn decided(
     Ok(0)
 }
 
-fn access_table(list: &[AccessRequest]) -> String {
+pub(crate) fn access_table(list: &[AccessRequest]) -> String {
     if list.is_empty() {
         return "no access requests\n".into();
     }
