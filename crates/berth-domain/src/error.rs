@@ -48,6 +48,9 @@ pub enum ErrorCode {
     /// The task's agent cannot be taken over interactively without breaking the task (the
     /// message says why); continue it with messages instead.
     TakeoverUnsupported,
+    /// An access request for a special-purpose address (loopback, private, link-local, …)
+    /// cannot be approved: the workspace would reach the host's or the LAN's services.
+    AccessRefused,
     /// The container engine cannot be reached.
     EngineUnavailable,
     /// The workspace image is not present in the engine.
@@ -137,6 +140,7 @@ impl ErrorCode {
             Self::TaskTurnRunning => "task_turn_running",
             Self::TaskInteractive => "task_interactive",
             Self::TakeoverUnsupported => "takeover_unsupported",
+            Self::AccessRefused => "access_refused",
             Self::EngineUnavailable => "engine_unavailable",
             Self::ImageMissing => "image_missing",
             Self::ProviderUnconfigured => "provider_unconfigured",
@@ -179,6 +183,7 @@ impl ErrorCode {
             // checks beyond what a schema can say.
             Self::ExceedsCapacity
             | Self::TakeoverUnsupported
+            | Self::AccessRefused
             | Self::UrlRefused
             | Self::InvalidMcpServer
             | Self::TemplateInvalid
@@ -237,7 +242,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 41] = [
+    const ALL: [ErrorCode; 42] = [
         ErrorCode::InvalidArgument,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -254,6 +259,7 @@ mod tests {
         ErrorCode::TaskTurnRunning,
         ErrorCode::TaskInteractive,
         ErrorCode::TakeoverUnsupported,
+        ErrorCode::AccessRefused,
         ErrorCode::EngineUnavailable,
         ErrorCode::ImageMissing,
         ErrorCode::ProviderUnconfigured,

@@ -491,6 +491,22 @@ async fn decide_unaudited(
     let Some(port) = r.port else {
         return Err(ApiError::internal("an egress request without a port"));
     };
+    // An IP rule opens even special-purpose addresses (the host's loopback, the LAN): a
+    // request cannot talk an owner into that with one click.
+    if let Some(why) = r
+        .host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .and_then(berth_egress::special_purpose)
+    {
+        return Err(ApiError::new(
+            ErrorCode::AccessRefused,
+            format!(
+                "{} is a {why}: an access request cannot open it; add an egress rule naming it if the workspace must reach it",
+                r.host
+            ),
+        ));
+    }
     let rule = crate::egress::policy::check_rule(&format!("allow {}", host_port(&r.host, port)))?;
     d.granted_rule = Some(rule.clone());
     match body.scope.as_deref().unwrap_or("once") {

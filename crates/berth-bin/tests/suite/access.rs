@@ -313,6 +313,31 @@ async fn denied_egress_becomes_an_access_request_that_an_owner_approves_once() {
         "{secrets}"
     );
     assert!(!v.to_string().contains("real-secret-value"));
+    // A request for a special-purpose address cannot be approved (a click must not open the
+    // host's loopback or the LAN to the workspace).
+    let (code, _) = sh(&s, "curl -sS -m 5 http://10.1.2.3:8080/ ; true").await;
+    assert_eq!(code, 0);
+    let lo = eventually(
+        Duration::from_secs(10),
+        "the private-address request",
+        || async { one(&requests(&s, "?state=open").await, "10.1.2.3", "open").cloned() },
+    )
+    .await;
+    let (st, v) = s
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/workspaces/acme%2Facc/access-requests/{}",
+                lo["id"].as_str().unwrap()
+            ),
+            Some(json!({"decision": "approve", "scope": "always"})),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("access_refused")),
+        "{v}"
+    );
     // Bad input to the CLI is one line and a non-zero exit.
     let o = s.cli(&["access", "approve", "ar_nope"]);
     assert!(!o.status.success());
