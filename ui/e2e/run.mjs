@@ -503,6 +503,25 @@ await step('every page fits a phone (375 px, no horizontal scroll)', async () =>
   }
 });
 
+await step('a denied egress attempt is an access request in the inbox; approve once at phone width', async () => {
+  await page.setViewportSize(PHONE);
+  const r = await page.request.post(`${args.url}/api/v1/workspaces/${DEMO_WS}/exec`, {
+    headers: { Authorization: `Bearer ${args.token}` },
+    data: { cmd: ['sh', '-c', 'curl -sS -m 5 http://ui-denied.test/ ; true'] },
+  });
+  if (r.status() !== 200) throw new Error(`exec: ${r.status()} ${await r.text()}`);
+  await goto('/inbox');
+  const card = page.locator(`${tid('access-request')}[data-state="open"]`).filter({ hasText: 'ui-denied.test:80' });
+  await card.waitFor();
+  const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (over > 2) throw new Error(`the inbox overflows the phone width by ${over}px`);
+  await card.locator(tid('access-once')).click();
+  await card.waitFor({ state: 'detached' });
+  const approved = await apiGet('/access-requests?state=approved');
+  const a = (approved.body ?? []).find((x) => x.host === 'ui-denied.test');
+  if (!a || a.scope !== 'once' || !a.expires_at) throw new Error(`not approved once: ${approved.text}`);
+});
+
 await step('a terminal on a missing workspace says so (not a close code)', async () => {
   await goto(`/workspaces/${encodeURIComponent('demo/no-such-ws')}/terminal/main`);
   await page.locator(`${tid('terminal-error')}:has-text("Workspace not found")`).waitFor({ timeout: 10_000 });

@@ -4,6 +4,85 @@
  */
 
 export interface paths {
+    "/api/v1/access-requests": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Access requests of the caller's tenant.
+         * @description What the caller's tenant's workspaces (every tenant's for an admin) were denied by their
+         *     egress rules or asked for with `berth request`, newest sighting first, at most 500; each
+         *     with its repeat count, its decision and its comments.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Only requests of this workspace (a reference: `tenant/name`, a name or an id). */
+                    workspace?: string | null;
+                    /** @description Only requests in this state (`open`, `approved`, `denied`, `expired`); default: all. */
+                    state?: string | null;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["AccessRequest"][];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit": {
         parameters: {
             query?: never;
@@ -5918,6 +5997,253 @@ export interface paths {
         };
         trace?: never;
     };
+    "/api/v1/workspaces/{ws}/access-requests/{req}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Approves or denies an open access request.
+         * @description Approve `once` (default: an allow rule for the host and port that expires after
+         *     `ttl_seconds`, default 3600), `always` (the rule becomes the workspace's own first rule) or
+         *     `template` (the rule is added to the tenant's egress template `template`, which the
+         *     workspace then attaches); a secret request is approved by binding the secret to the host.
+         *     The running workspace's proxy applies it at once. Deny keeps it denied (its repeats are
+         *     counted on it). Audited (`access.approve` / `access.deny`) with who decided. 409
+         *     `invalid_state` when the request is no longer open.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description workspace reference */
+                    ws: string;
+                    /** @description the access request's id (`ar_…`) */
+                    req: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["DecideAccess"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["AccessRequest"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the owner role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/workspaces/{ws}/access-requests/{req}/comments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Comments on an access request.
+         * @description Adds a comment (members may comment; deciding takes an owner), at most 50 per request.
+         *     Audited (`access.comment`).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description workspace reference */
+                    ws: string;
+                    /** @description the access request's id (`ar_…`) */
+                    req: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["AccessComment"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["AccessRequest"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the member role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/workspaces/{ws}/backup": {
         parameters: {
             query?: never;
@@ -7999,6 +8325,70 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description `POST /api/v1/workspaces/{ws}/access-requests/{req}/comments` */
+        AccessComment: {
+            /** @description The comment (1 to 1024 bytes). */
+            text: string;
+        };
+        /**
+         * @description Something a workspace was denied or asked for: egress to a host (recorded when the egress
+         *     proxy's rules deny an attempt, or asked with `berth request egress`), or a secret bound to a
+         *     host (`berth request secret`). Everything but the decision comes from inside the workspace.
+         */
+        AccessRequest: {
+            /** @description The agent's justification (explicit requests). */
+            agent_reason?: string | null;
+            comments: components["schemas"]["AccessRequestComment"][];
+            /**
+             * Format: int64
+             * @description Attempts and requests it stands for.
+             */
+            count: number;
+            decided_at?: string | null;
+            /** @description Who decided: `name (role)`. */
+            decided_by?: string | null;
+            /** @description Approved once: when the rule goes. */
+            expires_at?: string | null;
+            first_seen: string;
+            /** @description The allow rule the approval added. */
+            granted_rule?: string | null;
+            host: string;
+            id: string;
+            /** @description `egress` or `secret`. */
+            kind: string;
+            last_seen: string;
+            /** @description The last denied attempt's method and path (none for a CONNECT). */
+            method?: string | null;
+            path?: string | null;
+            /**
+             * Format: int32
+             * @description Egress requests: the port.
+             */
+            port?: number | null;
+            /** @description The decider's reason. */
+            reason?: string | null;
+            /** @description The rule that denied it; none when no rule allowed it (default deny). */
+            rule?: string | null;
+            /** @description Approved: `once`, `always` or `template`. */
+            scope?: string | null;
+            /** @description Secret requests: the secret's name. */
+            secret?: string | null;
+            /** @description `denied` (seen by the egress proxy) or `explicit` (asked with `berth request`). */
+            source: string;
+            /** @description `open`, `approved`, `denied` or `expired` (an approval `once` whose rule is gone). */
+            state: string;
+            task?: string | null;
+            template?: string | null;
+            /** @description `tenant/name` of the workspace. */
+            workspace: string;
+        };
+        /** @description A comment on an access request. */
+        AccessRequestComment: {
+            at: string;
+            /** @description Who wrote it: `name (role)`. */
+            author: string;
+            text: string;
+        };
         /**
          * @description `POST /api/v1/workspaces/{ws}/egress/rules`: add one rule (at the top by default, so it wins
          *     over older ones; `position` is 0-based).
@@ -8281,7 +8671,7 @@ export interface components {
             channel: string;
             keys?: null | components["schemas"]["PushKeys"];
             /** @description Event kinds (see `NOTIFY_KINDS`); empty or absent: every kind. */
-            kinds?: ("task.completed" | "task.failed" | "task.waiting" | "workspace.failed" | "workspace.oom" | "budget.near" | "budget.over")[];
+            kinds?: ("task.completed" | "task.failed" | "task.waiting" | "workspace.failed" | "workspace.oom" | "budget.near" | "budget.over" | "access.request")[];
             /**
              * @description The tenant to listen to: the caller's own (default), any for admins. Implied by
              *     `workspace`.
@@ -8433,6 +8823,27 @@ export interface components {
             /** @description Told to the agent with a denial; recorded with either decision (at most 4096 bytes). */
             reason?: string | null;
         };
+        /** @description `POST /api/v1/workspaces/{ws}/access-requests/{req}`: the decision on an open access request. */
+        DecideAccess: {
+            /** @description `approve` or `deny`. */
+            decision: string;
+            /** @description Recorded with the decision (at most 1024 bytes). */
+            reason?: string | null;
+            /**
+             * @description With `approve` of an egress request: `once` (default: an allow rule that expires after
+             *     `ttl_seconds`), `always` (a rule of the workspace's own) or `template` (a rule added to
+             *     the tenant's egress template `template`, for every workspace that attaches it). A secret
+             *     request is approved `always` (the secret is bound to the host).
+             */
+            scope?: string | null;
+            /** @description With scope `template`: the tenant's egress template the rule goes into. */
+            template?: string | null;
+            /**
+             * Format: int64
+             * @description With scope `once`: how long the rule lasts, in seconds (default 3600, at most 30 days).
+             */
+            ttl_seconds?: number | null;
+        };
         /** @description One event's delivery to one subscription. */
         Delivery: {
             /** Format: int32 */
@@ -8491,7 +8902,10 @@ export interface components {
             /** @description How the egress log's `rule` names it, e.g. `template npm: allow registry.npmjs.org:443`. */
             label: string;
             rule: string;
-            /** @description `workspace` (the workspace's own rule) or `template`. */
+            /**
+             * @description `workspace` (the workspace's own rule), `template`, or `access` (a grant of an access
+             *     request approved once, until it expires).
+             */
             source: string;
             /** @description The template the rule comes from. */
             template?: string | null;

@@ -150,6 +150,7 @@ export type ProvisionStatus = Schemas['ProvisionStatus'];
 export type CreateTaskRequest = Schemas['CreateTask'];
 export type Approval = Schemas['Approval'];
 export type DecideRequest = Schemas['Decide'];
+export type AccessRequest = Schemas['AccessRequest'];
 export type Subscription = Schemas['Subscription'];
 export type CreateSubscriptionRequest = Schemas['CreateSubscription'];
 export type CreatedSubscription = Schemas['CreatedSubscription'];

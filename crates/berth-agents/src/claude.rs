@@ -45,6 +45,11 @@ fn claude_env(spec: &TurnSpec) -> Vec<(String, String)> {
     env
 }
 
+/// The user memory file Claude Code reads from its config dir: berth's instructions.
+fn claude_md(spec: &TurnSpec) -> (std::path::PathBuf, String) {
+    crate::instructions(spec.task_dir.join("claude").join("CLAUDE.md"))
+}
+
 /// The `--mcp-config` file and its flags, when the workspace declares MCP servers.
 fn mcp_config(spec: &TurnSpec) -> Option<((std::path::PathBuf, String), [String; 3])> {
     if spec.mcp_servers.is_empty() {
@@ -112,7 +117,7 @@ impl Driver for Claude {
         if let Some(id) = &spec.resume {
             args.extend(["--resume".into(), id.clone()]);
         }
-        let mut files = Vec::new();
+        let mut files = vec![claude_md(spec)];
         if let Some((file, flags)) = mcp_config(spec) {
             files.push(file);
             args.extend(flags);
@@ -144,6 +149,7 @@ impl Driver for Claude {
         let mut files = vec![
             (config.join(".claude.json"), tui_state(spec)),
             (config.join("settings.json"), settings),
+            claude_md(&turn),
         ];
         if let Some((file, flags)) = mcp_config(&turn) {
             files.push(file);
@@ -200,7 +206,7 @@ impl Claude {
             program: Agent::Claude.program().into(),
             args,
             env: claude_env(spec),
-            files: Vec::new(),
+            files: vec![claude_md(spec)],
             stdin: Some(crate::claude_approval::prompt_line(&spec.prompt)),
             cwd: spec.cwd.clone(),
         }
@@ -474,7 +480,13 @@ mod tests {
         assert_eq!(env["IS_SANDBOX"], "1");
         assert_eq!(env["HOME"], "/home/agent");
         assert_eq!(env["TMPDIR"], "/var/berth/tasks/t1/tmp");
-        assert!(inv.files.is_empty());
+        // Only berth's instructions, as Claude Code's user memory.
+        assert_eq!(inv.files.len(), 1);
+        assert_eq!(
+            inv.files[0].0.to_str(),
+            Some("/var/berth/tasks/t1/claude/CLAUDE.md")
+        );
+        assert!(inv.files[0].1.contains("berth request egress"));
         assert_eq!(inv.stdin, None);
         assert_eq!(inv.cwd, s.cwd);
         // The key only appears as the one env value.

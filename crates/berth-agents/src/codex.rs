@@ -96,7 +96,10 @@ impl Driver for Codex {
             program: Agent::Codex.program().into(),
             args: vec!["app-server".into()],
             env,
-            files: vec![(codex_home.join("config.toml"), Self::config(spec))],
+            files: vec![
+                (codex_home.join("config.toml"), Self::config(spec)),
+                crate::instructions(codex_home.join("AGENTS.md")),
+            ],
             // The protocol's first lines come from `begin_turn`.
             stdin: Some(String::new()),
             cwd: spec.cwd.clone(),
@@ -128,7 +131,10 @@ impl Driver for Codex {
             program: Agent::Codex.program().into(),
             args,
             env: crate::interactive_env(env),
-            files: vec![(codex_home.join("config.toml"), config)],
+            files: vec![
+                (codex_home.join("config.toml"), config),
+                crate::instructions(codex_home.join("AGENTS.md")),
+            ],
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -180,7 +186,7 @@ mod tests {
         let mut sp = spec(Agent::Codex);
         sp.mcp_servers = crate::testutil::mcp_servers();
         let inv = Codex::default().invocation(&sp);
-        assert_eq!(inv.files.len(), 1);
+        assert_eq!(inv.files.len(), 2);
         let (path, content) = &inv.files[0];
         assert!(path.starts_with("/var/berth/tasks/t1/codex"));
         let t: toml::Table = toml::from_str(content).unwrap();
@@ -263,7 +269,12 @@ mod tests {
         assert_eq!(env["TMPDIR"], "/var/berth/tasks/t1/tmp");
         assert!(!env.contains_key("OPENAI_API_KEY"));
         assert_eq!(inv.stdin.as_deref(), Some(""));
-        assert_eq!(inv.files.len(), 1);
+        assert_eq!(inv.files.len(), 2);
+        assert_eq!(
+            inv.files[1].0.to_str(),
+            Some("/var/berth/tasks/t1/codex/AGENTS.md")
+        );
+        assert!(inv.files[1].1.contains("berth request egress"));
         let (path, config) = &inv.files[0];
         assert_eq!(path.to_str(), Some("/var/berth/tasks/t1/codex/config.toml"));
         for line in [

@@ -81,6 +81,16 @@ fn settings_file(spec: &TurnSpec) -> (std::path::PathBuf, String) {
     )
 }
 
+/// The global context file Gemini CLI reads from its home: berth's instructions.
+fn gemini_md(spec: &TurnSpec) -> (std::path::PathBuf, String) {
+    crate::instructions(
+        spec.task_dir
+            .join("gemini")
+            .join(".gemini")
+            .join("GEMINI.md"),
+    )
+}
+
 impl Driver for Gemini {
     fn agent(&self) -> Agent {
         Agent::Gemini
@@ -107,7 +117,7 @@ impl Driver for Gemini {
             program: Agent::Gemini.program().into(),
             args,
             env: gemini_env(spec),
-            files: vec![settings_file(spec)],
+            files: vec![settings_file(spec), gemini_md(spec)],
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -126,7 +136,7 @@ impl Driver for Gemini {
             program: Agent::Gemini.program().into(),
             args,
             env: crate::interactive_env(gemini_env(&turn)),
-            files: vec![settings_file(&turn)],
+            files: vec![settings_file(&turn), gemini_md(&turn)],
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -334,7 +344,11 @@ mod tests {
         assert_eq!(env["GEMINI_CLI_NO_RELAUNCH"], "true");
         assert_eq!(env["GEMINI_CLI_TRUST_WORKSPACE"], "true");
         assert_eq!(inv.stdin, None);
-        assert_eq!(inv.files.len(), 1);
+        assert_eq!(inv.files.len(), 2);
+        assert_eq!(
+            inv.files[1].0.to_str(),
+            Some("/var/berth/tasks/t1/gemini/.gemini/GEMINI.md")
+        );
         let (path, content) = &inv.files[0];
         assert_eq!(
             path.to_str(),

@@ -203,6 +203,27 @@ pub enum TurnEnd {
     Failed(String),
 }
 
+/// The `berth` binary inside every workspace (mounted read-only by the server).
+pub const BERTH_IN_WORKSPACE: &str = "/opt/berth/berth";
+
+/// What berth tells every agent, in its CLI's own instructions file (Claude Code
+/// `$CLAUDE_CONFIG_DIR/CLAUDE.md`, Codex `$CODEX_HOME/AGENTS.md`, Gemini CLI
+/// `$GEMINI_CLI_HOME/.gemini/GEMINI.md`, OpenCode's `instructions`): how to ask for access
+/// instead of working around the egress proxy.
+pub const ACCESS_INSTRUCTIONS: &str = "# berth workspace\n\n\
+This workspace reaches the network only through berth's egress proxy, which lets through only \
+what the workspace's owners allowed. When a request is refused by berth egress (HTTP 403 \
+`berth egress: ... is not allowed for this workspace`), or you need a credential for a host, \
+ask for it with a short reason instead of working around it:\n\n\
+    /opt/berth/berth request egress HOST[:PORT] --reason \"why you need it\"\n\
+    /opt/berth/berth request secret NAME --host HOST --reason \"why you need it\"\n\n\
+The request waits for a person to approve it; once approved, retry. Do not try other ways out.\n";
+
+/// The instructions file at `path` (see [`ACCESS_INSTRUCTIONS`]).
+pub(crate) fn instructions(path: PathBuf) -> (PathBuf, String) {
+    (path, ACCESS_INSTRUCTIONS.to_owned())
+}
+
 /// Whether `agent`'s driver supports approvals (a policy other than `never`).
 pub fn supports_approvals(agent: Agent) -> bool {
     driver(agent).supports_approvals()

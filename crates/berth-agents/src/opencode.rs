@@ -54,6 +54,8 @@ impl Opencode {
                 "external_directory": "allow",
             },
         });
+        // berth's instructions (written next to the config by every invocation).
+        config["instructions"] = json!([instructions_path(spec).display().to_string()]);
         if !spec.mcp_servers.is_empty() {
             config["mcp"] = crate::mcp::opencode(&spec.mcp_servers);
         }
@@ -88,6 +90,10 @@ fn opencode_env(spec: &TurnSpec) -> Vec<(String, String)> {
     env
 }
 
+fn instructions_path(spec: &TurnSpec) -> std::path::PathBuf {
+    spec.task_dir.join("opencode-instructions.md")
+}
+
 fn config_path(spec: &TurnSpec) -> std::path::PathBuf {
     spec.task_dir.join("opencode.json")
 }
@@ -116,7 +122,10 @@ impl Driver for Opencode {
             program: Agent::Opencode.program().into(),
             args,
             env,
-            files: vec![(config_path, Self::config(spec))],
+            files: vec![
+                (config_path, Self::config(spec)),
+                crate::instructions(instructions_path(spec)),
+            ],
             stdin: None,
             cwd: spec.cwd.clone(),
         }
@@ -135,7 +144,10 @@ impl Driver for Opencode {
             program: Agent::Opencode.program().into(),
             args,
             env: crate::interactive_env(opencode_env(&turn)),
-            files: vec![(config_path(&turn), Self::config(&turn))],
+            files: vec![
+                (config_path(&turn), Self::config(&turn)),
+                crate::instructions(instructions_path(&turn)),
+            ],
             stdin: None,
             cwd: spec.cwd.clone(),
         }

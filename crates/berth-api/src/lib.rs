@@ -968,6 +968,121 @@ pub struct Approval {
     pub decided_at: Option<String>,
 }
 
+/// `GET /api/v1/access-requests`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+pub struct AccessRequestsQuery {
+    /// Only requests of this workspace (a reference: `tenant/name`, a name or an id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Only requests in this state (`open`, `approved`, `denied`, `expired`); default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^(open|approved|denied|expired)$")]
+    pub state: Option<String>,
+}
+
+/// `POST /api/v1/workspaces/{ws}/access-requests/{req}`: the decision on an open access request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideAccess {
+    /// `approve` or `deny`.
+    #[schema(pattern = "^(approve|deny)$")]
+    pub decision: String,
+    /// With `approve` of an egress request: `once` (default: an allow rule that expires after
+    /// `ttl_seconds`), `always` (a rule of the workspace's own) or `template` (a rule added to
+    /// the tenant's egress template `template`, for every workspace that attaches it). A secret
+    /// request is approved `always` (the secret is bound to the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(once|always|template)$")]
+    pub scope: Option<String>,
+    /// With scope `once`: how long the rule lasts, in seconds (default 3600, at most 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2592000)]
+    pub ttl_seconds: Option<u64>,
+    /// With scope `template`: the tenant's egress template the rule goes into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Recorded with the decision (at most 1024 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/workspaces/{ws}/access-requests/{req}/comments`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessComment {
+    /// The comment (1 to 1024 bytes).
+    pub text: String,
+}
+
+/// A comment on an access request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessRequestComment {
+    pub at: String,
+    /// Who wrote it: `name (role)`.
+    pub author: String,
+    pub text: String,
+}
+
+/// Something a workspace was denied or asked for: egress to a host (recorded when the egress
+/// proxy's rules deny an attempt, or asked with `berth request egress`), or a secret bound to a
+/// host (`berth request secret`). Everything but the decision comes from inside the workspace.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AccessRequest {
+    pub id: String,
+    /// `tenant/name` of the workspace.
+    pub workspace: String,
+    /// `egress` or `secret`.
+    pub kind: String,
+    /// `denied` (seen by the egress proxy) or `explicit` (asked with `berth request`).
+    pub source: String,
+    pub host: String,
+    /// Egress requests: the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Secret requests: the secret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The last denied attempt's method and path (none for a CONNECT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The rule that denied it; none when no rule allowed it (default deny).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The agent's justification (explicit requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_reason: Option<String>,
+    /// Attempts and requests it stands for.
+    pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// `open`, `approved`, `denied` or `expired` (an approval `once` whose rule is gone).
+    pub state: String,
+    /// Approved: `once`, `always` or `template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The allow rule the approval added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_rule: Option<String>,
+    /// Approved once: when the rule goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Who decided: `name (role)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<String>,
+    /// The decider's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub comments: Vec<AccessRequestComment>,
+}
+
 /// `GET /api/v1/tasks/{task}/approvals`
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 pub struct ApprovalsQuery {
@@ -1283,7 +1398,8 @@ pub struct AttachEgressTemplate {
 /// One rule of a workspace's effective egress policy.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct EffectiveEgressRule {
-    /// `workspace` (the workspace's own rule) or `template`.
+    /// `workspace` (the workspace's own rule), `template`, or `access` (a grant of an access
+    /// request approved once, until it expires).
     pub source: String,
     /// The template the rule comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// The event kinds a subscription may ask for.
-pub const NOTIFY_KINDS: [&str; 7] = [
+pub const NOTIFY_KINDS: [&str; 8] = [
     "task.completed",
     "task.failed",
     "task.waiting",
@@ -14,6 +14,7 @@ pub const NOTIFY_KINDS: [&str; 7] = [
     "workspace.oom",
     "budget.near",
     "budget.over",
+    "access.request",
 ];
 
 /// The channels a subscription delivers through.

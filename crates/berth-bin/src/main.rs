@@ -26,8 +26,118 @@ enum Top {
     /// Print the REST API's OpenAPI document (JSON) without a running server.
     #[command(hide = true)]
     Openapi,
+    /// Inside a workspace: ask for access (egress to a host, a secret for a host) with a reason;
+    /// the request waits in berth's inbox for an owner (e.g. `berth request egress
+    /// pypi.org --reason "install requests"`)
+    Request {
+        #[command(subcommand)]
+        what: RequestWhat,
+        /// The server's access-request socket (as the workspace sees it)
+        #[arg(long, default_value = berth_daemon::access::DEFAULT_ACCESS_SOCKET, hide = true)]
+        socket: PathBuf,
+    },
     #[command(flatten)]
     Client(berth_cli::Command),
+}
+
+#[derive(Subcommand)]
+enum RequestWhat {
+    /// Egress to HOST[:PORT] (default port 443)
+    Egress {
+        #[arg(value_name = "HOST[:PORT]")]
+        target: String,
+        /// Why the agent needs it (shown to whoever decides)
+        #[arg(long)]
+        reason: Option<String>,
+        /// The berth task this is for (tk_…)
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// The tenant's secret NAME, bound to a host (the workspace gets a placeholder)
+    Secret {
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        task: Option<String>,
+    },
+}
+
+/// `HOST`, `HOST:PORT`, `[V6]:PORT`.
+fn split_target(t: &str) -> Result<(String, Option<u16>), String> {
+    let bad = || format!("{t:?} is not HOST[:PORT]");
+    if let Some(rest) = t.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        return match after.strip_prefix(':') {
+            None if after.is_empty() => Ok((host.to_owned(), None)),
+            Some(p) => Ok((host.to_owned(), Some(p.parse().map_err(|_| bad())?))),
+            None => Err(bad()),
+        };
+    }
+    match t.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok((h.to_owned(), Some(p.parse().map_err(|_| bad())?))),
+        _ => Ok((t.to_owned(), None)),
+    }
+}
+
+fn request(what: RequestWhat, socket: &std::path::Path) -> i32 {
+    use berth_daemon::access::AccessAsk;
+    let ask = match what {
+        RequestWhat::Egress {
+            target,
+            reason,
+            task,
+        } => match split_target(&target) {
+            Ok((host, port)) => AccessAsk::Egress {
+                host,
+                port,
+                reason,
+                task,
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        RequestWhat::Secret {
+            name,
+            host,
+            reason,
+            task,
+        } => AccessAsk::Secret {
+            name,
+            host,
+            reason,
+            task,
+        },
+    };
+    match berth_daemon::access::send(socket, &ask) {
+        Ok(a) if a.ok => {
+            let id = a.id.unwrap_or_default();
+            if a.recorded.as_deref() == Some("repeated") {
+                println!("access request {id} is already waiting for a decision (counted again)");
+            } else {
+                println!("access request {id} is waiting for a decision by the workspace's owners");
+            }
+            0
+        }
+        Ok(a) => {
+            eprintln!(
+                "error: {}",
+                a.error.unwrap_or_else(|| "the request was refused".into())
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach berth at {} ({e}): run this inside a berth workspace",
+                socket.display()
+            );
+            1
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -113,6 +223,7 @@ fn main() {
                     1
                 }
             },
+            Top::Request { what, socket } => request(what, &socket),
             Top::Client(cmd) => berth_cli::run(cmd).await,
         }
     });

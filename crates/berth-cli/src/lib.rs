@@ -21,6 +21,7 @@ mod stream;
 mod tls;
 
 pub use client::{config_path, encode_segment, CliError, LoginConfig, DEFAULT_URL};
+pub use commands::access::AccessCmd;
 pub use commands::attach::AttachArgs;
 pub use commands::audit::AuditArgs;
 pub use commands::budget::{BudgetCmd, BudgetTargetArgs};
@@ -146,6 +147,13 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Access requests: what workspaces were denied or asked for; approve once/always, deny
+    Access {
+        #[command(subcommand)]
+        cmd: AccessCmd,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Notifications: webhook, Slack and ntfy subscriptions, test sends, delivery log
     Notify {
         #[command(subcommand)]
@@ -259,6 +267,7 @@ async fn execute(cmd: Command, ctx: &mut Ctx<'_>) -> Result<i32> {
         Command::User { cmd, conn } => user::run(cmd, &conn.client(ctx)?, ctx).await,
         Command::Budget { cmd, conn } => budget::run(cmd, &conn.client(ctx)?, ctx).await,
         Command::Notify { cmd, conn } => notify::run(cmd, &conn.client(ctx)?, ctx).await,
+        Command::Access { cmd, conn } => access::run(cmd, &conn.client(ctx)?, ctx).await,
         Command::Image { cmd, conn } => image::run(cmd, &conn.client(ctx)?, ctx).await,
         // The client's version is printed before the server is asked.
         Command::Version { conn } => version::run(&conn, ctx).await,

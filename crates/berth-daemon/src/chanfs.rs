@@ -8,7 +8,7 @@
 //! chan/                     server-owned 0755, mounted READ-ONLY at /run/berth
 //!   ca-bundle.crt           server-owned 0644 (written with O_CREAT|O_EXCL|O_NOFOLLOW)
 //!   berth-ca.crt            server-owned 0644
-//!   egress.sock, egress-handoff.sock, gateway.sock   sockets the server binds ([`listen`]), 0666
+//!   egress.sock, egress-handoff.sock, gateway.sock, access.sock   sockets the server binds ([`listen`]), 0666
 //!   secrets/NAME            dir server-owned 0755; files uid 1000, 0400 (fchown/fchmod on the fd)
 //!   daemon/                 uid 1000, 0700, mounted READ-WRITE at /run/berth/daemon
 //!     daemon.sock           bound by the workspace daemon; reached only through `open_socket`

@@ -46,6 +46,13 @@ impl ConnLimits {
         idle: Duration::from_secs(600),
     };
 
+    /// Explicit access requests (`berth request`): one short line each way.
+    pub const ACCESS: ConnLimits = ConnLimits {
+        max_conns: 8,
+        first_byte: Duration::from_secs(5),
+        idle: Duration::from_secs(5),
+    };
+
     /// The LLM gateway: a few agents with parallel calls; a non-streaming LLM answer may take
     /// many minutes during which no byte moves.
     pub const GATEWAY: ConnLimits = ConnLimits {

@@ -90,6 +90,7 @@
 //! disconnected with an `error` of code `lagged` (it may re-attach; the replay
 //! then catches it up), so a slow client never blocks a session or other clients.
 
+pub mod access;
 pub mod chanfs;
 pub mod client;
 pub mod conn_limit;

@@ -51,6 +51,9 @@ pub enum ErrorCode {
     /// The task's agent cannot be taken over interactively without breaking the task (the
     /// message says why); continue it with messages instead.
     TakeoverUnsupported,
+    /// An access request for a special-purpose address (loopback, private, link-local, …)
+    /// cannot be approved: the workspace would reach the host's or the LAN's services.
+    AccessRefused,
     /// The container engine cannot be reached.
     EngineUnavailable,
     /// The workspace image is not present in the engine.
@@ -144,6 +147,7 @@ impl ErrorCode {
             Self::TaskInteractive => "task_interactive",
             Self::TakeoverUnsupported => "takeover_unsupported",
             Self::ApprovalUnsupported => "approval_unsupported",
+            Self::AccessRefused => "access_refused",
             Self::EngineUnavailable => "engine_unavailable",
             Self::ImageMissing => "image_missing",
             Self::ProviderUnconfigured => "provider_unconfigured",
@@ -188,6 +192,7 @@ impl ErrorCode {
             Self::ExceedsCapacity
             | Self::TakeoverUnsupported
             | Self::ApprovalUnsupported
+            | Self::AccessRefused
             | Self::UrlRefused
             | Self::InvalidMcpServer
             | Self::TemplateInvalid
@@ -267,6 +272,7 @@ mod tests {
         ErrorCode::TaskTurnRunning,
         ErrorCode::TaskInteractive,
         ErrorCode::TakeoverUnsupported,
+        ErrorCode::AccessRefused,
         ErrorCode::EngineUnavailable,
         ErrorCode::ImageMissing,
         ErrorCode::ProviderUnconfigured,

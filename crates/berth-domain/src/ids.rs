@@ -60,6 +60,7 @@ id_type!(WorkspaceId, "ws_");
 id_type!(TenantId, "tn_");
 id_type!(TokenId, "tok_");
 id_type!(TaskId, "tk_");
+id_type!(AccessRequestId, "ar_");
 
 #[cfg(test)]
 mod tests {

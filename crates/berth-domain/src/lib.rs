@@ -24,7 +24,7 @@ pub mod workspace;
 pub use approval::{ApprovalDecision, ApprovalKind, ApprovalPolicy, ApprovalRequest};
 pub use egress::EgressRecord;
 pub use error::ErrorCode;
-pub use ids::{TaskId, TenantId, TokenId, WorkspaceId};
+pub use ids::{AccessRequestId, TaskId, TenantId, TokenId, WorkspaceId};
 pub use limits::{Limits, LimitsError};
 pub use mcp::{McpServer, McpTransport};
 pub use name::{Name, NameError, WorkspaceRef};

@@ -16,13 +16,15 @@ pub enum NotifyKind {
     BudgetNear,
     /// A budget's spend reached its limit.
     BudgetOver,
+    /// A workspace was denied egress, or asked for access (an access request to decide).
+    AccessRequest,
     /// Sent by `POST /notifications/subscriptions/{sub}/test` only.
     Test,
 }
 
 impl NotifyKind {
     /// Every kind a subscription may ask for (`test` is always delivered to its one target).
-    pub const SUBSCRIBABLE: [NotifyKind; 7] = [
+    pub const SUBSCRIBABLE: [NotifyKind; 8] = [
         Self::TaskCompleted,
         Self::TaskFailed,
         Self::TaskWaiting,
@@ -30,6 +32,7 @@ impl NotifyKind {
         Self::WorkspaceOom,
         Self::BudgetNear,
         Self::BudgetOver,
+        Self::AccessRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl NotifyKind {
             Self::WorkspaceOom => "workspace.oom",
             Self::BudgetNear => "budget.near",
             Self::BudgetOver => "budget.over",
+            Self::AccessRequest => "access.request",
             Self::Test => "test",
         }
     }
@@ -62,6 +66,7 @@ impl NotifyKind {
             Self::WorkspaceOom => "Workspace out of memory",
             Self::BudgetNear => "Budget nearly used",
             Self::BudgetOver => "Budget used up",
+            Self::AccessRequest => "Access requested",
             Self::Test => "berth test notification",
         }
     }
@@ -70,7 +75,7 @@ impl NotifyKind {
     pub fn priority(self) -> u8 {
         match self {
             Self::TaskFailed | Self::WorkspaceFailed | Self::WorkspaceOom | Self::BudgetOver => 4,
-            Self::TaskWaiting | Self::BudgetNear => 4,
+            Self::TaskWaiting | Self::BudgetNear | Self::AccessRequest => 4,
             Self::TaskCompleted | Self::Test => 3,
         }
     }
@@ -82,6 +87,7 @@ impl NotifyKind {
             Self::TaskFailed | Self::WorkspaceFailed | Self::WorkspaceOom => "x",
             Self::TaskWaiting => "hourglass",
             Self::BudgetNear | Self::BudgetOver => "moneybag",
+            Self::AccessRequest => "key",
             Self::Test => "bell",
         }
     }

@@ -61,6 +61,11 @@ pub trait EgressContext: Send + Sync + 'static {
     /// every request, so a deleted or rotated secret takes effect at once. Only used inside
     /// intercepted TLS: the real value never crosses the wire in clear.
     fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding>;
+    /// Called (besides [`EgressContext::record`]) for each attempt the rules themselves denied:
+    /// no rule allowed it, or a `deny` rule matched (`rule`: its label). Not for refusals of
+    /// another kind (a malformed or mismatched request, a private address, a failed handshake).
+    /// berth turns these into access requests. Must not block.
+    fn denied(&self, _attempt: &Attempt, _rule: Option<String>) {}
 }
 
 /// The header a binding is swapped into when it names none.

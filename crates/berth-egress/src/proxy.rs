@@ -27,7 +27,9 @@ use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 
 use crate::addr::{special_purpose, LocalAddrs};
 use crate::body::Counted;
-use crate::rules::{is_ip_literal, normalize_host, split_host_port, ConnectPlan, Decision};
+use crate::rules::{
+    canonical_path, is_ip_literal, normalize_host, split_host_port, ConnectPlan, Decision,
+};
 use crate::tunnel::{self, TunnelEnd};
 use crate::UpstreamTls;
 use crate::{Attempt, CertificateAuthority, EgressContext, LogEntry, Policy, SecretBinding};
@@ -373,6 +375,7 @@ impl Conn {
         };
         let (decision, intercept) = match policy.connect_plan(&host, port) {
             ConnectPlan::Decided(d) if !d.allow => {
+                self.ctx.denied(&attempt, policy.rule_label(d.rule));
                 return self.deny(&policy, &attempt, &d, false, at);
             }
             ConnectPlan::Decided(d) => {
@@ -635,6 +638,10 @@ impl Conn {
         };
         let decision = policy.decide(&attempt);
         if !decision.allow {
+            // A path refused as malformed is no question of access.
+            if decision.rule.is_some() || canonical_path(&path).is_ok() {
+                self.ctx.denied(&attempt, policy.rule_label(decision.rule));
+            }
             return self.deny(&policy, &attempt, &decision, target.intercepted, at);
         }
         let gate = Gate {

@@ -31,7 +31,12 @@ struct TestCtx {
     policy: Mutex<Policy>,
     log: Mutex<Vec<LogEntry>>,
     secrets: Mutex<HashMap<String, Vec<SecretBinding>>>,
+    /// What `denied` was told.
+    denied: Mutex<Vec<Denied>>,
 }
+
+/// One call of `denied`: host, port, method, path, rule.
+type Denied = (String, u16, Option<String>, Option<String>, Option<String>);
 
 impl TestCtx {
     fn new(rules: &str) -> Arc<Self> {
@@ -88,6 +93,15 @@ impl EgressContext for TestCtx {
     }
     fn record(&self, entry: LogEntry) {
         self.log.lock().unwrap().push(entry);
+    }
+    fn denied(&self, a: &berth_egress::Attempt, rule: Option<String>) {
+        self.denied.lock().unwrap().push((
+            a.host.clone(),
+            a.port,
+            a.method.clone(),
+            a.path.clone(),
+            rule,
+        ));
     }
     fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding> {
         self.secrets
@@ -1091,4 +1105,67 @@ async fn serves_a_unix_socket_connection() {
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert_eq!(seen.lock().unwrap()[0].path, "/u");
+}
+
+/// Only what the rules deny reaches `denied` (berth's access requests): no rule, or a `deny`
+/// rule (named); a private address behind an allowing wildcard, a malformed path and a Host
+/// mismatch are refusals of another kind and do not.
+#[tokio::test]
+async fn only_rule_denials_are_reported_as_denied() {
+    let (port, _seen) = start_http_origin().await;
+    let ctx = TestCtx::new("deny blocked.test\nallow *");
+    let proxy = start_proxy(ctx.clone(), None).await;
+    let c = client(&proxy, &[]);
+    // Default deny (an IP literal matches no `*`), and a deny rule.
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/a?q=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (_s, head) = connect(&proxy, "blocked.test:443").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    // Not rule denials: a loopback answer for a wildcard-allowed name, a path with `..`, a
+    // Host header naming another host.
+    let r = c
+        .get(format!("http://wild.test:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let resp = raw(
+        &proxy,
+        format!(
+            "GET http://wild.test:{port}/a/../../etc HTTP/1.1\r\nHost: wild.test:{port}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    let resp = raw(
+        &proxy,
+        format!("GET http://wild.test:{port}/ HTTP/1.1\r\nHost: other.test\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    let denied = ctx.denied.lock().unwrap().clone();
+    assert_eq!(
+        denied,
+        vec![
+            (
+                "127.0.0.1".to_string(),
+                port,
+                Some("GET".to_string()),
+                Some("/a?q=1".to_string()),
+                None
+            ),
+            (
+                "blocked.test".to_string(),
+                443,
+                None,
+                None,
+                Some("deny blocked.test".to_string())
+            ),
+        ]
+    );
 }

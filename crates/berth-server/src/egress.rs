@@ -61,6 +61,11 @@ pub struct Egress {
     /// Held while a policy is computed from the store and installed, so that an older
     /// computation never overwrites a newer one.
     recompute: tokio::sync::Mutex<()>,
+    /// Denied attempts on their way to become access requests (bounded, coalesced).
+    sightings: Arc<crate::access_requests::Sightings>,
+    /// Explicit access requests taken per workspace and second.
+    access_rate: Arc<crate::access_requests::RateLimit>,
+    store: Store,
 }
 
 impl Egress {
@@ -107,7 +112,11 @@ impl Egress {
             log,
             watchers: Default::default(),
             recompute: tokio::sync::Mutex::new(()),
+            sightings: Default::default(),
+            access_rate: Default::default(),
+            store: store.clone(),
         });
+        crate::access_requests::spawn_writer(egress.sightings.clone(), store.clone());
         let writer = egress.clone();
         tokio::spawn(async move {
             while let Some((ws, e)) = log_rx.recv().await {
@@ -153,6 +162,11 @@ impl Egress {
                     origin = Some((t, label.clone()));
                     label
                 }
+            });
+            let label = label.or_else(|| {
+                r.grant
+                    .as_ref()
+                    .map(|(id, until)| Arc::from(format!("access {id} until {until}")))
             });
             parsed.push((label, rule));
         }
@@ -293,8 +307,30 @@ impl Egress {
                 });
             }
         };
+        // Explicit access requests (`berth request`): the workspace is this socket's.
+        let access = bind_open(
+            &socket.with_file_name(crate::access_requests::SOCKET_NAME),
+            ws,
+        );
+        let requests = {
+            let (ws, store, rate) = (ws.clone(), self.store.clone(), self.access_rate.clone());
+            async move {
+                let Some(listener) = access else {
+                    return;
+                };
+                let limiter = ConnLimiter::new("access", ConnLimits::ACCESS);
+                loop {
+                    let (stream, slot) = limiter.accept(&listener).await;
+                    let stream = limiter.guard(stream, slot);
+                    let (ws, store, rate) = (ws.clone(), store.clone(), rate.clone());
+                    tokio::spawn(crate::access_requests::serve_connection(
+                        stream, ws, store, rate,
+                    ));
+                }
+            }
+        };
         let handle = tokio::spawn(async move {
-            tokio::join!(relayed, handed_over);
+            tokio::join!(relayed, handed_over, requests);
         });
         running.insert(ws.clone(), handle);
     }
@@ -358,6 +394,10 @@ impl EgressContext for WorkspaceEgress {
     fn secrets_for_host(&self, host: &str) -> Vec<SecretBinding> {
         self.egress.secrets_for(&self.ws, host)
     }
+
+    fn denied(&self, attempt: &berth_egress::Attempt, rule: Option<String>) {
+        self.egress.sightings.push(&self.ws, attempt, rule);
+    }
 }
 
 /// `BERTH_EGRESS_TUNNEL_IDLE_SECS`: how long a plain tunnel may go without a byte in either
@@ -408,17 +448,20 @@ pub fn write_ca_bundle(chan: &berth_daemon::chanfs::Dir, ca_pem: &str) -> std::i
 /// One rule of a workspace's effective policy, with where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcedRule {
-    /// The template it comes from; `None` for the workspace's own rules.
+    /// The template it comes from; `None` for the workspace's own rules and grants.
     pub template: Option<String>,
+    /// The access request whose approval "once" granted it, and until when.
+    pub grant: Option<(String, String)>,
     pub rule: String,
 }
 
 impl SourcedRule {
     /// How the egress log names the rule: `template npm: allow registry.npmjs.org:443`.
     pub fn label(&self) -> String {
-        match &self.template {
-            Some(t) => format!("template {t}: {}", self.rule),
-            None => self.rule.clone(),
+        match (&self.template, &self.grant) {
+            (Some(t), _) => format!("template {t}: {}", self.rule),
+            (None, Some((id, until))) => format!("access {id} until {until}: {}", self.rule),
+            (None, None) => self.rule.clone(),
         }
     }
 }
@@ -454,22 +497,37 @@ pub async fn find_template(
     Ok(berth_egress::builtin_template(name).map(Template::Builtin))
 }
 
-/// The workspace's effective rules, in evaluation order: its own rules, then the rules of each
-/// template it attaches, in attach order.
+/// The workspace's effective rules, in evaluation order: the grants of access requests approved
+/// once that have not expired, its own rules, then the rules of each template it attaches, in
+/// attach order.
 pub async fn effective_rules(store: &Store, w: &Workspace) -> Result<Vec<SourcedRule>, StoreError> {
+    let now = berth_domain::timestamp::now();
     let mut out: Vec<SourcedRule> = store
-        .egress_rules(&w.id)
+        .access_grants(&w.id, &now)
         .await?
         .into_iter()
-        .map(|rule| SourcedRule {
+        .map(|g| SourcedRule {
             template: None,
-            rule,
+            grant: Some((g.id, g.expires_at)),
+            rule: g.rule,
         })
         .collect();
+    out.extend(
+        store
+            .egress_rules(&w.id)
+            .await?
+            .into_iter()
+            .map(|rule| SourcedRule {
+                template: None,
+                grant: None,
+                rule,
+            }),
+    );
     for name in store.workspace_egress_templates(&w.id).await? {
         match find_template(store, w.tenant.as_str(), &name).await? {
             Some(t) => out.extend(t.rules().into_iter().map(|rule| SourcedRule {
                 template: Some(name.clone()),
+                grant: None,
                 rule,
             })),
             // Cannot happen through the API (removal detaches first); contributes nothing.

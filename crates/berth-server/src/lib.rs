@@ -3,6 +3,7 @@
 //! [`run`] wires the concrete pieces (SQLite store, Docker-API runtime, staged daemon binary)
 //! into an [`AppState`] and serves the router until SIGINT/SIGTERM.
 
+mod access_requests;
 mod agent_sessions;
 mod approvals;
 mod auth;
@@ -192,7 +193,8 @@ async fn start_background(state: &Arc<AppState>) -> Vec<tokio::task::JoinHandle<
     provision::recover(state).await;
     let sweeper = agent_sessions::spawn_sweeper(state.clone());
     let notifier = notify::worker::spawn(state.clone());
-    vec![reconcile, purge, sweeper, notifier]
+    let grants = access_requests::spawn_sweeper(state.clone());
+    vec![reconcile, purge, sweeper, notifier, grants]
 }
 
 /// Raises the soft limit on open files to the hard one (at most the kernel's `nr_open`): every

@@ -10,8 +10,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::terminal::{TERMINAL_MAX, TERMINAL_MIN};
 use crate::routes::{
-    approvals, backups, egress, egress_templates, mcp, notify, secrets, sso, system, tasks,
-    templates, tenants, terminal, tokens, usage, workspaces,
+    access_requests, approvals, backups, egress, egress_templates, mcp, notify, secrets, sso,
+    system, tasks, templates, tenants, terminal, tokens, usage, workspaces,
 };
 
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use crate::routes::{
         terminal::get_session, terminal::remove_session, terminal::scrollback, terminal::attach,
         tasks::create, tasks::list, tasks::show, tasks::send, tasks::cancel, tasks::attach, tasks::events,
         tasks::stream, tasks::diff, tasks::patch, tasks::push, tasks::pull_request, approvals::list, approvals::decide, approvals::inbox,
+        access_requests::list, access_requests::decide, access_requests::comment,
         usage::usage, usage::calls, usage::call, usage::list_budgets, usage::set_budget, usage::remove_budget,
         egress::rules, egress::set_rules, egress::add_rule, egress::remove_rule, egress::log,
         egress::log_stream, egress::effective,

@@ -515,7 +515,7 @@ impl Store {
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        self.delete_access_requests(id).await
     }
 
     // ---- audit ----
@@ -628,6 +628,7 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
     })
 }
 
+pub mod access;
 mod approvals;
 mod egress;
 mod egress_templates;
@@ -644,6 +645,10 @@ pub use secrets::{SealedSecret, SecretUse};
 pub use tokens::{NewToken, TokenRecord};
 mod usage;
 mod users;
+pub use access::{
+    AccessComment, AccessDecision, AccessGrant, AccessRequest, AccessSighting, AccessTarget,
+    Recorded as AccessRecorded,
+};
 pub use approvals::{Approval, InboxItem, MAX_OPEN_PER_TASK};
 pub use egress::{EgressEntry, EgressRecord};
 pub use egress_templates::{EgressTemplate, TemplateRemoval, TemplateUser};

@@ -248,3 +248,167 @@ async fn templates_are_versioned_and_provisions_follow_their_workspace() {
     s.delete_workspace(&w.id).await.unwrap();
     assert!(s.provision(&w.id).await.unwrap().is_none());
 }
+
+fn sighting(host: &str, port: u16) -> AccessSighting {
+    let at = now();
+    AccessSighting {
+        target: AccessTarget::Egress {
+            host: host.into(),
+            port,
+        },
+        source: "denied",
+        method: Some("GET".into()),
+        path: Some("/x".into()),
+        rule: None,
+        task_id: None,
+        reason: None,
+        count: 1,
+        first_seen: at.clone(),
+        last_seen: at,
+    }
+}
+
+#[tokio::test]
+async fn access_requests_dedup_cap_decide_and_expire() {
+    let s = Store::open_in_memory().await.unwrap();
+    let w = new_ws(&s, "acme", "web").await.unwrap();
+    let first = s
+        .record_access(&w.id, &sighting("a.test", 443))
+        .await
+        .unwrap();
+    let AccessRecorded::Created(id) = first else {
+        panic!("{first:?}")
+    };
+    let mut again = sighting("a.test", 443);
+    again.count = 4;
+    again.path = Some("y".repeat(100_000));
+    assert_eq!(
+        s.record_access(&w.id, &again).await.unwrap(),
+        AccessRecorded::Repeated(id.clone())
+    );
+    let r = s.access_request(&w.id, id.as_str()).await.unwrap().unwrap();
+    assert_eq!((r.count, r.state.as_str()), (5, "open"));
+    assert_eq!(r.path.unwrap().len(), access::MAX_TEXT);
+    assert_eq!(r.workspace, "acme/web");
+    // The trigger queued a notification of the new request only.
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM notify_events WHERE kind = 'access.request'")
+            .fetch_all(&s.pool)
+            .await
+            .unwrap();
+    assert_eq!(kinds.len(), 1);
+
+    // The cap: past MAX_OPEN_PER_WORKSPACE open requests, new ones are not recorded.
+    for i in 0..access::MAX_OPEN_PER_WORKSPACE + 20 {
+        s.record_access(&w.id, &sighting(&format!("h{i}.test"), 443))
+            .await
+            .unwrap();
+    }
+    let open = s
+        .access_requests(Some("acme"), Some(&w.id), Some("open"), 1000)
+        .await
+        .unwrap();
+    assert_eq!(open.len() as i64, access::MAX_OPEN_PER_WORKSPACE);
+    assert_eq!(
+        s.record_access(&w.id, &sighting("new.test", 443))
+            .await
+            .unwrap(),
+        AccessRecorded::Capped
+    );
+    // Another tenant sees none of them.
+    assert!(s
+        .access_requests(Some("other"), None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Approve once: a grant until its expiry, then expired.
+    let past = "2000-01-01T00:00:00.000Z".to_string();
+    let d = AccessDecision {
+        state: "approved",
+        scope: Some("once"),
+        template: None,
+        granted_rule: Some("allow a.test:443".into()),
+        expires_at: Some("2999-01-01T00:00:00.000Z".into()),
+        decided_by: "alice (owner)".into(),
+        note: None,
+    };
+    assert!(s.decide_access(id.as_str(), &d).await.unwrap());
+    assert!(
+        !s.decide_access(id.as_str(), &d).await.unwrap(),
+        "decided once"
+    );
+    let grants = s.access_grants(&w.id, &now()).await.unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].rule, "allow a.test:443");
+    assert!(s.expire_access_grants(&past).await.unwrap().is_empty());
+    assert!(s
+        .access_grants(&w.id, "3000-01-01T00:00:00.000Z")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.expire_access_grants("3000-01-01T00:00:00.000Z")
+            .await
+            .unwrap(),
+        vec![w.id.clone()]
+    );
+    // The next denial opens a new request.
+    let next = s
+        .record_access(&w.id, &sighting("a.test", 443))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next,
+        AccessRecorded::Capped | AccessRecorded::Created(_)
+    ));
+
+    // Comments are capped.
+    for i in 0..access::MAX_COMMENTS {
+        assert!(s
+            .add_access_comment(id.as_str(), "bob", &format!("c{i}"))
+            .await
+            .unwrap());
+    }
+    assert!(!s
+        .add_access_comment(id.as_str(), "bob", "one more")
+        .await
+        .unwrap());
+    s.delete_workspace(&w.id).await.unwrap();
+    assert!(s
+        .access_requests(None, None, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_denied_access_request_absorbs_its_repeats() {
+    let s = Store::open_in_memory().await.unwrap();
+    let w = new_ws(&s, "acme", "web").await.unwrap();
+    let AccessRecorded::Created(id) = s
+        .record_access(&w.id, &sighting("a.test", 443))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let d = AccessDecision {
+        state: "denied",
+        scope: None,
+        template: None,
+        granted_rule: None,
+        expires_at: None,
+        decided_by: "alice (owner)".into(),
+        note: Some("no".into()),
+    };
+    assert!(s.decide_access(id.as_str(), &d).await.unwrap());
+    assert_eq!(
+        s.record_access(&w.id, &sighting("a.test", 443))
+            .await
+            .unwrap(),
+        AccessRecorded::Repeated(id.clone())
+    );
+    let r = s.access_request(&w.id, id.as_str()).await.unwrap().unwrap();
+    assert_eq!((r.state.as_str(), r.count), ("denied", 2));
+}

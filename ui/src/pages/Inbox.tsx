@@ -1,18 +1,21 @@
 // The inbox: every permission request waiting for a decision across the tenant's workspaces,
-// with the decision controls (also used on the task page). Laid out as cards, so it works at
-// phone width.
+// with the decision controls (also used on the task page), and the open access requests (egress a
+// workspace was denied or asked for, secrets it asked for) with approve once / always / deny.
+// Laid out as cards, so it works at phone width.
 
 import { useState } from 'react';
-import { api, post, type Approval } from '../api';
+import { accessDecisionBody, accessPath, accessStateClass, accessTarget, type AccessScope } from '../access';
+import { api, post, type AccessRequest, type Approval } from '../api';
 import { decisionBody, decisionPath, groupByWorkspace, headline, stateClass, type Decision } from '../approvals';
 import { age, dateTime } from '../format';
 import { useLoad } from '../hooks';
-import { Allowed } from '../roles';
+import { Allowed, can, useMe } from '../roles';
 import { Empty, ErrorBox, Loading } from '../ui';
 
 export function Inbox() {
   const list = useLoad(() => api<Approval[]>('/inbox'), [], 3000);
   const groups = groupByWorkspace(list.data ?? []);
+  const access = useLoad(() => api<AccessRequest[]>('/access-requests?state=open'), [], 3000);
   return (
     <section aria-labelledby="inbox-title">
       <div className="page-head">
@@ -38,7 +41,142 @@ export function Inbox() {
           </div>
         ))
       )}
+      <h2 id="access-title">Access requests</h2>
+      <p className="muted small">
+        Egress a workspace was denied, or access its agent asked for with <code>berth request</code>. Approve once (for a while), always (a rule of the
+        workspace), or deny.
+      </p>
+      <ErrorBox error={access.error} onRetry={access.reload} />
+      {access.loading && !access.data ? (
+        <Loading what="Loading access requests" />
+      ) : (access.data ?? []).length === 0 ? (
+        <Empty>
+          <span data-testid="access-empty">No open access requests.</span>
+        </Empty>
+      ) : (
+        (access.data ?? []).map((r) => <AccessCard key={r.id} r={r} onDecided={access.reload} />)
+      )}
     </section>
+  );
+}
+
+const TTLS: Array<[number, string]> = [
+  [900, '15 min'],
+  [3600, '1 hour'],
+  [8 * 3600, '8 hours'],
+  [86400, '1 day'],
+];
+
+/** One access request: what, how often, why; owners decide, members comment. */
+export function AccessCard({ r, onDecided }: { r: AccessRequest; onDecided: () => void }) {
+  const me = useMe();
+  const [reason, setReason] = useState('');
+  const [ttl, setTtl] = useState(3600);
+  const [comment, setComment] = useState('');
+  const [busy, setBusy] = useState<string>();
+  const [error, setError] = useState<string>();
+  const run = async (what: string, f: () => Promise<unknown>) => {
+    setBusy(what);
+    setError(undefined);
+    try {
+      await f();
+      onDecided();
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setBusy(undefined);
+    }
+  };
+  const decide = (decision: 'approve' | 'deny', scope?: AccessScope) =>
+    run(scope ?? decision, () => post(accessPath(r), accessDecisionBody(r, decision, { scope, ttlSeconds: ttl, reason })));
+  const addComment = () =>
+    run('comment', async () => {
+      await post(`${accessPath(r)}/comments`, { text: comment.trim() });
+      setComment('');
+    });
+  const rid = `acc-${r.id}`.replace(/[^a-zA-Z0-9_-]/g, '_');
+  const open = r.state === 'open';
+  return (
+    <article className="card approval" data-testid="access-request" data-request={r.id} data-state={r.state} aria-labelledby={`${rid}-h`}>
+      <div className="row approval-head">
+        <span className={`badge ${accessStateClass(r.state)}`}>{r.state}</span>
+        <span className="badge">{r.source === 'explicit' ? 'asked' : 'denied'}</span>
+        {r.count > 1 && <span className="badge">×{r.count}</span>}
+        <span className="muted small" title={dateTime(r.last_seen)}>
+          {age(r.last_seen)}
+        </span>
+      </div>
+      <h3 id={`${rid}-h`} className="approval-title mono">
+        {accessTarget(r)}
+      </h3>
+      <p className="small">
+        <a href={`#/workspaces/${encodeURIComponent(r.workspace)}`}>{r.workspace}</a>
+        {r.method ? (
+          <span className="mono">
+            {' '}
+            · {r.method} {r.path}
+          </span>
+        ) : null}
+      </p>
+      {r.agent_reason && <p className="small">Why: {r.agent_reason}</p>}
+      {r.rule && <p className="muted small">Denied by: {r.rule}</p>}
+      {r.comments.map((c, i) => (
+        <p key={i} className="small" data-testid="access-comment">
+          <span className="muted">{c.author}:</span> {c.text}
+        </p>
+      ))}
+      {open && can(me, 'manage') && (
+        <div className="approval-decide">
+          <label htmlFor={`${rid}-reason`} className="small">
+            Reason (recorded)
+          </label>
+          <input id={`${rid}-reason`} value={reason} onChange={(e) => setReason(e.target.value)} maxLength={1024} />
+          {r.kind === 'egress' && (
+            <>
+              <label htmlFor={`${rid}-ttl`} className="small">
+                Approve once for
+              </label>
+              <select id={`${rid}-ttl`} value={ttl} onChange={(e) => setTtl(Number(e.target.value))} data-testid="access-ttl">
+                {TTLS.map(([s, label]) => (
+                  <option key={s} value={s}>
+                    {label}
+                  </option>
+                ))}
+              </select>
+            </>
+          )}
+          <div className="row">
+            {r.kind === 'egress' && (
+              <button type="button" className="btn primary" disabled={!!busy} onClick={() => decide('approve', 'once')} data-testid="access-once">
+                {busy === 'once' ? 'Approving…' : 'Approve once'}
+              </button>
+            )}
+            <button type="button" className="btn" disabled={!!busy} onClick={() => decide('approve', 'always')} data-testid="access-always">
+              {busy === 'always' ? 'Approving…' : r.kind === 'secret' ? 'Bind the secret' : 'Approve always'}
+            </button>
+            <button type="button" className="btn danger" disabled={!!busy} onClick={() => decide('deny')} data-testid="access-deny">
+              {busy === 'deny' ? 'Denying…' : 'Deny'}
+            </button>
+          </div>
+        </div>
+      )}
+      {open && (
+        <Allowed need="operate">
+          <div className="approval-decide">
+            <label htmlFor={`${rid}-comment`} className="small">
+              Comment
+            </label>
+            <input id={`${rid}-comment`} value={comment} onChange={(e) => setComment(e.target.value)} maxLength={1024} data-testid="access-comment-input" />
+            <div className="row">
+              <button type="button" className="btn" disabled={!!busy || !comment.trim()} onClick={addComment} data-testid="access-comment-add">
+                {busy === 'comment' ? 'Saving…' : 'Comment'}
+              </button>
+            </div>
+          </div>
+        </Allowed>
+      )}
+      <ErrorBox error={error} />
+    </article>
   );
 }
 

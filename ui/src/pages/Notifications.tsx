@@ -11,7 +11,7 @@ import { useMe } from '../roles';
 import { Empty, ErrorBox, FormError, Loading, ShownOnce } from '../ui';
 import { subscribeThisBrowser, webPushSupported } from '../webpush';
 
-const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over'] as const;
+const KINDS = ['task.completed', 'task.failed', 'task.waiting', 'workspace.failed', 'workspace.oom', 'budget.near', 'budget.over', 'access.request'] as const;
 type Kind = (typeof KINDS)[number];
 
 export function Notifications() {

@@ -1,3 +1,4 @@
+mod access;
 mod agent_sessions;
 mod approvals;
 mod auth;

@@ -2,6 +2,7 @@
 //! handler (`run`); [`crate::execute`] dispatches to them. They use the helper modules
 //! (`client`, `ctx`, `format`, `stream`, `detach`), which never use them.
 
+pub(crate) mod access;
 pub(crate) mod attach;
 pub(crate) mod audit;
 pub(crate) mod budget;

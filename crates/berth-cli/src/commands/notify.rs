@@ -25,7 +25,8 @@ pub enum NotifyCmd {
         #[arg(long)]
         tenant: Option<String>,
         /// Event kinds, comma-separated (default: all): task.completed, task.failed,
-        /// task.waiting, workspace.failed, workspace.oom, budget.near, budget.over
+        /// task.waiting, workspace.failed, workspace.oom, budget.near, budget.over,
+        /// access.request
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
         #[arg(long)]

@@ -311,6 +311,22 @@ const PARSES: &[(&str, &str)] = &[
         "notify list: json=false",
     ),
     (
+        "access list --workspace w --state denied --json",
+        "access list: all=false json=true state=denied workspace=w",
+    ),
+    (
+        "access approve ar_1 --ttl 30m --reason ok",
+        "access approve: always=false id=ar_1 json=false reason=ok ttl=30m",
+    ),
+    (
+        "access deny ar_1 --reason no",
+        "access deny: id=ar_1 json=false reason=no",
+    ),
+    (
+        "access comment ar_1 hello",
+        "access comment: id=ar_1 json=false text=hello",
+    ),
+    (
         "notify rm nsub_1",
         "notify rm: id=nsub_1",
     ),
@@ -488,6 +504,10 @@ const PARSES: &[(&str, &str)] = &[
 
 /// Command lines that must be refused, and why.
 const REFUSED: &[(&str, &str)] = &[
+    (
+        "access approve ar_1 --always --ttl 1h",
+        "a rule kept always has no expiry",
+    ),
     (
         "token create --name x --role superuser",
         "roles are admin, owner, member, viewer",

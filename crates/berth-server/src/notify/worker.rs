@@ -196,6 +196,26 @@ pub async fn build(state: &AppState, e: &NotifyEvent) -> ApiResult<api::Notifica
             ev.budget = Some(b);
             ev.link = public.map(|p| format!("{p}/#/usage"));
         }
+        NotifyKind::AccessRequest => {
+            // Host, secret name and reason come from inside the workspace: cut short.
+            let host = notify::excerpt(&text_of("host").unwrap_or_default(), 253);
+            let what = match (text_of("secret"), detail["port"].as_u64()) {
+                (Some(name), _) => format!("secret {} for {host}", notify::excerpt(&name, 64)),
+                (None, Some(port)) => format!("egress to {host}:{port}"),
+                (None, None) => format!("egress to {host}"),
+            };
+            let how = if text_of("source").as_deref() == Some("explicit") {
+                "asks for"
+            } else {
+                "was denied"
+            };
+            ev.text = format!("Workspace {ws_shown} {how} {what}");
+            if let Some(reason) = text_of("reason").filter(|r| !r.is_empty()) {
+                ev.text
+                    .push_str(&format!(": {}", notify::excerpt(&reason, EXCERPT)));
+            }
+            ev.link = public.map(|p| format!("{p}/#/inbox"));
+        }
         NotifyKind::Test => {
             ev.text = format!("A test notification for {ws_shown} from berth");
         }

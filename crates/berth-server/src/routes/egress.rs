@@ -29,12 +29,17 @@ pub(crate) async fn effective_view(
     let mut index = 0;
     for (i, r) in rules.iter().enumerate() {
         // Positions restart with each source.
-        if i > 0 && rules[i - 1].template != r.template {
+        if i > 0
+            && (rules[i - 1].template != r.template
+                || rules[i - 1].grant.is_some() != r.grant.is_some())
+        {
             index = 0;
         }
         out.push(api::EffectiveEgressRule {
             source: if r.template.is_some() {
                 "template"
+            } else if r.grant.is_some() {
+                "access"
             } else {
                 "workspace"
             }

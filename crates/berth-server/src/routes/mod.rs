@@ -2,6 +2,7 @@
 //! the daemon; one file per resource.
 
 pub mod access;
+pub mod access_requests;
 pub mod approvals;
 pub mod backups;
 pub mod egress;
@@ -107,6 +108,17 @@ fn api() -> Api {
         .get("/tasks/{task}/approvals", READ, approvals::list)
         .post("/tasks/{task}/approvals/{req}", OPERATE, approvals::decide)
         .get("/inbox", READ, approvals::inbox)
+        .get("/access-requests", READ, access_requests::list)
+        .post(
+            "/workspaces/{ws}/access-requests/{req}",
+            MANAGE,
+            access_requests::decide,
+        )
+        .post(
+            "/workspaces/{ws}/access-requests/{req}/comments",
+            OPERATE,
+            access_requests::comment,
+        )
         .get("/workspaces/{ws}/egress/rules", READ, egress::rules)
         .put("/workspaces/{ws}/egress/rules", MANAGE, egress::set_rules)
         .post("/workspaces/{ws}/egress/rules", MANAGE, egress::add_rule)

@@ -343,10 +343,20 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
                 ctx.print_json(&v)?;
             } else {
                 let list: Vec<berth_api::Approval> = decode(v)?;
-                if list.is_empty() {
+                // The open access requests wait for a decision too (`berth access`).
+                let access: Vec<berth_api::AccessRequest> =
+                    decode(client.get_value("/access-requests?state=open").await?)?;
+                if list.is_empty() && access.is_empty() {
                     ctx.print("nothing is waiting for a decision\n")?;
-                } else {
+                }
+                if !list.is_empty() {
                     ctx.print(&approval_table(&list, true))?;
+                }
+                if !access.is_empty() {
+                    ctx.print(&terminal_safe(&format!(
+                        "access requests (berth access approve|deny ID):\n{}",
+                        crate::commands::access::access_table(&access)
+                    )))?;
                 }
             }
             Ok(0)
