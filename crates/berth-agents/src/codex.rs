@@ -494,6 +494,45 @@ mod tests {
         assert_eq!(out[0]["params"]["input"][0]["text"], "again");
     }
 
+    /// A running command's output streams as `tool_output` (codex app-server's output deltas),
+    /// at most 64 KiB of one command; the result still carries the whole output.
+    #[test]
+    fn command_output_streams_while_it_runs_and_is_capped() {
+        let mut d = Codex::default();
+        let s = spec(Agent::Codex);
+        handshake(&mut d, &s);
+        let delta = |text: &str| {
+            note(
+                "item/commandExecution/outputDelta",
+                json!({"threadId":THREAD,"turnId":TURN,"itemId":"call_1","delta":text}),
+            )
+        };
+        let (ev, _) = feed(&mut d, delta("line 1\n"));
+        assert_eq!(
+            ev,
+            vec![EventKind::ToolOutput {
+                call_id: "call_1".into(),
+                text: "line 1\n".into()
+            }]
+        );
+        assert!(feed(&mut d, delta("")).0.is_empty());
+        // A flood: cut once at the cap (on a character boundary), then nothing more.
+        let big = "é".repeat(40 * 1024);
+        let (ev, _) = feed(&mut d, delta(&big));
+        let EventKind::ToolOutput { text, .. } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert!(text.len() < 64 * 1024 + 100, "{}", text.len());
+        assert!(text.ends_with("comes with the result]"), "{text}");
+        assert!(feed(&mut d, delta("more")).0.is_empty());
+        // Another command has its own allowance.
+        let other = note(
+            "item/commandExecution/outputDelta",
+            json!({"threadId":THREAD,"turnId":TURN,"itemId":"call_2","delta":"x"}),
+        );
+        assert_eq!(feed(&mut d, other).0.len(), 1);
+    }
+
     #[test]
     fn a_new_process_resumes_the_thread() {
         let mut d = Codex::default();

@@ -35,6 +35,8 @@ use crate::{TurnEnd, TurnSpec};
 const MAX_PENDING: usize = 256;
 /// Most item ids remembered (started tool items, file changes awaiting a request).
 const MAX_ITEMS: usize = 4096;
+/// The most of one command's output streamed as `tool_output` in a turn.
+const MAX_STREAMED_OUTPUT: usize = 64 * 1024;
 
 /// Where the handshake stands.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +92,8 @@ pub(crate) struct AppServer {
     last_message: Option<String>,
     /// Tokens of this turn: the sum of each model response's `last` usage.
     usage: [u64; 3],
+    /// Bytes of each command's output streamed as `tool_output` this turn (capped per command).
+    streamed: HashMap<String, usize>,
 }
 
 impl AppServer {
@@ -109,6 +113,7 @@ impl AppServer {
         self.interrupt_wanted = false;
         self.last_message = None;
         self.usage = [0; 3];
+        self.streamed.clear();
         self.policy = spec.approval;
         match self.phase {
             Phase::New => {
@@ -263,11 +268,16 @@ impl AppServer {
                     vec![EventKind::MessageDelta { text }]
                 }
             }
+            "item/commandExecution/outputDelta" => self.output_delta(p),
             "thread/tokenUsage/updated" => {
                 let last = &p["tokenUsage"]["last"];
-                self.usage[0] += count_of(last, "inputTokens");
-                self.usage[1] += count_of(last, "outputTokens");
-                self.usage[2] += count_of(last, "cachedInputTokens");
+                // Saturating: the counts are the agent's word, and any number may come.
+                for (n, key) in ["inputTokens", "outputTokens", "cachedInputTokens"]
+                    .into_iter()
+                    .enumerate()
+                {
+                    self.usage[n] = self.usage[n].saturating_add(count_of(last, key));
+                }
                 Vec::new()
             }
             "turn/started" => {
@@ -298,7 +308,6 @@ impl AppServer {
             | "remoteControl/status/changed"
             | "mcpServer/startupStatus/updated"
             | "turn/diff/updated"
-            | "item/commandExecution/outputDelta"
             | "item/fileChange/outputDelta"
             | "item/fileChange/patchUpdated"
             | "item/reasoning/summaryTextDelta"
@@ -475,6 +484,43 @@ impl AppServer {
             name,
             input,
         })
+    }
+
+    /// A running command's output as it comes (`tool_output`), at most
+    /// [`MAX_STREAMED_OUTPUT`] bytes of one command and [`MAX_ITEMS`] commands a turn: the whole
+    /// output still comes with the command's result.
+    fn output_delta(&mut self, p: &Value) -> Vec<EventKind> {
+        let (Some(id), Some(delta)) = (str_of(p, "itemId"), p.get("delta").and_then(Value::as_str))
+        else {
+            return Vec::new();
+        };
+        if delta.is_empty() || (self.streamed.len() >= MAX_ITEMS && !self.streamed.contains_key(id))
+        {
+            return Vec::new();
+        }
+        let sent = self.streamed.entry(id.to_owned()).or_insert(0);
+        let room = MAX_STREAMED_OUTPUT.saturating_sub(*sent);
+        if room == 0 {
+            return Vec::new();
+        }
+        let text = if delta.len() <= room {
+            *sent += delta.len();
+            delta.to_owned()
+        } else {
+            let mut cut = room;
+            while !delta.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            *sent = MAX_STREAMED_OUTPUT;
+            format!(
+                "{}\n[output cut here; the whole of it comes with the result]",
+                &delta[..cut]
+            )
+        };
+        vec![EventKind::ToolOutput {
+            call_id: id.to_owned(),
+            text,
+        }]
     }
 
     fn item_started(&mut self, item: &Value) -> Option<Vec<EventKind>> {

@@ -252,7 +252,7 @@ impl std::fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 44] = [
+    const ALL: [ErrorCode; 45] = [
         ErrorCode::InvalidPushKeys,
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidMcpServer,

@@ -230,9 +230,8 @@ pub enum EventKind {
         is_error: bool,
     },
     /// A fragment of a running tool's output, in order, before its `tool_result` (which still
-    /// carries the whole output). Only for agents whose protocol streams it: none of the four
-    /// CLIs' headless modes does today (docs/tasks.md, "What each agent streams"); codex
-    /// app-server's `item/commandExecution/outputDelta` maps here.
+    /// carries the whole output). Only for agents whose protocol streams it: codex app-server's
+    /// `item/commandExecution/outputDelta` (docs/tasks.md, "What each agent streams").
     ToolOutput {
         call_id: String,
         text: String,

@@ -105,12 +105,16 @@ async fn interrupt_and_redirect(agent: &str) {
         matches!(t["state"].as_str(), Some("running" | "completed")),
         "{t}"
     );
-    // The interrupted turn's tool is gone with its agent.
-    assert_eq!(
-        sleeps(&s, ws).await,
-        0,
-        "the long tool survived the interrupt"
-    );
+    // The interrupted turn's tool is gone with its agent: at once where berth kills the agent's
+    // process tree; within moments for codex, whose app-server stays warm and kills the running
+    // command itself on `turn/interrupt` (berth does not kill the process's children: its MCP
+    // servers live there).
+    eventually(
+        Duration::from_secs(10),
+        "the long tool to end after the interrupt",
+        || async { (sleeps(&s, ws).await == 0).then_some(()) },
+    )
+    .await;
 
     let done = agents::wait_turn_over(&s, &id, TURN).await;
     let evs = events(&s, &id).await;
