@@ -576,7 +576,7 @@ async fn web_push_is_encrypted_for_the_browser_and_authorised_with_vapid() {
         ),
         (
             json!({"channel": "webpush", "url": endpoint, "tenant": "acme",
-                "keys": {"p256dh": format!("BA{}", "A".repeat(85)), "auth": B64.encode(auth)}}),
+                "keys": {"p256dh": format!("B{}", "A".repeat(86)), "auth": B64.encode(auth)}}),
             (422, "invalid_push_keys"),
         ),
     ] {

@@ -275,7 +275,7 @@ mod tests {
         );
         assert!(PushKeys::parse("BCVx", "BTBZMqHH6r4Tts7J_aSIgg").is_err());
         // 65 bytes with the right prefix, but not on the curve.
-        let off = format!("BA{}", "A".repeat(85));
+        let off = format!("B{}", "A".repeat(86));
         let e = PushKeys::parse(&off, "BTBZMqHH6r4Tts7J_aSIgg").unwrap_err();
         assert!(e.contains("not a point"), "{e}");
         assert!(PushKeys::parse("!!", "BTBZMqHH6r4Tts7J_aSIgg").is_err());
