@@ -614,11 +614,14 @@ pub(crate) fn valid_env_name(n: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-/// A package name for apt, npm or pip: no shell or option syntax.
-fn valid_package(p: &str) -> bool {
+/// A package name for apt, npm or pip: no shell or option syntax (never starting with `-`, an
+/// option; no quote, space, newline or `..`). The runtime checks it again before a name goes
+/// into an image build's `RUN` line.
+pub fn valid_package(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 214
         && !p.starts_with('-')
+        && !p.contains("..")
         && p.bytes().all(|c| {
             c.is_ascii_alphanumeric()
                 || matches!(
@@ -636,7 +639,6 @@ fn valid_package(p: &str) -> bool {
                         | b'>'
                 )
         })
-        && !p.contains("..")
 }
 
 /// A path relative to the home directory that stays inside it.

@@ -776,32 +776,11 @@ pub const DERIVED_RECIPE_VERSION: &str = "berth-derived-recipe/1";
 /// Repository of derived images (a workspace template's `[image]` extras).
 pub const DERIVED_REPOSITORY: &str = "localhost/berth-derived";
 
-/// Whether `p` may go into a derived image's Containerfile as a package name: the characters
-/// a template's package names are checked for (`berth_domain::template`), never starting with
-/// `-` (an option) and never holding a quote, space or newline. Checked again here, so no
-/// caller can put shell text into a `RUN` line.
+/// Whether a package name may go into a `RUN` line: the names a template's package names are
+/// checked for ([`berth_domain::template::valid_package`]), checked again here so no caller can
+/// put shell text into the build.
 pub fn safe_package_name(p: &str) -> bool {
-    !p.is_empty()
-        && p.len() <= 214
-        && !p.starts_with('-')
-        && !p.contains("..")
-        && p.bytes().all(|c| {
-            c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    b'@' | b'/'
-                        | b'.'
-                        | b'_'
-                        | b'+'
-                        | b':'
-                        | b'='
-                        | b'~'
-                        | b'-'
-                        | b'^'
-                        | b'<'
-                        | b'>'
-                )
-        })
+    berth_domain::template::valid_package(p)
 }
 
 /// An image derived from a workspace base image with extra packages: apt packages, npm
