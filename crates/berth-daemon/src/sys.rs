@@ -53,7 +53,7 @@ pub(crate) fn signal_session(sid: u32, sig: Signal) {
 }
 
 /// Every process's (pid, parent pid), from /proc.
-fn process_parents() -> Vec<(i32, i32)> {
+pub(crate) fn process_parents() -> Vec<(i32, i32)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -108,6 +108,23 @@ pub(crate) fn kill_tree(pgid: u32, known: &[i32]) {
     if let Ok(p) = i32::try_from(pgid) {
         roots.push(p);
     }
+    let stopped = freeze(roots);
+    signal_group(pgid, Signal::SIGKILL);
+    for p in stopped {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
+/// Kills `roots` and every process below them, frozen first (SIGSTOP) until no new process
+/// shows up, so nothing forks past the kill.
+pub(crate) fn kill_processes(roots: &[i32]) {
+    for p in freeze(roots.to_vec()) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+}
+
+/// Stops (SIGSTOP) `roots` and their trees until no new process shows up; returns them all.
+fn freeze(mut roots: Vec<i32>) -> Vec<i32> {
     let mut stopped: Vec<i32> = Vec::new();
     for _ in 0..8 {
         let tree = process_tree(&roots);
@@ -125,10 +142,14 @@ pub(crate) fn kill_tree(pgid: u32, known: &[i32]) {
         stopped.extend(fresh);
         roots.clone_from(&stopped);
     }
-    signal_group(pgid, Signal::SIGKILL);
-    for p in stopped {
-        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-    }
+    stopped
+}
+
+/// The program a process runs (the first word of its command line), from /proc.
+pub(crate) fn program_of(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let first = raw.split(|b| *b == 0).next()?;
+    Some(String::from_utf8_lossy(first).into_owned())
 }
 
 fn processes_in_session(sid: i32) -> Vec<i32> {

@@ -61,7 +61,7 @@ async fn workspace_is_hardened_non_root_and_capped() {
     // The channel holds berth's own sockets, the CA bundle and the daemon's directory, nothing else.
     assert!(
         socks.starts_with(
-            "berth-ca.crt\nca-bundle.crt\ndaemon\negress-handoff.sock\negress.sock\ngateway.sock\n"
+            "access.sock\nberth-ca.crt\nca-bundle.crt\ndaemon\negress-handoff.sock\negress.sock\ngateway.sock\n"
         ),
         "{socks}"
     );

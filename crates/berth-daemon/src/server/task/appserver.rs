@@ -300,6 +300,9 @@ async fn supervise(
     let lines = p.driver.begin_turn(spec);
     p.write(lines);
     let _ = ready.send(Ok(()));
+    // What runs below the process before the turn (its MCP servers): an interrupted turn's
+    // tools are what is new.
+    let before = sys::process_tree(&[i32::try_from(p.pgid).unwrap_or(0)]);
 
     let mut open = true;
     let mut interrupting = false;
@@ -316,6 +319,9 @@ async fn supervise(
                     let lines = p.driver.take_output();
                     p.write(lines);
                     if let Some(end) = p.driver.take_turn_end() {
+                        if interrupting {
+                            stop_turn_tools(task, p, &before, spec);
+                        }
                         return (Some(end), out);
                     }
                 }
@@ -360,6 +366,43 @@ async fn supervise(
         }
     }
     (None, out)
+}
+
+/// Kills what an interrupted turn left running below the warm process: codex stops its turn on
+/// `turn/interrupt` but may leave the command it ran (seen: a `sleep` outliving the turn). Every
+/// process that appeared during the turn goes, with its tree, except an MCP server the process
+/// started meanwhile (a direct child running a declared stdio server's command): the warm
+/// process keeps those.
+fn stop_turn_tools(task: &Task, p: &Process, before: &[i32], spec: &TurnSpec) {
+    let Ok(root) = i32::try_from(p.pgid) else {
+        return;
+    };
+    let mcp: Vec<&str> = spec
+        .mcp_servers
+        .iter()
+        .filter_map(|m| match &m.transport {
+            berth_domain::McpTransport::Stdio { command, .. } => Some(command.as_str()),
+            _ => None,
+        })
+        .collect();
+    let children: Vec<(i32, i32)> = sys::process_parents()
+        .into_iter()
+        .filter(|(pid, ppid)| *ppid == root && !before.contains(pid))
+        .collect();
+    let doomed: Vec<i32> = children
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            let program = sys::program_of(*pid).unwrap_or_default();
+            let base = program.rsplit('/').next().unwrap_or_default().to_owned();
+            !mcp.iter()
+                .any(|c| *c == program || c.rsplit('/').next() == Some(base.as_str()))
+        })
+        .collect();
+    if !doomed.is_empty() {
+        tracing::info!(task = %task.id, count = doomed.len(), "killing what the interrupted turn left running");
+        sys::kill_processes(&doomed);
+    }
 }
 
 /// The task after the turn: the process kept warm (a turn that ended, the task going on) or
