@@ -64,6 +64,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -132,6 +141,15 @@ export interface paths {
                 };
                 /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -696,6 +714,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `payload_too_large`: the body is over the route's limit */
                 413: {
                     headers: {
@@ -776,6 +803,15 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1938,7 +1974,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `conflict`: the caller holds the most subscriptions one caller may (50), or `workspace` is not of `tenant` */
+                /** @description `conflict`: the caller holds the most subscriptions one caller may (50), or `workspace` is not of `tenant`; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -2730,6 +2766,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -2798,7 +2843,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `invalid_state`, or `quota_exceeded`: the tenant's task quota is used up */
+                /** @description `invalid_state`, or `quota_exceeded`: the tenant's task quota is used up; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -5001,6 +5046,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -5070,6 +5124,15 @@ export interface paths {
                 };
                 /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -5780,6 +5843,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -5857,6 +5921,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -5940,7 +6005,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `conflict` (a secret both bound and removed, or bound twice), `invalid_state` (the workspace is being created or removed), or `quota_exceeded`: the tenant's quota has no room for the larger caps */
+                /** @description `conflict` (a secret both bound and removed, or bound twice), `invalid_state` (the workspace is being created or removed), or `quota_exceeded`: the tenant's quota has no room for the larger caps; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -6076,6 +6141,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -6201,6 +6267,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -6314,6 +6381,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -6419,6 +6487,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -6488,6 +6565,15 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -6573,6 +6659,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -6646,6 +6741,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -6710,6 +6814,15 @@ export interface paths {
                 };
                 /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -6799,6 +6912,15 @@ export interface paths {
                 };
                 /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -6909,6 +7031,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -6973,6 +7104,15 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -7045,6 +7185,15 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -7155,6 +7304,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -7240,6 +7398,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -7354,6 +7513,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -7436,6 +7596,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -7509,7 +7678,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
-                /** @description `provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up; `conflict`: an upgrade that remakes the container while tasks run in it */
+                /** @description `provisioning`: it is running; `invalid_state`: nothing failed to retry, or the workspace is not up; `conflict`: an upgrade that remakes the container while tasks run in it; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -7631,6 +7800,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -7705,6 +7883,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -7789,6 +7968,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -7897,6 +8077,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -7959,6 +8148,15 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -8046,6 +8244,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description `internal`: see the server log */
                 500: {
                     headers: {
@@ -8115,6 +8322,15 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -8206,6 +8422,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;
@@ -8296,6 +8513,7 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description ; `ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id) */
                 409: {
                     headers: {
                         [name: string]: unknown;

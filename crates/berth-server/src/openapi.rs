@@ -495,6 +495,12 @@ fn constrain(doc: &mut Value) {
             json!({"type": "array", "items": {"type": "string", "enum": api::NOTIFY_KINDS}}),
         ),
         (
+            "AccessComment",
+            "text",
+            json!({"type": "string", "minLength": 1, "pattern": "\\S",
+                "maxLength": berth_store::access::MAX_TEXT / 4}),
+        ),
+        (
             "Decide",
             "reason",
             json!({"type": "string", "maxLength": berth_domain::approval::MAX_APPROVAL_TEXT / 4}),
@@ -734,6 +740,76 @@ fn constrain(doc: &mut Value) {
                             merge(schema, c.clone());
                         }
                     }
+                }
+            }
+        }
+    }
+    document_ambiguous(doc);
+}
+
+/// Every operation that resolves a workspace reference (a `{ws}` path segment, a `workspace`
+/// parameter, or a `workspace` field of its body) may find a bare name in several tenants:
+/// 409 `ambiguous` is documented on each (added to its 409 if it has one).
+fn document_ambiguous(doc: &mut Value) {
+    let note = "`ambiguous`: a bare workspace name matches workspaces in several tenants (name it `tenant/name` or by id)";
+    let with_workspace: Vec<String> = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .map(|schemas| {
+            schemas
+                .iter()
+                .filter(|(_, v)| v.pointer("/properties/workspace").is_some())
+                .map(|(k, _)| format!("#/components/schemas/{k}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let by_param = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        matches!(
+                            p.get("name").and_then(Value::as_str),
+                            Some("ws" | "workspace" | "target")
+                        )
+                    })
+                });
+            let body = op
+                .pointer("/requestBody/content/application~1json/schema/$ref")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let by_body = with_workspace.iter().any(|r| r == body);
+            if !(by_param || by_body || path.contains("{ws}")) {
+                continue;
+            }
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            match responses.get_mut("409") {
+                Some(r) => {
+                    let d = r
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    if !d.contains("ambiguous") {
+                        r["description"] = json!(format!("{d}; {note}"));
+                    }
+                }
+                None => {
+                    responses.insert(
+                        "409".into(),
+                        json!({"description": note, "content": {"application/json":
+                            {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}),
+                    );
                 }
             }
         }
