@@ -151,33 +151,21 @@ fn settings(spec: &TurnSpec) -> TurnSpec {
 }
 
 /// Runs one turn of `task` on its long-lived process (started first when there is no warm
-/// one); `ready` fires once the turn's request is written or the setup ended. When an interrupt
-/// stopped the turn, its message's turn follows on the same (warm) process.
-pub(super) async fn run_turn(
-    task: Arc<Task>,
-    mut spec: TurnSpec,
-    mut worktree: Option<Worktree>,
-    drivers: DriverFactory,
-    mut ready: oneshot::Sender<Result<(), String>>,
-) {
-    loop {
-        let next = match prepare(&task, spec, worktree.take().as_ref(), &drivers).await {
-            Ok((mut p, turn_spec)) => {
-                let (end, outcome) = supervise(&task, &mut p, &turn_spec, ready).await;
-                finish(&task, p, end, outcome)
-            }
-            Err(end) => {
-                let next = end_setup(&task, end);
-                let _ = ready.send(Ok(()));
-                next
-            }
-        };
-        let Some((next_spec, next_ready)) = next else {
-            return;
-        };
-        tracing::info!(task = %task.id, "next turn of an interrupt");
-        spec = next_spec;
-        ready = next_ready;
+/// one); `ready` fires once the turn's request is written or the setup ended. Returns the next
+/// turn when an interrupt redirected the task (it runs on the same, warm, process).
+pub(super) async fn one_turn(
+    task: &Arc<Task>,
+    spec: TurnSpec,
+    worktree: Option<Worktree>,
+    drivers: &DriverFactory,
+    ready: oneshot::Sender<Result<(), String>>,
+) -> Option<NextTurn> {
+    match prepare(task, spec, worktree.as_ref(), drivers).await {
+        Ok((mut p, turn_spec)) => {
+            let (end, outcome) = supervise(task, &mut p, &turn_spec, ready).await;
+            finish(task, p, end, outcome)
+        }
+        Err(end) => end_setup(task, end, ready),
     }
 }
 

@@ -80,7 +80,8 @@ struct Watch {
 
 /// Runs one turn to its end: sets up and spawns the agent (`ready` fires once it runs or the
 /// setup ended), supervises it, and moves the task to its state after the turn. When an
-/// interrupt stopped the turn, its message's turn follows in the same runner.
+/// interrupt stopped the turn, its message's turn follows in the same runner. A long-lived
+/// driver's turns run on its protocol process ([`super::appserver::one_turn`]).
 pub(super) async fn run_turn(
     task: Arc<Task>,
     mut spec: TurnSpec,
@@ -88,20 +89,13 @@ pub(super) async fn run_turn(
     drivers: DriverFactory,
     mut ready: oneshot::Sender<Result<(), String>>,
 ) {
-    if drivers.make(task.agent).long_lived() {
-        return super::appserver::run_turn(task, spec, worktree, drivers, ready).await;
-    }
+    let long_lived = drivers.make(task.agent).long_lived();
     loop {
-        let next = match prepare(&task, spec, worktree.take().as_ref(), &drivers).await {
-            Ok((driver, child, stdin)) => {
-                let outcome = supervise(&task, driver, child, stdin, ready).await;
-                end_turn(&task, outcome)
-            }
-            Err(end) => {
-                let next = end_setup(&task, end);
-                let _ = ready.send(Ok(()));
-                next
-            }
+        let worktree = worktree.take();
+        let next = if long_lived {
+            super::appserver::one_turn(&task, spec, worktree, &drivers, ready).await
+        } else {
+            one_turn(&task, spec, worktree, &drivers, ready).await
         };
         let Some((next_spec, next_ready)) = next else {
             return;
@@ -112,9 +106,38 @@ pub(super) async fn run_turn(
     }
 }
 
+/// One turn of an agent run as one process: the task's state after it, and the next turn if an
+/// interrupt redirected it.
+async fn one_turn(
+    task: &Arc<Task>,
+    spec: TurnSpec,
+    worktree: Option<Worktree>,
+    drivers: &DriverFactory,
+    ready: oneshot::Sender<Result<(), String>>,
+) -> Option<NextTurn> {
+    match prepare(task, spec, worktree.as_ref(), drivers).await {
+        Ok((driver, child, stdin)) => {
+            let outcome = supervise(task, driver, child, stdin, ready).await;
+            end_turn(task, outcome)
+        }
+        Err(end) => end_setup(task, end, ready),
+    }
+}
+
 /// The task after a setup that ended early: stopped as requested (or redirected: the next
-/// turn), or failed.
-pub(super) fn end_setup(task: &Task, end: SetupEnd) -> Option<NextTurn> {
+/// turn), or failed; `ready` is told the setup is over.
+pub(super) fn end_setup(
+    task: &Task,
+    end: SetupEnd,
+    ready: oneshot::Sender<Result<(), String>>,
+) -> Option<NextTurn> {
+    let next = settle_setup(task, end);
+    // Told after the task's state moved, so its answer shows that state.
+    let _ = ready.send(Ok(()));
+    next
+}
+
+fn settle_setup(task: &Task, end: SetupEnd) -> Option<NextTurn> {
     let mut inner = lock(&task.inner);
     inner.approvals.end_turn();
     inner.busy = false;
