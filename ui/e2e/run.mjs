@@ -522,6 +522,41 @@ await step('a denied egress attempt is an access request in the inbox; approve o
   if (!a || a.scope !== 'once' || !a.expires_at) throw new Error(`not approved once: ${approved.text}`);
 });
 
+await step('a task waiting for approval shows up live in the inbox; approving at phone width lets it continue', async () => {
+  await page.setViewportSize(PHONE);
+  await goto('/inbox');
+  await page.locator('main h1').waitFor();
+  // Started after the page is open: the card must arrive by itself.
+  const r = await page.request.post(`${args.url}/api/v1/tasks`, {
+    headers: { Authorization: `Bearer ${args.token}` },
+    data: { workspace: 'demo/e2e', agent: 'claude', prompt: 'Create hello.txt, then say DONE.', approval: 'on-request' },
+  });
+  if (r.status() !== 201) throw new Error(`task: ${r.status()} ${await r.text()}`);
+  const id = (await r.json()).id;
+  const card = page.locator(`${tid('approval')}[data-task="${id}"][data-state="pending"]`);
+  await card.waitFor({ timeout: 60_000 });
+  const title = await card.locator('h3').innerText();
+  if (!/hello\.txt/.test(title)) throw new Error(`the request does not say what it runs: ${title}`);
+  const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (over > 2) throw new Error(`the inbox overflows the phone width by ${over}px`);
+  await shot('inbox-approval-phone');
+  await card.locator(tid('approval-approve')).click();
+  await card.waitFor({ state: 'detached', timeout: 30_000 });
+  const deadline = Date.now() + 60_000;
+  let t;
+  while (Date.now() < deadline) {
+    t = await apiGet(`/tasks/${id}`);
+    if (t.body && ['completed', 'failed', 'cancelled'].includes(t.body.state)) break;
+    await page.waitForTimeout(500);
+  }
+  if (t.body?.state !== 'completed') throw new Error(`the approved task did not complete: ${t.text}`);
+  const approvals = await apiGet(`/tasks/${id}/approvals`);
+  const a = approvals.body?.[0];
+  if (!a || a.state !== 'approved') throw new Error(`not approved: ${approvals.text}`);
+  const events = await apiGet(`/tasks/${id}/events?limit=500`);
+  if (!(events.body ?? []).some((e) => e.type === 'tool_result')) throw new Error('the approved tool did not run');
+});
+
 await step('a terminal on a missing workspace says so (not a close code)', async () => {
   await goto(`/workspaces/${encodeURIComponent('demo/no-such-ws')}/terminal/main`);
   await page.locator(`${tid('terminal-error')}:has-text("Workspace not found")`).waitFor({ timeout: 10_000 });

@@ -1512,9 +1512,10 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Every permission request waiting for a decision.
-         * @description Everything waiting for a decision across the caller's tenant's workspaces (every tenant's
-         *     for an admin), oldest first, at most 500.
+         * Everything waiting for a decision.
+         * @description Agents' pending permission requests (oldest first, at most 500) and open access requests
+         *     (newest sighting first, at most 500) across the caller's tenant's workspaces (every
+         *     tenant's for an admin).
          */
         get: {
             parameters: {
@@ -1530,7 +1531,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": components["schemas"]["Approval"][];
+                        "application/json": components["schemas"]["Inbox"];
                     };
                 };
                 /** @description `invalid_argument`: a malformed path, query or body */
@@ -9237,6 +9238,19 @@ export interface components {
             present: boolean;
             /** @description Content-addressed tag, e.g. `localhost/berth-workspace:3f2a…`. */
             tag: string;
+        };
+        /**
+         * @description `GET /api/v1/inbox`: everything waiting for a person's decision across the caller's tenant's
+         *     workspaces (every tenant's for an admin).
+         */
+        Inbox: {
+            /**
+             * @description Open access requests (egress a workspace was denied or asked for, secrets it asked for),
+             *     newest sighting first.
+             */
+            access_requests: components["schemas"]["AccessRequest"][];
+            /** @description Agents' pending permission requests, oldest first. */
+            approvals: components["schemas"]["Approval"][];
         };
         Limits: {
             /**

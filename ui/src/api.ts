@@ -151,6 +151,7 @@ export type CreateTaskRequest = Schemas['CreateTask'];
 export type Approval = Schemas['Approval'];
 export type DecideRequest = Schemas['Decide'];
 export type AccessRequest = Schemas['AccessRequest'];
+export type Inbox = Schemas['Inbox'];
 export type Subscription = Schemas['Subscription'];
 export type CreateSubscriptionRequest = Schemas['CreateSubscription'];
 export type CreatedSubscription = Schemas['CreatedSubscription'];

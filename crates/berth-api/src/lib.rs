@@ -968,6 +968,17 @@ pub struct Approval {
     pub decided_at: Option<String>,
 }
 
+/// `GET /api/v1/inbox`: everything waiting for a person's decision across the caller's tenant's
+/// workspaces (every tenant's for an admin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Inbox {
+    /// Agents' pending permission requests, oldest first.
+    pub approvals: Vec<Approval>,
+    /// Open access requests (egress a workspace was denied or asked for, secrets it asked for),
+    /// newest sighting first.
+    pub access_requests: Vec<AccessRequest>,
+}
+
 /// `GET /api/v1/access-requests`
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 pub struct AccessRequestsQuery {

@@ -49,8 +49,8 @@ enum RequestWhat {
         /// Why the agent needs it (shown to whoever decides)
         #[arg(long)]
         reason: Option<String>,
-        /// The berth task this is for (tk_…)
-        #[arg(long)]
+        /// The berth task this is for (tk_…; default: $BERTH_TASK_ID, which a task's agent has)
+        #[arg(long, env = "BERTH_TASK_ID")]
         task: Option<String>,
     },
     /// The tenant's secret NAME, bound to a host (the workspace gets a placeholder)
@@ -58,9 +58,11 @@ enum RequestWhat {
         name: String,
         #[arg(long)]
         host: String,
+        /// Why the agent needs it (shown to whoever decides)
         #[arg(long)]
         reason: Option<String>,
-        #[arg(long)]
+        /// The berth task this is for (tk_…; default: $BERTH_TASK_ID, which a task's agent has)
+        #[arg(long, env = "BERTH_TASK_ID")]
         task: Option<String>,
     },
 }

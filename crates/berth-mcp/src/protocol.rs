@@ -14,7 +14,7 @@ pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-06-18", "2025-03-26", "2024-11-0
 pub const INSTRUCTIONS: &str = "berth runs coding agents in isolated workspaces. Create a \
 workspace (create_workspace), run an agent on a prompt in it (run_task, wait=true to get its \
 answer), read what it did (task_events, task_diff), follow up (send_message), and decide what \
-waits for a human (list_inbox, decide_approval). Every call runs with this server's berth \
+waits for a human (list_inbox, decide_approval, decide_access_request). Every call runs with this server's berth \
 token and can do exactly what the token's role allows. remove_workspace needs confirm=true: \
 ask the user first.";
 

@@ -10,7 +10,7 @@ use crate::protocol::{handle, tool_result, tools_list, Handled};
 use crate::tools::{self, check_call, create_body, turn_settled, ToolError};
 use crate::{Api, Method, Request};
 
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 16] = [
     "list_workspaces",
     "create_workspace",
     "start_workspace",
@@ -24,6 +24,7 @@ const NAMES: [&str; 15] = [
     "cancel_task",
     "list_inbox",
     "decide_approval",
+    "decide_access_request",
     "usage",
     "egress_log",
 ];
@@ -159,6 +160,15 @@ fn arguments_are_checked_against_the_schema() {
     assert!(refused("decide_approval", d)
         .message
         .contains("approve, deny"));
+    let a = json!({"workspace": "w", "request": "../../tokens", "decision": "approve"});
+    assert!(refused("decide_access_request", a)
+        .message
+        .contains("request"));
+    let a = json!({"workspace": "w", "request": format!("ar_{}", "f".repeat(32)),
+                   "decision": "approve", "scope": "forever"});
+    assert!(refused("decide_access_request", a)
+        .message
+        .contains("scope"));
     assert!(refused("usage", json!({"by": "hour"}))
         .message
         .contains("by"));
@@ -380,6 +390,22 @@ async fn each_tool_is_one_api_request_with_encoded_references() {
                 Post,
                 "/tasks/tsk_1/approvals/toolu%3A1",
                 Some(json!({"decision": "deny", "reason": "no"})),
+            ),
+        ),
+        (
+            "decide_access_request",
+            json!({"workspace": "acme/web", "request": format!("ar_{}", "0a".repeat(16)),
+                   "decision": "approve", "scope": "once", "ttl_seconds": 600, "reason": "docs"}),
+            req(
+                Post,
+                &format!(
+                    "/workspaces/acme%2Fweb/access-requests/ar_{}",
+                    "0a".repeat(16)
+                ),
+                Some(
+                    json!({"decision": "approve", "scope": "once", "ttl_seconds": 600,
+                            "reason": "docs"}),
+                ),
             ),
         ),
         (

@@ -20,6 +20,8 @@ const POLL: Duration = Duration::from_millis(500);
 pub const MAX_EVENTS: i64 = 500;
 /// Most egress log entries one `egress_log` call returns.
 pub const MAX_EGRESS: i64 = 1000;
+/// An access request's id.
+const ACCESS_REQ_PATTERN: &str = "^ar_[0-9a-f]{32}$";
 /// Longest diff text handed back (the rest is cut, and `truncated` says so).
 const MAX_DIFF_CHARS: usize = 200_000;
 
@@ -269,6 +271,25 @@ fn other_tools() -> Vec<Tool> {
             ),
         ),
         tool(
+            "decide_access_request",
+            "Approve or deny a workspace's open access request (egress it was denied or asked for, \
+             a secret it asked for). An egress approval is `once` (a rule that expires), `always` \
+             (a rule of the workspace) or `template` (into one of the tenant's egress templates); \
+             a secret approval binds the secret to the host. Owners only.",
+            object(
+                &[
+                    ("workspace", s::workspace()),
+                    ("request", s::pattern("The access request's id (ar_…, from list_inbox)", ACCESS_REQ_PATTERN, 35)),
+                    ("decision", s::one_of("approve or deny", &["approve", "deny"])),
+                    ("scope", s::one_of("With approve of an egress request [default once]", &["once", "always", "template"])),
+                    ("ttl_seconds", s::integer("With scope once: how long the rule lasts [default 3600]", 1, 2_592_000)),
+                    ("template", s::pattern("With scope template: the tenant's egress template", s::NAME_PATTERN, 40)),
+                    ("reason", json!({"type": "string", "description": "Why; recorded with the decision", "maxLength": 1024})),
+                ],
+                &["workspace", "request", "decision"],
+            ),
+        ),
+        tool(
             "usage",
             "LLM usage through berth's gateway: calls, tokens and cost, grouped.",
             object(
@@ -432,6 +453,18 @@ pub async fn call(api: &dyn Api, name: &str, a: &Value) -> ToolResult {
         "cancel_task" => post(api, format!("{}/cancel", task()), None).await,
         "list_inbox" => get(api, "/inbox".into()).await,
         "decide_approval" => decide(api, a).await,
+        "decide_access_request" => {
+            let path = format!(
+                "{}/access-requests/{}",
+                ws(),
+                encode_segment(arg(a, "request"))
+            );
+            let body = only(
+                a,
+                &["decision", "scope", "ttl_seconds", "template", "reason"],
+            );
+            post(api, path, Some(body)).await
+        }
         "usage" => {
             let q = query_of(a, &["since", "until", "by", "tenant", "workspace"]);
             get(api, with_query("/usage", &q)).await
@@ -453,24 +486,27 @@ pub async fn call(api: &dyn Api, name: &str, a: &Value) -> ToolResult {
 
 /// The `POST /workspaces` body of a `create_workspace` call: only the arguments given.
 pub fn create_body(a: &Value) -> Value {
+    only(
+        a,
+        &[
+            "name", "tenant", "template", "params", "memory", "cpus", "approval",
+        ],
+    )
+}
+
+/// An object of the arguments `keys` that were given (not null).
+fn only(a: &Value, keys: &[&str]) -> Value {
     let mut body = json!({});
-    for k in [
-        "name", "tenant", "template", "params", "memory", "cpus", "approval",
-    ] {
-        if let Some(v) = a.get(k).filter(|v| !v.is_null()) {
-            body[k] = v.clone();
+    for k in keys {
+        if let Some(v) = a.get(*k).filter(|v| !v.is_null()) {
+            body[*k] = v.clone();
         }
     }
     body
 }
 
 async fn run_task(api: &dyn Api, a: &Value) -> ToolResult {
-    let mut body = json!({});
-    for k in ["workspace", "agent", "prompt", "model", "approval"] {
-        if let Some(v) = a.get(k).filter(|v| !v.is_null()) {
-            body[k] = v.clone();
-        }
-    }
+    let body = only(a, &["workspace", "agent", "prompt", "model", "approval"]);
     let t = post(api, "/tasks".into(), Some(body)).await?;
     finish_task(api, t, a).await
 }

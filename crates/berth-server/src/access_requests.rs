@@ -170,6 +170,18 @@ fn check_task(task: Option<&str>) -> Option<String> {
         .map(|t| t.as_str().to_owned())
 }
 
+/// `s` with its task kept only if it is a task of workspace `ws` (the request names it; an
+/// agent may name another workspace's task).
+async fn own_task(store: &Store, ws: &WorkspaceId, mut s: AccessSighting) -> AccessSighting {
+    if let Some(id) = s.task_id.as_deref().and_then(berth_domain::TaskId::parse) {
+        let ours = matches!(store.find_task(&id).await, Ok(Some(t)) if t.workspace_id == *ws);
+        if !ours {
+            s.task_id = None;
+        }
+    }
+    s
+}
+
 /// The sighting an explicit request stands for, or why it is refused.
 fn sighting(req: ExplicitRequest) -> Result<AccessSighting, String> {
     let now = berth_domain::timestamp::now();
@@ -261,7 +273,10 @@ where
             Err(e) => refusal(format!("invalid request: {e}")),
             Ok(req) => match sighting(req) {
                 Err(e) => refusal(e),
-                Ok(s) => match store.record_access(&ws, &s).await {
+                Ok(s) => match store
+                    .record_access(&ws, &own_task(&store, &ws, s).await)
+                    .await
+                {
                     Ok(AccessRecorded::Created(id)) => ExplicitAnswer {
                         ok: true,
                         id: Some(id.to_string()),

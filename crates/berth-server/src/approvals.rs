@@ -1,5 +1,5 @@
 //! Approvals, server side: parsing a policy, listing a task's permission requests and a
-//! tenant's inbox of pending ones, and deciding a request on behalf of a person.
+//! tenant's pending ones (for the inbox), and deciding a request on behalf of a person.
 //!
 //! The store learns of requests from the task's event log (the `approval_request` and
 //! `approval_resolved` events the follow-loop appends); a decision goes to the workspace daemon,
@@ -87,7 +87,7 @@ pub async fn list(
 }
 
 /// Every pending request of the caller's tenant (all tenants for an admin), oldest first.
-pub async fn inbox(state: &AppState, actor: &Actor) -> ApiResult<Vec<api::Approval>> {
+pub async fn pending(state: &AppState, actor: &Actor) -> ApiResult<Vec<api::Approval>> {
     let rows = state.store.inbox(actor.scope(), INBOX_LIMIT).await?;
     Ok(rows
         .iter()

@@ -21,6 +21,7 @@ mod engine;
 mod error;
 mod gateway;
 mod images;
+mod inbox;
 #[cfg(test)]
 mod layering_tests;
 mod lifecycle;

@@ -5,7 +5,7 @@
 
 import { useState } from 'react';
 import { accessDecisionBody, accessPath, accessStateClass, accessTarget, type AccessScope } from '../access';
-import { api, post, type AccessRequest, type Approval } from '../api';
+import { api, post, type AccessRequest, type Approval, type Inbox as InboxData } from '../api';
 import { decisionBody, decisionPath, groupByWorkspace, headline, stateClass, type Decision } from '../approvals';
 import { age, dateTime } from '../format';
 import { useLoad } from '../hooks';
@@ -13,17 +13,18 @@ import { Allowed, can, useMe } from '../roles';
 import { Empty, ErrorBox, Loading } from '../ui';
 
 export function Inbox() {
-  const list = useLoad(() => api<Approval[]>('/inbox'), [], 3000);
-  const groups = groupByWorkspace(list.data ?? []);
-  const access = useLoad(() => api<AccessRequest[]>('/access-requests?state=open'), [], 3000);
+  // One answer holds both: what agents asked and what workspaces were denied or asked for.
+  const inbox = useLoad(() => api<InboxData>('/inbox'), [], 3000);
+  const groups = groupByWorkspace(inbox.data?.approvals ?? []);
+  const access = inbox.data?.access_requests ?? [];
   return (
     <section aria-labelledby="inbox-title">
       <div className="page-head">
         <h1 id="inbox-title">Inbox</h1>
       </div>
       <p className="muted small">Agents waiting for a decision. A request not decided in time is denied, and the agent is told why.</p>
-      <ErrorBox error={list.error} onRetry={list.reload} />
-      {list.loading && !list.data ? (
+      <ErrorBox error={inbox.error} onRetry={inbox.reload} />
+      {inbox.loading && !inbox.data ? (
         <Loading what="Loading the inbox" />
       ) : groups.length === 0 ? (
         <Empty>
@@ -36,7 +37,7 @@ export function Inbox() {
               <a href={`#/workspaces/${encodeURIComponent(g.workspace)}`}>{g.workspace}</a>
             </h2>
             {g.items.map((a) => (
-              <ApprovalCard key={`${a.task}/${a.id}`} a={a} showTask onDecided={list.reload} />
+              <ApprovalCard key={`${a.task}/${a.id}`} a={a} showTask onDecided={inbox.reload} />
             ))}
           </div>
         ))
@@ -46,15 +47,12 @@ export function Inbox() {
         Egress a workspace was denied, or access its agent asked for with <code>berth request</code>. Approve once (for a while), always (a rule of the
         workspace), or deny.
       </p>
-      <ErrorBox error={access.error} onRetry={access.reload} />
-      {access.loading && !access.data ? (
-        <Loading what="Loading access requests" />
-      ) : (access.data ?? []).length === 0 ? (
+      {inbox.data && access.length === 0 ? (
         <Empty>
           <span data-testid="access-empty">No open access requests.</span>
         </Empty>
       ) : (
-        (access.data ?? []).map((r) => <AccessCard key={r.id} r={r} onDecided={access.reload} />)
+        access.map((r) => <AccessCard key={r.id} r={r} onDecided={inbox.reload} />)
       )}
     </section>
   );

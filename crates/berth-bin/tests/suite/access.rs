@@ -267,7 +267,20 @@ async fn denied_egress_becomes_an_access_request_that_an_owner_approves_once() {
         (sec["kind"].as_str(), sec["secret"].as_str()),
         (Some("secret"), Some("GIT_TOKEN"))
     );
-    // `berth task inbox` shows them with what else waits for a decision.
+    // The inbox holds them beside the agents' permission requests, and `berth task inbox`
+    // shows them.
+    let inbox = s.get("/api/v1/inbox").await;
+    let open: Vec<&str> = inbox["access_requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    assert!(
+        open.contains(&"pypi.example") && open.contains(&"git.example"),
+        "{inbox}"
+    );
+    assert_eq!(inbox["approvals"], json!([]), "{inbox}");
     let o = s.cli(&["task", "inbox"]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
@@ -461,6 +474,7 @@ async fn every_agent_is_told_how_to_ask_for_access() {
     let s = server_with_llm(bin(), &mock, Vec::new()).await;
     s.create_workspace(json!({"name": "ask", "memory": "2g", "pids": 2048}))
         .await;
+    let mut tasks = Vec::new();
     for agent in ["claude", "codex", "gemini", "opencode"] {
         let before = mock.requests().len();
         let (st, task) = s
@@ -480,5 +494,20 @@ async fn every_agent_is_told_how_to_ask_for_access() {
                 .contains("/opt/berth/berth request egress HOST")
         });
         assert!(told, "{agent} was not told about berth request");
+        tasks.push(id.to_owned());
     }
+    // A request keeps the task it names only if that is a task of its own workspace.
+    let other = format!("tk_{}", "ab".repeat(16));
+    for (host, task) in [
+        ("own.example", tasks[0].as_str()),
+        ("other.example", &other),
+    ] {
+        let script = format!("/opt/berth/berth request egress {host} --task {task}");
+        let out = s.exec("ask", &["sh", "-c", &script]).await;
+        assert_eq!(out["exit_code"], 0, "{out}");
+    }
+    let list = requests(&s, "?workspace=ask").await;
+    let task_of = |host: &str| one(&list, host, "open").map(|r| r["task"].clone());
+    assert_eq!(task_of("own.example"), Some(json!(tasks[0])), "{list:#?}");
+    assert_eq!(task_of("other.example"), Some(Value::Null), "{list:#?}");
 }

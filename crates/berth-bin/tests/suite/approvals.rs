@@ -134,7 +134,7 @@ async fn approvals_round_trip(agent: &str) {
     assert!(!file_exists(&s, "/home/agent/yes/hello.txt").await);
     let inbox = s.get("/api/v1/inbox").await;
     assert!(
-        inbox
+        inbox["approvals"]
             .as_array()
             .unwrap()
             .iter()
@@ -331,7 +331,10 @@ async fn approvals_round_trip(agent: &str) {
         upstream_text(&mock).contains(&denial_seen(agent, "approval timeout")),
         "the agent was told about the timeout"
     );
-    assert_eq!(s.get("/api/v1/inbox").await, json!([]));
+    assert_eq!(
+        s.get("/api/v1/inbox").await,
+        json!({"approvals": [], "access_requests": []})
+    );
 
     // Cancel while waiting: the agent stops, the request expires.
     let id = start(&s, agent, "/home/agent/gone", "on-request").await;
@@ -529,7 +532,7 @@ async fn a_hostile_daemon_cannot_flood_or_bloat_approvals() {
         assert!(a["risks"].as_array().unwrap().len() <= 8);
     }
     let inbox = s.get("/api/v1/inbox").await;
-    assert_eq!(inbox.as_array().unwrap().len(), 64);
+    assert_eq!(inbox["approvals"].as_array().unwrap().len(), 64);
 
     // A decision the daemon never answers: an error within the deadline, nothing recorded.
     let rid = list[0]["id"].as_str().unwrap();

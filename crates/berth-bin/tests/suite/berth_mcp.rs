@@ -148,6 +148,7 @@ async fn an_agent_runs_berth_through_mcp_with_its_token() {
         "task_diff",
         "list_inbox",
         "decide_approval",
+        "decide_access_request",
         "usage",
         "egress_log",
     ] {
@@ -380,7 +381,7 @@ async fn over_http_a_viewer_session_cannot_create_a_workspace() {
     let tools: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         tools["result"]["tools"].as_array().unwrap().len(),
-        15,
+        16,
         "{tools}"
     );
 

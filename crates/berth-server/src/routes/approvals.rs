@@ -1,5 +1,5 @@
 //! `/tasks/{task}/approvals` and `/inbox`: agents' permission requests and the decisions on
-//! them.
+//! them, and everything else waiting for a person.
 
 use std::sync::Arc;
 
@@ -59,16 +59,17 @@ pub async fn decide(
     ))
 }
 
-/// Every permission request waiting for a decision.
+/// Everything waiting for a decision.
 ///
-/// Everything waiting for a decision across the caller's tenant's workspaces (every tenant's
-/// for an admin), oldest first, at most 500.
+/// Agents' pending permission requests (oldest first, at most 500) and open access requests
+/// (newest sighting first, at most 500) across the caller's tenant's workspaces (every
+/// tenant's for an admin).
 #[utoipa::path(get, path = "/api/v1/inbox", operation_id = "inbox", tag = "tasks",
-    responses((status = 200, body = [api::Approval])),
+    responses((status = 200, body = api::Inbox)),
     security(("bearer" = [])))]
 pub async fn inbox(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-) -> ApiResult<axum::Json<Vec<api::Approval>>> {
-    Ok(axum::Json(approvals::inbox(&state, &actor).await?))
+) -> ApiResult<axum::Json<api::Inbox>> {
+    Ok(axum::Json(crate::inbox::inbox(&state, &actor).await?))
 }

@@ -342,10 +342,10 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             if json {
                 ctx.print_json(&v)?;
             } else {
-                let list: Vec<berth_api::Approval> = decode(v)?;
-                // The open access requests wait for a decision too (`berth access`).
-                let access: Vec<berth_api::AccessRequest> =
-                    decode(client.get_value("/access-requests?state=open").await?)?;
+                let berth_api::Inbox {
+                    approvals: list,
+                    access_requests: access,
+                } = decode(v)?;
                 if list.is_empty() && access.is_empty() {
                     ctx.print("nothing is waiting for a decision\n")?;
                 }
