@@ -183,6 +183,9 @@ pub struct Template {
     pub agent: Option<Agent>,
     #[serde(default)]
     pub auto_session: bool,
+    /// The default approval policy of the workspace's tasks (`approval` in the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::ApprovalPolicy>,
 }
 
 /// Environment variables a template may not set: berth's own plumbing (the egress proxy, the
@@ -234,6 +237,7 @@ fn from_table(table: &Table) -> Result<Template, TemplateError> {
             "mcp",
             "agent",
             "auto_session",
+            "approval",
         ],
     )?;
     let mut t = Template {
@@ -365,6 +369,14 @@ fn from_table(table: &Table) -> Result<Template, TemplateError> {
         })?);
     }
     t.auto_session = r.opt_bool(table, "auto_session")?.unwrap_or(false);
+    if let Some(a) = r.opt_string(table, "approval")? {
+        t.approval = Some(crate::ApprovalPolicy::parse(&a).ok_or_else(|| {
+            r.err(
+                "approval",
+                &format!("unknown approval policy {a:?}: use never, on-request or always"),
+            )
+        })?);
+    }
     Ok(t)
 }
 

@@ -6,6 +6,7 @@ const GOOD: &str = r#"
 description = "a web app"
 agent = "claude"
 auto_session = true
+approval = "on-request"
 
 [[param]]
 name = "repo"
@@ -75,6 +76,7 @@ fn a_full_template_parses_and_instantiates() {
     assert_eq!(t.resources.cpus.as_deref(), Some("2"));
     assert_eq!(t.setup[0].timeout, 600);
     assert_eq!(t.agent, Some(Agent::Claude));
+    assert_eq!(t.approval, Some(crate::ApprovalPolicy::OnRequest));
     let i = t
         .instantiate(&params(&[("repo", "https://git.example.com/a/app.git")]))
         .unwrap();
@@ -113,6 +115,9 @@ fn wrong_types_are_errors() {
     let e = err("[[setup]]\nname = \"a\"\nrun = 5\n");
     assert_eq!(e.to_string(), "setup[0].run: must be a string, not integer");
     assert_eq!(err("auto_session = \"yes\"\n").path, "auto_session");
+    let e = err("approval = \"sometimes\"\n");
+    assert_eq!(e.path, "approval");
+    assert!(e.to_string().contains("never, on-request or always"), "{e}");
     assert_eq!(err("setup = 1\n").path, "setup");
     assert_eq!(err("[env]\nA = 1\n").path, "env.A");
 }

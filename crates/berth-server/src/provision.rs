@@ -96,6 +96,11 @@ pub async fn prepare(
     req.memory = req.memory.take().or_else(|| r.memory.clone());
     req.cpus = req.cpus.take().or_else(|| r.cpus.clone());
     req.pids = req.pids.or(r.pids);
+    // The template's approval policy is the workspace's default unless the request gives one.
+    req.approval = req
+        .approval
+        .take()
+        .or_else(|| spec.approval.map(|p| p.as_str().to_owned()));
     // The base is pinned in the recorded spec: a retry builds on the same one, and an upgrade
     // sees whether a new revision changes it.
     let base = req

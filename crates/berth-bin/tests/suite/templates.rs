@@ -28,6 +28,7 @@ const REAL: &str = "glpat-REALgitTOKEN-0123456789";
 
 const TEMPLATE: &str = r#"
 description = "the app, cloned and built"
+approval = "on-request"
 
 [[param]]
 name = "repo"
@@ -409,6 +410,8 @@ async fn a_template_provisions_a_workspace_with_a_placeholder_credential_and_res
         )
         .await;
     assert_ne!(v["error"]["code"], "provisioning", "{v}");
+    // The template's approval policy is the workspace's default.
+    assert_eq!(v["approval"], "on-request", "{v}");
 
     // Upgrade to a revision that changes only the check step: only that step runs again.
     let (_, before) = s.call("GET", &prov, None).await;
