@@ -1504,6 +1504,120 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/image/prune": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Removes unused derived images.
+         * @description Removes the images berth built for templates' `[image]` extras (`localhost/berth-derived:…`)
+         *     that no workspace is on (in any state), none being built or used by a container;
+         *     `dry_run` only lists them.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["PruneImages"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ImagePrune"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unauthorized`: no bearer token or session cookie, an unknown token, or an expired or signed-out session; `token_expired`; `token_revoked` */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `forbidden`: needs the admin role (or higher); the message names it */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `not_found`: a workspace, task or other object named does not exist, or belongs to another tenant than the token's */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `payload_too_large`: the body is over the route's limit */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `unsupported_media_type`: the body is not of the documented media type */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description `internal`: see the server log */
+                500: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/inbox": {
         parameters: {
             query?: never;
@@ -9233,6 +9347,22 @@ export interface components {
             /** @description `oom`, `exited`, `vanished`, `daemon_unreachable` or `start_failed`. */
             reason: string;
         };
+        /**
+         * @description What `POST /api/v1/image/prune` removed and kept of the derived images berth built for
+         *     templates' `[image]` extras (`localhost/berth-derived:…`).
+         */
+        ImagePrune: {
+            dry_run: boolean;
+            /**
+             * Format: int64
+             * @description The removed images' size in bytes (shared layers may free less).
+             */
+            freed_bytes: number;
+            /** @description Kept, with why. */
+            kept: components["schemas"]["KeptImage"][];
+            /** @description Removed (with `dry_run`: would be removed). */
+            removed: components["schemas"]["PrunedImage"][];
+        };
         /** @description `GET /api/v1/image`: the workspace base image this server uses. */
         ImageStatus: {
             present: boolean;
@@ -9251,6 +9381,16 @@ export interface components {
             access_requests: components["schemas"]["AccessRequest"][];
             /** @description Agents' pending permission requests, oldest first. */
             approvals: components["schemas"]["Approval"][];
+        };
+        /** @description A derived image `POST /api/v1/image/prune` kept. */
+        KeptImage: {
+            /** @description Why it stays: `used by workspaces`, `being built`, or `used by a container`. */
+            reason: string;
+            /** Format: int64 */
+            size_bytes: number;
+            tag: string;
+            /** @description `tenant/name` of each workspace on it (any state: a stopped one starts on it again). */
+            workspaces: string[];
         };
         Limits: {
             /**
@@ -9432,6 +9572,17 @@ export interface components {
             started_at?: string | null;
             /** @description `pending`, `running`, `done`, `failed` or `skipped`. */
             state: string;
+        };
+        /** @description `POST /api/v1/image/prune` */
+        PruneImages: {
+            /** @description Only say what would be removed. */
+            dry_run?: boolean;
+        };
+        /** @description A derived image `POST /api/v1/image/prune` removed. */
+        PrunedImage: {
+            /** Format: int64 */
+            size_bytes: number;
+            tag: string;
         };
         /** @description A browser's push subscription keys, base64url as `PushSubscription.toJSON()` gives them. */
         PushKeys: {

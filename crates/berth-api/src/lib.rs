@@ -566,6 +566,46 @@ pub struct BuildImage {
     pub force: bool,
 }
 
+/// `POST /api/v1/image/prune`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneImages {
+    /// Only say what would be removed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What `POST /api/v1/image/prune` removed and kept of the derived images berth built for
+/// templates' `[image]` extras (`localhost/berth-derived:…`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImagePrune {
+    /// Removed (with `dry_run`: would be removed).
+    pub removed: Vec<PrunedImage>,
+    /// Kept, with why.
+    pub kept: Vec<KeptImage>,
+    /// The removed images' size in bytes (shared layers may free less).
+    pub freed_bytes: u64,
+    pub dry_run: bool,
+}
+
+/// A derived image `POST /api/v1/image/prune` removed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PrunedImage {
+    pub tag: String,
+    pub size_bytes: u64,
+}
+
+/// A derived image `POST /api/v1/image/prune` kept.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeptImage {
+    pub tag: String,
+    pub size_bytes: u64,
+    /// `tenant/name` of each workspace on it (any state: a stopped one starts on it again).
+    pub workspaces: Vec<String>,
+    /// Why it stays: `used by workspaces`, `being built`, or `used by a container`.
+    pub reason: String,
+}
+
 /// One line of the newline-delimited JSON stream answered by `POST /api/v1/image/build`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]

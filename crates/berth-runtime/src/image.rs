@@ -912,6 +912,62 @@ pub async fn image_id(rt: &DockerRuntime, reference: &str) -> Result<Option<Stri
     }
 }
 
+/// One derived image the engine holds ([`derived_images`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredImage {
+    /// `localhost/berth-derived:<hash>`.
+    pub tag: String,
+    /// Bytes on disk, as the engine reports them.
+    pub size: u64,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// Every tag of [`DERIVED_REPOSITORY`] the engine holds, oldest first.
+pub async fn derived_images(rt: &DockerRuntime) -> Result<Vec<StoredImage>, RuntimeError> {
+    let filters = HashMap::from([("reference".to_owned(), vec![DERIVED_REPOSITORY.to_owned()])]);
+    let opts = bollard::image::ListImagesOptions::<String> {
+        all: false,
+        filters,
+        ..Default::default()
+    };
+    let list = rt
+        .client()
+        .list_images(Some(opts))
+        .await
+        .map_err(|e| rt.map_err(e))?;
+    let prefix = format!("{DERIVED_REPOSITORY}:");
+    let mut out: Vec<StoredImage> = list
+        .into_iter()
+        .flat_map(|i| {
+            let (size, created) = (u64::try_from(i.size).unwrap_or(0), i.created);
+            i.repo_tags
+                .into_iter()
+                .filter(|t| t.starts_with(&prefix))
+                .map(move |tag| StoredImage { tag, size, created })
+        })
+        .collect();
+    out.sort_by(|a, b| (a.created, &a.tag).cmp(&(b.created, &b.tag)));
+    Ok(out)
+}
+
+/// Removes the image `tag` unless a container (of any state) uses it: `Ok(true)` removed (or
+/// already gone), `Ok(false)` in use. Never forced.
+pub async fn remove_unused_image(rt: &DockerRuntime, tag: &str) -> Result<bool, RuntimeError> {
+    let opts = bollard::image::RemoveImageOptions {
+        force: false,
+        noprune: false,
+    };
+    match rt.client().remove_image(tag, Some(opts), None).await {
+        Ok(_) => Ok(true),
+        Err(e) => match rt.map_err(e) {
+            RuntimeError::NotFound(_) => Ok(true),
+            RuntimeError::Conflict(_) => Ok(false),
+            other => Err(other),
+        },
+    }
+}
+
 /// Builds a derived image unless its tag exists. Returns its tag and whether it was built.
 /// The build reaches the package registries the way the base image build does (the engine's
 /// build network); `progress` gets the build's output line by line.

@@ -4,7 +4,8 @@
 //!
 //! And the derived images of templates' `[image]` extras ([`derived`], [`build_derived`]):
 //! content-addressed, built once per tag (concurrent builds of one tag wait for each other),
-//! bounded in time; provisioning's `image` step runs them (`crate::provision`).
+//! bounded in time; provisioning's `image` step runs them (`crate::provision`); [`prune`]
+//! removes those no workspace is on.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use berth_runtime::image::BuildProgress;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::auth::{audit, Actor};
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// Starts a build; `events` gets progress…, then `done` or `error` last.
@@ -141,4 +142,75 @@ pub async fn build_derived(
             ),
         )),
     }
+}
+
+/// Removes the derived images no workspace is on (any state: a stopped workspace starts on its
+/// image again), none that is being built or that a container still uses; with `dry_run`, only
+/// says which. Audited as `image.prune`.
+pub async fn prune(state: &AppState, actor: &Actor, dry_run: bool) -> ApiResult<api::ImagePrune> {
+    let result = prune_unaudited(state, dry_run).await;
+    if !dry_run {
+        let target = match &result {
+            Ok(p) => format!("{} removed", p.removed.len()),
+            Err(_) => "derived images".to_owned(),
+        };
+        audit(&state.store, actor, "image.prune", &target, &result).await;
+    }
+    result
+}
+
+async fn prune_unaudited(state: &AppState, dry_run: bool) -> ApiResult<api::ImagePrune> {
+    let engine = state.host.engine.as_ref().ok_or_else(|| {
+        ApiError::new(
+            berth_domain::ErrorCode::EngineError,
+            "this server's engine cannot list images",
+        )
+    })?;
+    let docker = engine.docker()?;
+    let mut users: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for w in state.store.list_workspaces(None).await? {
+        users
+            .entry(w.image.clone())
+            .or_default()
+            .push(w.qualified_name());
+    }
+    let mut out = api::ImagePrune {
+        dry_run,
+        ..Default::default()
+    };
+    for img in berth_runtime::image::derived_images(&docker).await? {
+        let kept = |reason: &str, workspaces: Vec<String>| api::KeptImage {
+            tag: img.tag.clone(),
+            size_bytes: img.size,
+            workspaces,
+            reason: reason.to_owned(),
+        };
+        if let Some(ws) = users.get(&img.tag) {
+            out.kept.push(kept("used by workspaces", ws.clone()));
+            continue;
+        }
+        // A build of this tag holds its lock; so does the removal, so no build starts meanwhile.
+        let lock = build_lock(&img.tag);
+        let Ok(_guard) = lock.try_lock() else {
+            out.kept.push(kept("being built", Vec::new()));
+            continue;
+        };
+        if !dry_run && !berth_runtime::image::remove_unused_image(&docker, &img.tag).await? {
+            out.kept.push(kept("used by a container", Vec::new()));
+            continue;
+        }
+        out.freed_bytes += img.size;
+        out.removed.push(api::PrunedImage {
+            tag: img.tag.clone(),
+            size_bytes: img.size,
+        });
+    }
+    if !dry_run && !out.removed.is_empty() {
+        tracing::info!(
+            removed = out.removed.len(),
+            bytes = out.freed_bytes,
+            "pruned derived images"
+        );
+    }
+    Ok(out)
 }

@@ -19,7 +19,7 @@ use crate::routes::{
     info(title = "berth API", version = "1", description = "Isolated, persistent workspaces for coding agents."),
     paths(
         system::version, system::whoami, system::doctor, system::audit,
-        system::image_status, system::image_build,
+        system::image_status, system::image_build, system::image_prune,
         workspaces::list, workspaces::create, workspaces::show, workspaces::remove,
         workspaces::start, workspaces::stop, workspaces::update, backups::backup, backups::restore,
         terminal::exec, terminal::exec_ws, terminal::list_sessions, terminal::create_session,

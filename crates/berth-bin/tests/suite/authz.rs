@@ -77,6 +77,7 @@ const EXPECTED: &[Entry] = &[
     ("GET", "/audit", Viewer, Global, "/audit", NoBody),
     ("GET", "/image", Viewer, Global, "/image", NoBody),
     ("POST", "/image/build", Admin, Global, "/image/build", Json("{")),
+    ("POST", "/image/prune", Admin, Global, "/image/prune", Json("{")),
     ("GET", "/openapi.json", Viewer, Global, "/openapi.json", NoBody),
     ("GET", "/tokens", Owner, Global, "/tokens", NoBody),
     ("POST", "/tokens", Owner, Acme, "/tokens", Json(r#"{"name":"x","role":"viewer","tenant":"acme","expires_in":"soon"}"#)),

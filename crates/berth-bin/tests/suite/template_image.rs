@@ -343,4 +343,49 @@ async fn image_extras_are_built_cached_and_an_upgrade_remakes_the_container() {
         .header("Last-Event-ID", id.to_string()))
     .await;
     assert!(!again.contains("event: status"), "{again}");
+
+    // Pruning keeps a derived image while a workspace is on it, and removes it once none is.
+    let o = s.cli(&["image", "prune", "--dry-run"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!("kept {tag} (used by workspaces: acme/a, acme/b)"))
+            || out.contains(&format!("kept {tag} (used by workspaces: acme/b, acme/a)")),
+        "{out}"
+    );
+    assert!(out.contains("would remove 0 derived image(s)"), "{out}");
+    for w in ["acme/a", "acme/b"] {
+        let (st, v) = s
+            .call("DELETE", &format!("/api/v1/workspaces/{}", enc(w)), None)
+            .await;
+        assert!(st == 200 || st == 204, "{st} {v}");
+    }
+    let (st, v) = s
+        .call(
+            "POST",
+            "/api/v1/image/prune",
+            Some(serde_json::json!({"dry_run": true})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["removed"][0]["tag"], tag.as_str(), "{v}");
+    assert_eq!(image_identity(&tag).await, identity, "a dry run removed it");
+    let o = s.cli(&["image", "prune"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains(&format!("removed {tag} (")), "{out}");
+    let rt = berth_runtime::DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
+    assert!(
+        rt.client().inspect_image(&tag).await.is_err(),
+        "{tag} is still there"
+    );
+    let audit = s.get("/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "image.prune" && e["target"] == "1 removed"),
+        "{audit}"
+    );
 }

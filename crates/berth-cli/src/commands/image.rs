@@ -1,12 +1,12 @@
-//! `berth image …`: the workspace base image's status, and building it with its progress
-//! streamed line by line.
+//! `berth image …`: the workspace base image's status, building it with its progress streamed
+//! line by line, and pruning the derived images of templates' `[image]` extras.
 
-use berth_api::{BuildEvent, BuildImage, ImageStatus};
+use berth_api::{BuildEvent, BuildImage, ImagePrune, ImageStatus, PruneImages};
 use clap::Subcommand;
 
 use crate::client::{decode, CliError, Client, Result};
 use crate::ctx::Ctx;
-use crate::format::key_values;
+use crate::format::{bytes_human, key_values};
 use crate::stream::LineSplitter;
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +22,15 @@ pub enum ImageCmd {
         /// Rebuild even when the image exists
         #[arg(long)]
         force: bool,
+    },
+    /// Remove the derived images (templates' [image] extras) no workspace is on
+    Prune {
+        /// Only list what would be removed
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the API's JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -43,7 +52,46 @@ pub(crate) async fn run(cmd: ImageCmd, client: &Client, ctx: &mut Ctx<'_>) -> Re
             Ok(0)
         }
         ImageCmd::Build { force } => build(client, ctx, force).await,
+        ImageCmd::Prune { dry_run, json } => {
+            let v = client
+                .post_value("/image/prune", &PruneImages { dry_run })
+                .await?;
+            if json {
+                ctx.print_json(&v)?;
+            } else {
+                let p: ImagePrune = decode(v)?;
+                ctx.print(&prune_report(&p))?;
+            }
+            Ok(0)
+        }
     }
+}
+
+/// What a prune removed and kept, one line each, then the total.
+fn prune_report(p: &ImagePrune) -> String {
+    let verb = if p.dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
+    for r in &p.removed {
+        out.push_str(&format!(
+            "{verb} {} ({})\n",
+            r.tag,
+            bytes_human(r.size_bytes)
+        ));
+    }
+    for k in &p.kept {
+        let on = if k.workspaces.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", k.workspaces.join(", "))
+        };
+        out.push_str(&format!("kept {} ({}{on})\n", k.tag, k.reason));
+    }
+    out.push_str(&format!(
+        "{verb} {} derived image(s), {}\n",
+        p.removed.len(),
+        bytes_human(p.freed_bytes)
+    ));
+    out
 }
 
 /// Starts a build and prints its events until the last one.

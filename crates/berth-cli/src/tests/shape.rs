@@ -450,6 +450,10 @@ const PARSES: &[(&str, &str)] = &[
         "image build: force=true",
     ),
     (
+        "image prune --dry-run",
+        "image prune: dry_run=true json=false",
+    ),
+    (
         "version --url http://h:1",
         "version: url=http://h:1",
     ),

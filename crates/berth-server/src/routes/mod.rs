@@ -47,6 +47,7 @@ fn api() -> Api {
         .get("/audit", READ, system::audit)
         .get("/image", READ, system::image_status)
         .post("/image/build", ADMIN, system::image_build)
+        .post("/image/prune", ADMIN, system::image_prune)
         .get("/openapi.json", READ, crate::openapi::serve)
         .get("/tokens", MANAGE, tokens::list)
         .post("/tokens", MANAGE, tokens::create)

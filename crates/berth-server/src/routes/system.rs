@@ -127,6 +127,26 @@ pub async fn image_build(
         .into_response())
 }
 
+/// Removes unused derived images.
+///
+/// Removes the images berth built for templates' `[image]` extras (`localhost/berth-derived:…`)
+/// that no workspace is on (in any state), none being built or used by a container;
+/// `dry_run` only lists them.
+#[utoipa::path(post, path = "/api/v1/image/prune", tag = "image", request_body = api::PruneImages,
+    responses((status = 200, body = api::ImagePrune), (status = 400, body = api::ErrorBody),
+        (status = 503, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn image_prune(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    body: super::JsonBody,
+) -> ApiResult<axum::Json<api::ImagePrune>> {
+    let req: api::PruneImages = super::parse_optional_body(&body)?;
+    Ok(axum::Json(
+        crate::images::prune(&state, &actor, req.dry_run).await?,
+    ))
+}
+
 fn ndjson(ev: &api::BuildEvent) -> String {
     let mut s = serde_json::to_string(ev).unwrap_or_default();
     s.push('\n');
