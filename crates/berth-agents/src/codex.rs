@@ -148,9 +148,8 @@ impl Driver for Codex {
         true
     }
 
-    fn answer(&mut self, id: &str, approve: bool, _message: &str) -> Vec<String> {
-        // Codex's decline carries no message: the model is told "rejected by user".
-        self.app.answer(id, approve)
+    fn answer(&mut self, id: &str, approve: bool, message: &str) -> Vec<String> {
+        self.app.answer(id, approve, message)
     }
 
     fn long_lived(&self) -> bool {
@@ -589,8 +588,31 @@ mod tests {
         assert_eq!(request.path.as_deref(), Some("/workspace/repo/new.txt"));
         assert_eq!(request.summary, "add /workspace/repo/new.txt");
         assert!(request.diff.as_deref().unwrap().contains("hello"));
+        // The decline carries no message: the reason follows as steering input of the turn.
         let a = lines(d.answer("call_p", false, "no thanks"));
-        assert_eq!(a, [json!({"id": "r-7", "result": {"decision": "decline"}})]);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(
+            a[0],
+            json!({"id": "r-7", "result": {"decision": "decline"}})
+        );
+        assert_eq!(a[1]["method"], "turn/steer");
+        assert_eq!(
+            (
+                &a[1]["params"]["threadId"],
+                &a[1]["params"]["expectedTurnId"]
+            ),
+            (&json!(THREAD), &json!(TURN))
+        );
+        assert_eq!(
+            a[1]["params"]["input"],
+            json!([{"type": "text", "text": "[berth] The request was denied: no thanks"}])
+        );
+        // A steer the server refuses (the turn ended meanwhile) is only logged.
+        let (ev, _) = feed(
+            &mut d,
+            json!({"id": a[1]["id"], "error": {"code": -32600, "message": "no active turn"}}),
+        );
+        assert!(matches!(&ev[..], [EventKind::Log { .. }]), "{ev:?}");
         let (ev, _) = feed(
             &mut d,
             note(

@@ -203,8 +203,8 @@ impl AppServer {
                 error_message(err, "error")
             );
             return match method {
-                // Nothing to interrupt any more.
-                "turn/interrupt" => vec![EventKind::Log { line: message }],
+                // Nothing to interrupt or steer any more (the turn ended meanwhile).
+                "turn/interrupt" | "turn/steer" => vec![EventKind::Log { line: message }],
                 _ => {
                     self.finish(TurnEnd::Failed(message.clone()));
                     vec![EventKind::Error { message }]
@@ -450,12 +450,26 @@ impl AppServer {
         }
     }
 
-    /// The answer to permission request `id`.
-    pub(crate) fn answer(&mut self, id: &str, approve: bool) -> Vec<String> {
-        match self.pending.remove(id) {
-            Some(p) => vec![decision(&p.rpc_id, approve)],
-            None => Vec::new(),
+    /// The answer to permission request `id`. Codex's decline carries no message (its model is
+    /// told "rejected by user"), so a denial's `message` follows as steering input of the
+    /// running turn (`turn/steer`): the model reads it with the rejection.
+    pub(crate) fn answer(&mut self, id: &str, approve: bool, message: &str) -> Vec<String> {
+        let Some(p) = self.pending.remove(id) else {
+            return Vec::new();
+        };
+        self.out.push_back(decision(&p.rpc_id, approve));
+        let message = message.trim();
+        if !approve && !message.is_empty() {
+            if let (Some(thread), Some(turn)) = (self.thread_id.clone(), self.turn_id.clone()) {
+                let text = format!("[berth] The request was denied: {message}");
+                self.send(
+                    "turn/steer",
+                    json!({"threadId": thread, "expectedTurnId": turn,
+                           "input": [{"type": "text", "text": text}]}),
+                );
+            }
         }
+        self.take_output()
     }
 
     fn tool_call(&mut self, item: &Value) -> Option<EventKind> {

@@ -406,11 +406,17 @@ async fn codex_asks_and_is_answered() {
             turn.events
         );
         if !approve {
-            let seen = mock
-                .requests()
-                .iter()
-                .any(|r| r.body.to_string().contains("rejected by user"));
-            assert!(seen, "the model was told of the denial");
+            // Codex's own word for the decline, and berth's reason steered in after it.
+            let seen = |text: &str| {
+                mock.requests()
+                    .iter()
+                    .any(|r| r.body.to_string().contains(text))
+            };
+            assert!(seen("rejected by user"), "the model was told of the denial");
+            assert!(
+                seen("[berth] The request was denied: not now"),
+                "the model was told the reason"
+            );
         }
     }
 }

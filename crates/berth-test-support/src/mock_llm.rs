@@ -572,6 +572,15 @@ fn anthropic_mcp_script(messages: &[Value]) -> Option<(String, usize)> {
 
 // --- end of MCP ----------------------------------------------------------------------------
 
+/// A user message berth adds to a running turn (`[berth] …`).
+fn is_berth_note(item: &Value) -> bool {
+    item.get("role").and_then(Value::as_str) == Some("user")
+        && item
+            .get("content")
+            .map(text_of)
+            .is_some_and(|t| t.starts_with("[berth] "))
+}
+
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
@@ -782,11 +791,14 @@ fn anthropic(shared: &Shared, body: &Value) -> Response {
 // OpenAI Responses
 
 fn responses(shared: &Shared, body: &Value) -> Response {
-    let input = match body.get("input") {
+    let mut input = match body.get("input") {
         Some(Value::Array(items)) => items.clone(),
         Some(Value::String(s)) => vec![json!({"type": "message", "role": "user", "content": s})],
         _ => Vec::new(),
     };
+    // A note berth steered into a running turn (a denial's reason) is not a new prompt: the
+    // model answers what came before it, as a real one would.
+    input.retain(|it| !is_berth_note(it));
     let last_is_tool_result = input.last().is_some_and(|it| {
         it.get("type")
             .and_then(Value::as_str)

@@ -100,13 +100,11 @@ fn upstream_text(mock: &MockLlm) -> String {
         .join("\n")
 }
 
-/// What the model is told of a denial: the reason itself (claude), or the agent's own words
-/// when its protocol carries no reason (codex: a decline is "rejected by user").
+/// What the model is told of a denial: the reason itself (claude; codex gets it as steering
+/// input after its own "rejected by user").
 fn denial_seen(agent: &str, reason: &str) -> String {
-    match agent {
-        "codex" => "rejected by user".to_owned(),
-        _ => reason.to_owned(),
-    }
+    let _ = agent;
+    reason.to_owned()
 }
 
 /// Approve, deny (by the CLI) and timeout with one agent, in one workspace.
