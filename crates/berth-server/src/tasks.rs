@@ -832,14 +832,13 @@ pub async fn list(
     }
     let task_ids: Vec<&TaskId> = all.iter().map(|t| &t.id).collect();
     let totals = state.store.task_call_totals(&task_ids).await?;
-    let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
-    let deliveries = state.store.task_deliveries(&ids).await?;
+    let deliveries = state.store.task_deliveries(&task_ids).await?;
     Ok(all
         .iter()
         .map(|t| {
             let calls = totals.get(&t.id).copied().unwrap_or_default();
             let mut v = to_api(t, !existing.contains(&t.workspace_id), calls);
-            if let Some(d) = deliveries.get(t.id.as_str()) {
+            if let Some(d) = deliveries.get(&t.id) {
                 with_delivery(&mut v, d);
             }
             v
@@ -858,12 +857,7 @@ pub async fn view(state: &AppState, t: &Task) -> ApiResult<berth_api::Task> {
     let totals = state.store.task_call_totals(&[&t.id]).await?;
     let calls = totals.get(&t.id).copied().unwrap_or_default();
     let mut v = to_api(t, removed, calls);
-    if let Some(d) = state
-        .store
-        .task_deliveries(&[t.id.as_str()])
-        .await?
-        .get(t.id.as_str())
-    {
+    if let Some(d) = state.store.task_deliveries(&[&t.id]).await?.get(&t.id) {
         with_delivery(&mut v, d);
     }
     Ok(v)

@@ -272,7 +272,7 @@ pub async fn create(
             owner: actor.id.clone(),
             owner_name: actor.name.clone(),
             tenant,
-            workspace_id: workspace.as_ref().map(|w| w.id.to_string()),
+            workspace_id: workspace.as_ref().map(|w| w.id.clone()),
             workspace: workspace.as_ref().map(|w| w.qualified_name()),
             kinds: kinds.iter().map(|k| k.as_str().to_owned()).collect(),
             channel: channel.as_str().to_owned(),
@@ -319,7 +319,7 @@ async fn subscription_scope(
             (n.to_string(), None)
         }
         (None, None) => match &actor.tenant {
-            Some(t) => (t.clone(), None),
+            Some(t) => (t.to_string(), None),
             None => {
                 return Err(ApiError::new(
                     berth_domain::ErrorCode::TenantRequired,
@@ -387,7 +387,7 @@ pub async fn test(state: &AppState, actor: &Actor, id: &str) -> ApiResult<api::T
             .insert_notify_event(&NewNotifyEvent {
                 kind: NotifyKind::Test.as_str(),
                 tenant: &s.tenant,
-                workspace_id: s.workspace_id.as_deref(),
+                workspace_id: s.workspace_id.as_ref(),
                 workspace: s.workspace.as_deref(),
                 detail: None,
             })

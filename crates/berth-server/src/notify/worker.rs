@@ -89,7 +89,7 @@ pub async fn fan_out(state: &AppState) -> ApiResult<()> {
         }
         if let Some(kind) = NotifyKind::parse(&e.kind) {
             for s in &subs {
-                if !super::filter(s).matches(kind, &e.tenant, e.workspace_id.as_deref()) {
+                if !super::filter(s).matches(kind, &e.tenant, e.workspace_id.as_ref()) {
                     continue;
                 }
                 if !super::owner_may_read(state, &s.owner, &e.tenant).await? {
@@ -139,11 +139,15 @@ pub async fn build(state: &AppState, e: &NotifyEvent) -> ApiResult<api::Notifica
     };
     match kind {
         NotifyKind::TaskCompleted | NotifyKind::TaskFailed | NotifyKind::TaskWaiting => {
-            let id = e.task_id.clone().unwrap_or_default();
-            let task = match berth_domain::TaskId::parse(&id) {
-                Some(tid) => state.store.find_task(&tid).await?,
+            let task = match &e.task_id {
+                Some(tid) => state.store.find_task(tid).await?,
                 None => None,
             };
+            let id = e
+                .task_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             let st = text_of("state").unwrap_or_else(|| kind.as_str()["task.".len()..].to_owned());
             let agent = text_of("agent").unwrap_or_default();
             let last = task
@@ -352,7 +356,7 @@ pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
                 match w {
                     Some(w) => (
                         w.tenant.to_string(),
-                        Some(w.id.to_string()),
+                        Some(w.id.clone()),
                         Some(w.qualified_name()),
                         w.qualified_name(),
                     ),
@@ -376,7 +380,7 @@ pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
                 .insert_notify_event(&NewNotifyEvent {
                     kind: kind.as_str(),
                     tenant: &tenant,
-                    workspace_id: ws_id.as_deref(),
+                    workspace_id: ws_id.as_ref(),
                     workspace: ws.as_deref(),
                     detail: Some(&serde_json::to_string(&detail).unwrap_or_default()),
                 })
