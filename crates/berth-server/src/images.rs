@@ -81,13 +81,7 @@ pub async fn derived(
     base: &str,
     spec: &berth_domain::template::ImageSpec,
 ) -> Result<berth_runtime::image::DerivedImage, ApiError> {
-    let engine = state.host.engine.as_ref().ok_or_else(|| {
-        ApiError::new(
-            berth_domain::ErrorCode::EngineError,
-            "this server's engine cannot build images",
-        )
-    })?;
-    let docker = engine.docker()?;
+    let docker = state.host.engine.docker()?;
     let id = berth_runtime::image::image_id(&docker, base)
         .await?
         .ok_or_else(|| berth_runtime::RuntimeError::ImageMissing(base.to_owned()))?;
@@ -115,13 +109,7 @@ pub async fn build_derived(
     image: &berth_runtime::image::DerivedImage,
     lines: UnboundedSender<String>,
 ) -> Result<bool, ApiError> {
-    let engine = state.host.engine.as_ref().ok_or_else(|| {
-        ApiError::new(
-            berth_domain::ErrorCode::EngineError,
-            "this server's engine cannot build images",
-        )
-    })?;
-    let docker = engine.docker()?;
+    let docker = state.host.engine.docker()?;
     let lock = build_lock(&image.tag());
     let _guard = lock.lock().await;
     let build = berth_runtime::image::build_derived(&docker, image, move |p| {

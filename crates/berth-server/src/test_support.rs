@@ -22,6 +22,16 @@ impl ImageBuilder for NoImages {
     }
 }
 
+/// An engine connection at a socket in `dir` that does not exist (unit tests run on the fake
+/// runtime; what needs the real engine, like building a derived image, fails as without one).
+pub fn no_engine(dir: &std::path::Path) -> std::sync::Arc<crate::engine::Engine> {
+    let socket = dir.join("no-engine.sock");
+    std::sync::Arc::new(crate::engine::Engine::new(Some(format!(
+        "unix://{}",
+        socket.display()
+    ))))
+}
+
 /// The admin token [`route_state`] installs.
 pub const TOKEN: &str = "berth_route_test_token_0123456789";
 
@@ -62,7 +72,7 @@ pub async fn route_state_with(
         crate::state::Host::new(
             fake.clone(),
             std::sync::Arc::new(NoImages),
-            None,
+            no_engine(dir),
             "t0000".into(),
             crate::binary::StagedBinary {
                 path: dir.join("berth-bin"),
