@@ -97,8 +97,27 @@ pub async fn prepare(
     req.memory = req.memory.take().or_else(|| r.memory.clone());
     req.cpus = req.cpus.take().or_else(|| r.cpus.clone());
     req.pids = req.pids.or(r.pids);
-    // The base is pinned in the recorded spec: a retry builds on the same one, and an upgrade
-    // sees whether a new revision changes it.
+    pin_image(state, req, &mut spec).await?;
+    add_egress(req, &spec);
+    add_secrets(req, &spec)?;
+    add_mcp_servers(req, &spec);
+    Ok(Some(Pending {
+        template: rev.name,
+        revision: rev.revision,
+        params,
+        spec,
+    }))
+}
+
+/// Pins the base image in the recorded spec (a retry builds on the same one, and an upgrade
+/// sees whether a new revision changes it) and picks the image the workspace starts on: a
+/// derived image built before is used at once; otherwise the workspace starts on the base and
+/// the `image` step builds it and moves the workspace onto it.
+async fn pin_image(
+    state: &AppState,
+    req: &mut api::CreateWorkspace,
+    spec: &mut Template,
+) -> ApiResult<()> {
     let base = req
         .image
         .take()
@@ -106,20 +125,24 @@ pub async fn prepare(
         .unwrap_or_else(|| state.default_image());
     spec.image.base = Some(base.clone());
     req.image = Some(base.clone());
-    if spec.image.has_extras() {
-        if !crate::openapi::is_image_reference(&base) {
-            return Err(ApiError::invalid(format!(
-                "image {base:?} is not an image reference ([registry/]name[:tag][@sha256:digest])"
-            )));
-        }
-        // A derived image built before is used at once; otherwise the workspace starts on the
-        // base and the `image` step builds it and moves the workspace onto it.
-        crate::lifecycle::ensure_image(state, &base).await?;
-        let derived = crate::images::derived(state, &base, &spec.image).await?;
-        if state.host.runtime.image_exists(&derived.tag()).await? {
-            req.image = Some(derived.tag());
-        }
+    if !spec.image.has_extras() {
+        return Ok(());
     }
+    if !crate::openapi::is_image_reference(&base) {
+        return Err(ApiError::invalid(format!(
+            "image {base:?} is not an image reference ([registry/]name[:tag][@sha256:digest])"
+        )));
+    }
+    crate::lifecycle::ensure_image(state, &base).await?;
+    let derived = crate::images::derived(state, &base, &spec.image).await?;
+    if state.host.runtime.image_exists(&derived.tag()).await? {
+        req.image = Some(derived.tag());
+    }
+    Ok(())
+}
+
+/// The template's egress rules and egress templates join the request's.
+fn add_egress(req: &mut api::CreateWorkspace, spec: &Template) {
     let mut egress = req.egress.take().unwrap_or_default();
     egress.extend(spec.egress.rules.iter().cloned());
     req.egress = Some(egress);
@@ -130,9 +153,14 @@ pub async fn prepare(
         }
     }
     req.egress_templates = Some(templates);
+}
+
+/// The template's secrets join the request's (the request's own binding of a secret wins); a
+/// repository credential must reach the workspace as a placeholder: a binding that exposes the
+/// real value would put the token inside.
+fn add_secrets(req: &mut api::CreateWorkspace, spec: &Template) -> ApiResult<()> {
     let mut secrets = req.secrets.take().unwrap_or_default();
     for s in &spec.secrets {
-        // The request's own binding of a secret wins.
         if !secrets.iter().any(|u| u.name == s.name) {
             secrets.push(api::UseSecret {
                 name: s.name.clone(),
@@ -142,36 +170,31 @@ pub async fn prepare(
             });
         }
     }
-    // A credential must reach the workspace as a placeholder: a binding that exposes the real
-    // value would put the token inside.
-    for r in &spec.repos {
-        if let Some(c) = &r.credential {
-            if let Some(u) = secrets.iter().find(|u| &u.name == c) {
-                if u.delivery.as_deref().is_some_and(|d| d != "placeholder") {
-                    return Err(ApiError::invalid(format!(
-                        "secret {c} is a repository credential: it is delivered as a placeholder only"
-                    )));
-                }
+    for c in spec.repos.iter().filter_map(|r| r.credential.as_ref()) {
+        if let Some(u) = secrets.iter().find(|u| &u.name == c) {
+            if u.delivery.as_deref().is_some_and(|d| d != "placeholder") {
+                return Err(ApiError::invalid(format!(
+                    "secret {c} is a repository credential: it is delivered as a placeholder only"
+                )));
             }
         }
     }
     req.secrets = Some(secrets);
-    // The template's MCP servers join the request's (the request's own server of a name wins).
-    if !spec.mcp.is_empty() {
-        let mut servers = req.mcp_servers.take().unwrap_or_default();
-        for m in &spec.mcp {
-            if !servers.iter().any(|s| s.name == m.name) {
-                servers.push(api::McpServer::from_domain(m));
-            }
-        }
-        req.mcp_servers = Some(servers);
+    Ok(())
+}
+
+/// The template's MCP servers join the request's (the request's own server of a name wins).
+fn add_mcp_servers(req: &mut api::CreateWorkspace, spec: &Template) {
+    if spec.mcp.is_empty() {
+        return;
     }
-    Ok(Some(Pending {
-        template: rev.name,
-        revision: rev.revision,
-        params,
-        spec,
-    }))
+    let mut servers = req.mcp_servers.take().unwrap_or_default();
+    for m in &spec.mcp {
+        if !servers.iter().any(|s| s.name == m.name) {
+            servers.push(api::McpServer::from_domain(m));
+        }
+    }
+    req.mcp_servers = Some(servers);
 }
 
 /// One step of the plan, with what it runs.
@@ -676,6 +699,18 @@ struct Outcome {
     message: Option<String>,
 }
 
+impl Outcome {
+    /// A step that ended without an exit code of its own, for this reason.
+    fn failed(log: String, why: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            log,
+            exit_code: None,
+            message: Some(why.into()),
+        }
+    }
+}
+
 /// Keeps the last [`LOG_CAP`] bytes of a stream.
 #[derive(Default)]
 struct Tail {
@@ -733,20 +768,16 @@ async fn run_script(
     let mut stream = match tokio::time::timeout_at(deadline, client.exec(req)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            return Ok(Outcome {
-                ok: false,
-                log: String::new(),
-                exit_code: None,
-                message: Some(format!("could not start: {e}")),
-            })
+            return Ok(Outcome::failed(
+                String::new(),
+                format!("could not start: {e}"),
+            ))
         }
         Err(_) => {
-            return Ok(Outcome {
-                ok: false,
-                log: String::new(),
-                exit_code: None,
-                message: Some("could not start: the workspace daemon did not answer".into()),
-            })
+            return Ok(Outcome::failed(
+                String::new(),
+                "could not start: the workspace daemon did not answer",
+            ))
         }
     };
     let mut last_flush = tokio::time::Instant::now();
@@ -754,20 +785,16 @@ async fn run_script(
         let ev = match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Ok(ev)) => ev,
             Ok(Err(e)) => {
-                return Ok(Outcome {
-                    ok: false,
-                    log: tail.text(),
-                    exit_code: None,
-                    message: Some(format!("lost the workspace daemon: {e}")),
-                })
+                return Ok(Outcome::failed(
+                    tail.text(),
+                    format!("lost the workspace daemon: {e}"),
+                ))
             }
             Err(_) => {
-                return Ok(Outcome {
-                    ok: false,
-                    log: tail.text(),
-                    exit_code: None,
-                    message: Some(format!("timed out after {timeout_secs}s")),
-                })
+                return Ok(Outcome::failed(
+                    tail.text(),
+                    format!("timed out after {timeout_secs}s"),
+                ))
             }
         };
         match ev {
@@ -795,12 +822,10 @@ async fn run_script(
                 });
             }
             None => {
-                return Ok(Outcome {
-                    ok: false,
-                    log: tail.text(),
-                    exit_code: None,
-                    message: Some("the workspace daemon closed the step before it ended".into()),
-                })
+                return Ok(Outcome::failed(
+                    tail.text(),
+                    "the workspace daemon closed the step before it ended",
+                ))
             }
         }
     }
