@@ -25,7 +25,7 @@ use std::time::Duration;
 use berth_api as api;
 use berth_daemon::{ExecEvent, ExecRequest};
 use berth_domain::template::{ParamError, Template};
-use berth_domain::{ErrorCode, Failure, FailureKind, WorkspaceId, WorkspaceState};
+use berth_domain::{ErrorCode, Failure, FailureKind, SecretDelivery, WorkspaceId, WorkspaceState};
 use berth_store::{NewStep, ProvisionStep, SecretUse, Workspace};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -172,7 +172,9 @@ fn add_secrets(req: &mut api::CreateWorkspace, spec: &Template) -> ApiResult<()>
     }
     for c in spec.repos.iter().filter_map(|r| r.credential.as_ref()) {
         if let Some(u) = secrets.iter().find(|u| &u.name == c) {
-            if u.delivery.as_deref().is_some_and(|d| d != "placeholder") {
+            let placeholder =
+                |d: &str| SecretDelivery::parse(d) == Some(SecretDelivery::Placeholder);
+            if u.delivery.as_deref().is_some_and(|d| !placeholder(d)) {
                 return Err(ApiError::invalid(format!(
                     "secret {c} is a repository credential: it is delivered as a placeholder only"
                 )));

@@ -215,21 +215,7 @@ pub async fn create(
             ))
         })?;
         let kinds = parse_kinds(&req.kinds)?;
-        let push_keys = match (channel, &req.keys) {
-            (Channel::WebPush, Some(k)) => Some(
-                webpush::PushKeys::parse(&k.p256dh, &k.auth)
-                    .map_err(|m| ApiError::new(berth_domain::ErrorCode::InvalidPushKeys, m))?,
-            ),
-            (Channel::WebPush, None) => {
-                return Err(ApiError::invalid(
-                    "a webpush subscription needs the browser's keys (p256dh, auth)",
-                ))
-            }
-            (_, Some(_)) => {
-                return Err(ApiError::invalid("keys are for webpush subscriptions only"))
-            }
-            (_, None) => None,
-        };
+        let push_keys = push_keys(channel, req.keys.as_ref())?;
         // Not http(s) at all does not fit the document (400); an http(s) URL that still does
         // not parse, or points somewhere refused, is 422.
         if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
@@ -288,6 +274,27 @@ pub async fn create(
     .await;
     audit(&state.store, actor, "notify.subscribe", &shown, &result).await;
     result
+}
+
+/// The browser's keys of a Web Push subscription (which needs them; no other channel takes
+/// any).
+fn push_keys(
+    channel: Channel,
+    keys: Option<&api::PushKeys>,
+) -> ApiResult<Option<webpush::PushKeys>> {
+    Ok(match (channel, keys) {
+        (Channel::WebPush, Some(k)) => Some(
+            webpush::PushKeys::parse(&k.p256dh, &k.auth)
+                .map_err(|m| ApiError::new(berth_domain::ErrorCode::InvalidPushKeys, m))?,
+        ),
+        (Channel::WebPush, None) => {
+            return Err(ApiError::invalid(
+                "a webpush subscription needs the browser's keys (p256dh, auth)",
+            ))
+        }
+        (_, Some(_)) => return Err(ApiError::invalid("keys are for webpush subscriptions only")),
+        (_, None) => None,
+    })
 }
 
 /// What a new subscription covers: the tenant (by name) and, when one is named, the
