@@ -3,6 +3,8 @@
 //! delivery, the budget level crossed, and how a webhook URL is shown (scheme and host only:
 //! Slack's incoming-webhook URLs carry their secret in the path).
 
+use crate::WorkspaceId;
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NotifyKind {
@@ -130,7 +132,7 @@ impl Channel {
 pub struct Filter {
     pub tenant: String,
     /// A workspace id; `None`: every workspace of the tenant.
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
     pub kinds: Vec<NotifyKind>,
 }
 
@@ -138,12 +140,17 @@ impl Filter {
     /// Whether an event of `kind` in `tenant` (and `workspace_id`, if it concerns one) matches.
     /// A workspace filter matches only events of that workspace (a tenant's budget event has
     /// no workspace and does not match it).
-    pub fn matches(&self, kind: NotifyKind, tenant: &str, workspace_id: Option<&str>) -> bool {
+    pub fn matches(
+        &self,
+        kind: NotifyKind,
+        tenant: &str,
+        workspace_id: Option<&WorkspaceId>,
+    ) -> bool {
         self.tenant == tenant
             && kind != NotifyKind::Test
             && self
                 .workspace_id
-                .as_deref()
+                .as_ref()
                 .is_none_or(|w| workspace_id == Some(w))
             && (self.kinds.is_empty() || self.kinds.contains(&kind))
     }
@@ -245,23 +252,27 @@ mod tests {
 
     #[test]
     fn filters_match_tenant_workspace_and_kinds() {
+        let (ws1, ws2) = (
+            WorkspaceId::from_stored("ws_1".into()),
+            WorkspaceId::from_stored("ws_2".into()),
+        );
         let all = Filter {
             tenant: "acme".into(),
             workspace_id: None,
             kinds: vec![],
         };
-        assert!(all.matches(NotifyKind::TaskFailed, "acme", Some("ws_1")));
+        assert!(all.matches(NotifyKind::TaskFailed, "acme", Some(&ws1)));
         assert!(all.matches(NotifyKind::BudgetOver, "acme", None));
-        assert!(!all.matches(NotifyKind::TaskFailed, "globex", Some("ws_1")));
+        assert!(!all.matches(NotifyKind::TaskFailed, "globex", Some(&ws1)));
         assert!(!all.matches(NotifyKind::Test, "acme", None));
         let one = Filter {
             tenant: "acme".into(),
-            workspace_id: Some("ws_1".into()),
+            workspace_id: Some(ws1.clone()),
             kinds: vec![NotifyKind::TaskCompleted, NotifyKind::TaskFailed],
         };
-        assert!(one.matches(NotifyKind::TaskCompleted, "acme", Some("ws_1")));
-        assert!(!one.matches(NotifyKind::TaskCompleted, "acme", Some("ws_2")));
-        assert!(!one.matches(NotifyKind::TaskWaiting, "acme", Some("ws_1")));
+        assert!(one.matches(NotifyKind::TaskCompleted, "acme", Some(&ws1)));
+        assert!(!one.matches(NotifyKind::TaskCompleted, "acme", Some(&ws2)));
+        assert!(!one.matches(NotifyKind::TaskWaiting, "acme", Some(&ws1)));
         // A tenant-wide event does not match a workspace filter.
         assert!(!one.matches(NotifyKind::TaskFailed, "acme", None));
     }

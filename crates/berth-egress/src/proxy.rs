@@ -354,17 +354,9 @@ impl Conn {
 
     async fn handle_connect(&self, req: Request<Incoming>) -> Response<RespBody> {
         let at = berth_domain::timestamp::now();
-        let Some(authority) = req.uri().authority() else {
-            return bad_request("CONNECT needs host:port");
-        };
-        let Some((host, Some(port_text))) = split_host_port(authority.as_str()) else {
-            return bad_request("CONNECT needs host:port");
-        };
-        let (Some(host), Some(port)) = (
-            normalize_host(host),
-            port_text.parse::<u16>().ok().filter(|p| *p != 0),
-        ) else {
-            return bad_request("CONNECT needs a valid host:port");
+        let (host, port) = match connect_target(&req) {
+            Ok(t) => t,
+            Err(why) => return bad_request(why),
         };
         let policy = self.ctx.policy();
         let attempt = Attempt {
@@ -393,24 +385,53 @@ impl Conn {
         };
         if intercept {
             let conn = self.clone();
-            let fut: BoxFut = Box::pin(async move {
-                match hyper::upgrade::on(req).await {
-                    Ok(upgraded) => conn.intercept(upgraded, host, port, at).await,
-                    Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            self.after_upgrade(req, move |upgraded| async move {
+                if let Some(upgraded) = upgraded {
+                    conn.intercept(upgraded, host, port, at).await;
                 }
             });
-            *berth_domain::sync::lock(&self.after) = Some(fut);
             return empty(StatusCode::OK);
         }
-        // Plain tunnel: the host-level decision was an allow.
+        self.plain_tunnel(req, &policy, &attempt, &decision, at)
+            .await
+    }
+
+    /// Once the answer to `req` (a CONNECT) is sent, runs `then` with the upgraded connection
+    /// (`None`: the upgrade failed).
+    fn after_upgrade<F, Fut>(&self, req: Request<Incoming>, then: F)
+    where
+        F: FnOnce(Option<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let fut: BoxFut = Box::pin(async move {
+            let upgraded = hyper::upgrade::on(req)
+                .await
+                .inspect_err(|e| tracing::debug!(error = %e, "CONNECT upgrade failed"))
+                .ok();
+            then(upgraded).await
+        });
+        *berth_domain::sync::lock(&self.after) = Some(fut);
+    }
+
+    /// A CONNECT the host-level decision allowed, not intercepted: connects to the origin and
+    /// relays bytes both ways, logging the tunnel (with its byte counts) when it ends.
+    async fn plain_tunnel(
+        &self,
+        req: Request<Incoming>,
+        policy: &Policy,
+        attempt: &Attempt,
+        decision: &Decision,
+        at: String,
+    ) -> Response<RespBody> {
         let gate = Gate {
-            policy: &policy,
-            attempt: &attempt,
+            policy,
+            attempt,
             exact: policy
                 .rule(decision.rule)
                 .is_some_and(|r| r.host.is_exact()),
         };
-        let upstream = match self.proxy.connect_tcp(&host, port, &gate).await {
+        let (host, port) = (&attempt.host, attempt.port);
+        let upstream = match self.proxy.connect_tcp(host, port, &gate).await {
             Ok((s, _)) => s,
             Err(ConnectError::Refused(reason)) => {
                 let d = Decision {
@@ -418,7 +439,7 @@ impl Conn {
                     rule: decision.rule,
                     reason,
                 };
-                return self.deny(&policy, &attempt, &d, false, at);
+                return self.deny(policy, attempt, &d, false, at);
             }
             Err(ConnectError::Failed(reason)) => {
                 let d = Decision {
@@ -426,52 +447,30 @@ impl Conn {
                     rule: decision.rule,
                     reason: format!("{}; upstream failed: {reason}", decision.reason),
                 };
-                self.record(self.log(&policy, &attempt, &d, false, at));
+                self.record(self.log(policy, attempt, &d, false, at));
                 return text(
                     StatusCode::BAD_GATEWAY,
                     format!(
                         "berth egress: cannot reach {}: {reason}\n",
-                        host_port_text(&host, port)
+                        host_port_text(host, port)
                     ),
                 );
             }
         };
-        let entry = self.log(&policy, &attempt, &decision, false, at);
+        let mut entry = self.log(policy, attempt, decision, false, at);
         let conn = self.clone();
         let idle = self.proxy.tunnel_idle;
-        let fut: BoxFut = Box::pin(async move {
-            let mut entry = entry;
-            match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    let client = TokioIo::new(upgraded);
-                    let (end, up, down) = tunnel::relay(client, upstream, &host, idle).await;
-                    entry.bytes_up = up;
-                    entry.bytes_down = down;
-                    match end {
-                        TunnelEnd::Done => {}
-                        TunnelEnd::Idle => {
-                            entry.reason = format!(
-                                "{}; closed after {}s without traffic",
-                                entry.reason,
-                                idle.as_secs()
-                            );
-                        }
-                        TunnelEnd::Refused(why) => {
-                            entry.decision = "deny".to_string();
-                            entry.reason = why;
-                        }
-                        TunnelEnd::Failed(e) => {
-                            tracing::debug!(error = %e, "tunnel ended with an error")
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "CONNECT upgrade failed");
-                }
+        let host = host.clone();
+        self.after_upgrade(req, move |upgraded| async move {
+            if let Some(upgraded) = upgraded {
+                let client = TokioIo::new(upgraded);
+                let (end, up, down) = tunnel::relay(client, upstream, &host, idle).await;
+                entry.bytes_up = up;
+                entry.bytes_down = down;
+                note_tunnel_end(&mut entry, end, idle);
             }
             conn.record(entry);
         });
-        *berth_domain::sync::lock(&self.after) = Some(fut);
         empty(StatusCode::OK)
     }
 
@@ -614,19 +613,8 @@ impl Conn {
         let at = berth_domain::timestamp::now();
         // The Host header must name the target (a client cannot reach one host while
         // being judged as another).
-        let host_header_count = req.headers().get_all(header::HOST).iter().count();
-        if host_header_count > 1 {
+        if !host_header_names(&req, &target) {
             return self.host_mismatch(&req, &target.host, target.port, target.intercepted);
-        }
-        if let Some(h) = req.headers().get(header::HOST) {
-            let ok = h
-                .to_str()
-                .ok()
-                .and_then(|h| parse_authority(h, target.port))
-                .is_some_and(|(h, p)| h == target.host && p == target.port);
-            if !ok {
-                return self.host_mismatch(&req, &target.host, target.port, target.intercepted);
-            }
         }
         let policy = self.ctx.policy();
         let path = path_of(req.uri());
@@ -652,31 +640,10 @@ impl Conn {
                 .is_some_and(|r| r.host.is_exact()),
         };
         let mut entry = self.log(&policy, &attempt, &decision, target.intercepted, at);
-
-        // Build the upstream request: origin-form, hop-by-hop headers dropped, secrets in.
-        let (parts, body) = req.into_parts();
         let up_counter = Arc::new(AtomicU64::new(0));
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        // Real values go only into TLS the proxy itself opened to the bound host: never into
-        // plain HTTP, where they would cross the wire in clear.
-        if target.tls && target.intercepted {
-            let secrets = self.ctx.secrets_for_host(&target.host);
-            swap_secrets(&mut headers, &secrets);
-        }
-        let host_value = HeaderValue::from_str(&authority_text(&target))
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-        headers.insert(header::HOST, host_value);
-        let uri = match path.parse::<Uri>() {
-            Ok(u) => u,
-            Err(_) => return bad_request("invalid request path"),
+        let Some(up_req) = self.upstream_request(req, &target, &path, up_counter.clone()) else {
+            return bad_request("invalid request path");
         };
-        let mut up_req = Request::new(Counted::new(body, up_counter.clone()));
-        *up_req.method_mut() = parts.method;
-        *up_req.uri_mut() = uri;
-        *up_req.version_mut() = Version::HTTP_11;
-        *up_req.headers_mut() = headers;
-
         let resp = match self.send(&target, &gate, up_req).await {
             Ok(resp) => resp,
             Err(ConnectError::Refused(reason)) => {
@@ -700,6 +667,47 @@ impl Conn {
                 );
             }
         };
+        self.relay_response(resp, entry, up_counter)
+    }
+
+    /// The request to send upstream: origin-form, hop-by-hop headers dropped, secrets in, its
+    /// body counted into `up_counter`. `None`: the path is no valid request target.
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        target: &Target,
+        path: &str,
+        up_counter: Arc<AtomicU64>,
+    ) -> Option<Request<ReqBody>> {
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        // Real values go only into TLS the proxy itself opened to the bound host: never into
+        // plain HTTP, where they would cross the wire in clear.
+        if target.tls && target.intercepted {
+            let secrets = self.ctx.secrets_for_host(&target.host);
+            swap_secrets(&mut headers, &secrets);
+        }
+        let host_value = HeaderValue::from_str(&authority_text(target))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        headers.insert(header::HOST, host_value);
+        let uri = path.parse::<Uri>().ok()?;
+        let mut up_req = Request::new(Counted::new(body, up_counter));
+        *up_req.method_mut() = parts.method;
+        *up_req.uri_mut() = uri;
+        *up_req.version_mut() = Version::HTTP_11;
+        *up_req.headers_mut() = headers;
+        Some(up_req)
+    }
+
+    /// The origin's answer for the client, hop-by-hop headers dropped; `entry` is recorded,
+    /// with the bytes both ways, once its body is done.
+    fn relay_response(
+        &self,
+        resp: Response<Incoming>,
+        mut entry: LogEntry,
+        up_counter: Arc<AtomicU64>,
+    ) -> Response<RespBody> {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let down_counter = Arc::new(AtomicU64::new(0));
@@ -935,6 +943,57 @@ enum ConnectError {
     Refused(String),
     /// Allowed, but could not be reached.
     Failed(String),
+}
+
+/// Whether the request's Host header, if any, names the target (one Host header at most).
+fn host_header_names(req: &Request<Incoming>, target: &Target) -> bool {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => true,
+        (Some(h), None) => h
+            .to_str()
+            .ok()
+            .and_then(|h| parse_authority(h, target.port))
+            .is_some_and(|(h, p)| h == target.host && p == target.port),
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// The `host:port` a CONNECT names (the host normalized, the port not 0), or what the 400
+/// answer says.
+fn connect_target(req: &Request<Incoming>) -> Result<(String, u16), &'static str> {
+    let Some(authority) = req.uri().authority() else {
+        return Err("CONNECT needs host:port");
+    };
+    let Some((host, Some(port_text))) = split_host_port(authority.as_str()) else {
+        return Err("CONNECT needs host:port");
+    };
+    match (
+        normalize_host(host),
+        port_text.parse::<u16>().ok().filter(|p| *p != 0),
+    ) {
+        (Some(host), Some(port)) => Ok((host, port)),
+        _ => Err("CONNECT needs a valid host:port"),
+    }
+}
+
+/// Notes in a tunnel's log entry how it ended.
+fn note_tunnel_end(entry: &mut LogEntry, end: TunnelEnd, idle: Duration) {
+    match end {
+        TunnelEnd::Done => {}
+        TunnelEnd::Idle => {
+            entry.reason = format!(
+                "{}; closed after {}s without traffic",
+                entry.reason,
+                idle.as_secs()
+            );
+        }
+        TunnelEnd::Refused(why) => {
+            entry.decision = "deny".to_string();
+            entry.reason = why;
+        }
+        TunnelEnd::Failed(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
+    }
 }
 
 impl Proxy {

@@ -395,6 +395,11 @@ async fn connect(proxy: &TestProxy, target: &str) -> (TcpStream, String) {
     (s, String::from_utf8_lossy(&head).into_owned())
 }
 
+/// A GET through the proxy's client.
+async fn get(c: &reqwest::Client, url: String) -> reqwest::Response {
+    c.get(url).send().await.unwrap()
+}
+
 fn tls_client(roots_pem: &str) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
@@ -423,11 +428,7 @@ async fn allowed_connect_tunnel_counts_bytes() {
     let proxy = start_proxy(ctx.clone(), None).await;
     // Not intercepted: the client talks TLS with the origin itself and trusts its CA.
     let c = client(&proxy, &[&pki.ca_pem]);
-    let resp = c
-        .get(format!("https://tunnel.test:{port}/big"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&c, format!("https://tunnel.test:{port}/big")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().len(), 100_000);
     drop(c);
@@ -581,11 +582,7 @@ async fn intercepted_https_applies_method_and_path_rules() {
     let ctx = TestCtx::new("allow secure.test GET /allowed\ndeny secure.test");
     let proxy = start_proxy(ctx.clone(), Some(&pki.ca_pem)).await;
     let c = client(&proxy, &[&proxy.ca_pem]);
-    let ok = c
-        .get(format!("https://secure.test:{port}/allowed/x"))
-        .send()
-        .await
-        .unwrap();
+    let ok = get(&c, format!("https://secure.test:{port}/allowed/x")).await;
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap(), "hello GET /allowed/x body=0");
     let denied = c
@@ -681,13 +678,11 @@ async fn redirect_to_denied_host_is_denied_on_follow_up() {
     let ctx = TestCtx::new("allow start.test");
     let proxy = start_proxy(ctx.clone(), None).await;
     let c = client(&proxy, &[]);
-    let resp = c
-        .get(format!(
-            "http://start.test:{port}/redirect?to=http://denied.test:{port}/secret-place"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(
+        &c,
+        format!("http://start.test:{port}/redirect?to=http://denied.test:{port}/secret-place"),
+    )
+    .await;
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.url().host_str(), Some("denied.test"));
     let seen = seen.lock().unwrap().clone();
@@ -708,29 +703,17 @@ async fn ip_literals_and_loopback_resolution() {
     let proxy = start_proxy(ctx.clone(), None).await;
     let c = client(&proxy, &[]);
     // `*` never matches an IP literal.
-    let r = c
-        .get(format!("http://127.0.0.1:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://127.0.0.1:{port}/")).await;
     assert_eq!(r.status(), 403);
     let (_s, head) = connect(&proxy, &format!("127.0.0.1:{port}")).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     // A name allowed by a wildcard that resolves to loopback is refused.
-    let r = c
-        .get(format!("http://wild.test:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://wild.test:{port}/")).await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("loopback"));
     // An exact rule for the IP allows it.
     ctx.set_rules("allow 127.0.0.1");
-    let r = c
-        .get(format!("http://127.0.0.1:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://127.0.0.1:{port}/x")).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -812,11 +795,7 @@ async fn dns_answers_to_special_addresses_need_an_ip_rule() {
         names.push("own.dns");
     }
     for name in &names {
-        let r = c
-            .get(format!("http://{name}:{port}/"))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, format!("http://{name}:{port}/")).await;
         assert_eq!(r.status(), 403, "{name}");
         let (_s, head) = connect(&proxy, &format!("{name}:{port}")).await;
         assert!(head.starts_with("HTTP/1.1 403"), "{name}: {head}");
@@ -826,27 +805,15 @@ async fn dns_answers_to_special_addresses_need_an_ip_rule() {
     assert!(e.reason.contains("loopback address"), "{}", e.reason);
     // A CIDR rule naming the block lets the exact name through.
     ctx.set_rules("allow exact.dns\nallow 127.0.0.0/8");
-    let r = c
-        .get(format!("http://exact.dns:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://exact.dns:{port}/")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(*hits.lock().unwrap(), 1);
     // Static names are operator-trusted, but only through a rule naming them exactly.
     ctx.set_rules("allow *.test");
-    let r = c
-        .get(format!("http://x.test:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://x.test:{port}/")).await;
     assert_eq!(r.status(), 403);
     ctx.set_rules("allow x.test");
-    let r = c
-        .get(format!("http://x.test:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://x.test:{port}/")).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -938,20 +905,12 @@ async fn the_log_names_where_the_deciding_rule_comes_from() {
     ]);
     let proxy = start_proxy(ctx.clone(), None).await;
     let c = client(&proxy, &[]);
-    let r = c
-        .get(format!("http://labelled.test:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://labelled.test:{port}/x")).await;
     assert_eq!(r.status(), 200);
     let e = ctx.wait_for("allow", |e| e.host == "labelled.test").await;
     assert_eq!(e.rule.as_deref(), Some("template ci: allow labelled.test"));
     assert!(e.reason.contains("rule 2 (template ci: "), "{}", e.reason);
-    let r = c
-        .get(format!("http://other.test:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://other.test:{port}/x")).await;
     assert_eq!(r.status(), 403);
     let e = ctx.wait_for("deny", |e| e.host == "other.test").await;
     assert_eq!(e.rule.as_deref(), Some("deny other.test"));
@@ -1048,11 +1007,7 @@ async fn garbage_and_origin_form_get_400_and_the_proxy_survives() {
     );
     // Still serving.
     let c = client(&proxy, &[]);
-    let r = c
-        .get(format!("http://ok.test:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://ok.test:{port}/")).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -1064,11 +1019,7 @@ async fn untrusted_upstream_certificate_is_a_502() {
     // The proxy does not trust the origin's CA.
     let proxy = start_proxy(ctx.clone(), None).await;
     let c = client(&proxy, &[&proxy.ca_pem]);
-    let r = c
-        .get(format!("https://secure.test:{port}/x"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("https://secure.test:{port}/x")).await;
     assert_eq!(r.status(), 502);
     assert!(seen.lock().unwrap().is_empty());
     let e = ctx.wait_for("502", |e| e.host == "secure.test").await;
@@ -1117,21 +1068,13 @@ async fn only_rule_denials_are_reported_as_denied() {
     let proxy = start_proxy(ctx.clone(), None).await;
     let c = client(&proxy, &[]);
     // Default deny (an IP literal matches no `*`), and a deny rule.
-    let r = c
-        .get(format!("http://127.0.0.1:{port}/a?q=1"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://127.0.0.1:{port}/a?q=1")).await;
     assert_eq!(r.status(), 403);
     let (_s, head) = connect(&proxy, "blocked.test:443").await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
     // Not rule denials: a loopback answer for a wildcard-allowed name, a path with `..`, a
     // Host header naming another host.
-    let r = c
-        .get(format!("http://wild.test:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, format!("http://wild.test:{port}/")).await;
     assert_eq!(r.status(), 403);
     let resp = raw(
         &proxy,

@@ -194,7 +194,7 @@ async fn reserve(
         .await
         .map_err(closed)?
         .into_iter()
-        .filter(|b| b.applies_to(ws_row.tenant.as_str(), s.ws.as_str()))
+        .filter(|b| b.applies_to(&ws_row.tenant, &s.ws))
         .collect();
     let amount = Amount {
         tokens: estimate.input.saturating_add(estimate.output),
@@ -275,7 +275,7 @@ fn new_call(ws: &WorkspaceId, p: Provider, a: &Admitted) -> LlmCall {
     LlmCall {
         workspace_id: ws.clone(),
         workspace: ws_row.qualified_name(),
-        tenant: ws_row.tenant.to_string(),
+        tenant: ws_row.tenant.clone(),
         task_id: a.owner.task_id().cloned(),
         session_id: a.owner.session_id(),
         provider: p.as_str().to_owned(),

@@ -266,18 +266,7 @@ pub(crate) fn validate_spec(
     if spec.user.trim().is_empty() {
         return bad("user is empty (the engine would run as root)".into());
     }
-    if spec.memory_bytes <= 0 {
-        return bad(format!(
-            "memory_bytes must be > 0, got {}",
-            spec.memory_bytes
-        ));
-    }
-    if spec.pids_limit <= 0 {
-        return bad(format!("pids_limit must be > 0, got {}", spec.pids_limit));
-    }
-    if spec.nano_cpus < 0 {
-        return bad(format!("nano_cpus must be >= 0, got {}", spec.nano_cpus));
-    }
+    validate_limits(spec)?;
     if spec.network_mode.trim().is_empty() {
         return bad("network_mode is empty".into());
     }
@@ -308,6 +297,31 @@ pub(crate) fn validate_spec(
             return bad("cap_add must list capabilities, not ALL".into());
         }
     }
+    validate_mounts(spec, forbidden)
+}
+
+/// The caps: memory and pids set, CPUs not negative.
+fn validate_limits(spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    let bad = |m: String| Err(RuntimeError::InvalidSpec(m));
+    if spec.memory_bytes <= 0 {
+        return bad(format!(
+            "memory_bytes must be > 0, got {}",
+            spec.memory_bytes
+        ));
+    }
+    if spec.pids_limit <= 0 {
+        return bad(format!("pids_limit must be > 0, got {}", spec.pids_limit));
+    }
+    if spec.nano_cpus < 0 {
+        return bad(format!("nano_cpus must be >= 0, got {}", spec.nano_cpus));
+    }
+    Ok(())
+}
+
+/// The mounts: absolute targets used once, plain volume names, absolute bind sources that do
+/// not expose an engine socket.
+fn validate_mounts(spec: &ContainerSpec, forbidden: &[PathBuf]) -> Result<(), RuntimeError> {
+    let bad = |m: String| Err(RuntimeError::InvalidSpec(m));
     let mut targets = std::collections::HashSet::new();
     for m in &spec.mounts {
         let t = m.target();

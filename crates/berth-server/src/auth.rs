@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use berth_domain::{ErrorCode, Permission, Role, Secret};
+use berth_domain::{ErrorCode, Name, Permission, Role, Secret};
 use berth_store::{AuditRecord, Store, TokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -23,7 +23,7 @@ pub struct Actor {
     pub name: String,
     pub role: Role,
     /// The caller's tenant; `None` only for admins (server-wide).
-    pub tenant: Option<String>,
+    pub tenant: Option<Name>,
 }
 
 impl Actor {
@@ -31,11 +31,10 @@ impl Actor {
     /// bound to a tenant or a tenant role without one is refused (401): the store holds
     /// something this server did not write.
     pub fn from_token(t: &TokenRecord) -> ApiResult<Self> {
-        let tenant = t.tenant.as_ref().map(|n| n.to_string());
-        Self::checked(t.id.to_string(), t.name.clone(), &t.role, tenant)
+        Self::checked(t.id.to_string(), t.name.clone(), &t.role, t.tenant.clone())
     }
 
-    fn checked(id: String, name: String, role: &str, tenant: Option<String>) -> ApiResult<Self> {
+    fn checked(id: String, name: String, role: &str, tenant: Option<Name>) -> ApiResult<Self> {
         let parsed = Role::parse(role);
         match (parsed, &tenant) {
             (Some(Role::Admin), None) => {}
@@ -59,12 +58,17 @@ impl Actor {
     /// The person a single sign-on browser session stands for, with the same consistency rule
     /// as tokens (admins server-wide, every other role in one tenant).
     pub fn from_session(p: &crate::sso::SessionPrincipal) -> ApiResult<Self> {
-        Self::checked(
-            p.user_id.clone(),
-            p.user_name.clone(),
-            &p.role,
-            p.tenant.clone(),
-        )
+        let tenant = match p.tenant.as_deref().map(Name::parse).transpose() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(caller = %p.user_id, error = %e, "session user with an invalid tenant");
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "this caller's tenant is not valid on this server: ask an admin",
+                ));
+            }
+        };
+        Self::checked(p.user_id.clone(), p.user_name.clone(), &p.role, tenant)
     }
 
     pub fn is_admin(&self) -> bool {
@@ -74,10 +78,15 @@ impl Actor {
     /// The tenant the caller is limited to (`None`: an admin, who sees every tenant). Lists
     /// filter by it.
     pub fn scope(&self) -> Option<&str> {
+        self.tenant_scope().map(Name::as_str)
+    }
+
+    /// [`Actor::scope`] as the tenant's name.
+    pub fn tenant_scope(&self) -> Option<&Name> {
         if self.is_admin() {
             None
         } else {
-            self.tenant.as_deref()
+            self.tenant.as_ref()
         }
     }
 
@@ -281,7 +290,7 @@ pub fn actor_fields(actor: &Actor, action: &str, target: &str) -> AuditRecord {
     AuditRecord {
         actor_name: Some(actor.name.clone()),
         actor_role: Some(actor.role.as_str().to_owned()),
-        actor_tenant: actor.tenant.clone(),
+        actor_tenant: actor.tenant.as_ref().map(Name::to_string),
         // A tenant's caller acts only in its tenant, whatever it typed.
         tenant: actor
             .scope()
@@ -399,7 +408,7 @@ mod tests {
             id: "tok_1".into(),
             name: "alice".into(),
             role: Role::Member,
-            tenant: Some("acme".into()),
+            tenant: Some(Name::parse("acme").unwrap()),
         };
         // Whatever it typed, a tenant's caller acts in its tenant.
         let rec = actor_fields(&member, "workspace.exec", "web");
@@ -450,7 +459,10 @@ mod tests {
             ErrorCode::Unauthorized
         );
         let a = Actor::from_token(&t(None, None)).unwrap();
-        assert_eq!((a.role, a.tenant.as_deref()), (Role::Viewer, Some("acme")));
+        assert_eq!(
+            (a.role, a.tenant.as_ref().map(Name::as_str)),
+            (Role::Viewer, Some("acme"))
+        );
     }
 
     #[tokio::test]

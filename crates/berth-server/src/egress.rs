@@ -262,6 +262,11 @@ impl Egress {
             &socket.with_file_name(berth_egress::handoff::SOCKET_NAME),
             ws,
         );
+        // Explicit access requests (`berth request`): the workspace is this socket's.
+        let access = bind_open(
+            &socket.with_file_name(crate::access_requests::SOCKET_NAME),
+            ws,
+        );
         let ctx: Arc<dyn EgressContext> = Arc::new(WorkspaceEgress {
             ws: ws.clone(),
             egress: self.clone(),
@@ -269,64 +274,16 @@ impl Egress {
         let proxy = self.proxy.clone();
         // One cap for both sockets: each connection is one client of the proxy in the workspace.
         let limiter = ConnLimiter::new("egress", ConnLimits::EGRESS);
-        let relayed = {
-            let (proxy, ctx, limiter) = (proxy.clone(), ctx.clone(), limiter.clone());
-            async move {
-                loop {
-                    let (stream, slot) = limiter.accept(&listener).await;
-                    let stream = limiter.guard(stream, slot);
-                    let (proxy, ctx) = (proxy.clone(), ctx.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = proxy.serve_connection(stream, ctx).await {
-                            tracing::debug!(error = %e, "egress connection ended");
-                        }
-                    });
-                }
-            }
-        };
+        let relayed = serve_relayed(listener, proxy.clone(), ctx.clone(), limiter.clone());
         let handed_over = async move {
-            let Some(listener) = handoff else {
-                return;
-            };
-            loop {
-                let (unix, slot) = limiter.accept(&listener).await;
-                let (proxy, ctx, limiter) = (proxy.clone(), ctx.clone(), limiter.clone());
-                tokio::spawn(async move {
-                    let tcp = match berth_egress::handoff::receive(&unix).await {
-                        Ok(tcp) => tcp,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "egress handoff refused");
-                            return;
-                        }
-                    };
-                    drop(unix);
-                    let tcp = limiter.guard(tcp, slot);
-                    if let Err(e) = proxy.serve_connection(tcp, ctx).await {
-                        tracing::debug!(error = %e, "egress connection ended");
-                    }
-                });
+            if let Some(listener) = handoff {
+                serve_handed_over(listener, proxy, ctx, limiter).await;
             }
         };
-        // Explicit access requests (`berth request`): the workspace is this socket's.
-        let access = bind_open(
-            &socket.with_file_name(crate::access_requests::SOCKET_NAME),
-            ws,
-        );
-        let requests = {
-            let (ws, store, rate) = (ws.clone(), self.store.clone(), self.access_rate.clone());
-            async move {
-                let Some(listener) = access else {
-                    return;
-                };
-                let limiter = ConnLimiter::new("access", ConnLimits::ACCESS);
-                loop {
-                    let (stream, slot) = limiter.accept(&listener).await;
-                    let stream = limiter.guard(stream, slot);
-                    let (ws, store, rate) = (ws.clone(), store.clone(), rate.clone());
-                    tokio::spawn(crate::access_requests::serve_connection(
-                        stream, ws, store, rate,
-                    ));
-                }
+        let (ws_id, store, rate) = (ws.clone(), self.store.clone(), self.access_rate.clone());
+        let requests = async move {
+            if let Some(listener) = access {
+                serve_access_requests(listener, ws_id, store, rate).await;
             }
         };
         let handle = tokio::spawn(async move {
@@ -341,6 +298,70 @@ impl Egress {
         }
         berth_domain::sync::write(&self.policies).remove(ws);
         berth_domain::sync::write(&self.secrets).remove(ws);
+    }
+}
+
+/// Serves the connections the workspace daemon relays to the proxy socket.
+async fn serve_relayed(
+    listener: tokio::net::UnixListener,
+    proxy: Arc<Proxy>,
+    ctx: Arc<dyn EgressContext>,
+    limiter: ConnLimiter,
+) {
+    loop {
+        let (stream, slot) = limiter.accept(&listener).await;
+        let stream = limiter.guard(stream, slot);
+        let (proxy, ctx) = (proxy.clone(), ctx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = proxy.serve_connection(stream, ctx).await {
+                tracing::debug!(error = %e, "egress connection ended");
+            }
+        });
+    }
+}
+
+/// Serves the TCP connections the workspace daemon hands over whole on the handoff socket.
+async fn serve_handed_over(
+    listener: tokio::net::UnixListener,
+    proxy: Arc<Proxy>,
+    ctx: Arc<dyn EgressContext>,
+    limiter: ConnLimiter,
+) {
+    loop {
+        let (unix, slot) = limiter.accept(&listener).await;
+        let (proxy, ctx, limiter) = (proxy.clone(), ctx.clone(), limiter.clone());
+        tokio::spawn(async move {
+            let tcp = match berth_egress::handoff::receive(&unix).await {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(error = %e, "egress handoff refused");
+                    return;
+                }
+            };
+            drop(unix);
+            let tcp = limiter.guard(tcp, slot);
+            if let Err(e) = proxy.serve_connection(tcp, ctx).await {
+                tracing::debug!(error = %e, "egress connection ended");
+            }
+        });
+    }
+}
+
+/// Serves the workspace's explicit access requests (`berth request`).
+async fn serve_access_requests(
+    listener: tokio::net::UnixListener,
+    ws: WorkspaceId,
+    store: Store,
+    rate: Arc<crate::access_requests::RateLimit>,
+) {
+    let limiter = ConnLimiter::new("access", ConnLimits::ACCESS);
+    loop {
+        let (stream, slot) = limiter.accept(&listener).await;
+        let stream = limiter.guard(stream, slot);
+        let (ws, store, rate) = (ws.clone(), store.clone(), rate.clone());
+        tokio::spawn(crate::access_requests::serve_connection(
+            stream, ws, store, rate,
+        ));
     }
 }
 

@@ -82,13 +82,7 @@ pub async fn derived(
     base: &str,
     spec: &berth_domain::template::ImageSpec,
 ) -> Result<berth_runtime::image::DerivedImage, ApiError> {
-    let engine = state.host.engine.as_ref().ok_or_else(|| {
-        ApiError::new(
-            berth_domain::ErrorCode::EngineError,
-            "this server's engine cannot build images",
-        )
-    })?;
-    let docker = engine.docker()?;
+    let docker = state.host.engine.docker()?;
     let id = berth_runtime::image::image_id(&docker, base)
         .await?
         .ok_or_else(|| berth_runtime::RuntimeError::ImageMissing(base.to_owned()))?;
@@ -116,13 +110,7 @@ pub async fn build_derived(
     image: &berth_runtime::image::DerivedImage,
     lines: UnboundedSender<String>,
 ) -> Result<bool, ApiError> {
-    let engine = state.host.engine.as_ref().ok_or_else(|| {
-        ApiError::new(
-            berth_domain::ErrorCode::EngineError,
-            "this server's engine cannot build images",
-        )
-    })?;
-    let docker = engine.docker()?;
+    let docker = state.host.engine.docker()?;
     let lock = build_lock(&image.tag());
     let _guard = lock.lock().await;
     let build = berth_runtime::image::build_derived(&docker, image, move |p| {
@@ -160,13 +148,7 @@ pub async fn prune(state: &AppState, actor: &Actor, dry_run: bool) -> ApiResult<
 }
 
 async fn prune_unaudited(state: &AppState, dry_run: bool) -> ApiResult<api::ImagePrune> {
-    let engine = state.host.engine.as_ref().ok_or_else(|| {
-        ApiError::new(
-            berth_domain::ErrorCode::EngineError,
-            "this server's engine cannot list images",
-        )
-    })?;
-    let docker = engine.docker()?;
+    let docker = state.host.engine.docker()?;
     let mut users: std::collections::HashMap<String, Vec<String>> = Default::default();
     for w in state.store.list_workspaces(None).await? {
         users

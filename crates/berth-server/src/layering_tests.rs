@@ -48,11 +48,12 @@ fn no_service_module_imports_routes() {
             .unwrap()
             .as_os_str()
             .to_string_lossy();
-        // Route tests that build a router over a state are HTTP-layer code wherever they sit.
+        // Route tests that build a router over a state (or take the route harness) are
+        // HTTP-layer code wherever they sit.
+        let text = std::fs::read_to_string(&f).unwrap();
         let is_route_test = rel.to_string_lossy().ends_with("_tests.rs")
-            && std::fs::read_to_string(&f)
-                .unwrap()
-                .contains("crate::routes::router(");
+            && (text.contains("crate::routes::router(")
+                || text.contains("crate::routes::test_harness::"));
         if HTTP_LAYER.contains(&top.as_ref()) || is_route_test {
             continue;
         }

@@ -177,7 +177,7 @@ fn build_host(
     let runtime: Arc<dyn Runtime> = engine.clone();
     let exe = std::env::current_exe()?;
     let binary = binary::stage(&exe, &config.data_dir)?;
-    let host = state::Host::new(runtime, images, Some(engine.clone()), server_id, binary);
+    let host = state::Host::new(runtime, images, engine.clone(), server_id, binary);
     Ok((host, engine))
 }
 

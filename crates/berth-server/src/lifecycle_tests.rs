@@ -46,7 +46,7 @@ async fn harness(serve_daemons: bool) -> Harness {
         crate::state::Host::new(
             fake.clone(),
             Arc::new(NoImages),
-            None,
+            crate::test_support::no_engine(dir.path()),
             "t0000".into(),
             StagedBinary {
                 path: bin,

@@ -16,7 +16,7 @@ fn actor(id: &str) -> Actor {
         id: id.into(),
         name: id.into(),
         role: Role::Member,
-        tenant: Some("acme".into()),
+        tenant: Some(berth_domain::Name::parse("acme").unwrap()),
     }
 }
 

@@ -292,11 +292,33 @@ fn mcp_constraints() -> Vec<(&'static str, &'static str, Value)> {
 
 /// Writes the validators' constraints into the document.
 fn constrain(doc: &mut Value) {
-    let secret_name = json!({"type": "string", "pattern": SECRET_NAME_PATTERN, "minLength": 1,
-        "maxLength": crate::vault::MAX_NAME_LEN});
-    let size = json!({"type": "integer", "format": "int32", "minimum": TERMINAL_MIN, "maximum": TERMINAL_MAX});
+    for (schema, prop, c) in property_constraints() {
+        if let Some(p) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{prop}"))
+        {
+            merge(p, c);
+        }
+    }
+    constrain_combinations(doc);
+    constrain_bodies(doc);
+}
+
+/// A tenant secret's name.
+fn secret_name_schema() -> Value {
+    json!({"type": "string", "pattern": SECRET_NAME_PATTERN, "minLength": 1,
+        "maxLength": crate::vault::MAX_NAME_LEN})
+}
+
+/// A terminal's columns or rows.
+fn terminal_size_schema() -> Value {
+    json!({"type": "integer", "format": "int32", "minimum": TERMINAL_MIN, "maximum": TERMINAL_MAX})
+}
+
+/// The validators' constraints on single properties: (schema, property, constraint).
+fn property_constraints() -> Vec<(&'static str, &'static str, Value)> {
+    let secret_name = secret_name_schema();
+    let size = terminal_size_schema();
     // Component properties: (schema, property, constraint).
-    let mut props: Vec<(&str, &str, Value)> = vec![
+    let mut props: Vec<(&'static str, &'static str, Value)> = vec![
         ("CreateWorkspace", "name", name_schema()),
         ("CreateWorkspace", "tenant", name_schema()),
         (
@@ -506,12 +528,11 @@ fn constrain(doc: &mut Value) {
             json!({"type": "string", "maxLength": berth_domain::approval::MAX_APPROVAL_TEXT / 4}),
         ),
     ]);
-    for (schema, prop, c) in props {
-        if let Some(p) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{prop}"))
-        {
-            merge(p, c);
-        }
-    }
+    props
+}
+
+/// Which fields go together, and which exclude each other.
+fn constrain_combinations(doc: &mut Value) {
     // Placeholder delivery (the default) needs hosts; headers are for placeholders only.
     let exposing: Vec<&str> = SecretDelivery::ALL
         .into_iter()
@@ -621,6 +642,13 @@ fn constrain(doc: &mut Value) {
                 "oneOf": [{"required": ["tenant"]}, {"required": ["workspace"]}]},
         }]);
     }
+}
+
+/// Request bodies that may be left out, path and query parameters, and the shapes of the bodies
+/// the document leaves opaque.
+fn constrain_bodies(doc: &mut Value) {
+    let secret_name = secret_name_schema();
+    let size = terminal_size_schema();
     // Bodies that may be left out (the handlers take no body as the defaults).
     for (path, method) in OPTIONAL_BODIES {
         let pointer = format!("/paths/{}/{method}/requestBody", path.replace('/', "~1"));

@@ -18,14 +18,15 @@
 //! ([`recover`]): a half-run step is never assumed done.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_api as api;
 use berth_daemon::{ExecEvent, ExecRequest};
 use berth_domain::template::{ParamError, Template};
-use berth_domain::{ErrorCode, Failure, FailureKind, WorkspaceId, WorkspaceState};
-use berth_store::{NewStep, Workspace};
+use berth_domain::{ErrorCode, Failure, FailureKind, SecretDelivery, WorkspaceId, WorkspaceState};
+use berth_store::{NewStep, ProvisionStep, SecretUse, Workspace};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -101,8 +102,27 @@ pub async fn prepare(
         .approval
         .take()
         .or_else(|| spec.approval.map(|p| p.as_str().to_owned()));
-    // The base is pinned in the recorded spec: a retry builds on the same one, and an upgrade
-    // sees whether a new revision changes it.
+    pin_image(state, req, &mut spec).await?;
+    add_egress(req, &spec);
+    add_secrets(req, &spec)?;
+    add_mcp_servers(req, &spec);
+    Ok(Some(Pending {
+        template: rev.name,
+        revision: rev.revision,
+        params,
+        spec,
+    }))
+}
+
+/// Pins the base image in the recorded spec (a retry builds on the same one, and an upgrade
+/// sees whether a new revision changes it) and picks the image the workspace starts on: a
+/// derived image built before is used at once; otherwise the workspace starts on the base and
+/// the `image` step builds it and moves the workspace onto it.
+async fn pin_image(
+    state: &AppState,
+    req: &mut api::CreateWorkspace,
+    spec: &mut Template,
+) -> ApiResult<()> {
     let base = req
         .image
         .take()
@@ -110,20 +130,24 @@ pub async fn prepare(
         .unwrap_or_else(|| state.default_image());
     spec.image.base = Some(base.clone());
     req.image = Some(base.clone());
-    if spec.image.has_extras() {
-        if !crate::openapi::is_image_reference(&base) {
-            return Err(ApiError::invalid(format!(
-                "image {base:?} is not an image reference ([registry/]name[:tag][@sha256:digest])"
-            )));
-        }
-        // A derived image built before is used at once; otherwise the workspace starts on the
-        // base and the `image` step builds it and moves the workspace onto it.
-        crate::lifecycle::ensure_image(state, &base).await?;
-        let derived = crate::images::derived(state, &base, &spec.image).await?;
-        if state.host.runtime.image_exists(&derived.tag()).await? {
-            req.image = Some(derived.tag());
-        }
+    if !spec.image.has_extras() {
+        return Ok(());
     }
+    if !crate::openapi::is_image_reference(&base) {
+        return Err(ApiError::invalid(format!(
+            "image {base:?} is not an image reference ([registry/]name[:tag][@sha256:digest])"
+        )));
+    }
+    crate::lifecycle::ensure_image(state, &base).await?;
+    let derived = crate::images::derived(state, &base, &spec.image).await?;
+    if state.host.runtime.image_exists(&derived.tag()).await? {
+        req.image = Some(derived.tag());
+    }
+    Ok(())
+}
+
+/// The template's egress rules and egress templates join the request's.
+fn add_egress(req: &mut api::CreateWorkspace, spec: &Template) {
     let mut egress = req.egress.take().unwrap_or_default();
     egress.extend(spec.egress.rules.iter().cloned());
     req.egress = Some(egress);
@@ -134,9 +158,14 @@ pub async fn prepare(
         }
     }
     req.egress_templates = Some(templates);
+}
+
+/// The template's secrets join the request's (the request's own binding of a secret wins); a
+/// repository credential must reach the workspace as a placeholder: a binding that exposes the
+/// real value would put the token inside.
+fn add_secrets(req: &mut api::CreateWorkspace, spec: &Template) -> ApiResult<()> {
     let mut secrets = req.secrets.take().unwrap_or_default();
     for s in &spec.secrets {
-        // The request's own binding of a secret wins.
         if !secrets.iter().any(|u| u.name == s.name) {
             secrets.push(api::UseSecret {
                 name: s.name.clone(),
@@ -146,36 +175,33 @@ pub async fn prepare(
             });
         }
     }
-    // A credential must reach the workspace as a placeholder: a binding that exposes the real
-    // value would put the token inside.
-    for r in &spec.repos {
-        if let Some(c) = &r.credential {
-            if let Some(u) = secrets.iter().find(|u| &u.name == c) {
-                if u.delivery.as_deref().is_some_and(|d| d != "placeholder") {
-                    return Err(ApiError::invalid(format!(
-                        "secret {c} is a repository credential: it is delivered as a placeholder only"
-                    )));
-                }
+    for c in spec.repos.iter().filter_map(|r| r.credential.as_ref()) {
+        if let Some(u) = secrets.iter().find(|u| &u.name == c) {
+            let placeholder =
+                |d: &str| SecretDelivery::parse(d) == Some(SecretDelivery::Placeholder);
+            if u.delivery.as_deref().is_some_and(|d| !placeholder(d)) {
+                return Err(ApiError::invalid(format!(
+                    "secret {c} is a repository credential: it is delivered as a placeholder only"
+                )));
             }
         }
     }
     req.secrets = Some(secrets);
-    // The template's MCP servers join the request's (the request's own server of a name wins).
-    if !spec.mcp.is_empty() {
-        let mut servers = req.mcp_servers.take().unwrap_or_default();
-        for m in &spec.mcp {
-            if !servers.iter().any(|s| s.name == m.name) {
-                servers.push(api::McpServer::from_domain(m));
-            }
-        }
-        req.mcp_servers = Some(servers);
+    Ok(())
+}
+
+/// The template's MCP servers join the request's (the request's own server of a name wins).
+fn add_mcp_servers(req: &mut api::CreateWorkspace, spec: &Template) {
+    if spec.mcp.is_empty() {
+        return;
     }
-    Ok(Some(Pending {
-        template: rev.name,
-        revision: rev.revision,
-        params,
-        spec,
-    }))
+    let mut servers = req.mcp_servers.take().unwrap_or_default();
+    for m in &spec.mcp {
+        if !servers.iter().any(|s| s.name == m.name) {
+            servers.push(api::McpServer::from_domain(m));
+        }
+    }
+    req.mcp_servers = Some(servers);
 }
 
 /// One step of the plan, with what it runs.
@@ -486,162 +512,190 @@ async fn run(state: &Arc<AppState>, ws: &WorkspaceId, actor: &Actor) -> ApiResul
     changed(ws);
     let w = state.store.workspace(ws).await?;
     let uses = state.store.secret_uses(Some(ws)).await?;
-    let placeholder = |name: &str| {
-        uses.iter()
-            .find(|u| u.name == name)
-            .map(|u| u.placeholder.clone())
-    };
-    for step in &p.steps {
-        if matches!(step.state.as_str(), "done" | "skipped") {
-            continue;
-        }
-        let pos = step.position;
-        state.store.start_step(ws, pos).await?;
+    let pending = p
+        .steps
+        .iter()
+        .filter(|s| !matches!(s.state.as_str(), "done" | "skipped"));
+    for step in pending {
+        state.store.start_step(ws, step.position).await?;
         changed(ws);
-        let what = step.kind.as_str();
-        let outcome = match what {
-            "git" => {
-                let mut env = Vec::new();
-                let mut script = String::from("set -e\n");
-                if let Some(n) = &spec.git.name {
-                    env.push(("BERTH_GIT_NAME".into(), n.clone()));
-                    script.push_str("git config --global user.name \"$BERTH_GIT_NAME\"\n");
-                }
-                if let Some(e) = &spec.git.email {
-                    env.push(("BERTH_GIT_EMAIL".into(), e.clone()));
-                    script.push_str("git config --global user.email \"$BERTH_GIT_EMAIL\"\n");
-                }
-                run_script(state, ws, pos, &script, env, None, CLONE_TIMEOUT).await
-            }
-            "clone" => {
-                let idx = spec
-                    .repos
-                    .iter()
-                    .position(|r| format!("clone {}", r.dir) == step.name);
-                match idx.map(|i| &spec.repos[i]) {
-                    Some(r) => {
-                        let mut env = vec![
-                            ("BERTH_URL".to_owned(), r.url.clone()),
-                            ("BERTH_DIR".to_owned(), format!("{HOME}/{}", r.dir)),
-                            ("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned()),
-                        ];
-                        let mut args = String::new();
-                        if let Some(b) = &r.branch {
-                            env.push(("BERTH_BRANCH".into(), b.clone()));
-                            args.push_str(" --branch \"$BERTH_BRANCH\"");
-                        }
-                        let mut auth = String::new();
-                        if let Some(c) = &r.credential {
-                            let Some(ph) = placeholder(c) else {
-                                return Err(ApiError::internal(format!(
-                                    "secret {c} is not bound to the workspace"
-                                )));
-                            };
-                            use base64::Engine as _;
-                            let basic = base64::engine::general_purpose::STANDARD
-                                .encode(format!("x-access-token:{ph}"));
-                            env.push((
-                                "BERTH_AUTH".into(),
-                                format!("Authorization: Basic {basic}"),
-                            ));
-                            auth.push_str(" -c http.extraHeader=\"$BERTH_AUTH\"");
-                        }
-                        // A retry finds a finished clone and keeps it.
-                        let mut script = format!(
-                            "set -e\nif [ -d \"$BERTH_DIR/.git\" ]; then echo \"$BERTH_DIR is cloned already\"; exit 0; fi\n\
-                             mkdir -p \"$(dirname \"$BERTH_DIR\")\"\n\
-                             git{auth} clone --progress{args} -- \"$BERTH_URL\" \"$BERTH_DIR\"\n"
-                        );
-                        if !auth.is_empty() {
-                            // Later fetches and pushes send the same placeholder.
-                            script.push_str(
-                                "git -C \"$BERTH_DIR\" config http.extraHeader \"$BERTH_AUTH\"\n",
-                            );
-                        }
-                        run_script(state, ws, pos, &script, env, None, CLONE_TIMEOUT).await
-                    }
-                    None => Err(ApiError::internal(format!(
-                        "step {} has no repository in the spec",
-                        step.name
-                    ))),
-                }
-            }
-            "setup" => match spec.setup.iter().find(|s| s.name == step.name) {
-                Some(s) => {
-                    let cwd = s.dir.as_ref().map(|d| format!("{HOME}/{d}"));
-                    run_script(state, ws, pos, &s.run, Vec::new(), cwd, s.timeout).await
-                }
-                None => Err(ApiError::internal(format!(
-                    "step {} is not in the spec",
-                    step.name
-                ))),
-            },
-            "image" => image_step(state, ws, pos, &spec).await,
+        let outcome = match step.kind.as_str() {
+            "git" => git_step(state, ws, step.position, &spec).await,
+            "clone" => clone_step(state, ws, step, &spec, &uses).await,
+            "setup" => setup_step(state, ws, step, &spec).await,
+            "image" => image_step(state, ws, step.position, &spec).await,
             "container" => container_step(state, ws, &spec).await,
             "session" => start_session(state, &w, &spec, actor).await,
             other => Err(ApiError::internal(format!("unknown step kind {other:?}"))),
         };
-        match outcome {
-            Ok(Outcome {
-                ok: true,
-                log,
-                exit_code,
-                message,
-            }) => {
-                state
-                    .store
-                    .finish_step(ws, pos, "done", &log, exit_code, message.as_deref())
-                    .await?;
-                changed(ws);
-            }
-            Ok(Outcome {
-                log,
-                exit_code,
-                message,
-                ..
-            }) => {
-                let why = message.unwrap_or_else(|| "failed".into());
-                state
-                    .store
-                    .finish_step(ws, pos, "failed", &log, exit_code, Some(&why))
-                    .await?;
-                changed(ws);
-                let msg = format!(
-                    "provisioning step {} ({}) {why}; its log: `berth workspace provision {}`; resume with --retry",
-                    pos + 1,
-                    step.name,
-                    w.qualified_name()
-                );
-                state
-                    .store
-                    .set_provision_state(ws, "failed", Some(&msg))
-                    .await?;
-                changed(ws);
-                fail_workspace(state, ws, &msg).await?;
-                return Ok(());
-            }
-            Err(e) => {
-                state
-                    .store
-                    .finish_step(ws, pos, "failed", "", None, Some(&e.message))
-                    .await?;
-                changed(ws);
-                return Err(ApiError::new(
-                    e.code,
-                    format!(
-                        "provisioning step {} ({}) failed: {}; resume with `berth workspace provision {} --retry`",
-                        pos + 1,
-                        step.name,
-                        e.message,
-                        w.qualified_name()
-                    ),
-                ));
-            }
+        if finish_step(state, &w, step, outcome).await?.is_break() {
+            return Ok(());
         }
     }
     state.store.set_provision_state(ws, "done", None).await?;
     changed(ws);
     Ok(())
+}
+
+/// Records how a step ended. A step that ran and failed fails the provisioning and the
+/// workspace (`Break`); a step that could not run is an error the caller reports.
+async fn finish_step(
+    state: &AppState,
+    w: &Workspace,
+    step: &ProvisionStep,
+    outcome: ApiResult<Outcome>,
+) -> ApiResult<ControlFlow<()>> {
+    let (ws, pos) = (&w.id, step.position);
+    match outcome {
+        Ok(Outcome {
+            ok: true,
+            log,
+            exit_code,
+            message,
+        }) => {
+            state
+                .store
+                .finish_step(ws, pos, "done", &log, exit_code, message.as_deref())
+                .await?;
+            changed(ws);
+            Ok(ControlFlow::Continue(()))
+        }
+        Ok(Outcome {
+            log,
+            exit_code,
+            message,
+            ..
+        }) => {
+            let why = message.unwrap_or_else(|| "failed".into());
+            state
+                .store
+                .finish_step(ws, pos, "failed", &log, exit_code, Some(&why))
+                .await?;
+            changed(ws);
+            let msg = format!(
+                "provisioning step {} ({}) {why}; its log: `berth workspace provision {}`; resume with --retry",
+                pos + 1,
+                step.name,
+                w.qualified_name()
+            );
+            state
+                .store
+                .set_provision_state(ws, "failed", Some(&msg))
+                .await?;
+            changed(ws);
+            fail_workspace(state, ws, &msg).await?;
+            Ok(ControlFlow::Break(()))
+        }
+        Err(e) => {
+            state
+                .store
+                .finish_step(ws, pos, "failed", "", None, Some(&e.message))
+                .await?;
+            changed(ws);
+            Err(ApiError::new(
+                e.code,
+                format!(
+                    "provisioning step {} ({}) failed: {}; resume with `berth workspace provision {} --retry`",
+                    pos + 1,
+                    step.name,
+                    e.message,
+                    w.qualified_name()
+                ),
+            ))
+        }
+    }
+}
+
+/// Sets the git identity the template names.
+async fn git_step(
+    state: &AppState,
+    ws: &WorkspaceId,
+    pos: i64,
+    spec: &Template,
+) -> ApiResult<Outcome> {
+    let mut env = Vec::new();
+    let mut script = String::from("set -e\n");
+    if let Some(n) = &spec.git.name {
+        env.push(("BERTH_GIT_NAME".into(), n.clone()));
+        script.push_str("git config --global user.name \"$BERTH_GIT_NAME\"\n");
+    }
+    if let Some(e) = &spec.git.email {
+        env.push(("BERTH_GIT_EMAIL".into(), e.clone()));
+        script.push_str("git config --global user.email \"$BERTH_GIT_EMAIL\"\n");
+    }
+    run_script(state, ws, pos, &script, env, None, CLONE_TIMEOUT).await
+}
+
+/// Clones one of the template's repositories, authenticated with its credential's placeholder
+/// (the egress proxy swaps in the secret).
+async fn clone_step(
+    state: &AppState,
+    ws: &WorkspaceId,
+    step: &ProvisionStep,
+    spec: &Template,
+    uses: &[SecretUse],
+) -> ApiResult<Outcome> {
+    let Some(r) = spec
+        .repos
+        .iter()
+        .find(|r| format!("clone {}", r.dir) == step.name)
+    else {
+        return Err(ApiError::internal(format!(
+            "step {} has no repository in the spec",
+            step.name
+        )));
+    };
+    let mut env = vec![
+        ("BERTH_URL".to_owned(), r.url.clone()),
+        ("BERTH_DIR".to_owned(), format!("{HOME}/{}", r.dir)),
+        ("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned()),
+    ];
+    let mut args = String::new();
+    if let Some(b) = &r.branch {
+        env.push(("BERTH_BRANCH".into(), b.clone()));
+        args.push_str(" --branch \"$BERTH_BRANCH\"");
+    }
+    let mut auth = String::new();
+    if let Some(c) = &r.credential {
+        let Some(u) = uses.iter().find(|u| &u.name == c) else {
+            return Err(ApiError::internal(format!(
+                "secret {c} is not bound to the workspace"
+            )));
+        };
+        use base64::Engine as _;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("x-access-token:{}", u.placeholder));
+        env.push(("BERTH_AUTH".into(), format!("Authorization: Basic {basic}")));
+        auth.push_str(" -c http.extraHeader=\"$BERTH_AUTH\"");
+    }
+    // A retry finds a finished clone and keeps it.
+    let mut script = format!(
+        "set -e\nif [ -d \"$BERTH_DIR/.git\" ]; then echo \"$BERTH_DIR is cloned already\"; exit 0; fi\n\
+         mkdir -p \"$(dirname \"$BERTH_DIR\")\"\n\
+         git{auth} clone --progress{args} -- \"$BERTH_URL\" \"$BERTH_DIR\"\n"
+    );
+    if !auth.is_empty() {
+        // Later fetches and pushes send the same placeholder.
+        script.push_str("git -C \"$BERTH_DIR\" config http.extraHeader \"$BERTH_AUTH\"\n");
+    }
+    run_script(state, ws, step.position, &script, env, None, CLONE_TIMEOUT).await
+}
+
+/// Runs one of the template's setup commands in its directory.
+async fn setup_step(
+    state: &AppState,
+    ws: &WorkspaceId,
+    step: &ProvisionStep,
+    spec: &Template,
+) -> ApiResult<Outcome> {
+    let Some(s) = spec.setup.iter().find(|s| s.name == step.name) else {
+        return Err(ApiError::internal(format!(
+            "step {} is not in the spec",
+            step.name
+        )));
+    };
+    let cwd = s.dir.as_ref().map(|d| format!("{HOME}/{d}"));
+    run_script(state, ws, step.position, &s.run, Vec::new(), cwd, s.timeout).await
 }
 
 /// How a step ended.
@@ -650,6 +704,18 @@ struct Outcome {
     log: String,
     exit_code: Option<i64>,
     message: Option<String>,
+}
+
+impl Outcome {
+    /// A step that ended without an exit code of its own, for this reason.
+    fn failed(log: String, why: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            log,
+            exit_code: None,
+            message: Some(why.into()),
+        }
+    }
 }
 
 /// Keeps the last [`LOG_CAP`] bytes of a stream.
@@ -709,20 +775,16 @@ async fn run_script(
     let mut stream = match tokio::time::timeout_at(deadline, client.exec(req)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            return Ok(Outcome {
-                ok: false,
-                log: String::new(),
-                exit_code: None,
-                message: Some(format!("could not start: {e}")),
-            })
+            return Ok(Outcome::failed(
+                String::new(),
+                format!("could not start: {e}"),
+            ))
         }
         Err(_) => {
-            return Ok(Outcome {
-                ok: false,
-                log: String::new(),
-                exit_code: None,
-                message: Some("could not start: the workspace daemon did not answer".into()),
-            })
+            return Ok(Outcome::failed(
+                String::new(),
+                "could not start: the workspace daemon did not answer",
+            ))
         }
     };
     let mut last_flush = tokio::time::Instant::now();
@@ -730,20 +792,16 @@ async fn run_script(
         let ev = match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Ok(ev)) => ev,
             Ok(Err(e)) => {
-                return Ok(Outcome {
-                    ok: false,
-                    log: tail.text(),
-                    exit_code: None,
-                    message: Some(format!("lost the workspace daemon: {e}")),
-                })
+                return Ok(Outcome::failed(
+                    tail.text(),
+                    format!("lost the workspace daemon: {e}"),
+                ))
             }
             Err(_) => {
-                return Ok(Outcome {
-                    ok: false,
-                    log: tail.text(),
-                    exit_code: None,
-                    message: Some(format!("timed out after {timeout_secs}s")),
-                })
+                return Ok(Outcome::failed(
+                    tail.text(),
+                    format!("timed out after {timeout_secs}s"),
+                ))
             }
         };
         match ev {
@@ -771,12 +829,10 @@ async fn run_script(
                 });
             }
             None => {
-                return Ok(Outcome {
-                    ok: false,
-                    log: tail.text(),
-                    exit_code: None,
-                    message: Some("the workspace daemon closed the step before it ended".into()),
-                })
+                return Ok(Outcome::failed(
+                    tail.text(),
+                    "the workspace daemon closed the step before it ended",
+                ))
             }
         }
     }
@@ -993,22 +1049,7 @@ async fn reprovision_unaudited(
     // An upgrade is worked out before the workspace's lock is taken: larger caps take the
     // tenant's admission lock, which is always taken before a workspace's.
     let upgrade = if req.upgrade {
-        let p = provision_of(state, &w).await?;
-        let u = plan_upgrade(state, &w, &p).await?;
-        let larger = u
-            .limits
-            .filter(|l| l.memory_bytes > w.limits.memory_bytes || l.nano_cpus > w.limits.nano_cpus);
-        let hold = match larger {
-            Some(l) if matches!(w.state, WorkspaceState::Running | WorkspaceState::Failed) => {
-                let asked = berth_domain::QuotaUse {
-                    workspaces: 0,
-                    ..crate::lifecycle::quota_use(&l)
-                };
-                Some(crate::tenants::check(state, &w.tenant, asked, Some(&w.id)).await?)
-            }
-            _ => None,
-        };
-        Some((u, hold))
+        Some(upgrade_with_quota(state, &w).await?)
     } else {
         None
     };
@@ -1016,91 +1057,9 @@ async fn reprovision_unaudited(
     let _guard = lock.lock().await;
     let w = state.store.workspace(&w.id).await?;
     let p = provision_of(state, &w).await?;
-    if matches!(p.state.as_str(), "running" | "pending") && !req.upgrade {
-        return Err(ApiError::new(
-            ErrorCode::Provisioning,
-            format!("workspace {} is being provisioned", w.qualified_name()),
-        ));
-    }
-    if matches!(p.state.as_str(), "running" | "pending") {
-        return Err(ApiError::new(
-            ErrorCode::Provisioning,
-            format!(
-                "workspace {} is being provisioned: upgrade once it is done",
-                w.qualified_name()
-            ),
-        ));
-    }
-    // The steps run in the container: it must be up (a failed provisioning leaves it running).
-    let up = state.daemon(&w.id).hello().await.is_ok();
-    if !up || !matches!(w.state, WorkspaceState::Running | WorkspaceState::Failed) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "workspace {} is {} and its daemon does not answer: start it with `berth workspace start {}` first",
-                w.qualified_name(),
-                w.state,
-                w.qualified_name()
-            ),
-        ));
-    }
-    if req.retry {
-        if p.state != "failed" {
-            return Err(ApiError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "workspace {}'s provisioning did not fail (it is {}): nothing to retry",
-                    w.qualified_name(),
-                    p.state
-                ),
-            ));
-        }
-    } else if let Some((u, _hold)) = upgrade {
-        if u.from_spec != p.spec || u.from_limits != w.limits {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "the provisioning of workspace {} changed while this upgrade waited: retry",
-                    w.qualified_name()
-                ),
-            ));
-        }
-        if u.remakes_container {
-            // Remaking the container ends what runs in it: not under a running task.
-            let busy: Vec<String> = state
-                .store
-                .active_tasks()
-                .await?
-                .into_iter()
-                .filter(|t| t.workspace_id == w.id)
-                .map(|t| t.id.to_string())
-                .collect();
-            if !busy.is_empty() {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    format!(
-                        "the upgrade of workspace {} remakes its container, and tasks run in it ({}): wait for them or cancel them first",
-                        w.qualified_name(),
-                        busy.join(", ")
-                    ),
-                ));
-            }
-        }
-        if let Some(l) = &u.limits {
-            state.store.set_workspace_limits(&w.id, l).await?;
-        }
-        state
-            .store
-            .put_provision(
-                &w.id,
-                &p.template,
-                u.revision,
-                &p.params,
-                &json(&u.spec),
-                &u.steps,
-            )
-            .await?;
-        changed(&w.id);
+    check_reprovisionable(state, &w, &p, req.retry).await?;
+    if let Some((u, _hold)) = upgrade {
+        apply_upgrade(state, &w, &p, u).await?;
     }
     state
         .store
@@ -1118,6 +1077,135 @@ async fn reprovision_unaudited(
     let before = status(state, &w.id.to_string()).await;
     spawn(state.clone(), w.id.clone(), actor.clone());
     before
+}
+
+/// The upgrade of `w` and, when it raises the caps of a running (or failed) workspace, the
+/// tenant's quota held for the difference.
+async fn upgrade_with_quota(
+    state: &AppState,
+    w: &Workspace,
+) -> ApiResult<(Upgrade, Option<crate::tenants::QuotaHold>)> {
+    let p = provision_of(state, w).await?;
+    let u = plan_upgrade(state, w, &p).await?;
+    let larger = u
+        .limits
+        .filter(|l| l.memory_bytes > w.limits.memory_bytes || l.nano_cpus > w.limits.nano_cpus);
+    let hold = match larger {
+        Some(l) if matches!(w.state, WorkspaceState::Running | WorkspaceState::Failed) => {
+            let asked = berth_domain::QuotaUse {
+                workspaces: 0,
+                ..crate::lifecycle::quota_use(&l)
+            };
+            Some(crate::tenants::check(state, &w.tenant, asked, Some(&w.id)).await?)
+        }
+        _ => None,
+    };
+    Ok((u, hold))
+}
+
+/// Whether the provisioning of `w` (as `p`) may run again now: not while it runs, only with
+/// its container up, and a retry only after a failure.
+async fn check_reprovisionable(
+    state: &AppState,
+    w: &Workspace,
+    p: &berth_store::Provision,
+    retry: bool,
+) -> ApiResult<()> {
+    if matches!(p.state.as_str(), "running" | "pending") {
+        let when = if retry {
+            ""
+        } else {
+            ": upgrade once it is done"
+        };
+        return Err(ApiError::new(
+            ErrorCode::Provisioning,
+            format!(
+                "workspace {} is being provisioned{when}",
+                w.qualified_name()
+            ),
+        ));
+    }
+    // The steps run in the container: it must be up (a failed provisioning leaves it running).
+    let up = state.daemon(&w.id).hello().await.is_ok();
+    if !up || !matches!(w.state, WorkspaceState::Running | WorkspaceState::Failed) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "workspace {} is {} and its daemon does not answer: start it with `berth workspace start {}` first",
+                w.qualified_name(),
+                w.state,
+                w.qualified_name()
+            ),
+        ));
+    }
+    if retry && p.state != "failed" {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "workspace {}'s provisioning did not fail (it is {}): nothing to retry",
+                w.qualified_name(),
+                p.state
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores the upgrade planned for `w` (its new caps, revision, spec and steps), unless the
+/// provisioning changed while it waited for the lock or the new container would end a running
+/// task.
+async fn apply_upgrade(
+    state: &AppState,
+    w: &Workspace,
+    p: &berth_store::Provision,
+    u: Upgrade,
+) -> ApiResult<()> {
+    if u.from_spec != p.spec || u.from_limits != w.limits {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "the provisioning of workspace {} changed while this upgrade waited: retry",
+                w.qualified_name()
+            ),
+        ));
+    }
+    if u.remakes_container {
+        // Remaking the container ends what runs in it: not under a running task.
+        let busy: Vec<String> = state
+            .store
+            .active_tasks()
+            .await?
+            .into_iter()
+            .filter(|t| t.workspace_id == w.id)
+            .map(|t| t.id.to_string())
+            .collect();
+        if !busy.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the upgrade of workspace {} remakes its container, and tasks run in it ({}): wait for them or cancel them first",
+                    w.qualified_name(),
+                    busy.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(l) = &u.limits {
+        state.store.set_workspace_limits(&w.id, l).await?;
+    }
+    state
+        .store
+        .put_provision(
+            &w.id,
+            &p.template,
+            u.revision,
+            &p.params,
+            &json(&u.spec),
+            &u.steps,
+        )
+        .await?;
+    changed(&w.id);
+    Ok(())
 }
 
 async fn provision_of(state: &AppState, w: &Workspace) -> ApiResult<berth_store::Provision> {

@@ -1,31 +1,19 @@
 //! The batched pass over the recording fake runtime: what it costs in engine calls while
 //! nothing changes, and that every change is still inspected and settled.
 
-use std::sync::Arc;
-
-use berth_domain::{FailureKind, Limits, Name, WorkspaceId, WorkspaceState};
+use berth_domain::{FailureKind, Name, WorkspaceId, WorkspaceState};
 use berth_runtime::{
     Call, ContainerEvent, ContainerSpec, ContainerState, FakeRuntime, OomReading, RuntimeError,
 };
-use berth_store::NewWorkspace;
 
 use super::{pass_with, Memory, PassStats};
-use crate::state::{AppState, LABEL_SERVER};
+use crate::state::LABEL_SERVER;
 
-struct Bed {
-    state: Arc<AppState>,
-    fake: Arc<FakeRuntime>,
-    _dir: tempfile::TempDir,
-}
+/// The state over the fake runtime.
+type Bed = crate::test_support::TestState;
 
 async fn bed() -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let (state, fake) = crate::test_support::route_state(dir.path()).await;
-    Bed {
-        state,
-        fake,
-        _dir: dir,
-    }
+    Bed::new().await
 }
 
 /// A workspace in `state` whose container (labelled as this server's) is in `container`;
@@ -36,31 +24,7 @@ async fn seed(
     state: WorkspaceState,
     container: Option<ContainerState>,
 ) -> (WorkspaceId, Option<String>) {
-    let t = b
-        .state
-        .store
-        .ensure_tenant(&Name::parse("acme").unwrap())
-        .await
-        .unwrap();
-    let id = WorkspaceId::generate();
-    b.state
-        .store
-        .insert_workspace(&NewWorkspace {
-            id: id.clone(),
-            tenant_id: t.id,
-            name: Name::parse(name).unwrap(),
-            image: "img".into(),
-            limits: Limits {
-                memory_bytes: 1 << 30,
-                nano_cpus: 1_000_000_000,
-                pids: 100,
-            },
-            network: "none".into(),
-            volume: format!("v-{name}"),
-            mcp_servers: Vec::new(),
-        })
-        .await
-        .unwrap();
+    let id = b.workspace_row("acme", name).await;
     let cid = container.map(|cs| {
         let spec = ContainerSpec {
             name: format!("berth-{name}"),

@@ -239,7 +239,7 @@ mod tests {
             crate::state::Host::new(
                 fake,
                 Arc::new(NoImages),
-                None,
+                crate::test_support::no_engine(dir),
                 "t0000".into(),
                 StagedBinary {
                     path: bin,

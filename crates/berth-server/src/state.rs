@@ -67,8 +67,9 @@ impl ImageBuilder for DockerImageBuilder {
 pub struct Host {
     pub runtime: Arc<dyn Runtime>,
     pub images: Arc<dyn ImageBuilder>,
-    /// The real engine connection, for display (`None` with the fake runtime of unit tests).
-    pub engine: Option<Arc<Engine>>,
+    /// The engine connection (made on first use): where it is, and what builds derived images.
+    /// Unit tests give one at a socket that does not exist beside their fake runtime.
+    pub engine: Arc<Engine>,
     /// Short id of this server instance; prefixes engine object names and labels them, so
     /// several servers can share one engine without touching each other's workspaces.
     pub server_id: String,
@@ -83,7 +84,7 @@ impl Host {
     pub fn new(
         runtime: Arc<dyn Runtime>,
         images: Arc<dyn ImageBuilder>,
-        engine: Option<Arc<Engine>>,
+        engine: Arc<Engine>,
         server_id: String,
         binary: StagedBinary,
     ) -> Self {
@@ -205,10 +206,7 @@ impl AppState {
 
     /// Where the engine is (or is expected), for messages.
     pub fn engine_endpoint(&self) -> String {
-        match &self.host.engine {
-            Some(e) => e.endpoint(),
-            None => "(in-memory fake)".to_owned(),
-        }
+        self.host.engine.endpoint()
     }
 
     /// The image new workspaces use unless they name one.

@@ -314,12 +314,7 @@ pub async fn create(
 }
 
 async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> ApiResult<Task> {
-    let agent = Agent::parse(req.agent.trim()).ok_or_else(|| {
-        ApiError::invalid(format!(
-            "unknown agent {:?}: use claude, codex, gemini or opencode",
-            req.agent
-        ))
-    })?;
+    let agent = parse_agent(&req.agent)?;
     if req.prompt.trim().is_empty() {
         return Err(ApiError::invalid("the prompt is empty"));
     }
@@ -343,17 +338,7 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
         ..Default::default()
     };
     let _admitted = crate::tenants::check(state, &w.tenant, one, None).await?;
-    if w.state != WorkspaceState::Running {
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "workspace {} is {}: start it with `berth workspace start {}`",
-                w.qualified_name(),
-                w.state,
-                w.qualified_name()
-            ),
-        ));
-    }
+    require_running(&w)?;
     let id = TaskId::generate();
     let key = generate_token();
     let row = state
@@ -401,6 +386,31 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
     };
     follow(state, &id);
     caught_up(state, &id, info.last_seq).await
+}
+
+/// The agent a request names (`claude`, `codex`, `gemini` or `opencode`).
+fn parse_agent(agent: &str) -> ApiResult<Agent> {
+    Agent::parse(agent.trim()).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "unknown agent {agent:?}: use claude, codex, gemini or opencode"
+        ))
+    })
+}
+
+/// A task starts only in a running workspace.
+fn require_running(w: &berth_store::Workspace) -> ApiResult<()> {
+    if w.state == WorkspaceState::Running {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidState,
+        format!(
+            "workspace {} is {}: start it with `berth workspace start {}`",
+            w.qualified_name(),
+            w.state,
+            w.qualified_name()
+        ),
+    ))
 }
 
 /// Refuses to start `agent` when its provider has no upstream key configured: its calls would
@@ -832,14 +842,13 @@ pub async fn list(
     }
     let task_ids: Vec<&TaskId> = all.iter().map(|t| &t.id).collect();
     let totals = state.store.task_call_totals(&task_ids).await?;
-    let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
-    let deliveries = state.store.task_deliveries(&ids).await?;
+    let deliveries = state.store.task_deliveries(&task_ids).await?;
     Ok(all
         .iter()
         .map(|t| {
             let calls = totals.get(&t.id).copied().unwrap_or_default();
             let mut v = to_api(t, !existing.contains(&t.workspace_id), calls);
-            if let Some(d) = deliveries.get(t.id.as_str()) {
+            if let Some(d) = deliveries.get(&t.id) {
                 with_delivery(&mut v, d);
             }
             v
@@ -858,12 +867,7 @@ pub async fn view(state: &AppState, t: &Task) -> ApiResult<berth_api::Task> {
     let totals = state.store.task_call_totals(&[&t.id]).await?;
     let calls = totals.get(&t.id).copied().unwrap_or_default();
     let mut v = to_api(t, removed, calls);
-    if let Some(d) = state
-        .store
-        .task_deliveries(&[t.id.as_str()])
-        .await?
-        .get(t.id.as_str())
-    {
+    if let Some(d) = state.store.task_deliveries(&[&t.id]).await?.get(&t.id) {
         with_delivery(&mut v, d);
     }
     Ok(v)

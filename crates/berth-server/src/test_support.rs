@@ -22,6 +22,16 @@ impl ImageBuilder for NoImages {
     }
 }
 
+/// An engine connection at a socket in `dir` that does not exist (unit tests run on the fake
+/// runtime; what needs the real engine, like building a derived image, fails as without one).
+pub fn no_engine(dir: &std::path::Path) -> std::sync::Arc<crate::engine::Engine> {
+    let socket = dir.join("no-engine.sock");
+    std::sync::Arc::new(crate::engine::Engine::new(Some(format!(
+        "unix://{}",
+        socket.display()
+    ))))
+}
+
 /// The admin token [`route_state`] installs.
 pub const TOKEN: &str = "berth_route_test_token_0123456789";
 
@@ -62,7 +72,7 @@ pub async fn route_state_with(
         crate::state::Host::new(
             fake.clone(),
             std::sync::Arc::new(NoImages),
-            None,
+            no_engine(dir),
             "t0000".into(),
             crate::binary::StagedBinary {
                 path: dir.join("berth-bin"),
@@ -105,4 +115,60 @@ pub async fn call_router(
         serde_json::from_slice(&bytes).unwrap()
     };
     (status, v)
+}
+
+/// A [`route_state`] in a temporary directory: what service and route tests start from.
+pub struct TestState {
+    pub state: std::sync::Arc<crate::state::AppState>,
+    pub fake: std::sync::Arc<berth_runtime::FakeRuntime>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestState {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, fake) = route_state(dir.path()).await;
+        Self {
+            state,
+            fake,
+            _dir: dir,
+        }
+    }
+
+    /// A workspace `tenant/name` in the store only (no container), in state `creating`.
+    pub async fn workspace_row(&self, tenant: &str, name: &str) -> berth_domain::WorkspaceId {
+        workspace_row(&self.state.store, tenant, name).await
+    }
+}
+
+/// A workspace `tenant/name` in `store` only (no container), in state `creating`, with 1 GiB,
+/// one CPU and no network.
+pub async fn workspace_row(
+    store: &berth_store::Store,
+    tenant: &str,
+    name: &str,
+) -> berth_domain::WorkspaceId {
+    let t = store
+        .ensure_tenant(&berth_domain::Name::parse(tenant).unwrap())
+        .await
+        .unwrap();
+    let id = berth_domain::WorkspaceId::generate();
+    store
+        .insert_workspace(&berth_store::NewWorkspace {
+            id: id.clone(),
+            tenant_id: t.id,
+            name: berth_domain::Name::parse(name).unwrap(),
+            image: "img".into(),
+            limits: berth_domain::Limits {
+                memory_bytes: 1 << 30,
+                nano_cpus: 1_000_000_000,
+                pids: 100,
+            },
+            network: "none".into(),
+            volume: format!("v-{name}"),
+            mcp_servers: Vec::new(),
+        })
+        .await
+        .unwrap();
+    id
 }

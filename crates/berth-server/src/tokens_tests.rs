@@ -1,33 +1,15 @@
 //! Tokens, roles and quotas through the real router over the in-memory store.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
 use crate::auth::hash_token;
-use crate::state::AppState;
-use crate::test_support::{call_router, route_state, TOKEN};
+use crate::test_support::TOKEN;
 
-struct H {
-    state: Arc<AppState>,
-    app: axum::Router,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness() -> H {
-    let dir = tempfile::tempdir().unwrap();
-    let (state, _) = route_state(dir.path()).await;
-    H {
-        app: crate::routes::router(state.clone()),
-        state,
-        _dir: dir,
-    }
-}
+crate::routes::test_harness::route_harness!();
 
 impl H {
     async fn call(&self, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let body = (!body.is_null()).then(|| body.to_string());
-        call_router(&self.app, Some(token), method, path, body.as_deref()).await
+        self.call_json(Some(token), method, path, &body).await
     }
 
     /// A new token through the API as `by`; its bearer value.

@@ -583,7 +583,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-fn parse_name(s: String) -> Result<Name> {
+pub(crate) fn parse_name(s: String) -> Result<Name> {
     Name::parse(&s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 

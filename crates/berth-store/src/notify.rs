@@ -2,6 +2,7 @@
 //! (their URL and signing secret sealed by the server's vault before they get here), the
 //! deliveries with their attempts, and the budget level already notified per period.
 
+use berth_domain::{TaskId, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store};
@@ -13,9 +14,9 @@ pub struct NotifyEvent {
     pub at: String,
     pub kind: String,
     pub tenant: String,
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
     pub workspace: Option<String>,
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     /// The trigger's facts (JSON).
     pub detail: Option<String>,
     /// berth's JSON payload, once the notifier built it.
@@ -27,7 +28,7 @@ pub struct NotifyEvent {
 pub struct NewNotifyEvent<'a> {
     pub kind: &'a str,
     pub tenant: &'a str,
-    pub workspace_id: Option<&'a str>,
+    pub workspace_id: Option<&'a WorkspaceId>,
     pub workspace: Option<&'a str>,
     pub detail: Option<&'a str>,
 }
@@ -39,7 +40,7 @@ pub struct NotifySubscription {
     pub owner: String,
     pub owner_name: String,
     pub tenant: String,
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
     pub workspace: Option<String>,
     /// Event kinds; empty = every kind.
     pub kinds: Vec<String>,
@@ -88,9 +89,13 @@ fn event(r: &sqlx::sqlite::SqliteRow) -> NotifyEvent {
         at: r.get("at"),
         kind: r.get("kind"),
         tenant: r.get("tenant"),
-        workspace_id: r.get("workspace_id"),
+        workspace_id: r
+            .get::<Option<String>, _>("workspace_id")
+            .map(WorkspaceId::from_stored),
         workspace: r.get("workspace"),
-        task_id: r.get("task_id"),
+        task_id: r
+            .get::<Option<String>, _>("task_id")
+            .map(TaskId::from_stored),
         detail: r.get("detail"),
         payload: r.get("payload"),
     }
@@ -103,7 +108,9 @@ fn subscription(r: &sqlx::sqlite::SqliteRow) -> NotifySubscription {
         owner: r.get("owner"),
         owner_name: r.get("owner_name"),
         tenant: r.get("tenant"),
-        workspace_id: r.get("workspace_id"),
+        workspace_id: r
+            .get::<Option<String>, _>("workspace_id")
+            .map(WorkspaceId::from_stored),
         workspace: r.get("workspace"),
         kinds: serde_json::from_str(&kinds).unwrap_or_default(),
         channel: r.get("channel"),
@@ -138,7 +145,7 @@ impl Store {
         .bind(now())
         .bind(e.kind)
         .bind(e.tenant)
-        .bind(e.workspace_id)
+        .bind(e.workspace_id.map(WorkspaceId::as_str))
         .bind(e.workspace)
         .bind(e.detail)
         .execute(&self.pool)
@@ -218,7 +225,7 @@ impl Store {
         .bind(&s.owner)
         .bind(&s.owner_name)
         .bind(&s.tenant)
-        .bind(&s.workspace_id)
+        .bind(s.workspace_id.as_ref().map(WorkspaceId::as_str))
         .bind(&s.workspace)
         .bind(serde_json::to_string(&s.kinds).unwrap_or_else(|_| "[]".into()))
         .bind(&s.channel)
@@ -590,7 +597,7 @@ mod tests {
             ["task.waiting", "task.completed", "workspace.failed"]
         );
         assert!(evs.iter().all(|e| e.tenant == "acme"));
-        assert_eq!(evs[1].task_id.as_deref(), Some(task.as_str()));
+        assert_eq!(evs[1].task_id.as_ref(), Some(&task));
         assert_eq!(evs[1].workspace.as_deref(), Some("acme/web"));
         assert!(evs[2].detail.as_deref().unwrap().contains("exited"));
         assert!(evs

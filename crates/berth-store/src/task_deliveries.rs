@@ -110,7 +110,10 @@ impl Store {
     }
 
     /// The deliveries of the given tasks (tasks without any are absent).
-    pub async fn task_deliveries(&self, tasks: &[&str]) -> Result<HashMap<String, TaskDelivery>> {
+    pub async fn task_deliveries(
+        &self,
+        tasks: &[&TaskId],
+    ) -> Result<HashMap<TaskId, TaskDelivery>> {
         let mut out = HashMap::new();
         // SQLite's default limit on bound parameters is far above a page of tasks, but chunk
         // anyway so a long list never fails.
@@ -119,10 +122,10 @@ impl Store {
             let sql = format!("SELECT * FROM task_deliveries WHERE task_id IN ({marks})");
             let mut q = sqlx::query(&sql);
             for id in chunk {
-                q = q.bind(*id);
+                q = q.bind(id.as_str());
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.insert(r.get::<String, _>("task_id"), delivery(&r));
+                out.insert(TaskId::from_stored(r.get("task_id")), delivery(&r));
             }
         }
         Ok(out)
@@ -137,7 +140,7 @@ mod tests {
     async fn pushes_and_pull_requests_are_kept_per_task() {
         let s = Store::open_in_memory().await.unwrap();
         let t = TaskId::from_stored("tsk_1".into());
-        assert!(s.task_deliveries(&["tsk_1"]).await.unwrap().is_empty());
+        assert!(s.task_deliveries(&[&t]).await.unwrap().is_empty());
         s.set_task_push(&t, "origin", "feature", "abc")
             .await
             .unwrap();
@@ -147,9 +150,10 @@ mod tests {
         s.set_task_push(&t, "origin", "feature", "def")
             .await
             .unwrap();
-        let d = s.task_deliveries(&["tsk_1", "tsk_2"]).await.unwrap();
+        let other = TaskId::from_stored("tsk_2".into());
+        let d = s.task_deliveries(&[&t, &other]).await.unwrap();
         assert_eq!(d.len(), 1);
-        let d = &d["tsk_1"];
+        let d = &d[&t];
         assert_eq!(d.push.as_ref().unwrap().commit, "def");
         let pr = d.pull_request.as_ref().unwrap();
         assert_eq!((pr.number, pr.url.as_str()), (7, "https://x/pull/7"));

@@ -1,9 +1,9 @@
 //! LLM gateway accounting: calls, usage summaries and budgets.
 
-use berth_domain::{TaskId, WorkspaceId};
+use berth_domain::{Name, TaskId, WorkspaceId};
 use sqlx::Row;
 
-use crate::{now, Result, Store};
+use crate::{now, parse_name, Result, Store};
 
 /// One call through the gateway, as recorded.
 #[derive(Debug, Clone)]
@@ -12,7 +12,7 @@ pub struct LlmCall {
     /// `tenant/name` of the workspace at the time of the call.
     pub workspace: String,
     /// The tenant's name at the time of the call.
-    pub tenant: String,
+    pub tenant: Name,
     /// The task whose key made the call; `None` for an agent session of its own.
     pub task_id: Option<TaskId>,
     /// The agent session (its berth id) whose key made the call; `None` for a task's turn.
@@ -57,7 +57,7 @@ pub enum UsageBy {
 #[derive(Debug, Clone, Default)]
 pub struct UsageFilter {
     /// Only the calls of this tenant (by name).
-    pub tenant: Option<String>,
+    pub tenant: Option<Name>,
     pub workspace_id: Option<WorkspaceId>,
     /// Only the calls of this task.
     pub task_id: Option<TaskId>,
@@ -123,9 +123,9 @@ pub struct Budget {
 
 impl Budget {
     /// Whether this budget limits a workspace: its own budget, or its tenant's.
-    pub fn applies_to(&self, tenant: &str, workspace_id: &str) -> bool {
-        (self.scope == "tenant" && self.target == tenant)
-            || (self.scope == "workspace" && self.target == workspace_id)
+    pub fn applies_to(&self, tenant: &Name, workspace_id: &WorkspaceId) -> bool {
+        (self.scope == "tenant" && self.target == tenant.as_str())
+            || (self.scope == "workspace" && self.target == workspace_id.as_str())
     }
 }
 
@@ -169,7 +169,7 @@ async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Resu
     .bind(now())
     .bind(c.workspace_id.as_str())
     .bind(&c.workspace)
-    .bind(&c.tenant)
+    .bind(c.tenant.as_str())
     .bind(task_column(c))
     .bind(&c.provider)
     .bind(&c.model)
@@ -191,11 +191,11 @@ async fn insert_call<'e, E: sqlx::SqliteExecutor<'e>>(e: E, c: &LlmCall) -> Resu
     Ok(res.last_insert_rowid())
 }
 
-fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> LlmCall {
-    LlmCall {
+fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<LlmCall> {
+    Ok(LlmCall {
         workspace_id: WorkspaceId::from_stored(r.get("workspace_id")),
         workspace: r.get("workspace"),
-        tenant: r.get("tenant"),
+        tenant: parse_name(r.get("tenant"))?,
         task_id: Some(r.get::<String, _>("task_id"))
             .filter(|t| !t.is_empty())
             .map(TaskId::from_stored),
@@ -216,7 +216,7 @@ fn call_from_row(r: &sqlx::sqlite::SqliteRow) -> LlmCall {
         latency_ms: u(r, "latency_ms"),
         ttfb_ms: r.get::<Option<i64>, _>("ttfb_ms").map(|t| t.max(0) as u64),
         error: r.get("error"),
-    }
+    })
 }
 
 fn u(r: &sqlx::sqlite::SqliteRow, c: &str) -> u64 {
@@ -252,7 +252,7 @@ impl Store {
                     row.push_bind(&at)
                         .push_bind(c.workspace_id.as_str())
                         .push_bind(&c.workspace)
-                        .push_bind(&c.tenant)
+                        .push_bind(c.tenant.as_str())
                         .push_bind(task_column(c))
                         .push_bind(&c.provider)
                         .push_bind(&c.model)
@@ -326,7 +326,7 @@ impl Store {
         &self,
         workspace_id: Option<&WorkspaceId>,
         task_id: Option<&TaskId>,
-        tenant: Option<&str>,
+        tenant: Option<&Name>,
         limit: i64,
     ) -> Result<Vec<(i64, String, LlmCall, bool)>> {
         let rows = sqlx::query(
@@ -337,20 +337,19 @@ impl Store {
         .bind(workspace_id.map(WorkspaceId::as_str))
         .bind(task_id.map(TaskId::as_str))
         .bind(limit)
-        .bind(tenant)
+        .bind(tenant.map(Name::as_str))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                (
+                Ok((
                     r.get("id"),
                     r.get("at"),
-                    call_from_row(r),
+                    call_from_row(r)?,
                     r.get("recorded"),
-                )
+                ))
             })
-            .collect())
+            .collect()
     }
 
     /// One call and, when recorded, its request and response.
@@ -364,7 +363,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| {
+        row.map(|r| {
             let ex = match (
                 r.get::<Option<String>, _>("request"),
                 r.get::<Option<String>, _>("response"),
@@ -372,8 +371,9 @@ impl Store {
                 (Some(a), Some(b)) => Some((a, b)),
                 _ => None,
             };
-            (r.get("at"), call_from_row(&r), ex)
-        }))
+            Ok((r.get("at"), call_from_row(&r)?, ex))
+        })
+        .transpose()
     }
 
     pub async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageRow>> {
@@ -418,7 +418,7 @@ impl Store {
              GROUP BY {group} ORDER BY {group}"
         );
         let rows = sqlx::query(&sql)
-            .bind(&f.tenant)
+            .bind(f.tenant.as_ref().map(Name::as_str))
             .bind(f.workspace_id.as_ref().map(WorkspaceId::as_str))
             .bind(&f.since)
             .bind(&f.session_id)
@@ -571,7 +571,7 @@ mod tests {
         LlmCall {
             workspace_id: WorkspaceId::from_stored(format!("id-{ws}")),
             workspace: format!("{tenant}/{ws}"),
-            tenant: tenant.into(),
+            tenant: Name::parse(tenant).unwrap(),
             task_id: Some(TaskId::from_stored(task.into())),
             session_id: None,
             provider: "openai".into(),
@@ -751,7 +751,7 @@ mod tests {
         assert_eq!(web.cost_usd, Some(0.5));
         let acme = s
             .usage(&UsageFilter {
-                tenant: Some("acme".into()),
+                tenant: Some(Name::parse("acme").unwrap()),
                 ..Default::default()
             })
             .await
@@ -878,7 +878,12 @@ mod tests {
         let applying = |t: &str, w: &str| {
             all_budgets
                 .iter()
-                .filter(|b| b.applies_to(t, w))
+                .filter(|b| {
+                    b.applies_to(
+                        &Name::parse(t).unwrap(),
+                        &WorkspaceId::from_stored(w.into()),
+                    )
+                })
                 .cloned()
                 .collect::<Vec<_>>()
         };

@@ -504,7 +504,7 @@ async fn store_objects(f: &mut Fixture) {
             berth_store::LlmCall {
                 workspace_id: w.id.clone(),
                 workspace: w.qualified_name(),
-                tenant: "acme".into(),
+                tenant: w.tenant.clone(),
                 task_id: Some(task.clone()),
                 session_id: None,
                 provider: "anthropic".into(),

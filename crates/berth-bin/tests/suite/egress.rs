@@ -32,6 +32,12 @@ impl NetnsHost {
         Self::start_serving(&["python3", "-m", "http.server", "8080", "--bind", "::"], 0)
     }
 
+    /// A host running the Python `script` in `dir` (see [`start_serving`](Self::start_serving)).
+    pub(crate) fn serve_python(dir: &std::path::Path, script: &str, salt: u32) -> Self {
+        let cd = format!("cd {} && exec python3 -c \"$0\"", dir.to_str().unwrap());
+        Self::start_serving(&["sh", "-c", &cd, script], salt)
+    }
+
     /// `salt` keeps two hosts of one test process apart.
     pub(crate) fn start_serving(server_cmd: &[&str], salt: u32) -> Self {
         let n = (std::process::id() + salt * 7) % 200 + 20;

@@ -9,13 +9,14 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 use super::egress::NetnsHost;
+use super::secrets::{origin, test_certs};
 use crate::bin;
 
-/// HTTP on 8080 and HTTPS on 8443 (a certificate from the test's CA); `/redirect?to=URL`
-/// answers 302, anything else 200 "origin says hello". Every request is appended to
-/// `requests.log` as `PORT HOST PATH`.
+/// The origin's handler, served by [`origin`] on 8080 (HTTP) and 8443 (HTTPS, a certificate from
+/// the test's CA); `/redirect?to=URL` answers 302, anything else 200 "origin says hello".
+/// Every request is appended to `requests.log` as `PORT HOST PATH`.
 const ORIGIN: &str = r#"
-import http.server, ssl, threading, urllib.parse
+import urllib.parse
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -34,13 +35,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-plain = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H)
-tls = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain("server.crt", "server.key")
-tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
-threading.Thread(target=plain.serve_forever, daemon=True).start()
-tls.serve_forever()
 "#;
 
 /// CONNECT to the allowed host, then TLS naming a denied one (no certificate check: the point
@@ -70,32 +64,8 @@ async fn redirects_and_sni_host_tricks_are_denied_from_inside() {
     ensure_image().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sh = |cmd: &str| {
-        let o = std::process::Command::new("sh")
-            .args(["-c", cmd])
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let san = "subjectAltName=DNS:secure.test,DNS:denied.example";
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=berth-test-ca -keyout ca.key -out ca.crt 2>/dev/null");
-    sh(&format!("openssl req -newkey rsa:2048 -nodes -subj /CN=secure.test -addext {san} -keyout server.key -out server.csr 2>/dev/null"));
-    sh(&format!("printf '{san}\\n' > ext && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null"));
-    let serve_dir = d.to_str().unwrap().to_owned();
-    let host = NetnsHost::start_serving(
-        &[
-            "sh",
-            "-c",
-            &format!("cd {serve_dir} && exec python3 -c \"$0\""),
-            ORIGIN,
-        ],
-        3,
-    );
+    test_certs(d, &["secure.test", "denied.example"]);
+    let host = NetnsHost::serve_python(d, &origin(ORIGIN), 3);
     let ip = &host.ip;
     let s = TestServer::start_with(
         bin(),

@@ -15,15 +15,16 @@ use std::time::Duration;
 use berth_test_support::{ensure_image, eventually, ServerOptions, TestServer};
 use serde_json::json;
 
+use super::secrets::{origin, test_certs};
 use crate::bin;
 
 const REAL: &str = "ghp_HOSTILEtestREAL0123456789";
 const ROTATED: &str = "ghp_HOSTILEtestROTATED987654";
 
-/// HTTP on 8080, HTTPS on 8443 (a certificate from the test's CA). Every request is appended
-/// to `hits.log` as `PORT PATH auth=AUTHORIZATION key=X-API-KEY`, and echoed back.
+/// The origin's handler, served by [`origin`] on 8080 (HTTP) and 8443 (HTTPS, a certificate from
+/// the test's CA). Every request is appended to `hits.log` as
+/// `PORT PATH auth=AUTHORIZATION key=X-API-KEY`, and echoed back.
 const ORIGIN: &str = r#"
-import http.server, ssl, threading
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -38,13 +39,6 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-plain = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H)
-tls = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain("server.crt", "server.key")
-tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
-threading.Thread(target=plain.serve_forever, daemon=True).start()
-tls.serve_forever()
 "#;
 
 /// Raw requests through the proxy at 127.0.0.1:3128, with host spellings curl would
@@ -127,7 +121,7 @@ impl PrivateHost {
              ip netns exec {ns} ip link set bhn{n} up && ip netns exec {ns} ip link set lo up"
         ));
         let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "python3", "-c", ORIGIN])
+            .args(["netns", "exec", &ns, "python3", "-c", &origin(ORIGIN)])
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -150,26 +144,6 @@ impl Drop for PrivateHost {
             .args(["link", "del", &format!("bhh{}", self.n)])
             .status();
     }
-}
-
-/// A CA, and a certificate for the origin's names signed by it.
-fn make_certs(d: &std::path::Path) {
-    let run = |cmd: &str| {
-        let o = Command::new("sh")
-            .args(["-c", cmd])
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let san = "subjectAltName=DNS:secure.test,DNS:front.test,DNS:hidden.test";
-    run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=berth-test-ca -keyout ca.key -out ca.crt 2>/dev/null");
-    run(&format!("openssl req -newkey rsa:2048 -nodes -subj /CN=secure.test -addext {san} -keyout server.key -out server.csr 2>/dev/null"));
-    run(&format!("printf '{san}\\n' > ext && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null"));
 }
 
 /// The origin's hits so far.
@@ -215,7 +189,7 @@ async fn hostile_egress_never_reaches_private_hosts_or_leaks_secrets() {
     ensure_image().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    make_certs(d);
+    test_certs(d, &["secure.test", "front.test", "hidden.test"]);
     let host = PrivateHost::start(d);
     let ip = host.ip();
     let mut s = TestServer::start_with(

@@ -14,10 +14,9 @@ use crate::bin;
 const REAL: &str = "ghp_REALsecretVALUE0123456789";
 const REAL_LLM_KEY: &str = "sk-ant-REALllmKEY987654321";
 
-/// A server that answers each request with the Authorization header it received: HTTP on
-/// 8080, HTTPS on 8443 (a certificate from the test's CA).
+/// A handler that answers each request with the Authorization header it received (serve it
+/// with [`origin`]).
 pub(crate) const ECHO: &str = r#"
-import http.server, ssl, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = ("auth=" + str(self.headers.get("Authorization")) + "\n").encode()
@@ -27,29 +26,41 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-plain = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H)
+"#;
+
+/// A Python origin serving the handler class `H` of `handler` over HTTP on 8080 and HTTPS on
+/// 8443 (with `server.crt`/`server.key` of its directory, see [`test_certs`]).
+pub(crate) fn origin(handler: &str) -> String {
+    format!(
+        "import http.server, ssl, threading\n{handler}\n{}",
+        r#"plain = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H)
 tls = http.server.ThreadingHTTPServer(("0.0.0.0", 8443), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain("server.crt", "server.key")
 tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
 threading.Thread(target=plain.serve_forever, daemon=True).start()
 tls.serve_forever()
-"#;
+"#
+    )
+}
+
+/// Runs `cmd` with `sh -c` in `d`; it must succeed.
+pub(crate) fn sh_in(d: &std::path::Path, cmd: &str) {
+    let o = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
 
 /// A test CA in `d` and a certificate for `names` signed by it (`server.crt`/`server.key`).
 pub(crate) fn test_certs(d: &std::path::Path, names: &[&str]) {
-    let sh = |cmd: &str| {
-        let o = std::process::Command::new("sh")
-            .args(["-c", cmd])
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
+    let sh = |cmd: &str| sh_in(d, cmd);
     let san = format!(
         "subjectAltName={}",
         names
@@ -68,16 +79,7 @@ async fn placeholder_secrets_reach_only_bound_hosts_and_never_leak() {
     ensure_image().await;
     let dir = tempfile::tempdir().unwrap();
     test_certs(dir.path(), &["api.bound.test", "elsewhere.test"]);
-    let serve_dir = dir.path().to_str().unwrap().to_owned();
-    let host = NetnsHost::start_serving(
-        &[
-            "sh",
-            "-c",
-            &format!("cd {serve_dir} && exec python3 -c \"$0\""),
-            ECHO,
-        ],
-        1,
-    );
+    let host = NetnsHost::serve_python(dir.path(), &origin(ECHO), 1);
     let mock = MockLlm::start().await;
     let mut s = TestServer::start_with(
         bin(),
@@ -362,21 +364,8 @@ async fn git_over_https_with_a_placeholder_token() {
     // A test CA and a certificate for git.bound.test, and a bare repository served over HTTPS.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let sh = |cmd: &str| {
-        let o = std::process::Command::new("sh")
-            .args(["-c", cmd])
-            .current_dir(d)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=berth-test-ca -keyout ca.key -out ca.crt 2>/dev/null");
-    sh("openssl req -newkey rsa:2048 -nodes -subj /CN=git.bound.test -addext subjectAltName=DNS:git.bound.test -keyout server.key -out server.csr 2>/dev/null");
-    sh("printf 'subjectAltName=DNS:git.bound.test\\n' > ext && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext -out server.crt 2>/dev/null");
+    let sh = |cmd: &str| sh_in(d, cmd);
+    test_certs(d, &["git.bound.test"]);
     sh("git init -q --bare -b main repo.git && git init -q -b main src && cd src && echo 'from the code host' > README && git add README && \
         git -c user.email=a@b -c user.name=a commit -q -m init && git push -q ../repo.git main && cd ../repo.git && git update-server-info");
     // Serve from the directory holding repo.git, inside a network namespace.

@@ -8,7 +8,7 @@ use berth_test_support::{enc, ensure_image, ServerOptions, TestServer};
 use serde_json::{json, Value};
 
 use super::egress::NetnsHost;
-use super::secrets::{test_certs, ECHO};
+use super::secrets::{origin, test_certs, ECHO};
 use crate::bin;
 
 const MIB: i64 = 1024 * 1024;
@@ -243,16 +243,7 @@ async fn a_secret_bound_on_a_running_workspace_is_swapped_at_once() {
     ensure_image().await;
     let dir = tempfile::tempdir().unwrap();
     test_certs(dir.path(), &["api.bound.test"]);
-    let serve_dir = dir.path().to_str().unwrap().to_owned();
-    let host = NetnsHost::start_serving(
-        &[
-            "sh",
-            "-c",
-            &format!("cd {serve_dir} && exec python3 -c \"$0\""),
-            ECHO,
-        ],
-        11,
-    );
+    let host = NetnsHost::serve_python(dir.path(), &origin(ECHO), 11);
     let s = TestServer::start_with(
         bin(),
         ServerOptions {

@@ -80,21 +80,7 @@ pub(crate) async fn run(cmd: NotifyCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
                 kinds: kinds.into_iter().filter(|k| !k.is_empty()).collect(),
                 keys: None,
             };
-            let v = client
-                .post_value("/notifications/subscriptions", &body)
-                .await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let c: CreatedSubscription = decode(v)?;
-                // Only a browser's Web Push subscription (made by the web UI) has no secret.
-                ctx.print(&format!("{}\n", c.signing_secret.unwrap_or_default()))?;
-                ctx.note(&format!(
-                    "subscription {} created ({} to {}); above is its signing secret, shown only \
-                     now: verify X-Berth-Signature with it",
-                    c.subscription.id, c.subscription.channel, c.subscription.url
-                ));
-            }
+            add(client, ctx, &body, json).await?;
         }
         NotifyCmd::List { json } => {
             let v = client.get_value("/notifications/subscriptions").await?;
@@ -109,33 +95,7 @@ pub(crate) async fn run(cmd: NotifyCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
             client.delete_value(&path(&id)).await?;
             ctx.print(&format!("subscription {id} removed\n"))?;
         }
-        NotifyCmd::Test { id, json } => {
-            let v = client
-                .post_empty_value(&format!("{}/test", path(&id)))
-                .await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let r: TestResult = decode(v)?;
-                let answer = match (r.status, &r.error) {
-                    (Some(s), _) => format!("HTTP {s}"),
-                    (None, Some(e)) => e.clone(),
-                    (None, None) => "no answer".into(),
-                };
-                ctx.print(&format!(
-                    "{}: {answer} in {} ms\n",
-                    if r.delivered {
-                        "delivered"
-                    } else {
-                        "not delivered"
-                    },
-                    r.duration_ms
-                ))?;
-                if !r.delivered {
-                    return Ok(1);
-                }
-            }
-        }
+        NotifyCmd::Test { id, json } => return test(client, ctx, &path(&id), json).await,
         NotifyCmd::Log { id, limit, json } => {
             let mut p = format!("{}/deliveries", path(&id));
             if let Some(l) = limit {
@@ -151,6 +111,53 @@ pub(crate) async fn run(cmd: NotifyCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
         }
     }
     Ok(0)
+}
+
+/// `notify add`: creates the subscription and prints its signing secret (shown only now).
+async fn add(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    body: &CreateSubscription,
+    json: bool,
+) -> Result<()> {
+    let v = client
+        .post_value("/notifications/subscriptions", body)
+        .await?;
+    if json {
+        return ctx.print_json(&v);
+    }
+    let c: CreatedSubscription = decode(v)?;
+    // Only a browser's Web Push subscription (made by the web UI) has no secret.
+    ctx.print(&format!("{}\n", c.signing_secret.unwrap_or_default()))?;
+    ctx.note(&format!(
+        "subscription {} created ({} to {}); above is its signing secret, shown only \
+         now: verify X-Berth-Signature with it",
+        c.subscription.id, c.subscription.channel, c.subscription.url
+    ));
+    Ok(())
+}
+
+/// `notify test`: sends a test event to the subscription at `path`; exit 1 when it was not
+/// delivered.
+async fn test(client: &Client, ctx: &mut Ctx<'_>, path: &str, json: bool) -> Result<i32> {
+    let v = client.post_empty_value(&format!("{path}/test")).await?;
+    if json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let r: TestResult = decode(v)?;
+    let answer = match (r.status, &r.error) {
+        (Some(s), _) => format!("HTTP {s}"),
+        (None, Some(e)) => e.clone(),
+        (None, None) => "no answer".into(),
+    };
+    let delivered = if r.delivered {
+        "delivered"
+    } else {
+        "not delivered"
+    };
+    ctx.print(&format!("{delivered}: {answer} in {} ms\n", r.duration_ms))?;
+    Ok(if r.delivered { 0 } else { 1 })
 }
 
 fn subscription_table(list: &[Subscription]) -> String {

@@ -235,8 +235,8 @@ async fn pr_unaudited(
 ) -> ApiResult<api::TaskPullRequest> {
     check_pr_request(&req)?;
     let (t, w) = ready(state, raw).await?;
-    let delivered = state.store.task_deliveries(&[t.id.as_str()]).await?;
-    let delivered = delivered.get(t.id.as_str()).cloned().unwrap_or_default();
+    let delivered = state.store.task_deliveries(&[&t.id]).await?;
+    let delivered = delivered.get(&t.id).cloned().unwrap_or_default();
     if let Some(pr) = &delivered.pull_request {
         return Err(ApiError::new(
             ErrorCode::Conflict,

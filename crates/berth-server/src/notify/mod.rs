@@ -215,21 +215,7 @@ pub async fn create(
             ))
         })?;
         let kinds = parse_kinds(&req.kinds)?;
-        let push_keys = match (channel, &req.keys) {
-            (Channel::WebPush, Some(k)) => Some(
-                webpush::PushKeys::parse(&k.p256dh, &k.auth)
-                    .map_err(|m| ApiError::new(berth_domain::ErrorCode::InvalidPushKeys, m))?,
-            ),
-            (Channel::WebPush, None) => {
-                return Err(ApiError::invalid(
-                    "a webpush subscription needs the browser's keys (p256dh, auth)",
-                ))
-            }
-            (_, Some(_)) => {
-                return Err(ApiError::invalid("keys are for webpush subscriptions only"))
-            }
-            (_, None) => None,
-        };
+        let push_keys = push_keys(channel, req.keys.as_ref())?;
         // Not http(s) at all does not fit the document (400); an http(s) URL that still does
         // not parse, or points somewhere refused, is 422.
         if !(req.url.starts_with("http://") || req.url.starts_with("https://")) {
@@ -272,7 +258,7 @@ pub async fn create(
             owner: actor.id.clone(),
             owner_name: actor.name.clone(),
             tenant,
-            workspace_id: workspace.as_ref().map(|w| w.id.to_string()),
+            workspace_id: workspace.as_ref().map(|w| w.id.clone()),
             workspace: workspace.as_ref().map(|w| w.qualified_name()),
             kinds: kinds.iter().map(|k| k.as_str().to_owned()).collect(),
             channel: channel.as_str().to_owned(),
@@ -288,6 +274,27 @@ pub async fn create(
     .await;
     audit(&state.store, actor, "notify.subscribe", &shown, &result).await;
     result
+}
+
+/// The browser's keys of a Web Push subscription (which needs them; no other channel takes
+/// any).
+fn push_keys(
+    channel: Channel,
+    keys: Option<&api::PushKeys>,
+) -> ApiResult<Option<webpush::PushKeys>> {
+    Ok(match (channel, keys) {
+        (Channel::WebPush, Some(k)) => Some(
+            webpush::PushKeys::parse(&k.p256dh, &k.auth)
+                .map_err(|m| ApiError::new(berth_domain::ErrorCode::InvalidPushKeys, m))?,
+        ),
+        (Channel::WebPush, None) => {
+            return Err(ApiError::invalid(
+                "a webpush subscription needs the browser's keys (p256dh, auth)",
+            ))
+        }
+        (_, Some(_)) => return Err(ApiError::invalid("keys are for webpush subscriptions only")),
+        (_, None) => None,
+    })
 }
 
 /// What a new subscription covers: the tenant (by name) and, when one is named, the
@@ -319,7 +326,7 @@ async fn subscription_scope(
             (n.to_string(), None)
         }
         (None, None) => match &actor.tenant {
-            Some(t) => (t.clone(), None),
+            Some(t) => (t.to_string(), None),
             None => {
                 return Err(ApiError::new(
                     berth_domain::ErrorCode::TenantRequired,
@@ -387,7 +394,7 @@ pub async fn test(state: &AppState, actor: &Actor, id: &str) -> ApiResult<api::T
             .insert_notify_event(&NewNotifyEvent {
                 kind: NotifyKind::Test.as_str(),
                 tenant: &s.tenant,
-                workspace_id: s.workspace_id.as_deref(),
+                workspace_id: s.workspace_id.as_ref(),
                 workspace: s.workspace.as_deref(),
                 detail: None,
             })

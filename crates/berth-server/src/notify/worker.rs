@@ -89,7 +89,7 @@ pub async fn fan_out(state: &AppState) -> ApiResult<()> {
         }
         if let Some(kind) = NotifyKind::parse(&e.kind) {
             for s in &subs {
-                if !super::filter(s).matches(kind, &e.tenant, e.workspace_id.as_deref()) {
+                if !super::filter(s).matches(kind, &e.tenant, e.workspace_id.as_ref()) {
                     continue;
                 }
                 if !super::owner_may_read(state, &s.owner, &e.tenant).await? {
@@ -117,7 +117,6 @@ pub async fn build(state: &AppState, e: &NotifyEvent) -> ApiResult<api::Notifica
         .as_deref()
         .and_then(|d| serde_json::from_str(d).ok())
         .unwrap_or_default();
-    let text_of = |k: &str| detail[k].as_str().map(str::to_owned);
     let public = state.sso.as_ref().map(|s| {
         s.config
             .public_url
@@ -134,39 +133,26 @@ pub async fn build(state: &AppState, e: &NotifyEvent) -> ApiResult<api::Notifica
         title: kind.title().to_owned(),
         text: String::new(),
         tenant: e.tenant.clone(),
-        workspace: ws.clone(),
+        workspace: ws,
         ..Default::default()
     };
     match kind {
         NotifyKind::TaskCompleted | NotifyKind::TaskFailed | NotifyKind::TaskWaiting => {
-            let id = e.task_id.clone().unwrap_or_default();
-            let task = match berth_domain::TaskId::parse(&id) {
-                Some(tid) => state.store.find_task(&tid).await?,
+            let task = match &e.task_id {
+                Some(tid) => state.store.find_task(tid).await?,
                 None => None,
             };
-            let st = text_of("state").unwrap_or_else(|| kind.as_str()["task.".len()..].to_owned());
-            let agent = text_of("agent").unwrap_or_default();
-            let last = task
-                .and_then(|t| t.last_message)
-                .map(|m| notify::excerpt(&m, EXCERPT))
-                .filter(|m| !m.is_empty());
-            ev.text = format!("Task {id} ({agent}) in {ws_shown} is {st}");
-            if let Some(reason) = text_of("reason").filter(|_| kind == NotifyKind::TaskFailed) {
-                ev.text
-                    .push_str(&format!(": {}", notify::excerpt(&reason, EXCERPT)));
-            } else if let Some(m) = &last {
-                ev.text.push_str(&format!(": {m}"));
-            }
+            let id = e
+                .task_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             ev.link = public.map(|p| format!("{p}/#/tasks/{id}"));
-            ev.task = Some(api::NotificationTask {
-                id,
-                state: st,
-                agent,
-                last_message: last,
-            });
+            let last = task.and_then(|t| t.last_message);
+            fill_task(&mut ev, kind, &detail, id, last, &ws_shown);
         }
         NotifyKind::WorkspaceFailed => {
-            let reason = text_of("reason").unwrap_or_else(|| "unknown".into());
+            let reason = text_of(&detail, "reason").unwrap_or_else(|| "unknown".into());
             ev.text = format!("Workspace {ws_shown} failed ({reason})");
             ev.failure = Some(reason);
             ev.link = public.map(|p| format!("{p}/#/workspaces/{ws_shown}"));
@@ -181,39 +167,13 @@ pub async fn build(state: &AppState, e: &NotifyEvent) -> ApiResult<api::Notifica
             ev.link = public.map(|p| format!("{p}/#/workspaces/{ws_shown}"));
         }
         NotifyKind::BudgetNear | NotifyKind::BudgetOver => {
-            let b: api::NotificationBudget =
-                serde_json::from_value(detail.clone()).unwrap_or_default();
-            let limit = match (b.max_tokens, b.max_cost_usd) {
-                (Some(t), Some(c)) => format!("{t} tokens / ${c:.2}"),
-                (Some(t), None) => format!("{t} tokens"),
-                (None, Some(c)) => format!("${c:.2}"),
-                (None, None) => "no limit".into(),
-            };
-            ev.text = format!(
-                "The {} budget of {} {} has used {} tokens / ${:.2} of {limit}",
-                b.period, b.scope, b.target, b.spent_tokens, b.spent_cost_usd
-            );
+            let b: api::NotificationBudget = serde_json::from_value(detail).unwrap_or_default();
+            ev.text = budget_text(&b);
             ev.budget = Some(b);
             ev.link = public.map(|p| format!("{p}/#/usage"));
         }
         NotifyKind::AccessRequest => {
-            // Host, secret name and reason come from inside the workspace: cut short.
-            let host = notify::excerpt(&text_of("host").unwrap_or_default(), 253);
-            let what = match (text_of("secret"), detail["port"].as_u64()) {
-                (Some(name), _) => format!("secret {} for {host}", notify::excerpt(&name, 64)),
-                (None, Some(port)) => format!("egress to {host}:{port}"),
-                (None, None) => format!("egress to {host}"),
-            };
-            let how = if text_of("source").as_deref() == Some("explicit") {
-                "asks for"
-            } else {
-                "was denied"
-            };
-            ev.text = format!("Workspace {ws_shown} {how} {what}");
-            if let Some(reason) = text_of("reason").filter(|r| !r.is_empty()) {
-                ev.text
-                    .push_str(&format!(": {}", notify::excerpt(&reason, EXCERPT)));
-            }
+            ev.text = access_request_text(&detail, &ws_shown);
             ev.link = public.map(|p| format!("{p}/#/inbox"));
         }
         NotifyKind::Test => {
@@ -221,6 +181,76 @@ pub async fn build(state: &AppState, e: &NotifyEvent) -> ApiResult<api::Notifica
         }
     }
     Ok(ev)
+}
+
+/// A text field of an event's facts.
+fn text_of(detail: &serde_json::Value, k: &str) -> Option<String> {
+    detail[k].as_str().map(str::to_owned)
+}
+
+/// A task event's text and task part: its id, state, agent, and an excerpt of the failure
+/// reason or of its last message.
+fn fill_task(
+    ev: &mut api::NotificationEvent,
+    kind: NotifyKind,
+    detail: &serde_json::Value,
+    id: String,
+    last_message: Option<String>,
+    ws_shown: &str,
+) {
+    let st = text_of(detail, "state").unwrap_or_else(|| kind.as_str()["task.".len()..].to_owned());
+    let agent = text_of(detail, "agent").unwrap_or_default();
+    let last = last_message
+        .map(|m| notify::excerpt(&m, EXCERPT))
+        .filter(|m| !m.is_empty());
+    ev.text = format!("Task {id} ({agent}) in {ws_shown} is {st}");
+    if let Some(reason) = text_of(detail, "reason").filter(|_| kind == NotifyKind::TaskFailed) {
+        ev.text
+            .push_str(&format!(": {}", notify::excerpt(&reason, EXCERPT)));
+    } else if let Some(m) = &last {
+        ev.text.push_str(&format!(": {m}"));
+    }
+    ev.task = Some(api::NotificationTask {
+        id,
+        state: st,
+        agent,
+        last_message: last,
+    });
+}
+
+/// "The day budget of tenant acme has used … of …".
+fn budget_text(b: &api::NotificationBudget) -> String {
+    let limit = match (b.max_tokens, b.max_cost_usd) {
+        (Some(t), Some(c)) => format!("{t} tokens / ${c:.2}"),
+        (Some(t), None) => format!("{t} tokens"),
+        (None, Some(c)) => format!("${c:.2}"),
+        (None, None) => "no limit".into(),
+    };
+    format!(
+        "The {} budget of {} {} has used {} tokens / ${:.2} of {limit}",
+        b.period, b.scope, b.target, b.spent_tokens, b.spent_cost_usd
+    )
+}
+
+/// What an access request asks for, and why. Host, secret name and reason come from inside the
+/// workspace: cut short.
+fn access_request_text(detail: &serde_json::Value, ws_shown: &str) -> String {
+    let host = notify::excerpt(&text_of(detail, "host").unwrap_or_default(), 253);
+    let what = match (text_of(detail, "secret"), detail["port"].as_u64()) {
+        (Some(name), _) => format!("secret {} for {host}", notify::excerpt(&name, 64)),
+        (None, Some(port)) => format!("egress to {host}:{port}"),
+        (None, None) => format!("egress to {host}"),
+    };
+    let how = if text_of(detail, "source").as_deref() == Some("explicit") {
+        "asks for"
+    } else {
+        "was denied"
+    };
+    let mut text = format!("Workspace {ws_shown} {how} {what}");
+    if let Some(reason) = text_of(detail, "reason").filter(|r| !r.is_empty()) {
+        text.push_str(&format!(": {}", notify::excerpt(&reason, EXCERPT)));
+    }
+    text
 }
 
 /// Makes the attempts that are due.
@@ -352,7 +382,7 @@ pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
                 match w {
                     Some(w) => (
                         w.tenant.to_string(),
-                        Some(w.id.to_string()),
+                        Some(w.id.clone()),
                         Some(w.qualified_name()),
                         w.qualified_name(),
                     ),
@@ -376,7 +406,7 @@ pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
                 .insert_notify_event(&NewNotifyEvent {
                     kind: kind.as_str(),
                     tenant: &tenant,
-                    workspace_id: ws_id.as_deref(),
+                    workspace_id: ws_id.as_ref(),
                     workspace: ws.as_deref(),
                     detail: Some(&serde_json::to_string(&detail).unwrap_or_default()),
                 })

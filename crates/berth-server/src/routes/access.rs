@@ -241,7 +241,7 @@ async fn param_tenant(
         "call" => {
             let n: i64 = value.parse().map_err(|_| nf())?;
             let (_, c, _) = state.store.llm_call(n).await?.ok_or_else(nf)?;
-            Ok(Some(c.tenant))
+            Ok(Some(c.tenant.to_string()))
         }
         // A person known from single sign-on; server-wide users belong to no tenant.
         "user" => {

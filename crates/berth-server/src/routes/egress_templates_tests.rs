@@ -1,34 +1,13 @@
 //! Egress templates through the real router: auth, validation and error codes, built-in
 //! reservation, attaching, and live policy changes in the (in-process) egress proxy.
 
-use std::sync::Arc;
-
-use berth_domain::{Limits, WorkspaceId};
+use berth_domain::WorkspaceId;
 use berth_egress::{Attempt, Policy};
-use berth_runtime::FakeRuntime;
-use berth_store::NewWorkspace;
 use serde_json::{json, Value};
 
-use crate::state::AppState;
-use crate::test_support::{call_router, route_state, TOKEN};
+use crate::test_support::{call_router, TOKEN};
 
-struct H {
-    state: Arc<AppState>,
-    fake: Arc<FakeRuntime>,
-    app: axum::Router,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness() -> H {
-    let dir = tempfile::tempdir().unwrap();
-    let (state, fake) = route_state(dir.path()).await;
-    H {
-        app: super::super::router(state.clone()),
-        state,
-        fake,
-        _dir: dir,
-    }
-}
+crate::routes::test_harness::route_harness!();
 
 impl H {
     async fn call_as(
@@ -42,37 +21,13 @@ impl H {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| b.to_string());
-        self.call_as(Some(TOKEN), method, path, body.as_deref())
+        self.call_json(Some(TOKEN), method, path, &body.unwrap_or_default())
             .await
     }
 
     /// A workspace row (no container: attaching needs none).
     async fn workspace(&self, tenant: &str, name: &str) -> WorkspaceId {
-        let store = &self.state.store;
-        let t = store
-            .ensure_tenant(&berth_domain::Name::parse(tenant).unwrap())
-            .await
-            .unwrap();
-        let id = WorkspaceId::generate();
-        store
-            .insert_workspace(&NewWorkspace {
-                id: id.clone(),
-                tenant_id: t.id,
-                name: berth_domain::Name::parse(name).unwrap(),
-                image: "img".into(),
-                limits: Limits {
-                    memory_bytes: 1 << 30,
-                    nano_cpus: 1_000_000_000,
-                    pids: 100,
-                },
-                network: "none".into(),
-                volume: format!("v-{name}"),
-                mcp_servers: Vec::new(),
-            })
-            .await
-            .unwrap();
-        id
+        self.workspace_row(tenant, name).await
     }
 
     /// Plays a running workspace: its policy is in force in the proxy.

@@ -1,23 +1,15 @@
 //! `/api/v1/mcp` through the real router: the transport (session header, 202, SSE, 405, 401)
 //! and the tools acting as the caller's token, role checks and audit included.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
-use berth_domain::{Limits, WorkspaceId};
-use berth_store::NewWorkspace;
+use berth_domain::WorkspaceId;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::state::AppState;
-use crate::test_support::{call_router, route_state, TOKEN};
+use crate::test_support::{call_router, TOKEN};
 
-struct H {
-    state: Arc<AppState>,
-    app: axum::Router,
-    _dir: tempfile::TempDir,
-}
+crate::routes::test_harness::route_harness!();
 
 struct Answer {
     status: u16,
@@ -41,16 +33,6 @@ impl Answer {
             r["isError"].as_bool().unwrap(),
             serde_json::from_str(text).unwrap(),
         )
-    }
-}
-
-async fn harness() -> H {
-    let dir = tempfile::tempdir().unwrap();
-    let (state, _) = route_state(dir.path()).await;
-    H {
-        app: crate::routes::router(state.clone()),
-        state,
-        _dir: dir,
     }
 }
 
@@ -147,30 +129,9 @@ impl H {
 
     /// A stopped workspace `acme/NAME` in the store (no container).
     async fn workspace(&self, name: &str) -> WorkspaceId {
-        let store = &self.state.store;
-        let t = store
-            .ensure_tenant(&berth_domain::Name::parse("acme").unwrap())
-            .await
-            .unwrap();
-        let id = WorkspaceId::generate();
-        store
-            .insert_workspace(&NewWorkspace {
-                id: id.clone(),
-                tenant_id: t.id,
-                name: berth_domain::Name::parse(name).unwrap(),
-                image: "img".into(),
-                limits: Limits {
-                    memory_bytes: 1 << 30,
-                    nano_cpus: 1_000_000_000,
-                    pids: 100,
-                },
-                network: "none".into(),
-                volume: format!("v-{name}"),
-                mcp_servers: Vec::new(),
-            })
-            .await
-            .unwrap();
-        store
+        let id = self.workspace_row("acme", name).await;
+        self.state
+            .store
             .set_state(&id, berth_domain::WorkspaceState::Stopped, None)
             .await
             .unwrap();

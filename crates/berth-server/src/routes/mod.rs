@@ -477,3 +477,5 @@ mod contract_tests;
 #[cfg(test)]
 #[path = "sso_tests.rs"]
 mod sso_tests;
+#[cfg(test)]
+pub(crate) mod test_harness;

@@ -1,63 +1,24 @@
 //! Secrets through the real router: a binding's headers are validated and stored, and setting
 //! or deleting a secret changes what the running proxy swaps at once.
 
-use std::sync::Arc;
-
-use berth_domain::{Limits, WorkspaceId};
-use berth_store::{NewWorkspace, SecretUse};
+use berth_domain::WorkspaceId;
+use berth_store::SecretUse;
 use serde_json::{json, Value};
 
-use crate::state::AppState;
-use crate::test_support::{call_router, route_state, TOKEN};
+use crate::test_support::TOKEN;
 
-struct H {
-    state: Arc<AppState>,
-    app: axum::Router,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness() -> H {
-    let dir = tempfile::tempdir().unwrap();
-    let (state, _) = route_state(dir.path()).await;
-    H {
-        app: super::super::router(state.clone()),
-        state,
-        _dir: dir,
-    }
-}
+crate::routes::test_harness::route_harness!();
 
 impl H {
     async fn call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let body = (!body.is_null()).then(|| body.to_string());
-        call_router(&self.app, Some(TOKEN), method, path, body.as_deref()).await
+        self.call_json(Some(TOKEN), method, path, &body).await
     }
 
     /// A running-looking workspace of `acme` using TOKEN for api.test in `X-Api-Key`, with its
     /// placeholder secrets loaded in the proxy as [`crate::egress::activate`] does.
     async fn workspace_using_token(&self) -> WorkspaceId {
         let store = &self.state.store;
-        let t = store
-            .ensure_tenant(&berth_domain::Name::parse("acme").unwrap())
-            .await
-            .unwrap();
-        let id = WorkspaceId::generate();
-        store
-            .insert_workspace(&NewWorkspace {
-                id: id.clone(),
-                tenant_id: t.id,
-                name: berth_domain::Name::parse("web").unwrap(),
-                image: "img".into(),
-                limits: Limits {
-                    memory_bytes: 1 << 30,
-                    nano_cpus: 1_000_000_000,
-                    pids: 100,
-                },
-                network: "none".into(),
-                volume: "v-web".into(),
-                mcp_servers: Vec::new(),
-            })
-            .await
-            .unwrap();
+        let id = self.workspace_row("acme", "web").await;
         let uses = [SecretUse {
             workspace_id: id.clone(),
             name: "TOKEN".into(),

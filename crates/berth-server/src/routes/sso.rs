@@ -10,7 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use berth_api as api;
-use berth_domain::ErrorCode;
+use berth_domain::{ErrorCode, Name};
 
 use super::Query;
 use crate::auth::Actor;
@@ -225,7 +225,7 @@ pub async fn session(
             kind: "token".into(),
             name: actor.name,
             role: actor.role.as_str().to_owned(),
-            tenant: actor.tenant,
+            tenant: actor.tenant.map(String::from),
             user_id: None,
             csrf_token: None,
         },
@@ -291,7 +291,7 @@ fn user_view(u: berth_store::User) -> api::User {
 }
 
 fn caller_scope(actor: &Actor) -> ApiResult<users::UserScope> {
-    scope_of(actor.role.as_str(), actor.tenant.as_deref())
+    scope_of(actor.role.as_str(), actor.tenant.as_ref().map(Name::as_str))
 }
 
 /// Users known from single sign-on: all for an admin, their tenant's for an owner.
@@ -315,7 +315,7 @@ async fn set_disabled(
     disabled: bool,
 ) -> ApiResult<axum::Json<api::User>> {
     let caller = users::Caller {
-        tenant: actor.tenant.as_deref(),
+        tenant: actor.tenant.as_ref().map(Name::as_str),
         user_id: principal.map(|p| p.user_id.as_str()),
     };
     let u = users::set_disabled(state, actor, &caller, id, disabled).await?;

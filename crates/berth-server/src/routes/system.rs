@@ -41,7 +41,7 @@ pub async fn whoami(
         token_id: actor.id,
         token_name: actor.name,
         role: actor.role.as_str().to_owned(),
-        tenant: actor.tenant,
+        tenant: actor.tenant.map(String::from),
         expires_at,
         server_version: env!("CARGO_PKG_VERSION").to_owned(),
     }))

@@ -13,6 +13,7 @@ use axum::Extension;
 use berth_api as api;
 use berth_daemon::{AttachEvent, DaemonClient, ExecEvent};
 use berth_domain::ErrorCode;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 
 use super::{parse_body, Query};
@@ -73,113 +74,20 @@ pub async fn exec_ws(
 }
 
 async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()> {
-    let start: api::ExecStart = loop {
-        match socket.recv().await {
-            Some(Ok(Message::Text(t))) => match serde_json::from_str(t.as_str()) {
-                Ok(s) => break s,
-                Err(e) => {
-                    let err =
-                        ApiError::invalid(format!("the first message must be an ExecStart: {e}"));
-                    send_error(&mut socket, &err).await;
-                    return Err(err);
-                }
-            },
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            _ => return Err(ApiError::invalid("client closed before sending ExecStart")),
-        }
-    };
-    if let Err(err) = terminal::check_cmd(&start.cmd) {
-        send_error(&mut socket, &err).await;
-        return Err(err);
-    }
-    let req = berth_daemon::ExecRequest {
-        argv: start.cmd,
-        env: start.env.into_iter().collect(),
-        cwd: start.cwd,
-        stdin: true,
-    };
-    let stream = match client.exec(req).await {
+    let stream = match start_exec(&mut socket, &client).await {
         Ok(s) => s,
-        Err(e) => {
-            let err = ApiError::from(e);
+        Err(StartFailed::Closed(err)) => return Err(err),
+        Err(StartFailed::Refused(err)) => {
             send_error(&mut socket, &err).await;
             return Err(err);
         }
     };
-    let (mut input, mut output) = stream.split();
-    let (mut tx, mut rx) = socket.split();
-    // Client → process stdin. Ends only when the client closes or goes away: a process that
-    // exited (and so no longer takes stdin) must not end the relay before its exit status is
-    // forwarded, so input it cannot take any more is read and dropped.
-    let pump_in = async move {
-        let mut stdin_open = true;
-        while let Some(Ok(msg)) = rx.next().await {
-            match msg {
-                Message::Binary(b) if stdin_open => {
-                    stdin_open = input.write_stdin(&b).await.is_ok();
-                }
-                Message::Text(t) => {
-                    if let Ok(api::WsControl::Eof) = serde_json::from_str(t.as_str()) {
-                        stdin_open = false;
-                        let _ = input.close_stdin().await;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        // Keep the input half alive until the output ends: dropping both halves detaches,
-        // and the daemon then kills the process.
-        input
-    };
-    let pump_out = async move {
-        loop {
-            match output.next().await {
-                Ok(Some(ExecEvent::Stdout(d))) => {
-                    let mut m = Vec::with_capacity(d.len() + 1);
-                    m.push(api::EXEC_STDOUT);
-                    m.extend_from_slice(&d);
-                    if tx.send(Message::Binary(m.into())).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(Some(ExecEvent::Stderr(d))) => {
-                    let mut m = Vec::with_capacity(d.len() + 1);
-                    m.push(api::EXEC_STDERR);
-                    m.extend_from_slice(&d);
-                    if tx.send(Message::Binary(m.into())).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                Ok(Some(ExecEvent::Exit(code))) => {
-                    let _ = tx.send(control(&api::WsControl::Exit { code })).await;
-                    let _ = tx.close().await;
-                    return Ok(());
-                }
-                res @ (Ok(None) | Err(_)) => {
-                    // No exit status: say so rather than invent one.
-                    let why = match res {
-                        Err(e) => e.to_string(),
-                        Ok(_) => "the stream ended".to_owned(),
-                    };
-                    let err = ApiError::new(
-                        ErrorCode::DaemonUnavailable,
-                        format!("lost the exit status of the command: the workspace daemon's exec stream broke ({why})"),
-                    );
-                    let _ = tx
-                        .send(control(&api::WsControl::Error {
-                            code: err.code.as_str().into(),
-                            message: err.message.clone(),
-                        }))
-                        .await;
-                    return Err(err);
-                }
-            }
-        }
-    };
+    let (input, output) = stream.split();
+    let (tx, rx) = socket.split();
+    let pump_in = pump_stdin(rx, input);
     tokio::pin!(pump_in);
     let res = tokio::select! {
-        res = pump_out => res,
+        res = pump_output(output, tx) => res,
         _input = &mut pump_in => {
             // The client went away: dropping everything detaches and the daemon kills the process.
             return Ok(());
@@ -191,6 +99,120 @@ async fn relay_exec(mut socket: WebSocket, client: DaemonClient) -> ApiResult<()
     // it (seen as "printed the output but exited non-zero" on a busy machine).
     let _ = tokio::time::timeout(LINGER, &mut pump_in).await;
     res
+}
+
+/// Why an exec over a WebSocket did not start.
+enum StartFailed {
+    /// The client went away before asking: nobody to tell.
+    Closed(ApiError),
+    /// The request was refused: the client is told.
+    Refused(ApiError),
+}
+
+/// Reads the client's [`api::ExecStart`] and starts the command in the workspace.
+async fn start_exec(
+    socket: &mut WebSocket,
+    client: &DaemonClient,
+) -> Result<berth_daemon::ExecStream, StartFailed> {
+    let start: api::ExecStart = loop {
+        match socket.recv().await {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str(t.as_str()) {
+                Ok(s) => break s,
+                Err(e) => {
+                    return Err(StartFailed::Refused(ApiError::invalid(format!(
+                        "the first message must be an ExecStart: {e}"
+                    ))))
+                }
+            },
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            _ => {
+                return Err(StartFailed::Closed(ApiError::invalid(
+                    "client closed before sending ExecStart",
+                )))
+            }
+        }
+    };
+    terminal::check_cmd(&start.cmd).map_err(StartFailed::Refused)?;
+    let req = berth_daemon::ExecRequest {
+        argv: start.cmd,
+        env: start.env.into_iter().collect(),
+        cwd: start.cwd,
+        stdin: true,
+    };
+    client
+        .exec(req)
+        .await
+        .map_err(|e| StartFailed::Refused(ApiError::from(e)))
+}
+
+/// Client → process stdin. Ends only when the client closes or goes away: a process that
+/// exited (and so no longer takes stdin) must not end the relay before its exit status is
+/// forwarded, so input it cannot take any more is read and dropped. Answers the input half,
+/// to be kept alive until the output ends: dropping both halves detaches, and the daemon then
+/// kills the process.
+async fn pump_stdin(
+    mut rx: SplitStream<WebSocket>,
+    mut input: berth_daemon::ExecInput,
+) -> berth_daemon::ExecInput {
+    let mut stdin_open = true;
+    while let Some(Ok(msg)) = rx.next().await {
+        match msg {
+            Message::Binary(b) if stdin_open => {
+                stdin_open = input.write_stdin(&b).await.is_ok();
+            }
+            Message::Text(t) => {
+                if let Ok(api::WsControl::Eof) = serde_json::from_str(t.as_str()) {
+                    stdin_open = false;
+                    let _ = input.close_stdin().await;
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    input
+}
+
+/// Process output → client, tagged stdout/stderr, then its exit status. A stream that breaks
+/// before the exit status is an error, told to the client rather than an invented status.
+async fn pump_output(
+    mut output: berth_daemon::ExecOutputStream,
+    mut tx: SplitSink<WebSocket, Message>,
+) -> ApiResult<()> {
+    loop {
+        let (tag, d) = match output.next().await {
+            Ok(Some(ExecEvent::Stdout(d))) => (api::EXEC_STDOUT, d),
+            Ok(Some(ExecEvent::Stderr(d))) => (api::EXEC_STDERR, d),
+            Ok(Some(ExecEvent::Exit(code))) => {
+                let _ = tx.send(control(&api::WsControl::Exit { code })).await;
+                let _ = tx.close().await;
+                return Ok(());
+            }
+            res @ (Ok(None) | Err(_)) => {
+                let why = match res {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the stream ended".to_owned(),
+                };
+                let err = ApiError::new(
+                    ErrorCode::DaemonUnavailable,
+                    format!("lost the exit status of the command: the workspace daemon's exec stream broke ({why})"),
+                );
+                let _ = tx
+                    .send(control(&api::WsControl::Error {
+                        code: err.code.as_str().into(),
+                        message: err.message.clone(),
+                    }))
+                    .await;
+                return Err(err);
+            }
+        };
+        let mut m = Vec::with_capacity(d.len() + 1);
+        m.push(tag);
+        m.extend_from_slice(&d);
+        if tx.send(Message::Binary(m.into())).await.is_err() {
+            return Ok(());
+        }
+    }
 }
 
 /// How long a finished WebSocket waits for the client to close its side.

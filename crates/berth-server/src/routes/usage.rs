@@ -130,7 +130,7 @@ pub async fn usage(
         None => None,
     };
     let tenant = match &q.tenant {
-        Some(t) => Some(crate::error::tenant_name(t)?.to_string()),
+        Some(t) => Some(crate::error::tenant_name(t)?),
         None => None,
     };
     let nothing = || {
@@ -143,9 +143,9 @@ pub async fn usage(
         }))
     };
     // A tenant's caller sees its tenant's usage only (another tenant's filter: nothing).
-    let tenant = match (actor.scope(), tenant) {
-        (Some(own), Some(t)) if own != t => return nothing(),
-        (Some(own), _) => Some(own.to_owned()),
+    let tenant = match (actor.tenant_scope(), tenant) {
+        (Some(own), Some(t)) if *own != t => return nothing(),
+        (Some(own), _) => Some(own.clone()),
         (None, t) => t,
     };
     let Ok(task_id) = task_filter(q.task.as_deref()) else {
@@ -359,7 +359,7 @@ fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> 
         id,
         at,
         workspace: c.workspace,
-        tenant: c.tenant,
+        tenant: c.tenant.into(),
         task: c.task_id.map(|t| t.to_string()).unwrap_or_default(),
         provider: c.provider,
         model: c.model,
@@ -397,7 +397,7 @@ pub async fn calls(
     };
     let rows = state
         .store
-        .llm_calls(ws.as_ref(), task.as_ref(), actor.scope(), limit)
+        .llm_calls(ws.as_ref(), task.as_ref(), actor.tenant_scope(), limit)
         .await?;
     Ok(axum::Json(
         rows.into_iter()

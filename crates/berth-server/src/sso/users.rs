@@ -54,7 +54,11 @@ pub async fn complete_login(state: &AppState, identity: &Identity) -> ApiResult<
         role: grant
             .as_ref()
             .map_or(berth_domain::Role::Viewer, |g| g.role),
-        tenant: grant.as_ref().and_then(|g| g.tenant.clone()),
+        // A tenant that is no valid name is refused by the login below.
+        tenant: grant
+            .as_ref()
+            .and_then(|g| g.tenant.as_deref())
+            .and_then(|t| berth_domain::Name::parse(t).ok()),
     };
     let result = login(state, identity, grant).await;
     audit(&state.store, &actor, "user.login", &identity.name, &result).await;

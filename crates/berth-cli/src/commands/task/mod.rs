@@ -259,32 +259,8 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             state,
             json,
             raw,
-        } => {
-            let v = client
-                .get_query_value("/tasks", &TaskQuery { workspace, state })
-                .await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let list: Vec<Task> = decode(v)?;
-                if list.is_empty() {
-                    ctx.print("no tasks (start one: berth task run WS --agent claude PROMPT)\n")?;
-                } else {
-                    ctx.print(&shown(&task_table(&list), raw))?;
-                }
-            }
-            Ok(0)
-        }
-        TaskCmd::Show { task, json, raw } => {
-            let v = client.get_value(&task_path(&task)).await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let t: Task = decode(v)?;
-                ctx.print(&shown(&task_details(&t), raw))?;
-            }
-            Ok(0)
-        }
+        } => list(client, ctx, TaskQuery { workspace, state }, json, raw).await,
+        TaskCmd::Show { task, json, raw } => show(client, ctx, &task, json, raw).await,
         TaskCmd::Logs(args) => logs(args, client, ctx).await,
         TaskCmd::Send(args) => send(args, client, ctx).await,
         TaskCmd::Cancel { task } => {
@@ -326,17 +302,7 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             task,
             pending,
             json,
-        } => {
-            let path = format!("{}/approvals?pending={pending}", task_path(&task));
-            let v = client.get_value(&path).await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let list: Vec<berth_api::Approval> = decode(v)?;
-                ctx.print(&approval_table(&list, false))?;
-            }
-            Ok(0)
-        }
+        } => approvals(client, ctx, &task, pending, json).await,
         TaskCmd::Inbox { json } => {
             let v = client.get_value("/inbox").await?;
             if json {
@@ -365,6 +331,65 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
         TaskCmd::Push(args) => deliver::push(args, client, ctx).await,
         TaskCmd::Pr(args) => deliver::pr(args, client, ctx).await,
     }
+}
+
+/// `task list`: the tasks (of a workspace, in a state) as a table.
+async fn list(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    q: TaskQuery,
+    json: bool,
+    raw: bool,
+) -> Result<i32> {
+    let v = client.get_query_value("/tasks", &q).await?;
+    if json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let list: Vec<Task> = decode(v)?;
+    if list.is_empty() {
+        ctx.print("no tasks (start one: berth task run WS --agent claude PROMPT)\n")?;
+    } else {
+        ctx.print(&shown(&task_table(&list), raw))?;
+    }
+    Ok(0)
+}
+
+/// `task show`: one task in detail.
+async fn show(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    task: &str,
+    json: bool,
+    raw: bool,
+) -> Result<i32> {
+    let v = client.get_value(&task_path(task)).await?;
+    if json {
+        ctx.print_json(&v)?;
+    } else {
+        let t: Task = decode(v)?;
+        ctx.print(&shown(&task_details(&t), raw))?;
+    }
+    Ok(0)
+}
+
+/// `task approvals`: the task's requests (only the pending ones with `pending`).
+async fn approvals(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    task: &str,
+    pending: bool,
+    json: bool,
+) -> Result<i32> {
+    let path = format!("{}/approvals?pending={pending}", task_path(task));
+    let v = client.get_value(&path).await?;
+    if json {
+        ctx.print_json(&v)?;
+    } else {
+        let list: Vec<berth_api::Approval> = decode(v)?;
+        ctx.print(&approval_table(&list, false))?;
+    }
+    Ok(0)
 }
 
 /// `task approve|deny`: decides REQ, or the task's only pending request.

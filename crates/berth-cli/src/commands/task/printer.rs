@@ -205,56 +205,17 @@ impl Printer {
                 }
                 s + "\n"
             }
-            EventKind::ApprovalRequest { request: r } => {
-                let mut s = format!(
-                    "[approval] {} asks: {} ({})\n",
-                    r.id,
-                    one_line(&r.summary),
-                    r.kind.as_str()
-                );
-                if let Some(why) = &r.reason {
-                    s.push_str(&format!("  why: {}\n", one_line(why)));
-                }
-                if !r.risks.is_empty() {
-                    s.push_str(&format!("  risks: {}\n", r.risks.join(", ")));
-                }
-                if let Some(d) = &r.diff {
-                    for line in d.lines().take(20) {
-                        s.push_str(&format!("  {line}\n"));
-                    }
-                }
-                s
-            }
+            EventKind::ApprovalRequest { request } => approval_request(request),
             EventKind::ApprovalResolved {
                 id,
                 decision,
                 reason,
                 by,
-            } => {
-                let mut s = format!("[approval] {id} {}", decision.as_str());
-                if let Some(by) = by {
-                    s.push_str(&format!(" by {}", one_line(by)));
-                }
-                if let Some(r) = reason {
-                    s.push_str(&format!(": {}", one_line(r)));
-                }
-                s + "\n"
-            }
+            } => approval_resolved(id, *decision, reason.as_deref(), by.as_deref()),
             EventKind::TurnInterrupted {
                 by,
                 new_conversation,
-            } => {
-                let mut s = "[interrupted]".to_owned();
-                if let Some(by) = by {
-                    s.push_str(&format!(" by {}", one_line(by)));
-                }
-                if *new_conversation {
-                    s.push_str(
-                        " (the agent had no session to resume yet: a new conversation starts with the original prompt and the new message)",
-                    );
-                }
-                s + "\n"
-            }
+            } => interrupted(by.as_deref(), *new_conversation),
             EventKind::Error { message } => format!("[error] {}\n", message.trim_end()),
             EventKind::Log { line } if self.verbose => format!("[log] {}\n", line.trim_end()),
             EventKind::Raw { data } if self.verbose => format!("[raw] {data}\n"),
@@ -296,6 +257,59 @@ fn quoted(text: &str) -> String {
 }
 
 /// `$ COMMAND` for a shell-like tool, else `$ TOOL INPUT` (the input cut short).
+/// `[approval] ID asks: SUMMARY (KIND)`, why, the risks and the start of the diff.
+fn approval_request(r: &berth_domain::ApprovalRequest) -> String {
+    let mut s = format!(
+        "[approval] {} asks: {} ({})\n",
+        r.id,
+        one_line(&r.summary),
+        r.kind.as_str()
+    );
+    if let Some(why) = &r.reason {
+        s.push_str(&format!("  why: {}\n", one_line(why)));
+    }
+    if !r.risks.is_empty() {
+        s.push_str(&format!("  risks: {}\n", r.risks.join(", ")));
+    }
+    if let Some(d) = &r.diff {
+        for line in d.lines().take(20) {
+            s.push_str(&format!("  {line}\n"));
+        }
+    }
+    s
+}
+
+/// `[approval] ID DECISION by WHO: REASON`.
+fn approval_resolved(
+    id: &str,
+    decision: berth_domain::ApprovalDecision,
+    reason: Option<&str>,
+    by: Option<&str>,
+) -> String {
+    let mut s = format!("[approval] {id} {}", decision.as_str());
+    if let Some(by) = by {
+        s.push_str(&format!(" by {}", one_line(by)));
+    }
+    if let Some(r) = reason {
+        s.push_str(&format!(": {}", one_line(r)));
+    }
+    s + "\n"
+}
+
+/// `[interrupted] by WHO`, and whether the next turn starts a new conversation.
+fn interrupted(by: Option<&str>, new_conversation: bool) -> String {
+    let mut s = "[interrupted]".to_owned();
+    if let Some(by) = by {
+        s.push_str(&format!(" by {}", one_line(by)));
+    }
+    if new_conversation {
+        s.push_str(
+            " (the agent had no session to resume yet: a new conversation starts with the original prompt and the new message)",
+        );
+    }
+    s + "\n"
+}
+
 fn tool_call(name: &str, input: &Value) -> String {
     match shell_command(input) {
         Some(cmd) => format!("$ {}\n", head_lines(&cmd, TOOL_OUTPUT_LINES, "")),
