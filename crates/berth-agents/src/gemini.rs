@@ -197,6 +197,22 @@ impl Driver for Gemini {
     fn interrupt(&mut self) -> Vec<String> {
         self.acp.interrupt()
     }
+
+    /// Gemini CLI 0.61's `session/load` first starts a new recording file named
+    /// `session-<UTC minute>-<id prefix>.jsonl`; in the minute the session started that is the
+    /// session's own file, which it resets (the load then finds no conversation, and the
+    /// conversation is lost). So a new process resumes a session only from the next minute on
+    /// (a few seconds' margin: the session started before it was reported).
+    fn resume_not_before(
+        &self,
+        session_seen: std::time::SystemTime,
+    ) -> Option<std::time::SystemTime> {
+        let secs = session_seen
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % 60 + 61))
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +364,19 @@ mod tests {
         assert!(!inv.args.iter().any(|a| a == "--policy"));
         let v: serde_json::Value = serde_json::from_str(&inv.files[0].1).unwrap();
         assert_eq!(v["mcpServers"]["notes"]["trust"], true, "{v}");
+    }
+
+    #[test]
+    fn a_session_is_loaded_from_the_next_minute_on() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let d = Gemini::default();
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(d.resume_not_before(at(6000)), Some(at(6061)));
+        assert_eq!(d.resume_not_before(at(6059)), Some(at(6061)));
+        assert_eq!(
+            crate::driver(Agent::Opencode).resume_not_before(at(6000)),
+            None
+        );
     }
 
     #[test]

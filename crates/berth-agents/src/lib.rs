@@ -187,6 +187,17 @@ pub trait Driver: Send {
         None
     }
 
+    /// For a [`Driver::long_lived`] driver: the earliest time a new process may resume a
+    /// session first reported at `session_seen` (`None`: at once). Gemini CLI 0.61 cannot
+    /// `session/load` a session in the UTC minute it started (see gemini.rs).
+    fn resume_not_before(
+        &self,
+        session_seen: std::time::SystemTime,
+    ) -> Option<std::time::SystemTime> {
+        let _ = session_seen;
+        None
+    }
+
     /// The lines that interrupt the current turn (the turn then ends as
     /// [`TurnEnd::Interrupted`]); empty when there is nothing to interrupt yet.
     fn interrupt(&mut self) -> Vec<String> {
