@@ -68,6 +68,9 @@ struct Tool {
     kind: String,
     title: String,
     input: Value,
+    /// The text content the call was announced with (gemini: an MCP call's arguments as JSON,
+    /// a command's working directory and description).
+    detail: String,
     /// Reported as `tool_call`.
     reported: bool,
     /// Reported as `tool_result`.
@@ -432,6 +435,9 @@ impl Acp {
         }
         let tool = self.tools.entry(id.clone()).or_default();
         merge(tool, &id, u);
+        if str_of(u, "sessionUpdate") == Some("tool_call") && tool.detail.is_empty() {
+            tool.detail = content_text(&u["content"]);
+        }
         let status = str_of(u, "status").unwrap_or("");
         if status != "pending" {
             out.extend(report(tool, &id));
@@ -506,6 +512,9 @@ impl Acp {
         if self.tools.len() < MAX_ITEMS || self.tools.contains_key(&call_id) {
             let tool = self.tools.entry(call_id.clone()).or_default();
             merge(tool, &call_id, call);
+            if tool.detail.is_empty() {
+                tool.detail = content_text(&call["content"]);
+            }
             events.extend(report(tool, &call_id));
         }
         if !self.policy.asks() || self.pending.len() >= MAX_PENDING {
@@ -581,12 +590,17 @@ fn report(tool: &mut Tool, id: &str) -> Option<EventKind> {
     })
 }
 
-/// The call's arguments: its `rawInput`, or (gemini sends none) what its title says.
+/// The call's arguments: its `rawInput`, or (gemini sends none) what its title and content
+/// say: a command's title is the command; an MCP call's content is its arguments as JSON.
 fn tool_input(tool: &Tool) -> Value {
     match &tool.input {
         Value::Null => match tool.kind.as_str() {
             "execute" => json!({"command": tool.title}),
-            _ => json!({"title": tool.title}),
+            _ => match serde_json::from_str::<Value>(&tool.detail) {
+                Ok(v) if v.is_object() => v,
+                _ if tool.detail.is_empty() => json!({"title": tool.title}),
+                _ => json!({"title": tool.title, "detail": tool.detail}),
+            },
         },
         v => v.clone(),
     }
@@ -1022,6 +1036,34 @@ pub(crate) mod tests {
         assert_eq!(ev, [EventKind::Message { text: "NEW".into() }]);
         assert_eq!(acp.take_turn_end(), Some(TurnEnd::Interrupted));
         assert!(acp.interrupt().is_empty(), "no turn to interrupt");
+    }
+
+    /// Gemini announces an MCP call with its arguments as the content text (0.61).
+    #[test]
+    fn gemini_mcp_call_arguments() {
+        let mut acp = Acp::new("gemini");
+        acp.begin_turn(&spec(Agent::Gemini));
+        let lines = r#"{"jsonrpc":"2.0","id":1,"result":{}}
+{"jsonrpc":"2.0","id":2,"result":{"sessionId":"s"}}
+{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s","update":{"sessionUpdate":"tool_call","toolCallId":"mcp_notes_record_note__mcp_notes_record_note_1_0","status":"in_progress","title":"record_note (notes MCP Server)","content":[{"type":"content","content":{"type":"text","text":"{\"text\":\"from-gemini\"}"}}],"locations":[],"kind":"other"}}}
+{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s","update":{"sessionUpdate":"tool_call_update","toolCallId":"mcp_notes_record_note__mcp_notes_record_note_1_0","status":"completed","content":[{"type":"content","content":{"type":"text","text":"noted: from-gemini"}}],"kind":"other"}}}"#;
+        let (ev, _) = run(&mut acp, lines);
+        assert_eq!(
+            ev[1..],
+            [
+                EventKind::ToolCall {
+                    call_id: "mcp_notes_record_note__mcp_notes_record_note_1_0".into(),
+                    name: "mcp_notes_record_note".into(),
+                    input: json!({"text": "from-gemini"}),
+                },
+                EventKind::ToolResult {
+                    call_id: "mcp_notes_record_note__mcp_notes_record_note_1_0".into(),
+                    output: "noted: from-gemini".into(),
+                    exit_code: None,
+                    is_error: false
+                },
+            ]
+        );
     }
 
     #[test]
