@@ -23,8 +23,10 @@ use crate::{Driver, Invocation, SessionSpec, TurnEnd, TurnSpec};
 pub const DEFAULT_MODEL: &str = "gemini-2.5-pro";
 
 /// The policy file of `always`: every tool asks (a user-tier rule outranks every built-in one).
+/// The `argsPattern` matters: without one, gemini's shell heuristics turn `ask_user` into
+/// `allow` for commands it knows as read-only (`ls`, `cat`, …), which `always` must not.
 const ALWAYS_POLICY: &str = "# berth: the task's approval policy is `always`: every tool asks.\n\
-[[rule]]\ntoolName = \"*\"\ndecision = \"ask_user\"\npriority = 999\n";
+[[rule]]\ntoolName = \"*\"\ndecision = \"ask_user\"\npriority = 999\nargsPattern = \".*\"\n";
 
 #[derive(Debug)]
 pub struct Gemini {
@@ -355,7 +357,9 @@ mod tests {
         let (path, policy) = &inv.files[2];
         assert!(path.ends_with("berth-always.toml"));
         assert!(
-            policy.contains("toolName = \"*\"") && policy.contains("decision = \"ask_user\""),
+            policy.contains("toolName = \"*\"")
+                && policy.contains("decision = \"ask_user\"")
+                && policy.contains("argsPattern = \".*\""),
             "{policy}"
         );
 

@@ -435,3 +435,80 @@ async fn codex_asks_and_is_answered() {
         }
     }
 }
+
+/// Gemini CLI and OpenCode over ACP, with the real CLI: under `on-request` the shell call asks;
+/// approved, it runs; rejected, it does not and the turn still completes. Under `always` even a
+/// read-only command (`ls`) asks.
+async fn acp_asks_and_is_answered(agent: Agent) {
+    use berth_test_support::mock_llm::Script;
+    if !Path::new(CLI_DIR).join(agent.program()).exists() {
+        eprintln!("skipping {agent}: not installed");
+        return;
+    }
+    let asked = |events: &[EventKind], cmd: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(e, EventKind::ApprovalRequest { request }
+                if request.kind == berth_domain::ApprovalKind::Command
+                    && request.command.as_deref().is_some_and(|c| c.contains(cmd)))
+            })
+            .count()
+    };
+    let mock = MockLlm::start().await;
+    for approve in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(agent, dir.path(), mock.url());
+        s.approval = berth_agents::ApprovalPolicy::OnRequest;
+        let turn = run_turn(&driver(agent).invocation(&s), agent, Some(&s), approve).await;
+        assert_eq!(
+            asked(&turn.events, "echo hi > hello.txt"),
+            1,
+            "{:#?}\n{}",
+            turn.events,
+            turn.stderr
+        );
+        assert_eq!(
+            s.cwd.join("hello.txt").exists(),
+            approve,
+            "{:#?}",
+            turn.events
+        );
+        assert!(
+            matches!(turn.events.last(), Some(EventKind::TurnCompleted { .. })),
+            "{:#?}",
+            turn.events
+        );
+    }
+    let mock = MockLlm::start_with(Script {
+        shell_command: "ls".into(),
+        ..Script::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(agent, dir.path(), mock.url());
+    s.approval = berth_agents::ApprovalPolicy::Always;
+    let turn = run_turn(&driver(agent).invocation(&s), agent, Some(&s), true).await;
+    assert_eq!(asked(&turn.events, "ls"), 1, "{:#?}", turn.events);
+    assert!(
+        turn.events.iter().any(|e| matches!(
+            e,
+            EventKind::ToolResult {
+                is_error: false,
+                ..
+            }
+        )),
+        "{:#?}",
+        turn.events
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_asks_and_is_answered() {
+    acp_asks_and_is_answered(Agent::Gemini).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opencode_asks_and_is_answered() {
+    acp_asks_and_is_answered(Agent::Opencode).await;
+}
