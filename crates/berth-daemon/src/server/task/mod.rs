@@ -446,7 +446,8 @@ impl Task {
                 state: TaskState::Queued,
                 reason: None,
                 agent_session_id: spec.resume.clone(),
-                session_seen: None,
+                // A session from before this daemon: it started no later than now.
+                session_seen: spec.resume.as_ref().map(|_| std::time::SystemTime::now()),
                 pid: None,
                 events: EventBuffer::new(after_seq, event_cap),
                 spec: spec.clone(),
