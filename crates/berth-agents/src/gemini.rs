@@ -1,32 +1,44 @@
-//! Driver for the gemini CLI (Gemini CLI) in `-p … -o stream-json` mode.
+//! Driver for the gemini CLI (Gemini CLI) through ACP: `gemini --acp`, one process per task
+//! serving every turn (the protocol is [`crate::acp`]).
 //!
 //! Settings go to `$GEMINI_CLI_HOME/.gemini/settings.json` (API-key auth, telemetry, usage
 //! statistics and auto-update off), with `GEMINI_CLI_HOME = <task_dir>/gemini`: one state
-//! directory per task, so parallel tasks in one workspace never share the CLI's files, and every
-//! turn of a task (same task dir) finds its chats to resume. The CLI streams the assistant's text as `message` events with
-//! `delta: true`; the driver forwards them as [`EventKind::MessageDelta`] and also emits the
-//! accumulated text as one [`EventKind::Message`] when the text segment ends (a tool call, the
-//! result, …), so every driver reports complete messages.
+//! directory per task, so parallel tasks in one workspace never share the CLI's files, and a new
+//! process of the task (after the idle one was reaped, or in a new daemon) finds the chat to
+//! `session/load`. The same chat is what `gemini --resume <id>` opens in a take-over.
 //!
-//! The workspace's MCP servers go to the same settings file's `mcpServers`, each `trust: true`
-//! (its tools run without a confirmation, as everything does in yolo mode).
+//! The approval policy is the CLI's own approval mode, set when the process starts: `never` runs
+//! in `yolo` mode (nothing asks); `on-request` in `default` mode (shell commands, file writes and
+//! untrusted MCP tools ask, reading does not); `always` adds a user-tier policy file
+//! (`berth-always.toml`: every tool `ask_user`) that outranks the built-in allow rules. The
+//! workspace's MCP servers go to the settings' `mcpServers`, `trust: true` only under `never`.
 
 use berth_domain::{Agent, EventKind};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::util::{count_of, str_of, string};
-use crate::{Driver, Invocation, SessionSpec, TurnSpec};
+use crate::{Driver, Invocation, SessionSpec, TurnEnd, TurnSpec};
 
 /// Model used when the task does not choose one. Naming a model skips the CLI's routing
 /// classifier (an extra LLM call per turn with the default `auto`).
 pub const DEFAULT_MODEL: &str = "gemini-2.5-pro";
 
-#[derive(Debug, Default)]
+/// The policy file of `always`: every tool asks (a user-tier rule outranks every built-in one).
+/// The `argsPattern` matters: without one, gemini's shell heuristics turn `ask_user` into
+/// `allow` for commands it knows as read-only (`ls`, `cat`, …), which `always` must not.
+const ALWAYS_POLICY: &str = "# berth: the task's approval policy is `always`: every tool asks.\n\
+[[rule]]\ntoolName = \"*\"\ndecision = \"ask_user\"\npriority = 999\nargsPattern = \".*\"\n";
+
+#[derive(Debug)]
 pub struct Gemini {
-    /// Text of the current streamed assistant message.
-    pending: String,
-    /// The last complete assistant message, reported as the turn's result.
-    last_message: Option<String>,
+    acp: crate::acp::Acp,
+}
+
+impl Default for Gemini {
+    fn default() -> Self {
+        Gemini {
+            acp: crate::acp::Acp::new("gemini"),
+        }
+    }
 }
 
 impl Gemini {
@@ -38,19 +50,23 @@ impl Gemini {
             "general": { "disableAutoUpdate": true, "disableUpdateNag": true },
         });
         if !spec.mcp_servers.is_empty() {
-            settings["mcpServers"] = crate::mcp::gemini(&spec.mcp_servers);
+            let mut servers = crate::mcp::gemini(&spec.mcp_servers);
+            if spec.approval.asks() {
+                // Their tools ask like any other.
+                if let Some(map) = servers.as_object_mut() {
+                    for s in map.values_mut() {
+                        s["trust"] = json!(false);
+                    }
+                }
+            }
+            settings["mcpServers"] = servers;
         }
         format!("{settings:#}\n")
     }
+}
 
-    /// Ends the current streamed message, if any.
-    fn flush(&mut self, out: &mut Vec<EventKind>) {
-        if !self.pending.is_empty() {
-            let text = std::mem::take(&mut self.pending);
-            self.last_message = Some(text.clone());
-            out.push(EventKind::Message { text });
-        }
-    }
+fn policy_path(spec: &TurnSpec) -> std::path::PathBuf {
+    spec.task_dir.join("gemini").join("berth-always.toml")
 }
 
 /// The environment of every gemini process (turn or TUI): the gateway, the key, the folder
@@ -96,29 +112,38 @@ impl Driver for Gemini {
         Agent::Gemini
     }
 
+    /// `gemini --acp` serving every turn of the task; the turns themselves are
+    /// [`Driver::begin_turn`].
     fn invocation(&self, spec: &TurnSpec) -> Invocation {
         let model = spec.model.as_deref().unwrap_or(DEFAULT_MODEL);
-        let mut args: Vec<String> = vec![
-            // `--prompt=` form so a prompt starting with `-` stays the option's value.
-            format!("--prompt={}", spec.prompt),
-            "-o".into(),
-            "stream-json".into(),
-            "--approval-mode".into(),
-            "yolo".into(),
-            "--skip-trust".into(),
-            "-m".into(),
-            model.into(),
-        ];
-        if let Some(id) = &spec.resume {
-            args.extend(["--resume".into(), id.clone()]);
+        let mode = if spec.approval.asks() {
+            "default"
+        } else {
+            "yolo"
+        };
+        let mut args: Vec<String> = [
+            "--acp",
+            "--approval-mode",
+            mode,
+            "--skip-trust",
+            "-m",
+            model,
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut files = vec![settings_file(spec), gemini_md(spec)];
+        if spec.approval == berth_domain::ApprovalPolicy::Always {
+            let path = policy_path(spec);
+            args.extend(["--policy".into(), path.display().to_string()]);
+            files.push((path, ALWAYS_POLICY.to_owned()));
         }
-
         Invocation {
             program: Agent::Gemini.program().into(),
             args,
             env: gemini_env(spec),
-            files: vec![settings_file(spec), gemini_md(spec)],
-            stdin: None,
+            files,
+            // The protocol's first lines come from `begin_turn`.
+            stdin: Some(String::new()),
             cwd: spec.cwd.clone(),
         }
     }
@@ -143,108 +168,52 @@ impl Driver for Gemini {
     }
 
     fn parse_line(&mut self, line: &str) -> Vec<EventKind> {
-        let v = match crate::json_or_log(line) {
-            Ok(v) => v,
-            Err(events) => return events,
-        };
-        let mut out = Vec::new();
-        match str_of(&v, "type") {
-            Some("init") => {
-                self.flush(&mut out);
-                match str_of(&v, "session_id").filter(|s| !s.is_empty()) {
-                    Some(id) => out.push(EventKind::Session {
-                        agent_session_id: id.to_owned(),
-                        model: str_of(&v, "model").map(str::to_owned),
-                    }),
-                    None => out.push(EventKind::Raw { data: v }),
-                }
-            }
-            Some("message") => match str_of(&v, "role") {
-                // The daemon records the user's message itself.
-                Some("user") => {}
-                Some("assistant") => {
-                    let text = string(&v, "content");
-                    if v.get("delta").and_then(Value::as_bool).unwrap_or(false) {
-                        if !text.is_empty() {
-                            self.pending.push_str(&text);
-                            out.push(EventKind::MessageDelta { text });
-                        }
-                    } else {
-                        // A complete message replaces whatever was streamed before it.
-                        self.pending.clear();
-                        self.last_message = Some(text.clone());
-                        out.push(EventKind::Message { text });
-                    }
-                }
-                _ => out.push(EventKind::Raw { data: v }),
-            },
-            Some("tool_use") => {
-                self.flush(&mut out);
-                out.push(EventKind::ToolCall {
-                    call_id: string(&v, "tool_id"),
-                    name: string(&v, "tool_name"),
-                    input: v.get("parameters").cloned().unwrap_or(Value::Null),
-                });
-            }
-            Some("tool_result") => {
-                self.flush(&mut out);
-                let ok = str_of(&v, "status") == Some("success");
-                let output = match (str_of(&v, "output"), v.get("error")) {
-                    (Some(o), _) if ok || !o.is_empty() => o.to_owned(),
-                    (_, Some(e)) if !e.is_null() => str_of(e, "message")
-                        .map(str::to_owned)
-                        .or_else(|| e.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| e.to_string()),
-                    _ => String::new(),
-                };
-                out.push(EventKind::ToolResult {
-                    call_id: string(&v, "tool_id"),
-                    output,
-                    exit_code: None,
-                    is_error: !ok,
-                });
-            }
-            Some("error") => {
-                self.flush(&mut out);
-                let message = str_of(&v, "message")
-                    .filter(|m| !m.is_empty())
-                    .unwrap_or("gemini error")
-                    .to_owned();
-                if str_of(&v, "severity") == Some("warning") {
-                    out.push(EventKind::Log {
-                        line: format!("gemini warning: {message}"),
-                    });
-                } else {
-                    out.push(EventKind::Error { message });
-                }
-            }
-            Some("result") => {
-                self.flush(&mut out);
-                if let Some(stats) = v.get("stats").filter(|s| s.is_object()) {
-                    out.push(EventKind::Usage {
-                        input_tokens: count_of(stats, "input_tokens"),
-                        output_tokens: count_of(stats, "output_tokens"),
-                        cached_input_tokens: count_of(stats, "cached"),
-                        cost_usd: None,
-                    });
-                }
-                let status = str_of(&v, "status").unwrap_or("success");
-                if status != "success" {
-                    let e = &v["error"];
-                    let message = str_of(e, "message")
-                        .or_else(|| e.as_str())
-                        .filter(|m| !m.is_empty())
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| format!("gemini turn ended with status {status}"));
-                    out.push(EventKind::Error { message });
-                }
-                out.push(EventKind::TurnCompleted {
-                    result: self.last_message.take(),
-                });
-            }
-            _ => out.push(EventKind::Raw { data: v }),
-        }
-        out
+        self.acp.parse_line(line)
+    }
+
+    fn supports_approvals(&self) -> bool {
+        true
+    }
+
+    fn answer(&mut self, id: &str, approve: bool, _message: &str) -> Vec<String> {
+        // ACP carries no reason: the model is told the CLI's own "canceled by the user".
+        self.acp.answer(id, approve)
+    }
+
+    fn long_lived(&self) -> bool {
+        true
+    }
+
+    fn begin_turn(&mut self, spec: &TurnSpec) -> Vec<String> {
+        self.acp.begin_turn(spec)
+    }
+
+    fn take_output(&mut self) -> Vec<String> {
+        self.acp.take_output()
+    }
+
+    fn take_turn_end(&mut self) -> Option<TurnEnd> {
+        self.acp.take_turn_end()
+    }
+
+    fn interrupt(&mut self) -> Vec<String> {
+        self.acp.interrupt()
+    }
+
+    /// Gemini CLI 0.61's `session/load` first starts a new recording file named
+    /// `session-<UTC minute>-<id prefix>.jsonl`; in the minute the session started that is the
+    /// session's own file, which it resets (the load then finds no conversation, and the
+    /// conversation is lost). So a new process resumes a session only from the next minute on
+    /// (a few seconds' margin: the session started before it was reported).
+    fn resume_not_before(
+        &self,
+        session_seen: std::time::SystemTime,
+    ) -> Option<std::time::SystemTime> {
+        let secs = session_seen
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs - secs % 60 + 61))
     }
 }
 
@@ -325,9 +294,7 @@ mod tests {
         assert_eq!(
             inv.args,
             [
-                "--prompt=Create hello.txt",
-                "-o",
-                "stream-json",
+                "--acp",
                 "--approval-mode",
                 "yolo",
                 "--skip-trust",
@@ -343,7 +310,9 @@ mod tests {
         assert_eq!(env["GEMINI_API_KEY"], "vk-test");
         assert_eq!(env["GEMINI_CLI_NO_RELAUNCH"], "true");
         assert_eq!(env["GEMINI_CLI_TRUST_WORKSPACE"], "true");
-        assert_eq!(inv.stdin, None);
+        // A long-lived protocol process: stdin stays open.
+        assert_eq!(inv.stdin.as_deref(), Some(""));
+        assert!(Gemini::default().long_lived());
         assert_eq!(inv.files.len(), 2);
         assert_eq!(
             inv.files[1].0.to_str(),
@@ -355,7 +324,7 @@ mod tests {
             Some("/var/berth/tasks/t1/gemini/.gemini/settings.json")
         );
         assert_eq!(env["GEMINI_CLI_HOME"], "/var/berth/tasks/t1/gemini");
-        let settings: Value =
+        let settings: serde_json::Value =
             serde_json::from_str(content).unwrap_or_else(|e| panic!("invalid json: {e}"));
         assert_eq!(
             settings["security"]["auth"]["selectedType"],
@@ -367,143 +336,68 @@ mod tests {
     }
 
     #[test]
-    fn invocation_follow_up() {
+    fn approval_policies_set_the_mode_and_the_policy_file() {
+        use berth_domain::ApprovalPolicy;
         let mut s = spec(Agent::Gemini);
-        s.resume = Some("4a59".into());
+        s.mcp_servers = crate::testutil::mcp_servers();
         s.model = Some("gemini-3.8-flash".into());
-        s.prompt = "-x".into();
+        s.approval = ApprovalPolicy::OnRequest;
         let inv = Gemini::default().invocation(&s);
-        assert_eq!(inv.args[0], "--prompt=-x");
+        assert_eq!(inv.args[1..3], ["--approval-mode", "default"]);
+        assert_eq!(inv.args[4..], ["-m", "gemini-3.8-flash"]);
+        let v: serde_json::Value = serde_json::from_str(&inv.files[0].1).unwrap();
+        assert_eq!(v["mcpServers"]["notes"]["trust"], false, "{v}");
+
+        s.approval = ApprovalPolicy::Always;
+        let inv = Gemini::default().invocation(&s);
         assert_eq!(
-            inv.args[5..],
-            ["--skip-trust", "-m", "gemini-3.8-flash", "--resume", "4a59"]
+            inv.args[inv.args.len() - 2..],
+            ["--policy", "/var/berth/tasks/t1/gemini/berth-always.toml"]
         );
+        let (path, policy) = &inv.files[2];
+        assert!(path.ends_with("berth-always.toml"));
+        assert!(
+            policy.contains("toolName = \"*\"")
+                && policy.contains("decision = \"ask_user\"")
+                && policy.contains("argsPattern = \".*\""),
+            "{policy}"
+        );
+
+        s.approval = ApprovalPolicy::Never;
+        let inv = Gemini::default().invocation(&s);
+        assert!(!inv.args.iter().any(|a| a == "--policy"));
+        let v: serde_json::Value = serde_json::from_str(&inv.files[0].1).unwrap();
+        assert_eq!(v["mcpServers"]["notes"]["trust"], true, "{v}");
     }
 
-    /// The stdout sample of agent-clis-offline.md (the trimmed `{…}` filled in).
-    const SAMPLE: &str = r#"{"type":"init","timestamp":"…","session_id":"4a59…","model":"auto"}
-{"type":"message","timestamp":"…","role":"user","content":"Create a file out.txt containing hi, then say DONE."}
-{"type":"tool_use","timestamp":"…","tool_name":"run_shell_command","tool_id":"run_shell_command__run_shell_command_1795411183954_0","parameters":{"command":"echo hi > out.txt","description":"Run the scripted command"}}
-{"type":"tool_result","timestamp":"…","tool_id":"run_shell_command__…","status":"success","output":""}
-{"type":"message","timestamp":"…","role":"assistant","content":"DONE","delta":true}
-{"type":"result","timestamp":"…","status":"success","stats":{"total_tokens":45,"input_tokens":30,"output_tokens":15,"cached":0,"input":30,"duration_ms":272,"tool_calls":1,"models":{"gemini-3.5-flash-lite":{},"gemini-3.8-flash":{}}}}"#;
-
     #[test]
-    fn parses_sample() {
-        let events = parse_all(&mut Gemini::default(), SAMPLE);
+    fn a_session_is_loaded_from_the_next_minute_on() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let d = Gemini::default();
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(d.resume_not_before(at(6000)), Some(at(6061)));
+        assert_eq!(d.resume_not_before(at(6059)), Some(at(6061)));
         assert_eq!(
-            events,
-            vec![
-                EventKind::Session {
-                    agent_session_id: "4a59…".into(),
-                    model: Some("auto".into())
-                },
-                EventKind::ToolCall {
-                    call_id: "run_shell_command__run_shell_command_1795411183954_0".into(),
-                    name: "run_shell_command".into(),
-                    input: json!({"command":"echo hi > out.txt","description":"Run the scripted command"}),
-                },
-                EventKind::ToolResult {
-                    call_id: "run_shell_command__…".into(),
-                    output: String::new(),
-                    exit_code: None,
-                    is_error: false
-                },
-                EventKind::MessageDelta {
-                    text: "DONE".into()
-                },
-                EventKind::Message {
-                    text: "DONE".into()
-                },
-                EventKind::Usage {
-                    input_tokens: 30,
-                    output_tokens: 15,
-                    cached_input_tokens: 0,
-                    cost_usd: None
-                },
-                EventKind::TurnCompleted {
-                    result: Some("DONE".into())
-                },
-            ]
+            crate::driver(Agent::Opencode).resume_not_before(at(6000)),
+            None
         );
     }
 
     #[test]
-    fn deltas_are_joined_per_segment_and_errors() {
-        let text = r#"{"type":"message","role":"assistant","content":"Let me ","delta":true}
-{"type":"message","role":"assistant","content":"look.","delta":true}
-{"type":"tool_use","tool_name":"read_file","tool_id":"t1","parameters":{"path":"x"}}
-{"type":"tool_result","tool_id":"t1","status":"error","error":{"type":"not_found","message":"no such file"}}
-{"type":"error","severity":"warning","message":"Loop detected"}
-{"type":"message","role":"assistant","content":"Sorry","delta":true}
-{"type":"error","severity":"error","message":"quota"}
-{"type":"result","status":"error","error":{"type":"FatalError","message":"quota exceeded"},"stats":{"input_tokens":1,"output_tokens":2,"cached":0}}"#;
-        let events = parse_all(&mut Gemini::default(), text);
-        assert_eq!(
-            events,
-            vec![
-                EventKind::MessageDelta {
-                    text: "Let me ".into()
-                },
-                EventKind::MessageDelta {
-                    text: "look.".into()
-                },
-                EventKind::Message {
-                    text: "Let me look.".into()
-                },
-                EventKind::ToolCall {
-                    call_id: "t1".into(),
-                    name: "read_file".into(),
-                    input: json!({"path":"x"})
-                },
-                EventKind::ToolResult {
-                    call_id: "t1".into(),
-                    output: "no such file".into(),
-                    exit_code: None,
-                    is_error: true
-                },
-                EventKind::Log {
-                    line: "gemini warning: Loop detected".into()
-                },
-                EventKind::MessageDelta {
-                    text: "Sorry".into()
-                },
-                EventKind::Message {
-                    text: "Sorry".into()
-                },
-                EventKind::Error {
-                    message: "quota".into()
-                },
-                EventKind::Usage {
-                    input_tokens: 1,
-                    output_tokens: 2,
-                    cached_input_tokens: 0,
-                    cost_usd: None
-                },
-                EventKind::Error {
-                    message: "quota exceeded".into()
-                },
-                EventKind::TurnCompleted {
-                    result: Some("Sorry".into())
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn unknown_and_garbage() {
+    fn turns_run_on_the_acp_protocol() {
         let mut d = Gemini::default();
-        let raw = json!({"type":"compression","timestamp":"x"});
+        let s = spec(Agent::Gemini);
+        let lines = d.begin_turn(&s);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("\"initialize\""), "{lines:?}");
+        assert!(d.supports_approvals());
+        crate::testutil::fuzz(&mut d, crate::acp::tests::GEMINI_SAMPLE);
+        let events = parse_all(&mut Gemini::default(), "not json");
         assert_eq!(
-            d.parse_line(&raw.to_string()),
-            vec![EventKind::Raw { data: raw }]
-        );
-        assert_eq!(
-            d.parse_line("YOLO mode is enabled."),
+            events,
             vec![EventKind::Log {
-                line: "YOLO mode is enabled.".into()
+                line: "not json".into()
             }]
         );
-        crate::testutil::fuzz(&mut d, SAMPLE);
     }
 }

@@ -5,9 +5,10 @@
 //! [`EventKind`]s ([`Driver::parse_line`]). It does no I/O: the workspace daemon spawns the
 //! process, feeds lines to the driver and owns the events.
 //!
-//! Most drivers run one process per turn. The first turn starts a new agent conversation;
+//! Claude runs one process per turn. The first turn starts a new agent conversation;
 //! follow-ups resume it by the agent's own session id (reported as [`EventKind::Session`]).
-//! A [`Driver::long_lived`] driver (codex) speaks a protocol with one process per task instead:
+//! A [`Driver::long_lived`] driver (codex's app-server; gemini and opencode over ACP) speaks a
+//! protocol with one process per task instead:
 //! the daemon keeps the process between turns, writes what [`Driver::begin_turn`] and
 //! [`Driver::take_output`] give it to the process's stdin, and learns the end of each turn from
 //! [`Driver::take_turn_end`]; a new process (after the idle one was reaped, or in a new daemon)
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 
 pub use berth_domain::{Agent, ApprovalPolicy, EventKind, McpServer};
 
+mod acp;
 mod approval_util;
 mod claude;
 mod claude_approval;
@@ -182,6 +184,17 @@ pub trait Driver: Send {
 
     /// How the current turn ended, once it has (taken: `Some` once per turn).
     fn take_turn_end(&mut self) -> Option<TurnEnd> {
+        None
+    }
+
+    /// For a [`Driver::long_lived`] driver: the earliest time a new process may resume a
+    /// session first reported at `session_seen` (`None`: at once). Gemini CLI 0.61 cannot
+    /// `session/load` a session in the UTC minute it started (see gemini.rs).
+    fn resume_not_before(
+        &self,
+        session_seen: std::time::SystemTime,
+    ) -> Option<std::time::SystemTime> {
+        let _ = session_seen;
         None
     }
 

@@ -246,8 +246,15 @@ fn fuzz_recorded_fixtures() {
             Agent::Opencode,
             include_str!("../tests/fixtures/opencode.jsonl"),
         ),
+        (
+            Agent::Gemini,
+            include_str!("../tests/fixtures/gemini-resumed.jsonl"),
+        ),
     ] {
         let mut d = crate::driver(agent);
+        if d.long_lived() {
+            d.begin_turn(&spec(agent));
+        }
         fuzz(d.as_mut(), text);
     }
 }

@@ -22,7 +22,7 @@ fn spec(agent: Agent, resume: Option<&str>) -> TurnSpec {
     }
 }
 
-/// Replays a recorded stdout through a fresh driver. A long-lived driver (codex app-server) is
+/// Replays a recorded stdout through a fresh driver. A long-lived driver (codex app-server, ACP) is
 /// first told the turn it began, so the protocol's answers match its requests.
 fn replay(agent: Agent, resume: Option<&str>, stdout: &str, expected: &str) {
     let mut d = driver(agent);
@@ -68,6 +68,8 @@ fn codex_recorded() {
     );
 }
 
+/// Gemini CLI over ACP: a new session, then the follow-up in a new process, which
+/// `session/load`s it (the conversation it replays first is not the turn's).
 #[test]
 fn gemini_recorded() {
     check(
@@ -75,13 +77,26 @@ fn gemini_recorded() {
         include_str!("fixtures/gemini.jsonl"),
         include_str!("fixtures/gemini.events"),
     );
+    replay(
+        Agent::Gemini,
+        Some("4edcd1f9-7d70-4b42-95fb-4b38613365db"),
+        include_str!("fixtures/gemini-resumed.jsonl"),
+        include_str!("fixtures/gemini-resumed.events"),
+    );
 }
 
+/// OpenCode over ACP, as gemini.
 #[test]
 fn opencode_recorded() {
     check(
         Agent::Opencode,
         include_str!("fixtures/opencode.jsonl"),
         include_str!("fixtures/opencode.events"),
+    );
+    replay(
+        Agent::Opencode,
+        Some("ses_dbc347a5affeXiKLWzXsrtZNiw"),
+        include_str!("fixtures/opencode-resumed.jsonl"),
+        include_str!("fixtures/opencode-resumed.events"),
     );
 }

@@ -5,12 +5,15 @@
 //!    CLI with the same invocation (built by the same driver) run directly in the same workspace,
 //!    talking to the same mock without berth's gateway, started through the streaming exec
 //!    WebSocket. Runs are interleaved, in alternating order.
-//!    Codex's berth task runs on `codex app-server`; its floor is today's cold `codex exec`
-//!    (same config file and environment).
-//! 2. Follow-up turns of agents with a long-lived protocol process (codex): a follow-up on a
-//!    berth task whose app-server is still warm versus the same turn as a cold direct CLI
-//!    (`codex exec resume THREAD PROMPT`, a new process), interleaved; model requests counted
-//!    per turn, and the resident memory of the idle app-server.
+//!    The long-lived drivers' floor is their CLI's cold one-shot mode, as their turns ran before
+//!    (same config file and environment): codex's berth task runs on `codex app-server`, its
+//!    floor is `codex exec`; gemini's and opencode's run on ACP (`gemini --acp`,
+//!    `opencode acp`), their floors are `gemini --prompt … -o stream-json` and `opencode run`.
+//! 2. Follow-up turns of the agents with a long-lived protocol process (codex, gemini, opencode,
+//!    as far as part 1 chose them): a follow-up on a berth task whose process is still warm
+//!    versus the same turn as a cold direct CLI resuming the same conversation in a new process
+//!    (`codex exec resume THREAD`, `gemini --resume ID`, `opencode run --session ID`),
+//!    interleaved; model requests counted per turn, and the resident memory of the idle process.
 //! 3. Many tasks in parallel in one workspace: latency from the daemon's `at` stamp to an SSE
 //!    subscriber on the host, events/s, and a check that every subscriber received exactly
 //!    seq 1..=last_seq, identical to the stored events.
@@ -242,7 +245,7 @@ fn direct_spec(agent: Agent, base_url: &str, dir: &str, prompt: &str) -> TurnSpe
 /// forwarder on the workspace network's gateway address) instead of berth's gateway. Files and
 /// the task directory are written first (not timed); the run itself goes through the streaming
 /// exec WebSocket, with the cleared environment (`env -i`) and stdin on /dev/null, like the
-/// daemon's spawn. A long-lived driver's (codex) floor is its one-shot CLI, `codex exec`.
+/// daemon's spawn. A long-lived driver's floor is its CLI's one-shot mode ([`cold_cli`]).
 async fn direct_turn(
     s: &TestServer,
     mock: &MockLlm,
@@ -257,14 +260,14 @@ async fn direct_turn(
     let mut inv = driver.invocation(&spec);
     let long_lived = driver.long_lived();
     if long_lived {
-        inv = codex_exec(inv, &spec, None);
+        inv = cold_cli(agent, inv, &spec, None);
     }
     prepare_direct(s, ws, &spec, &inv).await;
     let turn = run_direct(s, mock, ws, &inv).await;
     let mut events = 0;
     let mut done = false;
     if long_lived {
-        (events, done) = exec_json_events(&turn.stdout);
+        (events, done) = json_lines(&turn.stdout);
     } else {
         for line in turn.stdout.lines() {
             for e in driver.parse_line(line) {
@@ -397,33 +400,77 @@ fn codex_exec(mut inv: Invocation, spec: &TurnSpec, resume: Option<&str>) -> Inv
     inv
 }
 
-/// The JSON lines of `codex exec --json` output, and whether an agent message says DONE.
-fn exec_json_events(stdout: &str) -> (usize, bool) {
+/// The cold one-shot CLI a long-lived driver's turn was before its protocol driver, with the
+/// protocol invocation's environment and config files: `codex exec --json [resume THREAD]`,
+/// `gemini --prompt=… -o stream-json --approval-mode yolo [--resume ID]`,
+/// `opencode run --pure --format json [--session ID]`.
+fn cold_cli(agent: Agent, inv: Invocation, spec: &TurnSpec, resume: Option<&str>) -> Invocation {
+    match agent {
+        Agent::Codex => codex_exec(inv, spec, resume),
+        Agent::Gemini => {
+            let mut inv = inv;
+            let mut args = vec![
+                format!("--prompt={}", spec.prompt),
+                "-o".into(),
+                "stream-json".into(),
+                "--approval-mode".into(),
+                "yolo".into(),
+                "--skip-trust".into(),
+                "-m".into(),
+                "gemini-2.5-pro".into(),
+            ];
+            if let Some(id) = resume {
+                args.extend(["--resume".into(), id.to_owned()]);
+            }
+            inv.args = args;
+            inv.stdin = None;
+            inv
+        }
+        Agent::Opencode => {
+            let mut inv = inv;
+            let mut args: Vec<String> = ["run", "--pure", "--format", "json"]
+                .map(String::from)
+                .to_vec();
+            if let Some(id) = resume {
+                args.extend(["--session".into(), id.to_owned()]);
+            }
+            args.extend(["--".into(), spec.prompt.clone()]);
+            inv.args = args;
+            inv.stdin = None;
+            inv
+        }
+        Agent::Claude => unreachable!("claude has no long-lived driver"),
+    }
+}
+
+/// The JSON lines of a cold CLI's output, and whether one of them carries the text "DONE".
+fn json_lines(stdout: &str) -> (usize, bool) {
     let mut n = 0;
     let mut done = false;
     for line in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
+        if serde_json::from_str::<Value>(line).is_err() {
             continue;
-        };
+        }
         n += 1;
-        done |= v["item"]["type"] == "agent_message"
-            && v["item"]["text"].as_str().unwrap_or("").contains("DONE");
+        done |= line.contains("\"DONE\"");
     }
     (n, done)
 }
 
-/// A direct codex thread to follow up: a first `codex exec` turn (not timed) in its own task
-/// directory; returns the directory and the thread id.
+/// A direct conversation to follow up: a first cold CLI turn (not timed) in its own task
+/// directory; returns the directory and the conversation id.
 async fn direct_thread(
     s: &TestServer,
     mock: &MockLlm,
     ws: &str,
+    agent: Agent,
     base_url: &str,
 ) -> (String, String) {
-    let dir = "codex-follow-up".to_owned();
-    let spec = direct_spec(Agent::Codex, base_url, &dir, PROMPT);
-    let inv = codex_exec(
-        berth_agents::driver(Agent::Codex).invocation(&spec),
+    let dir = format!("{}-follow-up", agent.as_str());
+    let spec = direct_spec(agent, base_url, &dir, PROMPT);
+    let inv = cold_cli(
+        agent,
+        berth_agents::driver(agent).invocation(&spec),
         &spec,
         None,
     );
@@ -434,39 +481,50 @@ async fn direct_thread(
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find_map(|v| {
-            (v["type"] == "thread.started").then(|| v["thread_id"].as_str().map(str::to_owned))
+            ["thread_id", "session_id", "sessionID"]
+                .iter()
+                .find_map(|k| v[*k].as_str().map(str::to_owned))
         })
-        .flatten()
-        .unwrap_or_else(|| panic!("no thread id:\n{}", turn.stdout));
+        .unwrap_or_else(|| panic!("no conversation id:\n{}", turn.stdout));
     (dir, thread)
 }
 
-/// The same follow-up as a cold direct CLI: `codex exec resume THREAD FOLLOW_UP` in a new process.
+/// The same follow-up as a cold direct CLI resuming the conversation in a new process.
 async fn direct_follow_up(
     s: &TestServer,
     mock: &MockLlm,
     ws: &str,
+    agent: Agent,
     base_url: &str,
     dir: &str,
     thread: &str,
 ) -> Turn {
-    let spec = direct_spec(Agent::Codex, base_url, dir, FOLLOW_UP);
-    let inv = codex_exec(
-        berth_agents::driver(Agent::Codex).invocation(&spec),
+    let spec = direct_spec(agent, base_url, dir, FOLLOW_UP);
+    let inv = cold_cli(
+        agent,
+        berth_agents::driver(agent).invocation(&spec),
         &spec,
         Some(thread),
     );
     let turn = run_direct(s, mock, ws, &inv).await;
-    let (events, done) = exec_json_events(&turn.stdout);
+    let (events, done) = json_lines(&turn.stdout);
     assert!(done, "direct follow-up: no DONE message\n{}", turn.stdout);
     Turn { events, ..turn }
 }
 
-/// Resident memory (kB) of the codex app-server processes in the workspace (the npm wrapper and
-/// the native binary), from /proc.
-async fn app_server_rss_kb(s: &TestServer, ws: &str) -> Vec<(String, u64)> {
-    let script = r#"for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null); case "$c" in *ap[p]-server*) echo "$(awk '/^VmRSS/ {print $2}' $p/status) ${c%% *}";; esac; done"#;
-    let out = s.exec(ws, &["sh", "-c", script]).await;
+/// Resident memory (kB) of `agent`'s protocol processes in the workspace (codex: the npm wrapper
+/// and the native binary of `app-server`; gemini: `gemini --acp`; opencode: `opencode acp`),
+/// from /proc.
+async fn app_server_rss_kb(s: &TestServer, ws: &str, agent: Agent) -> Vec<(String, u64)> {
+    let pattern = match agent {
+        Agent::Gemini => r"*--ac[p]*",
+        Agent::Opencode => r"*opencode\ ac[p]*",
+        _ => "*ap[p]-server*",
+    };
+    let script = format!(
+        r#"for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null); case "$c" in {pattern}) echo "$(awk '/^VmRSS/ {{print $2}}' $p/status) ${{c%% *}}";; esac; done"#
+    );
+    let out = s.exec(ws, &["sh", "-c", &script]).await;
     out["stdout"]
         .as_str()
         .unwrap_or_default()
@@ -731,29 +789,37 @@ async fn main() {
         })
         .unwrap()
         .agent;
-    // Follow-ups: a warm berth codex task against `codex exec resume` of a direct thread.
-    let id = create_task(&s, ws, Agent::Codex).await;
-    follow_sse(&s, &id).await;
-    let (dir, thread) = direct_thread(&s, &mock, ws, &direct_url).await;
-    // Warm-up, one each.
-    berth_follow_up(&s, &mock, &id).await;
-    direct_follow_up(&s, &mock, ws, &direct_url, &dir, &thread).await;
-    let (mut fb, mut fd) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        if i % 2 == 0 {
-            fb.push(berth_follow_up(&s, &mock, &id).await);
-            fd.push(direct_follow_up(&s, &mock, ws, &direct_url, &dir, &thread).await);
-        } else {
-            fd.push(direct_follow_up(&s, &mock, ws, &direct_url, &dir, &thread).await);
-            fb.push(berth_follow_up(&s, &mock, &id).await);
+    // Follow-ups: a warm berth task against the cold CLI resuming a direct conversation, for
+    // each long-lived agent part 1 ran.
+    let mut follow = Vec::new();
+    for agent in results.iter().map(|r| r.agent) {
+        if !berth_agents::driver(agent).long_lived() {
+            continue;
         }
-        eprintln!(
-            "codex follow-up run {i}: berth (warm) {:.0} ms, direct (cold) {:.0} ms",
-            ms(fb.last().unwrap().last),
-            ms(fd.last().unwrap().last)
-        );
+        let id = create_task(&s, ws, agent).await;
+        follow_sse(&s, &id).await;
+        let (dir, thread) = direct_thread(&s, &mock, ws, agent, &direct_url).await;
+        // Warm-up, one each.
+        berth_follow_up(&s, &mock, &id).await;
+        direct_follow_up(&s, &mock, ws, agent, &direct_url, &dir, &thread).await;
+        let (mut fb, mut fd) = (Vec::new(), Vec::new());
+        for i in 0..runs {
+            if i % 2 == 0 {
+                fb.push(berth_follow_up(&s, &mock, &id).await);
+                fd.push(direct_follow_up(&s, &mock, ws, agent, &direct_url, &dir, &thread).await);
+            } else {
+                fd.push(direct_follow_up(&s, &mock, ws, agent, &direct_url, &dir, &thread).await);
+                fb.push(berth_follow_up(&s, &mock, &id).await);
+            }
+            eprintln!(
+                "{agent:?} follow-up run {i}: berth (warm) {:.0} ms, direct (cold) {:.0} ms",
+                ms(fb.last().unwrap().last),
+                ms(fd.last().unwrap().last)
+            );
+        }
+        let rss = app_server_rss_kb(&s, ws, agent).await;
+        follow.push((agent, fb, fd, rss));
     }
-    let rss = app_server_rss_kb(&s, ws).await;
 
     let par = parallel(&s, &mock, fastest, par_n).await;
 
@@ -799,45 +865,44 @@ async fn main() {
         );
     }
     println!();
-    println!(
-        "Follow-up turns (codex): a berth task's warm app-server vs `codex exec resume` (cold)"
-    );
-    println!();
-    println!("| mode | first event (ms) | first agent event (ms) | final event (ms) | model requests / turn | events / turn |");
-    println!("|---|---|---|---|---|---|");
-    for (mode, v) in [
-        ("berth, warm app-server", &fb),
-        ("direct CLI, cold exec resume", &fd),
-    ] {
+    for (agent, fb, fd, rss) in &follow {
+        let agent = agent.as_str();
+        println!("Follow-up turns ({agent}): a berth task's warm protocol process vs the cold CLI resuming the conversation");
+        println!();
+        println!("| mode | first event (ms) | first agent event (ms) | final event (ms) | model requests / turn | events / turn |");
+        println!("|---|---|---|---|---|---|");
+        for (mode, v) in [("berth, warm process", fb), ("direct CLI, cold resume", fd)] {
+            println!(
+                "| {mode} | {} | {} | {} | {} | {} |",
+                fmt3(col(v, |t| t.first)),
+                fmt3(col(v, |t| t.first_agent)),
+                fmt3(col(v, |t| t.last)),
+                counts(v, |t| t.requests),
+                counts(v, |t| t.events),
+            );
+        }
+        let (bm, dm) = (col(fb, |t| t.last).1, col(fd, |t| t.last).1);
+        let extra = fb.iter().map(|t| t.requests).sum::<usize>() as i64
+            - fd.iter().map(|t| t.requests).sum::<usize>() as i64;
+        println!();
         println!(
-            "| {mode} | {} | {} | {} | {} | {} |",
-            fmt3(col(v, |t| t.first)),
-            fmt3(col(v, |t| t.first_agent)),
-            fmt3(col(v, |t| t.last)),
-            counts(v, |t| t.requests),
-            counts(v, |t| t.events),
+            "{agent} warm / cold, final event (median): **{:.2}** ({:+.0} ms); extra model requests: {extra}; ≤ 0.5×: {}",
+            bm / dm,
+            bm - dm,
+            if bm / dm <= 0.5 { "yes" } else { "no" }
         );
-    }
-    let (bm, dm) = (col(&fb, |t| t.last).1, col(&fd, |t| t.last).1);
-    let extra = fb.iter().map(|t| t.requests).sum::<usize>() as i64
-        - fd.iter().map(|t| t.requests).sum::<usize>() as i64;
-    println!();
-    println!(
-        "warm / cold, final event (median): **{:.2}** ({:+.0} ms); extra model requests: {extra}; ≤ 0.5×: {}",
-        bm / dm,
-        bm - dm,
-        if bm / dm <= 0.5 { "yes" } else { "no" }
-    );
-    let mib: Vec<f64> = rss.iter().map(|(_, kb)| *kb as f64 / 1024.0).collect();
-    if mib.is_empty() {
-        println!("idle app-server resident memory: no app-server process found");
-    } else {
-        let (lo, med, hi) = stats(&mib);
-        println!(
-            "idle app-server resident memory (VmRSS): {} processes (one per codex task of this run, each kept until its idle time runs out), {lo:.1} / {med:.1} / {hi:.1} MiB each (min / median / max), {:.1} MiB in all",
-            mib.len(),
-            mib.iter().sum::<f64>()
-        );
+        let mib: Vec<f64> = rss.iter().map(|(_, kb)| *kb as f64 / 1024.0).collect();
+        if mib.is_empty() {
+            println!("idle {agent} protocol process resident memory: no process found");
+        } else {
+            let (lo, med, hi) = stats(&mib);
+            println!(
+                "idle {agent} protocol process resident memory (VmRSS): {} processes (one per {agent} task of this run, each kept until its idle time runs out), {lo:.1} / {med:.1} / {hi:.1} MiB each (min / median / max), {:.1} MiB in all",
+                mib.len(),
+                mib.iter().sum::<f64>()
+            );
+        }
+        println!();
     }
     println!();
     println!(

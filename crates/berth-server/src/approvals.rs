@@ -40,7 +40,7 @@ pub(crate) fn check_supported(agent: Agent, policy: ApprovalPolicy) -> ApiResult
         return Err(ApiError::new(
             ErrorCode::ApprovalUnsupported,
             format!(
-            "approval policy {policy} is not supported for {agent} tasks yet (claude and codex speak berth's approval protocol; see docs/tasks.md); use approval never"
+            "approval policy {policy} is not supported for {agent} tasks yet (see docs/tasks.md); use approval never"
         ),
         ));
     }
@@ -246,7 +246,8 @@ mod tests {
         assert!(check_supported(Agent::Claude, ApprovalPolicy::Always).is_ok());
         assert!(check_supported(Agent::Codex, ApprovalPolicy::OnRequest).is_ok());
         assert!(check_supported(Agent::Opencode, ApprovalPolicy::Never).is_ok());
-        let refused = check_supported(Agent::Gemini, ApprovalPolicy::OnRequest).unwrap_err();
-        assert_eq!(refused.code, ErrorCode::ApprovalUnsupported);
+        // Every agent speaks a permission protocol now (gemini and opencode through ACP).
+        assert!(check_supported(Agent::Gemini, ApprovalPolicy::OnRequest).is_ok());
+        assert!(check_supported(Agent::Opencode, ApprovalPolicy::Always).is_ok());
     }
 }

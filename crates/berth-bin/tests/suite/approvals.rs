@@ -101,10 +101,39 @@ fn upstream_text(mock: &MockLlm) -> String {
 }
 
 /// What the model is told of a denial: the reason itself (claude; codex gets it as steering
-/// input after its own "rejected by user").
+/// input after its own "rejected by user"), or the agent's own words when its protocol carries
+/// no reason (gemini over ACP: the tool "was canceled by the user").
 fn denial_seen(agent: &str, reason: &str) -> String {
-    let _ = agent;
-    reason.to_owned()
+    match agent {
+        "gemini" => "was canceled by the user".to_owned(),
+        _ => reason.to_owned(),
+    }
+}
+
+/// The agent got the denial: the model was told (see [`denial_seen`]), or, for opencode, which
+/// ends its turn on a rejection without asking the model again, the rejected tool call's result
+/// in the task's events says so.
+async fn denial_reached_agent(s: &TestServer, mock: &MockLlm, agent: &str, id: &str, reason: &str) {
+    if agent == "opencode" {
+        let evs = s.get(&format!("/api/v1/tasks/{id}/events")).await;
+        assert!(
+            evs.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == "tool_result"
+                    && e["is_error"] == true
+                    && e["output"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("rejected")),
+            "{evs:#}"
+        );
+    } else {
+        assert!(
+            upstream_text(mock).contains(&denial_seen(agent, reason)),
+            "the agent passed the denial on to the model"
+        );
+    }
 }
 
 /// Approve, deny (by the CLI) and timeout with one agent, in one workspace.
@@ -298,10 +327,7 @@ async fn approvals_round_trip(agent: &str) {
     let done = turn_over(&s, &id).await;
     assert_eq!(done["state"], "completed", "{done}\n{}", s.log());
     assert!(!file_exists(&s, "/home/agent/no/hello.txt").await);
-    assert!(
-        upstream_text(&mock).contains(&denial_seen(agent, "NOPE-REASON-4711")),
-        "the agent passed the denial on to the model"
-    );
+    denial_reached_agent(&s, &mock, agent, &id, "NOPE-REASON-4711").await;
     let list = s.get(&format!("/api/v1/tasks/{id}/approvals")).await;
     assert_eq!(list[0]["state"], "denied", "{list}");
     assert_eq!(list[0]["reason"], "NOPE-REASON-4711", "{list}");
@@ -325,10 +351,7 @@ async fn approvals_round_trip(agent: &str) {
     let list = s.get(&format!("/api/v1/tasks/{id}/approvals")).await;
     assert_eq!(list[0]["state"], "denied", "{list}");
     assert_eq!(list[0]["decided_by"], "timeout", "{list}");
-    assert!(
-        upstream_text(&mock).contains(&denial_seen(agent, "approval timeout")),
-        "the agent was told about the timeout"
-    );
+    denial_reached_agent(&s, &mock, agent, &id, "approval timeout").await;
     assert_eq!(
         s.get("/api/v1/inbox").await,
         json!({"approvals": [], "access_requests": []})
@@ -360,6 +383,19 @@ async fn codex_asks_and_is_approved_denied_and_timed_out() {
     approvals_round_trip("codex").await;
 }
 
+/// Gemini CLI through ACP (`session/request_permission`); its follow-ups run on the task's warm
+/// `gemini --acp` process.
+#[tokio::test]
+async fn gemini_asks_and_is_approved_denied_and_timed_out() {
+    approvals_round_trip("gemini").await;
+}
+
+/// OpenCode through ACP, as gemini.
+#[tokio::test]
+async fn opencode_asks_and_is_approved_denied_and_timed_out() {
+    approvals_round_trip("opencode").await;
+}
+
 #[tokio::test]
 async fn approval_policies_are_validated() {
     let mock = MockLlm::start().await;
@@ -367,30 +403,28 @@ async fn approval_policies_are_validated() {
     ensure_image().await;
     s.create_workspace(json!({"name": "appr", "approval": "on-request"}))
         .await;
-    for (body, code) in [
-        (
-            json!({"workspace": "appr", "agent": "claude", "prompt": "x", "approval": "sometimes"}),
-            (400, "invalid_argument"),
-        ),
-        // An agent whose protocol is not wired refuses a policy rather than running unattended:
-        // the request fits the API document, the server cannot honour it.
-        (
-            json!({"workspace": "appr", "agent": "gemini", "prompt": "x", "approval": "always"}),
-            (422, "approval_unsupported"),
-        ),
-        // The workspace's default applies to a task that does not say.
-        (
-            json!({"workspace": "appr", "agent": "opencode", "prompt": "x"}),
-            (422, "approval_unsupported"),
-        ),
-    ] {
-        let (st, e) = s.call("POST", "/api/v1/tasks", Some(body.clone())).await;
-        assert_eq!(
-            (st, e["error"]["code"].as_str()),
-            (code.0, Some(code.1)),
-            "{body} → {e}"
-        );
-    }
+    let body =
+        json!({"workspace": "appr", "agent": "claude", "prompt": "x", "approval": "sometimes"});
+    let (st, e) = s.call("POST", "/api/v1/tasks", Some(body.clone())).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{body} → {e}"
+    );
+    // Every agent speaks a permission protocol (gemini and opencode through ACP): the
+    // workspace's default applies to a task that does not say.
+    let (st, t) = s
+        .call(
+            "POST",
+            "/api/v1/tasks",
+            Some(json!({"workspace": "appr", "agent": "opencode", "prompt": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (st, t["approval"].as_str()),
+        (201, Some("on-request")),
+        "{t}"
+    );
     let (st, e) = s
         .call(
             "POST",

@@ -1,4 +1,5 @@
 mod access;
+mod acp_resume;
 mod agent_sessions;
 mod approvals;
 mod auth;

@@ -130,6 +130,13 @@ impl Daemon {
     /// Starts a session; returns once its process runs.
     pub(super) async fn create_session(&self, req: SessionCreate) -> Result<SessionInfo, ApiError> {
         let launch = self.launch(&req)?;
+        // An agent's TUI taking a task over runs in the task's state directory (its TMPDIR is
+        // `<state_dir>/tmp`): the task's warm protocol process lets go of the conversation.
+        if let Some((_, tmp)) = req.env.iter().find(|(k, _)| k == "TMPDIR") {
+            if let Some(dir) = std::path::Path::new(tmp).parent() {
+                self.tasks.release_state_dir(dir);
+            }
+        }
         let _guard = self.create_lock.lock().await;
         let name = self.session_name(req.name.as_deref())?;
         let id = self.new_id();

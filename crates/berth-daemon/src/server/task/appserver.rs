@@ -207,6 +207,16 @@ async fn prepare(
         Some(_) => None,
         None => {
             let driver = drivers.make(task.agent);
+            // A new process resuming a session the agent cannot load yet (gemini) waits.
+            let seen = lock(&task.inner).session_seen;
+            if let (Some(_), Some(seen)) = (&spec.resume, seen) {
+                if let Some(at) = driver.resume_not_before(seen) {
+                    if let Ok(wait) = at.duration_since(std::time::SystemTime::now()) {
+                        tracing::info!(task = %task.id, ?wait, "waiting before the agent can load its session");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
             let inv = driver.invocation(&spec);
             for (path, content) in &inv.files {
                 write_private_file(path, content).map_err(SetupEnd::Failed)?;

@@ -95,6 +95,9 @@ struct Inner {
     state: TaskState,
     reason: Option<String>,
     agent_session_id: Option<String>,
+    /// When this daemon first saw the agent report that session id (see
+    /// [`berth_agents::Driver::resume_not_before`]).
+    session_seen: Option<std::time::SystemTime>,
     pid: Option<u32>,
     events: EventBuffer,
     /// The spec of the turns (cwd already pointing at the worktree, if any).
@@ -116,7 +119,7 @@ struct Inner {
     usage_total: [u64; 3],
     /// Permission requests of the agent (approval policies other than `never`).
     approvals: approvals::Approvals,
-    /// The long-lived agent process kept between turns (codex app-server).
+    /// The long-lived agent process kept between turns (codex app-server, gemini/opencode ACP).
     appserver: appserver::Slot,
 }
 
@@ -350,6 +353,22 @@ impl TaskManager {
         tracing::debug!(count = drop_n, "forgot old finished tasks");
     }
 
+    /// An interactive session takes over the conversation kept in `state_dir` (a task's
+    /// directory, see `SessionSpec::state_dir`): the warm protocol process of a task at rest
+    /// there is stopped, so the task's next turn starts a new process that resumes the
+    /// conversation as the session left it (a warm gemini or opencode process holds the
+    /// conversation as it was, and would go on from there).
+    pub(crate) fn release_state_dir(&self, state_dir: &std::path::Path) {
+        let tasks: Vec<Arc<Task>> = lock(&self.tasks).clone();
+        for t in tasks {
+            let mut inner = lock(&t.inner);
+            if !inner.busy && inner.spec.task_dir == state_dir {
+                tracing::debug!(task = %t.id, "interactive take-over: stopping the warm agent process");
+                inner.appserver.discard();
+            }
+        }
+    }
+
     /// Kills every running agent and ends every subscription.
     pub(crate) fn shutdown(&self) {
         let tasks: Vec<Arc<Task>> = lock(&self.tasks).drain(..).collect();
@@ -427,6 +446,8 @@ impl Task {
                 state: TaskState::Queued,
                 reason: None,
                 agent_session_id: spec.resume.clone(),
+                // A session from before this daemon: it started no later than now.
+                session_seen: spec.resume.as_ref().map(|_| std::time::SystemTime::now()),
                 pid: None,
                 events: EventBuffer::new(after_seq, event_cap),
                 spec: spec.clone(),
@@ -517,7 +538,12 @@ impl Task {
             }
             EventKind::Session {
                 agent_session_id, ..
-            } => inner.agent_session_id = Some(agent_session_id.clone()),
+            } => {
+                if inner.agent_session_id.as_ref() != Some(agent_session_id) {
+                    inner.session_seen = Some(std::time::SystemTime::now());
+                }
+                inner.agent_session_id = Some(agent_session_id.clone());
+            }
             _ => {}
         }
         let seq = inner.events.append(kind);
