@@ -231,7 +231,7 @@ fn process_gone(pid: i32) -> bool {
 async fn a_turn_produces_ordered_contiguous_events() {
     let d = start().await;
     let c = &d.client;
-    let prompt = r#"echo 'session s1'; echo hello; echo to-stderr >&2; read x; echo "stdin:$x"; echo "manifest:${CARGO_MANIFEST_DIR:-unset}"; echo "home:$HOME"; echo 'done all good'"#;
+    let prompt = r#"echo 'session s1'; echo hello; echo to-stderr >&2; read x; echo "stdin:$x"; echo "manifest:${CARGO_MANIFEST_DIR:-unset}"; echo "home:$HOME"; echo "task:$BERTH_TASK_ID"; echo 'done all good'"#;
     let info = c.task_start(d.spec("t1", prompt)).await.unwrap();
     assert_eq!(info.id, "t1");
     assert_eq!(info.agent, Agent::Claude);
@@ -269,6 +269,7 @@ async fn a_turn_produces_ordered_contiguous_events() {
             "stdin:stdin-data".into(),
             "manifest:unset".into(),
             format!("home:{}", home.display()),
+            "task:t1".into(),
         ]
     );
     assert!(events.iter().any(|e| e.kind

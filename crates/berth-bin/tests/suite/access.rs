@@ -470,7 +470,14 @@ async fn every_agent_is_told_how_to_ask_for_access() {
     use berth_test_support::agents::{server_with_llm, wait_turn_over};
     use berth_test_support::mock_llm::MockLlm;
     ensure_image().await;
-    let mock = MockLlm::start().await;
+    // Each agent's shell tool asks for access, as an agent told how would: the request names
+    // the agent's task by itself ($BERTH_TASK_ID).
+    let mock = MockLlm::start_with(berth_test_support::mock_llm::Script {
+        shell_command: "/opt/berth/berth request egress docs.example --reason 'read the docs'"
+            .into(),
+        ..Default::default()
+    })
+    .await;
     let s = server_with_llm(bin(), &mock, Vec::new()).await;
     s.create_workspace(json!({"name": "ask", "memory": "2g", "pids": 2048}))
         .await;
@@ -496,6 +503,13 @@ async fn every_agent_is_told_how_to_ask_for_access() {
         assert!(told, "{agent} was not told about berth request");
         tasks.push(id.to_owned());
     }
+    let list = requests(&s, "?workspace=ask").await;
+    let asked = one(&list, "docs.example", "open").unwrap_or_else(|| panic!("{list:#?}"));
+    assert_eq!(
+        (asked["task"].as_str(), asked["count"].as_u64()),
+        (Some(tasks[3].as_str()), Some(4)),
+        "each agent's request counts on the one request and names its task (the last one's): {asked}"
+    );
     // A request keeps the task it names only if that is a task of its own workspace.
     let other = format!("tk_{}", "ab".repeat(16));
     for (host, task) in [

@@ -32,8 +32,8 @@ use tokio::time::Sleep;
 use super::approvals::Answer;
 use super::output::Out;
 use super::turn::{
-    end_setup, failure_reason, on_output, refuse_redirect, spawn, start_readers, AgentInput,
-    NextTurn, SetupEnd, TurnOutcome, CANCEL_GRACE, DRAIN_GRACE,
+    end_setup, failure_reason, on_output, refuse_redirect, spawn, start_readers, with_task_id,
+    AgentInput, NextTurn, SetupEnd, TurnOutcome, CANCEL_GRACE, DRAIN_GRACE,
 };
 use super::worktree::{create_worktree, make_private_dir, write_private_file};
 use super::{DriverFactory, Inner, Task};
@@ -217,7 +217,7 @@ async fn prepare(
                     }
                 }
             }
-            let inv = driver.invocation(&spec);
+            let inv = with_task_id(driver.invocation(&spec), &task.id);
             for (path, content) in &inv.files {
                 write_private_file(path, content).map_err(SetupEnd::Failed)?;
             }

@@ -253,7 +253,7 @@ async fn prepare(
     make_private_dir(&spec.task_dir).map_err(SetupEnd::Failed)?;
     make_private_dir(&spec.task_dir.join("tmp")).map_err(SetupEnd::Failed)?;
     let driver = drivers.make(task.agent);
-    let inv = driver.invocation(&spec);
+    let inv = with_task_id(driver.invocation(&spec), &task.id);
     for (path, content) in &inv.files {
         write_private_file(path, content).map_err(SetupEnd::Failed)?;
     }
@@ -269,6 +269,14 @@ async fn prepare(
     tracing::info!(task = %task.id, pid = ?inner.pid, program = %inv.program, approvals = protocol, "agent started");
     drop(inner);
     Ok((driver, child, stdin))
+}
+
+/// `inv` with `BERTH_TASK_ID` in its environment: `berth request` run by the agent names its
+/// task by it (the server keeps it only if it is a task of that workspace).
+pub(super) fn with_task_id(mut inv: Invocation, task: &str) -> Invocation {
+    inv.env.retain(|(k, _)| k != "BERTH_TASK_ID");
+    inv.env.push(("BERTH_TASK_ID".into(), task.to_owned()));
+    inv
 }
 
 fn workspace_passthrough() -> Vec<(String, String)> {
