@@ -37,6 +37,45 @@ use serde_json::{json, Value};
 use crate::util::{count_of, exit_code, str_of, string};
 use crate::{TurnEnd, TurnSpec};
 
+/// The [`crate::Driver`] methods of a driver that speaks ACP through its field `$field` (an
+/// [`Acp`]): lines, answers, turns and interrupts all go to the protocol state.
+macro_rules! protocol_methods {
+    ($field:ident) => {
+        fn parse_line(&mut self, line: &str) -> Vec<EventKind> {
+            self.$field.parse_line(line)
+        }
+
+        fn supports_approvals(&self) -> bool {
+            true
+        }
+
+        fn answer(&mut self, id: &str, approve: bool, _message: &str) -> Vec<String> {
+            self.$field.answer(id, approve)
+        }
+
+        fn long_lived(&self) -> bool {
+            true
+        }
+
+        fn begin_turn(&mut self, spec: &TurnSpec) -> Vec<String> {
+            self.$field.begin_turn(spec)
+        }
+
+        fn take_output(&mut self) -> Vec<String> {
+            self.$field.take_output()
+        }
+
+        fn take_turn_end(&mut self) -> Option<TurnEnd> {
+            self.$field.take_turn_end()
+        }
+
+        fn interrupt(&mut self) -> Vec<String> {
+            self.$field.interrupt()
+        }
+    };
+}
+pub(crate) use protocol_methods;
+
 /// Most permission requests remembered at once; more are rejected at once.
 const MAX_PENDING: usize = 256;
 /// Most tool calls remembered a turn.

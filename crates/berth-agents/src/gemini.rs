@@ -167,38 +167,8 @@ impl Driver for Gemini {
         }
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<EventKind> {
-        self.acp.parse_line(line)
-    }
-
-    fn supports_approvals(&self) -> bool {
-        true
-    }
-
-    fn answer(&mut self, id: &str, approve: bool, _message: &str) -> Vec<String> {
-        // ACP carries no reason: the model is told the CLI's own "canceled by the user".
-        self.acp.answer(id, approve)
-    }
-
-    fn long_lived(&self) -> bool {
-        true
-    }
-
-    fn begin_turn(&mut self, spec: &TurnSpec) -> Vec<String> {
-        self.acp.begin_turn(spec)
-    }
-
-    fn take_output(&mut self) -> Vec<String> {
-        self.acp.take_output()
-    }
-
-    fn take_turn_end(&mut self) -> Option<TurnEnd> {
-        self.acp.take_turn_end()
-    }
-
-    fn interrupt(&mut self) -> Vec<String> {
-        self.acp.interrupt()
-    }
+    // ACP carries no reason with a rejection: the model is told the CLI's own "canceled by the user".
+    crate::acp::protocol_methods!(acp);
 
     /// Gemini CLI 0.61's `session/load` first starts a new recording file named
     /// `session-<UTC minute>-<id prefix>.jsonl`; in the minute the session started that is the

@@ -165,38 +165,8 @@ impl Driver for Opencode {
         }
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<EventKind> {
-        self.acp.parse_line(line)
-    }
-
-    fn supports_approvals(&self) -> bool {
-        true
-    }
-
-    fn answer(&mut self, id: &str, approve: bool, _message: &str) -> Vec<String> {
-        // ACP carries no reason: opencode ends the turn and reports the tool call as rejected.
-        self.acp.answer(id, approve)
-    }
-
-    fn long_lived(&self) -> bool {
-        true
-    }
-
-    fn begin_turn(&mut self, spec: &TurnSpec) -> Vec<String> {
-        self.acp.begin_turn(spec)
-    }
-
-    fn take_output(&mut self) -> Vec<String> {
-        self.acp.take_output()
-    }
-
-    fn take_turn_end(&mut self) -> Option<TurnEnd> {
-        self.acp.take_turn_end()
-    }
-
-    fn interrupt(&mut self) -> Vec<String> {
-        self.acp.interrupt()
-    }
+    // ACP carries no reason with a rejection: opencode ends the turn and reports the tool call as rejected.
+    crate::acp::protocol_methods!(acp);
 }
 
 #[cfg(test)]
