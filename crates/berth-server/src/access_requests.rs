@@ -165,16 +165,15 @@ fn check_host(host: &str) -> Result<String, String> {
 }
 
 /// A task id as a request names it (kept only if it looks like one).
-fn check_task(task: Option<&str>) -> Option<String> {
+fn check_task(task: Option<&str>) -> Option<berth_domain::TaskId> {
     task.and_then(berth_domain::TaskId::parse)
-        .map(|t| t.as_str().to_owned())
 }
 
 /// `s` with its task kept only if it is a task of workspace `ws` (the request names it; an
 /// agent may name another workspace's task).
 async fn own_task(store: &Store, ws: &WorkspaceId, mut s: AccessSighting) -> AccessSighting {
-    if let Some(id) = s.task_id.as_deref().and_then(berth_domain::TaskId::parse) {
-        let ours = matches!(store.find_task(&id).await, Ok(Some(t)) if t.workspace_id == *ws);
+    if let Some(id) = &s.task_id {
+        let ours = matches!(store.find_task(id).await, Ok(Some(t)) if t.workspace_id == *ws);
         if !ours {
             s.task_id = None;
         }
@@ -320,7 +319,7 @@ pub fn to_api(r: &AccessRequest) -> api::AccessRequest {
         method: r.method.clone(),
         path: r.path.clone(),
         rule: r.rule.clone(),
-        task: r.task_id.clone(),
+        task: r.task_id.as_ref().map(ToString::to_string),
         agent_reason: r.reason.clone(),
         count: r.count,
         first_seen: r.first_seen.clone(),
@@ -472,7 +471,7 @@ async fn decide_unaudited(
         ));
     }
     let by = format!("{} ({})", actor.name, actor.role.as_str());
-    let w = lifecycle::resolve(state, &r.workspace_id).await?;
+    let w = lifecycle::resolve(state, r.workspace_id.as_str()).await?;
     let mut d = AccessDecision {
         state: if approve { "approved" } else { "denied" },
         scope: None,
@@ -692,10 +691,9 @@ pub async fn comment(
                 ),
             ));
         }
-        let w = WorkspaceId::from_stored(r.workspace_id.clone());
         let r = state
             .store
-            .access_request(&w, &r.id)
+            .access_request(&r.workspace_id, &r.id)
             .await?
             .ok_or_else(|| ApiError::internal("the request vanished from the store"))?;
         Ok(to_api(&r))

@@ -51,7 +51,7 @@ fn to_api(a: &Approval, workspace: &str, agent: &str) -> api::Approval {
     let r = &a.request;
     api::Approval {
         id: r.id.clone(),
-        task: a.task_id.clone(),
+        task: a.task_id.to_string(),
         workspace: workspace.to_owned(),
         agent: agent.to_owned(),
         seq: a.seq,

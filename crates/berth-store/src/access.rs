@@ -6,7 +6,7 @@
 //! ones are not recorded; repeats of recorded ones only bump their counter), and a request
 //! holds at most [`MAX_COMMENTS`] comments.
 
-use berth_domain::{AccessRequestId, WorkspaceId};
+use berth_domain::{AccessRequestId, TaskId, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store};
@@ -68,7 +68,7 @@ pub struct AccessSighting {
     pub method: Option<String>,
     pub path: Option<String>,
     pub rule: Option<String>,
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     pub reason: Option<String>,
     /// How many attempts this stands for (at least 1).
     pub count: u64,
@@ -91,7 +91,7 @@ pub enum Recorded {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessRequest {
     pub id: String,
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     /// `tenant/name`.
     pub workspace: String,
     pub tenant: String,
@@ -103,7 +103,7 @@ pub struct AccessRequest {
     pub method: Option<String>,
     pub path: Option<String>,
     pub rule: Option<String>,
-    pub task_id: Option<String>,
+    pub task_id: Option<TaskId>,
     pub reason: Option<String>,
     pub count: u64,
     pub first_seen: String,
@@ -156,7 +156,7 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AccessRequest> {
     let port: Option<i64> = r.try_get("port")?;
     Ok(AccessRequest {
         id: r.try_get("id")?,
-        workspace_id: r.try_get("workspace_id")?,
+        workspace_id: WorkspaceId::from_stored(r.try_get("workspace_id")?),
         workspace: r.try_get("ws_name")?,
         tenant: r.try_get("tenant_name")?,
         kind: r.try_get("kind")?,
@@ -167,7 +167,9 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AccessRequest> {
         method: r.try_get("method")?,
         path: r.try_get("path")?,
         rule: r.try_get("rule")?,
-        task_id: r.try_get("task_id")?,
+        task_id: r
+            .try_get::<Option<String>, _>("task_id")?
+            .map(TaskId::from_stored),
         reason: r.try_get("reason")?,
         count: r.try_get::<i64, _>("count")?.max(0) as u64,
         first_seen: r.try_get("first_seen")?,
@@ -195,7 +197,7 @@ impl Store {
         let method = cut_opt(s.method.as_deref(), MAX_SHORT);
         let path = cut_opt(s.path.as_deref(), MAX_TEXT);
         let rule = cut_opt(s.rule.as_deref(), MAX_TEXT);
-        let task = cut_opt(s.task_id.as_deref(), MAX_SHORT);
+        let task = s.task_id.as_ref().map(TaskId::as_str);
         let reason = cut_opt(s.reason.as_deref(), MAX_TEXT);
         let mut tx = self.pool.begin().await?;
         let existing: Option<String> = sqlx::query_scalar(
@@ -211,7 +213,7 @@ impl Store {
         .bind(&method)
         .bind(&path)
         .bind(&rule)
-        .bind(&task)
+        .bind(task)
         .bind(&reason)
         .bind(ws.as_str())
         .bind(kind)
@@ -254,7 +256,7 @@ impl Store {
         .bind(&method)
         .bind(&path)
         .bind(&rule)
-        .bind(&task)
+        .bind(task)
         .bind(&reason)
         .bind(count)
         .bind(&s.first_seen)

@@ -22,7 +22,7 @@ const MAX_TEXT: usize = 4096;
 /// One permission request of a task's agent.
 #[derive(Debug, Clone)]
 pub struct Approval {
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The event that carried the request.
     pub seq: u64,
     pub request: ApprovalRequest,
@@ -46,7 +46,7 @@ pub struct InboxItem {
 fn approval_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Approval> {
     let request: String = r.try_get("request")?;
     Ok(Approval {
-        task_id: r.try_get("task_id")?,
+        task_id: TaskId::from_stored(r.try_get("task_id")?),
         seq: r.try_get::<i64, _>("seq")?.max(0) as u64,
         request: serde_json::from_str(&request)
             .map_err(|e| StoreError::Corrupt(format!("approval request: {e}")))?,
