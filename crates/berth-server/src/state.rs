@@ -77,6 +77,10 @@ pub struct Host {
     pub daemon_protocol: u32,
     /// How long a started workspace may take until its daemon answers.
     pub daemon_ready_timeout: std::time::Duration,
+    /// Whether the engine is Podman, once asked (`lifecycle::userns_mode`): the answer comes
+    /// from the engine's `/info`, which Podman 4 takes about a second to compute and answers
+    /// one call at a time, so asking on every create serialised parallel creates.
+    pub podman: tokio::sync::OnceCell<bool>,
 }
 
 impl Host {
@@ -95,6 +99,7 @@ impl Host {
             binary,
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
+            podman: tokio::sync::OnceCell::new(),
         }
     }
 }
