@@ -213,15 +213,16 @@ async fn main() {
     let raw_wall = t.elapsed();
     cleanup_raw(&rt).await;
     let t = Instant::now();
-    let rawm_par: Vec<Duration> = futures_util::future::join_all((0..PARALLEL).map(|i| {
-        let rt = &rt;
-        let image = &image;
-        let chan = chan.path();
-        async move {
-            raw_mounts_once(rt, image, &format!("berth-bench-rawmp-{i}"), chan, userns).await
-        }
-    }))
-    .await;
+    let rawm_par: Vec<Duration> =
+        futures_util::future::join_all((0..PARALLEL).map(|i| {
+            let rt = &rt;
+            let image = &image;
+            let chan = chan.path();
+            async move {
+                raw_mounts_once(rt, image, &format!("berth-bench-rawmp-{i}"), chan, userns).await
+            }
+        }))
+        .await;
     let rawm_wall = t.elapsed();
     cleanup_raw(&rt).await;
 

@@ -571,6 +571,12 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             labels,
         },
     );
+    // One `userns=auto` create at a time ([`Host::userns_create`](crate::state::Host)); the
+    // rest of the create (volume, start, handshake) stays parallel.
+    let _one = match spec.userns {
+        Some(_) => Some(state.host.userns_create.lock().await),
+        None => None,
+    };
     Ok(state.host.runtime.create_container(&spec).await?)
 }
 

@@ -81,6 +81,10 @@ pub struct Host {
     /// from the engine's `/info`, which Podman 4 takes about a second to compute and answers
     /// one call at a time, so asking on every create serialised parallel creates.
     pub podman: tokio::sync::OnceCell<bool>,
+    /// Held while the engine creates a container in a private user namespace: Podman 4.3
+    /// deadlocks on concurrent `userns=auto` creates (its userns and storage locks; podman
+    /// issue 16062), which ten parallel workspace creates hit on the benchmark VM.
+    pub userns_create: tokio::sync::Mutex<()>,
 }
 
 impl Host {
@@ -100,6 +104,7 @@ impl Host {
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
             podman: tokio::sync::OnceCell::new(),
+            userns_create: tokio::sync::Mutex::new(()),
         }
     }
 }
