@@ -91,13 +91,16 @@ fn server_userns(engine: &str) -> Option<String> {
 /// (the engine copies the image's home into it on first mount), the bind mounts (the daemon
 /// binary, the channel read-only and its daemon directory writable), a read-only image with
 /// tmpfs scratch space, and the workspace's user namespace (`userns`; with it the engine
-/// chowns the volume and the writable bind to the container's range).
+/// chowns the volume and the writable bind to the container's range). As in berth, containers
+/// in a user namespace are created one at a time (`one`): Podman 4.3 deadlocks on concurrent
+/// `userns=auto` creates (this baseline's parallel run hung the engine without it).
 async fn raw_mounts_once(
     rt: &DockerRuntime,
     image: &str,
     name: &str,
     chan: &std::path::Path,
     userns: Option<&str>,
+    one: &tokio::sync::Mutex<()>,
 ) -> Duration {
     let t = Instant::now();
     let volume = format!("{name}-home");
@@ -131,7 +134,12 @@ async fn raw_mounts_once(
     ];
     spec.readonly_rootfs = true;
     spec.userns = userns.map(str::to_owned);
+    let guard = match userns {
+        Some(_) => Some(one.lock().await),
+        None => None,
+    };
     let id = rt.create_container(&spec).await.unwrap();
+    drop(guard);
     rt.start_container(&id).await.unwrap();
     t.elapsed()
 }
@@ -167,6 +175,8 @@ async fn main() {
     let info = rt.info().await.unwrap();
     let userns = server_userns(&info.engine);
     let userns = userns.as_deref();
+    let one = tokio::sync::Mutex::new(());
+    let one = &one;
     cleanup_raw(&rt).await;
     // Warm-up: first start after an image build pays for layer setup; measure steady state.
     raw_once(&rt, &image, "berth-bench-warm").await;
@@ -188,6 +198,7 @@ async fn main() {
                 &format!("berth-bench-rawm-{i}"),
                 chan.path(),
                 userns,
+                one,
             )
             .await,
         );
@@ -213,16 +224,23 @@ async fn main() {
     let raw_wall = t.elapsed();
     cleanup_raw(&rt).await;
     let t = Instant::now();
-    let rawm_par: Vec<Duration> =
-        futures_util::future::join_all((0..PARALLEL).map(|i| {
-            let rt = &rt;
-            let image = &image;
-            let chan = chan.path();
-            async move {
-                raw_mounts_once(rt, image, &format!("berth-bench-rawmp-{i}"), chan, userns).await
-            }
-        }))
-        .await;
+    let rawm_par: Vec<Duration> = futures_util::future::join_all((0..PARALLEL).map(|i| {
+        let rt = &rt;
+        let image = &image;
+        let chan = chan.path();
+        async move {
+            raw_mounts_once(
+                rt,
+                image,
+                &format!("berth-bench-rawmp-{i}"),
+                chan,
+                userns,
+                one,
+            )
+            .await
+        }
+    }))
+    .await;
     let rawm_wall = t.elapsed();
     cleanup_raw(&rt).await;
 
