@@ -235,8 +235,8 @@ async fn creates_ask_the_engine_its_kind_once() {
     create(&h.state, spec(&h.state, "one")).await.unwrap();
     create(&h.state, spec(&h.state, "two")).await.unwrap();
     create(&h.state, spec(&h.state, "three")).await.unwrap();
-    // Podman answers /info in about a second, one call at a time: asked on every create, it
-    // serialised parallel creates (docs/benchmarks.md, workspace start).
+    // Podman answers /info slowly and one call at a time: asked on every create, it serialised
+    // parallel creates (docs/benchmarks.md, workspace start).
     assert_eq!(h.fake.calls_of("info").len(), 2);
 }
 

@@ -78,8 +78,8 @@ pub struct Host {
     /// How long a started workspace may take until its daemon answers.
     pub daemon_ready_timeout: std::time::Duration,
     /// Whether the engine is Podman, once asked (`lifecycle::userns_mode`): the answer comes
-    /// from the engine's `/info`, which Podman 4 takes about a second to compute and answers
-    /// one call at a time, so asking on every create serialised parallel creates.
+    /// from the engine's `/info`, which Podman computes slowly (0.1–1 s on the benchmark VM) and
+    /// answers one call at a time, so asking on every create serialised parallel creates.
     pub podman: tokio::sync::OnceCell<bool>,
     /// Held while the engine creates a container in a private user namespace: Podman 4.3
     /// deadlocks on concurrent `userns=auto` creates (its userns and storage locks; podman
