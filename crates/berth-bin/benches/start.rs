@@ -92,8 +92,8 @@ fn server_userns(engine: &str) -> Option<String> {
 /// binary, the channel read-only and its daemon directory writable), a read-only image with
 /// tmpfs scratch space, and the workspace's user namespace (`userns`; with it the engine
 /// chowns the volume and the writable bind to the container's range). As in berth, containers
-/// in a user namespace are created one at a time (`one`): Podman 4.3 deadlocks on concurrent
-/// `userns=auto` creates (this baseline's parallel run hung the engine without it).
+/// in a user namespace are created one at a time (`one`): ten concurrent `userns=auto` creates
+/// of this baseline hung Podman 4.3.1 in a run.
 async fn raw_mounts_once(
     rt: &DockerRuntime,
     image: &str,

@@ -81,9 +81,10 @@ pub struct Host {
     /// from the engine's `/info`, which Podman computes slowly (0.1–1 s on the benchmark VM) and
     /// answers one call at a time, so asking on every create serialised parallel creates.
     pub podman: tokio::sync::OnceCell<bool>,
-    /// Held while the engine creates a container in a private user namespace: Podman 4.3
-    /// deadlocks on concurrent `userns=auto` creates (its userns and storage locks; podman
-    /// issue 16062), which ten parallel workspace creates hit on the benchmark VM.
+    /// Held while the engine creates a container in a private user namespace: ten concurrent
+    /// `userns=auto` creates hung Podman 4.3.1 on the benchmark VM (a userns/storage lock
+    /// deadlock of that version is podman issue 16062); one at a time made it rarer, not gone
+    /// (docs/benchmarks.md, workspace start, 2026-12-05).
     pub userns_create: tokio::sync::Mutex<()>,
 }
 
