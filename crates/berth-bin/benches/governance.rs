@@ -198,6 +198,8 @@ struct Rate {
     errors: u64,
     first_error: Option<String>,
     rss_peak_kib: Option<u64>,
+    /// `RssAnon` and `RssFile` at the sample with the peak `VmRSS`.
+    rss_peak_split_kib: Option<(u64, u64)>,
 }
 
 /// `inflight` connections each calling in a loop for `dur`; samples the RSS of `pid`.
@@ -216,13 +218,19 @@ async fn rate(
         let running = running.clone();
         tokio::spawn(async move {
             let mut peak = None::<u64>;
+            let mut split = None::<(u64, u64)>;
             while running.load(Ordering::Relaxed) {
                 if let Some(kib) = pid.and_then(|p| status_kib(p, "VmRSS:")) {
-                    peak = Some(peak.map_or(kib, |p| p.max(kib)));
+                    if peak.is_none_or(|p| kib > p) {
+                        peak = Some(kib);
+                        split = pid.and_then(|p| {
+                            Some((status_kib(p, "RssAnon:")?, status_kib(p, "RssFile:")?))
+                        });
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            peak
+            (peak, split)
         })
     };
     let start = Instant::now();
@@ -258,13 +266,14 @@ async fn rate(
     }
     let elapsed = start.elapsed();
     running.store(false, Ordering::Relaxed);
-    let rss_peak_kib = sampler.await.unwrap();
+    let (rss_peak_kib, rss_peak_split_kib) = sampler.await.unwrap();
     let first_error = first_error.lock().unwrap().take();
     Rate {
         per_sec: ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
         errors: errors.load(Ordering::Relaxed),
         first_error,
         rss_peak_kib,
+        rss_peak_split_kib,
     }
 }
 
@@ -1132,6 +1141,7 @@ fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
     println!("| stream | direct | berth gateway | ratio | errors (direct / gateway) |");
     println!("|---|---:|---:|---:|---:|");
     let mut peak_kib: Option<u64> = None;
+    let mut peak_split: Option<(u64, u64)> = None;
     for (label, d, gw) in &g.rates {
         println!(
             "| {label} | {:.0} | {:.0} | {:.2}× | {} / {} |",
@@ -1142,7 +1152,10 @@ fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
             gw.errors
         );
         if let Some(k) = gw.rss_peak_kib {
-            peak_kib = Some(peak_kib.map_or(k, |p| p.max(k)));
+            if peak_kib.is_none_or(|p| k > p) {
+                peak_kib = Some(k);
+                peak_split = gw.rss_peak_split_kib;
+            }
         }
     }
     for (_, d, gw) in &g.rates {
@@ -1160,6 +1173,14 @@ fn print_gateway(g: &GatewayFigures) -> Vec<TargetRow> {
         mib(peak_kib),
         mib(g.rss_hwm_kib)
     );
+    if let Some((anon, file)) = peak_split {
+        println!(
+            "At the peak sample: RssAnon {} (heap, stacks: the server's own memory), RssFile {} \
+             (pages of the mapped `berth` binary and libraries, shared through the page cache)",
+            mib(Some(anon)),
+            mib(Some(file))
+        );
+    }
     println!();
     let med = |v: &[f64]| percentile(v, 50.0);
     let [host, tunnel, forward] = &g.inside;

@@ -68,15 +68,39 @@ async fn raw_once(rt: &DockerRuntime, image: &str, name: &str) -> Duration {
     t.elapsed()
 }
 
+/// The user namespace the server gives workspace containers (as `lifecycle::userns_mode`
+/// decides it): `BERTH_USERNS` (`auto`/`off`, which the bench's server inherits), else `auto` on
+/// Podman when /etc/subuid and /etc/subgid give `containers` a range.
+fn server_userns(engine: &str) -> Option<String> {
+    let range = |f: &str| {
+        std::fs::read_to_string(f).is_ok_and(|t| t.lines().any(|l| l.starts_with("containers:")))
+    };
+    let on = match std::env::var("BERTH_USERNS").ok().as_deref() {
+        Some("off") => false,
+        Some("auto") => true,
+        _ => {
+            engine.to_ascii_lowercase().contains("podman")
+                && range("/etc/subuid")
+                && range("/etc/subgid")
+        }
+    };
+    on.then(|| "auto".to_owned())
+}
+
 /// Raw engine with what a workspace container is on top: a fresh named volume at /home/agent
 /// (the engine copies the image's home into it on first mount), the bind mounts (the daemon
-/// binary, the channel read-only and its daemon directory writable) and a read-only image with
-/// tmpfs scratch space.
+/// binary, the channel read-only and its daemon directory writable), a read-only image with
+/// tmpfs scratch space, and the workspace's user namespace (`userns`; with it the engine
+/// chowns the volume and the writable bind to the container's range). As in berth, containers
+/// in a user namespace are created one at a time (`one`): ten concurrent `userns=auto` creates
+/// of this baseline hung Podman 4.3.1 in a run.
 async fn raw_mounts_once(
     rt: &DockerRuntime,
     image: &str,
     name: &str,
     chan: &std::path::Path,
+    userns: Option<&str>,
+    one: &tokio::sync::Mutex<()>,
 ) -> Duration {
     let t = Instant::now();
     let volume = format!("{name}-home");
@@ -109,7 +133,13 @@ async fn raw_mounts_once(
         },
     ];
     spec.readonly_rootfs = true;
+    spec.userns = userns.map(str::to_owned);
+    let guard = match userns {
+        Some(_) => Some(one.lock().await),
+        None => None,
+    };
     let id = rt.create_container(&spec).await.unwrap();
+    drop(guard);
     rt.start_container(&id).await.unwrap();
     t.elapsed()
 }
@@ -142,6 +172,11 @@ async fn main() {
     let rt = DockerRuntime::connect(Some(&berth_test_support::engine())).unwrap();
     let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_berth"));
     let s = TestServer::start(&bin).await;
+    let info = rt.info().await.unwrap();
+    let userns = server_userns(&info.engine);
+    let userns = userns.as_deref();
+    let one = tokio::sync::Mutex::new(());
+    let one = &one;
     cleanup_raw(&rt).await;
     // Warm-up: first start after an image build pays for layer setup; measure steady state.
     raw_once(&rt, &image, "berth-bench-warm").await;
@@ -157,7 +192,15 @@ async fn main() {
         berth_seq.push(berth_once(&s, &format!("seq-{i}")).await);
         raw_seq.push(raw_once(&rt, &image, &format!("berth-bench-raw-{i}")).await);
         rawm_seq.push(
-            raw_mounts_once(&rt, &image, &format!("berth-bench-rawm-{i}"), chan.path()).await,
+            raw_mounts_once(
+                &rt,
+                &image,
+                &format!("berth-bench-rawm-{i}"),
+                chan.path(),
+                userns,
+                one,
+            )
+            .await,
         );
     }
     cleanup_raw(&rt).await;
@@ -185,18 +228,28 @@ async fn main() {
         let rt = &rt;
         let image = &image;
         let chan = chan.path();
-        async move { raw_mounts_once(rt, image, &format!("berth-bench-rawmp-{i}"), chan).await }
+        async move {
+            raw_mounts_once(
+                rt,
+                image,
+                &format!("berth-bench-rawmp-{i}"),
+                chan,
+                userns,
+                one,
+            )
+            .await
+        }
     }))
     .await;
     let rawm_wall = t.elapsed();
     cleanup_raw(&rt).await;
 
-    let info = rt.info().await.unwrap();
     println!(
-        "engine: {} {} at {}; image {image}",
+        "engine: {} {} at {}; image {image}; workspace user namespace: {}",
         info.engine,
         info.version,
-        rt.endpoint()
+        rt.endpoint(),
+        userns.unwrap_or("none (host uids)")
     );
     println!();
     println!("| mode (ms)                                    |     min |  median |     max |");

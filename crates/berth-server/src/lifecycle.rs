@@ -571,6 +571,12 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             labels,
         },
     );
+    // One `userns=auto` create at a time ([`Host::userns_create`](crate::state::Host)); the
+    // rest of the create (volume, start, handshake) stays parallel.
+    let _one = match spec.userns {
+        Some(_) => Some(state.host.userns_create.lock().await),
+        None => None,
+    };
     Ok(state.host.runtime.create_container(&spec).await?)
 }
 
@@ -678,17 +684,21 @@ pub(crate) fn container_spec(state: &AppState, p: ContainerParts) -> ContainerSp
 /// on Podman (which supports it through the Docker API; Docker's is daemon-wide) once the engine
 /// has a range to take it from (the `containers` entries of /etc/subuid and /etc/subgid, which
 /// `setup-host` adds and doctor checks).
+/// The engine's kind is asked once per server ([`Host::podman`](crate::state::Host)).
 pub(crate) async fn userns_mode(state: &AppState) -> Option<String> {
     let on = match state.config.userns {
         Some(on) => on,
         None => {
+            // The engine's kind is asked once per server (a failed answer is asked again).
             let podman = state
                 .host
-                .runtime
-                .info()
+                .podman
+                .get_or_try_init(|| async {
+                    let info = state.host.runtime.info().await?;
+                    Ok::<_, RuntimeError>(info.engine.to_ascii_lowercase().contains("podman"))
+                })
                 .await
-                .map(|i| i.engine.to_ascii_lowercase().contains("podman"))
-                .unwrap_or(false);
+                .is_ok_and(|p| *p);
             podman && subid_range_present(Path::new(SUBUID), Path::new(SUBGID))
         }
     };

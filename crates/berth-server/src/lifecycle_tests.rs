@@ -222,6 +222,25 @@ async fn create_rolls_back_when_the_daemon_never_answers_but_keeps_an_old_volume
 }
 
 #[tokio::test]
+async fn creates_ask_the_engine_its_kind_once() {
+    let h = harness(true).await;
+    // An engine that cannot answer is asked again at the next create.
+    h.fake.fail_next(
+        "info",
+        RuntimeError::Engine {
+            status: 500,
+            message: "boom".into(),
+        },
+    );
+    create(&h.state, spec(&h.state, "one")).await.unwrap();
+    create(&h.state, spec(&h.state, "two")).await.unwrap();
+    create(&h.state, spec(&h.state, "three")).await.unwrap();
+    // Podman answers /info slowly and one call at a time: asked on every create, it serialised
+    // parallel creates (docs/benchmarks.md, workspace start).
+    assert_eq!(h.fake.calls_of("info").len(), 2);
+}
+
+#[tokio::test]
 async fn missing_image_touches_nothing() {
     let h = harness(true).await;
     h.fake.set_missing_image("localhost/berth-workspace:test");

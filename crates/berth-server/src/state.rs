@@ -78,6 +78,15 @@ pub struct Host {
     pub daemon_protocol: u32,
     /// How long a started workspace may take until its daemon answers.
     pub daemon_ready_timeout: std::time::Duration,
+    /// Whether the engine is Podman, once asked (`lifecycle::userns_mode`): the answer comes
+    /// from the engine's `/info`, which Podman computes slowly (0.1–1 s on the benchmark VM) and
+    /// answers one call at a time, so asking on every create serialised parallel creates.
+    pub podman: tokio::sync::OnceCell<bool>,
+    /// Held while the engine creates a container in a private user namespace: ten concurrent
+    /// `userns=auto` creates hung Podman 4.3.1 on the benchmark VM (a userns/storage lock
+    /// deadlock of that version is podman issue 16062); one at a time made it rarer, not gone
+    /// (docs/benchmarks.md, workspace start, 2026-12-05).
+    pub userns_create: tokio::sync::Mutex<()>,
 }
 
 impl Host {
@@ -96,6 +105,8 @@ impl Host {
             binary,
             daemon_protocol: berth_daemon::PROTOCOL_VERSION,
             daemon_ready_timeout: std::time::Duration::from_secs(20),
+            podman: tokio::sync::OnceCell::new(),
+            userns_create: tokio::sync::Mutex::new(()),
         }
     }
 }
