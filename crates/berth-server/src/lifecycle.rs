@@ -571,13 +571,50 @@ async fn create_container(state: &AppState, w: &Workspace) -> ApiResult<String> 
             labels,
         },
     );
-    // One `userns=auto` create at a time ([`Host::userns_create`](crate::state::Host)); the
-    // rest of the create (volume, start, handshake) stays parallel.
-    let _one = match spec.userns {
-        Some(_) => Some(state.host.userns_create.lock().await),
-        None => None,
-    };
+    // One `userns=auto` create at a time on the host ([`userns_create_turn`]); the rest of the
+    // create (volume, start, handshake) stays parallel.
+    let _one = userns_create_turn(state, &spec).await;
     Ok(state.host.runtime.create_container(&spec).await?)
+}
+
+/// The file every berth server on the host locks around a `userns=auto` create.
+const USERNS_CREATE_LOCK: &str = "berth-userns-create.lock";
+
+/// Held while the engine creates a container in a private user namespace (`None` for any other
+/// container): Podman 4.3 deadlocks its API service on concurrent `userns=auto` creates (its
+/// user-namespace and storage locks), so they are made one at a time — within this server
+/// ([`Host::userns_create`](crate::state::Host)) and across every berth server on the host (a
+/// `flock` on a file in the temporary directory, released when the holder exits, even killed).
+/// Without the file lock (it cannot be opened) the in-process one still holds.
+pub(crate) async fn userns_create_turn<'a>(
+    state: &'a AppState,
+    spec: &berth_runtime::ContainerSpec,
+) -> Option<UsernsTurn<'a>> {
+    spec.userns.as_ref()?;
+    let local = state.host.userns_create.lock().await;
+    let path = std::env::temp_dir().join(USERNS_CREATE_LOCK);
+    let host = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ok()?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
+    })
+    .await
+    .ok()
+    .flatten();
+    Some(UsernsTurn {
+        _local: local,
+        _host: host,
+    })
+}
+
+/// A turn at `userns=auto` creates ([`userns_create_turn`]); released on drop.
+pub(crate) struct UsernsTurn<'a> {
+    _local: tokio::sync::MutexGuard<'a, ()>,
+    _host: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// What a workspace's container was made with that can change after creation: its caps and

@@ -157,12 +157,14 @@ async fn run(state: &AppState, image: &str, o: &Objects) -> Result<(), Step> {
             labels,
         },
     );
+    let turn = lifecycle::userns_create_turn(state, &spec).await;
     let id = state
         .host
         .runtime
         .create_container(&spec)
         .await
         .map_err(|e| Step::new("create", e))?;
+    drop(turn);
     state
         .host
         .runtime
