@@ -352,10 +352,9 @@ async fn approvals_round_trip(agent: &str) {
     assert_eq!(list[0]["state"], "denied", "{list}");
     assert_eq!(list[0]["decided_by"], "timeout", "{list}");
     denial_reached_agent(&s, &mock, agent, &id, "approval timeout").await;
-    assert_eq!(
-        s.get("/api/v1/inbox").await,
-        json!({"approvals": [], "access_requests": []})
-    );
+    // Nothing waits any more (the inbox's access requests are another matter: opencode's own
+    // attempts to reach its package registry are denied egress, and are listed there).
+    assert_eq!(s.get("/api/v1/inbox").await["approvals"], json!([]));
 
     // Cancel while waiting: the agent stops, the request expires.
     let id = start(&s, agent, "/home/agent/gone", "on-request").await;
