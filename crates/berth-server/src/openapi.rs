@@ -162,9 +162,10 @@ pub fn is_image_reference(s: &str) -> bool {
 /// Operations whose JSON body is optional: no body (and no `Content-Type`) means the defaults,
 /// so `curl -X POST` works.
 /// The handlers read them with `routes::parse_optional_body`.
-pub const OPTIONAL_BODIES: [(&str, &str); 5] = [
+pub const OPTIONAL_BODIES: [(&str, &str); 6] = [
     ("/api/v1/workspaces/{ws}/sessions", "post"),
     ("/api/v1/image/build", "post"),
+    ("/api/v1/image/prune", "post"),
     ("/api/v1/tasks/{task}/attach", "post"),
     ("/api/v1/tasks/{task}/push", "post"),
     ("/api/v1/tasks/{task}/pr", "post"),
