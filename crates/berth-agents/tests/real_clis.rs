@@ -390,78 +390,22 @@ async fn opencode_calls_an_mcp_server() {
     mcp_call(Agent::Opencode).await;
 }
 
-/// Codex's permission requests through its app-server protocol, with the real CLI: under
-/// `on-request` the shell call waits for an answer; approved, it runs; declined, it does not
-/// and the turn still completes (the model is told the command was rejected).
-#[tokio::test(flavor = "multi_thread")]
-async fn codex_asks_and_is_answered() {
-    let agent = Agent::Codex;
-    if !Path::new(CLI_DIR).join(agent.program()).exists() {
-        eprintln!("skipping {agent}: not installed");
-        return;
-    }
-    let mock = MockLlm::start().await;
-    for approve in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = spec(agent, dir.path(), mock.url());
-        s.approval = berth_agents::ApprovalPolicy::OnRequest;
-        let turn = run_turn(&driver(agent).invocation(&s), agent, Some(&s), approve).await;
-        let asked = turn
-            .events
-            .iter()
-            .filter(|e| {
-                matches!(e, EventKind::ApprovalRequest { request }
-                if request.command.as_deref().is_some_and(|c| c.contains("echo hi > hello.txt")))
-            })
-            .count();
-        assert_eq!(asked, 1, "{:#?}", turn.events);
-        assert_eq!(
-            s.cwd.join("hello.txt").exists(),
-            approve,
-            "{:#?}",
-            turn.events
-        );
-        assert!(
-            matches!(turn.events.last(), Some(EventKind::TurnCompleted { .. })),
-            "{:#?}",
-            turn.events
-        );
-        if !approve {
-            // Codex's own word for the decline, and berth's reason steered in after it.
-            let seen = |text: &str| {
-                mock.requests()
-                    .iter()
-                    .any(|r| r.body.to_string().contains(text))
-            };
-            assert!(seen("rejected by user"), "the model was told of the denial");
-            assert!(
-                seen("[berth] The request was denied: not now"),
-                "the model was told the reason"
-            );
-        }
-    }
+/// The command permission requests of `agent`'s turns asking for `cmd` with the mock's shell
+/// call.
+fn asked(events: &[EventKind], cmd: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(e, EventKind::ApprovalRequest { request }
+            if request.kind == berth_domain::ApprovalKind::Command
+                && request.command.as_deref().is_some_and(|c| c.contains(cmd)))
+        })
+        .count()
 }
 
-/// Gemini CLI and OpenCode over ACP, with the real CLI: under `on-request` the shell call asks;
-/// approved, it runs; rejected, it does not and the turn still completes. Under `always` even a
-/// read-only command (`ls`) asks.
-async fn acp_asks_and_is_answered(agent: Agent) {
-    use berth_test_support::mock_llm::Script;
-    if !Path::new(CLI_DIR).join(agent.program()).exists() {
-        eprintln!("skipping {agent}: not installed");
-        return;
-    }
-    let asked = |events: &[EventKind], cmd: &str| {
-        events
-            .iter()
-            .filter(|e| {
-                matches!(e, EventKind::ApprovalRequest { request }
-                if request.kind == berth_domain::ApprovalKind::Command
-                    && request.command.as_deref().is_some_and(|c| c.contains(cmd)))
-            })
-            .count()
-    };
-    let mock = MockLlm::start().await;
+/// Two `on-request` turns of `agent` with the real CLI against `mock`: the shell call asks once;
+/// approved, it runs; rejected, it does not and the turn still completes.
+async fn approved_then_rejected(agent: Agent, mock: &MockLlm) {
     for approve in [true, false] {
         let dir = tempfile::tempdir().unwrap();
         let mut s = spec(agent, dir.path(), mock.url());
@@ -486,6 +430,43 @@ async fn acp_asks_and_is_answered(agent: Agent) {
             turn.events
         );
     }
+}
+
+/// Codex's permission requests through its app-server protocol, with the real CLI: under
+/// `on-request` the shell call waits for an answer; approved, it runs; declined, it does not
+/// and the turn still completes (the model is told the command was rejected, and why).
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_asks_and_is_answered() {
+    let agent = Agent::Codex;
+    if !Path::new(CLI_DIR).join(agent.program()).exists() {
+        eprintln!("skipping {agent}: not installed");
+        return;
+    }
+    let mock = MockLlm::start().await;
+    approved_then_rejected(agent, &mock).await;
+    // Codex's own word for the decline, and berth's reason steered in after it.
+    let seen = |text: &str| {
+        mock.requests()
+            .iter()
+            .any(|r| r.body.to_string().contains(text))
+    };
+    assert!(seen("rejected by user"), "the model was told of the denial");
+    assert!(
+        seen("[berth] The request was denied: not now"),
+        "the model was told the reason"
+    );
+}
+
+/// Gemini CLI and OpenCode over ACP, with the real CLI: under `on-request` the shell call asks;
+/// approved, it runs; rejected, it does not and the turn still completes. Under `always` even a
+/// read-only command (`ls`) asks.
+async fn acp_asks_and_is_answered(agent: Agent) {
+    use berth_test_support::mock_llm::Script;
+    if !Path::new(CLI_DIR).join(agent.program()).exists() {
+        eprintln!("skipping {agent}: not installed");
+        return;
+    }
+    approved_then_rejected(agent, &MockLlm::start().await).await;
     let mock = MockLlm::start_with(Script {
         shell_command: "ls".into(),
         ..Script::default()
