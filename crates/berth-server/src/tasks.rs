@@ -338,7 +338,8 @@ async fn create_unaudited(state: &Arc<AppState>, req: berth_api::CreateTask) -> 
         ..Default::default()
     };
     let _admitted = crate::tenants::check(state, &w.tenant, one, None).await?;
-    require_running(&w)?;
+    // A task starts only in a running workspace.
+    crate::terminal::ensure_running(&w)?;
     let id = TaskId::generate();
     let key = generate_token();
     let row = state
@@ -395,22 +396,6 @@ fn parse_agent(agent: &str) -> ApiResult<Agent> {
             "unknown agent {agent:?}: use claude, codex, gemini or opencode"
         ))
     })
-}
-
-/// A task starts only in a running workspace.
-fn require_running(w: &berth_store::Workspace) -> ApiResult<()> {
-    if w.state == WorkspaceState::Running {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        ErrorCode::InvalidState,
-        format!(
-            "workspace {} is {}: start it with `berth workspace start {}`",
-            w.qualified_name(),
-            w.state,
-            w.qualified_name()
-        ),
-    ))
 }
 
 /// Refuses to start `agent` when its provider has no upstream key configured: its calls would
