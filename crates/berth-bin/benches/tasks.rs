@@ -30,7 +30,7 @@ use common::{env_count, ms, percentile, strip_ansi};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_agents::{Agent, Invocation, TurnSpec};
-use berth_test_support::mock_llm::MockLlm;
+use berth_test_support::mock_llm::{MockLlm, RecordedRequest};
 use berth_test_support::{ensure_image, ServerOptions, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -72,13 +72,38 @@ struct Turn {
     first_agent: Duration,
     /// Start → the turn is over (berth: the final `status` event; direct: the exit message).
     last: Duration,
-    /// Requests the mock LLM received during the turn.
-    requests: usize,
+    /// The requests the mock LLM received during the turn.
+    model: ModelRequests,
     /// Normalized events (berth: stored; direct: what the same driver makes of its output, or
     /// codex exec's JSON lines).
     events: usize,
     /// The direct run's stdout (empty for berth).
     stdout: String,
+}
+
+/// The model requests of one turn.
+#[derive(Clone)]
+struct ModelRequests {
+    count: usize,
+    /// Start → the mock had the turn's first request: the agent's start-up.
+    to_first: Duration,
+    /// The mock had the last request → the turn is over: the agent's wind-down.
+    after_last: Duration,
+}
+
+impl ModelRequests {
+    /// The requests after the first `before` ones, for a turn started at `t0` and over `last`
+    /// after it.
+    fn of(mock: &MockLlm, before: usize, t0: Instant, last: Duration) -> Self {
+        let reqs = mock.requests();
+        let turn = reqs.get(before..).unwrap_or_default();
+        let since = |r: &RecordedRequest| r.at.saturating_duration_since(t0);
+        ModelRequests {
+            count: turn.len(),
+            to_first: turn.first().map_or(last, since),
+            after_last: last.saturating_sub(turn.last().map_or(last, since)),
+        }
+    }
 }
 
 /// An event as an SSE subscriber received it.
@@ -180,7 +205,7 @@ async fn berth_turn(s: &TestServer, mock: &MockLlm, ws: &str, agent: Agent) -> T
         first: evs[0].at - t0,
         first_agent: first_agent.at - t0,
         last: last.at - t0,
-        requests: mock.requests().len() - before,
+        model: ModelRequests::of(mock, before, t0, last.at - t0),
         events: evs.len(),
         stdout: String::new(),
     }
@@ -212,7 +237,7 @@ async fn berth_follow_up(s: &TestServer, mock: &MockLlm, id: &str) -> Turn {
         first: evs[0].at - t0,
         first_agent: first_agent.at - t0,
         last: last.at - t0,
-        requests: mock.requests().len() - before,
+        model: ModelRequests::of(mock, before, t0, last.at - t0),
         events: evs.len(),
         stdout: String::new(),
     }
@@ -354,7 +379,7 @@ async fn run_direct(s: &TestServer, mock: &MockLlm, ws: &str, inv: &Invocation) 
             _ => {}
         }
     };
-    let requests = mock.requests().len() - before;
+    let model = ModelRequests::of(mock, before, t0, last);
     let stdout = String::from_utf8_lossy(&stdout).into_owned();
     assert_eq!(
         code,
@@ -368,7 +393,7 @@ async fn run_direct(s: &TestServer, mock: &MockLlm, ws: &str, inv: &Invocation) 
         first,
         first_agent: first,
         last,
-        requests,
+        model,
         events: 0,
         stdout,
     }
@@ -832,17 +857,19 @@ async fn main() {
     let (a, b, c) = stats(&exec_rt);
     println!("exec WebSocket round trip of `true` (part of every direct run): {a:.0} / {b:.0} / {c:.0} ms (min / median / max)");
     println!();
-    println!("| agent | mode | first event (ms) | first agent event (ms) | final event (ms) | model requests / turn | events / turn |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| agent | mode | first event (ms) | first agent event (ms) | final event (ms) | first model request (ms) | last model request → final (ms) | model requests / turn | events / turn |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         for (mode, v) in [("berth task", &r.berth), ("direct CLI", &r.direct)] {
             println!(
-                "| {} | {mode} | {} | {} | {} | {} | {} |",
+                "| {} | {mode} | {} | {} | {} | {} | {} | {} | {} |",
                 r.agent.as_str(),
                 fmt3(col(v, |t| t.first)),
                 fmt3(col(v, |t| t.first_agent)),
                 fmt3(col(v, |t| t.last)),
-                counts(v, |t| t.requests),
+                fmt3(col(v, |t| t.model.to_first)),
+                fmt3(col(v, |t| t.model.after_last)),
+                counts(v, |t| t.model.count),
                 counts(v, |t| t.events),
             );
         }
@@ -853,8 +880,8 @@ async fn main() {
     for r in &results {
         let bm = col(&r.berth, |t| t.last).1;
         let dm = col(&r.direct, |t| t.last).1;
-        let extra = r.berth.iter().map(|t| t.requests).sum::<usize>() as i64
-            - r.direct.iter().map(|t| t.requests).sum::<usize>() as i64;
+        let extra = r.berth.iter().map(|t| t.model.count).sum::<usize>() as i64
+            - r.direct.iter().map(|t| t.model.count).sum::<usize>() as i64;
         println!(
             "| {} | **{:.2}** | {:+.0} | {} | {} |",
             r.agent.as_str(),
@@ -877,13 +904,13 @@ async fn main() {
                 fmt3(col(v, |t| t.first)),
                 fmt3(col(v, |t| t.first_agent)),
                 fmt3(col(v, |t| t.last)),
-                counts(v, |t| t.requests),
+                counts(v, |t| t.model.count),
                 counts(v, |t| t.events),
             );
         }
         let (bm, dm) = (col(fb, |t| t.last).1, col(fd, |t| t.last).1);
-        let extra = fb.iter().map(|t| t.requests).sum::<usize>() as i64
-            - fd.iter().map(|t| t.requests).sum::<usize>() as i64;
+        let extra = fb.iter().map(|t| t.model.count).sum::<usize>() as i64
+            - fd.iter().map(|t| t.model.count).sum::<usize>() as i64;
         println!();
         println!(
             "{agent} warm / cold, final event (median): **{:.2}** ({:+.0} ms); extra model requests: {extra}; ≤ 0.5×: {}",

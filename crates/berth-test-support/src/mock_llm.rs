@@ -70,6 +70,8 @@ pub struct RecordedRequest {
     /// The parsed JSON body; `Null` when the body was empty or not JSON.
     pub body: Value,
     pub format: WireFormat,
+    /// When the mock had read the whole request.
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -237,6 +239,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         headers,
         body: body.clone(),
         format,
+        at: std::time::Instant::now(),
     });
 
     match route {
