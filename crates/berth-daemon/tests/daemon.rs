@@ -301,6 +301,51 @@ async fn exec_with_stdin() {
     d.stop().await;
 }
 
+/// Output that reaches the pipe within the grace after the exit is delivered even when the
+/// daemon gets no CPU until the grace is over (a workspace at its CPU cap): then the grace's
+/// timer and the pipe's last output are ready at the same moment. The daemon's relay used to
+/// read its pipes in tasks of their own and break at the timer, losing output still in the
+/// pipe or its queue about half the time (`suite::exec_stress` saw it once in 300 execs).
+/// Here the one thread of the runtime is blocked past the grace.
+#[tokio::test(flavor = "current_thread")]
+async fn output_ready_when_the_exit_grace_ends_is_not_lost() {
+    let d = TestDaemon::start().await;
+    for round in 0..6 {
+        let mut s = d
+            .client
+            .exec(ExecRequest::new([
+                "sh",
+                "-c",
+                "(sleep 0.3; echo late; echo err >&2) & echo early",
+            ]))
+            .await
+            .unwrap();
+        // The daemon sees the shell exit (its grace starts) before the background output.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // No CPU for the daemon until the grace is over.
+        std::thread::sleep(Duration::from_millis(1400));
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let code = loop {
+            match tokio::time::timeout(WAIT, s.next()).await.unwrap().unwrap() {
+                Some(ExecEvent::Stdout(b)) => stdout.extend_from_slice(&b),
+                Some(ExecEvent::Stderr(b)) => stderr.extend_from_slice(&b),
+                Some(ExecEvent::Exit(c)) => break c,
+                None => panic!("no exit"),
+            }
+        };
+        assert_eq!(code, 0);
+        assert_eq!(
+            (
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            ),
+            ("early\nlate\n".into(), "err\n".into()),
+            "round {round}"
+        );
+    }
+    d.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_split_halves_from_two_tasks() {
     let d = TestDaemon::start().await;

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{ChildStderr, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Sleep;
 
@@ -23,6 +25,8 @@ use crate::sys::{self, sleep_opt};
 /// After the process exited, how long to wait for its pipes to close (they
 /// may be held open by background processes it started).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
+/// What is still written to the client from the pipes once the grace is over.
+const FINAL_DRAIN: usize = 1024 * 1024;
 
 /// Removes the process group from the daemon's list when the exec ends.
 struct Tracked {
@@ -63,7 +67,10 @@ pub(super) async fn handle(
     };
     tracing::debug!(pid, argv = ?req.argv, "exec started");
 
-    let mut out_rx = start_output(&mut child);
+    let mut pipes = Pipes {
+        stdout: child.stdout.take(),
+        stderr: child.stderr.take(),
+    };
     let stdin_tx = start_stdin(&mut child);
     // The client's side: stdin frames, stdin_eof, and its going away.
     let (gone_tx, mut gone_rx) = oneshot::channel::<()>();
@@ -77,21 +84,9 @@ pub(super) async fn handle(
         client_reader.abort();
         return Ok(());
     }
-    let end = relay_output(&mut child, pid, &mut out_rx, &mut gone_rx, &mut wr).await;
+    let end = relay_output(&mut child, pid, &mut pipes, &mut gone_rx, &mut wr).await;
     client_reader.abort();
     finish(end, &mut child, pid, &mut wr).await
-}
-
-/// Reads both pipes of the process into one channel, in the order read.
-fn start_output(child: &mut tokio::process::Child) -> mpsc::Receiver<(FrameKind, Bytes)> {
-    let (out_tx, out_rx) = mpsc::channel::<(FrameKind, Bytes)>(16);
-    if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(pump(stdout, FrameKind::Stdout, out_tx.clone()));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(pump(stderr, FrameKind::Stderr, out_tx.clone()));
-    }
-    out_rx
 }
 
 /// Stdin: frames from the client go to the process through a queue; `None` when the process
@@ -120,12 +115,75 @@ struct End {
     client_gone: bool,
 }
 
+/// The process's output pipes, each `None` once it has closed.
+struct Pipes {
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+}
+
+impl Pipes {
+    fn open(&self) -> bool {
+        self.stdout.is_some() || self.stderr.is_some()
+    }
+
+    /// Writes what the pipes hold right now to the client, without waiting for more, up to
+    /// [`FINAL_DRAIN`] bytes (a background process may write without end); false if the
+    /// client is gone.
+    async fn drain_ready(&mut self, wr: &mut OwnedWriteHalf) -> bool {
+        let mut budget = FINAL_DRAIN;
+        while budget > 0 {
+            let (read, kind) = if let Some(r) = read_ready(&mut self.stdout) {
+                (r, FrameKind::Stdout)
+            } else if let Some(r) = read_ready(&mut self.stderr) {
+                (r, FrameKind::Stderr)
+            } else {
+                break;
+            };
+            if let Some(data) = read {
+                budget = budget.saturating_sub(data.len());
+                if write_frame(wr, &Frame::data(kind, data)).await.is_err() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// [`read_chunk`] if the pipe is open and it needs no waiting.
+fn read_ready<R: AsyncRead + Unpin>(pipe: &mut Option<R>) -> Option<Option<Bytes>> {
+    pipe.as_ref()?;
+    read_chunk(pipe).now_or_never()
+}
+
+/// The next chunk of an output pipe; `None` (and the pipe dropped) at its end or on a read
+/// error. Cancel-safe: a chunk is either returned or still in the pipe.
+async fn read_chunk<R: AsyncRead + Unpin>(pipe: &mut Option<R>) -> Option<Bytes> {
+    let r = pipe.as_mut()?;
+    let mut buf = BytesMut::with_capacity(32 * 1024);
+    match r.read_buf(&mut buf).await {
+        Ok(n) if n > 0 => Some(buf.freeze()),
+        Ok(_) => {
+            *pipe = None;
+            None
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "exec pipe read failed");
+            *pipe = None;
+            None
+        }
+    }
+}
+
 /// Writes the process's output to the client until the process has exited and its pipes are
-/// drained (or [`DRAIN_GRACE`] after its exit), or the client goes away.
+/// closed (or [`DRAIN_GRACE`] after its exit, then what they hold at that moment), or the
+/// client goes away. The pipes are read here, not by tasks of their own: when the daemon got
+/// no CPU for longer than the grace (a workspace at its CPU cap), the grace's timer and the
+/// pipes' last output become ready at once, and output a pump task had not read yet was lost.
 async fn relay_output(
     child: &mut tokio::process::Child,
     pid: u32,
-    out_rx: &mut mpsc::Receiver<(FrameKind, Bytes)>,
+    pipes: &mut Pipes,
     gone_rx: &mut oneshot::Receiver<()>,
     wr: &mut OwnedWriteHalf,
 ) -> End {
@@ -133,22 +191,29 @@ async fn relay_output(
         exit_code: None,
         client_gone: false,
     };
-    let mut output_open = true;
     let mut grace: Option<Pin<Box<Sleep>>> = None;
     loop {
-        if end.exit_code.is_some() && !output_open {
+        if end.exit_code.is_some() && !pipes.open() {
             break;
         }
+        let Pipes { stdout, stderr } = pipes;
         tokio::select! {
-            msg = out_rx.recv(), if output_open => match msg {
-                Some((kind, data)) => {
-                    if write_frame(wr, &Frame::data(kind, data)).await.is_err() {
+            data = read_chunk(stdout), if stdout.is_some() => {
+                if let Some(data) = data {
+                    if write_frame(wr, &Frame::data(FrameKind::Stdout, data)).await.is_err() {
                         end.client_gone = true;
                         break;
                     }
                 }
-                None => output_open = false,
-            },
+            }
+            data = read_chunk(stderr), if stderr.is_some() => {
+                if let Some(data) = data {
+                    if write_frame(wr, &Frame::data(FrameKind::Stderr, data)).await.is_err() {
+                        end.client_gone = true;
+                        break;
+                    }
+                }
+            }
             status = child.wait(), if end.exit_code.is_none() => {
                 end.exit_code = Some(match status {
                     Ok(st) => status_code(st),
@@ -165,6 +230,7 @@ async fn relay_output(
             },
             () = sleep_opt(&mut grace) => {
                 tracing::debug!(pid, "exec output still open after exit; not waiting further");
+                end.client_gone = !pipes.drain_ready(wr).await;
                 break;
             },
         }
@@ -236,28 +302,6 @@ fn spawn(d: &Daemon, req: &ExecRequest) -> Result<tokio::process::Child, ApiErro
     sys::pipes_in_own_group(&mut cmd, req.stdin);
     cmd.spawn()
         .map_err(|e| ApiError::spawn_failed(sys::spawn_error_message(program, &e)))
-}
-
-async fn pump<R: AsyncRead + Unpin>(
-    mut r: R,
-    kind: FrameKind,
-    tx: mpsc::Sender<(FrameKind, Bytes)>,
-) {
-    loop {
-        let mut buf = BytesMut::with_capacity(32 * 1024);
-        match r.read_buf(&mut buf).await {
-            Ok(0) => return,
-            Ok(_) => {
-                if tx.send((kind, buf.freeze())).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(?kind, error = %e, "exec pipe read failed");
-                return;
-            }
-        }
-    }
 }
 
 async fn read_client(
