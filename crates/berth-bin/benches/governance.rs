@@ -29,7 +29,8 @@
 //!
 //! `cargo bench -p berth-bin --bench governance` (needs the engine and the base image; builds
 //! it if missing). `BERTH_BENCH_REQUESTS` (default 500) overrides the sequential count;
-//! `BERTH_BENCH_ONLY=gateway` or `egress` runs one half.
+//! `BERTH_BENCH_ONLY=gateway` or `egress` runs one half; `BERTH_BENCH_SERVER_BIN=PATH` runs the
+//! gateway half's server from another build of `berth` (to compare build profiles).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
@@ -411,7 +412,10 @@ async fn gateway_bench(requests: usize) -> GatewayFigures {
     ensure_image().await;
     let mock = MockLlm::start().await;
     let chunky = start_chunky();
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+    // `BERTH_BENCH_SERVER_BIN`: another build of `berth` to measure (e.g. another profile).
+    let bin = std::env::var_os("BERTH_BENCH_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_berth")));
     let env = vec![
         ("BERTH_ANTHROPIC_BASE_URL".to_owned(), mock.url()),
         (
