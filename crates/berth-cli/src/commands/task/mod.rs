@@ -2,7 +2,9 @@
 //! events, send follow-ups, cancel. Following the event stream is in `follow.rs`, showing
 //! events in `printer.rs`.
 
-use berth_api::{CreateTask, EventsQuery, SendMessage, Task, TaskQuery};
+use berth_api::{
+    AgentReportedUsage, CreateTask, EventsQuery, SendMessage, Task, TaskQuery, TaskUsage,
+};
 use berth_domain::TaskState;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -780,43 +782,11 @@ pub(crate) fn task_details(t: &Task) -> String {
     kv.push(("prompt", truncate(&one_line(&t.prompt), 200)));
     kv.push(("created", short_time(&t.created_at)));
     kv.push(("updated", short_time(&t.updated_at)));
-    let u = &t.usage;
-    let mut tokens = format!(
-        "in {}, out {}, cached {}",
-        u.input_tokens, u.output_tokens, u.cached_input_tokens
-    );
-    // A server that sums the gateway's calls sends `cost`; an older one only `cost_usd`.
-    let cost = if u.cost.is_empty() {
-        u.cost_usd
-            .map(|c| format!("${c:.4}"))
-            .unwrap_or_else(|| "-".into())
-    } else {
-        let s = if u.calls == 1 { "" } else { "s" };
-        tokens.push_str(&format!(" ({} LLM call{s})", u.calls));
-        format!("${}", u.cost)
-    };
+    let (tokens, cost) = tokens_and_cost(&t.usage);
     kv.push(("tokens", tokens));
-    kv.push((
-        "cost",
-        if u.fallback_calls > 0 {
-            format!(
-                "{cost} ({} call{} at the fallback price: no price table lists the model)",
-                u.fallback_calls,
-                if u.fallback_calls == 1 { "" } else { "s" }
-            )
-        } else {
-            cost
-        },
-    ));
-    if let Some(a) = &u.agent_reported {
-        let mut s = format!(
-            "in {}, out {}, cached {}",
-            a.input_tokens, a.output_tokens, a.cached_input_tokens
-        );
-        if let Some(c) = a.cost_usd {
-            s.push_str(&format!(", ${c:.6}"));
-        }
-        kv.push(("agent reported", format!("{s} (informational, not billed)")));
+    kv.push(("cost", cost));
+    if let Some(a) = &t.usage.agent_reported {
+        kv.push(("agent reported", agent_reported(a)));
     }
     if let Some(m) = &t.last_message {
         kv.push(("last message", truncate(&one_line(m), 300)));
@@ -841,4 +811,44 @@ pub(crate) fn task_details(t: &Task) -> String {
     }
     kv.push(("events", t.last_seq.to_string()));
     key_values(&kv)
+}
+
+/// `in N, out N, cached N`: token counts as a task's details show them, billed or reported.
+fn token_counts(input: u64, output: u64, cached: u64) -> String {
+    format!("in {input}, out {output}, cached {cached}")
+}
+
+/// The `tokens` and `cost` rows of a task's billed usage (the gateway's calls counted, and
+/// calls priced at the fallback price said so).
+fn tokens_and_cost(u: &TaskUsage) -> (String, String) {
+    let mut tokens = token_counts(u.input_tokens, u.output_tokens, u.cached_input_tokens);
+    // A server that sums the gateway's calls sends `cost`; an older one only `cost_usd`.
+    let cost = if u.cost.is_empty() {
+        u.cost_usd
+            .map(|c| format!("${c:.4}"))
+            .unwrap_or_else(|| "-".into())
+    } else {
+        let s = if u.calls == 1 { "" } else { "s" };
+        tokens.push_str(&format!(" ({} LLM call{s})", u.calls));
+        format!("${}", u.cost)
+    };
+    let cost = if u.fallback_calls > 0 {
+        format!(
+            "{cost} ({} call{} at the fallback price: no price table lists the model)",
+            u.fallback_calls,
+            if u.fallback_calls == 1 { "" } else { "s" }
+        )
+    } else {
+        cost
+    };
+    (tokens, cost)
+}
+
+/// The `agent reported` row: what the agent CLI said it used, marked as never billed.
+fn agent_reported(a: &AgentReportedUsage) -> String {
+    let mut s = token_counts(a.input_tokens, a.output_tokens, a.cached_input_tokens);
+    if let Some(c) = a.cost_usd {
+        s.push_str(&format!(", ${c:.6}"));
+    }
+    format!("{s} (informational, not billed)")
 }
