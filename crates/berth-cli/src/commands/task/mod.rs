@@ -265,13 +265,7 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
         TaskCmd::Show { task, json, raw } => show(client, ctx, &task, json, raw).await,
         TaskCmd::Logs(args) => logs(args, client, ctx).await,
         TaskCmd::Send(args) => send(args, client, ctx).await,
-        TaskCmd::Cancel { task } => {
-            client
-                .post_empty_value(&format!("{}/cancel", task_path(&task)))
-                .await?;
-            ctx.print(&format!("cancelled {task}\n"))?;
-            Ok(0)
-        }
+        TaskCmd::Cancel { task } => cancel(client, ctx, &task).await,
         TaskCmd::Attach { task, name, json } => attach(client, ctx, &task, name, json).await,
         TaskCmd::Approve {
             task,
@@ -305,34 +299,47 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             pending,
             json,
         } => approvals(client, ctx, &task, pending, json).await,
-        TaskCmd::Inbox { json } => {
-            let v = client.get_value("/inbox").await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let berth_api::Inbox {
-                    approvals: list,
-                    access_requests: access,
-                } = decode(v)?;
-                if list.is_empty() && access.is_empty() {
-                    ctx.print("nothing is waiting for a decision\n")?;
-                }
-                if !list.is_empty() {
-                    ctx.print(&approval_table(&list, true))?;
-                }
-                if !access.is_empty() {
-                    ctx.print(&terminal_safe(&format!(
-                        "access requests (berth access approve|deny ID):\n{}",
-                        crate::commands::access::access_table(&access)
-                    )))?;
-                }
-            }
-            Ok(0)
-        }
+        TaskCmd::Inbox { json } => inbox(client, ctx, json).await,
         TaskCmd::Diff(args) => diff(args, client, ctx).await,
         TaskCmd::Push(args) => deliver::push(args, client, ctx).await,
         TaskCmd::Pr(args) => deliver::pr(args, client, ctx).await,
     }
+}
+
+/// `task cancel`: asks the server to cancel the task (its turn is stopped) and says so.
+async fn cancel(client: &Client, ctx: &mut Ctx<'_>, task: &str) -> Result<i32> {
+    client
+        .post_empty_value(&format!("{}/cancel", task_path(task)))
+        .await?;
+    ctx.print(&format!("cancelled {task}\n"))?;
+    Ok(0)
+}
+
+/// `task inbox`: what waits for a decision (agents' permission requests and workspaces'
+/// access requests), as two tables or the server's JSON.
+async fn inbox(client: &Client, ctx: &mut Ctx<'_>, json: bool) -> Result<i32> {
+    let v = client.get_value("/inbox").await?;
+    if json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let berth_api::Inbox {
+        approvals: list,
+        access_requests: access,
+    } = decode(v)?;
+    if list.is_empty() && access.is_empty() {
+        ctx.print("nothing is waiting for a decision\n")?;
+    }
+    if !list.is_empty() {
+        ctx.print(&approval_table(&list, true))?;
+    }
+    if !access.is_empty() {
+        ctx.print(&terminal_safe(&format!(
+            "access requests (berth access approve|deny ID):\n{}",
+            crate::commands::access::access_table(&access)
+        )))?;
+    }
+    Ok(0)
 }
 
 /// `task list`: the tasks (of a workspace, in a state) as a table.
