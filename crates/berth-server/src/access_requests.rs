@@ -472,24 +472,27 @@ async fn decide_unaudited(
     d.granted_rule = Some(rule.clone());
     match body.scope.as_deref().unwrap_or("once") {
         "once" => {
-            d.expires_at = Some(approve_once(&body)?);
+            let ttl = once_ttl(&body)?;
             d.scope = Some("once");
+            d.expires_at = Some(berth_domain::timestamp::format(
+                time::OffsetDateTime::now_utc() + Duration::from_secs(ttl),
+            ));
+            store_decision(state, &w.id, &r.id, &d, true).await
         }
         "always" => {
             approve_always(state, &w.id, &body, rule).await?;
             d.scope = Some("always");
+            store_decision(state, &w.id, &r.id, &d, true).await
         }
         "template" => {
             d.template = Some(approve_into_template(state, actor, &w, &body, rule).await?);
             d.scope = Some("template");
+            store_decision(state, &w.id, &r.id, &d, true).await
         }
-        other => {
-            return Err(ApiError::invalid(format!(
-                "unknown scope {other:?}: use once, always or template"
-            )))
-        }
+        other => Err(ApiError::invalid(format!(
+            "unknown scope {other:?}: use once, always or template"
+        ))),
     }
-    store_decision(state, &w.id, &r.id, &d, true).await
 }
 
 /// `approve` or `deny` (the API's two decisions) as whether to approve.
@@ -550,8 +553,8 @@ fn granted_rule(r: &AccessRequest) -> ApiResult<String> {
     crate::egress::policy::check_rule(&format!("allow {}", host_port(&r.host, port)))
 }
 
-/// Scope `once`: when the grant expires (the body's `ttl_seconds`, checked, or the default).
-fn approve_once(body: &api::DecideAccess) -> ApiResult<String> {
+/// Scope `once`: how long the grant lasts (the body's `ttl_seconds`, checked, or the default).
+fn once_ttl(body: &api::DecideAccess) -> ApiResult<u64> {
     if body.template.is_some() {
         return Err(ApiError::invalid("template goes with scope template only"));
     }
@@ -561,9 +564,7 @@ fn approve_once(body: &api::DecideAccess) -> ApiResult<String> {
             "ttl_seconds must be 1 to {MAX_TTL_SECONDS}"
         )));
     }
-    Ok(berth_domain::timestamp::format(
-        time::OffsetDateTime::now_utc() + Duration::from_secs(ttl),
-    ))
+    Ok(ttl)
 }
 
 /// Scope `always`: puts `rule` first among the workspace's own egress rules (once).

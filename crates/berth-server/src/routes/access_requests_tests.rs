@@ -3,8 +3,8 @@
 //! tenant's egress template), and that a request is decided once.
 
 use berth_domain::WorkspaceId;
-use berth_store::{AccessRecorded, AccessSighting, AccessTarget};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::test_support::TOKEN;
 
@@ -15,28 +15,27 @@ impl H {
         self.call_json(Some(TOKEN), method, path, &body).await
     }
 
-    /// A new open request of `ws` for egress to `host:443`, as the proxy's denial records it.
-    async fn denied(&self, ws: &WorkspaceId, host: &str) -> String {
-        let now = berth_domain::timestamp::now();
-        let s = AccessSighting {
-            target: AccessTarget::Egress {
-                host: host.into(),
-                port: 443,
-            },
-            source: "denied",
-            method: None,
-            path: None,
-            rule: None,
-            task_id: None,
-            reason: None,
-            count: 1,
-            first_seen: now.clone(),
-            last_seen: now,
+    /// A new open request of `ws` for egress to `host:443`, asked for through the workspace's
+    /// own socket (`berth request egress HOST`).
+    async fn asked(&self, ws: &WorkspaceId, host: &str) -> String {
+        let (mut ours, theirs) = tokio::io::duplex(4096);
+        let serve = crate::access_requests::serve_connection(
+            theirs,
+            ws.clone(),
+            self.state.store.clone(),
+            Default::default(),
+        );
+        let ask = async {
+            let line = format!("{}\n", json!({"kind": "egress", "host": host}));
+            ours.write_all(line.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            ours.read_to_string(&mut answer).await.unwrap();
+            answer
         };
-        match self.state.store.record_access(ws, &s).await.unwrap() {
-            AccessRecorded::Created(id) => id.to_string(),
-            other => panic!("not created: {other:?}"),
-        }
+        let ((), answer) = tokio::join!(serve, ask);
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(v["recorded"], "created", "{v}");
+        v["id"].as_str().unwrap().to_owned()
     }
 
     /// Decides request `id` of `acme/web` with `body`.
@@ -58,7 +57,7 @@ fn message(v: &Value) -> &str {
 async fn bodies_that_do_not_fit_the_decision_are_refused() {
     let h = harness().await;
     let ws = h.workspace_row("acme", "web").await;
-    let id = h.denied(&ws, "docs.test").await;
+    let id = h.asked(&ws, "docs.test").await;
     let long = "x".repeat(berth_store::access::MAX_TEXT + 1);
     for (body, needle) in [
         (json!({"decision": "later"}), "unknown decision"),
@@ -119,7 +118,7 @@ async fn each_scope_grants_its_rule_and_a_request_is_decided_once() {
     let ws = h.workspace_row("acme", "web").await;
 
     // once: an expiring grant, nothing stored in the workspace's rules.
-    let once = h.denied(&ws, "once.test").await;
+    let once = h.asked(&ws, "once.test").await;
     let (st, v) = h
         .decide(&once, json!({"decision": "approve", "ttl_seconds": 60}))
         .await;
@@ -143,7 +142,7 @@ async fn each_scope_grants_its_rule_and_a_request_is_decided_once() {
     );
 
     // always: the rule goes first among the workspace's own.
-    let always = h.denied(&ws, "always.test").await;
+    let always = h.asked(&ws, "always.test").await;
     let (st, v) = h
         .decide(&always, json!({"decision": "approve", "scope": "always"}))
         .await;
@@ -162,7 +161,7 @@ async fn each_scope_grants_its_rule_and_a_request_is_decided_once() {
         )
         .await;
     assert_eq!(st, 201, "{v}");
-    let tpl = h.denied(&ws, "pkgs.test").await;
+    let tpl = h.asked(&ws, "pkgs.test").await;
     let (st, v) = h
         .decide(
             &tpl,
@@ -191,7 +190,7 @@ async fn each_scope_grants_its_rule_and_a_request_is_decided_once() {
     assert_eq!(t["used_by"], json!(["acme/web"]), "{t}");
 
     // deny: recorded with its reason, no rule.
-    let no = h.denied(&ws, "no.test").await;
+    let no = h.asked(&ws, "no.test").await;
     let (st, v) = h
         .decide(&no, json!({"decision": "deny", "reason": "  "}))
         .await;
