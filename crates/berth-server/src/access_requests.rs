@@ -430,6 +430,64 @@ pub async fn decide(
     result
 }
 
+/// `approve` or `deny` (the API's two decisions) as whether to approve.
+fn parse_decision(decision: &str) -> ApiResult<bool> {
+    match decision.trim() {
+        "approve" => Ok(true),
+        "deny" => Ok(false),
+        other => Err(ApiError::invalid(format!(
+            "unknown decision {other:?}: use approve or deny"
+        ))),
+    }
+}
+
+/// Refuses a denial that carries approval options (they would be silently ignored).
+fn check_denial(body: &api::DecideAccess) -> ApiResult<()> {
+    if body.scope.is_some() || body.ttl_seconds.is_some() || body.template.is_some() {
+        return Err(ApiError::invalid(
+            "scope, ttl_seconds and template go with approve only",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses options a secret's approval cannot honour: the binding has no expiry or template.
+fn check_secret_approval(body: &api::DecideAccess) -> ApiResult<()> {
+    if body.scope.as_deref().is_some_and(|s| s != "always")
+        || body.ttl_seconds.is_some()
+        || body.template.is_some()
+    {
+        return Err(ApiError::invalid(
+            "a secret request is approved always (the secret is bound to the host): no ttl_seconds or template",
+        ));
+    }
+    Ok(())
+}
+
+/// The allow rule approving egress request `r` grants; refused for special-purpose addresses.
+fn granted_rule(r: &AccessRequest) -> ApiResult<String> {
+    let Some(port) = r.port else {
+        return Err(ApiError::internal("an egress request without a port"));
+    };
+    // An IP rule opens even special-purpose addresses (the host's loopback, the LAN): a
+    // request cannot talk an owner into that with one click.
+    if let Some(why) = r
+        .host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .and_then(berth_egress::special_purpose)
+    {
+        return Err(ApiError::new(
+            ErrorCode::AccessRefused,
+            format!(
+                "{} is a {why}: an access request cannot open it; add an egress rule naming it if the workspace must reach it",
+                r.host
+            ),
+        ));
+    }
+    crate::egress::policy::check_rule(&format!("allow {}", host_port(&r.host, port)))
+}
+
 /// Checks the body against the request and applies the decision: approving a secret binds it
 /// to the host, approving egress adds an allow rule (expiring, the workspace's own, or a
 /// template's), denying only records it.
@@ -493,64 +551,6 @@ async fn decide_unaudited(
             "unknown scope {other:?}: use once, always or template"
         ))),
     }
-}
-
-/// `approve` or `deny` (the API's two decisions) as whether to approve.
-fn parse_decision(decision: &str) -> ApiResult<bool> {
-    match decision.trim() {
-        "approve" => Ok(true),
-        "deny" => Ok(false),
-        other => Err(ApiError::invalid(format!(
-            "unknown decision {other:?}: use approve or deny"
-        ))),
-    }
-}
-
-/// Refuses a denial that carries approval options (they would be silently ignored).
-fn check_denial(body: &api::DecideAccess) -> ApiResult<()> {
-    if body.scope.is_some() || body.ttl_seconds.is_some() || body.template.is_some() {
-        return Err(ApiError::invalid(
-            "scope, ttl_seconds and template go with approve only",
-        ));
-    }
-    Ok(())
-}
-
-/// Refuses options a secret's approval cannot honour: the binding has no expiry or template.
-fn check_secret_approval(body: &api::DecideAccess) -> ApiResult<()> {
-    if body.scope.as_deref().is_some_and(|s| s != "always")
-        || body.ttl_seconds.is_some()
-        || body.template.is_some()
-    {
-        return Err(ApiError::invalid(
-            "a secret request is approved always (the secret is bound to the host): no ttl_seconds or template",
-        ));
-    }
-    Ok(())
-}
-
-/// The allow rule approving egress request `r` grants; refused for special-purpose addresses.
-fn granted_rule(r: &AccessRequest) -> ApiResult<String> {
-    let Some(port) = r.port else {
-        return Err(ApiError::internal("an egress request without a port"));
-    };
-    // An IP rule opens even special-purpose addresses (the host's loopback, the LAN): a
-    // request cannot talk an owner into that with one click.
-    if let Some(why) = r
-        .host
-        .parse::<std::net::IpAddr>()
-        .ok()
-        .and_then(berth_egress::special_purpose)
-    {
-        return Err(ApiError::new(
-            ErrorCode::AccessRefused,
-            format!(
-                "{} is a {why}: an access request cannot open it; add an egress rule naming it if the workspace must reach it",
-                r.host
-            ),
-        ));
-    }
-    crate::egress::policy::check_rule(&format!("allow {}", host_port(&r.host, port)))
 }
 
 /// Scope `once`: how long the grant lasts (the body's `ttl_seconds`, checked, or the default).
