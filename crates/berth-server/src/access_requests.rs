@@ -34,8 +34,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::{audit, Actor};
 use crate::error::{ApiError, ApiResult};
-use crate::lifecycle;
 use crate::state::AppState;
+use crate::{approvals, lifecycle};
 
 /// Distinct denied targets of one workspace waiting for the writer.
 pub const PER_WORKSPACE: usize = 64;
@@ -383,10 +383,9 @@ async fn find(state: &AppState, ws: &str, id: &str) -> ApiResult<AccessRequest> 
     })
 }
 
+/// An id as shown in an audit target or an error (it comes from the URL).
 fn short(id: &str) -> String {
-    let mut s: String = id.chars().filter(|c| !c.is_control()).collect();
-    berth_domain::approval::cut(&mut s, 64);
-    s
+    approvals::printable_cut(id, 64)
 }
 
 fn what(r: &AccessRequest) -> String {
@@ -431,77 +430,42 @@ pub async fn decide(
     result
 }
 
-async fn decide_unaudited(
-    state: &Arc<AppState>,
-    actor: &Actor,
-    r: AccessRequest,
-    body: api::DecideAccess,
-) -> ApiResult<api::AccessRequest> {
-    let note = body.reason.filter(|r| !r.trim().is_empty());
-    if note
-        .as_ref()
-        .is_some_and(|n| n.len() > berth_store::access::MAX_TEXT)
-    {
-        return Err(ApiError::invalid(format!(
-            "the reason is longer than {} bytes",
-            berth_store::access::MAX_TEXT
-        )));
+/// `approve` or `deny` (the API's two decisions) as whether to approve.
+fn parse_decision(decision: &str) -> ApiResult<bool> {
+    match decision.trim() {
+        "approve" => Ok(true),
+        "deny" => Ok(false),
+        other => Err(ApiError::invalid(format!(
+            "unknown decision {other:?}: use approve or deny"
+        ))),
     }
-    let approve = match body.decision.trim() {
-        "approve" => true,
-        "deny" => false,
-        other => {
-            return Err(ApiError::invalid(format!(
-                "unknown decision {other:?}: use approve or deny"
-            )))
-        }
-    };
-    if r.state != "open" {
-        let by = r
-            .decided_by
-            .as_deref()
-            .map(|b| format!(" by {b}"))
-            .unwrap_or_default();
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "access request {} is {}{by}; nothing to decide",
-                r.id, r.state
-            ),
+}
+
+/// Refuses a denial that carries approval options (they would be silently ignored).
+fn check_denial(body: &api::DecideAccess) -> ApiResult<()> {
+    if body.scope.is_some() || body.ttl_seconds.is_some() || body.template.is_some() {
+        return Err(ApiError::invalid(
+            "scope, ttl_seconds and template go with approve only",
         ));
     }
-    let by = format!("{} ({})", actor.name, actor.role.as_str());
-    let w = lifecycle::resolve(state, r.workspace_id.as_str()).await?;
-    let mut d = AccessDecision {
-        state: if approve { "approved" } else { "denied" },
-        scope: None,
-        template: None,
-        granted_rule: None,
-        expires_at: None,
-        decided_by: by,
-        note,
-    };
-    if !approve {
-        if body.scope.is_some() || body.ttl_seconds.is_some() || body.template.is_some() {
-            return Err(ApiError::invalid(
-                "scope, ttl_seconds and template go with approve only",
-            ));
-        }
-        return store_decision(state, &w.id, &r.id, &d, false).await;
+    Ok(())
+}
+
+/// Refuses options a secret's approval cannot honour: the binding has no expiry or template.
+fn check_secret_approval(body: &api::DecideAccess) -> ApiResult<()> {
+    if body.scope.as_deref().is_some_and(|s| s != "always")
+        || body.ttl_seconds.is_some()
+        || body.template.is_some()
+    {
+        return Err(ApiError::invalid(
+            "a secret request is approved always (the secret is bound to the host): no ttl_seconds or template",
+        ));
     }
-    if r.kind == "secret" {
-        if body.scope.as_deref().is_some_and(|s| s != "always")
-            || body.ttl_seconds.is_some()
-            || body.template.is_some()
-        {
-            return Err(ApiError::invalid(
-                "a secret request is approved always (the secret is bound to the host): no ttl_seconds or template",
-            ));
-        }
-        d.scope = Some("always");
-        bind_secret(state, actor, &w, &r).await?;
-        return store_decision(state, &w.id, &r.id, &d, false).await;
-    }
+    Ok(())
+}
+
+/// The allow rule approving egress request `r` grants; refused for special-purpose addresses.
+fn granted_rule(r: &AccessRequest) -> ApiResult<String> {
     let Some(port) = r.port else {
         return Err(ApiError::internal("an egress request without a port"));
     };
@@ -521,19 +485,52 @@ async fn decide_unaudited(
             ),
         ));
     }
-    let rule = crate::egress::policy::check_rule(&format!("allow {}", host_port(&r.host, port)))?;
+    crate::egress::policy::check_rule(&format!("allow {}", host_port(&r.host, port)))
+}
+
+/// Checks the body against the request and applies the decision: approving a secret binds it
+/// to the host, approving egress adds an allow rule (expiring, the workspace's own, or a
+/// template's), denying only records it.
+async fn decide_unaudited(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    r: AccessRequest,
+    body: api::DecideAccess,
+) -> ApiResult<api::AccessRequest> {
+    let note = approvals::decision_reason(body.reason.clone(), berth_store::access::MAX_TEXT)?;
+    let approve = parse_decision(&body.decision)?;
+    if r.state != "open" {
+        return Err(approvals::nothing_to_decide(
+            format!("access request {}", r.id),
+            &r.state,
+            r.decided_by.as_deref(),
+        ));
+    }
+    let w = lifecycle::resolve(state, r.workspace_id.as_str()).await?;
+    let mut d = AccessDecision {
+        state: if approve { "approved" } else { "denied" },
+        scope: None,
+        template: None,
+        granted_rule: None,
+        expires_at: None,
+        decided_by: actor.label(),
+        note,
+    };
+    if !approve {
+        check_denial(&body)?;
+        return store_decision(state, &w.id, &r.id, &d, false).await;
+    }
+    if r.kind == "secret" {
+        check_secret_approval(&body)?;
+        d.scope = Some("always");
+        bind_secret(state, actor, &w, &r).await?;
+        return store_decision(state, &w.id, &r.id, &d, false).await;
+    }
+    let rule = granted_rule(&r)?;
     d.granted_rule = Some(rule.clone());
     match body.scope.as_deref().unwrap_or("once") {
         "once" => {
-            if body.template.is_some() {
-                return Err(ApiError::invalid("template goes with scope template only"));
-            }
-            let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
-            if ttl == 0 || ttl > MAX_TTL_SECONDS {
-                return Err(ApiError::invalid(format!(
-                    "ttl_seconds must be 1 to {MAX_TTL_SECONDS}"
-                )));
-            }
+            let ttl = once_ttl(&body)?;
             d.scope = Some("once");
             d.expires_at = Some(berth_domain::timestamp::format(
                 time::OffsetDateTime::now_utc() + Duration::from_secs(ttl),
@@ -541,59 +538,88 @@ async fn decide_unaudited(
             store_decision(state, &w.id, &r.id, &d, true).await
         }
         "always" => {
-            if body.ttl_seconds.is_some() || body.template.is_some() {
-                return Err(ApiError::invalid(
-                    "ttl_seconds goes with scope once, template with scope template",
-                ));
-            }
+            approve_always(state, &w.id, &body, rule).await?;
             d.scope = Some("always");
-            let mut rules = state.store.egress_rules(&w.id).await?;
-            if !rules.contains(&rule) {
-                rules.insert(0, rule);
-                state.store.set_egress_rules(&w.id, &rules).await?;
-            }
             store_decision(state, &w.id, &r.id, &d, true).await
         }
         "template" => {
-            if body.ttl_seconds.is_some() {
-                return Err(ApiError::invalid("ttl_seconds goes with scope once"));
-            }
-            let Some(name) = body.template.as_deref() else {
-                return Err(ApiError::invalid("scope template needs a template"));
-            };
-            let name = crate::egress::policy::template_name(name)?;
-            let tenant = w.tenant.as_str();
-            let Some(t) = state.store.egress_template(tenant, name.as_str()).await? else {
-                return Err(crate::egress::policy::unknown_template(
-                    tenant,
-                    name.as_str(),
-                ));
-            };
-            let mut rules = t.rules.clone();
-            if !rules.contains(&rule) {
-                rules.push(rule);
-            }
-            crate::egress::policy::set_template(
-                state,
-                actor,
-                tenant,
-                name.as_str(),
-                Ok(crate::egress::policy::TemplateSpec {
-                    description: t.description.clone(),
-                    rules,
-                }),
-            )
-            .await?;
-            // The workspace gets the template's rules even if it did not attach it yet.
-            crate::egress::policy::attach_to(state, &w, &name).await?;
+            d.template = Some(approve_into_template(state, actor, &w, &body, rule).await?);
             d.scope = Some("template");
-            d.template = Some(name.to_string());
             store_decision(state, &w.id, &r.id, &d, true).await
         }
         other => Err(ApiError::invalid(format!(
             "unknown scope {other:?}: use once, always or template"
         ))),
     }
+}
+
+/// Scope `once`: how long the grant lasts (the body's `ttl_seconds`, checked, or the default).
+fn once_ttl(body: &api::DecideAccess) -> ApiResult<u64> {
+    if body.template.is_some() {
+        return Err(ApiError::invalid("template goes with scope template only"));
+    }
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TTL_SECONDS);
+    if ttl == 0 || ttl > MAX_TTL_SECONDS {
+        return Err(ApiError::invalid(format!(
+            "ttl_seconds must be 1 to {MAX_TTL_SECONDS}"
+        )));
+    }
+    Ok(ttl)
+}
+
+/// Scope `always`: puts `rule` first among the workspace's own egress rules (once).
+async fn approve_always(
+    state: &AppState,
+    ws: &WorkspaceId,
+    body: &api::DecideAccess,
+    rule: String,
+) -> ApiResult<()> {
+    if body.ttl_seconds.is_some() || body.template.is_some() {
+        return Err(ApiError::invalid(
+            "ttl_seconds goes with scope once, template with scope template",
+        ));
+    }
+    let mut rules = state.store.egress_rules(ws).await?;
+    if !rules.contains(&rule) {
+        rules.insert(0, rule);
+        state.store.set_egress_rules(ws, &rules).await?;
+    }
+    Ok(())
+}
+
+/// Scope `template`: appends `rule` to the tenant's template the body names (audited as a
+/// template change) and attaches the template to the workspace; returns its name.
+async fn approve_into_template(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    w: &berth_store::Workspace,
+    body: &api::DecideAccess,
+    rule: String,
+) -> ApiResult<String> {
+    use crate::egress::policy;
+    if body.ttl_seconds.is_some() {
+        return Err(ApiError::invalid("ttl_seconds goes with scope once"));
+    }
+    let Some(name) = body.template.as_deref() else {
+        return Err(ApiError::invalid("scope template needs a template"));
+    };
+    let name = policy::template_name(name)?;
+    let tenant = w.tenant.as_str();
+    let Some(t) = state.store.egress_template(tenant, name.as_str()).await? else {
+        return Err(policy::unknown_template(tenant, name.as_str()));
+    };
+    let mut rules = t.rules.clone();
+    if !rules.contains(&rule) {
+        rules.push(rule);
+    }
+    let spec = policy::TemplateSpec {
+        description: t.description.clone(),
+        rules,
+    };
+    policy::set_template(state, actor, tenant, name.as_str(), Ok(spec)).await?;
+    // The workspace gets the template's rules even if it did not attach it yet.
+    policy::attach_to(state, w, &name).await?;
+    Ok(name.to_string())
 }
 
 /// Stores the decision and (`refresh`) recomputes the workspace's running policy.
@@ -680,8 +706,11 @@ pub async fn comment(
         }
         let r = find(state, ws, id).await?;
         target = format!("{} {} {}", r.workspace, r.id, what(&r));
-        let author = format!("{} ({})", actor.name, actor.role.as_str());
-        if !state.store.add_access_comment(&r.id, &author, text).await? {
+        if !state
+            .store
+            .add_access_comment(&r.id, &actor.label(), text)
+            .await?
+        {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use berth_api as api;
 use berth_daemon::DaemonError;
 use berth_domain::{Agent, ApprovalDecision, ApprovalPolicy, ErrorCode, TaskState};
-use berth_store::Approval;
+use berth_store::{Approval, Task};
 
 use crate::auth::{audit, Actor};
 use crate::error::{ApiError, ApiResult};
@@ -127,9 +127,7 @@ pub async fn decide(
 
 /// An id as shown in an audit target (ids from the agent can be long).
 fn short(id: &str) -> String {
-    let mut s: String = id.chars().filter(|c| !c.is_control()).collect();
-    berth_domain::approval::cut(&mut s, 128);
-    s
+    printable_cut(id, 128)
 }
 
 fn parse_decision(s: &str) -> ApiResult<ApprovalDecision> {
@@ -142,6 +140,8 @@ fn parse_decision(s: &str) -> ApiResult<ApprovalDecision> {
     }
 }
 
+/// Checks the decision, hands it to the workspace daemon (which answers the agent) and records
+/// it as the server's own (who decided, why).
 async fn decide_unaudited(
     state: &Arc<AppState>,
     actor: &Actor,
@@ -156,42 +156,13 @@ async fn decide_unaudited(
             short(req)
         )));
     }
-    let reason = body.reason.filter(|r| !r.trim().is_empty());
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.len() > berth_domain::approval::MAX_APPROVAL_TEXT)
-    {
-        return Err(ApiError::invalid(format!(
-            "the reason is longer than {} bytes",
-            berth_domain::approval::MAX_APPROVAL_TEXT
-        )));
-    }
+    let reason = decision_reason(body.reason, berth_domain::approval::MAX_APPROVAL_TEXT)?;
     if body.always_for_task && decision == ApprovalDecision::Denied {
         return Err(ApiError::invalid("always_for_task goes with approve only"));
     }
     let t = crate::tasks::find(state, task).await?;
-    let Some(a) = state.store.task_approval(&t.id, req).await? else {
-        return Err(ApiError::not_found(format!(
-            "task {task} has no request {}",
-            short(req)
-        )));
-    };
-    if a.state != "pending" || t.state != TaskState::Waiting {
-        let by = a
-            .decided_by
-            .as_deref()
-            .map(|b| format!(" by {b}"))
-            .unwrap_or_default();
-        return Err(ApiError::new(
-            ErrorCode::InvalidState,
-            format!(
-                "request {} of task {task} is {}{by}; nothing to decide",
-                short(req),
-                a.state
-            ),
-        ));
-    }
-    let by = format!("{} ({})", actor.name, actor.role.as_str());
+    check_pending(state, &t, task, req).await?;
+    let by = actor.label();
     let decide = berth_daemon::TaskDecide {
         task: task.to_owned(),
         request: req.to_owned(),
@@ -200,19 +171,7 @@ async fn decide_unaudited(
         by: by.clone(),
         always: body.always_for_task,
     };
-    match state.daemon(&t.workspace_id).task_decide(decide).await {
-        Ok(_) => {}
-        Err(DaemonError::NotFound(m)) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "request {} of task {task} is no longer pending in its workspace (it timed out, or the turn ended): {m}",
-                    short(req)
-                ),
-            ))
-        }
-        Err(e) => return Err(e.into()),
-    }
+    forward(state, &t.workspace_id, decide).await?;
     state
         .store
         .record_decision(&t.id, req, decision, &by, reason.as_deref())
@@ -223,6 +182,73 @@ async fn decide_unaudited(
         .await?
         .ok_or_else(|| ApiError::internal("the decided request vanished from the store"))?;
     Ok(to_api(&a, &t.workspace, t.agent.as_str()))
+}
+
+/// 404 unless task `t` has request `req`, 409 unless it waits on it (decided once only).
+async fn check_pending(state: &AppState, t: &Task, task: &str, req: &str) -> ApiResult<()> {
+    let Some(a) = state.store.task_approval(&t.id, req).await? else {
+        return Err(ApiError::not_found(format!(
+            "task {task} has no request {}",
+            short(req)
+        )));
+    };
+    if a.state != "pending" || t.state != TaskState::Waiting {
+        return Err(nothing_to_decide(
+            format!("request {} of task {task}", short(req)),
+            &a.state,
+            a.decided_by.as_deref(),
+        ));
+    }
+    Ok(())
+}
+
+/// Hands the decision to the workspace's daemon; a request it no longer holds is a 409.
+async fn forward(
+    state: &AppState,
+    ws: &berth_domain::WorkspaceId,
+    decide: berth_daemon::TaskDecide,
+) -> ApiResult<()> {
+    let (task, req) = (decide.task.clone(), short(&decide.request));
+    match state.daemon(ws).task_decide(decide).await {
+        Ok(_) => Ok(()),
+        Err(DaemonError::NotFound(m)) => Err(ApiError::new(
+            ErrorCode::InvalidState,
+            format!(
+                "request {req} of task {task} is no longer pending in its workspace (it timed out, or the turn ended): {m}"
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ------------------------------------------------- shared with access requests' decisions
+
+/// `s` without control characters, cut to `max` bytes: an id from a URL as an audit target or
+/// an error shows it.
+pub(crate) fn printable_cut(s: &str, max: usize) -> String {
+    let mut s: String = s.chars().filter(|c| !c.is_control()).collect();
+    berth_domain::approval::cut(&mut s, max);
+    s
+}
+
+/// A decision's optional reason: blank is none, longer than `max` bytes is refused.
+pub(crate) fn decision_reason(reason: Option<String>, max: usize) -> ApiResult<Option<String>> {
+    let reason = reason.filter(|r| !r.trim().is_empty());
+    if reason.as_ref().is_some_and(|r| r.len() > max) {
+        return Err(ApiError::invalid(format!(
+            "the reason is longer than {max} bytes"
+        )));
+    }
+    Ok(reason)
+}
+
+/// The 409 for deciding `what` (already in `state`, decided by `by` if known) again.
+pub(crate) fn nothing_to_decide(what: String, state: &str, by: Option<&str>) -> ApiError {
+    let by = by.map(|b| format!(" by {b}")).unwrap_or_default();
+    ApiError::new(
+        ErrorCode::InvalidState,
+        format!("{what} is {state}{by}; nothing to decide"),
+    )
 }
 
 #[cfg(test)]

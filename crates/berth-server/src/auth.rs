@@ -71,6 +71,11 @@ impl Actor {
         Self::checked(p.user_id.clone(), p.user_name.clone(), &p.role, tenant)
     }
 
+    /// The caller as a decision or a comment records it: `name (role)`.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.name, self.role.as_str())
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }

@@ -27,7 +27,7 @@ use berth_mcp::{handle, tool_result, Api, Handled, ToolError, PROTOCOL_VERSIONS}
 use futures_util::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use rand::RngCore;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
@@ -203,6 +203,23 @@ pub fn post(
     body: &[u8],
     api: Arc<dyn Api>,
 ) -> ApiResult<Exchange> {
+    let (messages, batch) = parse_messages(body)?;
+    check_version(headers.version)?;
+    if !batch && is_init(&messages[0]) {
+        return initialize(state, actor, &messages[0]);
+    }
+    let Some(id) = headers.session else {
+        return Err(ApiError::invalid(
+            "missing Mcp-Session-Id header: send `initialize` first and use the session id its \
+             answer carries",
+        ));
+    };
+    let permits = state.mcp.touch(&actor.id, id)?;
+    Ok(in_session(&messages, batch, &permits, &api))
+}
+
+/// The body's messages and whether it was a batch; 400 unless it is 1 to [`MAX_BATCH`] of them.
+fn parse_messages(body: &[u8]) -> ApiResult<(Vec<Value>, bool)> {
     let parsed: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("invalid request body: not JSON: {e}")))?;
     let (messages, batch) =
@@ -220,40 +237,55 @@ pub fn post(
             messages.len()
         )));
     }
-    if let Some(v) = headers.version.filter(|v| !PROTOCOL_VERSIONS.contains(v)) {
+    Ok((messages, batch))
+}
+
+/// 400 for an `MCP-Protocol-Version` header naming a version this server does not speak.
+fn check_version(version: Option<&str>) -> ApiResult<()> {
+    if let Some(v) = version.filter(|v| !PROTOCOL_VERSIONS.contains(v)) {
         return Err(ApiError::invalid(format!(
             "unsupported MCP-Protocol-Version {v:?}: this server speaks {}",
             PROTOCOL_VERSIONS.join(", ")
         )));
     }
-    let is_init = |m: &Value| m["method"] == "initialize" && m.get("id").is_some();
-    if !batch && is_init(&messages[0]) {
-        let session = state.mcp.open(&actor.id)?;
-        let reply = match handle(&messages[0]) {
-            Handled::Reply(r) => r,
-            _ => rpc_error(messages[0]["id"].clone(), -32603, "initialize failed"),
-        };
-        let asked = messages[0]["params"]["protocolVersion"].as_str();
-        tracing::debug!(caller = %actor.id, version = negotiate(asked.unwrap_or_default()),
-            "MCP session opened");
-        return Ok(Exchange {
-            session: Some(session),
-            batch: false,
-            calls: false,
-            answers: stream::iter([reply]).boxed(),
-            count: 1,
-        });
-    }
-    let Some(id) = headers.session else {
-        return Err(ApiError::invalid(
-            "missing Mcp-Session-Id header: send `initialize` first and use the session id its \
-             answer carries",
-        ));
+    Ok(())
+}
+
+/// Whether `m` is an `initialize` request (a notification of that name is not).
+fn is_init(m: &Value) -> bool {
+    m["method"] == "initialize" && m.get("id").is_some()
+}
+
+/// Answers a lone `initialize`: opens a session for `actor`, whose id the answer carries.
+fn initialize(state: &AppState, actor: &Actor, msg: &Value) -> ApiResult<Exchange> {
+    let session = state.mcp.open(&actor.id)?;
+    let reply = match handle(msg) {
+        Handled::Reply(r) => r,
+        _ => rpc_error(msg["id"].clone(), -32603, "initialize failed"),
     };
-    let permits = state.mcp.touch(&actor.id, id)?;
+    let asked = msg["params"]["protocolVersion"].as_str();
+    tracing::debug!(caller = %actor.id, version = negotiate(asked.unwrap_or_default()),
+        "MCP session opened");
+    Ok(Exchange {
+        session: Some(session),
+        batch: false,
+        calls: false,
+        answers: stream::iter([reply]).boxed(),
+        count: 1,
+    })
+}
+
+/// Answers the messages of a session's POST: replies at once, then each tool call (taking one
+/// of the session's `permits`, or refused) as it finishes.
+fn in_session(
+    messages: &[Value],
+    batch: bool,
+    permits: &Arc<Semaphore>,
+    api: &Arc<dyn Api>,
+) -> Exchange {
     let mut ready = Vec::new();
     let calls = FuturesUnordered::new();
-    for msg in &messages {
+    for msg in messages {
         if is_init(msg) {
             ready.push(rpc_error(
                 msg["id"].clone(),
@@ -266,28 +298,7 @@ pub fn post(
             Handled::Reply(r) => ready.push(r),
             Handled::Nothing => {}
             Handled::Call { id, name, args } => match permits.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let api = api.clone();
-                    calls.push(async move {
-                        let result = match tokio::time::timeout(
-                            CALL_TIMEOUT,
-                            berth_mcp::tools::call(&*api, &name, &args),
-                        )
-                        .await
-                        {
-                            Ok(r) => r,
-                            Err(_) => Err(ToolError::new(
-                                "timed_out",
-                                format!(
-                                    "{name} did not finish within {} s",
-                                    CALL_TIMEOUT.as_secs()
-                                ),
-                            )),
-                        };
-                        drop(permit);
-                        answer(id, tool_result(result))
-                    });
-                }
+                Ok(permit) => calls.push(call_tool(api.clone(), permit, id, name, args)),
                 Err(_) => ready.push(rpc_error(
                     id,
                     -32000,
@@ -301,13 +312,34 @@ pub fn post(
     }
     let count = ready.len() + calls.len();
     let has_calls = !calls.is_empty();
-    Ok(Exchange {
+    Exchange {
         session: None,
         batch,
         calls: has_calls,
         answers: stream::iter(ready).chain(calls).boxed(),
         count,
-    })
+    }
+}
+
+/// Makes tool call `id` within [`CALL_TIMEOUT`], holding `permit` until it ends; its answer.
+async fn call_tool(
+    api: Arc<dyn Api>,
+    permit: OwnedSemaphorePermit,
+    id: Value,
+    name: String,
+    args: Value,
+) -> Value {
+    let result =
+        match tokio::time::timeout(CALL_TIMEOUT, berth_mcp::tools::call(&*api, &name, &args)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ToolError::new(
+                "timed_out",
+                format!("{name} did not finish within {} s", CALL_TIMEOUT.as_secs()),
+            )),
+        };
+    drop(permit);
+    answer(id, tool_result(result))
 }
 
 /// Ends `actor`'s session `id` (`DELETE /api/v1/mcp`).

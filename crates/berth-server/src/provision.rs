@@ -757,19 +757,7 @@ async fn run_script(
     timeout_secs: u64,
 ) -> ApiResult<Outcome> {
     let client = state.daemon(ws);
-    let req = ExecRequest {
-        argv: vec![
-            "timeout".into(),
-            "--kill-after=5".into(),
-            timeout_secs.to_string(),
-            "sh".into(),
-            "-c".into(),
-            script.to_owned(),
-        ],
-        env,
-        cwd: Some(cwd.unwrap_or_else(|| HOME.to_owned())),
-        stdin: false,
-    };
+    let req = script_request(script, env, cwd, timeout_secs);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs) + HOST_GRACE;
     let mut tail = Tail::default();
     let mut stream = match tokio::time::timeout_at(deadline, client.exec(req)).await {
@@ -807,27 +795,9 @@ async fn run_script(
         match ev {
             Some(ExecEvent::Stdout(d)) | Some(ExecEvent::Stderr(d)) => {
                 tail.push(&d);
-                if last_flush.elapsed() >= LOG_FLUSH {
-                    last_flush = tokio::time::Instant::now();
-                    state.store.set_step_log(ws, pos, &tail.text()).await?;
-                    changed(ws);
-                }
+                flush_due(state, ws, pos, &tail, &mut last_flush).await?;
             }
-            Some(ExecEvent::Exit(code)) => {
-                let code = i64::from(code);
-                // `timeout` exits 124 when it stopped the step (137 after its kill).
-                let message = match code {
-                    0 => None,
-                    124 | 137 => Some(format!("timed out after {timeout_secs}s")),
-                    c => Some(format!("failed with exit code {c}")),
-                };
-                return Ok(Outcome {
-                    ok: code == 0,
-                    log: tail.text(),
-                    exit_code: Some(code),
-                    message,
-                });
-            }
+            Some(ExecEvent::Exit(code)) => return Ok(exited(code, tail, timeout_secs)),
             None => {
                 return Ok(Outcome::failed(
                     tail.text(),
@@ -836,6 +806,63 @@ async fn run_script(
             }
         }
     }
+}
+
+/// The exec of a script step: `sh -c` under `timeout` (killed 5 s after the deadline), in
+/// `cwd` or the agent's home.
+fn script_request(
+    script: &str,
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
+    timeout_secs: u64,
+) -> ExecRequest {
+    ExecRequest {
+        argv: vec![
+            "timeout".into(),
+            "--kill-after=5".into(),
+            timeout_secs.to_string(),
+            "sh".into(),
+            "-c".into(),
+            script.to_owned(),
+        ],
+        env,
+        cwd: Some(cwd.unwrap_or_else(|| HOME.to_owned())),
+        stdin: false,
+    }
+}
+
+/// The outcome of a script step that exited with `code` (124 and 137: `timeout` stopped it).
+fn exited(code: i32, tail: Tail, timeout_secs: u64) -> Outcome {
+    let code = i64::from(code);
+    // `timeout` exits 124 when it stopped the step (137 after its kill).
+    let message = match code {
+        0 => None,
+        124 | 137 => Some(format!("timed out after {timeout_secs}s")),
+        c => Some(format!("failed with exit code {c}")),
+    };
+    Outcome {
+        ok: code == 0,
+        log: tail.text(),
+        exit_code: Some(code),
+        message,
+    }
+}
+
+/// Stores the step's log so far when [`LOG_FLUSH`] has passed since `last_flush`, so that
+/// watchers see a long step's output as it comes.
+async fn flush_due(
+    state: &AppState,
+    ws: &WorkspaceId,
+    pos: i64,
+    tail: &Tail,
+    last_flush: &mut tokio::time::Instant,
+) -> ApiResult<()> {
+    if last_flush.elapsed() >= LOG_FLUSH {
+        *last_flush = tokio::time::Instant::now();
+        state.store.set_step_log(ws, pos, &tail.text()).await?;
+        changed(ws);
+    }
+    Ok(())
 }
 
 /// The `image` step: builds the derived image of the template's `[image]` extras on top of the
@@ -848,12 +875,6 @@ async fn image_step(
     pos: i64,
     spec: &Template,
 ) -> ApiResult<Outcome> {
-    let failed = |log: String, message: String| Outcome {
-        ok: false,
-        log,
-        exit_code: None,
-        message: Some(message),
-    };
     let base = spec
         .image
         .base
@@ -861,37 +882,15 @@ async fn image_step(
         .unwrap_or_else(|| state.default_image());
     let derived = match crate::images::derived(state, &base, &spec.image).await {
         Ok(d) => d,
-        Err(e) => return Ok(failed(String::new(), e.message)),
+        Err(e) => return Ok(Outcome::failed(String::new(), e.message)),
     };
     let tag = derived.tag();
     let mut tail = Tail::default();
     tail.push(format!("base {base}; derived image {tag}\n").as_bytes());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let build = crate::images::build_derived(state, &derived, tx);
-    tokio::pin!(build);
-    let mut last_flush = tokio::time::Instant::now();
-    let built = loop {
-        tokio::select! {
-            r = &mut build => break r,
-            Some(line) = rx.recv() => {
-                tail.push(line.as_bytes());
-                tail.push(b"\n");
-                if last_flush.elapsed() >= LOG_FLUSH {
-                    last_flush = tokio::time::Instant::now();
-                    state.store.set_step_log(ws, pos, &tail.text()).await?;
-                    changed(ws);
-                }
-            }
-        }
-    };
-    while let Ok(line) = rx.try_recv() {
-        tail.push(line.as_bytes());
-        tail.push(b"\n");
-    }
-    let built = match built {
+    let built = match build_logged(state, ws, pos, &derived, &mut tail).await? {
         Ok(b) => b,
         Err(e) => {
-            return Ok(failed(
+            return Ok(Outcome::failed(
                 tail.text(),
                 format!("the image build failed: {}", first_line(&e.message)),
             ))
@@ -905,19 +904,11 @@ async fn image_step(
     if !built {
         tail.push(format!("{tag} exists: reused, not built again\n").as_bytes());
     }
-    let w = state.store.workspace(ws).await?;
-    if w.image != tag {
-        state.store.set_workspace_image(ws, &tag).await?;
-        tail.push(format!("moving the workspace from {} to {tag}\n", w.image).as_bytes());
-        state.store.set_step_log(ws, pos, &tail.text()).await?;
-        changed(ws);
-        if let Err(e) = crate::lifecycle::ensure_current(state, ws).await {
-            return Ok(failed(
-                tail.text(),
-                format!("could not remake the container: {}", e.message),
-            ));
-        }
-        tail.push(b"container remade on the new image; the home volume is kept\n");
+    if let Err(e) = move_to_image(state, ws, pos, &tag, &mut tail).await? {
+        return Ok(Outcome::failed(
+            tail.text(),
+            format!("could not remake the container: {}", e.message),
+        ));
     }
     Ok(Outcome {
         ok: true,
@@ -925,6 +916,60 @@ async fn image_step(
         exit_code: None,
         message: Some(what),
     })
+}
+
+/// Builds `derived` (unless built already: `Ok(false)`), its output lines into `tail` and the
+/// step's log as they come; the inner `Err` is the build's failure, the outer the store's.
+async fn build_logged(
+    state: &AppState,
+    ws: &WorkspaceId,
+    pos: i64,
+    derived: &berth_runtime::image::DerivedImage,
+    tail: &mut Tail,
+) -> ApiResult<ApiResult<bool>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let build = crate::images::build_derived(state, derived, tx);
+    tokio::pin!(build);
+    let mut last_flush = tokio::time::Instant::now();
+    let built = loop {
+        tokio::select! {
+            r = &mut build => break r,
+            Some(line) = rx.recv() => {
+                tail.push(line.as_bytes());
+                tail.push(b"\n");
+                flush_due(state, ws, pos, tail, &mut last_flush).await?;
+            }
+        }
+    };
+    while let Ok(line) = rx.try_recv() {
+        tail.push(line.as_bytes());
+        tail.push(b"\n");
+    }
+    Ok(built)
+}
+
+/// Moves the workspace onto image `tag` when it is on another one: its container is made anew
+/// (the home volume stays). The inner `Err`: the container could not be remade.
+async fn move_to_image(
+    state: &AppState,
+    ws: &WorkspaceId,
+    pos: i64,
+    tag: &str,
+    tail: &mut Tail,
+) -> ApiResult<ApiResult<()>> {
+    let w = state.store.workspace(ws).await?;
+    if w.image == tag {
+        return Ok(Ok(()));
+    }
+    state.store.set_workspace_image(ws, tag).await?;
+    tail.push(format!("moving the workspace from {} to {tag}\n", w.image).as_bytes());
+    state.store.set_step_log(ws, pos, &tail.text()).await?;
+    changed(ws);
+    if let Err(e) = crate::lifecycle::ensure_current(state, ws).await {
+        return Ok(Err(e));
+    }
+    tail.push(b"container remade on the new image; the home volume is kept\n");
+    Ok(Ok(()))
 }
 
 fn first_line(s: &str) -> &str {
@@ -1242,12 +1287,52 @@ async fn plan_upgrade(
     w: &Workspace,
     p: &berth_store::Provision,
 ) -> ApiResult<Upgrade> {
-    let tenant = w.tenant.as_str();
+    let (revision, mut spec) = newest_spec(state, w.tenant.as_str(), p).await?;
+    let old: Template = serde_json::from_str(&p.spec).map_err(ApiError::internal)?;
+    // Recorded before bases were pinned: the workspace's image is its base.
+    let old_base = old.image.base.clone().unwrap_or_else(|| w.image.clone());
+    if spec.image.base.is_none() {
+        spec.image.base = Some(old_base.clone());
+    }
+    let mut old_image = old.image.clone();
+    old_image.base = Some(old_base);
+    let limits = upgraded_limits(state, w.limits, &old.resources, &spec.resources)?;
+    let remakes = old_image != spec.image || old.env != spec.env || limits.is_some();
+    let mut steps = steps_to_run(&spec, &p.steps);
+    let image_runs = steps.iter().any(|s| s.kind == "image" && s.state != "done");
+    if remakes {
+        let at = usize::from(steps.first().is_some_and(|s| s.kind == "image"));
+        steps.insert(at, container_entry(&spec, &limits));
+    }
+    if remakes || image_runs {
+        // The auto-session ends with the old container.
+        for s in steps.iter_mut().filter(|s| s.kind == "session") {
+            s.state = "pending".into();
+        }
+    }
+    Ok(Upgrade {
+        revision,
+        spec,
+        steps,
+        limits,
+        remakes_container: remakes || image_runs,
+        from_spec: p.spec.clone(),
+        from_limits: w.limits,
+    })
+}
+
+/// The newest revision of the workspace's template with its parameters filled in, checked
+/// (422 when the parameters no longer fit it): its number and the spec.
+async fn newest_spec(
+    state: &AppState,
+    tenant: &str,
+    p: &berth_store::Provision,
+) -> ApiResult<(i64, Template)> {
     let rev = crate::templates::find(state, tenant, &p.template, None).await?;
     let t = crate::templates::parse_stored(&rev)?;
     let params: BTreeMap<String, String> =
         serde_json::from_str(&p.params).map_err(ApiError::internal)?;
-    let mut spec = t
+    let spec = t
         .instantiate(&params)
         .map_err(|e| param_error(tenant, &p.template, e))?;
     crate::templates::check(&spec).map_err(|e| {
@@ -1259,20 +1344,16 @@ async fn plan_upgrade(
             ),
         )
     })?;
-    let old: Template = serde_json::from_str(&p.spec).map_err(ApiError::internal)?;
-    // Recorded before bases were pinned: the workspace's image is its base.
-    let old_base = old.image.base.clone().unwrap_or_else(|| w.image.clone());
-    if spec.image.base.is_none() {
-        spec.image.base = Some(old_base.clone());
-    }
-    let mut old_image = old.image.clone();
-    old_image.base = Some(old_base);
-    let limits = upgraded_limits(state, w.limits, &old.resources, &spec.resources)?;
-    let remakes = old_image != spec.image || old.env != spec.env || limits.is_some();
-    let mut steps: Vec<NewStep> = plan(&spec)
+    Ok((rev.revision, spec))
+}
+
+/// The steps of `spec`, each `done` when the last run finished it with the same input (an
+/// upgrade re-runs only what changed), else `pending`.
+fn steps_to_run(spec: &Template, last: &[berth_store::ProvisionStep]) -> Vec<NewStep> {
+    plan(spec)
         .into_iter()
         .map(|s| {
-            let done = p.steps.iter().any(|o| {
+            let done = last.iter().any(|o| {
                 o.kind == s.kind && o.name == s.name && o.input_hash == s.hash && o.state == "done"
             });
             NewStep {
@@ -1282,40 +1363,23 @@ async fn plan_upgrade(
                 state: if done { "done" } else { "pending" }.into(),
             }
         })
-        .collect();
-    let image_runs = steps.iter().any(|s| s.kind == "image" && s.state != "done");
-    if remakes {
-        let at = usize::from(steps.first().is_some_and(|s| s.kind == "image"));
-        steps.insert(
-            at,
-            NewStep {
-                kind: "container".into(),
-                name: "container".into(),
-                input_hash: hash_of(&[
-                    "container",
-                    &json(&spec.image),
-                    &json(&spec.env),
-                    &json(&limits),
-                ]),
-                state: "pending".into(),
-            },
-        );
+        .collect()
+}
+
+/// The `container` step remaking the container from `spec`'s image and environment with
+/// `limits`.
+fn container_entry(spec: &Template, limits: &Option<berth_domain::Limits>) -> NewStep {
+    NewStep {
+        kind: "container".into(),
+        name: "container".into(),
+        input_hash: hash_of(&[
+            "container",
+            &json(&spec.image),
+            &json(&spec.env),
+            &json(limits),
+        ]),
+        state: "pending".into(),
     }
-    if remakes || image_runs {
-        // The auto-session ends with the old container.
-        for s in steps.iter_mut().filter(|s| s.kind == "session") {
-            s.state = "pending".into();
-        }
-    }
-    Ok(Upgrade {
-        revision: rev.revision,
-        spec,
-        steps,
-        limits,
-        remakes_container: remakes || image_runs,
-        from_spec: p.spec.clone(),
-        from_limits: w.limits,
-    })
 }
 
 /// The caps after an upgrade: each resource the new revision sets differently from the old one

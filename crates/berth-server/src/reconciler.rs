@@ -318,14 +318,54 @@ pub async fn pass_with(
     let mut stats = PassStats::default();
     // Lock every workspace no operation holds, then read the store and the engine: for the
     // locked ones, both stay current until their lock is released.
+    let mut held = lock_idle(state).await?;
+    let workspaces = state.store.list_workspaces(None).await?;
+    stats.workspaces = workspaces.len();
+    refresh_listing(state, mem, list, &mut stats).await?;
+    let mut unsettled = Vec::new();
+    for w in workspaces {
+        let Some(guard) = held.remove(&w.id) else {
+            stats.busy += 1;
+            continue;
+        };
+        let settled = match plan(&w, mem) {
+            Plan::Settled => true,
+            Plan::Steady { container, pid } => steady(state, mem, &w, &container, pid).await,
+            Plan::Inspect => false,
+        };
+        if !settled {
+            unsettled.push(w);
+        }
+        drop(guard);
+    }
+    drop(held);
+    for w in unsettled {
+        reconcile_if_free(state, mem, &w.id, &mut stats).await?;
+    }
+    Ok(stats)
+}
+
+/// The lock of every workspace no lifecycle operation holds now, held by the pass.
+async fn lock_idle(
+    state: &AppState,
+) -> anyhow::Result<HashMap<berth_domain::WorkspaceId, tokio::sync::OwnedMutexGuard<()>>> {
     let mut held = HashMap::new();
     for w in state.store.list_workspaces(None).await? {
         if let Ok(guard) = state.lock_for(&w.id).try_lock_owned() {
             held.insert(w.id, guard);
         }
     }
-    let workspaces = state.store.list_workspaces(None).await?;
-    stats.workspaces = workspaces.len();
+    Ok(held)
+}
+
+/// Lists the server's containers (`list`, or when there is no earlier listing) into `mem`,
+/// else keeps the earlier one as the events patched it; forgets pids of stopped containers.
+async fn refresh_listing(
+    state: &AppState,
+    mem: &mut Memory,
+    list: bool,
+    stats: &mut PassStats,
+) -> anyhow::Result<()> {
     let listed = match mem.listed.take() {
         Some(l) if !list => l,
         _ => {
@@ -347,53 +387,62 @@ pub async fn pass_with(
             .is_some_and(|s| matches!(s, ContainerState::Running))
     });
     mem.listed = Some(listed);
-    let mut unsettled = Vec::new();
-    for w in workspaces {
-        let Some(guard) = held.remove(&w.id) else {
-            stats.busy += 1;
-            continue;
-        };
-        match plan(&w, mem) {
-            Plan::Settled => {}
-            Plan::Steady { container, pid } => match (mem.probe)(pid, &container) {
-                OomReading::NotInContainer => {
-                    mem.pids.remove(&container);
-                    unsettled.push(w);
-                }
-                reading => {
-                    crate::lifecycle::serve_channel(state, &w.id).await;
-                    if let OomReading::Count(counter) = reading {
-                        if let Err(e) = record_oom(state, &w, counter).await {
-                            tracing::warn!(workspace = %w.qualified_name(), error = %e, "recording OOM kills failed");
-                        }
-                    }
-                }
-            },
-            Plan::Inspect => unsettled.push(w),
+    Ok(())
+}
+
+/// Checks a workspace the listing shows running through its remembered pid: serves its
+/// channel and records new OOM kills. False when the pid is no longer the container's (the
+/// workspace must be inspected).
+async fn steady(
+    state: &Arc<AppState>,
+    mem: &mut Memory,
+    w: &Workspace,
+    container: &str,
+    pid: u32,
+) -> bool {
+    match (mem.probe)(pid, container) {
+        OomReading::NotInContainer => {
+            mem.pids.remove(container);
+            false
         }
-        drop(guard);
+        reading => {
+            crate::lifecycle::serve_channel(state, &w.id).await;
+            if let OomReading::Count(counter) = reading {
+                if let Err(e) = record_oom(state, w, counter).await {
+                    tracing::warn!(workspace = %w.qualified_name(), error = %e, "recording OOM kills failed");
+                }
+            }
+            true
+        }
     }
-    drop(held);
-    for w in unsettled {
-        let lock = state.lock_for(&w.id);
-        let Ok(_guard) = lock.try_lock() else {
-            stats.busy += 1;
-            continue;
-        };
-        // Re-read under the lock: an operation may have run since the guard above was dropped.
-        let Some(w) = state.store.find_workspace_by_id(&w.id).await? else {
-            continue;
-        };
+}
+
+/// Inspects and settles workspace `id` unless an operation took it meanwhile (then it counts
+/// as busy), re-reading it under its lock.
+async fn reconcile_if_free(
+    state: &Arc<AppState>,
+    mem: &mut Memory,
+    id: &berth_domain::WorkspaceId,
+    stats: &mut PassStats,
+) -> anyhow::Result<()> {
+    let lock = state.lock_for(id);
+    let Ok(_guard) = lock.try_lock() else {
+        stats.busy += 1;
+        return Ok(());
+    };
+    // Re-read under the lock: an operation may have run since the guard above was dropped.
+    let Some(w) = state.store.find_workspace_by_id(id).await? else {
+        return Ok(());
+    };
+    stats.engine_calls += 1;
+    stats.inspected += 1;
+    if w.state == WorkspaceState::Removing && w.container_id.is_some() {
         stats.engine_calls += 1;
-        stats.inspected += 1;
-        if w.state == WorkspaceState::Removing && w.container_id.is_some() {
-            stats.engine_calls += 1;
-        }
-        if let Err(e) = reconcile_one(state, &w, mem).await {
-            tracing::warn!(workspace = %w.qualified_name(), error = %e, "reconcile failed");
-        }
     }
-    Ok(stats)
+    if let Err(e) = reconcile_one(state, &w, mem).await {
+        tracing::warn!(workspace = %w.qualified_name(), error = %e, "reconcile failed");
+    }
+    Ok(())
 }
 
 /// Settles one workspace from an inspect of its container (the one engine call counted for it

@@ -483,8 +483,7 @@ pub async fn send(
     let interrupt = msg.as_ref().is_ok_and(|m| m.interrupt);
     let result = match (parse_id(raw), msg) {
         (Ok(id), Ok(m)) if m.interrupt => {
-            let by = format!("{} ({})", actor.name, actor.role.as_str());
-            interrupt_unaudited(state, &id, &m.text, &by).await
+            interrupt_unaudited(state, &id, &m.text, &actor.label()).await
         }
         (Ok(id), Ok(m)) => send_unaudited(state, &id, &m.text).await,
         (_, Err(e)) | (Err(e), _) => Err(e),

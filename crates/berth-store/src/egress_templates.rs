@@ -370,35 +370,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use berth_domain::{Limits, Name};
-
     use super::*;
-    use crate::NewWorkspace;
-
-    async fn workspace(s: &Store, tenant: &str, name: &str) -> WorkspaceId {
-        let t = s
-            .ensure_tenant(&Name::parse(tenant).unwrap())
-            .await
-            .unwrap();
-        let id = WorkspaceId::generate();
-        s.insert_workspace(&NewWorkspace {
-            id: id.clone(),
-            tenant_id: t.id,
-            name: Name::parse(name).unwrap(),
-            image: "img".into(),
-            limits: Limits {
-                memory_bytes: 1 << 30,
-                nano_cpus: 1_000_000_000,
-                pids: 100,
-            },
-            network: "none".into(),
-            volume: format!("v-{name}"),
-            mcp_servers: Vec::new(),
-        })
-        .await
-        .unwrap();
-        id
-    }
+    use crate::test_support::workspace_row;
 
     fn rules(r: &[&str]) -> Vec<String> {
         r.iter().map(|s| s.to_string()).collect()
@@ -473,8 +446,8 @@ mod tests {
     #[tokio::test]
     async fn attachments_keep_order_and_check_the_tenant() {
         let s = Store::open_in_memory().await.unwrap();
-        let w = workspace(&s, "acme", "web").await;
-        let other = workspace(&s, "globex", "web").await;
+        let w = workspace_row(&s, "acme", "web").await;
+        let other = workspace_row(&s, "globex", "web").await;
         s.create_egress_template("acme", "ci", None, &[])
             .await
             .unwrap();
@@ -555,10 +528,10 @@ mod tests {
     #[tokio::test]
     async fn removing_an_attached_template_needs_force_and_detaches_it() {
         let s = Store::open_in_memory().await.unwrap();
-        let a = workspace(&s, "acme", "a").await;
-        let b = workspace(&s, "acme", "b").await;
+        let a = workspace_row(&s, "acme", "a").await;
+        let b = workspace_row(&s, "acme", "b").await;
         // A workspace of another tenant attaching a built-in of the same name is no user.
-        let g = workspace(&s, "globex", "g").await;
+        let g = workspace_row(&s, "globex", "g").await;
         s.create_egress_template("acme", "ci", None, &rules(&["allow a.test"]))
             .await
             .unwrap();
@@ -630,7 +603,7 @@ mod tests {
         let s = Store::open(&dir.path().join("berth.db")).await.unwrap();
         let mut ids = Vec::new();
         for i in 0..8 {
-            ids.push(workspace(&s, "acme", &format!("w{i}")).await);
+            ids.push(workspace_row(&s, "acme", &format!("w{i}")).await);
         }
         for round in 0..5 {
             s.create_egress_template("acme", "ci", None, &[])
@@ -675,7 +648,7 @@ mod tests {
     #[tokio::test]
     async fn removing_a_workspace_removes_its_attachments() {
         let s = Store::open_in_memory().await.unwrap();
-        let w = workspace(&s, "acme", "web").await;
+        let w = workspace_row(&s, "acme", "web").await;
         s.create_egress_template("acme", "ci", None, &[])
             .await
             .unwrap();

@@ -662,5 +662,7 @@ pub use usage::{Budget, CallTotals, LlmCall, Spent, UsageBy, UsageFilter, UsageR
 pub use users::{User, UserLogin, UserSession};
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 #[path = "lib_tests.rs"]
 mod tests;

@@ -112,27 +112,8 @@ pub(crate) async fn run(cmd: AccessCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
             all,
             json,
         } => {
-            let mut q = Vec::new();
-            if let Some(w) = &workspace {
-                q.push(format!("workspace={}", encode_segment(w)));
-            }
-            match (&state, all) {
-                (Some(s), _) => q.push(format!("state={s}")),
-                (None, false) => q.push("state=open".into()),
-                (None, true) => {}
-            }
-            let mut path = "/access-requests".to_string();
-            if !q.is_empty() {
-                path = format!("{path}?{}", q.join("&"));
-            }
-            let v = client.get_value(&path).await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let list: Vec<AccessRequest> = decode(v)?;
-                ctx.print(&terminal_safe(&access_table(&list)))?;
-            }
-            Ok(0)
+            let path = list_path(workspace.as_deref(), state.as_deref(), all);
+            list(client, ctx, &path, json).await
         }
         AccessCmd::Approve {
             id,
@@ -144,18 +125,9 @@ pub(crate) async fn run(cmd: AccessCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
         } => {
             let ttl_seconds = ttl.as_deref().map(parse_ttl).transpose()?;
             let r = find(client, &id).await?;
-            let scope = if always {
-                "always"
-            } else if template.is_some() {
-                "template"
-            } else if r.kind == "secret" {
-                "always"
-            } else {
-                "once"
-            };
             let d = DecideAccess {
                 decision: "approve".into(),
-                scope: Some(scope.into()),
+                scope: Some(approval_scope(&r, always, template.is_some()).into()),
                 ttl_seconds,
                 template,
                 reason,
@@ -171,24 +143,78 @@ pub(crate) async fn run(cmd: AccessCmd, client: &Client, ctx: &mut Ctx<'_>) -> R
             };
             decided(client, ctx, &r, &d, json).await
         }
-        AccessCmd::Comment { id, text, json } => {
-            let r = find(client, &id).await?;
-            let v = client
-                .post_value(
-                    &format!("{}/comments", req_path(&r)),
-                    &AccessComment { text },
-                )
-                .await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                ctx.print(&format!("commented on {}\n", r.id))?;
-            }
-            Ok(0)
-        }
+        AccessCmd::Comment { id, text, json } => comment(client, ctx, &id, text, json).await,
     }
 }
 
+/// The list's path: one workspace's or all, open ones unless `state` or `all` say otherwise.
+fn list_path(workspace: Option<&str>, state: Option<&str>, all: bool) -> String {
+    let mut q = Vec::new();
+    if let Some(w) = workspace {
+        q.push(format!("workspace={}", encode_segment(w)));
+    }
+    match (state, all) {
+        (Some(s), _) => q.push(format!("state={s}")),
+        (None, false) => q.push("state=open".into()),
+        (None, true) => {}
+    }
+    let mut path = "/access-requests".to_string();
+    if !q.is_empty() {
+        path = format!("{path}?{}", q.join("&"));
+    }
+    path
+}
+
+/// Prints the requests at `path`, as a table or as the server's JSON.
+async fn list(client: &Client, ctx: &mut Ctx<'_>, path: &str, json: bool) -> Result<i32> {
+    let v = client.get_value(path).await?;
+    if json {
+        ctx.print_json(&v)?;
+    } else {
+        let list: Vec<AccessRequest> = decode(v)?;
+        ctx.print(&terminal_safe(&access_table(&list)))?;
+    }
+    Ok(0)
+}
+
+/// The scope an approval asks for: the flag's, else `always` for a secret (the server takes
+/// nothing else for one) and `once` for egress.
+fn approval_scope(r: &AccessRequest, always: bool, template: bool) -> &'static str {
+    if always {
+        "always"
+    } else if template {
+        "template"
+    } else if r.kind == "secret" {
+        "always"
+    } else {
+        "once"
+    }
+}
+
+/// Adds comment `text` to request `id` and says so (or prints the request as JSON).
+async fn comment(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    id: &str,
+    text: String,
+    json: bool,
+) -> Result<i32> {
+    let r = find(client, id).await?;
+    let v = client
+        .post_value(
+            &format!("{}/comments", req_path(&r)),
+            &AccessComment { text },
+        )
+        .await?;
+    if json {
+        ctx.print_json(&v)?;
+    } else {
+        ctx.print(&format!("commented on {}\n", r.id))?;
+    }
+    Ok(0)
+}
+
+/// Sends decision `d` on request `r` and prints the decided request (one line, or JSON).
 async fn decided(
     client: &Client,
     ctx: &mut Ctx<'_>,
@@ -264,5 +290,15 @@ mod tests {
         for bad in ["", "0", "h", "1w", "-1h"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_list_asks_for_open_requests_unless_told_otherwise() {
+        assert_eq!(list_path(None, None, false), "/access-requests?state=open");
+        assert_eq!(list_path(None, None, true), "/access-requests");
+        assert_eq!(
+            list_path(Some("acme/web"), Some("denied"), false),
+            "/access-requests?workspace=acme%2Fweb&state=denied"
+        );
     }
 }

@@ -187,47 +187,8 @@ pub(crate) async fn run(cmd: TemplateCmd, client: &Client, ctx: &mut Ctx<'_>) ->
             name,
             revision,
             json,
-        } => {
-            let mut path = template_path(&tenant, &name);
-            if let Some(r) = revision {
-                path.push_str(&format!("?revision={r}"));
-            }
-            let v = client.get_value(&path).await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let t: WorkspaceTemplate = decode(v)?;
-                ctx.print(&details(&t))?;
-            }
-        }
-        TemplateCmd::List { tenant, json } => {
-            let v = client
-                .get_query_value("/templates", &TemplateQuery { tenant })
-                .await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let list: Vec<WorkspaceTemplate> = decode(v)?;
-                if list.is_empty() {
-                    ctx.print(
-                        "no templates (store one: berth template set --tenant T NAME FILE)\n",
-                    )?;
-                } else {
-                    let rows: Vec<Vec<String>> = list
-                        .iter()
-                        .map(|t| {
-                            vec![
-                                format!("{}/{}", t.tenant, t.name),
-                                t.revision.to_string(),
-                                params_line(&t.params),
-                                t.description.clone().unwrap_or_default(),
-                            ]
-                        })
-                        .collect();
-                    ctx.print(&table(&["TEMPLATE", "REV", "PARAMS", "DESCRIPTION"], &rows))?;
-                }
-            }
-        }
+        } => show(client, ctx, &tenant, &name, revision, json).await?,
+        TemplateCmd::List { tenant, json } => list(client, ctx, tenant, json).await?,
         TemplateCmd::Rm { tenant, name } => {
             client
                 .delete(&template_path(&tenant, &name), &[("force", false)])
@@ -236,6 +197,68 @@ pub(crate) async fn run(cmd: TemplateCmd, client: &Client, ctx: &mut Ctx<'_>) ->
         }
     }
     Ok(0)
+}
+
+/// Prints a template (a revision of it, when given): its details, or the server's JSON.
+async fn show(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    tenant: &str,
+    name: &str,
+    revision: Option<i64>,
+    json: bool,
+) -> Result<()> {
+    let mut path = template_path(tenant, name);
+    if let Some(r) = revision {
+        path.push_str(&format!("?revision={r}"));
+    }
+    let v = client.get_value(&path).await?;
+    if json {
+        ctx.print_json(&v)?;
+    } else {
+        let t: WorkspaceTemplate = decode(v)?;
+        ctx.print(&details(&t))?;
+    }
+    Ok(())
+}
+
+/// Prints the templates (of a tenant) as a table, or the server's JSON.
+async fn list(
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+    tenant: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let v = client
+        .get_query_value("/templates", &TemplateQuery { tenant })
+        .await?;
+    if json {
+        ctx.print_json(&v)?;
+        return Ok(());
+    }
+    let list: Vec<WorkspaceTemplate> = decode(v)?;
+    if list.is_empty() {
+        ctx.print("no templates (store one: berth template set --tenant T NAME FILE)\n")?;
+    } else {
+        ctx.print(&template_table(&list))?;
+    }
+    Ok(())
+}
+
+/// The templates as a table: name, revision, parameters and description.
+fn template_table(list: &[WorkspaceTemplate]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            vec![
+                format!("{}/{}", t.tenant, t.name),
+                t.revision.to_string(),
+                params_line(&t.params),
+                t.description.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["TEMPLATE", "REV", "PARAMS", "DESCRIPTION"], &rows)
 }
 
 fn params_line(params: &[berth_api::TemplateParam]) -> String {

@@ -82,3 +82,7 @@ pub async fn comment(
         access_requests::comment(&state, &actor, &ws, &req, body).await?,
     ))
 }
+
+#[cfg(test)]
+#[path = "access_requests_tests.rs"]
+mod tests;

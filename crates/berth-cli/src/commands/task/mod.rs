@@ -2,7 +2,9 @@
 //! events, send follow-ups, cancel. Following the event stream is in `follow.rs`, showing
 //! events in `printer.rs`.
 
-use berth_api::{CreateTask, EventsQuery, SendMessage, Task, TaskQuery};
+use berth_api::{
+    AgentReportedUsage, CreateTask, EventsQuery, SendMessage, Task, TaskQuery, TaskUsage,
+};
 use berth_domain::TaskState;
 use clap::{Args, Subcommand};
 use serde_json::Value;
@@ -263,13 +265,7 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
         TaskCmd::Show { task, json, raw } => show(client, ctx, &task, json, raw).await,
         TaskCmd::Logs(args) => logs(args, client, ctx).await,
         TaskCmd::Send(args) => send(args, client, ctx).await,
-        TaskCmd::Cancel { task } => {
-            client
-                .post_empty_value(&format!("{}/cancel", task_path(&task)))
-                .await?;
-            ctx.print(&format!("cancelled {task}\n"))?;
-            Ok(0)
-        }
+        TaskCmd::Cancel { task } => cancel(client, ctx, &task).await,
         TaskCmd::Attach { task, name, json } => attach(client, ctx, &task, name, json).await,
         TaskCmd::Approve {
             task,
@@ -303,34 +299,47 @@ pub(crate) async fn run(cmd: TaskCmd, client: &Client, ctx: &mut Ctx<'_>) -> Res
             pending,
             json,
         } => approvals(client, ctx, &task, pending, json).await,
-        TaskCmd::Inbox { json } => {
-            let v = client.get_value("/inbox").await?;
-            if json {
-                ctx.print_json(&v)?;
-            } else {
-                let berth_api::Inbox {
-                    approvals: list,
-                    access_requests: access,
-                } = decode(v)?;
-                if list.is_empty() && access.is_empty() {
-                    ctx.print("nothing is waiting for a decision\n")?;
-                }
-                if !list.is_empty() {
-                    ctx.print(&approval_table(&list, true))?;
-                }
-                if !access.is_empty() {
-                    ctx.print(&terminal_safe(&format!(
-                        "access requests (berth access approve|deny ID):\n{}",
-                        crate::commands::access::access_table(&access)
-                    )))?;
-                }
-            }
-            Ok(0)
-        }
+        TaskCmd::Inbox { json } => inbox(client, ctx, json).await,
         TaskCmd::Diff(args) => diff(args, client, ctx).await,
         TaskCmd::Push(args) => deliver::push(args, client, ctx).await,
         TaskCmd::Pr(args) => deliver::pr(args, client, ctx).await,
     }
+}
+
+/// `task cancel`: asks the server to cancel the task (its turn is stopped) and says so.
+async fn cancel(client: &Client, ctx: &mut Ctx<'_>, task: &str) -> Result<i32> {
+    client
+        .post_empty_value(&format!("{}/cancel", task_path(task)))
+        .await?;
+    ctx.print(&format!("cancelled {task}\n"))?;
+    Ok(0)
+}
+
+/// `task inbox`: what waits for a decision (agents' permission requests and workspaces'
+/// access requests), as two tables or the server's JSON.
+async fn inbox(client: &Client, ctx: &mut Ctx<'_>, json: bool) -> Result<i32> {
+    let v = client.get_value("/inbox").await?;
+    if json {
+        ctx.print_json(&v)?;
+        return Ok(0);
+    }
+    let berth_api::Inbox {
+        approvals: list,
+        access_requests: access,
+    } = decode(v)?;
+    if list.is_empty() && access.is_empty() {
+        ctx.print("nothing is waiting for a decision\n")?;
+    }
+    if !list.is_empty() {
+        ctx.print(&approval_table(&list, true))?;
+    }
+    if !access.is_empty() {
+        ctx.print(&terminal_safe(&format!(
+            "access requests (berth access approve|deny ID):\n{}",
+            crate::commands::access::access_table(&access)
+        )))?;
+    }
+    Ok(0)
 }
 
 /// `task list`: the tasks (of a workspace, in a state) as a table.
@@ -780,43 +789,11 @@ pub(crate) fn task_details(t: &Task) -> String {
     kv.push(("prompt", truncate(&one_line(&t.prompt), 200)));
     kv.push(("created", short_time(&t.created_at)));
     kv.push(("updated", short_time(&t.updated_at)));
-    let u = &t.usage;
-    let mut tokens = format!(
-        "in {}, out {}, cached {}",
-        u.input_tokens, u.output_tokens, u.cached_input_tokens
-    );
-    // A server that sums the gateway's calls sends `cost`; an older one only `cost_usd`.
-    let cost = if u.cost.is_empty() {
-        u.cost_usd
-            .map(|c| format!("${c:.4}"))
-            .unwrap_or_else(|| "-".into())
-    } else {
-        let s = if u.calls == 1 { "" } else { "s" };
-        tokens.push_str(&format!(" ({} LLM call{s})", u.calls));
-        format!("${}", u.cost)
-    };
+    let (tokens, cost) = tokens_and_cost(&t.usage);
     kv.push(("tokens", tokens));
-    kv.push((
-        "cost",
-        if u.fallback_calls > 0 {
-            format!(
-                "{cost} ({} call{} at the fallback price: no price table lists the model)",
-                u.fallback_calls,
-                if u.fallback_calls == 1 { "" } else { "s" }
-            )
-        } else {
-            cost
-        },
-    ));
-    if let Some(a) = &u.agent_reported {
-        let mut s = format!(
-            "in {}, out {}, cached {}",
-            a.input_tokens, a.output_tokens, a.cached_input_tokens
-        );
-        if let Some(c) = a.cost_usd {
-            s.push_str(&format!(", ${c:.6}"));
-        }
-        kv.push(("agent reported", format!("{s} (informational, not billed)")));
+    kv.push(("cost", cost));
+    if let Some(a) = &t.usage.agent_reported {
+        kv.push(("agent reported", agent_reported(a)));
     }
     if let Some(m) = &t.last_message {
         kv.push(("last message", truncate(&one_line(m), 300)));
@@ -841,4 +818,44 @@ pub(crate) fn task_details(t: &Task) -> String {
     }
     kv.push(("events", t.last_seq.to_string()));
     key_values(&kv)
+}
+
+/// `in N, out N, cached N`: token counts as a task's details show them, billed or reported.
+fn token_counts(input: u64, output: u64, cached: u64) -> String {
+    format!("in {input}, out {output}, cached {cached}")
+}
+
+/// The `tokens` and `cost` rows of a task's billed usage (the gateway's calls counted, and
+/// calls priced at the fallback price said so).
+fn tokens_and_cost(u: &TaskUsage) -> (String, String) {
+    let mut tokens = token_counts(u.input_tokens, u.output_tokens, u.cached_input_tokens);
+    // A server that sums the gateway's calls sends `cost`; an older one only `cost_usd`.
+    let cost = if u.cost.is_empty() {
+        u.cost_usd
+            .map(|c| format!("${c:.4}"))
+            .unwrap_or_else(|| "-".into())
+    } else {
+        let s = if u.calls == 1 { "" } else { "s" };
+        tokens.push_str(&format!(" ({} LLM call{s})", u.calls));
+        format!("${}", u.cost)
+    };
+    let cost = if u.fallback_calls > 0 {
+        format!(
+            "{cost} ({} call{} at the fallback price: no price table lists the model)",
+            u.fallback_calls,
+            if u.fallback_calls == 1 { "" } else { "s" }
+        )
+    } else {
+        cost
+    };
+    (tokens, cost)
+}
+
+/// The `agent reported` row: what the agent CLI said it used, marked as never billed.
+fn agent_reported(a: &AgentReportedUsage) -> String {
+    let mut s = token_counts(a.input_tokens, a.output_tokens, a.cached_input_tokens);
+    if let Some(c) = a.cost_usd {
+        s.push_str(&format!(", ${c:.6}"));
+    }
+    format!("{s} (informational, not billed)")
 }

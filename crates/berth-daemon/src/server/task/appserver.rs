@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_agents::{Driver, TurnEnd, TurnSpec};
+use berth_agents::{Driver, Invocation, TurnEnd, TurnSpec};
 use berth_domain::{EventKind, TaskState};
 use nix::sys::signal::Signal;
 use tokio::process::Child;
@@ -178,11 +178,7 @@ async fn prepare(
     drivers: &DriverFactory,
 ) -> Result<(Process, TurnSpec), SetupEnd> {
     if let Some(wt) = worktree {
-        let path = spec.home.join(".berth").join("worktrees").join(&task.id);
-        create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
-        tracing::info!(task = %task.id, path = %path.display(), branch = %wt.branch, "worktree created");
-        spec.cwd = path;
-        lock(&task.inner).spec.cwd = spec.cwd.clone();
+        enter_worktree(task, wt, &mut spec).await?;
     }
     if task.stop_requested() {
         return Err(SetupEnd::Stopped);
@@ -190,39 +186,10 @@ async fn prepare(
     make_private_dir(&spec.task_dir).map_err(SetupEnd::Failed)?;
     make_private_dir(&spec.task_dir.join("tmp")).map_err(SetupEnd::Failed)?;
 
-    let mut warm = lock(&task.inner).appserver.take();
-    let alive = warm
-        .as_mut()
-        .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
-    let warm = match warm {
-        Some(p) if alive && p.settings == settings(&spec) => Some(p),
-        Some(p) => {
-            tracing::info!(task = %task.id, "the warm agent process does not fit this turn; starting a new one");
-            tokio::spawn(p.stop());
-            None
-        }
-        None => None,
-    };
+    let warm = warm_fit(task, &spec);
     let fresh = match warm {
         Some(_) => None,
-        None => {
-            let driver = drivers.make(task.agent);
-            // A new process resuming a session the agent cannot load yet (gemini) waits.
-            let seen = lock(&task.inner).session_seen;
-            if let (Some(_), Some(seen)) = (&spec.resume, seen) {
-                if let Some(at) = driver.resume_not_before(seen) {
-                    if let Ok(wait) = at.duration_since(std::time::SystemTime::now()) {
-                        tracing::info!(task = %task.id, ?wait, "waiting before the agent can load its session");
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            }
-            let inv = with_task_id(driver.invocation(&spec), &task.id);
-            for (path, content) in &inv.files {
-                write_private_file(path, content).map_err(SetupEnd::Failed)?;
-            }
-            Some((driver, inv))
-        }
+        None => Some(new_invocation(task, &spec, drivers).await?),
     };
     let mut inner = lock(&task.inner);
     if inner.cancel_requested || inner.redirect.is_some() {
@@ -241,33 +208,95 @@ async fn prepare(
             tracing::info!(task = %task.id, pid = p.pgid, "turn on the warm agent process");
             p
         }
-        (None, Some((driver, inv))) => {
-            // Spawn under the lock so that a cancel sees the pid.
-            let (mut child, input) = spawn(&inv, true).map_err(SetupEnd::Failed)?;
-            let Some(input) = input else {
-                let _ = child.start_kill();
-                return Err(SetupEnd::Failed("the agent's stdin is not a pipe".into()));
-            };
-            let pgid = child.id().unwrap_or(0);
-            let (rx, readers) = start_readers(&mut child);
-            tracing::info!(task = %task.id, pid = pgid, program = %inv.program, "agent protocol process started");
-            Process {
-                child,
-                pgid,
-                input,
-                rx,
-                readers,
-                driver,
-                settings: settings(&spec),
-                exit_code: None,
-            }
-        }
+        // Spawned under the lock so that a cancel sees the pid.
+        (None, Some((driver, inv))) => start(task, driver, &inv, &spec)?,
         (None, None) => return Err(SetupEnd::Failed("no agent process".into())),
     };
     inner.pid = Some(p.pgid);
     task.transition(&mut inner, TaskState::Running, None);
     drop(inner);
     Ok((p, spec))
+}
+
+/// Creates the task's worktree (under `~/.berth/worktrees/TASK`) and makes it the turn's
+/// working directory, for this turn and the task's later ones.
+async fn enter_worktree(task: &Task, wt: &Worktree, spec: &mut TurnSpec) -> Result<(), SetupEnd> {
+    let path = spec.home.join(".berth").join("worktrees").join(&task.id);
+    create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
+    tracing::info!(task = %task.id, path = %path.display(), branch = %wt.branch, "worktree created");
+    spec.cwd = path;
+    lock(&task.inner).spec.cwd = spec.cwd.clone();
+    Ok(())
+}
+
+/// The task's warm process when it is alive and started with this turn's settings; one that
+/// does not fit is stopped (in the background).
+fn warm_fit(task: &Task, spec: &TurnSpec) -> Option<Process> {
+    let mut warm = lock(&task.inner).appserver.take();
+    let alive = warm
+        .as_mut()
+        .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
+    match warm {
+        Some(p) if alive && p.settings == settings(spec) => Some(p),
+        Some(p) => {
+            tracing::info!(task = %task.id, "the warm agent process does not fit this turn; starting a new one");
+            tokio::spawn(p.stop());
+            None
+        }
+        None => None,
+    }
+}
+
+/// A driver and the invocation of a new process for this turn, its private files written;
+/// waits first when the agent cannot load the session it resumes yet (gemini).
+async fn new_invocation(
+    task: &Task,
+    spec: &TurnSpec,
+    drivers: &DriverFactory,
+) -> Result<(Box<dyn Driver>, Invocation), SetupEnd> {
+    let driver = drivers.make(task.agent);
+    let seen = lock(&task.inner).session_seen;
+    if let (Some(_), Some(seen)) = (&spec.resume, seen) {
+        if let Some(at) = driver.resume_not_before(seen) {
+            if let Ok(wait) = at.duration_since(std::time::SystemTime::now()) {
+                tracing::info!(task = %task.id, ?wait, "waiting before the agent can load its session");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    let inv = with_task_id(driver.invocation(spec), &task.id);
+    for (path, content) in &inv.files {
+        write_private_file(path, content).map_err(SetupEnd::Failed)?;
+    }
+    Ok((driver, inv))
+}
+
+/// Spawns the protocol process of `inv` (stdin kept open for the protocol) and starts reading
+/// its output.
+fn start(
+    task: &Task,
+    driver: Box<dyn Driver>,
+    inv: &Invocation,
+    spec: &TurnSpec,
+) -> Result<Process, SetupEnd> {
+    let (mut child, input) = spawn(inv, true).map_err(SetupEnd::Failed)?;
+    let Some(input) = input else {
+        let _ = child.start_kill();
+        return Err(SetupEnd::Failed("the agent's stdin is not a pipe".into()));
+    };
+    let pgid = child.id().unwrap_or(0);
+    let (rx, readers) = start_readers(&mut child);
+    tracing::info!(task = %task.id, pid = pgid, program = %inv.program, "agent protocol process started");
+    Ok(Process {
+        child,
+        pgid,
+        input,
+        rx,
+        readers,
+        driver,
+        settings: settings(spec),
+        exit_code: None,
+    })
 }
 
 /// Writes the turn and feeds the process's output to the driver until the driver says the turn
@@ -280,19 +309,10 @@ async fn supervise(
 ) -> (Option<TurnEnd>, TurnOutcome) {
     let (answer_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
     lock(&task.inner).approvals.answers = Some(answer_tx);
-    let mut out = TurnOutcome {
-        exit_code: -1,
-        we_killed: false,
-        stopped: false,
-        saw_turn_completed: false,
-        last_error: None,
-        last_stderr: None,
-    };
+    let mut out = TurnOutcome::new();
     // What it said while idle comes first.
     while let Ok(msg) = p.rx.try_recv() {
-        on_output(task, p.driver.as_mut(), msg, &mut out);
-        let lines = p.driver.take_output();
-        p.write(lines);
+        feed(task, p, msg, &mut out);
     }
     out.saw_turn_completed = false;
     let lines = p.driver.begin_turn(spec);
@@ -313,9 +333,7 @@ async fn supervise(
         tokio::select! {
             msg = p.rx.recv(), if open => match msg {
                 Some(msg) => {
-                    on_output(task, p.driver.as_mut(), msg, &mut out);
-                    let lines = p.driver.take_output();
-                    p.write(lines);
+                    feed(task, p, msg, &mut out);
                     if let Some(end) = p.driver.take_turn_end() {
                         if interrupting {
                             stop_turn_tools(task, p, &before, spec);
@@ -330,13 +348,7 @@ async fn supervise(
                 p.write(lines);
             },
             status = p.child.wait(), if p.exit_code.is_none() => {
-                let code = match status {
-                    Ok(st) => sys::exit_code(st),
-                    Err(e) => {
-                        tracing::warn!(task = %task.id, error = %e, "waiting for the agent");
-                        -1
-                    }
-                };
+                let code = exit_code(task, status);
                 p.exit_code = Some(code);
                 out.exit_code = code;
                 let wait = if interrupting { Duration::from_millis(200) } else { DRAIN_GRACE };
@@ -364,6 +376,24 @@ async fn supervise(
         }
     }
     (None, out)
+}
+
+/// Hands one output line of the process to the driver and writes what the driver answers.
+fn feed(task: &Arc<Task>, p: &mut Process, msg: Out, out: &mut TurnOutcome) {
+    on_output(task, p.driver.as_mut(), msg, out);
+    let lines = p.driver.take_output();
+    p.write(lines);
+}
+
+/// The process's exit code (-1 when waiting for it failed).
+fn exit_code(task: &Task, status: std::io::Result<std::process::ExitStatus>) -> i32 {
+    match status {
+        Ok(st) => sys::exit_code(st),
+        Err(e) => {
+            tracing::warn!(task = %task.id, error = %e, "waiting for the agent");
+            -1
+        }
+    }
 }
 
 /// Kills what an interrupted turn left running below the warm process: codex stops its turn on

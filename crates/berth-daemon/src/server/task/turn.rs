@@ -62,6 +62,20 @@ pub(super) struct TurnOutcome {
     pub(super) last_stderr: Option<String>,
 }
 
+impl TurnOutcome {
+    /// A turn's outcome before anything happened: no exit code yet (-1), nothing seen.
+    pub(super) fn new() -> Self {
+        TurnOutcome {
+            exit_code: -1,
+            we_killed: false,
+            stopped: false,
+            saw_turn_completed: false,
+            last_error: None,
+            last_stderr: None,
+        }
+    }
+}
+
 /// Where the supervision of a running agent stands.
 #[derive(Default)]
 struct Watch {
@@ -394,14 +408,7 @@ async fn supervise(
     }
     let _ = ready.send(Ok(()));
 
-    let mut out = TurnOutcome {
-        exit_code: -1,
-        we_killed: false,
-        stopped: false,
-        saw_turn_completed: false,
-        last_error: None,
-        last_stderr: None,
-    };
+    let mut out = TurnOutcome::new();
     let mut w = Watch {
         open: true,
         ..Watch::default()
@@ -433,21 +440,13 @@ async fn supervise(
             status = child.wait(), if !w.exited => on_exit(task, status, pgid, &mut w, &mut out),
             () = task.stop.notified(), if !w.cancelling && !w.exited => {
                 if task.stop_requested() {
-                    w.cancelling = true;
-                    out.stopped = true;
-                    w.tree = i32::try_from(pgid).map(|p| sys::process_tree(&[p])).unwrap_or_default();
-                    tracing::debug!(task = %task.id, pgid, "SIGINT to the agent's process group");
-                    sys::signal_group(pgid, Signal::SIGINT);
-                    w.kill_at = Some(Box::pin(tokio::time::sleep(CANCEL_GRACE)));
+                    begin_cancel(task, pgid, &mut w, &mut out);
                 }
             },
             () = sleep_opt(&mut w.kill_at) => {
                 w.kill_at = None;
                 if !w.exited {
-                    tracing::debug!(task = %task.id, pgid, "SIGKILL to the agent's process tree");
-                    out.we_killed = true;
-                    sys::kill_tree(pgid, &w.tree);
-                    let _ = child.start_kill();
+                    kill_after_grace(task, pgid, &w, &mut child, &mut out);
                 }
             },
             () = sleep_opt(&mut w.grace) => {
@@ -460,6 +459,33 @@ async fn supervise(
         r.abort();
     }
     out
+}
+
+/// A cancel: SIGINT to the agent's process group (its tree noted for the kill), and the kill
+/// scheduled after [`CANCEL_GRACE`].
+fn begin_cancel(task: &Task, pgid: u32, w: &mut Watch, out: &mut TurnOutcome) {
+    w.cancelling = true;
+    out.stopped = true;
+    w.tree = i32::try_from(pgid)
+        .map(|p| sys::process_tree(&[p]))
+        .unwrap_or_default();
+    tracing::debug!(task = %task.id, pgid, "SIGINT to the agent's process group");
+    sys::signal_group(pgid, Signal::SIGINT);
+    w.kill_at = Some(Box::pin(tokio::time::sleep(CANCEL_GRACE)));
+}
+
+/// The agent outlived the cancel's grace: SIGKILL to its process tree.
+fn kill_after_grace(
+    task: &Task,
+    pgid: u32,
+    w: &Watch,
+    child: &mut tokio::process::Child,
+    out: &mut TurnOutcome,
+) {
+    tracing::debug!(task = %task.id, pgid, "SIGKILL to the agent's process tree");
+    out.we_killed = true;
+    sys::kill_tree(pgid, &w.tree);
+    let _ = child.start_kill();
 }
 
 /// Starts reading the agent's stdout and stderr lines into one channel.
