@@ -121,6 +121,13 @@ const WORKSPACE_COLUMNS: &str = "w.id, w.tenant_id, t.name AS tenant, w.name, w.
      w.failure_reason, w.failure_message, w.failure_at, w.oom_kills, w.memcg_oom_seen, \
      w.mcp_servers, w.created_at, w.updated_at";
 
+/// Connections to the database file. Each costs about 0.8 MiB of the server's memory under
+/// load (its own worker thread, page and statement caches): with 8, the server's `RssAnon`
+/// under the gateway bench's load was 13.8–16.9 MiB, with 4 10.8 MiB, with 2 10.4–11.5 MiB,
+/// request rates alike (docs/benchmarks.md). SQLite runs one writer at a time anyway; 4
+/// readers keep lists and event followers from queueing behind it.
+const POOL_CONNECTIONS: u32 = 4;
+
 impl Store {
     /// Opens (creating if needed) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
@@ -132,7 +139,7 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(POOL_CONNECTIONS)
             .connect_with(opts)
             .await?;
         Self::migrate(pool).await
