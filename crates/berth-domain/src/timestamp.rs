@@ -76,6 +76,14 @@ impl From<OffsetDateTime> for Timestamp {
     }
 }
 
+impl Default for Timestamp {
+    /// The Unix epoch (`1970-01-01T00:00:00.000Z`): a placeholder for structs that derive
+    /// `Default`, not a time anything happened.
+    fn default() -> Self {
+        Self::from(OffsetDateTime::UNIX_EPOCH)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -85,6 +93,14 @@ impl fmt::Display for Timestamp {
 impl fmt::Debug for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::ops::Deref for Timestamp {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -138,21 +154,6 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 pub fn deserialize_stored<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
     let s = <String as serde::Deserialize>::deserialize(d)?;
     Ok(Timestamp::from_stored(s))
-}
-
-/// Now, in berth's form, as text (while callers move to [`Timestamp`]).
-pub fn now() -> String {
-    Timestamp::now().0
-}
-
-/// `t` in berth's form, as text (while callers move to [`Timestamp`]).
-pub fn format(t: OffsetDateTime) -> String {
-    Timestamp::from(t).0
-}
-
-/// Any RFC 3339 text as an instant (while callers move to [`Timestamp`]).
-pub fn parse(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
 #[cfg(test)]

@@ -250,7 +250,7 @@ async fn templates_are_versioned_and_provisions_follow_their_workspace() {
 }
 
 fn sighting(host: &str, port: u16) -> AccessSighting {
-    let at = now();
+    let at = Timestamp::now();
     AccessSighting {
         target: AccessTarget::Egress {
             host: host.into(),
@@ -323,13 +323,13 @@ async fn access_requests_dedup_cap_decide_and_expire() {
         .is_empty());
 
     // Approve once: a grant until its expiry, then expired.
-    let past = "2000-01-01T00:00:00.000Z".to_string();
+    let past = test_ts("2000-01-01T00:00:00.000Z");
     let d = AccessDecision {
         state: "approved",
         scope: Some("once"),
         template: None,
         granted_rule: Some("allow a.test:443".into()),
-        expires_at: Some("2999-01-01T00:00:00.000Z".into()),
+        expires_at: Some(crate::test_ts("2999-01-01T00:00:00.000Z")),
         decided_by: "alice (owner)".into(),
         note: None,
     };
@@ -338,17 +338,17 @@ async fn access_requests_dedup_cap_decide_and_expire() {
         !s.decide_access(id.as_str(), &d).await.unwrap(),
         "decided once"
     );
-    let grants = s.access_grants(&w.id, &now()).await.unwrap();
+    let grants = s.access_grants(&w.id, &Timestamp::now()).await.unwrap();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].rule, "allow a.test:443");
     assert!(s.expire_access_grants(&past).await.unwrap().is_empty());
     assert!(s
-        .access_grants(&w.id, "3000-01-01T00:00:00.000Z")
+        .access_grants(&w.id, &crate::test_ts("3000-01-01T00:00:00.000Z"))
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        s.expire_access_grants("3000-01-01T00:00:00.000Z")
+        s.expire_access_grants(&crate::test_ts("3000-01-01T00:00:00.000Z"))
             .await
             .unwrap(),
         vec![w.id.clone()]

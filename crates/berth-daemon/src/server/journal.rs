@@ -6,6 +6,7 @@
 //! The file is the workspace's own (whatever runs inside can rewrite it), so it is read with a
 //! size cap, bad entries are skipped, and what it says is only ever shown back, never acted on.
 
+use berth_domain::Timestamp;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
@@ -23,7 +24,8 @@ pub(crate) struct Record {
     pub id: String,
     pub name: String,
     pub argv: Vec<String>,
-    pub created_at: String,
+    /// A record whose time is not RFC 3339 is not loaded (like one with an overlong field).
+    pub created_at: Timestamp,
     /// Set when the session had exited before the restart.
     #[serde(default)]
     pub exit_code: Option<i32>,
@@ -89,7 +91,7 @@ pub(crate) fn load(path: &Path, max: usize) -> Vec<Record> {
             r.id.len() <= 64
                 && r.name.len() <= 63
                 && r.argv.len() <= 256
-                && r.created_at.len() <= 64
+                && r.created_at.as_str().len() <= 64
         })
         .collect();
     let drop_n = records.len().saturating_sub(max);
@@ -137,7 +139,7 @@ mod tests {
             id: "a1".into(),
             name: "main".into(),
             argv: vec!["bash".into()],
-            created_at: "2026-12-04T00:00:00Z".into(),
+            created_at: Timestamp::parse("2026-12-04T00:00:00Z").unwrap(),
             exit_code: None,
         };
         let exited = Record {

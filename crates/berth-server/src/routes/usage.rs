@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use berth_api as api;
-use berth_domain::TaskId;
+use berth_domain::{TaskId, Timestamp};
 use berth_store::{UsageBy, UsageFilter};
 
 use super::{parse_body, Query};
@@ -19,25 +19,23 @@ use crate::state::AppState;
 /// `since` in berth's timestamp form (RFC 3339 UTC with milliseconds, as calls are stored, so
 /// the bounds compare right as text): accepts RFC 3339, a date, or a duration back from now
 /// (`30m`, `24h`, `7d`).
-pub fn parse_since(s: &str) -> ApiResult<String> {
+pub fn parse_since(s: &str) -> ApiResult<Timestamp> {
     parse_bound("since", s)
 }
 
 /// A time bound (`since`, `until`) named `what` in errors; see [`parse_since`].
-fn parse_bound(what: &str, s: &str) -> ApiResult<String> {
+fn parse_bound(what: &str, s: &str) -> ApiResult<Timestamp> {
     let s = s.trim();
     let bad = || {
         ApiError::invalid(format!(
             "{what} {s:?}: use an RFC 3339 time, a date like 2026-11-01, or a duration like 24h or 7d"
         ))
     };
-    let rfc = &time::format_description::well_known::Rfc3339;
-    if let Ok(t) = time::OffsetDateTime::parse(s, rfc) {
-        return Ok(stored_form(t));
+    if let Some(t) = Timestamp::parse(s) {
+        return Ok(t);
     }
     if s.len() == 10 {
-        let t = time::OffsetDateTime::parse(&format!("{s}T00:00:00Z"), rfc).map_err(|_| bad())?;
-        return Ok(stored_form(t));
+        return Timestamp::parse(&format!("{s}T00:00:00Z")).ok_or_else(bad);
     }
     // The unit is the last character, which need not be one byte: split where it starts.
     let split = s.char_indices().last().map_or(0, |(i, _)| i);
@@ -56,23 +54,7 @@ fn parse_bound(what: &str, s: &str) -> ApiResult<String> {
     let t = time::OffsetDateTime::now_utc()
         .checked_sub(time::Duration::seconds(n.saturating_mul(secs)))
         .ok_or_else(bad)?;
-    Ok(stored_form(t))
-}
-
-/// `t` in UTC with exactly three decimals (`2026-11-01T00:00:00.000Z`), how calls' times are
-/// stored, so comparing them as text compares the instants.
-fn stored_form(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    Ok(t.into())
 }
 
 /// `by` (or the older `group_by=session`) as the store's grouping; given both, `by` wins (but
@@ -354,7 +336,7 @@ mod tests {
     }
 }
 
-fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> api::LlmCall {
+fn call_to_api(id: i64, at: Timestamp, c: berth_store::LlmCall, recorded: bool) -> api::LlmCall {
     api::LlmCall {
         id,
         at,
