@@ -77,8 +77,9 @@ pub struct UsageRow {
     pub workspace: String,
     /// The agent session, when grouped by session (`None`: task turns).
     pub session_id: Option<String>,
-    /// The task, when grouped by task.
-    pub task_id: Option<String>,
+    /// The task, when grouped by task (`None` also for the group of calls of agent sessions of
+    /// their own, stored with an empty `task_id`).
+    pub task_id: Option<TaskId>,
     /// The UTC day (`2026-12-04`), when grouped by day.
     pub day: Option<String>,
     pub provider: String,
@@ -434,7 +435,10 @@ impl Store {
                     tenant: r.get(0),
                     workspace: r.get(1),
                     session_id: r.get(2),
-                    task_id: r.get(3),
+                    task_id: r
+                        .get::<Option<String>, _>(3)
+                        .filter(|t| !t.is_empty())
+                        .map(TaskId::from_stored),
                     day: r.get(4),
                     provider: r.get(5),
                     model: r.get(6),
@@ -591,6 +595,36 @@ mod tests {
         }
     }
 
+    /// Calls of an agent session of its own (no task) group by task as a row without a task.
+    #[tokio::test]
+    async fn session_calls_group_by_task_without_one() {
+        let s = Store::open_in_memory().await.unwrap();
+        let session = LlmCall {
+            task_id: None,
+            session_id: Some("as_1".into()),
+            ..base_call("web", "acme", "")
+        };
+        let rows = [
+            (session.clone(), None),
+            (session, None),
+            (base_call("web", "acme", "tk_1"), None),
+        ];
+        s.record_llm_calls(&rows).await.unwrap();
+        let mut by_task = s
+            .usage(&UsageFilter {
+                by: UsageBy::Task,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        by_task.sort_by_key(|r| r.calls);
+        let tasks: Vec<_> = by_task
+            .iter()
+            .map(|r| (r.task_id.as_ref().map(TaskId::as_str), r.calls))
+            .collect();
+        assert_eq!(tasks, [(Some("tk_1"), 1), (None, 2)]);
+    }
+
     /// Costs are exact: the same calls add up to the same nano-dollars per task, workspace,
     /// tenant, model and day, and the fallback-priced ones are counted.
     #[tokio::test]
@@ -646,7 +680,7 @@ mod tests {
         let tasks = by(UsageBy::Task).await;
         let t1 = tasks
             .iter()
-            .find(|r| r.task_id.as_deref() == Some("t1"))
+            .find(|r| r.task_id.as_ref().map(TaskId::as_str) == Some("t1"))
             .unwrap();
         assert_eq!(
             (t1.calls, t1.cost_nusd, t1.input_tokens),

@@ -145,7 +145,7 @@ pub async fn usage(
             by,
         })
         .await?;
-    let (rows, total) = report_rows(rows);
+    let (rows, total) = report_rows(rows, by);
     Ok(axum::Json(api::UsageReport {
         since,
         until,
@@ -162,7 +162,12 @@ fn task_filter(task: Option<&str>) -> Result<Option<TaskId>, ()> {
 }
 
 /// The report's rows in their wire form, and the total row that sums them.
-fn report_rows(rows: Vec<berth_store::UsageRow>) -> (Vec<api::UsageRow>, api::UsageRow) {
+/// The API rows of a report grouped `by`. Grouped by task, every row names its task, and the
+/// calls of agent sessions of their own (no task) are the row whose `task` is empty.
+fn report_rows(
+    rows: Vec<berth_store::UsageRow>,
+    by: UsageBy,
+) -> (Vec<api::UsageRow>, api::UsageRow) {
     let mut total_nusd = 0u64;
     let mut total = total_row(0);
     let rows: Vec<api::UsageRow> = rows
@@ -182,7 +187,8 @@ fn report_rows(rows: Vec<berth_store::UsageRow>) -> (Vec<api::UsageRow>, api::Us
                 tenant: r.tenant,
                 workspace: r.workspace,
                 session: r.session_id,
-                task: r.task_id,
+                task: (by == UsageBy::Task)
+                    .then(|| r.task_id.map(|t| t.to_string()).unwrap_or_default()),
                 day: r.day,
                 provider: r.provider,
                 model: r.model,
@@ -308,6 +314,26 @@ mod tests {
                 "{b:?} {g:?}"
             );
         }
+    }
+
+    #[test]
+    fn grouped_by_task_a_session_row_has_an_empty_task_and_other_groupings_none() {
+        let row = |task: Option<&str>| berth_store::UsageRow {
+            task_id: task.map(|t| TaskId::from_stored(t.into())),
+            calls: 1,
+            ..Default::default()
+        };
+        let (rows, _) = report_rows(vec![row(Some("tk_1")), row(None)], UsageBy::Task);
+        let wire: Vec<_> = rows
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap()["task"].clone())
+            .collect();
+        assert_eq!(wire, [serde_json::json!("tk_1"), serde_json::json!("")]);
+        let (rows, _) = report_rows(vec![row(None)], UsageBy::WorkspaceModel);
+        assert!(serde_json::to_value(&rows[0])
+            .unwrap()
+            .get("task")
+            .is_none());
     }
 
     #[test]
