@@ -56,12 +56,18 @@ impl From<OffsetDateTime> for Timestamp {
     /// `t` in berth's form: UTC, truncated to milliseconds (years outside 0000–9999, which RFC
     /// 3339 cannot write, are clamped to its first or last millisecond).
     fn from(t: OffsetDateTime) -> Self {
-        let t = t.to_offset(UtcOffset::UTC);
+        const FIRST: &str = "0000-01-01T00:00:00.000Z";
+        const LAST: &str = "9999-12-31T23:59:59.999Z";
+        // In UTC the instant can fall outside the calendar `time` supports (e.g.
+        // `9999-12-31T23:00:00-02:00`): that is past either end as well.
+        let Some(t) = t.checked_to_offset(UtcOffset::UTC) else {
+            return Self(if t.year() < 0 { FIRST } else { LAST }.into());
+        };
         if t.year() < 0 {
-            return Self("0000-01-01T00:00:00.000Z".into());
+            return Self(FIRST.into());
         }
         if t.year() > 9999 {
-            return Self("9999-12-31T23:59:59.999Z".into());
+            return Self(LAST.into());
         }
         Self(format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -192,6 +198,15 @@ mod tests {
         assert_eq!(
             Timestamp::from(far.to_offset(UtcOffset::from_hms(-2, 0, 0).unwrap())).as_str(),
             "9999-12-31T23:00:00.000Z"
+        );
+        // Parsed text whose UTC instant lies past the calendar's end is clamped, not a panic.
+        assert_eq!(
+            Timestamp::parse("9999-12-31T23:00:00-02:00").unwrap(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(
+            Timestamp::parse("0000-01-01T00:30:00+01:00").unwrap(),
+            "0000-01-01T00:00:00.000Z"
         );
         let before = OffsetDateTime::parse("0000-01-01T00:00:00Z", &Rfc3339).unwrap()
             - time::Duration::days(1);

@@ -360,9 +360,12 @@ pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
     let near = state.notify.settings.near_percent;
     for b in state.store.budgets().await? {
         let since = crate::gateway::period_start(&b.period);
-        let period = since
-            .as_ref()
-            .map_or_else(|| "total".to_owned(), ToString::to_string);
+        // The period's key among the levels noted: its start in whole seconds (`…T00:00:00Z`),
+        // as it was always written there, so a level noted before keeps counting.
+        let period = since.as_ref().map_or_else(
+            || "total".to_owned(),
+            |t| format!("{}Z", t.get(..19).unwrap_or(t)),
+        );
         let spent = state.store.spent(&b, since.as_ref()).await?;
         let level = notify::budget_level(
             spent.tokens,
