@@ -355,17 +355,22 @@ pub async fn send(
     Ok(out)
 }
 
+/// A budget period's key among the levels noted: `total`, or its start in whole seconds
+/// (`2026-12-01T00:00:00Z`), as it was always written there, so a level noted before an upgrade
+/// keeps counting.
+fn period_key(start: Option<&berth_domain::Timestamp>) -> String {
+    start.map_or_else(
+        || "total".to_owned(),
+        |t| format!("{}Z", t.get(..19).unwrap_or(t)),
+    )
+}
+
 /// Raises `budget.near` / `budget.over` once per crossing per period.
 pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
     let near = state.notify.settings.near_percent;
     for b in state.store.budgets().await? {
         let since = crate::gateway::period_start(&b.period);
-        // The period's key among the levels noted: its start in whole seconds (`…T00:00:00Z`),
-        // as it was always written there, so a level noted before keeps counting.
-        let period = since.as_ref().map_or_else(
-            || "total".to_owned(),
-            |t| format!("{}Z", t.get(..19).unwrap_or(t)),
-        );
+        let period = period_key(since.as_ref());
         let spent = state.store.spent(&b, since.as_ref()).await?;
         let level = notify::budget_level(
             spent.tokens,
@@ -435,4 +440,18 @@ async fn prune(state: &AppState) -> ApiResult<()> {
         .prune_notify(&before, fanned, MAX_EVENTS, super::KEEP_DELIVERIES)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_domain::Timestamp;
+
+    #[test]
+    fn budget_periods_keep_their_key() {
+        let start = Timestamp::parse("2026-12-01T00:00:00Z").unwrap();
+        assert_eq!(super::period_key(Some(&start)), "2026-12-01T00:00:00Z");
+        assert_eq!(super::period_key(None), "total");
+        let day = berth_gateway::period_start("day").unwrap();
+        assert!(super::period_key(Some(&day)).ends_with("T00:00:00Z"));
+    }
 }
