@@ -20,6 +20,32 @@ async fn new_ws(store: &Store, tenant: &str, n: &str) -> Result<Workspace> {
         .await
 }
 
+/// Timestamps an older berth stored load: another offset or precision in berth's form, and text
+/// that is no RFC 3339 time at all as it was stored, never a failed row.
+#[tokio::test]
+async fn legacy_timestamps_load() {
+    let s = Store::open_in_memory().await.unwrap();
+    let w = new_ws(&s, "acme", "web").await.unwrap();
+    assert_eq!(w.created_at.as_str().len(), "2026-12-04T05:06:07.123Z".len());
+    sqlx::query("UPDATE workspaces SET created_at = ?, updated_at = ? WHERE id = ?")
+        .bind("2026-12-04T07:06:07.12+02:00")
+        .bind("1733288767")
+        .bind(w.id.as_str())
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tenants SET created_at = '' WHERE name = 'acme'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let w = s.find_workspace_by_id(&w.id).await.unwrap().unwrap();
+    assert_eq!(w.created_at, "2026-12-04T05:06:07.120Z");
+    assert_eq!(w.updated_at, "1733288767");
+    assert_eq!(w.updated_at.instant(), None);
+    let t = s.ensure_tenant(&name("acme")).await.unwrap();
+    assert_eq!(t.created_at, "");
+}
+
 #[tokio::test]
 async fn tenants_are_created_once() {
     let s = Store::open_in_memory().await.unwrap();
