@@ -8677,11 +8677,16 @@ export interface components {
              * @description Attempts and requests it stands for.
              */
             count: number;
+            /** Format: date-time */
             decided_at?: string | null;
             /** @description Who decided: `name (role)`. */
             decided_by?: string | null;
-            /** @description Approved once: when the rule goes. */
+            /**
+             * Format: date-time
+             * @description Approved once: when the rule goes.
+             */
             expires_at?: string | null;
+            /** Format: date-time */
             first_seen: string;
             /** @description The allow rule the approval added. */
             granted_rule?: string | null;
@@ -8689,6 +8694,7 @@ export interface components {
             id: string;
             /** @description `egress` or `secret`. */
             kind: string;
+            /** Format: date-time */
             last_seen: string;
             /** @description The last denied attempt's method and path (none for a CONNECT). */
             method?: string | null;
@@ -8717,6 +8723,7 @@ export interface components {
         };
         /** @description A comment on an access request. */
         AccessRequestComment: {
+            /** Format: date-time */
             at: string;
             /** @description Who wrote it: `name (role)`. */
             author: string;
@@ -8751,7 +8758,9 @@ export interface components {
             /** @description Why, when the agent said. */
             agent_reason?: string | null;
             command?: string | null;
+            /** Format: date-time */
             created_at: string;
+            /** Format: date-time */
             decided_at?: string | null;
             /** @description Who decided: the token's name, `always-for-this-task` or `timeout`. */
             decided_by?: string | null;
@@ -8816,6 +8825,7 @@ export interface components {
             actor_name?: string | null;
             actor_role?: string | null;
             actor_tenant?: string | null;
+            /** Format: date-time */
             at: string;
             detail?: string | null;
             /** Format: int64 */
@@ -8843,7 +8853,10 @@ export interface components {
         BackupManifest: {
             /** @description berth version that wrote the archive. */
             berth_version: string;
-            /** @description When the copy started (RFC 3339 UTC). */
+            /**
+             * Format: date-time
+             * @description When the copy started (RFC 3339 UTC).
+             */
             created_at: string;
             /**
              * Format: int32
@@ -9181,6 +9194,7 @@ export interface components {
         Delivery: {
             /** Format: int32 */
             attempts: number;
+            /** Format: date-time */
             created_at: string;
             /** Format: int64 */
             event_id: number;
@@ -9189,6 +9203,7 @@ export interface components {
             kind: string;
             /** @description Every attempt, oldest first. */
             log: components["schemas"]["DeliveryAttempt"][];
+            /** Format: date-time */
             next_at?: string | null;
             /**
              * @description `pending` (retrying), `delivered`, `failed` (gave up) or `dropped` (the queue was full,
@@ -9198,12 +9213,16 @@ export interface components {
         };
         /** @description One attempt of a delivery. */
         DeliveryAttempt: {
+            /** Format: date-time */
             at: string;
             /** Format: int64 */
             duration_ms: number;
             /** @description Why no (good) answer came: a connection error, a timeout, a refused address. */
             error?: string | null;
-            /** @description When the next attempt is due; absent after the last. */
+            /**
+             * Format: date-time
+             * @description When the next attempt is due; absent after the last.
+             */
             next_at?: string | null;
             /**
              * Format: int32
@@ -9245,6 +9264,7 @@ export interface components {
         };
         /** @description One egress attempt. */
         EgressLogEntry: {
+            /** Format: date-time */
             at: string;
             /** Format: int64 */
             bytes_down: number;
@@ -9280,12 +9300,14 @@ export interface components {
         EgressTemplate: {
             /** @description Defined by berth: read-only, usable by every tenant, its name reserved. */
             builtin: boolean;
+            /** Format: date-time */
             created_at?: string | null;
             description?: string | null;
             name: string;
             rules: string[];
             /** @description The owning tenant; absent for built-ins. */
             tenant?: string | null;
+            /** Format: date-time */
             updated_at?: string | null;
             /**
              * @description Workspaces (`tenant/name`) that attach it (for a built-in listed without `tenant`: of
@@ -9342,6 +9364,7 @@ export interface components {
             };
         };
         Failure: {
+            /** Format: date-time */
             at: string;
             message: string;
             /** @description `oom`, `exited`, `vanished`, `daemon_unreachable` or `start_failed`. */
@@ -9405,6 +9428,7 @@ export interface components {
         };
         /** @description One call through the LLM gateway (`GET /api/v1/usage/calls`). */
         LlmCall: {
+            /** Format: date-time */
             at: string;
             /** Format: int64 */
             cache_read_tokens: number;
@@ -9497,6 +9521,7 @@ export interface components {
         };
         /** @description What happened: the body of a `webhook` delivery and the `data` of a browser-stream event. */
         NotificationEvent: {
+            /** Format: date-time */
             at: string;
             budget?: null | components["schemas"]["NotificationBudget"];
             /** @description A workspace's failure reason (`oom`, `exited`, …). */
@@ -9548,6 +9573,7 @@ export interface components {
             state: string;
             steps: components["schemas"]["ProvisionStep"][];
             template: string;
+            /** Format: date-time */
             updated_at: string;
             /** @description `tenant/name`. */
             workspace: string;
@@ -9556,6 +9582,7 @@ export interface components {
         ProvisionStep: {
             /** Format: int64 */
             exit_code?: number | null;
+            /** Format: date-time */
             finished_at?: string | null;
             /** Format: int64 */
             index: number;
@@ -9569,6 +9596,7 @@ export interface components {
             /** @description Why it failed (or was skipped). */
             message?: string | null;
             name: string;
+            /** Format: date-time */
             started_at?: string | null;
             /** @description `pending`, `running`, `done`, `failed` or `skipped`. */
             state: string;
@@ -9623,9 +9651,11 @@ export interface components {
         });
         /** @description A secret's metadata; the value is never returned. */
         SecretInfo: {
+            /** Format: date-time */
             created_at: string;
             name: string;
             tenant: string;
+            /** Format: date-time */
             updated_at: string;
             used_by: components["schemas"]["SecretUsage"][];
         };
@@ -9682,6 +9712,7 @@ export interface components {
             /** Format: int32 */
             cols: number;
             command: string[];
+            /** Format: date-time */
             created_at: string;
             /** Format: int32 */
             exit_code?: number | null;
@@ -9759,6 +9790,7 @@ export interface components {
         /** @description A subscription as lists show it (never its URL's path or its signing secret). */
         Subscription: {
             channel: string;
+            /** Format: date-time */
             created_at: string;
             /** @description `nsub_…` */
             id: string;
@@ -9777,6 +9809,7 @@ export interface components {
             agent_session_id?: string | null;
             /** @description The task's approval policy: `never`, `on-request` or `always`. */
             approval?: string;
+            /** Format: date-time */
             created_at: string;
             dir: string;
             id: string;
@@ -9796,6 +9829,7 @@ export interface components {
             reason?: string | null;
             /** @description `queued`, `starting`, `running`, `waiting`, `completed`, `interrupted`, `failed` or `cancelled`. */
             state: string;
+            /** Format: date-time */
             updated_at: string;
             usage: components["schemas"]["TaskUsage"];
             /** @description `tenant/name` of the workspace. */
@@ -9836,6 +9870,7 @@ export interface components {
         };
         /** @description A pull (merge) request opened for a task. */
         TaskPullRequest: {
+            /** Format: date-time */
             at: string;
             /**
              * Format: int64
@@ -9849,6 +9884,7 @@ export interface components {
         };
         /** @description A push of a task's work. */
         TaskPush: {
+            /** Format: date-time */
             at: string;
             /** @description The branch on the remote. */
             branch: string;
@@ -9908,6 +9944,7 @@ export interface components {
         };
         /** @description `GET /api/v1/tenants` */
         TenantInfo: {
+            /** Format: date-time */
             created_at: string;
             name: string;
             quota: components["schemas"]["TenantQuota"];
@@ -9948,17 +9985,23 @@ export interface components {
         };
         /** @description `GET /api/v1/tokens`: a token as stored (never the token itself). */
         TokenInfo: {
+            /** Format: date-time */
             created_at: string;
             /**
              * @description For a remembered device's token: the id of the token it was derived from (revoking that
              *     one revokes this one too).
              */
             device_of?: string | null;
+            /** Format: date-time */
             expires_at?: string | null;
             id: string;
-            /** @description Updated at most once a minute. */
+            /**
+             * Format: date-time
+             * @description Updated at most once a minute.
+             */
             last_used_at?: string | null;
             name: string;
+            /** Format: date-time */
             revoked_at?: string | null;
             /** @description `admin`, `owner`, `member` or `viewer`. */
             role: string;
@@ -10019,11 +10062,17 @@ export interface components {
             /** @description The grouping applied (`by`); absent: workspace × provider × model. */
             by?: string | null;
             rows: components["schemas"]["UsageRow"][];
-            /** @description The `since` bound applied, RFC 3339. */
+            /**
+             * Format: date-time
+             * @description The `since` bound applied, RFC 3339.
+             */
             since?: string | null;
             /** @description Sum of all rows (tenant/workspace/provider empty). */
             total: components["schemas"]["UsageRow"];
-            /** @description The `until` bound applied, RFC 3339. */
+            /**
+             * Format: date-time
+             * @description The `until` bound applied, RFC 3339.
+             */
             until?: string | null;
         };
         /** @description Totals of one group (see `UsageQuery.by`); the fields the grouping does not use are empty. */
@@ -10088,12 +10137,14 @@ export interface components {
         };
         /** @description A person known from single sign-on (`GET /api/v1/users`). */
         User: {
+            /** Format: date-time */
             created_at: string;
             disabled: boolean;
             email?: string | null;
             id: string;
             /** @description The provider's issuer URL and the person's subject there. */
             issuer: string;
+            /** Format: date-time */
             last_login_at?: string | null;
             name: string;
             /** @description `admin`, `owner`, `member` or `viewer`, from the claims of the last login. */
@@ -10111,7 +10162,10 @@ export interface components {
         };
         /** @description `GET /api/v1/whoami` */
         WhoAmI: {
-            /** @description When the token stops working; absent when it does not expire. */
+            /**
+             * Format: date-time
+             * @description When the token stops working; absent when it does not expire.
+             */
             expires_at?: string | null;
             /** @description `admin`, `owner`, `member` or `viewer`. */
             role: string;
@@ -10123,6 +10177,7 @@ export interface components {
         };
         Workspace: {
             container_id?: string | null;
+            /** Format: date-time */
             created_at: string;
             daemon?: null | components["schemas"]["DaemonStatus"];
             id: string;
@@ -10141,6 +10196,7 @@ export interface components {
             /** @description `creating`, `starting`, `running`, `stopping`, `stopped`, `removing` or `failed`. */
             state: string;
             tenant: string;
+            /** Format: date-time */
             updated_at: string;
             usage?: null | components["schemas"]["Usage"];
             /** @description Engine volume mounted at /home/agent. */
@@ -10152,6 +10208,7 @@ export interface components {
             agent?: string | null;
             /** @description Whether provisioning ends by starting an interactive session of `agent`. */
             auto_session: boolean;
+            /** Format: date-time */
             created_at: string;
             description?: string | null;
             /**

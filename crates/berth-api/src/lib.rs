@@ -3,11 +3,14 @@
 //! The server serializes these, the CLI deserializes them; both sides share this crate so they
 //! cannot drift. Every type has an OpenAPI schema (served at `/api/v1/openapi.json`).
 //!
-//! Conventions: JSON objects carry `id`; workspaces carry `state`; timestamps are RFC 3339 UTC
-//! strings; errors are `{"error":{"code":"…","message":"…"}}` with a stable `code`.
+//! Conventions: JSON objects carry `id`; workspaces carry `state`; timestamps are
+//! [`berth_domain::Timestamp`]s, RFC 3339 UTC strings with milliseconds (in the schema
+//! `#[schema(value_type = String, format = DateTime)]` on each field keeps them inline strings);
+//! errors are `{"error":{"code":"…","message":"…"}}` with a stable `code`.
 
 use std::collections::BTreeMap;
 
+use berth_domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -241,7 +244,8 @@ pub struct Failure {
     /// `oom`, `exited`, `vanished`, `daemon_unreachable` or `start_failed`.
     pub reason: String,
     pub message: String,
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
 }
 
 /// Live resource usage of a running workspace.
@@ -283,8 +287,10 @@ pub struct Workspace {
     pub volume: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
     /// Why the workspace failed, or the last thing that went wrong inside it (e.g. an OOM kill).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Failure>,
@@ -338,7 +344,8 @@ pub struct BackupManifest {
     /// berth version that wrote the archive.
     pub berth_version: String,
     /// When the copy started (RFC 3339 UTC).
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     /// `tenant/name` of the workspace backed up.
     pub workspace: String,
     /// The workspace's image reference.
@@ -462,7 +469,8 @@ pub struct Session {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     /// Clients attached right now.
     pub attached: u32,
     pub cols: u16,
@@ -497,7 +505,8 @@ pub struct AttachTask {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
     /// Token id of the caller (or a system actor: `reconciler`, `egress`).
     pub actor: String,
     /// The token's name, role and tenant when it acted (absent for system actors and rows
@@ -638,7 +647,8 @@ pub struct WhoAmI {
     pub tenant: Option<String>,
     /// When the token stops working; absent when it does not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
     pub server_version: String,
 }
 
@@ -652,14 +662,18 @@ pub struct TokenInfo {
     /// Absent for admin tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
     /// Updated at most once a minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_used_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub revoked_at: Option<Timestamp>,
     /// For a remembered device's token: the id of the token it was derived from (revoking that
     /// one revokes this one too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -695,7 +709,8 @@ pub struct CreatedToken {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TenantInfo {
     pub name: String,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     pub quota: TenantQuota,
     pub used: QuotaUsage,
 }
@@ -841,8 +856,10 @@ pub struct Task {
     pub worktree: Option<String>,
     /// The first prompt.
     pub prompt: String,
-    pub created_at: String,
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
     /// Sequence number of the newest stored event.
     pub last_seq: u64,
     pub usage: TaskUsage,
@@ -888,7 +905,8 @@ pub struct TaskPush {
     pub branch: String,
     /// The commit pushed.
     pub commit: String,
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
 }
 
 /// A pull (merge) request opened for a task.
@@ -900,7 +918,8 @@ pub struct TaskPullRequest {
     pub url: String,
     /// Its number (GitHub, Azure DevOps) or IID (GitLab).
     pub number: u64,
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
 }
 
 /// `POST /api/v1/tasks/{task}/push`: push the task's branch.
@@ -1003,9 +1022,11 @@ pub struct Approval {
     /// The decision's reason (what a denied agent was told).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub decided_at: Option<Timestamp>,
 }
 
 /// `GET /api/v1/inbox`: everything waiting for a person's decision across the caller's tenant's
@@ -1068,7 +1089,8 @@ pub struct AccessComment {
 /// A comment on an access request.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AccessRequestComment {
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
     /// Who wrote it: `name (role)`.
     pub author: String,
     pub text: String,
@@ -1108,8 +1130,10 @@ pub struct AccessRequest {
     pub agent_reason: Option<String>,
     /// Attempts and requests it stands for.
     pub count: u64,
-    pub first_seen: String,
-    pub last_seen: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub first_seen: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen: Timestamp,
     /// `open`, `approved`, `denied` or `expired` (an approval `once` whose rule is gone).
     pub state: String,
     /// Approved: `once`, `always` or `template`.
@@ -1122,12 +1146,14 @@ pub struct AccessRequest {
     pub granted_rule: Option<String>,
     /// Approved once: when the rule goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Timestamp>,
     /// Who decided: `name (role)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub decided_at: Option<Timestamp>,
     /// The decider's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -1261,10 +1287,12 @@ pub struct UsageRow {
 pub struct UsageReport {
     /// The `since` bound applied, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub since: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub since: Option<Timestamp>,
     /// The `until` bound applied, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub until: Option<Timestamp>,
     /// The grouping applied (`by`); absent: workspace × provider × model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
@@ -1344,7 +1372,8 @@ pub struct AddEgressRule {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct EgressLogEntry {
     pub id: i64,
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1391,9 +1420,11 @@ pub struct EgressTemplate {
     #[serde(default)]
     pub used_by: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub created_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updated_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub updated_at: Option<Timestamp>,
 }
 
 /// `POST /api/v1/egress/templates`: create a tenant's template (409 `conflict` when the name
@@ -1499,8 +1530,10 @@ pub struct SecretUsage {
 pub struct SecretInfo {
     pub tenant: String,
     pub name: String,
-    pub created_at: String,
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
     pub used_by: Vec<SecretUsage>,
 }
 
@@ -1567,7 +1600,8 @@ pub enum PatchFormat {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct LlmCall {
     pub id: i64,
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
     pub workspace: String,
     pub tenant: String,
     pub task: String,

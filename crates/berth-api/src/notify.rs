@@ -2,6 +2,7 @@
 //! delivery log, the test result, and the event payload berth's `webhook` channel posts (also
 //! the `data` of the browser stream `/api/v1/notifications/stream`).
 
+use berth_domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -87,7 +88,8 @@ pub struct Subscription {
     pub channel: String,
     /// `scheme://host[:port]/…`
     pub url: String,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
 }
 
 /// The answer to a create: the subscription and its signing secret, shown this once.
@@ -103,7 +105,8 @@ pub struct CreatedSubscription {
 /// One attempt of a delivery.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct DeliveryAttempt {
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
     /// The receiver's HTTP status; absent when no answer came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
@@ -113,7 +116,8 @@ pub struct DeliveryAttempt {
     pub duration_ms: u64,
     /// When the next attempt is due; absent after the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_at: Option<Timestamp>,
 }
 
 /// One event's delivery to one subscription.
@@ -127,8 +131,10 @@ pub struct Delivery {
     pub state: String,
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_at: Option<String>,
-    pub created_at: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_at: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     /// Every attempt, oldest first.
     pub log: Vec<DeliveryAttempt>,
 }
@@ -187,7 +193,8 @@ pub struct NotificationEvent {
     pub id: i64,
     /// One of `NOTIFY_KINDS`, or `test`.
     pub kind: String,
-    pub at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
     /// A short title, e.g. "Task completed".
     pub title: String,
     /// One line for people.

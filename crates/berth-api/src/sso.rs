@@ -1,6 +1,7 @@
 //! Wire types of single sign-on: the sign-in page's configuration, the caller's session and the
 //! users known from the identity provider.
 
+use berth_domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -52,7 +53,9 @@ pub struct User {
     /// The provider's issuer URL and the person's subject there.
     pub issuer: String,
     pub subject: String,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_login_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_login_at: Option<Timestamp>,
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use berth_domain::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -36,7 +37,8 @@ pub struct WorkspaceTemplate {
     pub auto_session: bool,
     /// The TOML file as stored.
     pub source: String,
-    pub created_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
     /// Workspaces (`tenant/name`) provisioned from any revision of it.
     #[serde(default)]
     pub used_by: Vec<String>,
@@ -82,9 +84,11 @@ pub struct ProvisionStep {
     /// The tail of the step's output (at most 64 KiB).
     pub log: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Timestamp>,
 }
 
 /// `GET /api/v1/workspaces/{ws}/provision`: what a workspace was made from and how far its
@@ -107,7 +111,8 @@ pub struct ProvisionStatus {
     /// The interactive session started at the end (auto_session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
-    pub updated_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Timestamp,
 }
 
 /// `POST /api/v1/workspaces/{ws}/provision`: resume a failed provisioning (`retry`) or move to

@@ -113,7 +113,9 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 }
 
 /// RFC 3339 without the fraction of a second: `2024-05-01T12:34:56.123Z` → `2024-05-01T12:34:56Z`.
-pub(crate) fn short_time(ts: &str) -> String {
+/// A text that is not RFC 3339 (a timestamp an older server stored) is shown as it is.
+pub(crate) fn short_time(ts: impl AsRef<str>) -> String {
+    let ts = ts.as_ref();
     let b = ts.as_bytes();
     let looks_rfc3339 = b.len() >= 19
         && b[4] == b'-'

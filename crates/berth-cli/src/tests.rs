@@ -194,7 +194,7 @@ fn default_session_choice() {
         command: vec!["bash".into()],
         state: state.into(),
         exit_code: None,
-        created_at: "2024-01-01T00:00:00Z".into(),
+        created_at: berth_domain::Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
         attached: 0,
         cols: 80,
         rows: 24,

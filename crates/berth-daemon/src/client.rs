@@ -952,7 +952,7 @@ mod tests {
             protocol: PROTOCOL_VERSION,
             version: "fake".into(),
             pid: 1,
-            started_at: "2026-01-01T00:00:00Z".into(),
+            started_at: berth_domain::Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
             uid: 1000,
             sessions: 0,
         })

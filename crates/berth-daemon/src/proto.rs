@@ -7,7 +7,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::PathBuf;
 
 use berth_agents::TurnSpec;
-use berth_domain::{Agent, TaskEvent, TaskState};
+use berth_domain::{Agent, TaskEvent, TaskState, Timestamp};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest allowed frame (kind byte + payload), in bytes.
@@ -344,8 +344,7 @@ pub struct DaemonInfo {
     /// The daemon's software version.
     pub version: String,
     pub pid: u32,
-    /// RFC 3339.
-    pub started_at: String,
+    pub started_at: Timestamp,
     pub uid: u32,
     /// Number of sessions listed (running and exited).
     pub sessions: usize,
@@ -430,8 +429,7 @@ pub struct SessionInfo {
     pub pid: u32,
     pub state: SessionState,
     pub exit_code: Option<i32>,
-    /// RFC 3339.
-    pub created_at: String,
+    pub created_at: Timestamp,
     /// Number of clients currently attached.
     pub attached: u32,
     pub cols: u16,

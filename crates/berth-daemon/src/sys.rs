@@ -21,9 +21,6 @@ pub(crate) async fn sleep_opt(s: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// Now, in berth's timestamp form.
-pub(crate) use berth_domain::timestamp::now as now_rfc3339;
-
 /// Sends `sig` to process group `pgid`.
 pub(crate) fn signal_group(pgid: u32, sig: Signal) {
     let Ok(pgid) = i32::try_from(pgid) else {

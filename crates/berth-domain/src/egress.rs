@@ -5,8 +5,8 @@
 /// One egress attempt: a CONNECT (no method, no path) or one HTTP request.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EgressRecord {
-    /// When the attempt started (berth's timestamp form, see [`crate::timestamp`]).
-    pub at: String,
+    /// When the attempt started.
+    pub at: crate::Timestamp,
     /// The task whose traffic it was, when known.
     pub task_id: Option<String>,
     /// `None` for a CONNECT that was tunnelled or refused as a whole.

@@ -33,4 +33,5 @@ pub use role::{Permission, Role};
 pub use secret::{Secret, SecretDelivery};
 pub use task::{Agent, EventKind, Provider, TaskEvent, TaskState};
 pub use template::{ParamError, Template, TemplateError};
+pub use timestamp::Timestamp;
 pub use workspace::{Failure, FailureKind, Transition, TransitionError, WorkspaceState};

@@ -180,8 +180,10 @@ impl std::fmt::Display for TaskState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskEvent {
     pub seq: u64,
-    /// RFC 3339 UTC.
-    pub at: String,
+    /// When it happened. Events are stored as JSON: one read back loads whatever its `at`
+    /// holds (see [`crate::timestamp::deserialize_stored`]).
+    #[serde(deserialize_with = "crate::timestamp::deserialize_stored")]
+    pub at: crate::Timestamp,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -303,7 +305,7 @@ mod tests {
     fn event_wire_form_is_flat_with_seq() {
         let e = TaskEvent {
             seq: 3,
-            at: "2026-11-23T00:00:00Z".into(),
+            at: crate::Timestamp::parse("2026-11-23T00:00:00Z").unwrap(),
             kind: EventKind::ToolCall {
                 call_id: "c1".into(),
                 name: "Bash".into(),
@@ -322,7 +324,7 @@ mod tests {
     fn approval_events_are_flat() {
         let e = TaskEvent {
             seq: 4,
-            at: "2026-11-23T00:00:00Z".into(),
+            at: crate::Timestamp::parse("2026-11-23T00:00:00Z").unwrap(),
             kind: EventKind::ApprovalRequest {
                 request: crate::ApprovalRequest {
                     id: "r1".into(),

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
+use berth_domain::Timestamp;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -268,7 +269,7 @@ impl Conn {
         attempt: &Attempt,
         decision: &Decision,
         intercepted: bool,
-        at: String,
+        at: Timestamp,
     ) -> LogEntry {
         LogEntry {
             method: attempt.method.clone(),
@@ -305,7 +306,7 @@ impl Conn {
         attempt: &Attempt,
         decision: &Decision,
         intercepted: bool,
-        at: String,
+        at: Timestamp,
     ) -> Response<RespBody> {
         self.record(self.log(policy, attempt, decision, intercepted, at));
         let what = match (&attempt.method, &attempt.path) {
@@ -353,7 +354,7 @@ impl Conn {
     }
 
     async fn handle_connect(&self, req: Request<Incoming>) -> Response<RespBody> {
-        let at = berth_domain::timestamp::now();
+        let at = Timestamp::now();
         let (host, port) = match connect_target(&req) {
             Ok(t) => t,
             Err(why) => return bad_request(why),
@@ -421,7 +422,7 @@ impl Conn {
         policy: &Policy,
         attempt: &Attempt,
         decision: &Decision,
-        at: String,
+        at: Timestamp,
     ) -> Response<RespBody> {
         let gate = Gate {
             policy,
@@ -480,7 +481,7 @@ impl Conn {
         upgraded: hyper::upgrade::Upgraded,
         host: String,
         port: u16,
-        at: String,
+        at: Timestamp,
     ) {
         let policy = self.ctx.policy();
         let attempt = Attempt {
@@ -599,18 +600,12 @@ impl Conn {
             rule: None,
             reason: "Host mismatch: the Host header names another host".to_string(),
         };
-        self.deny(
-            &policy,
-            &attempt,
-            &d,
-            intercepted,
-            berth_domain::timestamp::now(),
-        )
+        self.deny(&policy, &attempt, &d, intercepted, Timestamp::now())
     }
 
     /// Decides and forwards one HTTP request (plain, or inside an intercepted connection).
     async fn handle_request(&self, req: Request<Incoming>, target: Target) -> Response<RespBody> {
-        let at = berth_domain::timestamp::now();
+        let at = Timestamp::now();
         // The Host header must name the target (a client cannot reach one host while
         // being judged as another).
         if !host_header_names(&req, &target) {

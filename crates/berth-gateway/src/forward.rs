@@ -205,7 +205,7 @@ async fn reserve(
         let store = store.clone();
         async move {
             let since = crate::period_start(&b.period);
-            Ok(store.spent(&b, since.as_deref()).await?)
+            Ok(store.spent(&b, since.as_ref()).await?)
         }
     };
     match gw.inner.reservations.admit(&budgets, amount, spent).await {
@@ -374,7 +374,7 @@ fn respond(
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
-    use berth_domain::{Agent, Name};
+    use berth_domain::{Agent, Name, Timestamp};
 
     /// A gateway over an in-memory store with the named workspaces and one live task per key.
     async fn gateway_with_tasks(
@@ -642,9 +642,9 @@ mod tests {
             task_id: None,
             session_id: Some("ab12".into()),
             session_name: Some("claude".into()),
-            session_created_at: Some("t0".into()),
+            session_created_at: Some(Timestamp::from_stored("t0")),
             live: true,
-            created_at: "t0".into(),
+            created_at: Timestamp::from_stored("t0"),
         };
         let info = |id: &str, name: &str, at: &str, state| berth_daemon::SessionInfo {
             id: id.into(),
@@ -653,7 +653,7 @@ mod tests {
             pid: 1,
             state,
             exit_code: None,
-            created_at: at.into(),
+            created_at: Timestamp::from_stored(at),
             attached: 0,
             cols: 80,
             rows: 24,

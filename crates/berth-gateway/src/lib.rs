@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use berth_daemon::DaemonClient;
-use berth_domain::{Secret, WorkspaceId};
+use berth_domain::{Secret, Timestamp, WorkspaceId};
 use berth_store::{Budget, Store};
 
 pub use budget::DEFAULT_RESERVE_OUTPUT;
@@ -162,7 +162,7 @@ impl Gateway {
                 tick.tick().await;
                 let cutoff =
                     time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
-                let before = berth_domain::timestamp::format(cutoff);
+                let before = Timestamp::from(cutoff);
                 match store.purge_llm_recordings(&before).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(n, "purged LLM recordings past retention"),
@@ -173,12 +173,12 @@ impl Gateway {
     }
 }
 
-/// Start of the current budget period (UTC), RFC 3339; None for `total`.
-pub fn period_start(period: &str) -> Option<String> {
-    let now = berth_store::now();
+/// Start of the current budget period (UTC); None for `total`.
+pub fn period_start(period: &str) -> Option<Timestamp> {
+    let day = time::OffsetDateTime::now_utc().replace_time(time::Time::MIDNIGHT);
     match period {
-        "day" => Some(format!("{}T00:00:00Z", &now[..10])),
-        "month" => Some(format!("{}-01T00:00:00Z", &now[..7])),
+        "day" => Some(day.into()),
+        "month" => Some(day.replace_day(1).unwrap_or(day).into()),
         _ => None,
     }
 }

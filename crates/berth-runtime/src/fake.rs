@@ -212,7 +212,7 @@ impl FakeRuntime {
                         c.status.state = ContainerState::Exited;
                         c.status.exit_code = Some(exit_code);
                         c.status.pid = None;
-                        c.status.finished_at = Some(berth_domain::timestamp::now());
+                        c.status.finished_at = Some(berth_domain::Timestamp::now().to_string());
                     }
                     true
                 }
@@ -288,7 +288,7 @@ impl FakeRuntime {
             state,
             oom_killed: false,
             pid,
-            started_at: running.then(berth_domain::timestamp::now),
+            started_at: running.then(|| berth_domain::Timestamp::now().to_string()),
             finished_at: None,
             labels: spec.labels.clone(),
         };
@@ -492,7 +492,7 @@ impl Runtime for FakeRuntime {
                     c.status.pid = Some(pid);
                     c.status.exit_code = None;
                     c.status.oom_killed = false;
-                    c.status.started_at = Some(berth_domain::timestamp::now());
+                    c.status.started_at = Some(berth_domain::Timestamp::now().to_string());
                     c.status.finished_at = None;
                 }
             }
@@ -515,7 +515,7 @@ impl Runtime for FakeRuntime {
                     c.status.state = ContainerState::Exited;
                     c.status.exit_code = Some(FAKE_STOP_EXIT_CODE);
                     c.status.pid = None;
-                    c.status.finished_at = Some(berth_domain::timestamp::now());
+                    c.status.finished_at = Some(berth_domain::Timestamp::now().to_string());
                 }
             }
         }

@@ -73,7 +73,7 @@ impl Sightings {
     /// Counts one denied attempt. Never waits; past the caps it is dropped (its target is then
     /// either waiting already, or the workspace has many others waiting).
     pub fn push(&self, ws: &WorkspaceId, attempt: &Attempt, rule: Option<String>) {
-        let now = berth_domain::timestamp::now();
+        let now = berth_domain::Timestamp::now();
         let mut pending = berth_domain::sync::lock(&self.pending);
         let total = pending.len();
         let targets = match pending.get_mut(ws) {
@@ -183,7 +183,7 @@ async fn own_task(store: &Store, ws: &WorkspaceId, mut s: AccessSighting) -> Acc
 
 /// The sighting an explicit request stands for, or why it is refused.
 fn sighting(req: ExplicitRequest) -> Result<AccessSighting, String> {
-    let now = berth_domain::timestamp::now();
+    let now = berth_domain::Timestamp::now();
     let (target, reason, task) = match req {
         ExplicitRequest::Egress {
             host,
@@ -532,7 +532,7 @@ async fn decide_unaudited(
         "once" => {
             let ttl = once_ttl(&body)?;
             d.scope = Some("once");
-            d.expires_at = Some(berth_domain::timestamp::format(
+            d.expires_at = Some(berth_domain::Timestamp::from(
                 time::OffsetDateTime::now_utc() + Duration::from_secs(ttl),
             ));
             store_decision(state, &w.id, &r.id, &d, true).await
@@ -736,7 +736,7 @@ pub async fn comment(
 pub async fn sweep(state: &AppState) {
     match state
         .store
-        .expire_access_grants(&berth_domain::timestamp::now())
+        .expire_access_grants(&berth_domain::Timestamp::now())
         .await
     {
         Ok(ws) if !ws.is_empty() => crate::egress::refresh(state, &ws).await,

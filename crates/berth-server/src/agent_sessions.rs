@@ -487,8 +487,8 @@ fn still_running(k: &SessionKey, list: &[SessionInfo]) -> bool {
     session_liveness(k, &answer) == SessionLiveness::Running
 }
 
-fn age_secs(rfc3339: &str) -> Option<i64> {
-    let at = berth_domain::timestamp::parse(rfc3339)?;
+fn age_secs(t: &berth_domain::Timestamp) -> Option<i64> {
+    let at = t.instant()?;
     Some((time::OffsetDateTime::now_utc() - at).whole_seconds())
 }
 
@@ -518,9 +518,9 @@ mod tests {
             task_id: None,
             session_id: session.map(str::to_owned),
             session_name: session.map(|_| "claude".to_owned()),
-            session_created_at: session.map(|_| "t0".to_owned()),
+            session_created_at: session.map(|_| berth_domain::Timestamp::from_stored("t0")),
             live: true,
-            created_at: created_at.into(),
+            created_at: berth_domain::Timestamp::from_stored(created_at),
         }
     }
 
@@ -532,7 +532,7 @@ mod tests {
             pid: 1,
             state,
             exit_code: None,
-            created_at: "t0".into(),
+            created_at: berth_domain::Timestamp::from_stored("t0"),
             attached: 0,
             cols: 80,
             rows: 24,
@@ -542,13 +542,16 @@ mod tests {
 
     #[test]
     fn the_sweeper_keeps_only_keys_of_running_sessions() {
-        let k = key(Some("ab12"), &berth_store::now());
+        let k = key(Some("ab12"), &berth_domain::Timestamp::now());
         assert!(still_running(&k, &[info("ab12", SessionState::Running)]));
         assert!(!still_running(&k, &[info("ab12", SessionState::Exited)]));
         assert!(!still_running(&k, &[info("cd34", SessionState::Running)]));
         assert!(!still_running(&k, &[]));
         // A key whose session is still starting: kept a while, then ended.
-        assert!(still_running(&key(None, &berth_store::now()), &[]));
+        assert!(still_running(
+            &key(None, &berth_domain::Timestamp::now()),
+            &[]
+        ));
         assert!(!still_running(&key(None, "2020-01-01T00:00:00Z"), &[]));
         assert!(!still_running(&key(None, "not a time"), &[]));
     }
@@ -572,8 +575,8 @@ mod tests {
             cost_usd: None,
             last_message: None,
             agent_session_id: session.map(str::to_owned),
-            created_at: berth_store::now(),
-            updated_at: berth_store::now(),
+            created_at: berth_domain::Timestamp::now(),
+            updated_at: berth_domain::Timestamp::now(),
             approval: Default::default(),
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use berth_domain::{ErrorCode, Name, Permission, Role, Secret};
+use berth_domain::{ErrorCode, Name, Permission, Role, Secret, Timestamp};
 use berth_store::{AuditRecord, Store, TokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -150,14 +150,14 @@ pub const LAST_USED_INTERVAL: time::Duration = time::Duration::minutes(1);
 
 /// Refuses a revoked token (`token_revoked`) or one whose expiry is at or before `now`
 /// (`token_expired`), both 401.
-pub fn check_token(t: &TokenRecord, now: &str) -> ApiResult<()> {
+pub fn check_token(t: &TokenRecord, now: &Timestamp) -> ApiResult<()> {
     if let Some(at) = &t.revoked_at {
         return Err(ApiError::new(
             ErrorCode::TokenRevoked,
             format!("this token was revoked at {at}: ask for a new one"),
         ));
     }
-    if let Some(at) = t.expires_at.as_deref().filter(|at| *at <= now) {
+    if let Some(at) = t.expires_at.as_ref().filter(|at| *at <= now) {
         return Err(ApiError::new(
             ErrorCode::TokenExpired,
             format!("this token expired at {at}: ask for a new one"),
@@ -172,14 +172,12 @@ async fn authenticate(store: &Store, token: &str) -> ApiResult<Actor> {
         return Err(ApiError::new(ErrorCode::Unauthorized, "unknown token"));
     };
     let now = time::OffsetDateTime::now_utc();
-    let at = berth_domain::timestamp::format(now);
+    let at = Timestamp::from(now);
     check_token(&t, &at)?;
     let actor = Actor::from_token(&t)?;
-    let stale = t.last_used_at.as_deref().is_none_or(|last| {
-        last < berth_domain::timestamp::format(now - LAST_USED_INTERVAL).as_str()
-    });
+    let before = Timestamp::from(now - LAST_USED_INTERVAL);
+    let stale = t.last_used_at.as_ref().is_none_or(|last| *last < before);
     if stale {
-        let before = berth_domain::timestamp::format(now - LAST_USED_INTERVAL);
         if let Err(e) = store.touch_token(&t.id, &at, &before).await {
             tracing::warn!(error = %e, "could not note the token's last use");
         }
@@ -427,23 +425,24 @@ mod tests {
 
     #[test]
     fn expiry_and_revocation_are_told_apart() {
+        let ts = |s: &str| Timestamp::parse(s).unwrap();
         let t = |expires: Option<&str>, revoked: Option<&str>| TokenRecord {
             id: berth_domain::TokenId::generate(),
             name: "t".into(),
             role: "viewer".into(),
             tenant: berth_domain::Name::parse("acme").ok(),
-            created_at: "2026-01-01T00:00:00.000Z".into(),
-            expires_at: expires.map(str::to_owned),
+            created_at: ts("2026-01-01T00:00:00.000Z"),
+            expires_at: expires.map(ts),
             last_used_at: None,
-            revoked_at: revoked.map(str::to_owned),
+            revoked_at: revoked.map(ts),
             parent_id: None,
         };
-        let now = "2026-06-01T00:00:00.000Z";
+        let now = &ts("2026-06-01T00:00:00.000Z");
         assert!(check_token(&t(None, None), now).is_ok());
         assert!(check_token(&t(Some("2026-06-01T00:00:00.001Z"), None), now).is_ok());
         let code = |r: ApiResult<()>| r.unwrap_err().code;
         assert_eq!(
-            code(check_token(&t(Some(now), None), now)),
+            code(check_token(&t(Some(now.as_str()), None), now)),
             ErrorCode::TokenExpired
         );
         assert_eq!(

@@ -34,7 +34,7 @@ async fn budget_target(
 async fn to_api(state: &AppState, b: Budget) -> ApiResult<api::Budget> {
     let spent = state
         .store
-        .spent(&b, period_start(&b.period).as_deref())
+        .spent(&b, period_start(&b.period).as_ref())
         .await?;
     let target = if b.scope == "workspace" {
         match berth_domain::WorkspaceId::parse(&b.target) {

@@ -472,7 +472,7 @@ pub struct SourcedRule {
     /// The template it comes from; `None` for the workspace's own rules and grants.
     pub template: Option<String>,
     /// The access request whose approval "once" granted it, and until when.
-    pub grant: Option<(String, String)>,
+    pub grant: Option<(String, berth_domain::Timestamp)>,
     pub rule: String,
 }
 
@@ -522,7 +522,7 @@ pub async fn find_template(
 /// once that have not expired, its own rules, then the rules of each template it attaches, in
 /// attach order.
 pub async fn effective_rules(store: &Store, w: &Workspace) -> Result<Vec<SourcedRule>, StoreError> {
-    let now = berth_domain::timestamp::now();
+    let now = berth_domain::Timestamp::now();
     let mut out: Vec<SourcedRule> = store
         .access_grants(&w.id, &now)
         .await?

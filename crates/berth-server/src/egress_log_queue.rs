@@ -95,7 +95,7 @@ mod tests {
             bytes_up: 0,
             bytes_down: 0,
             intercepted: false,
-            at: "2026-12-04T00:00:00Z".into(),
+            at: berth_domain::Timestamp::parse("2026-12-04T00:00:00Z").unwrap(),
             task_id: None,
         }
     }

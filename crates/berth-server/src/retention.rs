@@ -50,11 +50,11 @@ pub async fn purge(store: &Store, r: Retention, now: OffsetDateTime) -> anyhow::
 }
 
 /// `now - days` in the store's timestamp form; `None` for 0 (keep forever).
-fn cutoff(now: OffsetDateTime, days: u32) -> anyhow::Result<Option<String>> {
+fn cutoff(now: OffsetDateTime, days: u32) -> anyhow::Result<Option<berth_domain::Timestamp>> {
     if days == 0 {
         return Ok(None);
     }
-    Ok(Some(berth_domain::timestamp::format(
+    Ok(Some(berth_domain::Timestamp::from(
         now - time::Duration::days(i64::from(days)),
     )))
 }
@@ -67,9 +67,11 @@ mod tests {
     #[tokio::test]
     async fn old_egress_rows_go_recent_ones_stay_and_zero_keeps_all() {
         let store = Store::open_in_memory().await.unwrap();
-        let now = berth_domain::timestamp::parse("2026-12-01T00:00:00Z").unwrap();
+        let now = berth_domain::Timestamp::parse("2026-12-01T00:00:00Z")
+            .and_then(|t| t.instant())
+            .unwrap();
         let rec = |at: &str| EgressRecord {
-            at: at.into(),
+            at: berth_domain::Timestamp::parse(at).unwrap(),
             host: "registry.npmjs.org".into(),
             port: 443,
             decision: "deny".into(),

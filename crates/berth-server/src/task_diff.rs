@@ -325,7 +325,7 @@ mod tests {
             turn,
             head: None,
             tree: tree.into(),
-            at: String::new(),
+            at: berth_domain::Timestamp::from_stored(""),
         };
         let snaps = [s(1, A), s(2, B)];
         assert_eq!(range(&snaps, None).unwrap(), (A.into(), "-".into()));

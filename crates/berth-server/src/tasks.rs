@@ -222,7 +222,7 @@ async fn end_task(state: &AppState, task: &Task, to: TaskState, reason: &str) {
     }
     let ev = TaskEvent {
         seq: fresh.last_seq + 1,
-        at: berth_store::now(),
+        at: berth_domain::Timestamp::now(),
         kind: EventKind::Status {
             state: to,
             reason: Some(reason.to_owned()),

@@ -23,7 +23,7 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 /// The caller's token's expiry (`None`: never, or a caller that is no token).
-pub async fn expiry(state: &AppState, actor: &Actor) -> ApiResult<Option<String>> {
+pub async fn expiry(state: &AppState, actor: &Actor) -> ApiResult<Option<berth_domain::Timestamp>> {
     let Some(id) = TokenId::parse(&actor.id) else {
         return Ok(None);
     };
@@ -113,7 +113,7 @@ pub async fn create(
         let req = req?;
         let (role, tenant) = check_request(actor, &req)?;
         let expires_at = match req.expires_in.as_deref() {
-            Some(s) => Some(berth_domain::timestamp::format(
+            Some(s) => Some(berth_domain::Timestamp::from(
                 time::OffsetDateTime::now_utc() + parse_lifetime(s)?,
             )),
             None => None,
@@ -126,7 +126,7 @@ pub async fn create(
                 hash: &hash_token(token.expose()),
                 role: role.as_str(),
                 tenant: tenant.as_ref(),
-                expires_at: expires_at.as_deref(),
+                expires_at: expires_at.as_ref(),
                 parent: None,
             })
             .await?;
@@ -164,7 +164,7 @@ pub async fn remember_device(state: &AppState, actor: &Actor) -> ApiResult<(Secr
             ));
         }
         let now = time::OffsetDateTime::now_utc();
-        let now_s = berth_domain::timestamp::format(now);
+        let now_s = berth_domain::Timestamp::from(now);
         let live_devices = state
             .store
             .list_tokens(origin.tenant.as_ref())
@@ -182,14 +182,14 @@ pub async fn remember_device(state: &AppState, actor: &Actor) -> ApiResult<(Secr
             ));
         }
         let mut expires = now + DEVICE_LIFETIME;
-        if let Some(own) = origin.expires_at.as_deref().and_then(berth_domain::timestamp::parse) {
+        if let Some(own) = origin.expires_at.as_ref().and_then(|t| t.instant()) {
             expires = expires.min(own);
         }
         let base: String = origin.name.chars().take(MAX_TOKEN_NAME - ".device".len()).collect();
         let name = format!("{base}.device");
         shown = target(origin.tenant.as_ref().map(Name::as_str), &name);
         let token = generate_token();
-        let expires_at = berth_domain::timestamp::format(expires);
+        let expires_at = berth_domain::Timestamp::from(expires);
         let rec = state
             .store
             .create_token(&NewToken {
@@ -261,7 +261,7 @@ pub async fn revoke(state: &AppState, actor: &Actor, id: &str) -> ApiResult<Toke
 }
 
 async fn live_admins(state: &AppState) -> ApiResult<usize> {
-    let now = berth_domain::timestamp::now();
+    let now = berth_domain::Timestamp::now();
     Ok(state
         .store
         .list_tokens(None)

@@ -6,7 +6,7 @@
 //! ones are not recorded; repeats of recorded ones only bump their counter), and a request
 //! holds at most [`MAX_COMMENTS`] comments.
 
-use berth_domain::{AccessRequestId, TaskId, WorkspaceId};
+use berth_domain::{AccessRequestId, TaskId, Timestamp, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store};
@@ -72,8 +72,8 @@ pub struct AccessSighting {
     pub reason: Option<String>,
     /// How many attempts this stands for (at least 1).
     pub count: u64,
-    pub first_seen: String,
-    pub last_seen: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
 }
 
 /// What recording a sighting did.
@@ -106,22 +106,22 @@ pub struct AccessRequest {
     pub task_id: Option<TaskId>,
     pub reason: Option<String>,
     pub count: u64,
-    pub first_seen: String,
-    pub last_seen: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
     pub state: String,
     pub scope: Option<String>,
     pub template: Option<String>,
     pub granted_rule: Option<String>,
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Timestamp>,
     pub decided_by: Option<String>,
-    pub decided_at: Option<String>,
+    pub decided_at: Option<Timestamp>,
     pub note: Option<String>,
     pub comments: Vec<AccessComment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessComment {
-    pub at: String,
+    pub at: Timestamp,
     pub author: String,
     pub text: String,
 }
@@ -135,7 +135,7 @@ pub struct AccessDecision {
     pub scope: Option<&'static str>,
     pub template: Option<String>,
     pub granted_rule: Option<String>,
-    pub expires_at: Option<String>,
+    pub expires_at: Option<Timestamp>,
     pub decided_by: String,
     pub note: Option<String>,
 }
@@ -145,7 +145,7 @@ pub struct AccessDecision {
 pub struct AccessGrant {
     pub id: String,
     pub rule: String,
-    pub expires_at: String,
+    pub expires_at: Timestamp,
 }
 
 const SELECT: &str = "SELECT a.*, t.name AS tenant_name, t.name || '/' || w.name AS ws_name \
@@ -172,15 +172,15 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<AccessRequest> {
             .map(TaskId::from_stored),
         reason: r.try_get("reason")?,
         count: r.try_get::<i64, _>("count")?.max(0) as u64,
-        first_seen: r.try_get("first_seen")?,
-        last_seen: r.try_get("last_seen")?,
+        first_seen: crate::try_ts(r, "first_seen")?,
+        last_seen: crate::try_ts(r, "last_seen")?,
         state: r.try_get("state")?,
         scope: r.try_get("scope")?,
         template: r.try_get("template")?,
         granted_rule: r.try_get("granted_rule")?,
-        expires_at: r.try_get("expires_at")?,
+        expires_at: crate::try_ts_opt(r, "expires_at")?,
         decided_by: r.try_get("decided_by")?,
-        decided_at: r.try_get("decided_at")?,
+        decided_at: crate::try_ts_opt(r, "decided_at")?,
         note: r.try_get("note")?,
         comments: Vec::new(),
     })
@@ -209,7 +209,7 @@ impl Store {
              RETURNING id",
         )
         .bind(count)
-        .bind(&s.last_seen)
+        .bind(s.last_seen.as_str())
         .bind(&method)
         .bind(&path)
         .bind(&rule)
@@ -259,8 +259,8 @@ impl Store {
         .bind(task)
         .bind(&reason)
         .bind(count)
-        .bind(&s.first_seen)
-        .bind(&s.last_seen)
+        .bind(s.first_seen.as_str())
+        .bind(s.last_seen.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -324,7 +324,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(AccessComment {
-                    at: r.try_get("at")?,
+                    at: crate::try_ts(r, "at")?,
                     author: r.try_get("author")?,
                     text: r.try_get("text")?,
                 })
@@ -367,7 +367,7 @@ impl Store {
         .bind(d.scope)
         .bind(&d.template)
         .bind(&d.granted_rule)
-        .bind(&d.expires_at)
+        .bind(crate::ts_text(d.expires_at.as_ref()))
         .bind(cut(&d.decided_by, MAX_TEXT))
         .bind(now())
         .bind(cut_opt(d.note.as_deref(), MAX_TEXT))
@@ -378,14 +378,18 @@ impl Store {
     }
 
     /// The temporary grants of a workspace in force at `at`, oldest first.
-    pub async fn access_grants(&self, ws: &WorkspaceId, at: &str) -> Result<Vec<AccessGrant>> {
+    pub async fn access_grants(
+        &self,
+        ws: &WorkspaceId,
+        at: &Timestamp,
+    ) -> Result<Vec<AccessGrant>> {
         let rows = sqlx::query(
             "SELECT id, granted_rule, expires_at FROM access_requests \
              WHERE workspace_id = ? AND state = 'approved' AND expires_at IS NOT NULL \
              AND granted_rule IS NOT NULL AND expires_at > ? ORDER BY decided_at, id",
         )
         .bind(ws.as_str())
-        .bind(at)
+        .bind(at.as_str())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -393,20 +397,20 @@ impl Store {
                 Ok(AccessGrant {
                     id: r.try_get(0)?,
                     rule: r.try_get(1)?,
-                    expires_at: r.try_get(2)?,
+                    expires_at: crate::try_ts(r, 2)?,
                 })
             })
             .collect()
     }
 
     /// Marks the temporary grants expired at `at` as `expired`; returns their workspaces.
-    pub async fn expire_access_grants(&self, at: &str) -> Result<Vec<WorkspaceId>> {
+    pub async fn expire_access_grants(&self, at: &Timestamp) -> Result<Vec<WorkspaceId>> {
         let rows: Vec<String> = sqlx::query_scalar(
             "UPDATE access_requests SET state = 'expired' \
              WHERE state = 'approved' AND expires_at IS NOT NULL AND expires_at <= ? \
              RETURNING workspace_id",
         )
-        .bind(at)
+        .bind(at.as_str())
         .fetch_all(&self.pool)
         .await?;
         let mut out: Vec<WorkspaceId> = rows.into_iter().map(WorkspaceId::from_stored).collect();

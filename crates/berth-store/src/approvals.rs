@@ -8,7 +8,8 @@
 //! most [`MAX_OPEN_PER_TASK`] open requests.
 
 use berth_domain::{
-    ApprovalDecision, ApprovalPolicy, ApprovalRequest, EventKind, TaskEvent, TaskId, WorkspaceId,
+    ApprovalDecision, ApprovalPolicy, ApprovalRequest, EventKind, TaskEvent, TaskId, Timestamp,
+    WorkspaceId,
 };
 use sqlx::Row;
 
@@ -30,8 +31,8 @@ pub struct Approval {
     pub state: String,
     pub decided_by: Option<String>,
     pub reason: Option<String>,
-    pub created_at: String,
-    pub decided_at: Option<String>,
+    pub created_at: Timestamp,
+    pub decided_at: Option<Timestamp>,
 }
 
 /// A pending request with what the inbox shows of its task.
@@ -53,8 +54,8 @@ fn approval_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Approval> {
         state: r.try_get("state")?,
         decided_by: r.try_get("decided_by")?,
         reason: r.try_get("reason")?,
-        created_at: r.try_get("created_at")?,
-        decided_at: r.try_get("decided_at")?,
+        created_at: crate::try_ts(r, "created_at")?,
+        decided_at: crate::try_ts_opt(r, "decided_at")?,
     })
 }
 

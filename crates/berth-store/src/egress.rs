@@ -56,7 +56,7 @@ impl Store {
             "INSERT INTO egress_log (at, workspace_id, task_id, method, host, port, path, decision, \
              rule, reason, bytes_up, bytes_down, intercepted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(&r.at)
+        .bind(r.at.as_str())
         .bind(workspace_id.as_str())
         .bind(&r.task_id)
         .bind(&r.method)
@@ -97,7 +97,7 @@ impl Store {
                 id: r.get("id"),
                 workspace_id: WorkspaceId::from_stored(r.get("workspace_id")),
                 record: EgressRecord {
-                    at: r.get("at"),
+                    at: crate::ts(r, "at"),
                     task_id: r.get("task_id"),
                     method: r.get("method"),
                     host: r.get("host"),
@@ -150,7 +150,7 @@ mod tests {
             rules[..1].to_vec()
         );
         let rec = EgressRecord {
-            at: "t".into(),
+            at: berth_domain::Timestamp::from_stored("t"),
             host: "github.com".into(),
             port: 443,
             decision: "allow".into(),

@@ -5,7 +5,7 @@
 //! decide take SQLite's write lock first (see `append_task_events`), so attaching a template
 //! and removing it cannot interleave.
 
-use berth_domain::WorkspaceId;
+use berth_domain::{Timestamp, WorkspaceId};
 use sqlx::Row;
 
 use crate::{is_unique_violation, now, Result, Store, StoreError};
@@ -17,8 +17,8 @@ pub struct EgressTemplate {
     pub description: Option<String>,
     /// In order; the same syntax as a workspace's rules.
     pub rules: Vec<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// A workspace that attaches a template.
@@ -191,8 +191,8 @@ impl Store {
                 name: r.get("name"),
                 description: r.get("description"),
                 rules: Vec::new(),
-                created_at: r.get("created_at"),
-                updated_at: r.get("updated_at"),
+                created_at: crate::ts(r, "created_at"),
+                updated_at: crate::ts(r, "updated_at"),
             })
             .collect();
         let rules = sqlx::query(&format!(

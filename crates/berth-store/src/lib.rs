@@ -8,9 +8,12 @@ use std::path::Path;
 use std::str::FromStr;
 
 use berth_domain::{
-    Failure, FailureKind, Limits, McpServer, Name, TenantId, TokenId, WorkspaceId, WorkspaceState,
+    Failure, FailureKind, Limits, McpServer, Name, TenantId, Timestamp, TokenId, WorkspaceId,
+    WorkspaceState,
 };
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,13 +32,57 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-pub use berth_domain::timestamp::now;
+/// Now, as the text a timestamp column holds.
+pub(crate) fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+// Timestamp columns are TEXT in berth's form; rows convert at this edge. A stored value that is
+// not RFC 3339 (an older form) still loads, as it was stored (`Timestamp::from_stored`).
+
+/// A timestamp column (panics like `Row::get` on a column that is not text).
+pub(crate) fn ts<I: sqlx::ColumnIndex<SqliteRow>>(r: &SqliteRow, col: I) -> Timestamp {
+    Timestamp::from_stored(r.get::<String, _>(col))
+}
+
+/// A nullable timestamp column (see [`ts`]).
+pub(crate) fn ts_opt<I: sqlx::ColumnIndex<SqliteRow>>(r: &SqliteRow, col: I) -> Option<Timestamp> {
+    r.get::<Option<String>, _>(col).map(Timestamp::from_stored)
+}
+
+/// A timestamp column, or the error `Row::try_get` gives.
+pub(crate) fn try_ts<I: sqlx::ColumnIndex<SqliteRow>>(
+    r: &SqliteRow,
+    col: I,
+) -> Result<Timestamp, sqlx::Error> {
+    r.try_get::<String, _>(col).map(Timestamp::from_stored)
+}
+
+/// A nullable timestamp column, or the error `Row::try_get` gives.
+pub(crate) fn try_ts_opt<I: sqlx::ColumnIndex<SqliteRow>>(
+    r: &SqliteRow,
+    col: I,
+) -> Result<Option<Timestamp>, sqlx::Error> {
+    r.try_get::<Option<String>, _>(col)
+        .map(|s| s.map(Timestamp::from_stored))
+}
+
+/// A timestamp written out in a test.
+#[cfg(test)]
+pub(crate) fn test_ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).expect("an RFC 3339 time")
+}
+
+/// An optional timestamp as the text bound to a nullable column.
+pub(crate) fn ts_text(t: Option<&Timestamp>) -> Option<&str> {
+    t.map(Timestamp::as_str)
+}
 
 #[derive(Debug, Clone)]
 pub struct Tenant {
     pub id: TenantId,
     pub name: Name,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -44,7 +91,7 @@ pub struct Token {
     pub name: String,
     pub role: String,
     pub tenant_id: Option<TenantId>,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -72,13 +119,13 @@ pub struct Workspace {
     pub network: String,
     pub volume: String,
     pub container_id: Option<String>,
-    pub failure: Option<(Failure, String)>,
+    pub failure: Option<(Failure, Timestamp)>,
     pub oom_kills: u64,
     pub memcg_oom_seen: u64,
     /// MCP servers the workspace's agents use.
     pub mcp_servers: Vec<McpServer>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl Workspace {
@@ -107,7 +154,7 @@ pub struct AuditRecord {
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub id: i64,
-    pub at: String,
+    pub at: Timestamp,
     pub record: AuditRecord,
 }
 
@@ -220,7 +267,7 @@ impl Store {
             Ok(Tenant {
                 id: TenantId::from_stored(r.get("id")),
                 name: parse_name(r.get("name"))?,
-                created_at: r.get("created_at"),
+                created_at: crate::ts(&r, "created_at"),
             })
         })
         .transpose()
@@ -242,7 +289,7 @@ impl Store {
             name: name.to_owned(),
             role: role.to_owned(),
             tenant_id: None,
-            created_at: now(),
+            created_at: Timestamp::now(),
         };
         let res = sqlx::query(
             "INSERT INTO tokens (id, name, hash, role, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -251,7 +298,7 @@ impl Store {
         .bind(&token.name)
         .bind(hash)
         .bind(&token.role)
-        .bind(&token.created_at)
+        .bind(token.created_at.as_str())
         .execute(&self.pool)
         .await;
         match res {
@@ -277,7 +324,7 @@ impl Store {
             tenant_id: r
                 .get::<Option<String>, _>("tenant_id")
                 .map(TenantId::from_stored),
-            created_at: r.get("created_at"),
+            created_at: crate::ts(&r, "created_at"),
         }))
     }
 
@@ -569,7 +616,7 @@ impl Store {
             .iter()
             .map(|r| AuditEntry {
                 id: r.get("id"),
-                at: r.get("at"),
+                at: crate::ts(r, "at"),
                 record: AuditRecord {
                     actor: r.get("actor"),
                     action: r.get("action"),
@@ -606,7 +653,7 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
         (Some(reason), Some(message), Some(at)) => {
             let reason = FailureKind::parse(&reason)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown failure {reason:?}")))?;
-            Some((Failure { reason, message }, at))
+            Some((Failure { reason, message }, Timestamp::from_stored(at)))
         }
         _ => None,
     };
@@ -630,8 +677,8 @@ fn workspace_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Workspace> {
         memcg_oom_seen: r.get::<i64, _>("memcg_oom_seen").max(0) as u64,
         mcp_servers: serde_json::from_str(&r.get::<String, _>("mcp_servers"))
             .map_err(|e| StoreError::Corrupt(format!("workspace mcp_servers: {e}")))?,
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
+        created_at: crate::ts(r, "created_at"),
+        updated_at: crate::ts(r, "updated_at"),
     })
 }
 

@@ -20,6 +20,32 @@ async fn new_ws(store: &Store, tenant: &str, n: &str) -> Result<Workspace> {
         .await
 }
 
+/// Timestamps an older berth stored load: another offset or precision in berth's form, and text
+/// that is no RFC 3339 time at all as it was stored, never a failed row.
+#[tokio::test]
+async fn legacy_timestamps_load() {
+    let s = Store::open_in_memory().await.unwrap();
+    let w = new_ws(&s, "acme", "web").await.unwrap();
+    assert_eq!(w.created_at.as_str().len(), "2026-12-04T05:06:07.123Z".len());
+    sqlx::query("UPDATE workspaces SET created_at = ?, updated_at = ? WHERE id = ?")
+        .bind("2026-12-04T07:06:07.12+02:00")
+        .bind("1733288767")
+        .bind(w.id.as_str())
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tenants SET created_at = '' WHERE name = 'acme'")
+        .execute(&s.pool)
+        .await
+        .unwrap();
+    let w = s.find_workspace_by_id(&w.id).await.unwrap().unwrap();
+    assert_eq!(w.created_at, "2026-12-04T05:06:07.120Z");
+    assert_eq!(w.updated_at, "1733288767");
+    assert_eq!(w.updated_at.instant(), None);
+    let t = s.ensure_tenant(&name("acme")).await.unwrap();
+    assert_eq!(t.created_at, "");
+}
+
 #[tokio::test]
 async fn tenants_are_created_once() {
     let s = Store::open_in_memory().await.unwrap();
@@ -250,7 +276,7 @@ async fn templates_are_versioned_and_provisions_follow_their_workspace() {
 }
 
 fn sighting(host: &str, port: u16) -> AccessSighting {
-    let at = now();
+    let at = Timestamp::now();
     AccessSighting {
         target: AccessTarget::Egress {
             host: host.into(),
@@ -323,13 +349,13 @@ async fn access_requests_dedup_cap_decide_and_expire() {
         .is_empty());
 
     // Approve once: a grant until its expiry, then expired.
-    let past = "2000-01-01T00:00:00.000Z".to_string();
+    let past = test_ts("2000-01-01T00:00:00.000Z");
     let d = AccessDecision {
         state: "approved",
         scope: Some("once"),
         template: None,
         granted_rule: Some("allow a.test:443".into()),
-        expires_at: Some("2999-01-01T00:00:00.000Z".into()),
+        expires_at: Some(crate::test_ts("2999-01-01T00:00:00.000Z")),
         decided_by: "alice (owner)".into(),
         note: None,
     };
@@ -338,17 +364,17 @@ async fn access_requests_dedup_cap_decide_and_expire() {
         !s.decide_access(id.as_str(), &d).await.unwrap(),
         "decided once"
     );
-    let grants = s.access_grants(&w.id, &now()).await.unwrap();
+    let grants = s.access_grants(&w.id, &Timestamp::now()).await.unwrap();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].rule, "allow a.test:443");
     assert!(s.expire_access_grants(&past).await.unwrap().is_empty());
     assert!(s
-        .access_grants(&w.id, "3000-01-01T00:00:00.000Z")
+        .access_grants(&w.id, &crate::test_ts("3000-01-01T00:00:00.000Z"))
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        s.expire_access_grants("3000-01-01T00:00:00.000Z")
+        s.expire_access_grants(&crate::test_ts("3000-01-01T00:00:00.000Z"))
             .await
             .unwrap(),
         vec![w.id.clone()]

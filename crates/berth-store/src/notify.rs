@@ -2,7 +2,7 @@
 //! (their URL and signing secret sealed by the server's vault before they get here), the
 //! deliveries with their attempts, and the budget level already notified per period.
 
-use berth_domain::{TaskId, WorkspaceId};
+use berth_domain::{TaskId, Timestamp, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store};
@@ -11,7 +11,7 @@ use crate::{now, Result, Store};
 #[derive(Debug, Clone, PartialEq)]
 pub struct NotifyEvent {
     pub id: i64,
-    pub at: String,
+    pub at: Timestamp,
     pub kind: String,
     pub tenant: String,
     pub workspace_id: Option<WorkspaceId>,
@@ -48,7 +48,7 @@ pub struct NotifySubscription {
     pub url_shown: String,
     pub url_sealed: (Vec<u8>, Vec<u8>),
     pub secret_sealed: (Vec<u8>, Vec<u8>),
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// One delivery of one event to one subscription.
@@ -60,20 +60,20 @@ pub struct NotifyDelivery {
     pub kind: String,
     pub state: String,
     pub attempts: u32,
-    pub next_at: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub next_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// One attempt of a delivery.
 #[derive(Debug, Clone)]
 pub struct NotifyAttempt {
     pub delivery_id: i64,
-    pub at: String,
+    pub at: Timestamp,
     pub status: Option<u16>,
     pub error: Option<String>,
     pub duration_ms: u64,
-    pub next_at: Option<String>,
+    pub next_at: Option<Timestamp>,
 }
 
 const EVENT_COLUMNS: &str =
@@ -86,7 +86,7 @@ const DELIVERY_COLUMNS: &str =
 fn event(r: &sqlx::sqlite::SqliteRow) -> NotifyEvent {
     NotifyEvent {
         id: r.get("id"),
-        at: r.get("at"),
+        at: crate::ts(r, "at"),
         kind: r.get("kind"),
         tenant: r.get("tenant"),
         workspace_id: r
@@ -117,7 +117,7 @@ fn subscription(r: &sqlx::sqlite::SqliteRow) -> NotifySubscription {
         url_shown: r.get("url_shown"),
         url_sealed: (r.get("url_nonce"), r.get("url_sealed")),
         secret_sealed: (r.get("secret_nonce"), r.get("secret_sealed")),
-        created_at: r.get("created_at"),
+        created_at: crate::ts(r, "created_at"),
     }
 }
 
@@ -129,9 +129,9 @@ fn delivery(r: &sqlx::sqlite::SqliteRow) -> NotifyDelivery {
         kind: r.get("kind"),
         state: r.get("state"),
         attempts: r.get::<i64, _>("attempts").clamp(0, i64::from(u32::MAX)) as u32,
-        next_at: r.get("next_at"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
+        next_at: crate::ts_opt(r, "next_at"),
+        created_at: crate::ts(r, "created_at"),
+        updated_at: crate::ts(r, "updated_at"),
     }
 }
 
@@ -234,7 +234,7 @@ impl Store {
         .bind(&s.url_sealed.1)
         .bind(&s.secret_sealed.0)
         .bind(&s.secret_sealed.1)
-        .bind(&s.created_at)
+        .bind(s.created_at.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -335,14 +335,14 @@ impl Store {
     /// Pending deliveries due at `now`, oldest first.
     pub async fn due_notify_deliveries(
         &self,
-        now: &str,
+        now: &Timestamp,
         limit: u32,
     ) -> Result<Vec<NotifyDelivery>> {
         let rows = sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM notify_deliveries \
              WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?"
         ))
-        .bind(now)
+        .bind(now.as_str())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -357,11 +357,11 @@ impl Store {
              VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(a.delivery_id)
-        .bind(&a.at)
+        .bind(a.at.as_str())
         .bind(a.status.map(i64::from))
         .bind(&a.error)
         .bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX))
-        .bind(&a.next_at)
+        .bind(crate::ts_text(a.next_at.as_ref()))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -369,8 +369,8 @@ impl Store {
              updated_at = ? WHERE id = ?",
         )
         .bind(state)
-        .bind(&a.next_at)
-        .bind(&a.at)
+        .bind(crate::ts_text(a.next_at.as_ref()))
+        .bind(a.at.as_str())
         .bind(a.delivery_id)
         .execute(&mut *tx)
         .await?;
@@ -417,13 +417,13 @@ impl Store {
             .iter()
             .map(|r| NotifyAttempt {
                 delivery_id: r.get("delivery_id"),
-                at: r.get("at"),
+                at: crate::ts(r, "at"),
                 status: r
                     .get::<Option<i64>, _>("status")
                     .map(|s| s.clamp(0, 999) as u16),
                 error: r.get("error"),
                 duration_ms: r.get::<i64, _>("duration_ms").max(0) as u64,
-                next_at: r.get("next_at"),
+                next_at: crate::ts_opt(r, "next_at"),
             })
             .collect();
             out.push((d, attempts));
@@ -437,7 +437,7 @@ impl Store {
     /// `keep_deliveries`.
     pub async fn prune_notify(
         &self,
-        before: &str,
+        before: &Timestamp,
         fanned_out: i64,
         max_events: u32,
         keep_deliveries: u32,
@@ -447,7 +447,7 @@ impl Store {
              (SELECT event_id FROM notify_deliveries WHERE state = 'pending')",
         )
         .bind(fanned_out)
-        .bind(before)
+        .bind(before.as_str())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -621,7 +621,7 @@ mod tests {
             url_shown: "http://x/…".into(),
             url_sealed: (vec![1], vec![2]),
             secret_sealed: (vec![3], vec![4]),
-            created_at: crate::now(),
+            created_at: berth_domain::Timestamp::now(),
         };
         s.insert_notify_subscription(&sub).await.unwrap();
         for e in 1..=5 {

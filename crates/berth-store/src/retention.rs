@@ -3,18 +3,20 @@
 //! Deletes run in batches so that a large purge never holds SQLite's write lock for long: the
 //! egress proxy and the task streams keep writing while old rows go.
 
+use berth_domain::Timestamp;
+
 use crate::{Result, Store};
 
 /// Rows deleted per statement.
 const BATCH: i64 = 2000;
 
 impl Store {
-    /// Deletes egress log rows recorded before `before` (RFC 3339, UTC). Returns the count.
-    pub async fn purge_egress_log(&self, before: &str) -> Result<u64> {
+    /// Deletes egress log rows recorded before `before` . Returns the count.
+    pub async fn purge_egress_log(&self, before: &Timestamp) -> Result<u64> {
         self.purge_batches(
             "DELETE FROM egress_log WHERE id IN \
              (SELECT id FROM egress_log WHERE at < ?1 ORDER BY id LIMIT ?2)",
-            before,
+            before.as_str(),
         )
         .await
     }
@@ -22,13 +24,13 @@ impl Store {
     /// Deletes the events of tasks that are no longer active (not queued, starting, running or
     /// waiting) and whose last change is before `before`. The task rows (state, usage, last
     /// message) stay; events of active tasks are never touched. Returns the count.
-    pub async fn purge_task_events(&self, before: &str) -> Result<u64> {
+    pub async fn purge_task_events(&self, before: &Timestamp) -> Result<u64> {
         self.purge_batches(
             "DELETE FROM task_events WHERE (task_id, seq) IN \
              (SELECT e.task_id, e.seq FROM task_events e JOIN tasks t ON t.id = e.task_id \
               WHERE t.state NOT IN ('queued', 'starting', 'running', 'waiting') \
               AND t.updated_at < ?1 LIMIT ?2)",
-            before,
+            before.as_str(),
         )
         .await
     }
@@ -79,7 +81,7 @@ mod tests {
         let events: Vec<TaskEvent> = (1..=n)
             .map(|seq| TaskEvent {
                 seq,
-                at: "2026-11-23T00:00:00Z".into(),
+                at: crate::test_ts("2026-11-23T00:00:00Z"),
                 kind: EventKind::Message {
                     text: format!("m{seq}"),
                 },
@@ -92,7 +94,7 @@ mod tests {
     async fn egress_rows_older_than_the_cutoff_go_in_batches() {
         let s = Store::open_in_memory().await.unwrap();
         let rec = |at: &str| EgressRecord {
-            at: at.into(),
+            at: crate::test_ts(at),
             host: "github.com".into(),
             port: 443,
             decision: "allow".into(),
@@ -115,7 +117,10 @@ mod tests {
             )
             .await
             .unwrap();
-        let purged = s.purge_egress_log("2026-03-01T00:00:00Z").await.unwrap();
+        let purged = s
+            .purge_egress_log(&crate::test_ts("2026-03-01T00:00:00Z"))
+            .await
+            .unwrap();
         assert_eq!(purged, super::BATCH as u64 + 5);
         let left = s
             .egress_log(
@@ -126,7 +131,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(left.iter().map(|e| e.id).collect::<Vec<_>>(), [keep]);
-        assert_eq!(s.purge_egress_log("2026-03-01T00:00:00Z").await.unwrap(), 0);
+        assert_eq!(
+            s.purge_egress_log(&crate::test_ts("2026-03-01T00:00:00Z"))
+                .await
+                .unwrap(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -146,7 +156,9 @@ mod tests {
             .unwrap();
         // A cutoff before every change purges nothing.
         assert_eq!(
-            s.purge_task_events("2000-01-01T00:00:00Z").await.unwrap(),
+            s.purge_task_events(&crate::test_ts("2000-01-01T00:00:00Z"))
+                .await
+                .unwrap(),
             0
         );
         // Backdate the finished task, so only it is past the cutoff.
@@ -155,7 +167,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            s.purge_task_events("2026-03-01T00:00:00Z").await.unwrap(),
+            s.purge_task_events(&crate::test_ts("2026-03-01T00:00:00Z"))
+                .await
+                .unwrap(),
             3
         );
         assert!(s

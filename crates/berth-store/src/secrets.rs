@@ -1,6 +1,6 @@
 //! Encrypted secrets and their use by workspaces. The store only ever sees ciphertext.
 
-use berth_domain::{SecretDelivery, WorkspaceId};
+use berth_domain::{SecretDelivery, Timestamp, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -11,8 +11,8 @@ pub struct SealedSecret {
     pub name: String,
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,8 +40,8 @@ fn sealed(r: &sqlx::sqlite::SqliteRow) -> SealedSecret {
         name: r.get("name"),
         nonce: r.get("nonce"),
         ciphertext: r.get("ciphertext"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
+        created_at: crate::ts(r, "created_at"),
+        updated_at: crate::ts(r, "updated_at"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Virtual keys of interactive agent sessions: one row per session, the key hashed, live only
 //! while the server says so (see migration 0012).
 
-use berth_domain::{Agent, TaskId, WorkspaceId};
+use berth_domain::{Agent, TaskId, Timestamp, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -28,9 +28,9 @@ pub struct SessionKey {
     /// The daemon's session id, name and start time; `None` while the session starts.
     pub session_id: Option<String>,
     pub session_name: Option<String>,
-    pub session_created_at: Option<String>,
+    pub session_created_at: Option<Timestamp>,
     pub live: bool,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 const COLUMNS: &str = "id, workspace_id, workspace, agent, task_id, session_id, session_name, \
@@ -51,9 +51,9 @@ fn from_row(r: &sqlx::sqlite::SqliteRow) -> Result<SessionKey> {
             .map(TaskId::from_stored),
         session_id: r.get("session_id"),
         session_name: r.get("session_name"),
-        session_created_at: r.get("session_created_at"),
+        session_created_at: crate::ts_opt(r, "session_created_at"),
         live: r.get::<i64, _>("live") != 0,
-        created_at: r.get("created_at"),
+        created_at: crate::ts(r, "created_at"),
     })
 }
 
@@ -82,7 +82,7 @@ impl Store {
         id: &str,
         session_id: &str,
         session_name: &str,
-        session_created_at: &str,
+        session_created_at: &Timestamp,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE session_keys SET session_id = ?, session_name = ?, session_created_at = ? \
@@ -90,7 +90,7 @@ impl Store {
         )
         .bind(session_id)
         .bind(session_name)
-        .bind(session_created_at)
+        .bind(session_created_at.as_str())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -197,9 +197,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((k.agent, k.session_id.as_deref()), (Agent::Codex, None));
-        s.bind_session_key("as_1", "ab12cd34", "codex", "2026-12-04T10:00:00Z")
-            .await
-            .unwrap();
+        s.bind_session_key(
+            "as_1",
+            "ab12cd34",
+            "codex",
+            &crate::test_ts("2026-12-04T10:00:00Z"),
+        )
+        .await
+        .unwrap();
         let k = s.find_session_key("as_1").await.unwrap().unwrap();
         assert_eq!(k.session_name.as_deref(), Some("codex"));
         assert_eq!(s.live_session_keys().await.unwrap().len(), 2);
@@ -233,7 +238,9 @@ mod tests {
             .unwrap()
             .is_none());
         // A dead key is never bound again, nor ended twice.
-        s.bind_session_key("as_1", "x", "y", "z").await.unwrap();
+        s.bind_session_key("as_1", "x", "y", &Timestamp::from_stored("z"))
+            .await
+            .unwrap();
         assert_eq!(
             s.find_session_key("as_1")
                 .await

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use berth_domain::TaskId;
+use berth_domain::{TaskId, Timestamp};
 use sqlx::Row;
 
 use crate::{now, Result, Store};
@@ -14,7 +14,7 @@ pub struct TaskPush {
     pub remote: String,
     pub branch: String,
     pub commit: String,
-    pub at: String,
+    pub at: Timestamp,
 }
 
 /// The pull (merge) request opened for a task.
@@ -24,7 +24,7 @@ pub struct TaskPullRequest {
     pub provider: String,
     pub url: String,
     pub number: u64,
-    pub at: String,
+    pub at: Timestamp,
 }
 
 /// A task's deliveries (each absent until it happened).
@@ -41,7 +41,7 @@ fn delivery(r: &sqlx::sqlite::SqliteRow) -> TaskDelivery {
             remote,
             branch,
             commit,
-            at: s("pushed_at").unwrap_or_default(),
+            at: Timestamp::from_stored(s("pushed_at").unwrap_or_default()),
         }),
         _ => None,
     };
@@ -55,7 +55,7 @@ fn delivery(r: &sqlx::sqlite::SqliteRow) -> TaskDelivery {
             provider,
             url,
             number,
-            at: s("pr_at").unwrap_or_default(),
+            at: Timestamp::from_stored(s("pr_at").unwrap_or_default()),
         }),
         _ => None,
     };

@@ -4,7 +4,7 @@
 //! Object ids come from inside a workspace: only lowercase hex of a git object id's length (40
 //! for SHA-1, 64 for SHA-256) is stored, so nothing else can ever reach a git command line.
 
-use berth_domain::TaskId;
+use berth_domain::{TaskId, Timestamp};
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -15,7 +15,7 @@ pub struct TaskSnapshot {
     pub turn: u32,
     pub head: Option<String>,
     pub tree: String,
-    pub at: String,
+    pub at: Timestamp,
 }
 
 /// Whether `s` is a git object id (SHA-1 or SHA-256, lowercase hex).
@@ -67,7 +67,7 @@ impl Store {
                 turn: u32::try_from(r.get::<i64, _>("turn")).unwrap_or(0),
                 head: r.get("head"),
                 tree: r.get("tree"),
-                at: r.get("at"),
+                at: crate::ts(r, "at"),
             })
             .collect())
     }

@@ -5,7 +5,9 @@
 //! message, session id), and only a contiguous continuation is accepted: a replayed event is
 //! skipped, a gap is an error. So a reconnecting reader can never create duplicates or holes.
 
-use berth_domain::{Agent, ApprovalPolicy, EventKind, TaskEvent, TaskId, TaskState, WorkspaceId};
+use berth_domain::{
+    Agent, ApprovalPolicy, EventKind, TaskEvent, TaskId, TaskState, Timestamp, WorkspaceId,
+};
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -43,8 +45,8 @@ pub struct Task {
     pub cost_usd: Option<f64>,
     pub last_message: Option<String>,
     pub agent_session_id: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
     pub approval: ApprovalPolicy,
 }
 
@@ -118,8 +120,8 @@ fn task_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         cost_usd: sane_cost(col(r, "cost_usd")?),
         last_message: col(r, "last_message")?,
         agent_session_id: col(r, "agent_session_id")?,
-        created_at: col(r, "created_at")?,
-        updated_at: col(r, "updated_at")?,
+        created_at: Timestamp::from_stored(col::<String>(r, "created_at")?),
+        updated_at: Timestamp::from_stored(col::<String>(r, "updated_at")?),
         approval: {
             let a: String = col(r, "approval")?;
             ApprovalPolicy::parse(&a)
@@ -471,7 +473,7 @@ mod tests {
     fn ev(seq: u64, kind: EventKind) -> TaskEvent {
         TaskEvent {
             seq,
-            at: "2026-11-23T00:00:00Z".into(),
+            at: crate::test_ts("2026-11-23T00:00:00Z"),
             kind,
         }
     }
@@ -761,7 +763,7 @@ mod hostile_tests {
     fn usage(seq: u64, tokens: u64, cost: Option<f64>) -> TaskEvent {
         TaskEvent {
             seq,
-            at: "2026-11-23T00:00:00Z".into(),
+            at: crate::test_ts("2026-11-23T00:00:00Z"),
             kind: EventKind::Usage {
                 input_tokens: tokens,
                 output_tokens: tokens,
@@ -848,7 +850,7 @@ mod hostile_tests {
         let long = "é".repeat(MAX_LAST_MESSAGE);
         let msg = TaskEvent {
             seq: 1,
-            at: "2026-11-23T00:00:00Z".into(),
+            at: crate::test_ts("2026-11-23T00:00:00Z"),
             kind: EventKind::Message { text: long },
         };
         s.append_task_events(&tk("tk_x"), &[msg]).await.unwrap();

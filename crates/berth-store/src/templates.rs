@@ -2,7 +2,7 @@
 //! workspace made from one: the template revision, parameters, the instantiated spec and the
 //! step list with each step's state and log (see migration 0013).
 
-use berth_domain::WorkspaceId;
+use berth_domain::{Timestamp, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -14,7 +14,7 @@ pub struct TemplateRevision {
     pub name: String,
     pub revision: i64,
     pub source: String,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// A workspace's provisioning record.
@@ -30,7 +30,7 @@ pub struct Provision {
     /// `pending`, `running`, `done` or `failed`.
     pub state: String,
     pub message: Option<String>,
-    pub updated_at: String,
+    pub updated_at: Timestamp,
     pub steps: Vec<ProvisionStep>,
 }
 
@@ -47,8 +47,8 @@ pub struct ProvisionStep {
     pub log: String,
     pub exit_code: Option<i64>,
     pub message: Option<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
 }
 
 /// A step to record (pending, or carried over as done by an upgrade).
@@ -67,7 +67,7 @@ fn revision_from_row(r: &sqlx::sqlite::SqliteRow) -> TemplateRevision {
         name: r.get("name"),
         revision: r.get("revision"),
         source: r.get("source"),
-        created_at: r.get("created_at"),
+        created_at: crate::ts(r, "created_at"),
     }
 }
 
@@ -87,7 +87,7 @@ impl Store {
         .bind(name)
         .fetch_one(&mut *tx)
         .await?;
-        let at = now();
+        let at = Timestamp::now();
         sqlx::query(
             "INSERT INTO templates (tenant, name, revision, source, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -95,7 +95,7 @@ impl Store {
         .bind(name)
         .bind(next)
         .bind(source)
-        .bind(&at)
+        .bind(at.as_str())
         .execute(&mut *tx)
         .await
         .map_err(|e| {
@@ -296,8 +296,8 @@ impl Store {
             log: s.get("log"),
             exit_code: s.get("exit_code"),
             message: s.get("message"),
-            started_at: s.get("started_at"),
-            finished_at: s.get("finished_at"),
+            started_at: crate::ts_opt(s, "started_at"),
+            finished_at: crate::ts_opt(s, "finished_at"),
         })
         .collect();
         Ok(Some(Provision {
@@ -308,7 +308,7 @@ impl Store {
             spec: r.get("spec"),
             state: r.get("state"),
             message: r.get("message"),
-            updated_at: r.get("updated_at"),
+            updated_at: crate::ts(&r, "updated_at"),
             steps,
         }))
     }

@@ -1,6 +1,6 @@
 //! API tokens (stored by hash only), tenants' listing and quotas.
 
-use berth_domain::{Name, Quota, QuotaUse, TenantId, TokenId};
+use berth_domain::{Name, Quota, QuotaUse, TenantId, Timestamp, TokenId};
 use sqlx::Row;
 
 use crate::{is_unique_violation, now, parse_name, Result, Store, StoreError, Tenant};
@@ -13,10 +13,10 @@ pub struct TokenRecord {
     pub role: String,
     /// `None` for server-wide (admin) tokens.
     pub tenant: Option<Name>,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-    pub last_used_at: Option<String>,
-    pub revoked_at: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
     /// For a device token: the token it was derived from (revoking that one revokes it too).
     pub parent_id: Option<TokenId>,
 }
@@ -33,10 +33,10 @@ fn token_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord> {
             .get::<Option<String>, _>("tenant")
             .map(parse_name)
             .transpose()?,
-        created_at: r.get("created_at"),
-        expires_at: r.get("expires_at"),
-        last_used_at: r.get("last_used_at"),
-        revoked_at: r.get("revoked_at"),
+        created_at: crate::ts(r, "created_at"),
+        expires_at: crate::ts_opt(r, "expires_at"),
+        last_used_at: crate::ts_opt(r, "last_used_at"),
+        revoked_at: crate::ts_opt(r, "revoked_at"),
         parent_id: r
             .get::<Option<String>, _>("parent_id")
             .map(TokenId::from_stored),
@@ -49,7 +49,7 @@ pub struct NewToken<'a> {
     pub hash: &'a str,
     pub role: &'a str,
     pub tenant: Option<&'a Name>,
-    pub expires_at: Option<&'a str>,
+    pub expires_at: Option<&'a Timestamp>,
     /// A device token's origin (see [`TokenRecord::parent_id`]).
     pub parent: Option<&'a TokenId>,
 }
@@ -79,7 +79,7 @@ impl Store {
         .bind(t.role)
         .bind(tenant_id.as_ref().map(TenantId::as_str))
         .bind(now())
-        .bind(t.expires_at)
+        .bind(t.expires_at.map(Timestamp::as_str))
         .bind(t.parent.map(TokenId::as_str))
         .execute(&self.pool)
         .await;
@@ -149,14 +149,19 @@ impl Store {
 
     /// Sets `last_used_at = at` unless it is already at or after `stale_before`: one write per
     /// token per interval, however many requests. True when it wrote.
-    pub async fn touch_token(&self, id: &TokenId, at: &str, stale_before: &str) -> Result<bool> {
+    pub async fn touch_token(
+        &self,
+        id: &TokenId,
+        at: &Timestamp,
+        stale_before: &Timestamp,
+    ) -> Result<bool> {
         let res = sqlx::query(
             "UPDATE tokens SET last_used_at = ?1 WHERE id = ?2 \
              AND (last_used_at IS NULL OR last_used_at < ?3)",
         )
-        .bind(at)
+        .bind(at.as_str())
         .bind(id.as_str())
-        .bind(stale_before)
+        .bind(stale_before.as_str())
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected() == 1)
@@ -174,7 +179,7 @@ impl Store {
                 Ok(Tenant {
                     id: TenantId::from_stored(r.get("id")),
                     name: parse_name(r.get("name"))?,
-                    created_at: r.get("created_at"),
+                    created_at: crate::ts(r, "created_at"),
                 })
             })
             .collect()
@@ -271,12 +276,13 @@ mod tests {
     async fn tenant_tokens_are_listed_per_tenant_and_revoked_once() {
         let (s, acme) = store_with("acme").await;
         let globex = Name::parse("globex").unwrap();
+        let expires = crate::test_ts("2030-01-01T00:00:00.000Z");
         let new = |name, hash, tenant| NewToken {
             name,
             hash,
             role: "member",
             tenant,
-            expires_at: Some("2030-01-01T00:00:00.000Z"),
+            expires_at: Some(&expires),
             parent: None,
         };
         let a = s
@@ -357,18 +363,30 @@ mod tests {
             .unwrap();
         let t0 = "2026-12-04T10:00:00.000Z";
         assert!(s
-            .touch_token(&t.id, t0, "2026-12-04T09:59:00.000Z")
+            .touch_token(
+                &t.id,
+                &crate::test_ts(t0),
+                &crate::test_ts("2026-12-04T09:59:00.000Z")
+            )
             .await
             .unwrap());
         // 30 s later: the last write is newer than a minute ago, so nothing is written.
         let t1 = "2026-12-04T10:00:30.000Z";
         assert!(!s
-            .touch_token(&t.id, t1, "2026-12-04T09:59:30.000Z")
+            .touch_token(
+                &t.id,
+                &crate::test_ts(t1),
+                &crate::test_ts("2026-12-04T09:59:30.000Z")
+            )
             .await
             .unwrap());
         let t2 = "2026-12-04T10:01:00.001Z";
         assert!(s
-            .touch_token(&t.id, t2, "2026-12-04T10:00:00.001Z")
+            .touch_token(
+                &t.id,
+                &crate::test_ts(t2),
+                &crate::test_ts("2026-12-04T10:00:00.001Z")
+            )
             .await
             .unwrap());
         let found = s.token(&t.id).await.unwrap().unwrap();

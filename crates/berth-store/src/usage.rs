@@ -1,6 +1,6 @@
 //! LLM gateway accounting: calls, usage summaries and budgets.
 
-use berth_domain::{Name, TaskId, WorkspaceId};
+use berth_domain::{Name, TaskId, Timestamp, WorkspaceId};
 use sqlx::Row;
 
 use crate::{now, parse_name, Result, Store};
@@ -62,9 +62,9 @@ pub struct UsageFilter {
     /// Only the calls of this task.
     pub task_id: Option<TaskId>,
     /// RFC 3339 (berth's form); only calls at or after this time.
-    pub since: Option<String>,
+    pub since: Option<Timestamp>,
     /// RFC 3339 (berth's form); only calls before this time.
-    pub until: Option<String>,
+    pub until: Option<Timestamp>,
     /// Only the calls of this agent session.
     pub session_id: Option<String>,
     pub by: UsageBy,
@@ -77,8 +77,9 @@ pub struct UsageRow {
     pub workspace: String,
     /// The agent session, when grouped by session (`None`: task turns).
     pub session_id: Option<String>,
-    /// The task, when grouped by task.
-    pub task_id: Option<String>,
+    /// The task, when grouped by task (`None` also for the group of calls of agent sessions of
+    /// their own, stored with an empty `task_id`).
+    pub task_id: Option<TaskId>,
     /// The UTC day (`2026-12-04`), when grouped by day.
     pub day: Option<String>,
     pub provider: String,
@@ -312,9 +313,9 @@ impl Store {
     }
 
     /// Deletes recordings older than `before` (RFC 3339); returns how many.
-    pub async fn purge_llm_recordings(&self, before: &str) -> Result<u64> {
+    pub async fn purge_llm_recordings(&self, before: &Timestamp) -> Result<u64> {
         let r = sqlx::query("DELETE FROM llm_recordings WHERE at < ?")
-            .bind(before)
+            .bind(before.as_str())
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())
@@ -328,7 +329,7 @@ impl Store {
         task_id: Option<&TaskId>,
         tenant: Option<&Name>,
         limit: i64,
-    ) -> Result<Vec<(i64, String, LlmCall, bool)>> {
+    ) -> Result<Vec<(i64, Timestamp, LlmCall, bool)>> {
         let rows = sqlx::query(
             "SELECT c.*, (r.call_id IS NOT NULL) AS recorded FROM llm_calls c LEFT JOIN llm_recordings r ON r.call_id = c.id \
              WHERE (?1 IS NULL OR c.workspace_id = ?1) AND (?2 IS NULL OR c.task_id = ?2) \
@@ -344,7 +345,7 @@ impl Store {
             .map(|r| {
                 Ok((
                     r.get("id"),
-                    r.get("at"),
+                    crate::ts(r, "at"),
                     call_from_row(r)?,
                     r.get("recorded"),
                 ))
@@ -356,7 +357,7 @@ impl Store {
     pub async fn llm_call(
         &self,
         id: i64,
-    ) -> Result<Option<(String, LlmCall, Option<(String, String)>)>> {
+    ) -> Result<Option<(Timestamp, LlmCall, Option<(String, String)>)>> {
         let row = sqlx::query(
             "SELECT c.*, r.request, r.response FROM llm_calls c LEFT JOIN llm_recordings r ON r.call_id = c.id WHERE c.id = ?",
         )
@@ -371,7 +372,7 @@ impl Store {
                 (Some(a), Some(b)) => Some((a, b)),
                 _ => None,
             };
-            Ok((r.get("at"), call_from_row(&r)?, ex))
+            Ok((crate::ts(&r, "at"), call_from_row(&r)?, ex))
         })
         .transpose()
     }
@@ -420,9 +421,9 @@ impl Store {
         let rows = sqlx::query(&sql)
             .bind(f.tenant.as_ref().map(Name::as_str))
             .bind(f.workspace_id.as_ref().map(WorkspaceId::as_str))
-            .bind(&f.since)
+            .bind(crate::ts_text(f.since.as_ref()))
             .bind(&f.session_id)
-            .bind(&f.until)
+            .bind(crate::ts_text(f.until.as_ref()))
             .bind(f.task_id.as_ref().map(TaskId::as_str))
             .fetch_all(&self.pool)
             .await?;
@@ -434,7 +435,10 @@ impl Store {
                     tenant: r.get(0),
                     workspace: r.get(1),
                     session_id: r.get(2),
-                    task_id: r.get(3),
+                    task_id: r
+                        .get::<Option<String>, _>(3)
+                        .filter(|t| !t.is_empty())
+                        .map(TaskId::from_stored),
                     day: r.get(4),
                     provider: r.get(5),
                     model: r.get(6),
@@ -540,7 +544,7 @@ impl Store {
 
     /// Tokens (input + output) and cost spent under a budget since `since` (RFC 3339; None =
     /// all time).
-    pub async fn spent(&self, b: &Budget, since: Option<&str>) -> Result<Spent> {
+    pub async fn spent(&self, b: &Budget, since: Option<&Timestamp>) -> Result<Spent> {
         let col = if b.scope == "tenant" {
             "tenant"
         } else {
@@ -552,7 +556,7 @@ impl Store {
         );
         let r = sqlx::query(&sql)
             .bind(&b.target)
-            .bind(since)
+            .bind(since.map(Timestamp::as_str))
             .fetch_one(&self.pool)
             .await?;
         Ok(Spent {
@@ -589,6 +593,36 @@ mod tests {
             ttfb_ms: None,
             error: None,
         }
+    }
+
+    /// Calls of an agent session of its own (no task) group by task as a row without a task.
+    #[tokio::test]
+    async fn session_calls_group_by_task_without_one() {
+        let s = Store::open_in_memory().await.unwrap();
+        let session = LlmCall {
+            task_id: None,
+            session_id: Some("as_1".into()),
+            ..base_call("web", "acme", "")
+        };
+        let rows = [
+            (session.clone(), None),
+            (session, None),
+            (base_call("web", "acme", "tk_1"), None),
+        ];
+        s.record_llm_calls(&rows).await.unwrap();
+        let mut by_task = s
+            .usage(&UsageFilter {
+                by: UsageBy::Task,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        by_task.sort_by_key(|r| r.calls);
+        let tasks: Vec<_> = by_task
+            .iter()
+            .map(|r| (r.task_id.as_ref().map(TaskId::as_str), r.calls))
+            .collect();
+        assert_eq!(tasks, [(Some("tk_1"), 1), (None, 2)]);
     }
 
     /// Costs are exact: the same calls add up to the same nano-dollars per task, workspace,
@@ -646,7 +680,7 @@ mod tests {
         let tasks = by(UsageBy::Task).await;
         let t1 = tasks
             .iter()
-            .find(|r| r.task_id.as_deref() == Some("t1"))
+            .find(|r| r.task_id.as_ref().map(TaskId::as_str) == Some("t1"))
             .unwrap();
         assert_eq!(
             (t1.calls, t1.cost_nusd, t1.input_tokens),
@@ -681,7 +715,7 @@ mod tests {
         // A window that ends before the calls holds none of them; one task's filter only it.
         let until = s
             .usage(&UsageFilter {
-                until: Some("2000-01-01T00:00:00.000Z".into()),
+                until: Some(crate::test_ts("2000-01-01T00:00:00.000Z")),
                 ..Default::default()
             })
             .await
@@ -788,7 +822,7 @@ mod tests {
         assert_eq!(sessions, [(None, 2), (Some("as_1"), 1)]);
         let future = s
             .usage(&UsageFilter {
-                since: Some("2999-01-01T00:00:00Z".into()),
+                since: Some(crate::test_ts("2999-01-01T00:00:00Z")),
                 ..Default::default()
             })
             .await
@@ -809,13 +843,13 @@ mod tests {
         assert_eq!(ex, Some(("{\"prompt\":1}".into(), "data: x".into())));
         assert!(s.llm_calls(Some(&web_id), None, None, 10).await.unwrap()[1].3);
         assert_eq!(
-            s.purge_llm_recordings("2000-01-01T00:00:00Z")
+            s.purge_llm_recordings(&crate::test_ts("2000-01-01T00:00:00Z"))
                 .await
                 .unwrap(),
             0
         );
         assert_eq!(
-            s.purge_llm_recordings("2999-01-01T00:00:00Z")
+            s.purge_llm_recordings(&crate::test_ts("2999-01-01T00:00:00Z"))
                 .await
                 .unwrap(),
             1

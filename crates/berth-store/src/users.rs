@@ -3,6 +3,7 @@
 //! The store keeps rows only: the server derives role and tenant from the provider's claims,
 //! hashes the session cookie before it gets here and decides what expiry means.
 
+use berth_domain::Timestamp;
 use sqlx::Row;
 
 use crate::{now, Result, Store, StoreError};
@@ -19,9 +20,9 @@ pub struct User {
     pub tenant: Option<String>,
     /// `admin`, `owner`, `member` or `viewer`.
     pub role: String,
-    pub disabled_at: Option<String>,
-    pub created_at: String,
-    pub last_login_at: Option<String>,
+    pub disabled_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub last_login_at: Option<Timestamp>,
 }
 
 /// What a login learned about the person from the provider.
@@ -57,9 +58,9 @@ fn user(r: &sqlx::sqlite::SqliteRow) -> User {
         email: r.get("email"),
         tenant: r.get("tenant"),
         role: r.get("role"),
-        disabled_at: r.get("disabled_at"),
-        created_at: r.get("created_at"),
-        last_login_at: r.get("last_login_at"),
+        disabled_at: crate::ts_opt(r, "disabled_at"),
+        created_at: crate::ts(r, "created_at"),
+        last_login_at: crate::ts_opt(r, "last_login_at"),
     }
 }
 

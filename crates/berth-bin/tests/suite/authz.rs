@@ -455,7 +455,7 @@ async fn store_objects(f: &mut Fixture) {
             hash: &hex_sha256(expired),
             role: "member",
             tenant: Some(&acme),
-            expires_at: Some("2020-01-01T00:00:00.000Z"),
+            expires_at: Some(&berth_domain::Timestamp::parse("2020-01-01T00:00:00.000Z").unwrap()),
             parent: None,
         })
         .await
@@ -601,7 +601,7 @@ async fn victim_subscription(f: &Fixture) {
                 url_shown: "http://127.0.0.1:9/…".into(),
                 url_sealed: (vec![0; 12], vec![0; 16]),
                 secret_sealed: (vec![0; 12], vec![0; 16]),
-                created_at: "2026-12-04T00:00:00.000Z".into(),
+                created_at: berth_domain::Timestamp::parse("2026-12-04T00:00:00.000Z").unwrap(),
             })
             .await
             .unwrap();

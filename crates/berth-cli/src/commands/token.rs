@@ -1,6 +1,7 @@
 //! `berth token …`: create (the token printed once), list and revoke API tokens.
 
 use berth_api::{CreateToken, CreatedToken, TokenInfo};
+use berth_domain::Timestamp;
 use clap::Subcommand;
 
 use crate::client::{decode, Client, Result};
@@ -105,7 +106,7 @@ fn token_table(list: &[TokenInfo]) -> String {
     if list.is_empty() {
         return "no tokens\n".into();
     }
-    let dash = |o: &Option<String>| o.as_deref().map_or("-".to_owned(), short_time);
+    let dash = |o: &Option<Timestamp>| o.as_ref().map_or("-".to_owned(), short_time);
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|t| {

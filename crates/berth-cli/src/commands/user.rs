@@ -111,7 +111,7 @@ mod tests {
             disabled: true,
             issuer: "https://idp".into(),
             subject: "adam".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
+            created_at: berth_domain::Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
             last_login_at: None,
         };
         let t = user_table(&[u]);

@@ -2,6 +2,7 @@
 //! of an earlier daemon from the journal), the process groups of running execs, and the task
 //! manager.
 
+use berth_domain::Timestamp;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -30,7 +31,7 @@ struct Launch {
 /// The daemon's state, shared by all connections.
 pub(crate) struct Daemon {
     pub(super) opts: DaemonOptions,
-    started_at: String,
+    started_at: Timestamp,
     /// In creation order.
     sessions: Mutex<Vec<Arc<Session>>>,
     /// Sessions of an earlier daemon (from the journal), listed as ended until removed.
@@ -64,7 +65,7 @@ impl Daemon {
         Arc::new_cyclic(|me| Daemon {
             tasks,
             opts,
-            started_at: sys::now_rfc3339(),
+            started_at: Timestamp::now(),
             sessions: Mutex::new(Vec::new()),
             ended: Mutex::new(ended),
             closing: std::sync::atomic::AtomicBool::new(false),

@@ -6,6 +6,7 @@
 //! The file is the workspace's own (whatever runs inside can rewrite it), so it is read with a
 //! size cap, bad entries are skipped, and what it says is only ever shown back, never acted on.
 
+use berth_domain::Timestamp;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
@@ -23,7 +24,8 @@ pub(crate) struct Record {
     pub id: String,
     pub name: String,
     pub argv: Vec<String>,
-    pub created_at: String,
+    /// A record whose time is not RFC 3339 is not loaded (like one with an overlong field).
+    pub created_at: Timestamp,
     /// Set when the session had exited before the restart.
     #[serde(default)]
     pub exit_code: Option<i32>,
@@ -85,12 +87,7 @@ pub(crate) fn load(path: &Path, max: usize) -> Vec<Record> {
     let mut records: Vec<Record> = values
         .into_iter()
         .filter_map(|v| serde_json::from_value(v).ok())
-        .filter(|r: &Record| {
-            r.id.len() <= 64
-                && r.name.len() <= 63
-                && r.argv.len() <= 256
-                && r.created_at.len() <= 64
-        })
+        .filter(|r: &Record| r.id.len() <= 64 && r.name.len() <= 63 && r.argv.len() <= 256)
         .collect();
     let drop_n = records.len().saturating_sub(max);
     records.drain(..drop_n);
@@ -137,7 +134,7 @@ mod tests {
             id: "a1".into(),
             name: "main".into(),
             argv: vec!["bash".into()],
-            created_at: "2026-12-04T00:00:00Z".into(),
+            created_at: Timestamp::parse("2026-12-04T00:00:00Z").unwrap(),
             exit_code: None,
         };
         let exited = Record {
@@ -154,6 +151,19 @@ mod tests {
         assert_eq!(infos[1].state, SessionState::Exited);
         assert_eq!(infos[1].exit_code, Some(3));
         assert_eq!(load(&path, 1).len(), 1);
+        // A record whose time is not RFC 3339 is skipped; another offset is normalized.
+        std::fs::write(
+            &path,
+            br#"[{"id":"c3","name":"x","argv":[],"created_at":"soon"},
+                 {"id":"d4","name":"y","argv":[],"created_at":"2026-12-04T01:00:00+01:00"}]"#,
+        )
+        .unwrap();
+        let back = load(&path, 10);
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            (back[0].id.as_str(), back[0].created_at.as_str()),
+            ("d4", "2026-12-04T00:00:00.000Z")
+        );
         // Garbage is ignored, not fatal.
         std::fs::write(&path, b"not json").unwrap();
         assert!(load(&path, 10).is_empty());

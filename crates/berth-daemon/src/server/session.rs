@@ -1,5 +1,6 @@
 //! One PTY session: the child process, its scrollback and its attached clients.
 
+use berth_domain::Timestamp;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::ApiError;
 use crate::proto::{SessionInfo, SessionState};
-use crate::sys::{lock, now_rfc3339, signal_session, wait_pid};
+use crate::sys::{lock, signal_session, wait_pid};
 
 /// Per-client queue of output chunks. A client whose queue fills up is
 /// dropped (it lags); one slot is kept for the final Exit event.
@@ -95,7 +96,7 @@ pub(crate) struct Session {
     pub(crate) name: String,
     pub(crate) argv: Vec<String>,
     pub(crate) pid: u32,
-    pub(crate) created_at: String,
+    pub(crate) created_at: Timestamp,
     inner: Mutex<Inner>,
     master: Mutex<Box<dyn MasterPty + Send>>,
     input: mpsc::Sender<Bytes>,
@@ -154,7 +155,7 @@ impl Session {
             name: spec.name,
             argv: spec.argv,
             pid,
-            created_at: now_rfc3339(),
+            created_at: Timestamp::now(),
             inner: Mutex::new(Inner {
                 scrollback: Scrollback::new(spec.scrollback_bytes),
                 subscribers: Vec::new(),

@@ -6,7 +6,7 @@ fn manifest() -> BackupManifest {
     BackupManifest {
         format: 1,
         berth_version: "0.1.0".into(),
-        created_at: "2026-12-04T00:00:00Z".into(),
+        created_at: berth_domain::Timestamp::parse("2026-12-04T00:00:00Z").unwrap(),
         workspace: "acme/web".into(),
         image: "localhost/berth-workspace:x".into(),
         paused: false,

@@ -95,7 +95,7 @@ async fn manifest(state: &AppState, w: &Workspace, paused: bool) -> ApiResult<Ba
     Ok(BackupManifest {
         format: 1,
         berth_version: env!("CARGO_PKG_VERSION").to_owned(),
-        created_at: berth_store::now(),
+        created_at: berth_domain::Timestamp::now(),
         workspace: w.qualified_name(),
         image: w.image.clone(),
         paused,

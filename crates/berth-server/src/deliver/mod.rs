@@ -176,7 +176,7 @@ async fn push_unaudited(
         remote,
         branch,
         commit: head,
-        at: berth_store::now(),
+        at: berth_domain::Timestamp::now(),
     })
 }
 
@@ -293,7 +293,7 @@ async fn pr_unaudited(
         provider: provider.to_owned(),
         url,
         number,
-        at: berth_store::now(),
+        at: berth_domain::Timestamp::now(),
     })
 }
 

@@ -374,7 +374,7 @@ mod tests {
         api::NotificationEvent {
             id: 7,
             kind: "task.failed".into(),
-            at: "2026-12-04T10:00:00.000Z".into(),
+            at: berth_domain::Timestamp::parse("2026-12-04T10:00:00.000Z").unwrap(),
             title: "Task failed".into(),
             text: "task t_1 in acme/web failed".into(),
             tenant: "acme".into(),

@@ -265,7 +265,7 @@ pub async fn create(
             url_shown,
             url_sealed,
             secret_sealed,
-            created_at: berth_domain::timestamp::now(),
+            created_at: berth_domain::Timestamp::now(),
         };
         state.store.insert_notify_subscription(&sub).await?;
         shown = format!("{} {}", sub.id, sub.url_shown);
@@ -481,7 +481,7 @@ pub async fn owner_may_read(state: &AppState, owner: &str, tenant: &str) -> ApiR
         let Some(t) = state.store.token(&id).await? else {
             return Ok(false);
         };
-        if crate::auth::check_token(&t, &berth_domain::timestamp::now()).is_err() {
+        if crate::auth::check_token(&t, &berth_domain::Timestamp::now()).is_err() {
             return Ok(false);
         }
         return Ok(Actor::from_token(&t).is_ok_and(|a| a.sees(tenant)));

@@ -257,7 +257,7 @@ fn access_request_text(detail: &serde_json::Value, ws_shown: &str) -> String {
 async fn deliver_due(state: &AppState) -> ApiResult<()> {
     let due = state
         .store
-        .due_notify_deliveries(&berth_domain::timestamp::now(), DUE_BATCH)
+        .due_notify_deliveries(&berth_domain::Timestamp::now(), DUE_BATCH)
         .await?;
     futures_util::stream::iter(due)
         .for_each_concurrent(PARALLEL, |d| async move {
@@ -318,7 +318,7 @@ pub async fn send(
     };
     let now = time::OffsetDateTime::now_utc();
     let next_at = next.map(|ms| {
-        berth_domain::timestamp::format(
+        berth_domain::Timestamp::from(
             now + time::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)),
         )
     });
@@ -343,7 +343,7 @@ pub async fn send(
         .record_notify_attempt(
             &NotifyAttempt {
                 delivery_id: delivery,
-                at: berth_domain::timestamp::format(now),
+                at: berth_domain::Timestamp::from(now),
                 status: out.status,
                 error: out.error.clone(),
                 duration_ms: out.duration_ms,
@@ -355,13 +355,23 @@ pub async fn send(
     Ok(out)
 }
 
+/// A budget period's key among the levels noted: `total`, or its start in whole seconds
+/// (`2026-12-01T00:00:00Z`), as it was always written there, so a level noted before an upgrade
+/// keeps counting.
+fn period_key(start: Option<&berth_domain::Timestamp>) -> String {
+    start.map_or_else(
+        || "total".to_owned(),
+        |t| format!("{}Z", t.get(..19).unwrap_or(t)),
+    )
+}
+
 /// Raises `budget.near` / `budget.over` once per crossing per period.
 pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
     let near = state.notify.settings.near_percent;
     for b in state.store.budgets().await? {
         let since = crate::gateway::period_start(&b.period);
-        let period = since.clone().unwrap_or_else(|| "total".into());
-        let spent = state.store.spent(&b, since.as_deref()).await?;
+        let period = period_key(since.as_ref());
+        let spent = state.store.spent(&b, since.as_ref()).await?;
         let level = notify::budget_level(
             spent.tokens,
             spent.cost_usd,
@@ -423,11 +433,25 @@ pub async fn check_budgets(state: &AppState) -> ApiResult<()> {
 }
 
 async fn prune(state: &AppState) -> ApiResult<()> {
-    let before = berth_domain::timestamp::format(time::OffsetDateTime::now_utc() - KEEP_EVENTS);
+    let before = berth_domain::Timestamp::from(time::OffsetDateTime::now_utc() - KEEP_EVENTS);
     let fanned = cursor(state).await?;
     state
         .store
         .prune_notify(&before, fanned, MAX_EVENTS, super::KEEP_DELIVERIES)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_domain::Timestamp;
+
+    #[test]
+    fn budget_periods_keep_their_key() {
+        let start = Timestamp::parse("2026-12-01T00:00:00Z").unwrap();
+        assert_eq!(super::period_key(Some(&start)), "2026-12-01T00:00:00Z");
+        assert_eq!(super::period_key(None), "total");
+        let day = berth_gateway::period_start("day").unwrap();
+        assert!(super::period_key(Some(&day)).ends_with("T00:00:00Z"));
+    }
 }

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Extension;
 use berth_api as api;
-use berth_domain::TaskId;
+use berth_domain::{TaskId, Timestamp};
 use berth_store::{UsageBy, UsageFilter};
 
 use super::{parse_body, Query};
@@ -19,25 +19,23 @@ use crate::state::AppState;
 /// `since` in berth's timestamp form (RFC 3339 UTC with milliseconds, as calls are stored, so
 /// the bounds compare right as text): accepts RFC 3339, a date, or a duration back from now
 /// (`30m`, `24h`, `7d`).
-pub fn parse_since(s: &str) -> ApiResult<String> {
+pub fn parse_since(s: &str) -> ApiResult<Timestamp> {
     parse_bound("since", s)
 }
 
 /// A time bound (`since`, `until`) named `what` in errors; see [`parse_since`].
-fn parse_bound(what: &str, s: &str) -> ApiResult<String> {
+fn parse_bound(what: &str, s: &str) -> ApiResult<Timestamp> {
     let s = s.trim();
     let bad = || {
         ApiError::invalid(format!(
             "{what} {s:?}: use an RFC 3339 time, a date like 2026-11-01, or a duration like 24h or 7d"
         ))
     };
-    let rfc = &time::format_description::well_known::Rfc3339;
-    if let Ok(t) = time::OffsetDateTime::parse(s, rfc) {
-        return Ok(stored_form(t));
+    if let Some(t) = Timestamp::parse(s) {
+        return Ok(t);
     }
     if s.len() == 10 {
-        let t = time::OffsetDateTime::parse(&format!("{s}T00:00:00Z"), rfc).map_err(|_| bad())?;
-        return Ok(stored_form(t));
+        return Timestamp::parse(&format!("{s}T00:00:00Z")).ok_or_else(bad);
     }
     // The unit is the last character, which need not be one byte: split where it starts.
     let split = s.char_indices().last().map_or(0, |(i, _)| i);
@@ -56,23 +54,7 @@ fn parse_bound(what: &str, s: &str) -> ApiResult<String> {
     let t = time::OffsetDateTime::now_utc()
         .checked_sub(time::Duration::seconds(n.saturating_mul(secs)))
         .ok_or_else(bad)?;
-    Ok(stored_form(t))
-}
-
-/// `t` in UTC with exactly three decimals (`2026-11-01T00:00:00.000Z`), how calls' times are
-/// stored, so comparing them as text compares the instants.
-fn stored_form(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    Ok(t.into())
 }
 
 /// `by` (or the older `group_by=session`) as the store's grouping; given both, `by` wins (but
@@ -163,7 +145,7 @@ pub async fn usage(
             by,
         })
         .await?;
-    let (rows, total) = report_rows(rows);
+    let (rows, total) = report_rows(rows, by);
     Ok(axum::Json(api::UsageReport {
         since,
         until,
@@ -180,7 +162,12 @@ fn task_filter(task: Option<&str>) -> Result<Option<TaskId>, ()> {
 }
 
 /// The report's rows in their wire form, and the total row that sums them.
-fn report_rows(rows: Vec<berth_store::UsageRow>) -> (Vec<api::UsageRow>, api::UsageRow) {
+/// The API rows of a report grouped `by`. Grouped by task, every row names its task, and the
+/// calls of agent sessions of their own (no task) are the row whose `task` is empty.
+fn report_rows(
+    rows: Vec<berth_store::UsageRow>,
+    by: UsageBy,
+) -> (Vec<api::UsageRow>, api::UsageRow) {
     let mut total_nusd = 0u64;
     let mut total = total_row(0);
     let rows: Vec<api::UsageRow> = rows
@@ -200,7 +187,8 @@ fn report_rows(rows: Vec<berth_store::UsageRow>) -> (Vec<api::UsageRow>, api::Us
                 tenant: r.tenant,
                 workspace: r.workspace,
                 session: r.session_id,
-                task: r.task_id,
+                task: (by == UsageBy::Task)
+                    .then(|| r.task_id.map(|t| t.to_string()).unwrap_or_default()),
                 day: r.day,
                 provider: r.provider,
                 model: r.model,
@@ -329,6 +317,26 @@ mod tests {
     }
 
     #[test]
+    fn grouped_by_task_a_session_row_has_an_empty_task_and_other_groupings_none() {
+        let row = |task: Option<&str>| berth_store::UsageRow {
+            task_id: task.map(|t| TaskId::from_stored(t.into())),
+            calls: 1,
+            ..Default::default()
+        };
+        let (rows, _) = report_rows(vec![row(Some("tk_1")), row(None)], UsageBy::Task);
+        let wire: Vec<_> = rows
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap()["task"].clone())
+            .collect();
+        assert_eq!(wire, [serde_json::json!("tk_1"), serde_json::json!("")]);
+        let (rows, _) = report_rows(vec![row(None)], UsageBy::WorkspaceModel);
+        assert!(serde_json::to_value(&rows[0])
+            .unwrap()
+            .get("task")
+            .is_none());
+    }
+
+    #[test]
     fn since_with_multibyte_characters_is_refused_not_a_panic() {
         for bad in ["é", "5é", "éd", "24hé", "ééééé", "3日"] {
             let err = parse_since(bad).unwrap_err();
@@ -354,7 +362,7 @@ mod tests {
     }
 }
 
-fn call_to_api(id: i64, at: String, c: berth_store::LlmCall, recorded: bool) -> api::LlmCall {
+fn call_to_api(id: i64, at: Timestamp, c: berth_store::LlmCall, recorded: bool) -> api::LlmCall {
     api::LlmCall {
         id,
         at,

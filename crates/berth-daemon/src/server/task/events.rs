@@ -8,13 +8,12 @@
 
 use std::collections::VecDeque;
 
-use berth_domain::{EventKind, TaskEvent};
+use berth_domain::{EventKind, TaskEvent, Timestamp};
 use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 
 use super::Task;
 use crate::proto::{write_control, Response};
-use crate::sys::now_rfc3339;
 
 /// Events whose JSON is larger are shrunk (long strings cut) so that they
 /// always fit in one protocol frame.
@@ -73,7 +72,7 @@ impl EventBuffer {
         self.last_seq += 1;
         self.events.push_back(TaskEvent {
             seq: self.last_seq,
-            at: now_rfc3339(),
+            at: Timestamp::now(),
             kind,
         });
         self.last_seq
