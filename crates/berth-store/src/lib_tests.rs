@@ -26,7 +26,10 @@ async fn new_ws(store: &Store, tenant: &str, n: &str) -> Result<Workspace> {
 async fn legacy_timestamps_load() {
     let s = Store::open_in_memory().await.unwrap();
     let w = new_ws(&s, "acme", "web").await.unwrap();
-    assert_eq!(w.created_at.as_str().len(), "2026-12-04T05:06:07.123Z".len());
+    assert_eq!(
+        w.created_at.as_str().len(),
+        "2026-12-04T05:06:07.123Z".len()
+    );
     sqlx::query("UPDATE workspaces SET created_at = ?, updated_at = ? WHERE id = ?")
         .bind("2026-12-04T07:06:07.12+02:00")
         .bind("1733288767")
