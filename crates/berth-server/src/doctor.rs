@@ -57,7 +57,7 @@ pub async fn run(state: &AppState) -> DoctorReport {
     }
     checks.push(debootstrap());
     checks.extend(upstreams(state).await);
-    if let Some(t) = state.tls.get() {
+    if let Some(t) = state.web.tls.get() {
         checks.push(tls::certificate(t));
         checks.push(tls::listener(t).await);
     }

@@ -91,7 +91,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let state = AppState::new(config, store.clone(), host)?;
     if let Some(t) = &tls {
-        let _ = state.tls.set(Arc::new(t.handle(local)));
+        let _ = state.web.tls.set(Arc::new(t.handle(local)));
     }
     let state = Arc::new(state);
     match state.host.runtime.info().await {

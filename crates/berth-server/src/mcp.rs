@@ -214,7 +214,7 @@ pub fn post(
              answer carries",
         ));
     };
-    let permits = state.mcp.touch(&actor.id, id)?;
+    let permits = state.web.mcp.touch(&actor.id, id)?;
     Ok(in_session(&messages, batch, &permits, &api))
 }
 
@@ -258,7 +258,7 @@ fn is_init(m: &Value) -> bool {
 
 /// Answers a lone `initialize`: opens a session for `actor`, whose id the answer carries.
 fn initialize(state: &AppState, actor: &Actor, msg: &Value) -> ApiResult<Exchange> {
-    let session = state.mcp.open(&actor.id)?;
+    let session = state.web.mcp.open(&actor.id)?;
     let reply = match handle(msg) {
         Handled::Reply(r) => r,
         _ => rpc_error(msg["id"].clone(), -32603, "initialize failed"),
@@ -349,7 +349,7 @@ pub fn end(state: &AppState, actor: &Actor, id: Option<&str>) -> ApiResult<()> {
             "missing Mcp-Session-Id header: name the session to end",
         ));
     };
-    state.mcp.close(&actor.id, id)
+    state.web.mcp.close(&actor.id, id)
 }
 
 #[cfg(test)]

@@ -271,7 +271,7 @@ async fn sessions_are_capped_per_caller_and_in_all_and_expire() {
     }
     post(&state, &actor("tok_a"), with(&first), ping, echo()).unwrap(); // now the newest use
     open(&state, "tok_a").await;
-    assert_eq!(state.mcp.len(), MAX_SESSIONS_PER_CALLER);
+    assert_eq!(state.web.mcp.len(), MAX_SESSIONS_PER_CALLER);
     assert!(post(&state, &actor("tok_a"), with(&first), ping, echo()).is_ok());
     assert_eq!(
         code(post(&state, &actor("tok_a"), with(&rest[0]), ping, echo())),
@@ -280,7 +280,7 @@ async fn sessions_are_capped_per_caller_and_in_all_and_expire() {
 
     // The server's cap: one caller per session slot, then 429 for a new caller.
     let mut n = 0;
-    while state.mcp.len() < MAX_SESSIONS {
+    while state.web.mcp.len() < MAX_SESSIONS {
         open(&state, &format!("tok_{n}")).await;
         n += 1;
     }
@@ -295,8 +295,8 @@ async fn sessions_are_capped_per_caller_and_in_all_and_expire() {
 
     // Idle sessions expire and make room.
     let later = Instant::now() + SESSION_IDLE + Duration::from_secs(1);
-    state.mcp.open_at("tok_new", later).unwrap();
-    assert_eq!(state.mcp.len(), 1);
+    state.web.mcp.open_at("tok_new", later).unwrap();
+    assert_eq!(state.web.mcp.len(), 1);
     assert_eq!(
         code(post(&state, &actor("tok_a"), with(&first), ping, echo())),
         ErrorCode::NotFound

@@ -124,15 +124,22 @@ pub struct AppState {
     /// The secrets vault.
     pub vault: Arc<crate::vault::Vault>,
     pub tasks: crate::tasks::TaskHub,
+    /// Notifications: settings, the host's addresses, the browser stream's signal.
+    pub notify: crate::notify::Notifier,
+    /// What the front door alone keeps: HTTPS, single sign-on, the MCP endpoint's sessions.
+    pub web: Web,
+    locks: Locks,
+}
+
+/// The front door's own state, which no service below the routes needs (the notifier and PR
+/// summaries read the public URL from `sso`).
+pub struct Web {
     /// The HTTPS setup, when the server serves HTTPS (set once, at start).
     pub tls: std::sync::OnceLock<Arc<crate::tls::TlsHandle>>,
     /// Single sign-on (OpenID Connect) for people; `None` when no issuer is configured.
     pub sso: Option<Arc<crate::sso::Sso>>,
-    /// Notifications: settings, the host's addresses, the browser stream's signal.
-    pub notify: crate::notify::Notifier,
     /// The sessions of the MCP endpoint (`/api/v1/mcp`).
     pub mcp: crate::mcp::Sessions,
-    locks: Locks,
 }
 
 /// Locks serializing lifecycle operations: per workspace, and per tenant for quota admission.
@@ -200,7 +207,6 @@ impl AppState {
             )?,
         );
         Ok(Self {
-            sso,
             notify,
             config,
             store,
@@ -209,8 +215,11 @@ impl AppState {
             egress,
             vault,
             tasks: Default::default(),
-            tls: std::sync::OnceLock::new(),
-            mcp: Default::default(),
+            web: Web {
+                tls: std::sync::OnceLock::new(),
+                sso,
+                mcp: Default::default(),
+            },
             locks: Locks::default(),
         })
     }

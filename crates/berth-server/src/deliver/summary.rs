@@ -52,7 +52,7 @@ pub async fn describe(state: &AppState, t: &Task) -> String {
 }
 
 fn public_url(state: &AppState) -> Option<String> {
-    state.sso.as_ref().map(|s| {
+    state.web.sso.as_ref().map(|s| {
         s.config
             .public_url
             .as_str()

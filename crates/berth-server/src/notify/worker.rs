@@ -117,7 +117,7 @@ pub async fn build(state: &AppState, e: &NotifyEvent) -> ApiResult<api::Notifica
         .as_deref()
         .and_then(|d| serde_json::from_str(d).ok())
         .unwrap_or_default();
-    let public = state.sso.as_ref().map(|s| {
+    let public = state.web.sso.as_ref().map(|s| {
         s.config
             .public_url
             .as_str()

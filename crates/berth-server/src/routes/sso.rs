@@ -86,7 +86,7 @@ fn not_configured() -> Response {
 
 /// `GET /auth/oidc/login`: redirects the browser to the provider, with PKCE, nonce and state.
 pub async fn login(State(state): State<Arc<AppState>>) -> Response {
-    let Some(sso) = state.sso.as_deref() else {
+    let Some(sso) = state.web.sso.as_deref() else {
         return not_configured();
     };
     match sso.begin_login().await {
@@ -119,7 +119,7 @@ pub async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let Some(sso) = state.sso.as_deref() else {
+    let Some(sso) = state.web.sso.as_deref() else {
         return not_configured();
     };
     if let Some(err) = &q.error {
@@ -198,8 +198,12 @@ async fn finish(
     responses((status = 200, body = api::AuthConfig)), security(()))]
 pub async fn config(State(state): State<Arc<AppState>>) -> axum::Json<api::AuthConfig> {
     axum::Json(api::AuthConfig {
-        sso: state.sso.is_some(),
-        login_url: state.sso.as_ref().map(|_| "/auth/oidc/login".to_owned()),
+        sso: state.web.sso.is_some(),
+        login_url: state
+            .web
+            .sso
+            .as_ref()
+            .map(|_| "/auth/oidc/login".to_owned()),
         token: true,
     })
 }
@@ -246,7 +250,7 @@ pub async fn logout(
     Extension(actor): Extension<Actor>,
     principal: Option<Extension<SessionPrincipal>>,
 ) -> ApiResult<Response> {
-    let (Some(sso), Some(Extension(p))) = (state.sso.as_deref(), principal) else {
+    let (Some(sso), Some(Extension(p))) = (state.web.sso.as_deref(), principal) else {
         crate::tokens::sign_out_device(&state, &actor).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     };

@@ -80,7 +80,7 @@ pub async fn session_actor(
     headers: &HeaderMap,
     method: &Method,
 ) -> Result<Option<SessionPrincipal>, ApiError> {
-    let Some(sso) = state.sso.as_deref() else {
+    let Some(sso) = state.web.sso.as_deref() else {
         return Ok(None);
     };
     let Some(value) = cookie_value(headers, sso.session_cookie()) else {
@@ -151,7 +151,7 @@ fn check_request(
 /// Removes the sessions that ended (idle or past their lifetime) from the store; their cookies
 /// are refused anyway, this only keeps the table small.
 pub async fn prune(state: &AppState) -> Result<u64, berth_store::StoreError> {
-    let Some(sso) = state.sso.as_deref() else {
+    let Some(sso) = state.web.sso.as_deref() else {
         return Ok(0);
     };
     let now = unix_now();

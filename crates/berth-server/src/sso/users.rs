@@ -42,7 +42,7 @@ pub fn scope_of(role: &str, tenant: Option<&str>) -> ApiResult<UserScope> {
 /// (refused with `login_refused` when nothing matches), the user row is created or refreshed,
 /// and a disabled user is refused. Audited as `user.login` either way.
 pub async fn complete_login(state: &AppState, identity: &Identity) -> ApiResult<User> {
-    let Some(sso) = state.sso.as_deref() else {
+    let Some(sso) = state.web.sso.as_deref() else {
         return Err(ApiError::not_found("single sign-on is not configured"));
     };
     let values = claim_values(identity.claim.as_ref());
