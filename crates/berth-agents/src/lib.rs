@@ -252,7 +252,8 @@ pub fn driver(agent: Agent) -> Box<dyn Driver> {
     }
 }
 
-/// Base environment every agent gets: the workspace user's basics, nothing inherited.
+/// Base environment every agent gets: the workspace user's basics. The daemon puts the
+/// driver's environment over the workspace's own (the template's `[env]`, secret placeholders).
 pub fn base_env(spec: &TurnSpec) -> Vec<(String, String)> {
     let tmp = spec.task_dir.join("tmp");
     vec![

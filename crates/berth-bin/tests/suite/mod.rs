@@ -1,5 +1,6 @@
 mod access;
 mod acp_resume;
+mod agent_env;
 mod agent_sessions;
 mod approvals;
 mod auth;

@@ -33,10 +33,10 @@ pub(super) const CANCEL_GRACE: Duration = Duration::from_secs(3);
 /// be held open by background processes it started).
 pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// Variables of the workspace itself that agents (and the tools they run) must see: the way out
-/// through berth's egress proxy and the CA bundle that trusts it. They come from the container's
-/// environment, set by the server, so the drivers need not know them
-/// ([`berth_domain::workspace::egress_env_names`] and `BERTH_WORKSPACE`).
+/// Variables of the workspace itself that win over a driver's: the way out through berth's
+/// egress proxy and the CA bundle that trusts it
+/// ([`berth_domain::workspace::egress_env_names`] and `BERTH_WORKSPACE`). Like the rest of the
+/// workspace's environment they come from the container's, set by the server.
 fn workspace_passthrough_names() -> impl Iterator<Item = &'static str> {
     berth_domain::workspace::egress_env_names().chain(["BERTH_WORKSPACE"])
 }
@@ -293,14 +293,22 @@ pub(super) fn with_task_id(mut inv: Invocation, task: &str) -> Invocation {
     inv
 }
 
+/// The workspace's environment, as the container has it (the daemon's own): the image's, the
+/// template's `[env]`, its secrets (placeholders, or opted-in values), `BERTH_WORKSPACE`, the
+/// egress proxy. Terminals and exec get the same; an agent gets it beneath its driver's.
+fn workspace_env() -> impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+}
+
 fn workspace_passthrough() -> Vec<(String, String)> {
     workspace_passthrough_names()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
         .collect()
 }
 
-/// Starts the agent of `inv` in a process group of its own, with only the driver's
-/// environment (and [`workspace_passthrough_names`]), feeding it `inv.stdin` if any. With
+/// Starts the agent of `inv` in a process group of its own, in the workspace's environment
+/// with the driver's over it (its HOME, TMPDIR, PATH, gateway address and virtual key win) and
+/// [`workspace_passthrough_names`] over both, feeding it `inv.stdin` if any. With
 /// `keep_stdin`, `inv.stdin` is written (in the background) and the stdin pipe comes back open
 /// for the protocol's later lines instead of being closed.
 pub(super) fn spawn(
@@ -336,6 +344,7 @@ pub(super) fn spawn(
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&inv.args)
         .env_clear()
+        .envs(workspace_env())
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
         .envs(workspace_passthrough())
         .current_dir(&inv.cwd);
