@@ -256,6 +256,18 @@ await step('open the diff view', async () => {
   if (await err.count()) throw new Error(`diff failed: ${await err.innerText()}`);
 });
 
+await step('Push on the task page: the refusal the server gives (the task ran outside git)', async () => {
+  await page.locator(tid('task-push-open')).click();
+  await page.locator(tid('task-push-branch')).fill('e2e-branch');
+  await page.locator(tid('task-push-confirm')).click();
+  const err = page.locator(tid('task-deliver-error'));
+  await waitOrFail(err, 30_000, 'the push answer');
+  const text = await err.innerText();
+  if (!text.includes('not in git')) throw new Error(`unexpected push answer: ${text}`);
+  if (await page.locator(tid('task-push')).count()) throw new Error('a push is shown although it failed');
+  await page.locator(tid('task-pr-open')).waitFor();
+});
+
 await step('attach and detach an egress template on the workspace page', async () => {
   await goto(`/workspaces/${encodeURIComponent('demo/e2e')}`);
   await page.locator(`${tid('egress-template-pick')} option[value="npm"]`).waitFor({ state: 'attached' });

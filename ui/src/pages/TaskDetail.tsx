@@ -1,9 +1,10 @@
 import { memo, useEffect, useLayoutEffect, useRef, useState, type FormEvent } from 'react';
-import { api, apiFetch, getToken, post, type Approval, type Session, type Task, type TaskDiff, type TaskEvent } from '../api';
+import { api, apiFetch, getToken, post, type Approval, type CreatePullRequestRequest, type PushTaskRequest, type Session, type Task, type TaskDiff, type TaskEvent, type TaskPullRequest, type TaskPush } from '../api';
 import { ApprovalCard } from './Inbox';
 import { dateTime, httpUrl, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { canContinueInteractively, terminalRoute } from '../agentSessions';
+import { canDeliver, canOpenPullRequest, pullRequestRequest, pushRequest } from '../deliver';
 import { followSse } from '../sse';
 import { DETAIL_KINDS, diffLineClass, formatElapsed, itemType, Timeline, toolElapsedMs, truncate, type Item } from '../timeline';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
@@ -111,6 +112,7 @@ export function TaskDetail({ id, tab }: { id: string; tab: string }) {
         <Allowed need="operate">
           <CancelButton id={enc} state={state ?? t.state} onDone={task.reload} />
           <ContinueButton id={enc} task={{ ...t, state: state ?? t.state }} />
+          <DeliverButtons id={enc} task={t} state={state ?? t.state} onDone={task.reload} />
         </Allowed>
       </div>
       {(pending.data ?? []).length > 0 && (
@@ -174,6 +176,93 @@ function ContinueButton({ id, task }: { id: string; task: Task }) {
         {busy ? 'Opening…' : 'Continue interactively'}
       </button>
       <ErrorBox error={error} />
+    </>
+  );
+}
+
+/** “Push” and “Open pull request”: `berth task push|pr` from the task page. The server does the
+ * work (git inside the workspace with its scoped credential; the provider's API with the vault's
+ * token) and says why not when it cannot (no repository, nothing to push, no credential). */
+function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; state: string; onDone: () => void }) {
+  const [open, setOpen] = useState<'push' | 'pr' | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string>();
+  const [result, setResult] = useState<string>();
+  const [branch, setBranch] = useState('');
+  const [title, setTitle] = useState('');
+  const [base, setBase] = useState('');
+  const [draft, setDraft] = useState(false);
+  if (!canDeliver(task, state)) return null;
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    const which = open;
+    setOpen(null);
+    setBusy(true);
+    setError(undefined);
+    setResult(undefined);
+    try {
+      if (which === 'push') {
+        const body: PushTaskRequest = pushRequest(branch);
+        const p = await post<TaskPush>(`/tasks/${id}/push`, body);
+        setResult(`Pushed ${p.commit.slice(0, 12)} to ${p.remote}/${p.branch}`);
+      } else {
+        const body: CreatePullRequestRequest = pullRequestRequest(title, base, draft);
+        const pr = await post<TaskPullRequest>(`/tasks/${id}/pr`, body);
+        setResult(`Opened ${pr.provider} #${pr.number}`);
+      }
+    } catch (err) {
+      setError((err as Error).message);
+    } finally {
+      setBusy(false);
+      onDone();
+    }
+  };
+  return (
+    <>
+      <button type="button" className="btn" disabled={busy} onClick={() => setOpen('push')} data-testid="task-push-open">
+        {busy ? 'Working…' : 'Push'}
+      </button>
+      {canOpenPullRequest(task, state) && (
+        <button type="button" className="btn" disabled={busy} onClick={() => setOpen('pr')} data-testid="task-pr-open">
+          Open pull request
+        </button>
+      )}
+      <Dialog open={open === 'push'} title="Push the task's branch" onClose={() => setOpen(null)} testid="task-push-dialog">
+        <form onSubmit={submit}>
+          <p className="small">git pushes the task's commits from inside the workspace, through its egress rules, with the credential bound to the workspace for the remote's host.</p>
+          <label>
+            Branch on the remote <span className="muted small">(empty: the task's branch)</span>
+            <input value={branch} onChange={(e) => setBranch(e.target.value)} maxLength={100} placeholder="fix-42" data-testid="task-push-branch" />
+          </label>
+          <div className="row">
+            <button type="button" className="btn" onClick={() => setOpen(null)}>Cancel</button>
+            <button type="submit" className="btn primary" data-testid="task-push-confirm">Push</button>
+          </div>
+        </form>
+      </Dialog>
+      <Dialog open={open === 'pr'} title="Open a pull request" onClose={() => setOpen(null)} testid="task-pr-dialog">
+        <form onSubmit={submit}>
+          <p className="small">Push the branch first: the provider must already have it. The description is the task's summary.</p>
+          <label>
+            Title <span className="muted small">(empty: the prompt's first line)</span>
+            <input value={title} onChange={(e) => setTitle(e.target.value)} maxLength={256} data-testid="task-pr-title" />
+          </label>
+          <label>
+            Base branch <span className="muted small">(empty: the remote's default)</span>
+            <input value={base} onChange={(e) => setBase(e.target.value)} maxLength={100} placeholder="main" data-testid="task-pr-base" />
+          </label>
+          <label className="check">
+            <input type="checkbox" checked={draft} onChange={(e) => setDraft(e.target.checked)} data-testid="task-pr-draft" />
+            Draft
+          </label>
+          <div className="row">
+            <button type="button" className="btn" onClick={() => setOpen(null)}>Cancel</button>
+            <button type="submit" className="btn primary" data-testid="task-pr-confirm">Open pull request</button>
+          </div>
+        </form>
+      </Dialog>
+      {result && <span className="small" role="status" data-testid="task-deliver-result">{result}</span>}
+      {error && <span className="error-box small" role="alert" data-testid="task-deliver-error">{error}</span>}
     </>
   );
 }
