@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canDeliver, canOpenPullRequest, pullRequestRequest, pushRequest } from './deliver';
+import { canDeliver, canOpenPullRequest, openPullRequest, pullRequestRequest, pushRequest } from './deliver';
 
 const pr = { provider: 'github', url: 'https://github.com/a/b/pull/1', number: 1, at: '2026-12-05T07:00:00.000Z' };
 
@@ -21,5 +21,45 @@ describe('delivery from the task page', () => {
     expect(pushRequest(' fix-42 ')).toEqual({ branch: 'fix-42' });
     expect(pullRequestRequest('', ' ', false)).toEqual({ draft: false });
     expect(pullRequestRequest(' Fix the parser ', 'main', true)).toEqual({ title: 'Fix the parser', base: 'main', draft: true });
+  });
+});
+
+describe('opening a pull request from the page', () => {
+  const push = { remote: 'origin', branch: 'fix-42', commit: '3f2a9c1e0b7d3f2a9c1e0b7d3f2a9c1e0b7d3f2a', at: '2026-12-05T07:00:00.000Z' };
+  const refusal = (code: string) => Object.assign(new Error(code), { status: 409, code });
+  function fake(pushAnswer: () => unknown) {
+    const calls: string[] = [];
+    const send = async <T,>(path: string, body: unknown): Promise<T> => {
+      calls.push(`${path} ${JSON.stringify(body)}`);
+      if (path.endsWith('/push')) return pushAnswer() as T;
+      return pr as T;
+    };
+    return { calls, send };
+  }
+
+  it('pushes first when asked, then opens it on the pushed branch', async () => {
+    const f = fake(() => push);
+    const got = await openPullRequest(f.send, 'tk_1', { draft: true }, true);
+    expect(got).toEqual({ push, pr });
+    expect(f.calls).toEqual(['/tasks/tk_1/push {}', '/tasks/tk_1/pr {"draft":true}']);
+  });
+
+  it('goes on when the remote already has the commits, stops on any other refusal', async () => {
+    const has = fake(() => {
+      throw refusal('nothing_to_push');
+    });
+    expect((await openPullRequest(has.send, 'tk_1', { draft: false }, true)).pr).toEqual(pr);
+    expect(has.calls).toHaveLength(2);
+    const rejected = fake(() => {
+      throw refusal('push_rejected');
+    });
+    await expect(openPullRequest(rejected.send, 'tk_1', { draft: false }, true)).rejects.toThrow('push_rejected');
+    expect(rejected.calls).toEqual(['/tasks/tk_1/push {}']);
+  });
+
+  it('does not push unless asked', async () => {
+    const f = fake(() => push);
+    await openPullRequest(f.send, 'tk_1', { draft: false }, false);
+    expect(f.calls).toEqual(['/tasks/tk_1/pr {"draft":false}']);
   });
 });

@@ -2,7 +2,7 @@
 // request”, and the request bodies (`POST /tasks/{task}/push`, `POST /tasks/{task}/pr`), the
 // same calls `berth task push|pr` makes. Pure functions, so they are tested without a browser.
 
-import type { Task } from './api';
+import type { CreatePullRequestRequest, Task, TaskPullRequest, TaskPush } from './api';
 
 /** Task states whose turn is over: the server delivers only then (`task_turn_running` else). */
 const AT_REST = new Set(['completed', 'interrupted', 'failed', 'cancelled']);
@@ -34,4 +34,28 @@ export function pullRequestRequest(title: string, base: string, draft: boolean):
   if (t) body.title = t;
   if (b) body.base = b;
   return body;
+}
+
+/** How the page calls the API (`post` in the app, a fake in tests). */
+export type Send = <T>(path: string, body: unknown) => Promise<T>;
+
+/** Opens the task's pull request, pushing its branch first when asked: a push the remote
+ * already has (`nothing_to_push`) is no reason to stop, any other refusal is (and no pull
+ * request is asked for). `id` is the task id as one URL path segment. */
+export async function openPullRequest(
+  send: Send,
+  id: string,
+  body: CreatePullRequestRequest,
+  pushFirst: boolean,
+): Promise<{ push?: TaskPush; pr: TaskPullRequest }> {
+  let push: TaskPush | undefined;
+  if (pushFirst) {
+    try {
+      push = await send<TaskPush>(`/tasks/${id}/push`, {});
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'nothing_to_push') throw e;
+    }
+  }
+  const pr = await send<TaskPullRequest>(`/tasks/${id}/pr`, body);
+  return { push, pr };
 }

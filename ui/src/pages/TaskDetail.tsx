@@ -1,10 +1,10 @@
 import { memo, useEffect, useLayoutEffect, useRef, useState, type FormEvent } from 'react';
-import { api, apiFetch, getToken, post, type Approval, type CreatePullRequestRequest, type PushTaskRequest, type Session, type Task, type TaskDiff, type TaskEvent, type TaskPullRequest, type TaskPush } from '../api';
+import { api, apiFetch, getToken, post, type Approval, type CreatePullRequestRequest, type PushTaskRequest, type Session, type Task, type TaskDiff, type TaskEvent, type TaskPush } from '../api';
 import { ApprovalCard } from './Inbox';
 import { dateTime, httpUrl, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { canContinueInteractively, terminalRoute } from '../agentSessions';
-import { canDeliver, canOpenPullRequest, pullRequestRequest, pushRequest } from '../deliver';
+import { canDeliver, canOpenPullRequest, openPullRequest, pullRequestRequest, pushRequest } from '../deliver';
 import { followSse } from '../sse';
 import { DETAIL_KINDS, diffLineClass, formatElapsed, itemType, Timeline, toolElapsedMs, truncate, type Item } from '../timeline';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
@@ -192,6 +192,7 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
   const [title, setTitle] = useState('');
   const [base, setBase] = useState('');
   const [draft, setDraft] = useState(false);
+  const [pushFirst, setPushFirst] = useState(true);
   if (!canDeliver(task, state)) return null;
   const submit = async (e: FormEvent) => {
     e.preventDefault();
@@ -207,8 +208,9 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
         setResult(`Pushed ${p.commit.slice(0, 12)} to ${p.remote}/${p.branch}`);
       } else {
         const body: CreatePullRequestRequest = pullRequestRequest(title, base, draft);
-        const pr = await post<TaskPullRequest>(`/tasks/${id}/pr`, body);
-        setResult(`Opened ${pr.provider} #${pr.number}`);
+        const { push, pr } = await openPullRequest(post, id, body, pushFirst);
+        const pushed = push ? `pushed ${push.commit.slice(0, 12)} to ${push.remote}/${push.branch}, ` : '';
+        setResult(`${pushed}opened ${pr.provider} #${pr.number}`.replace(/^./, (c) => c.toUpperCase()));
       }
     } catch (err) {
       setError((err as Error).message);
@@ -242,7 +244,7 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
       </Dialog>
       <Dialog open={open === 'pr'} title="Open a pull request" onClose={() => setOpen(null)} testid="task-pr-dialog">
         <form onSubmit={submit}>
-          <p className="small">Push the branch first: the provider must already have it. The description is the task's summary.</p>
+          <p className="small">The provider must have the branch: push it first, here or with Push. The description is the task's summary.</p>
           <label>
             Title <span className="muted small">(empty: the prompt's first line)</span>
             <input value={title} onChange={(e) => setTitle(e.target.value)} maxLength={256} data-testid="task-pr-title" />
@@ -254,6 +256,10 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
           <label className="check">
             <input type="checkbox" checked={draft} onChange={(e) => setDraft(e.target.checked)} data-testid="task-pr-draft" />
             Draft
+          </label>
+          <label className="check">
+            <input type="checkbox" checked={pushFirst} onChange={(e) => setPushFirst(e.target.checked)} data-testid="task-pr-push" />
+            Push the task's branch first (to origin, the task's branch)
           </label>
           <div className="row">
             <button type="button" className="btn" onClick={() => setOpen(null)}>Cancel</button>
