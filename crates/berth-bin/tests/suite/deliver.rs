@@ -206,6 +206,17 @@ async fn a_task_branch_is_pushed_through_the_proxy_with_the_placeholder_credenti
         "{err}"
     );
     assert_ne!(host_git(&repo, "rev-parse refs/heads/main"), head);
+
+    // `task pr --push` on the pushed task: the remote already has it (said on stderr), so the
+    // pull request is asked for next, and refused: git.test is no provider berth knows.
+    let o = s.cli(&["task", "pr", &id, "--push"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("not pushed: origin/agent/readme already has")
+            && err.contains("forge_unknown"),
+        "{err}"
+    );
 }
 
 /// What a fake provider received.
@@ -349,6 +360,18 @@ async fn pull_requests_are_opened_on_github_gitlab_and_azure_devops() {
         }
     };
     let code = |v: &Value| v["error"]["code"].as_str().map(str::to_owned);
+
+    // `task pr --push` stops at the push's refusal (the workspace may not reach github.com)
+    // and asks for no pull request.
+    let o = s.cli(&["task", "pr", &tasks[0], "--push"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("push_rejected"), "{err}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a pull request was asked for"
+    );
+    assert!(s.get(&format!("/api/v1/tasks/{}", tasks[0])).await["push"].is_null());
 
     // Refused before any call: a secret not bound for the API host, an unknown provider.
     let (st, v) = pr(&tasks[0], json!({"secret": "GL_TOKEN"})).await;

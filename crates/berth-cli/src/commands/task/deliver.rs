@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::client::{decode, task_path, Client, Result};
+use crate::client::{decode, task_path, CliError, Client, Result};
 use crate::ctx::Ctx;
 
 #[derive(Debug, Args)]
@@ -44,6 +44,10 @@ pub struct TaskPrArgs {
     /// whose hosts name the API host]
     #[arg(long)]
     pub secret: Option<String>,
+    /// Push the task's branch first (to --remote and --branch); a remote that already has the
+    /// commits is no reason to stop, any other refusal is
+    #[arg(long)]
+    pub push: bool,
     /// Print the API's JSON
     #[arg(long)]
     pub json: bool,
@@ -70,6 +74,9 @@ pub async fn push(args: TaskPushArgs, client: &Client, ctx: &mut Ctx<'_>) -> Res
 
 /// `task pr`.
 pub async fn pr(args: TaskPrArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<i32> {
+    if args.push {
+        push_first(&args, client, ctx).await?;
+    }
     let body = berth_api::CreatePullRequest {
         title: args.title,
         draft: args.draft,
@@ -93,4 +100,29 @@ pub async fn pr(args: TaskPrArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<
     };
     ctx.print(&format!("opened {what} #{}: {}\n", p.number, p.url))?;
     Ok(0)
+}
+
+/// `task pr --push`: the push before the pull request. Said on stderr, so `--json` keeps one
+/// document on stdout.
+async fn push_first(args: &TaskPrArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<()> {
+    let body = berth_api::PushTask {
+        remote: args.remote.clone(),
+        branch: args.branch.clone(),
+    };
+    match client
+        .post_value(&format!("{}/push", task_path(&args.task)), &body)
+        .await
+    {
+        Ok(v) => {
+            let p: berth_api::TaskPush = decode(v)?;
+            let short: String = p.commit.chars().take(12).collect();
+            ctx.note(&format!("pushed {short} to {}/{}", p.remote, p.branch));
+            Ok(())
+        }
+        Err(CliError::Api { code, message, .. }) if code == "nothing_to_push" => {
+            ctx.note(&format!("not pushed: {message}"));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
