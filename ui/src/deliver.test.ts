@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canDeliver, canOpenPullRequest, openPullRequest, pullRequestRequest, pushRequest } from './deliver';
+import { canDeliver, canOpenPullRequest, openPullRequest, pullRequestRequest, pushBeforePullRequest, pushRequest } from './deliver';
 
 const pr = { provider: 'github', url: 'https://github.com/a/b/pull/1', number: 1, at: '2026-12-05T07:00:00.000Z' };
 
@@ -39,7 +39,7 @@ describe('opening a pull request from the page', () => {
 
   it('pushes first when asked, then opens it on the pushed branch', async () => {
     const f = fake(() => push);
-    const got = await openPullRequest(f.send, 'tk_1', { draft: true }, true);
+    const got = await openPullRequest(f.send, 'tk_1', { draft: true }, {});
     expect(got).toEqual({ push, pr });
     expect(f.calls).toEqual(['/tasks/tk_1/push {}', '/tasks/tk_1/pr {"draft":true}']);
   });
@@ -48,18 +48,25 @@ describe('opening a pull request from the page', () => {
     const has = fake(() => {
       throw refusal('nothing_to_push');
     });
-    expect((await openPullRequest(has.send, 'tk_1', { draft: false }, true)).pr).toEqual(pr);
+    expect((await openPullRequest(has.send, 'tk_1', { draft: false }, { branch: 'fix-42' })).pr).toEqual(pr);
+    expect(has.calls[0]).toEqual('/tasks/tk_1/push {"branch":"fix-42"}');
     expect(has.calls).toHaveLength(2);
     const rejected = fake(() => {
       throw refusal('push_rejected');
     });
-    await expect(openPullRequest(rejected.send, 'tk_1', { draft: false }, true)).rejects.toThrow('push_rejected');
+    await expect(openPullRequest(rejected.send, 'tk_1', { draft: false }, {})).rejects.toThrow('push_rejected');
     expect(rejected.calls).toEqual(['/tasks/tk_1/push {}']);
   });
 
   it('does not push unless asked', async () => {
     const f = fake(() => push);
-    await openPullRequest(f.send, 'tk_1', { draft: false }, false);
+    await openPullRequest(f.send, 'tk_1', { draft: false }, null);
     expect(f.calls).toEqual(['/tasks/tk_1/pr {"draft":false}']);
+  });
+
+  it('pushes to the branch of the last push to origin, else the task branch', () => {
+    expect(pushBeforePullRequest({ push: null })).toEqual({});
+    expect(pushBeforePullRequest({ push })).toEqual({ branch: 'fix-42' });
+    expect(pushBeforePullRequest({ push: { ...push, remote: 'fork' } })).toEqual({});
   });
 });

@@ -36,22 +36,29 @@ export function pullRequestRequest(title: string, base: string, draft: boolean):
   return body;
 }
 
+/** The push before a pull request: to the branch of the task's last push to `origin` (the
+ * pull request's remote) when there was one, so the pull request stays on that branch; else
+ * the task's own branch. */
+export function pushBeforePullRequest(task: Pick<Task, 'push'>): { branch?: string } {
+  return task.push && task.push.remote === 'origin' ? { branch: task.push.branch } : {};
+}
+
 /** How the page calls the API (`post` in the app, a fake in tests). */
 export type Send = <T>(path: string, body: unknown) => Promise<T>;
 
-/** Opens the task's pull request, pushing its branch first when asked: a push the remote
+/** Opens the task's pull request, pushing first when given the push's body: a push the remote
  * already has (`nothing_to_push`) is no reason to stop, any other refusal is (and no pull
  * request is asked for). `id` is the task id as one URL path segment. */
 export async function openPullRequest(
   send: Send,
   id: string,
   body: CreatePullRequestRequest,
-  pushFirst: boolean,
+  pushFirst: { branch?: string } | null,
 ): Promise<{ push?: TaskPush; pr: TaskPullRequest }> {
   let push: TaskPush | undefined;
   if (pushFirst) {
     try {
-      push = await send<TaskPush>(`/tasks/${id}/push`, {});
+      push = await send<TaskPush>(`/tasks/${id}/push`, pushFirst);
     } catch (e) {
       if ((e as { code?: string }).code !== 'nothing_to_push') throw e;
     }

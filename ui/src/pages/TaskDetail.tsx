@@ -4,7 +4,7 @@ import { ApprovalCard } from './Inbox';
 import { dateTime, httpUrl, num, usd, usdExact } from '../format';
 import { navigate, useLoad } from '../hooks';
 import { canContinueInteractively, terminalRoute } from '../agentSessions';
-import { canDeliver, canOpenPullRequest, openPullRequest, pullRequestRequest, pushRequest } from '../deliver';
+import { canDeliver, canOpenPullRequest, openPullRequest, pullRequestRequest, pushBeforePullRequest, pushRequest } from '../deliver';
 import { followSse } from '../sse';
 import { DETAIL_KINDS, diffLineClass, formatElapsed, itemType, Timeline, toolElapsedMs, truncate, type Item } from '../timeline';
 import { Dialog, Empty, ErrorBox, Loading, StateBadge } from '../ui';
@@ -208,7 +208,7 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
         setResult(`Pushed ${p.commit.slice(0, 12)} to ${p.remote}/${p.branch}`);
       } else {
         const body: CreatePullRequestRequest = pullRequestRequest(title, base, draft);
-        const { push, pr } = await openPullRequest(post, id, body, pushFirst);
+        const { push, pr } = await openPullRequest(post, id, body, pushFirst ? pushBeforePullRequest(task) : null);
         const pushed = push ? `pushed ${push.commit.slice(0, 12)} to ${push.remote}/${push.branch}, ` : '';
         setResult(`${pushed}opened ${pr.provider} #${pr.number}`.replace(/^./, (c) => c.toUpperCase()));
       }
@@ -259,7 +259,7 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
           </label>
           <label className="check">
             <input type="checkbox" checked={pushFirst} onChange={(e) => setPushFirst(e.target.checked)} data-testid="task-pr-push" />
-            Push the task's branch first (to origin, the task's branch)
+            Push first (to origin/{task.push?.remote === 'origin' ? task.push.branch : "the task's branch"})
           </label>
           <div className="row">
             <button type="button" className="btn" onClick={() => setOpen(null)}>Cancel</button>
