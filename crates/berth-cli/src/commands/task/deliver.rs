@@ -44,8 +44,9 @@ pub struct TaskPrArgs {
     /// whose hosts name the API host]
     #[arg(long)]
     pub secret: Option<String>,
-    /// Push the task's branch first (to --remote and --branch); a remote that already has the
-    /// commits is no reason to stop, any other refusal is
+    /// Push first (to --remote, and --branch, else the branch of the task's last push there,
+    /// else its own); a remote that already has the commits is no reason to stop, any other
+    /// refusal is
     #[arg(long)]
     pub push: bool,
     /// Print the API's JSON
@@ -102,12 +103,21 @@ pub async fn pr(args: TaskPrArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<
     Ok(0)
 }
 
-/// `task pr --push`: the push before the pull request. Said on stderr, so `--json` keeps one
-/// document on stdout.
+/// `task pr --push`: the push before the pull request, to `--branch`, else to the branch of the
+/// task's last push to that remote (where the pull request would be), else the task's own.
+/// Said on stderr, so `--json` keeps one document on stdout.
 async fn push_first(args: &TaskPrArgs, client: &Client, ctx: &mut Ctx<'_>) -> Result<()> {
+    let remote = args.remote.as_deref().unwrap_or("origin");
+    let branch = match &args.branch {
+        Some(b) => Some(b.clone()),
+        None => {
+            let t: berth_api::Task = client.get(&task_path(&args.task)).await?;
+            t.push.filter(|p| p.remote == remote).map(|p| p.branch)
+        }
+    };
     let body = berth_api::PushTask {
         remote: args.remote.clone(),
-        branch: args.branch.clone(),
+        branch,
     };
     match client
         .post_value(&format!("{}/push", task_path(&args.task)), &body)
