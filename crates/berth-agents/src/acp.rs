@@ -17,7 +17,8 @@
 //! A permission request is a JSON-RPC request *from* the agent:
 //! `session/request_permission {toolCall, options:[{optionId, kind}]}`, answered with
 //! `{outcome:{outcome:"selected", optionId}}` of its `allow_once` or `reject_once` option. ACP
-//! carries no reason with a rejection: the agent tells the model its own words. Any other
+//! carries no reason with a rejection: the agent tells the model its own words, and berth says
+//! the reason before the text of the next prompt. Any other
 //! request of the agent (fs/*, terminal/*: berth advertises neither) gets a JSON-RPC error so the
 //! agent never waits. `session/cancel` (a notification) interrupts the turn, whose prompt then
 //! answers `cancelled`; pending permission requests are answered `cancelled` as ACP requires.
@@ -49,8 +50,8 @@ macro_rules! protocol_methods {
             true
         }
 
-        fn answer(&mut self, id: &str, approve: bool, _message: &str) -> Vec<String> {
-            self.$field.answer(id, approve)
+        fn answer(&mut self, id: &str, approve: bool, message: &str) -> Vec<String> {
+            self.$field.answer(id, approve, message)
         }
 
         fn long_lived(&self) -> bool {
@@ -146,7 +147,14 @@ pub(crate) struct Acp {
     message: String,
     thought: String,
     last_message: Option<String>,
+    /// The reasons of denials the model was not told (ACP's answer carries none): said before
+    /// the next prompt's text.
+    untold: Vec<String>,
 }
+
+/// Most denial reasons kept for the next prompt, and the longest one (characters).
+const MAX_UNTOLD: usize = 8;
+const MAX_UNTOLD_CHARS: usize = 300;
 
 impl Acp {
     pub(crate) fn new(agent: &'static str) -> Self {
@@ -172,6 +180,7 @@ impl Acp {
             message: String::new(),
             thought: String::new(),
             last_message: None,
+            untold: Vec::new(),
         }
     }
 
@@ -238,11 +247,29 @@ impl Acp {
             self.finish(TurnEnd::Interrupted);
             return;
         }
+        let text = self.with_untold(text);
         let id = self.send(
             "session/prompt",
             json!({"sessionId": session, "prompt": [{"type": "text", "text": text}]}),
         );
         self.prompt_id = Some(id);
+    }
+
+    /// `text`, after the reasons of the denials the model was not told yet (then forgotten).
+    fn with_untold(&mut self, text: &str) -> String {
+        if self.untold.is_empty() {
+            return text.to_owned();
+        }
+        let notes = std::mem::take(&mut self.untold);
+        let what = if notes.len() == 1 {
+            "A request of yours was"
+        } else {
+            "Requests of yours were"
+        };
+        format!(
+            "[berth] {what} denied earlier in this task: {}.\n\n{text}",
+            notes.join("; ")
+        )
     }
 
     pub(crate) fn take_output(&mut self) -> Vec<String> {
@@ -579,12 +606,18 @@ impl Acp {
         events
     }
 
-    /// The answer to permission request `id`.
-    pub(crate) fn answer(&mut self, id: &str, approve: bool) -> Vec<String> {
-        match self.pending.remove(id) {
-            Some(p) => vec![selected(&p, approve)],
-            None => Vec::new(),
+    /// The answer to permission request `id`. ACP's answer carries no reason, so a denial's
+    /// (`message`) is kept for the next prompt.
+    pub(crate) fn answer(&mut self, id: &str, approve: bool, message: &str) -> Vec<String> {
+        let Some(p) = self.pending.remove(id) else {
+            return Vec::new();
+        };
+        let note = message.trim();
+        if !approve && !note.is_empty() && self.untold.len() < MAX_UNTOLD {
+            self.untold
+                .push(note.chars().take(MAX_UNTOLD_CHARS).collect::<String>());
         }
+        vec![selected(&p, approve)]
     }
 }
 
@@ -892,14 +925,14 @@ pub(crate) mod tests {
         assert_eq!(request.kind, ApprovalKind::Command);
         assert_eq!(request.command.as_deref(), Some("echo hi > hello.txt"));
         assert_eq!(request.summary, "run `echo hi > hello.txt`");
-        assert_eq!(acp.answer("nope", true), Vec::<String>::new());
-        let answer: Value = serde_json::from_str(&acp.answer(call, true)[0]).unwrap();
+        assert_eq!(acp.answer("nope", true, ""), Vec::<String>::new());
+        let answer: Value = serde_json::from_str(&acp.answer(call, true, "")[0]).unwrap();
         assert_eq!(
             answer,
             json!({"jsonrpc": "2.0", "id": 0,
                 "result": {"outcome": {"outcome": "selected", "optionId": "proceed_once"}}})
         );
-        assert!(acp.answer(call, true).is_empty(), "answered once");
+        assert!(acp.answer(call, true, "").is_empty(), "answered once");
         let (ev, _) = run(&mut acp, &lines[6..].join("\n"));
         assert_eq!(
             ev,
@@ -945,10 +978,42 @@ pub(crate) mod tests {
             matches!(ev.last(), Some(EventKind::ApprovalRequest { .. })),
             "{ev:?}"
         );
-        let answer: Value =
-            serde_json::from_str(&acp.answer("run_shell_command__run_shell_command_2_0", false)[0])
-                .unwrap();
+        let answer = acp.answer(
+            "run_shell_command__run_shell_command_2_0",
+            false,
+            "not on the release branch",
+        );
+        let answer: Value = serde_json::from_str(&answer[0]).unwrap();
         assert_eq!(answer["result"]["outcome"]["optionId"], "cancel");
+        run(
+            &mut acp,
+            r#"{"jsonrpc":"2.0","id":4,"result":{"stopReason":"end_turn"}}"#,
+        );
+        assert_eq!(acp.take_turn_end(), Some(TurnEnd::Completed));
+
+        // ACP's answer had no room for the reason: the next prompt says it first, once.
+        let prompt_text = |acp: &mut Acp, text: &str| {
+            let mut next = s.clone();
+            next.prompt = text.into();
+            let l = acp.begin_turn(&next);
+            let v: Value = serde_json::from_str(&l[0]).unwrap();
+            let text = v["params"]["prompt"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let id = v["id"].as_u64().unwrap();
+            run(
+                acp,
+                &format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"stopReason":"end_turn"}}}}"#),
+            );
+            text
+        };
+        assert_eq!(
+            prompt_text(&mut acp, "third"),
+            "[berth] A request of yours was denied earlier in this task: not on the release \
+             branch.\n\nthird"
+        );
+        assert_eq!(prompt_text(&mut acp, "fourth"), "fourth");
     }
 
     #[test]

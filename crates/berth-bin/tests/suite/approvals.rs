@@ -102,7 +102,8 @@ fn upstream_text(mock: &MockLlm) -> String {
 
 /// What the model is told of a denial: the reason itself (claude; codex gets it as steering
 /// input after its own "rejected by user"), or the agent's own words when its protocol carries
-/// no reason (gemini over ACP: the tool "was canceled by the user").
+/// no reason (gemini over ACP: the tool "was canceled by the user"; berth says the reason
+/// before the next prompt's text).
 fn denial_seen(agent: &str, reason: &str) -> String {
     match agent {
         "gemini" => "was canceled by the user".to_owned(),
@@ -341,6 +342,28 @@ async fn approvals_round_trip(agent: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    if matches!(agent, "gemini" | "opencode") {
+        // ACP's answer had no room for the reason: the next prompt says it to the model first
+        // (before, the model never saw it).
+        assert!(!upstream_text(&mock).contains("NOPE-REASON-4711"));
+        let (st, v) = s
+            .call(
+                "POST",
+                &format!("/api/v1/tasks/{id}/messages"),
+                Some(json!({"text": "Go on."})),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        pending_request(&s, &id).await;
+        let out = s.cli(&["task", "approve", &id]);
+        assert!(out.status.success(), "{out:?}");
+        let done = turn_over(&s, &id).await;
+        assert_eq!(done["state"], "completed", "{done}\n{}", s.log());
+        assert!(
+            upstream_text(&mock).contains("denied earlier in this task: NOPE-REASON-4711."),
+            "the model was not told the reason"
+        );
+    }
 
     // Timeout: nobody decides; the daemon denies and the agent is told why.
     let id = start(&s, agent, "/home/agent/late", "always").await;
