@@ -258,12 +258,14 @@ async fn a_turn_produces_ordered_contiguous_events() {
         }
     );
     let home = d.home();
+    // The agent runs in the daemon's environment (here the test's: cargo's CARGO_MANIFEST_DIR;
+    // in a workspace the container's), with the driver's variables over it (HOME).
     assert_eq!(
         messages(&events),
         [
             "hello".to_string(),
             "stdin:stdin-data".into(),
-            "manifest:unset".into(),
+            format!("manifest:{}", env!("CARGO_MANIFEST_DIR")),
             format!("home:{}", home.display()),
             "task:t1".into(),
         ]
