@@ -299,8 +299,8 @@ const PARSES: &[(&str, &str)] = &[
         "task push: branch=fix/x json=false remote=up task=t1",
     ),
     (
-        "task pr t1 --title T --draft --base main --secret GH_TOKEN",
-        "task pr: base=main draft=true json=false secret=GH_TOKEN task=t1 title=T",
+        "task pr t1 --title T --draft --base main --secret GH_TOKEN --push",
+        "task pr: base=main draft=true json=false push=true secret=GH_TOKEN task=t1 title=T",
     ),
     (
         "notify add https://h/x --channel slack --workspace w --kinds task.failed,task.waiting --json",
