@@ -2,6 +2,8 @@
 
 use berth_runtime::image::{BuildOutcome, BuildProgress};
 use berth_runtime::RuntimeError;
+/// A workspace row in the store only (no container): the store's own test helper.
+pub use berth_store::test_support::workspace_row;
 
 use crate::state::ImageBuilder;
 
@@ -139,36 +141,4 @@ impl TestState {
     pub async fn workspace_row(&self, tenant: &str, name: &str) -> berth_domain::WorkspaceId {
         workspace_row(&self.state.store, tenant, name).await
     }
-}
-
-/// A workspace `tenant/name` in `store` only (no container), in state `creating`, with 1 GiB,
-/// one CPU and no network.
-pub async fn workspace_row(
-    store: &berth_store::Store,
-    tenant: &str,
-    name: &str,
-) -> berth_domain::WorkspaceId {
-    let t = store
-        .ensure_tenant(&berth_domain::Name::parse(tenant).unwrap())
-        .await
-        .unwrap();
-    let id = berth_domain::WorkspaceId::generate();
-    store
-        .insert_workspace(&berth_store::NewWorkspace {
-            id: id.clone(),
-            tenant_id: t.id,
-            name: berth_domain::Name::parse(name).unwrap(),
-            image: "img".into(),
-            limits: berth_domain::Limits {
-                memory_bytes: 1 << 30,
-                nano_cpus: 1_000_000_000,
-                pids: 100,
-            },
-            network: "none".into(),
-            volume: format!("v-{name}"),
-            mcp_servers: Vec::new(),
-        })
-        .await
-        .unwrap();
-    id
 }

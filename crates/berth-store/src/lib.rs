@@ -715,8 +715,8 @@ pub use templates::{NewStep, Provision, ProvisionStep, TemplateRevision};
 pub use usage::{Budget, CallTotals, LlmCall, Spent, UsageBy, UsageFilter, UsageRow};
 pub use users::{User, UserLogin, UserSession};
 
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 #[cfg(test)]
 #[path = "lib_tests.rs"]
 mod tests;

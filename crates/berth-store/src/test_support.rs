@@ -1,5 +1,6 @@
-//! Helpers the store's own tests share (the server's tests have the same row in its
-//! `test_support::workspace_row`; the store cannot use that one, it sits below the server).
+//! Helpers the store's own tests share, and the server's tests through the `test-support`
+//! feature.
+#![allow(clippy::unwrap_used)]
 
 use berth_domain::{Limits, Name, WorkspaceId};
 
@@ -7,7 +8,7 @@ use crate::{NewWorkspace, Store};
 
 /// A workspace `tenant/name` in `store` only (no container), in state `creating`, with 1 GiB,
 /// one CPU and no network.
-pub(crate) async fn workspace_row(store: &Store, tenant: &str, name: &str) -> WorkspaceId {
+pub async fn workspace_row(store: &Store, tenant: &str, name: &str) -> WorkspaceId {
     let t = store
         .ensure_tenant(&Name::parse(tenant).unwrap())
         .await
