@@ -252,6 +252,13 @@ impl TestServer {
         v
     }
 
+    /// Runs `sh -c script` in a workspace; it must exit 0. Its stdout.
+    pub async fn sh(&self, ws: &str, script: &str) -> String {
+        let out = self.exec(ws, &["sh", "-c", script]).await;
+        assert_eq!(out["exit_code"], 0, "{script}: {out}");
+        out["stdout"].as_str().unwrap_or_default().to_owned()
+    }
+
     /// Runs the `berth` CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_stdin(args, &[])

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use berth_test_support::agents::{server_with_llm, wait_turn_over};
+use berth_test_support::ensure_image;
 use berth_test_support::mock_llm::{MockLlm, Script};
-use berth_test_support::{ensure_image, TestServer};
 use serde_json::json;
 
 use crate::bin;
@@ -27,11 +27,6 @@ fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-async fn exec_out(s: &TestServer, ws: &str, script: &str) -> String {
-    let out = s.exec(ws, &["sh", "-c", script]).await;
-    out["stdout"].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -72,12 +67,12 @@ async fn a_task_agent_sees_the_template_env_and_the_secret_placeholders() {
     ]);
     assert!(o.status.success(), "{}\n{}", text(&o), s.log());
     // What a terminal or exec sees.
-    let placeholder = exec_out(&s, "envy", "printf %s \"$GH_TOKEN\"").await;
+    let placeholder = s.sh("envy", "printf %s \"$GH_TOKEN\"").await;
     assert!(
         placeholder.starts_with("berth-placeholder-"),
         "{placeholder}"
     );
-    assert_eq!(exec_out(&s, "envy", "printf %s \"$STAGE\"").await, "blue");
+    assert_eq!(s.sh("envy", "printf %s \"$STAGE\"").await, "blue");
 
     let (st, task) = s
         .call(
@@ -93,7 +88,7 @@ async fn a_task_agent_sees_the_template_env_and_the_secret_placeholders() {
     let done = wait_turn_over(&s, &id, Duration::from_secs(180)).await;
     assert_eq!(done["state"], "completed", "{done}\n{}", s.log());
 
-    let seen = exec_out(&s, "envy", "cat /home/agent/agent-env.txt").await;
+    let seen = s.sh("envy", "cat /home/agent/agent-env.txt").await;
     let want = format!(
         "stage=blue\ntoken={placeholder}\nws=default/envy\ntmp=/home/agent/.berth/tasks/{id}/tmp\nkey=berth\n"
     );

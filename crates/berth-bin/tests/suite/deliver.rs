@@ -41,12 +41,6 @@ fn text(o: &std::process::Output) -> (String, String) {
     )
 }
 
-async fn sh(s: &TestServer, ws: &str, script: &str) -> String {
-    let out = s.exec(ws, &["sh", "-c", script]).await;
-    assert_eq!(out["exit_code"], 0, "{script}: {out}");
-    out["stdout"].as_str().unwrap().to_owned()
-}
-
 fn host_git(repo: &std::path::Path, args: &str) -> String {
     let o = std::process::Command::new("sh")
         .args(["-c", &format!("git --git-dir {} {args}", repo.display())])
@@ -103,13 +97,12 @@ async fn a_task_branch_is_pushed_through_the_proxy_with_the_placeholder_credenti
     let ws = "acme/ship";
     // Clone with the placeholder, then leave the remote's URL without any credential: the push
     // must get its credential from berth.
-    let placeholder = sh(&s, ws, "printf %s \"$GIT_TOKEN\"").await;
+    let placeholder = s.sh(ws, "printf %s \"$GIT_TOKEN\"").await;
     assert!(
         placeholder.starts_with("berth-placeholder-"),
         "{placeholder}"
     );
-    sh(
-        &s,
+    s.sh(
         ws,
         "git clone -q \"https://x-access-token:$GIT_TOKEN@git.test:8443/app.git\" app && \
          git -C app remote set-url origin https://git.test:8443/app.git",
@@ -123,7 +116,7 @@ async fn a_task_branch_is_pushed_through_the_proxy_with_the_placeholder_credenti
     )
     .await;
     let wt = format!("/home/agent/.berth/worktrees/{id}");
-    let head = sh(&s, ws, &format!("git -C {wt} rev-parse HEAD")).await;
+    let head = s.sh(ws, &format!("git -C {wt} rev-parse HEAD")).await;
     let head = head.trim();
     let seen_before = git.basic_passwords().len();
 
@@ -148,12 +141,12 @@ async fn a_task_branch_is_pushed_through_the_proxy_with_the_placeholder_credenti
         "the git server must receive the real token only: {pushed_with:?}"
     );
     // ... which never entered the workspace.
-    let found = sh(
-        &s,
-        ws,
-        &format!("grep -rlsF -D skip '{REAL}' /home/agent /proc/self/environ; true"),
-    )
-    .await;
+    let found = s
+        .sh(
+            ws,
+            &format!("grep -rlsF -D skip '{REAL}' /home/agent /proc/self/environ; true"),
+        )
+        .await;
     assert_eq!(found, "", "the real token is in the workspace");
     // The task shows the push.
     let t = s.get(&format!("/api/v1/tasks/{id}")).await;
@@ -331,8 +324,7 @@ async fn pull_requests_are_opened_on_github_gitlab_and_azure_devops() {
         ("gl", "git@gitlab.com:acme/web.git"),
         ("az", "https://acme@dev.azure.com/acme/proj/_git/svc"),
     ] {
-        sh(
-            &s,
+        s.sh(
             ws,
             &format!(
                 "git init -q -b main {dir} && cd {dir} && echo base > README.md && git add -A && \
