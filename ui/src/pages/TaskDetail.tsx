@@ -2,7 +2,7 @@ import { memo, useEffect, useLayoutEffect, useRef, useState, type FormEvent } fr
 import { api, apiFetch, getToken, post, type Approval, type CreatePullRequestRequest, type PushTaskRequest, type Session, type Task, type TaskDiff, type TaskEvent, type TaskPush } from '../api';
 import { ApprovalCard } from './Inbox';
 import { dateTime, httpUrl, num, usd, usdExact } from '../format';
-import { navigate, useLoad } from '../hooks';
+import { navigate, useAction, useLoad } from '../hooks';
 import { canContinueInteractively, terminalRoute } from '../agentSessions';
 import { canDeliver, canOpenPullRequest, openPullRequest, pullRequestRequest, pushBeforePullRequest, pushRequest } from '../deliver';
 import { followSse } from '../sse';
@@ -185,8 +185,7 @@ function ContinueButton({ id, task }: { id: string; task: Task }) {
  * token) and says why not when it cannot (no repository, nothing to push, no credential). */
 function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; state: string; onDone: () => void }) {
   const [open, setOpen] = useState<'push' | 'pr' | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
+  const { busy, error, run } = useAction();
   const [result, setResult] = useState<string>();
   const [branch, setBranch] = useState('');
   const [title, setTitle] = useState('');
@@ -198,10 +197,8 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
     e.preventDefault();
     const which = open;
     setOpen(null);
-    setBusy(true);
-    setError(undefined);
     setResult(undefined);
-    try {
+    await run(async () => {
       if (which === 'push') {
         const body: PushTaskRequest = pushRequest(branch);
         const p = await post<TaskPush>(`/tasks/${id}/push`, body);
@@ -212,12 +209,8 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
         const pushed = push ? `pushed ${push.commit.slice(0, 12)} to ${push.remote}/${push.branch}, ` : '';
         setResult(`${pushed}opened ${pr.provider} #${pr.number}`.replace(/^./, (c) => c.toUpperCase()));
       }
-    } catch (err) {
-      setError((err as Error).message);
-    } finally {
-      setBusy(false);
-      onDone();
-    }
+    });
+    onDone();
   };
   return (
     <>
@@ -274,22 +267,15 @@ function DeliverButtons({ id, task, state, onDone }: { id: string; task: Task; s
 }
 
 function CancelButton({ id, state, onDone }: { id: string; state: string; onDone: () => void }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string>();
+  const { busy, error, run } = useAction();
   const [confirm, setConfirm] = useState(false);
   const can = !FINAL.has(state);
   const cancel = async () => {
     setConfirm(false);
-    setBusy(true);
-    setError(undefined);
-    try {
+    await run(async () => {
       await post(`/tasks/${id}/cancel`);
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setBusy(false);
-      onDone();
-    }
+    });
+    onDone();
   };
   return (
     <>
