@@ -139,14 +139,21 @@ impl Pipes {
             } else {
                 break;
             };
-            if let Some(data) = read {
-                budget = budget.saturating_sub(data.len());
-                if write_frame(wr, &Frame::data(kind, data)).await.is_err() {
-                    return false;
-                }
+            budget = budget.saturating_sub(read.as_ref().map_or(0, Bytes::len));
+            if !send_chunk(wr, kind, read).await {
+                return false;
             }
         }
         true
+    }
+}
+
+/// Writes a chunk read from a pipe (none: the pipe closed) to the client; false if the client
+/// is gone.
+async fn send_chunk(wr: &mut OwnedWriteHalf, kind: FrameKind, data: Option<Bytes>) -> bool {
+    match data {
+        Some(data) => write_frame(wr, &Frame::data(kind, data)).await.is_ok(),
+        None => true,
     }
 }
 
@@ -199,19 +206,15 @@ async fn relay_output(
         let Pipes { stdout, stderr } = pipes;
         tokio::select! {
             data = read_chunk(stdout), if stdout.is_some() => {
-                if let Some(data) = data {
-                    if write_frame(wr, &Frame::data(FrameKind::Stdout, data)).await.is_err() {
-                        end.client_gone = true;
-                        break;
-                    }
+                if !send_chunk(wr, FrameKind::Stdout, data).await {
+                    end.client_gone = true;
+                    break;
                 }
             }
             data = read_chunk(stderr), if stderr.is_some() => {
-                if let Some(data) = data {
-                    if write_frame(wr, &Frame::data(FrameKind::Stderr, data)).await.is_err() {
-                        end.client_gone = true;
-                        break;
-                    }
+                if !send_chunk(wr, FrameKind::Stderr, data).await {
+                    end.client_gone = true;
+                    break;
                 }
             }
             status = child.wait(), if end.exit_code.is_none() => {
