@@ -32,10 +32,10 @@ use tokio::time::Sleep;
 use super::approvals::Answer;
 use super::output::Out;
 use super::turn::{
-    end_setup, failure_reason, on_output, refuse_redirect, spawn, start_readers, with_task_id,
-    AgentInput, NextTurn, SetupEnd, TurnOutcome, CANCEL_GRACE, DRAIN_GRACE,
+    end_setup, enter_worktree, failure_reason, on_output, refuse_redirect, spawn, start_readers,
+    with_task_id, AgentInput, NextTurn, SetupEnd, TurnOutcome, CANCEL_GRACE, DRAIN_GRACE,
 };
-use super::worktree::{create_worktree, make_private_dir, write_private_file};
+use super::worktree::{make_private_dir, write_private_file};
 use super::{DriverFactory, Inner, Task};
 use crate::proto::Worktree;
 use crate::sys::{self, lock, sleep_opt};
@@ -216,17 +216,6 @@ async fn prepare(
     task.transition(&mut inner, TaskState::Running, None);
     drop(inner);
     Ok((p, spec))
-}
-
-/// Creates the task's worktree (under `~/.berth/worktrees/TASK`) and makes it the turn's
-/// working directory, for this turn and the task's later ones.
-async fn enter_worktree(task: &Task, wt: &Worktree, spec: &mut TurnSpec) -> Result<(), SetupEnd> {
-    let path = spec.home.join(".berth").join("worktrees").join(&task.id);
-    create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
-    tracing::info!(task = %task.id, path = %path.display(), branch = %wt.branch, "worktree created");
-    spec.cwd = path;
-    lock(&task.inner).spec.cwd = spec.cwd.clone();
-    Ok(())
 }
 
 /// The task's warm process when it is alive and started with this turn's settings; one that

@@ -246,6 +246,21 @@ pub(super) fn failure_reason(agent: Agent, outcome: TurnOutcome) -> String {
     }
 }
 
+/// Creates the task's worktree (under `~/.berth/worktrees/TASK`) and makes it the turn's
+/// working directory, for this turn and the task's later ones.
+pub(super) async fn enter_worktree(
+    task: &Task,
+    wt: &Worktree,
+    spec: &mut TurnSpec,
+) -> Result<(), SetupEnd> {
+    let path = spec.home.join(".berth").join("worktrees").join(&task.id);
+    create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
+    tracing::info!(task = %task.id, path = %path.display(), branch = %wt.branch, "worktree created");
+    spec.cwd = path;
+    lock(&task.inner).spec.cwd = spec.cwd.clone();
+    Ok(())
+}
+
 /// Worktree, directories, files, spawn. Emits Status{running} once spawned. With an approval
 /// policy the driver supports, the agent's stdin stays open for the answers (returned).
 async fn prepare(
@@ -255,11 +270,7 @@ async fn prepare(
     drivers: &DriverFactory,
 ) -> Result<(Box<dyn Driver>, tokio::process::Child, Option<AgentInput>), SetupEnd> {
     if let Some(wt) = worktree {
-        let path = spec.home.join(".berth").join("worktrees").join(&task.id);
-        create_worktree(wt, &path).await.map_err(SetupEnd::Failed)?;
-        tracing::info!(task = %task.id, path = %path.display(), branch = %wt.branch, "worktree created");
-        spec.cwd = path;
-        lock(&task.inner).spec.cwd = spec.cwd.clone();
+        enter_worktree(task, wt, &mut spec).await?;
     }
     if task.stop_requested() {
         return Err(SetupEnd::Stopped);
