@@ -535,22 +535,22 @@ async fn decide_unaudited(
             d.expires_at = Some(berth_domain::Timestamp::from(
                 time::OffsetDateTime::now_utc() + Duration::from_secs(ttl),
             ));
-            store_decision(state, &w.id, &r.id, &d, true).await
         }
         "always" => {
             approve_always(state, &w.id, &body, rule).await?;
             d.scope = Some("always");
-            store_decision(state, &w.id, &r.id, &d, true).await
         }
         "template" => {
             d.template = Some(approve_into_template(state, actor, &w, &body, rule).await?);
             d.scope = Some("template");
-            store_decision(state, &w.id, &r.id, &d, true).await
         }
-        other => Err(ApiError::invalid(format!(
-            "unknown scope {other:?}: use once, always or template"
-        ))),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "unknown scope {other:?}: use once, always or template"
+            )))
+        }
     }
+    store_decision(state, &w.id, &r.id, &d, true).await
 }
 
 /// Scope `once`: how long the grant lasts (the body's `ttl_seconds`, checked, or the default).

@@ -161,9 +161,9 @@ fn task_filter(task: Option<&str>) -> Result<Option<TaskId>, ()> {
     task.map(|t| TaskId::parse(t).ok_or(())).transpose()
 }
 
-/// The report's rows in their wire form, and the total row that sums them.
-/// The API rows of a report grouped `by`. Grouped by task, every row names its task, and the
-/// calls of agent sessions of their own (no task) are the row whose `task` is empty.
+/// The rows of a report grouped `by` in their wire form, and the total row that sums them.
+/// Grouped by task, every row names its task, and the calls of agent sessions of their own (no
+/// task) are the row whose `task` is empty.
 fn report_rows(
     rows: Vec<berth_store::UsageRow>,
     by: UsageBy,
