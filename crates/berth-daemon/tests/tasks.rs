@@ -1043,6 +1043,17 @@ async fn an_interrupt_before_any_session_id_starts_a_new_conversation_with_both_
     let first = "if [ -e once ]; then echo second-run; else touch once; sleep 60; fi";
     c.task_start(d.spec("fresh", first)).await.unwrap();
     wait_for(c, "fresh", |i| i.state == TaskState::Running).await;
+    // Running is said when the agent is spawned; under load its shell may not have made its
+    // mark yet, and interrupted before that, the new conversation would sleep too.
+    let mark = d.home().join("once");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mark.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let next = "echo \"resume:[$RESUME]\"";
     c.task_interrupt(&tid("fresh"), next, "carol (admin)")
         .await
